@@ -1,0 +1,86 @@
+"""Settings, read once from environment variables (``PLINTH_*``) and an optional TOML file.
+
+Precedence: explicit arguments, then environment, then the config file
+(``$PLINTH_CONFIG`` or ``$PLINTH_HOME/config.toml``), then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from plinth.errors import InvalidArgument
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLINTH_", extra="forbid")
+
+    home: Path = Field(default=Path(".plinth"), description="folder of the embedded default")
+    store_uri: str | None = Field(default=None, description="metadata store (SQLAlchemy URL)")
+    artifact_uri: str | None = Field(default=None, description="artifact root (fsspec URI)")
+    uri: str | None = Field(default=None, description="a Plinth server to talk to instead")
+    host: str = "127.0.0.1"
+    port: int = Field(default=5151, ge=1, le=65535)
+    # Metric buffering: the background flusher writes at least this often.
+    flush_interval: float = Field(default=1.0, gt=0)
+    flush_max_points: int = Field(default=50_000, gt=0)
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+    @field_validator("store_uri", "artifact_uri", "uri")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @property
+    def resolved_store_uri(self) -> str:
+        return self.store_uri or f"sqlite:///{(self.home / 'plinth.db').resolve()}"
+
+    @property
+    def resolved_artifact_uri(self) -> str:
+        return self.artifact_uri or str((self.home / "artifacts").resolve())
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        explicit = os.environ.get("PLINTH_CONFIG")
+        home = Path(os.environ.get("PLINTH_HOME", ".plinth"))
+        path = Path(explicit) if explicit else home / "config.toml"
+        if not path.is_file():
+            if explicit:
+                raise InvalidArgument(f"PLINTH_CONFIG names {path}, which is not a file")
+            return {}
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidArgument(f"config file {path} is not valid TOML: {exc}") from None
+        return dict(data.get("plinth", data))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidArgument(f"invalid Plinth settings: {problems}") from None

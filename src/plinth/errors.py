@@ -1,0 +1,79 @@
+"""One exception family for every interface: Python, HTTP and CLI.
+
+Each class carries a stable ``error_code`` and the HTTP status it maps to; the server
+serialises ``{"error_code", "message"}`` and the remote client rebuilds the same class.
+"""
+
+from __future__ import annotations
+
+
+class PlinthError(Exception):
+    error_code = "INTERNAL_ERROR"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error_code": self.error_code, "message": self.message}
+
+
+class NotFound(PlinthError):
+    error_code = "NOT_FOUND"
+    http_status = 404
+
+
+class AlreadyExists(PlinthError):
+    error_code = "ALREADY_EXISTS"
+    http_status = 409
+
+
+class Conflict(PlinthError):
+    error_code = "CONFLICT"
+    http_status = 409
+
+
+class InvalidArgument(PlinthError):
+    error_code = "INVALID_ARGUMENT"
+    http_status = 422
+
+
+class PayloadTooLarge(InvalidArgument):
+    error_code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+class PermissionDenied(PlinthError):
+    error_code = "PERMISSION_DENIED"
+    http_status = 403
+
+
+class Unavailable(PlinthError):
+    error_code = "UNAVAILABLE"
+    http_status = 503
+
+
+ERRORS_BY_CODE: dict[str, type[PlinthError]] = {
+    cls.error_code: cls
+    for cls in (
+        PlinthError,
+        NotFound,
+        AlreadyExists,
+        Conflict,
+        InvalidArgument,
+        PayloadTooLarge,
+        PermissionDenied,
+        Unavailable,
+    )
+}
+
+
+def error_from_dict(payload: dict[str, object], status: int) -> PlinthError:
+    """Rebuild the exception a server answered with (unknown codes become PlinthError)."""
+    code = str(payload.get("error_code", ""))
+    message = str(payload.get("message", f"server answered HTTP {status}"))
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        cls = Unavailable if status >= 500 else InvalidArgument if status < 500 else PlinthError
+    return cls(message)
