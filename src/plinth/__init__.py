@@ -1,3 +1,86 @@
-"""Plinth: one foundation for a model's whole life."""
+"""Plinth: one foundation for a model's whole life.
+
+The module-level functions act on the default client: the server named by ``PLINTH_URI``,
+else the embedded store under ``PLINTH_HOME`` (``./.plinth``). Heavy libraries load on
+first use, so ``import plinth`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from plinth.client import Client, connect, default_client, set_default_client
+from plinth.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    PlinthError,
+    Unavailable,
+)
 
 __version__ = "0.1.0"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _on_default_client(method: F) -> F:
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(default_client(), name)(*args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+start_run = _on_default_client(Client.start_run)
+get_run = _on_default_client(Client.get_run)
+get_metric_history = _on_default_client(Client.get_metric_history)
+search_runs = _on_default_client(Client.search_runs)
+compare_runs = _on_default_client(Client.compare_runs)
+close_stale_runs = _on_default_client(Client.close_stale_runs)
+create_experiment = _on_default_client(Client.create_experiment)
+get_experiment = _on_default_client(Client.get_experiment)
+list_experiments = _on_default_client(Client.list_experiments)
+list_artifacts = _on_default_client(Client.list_artifacts)
+download_artifact = _on_default_client(Client.download_artifact)
+
+
+def seed_everything(seed: int) -> int:
+    """Seed ``random``, NumPy and PyTorch (where installed); returns the seed."""
+    from plinth.tracking.lineage import seed_everything as seed_all
+
+    return seed_all(seed)
+
+
+__all__ = [
+    "AlreadyExists",
+    "Client",
+    "Conflict",
+    "InvalidArgument",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PlinthError",
+    "Unavailable",
+    "close_stale_runs",
+    "compare_runs",
+    "connect",
+    "create_experiment",
+    "default_client",
+    "download_artifact",
+    "get_experiment",
+    "get_metric_history",
+    "get_run",
+    "list_artifacts",
+    "list_experiments",
+    "search_runs",
+    "seed_everything",
+    "set_default_client",
+    "start_run",
+]

@@ -1,0 +1,79 @@
+"""The API contract: one decorated service method gives the route and the remote call.
+
+``@endpoint("POST", "/runs/{run_id}/tags")`` on a service method is all it takes: the
+server mounts it (path parameters from the path, the rest from the query string for GET
+and DELETE, from a JSON body otherwise) and the remote client calls it with the same
+signature, rebuilding the return type and the same exceptions on the other side.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    name: str
+    signature: inspect.Signature
+    hints: dict[str, Any]
+
+    @property
+    def path_params(self) -> list[str]:
+        return [p for p in self.signature.parameters if "{" + p + "}" in self.path]
+
+    @property
+    def other_params(self) -> list[str]:
+        return [p for p in self.signature.parameters if p != "self" and p not in self.path_params]
+
+    @property
+    def params_in_query(self) -> bool:
+        return self.method in ("GET", "DELETE")
+
+    @functools.cached_property
+    def body_model(self) -> type[BaseModel]:
+        """The JSON body of a POST/PATCH/PUT endpoint: its non-path parameters."""
+        fields: dict[str, Any] = {}
+        for name in self.other_params:
+            default = self.signature.parameters[name].default
+            fields[name] = (self.hints[name], ... if default is inspect.Parameter.empty else default)
+        model_name = "".join(part.title() for part in self.name.split("_")) + "Request"
+        return create_model(model_name, __config__=_BODY_CONFIG, **fields)
+
+    @functools.cached_property
+    def result(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.hints.get("return", type(None)))
+
+
+_BODY_CONFIG = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+
+
+def endpoint(method: str, path: str) -> Callable[[F], F]:
+    def mark(func: F) -> F:
+        func.__plinth_endpoint__ = (method, path)  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def endpoints_of(cls: type) -> list[Endpoint]:
+    """The endpoints a service class declares, in definition order."""
+    found = []
+    for name, func in vars(cls).items():
+        marked = getattr(func, "__plinth_endpoint__", None)
+        if marked is None:
+            continue
+        method, path = marked
+        signature = inspect.signature(func)
+        hints = get_type_hints(func)
+        found.append(Endpoint(method, path, name, signature, hints))
+    return found

@@ -1,0 +1,199 @@
+"""The Python client: the same methods in-process (local store) and remote (a Plinth server)."""
+
+from __future__ import annotations
+
+import getpass
+import io
+import shutil
+import threading
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plinth.config import Settings
+    from plinth.tracking.run import ActiveRun
+    from plinth.tracking.service import TrackingService
+    from plinth.tracking.types import (
+        ArtifactEntry,
+        Experiment,
+        MetricPoint,
+        Page,
+        Run,
+        RunComparison,
+    )
+
+
+class Client:
+    """Use ``plinth.connect()``; ``tracking`` is the service (local) or its HTTP proxy (remote)."""
+
+    def __init__(self, tracking: TrackingService, settings: Settings, *, remote: bool) -> None:
+        self.tracking = tracking
+        self.settings = settings
+        self.remote = remote
+
+    # -- runs --------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        experiment: str = "default",
+        name: str | None = None,
+        *,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        seed: int | None = None,
+        capture_environment: bool = True,
+    ) -> ActiveRun:
+        """Start a run (creating the experiment if needed), with the calling code's lineage."""
+        from plinth.tracking.lineage import capture_environment as environment
+        from plinth.tracking.lineage import capture_lineage, seed_everything
+        from plinth.tracking.run import ActiveRun
+
+        if seed is not None:
+            seed_everything(seed)
+        run = self.tracking.create_run(
+            experiment,
+            name,
+            description,
+            tags,
+            _owner(),
+            capture_lineage(seed),
+            environment() if capture_environment else None,
+        )
+        return ActiveRun(self, run)
+
+    def get_run(self, run_id: str) -> Run:
+        return self.tracking.get_run(run_id)
+
+    def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        return self.tracking.get_metric_history(run_id, key)
+
+    def search_runs(
+        self,
+        filter: str | None = None,
+        order_by: list[str] | None = None,
+        experiments: list[str] | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[Run]:
+        """Runs matching ``filter``, e.g. ``"metrics.val_f1 > 0.8 and params.hyper.lr = 0.1"``."""
+        return self.tracking.search_runs(filter, order_by, experiments, max_results, page_token)
+
+    def compare_runs(self, run_ids: list[str]) -> RunComparison:
+        return self.tracking.compare_runs(run_ids)
+
+    def close_stale_runs(self, timeout_seconds: float = 300.0, experiment: str | None = None) -> list[str]:
+        """Mark runs whose process stopped sending heartbeats as KILLED."""
+        return self.tracking.close_stale_runs(timeout_seconds, experiment)
+
+    # -- experiments -------------------------------------------------------------------
+
+    def create_experiment(
+        self, name: str, description: str = "", tags: dict[str, str] | None = None
+    ) -> Experiment:
+        return self.tracking.create_experiment(name, description, tags, _owner())
+
+    def get_experiment(self, experiment: str) -> Experiment:
+        return self.tracking.get_experiment(experiment)
+
+    def list_experiments(self, name_like: str | None = None, max_results: int = 1000) -> Page[Experiment]:
+        return self.tracking.list_experiments(name_like, max_results)
+
+    # -- artifacts ---------------------------------------------------------------------
+
+    def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]:
+        return self.tracking.list_artifacts(run_id, path)
+
+    def upload_artifact(self, run_id: str, local_path: str | Path, artifact_path: str) -> None:
+        with open(local_path, "rb") as source:
+            self._upload(run_id, artifact_path, source)
+
+    def upload_artifact_bytes(self, run_id: str, data: bytes, artifact_path: str) -> None:
+        self._upload(run_id, artifact_path, io.BytesIO(data))
+
+    def download_artifact(self, run_id: str, artifact_path: str, dest: str | Path) -> Path:
+        """Copy one artifact file to ``dest`` (a file path, or a folder to put it in)."""
+        target = Path(dest)
+        if target.is_dir():
+            target = target / Path(artifact_path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as out:
+            self._download(run_id, artifact_path, out)
+        return target
+
+    def read_artifact(self, run_id: str, artifact_path: str) -> bytes:
+        out = io.BytesIO()
+        self._download(run_id, artifact_path, out)
+        return out.getvalue()
+
+    def _upload(self, run_id: str, artifact_path: str, source: IO[bytes]) -> None:
+        if self.remote:
+            self.tracking.upload_artifact(run_id, artifact_path, source)  # type: ignore[attr-defined]
+        else:
+            with self.tracking.open_artifact_writer(run_id, artifact_path) as out:
+                shutil.copyfileobj(source, out, 1024 * 1024)
+
+    def _download(self, run_id: str, artifact_path: str, out: IO[bytes]) -> None:
+        if self.remote:
+            self.tracking.download_artifact(run_id, artifact_path, out)  # type: ignore[attr-defined]
+        else:
+            with self.tracking.open_artifact_reader(run_id, artifact_path) as source:
+                shutil.copyfileobj(source, out, 1024 * 1024)
+
+
+def _owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+def connect(
+    uri: str | None = None,
+    *,
+    store_uri: str | None = None,
+    artifact_uri: str | None = None,
+    **settings: Any,
+) -> Client:
+    """A client for a Plinth server (``http://host:port``) or for a store used in-process.
+
+    With no arguments: the server named by ``PLINTH_URI``, else the embedded store under
+    ``PLINTH_HOME``. A non-HTTP ``uri`` is taken as the metadata store URI.
+    """
+    from plinth.config import load_settings
+
+    if uri and not uri.startswith(("http://", "https://")):
+        store_uri, uri = uri, None
+    overrides = {"store_uri": store_uri, "artifact_uri": artifact_uri, **settings}
+    resolved = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    server = uri or resolved.uri
+    if server:
+        from plinth.remote import remote_tracking
+
+        return Client(remote_tracking(server, resolved), resolved, remote=True)
+    from plinth.store.artifacts import ArtifactStore
+    from plinth.store.engine import open_store
+    from plinth.tracking.service import TrackingService
+
+    service = TrackingService(
+        open_store(resolved.resolved_store_uri), ArtifactStore(resolved.resolved_artifact_uri)
+    )
+    return Client(service, resolved, remote=False)
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The client the module-level functions use, made on first use from the settings."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = connect()
+        return _default
+
+
+def set_default_client(client: Client | None) -> None:
+    global _default
+    with _default_lock:
+        _default = client

@@ -1,0 +1,130 @@
+"""The remote client: each service endpoint becomes an HTTP call with the same signature."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+from urllib.parse import quote
+
+import httpx
+
+from plinth.api import Endpoint, endpoints_of
+from plinth.config import Settings
+from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_dict
+from plinth.tracking.service import TrackingService
+
+API_PREFIX = "/api/v1"
+_CHUNK = 1024 * 1024
+
+
+class Transport:
+    """One keep-alive HTTP connection pool to a Plinth server; turns errors into PlinthErrors."""
+
+    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url + API_PREFIX, timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"Plinth server {self.base_url} is unreachable: {exc}") from None
+        if response.status_code >= 400:
+            raise _error_of(response)
+        return response
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        try:
+            with self.http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_of(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise Unavailable(f"Plinth server {self.base_url} is unreachable: {exc}") from None
+
+
+def _error_of(response: httpx.Response) -> PlinthError:
+    try:
+        payload = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = {}
+    if not isinstance(payload, dict) or "error_code" not in payload:
+        payload = {"message": f"server answered HTTP {response.status_code}: {response.text[:200]}"}
+    return error_from_dict(payload, response.status_code)
+
+
+def _path_of(ep: Endpoint, arguments: dict[str, Any]) -> str:
+    values = {}
+    for name in ep.path_params:
+        value = arguments[name]
+        if not isinstance(value, str) or not value:
+            raise InvalidArgument(f"{name} must be a non-empty string, got {value!r}")
+        values[name] = quote(value, safe="")
+    return ep.path.format(**values)
+
+
+def _query_value(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _make_call(ep: Endpoint) -> Callable[..., Any]:
+    signature = ep.signature
+
+    def call(self: RemoteTracking, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        path = _path_of(ep, arguments)
+        others = {name: arguments[name] for name in ep.other_params}
+        if ep.params_in_query:
+            query = {k: _query_value(v) for k, v in others.items() if v is not None}
+            response = self.transport.request(ep.method, path, params=query)
+        else:
+            try:
+                body = ep.body_model(**others).model_dump_json()
+            except ValueError as exc:
+                raise InvalidArgument(f"{ep.name}: {exc}") from None
+            response = self.transport.request(
+                ep.method, path, content=body, headers={"content-type": "application/json"}
+            )
+        return ep.result.validate_json(response.content)
+
+    call.__name__ = ep.name
+    call.__doc__ = getattr(TrackingService, ep.name).__doc__
+    return call
+
+
+class RemoteTracking:
+    """TrackingService's endpoints over HTTP (methods are generated below)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def upload_artifact(self, run_id: str, path: str, source: IO[bytes]) -> None:
+        def chunks() -> Iterator[bytes]:
+            while block := source.read(_CHUNK):
+                yield block
+
+        self.transport.request(
+            "PUT", f"/runs/{quote(run_id, safe='')}/artifacts/content", params={"path": path}, content=chunks()
+        )
+
+    def download_artifact(self, run_id: str, path: str, out: IO[bytes]) -> None:
+        with self.transport.stream(
+            "GET", f"/runs/{quote(run_id, safe='')}/artifacts/content", params={"path": path}
+        ) as response:
+            for block in response.iter_bytes(_CHUNK):
+                out.write(block)
+
+
+for _ep in endpoints_of(TrackingService):
+    setattr(RemoteTracking, _ep.name, _make_call(_ep))
+
+
+def remote_tracking(url: str, settings: Settings) -> TrackingService:
+    return RemoteTracking(Transport(url))  # type: ignore[return-value]

@@ -1,0 +1,177 @@
+"""The Plinth server: every service endpoint under /api/v1, errors as {"error_code", "message"}."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import plinth
+from plinth.api import Endpoint, endpoints_of
+from plinth.config import Settings, load_settings
+from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.server.limits import BodySizeLimit
+from plinth.tracking.service import TrackingService
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("plinth.server")
+
+
+def create_app(settings: Settings | None = None, tracking: TrackingService | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    if tracking is None:
+        from plinth.store.artifacts import ArtifactStore
+        from plinth.store.engine import open_store
+
+        tracking = TrackingService(
+            open_store(settings.resolved_store_uri), ArtifactStore(settings.resolved_artifact_uri)
+        )
+    app = FastAPI(title="Plinth", version=plinth.__version__, openapi_url=f"{API_PREFIX}/openapi.json")
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffix="/artifacts/content")
+    _install_error_handlers(app)
+
+    @app.get("/health", tags=["health"])
+    @app.get(f"{API_PREFIX}/health", tags=["health"], include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": plinth.__version__}
+
+    _mount_artifact_routes(app, tracking)
+    for ep in endpoints_of(TrackingService):
+        _mount(app, ep, getattr(tracking, ep.name), tag="tracking")
+    return app
+
+
+def _mount(app: FastAPI, ep: Endpoint, method: Callable[..., Any], tag: str) -> None:
+    """Add one route whose parameters FastAPI reads from the endpoint's signature."""
+    params = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, Path()])
+        for name in ep.path_params
+    ]
+    if ep.params_in_query:
+        for name in ep.other_params:
+            default = ep.signature.parameters[name].default
+            params.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[ep.hints[name], Query()],
+                    default=... if default is inspect.Parameter.empty else default,
+                )
+            )
+    else:
+        params.append(
+            inspect.Parameter(
+                "body", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[ep.body_model, Body()]
+            )
+        )
+    result = ep.result
+
+    def handle(**kwargs: Any) -> Response:
+        body = kwargs.pop("body", None)
+        if body is not None:
+            kwargs.update({name: getattr(body, name) for name in ep.other_params})
+        return Response(result.dump_json(method(**kwargs)), media_type="application/json")
+
+    handle.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    handle.__name__ = ep.name
+    handle.__doc__ = inspect.getdoc(method)
+    app.add_api_route(
+        API_PREFIX + ep.path,
+        handle,
+        methods=[ep.method],
+        tags=[tag],
+        response_class=Response,
+        responses={
+            200: {"content": {"application/json": {"schema": _schema(result)}}},
+            404: {"description": "not found"},
+            409: {"description": "conflict"},
+            422: {"description": "invalid argument"},
+        },
+    )
+
+
+def _schema(adapter: Any) -> dict[str, Any]:
+    try:
+        schema: dict[str, Any] = adapter.json_schema(mode="serialization")
+    except Exception:  # a type without a JSON schema documents as any JSON value
+        return {}
+    schema.pop("$defs", None)
+    return schema if "$ref" not in str(schema) else {}
+
+
+def _mount_artifact_routes(app: FastAPI, tracking: TrackingService) -> None:
+    route = f"{API_PREFIX}/runs/{{run_id}}/artifacts/content"
+
+    @app.put(route, tags=["tracking"], status_code=204)
+    async def upload_artifact(run_id: str, path: Annotated[str, Query()], request: Request) -> Response:
+        # The store's writer is blocking: stream the body to it from a worker thread.
+        from starlette.concurrency import run_in_threadpool
+
+        writer = await run_in_threadpool(tracking.open_artifact_writer, run_id, path)
+        try:
+            async for chunk in request.stream():
+                await run_in_threadpool(writer.write, chunk)
+        except BaseException:
+            await run_in_threadpool(_abort, writer)
+            raise
+        await run_in_threadpool(writer.close)
+        return Response(status_code=204)
+
+    @app.get(route, tags=["tracking"], response_class=StreamingResponse)
+    def download_artifact(run_id: str, path: Annotated[str, Query()]) -> StreamingResponse:
+        reader = tracking.open_artifact_reader(run_id, path)
+
+        def chunks() -> Iterator[bytes]:
+            with reader:
+                while block := reader.read(1024 * 1024):
+                    yield block
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+
+def _abort(writer: Any) -> None:
+    discard = getattr(writer, "discard", None)
+    if discard is not None:
+        discard()
+    else:
+        writer.close()
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PlinthError)
+    async def plinth_error(_: Request, exc: PlinthError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:10]
+        )
+        error = InvalidArgument(f"invalid request: {problems}")
+        return JSONResponse(error.to_dict(), status_code=error.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = NotFound.error_code if exc.status_code == 404 else "HTTP_" + str(exc.status_code)
+        return JSONResponse({"error_code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(
+            {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}, status_code=500
+        )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+

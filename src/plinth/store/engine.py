@@ -1,0 +1,166 @@
+"""The central store: one SQLAlchemy engine (SQLite or PostgreSQL), migrated on first use."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
+
+from plinth.errors import InvalidArgument, Unavailable
+
+# The newest migration; tests check it matches the Alembic scripts' head.
+SCHEMA_REVISION = "0001"
+MIGRATIONS = Path(__file__).with_name("migrations")
+_SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+class Store:
+    """The metadata store. ``read()`` and ``write()`` hand out connections in a transaction.
+
+    On SQLite, writes start with ``BEGIN IMMEDIATE`` so concurrent writers queue on the
+    busy timeout instead of failing with "database is locked" when a read upgrades.
+    """
+
+    def __init__(self, uri: str, *, migrate: bool = True) -> None:
+        self.uri = uri
+        self.engine = _create_engine(uri)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if migrate:
+            self.ensure_schema()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with _unavailable_on_disconnect(self.uri), self.engine.connect() as conn:
+            yield conn
+            conn.rollback()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        with _unavailable_on_disconnect(self.uri), self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(plinth_immediate=True)
+            with conn.begin():
+                yield conn
+
+    def current_revision(self) -> str | None:
+        with self.read() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except (OperationalError, ProgrammingError):
+                return None
+
+    def ensure_schema(self) -> None:
+        if self.current_revision() != SCHEMA_REVISION:
+            self.upgrade()
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply Alembic migrations, one process at a time."""
+        from plinth.store import migrate
+
+        with _unavailable_on_disconnect(self.uri), self._migration_lock() as conn:
+            migrate.upgrade(conn, revision)
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[Connection]:
+        if self.is_sqlite:
+            from filelock import FileLock
+
+            database = self.engine.url.database
+            lock_path = f"{database}.migrate.lock" if database and database != ":memory:" else None
+            lock: contextlib.AbstractContextManager[Any] = (
+                FileLock(lock_path, timeout=120) if lock_path else contextlib.nullcontext()
+            )
+            with lock, self.engine.connect() as conn:
+                yield conn
+        else:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(7301)"))
+                conn.commit()
+                try:
+                    yield conn
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(7301)"))
+                    conn.commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _create_engine(uri: str) -> Engine:
+    try:
+        url = make_url(uri)
+    except ArgumentError:
+        raise InvalidArgument(
+            f"store URI {uri!r} is not a database URL; expected sqlite:///path or "
+            "postgresql+psycopg://user@host/db"
+        ) from None
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+        )
+        _setup_sqlite(engine)
+        return engine
+    if url.get_backend_name() == "postgresql":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    raise InvalidArgument(
+        f"store URI {uri!r} uses {url.get_backend_name()!r}; supported: sqlite, postgresql"
+    )
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("plinth_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextlib.contextmanager
+def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        if "locked" in str(exc.orig) or "could not connect" in str(exc.orig) or exc.connection_invalidated:
+            raise Unavailable(f"metadata store {_redact(uri)} is unavailable: {exc.orig}") from exc
+        raise
+
+
+def _redact(uri: str) -> str:
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URI>"
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(uri: str) -> Store:
+    """One Store (and so one connection pool) per URI per process."""
+    with _stores_lock:
+        store = _stores.get(uri)
+        if store is None:
+            store = _stores[uri] = Store(uri)
+        return store

@@ -1,0 +1,153 @@
+"""The central store's tables (SQLAlchemy Core). Alembic migrations mirror this file.
+
+Times are integer milliseconds since the epoch: portable, sortable, cheap to write.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(32)
+NAME = String(500)
+# On SQLite only INTEGER PRIMARY KEY aliases the rowid (fast appends); BIGINT would not.
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", NAME, nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("next_run_number", Integer, nullable=False, default=1),
+)
+
+experiment_tags = Table(
+    "experiment_tags",
+    metadata,
+    Column("experiment_id", ID, ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", NAME, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+environments = Table(
+    "environments",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("python_version", String(100), nullable=False),
+    Column("platform", String(200), nullable=False),
+    Column("packages", Text, nullable=False),  # JSON object name -> version
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("experiment_id", ID, ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("name", NAME, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("status", String(20), nullable=False),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("start_time", BigInteger, nullable=False),
+    Column("end_time", BigInteger),
+    Column("heartbeat_at", BigInteger, nullable=False),
+    Column("git_commit", String(64)),
+    Column("git_dirty", Boolean),
+    Column("git_remote", Text),
+    Column("entry_point", Text),
+    Column("host", String(255)),
+    Column("seed", BigInteger),
+    Column("environment_digest", String(64), ForeignKey("environments.digest")),
+    UniqueConstraint("experiment_id", "name"),
+    UniqueConstraint("experiment_id", "number"),
+    Index(None, "status", "heartbeat_at"),
+    Index(None, "start_time"),
+)
+
+params = Table(
+    "params",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("group", String(100), primary_key=True),
+    Column("key", NAME, primary_key=True),
+    Column("value_type", String(10), nullable=False),  # int | float | str | bool | json
+    Column("value", Text, nullable=False),  # canonical JSON of the value
+    Column("value_num", Float),  # for numeric filters and ordering
+    Column("value_str", Text),  # for string filters and ordering
+    Index(None, "key", "value_num"),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("run_id", ID, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("key", NAME, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("value", Float),  # NULL stores NaN (SQLite cannot keep NaN)
+    Column("timestamp", BigInteger, nullable=False),
+    Column("is_best", Boolean, nullable=False),
+    Index(None, "run_id", "key", "step"),
+)
+
+metric_summaries = Table(
+    "metric_summaries",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", NAME, primary_key=True),
+    Column("goal", String(3), nullable=False),  # max | min
+    Column("count", BigInteger, nullable=False),
+    Column("last", Float),
+    Column("last_step", BigInteger, nullable=False),
+    Column("last_timestamp", BigInteger, nullable=False),
+    Column("min", Float),
+    Column("max", Float),
+    Column("best", Float),
+    Column("best_step", BigInteger),
+    Index(None, "key", "last"),
+)
+
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", NAME, primary_key=True),
+    Column("value", Text, nullable=False),
+    Index(None, "key", "value"),
+)
+
+run_inputs = Table(
+    "run_inputs",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", NAME, primary_key=True),
+    Column("uri", Text, nullable=False),
+    Column("digest", String(128)),
+    Column("version", String(100)),
+    Column("rows", BigInteger),
+    Column("logged_at", BigInteger, nullable=False),
+)

@@ -1,0 +1,97 @@
+"""Metric buffering: ``log_metric`` appends to a deque; a background thread writes batches.
+
+The training loop never waits on the store, except when the buffer is full (backpressure
+keeps memory bounded) and at ``close()``, which writes everything still buffered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from plinth.tracking.types import MetricBatch
+
+Point = tuple[str, float, int, int, bool]  # key, value, step, timestamp ms, is_best
+
+
+class MetricBuffer:
+    def __init__(
+        self,
+        write: Callable[[MetricBatch], None],
+        heartbeat: Callable[[], None],
+        goals: dict[str, str],
+        *,
+        interval: float = 1.0,
+        max_points: int = 50_000,
+        heartbeat_interval: float = 10.0,
+    ) -> None:
+        self._write = write
+        self._heartbeat = heartbeat
+        self._goals = goals
+        self._interval = interval
+        self._max_points = max_points
+        self._heartbeat_interval = heartbeat_interval
+        self.points: deque[Point] = deque()
+        self._wake = threading.Event()
+        self._drained = threading.Condition()
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="plinth-metric-flusher", daemon=True)
+        self._thread.start()
+
+    def wait_for_room(self) -> None:
+        """Called by the logger when the buffer is full: wake the flusher and wait for it."""
+        self._wake.set()
+        with self._drained:
+            self._drained.wait_for(lambda: len(self.points) < self._max_points or self._closed, timeout=60)
+        if self.error is not None and len(self.points) >= self._max_points:
+            raise self.error
+
+    @property
+    def full(self) -> bool:
+        return len(self.points) >= self._max_points
+
+    def flush(self) -> None:
+        """Write everything buffered now; raises if the store refuses it (points are kept)."""
+        with self._write_lock:
+            while self.points:
+                self._write_some()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+    def _write_some(self) -> None:
+        n = min(len(self.points), self._max_points)
+        taken = [self.points.popleft() for _ in range(n)]
+        keys, values, steps, stamps, best = (list(c) for c in zip(*taken, strict=True))
+        try:
+            self._write(MetricBatch(keys, values, steps, stamps, best, dict(self._goals)))
+        except BaseException:
+            self.points.extendleft(reversed(taken))  # keep them for the next attempt
+            raise
+        with self._drained:
+            self._drained.notify_all()
+
+    def _loop(self) -> None:
+        last_beat = time.monotonic()
+        while not self._closed:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                if self.points:
+                    self.flush()
+                    last_beat = time.monotonic()
+                elif time.monotonic() - last_beat >= self._heartbeat_interval:
+                    self._heartbeat()
+                    last_beat = time.monotonic()
+                self.error = None
+            except Exception as exc:  # kept and retried; close() re-raises it
+                self.error = exc
+                with self._drained:
+                    self._drained.notify_all()

@@ -1,0 +1,197 @@
+"""The run a training script holds open: ``with plinth.start_run(...) as run``."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import threading
+import time
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from plinth.errors import InvalidArgument
+from plinth.tracking.buffer import MetricBuffer
+from plinth.tracking.lineage import seed_everything
+from plinth.tracking.types import DatasetInput, Run, RunStatus, infer_goal
+
+if TYPE_CHECKING:
+    from plinth.client import Client
+
+_open_runs: weakref.WeakSet[ActiveRun] = weakref.WeakSet()
+
+
+class ActiveRun:
+    """A run being logged to. Metric points are buffered and written in the background."""
+
+    def __init__(self, client: Client, run: Run) -> None:
+        self._client = client
+        self.info = run
+        self.id = run.id
+        self.name = run.name
+        self.experiment_id = run.experiment_id
+        self._goals: dict[str, str] = {}
+        self._best: dict[str, float] = {}
+        self._last_step: dict[str, int] = {}
+        self._ended = False
+        self._lock = threading.Lock()
+        settings = client.settings
+        tracking = client.tracking
+        self._buffer = MetricBuffer(
+            lambda batch: tracking.log_metric_batch(run.id, batch),
+            lambda: tracking.heartbeat(run.id),
+            self._goals,
+            interval=settings.flush_interval,
+            max_points=settings.flush_max_points,
+            heartbeat_interval=settings.heartbeat_interval,
+        )
+        self._points = self._buffer.points
+        _open_runs.add(self)
+
+    # -- metrics (the hot path) --------------------------------------------------------
+
+    def define_metric(self, key: str, goal: str) -> None:
+        """Say whether bigger ('max') or smaller ('min') is better; inferred from the name otherwise."""
+        if goal not in ("max", "min"):
+            raise InvalidArgument(f"metric {key!r}: goal must be 'max' or 'min', not {goal!r}")
+        self._goals[key] = goal
+
+    def log_metric(
+        self,
+        key: str,
+        value: float,
+        step: int | None = None,
+        *,
+        is_best: bool | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Buffer one point. ``step`` defaults to the metric's previous step + 1 (0 first);
+        ``is_best`` defaults to "improves on the best so far" in the metric's goal direction."""
+        value = float(value)
+        if step is None:
+            step = self._last_step.get(key, -1) + 1
+        self._last_step[key] = step
+        if is_best is None:
+            best = self._best.get(key)
+            if value != value:
+                is_best = False
+            elif best is None:
+                is_best = True
+                if key not in self._goals:
+                    self._goals[key] = infer_goal(key)
+            else:
+                is_best = value > best if self._goals[key] == "max" else value < best
+            if is_best:
+                self._best[key] = value
+        ms = int((time.time() if timestamp is None else timestamp) * 1000)
+        self._points.append((key, value, step, ms, is_best))
+        if len(self._points) >= self._buffer._max_points:
+            self._buffer.wait_for_room()
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.log_metric(key, value, step)
+
+    def flush(self) -> None:
+        """Write every buffered metric point now."""
+        self._buffer.flush()
+
+    # -- params, tags, inputs, seed ----------------------------------------------------
+
+    def log_param(self, key: str, value: Any, group: str = "default") -> None:
+        self._client.tracking.log_params(self.id, {key: value}, group)
+
+    def log_params(self, params: dict[str, Any], group: str = "default") -> None:
+        self._client.tracking.log_params(self.id, params, group)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._client.tracking.set_tags(self.id, {key: value})
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._client.tracking.set_tags(self.id, tags)
+
+    def log_input(
+        self,
+        name: str,
+        uri: str,
+        digest: str | None = None,
+        version: str | None = None,
+        rows: int | None = None,
+    ) -> None:
+        """Record a dataset this run read: where it is and which exact version."""
+        self._client.tracking.log_input(self.id, DatasetInput(name, uri, digest, version, rows))
+
+    def seed(self, seed: int) -> int:
+        """Seed random, NumPy and PyTorch, and record the seed in the run's lineage."""
+        seed_everything(seed)
+        self._client.tracking.set_seed(self.id, seed)
+        return seed
+
+    # -- artifacts ---------------------------------------------------------------------
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> str:
+        """Store a file (or a whole folder) under the run; returns its artifact path."""
+        source = Path(local_path)
+        dest = artifact_path or source.name
+        if source.is_dir():
+            for file in sorted(p for p in source.rglob("*") if p.is_file()):
+                self._client.upload_artifact(self.id, file, f"{dest}/{file.relative_to(source).as_posix()}")
+        elif source.is_file():
+            self._client.upload_artifact(self.id, source, dest)
+        else:
+            raise InvalidArgument(f"log_artifact: {source} is neither a file nor a folder")
+        return dest
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> str:
+        return self.log_artifact(local_dir, artifact_path or Path(local_dir).name)
+
+    def log_text(self, text: str, artifact_path: str) -> None:
+        self._client.upload_artifact_bytes(self.id, text.encode(), artifact_path)
+
+    def log_dict(self, data: dict[str, Any], artifact_path: str) -> None:
+        self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), artifact_path)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def end(self, status: RunStatus | str = RunStatus.FINISHED) -> Run:
+        """Flush everything and close the run with a final status."""
+        with self._lock:
+            if self._ended:
+                return self.info
+            self._ended = True
+        try:
+            self._buffer.close()
+        finally:
+            _open_runs.discard(self)
+            self.info = self._client.tracking.end_run(self.id, RunStatus(status))
+        return self.info
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.end(RunStatus.FINISHED)
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end(RunStatus.KILLED)
+        else:
+            self.end(RunStatus.FAILED)
+
+    def __repr__(self) -> str:
+        return f"<ActiveRun {self.name} id={self.id}>"
+
+
+@atexit.register
+def _end_open_runs() -> None:
+    for run in list(_open_runs):
+        try:
+            run.end(RunStatus.FINISHED)
+        except Exception as exc:  # the interpreter is exiting: report, do not raise
+            import sys
+
+            print(f"plinth: could not close run {run.id}: {exc}", file=sys.stderr)
+
+

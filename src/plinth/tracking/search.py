@@ -1,0 +1,393 @@
+"""The run filter language, parsed into SQLAlchemy expressions (never into SQL text).
+
+    metrics.val_f1 > 0.8 and params.hyper.lr = 0.1 and tags.team = 'risk'
+    and status = 'FINISHED' or (name like 'lgbm-%' and not tags.bad is not null)
+
+Identifiers: ``metrics.NAME`` (its last value; ``metrics.NAME.min|max|best|count`` too),
+``params.GROUP.NAME`` or ``params.NAME`` (any group), ``tags.NAME``, and the attributes
+below. Names with other characters go in backticks: ``metrics.`val f1```.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, not_, or_, select, true
+from sqlalchemy.sql.elements import ColumnClause
+
+from plinth.errors import InvalidArgument
+from plinth.store.schema import experiments, metric_summaries, params, run_tags, runs
+from plinth.tracking.types import RunStatus
+
+ATTRIBUTES: dict[str, Any] = {
+    "id": runs.c.id,
+    "name": runs.c.name,
+    "number": runs.c.number,
+    "status": runs.c.status,
+    "owner": runs.c.owner,
+    "description": runs.c.description,
+    "start_time": runs.c.start_time,
+    "end_time": runs.c.end_time,
+    "experiment_id": runs.c.experiment_id,
+    "experiment": experiments.c.name,
+}
+TIME_ATTRIBUTES = {"start_time", "end_time"}
+NUMBER_ATTRIBUTES = {"number"} | TIME_ATTRIBUTES
+METRIC_FIELDS = {"last", "min", "max", "best", "count", "best_step", "last_step"}
+_OPS = ("<=", ">=", "!=", "<>", "==", "=", "<", ">")
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<number>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))
+  | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*")
+  | (?P<ident>(?:[A-Za-z_][A-Za-z0-9_\-]*|`[^`]+`)(?:\.(?:[A-Za-z_0-9][A-Za-z0-9_\-]*|`[^`]+`))*)
+  | (?P<op><=|>=|!=|<>|==|=|<|>)
+  | (?P<punct>[(),])
+    """,
+    re.VERBOSE,
+)
+_KEYWORDS = {"and", "or", "not", "in", "like", "ilike", "is", "null", "true", "false"}
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str
+    text: str
+    pos: int  # 1-based column
+
+    @property
+    def word(self) -> str:
+        return self.text.lower() if self.kind == "ident" else ""
+
+
+def _fail(pos: int, problem: str) -> InvalidArgument:
+    return InvalidArgument(f"filter: at position {pos}: {problem}")
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    i = 0
+    while i < len(text):
+        m = _TOKEN.match(text, i)
+        if m is None:
+            raise _fail(i + 1, f"unexpected character {text[i]!r}")
+        kind = m.lastgroup or ""
+        if kind != "ws":
+            tokens.append(Token(kind, m.group(), i + 1))
+        i = m.end()
+    return tokens
+
+
+@dataclass(frozen=True)
+class Ident:
+    kind: str  # metric | param | tag | attribute
+    name: str
+    group: str | None = None
+    field: str = "last"
+    pos: int = 0
+
+
+def parse_ident(text: str, pos: int) -> Ident:
+    parts = [p[1:-1] if p.startswith("`") else p for p in _split_ident(text)]
+    head = parts[0].lower()
+    if head in ("metric", "metrics") and len(parts) in (2, 3):
+        field = parts[2].lower() if len(parts) == 3 else "last"
+        if field not in METRIC_FIELDS:
+            raise _fail(pos, f"unknown metric field {parts[2]!r}; use one of {sorted(METRIC_FIELDS)}")
+        return Ident("metric", parts[1], field=field, pos=pos)
+    if head in ("param", "params") and len(parts) in (2, 3):
+        if len(parts) == 3:
+            return Ident("param", parts[2], group=parts[1], pos=pos)
+        return Ident("param", parts[1], pos=pos)
+    if head in ("tag", "tags") and len(parts) == 2:
+        return Ident("tag", parts[1], pos=pos)
+    if len(parts) == 1 and head in ATTRIBUTES:
+        return Ident("attribute", head, pos=pos)
+    if len(parts) == 2 and head in ("attribute", "attributes", "run") and parts[1] in ATTRIBUTES:
+        return Ident("attribute", parts[1], pos=pos)
+    raise _fail(
+        pos,
+        f"unknown identifier {text!r}; use metrics.NAME, params.GROUP.NAME, params.NAME, "
+        f"tags.NAME or one of {sorted(ATTRIBUTES)}",
+    )
+
+
+def _split_ident(text: str) -> list[str]:
+    return re.findall(r"`[^`]+`|[^.]+", text)
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    def peek(self) -> Token | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def next(self, expected: str) -> Token:
+        tok = self.peek()
+        if tok is None:
+            raise _fail(len(self.text) + 1, f"expected {expected}, got the end of the filter")
+        self.i += 1
+        return tok
+
+    def accept_word(self, word: str) -> bool:
+        tok = self.peek()
+        if tok is not None and tok.word == word:
+            self.i += 1
+            return True
+        return False
+
+    def parse(self) -> ColumnElement[bool]:
+        if not self.tokens:
+            return true()
+        expr = self.or_expr()
+        tok = self.peek()
+        if tok is not None:
+            raise _fail(tok.pos, f"expected 'and', 'or' or the end of the filter, got {tok.text!r}")
+        return expr
+
+    def or_expr(self) -> ColumnElement[bool]:
+        parts = [self.and_expr()]
+        while self.accept_word("or"):
+            parts.append(self.and_expr())
+        return parts[0] if len(parts) == 1 else or_(*parts)
+
+    def and_expr(self) -> ColumnElement[bool]:
+        parts = [self.not_expr()]
+        while self.accept_word("and"):
+            parts.append(self.not_expr())
+        return parts[0] if len(parts) == 1 else and_(*parts)
+
+    def not_expr(self) -> ColumnElement[bool]:
+        if self.accept_word("not"):
+            return not_(self.not_expr())
+        tok = self.peek()
+        if tok is not None and tok.text == "(":
+            self.i += 1
+            expr = self.or_expr()
+            close = self.next("')'")
+            if close.text != ")":
+                raise _fail(close.pos, f"expected ')', got {close.text!r}")
+            return expr
+        return self.comparison()
+
+    def comparison(self) -> ColumnElement[bool]:
+        tok = self.next("an identifier such as metrics.val_f1")
+        if tok.kind != "ident" or tok.word in _KEYWORDS:
+            raise _fail(tok.pos, f"expected an identifier such as metrics.val_f1, got {tok.text!r}")
+        ident = parse_ident(tok.text, tok.pos)
+        op_tok = self.next("an operator (=, !=, <, <=, >, >=, like, ilike, in, is)")
+        if op_tok.kind == "op":
+            value = self.value()
+            return compile_condition(ident, "=" if op_tok.text == "==" else op_tok.text, value)
+        word = op_tok.word
+        negate = False
+        if word == "not":
+            negate = True
+            word = self.next("'in', 'like' or 'ilike' after 'not'").word
+        if word in ("like", "ilike"):
+            cond = compile_condition(ident, word, self.value())
+        elif word == "in":
+            cond = compile_condition(ident, "in", self.value_list())
+        elif word == "is" and not negate:
+            is_not = self.accept_word("not")
+            null_tok = self.next("'null'")
+            if null_tok.word != "null":
+                raise _fail(null_tok.pos, f"expected 'null' after 'is', got {null_tok.text!r}")
+            cond = compile_presence(ident)
+            return cond if is_not else not_(cond)
+        else:
+            raise _fail(
+                op_tok.pos,
+                f"expected an operator (=, !=, <, <=, >, >=, like, ilike, in, is), got {op_tok.text!r}",
+            )
+        return not_(cond) if negate else cond
+
+    def value(self) -> Literal:
+        tok = self.next("a value (a number, a 'string', true or false)")
+        if tok.kind == "number":
+            number = float(tok.text)
+            return Literal(int(number) if number.is_integer() and "." not in tok.text and "e" not in tok.text.lower() else number, tok.pos)
+        if tok.kind == "string":
+            body = tok.text[1:-1]
+            quote = tok.text[0]
+            body = body.replace(quote * 2, quote) if quote == "'" else body
+            return Literal(re.sub(r"\\(.)", r"\1", body), tok.pos)
+        if tok.word in ("true", "false"):
+            return Literal(tok.word == "true", tok.pos)
+        raise _fail(tok.pos, f"expected a value (a number, a 'string', true or false), got {tok.text!r}")
+
+    def value_list(self) -> Literal:
+        open_tok = self.next("'('")
+        if open_tok.text != "(":
+            raise _fail(open_tok.pos, f"expected '(' after 'in', got {open_tok.text!r}")
+        values = [self.value().value]
+        while True:
+            tok = self.next("',' or ')'")
+            if tok.text == ")":
+                return Literal(values, open_tok.pos)
+            if tok.text != ",":
+                raise _fail(tok.pos, f"expected ',' or ')', got {tok.text!r}")
+            values.append(self.value().value)
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+    pos: int
+
+
+def _apply(column: Any, op: str, value: Any) -> ColumnElement[bool]:
+    ops: dict[str, Callable[[], ColumnElement[bool]]] = {
+        "=": lambda: column == value,
+        "!=": lambda: column != value,
+        "<>": lambda: column != value,
+        "<": lambda: column < value,
+        "<=": lambda: column <= value,
+        ">": lambda: column > value,
+        ">=": lambda: column >= value,
+        "like": lambda: column.like(value),
+        "ilike": lambda: column.ilike(value),
+        "in": lambda: column.in_(value),
+    }
+    return ops[op]()
+
+
+def _kind_of(value: Any) -> str:
+    values = value if isinstance(value, list) else [value]
+    if all(isinstance(v, bool) for v in values):
+        return "bool"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "number"
+    if all(isinstance(v, str) for v in values):
+        return "string"
+    return "mixed"
+
+
+def compile_condition(ident: Ident, op: str, literal: Literal) -> ColumnElement[bool]:
+    value, kind = literal.value, _kind_of(literal.value)
+    if kind == "mixed":
+        raise _fail(literal.pos, "the values in an 'in' list must all be numbers or all strings")
+    if op in ("like", "ilike") and kind != "string":
+        raise _fail(literal.pos, f"'{op}' needs a 'string' pattern")
+    if ident.kind == "metric":
+        if kind != "number":
+            raise _fail(literal.pos, f"metrics.{ident.name} is a number; compare it with a number")
+        column = getattr(metric_summaries.c, ident.field)
+        return exists().where(
+            metric_summaries.c.run_id == runs.c.id,
+            metric_summaries.c.key == ident.name,
+            _apply(column, op, value),
+        )
+    if ident.kind == "param":
+        if kind == "bool":
+            value = [float(v) for v in value] if isinstance(value, list) else float(value)
+            column = params.c.value_num
+            type_cond: ColumnElement[bool] = params.c.value_type == "bool"
+        elif kind == "number":
+            column, type_cond = params.c.value_num, params.c.value_type != "bool"
+        else:
+            column, type_cond = params.c.value_str, true()
+        where = [params.c.run_id == runs.c.id, params.c.key == ident.name, type_cond]
+        if ident.group is not None:
+            where.append(params.c.group == ident.group)
+        return exists().where(*where, _apply(column, op, value))
+    if ident.kind == "tag":
+        if kind != "string":
+            raise _fail(literal.pos, f"tags.{ident.name} is a string; compare it with a 'string'")
+        return exists().where(
+            run_tags.c.run_id == runs.c.id, run_tags.c.key == ident.name, _apply(run_tags.c.value, op, value)
+        )
+    return _attribute_condition(ident, op, literal, kind)
+
+
+def _attribute_condition(ident: Ident, op: str, literal: Literal, kind: str) -> ColumnElement[bool]:
+    column: ColumnClause[Any] = ATTRIBUTES[ident.name]
+    value = literal.value
+    if ident.name in TIME_ATTRIBUTES:
+        values = value if isinstance(value, list) else [value]
+        converted = [_to_millis(v, literal.pos) for v in values]
+        value = converted if isinstance(value, list) else converted[0]
+    elif ident.name in NUMBER_ATTRIBUTES:
+        if kind != "number":
+            raise _fail(literal.pos, f"{ident.name} is a number; compare it with a number")
+    elif kind != "string":
+        raise _fail(literal.pos, f"{ident.name} is a string; compare it with a 'string'")
+    if ident.name == "status" and op in ("=", "!=", "<>", "in"):
+        for status in value if isinstance(value, list) else [value]:
+            if status not in RunStatus.__members__:
+                raise _fail(literal.pos, f"unknown status {status!r}; use one of {list(RunStatus.__members__)}")
+    return _apply(column, op, value)
+
+
+def _to_millis(value: Any, pos: int) -> int:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise _fail(pos, f"{value!r} is not an ISO date or time such as '2026-11-25T14:00'") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return int(moment.timestamp() * 1000)
+    raise _fail(pos, "times compare with an ISO date 'YYYY-MM-DD...' or milliseconds")
+
+
+def compile_presence(ident: Ident) -> ColumnElement[bool]:
+    """True where the identifier has a value (``is not null``)."""
+    if ident.kind == "metric":
+        return exists().where(metric_summaries.c.run_id == runs.c.id, metric_summaries.c.key == ident.name)
+    if ident.kind == "param":
+        where = [params.c.run_id == runs.c.id, params.c.key == ident.name]
+        if ident.group is not None:
+            where.append(params.c.group == ident.group)
+        return exists().where(*where)
+    if ident.kind == "tag":
+        return exists().where(run_tags.c.run_id == runs.c.id, run_tags.c.key == ident.name)
+    return ATTRIBUTES[ident.name].is_not(None)
+
+
+def parse_filter(text: str | None) -> ColumnElement[bool]:
+    if text is None or not text.strip():
+        return true()
+    if len(text) > 10_000:
+        raise InvalidArgument("filter: longer than 10,000 characters")
+    return _Parser(text).parse()
+
+
+def order_columns(text: str) -> tuple[list[Any], bool]:
+    """``"metrics.val_f1 DESC"`` -> (scalar expressions to sort by, descending?)."""
+    words = text.strip().split()
+    if not words or len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+        raise InvalidArgument(f"order_by: {text!r} is not 'IDENTIFIER [ASC|DESC]'")
+    descending = len(words) == 2 and words[1].lower() == "desc"
+    ident = parse_ident(words[0], 1)
+    if ident.kind == "metric":
+        column = getattr(metric_summaries.c, ident.field)
+        expr = select(column).where(
+            metric_summaries.c.run_id == runs.c.id, metric_summaries.c.key == ident.name
+        ).scalar_subquery()
+    elif ident.kind == "param":
+        where = [params.c.run_id == runs.c.id, params.c.key == ident.name]
+        if ident.group is not None:
+            where.append(params.c.group == ident.group)
+        # Numbers sort by value, strings alphabetically: order by both columns.
+        return [
+            select(params.c.value_num).where(*where).limit(1).scalar_subquery(),
+            select(params.c.value_str).where(*where).limit(1).scalar_subquery(),
+        ], descending
+    elif ident.kind == "tag":
+        expr = select(run_tags.c.value).where(
+            run_tags.c.run_id == runs.c.id, run_tags.c.key == ident.name
+        ).scalar_subquery()
+    else:
+        expr = ATTRIBUTES[ident.name]
+    return [expr], descending

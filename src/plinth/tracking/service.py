@@ -1,0 +1,536 @@
+"""Tracking's service layer: experiments, runs, params, metrics, tags, inputs, search.
+
+Every public method is one operation of the API (see ``plinth.api``); the server mounts
+them as routes and the remote client calls them with the same signatures.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import IO, Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from plinth.api import endpoint
+from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from plinth.store.artifacts import ArtifactStore, safe_relpath
+from plinth.store.engine import Store
+from plinth.store.schema import (
+    environments,
+    experiment_tags,
+    experiments,
+    metric_summaries,
+    params,
+    run_inputs,
+    run_tags,
+    runs,
+)
+from plinth.store.sql import now_ms, opt_datetime, to_datetime, upsert
+from plinth.tracking import metrics as metric_store
+from plinth.tracking.search import order_columns, parse_filter
+from plinth.tracking.types import (
+    ArtifactEntry,
+    DatasetInput,
+    Environment,
+    Experiment,
+    Lineage,
+    MetricBatch,
+    MetricPoint,
+    Page,
+    Run,
+    RunComparison,
+    RunStatus,
+)
+
+MAX_PAGE = 10_000
+_validate_name = metric_store.validate_key
+
+
+class TrackingService:
+    def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
+        self.store = store
+        self.artifacts = artifacts
+
+    # -- experiments -------------------------------------------------------------------
+
+    @endpoint("POST", "/experiments")
+    def create_experiment(
+        self, name: str, description: str = "", tags: dict[str, str] | None = None, owner: str = ""
+    ) -> Experiment:
+        _validate_name(name, "experiment name")
+        with self.store.write() as conn:
+            if conn.execute(select(experiments.c.id).where(experiments.c.name == name)).first():
+                raise AlreadyExists(f"experiment {name!r} already exists")
+            experiment_id = self._insert_experiment(conn, name, description, owner)
+            self._set_experiment_tags(conn, experiment_id, tags or {})
+        return self.get_experiment(experiment_id)
+
+    @endpoint("GET", "/experiments/{experiment}")
+    def get_experiment(self, experiment: str) -> Experiment:
+        """An experiment by id or by name."""
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(experiments).where(
+                    (experiments.c.id == experiment) | (experiments.c.name == experiment)
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"experiment {experiment!r} does not exist")
+            tags = dict(
+                conn.execute(
+                    select(experiment_tags.c.key, experiment_tags.c.value).where(
+                        experiment_tags.c.experiment_id == row.id
+                    )
+                ).all()
+            )
+        return Experiment(row.id, row.name, row.description, row.owner, to_datetime(row.created_at), tags)
+
+    @endpoint("GET", "/experiments")
+    def list_experiments(
+        self, name_like: str | None = None, max_results: int = 1000, page_token: str | None = None
+    ) -> Page[Experiment]:
+        offset = _decode_token(page_token)
+        limit = _check_max_results(max_results)
+        query = select(experiments.c.id).order_by(experiments.c.name)
+        if name_like:
+            query = query.where(experiments.c.name.like(name_like))
+        with self.store.read() as conn:
+            ids = conn.execute(query.offset(offset).limit(limit + 1)).scalars().all()
+        items = [self.get_experiment(i) for i in ids[:limit]]
+        return Page(items, _encode_token(offset + limit) if len(ids) > limit else None)
+
+    @endpoint("POST", "/experiments/{experiment}/tags")
+    def set_experiment_tags(self, experiment: str, tags: dict[str, str]) -> None:
+        experiment_id = self.get_experiment(experiment).id
+        with self.store.write() as conn:
+            self._set_experiment_tags(conn, experiment_id, tags)
+
+    def _insert_experiment(self, conn: Connection, name: str, description: str, owner: str) -> str:
+        experiment_id = uuid.uuid4().hex
+        conn.execute(
+            insert(experiments).values(
+                id=experiment_id, name=name, description=description, owner=owner,
+                created_at=now_ms(), next_run_number=1,
+            )
+        )
+        return experiment_id
+
+    def _set_experiment_tags(self, conn: Connection, experiment_id: str, tags: dict[str, str]) -> None:
+        for key in tags:
+            _validate_name(key, "tag name")
+        rows = [{"experiment_id": experiment_id, "key": k, "value": str(v)} for k, v in tags.items()]
+        upsert(conn, experiment_tags, rows, ["experiment_id", "key"], {"value": lambda ex: ex.value})
+
+    # -- runs --------------------------------------------------------------------------
+
+    @endpoint("POST", "/runs")
+    def create_run(
+        self,
+        experiment: str,
+        name: str | None = None,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        owner: str = "",
+        lineage: Lineage | None = None,
+        environment: Environment | None = None,
+    ) -> Run:
+        """Start a run in an experiment (by name or id), creating the experiment if needed."""
+        _validate_name(experiment, "experiment name")
+        if name is not None:
+            _validate_name(name, "run name")
+        lineage = lineage or Lineage()
+        run_id = uuid.uuid4().hex
+        now = now_ms()
+        try:
+            with self.store.write() as conn:
+                experiment_id = self._experiment_id_for_run(conn, experiment, owner)
+                number = conn.execute(
+                    update(experiments)
+                    .where(experiments.c.id == experiment_id)
+                    .values(next_run_number=experiments.c.next_run_number + 1)
+                    .returning(experiments.c.next_run_number)
+                ).scalar_one() - 1
+                if name is None:
+                    name = self._auto_name(conn, experiment_id, number)
+                elif conn.execute(
+                    select(runs.c.id).where(runs.c.experiment_id == experiment_id, runs.c.name == name)
+                ).first():
+                    raise AlreadyExists(f"experiment {experiment!r} already has a run named {name!r}")
+                if environment is not None:
+                    self._save_environment(conn, environment)
+                    lineage = _replace_digest(lineage, environment.digest)
+                conn.execute(
+                    insert(runs).values(
+                        id=run_id, experiment_id=experiment_id, number=number, name=name,
+                        description=description, status=RunStatus.RUNNING.value, owner=owner,
+                        start_time=now, end_time=None, heartbeat_at=now,
+                        git_commit=lineage.git_commit, git_dirty=lineage.git_dirty,
+                        git_remote=lineage.git_remote, entry_point=lineage.entry_point,
+                        host=lineage.host, seed=lineage.seed,
+                        environment_digest=lineage.environment_digest,
+                    )
+                )
+                self._set_tags(conn, run_id, tags or {})
+        except IntegrityError as exc:
+            # Two processes raced for the same new experiment or run name; the loser retries once.
+            if "experiments" in str(exc.orig) and "name" in str(exc.orig):
+                return self.create_run(experiment, name, description, tags, owner, lineage, environment)
+            raise AlreadyExists(f"experiment {experiment!r} already has a run named {name!r}") from None
+        return self.get_run(run_id)
+
+    def _experiment_id_for_run(self, conn: Connection, experiment: str, owner: str) -> str:
+        found = conn.execute(
+            select(experiments.c.id).where(
+                (experiments.c.name == experiment) | (experiments.c.id == experiment)
+            )
+        ).scalar()
+        return found if found is not None else self._insert_experiment(conn, experiment, "", owner)
+
+    def _auto_name(self, conn: Connection, experiment_id: str, number: int) -> str:
+        name = f"run-{number}"
+        taken = conn.execute(
+            select(runs.c.id).where(runs.c.experiment_id == experiment_id, runs.c.name == name)
+        ).first()
+        return f"{name}-{uuid.uuid4().hex[:6]}" if taken else name
+
+    def _save_environment(self, conn: Connection, env: Environment) -> None:
+        row = {
+            "digest": env.digest, "python_version": env.python_version, "platform": env.platform,
+            "packages": json.dumps(env.packages, sort_keys=True),
+        }
+        upsert(conn, environments, [row], ["digest"])
+
+    @endpoint("GET", "/runs/{run_id}")
+    def get_run(self, run_id: str) -> Run:
+        with self.store.read() as conn:
+            found = self._load_runs(conn, [run_id])
+        if not found:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return found[0]
+
+    @endpoint("POST", "/runs/{run_id}/end")
+    def end_run(self, run_id: str, status: RunStatus = RunStatus.FINISHED) -> Run:
+        status = RunStatus(status)
+        if status is RunStatus.RUNNING:
+            raise InvalidArgument("end_run: status must be FINISHED, FAILED or KILLED, not RUNNING")
+        with self.store.write() as conn:
+            current = self._status(conn, run_id)
+            if current is RunStatus.RUNNING:
+                conn.execute(
+                    update(runs).where(runs.c.id == run_id).values(status=status.value, end_time=now_ms())
+                )
+            elif current is not status:
+                raise Conflict(f"run {run_id!r} already ended as {current.value}; cannot end it as {status.value}")
+        return self.get_run(run_id)
+
+    @endpoint("POST", "/runs/{run_id}/heartbeat")
+    def heartbeat(self, run_id: str) -> None:
+        with self.store.write() as conn:
+            self._touch(conn, run_id)
+
+    @endpoint("POST", "/runs/close-stale")
+    def close_stale_runs(self, timeout_seconds: float = 300.0, experiment: str | None = None) -> list[str]:
+        """Mark RUNNING runs whose heartbeat is older than the timeout as KILLED; returns their ids."""
+        if timeout_seconds <= 0:
+            raise InvalidArgument(f"timeout_seconds must be positive, got {timeout_seconds}")
+        cutoff = now_ms() - int(timeout_seconds * 1000)
+        query = select(runs.c.id).where(runs.c.status == RunStatus.RUNNING.value, runs.c.heartbeat_at < cutoff)
+        if experiment is not None:
+            query = query.where(runs.c.experiment_id == self.get_experiment(experiment).id)
+        with self.store.write() as conn:
+            stale = list(conn.execute(query).scalars())
+            if stale:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id.in_(stale), runs.c.status == RunStatus.RUNNING.value)
+                    .values(status=RunStatus.KILLED.value, end_time=runs.c.heartbeat_at)
+                )
+        return stale
+
+    # -- params, metrics, tags, inputs -------------------------------------------------
+
+    @endpoint("POST", "/runs/{run_id}/params")
+    def log_params(self, run_id: str, params: dict[str, Any], group: str = "default") -> None:
+        """Log params once: the same value again is fine, a different value is a Conflict."""
+        _validate_name(group, "param group")
+        rows = [_param_row(run_id, group, key, value) for key, value in params.items()]
+        with self.store.write() as conn:
+            self._status(conn, run_id)
+            existing = dict(
+                conn.execute(
+                    select(_params.c.key, _params.c.value).where(
+                        _params.c.run_id == run_id, _params.c.group == group, _params.c.key.in_(list(params))
+                    )
+                ).all()
+            )
+            for row in rows:
+                old = existing.get(row["key"])
+                if old is not None and old != row["value"]:
+                    raise Conflict(
+                        f"param {group}.{row['key']} of run {run_id} is already {old}; "
+                        f"params are immutable, cannot set it to {row['value']}"
+                    )
+            new_rows = [row for row in rows if row["key"] not in existing]
+            if new_rows:
+                conn.execute(insert(_params), new_rows)
+
+    @endpoint("POST", "/runs/{run_id}/metrics")
+    def log_metric_batch(self, run_id: str, batch: MetricBatch) -> None:
+        metric_store.validate_batch(batch)
+        if not batch.keys:
+            return
+        with self.store.write() as conn:
+            self._touch(conn, run_id)
+            metric_store.write_batch(conn, run_id, batch)
+
+    @endpoint("GET", "/runs/{run_id}/metric-history")
+    def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        with self.store.read() as conn:
+            points = metric_store.history(conn, run_id, key)
+            if not points:
+                self._status(conn, run_id)
+                raise NotFound(f"run {run_id} has no metric {key!r}")
+        return points
+
+    @endpoint("POST", "/runs/{run_id}/tags")
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        with self.store.write() as conn:
+            self._status(conn, run_id)
+            self._set_tags(conn, run_id, tags)
+
+    @endpoint("DELETE", "/runs/{run_id}/tags")
+    def delete_tag(self, run_id: str, key: str) -> None:
+        with self.store.write() as conn:
+            self._status(conn, run_id)
+            deleted = conn.execute(delete(run_tags).where(run_tags.c.run_id == run_id, run_tags.c.key == key))
+            if deleted.rowcount == 0:
+                raise NotFound(f"run {run_id} has no tag {key!r}")
+
+    @endpoint("POST", "/runs/{run_id}/inputs")
+    def log_input(self, run_id: str, dataset: DatasetInput) -> None:
+        """Record a dataset the run read (name, uri, digest or version, rows)."""
+        _validate_name(dataset.name, "input name")
+        if not dataset.uri:
+            raise InvalidArgument(f"input {dataset.name!r}: uri must not be empty")
+        if dataset.rows is not None and dataset.rows < 0:
+            raise InvalidArgument(f"input {dataset.name!r}: rows must be >= 0, got {dataset.rows}")
+        row = {
+            "run_id": run_id, "name": dataset.name, "uri": dataset.uri, "digest": dataset.digest,
+            "version": dataset.version, "rows": dataset.rows, "logged_at": now_ms(),
+        }
+        with self.store.write() as conn:
+            self._status(conn, run_id)
+            upsert(conn, run_inputs, [row], ["run_id", "name"],
+                   {c: (lambda ex, c=c: getattr(ex, c)) for c in ("uri", "digest", "version", "rows", "logged_at")})
+
+    @endpoint("POST", "/runs/{run_id}/seed")
+    def set_seed(self, run_id: str, seed: int) -> None:
+        with self.store.write() as conn:
+            self._status(conn, run_id)
+            conn.execute(update(runs).where(runs.c.id == run_id).values(seed=seed))
+
+    @endpoint("GET", "/environments/{digest}")
+    def get_environment(self, digest: str) -> Environment:
+        with self.store.read() as conn:
+            row = conn.execute(select(environments).where(environments.c.digest == digest)).first()
+        if row is None:
+            raise NotFound(f"environment {digest!r} does not exist")
+        return Environment(row.digest, row.python_version, row.platform, json.loads(row.packages))
+
+    # -- search ------------------------------------------------------------------------
+
+    @endpoint("POST", "/runs/search")
+    def search_runs(
+        self,
+        filter: str | None = None,
+        order_by: list[str] | None = None,
+        experiments: list[str] | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[Run]:
+        """Runs matching a filter (see ``plinth.tracking.search``), newest first by default."""
+        offset = _decode_token(page_token)
+        limit = _check_max_results(max_results)
+        query = (
+            select(runs.c.id)
+            .join(_experiments, _experiments.c.id == runs.c.experiment_id)
+            .where(parse_filter(filter))
+        )
+        if experiments:
+            query = query.where(runs.c.experiment_id.in_([self.get_experiment(e).id for e in experiments]))
+        for text in order_by or ["start_time DESC"]:
+            columns, descending = order_columns(text)
+            for column in columns:
+                query = query.order_by(column.desc().nulls_last() if descending else column.asc().nulls_last())
+        query = query.order_by(runs.c.id).offset(offset).limit(limit + 1)
+        with self.store.read() as conn:
+            ids = list(conn.execute(query).scalars())
+            items = self._load_runs(conn, ids[:limit])
+        return Page(items, _encode_token(offset + limit) if len(ids) > limit else None)
+
+    @endpoint("POST", "/runs/compare")
+    def compare_runs(self, run_ids: list[str]) -> RunComparison:
+        if not 1 <= len(run_ids) <= 100:
+            raise InvalidArgument(f"compare_runs takes 1 to 100 run ids, got {len(run_ids)}")
+        with self.store.read() as conn:
+            loaded = {run.id: run for run in self._load_runs(conn, run_ids)}
+        missing = [r for r in run_ids if r not in loaded]
+        if missing:
+            raise NotFound(f"runs {missing} do not exist")
+        chosen = [loaded[r] for r in run_ids]
+        param_names = sorted({f"{g}.{k}" for run in chosen for g, ps in run.params.items() for k in ps})
+        table = {
+            name: [run.params.get(name.split(".", 1)[0], {}).get(name.split(".", 1)[1]) for run in chosen]
+            for name in param_names
+        }
+        differing = [name for name, values in table.items() if any(v != values[0] for v in values)]
+        metric_names = sorted({k for run in chosen for k in run.metrics})
+        metric_table = {name: [run.metrics.get(name) for run in chosen] for name in metric_names}
+        return RunComparison(run_ids, [r.name for r in chosen], table, differing, metric_table)
+
+    # -- artifacts ---------------------------------------------------------------------
+
+    @endpoint("GET", "/runs/{run_id}/artifacts")
+    def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]:
+        base = self._artifact_base(run_id)
+        prefix = f"{base}/{safe_relpath(path, allow_root=True)}".rstrip("/")
+        return [
+            ArtifactEntry(info.path[len(base) + 1 :], info.is_dir, info.size)
+            for info in self.artifacts.list(prefix)
+        ]
+
+    def open_artifact_writer(self, run_id: str, path: str) -> IO[bytes]:
+        return self.artifacts.open_write(f"{self._artifact_base(run_id)}/{safe_relpath(path)}")
+
+    def open_artifact_reader(self, run_id: str, path: str) -> IO[bytes]:
+        return self.artifacts.open_read(f"{self._artifact_base(run_id)}/{safe_relpath(path)}")
+
+    def _artifact_base(self, run_id: str) -> str:
+        with self.store.read() as conn:
+            experiment_id = conn.execute(select(runs.c.experiment_id).where(runs.c.id == run_id)).scalar()
+        if experiment_id is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return f"{experiment_id}/{run_id}/artifacts"
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _status(self, conn: Connection, run_id: str) -> RunStatus:
+        status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        if status is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return RunStatus(status)
+
+    def _touch(self, conn: Connection, run_id: str) -> None:
+        touched = conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=now_ms()))
+        if touched.rowcount == 0:
+            raise NotFound(f"run {run_id!r} does not exist")
+
+    def _set_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
+        for key in tags:
+            _validate_name(key, "tag name")
+        rows = [{"run_id": run_id, "key": k, "value": str(v)} for k, v in tags.items()]
+        upsert(conn, run_tags, rows, ["run_id", "key"], {"value": lambda ex: ex.value})
+
+    def _load_runs(self, conn: Connection, run_ids: list[str]) -> list[Run]:
+        if not run_ids:
+            return []
+        rows = conn.execute(
+            select(runs, _experiments.c.name.label("experiment_name"))
+            .join(_experiments, _experiments.c.id == runs.c.experiment_id)
+            .where(runs.c.id.in_(run_ids))
+        ).all()
+        by_run: dict[str, dict[str, Any]] = {
+            row.id: {"params": {}, "metrics": {}, "tags": {}, "inputs": []} for row in rows
+        }
+        ids = list(by_run)
+        for p in conn.execute(select(_params).where(_params.c.run_id.in_(ids))):
+            by_run[p.run_id]["params"].setdefault(p.group, {})[p.key] = json.loads(p.value)
+        for m in conn.execute(select(metric_summaries).where(metric_summaries.c.run_id.in_(ids))):
+            by_run[m.run_id]["metrics"][m.key] = metric_store.summary_from_row(m)
+        for t in conn.execute(select(run_tags).where(run_tags.c.run_id.in_(ids))):
+            by_run[t.run_id]["tags"][t.key] = t.value
+        for i in conn.execute(select(run_inputs).where(run_inputs.c.run_id.in_(ids)).order_by(run_inputs.c.logged_at)):
+            by_run[i.run_id]["inputs"].append(
+                DatasetInput(i.name, i.uri, i.digest, i.version, i.rows, to_datetime(i.logged_at))
+            )
+        loaded = {row.id: _run_from_row(row, by_run[row.id], self.artifacts) for row in rows}
+        return [loaded[r] for r in run_ids if r in loaded]
+
+
+_params = params
+_experiments = experiments
+
+
+def _run_from_row(row: Any, parts: dict[str, Any], artifacts: ArtifactStore) -> Run:
+    lineage = Lineage(
+        row.git_commit, row.git_dirty, row.git_remote, row.entry_point, row.host, row.seed,
+        row.environment_digest,
+    )
+    return Run(
+        id=row.id, experiment_id=row.experiment_id, experiment_name=row.experiment_name,
+        number=row.number, name=row.name, description=row.description,
+        status=RunStatus(row.status), owner=row.owner, start_time=to_datetime(row.start_time),
+        end_time=opt_datetime(row.end_time), heartbeat_at=to_datetime(row.heartbeat_at),
+        artifact_uri=artifacts.uri(f"{row.experiment_id}/{row.id}/artifacts"), lineage=lineage,
+        **parts,
+    )
+
+
+def _param_row(run_id: str, group: str, key: str, value: Any) -> dict[str, Any]:
+    _validate_name(key, "param name")
+    if isinstance(value, bool):
+        kind, num, text = "bool", float(value), str(value).lower()
+    elif isinstance(value, int):
+        kind, num, text = "int", float(value), None
+    elif isinstance(value, float):
+        kind, num, text = "float", value, None
+    elif isinstance(value, str):
+        kind, num, text = "str", None, value
+    else:
+        kind, num, text = "json", None, None
+    try:
+        encoded = json.dumps(value, sort_keys=True, allow_nan=True)
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"param {group}.{key}: {type(value).__name__} is not a JSON value; "
+            "use int, float, str, bool, list or dict"
+        ) from None
+    if num is not None and num != num:
+        num = None
+    return {
+        "run_id": run_id, "group": group, "key": key, "value_type": kind, "value": encoded,
+        "value_num": num, "value_str": text,
+    }
+
+
+def _replace_digest(lineage: Lineage, digest: str) -> Lineage:
+    from dataclasses import replace
+
+    return replace(lineage, environment_digest=digest)
+
+
+def _check_max_results(max_results: int) -> int:
+    if not 1 <= max_results <= MAX_PAGE:
+        raise InvalidArgument(f"max_results must be between 1 and {MAX_PAGE}, got {max_results}")
+    return max_results
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def _decode_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+        if isinstance(offset, int) and offset >= 0:
+            return offset
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise InvalidArgument(f"page_token {token[:40]!r} is not a token returned by a previous page")
+
+

@@ -1,0 +1,204 @@
+"""Tracking's value objects. Frozen dataclasses: cheap to import, serialised by pydantic."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+# Read by pydantic (without importing it here): NaN and infinities travel as "NaN",
+# "Infinity" and "-Infinity" in JSON, which has no literal for them.
+_JSON = {"ser_json_inf_nan": "strings"}
+
+ParamValue = int | float | str | bool | dict[str, Any] | list[Any] | None
+
+
+class RunStatus(str, enum.Enum):
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    __pydantic_config__ = _JSON
+
+    id: str
+    name: str
+    description: str
+    owner: str
+    created_at: datetime
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """A metric's series in one run. ``best`` is the value at the last point marked is-best."""
+
+    __pydantic_config__ = _JSON
+
+    key: str
+    goal: str
+    count: int
+    last: float
+    last_step: int
+    min: float | None
+    max: float | None
+    best: float | None
+    best_step: int | None
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    __pydantic_config__ = _JSON
+
+    step: int
+    value: float
+    timestamp: datetime
+    is_best: bool
+
+
+@dataclass(frozen=True)
+class MetricBatch:
+    """Metric points in columns: one entry per point in every list."""
+
+    __pydantic_config__ = _JSON
+
+    keys: list[str]
+    values: list[float]
+    steps: list[int]
+    timestamps: list[int]  # milliseconds since the epoch
+    is_best: list[bool]
+    goals: dict[str, str] = field(default_factory=dict)  # key -> "max" | "min"
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    __pydantic_config__ = _JSON
+
+    name: str
+    uri: str
+    digest: str | None = None
+    version: str | None = None
+    rows: int | None = None
+    logged_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    __pydantic_config__ = _JSON
+
+    digest: str
+    python_version: str
+    platform: str
+    packages: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a run came from: code, machine and environment, captured when it started."""
+
+    __pydantic_config__ = _JSON
+
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    git_remote: str | None = None
+    entry_point: str | None = None
+    host: str | None = None
+    seed: int | None = None
+    environment_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    __pydantic_config__ = _JSON
+
+    id: str
+    experiment_id: str
+    experiment_name: str
+    number: int
+    name: str
+    description: str
+    status: RunStatus
+    owner: str
+    start_time: datetime
+    end_time: datetime | None
+    heartbeat_at: datetime
+    artifact_uri: str
+    lineage: Lineage
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, MetricSummary] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    inputs: list[DatasetInput] = field(default_factory=list)
+
+    def param(self, name: str, group: str | None = None) -> Any:
+        """A param's value by name, in ``group`` or in whichever group holds it."""
+        groups = [group] if group else list(self.params)
+        for g in groups:
+            if name in self.params.get(g, {}):
+                return self.params[g][name]
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of results; pass ``next_page_token`` back for the next one (None: last page)."""
+
+    __pydantic_config__ = _JSON
+
+    items: list[T]
+    next_page_token: str | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> T:
+        return self.items[index]
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """N runs side by side: every param and metric, one value per run (None where absent)."""
+
+    __pydantic_config__ = _JSON
+
+    run_ids: list[str]
+    run_names: list[str]
+    params: dict[str, list[Any]]  # "group.name" -> values
+    params_differing: list[str]
+    metrics: dict[str, list[MetricSummary | None]]
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    __pydantic_config__ = _JSON
+
+    path: str
+    is_dir: bool
+    size: int | None
+
+
+def sequence_of(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+_MINIMISED = ("loss", "error", "err", "mse", "mae", "rmse", "mape", "perplexity", "latency", "time")
+
+
+def infer_goal(key: str) -> str:
+    """Whether bigger is better for a metric: names like loss/error/mae are minimised."""
+    lowered = key.lower()
+    return "min" if any(word in lowered for word in _MINIMISED) else "max"
