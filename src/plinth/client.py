@@ -31,6 +31,18 @@ class Client:
         self.settings = settings
         self.remote = remote
 
+    def close(self) -> None:
+        """Release the HTTP connections of a remote client (a local one holds none)."""
+        close = getattr(self.tracking, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- runs --------------------------------------------------------------------------
 
     def start_run(

@@ -105,6 +105,9 @@ class RemoteTracking:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
+    def close(self) -> None:
+        self.transport.http.close()
+
     def upload_artifact(self, run_id: str, path: str, source: IO[bytes]) -> None:
         def chunks() -> Iterator[bytes]:
             while block := source.read(_CHUNK):

@@ -61,7 +61,9 @@ def _mount(app: FastAPI, ep: Endpoint, method: Callable[..., Any], tag: str) -> 
                     name,
                     inspect.Parameter.KEYWORD_ONLY,
                     annotation=Annotated[ep.hints[name], Query()],
-                    default=... if default is inspect.Parameter.empty else default,
+                    # no default (not `...`): FastAPI takes a `...` default as optional
+                    # and would pass Ellipsis to the service
+                    default=default,
                 )
             )
     else:
