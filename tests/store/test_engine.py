@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+import plinth
+from plinth.store.engine import SCHEMA_REVISION, Store
+from plinth.store.migrate import head_revision
+from plinth.store.schema import metadata
+
+
+def test_schema_revision_constant_is_the_alembic_head() -> None:
+    assert head_revision() == SCHEMA_REVISION
+
+
+def test_sqlite_is_created_migrated_and_in_wal_mode(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'deep' / 'plinth.db'}")
+    assert store.current_revision() == SCHEMA_REVISION
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert set(inspect(store.engine).get_table_names()) >= set(metadata.tables)
+    store.upgrade()  # idempotent
+    store.dispose()
+
+
+@pytest.mark.integration
+def test_postgres_is_migrated(postgres_uri: str) -> None:
+    store = Store(postgres_uri)
+    assert store.current_revision() == SCHEMA_REVISION
+    assert set(inspect(store.engine).get_table_names()) >= set(metadata.tables)
+    store.dispose()
+
+
+def test_migrations_match_the_schema(sqlite_uri: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    store = Store(sqlite_uri)
+    with store.read() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    store.dispose()
+
+
+@pytest.mark.parametrize("uri", ["not a uri", "mysql://x@y/z", "oracle://a"])
+def test_bad_store_uris(uri: str) -> None:
+    with pytest.raises(plinth.InvalidArgument, match="store URI"):
+        Store(uri)
+
+
+def test_writes_are_transactions(sqlite_uri: str) -> None:
+    store = Store(sqlite_uri)
+    with pytest.raises(RuntimeError), store.write() as conn:
+        conn.execute(text("INSERT INTO environments VALUES ('d', '3.11', 'linux', '{}')"))
+        raise RuntimeError("boom")
+    with store.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM environments")).scalar() == 0
+    store.dispose()
+
+
+def test_unreachable_postgres_is_unavailable() -> None:
+    with pytest.raises(plinth.Unavailable, match="unavailable"):
+        Store("postgresql+psycopg://nobody@127.0.0.1:1/nothing")

@@ -1,0 +1,87 @@
+"""The filter language's parser, without a database."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.dialects import sqlite
+
+import plinth
+from plinth.tracking.search import order_columns, parse_filter, tokenize
+
+
+def compiled(text: str) -> str:
+    return str(parse_filter(text).compile(dialect=sqlite.dialect()))
+
+
+def test_values_become_bound_parameters_never_sql() -> None:
+    sql = compiled("name = 'x''; DROP TABLE runs; --' and tags.team = 'risk'")
+    assert "DROP" not in sql and "risk" not in sql
+    assert sql.count("?") >= 2
+
+
+def test_empty_filter_matches_everything() -> None:
+    assert compiled("") == compiled("   ") == "1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "metrics.val_f1 > 0.8",
+        "metrics.`val f1` >= 1e-3",
+        "params.hyper.lr = 0.1 and params.model = 'gbm'",
+        "tags.team in ('a', 'b') or not status = 'FAILED'",
+        "name ilike 'LGBM%' and number != 3",
+        "metrics.loss.best < .5 and params.flag = true",
+        'tags.note = "double \\" quoted"',
+        "(metrics.a > 1 or metrics.b > 1) and end_time is not null",
+        "name not like 'x%' and number not in (1, 2)",
+        "start_time >= '2026-01-01T00:00:00+00:00'",
+    ],
+)
+def test_valid_filters_parse(text: str) -> None:
+    parse_filter(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "words"),
+    [
+        ("metrics.val_f1 >", 17, "end of the filter"),
+        ("metrics.x ~ 1", 11, "unexpected character"),
+        ("params.a.b.c = 1", 1, "unknown identifier"),
+        ("metrics.x.median > 1", 1, "unknown metric field"),
+        ("tags.team = 3", 13, "compare it with a 'string'"),
+        ("number = 'x'", 10, "compare it with a number"),
+        ("name in ('a', 1)", 9, "all be numbers or all strings"),
+        ("name like 3", 11, "needs a 'string' pattern"),
+        ("start_time > 'yesterday'", 14, "ISO date"),
+        ("name = 'a' name = 'b'", 12, "expected 'and', 'or'"),
+        ("name is 'x'", 9, "expected 'null'"),
+        ("and name = 'x'", 1, "expected an identifier"),
+        ("name in 'a'", 9, "expected '('"),
+    ],
+)
+def test_errors_name_position_and_problem(text: str, position: int, words: str) -> None:
+    with pytest.raises(plinth.InvalidArgument) as caught:
+        parse_filter(text)
+    assert f"at position {position}:" in str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_oversized_filter_is_refused() -> None:
+    with pytest.raises(plinth.InvalidArgument, match="longer than"):
+        parse_filter("name = 'x' or " * 1000 + "name = 'y'")
+
+
+def test_tokens_carry_positions() -> None:
+    assert [(t.kind, t.pos) for t in tokenize("a.b >= 'x'")] == [("ident", 1), ("op", 5), ("string", 8)]
+
+
+@pytest.mark.parametrize("text", ["metrics.f1 sideways", "", "a b c", "colour"])
+def test_bad_order_by(text: str) -> None:
+    with pytest.raises(plinth.InvalidArgument):
+        order_columns(text)
+
+
+def test_order_by_param_sorts_numbers_then_strings() -> None:
+    columns, descending = order_columns("params.hyper.lr DESC")
+    assert descending and len(columns) == 2
