@@ -7,6 +7,7 @@ import pytest
 
 from plinth.client import Client, connect, set_default_client
 from plinth.store.engine import open_store
+from plinth.tracking.run import _open_runs
 from tests.backends import FAST_FLUSH, empty_tables, local_client, postgres_database, running_server
 from tests.s3_endpoint import s3_bucket, s3_endpoint  # noqa: F401
 
@@ -33,11 +34,18 @@ def sqlite_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'plinth.db'}"
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration), "remote"]
-)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration), "remote"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
     """The same client API against each backend: SQLite, PostgreSQL, a server over HTTP."""
+    backend = _backend_client(request, tmp_path)
+    yield next(backend)
+    for run in list(_open_runs):  # runs a test left open must not outlive their store
+        run._buffer.close()
+        _open_runs.discard(run)
+    next(backend, None)
+
+
+def _backend_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
     artifacts = str(tmp_path / "artifacts")
     if request.param == "sqlite":
         yield local_client(f"sqlite:///{tmp_path / 'plinth.db'}", artifacts)

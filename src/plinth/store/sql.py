@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,19 +28,28 @@ def upsert(
     table: Table,
     rows: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
-    update: Mapping[str, Any] | None = None,
+    update: Mapping[str, Callable[[Any], Any]] | None = None,
 ) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE/NOTHING on SQLite and PostgreSQL alike.
 
-    ``update`` maps columns to expressions built from ``excluded`` via ``excluded_of``.
+    ``update`` maps columns to functions of the ``excluded`` row giving their new value.
+    Statements are built once per (dialect, table, keys, updated columns): a call site must
+    always pass the same functions for the same columns.
     """
     if not rows:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
-    if update:
-        built = {name: expr(stmt.excluded) if callable(expr) else expr for name, expr in update.items()}
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=built)
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    cache_key = (conn.dialect.name, table.name, tuple(keys), tuple(update or ()))
+    stmt = _upserts.get(cache_key)
+    if stmt is None:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(table)
+        if update:
+            built = {name: expr(stmt.excluded) for name, expr in update.items()}
+            stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=built)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        _upserts[cache_key] = stmt
     conn.execute(stmt, list(rows))
+
+
+_upserts: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Any] = {}

@@ -61,9 +61,10 @@ class MetricBuffer:
                 self._write_some()
 
     def close(self) -> None:
+        # The caller writes what is left; the flusher thread sees _closed and exits
+        # (joining it would only add a thread switch to every run's end).
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=30)
         self.flush()
 
     def _write_some(self) -> None:
@@ -81,13 +82,12 @@ class MetricBuffer:
     def _loop(self) -> None:
         last_beat = time.monotonic()
         while not self._closed:
-            self._wake.wait(self._interval)
+            self._wake.wait(min(self._interval, self._heartbeat_interval))
             self._wake.clear()
             try:
                 if self.points:
                     self.flush()
-                    last_beat = time.monotonic()
-                elif time.monotonic() - last_beat >= self._heartbeat_interval:
+                if time.monotonic() - last_beat >= self._heartbeat_interval and not self._closed:
                     self._heartbeat()
                     last_beat = time.monotonic()
                 self.error = None

@@ -6,7 +6,6 @@ import atexit
 import json
 import threading
 import time
-import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from plinth.tracking.types import DatasetInput, Run, RunStatus, infer_goal
 if TYPE_CHECKING:
     from plinth.client import Client
 
-_open_runs: weakref.WeakSet[ActiveRun] = weakref.WeakSet()
+_open_runs: set[ActiveRun] = set()  # strong: a run its caller dropped must still end at exit
 
 
 class ActiveRun:
@@ -154,18 +153,17 @@ class ActiveRun:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def end(self, status: RunStatus | str = RunStatus.FINISHED) -> Run:
+    def end(self, status: RunStatus | str = RunStatus.FINISHED) -> None:
         """Flush everything and close the run with a final status."""
         with self._lock:
             if self._ended:
-                return self.info
+                return
             self._ended = True
         try:
             self._buffer.close()
         finally:
             _open_runs.discard(self)
-            self.info = self._client.tracking.end_run(self.id, RunStatus(status))
-        return self.info
+            self._client.tracking.end_run(self.id, RunStatus(status))
 
     def __enter__(self) -> ActiveRun:
         return self

@@ -7,8 +7,12 @@ them as routes and the remote client calls them with the same signatures.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
+from dataclasses import fields, replace
+from types import SimpleNamespace
+from collections.abc import Iterator
 from typing import IO, Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -53,6 +57,7 @@ class TrackingService:
     def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
         self.store = store
         self.artifacts = artifacts
+        self._saved_environments: set[str] = set()
 
     # -- experiments -------------------------------------------------------------------
 
@@ -142,11 +147,17 @@ class TrackingService:
         if name is not None:
             _validate_name(name, "run name")
         lineage = lineage or Lineage()
-        run_id = uuid.uuid4().hex
-        now = now_ms()
+        if environment is not None:
+            lineage = replace(lineage, environment_digest=environment.digest)
+        row = {
+            "id": uuid.uuid4().hex, "description": description, "status": RunStatus.RUNNING.value,
+            "owner": owner, "start_time": now_ms(), "end_time": None,
+            **{f.name: getattr(lineage, f.name) for f in fields(Lineage)},
+        }
+        row["heartbeat_at"] = row["start_time"]
         try:
             with self.store.write() as conn:
-                experiment_id = self._experiment_id_for_run(conn, experiment, owner)
+                experiment_id, experiment_name = self._experiment_for_run(conn, experiment, owner)
                 number = conn.execute(
                     update(experiments)
                     .where(experiments.c.id == experiment_id)
@@ -161,33 +172,31 @@ class TrackingService:
                     raise AlreadyExists(f"experiment {experiment!r} already has a run named {name!r}")
                 if environment is not None:
                     self._save_environment(conn, environment)
-                    lineage = _replace_digest(lineage, environment.digest)
-                conn.execute(
-                    insert(runs).values(
-                        id=run_id, experiment_id=experiment_id, number=number, name=name,
-                        description=description, status=RunStatus.RUNNING.value, owner=owner,
-                        start_time=now, end_time=None, heartbeat_at=now,
-                        git_commit=lineage.git_commit, git_dirty=lineage.git_dirty,
-                        git_remote=lineage.git_remote, entry_point=lineage.entry_point,
-                        host=lineage.host, seed=lineage.seed,
-                        environment_digest=lineage.environment_digest,
-                    )
-                )
-                self._set_tags(conn, run_id, tags or {})
+                row.update(experiment_id=experiment_id, number=number, name=name)
+                conn.execute(insert(runs).values(row))
+                self._set_tags(conn, row["id"], tags or {})
         except IntegrityError as exc:
             # Two processes raced for the same new experiment or run name; the loser retries once.
             if "experiments" in str(exc.orig) and "name" in str(exc.orig):
                 return self.create_run(experiment, name, description, tags, owner, lineage, environment)
             raise AlreadyExists(f"experiment {experiment!r} already has a run named {name!r}") from None
-        return self.get_run(run_id)
+        if environment is not None:
+            self._saved_environments.add(environment.digest)
+        row["experiment_name"] = experiment_name
+        return _run_from_row(
+            SimpleNamespace(**row), {"tags": dict(tags or {}), "params": {}, "metrics": {}, "inputs": []},
+            self.artifacts,
+        )
 
-    def _experiment_id_for_run(self, conn: Connection, experiment: str, owner: str) -> str:
+    def _experiment_for_run(self, conn: Connection, experiment: str, owner: str) -> tuple[str, str]:
         found = conn.execute(
-            select(experiments.c.id).where(
+            select(experiments.c.id, experiments.c.name).where(
                 (experiments.c.name == experiment) | (experiments.c.id == experiment)
             )
-        ).scalar()
-        return found if found is not None else self._insert_experiment(conn, experiment, "", owner)
+        ).first()
+        if found is not None:
+            return found.id, found.name
+        return self._insert_experiment(conn, experiment, "", owner), experiment
 
     def _auto_name(self, conn: Connection, experiment_id: str, number: int) -> str:
         name = f"run-{number}"
@@ -197,6 +206,8 @@ class TrackingService:
         return f"{name}-{uuid.uuid4().hex[:6]}" if taken else name
 
     def _save_environment(self, conn: Connection, env: Environment) -> None:
+        if env.digest in self._saved_environments:
+            return
         row = {
             "digest": env.digest, "python_version": env.python_version, "platform": env.platform,
             "packages": json.dumps(env.packages, sort_keys=True),
@@ -212,19 +223,23 @@ class TrackingService:
         return found[0]
 
     @endpoint("POST", "/runs/{run_id}/end")
-    def end_run(self, run_id: str, status: RunStatus = RunStatus.FINISHED) -> Run:
+    def end_run(self, run_id: str, status: RunStatus = RunStatus.FINISHED) -> None:
+        """Close a RUNNING run; ending it again with the same status changes nothing."""
         status = RunStatus(status)
         if status is RunStatus.RUNNING:
             raise InvalidArgument("end_run: status must be FINISHED, FAILED or KILLED, not RUNNING")
         with self.store.write() as conn:
-            current = self._status(conn, run_id)
-            if current is RunStatus.RUNNING:
-                conn.execute(
-                    update(runs).where(runs.c.id == run_id).values(status=status.value, end_time=now_ms())
-                )
-            elif current is not status:
-                raise Conflict(f"run {run_id!r} already ended as {current.value}; cannot end it as {status.value}")
-        return self.get_run(run_id)
+            ended = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
+                .values(status=status.value, end_time=now_ms())
+            )
+            if ended.rowcount == 0:
+                current = self._status(conn, run_id)
+                if current is not status:
+                    raise Conflict(
+                        f"run {run_id!r} already ended as {current.value}; cannot end it as {status.value}"
+                    )
 
     @endpoint("POST", "/runs/{run_id}/heartbeat")
     def heartbeat(self, run_id: str) -> None:
@@ -257,8 +272,7 @@ class TrackingService:
         """Log params once: the same value again is fine, a different value is a Conflict."""
         _validate_name(group, "param group")
         rows = [_param_row(run_id, group, key, value) for key, value in params.items()]
-        with self.store.write() as conn:
-            self._status(conn, run_id)
+        with self._run_must_exist(run_id), self.store.write() as conn:
             existing = dict(
                 conn.execute(
                     select(_params.c.key, _params.c.value).where(
@@ -276,15 +290,27 @@ class TrackingService:
             new_rows = [row for row in rows if row["key"] not in existing]
             if new_rows:
                 conn.execute(insert(_params), new_rows)
+            elif not existing:
+                self._status(conn, run_id)
 
     @endpoint("POST", "/runs/{run_id}/metrics")
     def log_metric_batch(self, run_id: str, batch: MetricBatch) -> None:
         metric_store.validate_batch(batch)
-        if not batch.keys:
-            return
-        with self.store.write() as conn:
-            self._touch(conn, run_id)
-            metric_store.write_batch(conn, run_id, batch)
+        with self._run_must_exist(run_id), self.store.write() as conn:
+            if batch.keys:
+                metric_store.write_batch(conn, run_id, batch)  # a missing run fails its foreign key
+            else:
+                self._status(conn, run_id)
+
+    @contextlib.contextmanager
+    def _run_must_exist(self, run_id: str) -> Iterator[None]:
+        """Turns the foreign-key failure of a write for an unknown run into NotFound."""
+        try:
+            yield
+        except IntegrityError:
+            with self.store.read() as conn:
+                self._status(conn, run_id)
+            raise Conflict(f"run {run_id}: a concurrent write logged the same values first") from None
 
     @endpoint("GET", "/runs/{run_id}/metric-history")
     def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
@@ -504,12 +530,6 @@ def _param_row(run_id: str, group: str, key: str, value: Any) -> dict[str, Any]:
         "run_id": run_id, "group": group, "key": key, "value_type": kind, "value": encoded,
         "value_num": num, "value_str": text,
     }
-
-
-def _replace_digest(lineage: Lineage, digest: str) -> Lineage:
-    from dataclasses import replace
-
-    return replace(lineage, environment_digest=digest)
 
 
 def _check_max_results(max_results: int) -> int:
