@@ -20,7 +20,9 @@ from plinth.config import load_settings
 from plinth.store.engine import Store
 from plinth.store.schema import metadata
 
-POSTGRES_ADMIN = os.environ.get("PLINTH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_ADMIN = os.environ.get(
+    "PLINTH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 FAST_FLUSH = {"flush_interval": 0.05, "heartbeat_interval": 0.2}
 
 
@@ -69,7 +71,9 @@ def running_server(home: Path, **settings: object) -> Iterator[str]:
 
     port = free_port()
     resolved = load_settings(home=home, port=port, **settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(resolved), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(resolved), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -34,7 +34,9 @@ def sqlite_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'plinth.db'}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration), "remote"])
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration), "remote"]
+)
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
     """The same client API against each backend: SQLite, PostgreSQL, a server over HTTP."""
     backend = _backend_client(request, tmp_path)

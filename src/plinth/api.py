@@ -45,7 +45,10 @@ class Endpoint:
         fields: dict[str, Any] = {}
         for name in self.other_params:
             default = self.signature.parameters[name].default
-            fields[name] = (self.hints[name], ... if default is inspect.Parameter.empty else default)
+            fields[name] = (
+                self.hints[name],
+                ... if default is inspect.Parameter.empty else default,
+            )
         model_name = "".join(part.title() for part in self.name.split("_")) + "Request"
         return create_model(model_name, __config__=_BODY_CONFIG, **fields)
 

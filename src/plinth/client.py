@@ -93,7 +93,9 @@ class Client:
     def compare_runs(self, run_ids: list[str]) -> RunComparison:
         return self.tracking.compare_runs(run_ids)
 
-    def close_stale_runs(self, timeout_seconds: float = 300.0, experiment: str | None = None) -> list[str]:
+    def close_stale_runs(
+        self, timeout_seconds: float = 300.0, experiment: str | None = None
+    ) -> list[str]:
         """Mark runs whose process stopped sending heartbeats as KILLED."""
         return self.tracking.close_stale_runs(timeout_seconds, experiment)
 
@@ -107,7 +109,9 @@ class Client:
     def get_experiment(self, experiment: str) -> Experiment:
         return self.tracking.get_experiment(experiment)
 
-    def list_experiments(self, name_like: str | None = None, max_results: int = 1000) -> Page[Experiment]:
+    def list_experiments(
+        self, name_like: str | None = None, max_results: int = 1000
+    ) -> Page[Experiment]:
         return self.tracking.list_experiments(name_like, max_results)
 
     # -- artifacts ---------------------------------------------------------------------

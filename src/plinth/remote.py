@@ -114,7 +114,10 @@ class RemoteTracking:
                 yield block
 
         self.transport.request(
-            "PUT", f"/runs/{quote(run_id, safe='')}/artifacts/content", params={"path": path}, content=chunks()
+            "PUT",
+            f"/runs/{quote(run_id, safe='')}/artifacts/content",
+            params={"path": path},
+            content=chunks(),
         )
 
     def download_artifact(self, run_id: str, path: str, out: IO[bytes]) -> None:

@@ -12,7 +12,9 @@ from plinth.tracking import lineage
 
 
 def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_git_commit_dirty_and_remote_of_the_calling_script(tmp_path: Path) -> None:
@@ -36,10 +38,16 @@ def test_git_commit_dirty_and_remote_of_the_calling_script(tmp_path: Path) -> No
 
     def train() -> plinth.tracking.types.Run:
         done = subprocess.run(
-            [sys.executable, str(script)], cwd=tmp_path, env={"PLINTH_HOME": str(home), "PATH": "/usr/bin:/bin"},
-            capture_output=True, text=True, check=True,
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env={"PLINTH_HOME": str(home), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        return plinth.connect(store_uri=f"sqlite:///{home / 'plinth.db'}").get_run(done.stdout.strip())
+        return plinth.connect(store_uri=f"sqlite:///{home / 'plinth.db'}").get_run(
+            done.stdout.strip()
+        )
 
     clean = train()
     assert clean.lineage.git_commit == commit

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 
 import plinth
-from plinth.tracking.search import order_columns, parse_filter, tokenize
+from plinth.store.schema import runs
+from plinth.tracking.search import order_by, parse_filter, tokenize
 
 
 def compiled(text: str) -> str:
-    return str(parse_filter(text).compile(dialect=sqlite.dialect()))
+    return str(parse_filter(text).where.compile(dialect=sqlite.dialect()))
 
 
 def test_values_become_bound_parameters_never_sql() -> None:
@@ -73,15 +75,37 @@ def test_oversized_filter_is_refused() -> None:
 
 
 def test_tokens_carry_positions() -> None:
-    assert [(t.kind, t.pos) for t in tokenize("a.b >= 'x'")] == [("ident", 1), ("op", 5), ("string", 8)]
+    assert [(t.kind, t.pos) for t in tokenize("a.b >= 'x'")] == [
+        ("ident", 1),
+        ("op", 5),
+        ("string", 8),
+    ]
 
 
 @pytest.mark.parametrize("text", ["metrics.f1 sideways", "", "a b c", "colour"])
 def test_bad_order_by(text: str) -> None:
     with pytest.raises(plinth.InvalidArgument):
-        order_columns(text)
+        order_by(select(runs.c.id), [text], frozenset())
 
 
-def test_order_by_param_sorts_numbers_then_strings() -> None:
-    columns, descending = order_columns("params.hyper.lr DESC")
-    assert descending and len(columns) == 2
+@pytest.mark.parametrize(
+    ("text", "required"),
+    [
+        ("metrics.a > 1 and metrics.b < 2", {"a", "b"}),
+        ("metrics.a > 1 or metrics.b < 2", set()),
+        ("(metrics.a > 1 or metrics.a < 0) and tags.t = 'x'", {"a"}),
+        ("not metrics.a > 1", set()),
+        ("metrics.a is null", set()),
+        ("metrics.a is not null", {"a"}),
+        ("metrics.a not in (1, 2)", set()),
+    ],
+)
+def test_metrics_a_filter_requires(text: str, required: set[str]) -> None:
+    assert parse_filter(text).metrics == required
+
+
+def test_ordering_by_a_required_metric_is_an_inner_join() -> None:
+    sql = str(order_by(select(runs.c.id), ["metrics.f1 DESC"], frozenset({"f1"})).compile())
+    assert "LEFT OUTER JOIN" not in sql and "JOIN metric_summaries" in sql
+    sql = str(order_by(select(runs.c.id), ["metrics.f1 DESC"], frozenset()).compile())
+    assert "LEFT OUTER JOIN metric_summaries" in sql

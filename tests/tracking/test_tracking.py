@@ -145,7 +145,14 @@ class TestRuns:
 
 class TestParams:
     def test_typed_values_and_groups(self, client: Client) -> None:
-        values = {"i": 3, "f": 0.25, "s": "gbm", "b": True, "j": {"layers": [64, 32]}, "l": [1, "a"]}
+        values = {
+            "i": 3,
+            "f": 0.25,
+            "s": "gbm",
+            "b": True,
+            "j": {"layers": [64, 32]},
+            "l": [1, "a"],
+        }
         with client.start_run(experiment="churn") as run:
             run.log_params(values, group="model")
             run.log_param("rows", 1000, group="data")
@@ -184,8 +191,16 @@ class TestMetrics:
         assert [p.step for p in history] == [0, 1, 2, 3, 4]
         assert [p.is_best for p in history] == [True, True, False, True, False]
         metrics = client.get_run(run.id).metrics
-        assert (metrics["val_loss"].goal, metrics["val_loss"].best, metrics["val_loss"].best_step) == ("min", 0.4, 3)
-        assert (metrics["acc"].goal, metrics["acc"].best, metrics["acc"].best_step) == ("max", 0.7, 1)
+        assert (
+            metrics["val_loss"].goal,
+            metrics["val_loss"].best,
+            metrics["val_loss"].best_step,
+        ) == ("min", 0.4, 3)
+        assert (metrics["acc"].goal, metrics["acc"].best, metrics["acc"].best_step) == (
+            "max",
+            0.7,
+            1,
+        )
         assert (metrics["custom"].best, metrics["custom"].last) == (1.0, 2.0)
 
     def test_explicit_is_best(self, client: Client) -> None:
@@ -204,7 +219,12 @@ class TestMetrics:
         values = [p.value for p in client.get_metric_history(run.id, "loss")]
         assert values[0] == 1.0 and math.isnan(values[1]) and values[2:] == [math.inf, -math.inf]
         summary = client.get_run(run.id).metrics["loss"]
-        assert (summary.min, summary.max, summary.count, summary.last) == (-math.inf, math.inf, 4, -math.inf)
+        assert (summary.min, summary.max, summary.count, summary.last) == (
+            -math.inf,
+            math.inf,
+            4,
+            -math.inf,
+        )
         only_nan = client.start_run(experiment="churn")
         only_nan.log_metric("x", math.nan)
         only_nan.end()
@@ -219,7 +239,13 @@ class TestMetrics:
             run.flush()
             run.log_metrics({"m": 7.0, "n": 2.0}, step=7)
         summary = client.get_run(run.id).metrics["m"]
-        assert (summary.last, summary.last_step, summary.min, summary.max, summary.count) == (7.0, 7, 1.0, 7.0, 3)
+        assert (summary.last, summary.last_step, summary.min, summary.max, summary.count) == (
+            7.0,
+            7,
+            1.0,
+            7.0,
+            3,
+        )
         assert [p.step for p in client.get_metric_history(run.id, "m")] == [1, 5, 7]
 
     def test_large_series(self, client: Client) -> None:
@@ -232,9 +258,7 @@ class TestMetrics:
     def test_bad_metric_name(self, client: Client) -> None:
         run = client.start_run(experiment="churn")
         with pytest.raises(plinth.InvalidArgument):
-            client.tracking.log_metric_batch(
-                run.id, plinth_batch(["x" * 501], [1.0])
-            )
+            client.tracking.log_metric_batch(run.id, plinth_batch(["x" * 501], [1.0]))
         with pytest.raises(plinth.InvalidArgument, match="values has 2 entries"):
             client.tracking.log_metric_batch(run.id, plinth_batch(["a"], [1.0, 2.0]))
         run.end()
@@ -297,8 +321,12 @@ class TestSearch:
     @pytest.fixture
     def runs(self, client: Client) -> dict[str, str]:
         ids = {}
-        for i, (lr, team, f1) in enumerate([(0.1, "risk", 0.9), (0.1, "growth", 0.85), (0.01, "risk", 0.7), (0.2, "risk", 0.95)]):
-            with client.start_run(experiment="churn" if i < 3 else "fraud", name=f"r{i}", tags={"team": team}) as run:
+        for i, (lr, team, f1) in enumerate(
+            [(0.1, "risk", 0.9), (0.1, "growth", 0.85), (0.01, "risk", 0.7), (0.2, "risk", 0.95)]
+        ):
+            with client.start_run(
+                experiment="churn" if i < 3 else "fraud", name=f"r{i}", tags={"team": team}
+            ) as run:
                 run.log_params({"lr": lr, "model": "gbm" if i % 2 else "rf"}, group="hyper")
                 run.log_metric("val_f1", f1 - 0.1, step=0)
                 run.log_metric("val_f1", f1, step=1)
@@ -316,12 +344,33 @@ class TestSearch:
         assert self.names(found) == ["r0"]
 
     def test_order_by_metric_param_attribute(self, client: Client, runs: dict[str, str]) -> None:
-        assert self.names(client.search_runs(order_by=["metrics.val_f1 DESC"])) == ["r3", "r0", "r1", "r2", "r4"]
-        assert self.names(client.search_runs(order_by=["metrics.val_f1"])) == ["r2", "r1", "r0", "r3", "r4"]
+        assert self.names(client.search_runs(order_by=["metrics.val_f1 DESC"])) == [
+            "r3",
+            "r0",
+            "r1",
+            "r2",
+            "r4",
+        ]
+        assert self.names(client.search_runs(order_by=["metrics.val_f1"])) == [
+            "r2",
+            "r1",
+            "r0",
+            "r3",
+            "r4",
+        ]
         by_lr = self.names(client.search_runs(order_by=["params.hyper.lr DESC", "name"]))
         assert by_lr == ["r3", "r0", "r1", "r2", "r4"]
-        assert self.names(client.search_runs(order_by=["name DESC"])) == ["r4", "r3", "r2", "r1", "r0"]
-        assert self.names(client.search_runs(order_by=["params.model", "name"]))[:2] == ["r1", "r3"] or True
+        assert self.names(client.search_runs(order_by=["name DESC"])) == [
+            "r4",
+            "r3",
+            "r2",
+            "r1",
+            "r0",
+        ]
+        assert (
+            self.names(client.search_runs(order_by=["params.model", "name"]))[:2] == ["r1", "r3"]
+            or True
+        )
 
     def test_operators(self, client: Client, runs: dict[str, str]) -> None:
         def names(f: str) -> set[str]:
@@ -336,7 +385,9 @@ class TestSearch:
         assert names("name like 'r%' and not name in ('r0', 'r1')") == {"r2", "r3", "r4"}
         assert names("status = 'RUNNING'") == {"r4"}
         assert names("metrics.val_f1 is null") == {"r4"}
-        assert names("tags.team is not null and (metrics.val_f1 < 0.75 or params.hyper.lr > 0.15)") == {"r2", "r3"}
+        assert names(
+            "tags.team is not null and (metrics.val_f1 < 0.75 or params.hyper.lr > 0.15)"
+        ) == {"r2", "r3"}
         assert names("experiment = 'fraud'") == {"r3"}
         assert names("start_time > '2000-01-01'") == {"r0", "r1", "r2", "r3", "r4"}
         assert names("number = 1") == {"r0", "r3"}
@@ -347,7 +398,9 @@ class TestSearch:
         page = client.search_runs(order_by=["name"], max_results=2)
         seen += self.names(page)
         while page.next_page_token:
-            page = client.search_runs(order_by=["name"], max_results=2, page_token=page.next_page_token)
+            page = client.search_runs(
+                order_by=["name"], max_results=2, page_token=page.next_page_token
+            )
             seen += self.names(page)
         assert seen == ["r0", "r1", "r2", "r3", "r4"]
         with pytest.raises(plinth.InvalidArgument, match="page_token"):
@@ -370,7 +423,9 @@ class TestSearch:
             ("tags.team = 'a' or 1 = 1", 20),
         ],
     )
-    def test_bad_filters_name_the_position(self, client: Client, runs: dict[str, str], bad: str, position: int) -> None:
+    def test_bad_filters_name_the_position(
+        self, client: Client, runs: dict[str, str], bad: str, position: int
+    ) -> None:
         with pytest.raises(plinth.InvalidArgument, match=f"at position {position}:"):
             client.search_runs(filter=bad)
         assert len(client.search_runs()) == 5  # nothing was harmed

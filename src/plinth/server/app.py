@@ -23,7 +23,9 @@ API_PREFIX = "/api/v1"
 log = logging.getLogger("plinth.server")
 
 
-def create_app(settings: Settings | None = None, tracking: TrackingService | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, tracking: TrackingService | None = None
+) -> FastAPI:
     settings = settings or load_settings()
     if tracking is None:
         from plinth.store.artifacts import ArtifactStore
@@ -32,8 +34,12 @@ def create_app(settings: Settings | None = None, tracking: TrackingService | Non
         tracking = TrackingService(
             open_store(settings.resolved_store_uri), ArtifactStore(settings.resolved_artifact_uri)
         )
-    app = FastAPI(title="Plinth", version=plinth.__version__, openapi_url=f"{API_PREFIX}/openapi.json")
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffix="/artifacts/content")
+    app = FastAPI(
+        title="Plinth", version=plinth.__version__, openapi_url=f"{API_PREFIX}/openapi.json"
+    )
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffix="/artifacts/content"
+    )
     _install_error_handlers(app)
 
     @app.get("/health", tags=["health"])
@@ -111,7 +117,9 @@ def _mount_artifact_routes(app: FastAPI, tracking: TrackingService) -> None:
     route = f"{API_PREFIX}/runs/{{run_id}}/artifacts/content"
 
     @app.put(route, tags=["tracking"], status_code=204)
-    async def upload_artifact(run_id: str, path: Annotated[str, Query()], request: Request) -> Response:
+    async def upload_artifact(
+        run_id: str, path: Annotated[str, Query()], request: Request
+    ) -> Response:
         # The store's writer is blocking: stream the body to it from a worker thread.
         from starlette.concurrency import run_in_threadpool
 
@@ -161,13 +169,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = NotFound.error_code if exc.status_code == 404 else "HTTP_" + str(exc.status_code)
-        return JSONResponse({"error_code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse(
+            {"error_code": code, "message": str(exc.detail)}, status_code=exc.status_code
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return JSONResponse(
-            {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}, status_code=500
+            {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"},
+            status_code=500,
         )
 
 
@@ -175,5 +186,3 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
-
-

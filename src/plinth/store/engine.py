@@ -143,7 +143,9 @@ def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
     except OperationalError as exc:
         # PostgreSQL reports SQL mistakes as ProgrammingError: its OperationalErrors are the
         # server or the connection failing. SQLite's are mostly our bugs, except these.
-        sqlite_outage = any(word in str(exc.orig) for word in ("locked", "unable to open", "disk I/O"))
+        sqlite_outage = any(
+            word in str(exc.orig) for word in ("locked", "unable to open", "disk I/O")
+        )
         if exc.connection_invalidated or "psycopg" in type(exc.orig).__module__ or sqlite_outage:
             raise Unavailable(f"metadata store {_redact(uri)} is unavailable: {exc.orig}") from exc
         raise

@@ -39,14 +39,18 @@ class MetricBuffer:
         self._write_lock = threading.Lock()
         self._closed = False
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="plinth-metric-flusher", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="plinth-metric-flusher", daemon=True
+        )
         self._thread.start()
 
     def wait_for_room(self) -> None:
         """Called by the logger when the buffer is full: wake the flusher and wait for it."""
         self._wake.set()
         with self._drained:
-            self._drained.wait_for(lambda: len(self.points) < self._max_points or self._closed, timeout=60)
+            self._drained.wait_for(
+                lambda: len(self.points) < self._max_points or self._closed, timeout=60
+            )
         if self.error is not None and len(self.points) >= self._max_points:
             raise self.error
 

@@ -72,7 +72,9 @@ def capture_environment() -> Environment:
     python = platform.python_version()
     plat = platform.platform()
     canonical = json.dumps([python, plat, sorted(packages.items())]).encode()
-    return Environment(hashlib.sha256(canonical).hexdigest(), python, plat, dict(sorted(packages.items())))
+    return Environment(
+        hashlib.sha256(canonical).hexdigest(), python, plat, dict(sorted(packages.items()))
+    )
 
 
 def seed_everything(seed: int) -> int:

@@ -19,7 +19,12 @@ MAX_KEY_LENGTH = 500
 
 def validate_batch(batch: MetricBatch) -> None:
     n = len(batch.keys)
-    columns = {"values": batch.values, "steps": batch.steps, "timestamps": batch.timestamps, "is_best": batch.is_best}
+    columns = {
+        "values": batch.values,
+        "steps": batch.steps,
+        "timestamps": batch.timestamps,
+        "is_best": batch.is_best,
+    }
     for name, column in columns.items():
         if len(column) != n:
             raise InvalidArgument(f"metric batch: {name} has {len(column)} entries, keys has {n}")
@@ -34,7 +39,9 @@ def validate_key(key: str, what: str = "metric name") -> None:
     if not isinstance(key, str) or not key.strip():
         raise InvalidArgument(f"{what} must be a non-empty string, got {key!r}")
     if len(key) > MAX_KEY_LENGTH:
-        raise InvalidArgument(f"{what} {key[:40]!r}... is {len(key)} characters; the limit is {MAX_KEY_LENGTH}")
+        raise InvalidArgument(
+            f"{what} {key[:40]!r}... is {len(key)} characters; the limit is {MAX_KEY_LENGTH}"
+        )
     if any(ord(c) < 32 for c in key):
         raise InvalidArgument(f"{what} {key!r} contains a control character")
 
@@ -49,9 +56,17 @@ def summarise(run_id: str, batch: MetricBatch) -> list[dict[str, Any]]:
         if row is None:
             goal = batch.goals.get(key) or infer_goal(key)
             row = acc[key] = {
-                "run_id": run_id, "key": key, "goal": goal, "count": 0, "last": value,
-                "last_step": step, "last_timestamp": ts, "min": None, "max": None,
-                "best": None, "best_step": None,
+                "run_id": run_id,
+                "key": key,
+                "goal": goal,
+                "count": 0,
+                "last": value,
+                "last_step": step,
+                "last_timestamp": ts,
+                "min": None,
+                "max": None,
+                "best": None,
+                "best_step": None,
             }
         row["count"] += 1
         if step >= row["last_step"]:
@@ -81,11 +96,15 @@ def _merge_summary_updates() -> dict[str, Any]:
 
     def smaller(ex: Any, col: str) -> Any:
         mine, theirs = getattr(t, col), getattr(ex, col)
-        return case((mine.is_(None), theirs), (theirs.is_(None), mine), (theirs < mine, theirs), else_=mine)
+        return case(
+            (mine.is_(None), theirs), (theirs.is_(None), mine), (theirs < mine, theirs), else_=mine
+        )
 
     def larger(ex: Any, col: str) -> Any:
         mine, theirs = getattr(t, col), getattr(ex, col)
-        return case((mine.is_(None), theirs), (theirs.is_(None), mine), (theirs > mine, theirs), else_=mine)
+        return case(
+            (mine.is_(None), theirs), (theirs.is_(None), mine), (theirs > mine, theirs), else_=mine
+        )
 
     def better_best(ex: Any) -> Any:
         return ex.best_step.is_not(None) & (t.best_step.is_(None) | (ex.best_step >= t.best_step))
@@ -120,13 +139,19 @@ def write_batch(conn: Connection, run_id: str, batch: MetricBatch) -> None:
     sql, order = _insert_points(conn.dialect)
     values = [None if v != v else v for v in batch.values]
     columns = {
-        "run_id": itertools.repeat(run_id, len(values)), "key": batch.keys, "step": batch.steps,
-        "value": values, "timestamp": batch.timestamps, "is_best": batch.is_best,
+        "run_id": itertools.repeat(run_id, len(values)),
+        "key": batch.keys,
+        "step": batch.steps,
+        "value": values,
+        "timestamp": batch.timestamps,
+        "is_best": batch.is_best,
     }
     if order is not None:
-        rows: list[Any] = list(zip(*(columns[name] for name in order)))
+        rows: list[Any] = list(zip(*(columns[name] for name in order), strict=True))
     else:
-        rows = [dict(zip(_POINT_COLUMNS, row)) for row in zip(*(columns[n] for n in _POINT_COLUMNS))]
+        rows = [
+            dict(zip(_POINT_COLUMNS, row, strict=True)) for row in zip(*(columns[n] for n in _POINT_COLUMNS), strict=True)
+        ]
     conn.exec_driver_sql(sql, rows)
     upsert(conn, metric_summaries, summarise(run_id, batch), ["run_id", "key"], _SUMMARY_UPDATES)
 
@@ -147,7 +172,13 @@ def history(conn: Connection, run_id: str, key: str) -> list[MetricPoint]:
 
 def summary_from_row(row: Any) -> MetricSummary:
     return MetricSummary(
-        key=row.key, goal=row.goal, count=row.count,
-        last=math.nan if row.last is None else row.last, last_step=row.last_step,
-        min=row.min, max=row.max, best=row.best, best_step=row.best_step,
+        key=row.key,
+        goal=row.goal,
+        count=row.count,
+        last=math.nan if row.last is None else row.last,
+        last_step=row.last_step,
+        min=row.min,
+        max=row.max,
+        best=row.best,
+        best_step=row.best_step,
     )

@@ -135,7 +135,9 @@ class ActiveRun:
         dest = artifact_path or source.name
         if source.is_dir():
             for file in sorted(p for p in source.rglob("*") if p.is_file()):
-                self._client.upload_artifact(self.id, file, f"{dest}/{file.relative_to(source).as_posix()}")
+                self._client.upload_artifact(
+                    self.id, file, f"{dest}/{file.relative_to(source).as_posix()}"
+                )
         elif source.is_file():
             self._client.upload_artifact(self.id, source, dest)
         else:
@@ -169,7 +171,10 @@ class ActiveRun:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             self.end(RunStatus.FINISHED)
@@ -191,5 +196,3 @@ def _end_open_runs() -> None:
             import sys
 
             print(f"plinth: could not close run {run.id}: {exc}", file=sys.stderr)
-
-

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnClause
 
 from plinth.errors import InvalidArgument
@@ -98,7 +98,9 @@ def parse_ident(text: str, pos: int) -> Ident:
     if head in ("metric", "metrics") and len(parts) in (2, 3):
         field = parts[2].lower() if len(parts) == 3 else "last"
         if field not in METRIC_FIELDS:
-            raise _fail(pos, f"unknown metric field {parts[2]!r}; use one of {sorted(METRIC_FIELDS)}")
+            raise _fail(
+                pos, f"unknown metric field {parts[2]!r}; use one of {sorted(METRIC_FIELDS)}"
+            )
         return Ident("metric", parts[1], field=field, pos=pos)
     if head in ("param", "params") and len(parts) in (2, 3):
         if len(parts) == 3:
@@ -144,41 +146,57 @@ class _Parser:
             return True
         return False
 
-    def parse(self) -> ColumnElement[bool]:
+    def parse(self) -> Filter:
         if not self.tokens:
-            return true()
-        expr = self.or_expr()
+            return Filter(true(), frozenset())
+        found = self.or_expr()
         tok = self.peek()
         if tok is not None:
             raise _fail(tok.pos, f"expected 'and', 'or' or the end of the filter, got {tok.text!r}")
-        return expr
+        return found
 
-    def or_expr(self) -> ColumnElement[bool]:
+    def or_expr(self) -> Filter:
         parts = [self.and_expr()]
         while self.accept_word("or"):
             parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else or_(*parts)
+        if len(parts) == 1:
+            return parts[0]
+        return Filter(
+            or_(*(p.where for p in parts)), frozenset.intersection(*(p.metrics for p in parts))
+        )
 
-    def and_expr(self) -> ColumnElement[bool]:
+    def and_expr(self) -> Filter:
         parts = [self.not_expr()]
         while self.accept_word("and"):
             parts.append(self.not_expr())
-        return parts[0] if len(parts) == 1 else and_(*parts)
+        if len(parts) == 1:
+            return parts[0]
+        return Filter(and_(*(p.where for p in parts)), frozenset.union(*(p.metrics for p in parts)))
 
-    def not_expr(self) -> ColumnElement[bool]:
+    def not_expr(self) -> Filter:
         if self.accept_word("not"):
-            return not_(self.not_expr())
+            return Filter(not_(self.not_expr().where), frozenset())
         tok = self.peek()
         if tok is not None and tok.text == "(":
             self.i += 1
-            expr = self.or_expr()
+            found = self.or_expr()
             close = self.next("')'")
             if close.text != ")":
                 raise _fail(close.pos, f"expected ')', got {close.text!r}")
-            return expr
+            return found
         return self.comparison()
 
-    def comparison(self) -> ColumnElement[bool]:
+    def comparison(self) -> Filter:
+        start = self.i
+        where = self._comparison()
+        ident = parse_ident(self.tokens[start].text, self.tokens[start].pos)
+        op = self.tokens[start + 1]
+        positive = op.kind == "op" or op.word in ("like", "ilike", "in")
+        is_not_null = op.word == "is" and self.tokens[start + 2].word == "not"
+        required = ident.kind == "metric" and (positive or is_not_null)
+        return Filter(where, frozenset([ident.name]) if required else frozenset())
+
+    def _comparison(self) -> ColumnElement[bool]:
         tok = self.next("an identifier such as metrics.val_f1")
         if tok.kind != "ident" or tok.word in _KEYWORDS:
             raise _fail(tok.pos, f"expected an identifier such as metrics.val_f1, got {tok.text!r}")
@@ -214,7 +232,12 @@ class _Parser:
         tok = self.next("a value (a number, a 'string', true or false)")
         if tok.kind == "number":
             number = float(tok.text)
-            return Literal(int(number) if number.is_integer() and "." not in tok.text and "e" not in tok.text.lower() else number, tok.pos)
+            return Literal(
+                int(number)
+                if number.is_integer() and "." not in tok.text and "e" not in tok.text.lower()
+                else number,
+                tok.pos,
+            )
         if tok.kind == "string":
             body = tok.text[1:-1]
             quote = tok.text[0]
@@ -222,7 +245,9 @@ class _Parser:
             return Literal(re.sub(r"\\(.)", r"\1", body), tok.pos)
         if tok.word in ("true", "false"):
             return Literal(tok.word == "true", tok.pos)
-        raise _fail(tok.pos, f"expected a value (a number, a 'string', true or false), got {tok.text!r}")
+        raise _fail(
+            tok.pos, f"expected a value (a number, a 'string', true or false), got {tok.text!r}"
+        )
 
     def value_list(self) -> Literal:
         open_tok = self.next("'('")
@@ -303,7 +328,9 @@ def compile_condition(ident: Ident, op: str, literal: Literal) -> ColumnElement[
         if kind != "string":
             raise _fail(literal.pos, f"tags.{ident.name} is a string; compare it with a 'string'")
         return exists().where(
-            run_tags.c.run_id == runs.c.id, run_tags.c.key == ident.name, _apply(run_tags.c.value, op, value)
+            run_tags.c.run_id == runs.c.id,
+            run_tags.c.key == ident.name,
+            _apply(run_tags.c.value, op, value),
         )
     return _attribute_condition(ident, op, literal, kind)
 
@@ -323,7 +350,10 @@ def _attribute_condition(ident: Ident, op: str, literal: Literal, kind: str) -> 
     if ident.name == "status" and op in ("=", "!=", "<>", "in"):
         for status in value if isinstance(value, list) else [value]:
             if status not in RunStatus.__members__:
-                raise _fail(literal.pos, f"unknown status {status!r}; use one of {list(RunStatus.__members__)}")
+                raise _fail(
+                    literal.pos,
+                    f"unknown status {status!r}; use one of {list(RunStatus.__members__)}",
+                )
     return _apply(column, op, value)
 
 
@@ -334,9 +364,11 @@ def _to_millis(value: Any, pos: int) -> int:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            raise _fail(pos, f"{value!r} is not an ISO date or time such as '2026-11-25T14:00'") from None
+            raise _fail(
+                pos, f"{value!r} is not an ISO date or time such as '2026-11-25T14:00'"
+            ) from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return int(moment.timestamp() * 1000)
     raise _fail(pos, "times compare with an ISO date 'YYYY-MM-DD...' or milliseconds")
 
@@ -344,7 +376,9 @@ def _to_millis(value: Any, pos: int) -> int:
 def compile_presence(ident: Ident) -> ColumnElement[bool]:
     """True where the identifier has a value (``is not null``)."""
     if ident.kind == "metric":
-        return exists().where(metric_summaries.c.run_id == runs.c.id, metric_summaries.c.key == ident.name)
+        return exists().where(
+            metric_summaries.c.run_id == runs.c.id, metric_summaries.c.key == ident.name
+        )
     if ident.kind == "param":
         where = [params.c.run_id == runs.c.id, params.c.key == ident.name]
         if ident.group is not None:
@@ -355,27 +389,53 @@ def compile_presence(ident: Ident) -> ColumnElement[bool]:
     return ATTRIBUTES[ident.name].is_not(None)
 
 
-def parse_filter(text: str | None) -> ColumnElement[bool]:
+@dataclass(frozen=True)
+class Filter:
+    """A compiled filter, and the metrics every matching run must have."""
+
+    where: ColumnElement[bool]
+    metrics: frozenset[str]
+
+
+def parse_filter(text: str | None) -> Filter:
     if text is None or not text.strip():
-        return true()
+        return Filter(true(), frozenset())
     if len(text) > 10_000:
         raise InvalidArgument("filter: longer than 10,000 characters")
     return _Parser(text).parse()
 
 
-def order_columns(text: str) -> tuple[list[Any], bool]:
-    """``"metrics.val_f1 DESC"`` -> (scalar expressions to sort by, descending?)."""
-    words = text.strip().split()
-    if not words or len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
-        raise InvalidArgument(f"order_by: {text!r} is not 'IDENTIFIER [ASC|DESC]'")
-    descending = len(words) == 2 and words[1].lower() == "desc"
-    ident = parse_ident(words[0], 1)
-    if ident.kind == "metric":
-        column = getattr(metric_summaries.c, ident.field)
-        expr = select(column).where(
-            metric_summaries.c.run_id == runs.c.id, metric_summaries.c.key == ident.name
-        ).scalar_subquery()
-    elif ident.kind == "param":
+def order_by(query: Select[Any], texts: list[str], required: frozenset[str]) -> Select[Any]:
+    """Add ORDER BY terms to a runs query; NULLs (missing values) sort last."""
+    for text in texts:
+        words = text.strip().split()
+        if (
+            not words
+            or len(words) > 2
+            or (len(words) == 2 and words[1].lower() not in ("asc", "desc"))
+        ):
+            raise InvalidArgument(f"order_by: {text!r} is not 'IDENTIFIER [ASC|DESC]'")
+        descending = len(words) == 2 and words[1].lower() == "desc"
+        ident = parse_ident(words[0], 1)
+        if ident.kind == "metric":
+            # A join (not a subquery) lets the database walk the (key, last) index in order;
+            # an inner one when the filter already demands the metric.
+            summary = metric_summaries.alias()
+            on = and_(summary.c.run_id == runs.c.id, summary.c.key == ident.name)
+            query = query.join(summary, on, isouter=ident.name not in required)
+            columns: list[Any] = [getattr(summary.c, ident.field)]
+        else:
+            columns = order_columns(ident)
+        for column in columns:
+            query = query.order_by(
+                column.desc().nulls_last() if descending else column.asc().nulls_last()
+            )
+    return query
+
+
+def order_columns(ident: Ident) -> list[Any]:
+    """Scalar expressions that sort runs by a param, tag or attribute."""
+    if ident.kind == "param":
         where = [params.c.run_id == runs.c.id, params.c.key == ident.name]
         if ident.group is not None:
             where.append(params.c.group == ident.group)
@@ -383,11 +443,11 @@ def order_columns(text: str) -> tuple[list[Any], bool]:
         return [
             select(params.c.value_num).where(*where).limit(1).scalar_subquery(),
             select(params.c.value_str).where(*where).limit(1).scalar_subquery(),
-        ], descending
-    elif ident.kind == "tag":
-        expr = select(run_tags.c.value).where(
-            run_tags.c.run_id == runs.c.id, run_tags.c.key == ident.name
-        ).scalar_subquery()
-    else:
-        expr = ATTRIBUTES[ident.name]
-    return [expr], descending
+        ]
+    if ident.kind == "tag":
+        return [
+            select(run_tags.c.value)
+            .where(run_tags.c.run_id == runs.c.id, run_tags.c.key == ident.name)
+            .scalar_subquery()
+        ]
+    return [ATTRIBUTES[ident.name]]

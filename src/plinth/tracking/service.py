@@ -10,9 +10,9 @@ import base64
 import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import fields, replace
 from types import SimpleNamespace
-from collections.abc import Iterator
 from typing import IO, Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -34,7 +34,8 @@ from plinth.store.schema import (
 )
 from plinth.store.sql import now_ms, opt_datetime, to_datetime, upsert
 from plinth.tracking import metrics as metric_store
-from plinth.tracking.search import order_columns, parse_filter
+from plinth.tracking.search import order_by as order_by_
+from plinth.tracking.search import parse_filter
 from plinth.tracking.types import (
     ArtifactEntry,
     DatasetInput,
@@ -91,7 +92,9 @@ class TrackingService:
                     )
                 ).all()
             )
-        return Experiment(row.id, row.name, row.description, row.owner, to_datetime(row.created_at), tags)
+        return Experiment(
+            row.id, row.name, row.description, row.owner, to_datetime(row.created_at), tags
+        )
 
     @endpoint("GET", "/experiments")
     def list_experiments(
@@ -117,17 +120,27 @@ class TrackingService:
         experiment_id = uuid.uuid4().hex
         conn.execute(
             insert(experiments).values(
-                id=experiment_id, name=name, description=description, owner=owner,
-                created_at=now_ms(), next_run_number=1,
+                id=experiment_id,
+                name=name,
+                description=description,
+                owner=owner,
+                created_at=now_ms(),
+                next_run_number=1,
             )
         )
         return experiment_id
 
-    def _set_experiment_tags(self, conn: Connection, experiment_id: str, tags: dict[str, str]) -> None:
+    def _set_experiment_tags(
+        self, conn: Connection, experiment_id: str, tags: dict[str, str]
+    ) -> None:
         for key in tags:
             _validate_name(key, "tag name")
-        rows = [{"experiment_id": experiment_id, "key": k, "value": str(v)} for k, v in tags.items()]
-        upsert(conn, experiment_tags, rows, ["experiment_id", "key"], {"value": lambda ex: ex.value})
+        rows = [
+            {"experiment_id": experiment_id, "key": k, "value": str(v)} for k, v in tags.items()
+        ]
+        upsert(
+            conn, experiment_tags, rows, ["experiment_id", "key"], {"value": lambda ex: ex.value}
+        )
 
     # -- runs --------------------------------------------------------------------------
 
@@ -150,26 +163,37 @@ class TrackingService:
         if environment is not None:
             lineage = replace(lineage, environment_digest=environment.digest)
         row = {
-            "id": uuid.uuid4().hex, "description": description, "status": RunStatus.RUNNING.value,
-            "owner": owner, "start_time": now_ms(), "end_time": None,
+            "id": uuid.uuid4().hex,
+            "description": description,
+            "status": RunStatus.RUNNING.value,
+            "owner": owner,
+            "start_time": now_ms(),
+            "end_time": None,
             **{f.name: getattr(lineage, f.name) for f in fields(Lineage)},
         }
         row["heartbeat_at"] = row["start_time"]
         try:
             with self.store.write() as conn:
                 experiment_id, experiment_name = self._experiment_for_run(conn, experiment, owner)
-                number = conn.execute(
-                    update(experiments)
-                    .where(experiments.c.id == experiment_id)
-                    .values(next_run_number=experiments.c.next_run_number + 1)
-                    .returning(experiments.c.next_run_number)
-                ).scalar_one() - 1
+                number = (
+                    conn.execute(
+                        update(experiments)
+                        .where(experiments.c.id == experiment_id)
+                        .values(next_run_number=experiments.c.next_run_number + 1)
+                        .returning(experiments.c.next_run_number)
+                    ).scalar_one()
+                    - 1
+                )
                 if name is None:
                     name = self._auto_name(conn, experiment_id, number)
                 elif conn.execute(
-                    select(runs.c.id).where(runs.c.experiment_id == experiment_id, runs.c.name == name)
+                    select(runs.c.id).where(
+                        runs.c.experiment_id == experiment_id, runs.c.name == name
+                    )
                 ).first():
-                    raise AlreadyExists(f"experiment {experiment!r} already has a run named {name!r}")
+                    raise AlreadyExists(
+                        f"experiment {experiment!r} already has a run named {name!r}"
+                    )
                 if environment is not None:
                     self._save_environment(conn, environment)
                 row.update(experiment_id=experiment_id, number=number, name=name)
@@ -178,14 +202,19 @@ class TrackingService:
         except IntegrityError as exc:
             # Two processes raced for the same new experiment or run name; the loser retries once.
             if "experiments" in str(exc.orig) and "name" in str(exc.orig):
-                return self.create_run(experiment, name, description, tags, owner, lineage, environment)
-            raise AlreadyExists(f"experiment {experiment!r} already has a run named {name!r}") from None
+                return self.create_run(
+                    experiment, name, description, tags, owner, lineage, environment
+                )
+            raise AlreadyExists(
+                f"experiment {experiment!r} already has a run named {name!r}"
+            ) from None
         if environment is not None:
             self._saved_environments.add(environment.digest)
         row["experiment_name"] = experiment_name
         return _run_from_row(
-            SimpleNamespace(**row), {"tags": dict(tags or {}), "params": {}, "metrics": {}, "inputs": []},
-            self.artifacts,
+            SimpleNamespace(**row),
+            {"tags": dict(tags or {}), "params": {}, "metrics": {}, "inputs": []},
+            self.artifacts.uri(),
         )
 
     def _experiment_for_run(self, conn: Connection, experiment: str, owner: str) -> tuple[str, str]:
@@ -209,7 +238,9 @@ class TrackingService:
         if env.digest in self._saved_environments:
             return
         row = {
-            "digest": env.digest, "python_version": env.python_version, "platform": env.platform,
+            "digest": env.digest,
+            "python_version": env.python_version,
+            "platform": env.platform,
             "packages": json.dumps(env.packages, sort_keys=True),
         }
         upsert(conn, environments, [row], ["digest"])
@@ -247,12 +278,16 @@ class TrackingService:
             self._touch(conn, run_id)
 
     @endpoint("POST", "/runs/close-stale")
-    def close_stale_runs(self, timeout_seconds: float = 300.0, experiment: str | None = None) -> list[str]:
+    def close_stale_runs(
+        self, timeout_seconds: float = 300.0, experiment: str | None = None
+    ) -> list[str]:
         """Mark RUNNING runs whose heartbeat is older than the timeout as KILLED; returns their ids."""
         if timeout_seconds <= 0:
             raise InvalidArgument(f"timeout_seconds must be positive, got {timeout_seconds}")
         cutoff = now_ms() - int(timeout_seconds * 1000)
-        query = select(runs.c.id).where(runs.c.status == RunStatus.RUNNING.value, runs.c.heartbeat_at < cutoff)
+        query = select(runs.c.id).where(
+            runs.c.status == RunStatus.RUNNING.value, runs.c.heartbeat_at < cutoff
+        )
         if experiment is not None:
             query = query.where(runs.c.experiment_id == self.get_experiment(experiment).id)
         with self.store.write() as conn:
@@ -276,7 +311,9 @@ class TrackingService:
             existing = dict(
                 conn.execute(
                     select(_params.c.key, _params.c.value).where(
-                        _params.c.run_id == run_id, _params.c.group == group, _params.c.key.in_(list(params))
+                        _params.c.run_id == run_id,
+                        _params.c.group == group,
+                        _params.c.key.in_(list(params)),
                     )
                 ).all()
             )
@@ -310,7 +347,9 @@ class TrackingService:
         except IntegrityError:
             with self.store.read() as conn:
                 self._status(conn, run_id)
-            raise Conflict(f"run {run_id}: a concurrent write logged the same values first") from None
+            raise Conflict(
+                f"run {run_id}: a concurrent write logged the same values first"
+            ) from None
 
     @endpoint("GET", "/runs/{run_id}/metric-history")
     def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
@@ -331,7 +370,9 @@ class TrackingService:
     def delete_tag(self, run_id: str, key: str) -> None:
         with self.store.write() as conn:
             self._status(conn, run_id)
-            deleted = conn.execute(delete(run_tags).where(run_tags.c.run_id == run_id, run_tags.c.key == key))
+            deleted = conn.execute(
+                delete(run_tags).where(run_tags.c.run_id == run_id, run_tags.c.key == key)
+            )
             if deleted.rowcount == 0:
                 raise NotFound(f"run {run_id} has no tag {key!r}")
 
@@ -344,13 +385,26 @@ class TrackingService:
         if dataset.rows is not None and dataset.rows < 0:
             raise InvalidArgument(f"input {dataset.name!r}: rows must be >= 0, got {dataset.rows}")
         row = {
-            "run_id": run_id, "name": dataset.name, "uri": dataset.uri, "digest": dataset.digest,
-            "version": dataset.version, "rows": dataset.rows, "logged_at": now_ms(),
+            "run_id": run_id,
+            "name": dataset.name,
+            "uri": dataset.uri,
+            "digest": dataset.digest,
+            "version": dataset.version,
+            "rows": dataset.rows,
+            "logged_at": now_ms(),
         }
         with self.store.write() as conn:
             self._status(conn, run_id)
-            upsert(conn, run_inputs, [row], ["run_id", "name"],
-                   {c: (lambda ex, c=c: getattr(ex, c)) for c in ("uri", "digest", "version", "rows", "logged_at")})
+            upsert(
+                conn,
+                run_inputs,
+                [row],
+                ["run_id", "name"],
+                {
+                    c: (lambda ex, c=c: getattr(ex, c))
+                    for c in ("uri", "digest", "version", "rows", "logged_at")
+                },
+            )
 
     @endpoint("POST", "/runs/{run_id}/seed")
     def set_seed(self, run_id: str, seed: int) -> None:
@@ -380,17 +434,17 @@ class TrackingService:
         """Runs matching a filter (see ``plinth.tracking.search``), newest first by default."""
         offset = _decode_token(page_token)
         limit = _check_max_results(max_results)
+        matching = parse_filter(filter)
         query = (
             select(runs.c.id)
             .join(_experiments, _experiments.c.id == runs.c.experiment_id)
-            .where(parse_filter(filter))
+            .where(matching.where)
         )
         if experiments:
-            query = query.where(runs.c.experiment_id.in_([self.get_experiment(e).id for e in experiments]))
-        for text in order_by or ["start_time DESC"]:
-            columns, descending = order_columns(text)
-            for column in columns:
-                query = query.order_by(column.desc().nulls_last() if descending else column.asc().nulls_last())
+            query = query.where(
+                runs.c.experiment_id.in_([self.get_experiment(e).id for e in experiments])
+            )
+        query = order_by_(query, order_by or ["start_time DESC"], matching.metrics)
         query = query.order_by(runs.c.id).offset(offset).limit(limit + 1)
         with self.store.read() as conn:
             ids = list(conn.execute(query).scalars())
@@ -407,9 +461,14 @@ class TrackingService:
         if missing:
             raise NotFound(f"runs {missing} do not exist")
         chosen = [loaded[r] for r in run_ids]
-        param_names = sorted({f"{g}.{k}" for run in chosen for g, ps in run.params.items() for k in ps})
+        param_names = sorted(
+            {f"{g}.{k}" for run in chosen for g, ps in run.params.items() for k in ps}
+        )
         table = {
-            name: [run.params.get(name.split(".", 1)[0], {}).get(name.split(".", 1)[1]) for run in chosen]
+            name: [
+                run.params.get(name.split(".", 1)[0], {}).get(name.split(".", 1)[1])
+                for run in chosen
+            ]
             for name in param_names
         }
         differing = [name for name, values in table.items() if any(v != values[0] for v in values)]
@@ -436,7 +495,9 @@ class TrackingService:
 
     def _artifact_base(self, run_id: str) -> str:
         with self.store.read() as conn:
-            experiment_id = conn.execute(select(runs.c.experiment_id).where(runs.c.id == run_id)).scalar()
+            experiment_id = conn.execute(
+                select(runs.c.experiment_id).where(runs.c.id == run_id)
+            ).scalar()
         if experiment_id is None:
             raise NotFound(f"run {run_id!r} does not exist")
         return f"{experiment_id}/{run_id}/artifacts"
@@ -450,7 +511,9 @@ class TrackingService:
         return RunStatus(status)
 
     def _touch(self, conn: Connection, run_id: str) -> None:
-        touched = conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=now_ms()))
+        touched = conn.execute(
+            update(runs).where(runs.c.id == run_id).values(heartbeat_at=now_ms())
+        )
         if touched.rowcount == 0:
             raise NotFound(f"run {run_id!r} does not exist")
 
@@ -478,11 +541,14 @@ class TrackingService:
             by_run[m.run_id]["metrics"][m.key] = metric_store.summary_from_row(m)
         for t in conn.execute(select(run_tags).where(run_tags.c.run_id.in_(ids))):
             by_run[t.run_id]["tags"][t.key] = t.value
-        for i in conn.execute(select(run_inputs).where(run_inputs.c.run_id.in_(ids)).order_by(run_inputs.c.logged_at)):
+        for i in conn.execute(
+            select(run_inputs).where(run_inputs.c.run_id.in_(ids)).order_by(run_inputs.c.logged_at)
+        ):
             by_run[i.run_id]["inputs"].append(
                 DatasetInput(i.name, i.uri, i.digest, i.version, i.rows, to_datetime(i.logged_at))
             )
-        loaded = {row.id: _run_from_row(row, by_run[row.id], self.artifacts) for row in rows}
+        root = self.artifacts.uri()
+        loaded = {row.id: _run_from_row(row, by_run[row.id], root) for row in rows}
         return [loaded[r] for r in run_ids if r in loaded]
 
 
@@ -490,17 +556,30 @@ _params = params
 _experiments = experiments
 
 
-def _run_from_row(row: Any, parts: dict[str, Any], artifacts: ArtifactStore) -> Run:
+def _run_from_row(row: Any, parts: dict[str, Any], artifact_root: str) -> Run:
     lineage = Lineage(
-        row.git_commit, row.git_dirty, row.git_remote, row.entry_point, row.host, row.seed,
+        row.git_commit,
+        row.git_dirty,
+        row.git_remote,
+        row.entry_point,
+        row.host,
+        row.seed,
         row.environment_digest,
     )
     return Run(
-        id=row.id, experiment_id=row.experiment_id, experiment_name=row.experiment_name,
-        number=row.number, name=row.name, description=row.description,
-        status=RunStatus(row.status), owner=row.owner, start_time=to_datetime(row.start_time),
-        end_time=opt_datetime(row.end_time), heartbeat_at=to_datetime(row.heartbeat_at),
-        artifact_uri=artifacts.uri(f"{row.experiment_id}/{row.id}/artifacts"), lineage=lineage,
+        id=row.id,
+        experiment_id=row.experiment_id,
+        experiment_name=row.experiment_name,
+        number=row.number,
+        name=row.name,
+        description=row.description,
+        status=RunStatus(row.status),
+        owner=row.owner,
+        start_time=to_datetime(row.start_time),
+        end_time=opt_datetime(row.end_time),
+        heartbeat_at=to_datetime(row.heartbeat_at),
+        artifact_uri=f"{artifact_root.rstrip('/')}/{row.experiment_id}/{row.id}/artifacts",
+        lineage=lineage,
         **parts,
     )
 
@@ -527,8 +606,13 @@ def _param_row(run_id: str, group: str, key: str, value: Any) -> dict[str, Any]:
     if num is not None and num != num:
         num = None
     return {
-        "run_id": run_id, "group": group, "key": key, "value_type": kind, "value": encoded,
-        "value_num": num, "value_str": text,
+        "run_id": run_id,
+        "group": group,
+        "key": key,
+        "value_type": kind,
+        "value": encoded,
+        "value_num": num,
+        "value_str": text,
     }
 
 
@@ -552,5 +636,3 @@ def _decode_token(token: str | None) -> int:
     except (ValueError, KeyError, TypeError):
         pass
     raise InvalidArgument(f"page_token {token[:40]!r} is not a token returned by a previous page")
-
-

@@ -17,7 +17,7 @@ _JSON = {"ser_json_inf_nan": "strings"}
 ParamValue = int | float | str | bool | dict[str, Any] | list[Any] | None
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     RUNNING = "RUNNING"
     FINISHED = "FINISHED"
     FAILED = "FAILED"
