@@ -90,7 +90,7 @@ def seed_everything(seed: int) -> int:
 
         numpy.random.seed(seed)
     if "torch" in sys.modules or util.find_spec("torch") is not None:
-        import torch
+        import torch  # type: ignore[import-not-found,unused-ignore]
 
         torch.manual_seed(seed)
     return seed

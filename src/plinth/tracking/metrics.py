@@ -19,7 +19,7 @@ MAX_KEY_LENGTH = 500
 
 def validate_batch(batch: MetricBatch) -> None:
     n = len(batch.keys)
-    columns = {
+    columns: dict[str, list[Any]] = {
         "values": batch.values,
         "steps": batch.steps,
         "timestamps": batch.timestamps,

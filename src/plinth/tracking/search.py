@@ -386,7 +386,8 @@ def compile_presence(ident: Ident) -> ColumnElement[bool]:
         return exists().where(*where)
     if ident.kind == "tag":
         return exists().where(run_tags.c.run_id == runs.c.id, run_tags.c.key == ident.name)
-    return ATTRIBUTES[ident.name].is_not(None)
+    column: ColumnClause[Any] = ATTRIBUTES[ident.name]
+    return column.is_not(None)
 
 
 @dataclass(frozen=True)

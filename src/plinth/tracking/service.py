@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import operator
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields, replace
@@ -400,10 +401,7 @@ class TrackingService:
                 run_inputs,
                 [row],
                 ["run_id", "name"],
-                {
-                    c: (lambda ex, c=c: getattr(ex, c))
-                    for c in ("uri", "digest", "version", "rows", "logged_at")
-                },
+                _INPUT_UPDATES,
             )
 
     @endpoint("POST", "/runs/{run_id}/seed")
@@ -554,6 +552,9 @@ class TrackingService:
 
 _params = params
 _experiments = experiments
+_INPUT_UPDATES: dict[str, Any] = {
+    name: operator.attrgetter(name) for name in ("uri", "digest", "version", "rows", "logged_at")
+}
 
 
 def _run_from_row(row: Any, parts: dict[str, Any], artifact_root: str) -> Run:
