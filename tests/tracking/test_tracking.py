@@ -458,3 +458,23 @@ def test_close_stale_runs(client: Client) -> None:
         closed = client.close_stale_runs(timeout_seconds=0.05)
     assert closed == [run.id]
     assert client.get_run(run.id).status is RunStatus.KILLED
+
+
+@pytest.mark.integration
+def test_postgres_and_s3_together(postgres_uri: str, s3_bucket: str, tmp_path: Path) -> None:
+    """The scaled-out set-up: metadata in PostgreSQL, artifacts in an S3 bucket."""
+    from tests.backends import local_client
+
+    client = local_client(postgres_uri, f"{s3_bucket}/artifacts")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"w" * 4096)
+    with client.start_run(experiment="s3-churn") as run:
+        run.log_artifacts(model)
+        run.log_metric("auc", 0.9)
+    got = client.get_run(run.id)
+    assert got.artifact_uri.startswith(f"{s3_bucket}/artifacts/")
+    assert [(e.path, e.size) for e in client.list_artifacts(run.id, "model")] == [("model/weights.bin", 4096)]
+    assert client.read_artifact(run.id, "model/weights.bin") == b"w" * 4096
+    with pytest.raises(plinth.NotFound):
+        client.read_artifact(run.id, "model/missing.bin")
