@@ -22,6 +22,7 @@ from plinth.errors import (
     PlinthError,
     Unavailable,
 )
+from plinth.tracking.run import ActiveRun, active_run, require_active_run
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,34 @@ list_artifacts = _on_default_client(Client.list_artifacts)
 download_artifact = _on_default_client(Client.download_artifact)
 
 
+def _on_active_run(method: F) -> F:
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(require_active_run(), name)(*args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+# MLflow-style fluent logging: to the run this process started last and has not ended.
+log_metric = _on_active_run(ActiveRun.log_metric)
+log_metrics = _on_active_run(ActiveRun.log_metrics)
+log_param = _on_active_run(ActiveRun.log_param)
+log_params = _on_active_run(ActiveRun.log_params)
+set_tag = _on_active_run(ActiveRun.set_tag)
+set_tags = _on_active_run(ActiveRun.set_tags)
+log_artifact = _on_active_run(ActiveRun.log_artifact)
+log_input = _on_active_run(ActiveRun.log_input)
+
+
+def end_run(status: str = "FINISHED") -> None:
+    """End the active run (if any) with a final status."""
+    run = active_run()
+    if run is not None:
+        run.end(status)
+
+
 def seed_everything(seed: int) -> int:
     """Seed ``random``, NumPy and PyTorch (where installed); returns the seed."""
     from plinth.tracking.lineage import seed_everything as seed_all
@@ -59,6 +88,7 @@ def seed_everything(seed: int) -> int:
 
 
 __all__ = [
+    "ActiveRun",
     "AlreadyExists",
     "Client",
     "Conflict",
@@ -68,19 +98,29 @@ __all__ = [
     "PermissionDenied",
     "PlinthError",
     "Unavailable",
+    "active_run",
     "close_stale_runs",
     "compare_runs",
     "connect",
     "create_experiment",
     "default_client",
     "download_artifact",
+    "end_run",
     "get_experiment",
     "get_metric_history",
     "get_run",
     "list_artifacts",
     "list_experiments",
+    "log_artifact",
+    "log_input",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
     "search_runs",
     "seed_everything",
     "set_default_client",
+    "set_tag",
+    "set_tags",
     "start_run",
 ]

@@ -478,3 +478,24 @@ def test_postgres_and_s3_together(postgres_uri: str, s3_bucket: str, tmp_path: P
     assert client.read_artifact(run.id, "model/weights.bin") == b"w" * 4096
     with pytest.raises(plinth.NotFound):
         client.read_artifact(run.id, "model/missing.bin")
+
+
+def test_fluent_api_logs_to_the_active_run() -> None:
+    """MLflow habits work: start a run, then log through module functions."""
+    assert plinth.active_run() is None
+    with pytest.raises(plinth.InvalidArgument, match="no active run"):
+        plinth.log_metric("loss", 1.0)
+    outer = plinth.start_run(experiment="fluent")
+    plinth.log_param("lr", 0.1)
+    with plinth.start_run(experiment="fluent") as inner:
+        assert plinth.active_run() is inner
+        plinth.log_metric("loss", 0.5)
+    assert plinth.active_run() is outer
+    plinth.log_metrics({"loss": 0.7, "acc": 0.9}, step=3)
+    plinth.set_tag("team", "risk")
+    plinth.end_run()
+    assert plinth.active_run() is None
+    got = plinth.get_run(outer.id)
+    assert got.status is RunStatus.FINISHED and got.params == {"default": {"lr": 0.1}}
+    assert (got.metrics["loss"].last_step, got.tags) == (3, {"team": "risk"})
+    assert plinth.get_run(inner.id).metrics["loss"].last == 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from plinth.tracking.types import DatasetInput, Run, RunStatus, infer_goal
 if TYPE_CHECKING:
     from plinth.client import Client
 
+_starts = itertools.count()
 _open_runs: set[ActiveRun] = set()  # strong: a run its caller dropped must still end at exit
 
 
@@ -46,6 +48,7 @@ class ActiveRun:
             heartbeat_interval=settings.heartbeat_interval,
         )
         self._points = self._buffer.points
+        self._started = next(_starts)
         _open_runs.add(self)
 
     # -- metrics (the hot path) --------------------------------------------------------
@@ -196,3 +199,15 @@ def _end_open_runs() -> None:
             import sys
 
             print(f"plinth: could not close run {run.id}: {exc}", file=sys.stderr)
+
+
+def active_run() -> ActiveRun | None:
+    """The run this process started most recently and has not ended (the MLflow-style fluent API)."""
+    return max(_open_runs, key=lambda run: run._started, default=None)
+
+
+def require_active_run() -> ActiveRun:
+    run = active_run()
+    if run is None:
+        raise InvalidArgument("there is no active run: call plinth.start_run() first")
+    return run
