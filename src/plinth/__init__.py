@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from plinth.client import Client, connect, default_client, set_default_client
 from plinth.errors import (
@@ -26,17 +26,18 @@ from plinth.tracking.run import ActiveRun, active_run, require_active_run
 
 __version__ = "0.1.0"
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def _on_default_client(method: F) -> F:
+def _on_default_client(method: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:
     name = method.__name__
 
     @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(default_client(), name)(*args, **kwargs)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return getattr(default_client(), name)(*args, **kwargs)  # type: ignore[no-any-return]
 
-    return call  # type: ignore[return-value]
+    return call
 
 
 start_run = _on_default_client(Client.start_run)
@@ -52,14 +53,14 @@ list_artifacts = _on_default_client(Client.list_artifacts)
 download_artifact = _on_default_client(Client.download_artifact)
 
 
-def _on_active_run(method: F) -> F:
+def _on_active_run(method: Callable[Concatenate[ActiveRun, P], R]) -> Callable[P, R]:
     name = method.__name__
 
     @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(require_active_run(), name)(*args, **kwargs)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return getattr(require_active_run(), name)(*args, **kwargs)  # type: ignore[no-any-return]
 
-    return call  # type: ignore[return-value]
+    return call
 
 
 # MLflow-style fluent logging: to the run this process started last and has not ended.

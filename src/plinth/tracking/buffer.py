@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from plinth.errors import Unavailable
 from plinth.tracking.types import MetricBatch
 
 Point = tuple[str, float, int, int, bool]  # key, value, step, timestamp ms, is_best
@@ -48,20 +49,25 @@ class MetricBuffer:
         """Called by the logger when the buffer is full: wake the flusher and wait for it."""
         self._wake.set()
         with self._drained:
-            self._drained.wait_for(
+            drained = self._drained.wait_for(
                 lambda: len(self.points) < self._max_points or self._closed, timeout=60
             )
-        if self.error is not None and len(self.points) >= self._max_points:
-            raise self.error
+        if not drained:
+            if self.error is not None:
+                raise self.error
+            raise Unavailable("metric points could not be written for 60 s; the buffer is full")
 
     @property
     def full(self) -> bool:
         return len(self.points) >= self._max_points
 
     def flush(self) -> None:
-        """Write everything buffered now; raises if the store refuses it (points are kept)."""
+        """Write what is buffered now; raises if the store refuses it (points are kept).
+
+        Points logged meanwhile wait for the next flush, so a busy training loop cannot keep
+        the flusher writing forever (and its heartbeats from going out)."""
         with self._write_lock:
-            while self.points:
+            for _ in range(-(-len(self.points) // self._max_points)):
                 self._write_some()
 
     def close(self) -> None:

@@ -1,0 +1,266 @@
+"""Runs when things go wrong: a killed process, an exception, Ctrl-C, a slow or absent store."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import plinth
+from plinth.client import Client, connect
+from plinth.tracking.types import MetricPoint, RunStatus
+from tests.tracking.workers.log_points import value
+from tests.tracking.workers.procs import WORKER, Finished, finish, spawn
+
+FLUSHED = 3_000  # points the "kill" worker flushes before it says so
+STALE_AFTER = 1.0  # seconds without a heartbeat before close_stale_runs takes a run
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> str:
+    return str(tmp_path / "artifacts")
+
+
+def store_env(sqlite_uri: str, artifacts: str, flush_interval: float) -> dict[str, str]:
+    """Settings for a worker's default client, the way a user's script gets them."""
+    return {
+        "PLINTH_STORE_URI": sqlite_uri,
+        "PLINTH_ARTIFACT_URI": artifacts,
+        "PLINTH_FLUSH_INTERVAL": str(flush_interval),
+        "PLINTH_HEARTBEAT_INTERVAL": "0.1",
+    }
+
+
+def run_script(tmp_path: Path, mode: str, env: dict[str, str], steps: int) -> Finished:
+    args = ["--experiment", "faults", "--steps", str(steps)]
+    worker = spawn(tmp_path / "workers", mode, mode, *args, env=env)
+    return finish([worker], timeout=60)[0]
+
+
+def expected(n: int) -> list[tuple[int, float]]:
+    return [(i, value(0, 0, i)) for i in range(n)]
+
+
+def points(history: list[MetricPoint]) -> list[tuple[int, float]]:
+    return [(p.step, p.value) for p in history]
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
+
+
+def wait_until_stale(client: Client, run_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.time() - client.get_run(run_id).heartbeat_at.timestamp() <= STALE_AFTER + 0.05:
+        assert time.monotonic() < deadline, "the run's heartbeat never got old"
+        time.sleep(0.05)
+
+
+def wait_until_heartbeat(client: Client, run_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    run = client.get_run(run_id)
+    while run.heartbeat_at <= run.start_time:
+        assert time.monotonic() < deadline, "the run never sent a heartbeat"
+        time.sleep(0.02)
+        run = client.get_run(run_id)
+
+
+# -- a process that dies without warning -----------------------------------------------
+
+
+def test_sigkilled_run_keeps_flushed_points_and_is_closed_as_stale(
+    tmp_path: Path, sqlite_uri: str, artifacts: str
+) -> None:
+    client = connect(store_uri=sqlite_uri, artifact_uri=artifacts)
+    command = [sys.executable, str(WORKER), "kill", "--experiment", "faults"]
+    with open(tmp_path / "kill.err", "wb") as stderr:
+        proc = subprocess.Popen(
+            [*command, "--steps", str(FLUSHED)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, **store_env(sqlite_uri, artifacts, 0.05)},
+        )
+    try:
+        line = read_line(proc, timeout=60)
+        assert line.startswith("flushed "), (tmp_path / "kill.err").read_text()
+        run_id = line.split()[1]
+        wait_until_heartbeat(client, run_id)  # it was alive and beating when it died
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    run = client.get_run(run_id)
+    assert run.status is RunStatus.RUNNING
+    history = client.get_metric_history(run_id, "loss")
+    # Everything flushed is there; whatever the flusher wrote later is a clean prefix.
+    assert len(history) >= FLUSHED
+    assert points(history) == expected(len(history))
+    assert run.metrics["loss"].count == len(history)
+
+    assert client.close_stale_runs(timeout_seconds=60) == []  # its heartbeat is recent
+    wait_until_stale(client, run_id)
+    assert client.close_stale_runs(timeout_seconds=STALE_AFTER) == [run_id]
+    killed = client.get_run(run_id)
+    assert killed.status is RunStatus.KILLED
+    assert killed.end_time == killed.heartbeat_at
+    assert client.close_stale_runs(timeout_seconds=STALE_AFTER) == []
+    assert points(client.get_metric_history(run_id, "loss")) == points(history)
+
+
+@pytest.mark.parametrize("logging", [False, True], ids=["idle", "logging"])
+def test_live_run_is_kept_alive_by_its_heartbeat(
+    sqlite_uri: str, artifacts: str, logging: bool
+) -> None:
+    client = connect(
+        store_uri=sqlite_uri, artifact_uri=artifacts, flush_interval=0.05, heartbeat_interval=0.1
+    )
+    stop = threading.Event()
+    closed: list[str] = []
+    ages: list[float] = []
+
+    def sweep(run_id: str) -> None:  # what a server's stale-run sweeper would see meanwhile
+        while not stop.wait(0.05):
+            closed.extend(client.close_stale_runs(timeout_seconds=STALE_AFTER))
+            ages.append(time.time() - client.get_run(run_id).heartbeat_at.timestamp())
+
+    with client.start_run(experiment="faults", capture_environment=False) as run:
+        sweeper = threading.Thread(target=sweep, args=(run.id,))
+        sweeper.start()
+        try:
+            until = time.monotonic() + 2.5 * STALE_AFTER
+            while time.monotonic() < until:
+                if logging:  # a tight loop: the flusher always has points to write
+                    run.log_metric("loss", 1.0)
+                else:
+                    time.sleep(0.02)
+        finally:
+            stop.set()
+            sweeper.join()
+        assert closed == []
+        assert ages
+        assert max(ages) < STALE_AFTER
+    assert client.get_run(run.id).status is RunStatus.FINISHED
+
+
+# -- a script that ends on its own -----------------------------------------------------
+
+
+def test_script_without_with_block_is_flushed_and_finished_at_exit(
+    tmp_path: Path, sqlite_uri: str, artifacts: str
+) -> None:
+    # A flush interval this long means only the exit hook can write the points.
+    done = run_script(tmp_path, "atexit", store_env(sqlite_uri, artifacts, 3600), steps=5_000)
+    assert done.returncode == 0, done.stderr
+    assert "could not close" not in done.stderr
+
+    client = connect(store_uri=sqlite_uri, artifact_uri=artifacts)
+    run = client.get_run(done.result["run_id"])
+    assert run.status is RunStatus.FINISHED
+    assert run.end_time is not None
+    assert points(client.get_metric_history(run.id, "loss")) == expected(5_000)
+    assert run.metrics["loss"].count == 5_000
+
+
+def test_script_whose_with_block_raises_fails_the_run_and_keeps_its_points(
+    tmp_path: Path, sqlite_uri: str, artifacts: str
+) -> None:
+    done = run_script(tmp_path, "raise", store_env(sqlite_uri, artifacts, 3600), steps=5_000)
+    assert done.returncode == 1
+    assert "RuntimeError: boom from the training loop" in done.stderr
+
+    client = connect(store_uri=sqlite_uri, artifact_uri=artifacts)
+    run = client.get_run(done.result["run_id"])
+    assert run.status is RunStatus.FAILED
+    assert run.end_time is not None
+    assert points(client.get_metric_history(run.id, "loss")) == expected(5_000)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (None, RunStatus.FINISHED),
+        (RuntimeError, RunStatus.FAILED),
+        (KeyboardInterrupt, RunStatus.KILLED),
+    ],
+)
+def test_with_block_ends_the_run_by_how_it_was_left(
+    sqlite_uri: str, artifacts: str, error: type[BaseException] | None, status: RunStatus
+) -> None:
+    client = connect(store_uri=sqlite_uri, artifact_uri=artifacts, flush_interval=3600)
+
+    def train() -> str:
+        with client.start_run(experiment="faults", capture_environment=False) as run:
+            for i in range(1_000):
+                run.log_metric("loss", value(0, 0, i))
+            if error is not None:
+                raise error("stop")
+        return run.id
+
+    if error is None:
+        run_id = train()
+    else:
+        with pytest.raises(error):
+            train()
+        [found] = client.search_runs(experiments=["faults"]).items
+        run_id = found.id
+    run = client.get_run(run_id)
+    assert run.status is status
+    assert points(client.get_metric_history(run_id, "loss")) == expected(1_000)
+
+
+# -- a store slower than the training loop ---------------------------------------------
+
+
+def test_full_buffer_makes_the_logger_wait_instead_of_growing(
+    sqlite_uri: str, artifacts: str
+) -> None:
+    bound, total = 1_000, 20_000
+    # Only a full buffer wakes the flusher: its interval is far longer than the test.
+    client = connect(
+        store_uri=sqlite_uri, artifact_uri=artifacts, flush_interval=3600, flush_max_points=bound
+    )
+    run = client.start_run(experiment="faults", capture_environment=False)
+    peak = 0
+    for i in range(total):
+        run.log_metric("loss", value(0, 0, i), step=i)
+        peak = max(peak, len(run._points))
+    assert peak <= bound
+    # Up to one more batch may be taken from the buffer but not yet committed.
+    assert client.get_run(run.id).metrics["loss"].count >= total - 2 * bound
+    run.end()
+    assert points(client.get_metric_history(run.id, "loss")) == expected(total)
+    assert client.get_run(run.id).metrics["loss"].count == total
+
+
+# -- a store that is not there ---------------------------------------------------------
+
+
+def test_unreachable_postgres_store_is_unavailable(artifacts: str) -> None:
+    uri = "postgresql+psycopg://plinth:hunter2@127.0.0.1:1/plinth"  # nothing listens on port 1
+    with pytest.raises(plinth.Unavailable) as caught:
+        connect(store_uri=uri, artifact_uri=artifacts)
+    assert "127.0.0.1:1" in caught.value.message
+    assert "hunter2" not in caught.value.message
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    client = connect("http://127.0.0.1:1")
+    with pytest.raises(plinth.Unavailable, match=r"127\.0\.0\.1:1"):
+        client.get_run("0" * 32)
