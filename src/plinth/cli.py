@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from plinth.errors import PlinthError
@@ -180,7 +181,7 @@ def runs_compare(run_ids: list[str], json_: JsonOption = False, all_params: Anno
         table.add_row(f"params.{name}", *(_fmt(v) for v in cmp.params[name]))
     for name, summaries in cmp.metrics.items():
         table.add_row(f"metrics.{name}", *(_fmt(s.last) if s else "-" for s in summaries))
-        table.add_row(f"  best", *(_fmt(s.best) if s else "-" for s in summaries))
+        table.add_row("  best", *(_fmt(s.best) if s else "-" for s in summaries))
     out.print(table)
 
 
@@ -221,17 +222,12 @@ def server(
 
 
 def main() -> None:
+    # Standalone mode: typer reports usage errors itself (exit 2, no traceback). Its
+    # exceptions are not click's (typer vendors click), so catching those here would miss.
     try:
-        app(standalone_mode=False)
+        app()
     except PlinthError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False, markup=True)
+        # escaped: a message quoting user input such as "[/x]" is not markup; soft_wrap
+        # keeps it on one line however narrow the terminal
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

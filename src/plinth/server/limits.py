@@ -11,13 +11,23 @@ from plinth.errors import PayloadTooLarge
 
 
 class BodySizeLimit:
+    """Reads the whole body (up to the limit) before the route runs, then replays it.
+
+    Counting inside the route's own ``receive`` is not enough: FastAPI turns any error
+    raised while it reads the body into "400 There was an error parsing the body", so a
+    chunked body over the limit would never be answered with 413. Routes whose path ends
+    with ``exempt_suffix`` stream their bodies and are not limited.
+    """
+
     def __init__(self, app: ASGIApp, max_bytes: int, exempt_suffix: str = "") -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt_suffix = exempt_suffix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self.exempt_suffix and scope["path"].endswith(self.exempt_suffix)):
+        if scope["type"] != "http" or (
+            self.exempt_suffix and scope["path"].endswith(self.exempt_suffix)
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
@@ -25,36 +35,38 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send)
             return
-        seen = 0
-        responded = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal responded
-            responded = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not responded:
+            if message["type"] != "http.request":
+                return  # the client went away before sending its whole body
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
                 await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: only http.disconnect is left
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        error = PayloadTooLarge(f"request body is larger than the server's limit of {self.max_bytes} bytes")
+        error = PayloadTooLarge(
+            f"request body is larger than the server's limit of {self.max_bytes} bytes"
+        )
         body = json.dumps(error.to_dict()).encode()
-        headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers: list[Any] = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            # the rest of the body is left unread: the connection cannot be reused
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
