@@ -83,11 +83,19 @@ def test_an_unknown_code_with_a_server_status_is_unavailable(status: int) -> Non
     assert error.message == "try later"
 
 
-@pytest.mark.parametrize("status", [400, 404, 405, 418, 429])
+@pytest.mark.parametrize("status", [400, 405, 418, 422, 429])
 def test_an_unknown_code_with_a_client_status_is_an_invalid_argument(status: int) -> None:
     error = error_from_dict({"error_code": f"HTTP_{status}", "message": "no"}, status)
     assert type(error) is InvalidArgument
     assert error.message == "no"
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [(403, PermissionDenied), (404, NotFound), (409, Conflict), (413, PayloadTooLarge)],
+)
+def test_an_unknown_code_follows_its_status(status: int, cls: type[PlinthError]) -> None:
+    assert type(error_from_dict({"error_code": "NEWER_SERVER", "message": "m"}, status)) is cls
 
 
 def test_a_payload_without_code_or_message_names_the_status() -> None:

@@ -57,7 +57,10 @@ class Endpoint:
         return TypeAdapter(self.hints.get("return", type(None)))
 
 
-_BODY_CONFIG = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+# Request bodies carry NaN and infinities as JSON's common extension tokens (NaN, Infinity),
+# which the server's parser reads back as floats; the strings "NaN"/"Infinity" are accepted
+# for float fields too. A string is then never mistaken for a float where any value goes.
+_BODY_CONFIG = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
 
 def endpoint(method: str, path: str) -> Callable[[F], F]:

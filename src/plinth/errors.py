@@ -6,6 +6,8 @@ serialises ``{"error_code", "message"}`` and the remote client rebuilds the same
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class PlinthError(Exception):
     error_code = "INTERNAL_ERROR"
@@ -69,11 +71,19 @@ ERRORS_BY_CODE: dict[str, type[PlinthError]] = {
 }
 
 
-def error_from_dict(payload: dict[str, object], status: int) -> PlinthError:
-    """Rebuild the exception a server answered with (unknown codes become PlinthError)."""
+_ERRORS_BY_STATUS: dict[int, type[PlinthError]] = {
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+}
+
+
+def error_from_dict(payload: Mapping[str, object], status: int) -> PlinthError:
+    """Rebuild the exception a server answered with; an unknown code follows the status."""
     code = str(payload.get("error_code", ""))
     message = str(payload.get("message", f"server answered HTTP {status}"))
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
-        cls = Unavailable if status >= 500 else InvalidArgument if status < 500 else PlinthError
+        cls = Unavailable if status >= 500 else _ERRORS_BY_STATUS.get(status, InvalidArgument)
     return cls(message)

@@ -184,7 +184,9 @@ class _Broken(TrackingService):
         raise RuntimeError("the disk is on fire")
 
 
-def test_an_unexpected_error_is_a_json_500(tmp_path: Path) -> None:
+def test_an_unexpected_error_is_a_json_500_without_internals(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from fastapi.testclient import TestClient
 
     settings = load_settings(home=tmp_path)
@@ -193,7 +195,10 @@ def test_an_unexpected_error_is_a_json_500(tmp_path: Path) -> None:
     )
     with TestClient(create_app(settings, broken), raise_server_exceptions=False) as client:
         response = client.get(f"{API}/experiments/churn")
-    assert_error(response, 500, "INTERNAL_ERROR", "RuntimeError")
+    assert_error(response, 500, "INTERNAL_ERROR", "see the server log")
+    assert "RuntimeError" not in response.text  # details stay in the log, under the reference
+    incident = response.json()["message"].split()[2].rstrip(":")
+    assert any(incident in record.getMessage() for record in caplog.records)
 
 
 # -- NaN and infinities ----------------------------------------------------------------

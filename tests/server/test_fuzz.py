@@ -1,8 +1,6 @@
 """Fuzz every operation of the API from its own OpenAPI document: no input may cause a 5xx.
 
-Inputs of the known, reported bug classes below are filtered out so the fuzzer keeps
-looking for new ones; each class has a strict xfail test here that starts failing (XPASS)
-once the bug is fixed, which is the signal to drop its filter.
+Bug classes it found once are pinned by regression tests at the end.
 """
 
 from __future__ import annotations
@@ -75,40 +73,6 @@ def flatmap_path_parameters(context: HookContext, path_parameters: dict[str, Any
     return st.sampled_from([path_parameters, {**path_parameters, **seeded}])
 
 
-# -- known bug classes (see the xfail tests below) -------------------------------------
-
-# Numbers the store cannot hold: ints beyond 64 bits reach SQLite/PostgreSQL unchecked,
-# and close-stale turns a huge timeout into milliseconds beyond 64 bits.
-_HUGE = 2**53
-
-
-def _has_huge_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float):
-        return abs(value) >= _HUGE
-    if isinstance(value, str):  # query parameters arrive as text
-        try:
-            return abs(float(value)) >= _HUGE
-        except ValueError:
-            return False
-    if isinstance(value, dict):
-        return any(_has_huge_number(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_huge_number(v) for v in value)
-    return False
-
-
-@schema.hook
-def filter_body(context: HookContext, body: Any) -> bool:
-    return not _has_huge_number(body)
-
-
-@schema.hook
-def filter_query(context: HookContext, query: dict[str, Any] | None) -> bool:
-    return not _has_huge_number(query)
-
-
 # -- the fuzzing -----------------------------------------------------------------------
 
 
@@ -143,7 +107,7 @@ def test_the_fuzzer_covers_every_operation() -> None:
     assert len(operations) >= 20
 
 
-# -- known bugs found by fuzzing, reported, not yet fixed ------------------------------
+# -- bugs the fuzzer found once, kept as regression tests ---------------------------
 
 
 @pytest.fixture
@@ -183,42 +147,31 @@ KNOWN_OVERFLOWS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("/runs/{run_id}/inputs", {"dataset": {"name": "d", "uri": "s3://d", "rows": 2**63}}),
     ("/runs", {"experiment": "fuzz", "lineage": {"seed": 2**63}}),
-    ("/runs/search", {"filter": "number > 99999999999999999999"}),
     ("/runs/search", {"page_token": "eyJvZmZzZXQiOiAxMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDB9"}),
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="reported: numbers beyond 64 bits reach the database unchecked",
-)
 @pytest.mark.parametrize(
     ("path", "body"), KNOWN_OVERFLOWS, ids=[f"{p} {next(iter(b))}" for p, b in KNOWN_OVERFLOWS]
 )
-def test_known_bug_numbers_beyond_64_bits_are_422(
+def test_numbers_beyond_64_bits_are_422(
     api: Any, path: str, body: dict[str, Any]
 ) -> None:
     response = api.post("/api/v1" + path.format(run_id=SEEDED["run_id"]), json=body)
     assert response.status_code == 422, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="reported: non-finite timeouts crash close_stale_runs",
-)
+def test_a_huge_number_in_a_filter_compares_as_a_float(api: Any) -> None:
+    response = api.post("/api/v1/runs/search", json={"filter": "number > 99999999999999999999"})
+    assert response.status_code == 200 and response.json()["items"] == []
+
+
 @pytest.mark.parametrize("timeout", ["NaN", "Infinity"])
-def test_known_bug_a_non_finite_stale_timeout_is_422(api: Any, timeout: str) -> None:
+def test_a_non_finite_stale_timeout_is_422(api: Any, timeout: str) -> None:
     response = api.post("/api/v1/runs/close-stale", json={"timeout_seconds": timeout})
     assert response.status_code == 422, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="reported: lone surrogates reach SQLite and fail to encode",
-)
 @pytest.mark.parametrize(
     ("path", "body"),
     [
@@ -226,7 +179,7 @@ def test_known_bug_a_non_finite_stale_timeout_is_422(api: Any, timeout: str) -> 
         ("/runs/{run_id}/tags", b'{"tags": {"k": "\\ud800"}}'),
     ],
 )
-def test_known_bug_a_lone_surrogate_is_422(api: Any, path: str, body: bytes) -> None:
+def test_a_lone_surrogate_is_422(api: Any, path: str, body: bytes) -> None:
     response = api.post(
         "/api/v1" + path.format(run_id=SEEDED["run_id"]),
         content=body,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -499,3 +500,32 @@ def test_fluent_api_logs_to_the_active_run() -> None:
     assert got.status is RunStatus.FINISHED and got.params == {"default": {"lr": 0.1}}
     assert (got.metrics["loss"].last_step, got.tags) == (3, {"team": "risk"})
     assert plinth.get_run(inner.id).metrics["loss"].last == 0.5
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, {"nested": [math.nan]}])
+def test_non_finite_params_are_refused_everywhere(client: Client, value: object) -> None:
+    run = client.start_run(experiment="churn")
+    with pytest.raises(plinth.InvalidArgument, match="NaN and infinities"):
+        run.log_param("p", value)
+    run.end()
+    assert client.get_run(run.id).params == {}
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, r: c.create_experiment("bad\ud800name"),
+        lambda c, r: c.tracking.set_tags(r, {"k": "\ud800"}),
+        lambda c, r: c.tracking.set_seed(r, 2**63),
+        lambda c, r: c.tracking.close_stale_runs(math.nan),
+        lambda c, r: c.search_runs(page_token="eyJvZmZzZXQiOiAxZTMwfQ=="),
+    ],
+    ids=["surrogate-name", "surrogate-tag", "seed-64bit", "nan-timeout", "huge-page-token"],
+)
+def test_values_a_store_cannot_hold_are_invalid_arguments(client: Client, call: Any) -> None:
+    run = client.start_run(experiment="churn")
+    with pytest.raises(plinth.InvalidArgument):
+        call(client, run.id)
+    assert len(client.search_runs(filter="number > 99999999999999999999999")) == 0
+    run.end()
+    assert client.get_run(run.id).status is RunStatus.FINISHED  # the store is intact

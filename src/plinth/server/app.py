@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
@@ -174,12 +175,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return JSONResponse(
-            {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"},
-            status_code=500,
-        )
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The details (SQL, values) stay in the server log; the client gets a reference.
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unexpected error %s on %s %s", incident, request.method, request.url.path)
+        message = f"internal error {incident}: see the server log"
+        return JSONResponse({"error_code": "INTERNAL_ERROR", "message": message}, status_code=500)
 
 
 def serve(settings: Settings) -> None:

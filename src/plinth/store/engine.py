@@ -10,7 +10,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    OperationalError,
+    ProgrammingError,
+    StatementError,
+)
 
 from plinth.errors import InvalidArgument, Unavailable
 
@@ -143,8 +149,12 @@ def _setup_sqlite(engine: Engine) -> None:
 
 @contextlib.contextmanager
 def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
+    """Map what the database refuses to Plinth's errors: outages are Unavailable, values it
+    cannot hold (text that is not valid Unicode, integers beyond 64 bits) InvalidArgument."""
     try:
         yield
+    except (UnicodeEncodeError, OverflowError) as exc:
+        raise InvalidArgument(_unstorable(exc)) from None
     except OperationalError as exc:
         # PostgreSQL reports SQL mistakes as ProgrammingError: its OperationalErrors are the
         # server or the connection failing. SQLite's are mostly our bugs, except these.
@@ -154,6 +164,18 @@ def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
         if exc.connection_invalidated or "psycopg" in type(exc.orig).__module__ or sqlite_outage:
             raise Unavailable(f"metadata store {_redact(uri)} is unavailable: {exc.orig}") from exc
         raise
+
+    except (StatementError, DataError) as exc:
+        if isinstance(exc.orig, UnicodeEncodeError | OverflowError) or isinstance(exc, DataError):
+            raise InvalidArgument(_unstorable(exc.orig or exc)) from None
+        raise
+
+def _unstorable(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeEncodeError):
+        return "a text value is not valid Unicode (it holds a lone surrogate); nothing was stored"
+    if isinstance(exc, OverflowError):
+        return "an integer is out of the 64-bit range the store keeps; nothing was stored"
+    return f"the store refused a value: {str(exc).splitlines()[0]}; nothing was stored"
 
 
 def _redact(uri: str) -> str:

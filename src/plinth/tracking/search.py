@@ -231,13 +231,11 @@ class _Parser:
     def value(self) -> Literal:
         tok = self.next("a value (a number, a 'string', true or false)")
         if tok.kind == "number":
-            number = float(tok.text)
-            return Literal(
-                int(number)
-                if number.is_integer() and "." not in tok.text and "e" not in tok.text.lower()
-                else number,
-                tok.pos,
-            )
+            # Integers stay exact while the store can hold them; beyond 64 bits compare as floats.
+            integral = not any(c in tok.text for c in ".eE")
+            if integral and abs(int(tok.text)) < 2**63:
+                return Literal(int(tok.text), tok.pos)
+            return Literal(float(tok.text), tok.pos)
         if tok.kind == "string":
             body = tok.text[1:-1]
             quote = tok.text[0]

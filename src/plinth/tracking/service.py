@@ -283,8 +283,10 @@ class TrackingService:
         self, timeout_seconds: float = 300.0, experiment: str | None = None
     ) -> list[str]:
         """Mark RUNNING runs whose heartbeat is older than the timeout as KILLED; returns their ids."""
-        if timeout_seconds <= 0:
-            raise InvalidArgument(f"timeout_seconds must be positive, got {timeout_seconds}")
+        if not 0 < timeout_seconds < 10**9:
+            raise InvalidArgument(
+                f"timeout_seconds must be a positive number of seconds, got {timeout_seconds}"
+            )
         cutoff = now_ms() - int(timeout_seconds * 1000)
         query = select(runs.c.id).where(
             runs.c.status == RunStatus.RUNNING.value, runs.c.heartbeat_at < cutoff
@@ -598,14 +600,12 @@ def _param_row(run_id: str, group: str, key: str, value: Any) -> dict[str, Any]:
     else:
         kind, num, text = "json", None, None
     try:
-        encoded = json.dumps(value, sort_keys=True, allow_nan=True)
+        encoded = json.dumps(value, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError):
         raise InvalidArgument(
-            f"param {group}.{key}: {type(value).__name__} is not a JSON value; "
-            "use int, float, str, bool, list or dict"
+            f"param {group}.{key}: {value!r:.80} is not a JSON value; use int, float, str, "
+            "bool, list or dict (params are configuration: NaN and infinities are refused)"
         ) from None
-    if num is not None and num != num:
-        num = None
     return {
         "run_id": run_id,
         "group": group,
@@ -632,7 +632,7 @@ def _decode_token(token: str | None) -> int:
         return 0
     try:
         offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-        if isinstance(offset, int) and offset >= 0:
+        if isinstance(offset, int) and 0 <= offset < 2**31:
             return offset
     except (ValueError, KeyError, TypeError):
         pass
