@@ -18,8 +18,14 @@ from rich.table import Table
 
 from plinth.errors import PlinthError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Plinth: track, register, serve and monitor models.")
-experiments_app = typer.Typer(no_args_is_help=True, help="Experiments: modelling tasks holding runs.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Plinth: track, register, serve and monitor models.",
+)
+experiments_app = typer.Typer(
+    no_args_is_help=True, help="Experiments: modelling tasks holding runs."
+)
 runs_app = typer.Typer(no_args_is_help=True, help="Runs: one training of one candidate each.")
 db_app = typer.Typer(no_args_is_help=True, help="The central metadata store.")
 app.add_typer(experiments_app, name="experiments")
@@ -77,14 +83,20 @@ def _runs_table(runs: list[Any], title: str) -> Table:
         table.add_column(column, overflow="fold")
     for r in runs:
         table.add_row(
-            str(r.number), r.name, r.id, r.status.value, _fmt(r.start_time),
+            str(r.number),
+            r.name,
+            r.id,
+            r.status.value,
+            _fmt(r.start_time),
             *(_fmt(r.metrics[m].last) if m in r.metrics else "-" for m in metric_names),
         )
     return table
 
 
 @experiments_app.command("list")
-def experiments_list(json_: JsonOption = False, name_like: Annotated[str | None, typer.Option("--like")] = None) -> None:
+def experiments_list(
+    json_: JsonOption = False, name_like: Annotated[str | None, typer.Option("--like")] = None
+) -> None:
     """List experiments."""
     found = _client().list_experiments(name_like).items
     if json_:
@@ -126,7 +138,9 @@ def runs_list(
 
 @runs_app.command("search")
 def runs_search(
-    filter: Annotated[str, typer.Argument(help="e.g. \"metrics.val_f1 > 0.8 and params.hyper.lr = 0.1\"")] = "",
+    filter: Annotated[
+        str, typer.Argument(help='e.g. "metrics.val_f1 > 0.8 and params.hyper.lr = 0.1"')
+    ] = "",
     order_by: Annotated[list[str] | None, typer.Option("--order-by", "-o")] = None,
     experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
     max_results: Annotated[int, typer.Option("--max")] = 50,
@@ -143,8 +157,12 @@ def runs_show(run_id: str, json_: JsonOption = False) -> None:
     run = _client().get_run(run_id)
     if json_:
         return _print_json(run)
-    out.print(f"[bold]{run.name}[/bold] (#{run.number} in {run.experiment_name})  {run.status.value}")
-    out.print(f"id {run.id}  owner {run.owner or '-'}  started {_fmt(run.start_time)}  ended {_fmt(run.end_time)}")
+    out.print(
+        f"[bold]{run.name}[/bold] (#{run.number} in {run.experiment_name})  {run.status.value}"
+    )
+    out.print(
+        f"id {run.id}  owner {run.owner or '-'}  started {_fmt(run.start_time)}  ended {_fmt(run.end_time)}"
+    )
     lineage = {k: v for k, v in dataclasses.asdict(run.lineage).items() if v is not None}
     if lineage:
         out.print("lineage: " + ", ".join(f"{k}={v}" for k, v in lineage.items()))
@@ -159,16 +177,31 @@ def runs_show(run_id: str, json_: JsonOption = False) -> None:
     for column in ("name", "last", "step", "min", "max", "best", "best step", "points"):
         metrics.add_column(column)
     for m in sorted(run.metrics.values(), key=lambda m: m.key):
-        metrics.add_row(m.key, _fmt(m.last), str(m.last_step), _fmt(m.min), _fmt(m.max), _fmt(m.best), _fmt(m.best_step), str(m.count))
+        metrics.add_row(
+            m.key,
+            _fmt(m.last),
+            str(m.last_step),
+            _fmt(m.min),
+            _fmt(m.max),
+            _fmt(m.best),
+            _fmt(m.best_step),
+            str(m.count),
+        )
     out.print(metrics)
     if run.tags:
         out.print("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(run.tags.items())))
     for i in run.inputs:
-        out.print(f"input {i.name}: {i.uri} digest={i.digest or '-'} version={i.version or '-'} rows={_fmt(i.rows)}")
+        out.print(
+            f"input {i.name}: {i.uri} digest={i.digest or '-'} version={i.version or '-'} rows={_fmt(i.rows)}"
+        )
 
 
 @runs_app.command("compare")
-def runs_compare(run_ids: list[str], json_: JsonOption = False, all_params: Annotated[bool, typer.Option("--all")] = False) -> None:
+def runs_compare(
+    run_ids: list[str],
+    json_: JsonOption = False,
+    all_params: Annotated[bool, typer.Option("--all")] = False,
+) -> None:
     """Compare runs side by side: params that differ (--all for every one) and metric summaries."""
     cmp = _client().compare_runs(run_ids)
     if json_:
@@ -193,7 +226,9 @@ def runs_close_stale(
 ) -> None:
     """Mark RUNNING runs whose process died (no heartbeat) as KILLED."""
     closed = _client().close_stale_runs(timeout, experiment)
-    return _print_json(closed) if json_ else out.print(f"closed {len(closed)} stale run(s) as KILLED")
+    return (
+        _print_json(closed) if json_ else out.print(f"closed {len(closed)} stale run(s) as KILLED")
+    )
 
 
 @db_app.command("upgrade")
@@ -205,7 +240,9 @@ def db_upgrade() -> None:
     settings = load_settings()
     store = Store(settings.resolved_store_uri, migrate=False)
     store.upgrade()
-    out.print(f"store {store.engine.url.render_as_string(hide_password=True)} is at revision {store.current_revision()}")
+    out.print(
+        f"store {store.engine.url.render_as_string(hide_password=True)} is at revision {store.current_revision()}"
+    )
 
 
 @app.command()

@@ -154,9 +154,7 @@ KNOWN_OVERFLOWS: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(
     ("path", "body"), KNOWN_OVERFLOWS, ids=[f"{p} {next(iter(b))}" for p, b in KNOWN_OVERFLOWS]
 )
-def test_numbers_beyond_64_bits_are_422(
-    api: Any, path: str, body: dict[str, Any]
-) -> None:
+def test_numbers_beyond_64_bits_are_422(api: Any, path: str, body: dict[str, Any]) -> None:
     response = api.post("/api/v1" + path.format(run_id=SEEDED["run_id"]), json=body)
     assert response.status_code == 422, response.text
 

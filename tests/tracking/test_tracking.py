@@ -475,7 +475,9 @@ def test_postgres_and_s3_together(postgres_uri: str, s3_bucket: str, tmp_path: P
         run.log_metric("auc", 0.9)
     got = client.get_run(run.id)
     assert got.artifact_uri.startswith(f"{s3_bucket}/artifacts/")
-    assert [(e.path, e.size) for e in client.list_artifacts(run.id, "model")] == [("model/weights.bin", 4096)]
+    assert [(e.path, e.size) for e in client.list_artifacts(run.id, "model")] == [
+        ("model/weights.bin", 4096)
+    ]
     assert client.read_artifact(run.id, "model/weights.bin") == b"w" * 4096
     with pytest.raises(plinth.NotFound):
         client.read_artifact(run.id, "model/missing.bin")

@@ -170,6 +170,7 @@ def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
             raise InvalidArgument(_unstorable(exc.orig or exc)) from None
         raise
 
+
 def _unstorable(exc: BaseException) -> str:
     if isinstance(exc, UnicodeEncodeError):
         return "a text value is not valid Unicode (it holds a lone surrogate); nothing was stored"

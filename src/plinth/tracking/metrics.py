@@ -150,7 +150,8 @@ def write_batch(conn: Connection, run_id: str, batch: MetricBatch) -> None:
         rows: list[Any] = list(zip(*(columns[name] for name in order), strict=True))
     else:
         rows = [
-            dict(zip(_POINT_COLUMNS, row, strict=True)) for row in zip(*(columns[n] for n in _POINT_COLUMNS), strict=True)
+            dict(zip(_POINT_COLUMNS, row, strict=True))
+            for row in zip(*(columns[n] for n in _POINT_COLUMNS), strict=True)
         ]
     conn.exec_driver_sql(sql, rows)
     upsert(conn, metric_summaries, summarise(run_id, batch), ["run_id", "key"], _SUMMARY_UPDATES)
