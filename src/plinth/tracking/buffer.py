@@ -70,19 +70,24 @@ class MetricBuffer:
             for _ in range(-(-len(self.points) // self._max_points)):
                 self._write_some()
 
-    def close(self) -> None:
-        # The caller writes what is left; the flusher thread sees _closed and exits
-        # (joining it would only add a thread switch to every run's end).
+    def close(self) -> MetricBatch | None:
+        """Stop the flusher and hand back what it had not written yet (the caller writes it)."""
         self._closed = True
         self._wake.set()
-        self.flush()
+        with self._write_lock:  # wait for a write in progress
+            taken = list(self.points)
+            self.points.clear()
+        return self._batch_of(taken) if taken else None
+
+    def _batch_of(self, taken: list[Point]) -> MetricBatch:
+        keys, values, steps, stamps, best = (list(c) for c in zip(*taken, strict=True))
+        return MetricBatch(keys, values, steps, stamps, best, dict(self._goals))
 
     def _write_some(self) -> None:
         n = min(len(self.points), self._max_points)
         taken = [self.points.popleft() for _ in range(n)]
-        keys, values, steps, stamps, best = (list(c) for c in zip(*taken, strict=True))
         try:
-            self._write(MetricBatch(keys, values, steps, stamps, best, dict(self._goals)))
+            self._write(self._batch_of(taken))
         except BaseException:
             self.points.extendleft(reversed(taken))  # keep them for the next attempt
             raise

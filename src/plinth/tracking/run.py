@@ -164,11 +164,9 @@ class ActiveRun:
             if self._ended:
                 return
             self._ended = True
-        try:
-            self._buffer.close()
-        finally:
-            _open_runs.discard(self)
-            self._client.tracking.end_run(self.id, RunStatus(status))
+        _open_runs.discard(self)
+        # The points still buffered travel with the end: one write, one round trip.
+        self._client.tracking.end_run(self.id, RunStatus(status), self._buffer.close())
 
     def __enter__(self) -> ActiveRun:
         return self

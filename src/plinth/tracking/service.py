@@ -35,6 +35,7 @@ from plinth.store.schema import (
 )
 from plinth.store.sql import now_ms, opt_datetime, to_datetime, upsert
 from plinth.tracking import metrics as metric_store
+from plinth.tracking import statements as sql
 from plinth.tracking.search import order_by as order_by_
 from plinth.tracking.search import parse_filter
 from plinth.tracking.types import (
@@ -177,20 +178,13 @@ class TrackingService:
             with self.store.write() as conn:
                 experiment_id, experiment_name = self._experiment_for_run(conn, experiment, owner)
                 number = (
-                    conn.execute(
-                        update(experiments)
-                        .where(experiments.c.id == experiment_id)
-                        .values(next_run_number=experiments.c.next_run_number + 1)
-                        .returning(experiments.c.next_run_number)
-                    ).scalar_one()
+                    conn.execute(sql.take_run_number, {"experiment_id": experiment_id}).scalar_one()
                     - 1
                 )
                 if name is None:
                     name = self._auto_name(conn, experiment_id, number)
                 elif conn.execute(
-                    select(runs.c.id).where(
-                        runs.c.experiment_id == experiment_id, runs.c.name == name
-                    )
+                    sql.run_named, {"experiment_id": experiment_id, "run_name": name}
                 ).first():
                     raise AlreadyExists(
                         f"experiment {experiment!r} already has a run named {name!r}"
@@ -198,7 +192,7 @@ class TrackingService:
                 if environment is not None:
                     self._save_environment(conn, environment)
                 row.update(experiment_id=experiment_id, number=number, name=name)
-                conn.execute(insert(runs).values(row))
+                conn.execute(sql.insert_run, row)
                 self._set_tags(conn, row["id"], tags or {})
         except IntegrityError as exc:
             # Two processes raced for the same new experiment or run name; the loser retries once.
@@ -219,11 +213,7 @@ class TrackingService:
         )
 
     def _experiment_for_run(self, conn: Connection, experiment: str, owner: str) -> tuple[str, str]:
-        found = conn.execute(
-            select(experiments.c.id, experiments.c.name).where(
-                (experiments.c.name == experiment) | (experiments.c.id == experiment)
-            )
-        ).first()
+        found = conn.execute(sql.find_experiment, {"ref": experiment}).first()
         if found is not None:
             return found.id, found.name
         return self._insert_experiment(conn, experiment, "", owner), experiment
@@ -231,7 +221,7 @@ class TrackingService:
     def _auto_name(self, conn: Connection, experiment_id: str, number: int) -> str:
         name = f"run-{number}"
         taken = conn.execute(
-            select(runs.c.id).where(runs.c.experiment_id == experiment_id, runs.c.name == name)
+            sql.run_named, {"experiment_id": experiment_id, "run_name": name}
         ).first()
         return f"{name}-{uuid.uuid4().hex[:6]}" if taken else name
 
@@ -255,16 +245,25 @@ class TrackingService:
         return found[0]
 
     @endpoint("POST", "/runs/{run_id}/end")
-    def end_run(self, run_id: str, status: RunStatus = RunStatus.FINISHED) -> None:
-        """Close a RUNNING run; ending it again with the same status changes nothing."""
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus = RunStatus.FINISHED,
+        last_metrics: MetricBatch | None = None,
+    ) -> None:
+        """Close a RUNNING run, writing its last metric points in the same transaction;
+        ending it again with the same status changes nothing."""
         status = RunStatus(status)
         if status is RunStatus.RUNNING:
             raise InvalidArgument("end_run: status must be FINISHED, FAILED or KILLED, not RUNNING")
-        with self.store.write() as conn:
+        if last_metrics is not None:
+            metric_store.validate_batch(last_metrics)
+        with self._run_must_exist(run_id), self.store.write() as conn:
+            if last_metrics is not None and last_metrics.keys:
+                metric_store.write_batch(conn, run_id, last_metrics)
             ended = conn.execute(
-                update(runs)
-                .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
-                .values(status=status.value, end_time=now_ms())
+                sql.end_running_run,
+                {"run_id": run_id, "new_status": status.value, "ended_at": now_ms()},
             )
             if ended.rowcount == 0:
                 current = self._status(conn, run_id)
@@ -313,11 +312,8 @@ class TrackingService:
         with self._run_must_exist(run_id), self.store.write() as conn:
             existing = dict(
                 conn.execute(
-                    select(_params.c.key, _params.c.value).where(
-                        _params.c.run_id == run_id,
-                        _params.c.group == group,
-                        _params.c.key.in_(list(params)),
-                    )
+                    sql.params_of_group,
+                    {"run_id": run_id, "param_group": group, "keys": list(params)},
                 ).all()
             )
             for row in rows:
@@ -329,7 +325,7 @@ class TrackingService:
                     )
             new_rows = [row for row in rows if row["key"] not in existing]
             if new_rows:
-                conn.execute(insert(_params), new_rows)
+                conn.execute(sql.insert_params, new_rows)
             elif not existing:
                 self._status(conn, run_id)
 
@@ -505,15 +501,13 @@ class TrackingService:
     # -- helpers -----------------------------------------------------------------------
 
     def _status(self, conn: Connection, run_id: str) -> RunStatus:
-        status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        status = conn.execute(sql.run_status, {"run_id": run_id}).scalar()
         if status is None:
             raise NotFound(f"run {run_id!r} does not exist")
         return RunStatus(status)
 
     def _touch(self, conn: Connection, run_id: str) -> None:
-        touched = conn.execute(
-            update(runs).where(runs.c.id == run_id).values(heartbeat_at=now_ms())
-        )
+        touched = conn.execute(sql.touch_run, {"run_id": run_id, "now": now_ms()})
         if touched.rowcount == 0:
             raise NotFound(f"run {run_id!r} does not exist")
 
