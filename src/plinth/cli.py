@@ -103,7 +103,7 @@ def experiments_list(
         return _print_json(found)
     table = Table(title="experiments")
     for column in ("name", "id", "owner", "created", "description"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for e in found:
         table.add_row(e.name, e.id, e.owner, _fmt(e.created_at), e.description)
     out.print(table)
