@@ -28,17 +28,24 @@ __version__ = "0.1.0"
 
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
-def _on_default_client(method: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:
-    name = method.__name__
+def _on(target: Callable[[], S]) -> Callable[[Callable[Concatenate[S, P], R]], Callable[P, R]]:
+    """Module functions that call a method on an object found at call time."""
 
-    @functools.wraps(method)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return getattr(default_client(), name)(*args, **kwargs)  # type: ignore[no-any-return]
+    def forward(method: Callable[Concatenate[S, P], R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return method(target(), *args, **kwargs)
 
-    return call
+        return call
 
+    return forward
+
+
+_on_default_client = _on(default_client)
+_on_active_run = _on(require_active_run)
 
 start_run = _on_default_client(Client.start_run)
 get_run = _on_default_client(Client.get_run)
@@ -51,16 +58,6 @@ get_experiment = _on_default_client(Client.get_experiment)
 list_experiments = _on_default_client(Client.list_experiments)
 list_artifacts = _on_default_client(Client.list_artifacts)
 download_artifact = _on_default_client(Client.download_artifact)
-
-
-def _on_active_run(method: Callable[Concatenate[ActiveRun, P], R]) -> Callable[P, R]:
-    name = method.__name__
-
-    @functools.wraps(method)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return getattr(require_active_run(), name)(*args, **kwargs)  # type: ignore[no-any-return]
-
-    return call
 
 
 # MLflow-style fluent logging: to the run this process started last and has not ended.
