@@ -15,6 +15,7 @@ from plinth.client import Client, connect, default_client, set_default_client
 from plinth.errors import (
     AlreadyExists,
     Conflict,
+    GateFailed,
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
@@ -58,6 +59,14 @@ get_experiment = _on_default_client(Client.get_experiment)
 list_experiments = _on_default_client(Client.list_experiments)
 list_artifacts = _on_default_client(Client.list_artifacts)
 download_artifact = _on_default_client(Client.download_artifact)
+register_model = _on_default_client(Client.register_model)
+get_model_version = _on_default_client(Client.get_model_version)
+load_model = _on_default_client(Client.load_model)
+set_stage = _on_default_client(Client.set_stage)
+set_alias = _on_default_client(Client.set_alias)
+rollback = _on_default_client(Client.rollback)
+model_history = _on_default_client(Client.model_history)
+register_best = _on_default_client(Client.register_best)
 
 
 # MLflow-style fluent logging: to the run this process started last and has not ended.
@@ -69,6 +78,7 @@ set_tag = _on_active_run(ActiveRun.set_tag)
 set_tags = _on_active_run(ActiveRun.set_tags)
 log_artifact = _on_active_run(ActiveRun.log_artifact)
 log_input = _on_active_run(ActiveRun.log_input)
+log_model = _on_active_run(ActiveRun.log_model)
 
 
 def end_run(status: str = "FINISHED") -> None:
@@ -90,6 +100,7 @@ __all__ = [
     "AlreadyExists",
     "Client",
     "Conflict",
+    "GateFailed",
     "InvalidArgument",
     "NotFound",
     "PayloadTooLarge",
@@ -106,18 +117,27 @@ __all__ = [
     "end_run",
     "get_experiment",
     "get_metric_history",
+    "get_model_version",
     "get_run",
     "list_artifacts",
     "list_experiments",
+    "load_model",
     "log_artifact",
     "log_input",
     "log_metric",
     "log_metrics",
+    "log_model",
     "log_param",
     "log_params",
+    "model_history",
+    "register_best",
+    "register_model",
+    "rollback",
     "search_runs",
     "seed_everything",
+    "set_alias",
     "set_default_client",
+    "set_stage",
     "set_tag",
     "set_tags",
     "start_run",

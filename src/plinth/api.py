@@ -72,14 +72,21 @@ def endpoint(method: str, path: str) -> Callable[[F], F]:
 
 
 def endpoints_of(cls: type) -> list[Endpoint]:
-    """The endpoints a service class declares, in definition order."""
+    """The endpoints a service class (and its mixins) declares, in definition order."""
     found = []
-    for name, func in vars(cls).items():
+    declared: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):  # subclasses may override a method without re-marking it
+        for name, func in vars(klass).items():
+            if hasattr(func, "__plinth_endpoint__") or name not in declared:
+                declared[name] = (
+                    func if hasattr(func, "__plinth_endpoint__") else declared.get(name)
+                )
+    for name, func in declared.items():
         marked = getattr(func, "__plinth_endpoint__", None)
         if marked is None:
             continue
         method, path = marked
-        signature = inspect.signature(func)
-        hints = get_type_hints(func)
-        found.append(Endpoint(method, path, name, signature, hints))
+        # localns lets a method annotate ``self`` with the service class it belongs to.
+        hints = get_type_hints(func, localns={cls.__name__: cls})
+        found.append(Endpoint(method, path, name, inspect.signature(func), hints))
     return found

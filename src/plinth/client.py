@@ -9,8 +9,11 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from plinth.registry.client import RegistryClient
+
 if TYPE_CHECKING:
     from plinth.config import Settings
+    from plinth.registry.service import RegistryService
     from plinth.tracking.run import ActiveRun
     from plinth.tracking.service import TrackingService
     from plinth.tracking.types import (
@@ -23,11 +26,20 @@ if TYPE_CHECKING:
     )
 
 
-class Client:
-    """Use ``plinth.connect()``; ``tracking`` is the service (local) or its HTTP proxy (remote)."""
+class Client(RegistryClient):
+    """Use ``plinth.connect()``. ``tracking`` and ``registry`` are the services (local) or
+    their HTTP proxies (remote); the methods here add what runs on the caller's side."""
 
-    def __init__(self, tracking: TrackingService, settings: Settings, *, remote: bool) -> None:
+    def __init__(
+        self,
+        tracking: TrackingService,
+        registry: RegistryService,
+        settings: Settings,
+        *,
+        remote: bool,
+    ) -> None:
         self.tracking = tracking
+        self.registry = registry
         self.settings = settings
         self.remote = remote
 
@@ -183,17 +195,19 @@ def connect(
     resolved = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     server = uri or resolved.uri
     if server:
-        from plinth.remote import remote_tracking
+        from plinth.remote import remote_services
 
-        return Client(remote_tracking(server, resolved), resolved, remote=True)
+        return Client(*remote_services(server), resolved, remote=True)
+    from plinth.registry.service import RegistryService
     from plinth.store.artifacts import ArtifactStore
     from plinth.store.engine import open_store
     from plinth.tracking.service import TrackingService
 
-    service = TrackingService(
+    tracking = TrackingService(
         open_store(resolved.resolved_store_uri), ArtifactStore(resolved.resolved_artifact_uri)
     )
-    return Client(service, resolved, remote=False)
+    registry = RegistryService(tracking.store, tracking.artifacts, tracking)
+    return Client(tracking, registry, resolved, remote=False)
 
 
 _default: Client | None = None

@@ -36,6 +36,12 @@ class Conflict(PlinthError):
     http_status = 409
 
 
+class GateFailed(Conflict):
+    """A promotion refused by its gates; nothing changed."""
+
+    error_code = "GATE_FAILED"
+
+
 class InvalidArgument(PlinthError):
     error_code = "INVALID_ARGUMENT"
     http_status = 422
@@ -63,6 +69,7 @@ ERRORS_BY_CODE: dict[str, type[PlinthError]] = {
         NotFound,
         AlreadyExists,
         Conflict,
+        GateFailed,
         InvalidArgument,
         PayloadTooLarge,
         PermissionDenied,

@@ -12,8 +12,8 @@ from urllib.parse import quote
 import httpx
 
 from plinth.api import Endpoint, endpoints_of
-from plinth.config import Settings
 from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_dict
+from plinth.registry.service import RegistryService
 from plinth.tracking.service import TrackingService
 
 API_PREFIX = "/api/v1"
@@ -62,8 +62,12 @@ def _path_of(ep: Endpoint, arguments: dict[str, Any]) -> str:
     values = {}
     for name in ep.path_params:
         value = arguments[name]
+        if isinstance(value, int) and not isinstance(value, bool) and ep.hints[name] is int:
+            value = str(value)
         if not isinstance(value, str) or not value:
-            raise InvalidArgument(f"{name} must be a non-empty string, got {value!r}")
+            raise InvalidArgument(
+                f"{name} must be a non-empty {ep.hints[name].__name__}, got {value!r}"
+            )
         values[name] = quote(value, safe="")
     return ep.path.format(**values)
 
@@ -72,7 +76,7 @@ def _query_value(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def _make_call(ep: Endpoint) -> Callable[..., Any]:
+def _make_call(ep: Endpoint, service: type) -> Callable[..., Any]:
     signature = ep.signature
 
     def call(self: RemoteTracking, *args: Any, **kwargs: Any) -> Any:
@@ -95,7 +99,7 @@ def _make_call(ep: Endpoint) -> Callable[..., Any]:
         return ep.result.validate_json(response.content)
 
     call.__name__ = ep.name
-    call.__doc__ = getattr(TrackingService, ep.name).__doc__
+    call.__doc__ = getattr(service, ep.name).__doc__
     return call
 
 
@@ -128,9 +132,32 @@ class RemoteTracking:
                 out.write(block)
 
 
-for _ep in endpoints_of(TrackingService):
-    setattr(RemoteTracking, _ep.name, _make_call(_ep))
+class RemoteRegistry:
+    """RegistryService's endpoints over HTTP, plus model package file transfer."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def upload_package_file(self, path: str, source: IO[bytes]) -> None:
+        def chunks() -> Iterator[bytes]:
+            while block := source.read(_CHUNK):
+                yield block
+
+        self.transport.request("PUT", "/packages/content", params={"path": path}, content=chunks())
+
+    def download_package_file(self, name: str, version: int, path: str, out: IO[bytes]) -> None:
+        route = f"/models/{quote(name, safe='')}/versions/{version}/content"
+        with self.transport.stream("GET", route, params={"path": path}) as response:
+            for block in response.iter_bytes(_CHUNK):
+                out.write(block)
 
 
-def remote_tracking(url: str, settings: Settings) -> TrackingService:
-    return RemoteTracking(Transport(url))  # type: ignore[return-value]
+for _remote, _service in ((RemoteTracking, TrackingService), (RemoteRegistry, RegistryService)):
+    for _ep in endpoints_of(_service):
+        setattr(_remote, _ep.name, _make_call(_ep, _service))
+
+
+def remote_services(url: str) -> tuple[TrackingService, RegistryService]:
+    """Proxies with the services' methods, sharing one connection pool."""
+    transport = Transport(url)
+    return RemoteTracking(transport), RemoteRegistry(transport)  # type: ignore[return-value]

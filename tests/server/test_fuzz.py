@@ -19,6 +19,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from plinth.config import Settings, load_settings
+from plinth.registry.service import RegistryService
 from plinth.server.app import create_app
 from plinth.store.artifacts import ArtifactStore
 from plinth.store.engine import open_store
@@ -59,7 +60,11 @@ def _document_only_app() -> FastAPI:
     # document (its service has no store) and cases are sent to `seeded_app`. The lazy
     # `schemathesis.pytest.from_fixture` loader would avoid this, but it fails on pytest 9.
     # model_construct: no environment or config file is read while collecting tests
-    return create_app(Settings.model_construct(), TrackingService.__new__(TrackingService))
+    return create_app(
+        Settings.model_construct(),
+        TrackingService.__new__(TrackingService),
+        RegistryService.__new__(RegistryService),
+    )
 
 
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", _document_only_app())

@@ -17,6 +17,7 @@ import plinth
 from plinth.api import Endpoint, endpoints_of
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.registry.service import RegistryService
 from plinth.server.limits import BodySizeLimit
 from plinth.tracking.service import TrackingService
 
@@ -25,7 +26,9 @@ log = logging.getLogger("plinth.server")
 
 
 def create_app(
-    settings: Settings | None = None, tracking: TrackingService | None = None
+    settings: Settings | None = None,
+    tracking: TrackingService | None = None,
+    registry: RegistryService | None = None,
 ) -> FastAPI:
     settings = settings or load_settings()
     if tracking is None:
@@ -38,8 +41,10 @@ def create_app(
     app = FastAPI(
         title="Plinth", version=plinth.__version__, openapi_url=f"{API_PREFIX}/openapi.json"
     )
+    if registry is None:
+        registry = RegistryService(tracking.store, tracking.artifacts, tracking)
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffix="/artifacts/content"
+        BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffix="/content"
     )
     _install_error_handlers(app)
 
@@ -48,16 +53,19 @@ def create_app(
     def health() -> dict[str, str]:
         return {"status": "ok", "version": plinth.__version__}
 
-    _mount_artifact_routes(app, tracking)
-    for ep in endpoints_of(TrackingService):
-        _mount(app, ep, getattr(tracking, ep.name), tag="tracking")
+    _mount_file_routes(app, tracking, registry)
+    for service, tag in ((tracking, "tracking"), (registry, "registry")):
+        for ep in endpoints_of(type(service)):
+            _mount(app, ep, getattr(service, ep.name), tag)
     return app
 
 
 def _mount(app: FastAPI, ep: Endpoint, method: Callable[..., Any], tag: str) -> None:
     """Add one route whose parameters FastAPI reads from the endpoint's signature."""
     params = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, Path()])
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[ep.hints[name], Path()]
+        )
         for name in ep.path_params
     ]
     if ep.params_in_query:
@@ -114,36 +122,58 @@ def _schema(adapter: Any) -> dict[str, Any]:
     return schema if "$ref" not in str(schema) else {}
 
 
-def _mount_artifact_routes(app: FastAPI, tracking: TrackingService) -> None:
-    route = f"{API_PREFIX}/runs/{{run_id}}/artifacts/content"
+def _mount_file_routes(app: FastAPI, tracking: TrackingService, registry: RegistryService) -> None:
+    """Raw file transfer (run artifacts, model packages): streamed, outside the JSON API."""
+    artifacts = f"{API_PREFIX}/runs/{{run_id}}/artifacts/content"
 
-    @app.put(route, tags=["tracking"], status_code=204)
+    @app.put(artifacts, tags=["tracking"], status_code=204)
     async def upload_artifact(
         run_id: str, path: Annotated[str, Query()], request: Request
     ) -> Response:
-        # The store's writer is blocking: stream the body to it from a worker thread.
-        from starlette.concurrency import run_in_threadpool
+        return await _receive(request, tracking.open_artifact_writer, run_id, path)
 
-        writer = await run_in_threadpool(tracking.open_artifact_writer, run_id, path)
-        try:
-            async for chunk in request.stream():
-                await run_in_threadpool(writer.write, chunk)
-        except BaseException:
-            await run_in_threadpool(_abort, writer)
-            raise
-        await run_in_threadpool(writer.close)
-        return Response(status_code=204)
-
-    @app.get(route, tags=["tracking"], response_class=StreamingResponse)
+    @app.get(artifacts, tags=["tracking"], response_class=StreamingResponse)
     def download_artifact(run_id: str, path: Annotated[str, Query()]) -> StreamingResponse:
-        reader = tracking.open_artifact_reader(run_id, path)
+        return _send(tracking.open_artifact_reader(run_id, path))
 
-        def chunks() -> Iterator[bytes]:
-            with reader:
-                while block := reader.read(1024 * 1024):
-                    yield block
+    @app.put(f"{API_PREFIX}/packages/content", tags=["registry"], status_code=204)
+    async def upload_package_file(path: Annotated[str, Query()], request: Request) -> Response:
+        """Stage a model package file under models/NAME/packages/ID/ before registering it."""
+        return await _receive(request, registry.open_staging_writer, path)
 
-        return StreamingResponse(chunks(), media_type="application/octet-stream")
+    @app.get(
+        f"{API_PREFIX}/models/{{name}}/versions/{{version}}/content",
+        tags=["registry"],
+        response_class=StreamingResponse,
+    )
+    def download_package_file(
+        name: str, version: int, path: Annotated[str, Query()]
+    ) -> StreamingResponse:
+        return _send(registry.open_package_file(name, version, path))
+
+
+async def _receive(request: Request, open_writer: Callable[..., Any], *args: Any) -> Response:
+    # The stores' writers are blocking: stream the body to them from worker threads.
+    from starlette.concurrency import run_in_threadpool
+
+    writer = await run_in_threadpool(open_writer, *args)
+    try:
+        async for chunk in request.stream():
+            await run_in_threadpool(writer.write, chunk)
+    except BaseException:
+        await run_in_threadpool(_abort, writer)
+        raise
+    await run_in_threadpool(writer.close)
+    return Response(status_code=204)
+
+
+def _send(reader: Any) -> StreamingResponse:
+    def chunks() -> Iterator[bytes]:
+        with reader:
+            while block := reader.read(1024 * 1024):
+                yield block
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream")
 
 
 def _abort(writer: Any) -> None:

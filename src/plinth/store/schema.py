@@ -151,3 +151,79 @@ run_inputs = Table(
     Column("rows", BigInteger),
     Column("logged_at", BigInteger, nullable=False),
 )
+
+# -- registry -------------------------------------------------------------------------------
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("tags", Text, nullable=False, default="{}"),  # JSON object
+    Column("gates", Text, nullable=False, default="[]"),  # JSON list of gate specs
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("next_version", Integer, nullable=False, default=1),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column(
+        "model_name",
+        NAME,
+        ForeignKey("registered_models.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, primary_key=True),
+    Column("stage", String(20), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("run_id", ID, ForeignKey("runs.id", ondelete="SET NULL")),
+    Column("package_uri", Text, nullable=False),  # path under the artifact root
+    Column("flavor", String(100), nullable=False),
+    Column("manifest", Text, nullable=False),  # JSON, immutable
+    Column("lineage", Text, nullable=False, default="{}"),  # JSON, immutable
+    Column("tags", Text, nullable=False, default="{}"),  # JSON object, mutable
+    Index(None, "stage"),
+    Index(None, "run_id"),
+    # At most one PRODUCTION version per model, enforced by the database itself.
+    Index(
+        "uq_model_versions_one_production",
+        "model_name",
+        unique=True,
+        sqlite_where=Column("stage") == "PRODUCTION",
+        postgresql_where=Column("stage") == "PRODUCTION",
+    ),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column(
+        "model_name",
+        NAME,
+        ForeignKey("registered_models.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("alias", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+model_history = Table(
+    "model_history",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("model_name", NAME, nullable=False),
+    Column("version", Integer),
+    Column("action", String(20), nullable=False),
+    Column("actor", NAME, nullable=False, default=""),
+    Column("at", BigInteger, nullable=False),
+    Column("from_value", Text),
+    Column("to_value", Text),
+    Column("reason", Text, nullable=False, default=""),
+    Column("details", Text, nullable=False, default="{}"),  # JSON: gate results, scores ...
+    Index(None, "model_name", "id"),
+)

@@ -18,6 +18,7 @@ from plinth.tracking.types import DatasetInput, Run, RunStatus, infer_goal
 
 if TYPE_CHECKING:
     from plinth.client import Client
+    from plinth.registry.types import ModelVersion, Signature
 
 _starts = itertools.count()
 _open_runs: set[ActiveRun] = set()  # strong: a run its caller dropped must still end at exit
@@ -146,6 +147,35 @@ class ActiveRun:
         else:
             raise InvalidArgument(f"log_artifact: {source} is neither a file nor a folder")
         return dest
+
+    def log_model(
+        self,
+        model: Any,
+        name: str = "model",
+        *,
+        input_example: Any = None,
+        registered_model: str | None = None,
+        signature: Signature | None = None,
+        flavor: str | None = None,
+    ) -> ModelVersion | None:
+        """Store a model package (model, manifest, signature, sha256s) under the run's
+        artifact ``name``; with ``registered_model`` also register it as that model's next
+        version, with this run's lineage. Returns the version, or None when not registered."""
+        import tempfile
+
+        from plinth.registry.package import save_package
+
+        with tempfile.TemporaryDirectory(prefix="plinth-model-") as tmp:
+            save_package(
+                model, Path(tmp), flavor=flavor, input_example=input_example, signature=signature
+            )
+            self.log_artifact(tmp, name)
+        if registered_model is None:
+            return None
+        package = f"{self.experiment_id}/{self.id}/artifacts/{name}"
+        return self._client.registry.create_model_version(
+            registered_model, package, self.id, "", None, self.info.owner
+        )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> str:
         return self.log_artifact(local_dir, artifact_path or Path(local_dir).name)

@@ -1,0 +1,327 @@
+"""The registry's caller-side methods of ``plinth.Client``: packaging, upload, loading,
+holdout scoring and champion/challenger adjudication (the work that needs the model)."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plinth.config import Settings
+    from plinth.registry.gates import Gate
+    from plinth.registry.predictor import Predictor
+    from plinth.registry.service import RegistryService
+    from plinth.registry.types import Decision, HistoryEntry, ModelVersion, Signature, Stage
+    from plinth.tracking.service import TrackingService
+
+MANIFEST_FILE = "plinth-model.json"
+
+
+class RegistryClient:
+    tracking: TrackingService
+    registry: RegistryService
+    settings: Settings
+    remote: bool
+
+    # -- registering -------------------------------------------------------------------
+
+    def register_model(
+        self,
+        model: Any,
+        name: str,
+        *,
+        input_example: Any = None,
+        signature: Signature | None = None,
+        flavor: str | None = None,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+    ) -> ModelVersion:
+        """Register a model object (or a saved package folder) as the next version of ``name``."""
+        from plinth.registry.uris import check_model_name
+
+        check_model_name(name)
+        package = f"models/{name}/packages/{uuid.uuid4().hex}"
+        with tempfile.TemporaryDirectory(prefix="plinth-model-") as tmp:
+            folder = self._packaged(model, Path(tmp), input_example, signature, flavor)
+            self._upload_package(folder, package)
+        try:
+            return self.registry.create_model_version(
+                name, package, None, description, tags, _owner()
+            )
+        except Exception:
+            if not self.remote:  # a refused registration leaves no package behind
+                self.registry.artifacts.delete(package)
+            raise
+
+    def _packaged(
+        self,
+        model: Any,
+        tmp: Path,
+        input_example: Any,
+        signature: Signature | None,
+        flavor: str | None,
+    ) -> Path:
+        if isinstance(model, str | Path) and (Path(model) / MANIFEST_FILE).is_file():
+            return Path(model)
+        from plinth.registry.package import save_package
+
+        save_package(model, tmp, flavor=flavor, input_example=input_example, signature=signature)
+        return tmp
+
+    def _upload_package(self, folder: Path, dest: str) -> None:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        for file in files:
+            target = f"{dest}/{file.relative_to(folder).as_posix()}"
+            with open(file, "rb") as source:
+                if self.remote:
+                    self.registry.upload_package_file(target, source)  # type: ignore[attr-defined]
+                else:
+                    _copy(source, self.registry.artifacts.open_write(target))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get_model_version(self, model: str, version: int | None = None) -> ModelVersion:
+        """A version by URI (``models:/churn@production``) or by name and number."""
+        if model.startswith("models:/"):
+            return self.registry.resolve(model)
+        if version is None:
+            return self.registry.resolve(f"models:/{model}@latest")
+        return self.registry.get_model_version(model, version)
+
+    def load_model(self, uri: str) -> Predictor:
+        """A predictor for a model URI; its files are checked against their sha256 first."""
+        from plinth.registry.package import load_package
+        from plinth.registry.predictor import Predictor
+
+        mv = self.get_model_version(uri)
+        folder = self._cached_package(mv)
+        manifest, native = load_package(folder)
+        return Predictor(manifest, native, model_name=mv.model_name, version=mv.version)
+
+    def _cached_package(self, mv: ModelVersion) -> Path:
+        # Packages are immutable: one download per version, verified again at every load.
+        folder = (
+            Path(self.settings.home).resolve()
+            / "cache"
+            / "models"
+            / mv.model_name
+            / str(mv.version)
+        )
+        if not (folder / MANIFEST_FILE).is_file():
+            partial = folder.with_name(f".{mv.version}-{uuid.uuid4().hex[:8]}")
+            for file in [MANIFEST_FILE, *mv.manifest.files]:
+                target = partial / file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    self._download_package_file(mv, file, out)
+            if not (folder / MANIFEST_FILE).is_file():
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                partial.rename(folder)
+        return folder
+
+    def _download_package_file(self, mv: ModelVersion, file: str, out: IO[bytes]) -> None:
+        if self.remote:
+            self.registry.download_package_file(mv.model_name, mv.version, file, out)  # type: ignore[attr-defined]
+        else:
+            with self.registry.open_package_file(mv.model_name, mv.version, file) as source:
+                _copy(source, out, close=False)
+
+    def model_history(self, name: str) -> list[HistoryEntry]:
+        return self.registry.model_history(name)
+
+    # -- stages and aliases ------------------------------------------------------------
+
+    def set_stage(
+        self,
+        name: str,
+        version: int,
+        stage: Stage | str,
+        reason: str = "",
+        *,
+        allow_archived: bool = False,
+        holdout: tuple[Any, Any] | None = None,
+    ) -> ModelVersion:
+        """Move a version to a stage. With ``holdout=(X, y)`` the candidate and the current
+        production version are scored on it for the model's ``not_worse`` gates."""
+        from plinth.registry.types import Stage as Stages
+
+        evidence = self._holdout_evidence(name, version, holdout) if holdout is not None else None
+        return self.registry.set_stage(
+            name, version, Stages(stage), reason, _owner(), allow_archived, evidence
+        )
+
+    def _holdout_evidence(
+        self, name: str, version: int, holdout: tuple[Any, Any]
+    ) -> dict[str, Any]:
+        production = self._production_or_none(name)
+        gates: list[Gate] = self.registry.get_gates(name)
+        metrics = [g.metric for g in gates if g.kind == "not_worse"]
+        if not metrics or production is None:
+            return {}
+        metric = metrics[0]
+        return {
+            "holdout": {
+                "metric": metric,
+                "candidate": self._score(f"models:/{name}/{version}", metric, holdout),
+                "production": self._score(production.uri, metric, holdout),
+                "production_version": production.version,
+            }
+        }
+
+    def _score(self, uri: str, metric: str, holdout: tuple[Any, Any]) -> float:
+        from plinth.registry.scoring import score
+
+        predictor = self.load_model(uri)
+        wants_scores = metric.lower().endswith("auc") and hasattr(predictor.native, "predict_proba")
+        return score(
+            metric, predictor.predict_proba if wants_scores else predictor.predict, holdout
+        )
+
+    def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> ModelVersion:
+        return self.registry.set_alias(name, alias, version, _owner(), reason)
+
+    def rollback(self, name: str, reason: str = "") -> ModelVersion:
+        """Restore the previous PRODUCTION version (recorded in the history)."""
+        return self.registry.rollback(name, reason, _owner())
+
+    # -- champion / challenger ---------------------------------------------------------
+
+    def register_best(
+        self,
+        experiment: str,
+        metric: str,
+        direction: str = "max",
+        model: str | None = None,
+        holdout: tuple[Any, Any] | None = None,
+        artifact_path: str = "model",
+    ) -> Decision:
+        """Find the experiment's best run on ``metric``, compare it with the production
+        version (on ``holdout`` when given, else on the logged metric), register and promote
+        it only if it is better; the decision is recorded in the history either way."""
+        from plinth.errors import InvalidArgument, PlinthError
+        from plinth.registry.types import Decision
+        from plinth.registry.types import Stage as Stages
+
+        if direction not in ("max", "min"):
+            raise InvalidArgument(f"direction must be 'max' or 'min', not {direction!r}")
+        name = model or experiment
+        order = "DESC" if direction == "max" else "ASC"
+        ident = f"metrics.`{metric}`"
+        best = self.tracking.search_runs(
+            f"{ident} is not null and status = 'FINISHED'", [f"{ident} {order}"], [experiment], 1
+        )
+        if not best.items:
+            raise InvalidArgument(
+                f"experiment {experiment!r} has no finished run with metric {metric!r}"
+            )
+        run = best.items[0]
+        package = f"{run.experiment_id}/{run.id}/artifacts/{artifact_path}"
+        champion = self._production_or_none(name)
+        if holdout is not None:
+            challenger_score = self._score_package(package, run.id, metric, holdout)
+            champion_score = self._score(champion.uri, metric, holdout) if champion else None
+        else:
+            challenger_score = run.metrics[metric].last
+            champion_score = champion.lineage.get("metrics", {}).get(metric) if champion else None
+        better = champion_score is None or (
+            challenger_score > champion_score
+            if direction == "max"
+            else challenger_score < champion_score
+        )
+        version, outcome = None, "kept"
+        reason = f"run {run.name} {metric}={challenger_score:.6g} vs champion " + (
+            f"v{champion.version} {champion_score:.6g}"
+            if champion and champion_score is not None
+            else "none"
+        )
+        if better:
+            mv = self.registry.create_model_version(name, package, run.id, "", None, _owner())
+            version = mv.version
+            evidence = {}
+            if holdout is not None and champion is not None:
+                evidence = {
+                    "holdout": {
+                        "metric": metric,
+                        "candidate": challenger_score,
+                        "production": champion_score,
+                        "production_version": champion.version,
+                    }
+                }
+            try:
+                self.registry.set_stage(
+                    name,
+                    mv.version,
+                    Stages.PRODUCTION,
+                    f"champion/challenger: {reason}",
+                    _owner(),
+                    False,
+                    evidence,
+                )
+                outcome = "promoted"
+            except PlinthError as exc:
+                reason += f"; registered as v{mv.version} but not promoted: {exc}"
+        decision = Decision(
+            outcome,
+            name,
+            metric,
+            direction,
+            run.id,
+            challenger_score,
+            champion.version if champion else None,
+            champion_score,
+            version,
+            reason,
+        )
+        self.registry.record_decision(name, decision, _owner())
+        return decision
+
+    def _production_or_none(self, name: str) -> ModelVersion | None:
+        from plinth.errors import NotFound
+
+        try:
+            return self.registry.resolve(f"models:/{name}@production")
+        except NotFound:
+            return None
+
+    def _score_package(
+        self, package: str, run_id: str, metric: str, holdout: tuple[Any, Any]
+    ) -> float:
+        from plinth.registry.package import load_package
+        from plinth.registry.predictor import Predictor
+        from plinth.registry.scoring import score
+
+        with tempfile.TemporaryDirectory(prefix="plinth-challenger-") as tmp:
+            prefix = package.split("/artifacts/", 1)[1]
+            for entry in self._walk_artifacts(run_id, prefix):
+                target = Path(tmp) / entry[len(prefix) + 1 :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(self.read_artifact(run_id, entry))  # type: ignore[attr-defined]
+            manifest, native = load_package(Path(tmp))
+            predictor = Predictor(manifest, native)
+            wants_scores = metric.lower().endswith("auc") and hasattr(native, "predict_proba")
+            return score(
+                metric, predictor.predict_proba if wants_scores else predictor.predict, holdout
+            )
+
+    def _walk_artifacts(self, run_id: str, path: str) -> list[str]:
+        found = []
+        for entry in self.tracking.list_artifacts(run_id, path):
+            found.extend(self._walk_artifacts(run_id, entry.path) if entry.is_dir else [entry.path])
+        return found
+
+
+def _copy(source: IO[bytes], out: IO[bytes], close: bool = True) -> None:
+    try:
+        while block := source.read(1024 * 1024):
+            out.write(block)
+    finally:
+        if close:
+            out.close()
+
+
+def _owner() -> str:
+    from plinth.client import _owner as owner
+
+    return owner()

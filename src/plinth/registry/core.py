@@ -1,0 +1,546 @@
+"""The registry's core: registered models, immutable versions, aliases, history.
+
+Stage transitions, gates and rollback build on it in ``service.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import IO, Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from plinth.api import endpoint
+from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from plinth.registry.gates import Gate, check_gate
+from plinth.registry.types import HistoryEntry, Manifest, ModelVersion, RegisteredModel, Stage
+from plinth.registry.uris import VIRTUAL_ALIASES, check_alias, check_model_name, parse_model_uri
+from plinth.store.artifacts import ArtifactStore, safe_relpath
+from plinth.store.engine import Store
+from plinth.store.schema import model_aliases, model_history, model_versions, registered_models
+from plinth.store.sql import now_ms, to_datetime
+from plinth.tracking.service import TrackingService
+from plinth.tracking.types import Page
+
+_manifest = TypeAdapter(Manifest)
+_gates = TypeAdapter(list[Gate])
+MANIFEST_FILE = "plinth-model.json"
+
+
+class RegistryCore:
+    def __init__(self, store: Store, artifacts: ArtifactStore, tracking: TrackingService) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.tracking = tracking
+
+    # -- registered models -------------------------------------------------------------
+
+    @endpoint("POST", "/models")
+    def create_registered_model(
+        self, name: str, description: str = "", tags: dict[str, str] | None = None, owner: str = ""
+    ) -> RegisteredModel:
+        check_model_name(name)
+        with self.store.write() as conn:
+            if self._model_row(conn, name, missing_ok=True) is not None:
+                raise AlreadyExists(f"registered model {name!r} already exists")
+            self._insert_model(conn, name, description, tags or {}, owner)
+        return self.get_registered_model(name)
+
+    @endpoint("GET", "/models/{name}")
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        with self.store.read() as conn:
+            row = self._model_row(conn, name)
+            aliases = dict(
+                conn.execute(
+                    select(model_aliases.c.alias, model_aliases.c.version).where(
+                        model_aliases.c.model_name == name
+                    )
+                ).all()
+            )
+            versions = conn.execute(
+                select(model_versions.c.version, model_versions.c.stage).where(
+                    model_versions.c.model_name == name
+                )
+            ).all()
+        production = [v for v, stage in versions if stage == Stage.PRODUCTION]
+        return RegisteredModel(
+            name=row.name,
+            description=row.description,
+            owner=row.owner,
+            created_at=to_datetime(row.created_at),
+            updated_at=to_datetime(row.updated_at),
+            tags=json.loads(row.tags),
+            aliases=aliases,
+            latest_version=max((v for v, _ in versions), default=None),
+            production_version=production[0] if production else None,
+        )
+
+    @endpoint("GET", "/models")
+    def list_registered_models(
+        self, name_like: str | None = None, max_results: int = 100, page_token: str | None = None
+    ) -> Page[RegisteredModel]:
+        from plinth.tracking.service import _check_max_results, _decode_token, _encode_token
+
+        offset, limit = _decode_token(page_token), _check_max_results(max_results)
+        query = select(registered_models.c.name).order_by(registered_models.c.name)
+        if name_like:
+            query = query.where(registered_models.c.name.like(name_like))
+        with self.store.read() as conn:
+            names = list(conn.execute(query.offset(offset).limit(limit + 1)).scalars())
+        items = [self.get_registered_model(n) for n in names[:limit]]
+        return Page(items, _encode_token(offset + limit) if len(names) > limit else None)
+
+    @endpoint("POST", "/models/{name}")
+    def update_registered_model(
+        self,
+        name: str,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        actor: str = "",
+    ) -> RegisteredModel:
+        """Change a model's description (Markdown) or merge tags into its tags."""
+        with self.store.write() as conn:
+            row = self._model_row(conn, name)
+            values: dict[str, Any] = {"updated_at": now_ms()}
+            if description is not None:
+                values["description"] = description
+                self._history(conn, name, None, "description", actor, row.description, description)
+            if tags is not None:
+                merged = {**json.loads(row.tags), **{k: str(v) for k, v in tags.items()}}
+                values["tags"] = json.dumps(merged, sort_keys=True)
+                self._history(conn, name, None, "tags", actor, row.tags, values["tags"])
+            conn.execute(
+                update(registered_models).where(registered_models.c.name == name).values(values)
+            )
+        return self.get_registered_model(name)
+
+    @endpoint("POST", "/models/{name}/gates")
+    def set_gates(self, name: str, gates: list[Gate], actor: str = "") -> list[Gate]:
+        """Replace the promotion gates checked before a version enters STAGING or PRODUCTION."""
+        checked = [check_gate(g) for g in gates]
+        encoded = _gates.dump_json(checked).decode()
+        with self.store.write() as conn:
+            row = self._model_row(conn, name)
+            conn.execute(
+                update(registered_models)
+                .where(registered_models.c.name == name)
+                .values(gates=encoded, updated_at=now_ms())
+            )
+            self._history(conn, name, None, "gates", actor, row.gates, encoded)
+        return checked
+
+    @endpoint("GET", "/models/{name}/gates")
+    def get_gates(self, name: str) -> list[Gate]:
+        with self.store.read() as conn:
+            return _gates.validate_json(self._model_row(conn, name).gates)
+
+    # -- versions ----------------------------------------------------------------------
+
+    @endpoint("POST", "/models/{name}/versions")
+    def create_model_version(
+        self,
+        name: str,
+        package_uri: str,
+        run_id: str | None = None,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        owner: str = "",
+    ) -> ModelVersion:
+        """Register the model package stored at ``package_uri`` (a folder under the artifact
+        root) as the next version, creating the registered model if needed. Every file is
+        checked against the package's sha256 list first: a partial upload never registers."""
+        check_model_name(name)
+        package_uri = safe_relpath(package_uri)
+        manifest = self._verified_manifest(package_uri)
+        lineage = (
+            self._lineage(run_id, manifest) if run_id else {"requirements": manifest.requirements}
+        )
+        with self.store.write() as conn:
+            if self._model_row(conn, name, missing_ok=True) is None:
+                self._insert_model(conn, name, "", {}, owner)
+            version = (
+                conn.execute(
+                    update(registered_models)
+                    .where(registered_models.c.name == name)
+                    .values(next_version=registered_models.c.next_version + 1, updated_at=now_ms())
+                    .returning(registered_models.c.next_version)
+                ).scalar_one()
+                - 1
+            )
+            conn.execute(
+                insert(model_versions).values(
+                    model_name=name,
+                    version=version,
+                    stage=Stage.DEVELOPMENT.value,
+                    description=description,
+                    owner=owner,
+                    created_at=now_ms(),
+                    run_id=run_id,
+                    package_uri=package_uri,
+                    flavor=manifest.flavor,
+                    manifest=_manifest.dump_json(manifest).decode(),
+                    lineage=json.dumps(lineage, sort_keys=True, default=str),
+                    tags=json.dumps(tags or {}, sort_keys=True),
+                )
+            )
+            self._history(
+                conn,
+                name,
+                version,
+                "register",
+                owner,
+                None,
+                Stage.DEVELOPMENT.value,
+                f"from {'run ' + run_id if run_id else package_uri}",
+            )
+        return self.get_model_version(name, version)
+
+    @endpoint("GET", "/models/{name}/versions/{version}")
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        with self.store.read() as conn:
+            return self._load_version(conn, name, version)
+
+    @endpoint("GET", "/model-versions/resolve")
+    def resolve(self, uri: str) -> ModelVersion:
+        """The version a model URI names: ``models:/churn/3``, ``models:/churn@champion``,
+        ``models:/churn@production`` (by stage) or ``models:/churn@latest``."""
+        ref = parse_model_uri(uri)
+        with self.store.read() as conn:
+            self._model_row(conn, ref.name)
+            if ref.version is not None:
+                return self._load_version(conn, ref.name, ref.version)
+            assert ref.alias is not None
+            version = self._alias_target(conn, ref.name, ref.alias)
+            if version is None:
+                raise NotFound(f"{uri}: model {ref.name!r} has no version at @{ref.alias}")
+            return self._load_version(conn, ref.name, version)
+
+    @endpoint("GET", "/model-versions")
+    def search_model_versions(
+        self,
+        name: str | None = None,
+        stage: Stage | None = None,
+        tag: str | None = None,
+        max_results: int = 100,
+    ) -> list[ModelVersion]:
+        """Versions by model name (SQL LIKE pattern), stage and tag (``key`` or ``key=value``)."""
+        from plinth.tracking.service import _check_max_results
+
+        query = select(model_versions.c.model_name, model_versions.c.version).order_by(
+            model_versions.c.model_name, model_versions.c.version.desc()
+        )
+        if name:
+            query = query.where(model_versions.c.model_name.like(name))
+        if stage is not None:
+            query = query.where(model_versions.c.stage == Stage(stage).value)
+        with self.store.read() as conn:
+            keys = conn.execute(query).all()
+            found = [self._load_version(conn, n, v) for n, v in keys]
+        if tag:
+            key, _, value = tag.partition("=")
+            found = [v for v in found if key in v.tags and (not value or v.tags[key] == value)]
+        return found[: _check_max_results(max_results)]
+
+    @endpoint("POST", "/models/{name}/versions/{version}")
+    def update_model_version(
+        self,
+        name: str,
+        version: int,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        actor: str = "",
+    ) -> ModelVersion:
+        """Only a version's description and tags change; its package and lineage never do."""
+        with self.store.write() as conn:
+            current = self._load_version(conn, name, version)
+            values: dict[str, Any] = {}
+            if description is not None:
+                values["description"] = description
+                self._history(
+                    conn, name, version, "description", actor, current.description, description
+                )
+            if tags is not None:
+                merged = json.dumps(
+                    {**current.tags, **{k: str(v) for k, v in tags.items()}}, sort_keys=True
+                )
+                values["tags"] = merged
+                self._history(conn, name, version, "tags", actor, json.dumps(current.tags), merged)
+            if values:
+                conn.execute(
+                    update(model_versions).where(*_version_is(name, version)).values(values)
+                )
+        return self.get_model_version(name, version)
+
+    @endpoint("DELETE", "/models/{name}/versions/{version}")
+    def delete_model_version(
+        self, name: str, version: int, actor: str = "", reason: str = ""
+    ) -> None:
+        """Delete a version and its package; refused while it is PRODUCTION or has an alias."""
+        with self.store.write() as conn:
+            current = self._load_version(conn, name, version)
+            if current.stage is Stage.PRODUCTION:
+                raise Conflict(
+                    f"{current.uri} is in PRODUCTION: promote another version or roll back first"
+                )
+            if current.aliases:
+                raise Conflict(
+                    f"{current.uri} has aliases {current.aliases}: move or delete them first"
+                )
+            conn.execute(delete(model_versions).where(*_version_is(name, version)))
+            self._history(conn, name, version, "delete", actor, current.stage.value, None, reason)
+        if current.package_uri.startswith("models/"):  # packages logged in runs stay with the run
+            self.artifacts.delete(current.package_uri)
+
+    # -- aliases -----------------------------------------------------------------------
+
+    @endpoint("POST", "/models/{name}/aliases/{alias}")
+    def set_alias(
+        self, name: str, alias: str, version: int, actor: str = "", reason: str = ""
+    ) -> ModelVersion:
+        check_alias(alias)
+        with self.store.write() as conn:
+            self._load_version(conn, name, version)
+            previous = self._alias_target(conn, name, alias)
+            if previous is None:
+                conn.execute(
+                    insert(model_aliases).values(model_name=name, alias=alias, version=version)
+                )
+            else:
+                conn.execute(
+                    update(model_aliases)
+                    .where(model_aliases.c.model_name == name, model_aliases.c.alias == alias)
+                    .values(version=version)
+                )
+            self._history(
+                conn,
+                name,
+                version,
+                "alias",
+                actor,
+                _opt(previous),
+                str(version),
+                reason,
+                {"alias": alias},
+            )
+        return self.get_model_version(name, version)
+
+    @endpoint("DELETE", "/models/{name}/aliases/{alias}")
+    def delete_alias(self, name: str, alias: str, actor: str = "") -> None:
+        with self.store.write() as conn:
+            previous = (
+                self._alias_target(conn, name, alias) if alias not in VIRTUAL_ALIASES else None
+            )
+            if previous is None:
+                raise NotFound(f"model {name!r} has no alias {alias!r}")
+            conn.execute(
+                delete(model_aliases).where(
+                    model_aliases.c.model_name == name, model_aliases.c.alias == alias
+                )
+            )
+            self._history(
+                conn, name, previous, "unalias", actor, str(previous), None, "", {"alias": alias}
+            )
+
+    # -- history -----------------------------------------------------------------------
+
+    @endpoint("GET", "/models/{name}/history")
+    def model_history(self, name: str) -> list[HistoryEntry]:
+        """Every change to the model, oldest first."""
+        with self.store.read() as conn:
+            self._model_row(conn, name)
+            rows = conn.execute(
+                select(model_history)
+                .where(model_history.c.model_name == name)
+                .order_by(model_history.c.id)
+            ).all()
+        return [
+            HistoryEntry(
+                r.id,
+                r.model_name,
+                r.version,
+                r.action,
+                r.actor,
+                to_datetime(r.at),
+                r.from_value,
+                r.to_value,
+                r.reason,
+                json.loads(r.details),
+            )
+            for r in rows
+        ]
+
+    # -- packages ----------------------------------------------------------------------
+
+    def open_package_file(self, name: str, version: int, path: str) -> IO[bytes]:
+        mv = self.get_model_version(name, version)
+        return self.artifacts.open_read(f"{mv.package_uri}/{safe_relpath(path)}")
+
+    def open_staging_writer(self, path: str) -> IO[bytes]:
+        """Where a client uploads a package before registering it: ``models/NAME/packages/ID/...``."""
+        parts = safe_relpath(path).split("/")
+        if len(parts) < 5 or parts[0] != "models" or parts[2] != "packages":
+            raise InvalidArgument(f"package files go under models/NAME/packages/ID/, not {path!r}")
+        check_model_name(parts[1])
+        return self.artifacts.open_write("/".join(parts))
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _verified_manifest(self, package_uri: str) -> Manifest:
+        try:
+            manifest = _manifest.validate_json(
+                self.artifacts.read_bytes(f"{package_uri}/{MANIFEST_FILE}")
+            )
+        except NotFound:
+            raise NotFound(
+                f"no model package at {package_uri!r} (its {MANIFEST_FILE} is missing)"
+            ) from None
+        except ValueError as exc:
+            raise InvalidArgument(f"the manifest of {package_uri!r} is not valid: {exc}") from None
+        for file, expected in manifest.files.items():
+            digest = hashlib.sha256()
+            try:
+                with self.artifacts.open_read(f"{package_uri}/{safe_relpath(file)}") as source:
+                    for block in iter(lambda: source.read(1024 * 1024), b""):
+                        digest.update(block)
+            except NotFound:
+                raise InvalidArgument(
+                    f"model package {package_uri!r} is incomplete: {file} is missing"
+                ) from None
+            if digest.hexdigest() != expected:
+                raise InvalidArgument(
+                    f"model package {package_uri!r} is corrupt: {file} does not match its sha256"
+                )
+        return manifest
+
+    def _lineage(self, run_id: str, manifest: Manifest) -> dict[str, Any]:
+        run = self.tracking.get_run(run_id)
+        return {
+            "run_id": run.id,
+            "run_name": run.name,
+            "experiment": run.experiment_name,
+            "code": {k: v for k, v in asdict(run.lineage).items() if v is not None},
+            "datasets": [
+                {k: v for k, v in asdict(i).items() if k != "logged_at"} for i in run.inputs
+            ],
+            "params": run.params,
+            "metrics": {k: s.last for k, s in run.metrics.items()},
+            "requirements": manifest.requirements,
+        }
+
+    def _insert_model(
+        self, conn: Connection, name: str, description: str, tags: dict[str, str], owner: str
+    ) -> None:
+        now = now_ms()
+        try:
+            conn.execute(
+                insert(registered_models).values(
+                    name=name,
+                    description=description,
+                    owner=owner,
+                    tags=json.dumps(tags, sort_keys=True),
+                    gates="[]",
+                    created_at=now,
+                    updated_at=now,
+                    next_version=1,
+                )
+            )
+        except IntegrityError:
+            raise Conflict(
+                f"registered model {name!r} was created concurrently; try again"
+            ) from None
+
+    def _model_row(self, conn: Connection, name: str, missing_ok: bool = False) -> Any:
+        row = conn.execute(
+            select(registered_models).where(registered_models.c.name == name)
+        ).first()
+        if row is None and not missing_ok:
+            raise NotFound(f"registered model {name!r} does not exist")
+        return row
+
+    def _alias_target(self, conn: Connection, name: str, alias: str) -> int | None:
+        lowered = alias.lower()
+        versions = model_versions.c
+        if lowered == "latest":
+            return conn.execute(
+                select(versions.version)
+                .where(versions.model_name == name)
+                .order_by(versions.version.desc())
+                .limit(1)
+            ).scalar()
+        if lowered in VIRTUAL_ALIASES:
+            return conn.execute(
+                select(versions.version)
+                .where(versions.model_name == name, versions.stage == lowered.upper())
+                .order_by(versions.version.desc())
+                .limit(1)
+            ).scalar()
+        return conn.execute(
+            select(model_aliases.c.version).where(
+                model_aliases.c.model_name == name, model_aliases.c.alias == alias
+            )
+        ).scalar()
+
+    def _load_version(self, conn: Connection, name: str, version: int) -> ModelVersion:
+        row = conn.execute(select(model_versions).where(*_version_is(name, version))).first()
+        if row is None:
+            self._model_row(conn, name)
+            raise NotFound(f"model {name!r} has no version {version}")
+        aliases = sorted(
+            conn.execute(
+                select(model_aliases.c.alias).where(
+                    model_aliases.c.model_name == name, model_aliases.c.version == version
+                )
+            ).scalars()
+        )
+        return ModelVersion(
+            model_name=row.model_name,
+            version=row.version,
+            stage=Stage(row.stage),
+            description=row.description,
+            owner=row.owner,
+            created_at=to_datetime(row.created_at),
+            package_uri=row.package_uri,
+            manifest=_manifest.validate_json(row.manifest),
+            run_id=row.run_id,
+            aliases=aliases,
+            tags=json.loads(row.tags),
+            lineage=json.loads(row.lineage),
+        )
+
+    def _history(
+        self,
+        conn: Connection,
+        name: str,
+        version: int | None,
+        action: str,
+        actor: str,
+        from_value: str | None,
+        to_value: str | None,
+        reason: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        conn.execute(
+            insert(model_history).values(
+                model_name=name,
+                version=version,
+                action=action,
+                actor=actor,
+                at=now_ms(),
+                from_value=from_value,
+                to_value=to_value,
+                reason=reason,
+                details=json.dumps(details or {}, sort_keys=True, default=str),
+            )
+        )
+
+
+def _version_is(name: str, version: int) -> tuple[Any, Any]:
+    return model_versions.c.model_name == name, model_versions.c.version == version
+
+
+def _opt(value: int | None) -> str | None:
+    return None if value is None else str(value)

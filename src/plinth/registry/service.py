@@ -1,0 +1,175 @@
+"""The registry service: the core plus stage transitions with gates, rollback and
+recorded champion/challenger decisions."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
+
+from plinth.api import endpoint
+from plinth.errors import Conflict, GateFailed
+from plinth.registry import gates as gate_checks
+from plinth.registry.core import RegistryCore
+from plinth.registry.types import Decision, ModelVersion, Stage
+from plinth.store.schema import model_history, model_versions
+
+
+class RegistryService(RegistryCore):
+    @endpoint("POST", "/models/{name}/versions/{version}/stage")
+    def set_stage(
+        self,
+        name: str,
+        version: int,
+        stage: Stage,
+        reason: str = "",
+        actor: str = "",
+        allow_archived: bool = False,
+        evidence: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Move a version to a stage. Entering PRODUCTION archives the current production
+        version in the same transaction. Gates run before STAGING and PRODUCTION; a refused
+        promotion changes nothing (GateFailed), and so does a race with another promotion."""
+        stage = Stage(stage)
+        candidate = self.get_model_version(name, version)
+        if candidate.stage is stage:
+            return candidate
+        if candidate.stage is Stage.ARCHIVED and not allow_archived:
+            raise Conflict(
+                f"{candidate.uri} is ARCHIVED: pass allow_archived=True to bring it back to {stage.value}"
+            )
+        production = self._production(name)
+        results = []
+        if stage in (Stage.STAGING, Stage.PRODUCTION):
+            results = gate_checks.evaluate(
+                self.get_gates(name), candidate, production, stage, evidence or {}
+            )
+            failed = [r for r in results if not r.passed]
+            if failed:
+                raise GateFailed(
+                    f"{candidate.uri} cannot enter {stage.value}: "
+                    + "; ".join(f"{r.gate}: {r.detail}" for r in failed)
+                )
+        details = {"gates": [asdict(r) for r in results]}
+        with self.store.write() as conn:
+            if self._production_version(conn, name) != (production.version if production else None):
+                raise Conflict(
+                    f"the PRODUCTION version of {name!r} changed during this promotion; try again"
+                )
+            self._move(conn, candidate, stage, actor, reason, "stage", details)
+        return self.get_model_version(name, version)
+
+    @endpoint("POST", "/models/{name}/rollback")
+    def rollback(self, name: str, reason: str = "", actor: str = "") -> ModelVersion:
+        """Restore the version that was PRODUCTION before the current one."""
+        with self.store.write() as conn:
+            self._model_row(conn, name)
+            current = self._production_version(conn, name)
+            left = conn.execute(
+                select(model_history.c.version)
+                .where(
+                    model_history.c.model_name == name,
+                    model_history.c.from_value == Stage.PRODUCTION.value,
+                )
+                .order_by(model_history.c.id.desc())
+            ).scalars()
+            existing = set(
+                conn.execute(
+                    select(model_versions.c.version).where(model_versions.c.model_name == name)
+                ).scalars()
+            )
+            previous = next((v for v in left if v != current and v in existing), None)
+            if previous is None:
+                raise Conflict(f"model {name!r} has no earlier PRODUCTION version to roll back to")
+            target = self._load_version(conn, name, previous)
+            self._move(
+                conn, target, Stage.PRODUCTION, actor, reason, "rollback", {"replaced": current}
+            )
+        return self.get_model_version(name, previous)
+
+    @endpoint("POST", "/models/{name}/decisions")
+    def record_decision(self, name: str, decision: Decision, actor: str = "") -> None:
+        """Append a champion/challenger decision (promoted or kept) to the model's history."""
+        with self.store.write() as conn:
+            self._model_row(conn, name)
+            self._history(
+                conn,
+                name,
+                decision.version,
+                "decision",
+                actor,
+                _opt(decision.champion_version),
+                decision.outcome,
+                decision.reason,
+                asdict(decision),
+            )
+
+    def _production(self, name: str) -> ModelVersion | None:
+        with self.store.read() as conn:
+            self._model_row(conn, name)
+            version = self._production_version(conn, name)
+            return None if version is None else self._load_version(conn, name, version)
+
+    def _production_version(self, conn: Connection, name: str) -> int | None:
+        return conn.execute(
+            select(model_versions.c.version).where(
+                model_versions.c.model_name == name,
+                model_versions.c.stage == Stage.PRODUCTION.value,
+            )
+        ).scalar()
+
+    def _move(
+        self,
+        conn: Connection,
+        target: ModelVersion,
+        stage: Stage,
+        actor: str,
+        reason: str,
+        action: str,
+        details: dict[str, Any],
+    ) -> None:
+        name = target.model_name
+        if stage is Stage.PRODUCTION:
+            current = self._production_version(conn, name)
+            if current is not None and current != target.version:
+                self._set_stage_row(conn, name, current, Stage.ARCHIVED)
+                self._history(
+                    conn,
+                    name,
+                    current,
+                    action,
+                    actor,
+                    Stage.PRODUCTION.value,
+                    Stage.ARCHIVED.value,
+                    f"replaced by v{target.version}",
+                )
+        try:
+            self._set_stage_row(conn, name, target.version, stage)
+        except IntegrityError:
+            raise Conflict(
+                f"another version of {name!r} entered PRODUCTION at the same time"
+            ) from None
+        self._history(
+            conn,
+            name,
+            target.version,
+            action,
+            actor,
+            target.stage.value,
+            stage.value,
+            reason,
+            details,
+        )
+
+    def _set_stage_row(self, conn: Connection, name: str, version: int, stage: Stage) -> None:
+        conn.execute(
+            update(model_versions)
+            .where(model_versions.c.model_name == name, model_versions.c.version == version)
+            .values(stage=stage.value)
+        )
+
+
+def _opt(value: int | None) -> str | None:
+    return None if value is None else str(value)

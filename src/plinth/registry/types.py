@@ -1,0 +1,149 @@
+"""The registry's value objects."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+_JSON = {"ser_json_inf_nan": "strings"}
+
+
+class Stage(enum.StrEnum):
+    DEVELOPMENT = "DEVELOPMENT"
+    STAGING = "STAGING"
+    SHADOW = "SHADOW"
+    PRODUCTION = "PRODUCTION"
+    ARCHIVED = "ARCHIVED"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of a model's input or output: its name and a pandas dtype name
+    (``int64``, ``float64``, ``bool``, ``string``, ``datetime64[ns]`` ...)."""
+
+    __pydantic_config__ = _JSON
+
+    name: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    __pydantic_config__ = _JSON
+
+    inputs: list[ColumnSpec]
+    outputs: list[ColumnSpec] = field(default_factory=list)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [c.name for c in self.inputs]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a model package says about itself; ``files`` maps each file to its sha256."""
+
+    __pydantic_config__ = _JSON
+
+    flavor: str
+    plinth_version: str
+    python_version: str
+    requirements: dict[str, str]
+    created_at: datetime
+    files: dict[str, str]
+    signature: Signature | None = None
+    model_class: str = ""
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    __pydantic_config__ = _JSON
+
+    name: str
+    description: str
+    owner: str
+    created_at: datetime
+    updated_at: datetime
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)
+    latest_version: int | None = None
+    production_version: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """An immutable model version: only stage, aliases, tags and description ever change."""
+
+    __pydantic_config__ = _JSON
+
+    model_name: str
+    version: int
+    stage: Stage
+    description: str
+    owner: str
+    created_at: datetime
+    package_uri: str
+    manifest: Manifest
+    run_id: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def signature(self) -> Signature | None:
+        return self.manifest.signature
+
+    @property
+    def flavor(self) -> str:
+        return self.manifest.flavor
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    __pydantic_config__ = _JSON
+
+    gate: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One append-only row of a model's audit trail."""
+
+    __pydantic_config__ = _JSON
+
+    id: int
+    model_name: str
+    version: int | None
+    action: str  # register | stage | alias | unalias | description | tags | delete | rollback | decision
+    actor: str
+    at: datetime
+    from_value: str | None
+    to_value: str | None
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of champion/challenger adjudication, recorded in the history either way."""
+
+    __pydantic_config__ = _JSON
+
+    outcome: str  # promoted | kept
+    model_name: str
+    metric: str
+    direction: str
+    challenger_run_id: str | None
+    challenger_score: float | None
+    champion_version: int | None
+    champion_score: float | None
+    version: int | None  # the newly promoted version, when promoted
+    reason: str
