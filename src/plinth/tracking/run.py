@@ -172,6 +172,7 @@ class ActiveRun:
             self.log_artifact(tmp, name)
         if registered_model is None:
             return None
+        self.flush()  # the version's lineage snapshots the run's metrics as they are now
         package = f"{self.experiment_id}/{self.id}/artifacts/{name}"
         return self._client.registry.create_model_version(
             registered_model, package, self.id, "", None, self.info.owner
