@@ -43,15 +43,17 @@ class RegistryClient:
 
         check_model_name(name)
         package = f"models/{name}/packages/{uuid.uuid4().hex}"
-        with tempfile.TemporaryDirectory(prefix="plinth-model-") as tmp:
-            folder = self._packaged(model, Path(tmp), input_example, signature, flavor)
-            self._upload_package(folder, package)
         try:
+            with tempfile.TemporaryDirectory(prefix="plinth-model-") as tmp:
+                folder = self._packaged(model, Path(tmp), input_example, signature, flavor)
+                self._upload_package(folder, package)
             return self.registry.create_model_version(
                 name, package, None, description, tags, _owner()
             )
         except Exception:
-            if not self.remote:  # a refused registration leaves no package behind
+            # No version exists without its whole package (the service checks every file);
+            # locally a partial upload is removed as well.
+            if not self.remote:
                 self.registry.artifacts.delete(package)
             raise
 
