@@ -21,7 +21,9 @@ def register(client: Client, model: Any, data: Data, name: str = "churn", **kw: 
 
 
 class TestVersions:
-    def test_numbers_lineage_and_signature(self, client: Client, churn_model: Any, churn_data: Data) -> None:
+    def test_numbers_lineage_and_signature(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
         frame, _ = churn_data
         with client.start_run(experiment="churn", seed=3) as run:
             run.log_params({"C": 1.0}, group="hyper")
@@ -42,9 +44,13 @@ class TestVersions:
         model = client.registry.get_registered_model("churn")
         assert (model.latest_version, model.production_version) == (2, None)
 
-    def test_only_description_and_tags_change(self, client: Client, churn_model: Any, churn_data: Data) -> None:
+    def test_only_description_and_tags_change(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
         mv = register(client, churn_model, churn_data)
-        changed = client.registry.update_model_version("churn", mv.version, "**better**", {"team": "risk"})
+        changed = client.registry.update_model_version(
+            "churn", mv.version, "**better**", {"team": "risk"}
+        )
         assert (changed.description, changed.tags) == ("**better**", {"team": "risk"})
         assert changed.manifest == mv.manifest and changed.package_uri == mv.package_uri
         actions = [h.action for h in client.model_history("churn")]
@@ -65,7 +71,9 @@ class TestVersions:
             predictor.predict(frame[:10].assign(age=["x"] * 10))
         assert client.load_model("models:/churn/1").version == 1  # warm: from the local cache
 
-    def test_a_tampered_package_is_refused(self, client: Client, churn_model: Any, churn_data: Data) -> None:
+    def test_a_tampered_package_is_refused(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
         mv = register(client, churn_model, churn_data)
         client.load_model(mv.uri)
         cached = Path(client.settings.home).resolve() / "cache" / "models" / "churn" / "1"
@@ -84,7 +92,13 @@ class TestVersions:
         assert client.get_model_version("models:/churn@production").version == 3
         assert client.get_model_version("models:/churn@latest").version == 3
         assert client.get_model_version("churn", 2).aliases == ["champion"]
-        for bad in ["churn/1", "models:/churn", "models:/churn/0", "models:/churn@", "models:/bad name/1"]:
+        for bad in [
+            "churn/1",
+            "models:/churn",
+            "models:/churn/0",
+            "models:/churn@",
+            "models:/bad name/1",
+        ]:
             with pytest.raises(plinth.InvalidArgument):
                 client.get_model_version(bad)
         with pytest.raises(plinth.NotFound):
@@ -106,14 +120,18 @@ class TestVersions:
 
 
 class TestStages:
-    def test_one_production_and_the_audit_trail(self, client: Client, churn_model: Any, churn_data: Data) -> None:
+    def test_one_production_and_the_audit_trail(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
         for _ in range(2):
             register(client, churn_model, churn_data)
         client.set_stage("churn", 1, "PRODUCTION", reason="first")
         client.set_stage("churn", 2, "PRODUCTION", reason="beats v1 on holdout")
         assert client.get_model_version("churn", 1).stage is Stage.ARCHIVED
         assert client.get_model_version("churn", 2).stage is Stage.PRODUCTION
-        rows = [(h.action, h.version, h.from_value, h.to_value) for h in client.model_history("churn")]
+        rows = [
+            (h.action, h.version, h.from_value, h.to_value) for h in client.model_history("churn")
+        ]
         assert rows[-3:] == [
             ("stage", 1, "DEVELOPMENT", "PRODUCTION"),
             ("stage", 1, "PRODUCTION", "ARCHIVED"),
@@ -136,14 +154,18 @@ class TestStages:
         assert [(h.action, h.version) for h in history[-2:]] == [("rollback", 3), ("rollback", 1)]
         assert history[-1].reason == "v3 misbehaves"
 
-    def test_archived_needs_saying_so(self, client: Client, churn_model: Any, churn_data: Data) -> None:
+    def test_archived_needs_saying_so(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
         register(client, churn_model, churn_data)
         client.set_stage("churn", 1, "ARCHIVED")
         with pytest.raises(plinth.Conflict, match="allow_archived"):
             client.set_stage("churn", 1, "STAGING")
         assert client.set_stage("churn", 1, "STAGING", allow_archived=True).stage is Stage.STAGING
 
-    def test_bad_stage_and_aliases(self, client: Client, churn_model: Any, churn_data: Data) -> None:
+    def test_bad_stage_and_aliases(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
         register(client, churn_model, churn_data)
         with pytest.raises((plinth.InvalidArgument, ValueError)):
             client.set_stage("churn", 1, "LIVE")
@@ -162,10 +184,14 @@ class TestGates:
     def test_metric_threshold(self, client: Client, churn_model: Any, churn_data: Data) -> None:
         with client.start_run(experiment="churn") as run:
             run.log_metric("auc", 0.7)
-            low = run.log_model(churn_model, input_example=churn_data[0][:5], registered_model="churn")
+            low = run.log_model(
+                churn_model, input_example=churn_data[0][:5], registered_model="churn"
+            )
         with client.start_run(experiment="churn") as run:
             run.log_metric("auc", 0.9)
-            high = run.log_model(churn_model, input_example=churn_data[0][:5], registered_model="churn")
+            high = run.log_model(
+                churn_model, input_example=churn_data[0][:5], registered_model="churn"
+            )
         client.registry.set_gates("churn", [Gate("metric", expression="auc >= 0.8")])
         with pytest.raises(plinth.GateFailed, match=r"auc >= 0.8: auc = 0.7"):
             client.set_stage("churn", low.version, "STAGING")
@@ -177,7 +203,9 @@ class TestGates:
         with pytest.raises(plinth.InvalidArgument):
             client.registry.set_gates("churn", [Gate("metric", expression="auc is great")])
 
-    def test_not_worse_on_holdout(self, client: Client, churn_model: Any, weak_model: Any, churn_data: Data) -> None:
+    def test_not_worse_on_holdout(
+        self, client: Client, churn_model: Any, weak_model: Any, churn_data: Data
+    ) -> None:
         register(client, churn_model, churn_data)
         register(client, weak_model, churn_data)
         client.set_stage("churn", 1, "PRODUCTION")
@@ -188,7 +216,9 @@ class TestGates:
             client.set_stage("churn", 2, "PRODUCTION", holdout=churn_data)
         assert client.get_model_version("churn", 1).stage is Stage.PRODUCTION
         register(client, churn_model, churn_data)
-        assert client.set_stage("churn", 3, "PRODUCTION", holdout=churn_data).stage is Stage.PRODUCTION
+        assert (
+            client.set_stage("churn", 3, "PRODUCTION", holdout=churn_data).stage is Stage.PRODUCTION
+        )
 
     def test_signature_compatibility_names_the_feature(
         self, client: Client, churn_model: Any, churn_data: Data
@@ -207,21 +237,29 @@ class TestGates:
 
 
 class TestChampionChallenger:
-    def test_promoted_then_kept(self, client: Client, churn_model: Any, weak_model: Any, churn_data: Data) -> None:
+    def test_promoted_then_kept(
+        self, client: Client, churn_model: Any, weak_model: Any, churn_data: Data
+    ) -> None:
         frame, _ = churn_data
         with client.start_run(experiment="churn", name="weak") as run:
             run.log_metric("val_auc", 0.6)
             run.log_model(weak_model, input_example=frame[:5])
-        first = client.register_best(experiment="churn", metric="val_auc", model="churn", holdout=churn_data)
+        first = client.register_best(
+            experiment="churn", metric="val_auc", model="churn", holdout=churn_data
+        )
         assert (first.outcome, first.version, first.champion_version) == ("promoted", 1, None)
         with client.start_run(experiment="churn", name="strong") as run:
             run.log_metric("val_auc", 0.9)
             run.log_model(churn_model, input_example=frame[:5])
-        second = client.register_best(experiment="churn", metric="val_auc", model="churn", holdout=churn_data)
+        second = client.register_best(
+            experiment="churn", metric="val_auc", model="churn", holdout=churn_data
+        )
         assert (second.outcome, second.version, second.champion_version) == ("promoted", 2, 1)
         assert second.challenger_score > second.champion_score
         assert client.get_model_version("models:/churn@production").version == 2
-        third = client.register_best(experiment="churn", metric="val_auc", model="churn", holdout=churn_data)
+        third = client.register_best(
+            experiment="churn", metric="val_auc", model="churn", holdout=churn_data
+        )
         assert third.outcome == "kept" and third.version is None
         decisions = [h for h in client.model_history("churn") if h.action == "decision"]
         assert [d.to_value for d in decisions] == ["promoted", "promoted", "kept"]
@@ -240,7 +278,9 @@ class TestHousekeeping:
         client.set_stage("churn", 1, "PRODUCTION")
         client.set_alias("churn", "champion", version=2)
         assert [m.name for m in client.registry.list_registered_models()] == ["churn", "fraud"]
-        assert [m.name for m in client.registry.list_registered_models(name_like="fr%")] == ["fraud"]
+        assert [m.name for m in client.registry.list_registered_models(name_like="fr%")] == [
+            "fraud"
+        ]
         found = client.registry.search_model_versions(stage=Stage.PRODUCTION)
         assert [(v.model_name, v.version) for v in found] == [("churn", 1)]
         assert [v.version for v in client.registry.search_model_versions(tag="team=risk")] == [2]
@@ -258,7 +298,9 @@ class TestHousekeeping:
             assert not client.registry.artifacts.exists(mv.package_uri)
 
     def test_models_by_name(self, client: Client) -> None:
-        created = client.registry.create_registered_model("churn", "# Churn\nmodel", {"team": "risk"})
+        created = client.registry.create_registered_model(
+            "churn", "# Churn\nmodel", {"team": "risk"}
+        )
         assert created.description.startswith("# Churn") and created.tags == {"team": "risk"}
         with pytest.raises(plinth.AlreadyExists):
             client.registry.create_registered_model("churn")
@@ -266,3 +308,25 @@ class TestHousekeeping:
             client.registry.create_registered_model("bad/name")
         with pytest.raises(plinth.NotFound):
             client.registry.get_registered_model("nothing")
+
+
+@pytest.mark.integration
+def test_postgres_and_s3(
+    postgres_uri: str, s3_bucket: str, churn_model: Any, churn_data: Data, tmp_path: Path
+) -> None:
+    """The scaled-out set-up: versions in PostgreSQL, packages in an S3 bucket."""
+    from plinth.store.engine import open_store
+    from tests.backends import empty_tables, local_client
+
+    empty_tables(open_store(postgres_uri))
+    client = local_client(postgres_uri, f"{s3_bucket}/artifacts")
+    with client.start_run(experiment="s3") as run:
+        logged = run.log_model(churn_model, input_example=churn_data[0][:5], registered_model="churn")
+    direct = register(client, churn_model, churn_data)
+    client.set_stage("churn", direct.version, "PRODUCTION")
+    assert (logged.version, direct.version) == (1, 2)
+    predictor = client.load_model("models:/churn@production")
+    assert len(predictor.predict(churn_data[0][:7])) == 7
+    client.set_stage("churn", 1, "ARCHIVED")
+    client.registry.delete_model_version("churn", 1)  # its package stays with the run
+    assert client.list_artifacts(run.id, "model")
