@@ -1,0 +1,191 @@
+"""Model packages: a folder holding the flavor's files and a manifest that lists them.
+
+    folder/
+      plinth-model.json   the Manifest: flavor, versions, signature, sha256 of every file
+      model/              what the flavor wrote
+
+Every file is checked against its sha256 before a package loads, so a tampered, truncated
+or missing file is refused by name instead of being unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pydantic
+
+from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.registry.flavors import Flavor, flavor_for, flavor_named
+from plinth.registry.signature import enforce, infer_signature
+from plinth.registry.types import Manifest, Signature
+
+MANIFEST = "plinth-model.json"
+MODEL_FOLDER = "model"
+#: recorded with every flavor's own requirements: signatures and predictors use them
+_ALWAYS = ("numpy", "pandas")
+_ADAPTER = pydantic.TypeAdapter(Manifest)
+
+
+def save_package(
+    model: object,
+    folder: Path | str,
+    *,
+    flavor: str | None = None,
+    input_example: object = None,
+    signature: Signature | None = None,
+) -> Manifest:
+    """Write ``model`` as a package into ``folder``. The flavor is the one named, else the
+    first that handles the model; without a ``signature`` one is inferred from
+    ``input_example`` (outputs from the model's predictions on it), else there is none."""
+    folder = Path(folder)
+    chosen = _choose_flavor(model, flavor)
+    if signature is None and input_example is not None:
+        signature = _infer(model, chosen, input_example)
+    target = folder / MODEL_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir()
+    except FileExistsError:
+        raise AlreadyExists(f"{folder} already holds a model package") from None
+    try:
+        chosen.save(model, target)
+    except Exception as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise InvalidArgument(
+            f"the {chosen.name} flavor could not save the {_qualified_class(model)}: {exc}"
+        ) from exc
+    manifest = Manifest(
+        flavor=chosen.name,
+        plinth_version=_plinth_version(),
+        python_version=platform.python_version(),
+        requirements=_installed(chosen.requirements + _ALWAYS),
+        created_at=datetime.now(UTC),
+        files={_relative(path, folder): _sha256(path) for path in _files_under(target)},
+        signature=signature,
+        model_class=_qualified_class(model),
+    )
+    _write_manifest(folder, manifest)
+    return manifest
+
+
+def read_manifest(folder: Path | str) -> Manifest:
+    path = Path(folder) / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no model package at {folder}: {MANIFEST} is missing") from None
+    try:
+        return _ADAPTER.validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise InvalidArgument(
+            f"model package at {folder} is corrupt: {MANIFEST} is not a valid manifest ({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
+        ) from None
+
+
+def verify_package(folder: Path | str, manifest: Manifest | None = None) -> Manifest:
+    """Check every file the manifest lists against its sha256; files it does not list are
+    ignored. ``manifest`` defaults to the package's own (pass the registry's copy to catch
+    an edited manifest too)."""
+    folder = Path(folder)
+    if manifest is None:
+        manifest = read_manifest(folder)
+    root = folder.resolve()
+    for name, expected in manifest.files.items():
+        path = (folder / name).resolve()
+        if not path.is_relative_to(root):
+            raise InvalidArgument(
+                f"model package at {folder} is corrupt: its manifest lists {name!r}, which lies outside the package"
+            )
+        try:
+            actual = _sha256(path)
+        except FileNotFoundError:
+            raise InvalidArgument(
+                f"model package at {folder} is corrupt: file {name!r} is missing"
+            ) from None
+        if actual != expected:
+            raise InvalidArgument(
+                f"model package at {folder} is corrupt: file {name!r} was changed or truncated (its sha256 does not match the manifest)"
+            )
+    return manifest
+
+
+def load_package(folder: Path | str) -> tuple[Manifest, object]:
+    """Verify the package, then load its native model with its flavor."""
+    folder = Path(folder)
+    manifest = verify_package(folder)
+    flavor = flavor_named(manifest.flavor)
+    try:
+        model = flavor.load(folder / MODEL_FOLDER)
+    except Exception as exc:
+        needs = ", ".join(f"{name}=={v}" for name, v in manifest.requirements.items())
+        raise InvalidArgument(
+            f"could not load the {manifest.model_class or 'model'} in {folder} with the {flavor.name} flavor: {exc} (it was saved with Python {manifest.python_version} and {needs})"
+        ) from exc
+    return manifest, model
+
+
+def _choose_flavor(model: object, name: str | None) -> Flavor:
+    if name is None:
+        return flavor_for(model)
+    chosen = flavor_named(name)
+    if not chosen.handles(model):
+        raise InvalidArgument(f"the {name} flavor cannot save a {_qualified_class(model)}")
+    return chosen
+
+
+def _infer(model: object, flavor: Flavor, example: object) -> Signature:
+    inputs = infer_signature(example)
+    try:
+        outputs = flavor.predict(model, enforce(inputs, example))
+    except Exception as exc:
+        raise InvalidArgument(
+            f"the model failed to predict on its input example, so no signature could be inferred: {exc!r}"
+        ) from exc
+    return infer_signature(example, outputs)
+
+
+def _write_manifest(folder: Path, manifest: Manifest) -> None:
+    # written last and renamed into place: a package without its manifest is no package
+    partial = folder / f".{MANIFEST}.partial"
+    partial.write_bytes(_ADAPTER.dump_json(manifest, indent=2))
+    os.replace(partial, folder / MANIFEST)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).as_posix()
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as source:
+        return hashlib.file_digest(source, "sha256").hexdigest()
+
+
+def _installed(distributions: tuple[str, ...]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in distributions:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _plinth_version() -> str:
+    import plinth
+
+    return plinth.__version__
+
+
+def _qualified_class(model: object) -> str:
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
