@@ -10,6 +10,7 @@ or missing file is refused by name instead of being unpickled.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -170,14 +171,20 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(source, "sha256").hexdigest()
 
 
-def _installed(distributions: tuple[str, ...]) -> dict[str, str]:
+@functools.lru_cache(maxsize=64)
+def _installed_versions(distributions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # Looking a distribution up scans sys.path: once per process is enough.
     found: dict[str, str] = {}
     for name in distributions:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             continue
-    return found
+    return tuple(found.items())
+
+
+def _installed(distributions: tuple[str, ...]) -> dict[str, str]:
+    return dict(_installed_versions(distributions))
 
 
 def _plinth_version() -> str:
