@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from plinth.errors import PlinthError
+from plinth.registry.types import Stage
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,13 +29,18 @@ experiments_app = typer.Typer(
 )
 runs_app = typer.Typer(no_args_is_help=True, help="Runs: one training of one candidate each.")
 db_app = typer.Typer(no_args_is_help=True, help="The central metadata store.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="The model registry: versions, stages, aliases, history."
+)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -229,6 +235,211 @@ def runs_close_stale(
     return (
         _print_json(closed) if json_ else out.print(f"closed {len(closed)} stale run(s) as KILLED")
     )
+
+
+# -- models ----------------------------------------------------------------------------
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:  # escaped: descriptions, reasons and URIs are not markup
+        table.add_row(*(escape(_fmt(cell)) for cell in row))
+    return table
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
+
+
+def _say(json_: bool, value: Any, line: str) -> None:
+    return _print_json(value) if json_ else out.print(escape(line), highlight=False)
+
+
+def _actor() -> str:
+    from plinth.client import _owner
+
+    return _owner()
+
+
+def _gate_text(gate: Any) -> str:
+    stages = "/".join(s.value for s in gate.stages)
+    if gate.kind == "metric":
+        return f"{gate.expression} (before {stages})"
+    return f"{gate.metric} not worse than production, {gate.direction} (before {stages})"
+
+
+@models_app.command("list")
+def models_list(
+    name_like: Annotated[str | None, typer.Option("--like", help="SQL LIKE pattern")] = None,
+    max_results: Annotated[int, typer.Option("--max")] = 100,
+    json_: JsonOption = False,
+) -> None:
+    """List registered models."""
+    found = _client().registry.list_registered_models(name_like, max_results).items
+    if json_:
+        return _print_json(found)
+    rows = [
+        (m.name, m.latest_version, m.production_version, _pairs(m.aliases), m.updated_at)
+        for m in found
+    ]
+    columns = ("name", "latest", "production", "aliases", "updated")
+    out.print(_table("registered models", columns, rows))
+
+
+@models_app.command("show")
+def models_show(
+    name: str,
+    version: Annotated[int | None, typer.Option("--version", help="one version's story")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Show a model and its versions, or with --version everything about one version."""
+    client = _client()
+    if version is not None:
+        mv = client.get_model_version(name, version)
+        return _print_json(mv) if json_ else _print_version(mv)
+    model = client.registry.get_registered_model(name)
+    gates = client.registry.get_gates(name)
+    # the name filter is a LIKE pattern ('_' matches any character): keep exact matches
+    found = client.registry.search_model_versions(name=name, max_results=10_000)
+    versions = [v for v in found if v.model_name == name]
+    if json_:
+        return _print_json({"model": model, "gates": gates, "versions": versions})
+    _print_model(model, gates, versions)
+
+
+def _print_model(model: Any, gates: list[Any], versions: list[Any]) -> None:
+    out.print(f"[bold]{model.name}[/bold]  owner={escape(model.owner or '-')}", highlight=False)
+    if model.description:
+        out.print(escape(model.description))
+    out.print(f"tags: {escape(_pairs(model.tags))}", highlight=False)
+    out.print(f"aliases: {escape(_pairs(model.aliases))}", highlight=False)
+    out.print(f"gates: {'; '.join(_gate_text(g) for g in gates) or '-'}", highlight=False)
+    rows = [
+        (v.version, v.stage, ", ".join(v.aliases) or "-", v.flavor, v.run_id, v.created_at)
+        for v in versions
+    ]
+    columns = ("version", "stage", "aliases", "flavor", "run", "created")
+    out.print(_table("versions", columns, rows))
+
+
+def _print_version(mv: Any) -> None:
+    lineage, manifest = mv.lineage, mv.manifest
+    aliases = " ".join(f"@{a}" for a in mv.aliases) or "no aliases"
+    out.print(f"[bold]{mv.uri}[/bold]  {mv.stage.value}  {aliases}", highlight=False)
+    out.print(
+        f"flavor {manifest.flavor} ({manifest.model_class or '-'})  owner {mv.owner or '-'}  "
+        f"created {_fmt(mv.created_at)}  python {manifest.python_version}  "
+        f"plinth {manifest.plinth_version}",
+        highlight=False,
+    )
+    if mv.description:
+        out.print(escape(mv.description))
+    run = f"{lineage.get('run_name')} in {lineage.get('experiment')}" if mv.run_id else "none"
+    out.print(f"source run: {_fmt(mv.run_id)} ({escape(run)})", highlight=False)
+    out.print(f"code: {escape(_pairs(lineage.get('code', {})))}", highlight=False)
+    out.print(f"tags: {escape(_pairs(mv.tags))}", highlight=False)
+    _print_signature(mv.signature)
+    _print_lineage_tables(lineage)
+    requirements = lineage.get("requirements") or manifest.requirements
+    out.print(f"requirements: {', '.join(f'{k}=={v}' for k, v in sorted(requirements.items()))}")
+    files = [(file, digest[:12]) for file, digest in sorted(manifest.files.items())]
+    out.print(_table("package files", ("file", "sha256"), files))
+
+
+def _print_signature(signature: Any) -> None:
+    if signature is None:
+        out.print("signature: none (register with an input example to reach PRODUCTION)")
+        return
+    rows = [("input", c.name, c.dtype) for c in signature.inputs]
+    rows += [("output", c.name, c.dtype) for c in signature.outputs]
+    out.print(_table("signature", ("", "column", "dtype"), rows))
+
+
+def _print_lineage_tables(lineage: dict[str, Any]) -> None:
+    datasets = [
+        (d.get("name"), d.get("uri"), d.get("version"), d.get("digest"), d.get("rows"))
+        for d in lineage.get("datasets", [])
+    ]
+    if datasets:
+        columns = ("name", "uri", "version", "digest", "rows")
+        out.print(_table("training datasets", columns, datasets))
+    params = [
+        (group, key, json.dumps(value))
+        for group, values in sorted(lineage.get("params", {}).items())
+        for key, value in sorted(values.items())
+    ]
+    if params:
+        out.print(_table("params", ("group", "name", "value"), params))
+    metrics = sorted(lineage.get("metrics", {}).items())
+    if metrics:
+        out.print(_table("metrics", ("name", "value"), metrics))
+
+
+@models_app.command("history")
+def models_history(name: str, json_: JsonOption = False) -> None:
+    """The model's audit trail, oldest first."""
+    rows = _client().model_history(name)
+    if json_:
+        return _print_json(rows)
+    columns = ("when", "who", "action", "version", "change", "reason")
+    out.print(_table(f"history of {name}", columns, [_history_row(h) for h in rows]))
+
+
+def _history_row(h: Any) -> tuple[Any, ...]:
+    change = f"{h.from_value or '-'} → {h.to_value or '-'}"
+    if "alias" in h.details:
+        change = f"@{h.details['alias']}: {change}"
+    return (h.at, h.actor or "-", h.action, h.version, change, h.reason or "-")
+
+
+@models_app.command("stage")
+def models_stage(
+    name: str,
+    version: int,
+    stage: Annotated[Stage, typer.Argument(case_sensitive=False)],
+    reason: ReasonOption = "",
+    allow_archived: Annotated[bool, typer.Option("--allow-archived")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Move a version to a stage (gates run before STAGING and PRODUCTION)."""
+    mv = _client().set_stage(name, version, stage, reason, allow_archived=allow_archived)
+    _say(json_, mv, f"{mv.uri} is now {mv.stage.value}")
+
+
+@models_app.command("alias")
+def models_alias(
+    name: str, alias: str, version: int, reason: ReasonOption = "", json_: JsonOption = False
+) -> None:
+    """Point an alias (champion, challenger, ...) at a version."""
+    mv = _client().set_alias(name, alias, version, reason)
+    _say(json_, mv, f"@{alias} -> {mv.uri} ({mv.stage.value})")
+
+
+@models_app.command("unalias")
+def models_unalias(name: str, alias: str, json_: JsonOption = False) -> None:
+    """Remove an alias."""
+    _client().registry.delete_alias(name=name, alias=alias, actor=_actor())
+    _say(json_, {"model": name, "alias": alias, "removed": True}, f"removed @{alias} from {name}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: str, reason: ReasonOption = "", json_: JsonOption = False) -> None:
+    """Restore the previous PRODUCTION version."""
+    mv = _client().rollback(name, reason)
+    _say(json_, mv, f"rolled back {name}: {mv.uri} is {mv.stage.value} again")
+
+
+@models_app.command("delete")
+def models_delete(
+    name: str, version: int, reason: ReasonOption = "", json_: JsonOption = False
+) -> None:
+    """Delete a version and its package (refused while PRODUCTION or aliased)."""
+    registry = _client().registry
+    registry.delete_model_version(name=name, version=version, actor=_actor(), reason=reason)
+    deleted = {"model": name, "version": version, "deleted": True}
+    _say(json_, deleted, f"deleted models:/{name}/{version}")
 
 
 @db_app.command("upgrade")
