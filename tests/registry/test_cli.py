@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
@@ -50,6 +51,7 @@ def churn(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModelVersion]:
     """churn v1 (from an object) and v2 (from a run, PRODUCTION, @champion) with gates;
     fraud v1 without a signature."""
     monkeypatch.setenv("COLUMNS", "200")  # wide enough that no table cell folds
+    monkeypatch.setattr("plinth.cli.out", Console(width=200))  # whatever the worker's terminal
     monkeypatch.setattr(
         "plinth.tracking.lineage.capture_lineage",
         lambda seed=None: Lineage(git_commit=COMMIT, git_dirty=False, entry_point="train.py"),

@@ -167,8 +167,9 @@ class TestStages:
         self, client: Client, churn_model: Any, churn_data: Data
     ) -> None:
         register(client, churn_model, churn_data)
-        with pytest.raises((plinth.InvalidArgument, ValueError)):
+        with pytest.raises(plinth.InvalidArgument, match="PRODUCTION"):
             client.set_stage("churn", 1, "LIVE")
+        assert client.set_stage("churn", 1, "staging").stage is Stage.STAGING
         with pytest.raises(plinth.NotFound):
             client.set_alias("churn", "champion", version=5)
         with pytest.raises(plinth.InvalidArgument, match="reserved"):
@@ -321,7 +322,9 @@ def test_postgres_and_s3(
     empty_tables(open_store(postgres_uri))
     client = local_client(postgres_uri, f"{s3_bucket}/artifacts")
     with client.start_run(experiment="s3") as run:
-        logged = run.log_model(churn_model, input_example=churn_data[0][:5], registered_model="churn")
+        logged = run.log_model(
+            churn_model, input_example=churn_data[0][:5], registered_model="churn"
+        )
     direct = register(client, churn_model, churn_data)
     client.set_stage("churn", direct.version, "PRODUCTION")
     assert (logged.version, direct.version) == (1, 2)

@@ -151,7 +151,7 @@ class RegistryClient:
 
         evidence = self._holdout_evidence(name, version, holdout) if holdout is not None else None
         return self.registry.set_stage(
-            name, version, Stages(stage), reason, _owner(), allow_archived, evidence
+            name, version, Stages.parse(stage), reason, _owner(), allow_archived, evidence
         )
 
     def _holdout_evidence(

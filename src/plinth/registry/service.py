@@ -10,11 +10,11 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
-from plinth.errors import Conflict, GateFailed
+from plinth.errors import Conflict, GateFailed, NotFound
 from plinth.registry import gates as gate_checks
 from plinth.registry.core import RegistryCore
 from plinth.registry.types import Decision, ModelVersion, Stage
-from plinth.store.schema import model_history, model_versions
+from plinth.store.schema import model_history, model_versions, registered_models
 
 
 class RegistryService(RegistryCore):
@@ -32,13 +32,13 @@ class RegistryService(RegistryCore):
         """Move a version to a stage. Entering PRODUCTION archives the current production
         version in the same transaction. Gates run before STAGING and PRODUCTION; a refused
         promotion changes nothing (GateFailed), and so does a race with another promotion."""
-        stage = Stage(stage)
+        stage = Stage.parse(stage)
         candidate = self.get_model_version(name, version)
         if candidate.stage is stage:
             return candidate
         if candidate.stage is Stage.ARCHIVED and not allow_archived:
             raise Conflict(
-                f"{candidate.uri} is ARCHIVED: pass allow_archived=True to bring it back to {stage.value}"
+                f"{candidate.uri} is ARCHIVED: pass allow_archived=True (--allow-archived) to bring it back to {stage.value}"
             )
         production = self._production(name)
         results = []
@@ -54,6 +54,7 @@ class RegistryService(RegistryCore):
                 )
         details = {"gates": [asdict(r) for r in results]}
         with self.store.write() as conn:
+            self._lock_model(conn, name)
             if self._production_version(conn, name) != (production.version if production else None):
                 raise Conflict(
                     f"the PRODUCTION version of {name!r} changed during this promotion; try again"
@@ -65,7 +66,7 @@ class RegistryService(RegistryCore):
     def rollback(self, name: str, reason: str = "", actor: str = "") -> ModelVersion:
         """Restore the version that was PRODUCTION before the current one."""
         with self.store.write() as conn:
-            self._model_row(conn, name)
+            self._lock_model(conn, name)
             current = self._production_version(conn, name)
             left = conn.execute(
                 select(model_history.c.version)
@@ -105,6 +106,17 @@ class RegistryService(RegistryCore):
                 decision.reason,
                 asdict(decision),
             )
+
+    def _lock_model(self, conn: Connection, name: str) -> None:
+        # Stage changes of one model take turns: PostgreSQL locks the model's row (SQLite
+        # writers already queue on BEGIN IMMEDIATE), so a promotion sees the one before it.
+        found = conn.execute(
+            select(registered_models.c.name)
+            .where(registered_models.c.name == name)
+            .with_for_update()
+        ).first()
+        if found is None:
+            raise NotFound(f"registered model {name!r} does not exist")
 
     def _production(self, name: str) -> ModelVersion | None:
         with self.store.read() as conn:

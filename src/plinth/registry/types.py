@@ -17,6 +17,18 @@ class Stage(enum.StrEnum):
     PRODUCTION = "PRODUCTION"
     ARCHIVED = "ARCHIVED"
 
+    @classmethod
+    def parse(cls, value: str) -> Stage:
+        """A stage from its name in any case; InvalidArgument names the valid ones."""
+        try:
+            return cls(value.upper() if isinstance(value, str) else value)
+        except ValueError:
+            from plinth.errors import InvalidArgument
+
+            raise InvalidArgument(
+                f"stage {value!r} is not one of {', '.join(cls.__members__)}"
+            ) from None
+
 
 @dataclass(frozen=True)
 class ColumnSpec:
