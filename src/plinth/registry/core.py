@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from plinth.registry import statements as sql
 from plinth.registry.gates import Gate, check_gate
 from plinth.registry.types import HistoryEntry, Manifest, ModelVersion, RegisteredModel, Stage
 from plinth.registry.uris import VIRTUAL_ALIASES, check_alias, check_model_name, parse_model_uri
@@ -210,12 +211,12 @@ class RegistryCore:
         ``models:/churn@production`` (by stage) or ``models:/churn@latest``."""
         ref = parse_model_uri(uri)
         with self.store.read() as conn:
-            self._model_row(conn, ref.name)
             if ref.version is not None:
                 return self._load_version(conn, ref.name, ref.version)
             assert ref.alias is not None
             version = self._alias_target(conn, ref.name, ref.alias)
             if version is None:
+                self._model_row(conn, ref.name)
                 raise NotFound(f"{uri}: model {ref.name!r} has no version at @{ref.alias}")
             return self._load_version(conn, ref.name, version)
 
@@ -454,48 +455,30 @@ class RegistryCore:
             ) from None
 
     def _model_row(self, conn: Connection, name: str, missing_ok: bool = False) -> Any:
-        row = conn.execute(
-            select(registered_models).where(registered_models.c.name == name)
-        ).first()
+        row = conn.execute(sql.model_row, {"name": name}).first()
         if row is None and not missing_ok:
             raise NotFound(f"registered model {name!r} does not exist")
         return row
 
     def _alias_target(self, conn: Connection, name: str, alias: str) -> int | None:
         lowered = alias.lower()
-        versions = model_versions.c
         if lowered == "latest":
-            return conn.execute(
-                select(versions.version)
-                .where(versions.model_name == name)
-                .order_by(versions.version.desc())
-                .limit(1)
+            found = conn.execute(sql.latest_version, {"name": name}).scalar()
+        elif lowered in VIRTUAL_ALIASES:
+            found = conn.execute(
+                sql.newest_in_stage, {"name": name, "stage": lowered.upper()}
             ).scalar()
-        if lowered in VIRTUAL_ALIASES:
-            return conn.execute(
-                select(versions.version)
-                .where(versions.model_name == name, versions.stage == lowered.upper())
-                .order_by(versions.version.desc())
-                .limit(1)
-            ).scalar()
-        return conn.execute(
-            select(model_aliases.c.version).where(
-                model_aliases.c.model_name == name, model_aliases.c.alias == alias
-            )
-        ).scalar()
+        else:
+            found = conn.execute(sql.alias_target, {"name": name, "alias": alias}).scalar()
+        return None if found is None else int(found)
 
     def _load_version(self, conn: Connection, name: str, version: int) -> ModelVersion:
-        row = conn.execute(select(model_versions).where(*_version_is(name, version))).first()
+        key = {"name": name, "version": version}
+        row = conn.execute(sql.version_row, key).first()
         if row is None:
             self._model_row(conn, name)
             raise NotFound(f"model {name!r} has no version {version}")
-        aliases = sorted(
-            conn.execute(
-                select(model_aliases.c.alias).where(
-                    model_aliases.c.model_name == name, model_aliases.c.version == version
-                )
-            ).scalars()
-        )
+        aliases = sorted(conn.execute(sql.aliases_of_version, key).scalars())
         return ModelVersion(
             model_name=row.model_name,
             version=row.version,
