@@ -147,3 +147,60 @@ def test_a_package_missing_a_file_is_refused_by_the_service(
         client.registry.create_model_version("churn", "models/churn/packages/x")
     with pytest.raises(plinth.NotFound):
         client.registry.get_registered_model("churn")
+
+
+def test_a_registered_package_cannot_be_swapped(
+    tmp_path: Path, churn_model: Any, weak_model: Any, churn_data: Data
+) -> None:
+    client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "artifacts"))
+    mv = client.register_model(churn_model, name="churn", input_example=churn_data[0][:5])
+    with pytest.raises(plinth.Conflict, match="cannot change"):
+        client.registry.open_staging_writer(f"{mv.package_uri}/model/model.pkl")
+    other = client.register_model(weak_model, name="other", input_example=churn_data[0][:5])
+    with pytest.raises(plinth.InvalidArgument, match="must be under"):
+        client.registry.create_model_version("churn", other.package_uri)  # another model's package
+    # a package changed behind the registry's back (manifest included) is refused on load
+    from plinth.registry.package import save_package
+
+    swapped = tmp_path / "swapped"
+    save_package(weak_model, swapped, input_example=churn_data[0][:5])
+    for file in swapped.rglob("*"):
+        if file.is_file():
+            client.registry.artifacts.put_file(
+                file, f"{mv.package_uri}/{file.relative_to(swapped).as_posix()}"
+            )
+    with pytest.raises(plinth.InvalidArgument):
+        client.load_model(mv.uri)
+
+
+def test_a_failed_end_keeps_the_points_for_a_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.tracking.service import TrackingService
+
+    client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "artifacts"))
+    run = client.start_run(experiment="churn")
+    for step in range(100):
+        run.log_metric("loss", 1.0 / (step + 1), step=step)
+    with pytest.raises(plinth.InvalidArgument, match="DONE"):
+        run.end("DONE")
+    original = TrackingService.end_run
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise plinth.Unavailable("the store went away")
+
+    monkeypatch.setattr(TrackingService, "end_run", unavailable)
+    with pytest.raises(plinth.Unavailable):
+        run.end()
+    monkeypatch.setattr(TrackingService, "end_run", original)
+    run.end()
+    got = client.get_run(run.id)
+    assert got.status.value == "FINISHED" and got.metrics["loss"].count == 100
+    with pytest.raises(plinth.InvalidArgument, match="has ended"):
+        run.log_metric("loss", 0.0)
+    bad = client.start_run(experiment="churn")
+    with pytest.raises(plinth.InvalidArgument, match="control character"):
+        bad.log_metric("val\tloss", 1.0)
+    bad.log_metric("loss", 1.0)
+    bad.end()  # one bad name did not poison the buffer
+    assert client.get_run(bad.id).metrics["loss"].count == 1

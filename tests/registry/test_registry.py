@@ -76,8 +76,8 @@ class TestVersions:
     ) -> None:
         mv = register(client, churn_model, churn_data)
         client.load_model(mv.uri)
-        cached = Path(client.settings.home).resolve() / "cache" / "models" / "churn" / "1"
-        model_file = next(p for p in (cached / "model").rglob("*") if p.is_file())
+        cache = Path(client.settings.home).resolve() / "cache" / "models" / "churn"
+        model_file = next(p for p in cache.rglob("model/*") if p.is_file())
         model_file.write_bytes(model_file.read_bytes()[:-10])  # truncated
         with pytest.raises(plinth.InvalidArgument, match="model"):
             client.load_model(mv.uri)

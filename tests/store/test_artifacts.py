@@ -277,3 +277,12 @@ def test_safe_relpath_allows_the_root_only_when_asked() -> None:
     for bad in ("/", "..", "../a"):
         with pytest.raises(InvalidArgument):
             safe_relpath(bad, allow_root=True)
+
+
+def test_a_discarded_write_keeps_the_previous_content(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "root"))
+    store.write_bytes("a/file.bin", b"good")
+    writer = store.open_write("a/file.bin")
+    writer.write(b"TRUNC")
+    writer.discard()  # type: ignore[attr-defined]  # what the server does when an upload breaks off
+    assert store.read_bytes("a/file.bin") == b"good"

@@ -94,34 +94,47 @@ class RegistryClient:
 
     def load_model(self, uri: str) -> Predictor:
         """A predictor for a model URI; its files are checked against their sha256 first."""
-        from plinth.registry.package import load_package
+        from plinth.registry.package import load_package, verify_package
         from plinth.registry.predictor import Predictor
 
         mv = self.get_model_version(uri)
         folder = self._cached_package(mv)
+        verify_package(folder, mv.manifest)  # against the registry's copy, not the folder's own
         manifest, native = load_package(folder)
         return Predictor(manifest, native, model_name=mv.model_name, version=mv.version)
 
     def _cached_package(self, mv: ModelVersion) -> Path:
-        # Packages are immutable: one download per version, verified again at every load.
-        folder = (
-            Path(self.settings.home).resolve()
-            / "cache"
-            / "models"
-            / mv.model_name
-            / str(mv.version)
-        )
-        if not (folder / MANIFEST_FILE).is_file():
-            partial = folder.with_name(f".{mv.version}-{uuid.uuid4().hex[:8]}")
+        # Packages are immutable: one download per version of one store, checked at every load.
+        import hashlib
+        import shutil
+
+        identity = f"{self.registry_identity()}|{mv.model_name}|{mv.version}|{sorted(mv.manifest.files.items())}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+        folder = Path(self.settings.home).resolve() / "cache" / "models" / mv.model_name / digest
+        if (folder / MANIFEST_FILE).is_file():
+            return folder
+        partial = folder.with_name(f".{digest}-{uuid.uuid4().hex[:8]}")
+        try:
             for file in [MANIFEST_FILE, *mv.manifest.files]:
                 target = partial / file
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "wb") as out:
                     self._download_package_file(mv, file, out)
-            if not (folder / MANIFEST_FILE).is_file():
-                folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            try:
                 partial.rename(folder)
+            except OSError:
+                if not (folder / MANIFEST_FILE).is_file():  # another loader won the race: fine
+                    raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
         return folder
+
+    def registry_identity(self) -> str:
+        """Which registry this client talks to (keeps caches of different stores apart)."""
+        if self.remote:
+            return str(self.registry.transport.base_url)  # type: ignore[attr-defined]
+        return f"{self.registry.store.uri}|{self.registry.artifacts.uri()}"
 
     def _download_package_file(self, mv: ModelVersion, file: str, out: IO[bytes]) -> None:
         if self.remote:

@@ -156,6 +156,20 @@ class RegistryCore:
         checked against the package's sha256 list first: a partial upload never registers."""
         check_model_name(name)
         package_uri = safe_relpath(package_uri)
+        parts = package_uri.split("/")
+        own_area = parts[:3] == ["models", name, "packages"] and len(parts) == 4
+        run_area = (
+            len(parts) >= 4
+            and parts[2] == "artifacts"
+            and run_id is not None
+            and parts[1] == run_id
+        )
+        if not (own_area or run_area):
+            raise InvalidArgument(
+                f"package {package_uri!r} must be under models/{name}/packages/ID or the artifacts of run_id"
+            )
+        if own_area and self._package_in_use(package_uri):
+            raise Conflict(f"package {package_uri!r} is already registered")
         manifest = self._verified_manifest(package_uri)
         lineage = (
             self._lineage(run_id, manifest) if run_id else {"requirements": manifest.requirements}
@@ -386,7 +400,23 @@ class RegistryCore:
         if len(parts) < 5 or parts[0] != "models" or parts[2] != "packages":
             raise InvalidArgument(f"package files go under models/NAME/packages/ID/, not {path!r}")
         check_model_name(parts[1])
+        package = "/".join(parts[:4])
+        if self.artifacts.exists(f"{package}/{MANIFEST_FILE}") and self._package_in_use(package):
+            raise Conflict(f"package {package!r} belongs to a registered version and cannot change")
+        if self.artifacts.exists("/".join(parts)):
+            raise Conflict(f"{path!r} was uploaded already: a staged package is written once")
         return self.artifacts.open_write("/".join(parts))
+
+    def _package_in_use(self, package_uri: str) -> bool:
+        with self.store.read() as conn:
+            return (
+                conn.execute(
+                    select(model_versions.c.version)
+                    .where(model_versions.c.package_uri == package_uri)
+                    .limit(1)
+                ).first()
+                is not None
+            )
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ class RegistryService(RegistryCore):
         details = {"gates": [asdict(r) for r in results]}
         with self.store.write() as conn:
             self._lock_model(conn, name)
+            if self._load_version(conn, name, version).stage is not candidate.stage:
+                raise Conflict(f"{candidate.uri} changed stage during this promotion; try again")
             if self._production_version(conn, name) != (production.version if production else None):
                 raise Conflict(
                     f"the PRODUCTION version of {name!r} changed during this promotion; try again"

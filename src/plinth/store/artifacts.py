@@ -75,6 +75,11 @@ class _AtomicWriter(io.BufferedWriter):
         self._failed = self._failed or exc_type is not None
         self.close()
 
+    def discard(self) -> None:
+        """Close without publishing (an upload that broke off keeps the previous content)."""
+        self._failed = True
+        self.close()
+
     def close(self) -> None:
         if self.closed:
             return

@@ -79,6 +79,13 @@ class MetricBuffer:
             self.points.clear()
         return self._batch_of(taken) if taken else None
 
+    def restore(self, batch: MetricBatch) -> None:
+        """Put back points ``close`` handed out when writing them failed (for a retry)."""
+        rows = zip(
+            batch.keys, batch.values, batch.steps, batch.timestamps, batch.is_best, strict=True
+        )
+        self.points.extendleft(reversed(list(rows)))
+
     def _batch_of(self, taken: list[Point]) -> MetricBatch:
         keys, values, steps, stamps, best = (list(c) for c in zip(*taken, strict=True))
         return MetricBatch(keys, values, steps, stamps, best, dict(self._goals))
@@ -106,7 +113,7 @@ class MetricBuffer:
                     self._heartbeat()
                     last_beat = time.monotonic()
                 self.error = None
-            except Exception as exc:  # kept and retried; close() re-raises it
+            except Exception as exc:  # the points stay buffered and are retried
                 self.error = exc
                 with self._drained:
                     self._drained.notify_all()

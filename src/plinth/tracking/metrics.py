@@ -12,9 +12,13 @@ from sqlalchemy import Connection, Dialect, case, insert, select
 from plinth.errors import InvalidArgument
 from plinth.store.schema import metric_summaries, metrics
 from plinth.store.sql import to_datetime, upsert
-from plinth.tracking.types import MetricBatch, MetricPoint, MetricSummary, infer_goal
-
-MAX_KEY_LENGTH = 500
+from plinth.tracking.types import (
+    MetricBatch,
+    MetricPoint,
+    MetricSummary,
+    infer_goal,
+    validate_key,
+)
 
 
 def validate_batch(batch: MetricBatch) -> None:
@@ -33,17 +37,6 @@ def validate_batch(batch: MetricBatch) -> None:
     for key, goal in batch.goals.items():
         if goal not in ("max", "min"):
             raise InvalidArgument(f"metric {key!r}: goal must be 'max' or 'min', not {goal!r}")
-
-
-def validate_key(key: str, what: str = "metric name") -> None:
-    if not isinstance(key, str) or not key.strip():
-        raise InvalidArgument(f"{what} must be a non-empty string, got {key!r}")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidArgument(
-            f"{what} {key[:40]!r}... is {len(key)} characters; the limit is {MAX_KEY_LENGTH}"
-        )
-    if any(ord(c) < 32 for c in key):
-        raise InvalidArgument(f"{what} {key!r} contains a control character")
 
 
 def summarise(run_id: str, batch: MetricBatch) -> list[dict[str, Any]]:

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 from plinth.errors import InvalidArgument
 from plinth.tracking.buffer import MetricBuffer
 from plinth.tracking.lineage import seed_everything
-from plinth.tracking.types import DatasetInput, Run, RunStatus, infer_goal
+from plinth.tracking.types import DatasetInput, Run, RunStatus, infer_goal, validate_key
 
 if TYPE_CHECKING:
     from plinth.client import Client
     from plinth.registry.types import ModelVersion, Signature
 
 _starts = itertools.count()
-_open_runs: set[ActiveRun] = set()  # strong: a run its caller dropped must still end at exit
+_open_runs: set[ActiveRun] = set()
+_runs_lock = threading.Lock()  # strong: a run its caller dropped must still end at exit
 
 
 class ActiveRun:
@@ -50,7 +51,8 @@ class ActiveRun:
         )
         self._points = self._buffer.points
         self._started = next(_starts)
-        _open_runs.add(self)
+        with _runs_lock:
+            _open_runs.add(self)
 
     # -- metrics (the hot path) --------------------------------------------------------
 
@@ -71,7 +73,11 @@ class ActiveRun:
     ) -> None:
         """Buffer one point. ``step`` defaults to the metric's previous step + 1 (0 first);
         ``is_best`` defaults to "improves on the best so far" in the metric's goal direction."""
+        if self._ended:
+            raise InvalidArgument(f"run {self.id} has ended: start a new run to log {key!r}")
         value = float(value)
+        if key not in self._last_step:
+            validate_key(key)
         if step is None:
             step = self._last_step.get(key, -1) + 1
         self._last_step[key] = step
@@ -190,14 +196,24 @@ class ActiveRun:
     # -- lifecycle ---------------------------------------------------------------------
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED) -> None:
-        """Flush everything and close the run with a final status."""
+        """Flush everything and close the run with a final status. If the store refuses,
+        the points stay buffered and ``end`` can be called again."""
+        final = _parse_status(status)
         with self._lock:
             if self._ended:
                 return
             self._ended = True
-        _open_runs.discard(self)
-        # The points still buffered travel with the end: one write, one round trip.
-        self._client.tracking.end_run(self.id, RunStatus(status), self._buffer.close())
+        last = self._buffer.close()
+        try:
+            # The points still buffered travel with the end: one write, one round trip.
+            self._client.tracking.end_run(self.id, final, last)
+        except BaseException:
+            if last is not None:
+                self._buffer.restore(last)
+            self._ended = False
+            raise
+        with _runs_lock:
+            _open_runs.discard(self)
 
     def __enter__(self) -> ActiveRun:
         return self
@@ -221,7 +237,9 @@ class ActiveRun:
 
 @atexit.register
 def _end_open_runs() -> None:
-    for run in list(_open_runs):
+    with _runs_lock:
+        still_open = list(_open_runs)
+    for run in still_open:
         try:
             run.end(RunStatus.FINISHED)
         except Exception as exc:  # the interpreter is exiting: report, do not raise
@@ -232,7 +250,8 @@ def _end_open_runs() -> None:
 
 def active_run() -> ActiveRun | None:
     """The run this process started most recently and has not ended (the MLflow-style fluent API)."""
-    return max(_open_runs, key=lambda run: run._started, default=None)
+    with _runs_lock:
+        return max(_open_runs, key=lambda run: run._started, default=None)
 
 
 def require_active_run() -> ActiveRun:
@@ -240,3 +259,12 @@ def require_active_run() -> ActiveRun:
     if run is None:
         raise InvalidArgument("there is no active run: call plinth.start_run() first")
     return run
+
+
+def _parse_status(status: RunStatus | str) -> RunStatus:
+    try:
+        return RunStatus(status.upper() if isinstance(status, str) else status)
+    except ValueError:
+        raise InvalidArgument(
+            f"status {status!r} is not one of {', '.join(RunStatus.__members__)}"
+        ) from None

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from plinth.errors import InvalidArgument
+
 T = TypeVar("T")
 
 # Read by pydantic (without importing it here): NaN and infinities travel as "NaN",
@@ -202,3 +204,17 @@ def infer_goal(key: str) -> str:
     """Whether bigger is better for a metric: names like loss/error/mae are minimised."""
     lowered = key.lower()
     return "min" if any(word in lowered for word in _MINIMISED) else "max"
+
+
+MAX_KEY_LENGTH = 500
+
+
+def validate_key(key: str, what: str = "metric name") -> None:
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidArgument(f"{what} must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(
+            f"{what} {key[:40]!r}... is {len(key)} characters; the limit is {MAX_KEY_LENGTH}"
+        )
+    if any(ord(c) < 32 for c in key):
+        raise InvalidArgument(f"{what} {key!r} contains a control character")
