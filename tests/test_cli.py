@@ -76,8 +76,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 def test_db_upgrade_creates_the_store_under_home(home: Path) -> None:
     result = invoke("db", "upgrade")
     assert (home / "plinth.db").is_file()
-    assert "revision 0002" in result.stdout
-    assert "revision 0002" in invoke("db", "upgrade").stdout  # idempotent
+    assert "revision 0003" in result.stdout
+    assert "revision 0003" in invoke("db", "upgrade").stdout  # idempotent
 
 
 # -- experiments -----------------------------------------------------------------------

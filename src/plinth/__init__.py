@@ -67,6 +67,7 @@ set_alias = _on_default_client(Client.set_alias)
 rollback = _on_default_client(Client.rollback)
 model_history = _on_default_client(Client.model_history)
 register_best = _on_default_client(Client.register_best)
+feature_store = _on_default_client(Client.feature_store)
 
 
 # MLflow-style fluent logging: to the run this process started last and has not ended.
@@ -115,6 +116,7 @@ __all__ = [
     "default_client",
     "download_artifact",
     "end_run",
+    "feature_store",
     "get_experiment",
     "get_metric_history",
     "get_model_version",

@@ -13,6 +13,8 @@ from plinth.registry.client import RegistryClient
 
 if TYPE_CHECKING:
     from plinth.config import Settings
+    from plinth.features.service import FeatureService
+    from plinth.features.store import FeatureStore
     from plinth.registry.service import RegistryService
     from plinth.tracking.run import ActiveRun
     from plinth.tracking.service import TrackingService
@@ -34,14 +36,30 @@ class Client(RegistryClient):
         self,
         tracking: TrackingService,
         registry: RegistryService,
+        features: FeatureService,
         settings: Settings,
         *,
         remote: bool,
     ) -> None:
         self.tracking = tracking
         self.registry = registry
+        self.features = features
         self.settings = settings
         self.remote = remote
+        self._feature_store: FeatureStore | None = None
+
+    def feature_store(self) -> FeatureStore:
+        """The feature store: metadata through this client, data straight to the offline
+        (Delta) and online (SQLite/Redis) stores named by the settings."""
+        from plinth.features.offline import OfflineStore
+        from plinth.features.online import online_store_for
+        from plinth.features.store import FeatureStore
+
+        if self._feature_store is None:
+            offline = OfflineStore(self.settings.resolved_artifact_uri)
+            online = online_store_for(self.settings.resolved_online_uri)
+            self._feature_store = FeatureStore(self.features, offline, online)
+        return self._feature_store
 
     def close(self) -> None:
         """Release the HTTP connections of a remote client (a local one holds none)."""
@@ -144,8 +162,13 @@ class Client(RegistryClient):
         if target.is_dir():
             target = target / Path(artifact_path).name
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as out:
-            self._download(run_id, artifact_path, out)
+        partial = target.with_name(f".{target.name}.partial")
+        try:  # an existing file is replaced only by a complete download
+            with open(partial, "wb") as out:
+                self._download(run_id, artifact_path, out)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
         return target
 
     def read_artifact(self, run_id: str, artifact_path: str) -> bytes:
@@ -198,6 +221,7 @@ def connect(
         from plinth.remote import remote_services
 
         return Client(*remote_services(server), resolved, remote=True)
+    from plinth.features.service import FeatureService
     from plinth.registry.service import RegistryService
     from plinth.store.artifacts import ArtifactStore
     from plinth.store.engine import open_store
@@ -207,7 +231,8 @@ def connect(
         open_store(resolved.resolved_store_uri), ArtifactStore(resolved.resolved_artifact_uri)
     )
     registry = RegistryService(tracking.store, tracking.artifacts, tracking)
-    return Client(tracking, registry, resolved, remote=False)
+    features = FeatureService(tracking.store, resolved.resolved_artifact_uri)
+    return Client(tracking, registry, features, resolved, remote=False)
 
 
 _default: Client | None = None

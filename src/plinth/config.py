@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     store_uri: str | None = Field(default=None, description="metadata store (SQLAlchemy URL)")
     artifact_uri: str | None = Field(default=None, description="artifact root (fsspec URI)")
     uri: str | None = Field(default=None, description="a Plinth server to talk to instead")
+    online_uri: str | None = Field(default=None, description="online feature store (sqlite/redis)")
     host: str = "127.0.0.1"
     port: int = Field(default=5151, ge=1, le=65535)
     # Metric buffering: the background flusher writes at least this often.
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=10.0, gt=0)
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
-    @field_validator("store_uri", "artifact_uri", "uri")
+    @field_validator("store_uri", "artifact_uri", "uri", "online_uri")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     @property
     def resolved_store_uri(self) -> str:
         return self.store_uri or f"sqlite:///{(self.home / 'plinth.db').resolve()}"
+
+    @property
+    def resolved_online_uri(self) -> str:
+        return self.online_uri or f"sqlite:///{(self.home / 'online.db').resolve()}"
 
     @property
     def resolved_artifact_uri(self) -> str:

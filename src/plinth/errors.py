@@ -36,6 +36,15 @@ class Conflict(PlinthError):
     http_status = 409
 
 
+class WriteConflict(Conflict):
+    """The database refused a write because of a record written concurrently (or before):
+    a unique or foreign key constraint. ``detail`` is the database's own message."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
 class GateFailed(Conflict):
     """A promotion refused by its gates; nothing changed."""
 

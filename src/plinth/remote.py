@@ -13,6 +13,7 @@ import httpx
 
 from plinth.api import Endpoint, endpoints_of
 from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_dict
+from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
 from plinth.tracking.service import TrackingService
 
@@ -152,12 +153,23 @@ class RemoteRegistry:
                 out.write(block)
 
 
-for _remote, _service in ((RemoteTracking, TrackingService), (RemoteRegistry, RegistryService)):
+class RemoteFeatures:
+    """FeatureService's endpoints over HTTP (the data moves directly, not through here)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+
+for _remote, _service in (
+    (RemoteTracking, TrackingService),
+    (RemoteRegistry, RegistryService),
+    (RemoteFeatures, FeatureService),
+):
     for _ep in endpoints_of(_service):
         setattr(_remote, _ep.name, _make_call(_ep, _service))
 
 
-def remote_services(url: str) -> tuple[TrackingService, RegistryService]:
+def remote_services(url: str) -> tuple[TrackingService, RegistryService, FeatureService]:
     """Proxies with the services' methods, sharing one connection pool."""
     transport = Transport(url)
-    return RemoteTracking(transport), RemoteRegistry(transport)  # type: ignore[return-value]
+    return RemoteTracking(transport), RemoteRegistry(transport), RemoteFeatures(transport)  # type: ignore[return-value]

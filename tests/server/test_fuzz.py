@@ -19,6 +19,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from plinth.config import Settings, load_settings
+from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
 from plinth.server.app import create_app
 from plinth.store.artifacts import ArtifactStore
@@ -64,6 +65,7 @@ def _document_only_app() -> FastAPI:
         Settings.model_construct(),
         TrackingService.__new__(TrackingService),
         RegistryService.__new__(RegistryService),
+        FeatureService(None, ""),  # type: ignore[arg-type]  # never called: serves the document
     )
 
 

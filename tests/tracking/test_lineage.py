@@ -81,3 +81,18 @@ def test_seed_everything_seeds_random_and_numpy() -> None:
 def test_bad_seeds(seed: object) -> None:
     with pytest.raises(plinth.InvalidArgument, match="seed"):
         plinth.seed_everything(seed)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "clean"),
+    [
+        (
+            "https://oauth2:glpat-SECRET@gitlab.example/team/churn.git",
+            "https://gitlab.example/team/churn.git",
+        ),
+        ("https://github.example/team/churn.git", "https://github.example/team/churn.git"),
+        ("git@github.example:team/churn.git", "git@github.example:team/churn.git"),
+    ],
+)
+def test_remote_urls_lose_their_credentials(url: str, clean: str) -> None:
+    assert lineage._without_credentials(url) == clean

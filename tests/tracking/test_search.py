@@ -109,3 +109,10 @@ def test_ordering_by_a_required_metric_is_an_inner_join() -> None:
     assert "LEFT OUTER JOIN" not in sql and "JOIN metric_summaries" in sql
     sql = str(order_by(select(runs.c.id), ["metrics.f1 DESC"], frozenset()).compile())
     assert "LEFT OUTER JOIN metric_summaries" in sql
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    with pytest.raises(plinth.InvalidArgument, match="nested deeper"):
+        parse_filter("(" * 500 + "name = 'x'" + ")" * 500)
+    with pytest.raises(plinth.InvalidArgument, match="nested deeper"):
+        parse_filter("not " * 500 + "name = 'x'")

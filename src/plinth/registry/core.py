@@ -23,7 +23,7 @@ from plinth.registry.uris import VIRTUAL_ALIASES, check_alias, check_model_name,
 from plinth.store.artifacts import ArtifactStore, safe_relpath
 from plinth.store.engine import Store
 from plinth.store.schema import model_aliases, model_history, model_versions, registered_models
-from plinth.store.sql import now_ms, to_datetime
+from plinth.store.sql import now_ms, to_datetime, upsert
 from plinth.tracking.service import TrackingService
 from plinth.tracking.types import Page
 
@@ -175,8 +175,19 @@ class RegistryCore:
             self._lineage(run_id, manifest) if run_id else {"requirements": manifest.requirements}
         )
         with self.store.write() as conn:
-            if self._model_row(conn, name, missing_ok=True) is None:
-                self._insert_model(conn, name, "", {}, owner)
+            # Insert-if-missing: concurrent first registrations must not collide.
+            now = now_ms()
+            model = {
+                "name": name,
+                "description": "",
+                "owner": owner,
+                "tags": "{}",
+                "gates": "[]",
+                "created_at": now,
+                "updated_at": now,
+                "next_version": 1,
+            }
+            upsert(conn, registered_models, [model], ["name"])
             version = (
                 conn.execute(
                     update(registered_models)

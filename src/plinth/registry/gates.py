@@ -102,7 +102,11 @@ def _threshold(gate: Gate, candidate: ModelVersion, evidence: dict[str, Any]) ->
     )
     if value is None:
         return GateResult(gate.expression, False, f"the version has no metric {metric!r}")
-    ok = _OPS[op](float(value), number)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return GateResult(gate.expression, False, f"{metric} = {value!r} is not a number")
+    ok = _OPS[op](value, number)
     return GateResult(gate.expression, ok, f"{metric} = {float(value):.6g}")
 
 
@@ -119,7 +123,10 @@ def _not_worse(gate: Gate, production: ModelVersion | None, evidence: dict[str, 
         )
     if holdout.get("production_version") != production.version:
         return GateResult(name, False, f"holdout scores are not against v{production.version}")
-    mine, theirs = float(holdout["candidate"]), float(holdout["production"])
+    try:
+        mine, theirs = float(holdout["candidate"]), float(holdout["production"])
+    except (TypeError, ValueError, KeyError):
+        return GateResult(name, False, "holdout scores must be numbers")
     ok = mine >= theirs if gate.direction == "max" else mine <= theirs
     return GateResult(
         name, ok, f"candidate {mine:.6g} vs production v{production.version} {theirs:.6g}"

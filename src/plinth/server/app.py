@@ -17,6 +17,7 @@ import plinth
 from plinth.api import Endpoint, endpoints_of
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
 from plinth.server.limits import BodySizeLimit
 from plinth.tracking.service import TrackingService
@@ -29,6 +30,7 @@ def create_app(
     settings: Settings | None = None,
     tracking: TrackingService | None = None,
     registry: RegistryService | None = None,
+    features: FeatureService | None = None,
 ) -> FastAPI:
     settings = settings or load_settings()
     if tracking is None:
@@ -43,6 +45,8 @@ def create_app(
     )
     if registry is None:
         registry = RegistryService(tracking.store, tracking.artifacts, tracking)
+    if features is None:
+        features = FeatureService(tracking.store, settings.resolved_artifact_uri)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffix="/content"
     )
@@ -54,7 +58,8 @@ def create_app(
         return {"status": "ok", "version": plinth.__version__}
 
     _mount_file_routes(app, tracking, registry)
-    for service, tag in ((tracking, "tracking"), (registry, "registry")):
+    services = ((tracking, "tracking"), (registry, "registry"), (features, "features"))
+    for service, tag in services:
         for ep in endpoints_of(type(service)):
             _mount(app, ep, getattr(service, ep.name), tag)
     return app

@@ -13,15 +13,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DataError,
+    IntegrityError,
     OperationalError,
     ProgrammingError,
     StatementError,
 )
 
-from plinth.errors import InvalidArgument, Unavailable
+from plinth.errors import InvalidArgument, Unavailable, WriteConflict
 
 # The newest migration; tests check it matches the Alembic scripts' head.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 MIGRATIONS = Path(__file__).with_name("migrations")
 _SQLITE_BUSY_TIMEOUT_S = 60.0
 
@@ -125,7 +126,7 @@ def _create_engine(uri: str) -> Engine:
             url = url.set(drivername="postgresql+psycopg")
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     raise InvalidArgument(
-        f"store URI {uri!r} uses {url.get_backend_name()!r}; supported: sqlite, postgresql"
+        f"store URI {_redact(uri)!r} uses {url.get_backend_name()!r}; supported: sqlite, postgresql"
     )
 
 
@@ -155,6 +156,13 @@ def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
         yield
     except (UnicodeEncodeError, OverflowError) as exc:
         raise InvalidArgument(_unstorable(exc)) from None
+    except IntegrityError as exc:
+        # Whatever a service did not anticipate (two writers racing for one name, say)
+        # is a 409 the caller can retry, never a 500.
+        detail = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+        raise WriteConflict(
+            "the write conflicts with a record written at the same time; try again", detail
+        ) from exc
     except OperationalError as exc:
         # PostgreSQL reports SQL mistakes as ProgrammingError: its OperationalErrors are the
         # server or the connection failing. SQLite's are mostly our bugs, except these.

@@ -227,3 +227,67 @@ model_history = Table(
     Column("details", Text, nullable=False, default="{}"),  # JSON: gate results, scores ...
     Index(None, "model_name", "id"),
 )
+
+# -- feature store ---------------------------------------------------------------------------
+
+entities = Table(
+    "entities",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("join_keys", Text, nullable=False),  # JSON list
+    Column("value_type", String(20), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+feature_groups = Table(
+    "feature_groups",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("entity", NAME, ForeignKey("entities.name"), nullable=False),
+    Column("keys", Text, nullable=False),  # JSON list
+    Column("event_time", NAME, nullable=False),
+    Column("features", Text, nullable=False),  # JSON list of FeatureSpec
+    Column("online", Boolean, nullable=False, default=False),
+    Column("ttl_seconds", BigInteger),
+    Column("description", Text, nullable=False, default=""),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("table_uri", Text, nullable=False),
+    Column("expectations", Text, nullable=False, default="[]"),  # JSON list of Expectation
+    Column("validation_mode", String(10), nullable=False, default="strict"),
+    Column("materialized_until", BigInteger),  # ms; for materialize_incremental
+)
+
+feature_commits = Table(
+    "feature_commits",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("group_name", NAME, nullable=False),
+    Column("group_version", Integer, nullable=False),
+    Column("commit_version", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("operation", String(20), nullable=False),
+    Column("written_by", NAME, nullable=False, default=""),
+    Column("at", BigInteger, nullable=False),
+    Column("validation_passed", Boolean, nullable=False),
+    Column("statistics", Text, nullable=False, default="[]"),  # JSON list of ColumnStatistics
+    Index(None, "group_name", "group_version", "commit_version"),
+)
+
+validation_reports = Table(
+    "validation_reports",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("group_name", NAME, nullable=False),
+    Column("group_version", Integer, nullable=False),
+    Column("commit_version", BigInteger),  # None when the write was refused
+    Column("mode", String(10), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("results", Text, nullable=False),  # JSON list of ExpectationResult
+    Column("at", BigInteger, nullable=False),
+    Index(None, "group_name", "group_version", "id"),
+)

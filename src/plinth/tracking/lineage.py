@@ -45,7 +45,16 @@ def _code_lineage(where: str) -> tuple[str | None, bool | None, str | None]:
         return None, None, None
     status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
     remote = _git(["remote", "get-url", "origin"], cwd)
-    return commit, bool(status), remote
+    return commit, bool(status), _without_credentials(remote)
+
+
+def _without_credentials(url: str | None) -> str | None:
+    """A remote URL without the user:token part (tokens must not land in lineage)."""
+    if url is None or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    host_and_path = rest.split("@", 1)[1] if "@" in rest.split("/", 1)[0] else rest
+    return f"{scheme}://{host_and_path}"
 
 
 def capture_lineage(seed: int | None = None) -> Lineage:

@@ -38,6 +38,7 @@ ATTRIBUTES: dict[str, Any] = {
 TIME_ATTRIBUTES = {"start_time", "end_time"}
 NUMBER_ATTRIBUTES = {"number"} | TIME_ATTRIBUTES
 METRIC_FIELDS = {"last", "min", "max", "best", "count", "best_step", "last_step"}
+MAX_NESTING = 64
 _OPS = ("<=", ">=", "!=", "<>", "==", "=", "<", ">")
 
 _TOKEN = re.compile(
@@ -128,6 +129,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> Token | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -174,6 +176,18 @@ class _Parser:
         return Filter(and_(*(p.where for p in parts)), frozenset.union(*(p.metrics for p in parts)))
 
     def not_expr(self) -> Filter:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            tok = self.peek()
+            raise _fail(
+                tok.pos if tok else len(self.text), f"nested deeper than {MAX_NESTING} levels"
+            )
+        try:
+            return self._not_expr()
+        finally:
+            self.depth -= 1
+
+    def _not_expr(self) -> Filter:
         if self.accept_word("not"):
             return Filter(not_(self.not_expr().where), frozenset())
         tok = self.peek()

@@ -17,10 +17,9 @@ from types import SimpleNamespace
 from typing import IO, Any
 
 from sqlalchemy import Connection, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
-from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, WriteConflict
 from plinth.store.artifacts import ArtifactStore, safe_relpath
 from plinth.store.engine import Store
 from plinth.store.schema import (
@@ -50,10 +49,11 @@ from plinth.tracking.types import (
     Run,
     RunComparison,
     RunStatus,
+    validate_key,
 )
 
 MAX_PAGE = 10_000
-_validate_name = metric_store.validate_key
+_validate_name = validate_key
 
 
 class TrackingService:
@@ -194,9 +194,9 @@ class TrackingService:
                 row.update(experiment_id=experiment_id, number=number, name=name)
                 conn.execute(sql.insert_run, row)
                 self._set_tags(conn, row["id"], tags or {})
-        except IntegrityError as exc:
+        except WriteConflict as exc:
             # Two processes raced for the same new experiment or run name; the loser retries once.
-            if "experiments" in str(exc.orig) and "name" in str(exc.orig):
+            if "experiments" in exc.detail and "name" in exc.detail:
                 return self.create_run(
                     experiment, name, description, tags, owner, lineage, environment
                 )
@@ -343,7 +343,7 @@ class TrackingService:
         """Turns the foreign-key failure of a write for an unknown run into NotFound."""
         try:
             yield
-        except IntegrityError:
+        except WriteConflict:
             with self.store.read() as conn:
                 self._status(conn, run_id)
             raise Conflict(

@@ -1,0 +1,365 @@
+"""The offline store: one Delta Lake table per feature group version.
+
+Every write is ONE Delta commit, so a reader sees all of an insert or none of it, and every
+commit stays readable by version or time (time travel). A write upserts on (keys, event
+time): the first one creates the table, later ones MERGE (a row with the same keys and event
+time replaces the stored one; other rows are appended).
+
+Large inputs: ``write_many`` takes chunks (``ingest.iter_chunks``) and streams them to Delta
+as one Arrow stream, so the whole input is still one commit: a new table is written from the
+stream, an existing one is merged from it. An error in any chunk, including duplicates
+across chunks or a failure of the caller's iterator, aborts the write before the commit:
+files already written are never referenced by the log, so no partial data is visible.
+
+Storage: a local folder, ``file://`` or ``s3://`` (any URI deltalake knows, with
+``storage_options``). For S3, credentials, region and endpoint come from the environment
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` or
+``AWS_DEFAULT_REGION``, ``PLINTH_S3_ENDPOINT_URL``), read once at construction; explicit
+``storage_options`` win. deltalake >= 1.0 makes commits safe on S3 with conditional writes,
+so no locking provider or "unsafe rename" option is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import chain
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import (
+    CommitFailedError,
+    DeltaError,
+    SchemaMismatchError,
+    TableNotFoundError,
+)
+
+from plinth.errors import Conflict, InvalidArgument, NotFound, PlinthError, Unavailable
+from plinth.features.ingest import check_unique, columns_of, declared_types
+from plinth.features.types import FeatureGroup
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_S3_SCHEMES = ("s3", "s3a")
+_ENV_OPTIONS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def _scheme(uri: str) -> str:
+    return uri.split("://", 1)[0].lower() if "://" in uri else ""
+
+
+def s3_storage_options(explicit: dict[str, str]) -> dict[str, str]:
+    """deltalake's S3 options from the environment; ``explicit`` options win."""
+    env = os.environ
+    options = {name: env[name] for name in _ENV_OPTIONS if env.get(name)}
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        options["AWS_REGION"] = region
+    endpoint = env.get("PLINTH_S3_ENDPOINT_URL")
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    given = {name.upper() for name in explicit}  # deltalake reads keys in either case
+    return {**{k: v for k, v in options.items() if k not in given}, **explicit}
+
+
+def _local_root(root_uri: str) -> str | None:
+    if _scheme(root_uri) in ("", "file"):
+        path = root_uri.removeprefix("file://")
+        return os.path.abspath(os.path.expanduser(path))
+    return None
+
+
+class OfflineStore:
+    """Delta tables under ``{root}/features/{name}/v{version}``."""
+
+    def __init__(self, root_uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self.root = (_local_root(root_uri) or root_uri).rstrip("/")
+        self._explicit = dict(storage_options or {})
+        self._s3 = s3_storage_options(self._explicit)
+
+    def table_uri(self, name: str, version: int) -> str:
+        if not _NAME.match(name) or ".." in name:
+            raise InvalidArgument(
+                f"feature group name {name!r} cannot name a folder; use letters, digits, "
+                "'_', '-' and '.'"
+            )
+        return f"{self.root}/features/{name}/v{version}"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def write(self, group: FeatureGroup, table: pa.Table) -> int:
+        """Upsert ``table`` (as ``ingest.prepare`` returns it) in ONE commit; returns the
+        Delta version written. An empty table into an existing table commits nothing and
+        returns the current version."""
+        return self._commit(group, [table], streamed=False)
+
+    def write_many(self, group: FeatureGroup, chunks: Iterable[pa.Table]) -> int:
+        """Upsert every chunk in ONE commit, streaming them (see the module docstring).
+        Keys and event times of all chunks are held to check duplicates across chunks."""
+        return self._commit(group, chunks, streamed=True)
+
+    def _commit(self, group: FeatureGroup, chunks: Iterable[pa.Table], *, streamed: bool) -> int:
+        uri = self._uri(group)
+        rest = iter(chunks)
+        first = next(rest, None)  # outside the storage error mapping: the caller's own errors
+        if first is None:
+            raise InvalidArgument(f"nothing to write into {group.ref}: no chunks")
+        source: _Source | None = None
+        try:
+            with self._errors(group, uri, "writing"):
+                existing = self._open(uri)
+                target = None if existing is None else pa.schema(existing.schema().to_arrow())
+                source = _Source(group, first, rest, target)
+                if existing is None:
+                    return self._create(group, uri, source)
+                pair = [*group.keys, group.event_time]
+                predicate = " AND ".join(f"t.{_quote(c)} = s.{_quote(c)}" for c in pair)
+                merge = existing.merge(
+                    source.reader(),
+                    predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    streamed_exec=streamed,  # in memory, source statistics prune the scan
+                )
+                merge.when_matched_update_all().when_not_matched_insert_all().execute()
+                return existing.version()
+        except Exception:
+            if source is not None and source.error is not None:
+                raise source.error from None  # the real cause, not deltalake's wrapping of it
+            raise
+
+    def _create(self, group: FeatureGroup, uri: str, source: _Source) -> int:
+        try:
+            write_deltalake(uri, source.reader(), mode="error", storage_options=self._options(uri))
+        except DeltaError:
+            if source.error is None and self._open(uri) is not None:
+                raise Conflict(
+                    f"another writer created the table of {group.ref} at the same time; retry"
+                ) from None
+            raise
+        return 0
+
+    # -- reading -----------------------------------------------------------------------
+
+    def version(self, group: FeatureGroup) -> int | None:
+        """The latest Delta version, or None when nothing was written yet."""
+        uri = self._uri(group)
+        with self._errors(group, uri, "reading"):
+            table = self._open(uri)
+            return None if table is None else table.version()
+
+    def read(
+        self,
+        group: FeatureGroup,
+        as_of: int | datetime | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """The table at its latest version, at Delta version ``as_of``, or as it was at time
+        ``as_of`` (timezone-aware): the last commit whose timestamp in ``history`` is at or
+        before it."""
+        dataset = self.dataset(group, as_of)
+        if columns is not None:
+            unknown = [c for c in columns if c not in dataset.schema.names]
+            if unknown:
+                raise InvalidArgument(
+                    f"{group.ref} has no column {unknown[0]!r}; it has {dataset.schema.names}"
+                )
+        uri = self._uri(group)
+        with self._errors(group, uri, "reading"):
+            return dataset.to_table(columns=columns)
+
+    def dataset(self, group: FeatureGroup, as_of: int | datetime | None = None) -> ds.Dataset:
+        """A lazy Arrow dataset of the table's files at ``as_of``: DuckDB and Arrow scans push
+        column selection and filters down to the Parquet files."""
+        uri = self._uri(group)
+        with self._errors(group, uri, "reading"):
+            table = DeltaTable(uri, storage_options=self._options(uri))
+            if as_of is not None:
+                self._travel(table, group, as_of)
+            return table.to_pyarrow_dataset()
+
+    def history(self, group: FeatureGroup) -> list[dict[str, Any]]:
+        """The table's commits, newest first: version, timestamp (UTC), operation,
+        rows_written (= rows_inserted + rows_updated; None where Delta did not count)."""
+        uri = self._uri(group)
+        with self._errors(group, uri, "reading"):
+            commits = DeltaTable(uri, storage_options=self._options(uri)).history()
+        return [_summary(commit) for commit in commits]
+
+    # -- removing ----------------------------------------------------------------------
+
+    def delete_table(self, group: FeatureGroup) -> None:
+        """Remove the group's table and every version of it; nothing happens when it does
+        not exist. The log goes first: a delete cut short leaves unreferenced files, never
+        a table whose log points at missing files."""
+        uri = self._uri(group)
+        with self._errors(group, uri, "deleting"):
+            local = _local_root(uri)
+            if local is not None:
+                if os.path.isdir(local):
+                    shutil.rmtree(os.path.join(local, "_delta_log"), ignore_errors=True)
+                    shutil.rmtree(local)
+                return
+            if self._open(uri) is not None:
+                _delete_remote(uri, self._options(uri))
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _uri(self, group: FeatureGroup) -> str:
+        # the catalog's record wins: the table stays where it was made if the root moves
+        return group.table_uri.rstrip("/") or self.table_uri(group.name, group.version)
+
+    def _options(self, uri: str) -> dict[str, str]:
+        return self._s3 if _scheme(uri) in _S3_SCHEMES else self._explicit
+
+    def _open(self, uri: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(uri, storage_options=self._options(uri))
+        except TableNotFoundError:
+            return None
+
+    def _travel(self, table: DeltaTable, group: FeatureGroup, as_of: int | datetime) -> None:
+        if isinstance(as_of, bool) or not isinstance(as_of, int | datetime):
+            raise InvalidArgument(
+                f"as_of must be a Delta version (int) or a datetime, not {type(as_of).__name__}"
+            )
+        if isinstance(as_of, int):
+            latest = table.version()
+            if not 0 <= as_of <= latest:
+                raise NotFound(f"{group.ref} has no version {as_of}; its versions run 0..{latest}")
+            table.load_as_version(as_of)
+            return
+        if as_of.tzinfo is None:
+            raise InvalidArgument(
+                f"as_of {as_of.isoformat()} has no timezone; give an aware time, e.g. "
+                "datetime(..., tzinfo=UTC)"
+            )
+        # By the commit times history() shows. deltalake's own travel by time goes by the log
+        # files' modification times, which S3 keeps to the second only (commits in the same
+        # second become one), and answers a time before the first commit with the first one.
+        at = as_of.timestamp() * 1000
+        for commit in table.history():  # newest first
+            if commit.get("timestamp", at + 1) <= at:
+                table.load_as_version(int(commit["version"]))
+                return
+        raise NotFound(f"{group.ref} had no data yet at {as_of.isoformat()}")
+
+    @contextmanager
+    def _errors(self, group: FeatureGroup, uri: str, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except PlinthError:
+            raise
+        except TableNotFoundError as e:
+            if doing != "reading":  # e.g. the folder cannot be created
+                raise Unavailable(f"offline store failed {doing} {group.ref} at {uri}: {e}") from e
+            raise NotFound(f"{group.ref} has no offline data yet (no Delta table at {uri})") from e
+        except CommitFailedError as e:
+            raise Conflict(
+                f"another writer committed to {group.ref} at the same time; retry: {e}"
+            ) from e
+        except SchemaMismatchError as e:
+            raise InvalidArgument(f"the data does not match the table of {group.ref}: {e}") from e
+        except (DeltaError, OSError) as e:
+            raise Unavailable(f"offline store failed {doing} {group.ref} at {uri}: {e}") from e
+
+
+class _Source:
+    """The chunks of one write as one Arrow stream. An error raised while deltalake pulls
+    from it is kept, so the caller sees the error itself rather than deltalake's text."""
+
+    def __init__(
+        self,
+        group: FeatureGroup,
+        first: pa.Table,
+        rest: Iterator[pa.Table],
+        target: pa.Schema | None,
+    ) -> None:
+        self.group = group
+        self.error: BaseException | None = None
+        self._first = _conform(first, group, target)
+        self._rest = rest
+        self.schema: pa.Schema = self._first.schema
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        pair = [*self.group.keys, self.group.event_time]
+        seen: list[pa.Table] = []
+        try:
+            for chunk in chain([self._first], self._rest):
+                chunk = _conform(chunk, self.group, self.schema)
+                seen.append(chunk.select(pair))
+                yield from chunk.to_batches()
+            if len(seen) > 1:  # each chunk was checked by ingest.prepare
+                check_unique(pa.concat_tables(seen), self.group)
+        except BaseException as e:
+            self.error = e
+            raise
+
+
+def _conform(chunk: pa.Table, group: FeatureGroup, target: pa.Schema | None) -> pa.Table:
+    """Check a chunk's layout and cast its keys to the stored key types."""
+    if not isinstance(chunk, pa.Table):
+        raise InvalidArgument(f"a chunk must be a pyarrow Table, not {type(chunk).__name__}")
+    expected = columns_of(group)
+    if chunk.column_names != expected:
+        raise InvalidArgument(
+            f"the data for {group.ref} has columns {chunk.column_names}, not {expected}; "
+            "pass it through plinth.features.ingest.prepare first"
+        )
+    for name, kind in declared_types(group).items():
+        if chunk.schema.field(name).type != kind:
+            raise InvalidArgument(
+                f"column {name!r} for {group.ref} is {chunk.schema.field(name).type}, not "
+                f"{kind}; pass the data through plinth.features.ingest.prepare first"
+            )
+    chunk = chunk.replace_schema_metadata(None)
+    if target is None or chunk.schema.equals(target):
+        return chunk
+    try:  # e.g. int32 keys into a table that stores int64 keys
+        return chunk.cast(target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+        raise InvalidArgument(
+            f"the data for {group.ref} ({chunk.schema.types}) does not fit the stored "
+            f"table ({target.types}): {e}"
+        ) from e
+
+
+def _quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _summary(commit: dict[str, Any]) -> dict[str, Any]:
+    metrics = commit.get("operationMetrics") or {}
+    at = commit.get("timestamp")
+    inserted = metrics.get("num_target_rows_inserted", metrics.get("num_added_rows"))
+    updated = metrics.get("num_target_rows_updated", 0 if inserted is not None else None)
+    return {
+        "version": commit["version"],
+        "timestamp": None if at is None else datetime.fromtimestamp(at / 1000, UTC),
+        "operation": commit.get("operation"),
+        "rows_written": None if inserted is None else inserted + (updated or 0),
+        "rows_inserted": inserted,
+        "rows_updated": updated,
+    }
+
+
+def _delete_remote(uri: str, options: dict[str, str]) -> None:
+    import pyarrow.fs as pafs
+    from deltalake.fs import DeltaStorageHandler
+
+    handler = DeltaStorageHandler(uri, options)
+    handler.delete_dir("_delta_log")
+    files = handler.get_file_info_selector(pafs.FileSelector("", recursive=True))
+    for info in files:  # object stores have no folders to remove, only keys
+        if info.type == pafs.FileType.File:
+            handler.delete_file(info.path)

@@ -1,0 +1,428 @@
+"""The feature store's metadata service: entities, versioned feature groups, commits,
+validation reports and statistics, all in the central store. The data itself (Delta
+tables, online stores) is read and written by the caller's ``FeatureStore``."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from typing import Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import Connection, insert, select, update
+
+from plinth.api import endpoint
+from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.features.types import (
+    DTYPES,
+    ColumnStatistics,
+    CommitInfo,
+    Entity,
+    Expectation,
+    FeatureGroup,
+    FeatureSpec,
+    ValidationReport,
+)
+from plinth.store.engine import Store
+from plinth.store.schema import entities, feature_commits, feature_groups, validation_reports
+from plinth.store.sql import now_ms, opt_datetime, to_datetime
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+_specs = TypeAdapter(list[FeatureSpec])
+_expectations = TypeAdapter(list[Expectation])
+_stats = TypeAdapter(list[ColumnStatistics])
+_results = TypeAdapter(list[Any])
+
+
+def check_identifier(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidArgument(
+            f"{what} {name!r} is not valid: use letters, digits and '_', starting with a letter or '_'"
+        )
+    return name
+
+
+class FeatureService:
+    def __init__(self, store: Store, offline_root: str) -> None:
+        self.store = store
+        self.offline_root = offline_root.rstrip("/")
+
+    # -- entities ----------------------------------------------------------------------
+
+    @endpoint("POST", "/entities")
+    def create_entity(
+        self,
+        name: str,
+        join_keys: list[str],
+        value_type: str = "int64",
+        description: str = "",
+        owner: str = "",
+    ) -> Entity:
+        check_identifier(name, "entity name")
+        if not join_keys:
+            raise InvalidArgument(f"entity {name!r} needs at least one join key")
+        for key in join_keys:
+            check_identifier(key, "join key")
+        if value_type not in DTYPES:
+            raise InvalidArgument(f"value_type {value_type!r} is not one of {', '.join(DTYPES)}")
+        with self.store.write() as conn:
+            existing = conn.execute(select(entities).where(entities.c.name == name)).first()
+            if existing is not None:
+                if json.loads(existing.join_keys) == join_keys:
+                    return _entity(existing)
+                raise AlreadyExists(f"entity {name!r} exists with join keys {existing.join_keys}")
+            conn.execute(
+                insert(entities).values(
+                    name=name,
+                    join_keys=json.dumps(join_keys),
+                    value_type=value_type,
+                    description=description,
+                    owner=owner,
+                    created_at=now_ms(),
+                )
+            )
+        return self.get_entity(name)
+
+    @endpoint("GET", "/entities/{name}")
+    def get_entity(self, name: str) -> Entity:
+        with self.store.read() as conn:
+            row = conn.execute(select(entities).where(entities.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"entity {name!r} does not exist")
+        return _entity(row)
+
+    @endpoint("GET", "/entities")
+    def list_entities(self) -> list[Entity]:
+        with self.store.read() as conn:
+            return [_entity(r) for r in conn.execute(select(entities).order_by(entities.c.name))]
+
+    # -- feature groups ----------------------------------------------------------------
+
+    @endpoint("POST", "/feature-groups")
+    def create_feature_group(
+        self,
+        name: str,
+        entity: str,
+        event_time: str,
+        features: list[FeatureSpec],
+        online: bool = False,
+        ttl_seconds: int | None = None,
+        description: str = "",
+        owner: str = "",
+    ) -> FeatureGroup:
+        """Define a feature group. The same definition again returns the current version; a
+        changed schema creates the next version (older versions stay readable)."""
+        check_identifier(name, "feature group name")
+        check_identifier(event_time, "event time column")
+        keys = self.get_entity(entity).join_keys
+        _check_features(features, keys, event_time)
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise InvalidArgument(f"ttl_seconds must be positive, got {ttl_seconds}")
+        with self.store.write() as conn:
+            latest = self._latest(conn, name)
+            if latest is not None:
+                current = _group(latest)
+                same = (current.entity, current.event_time, current.features) == (
+                    entity,
+                    event_time,
+                    features,
+                )
+                if same:
+                    if (current.online, current.ttl_seconds, current.description) != (
+                        online,
+                        ttl_seconds,
+                        description,
+                    ):
+                        conn.execute(
+                            update(feature_groups)
+                            .where(
+                                feature_groups.c.name == name,
+                                feature_groups.c.version == current.version,
+                            )
+                            .values(online=online, ttl_seconds=ttl_seconds, description=description)
+                        )
+                    return self.get_feature_group(name, current.version)
+            version = 1 if latest is None else latest.version + 1
+            conn.execute(
+                insert(feature_groups).values(
+                    name=name,
+                    version=version,
+                    entity=entity,
+                    keys=json.dumps(keys),
+                    event_time=event_time,
+                    features=_specs.dump_json(features).decode(),
+                    online=online,
+                    ttl_seconds=ttl_seconds,
+                    description=description,
+                    owner=owner,
+                    created_at=now_ms(),
+                    table_uri=f"{self.offline_root}/features/{name}/v{version}",
+                    expectations="[]",
+                    validation_mode="strict",
+                )
+            )
+        return self.get_feature_group(name, version)
+
+    @endpoint("GET", "/feature-groups/{name}")
+    def get_feature_group(self, name: str, version: int | None = None) -> FeatureGroup:
+        """A group's given version, or its latest."""
+        with self.store.read() as conn:
+            if version is None:
+                row = self._latest(conn, name)
+            else:
+                row = conn.execute(
+                    select(feature_groups).where(
+                        feature_groups.c.name == name, feature_groups.c.version == version
+                    )
+                ).first()
+        if row is None:
+            raise NotFound(
+                f"feature group {name!r}{'' if version is None else f' v{version}'} does not exist"
+            )
+        return _group(row)
+
+    @endpoint("GET", "/feature-groups")
+    def list_feature_groups(
+        self, query: str | None = None, entity: str | None = None, all_versions: bool = False
+    ) -> list[FeatureGroup]:
+        """The catalog: groups (latest versions unless ``all_versions``) whose name, description,
+        or any feature's name, description or tags contain ``query``; by entity."""
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(feature_groups).order_by(feature_groups.c.name, feature_groups.c.version)
+            ).all()
+        groups = [_group(r) for r in rows]
+        if not all_versions:
+            latest: dict[str, FeatureGroup] = {}
+            for g in groups:
+                latest[g.name] = g
+            groups = list(latest.values())
+        if entity:
+            groups = [g for g in groups if g.entity == entity]
+        if query:
+            needle = query.lower()
+            groups = [g for g in groups if needle in _searchable(g)]
+        return groups
+
+    @endpoint("POST", "/feature-groups/{name}/expectations")
+    def set_expectations(
+        self, name: str, version: int, expectations: list[Expectation], mode: str = "strict"
+    ) -> FeatureGroup:
+        """Attach an expectation suite, checked on every insert: ``strict`` refuses a failing
+        write, ``warn`` writes it and records the report."""
+        from plinth.features.validation import check_expectation
+
+        if mode not in ("strict", "warn"):
+            raise InvalidArgument(f"mode must be 'strict' or 'warn', not {mode!r}")
+        group = self.get_feature_group(name, version)
+        columns = set(group.keys) | {group.event_time} | {f.name for f in group.features}
+        for e in expectations:
+            check_expectation(e)
+            for column in [*(filter(None, [e.column])), *e.columns]:
+                if column not in columns:
+                    raise InvalidArgument(
+                        f"expectation {e.kind} names {column!r}, which {group.ref} does not have"
+                    )
+        with self.store.write() as conn:
+            conn.execute(
+                update(feature_groups)
+                .where(feature_groups.c.name == name, feature_groups.c.version == version)
+                .values(
+                    expectations=_expectations.dump_json(expectations).decode(),
+                    validation_mode=mode,
+                )
+            )
+        return self.get_feature_group(name, version)
+
+    # -- commits, reports, statistics --------------------------------------------------
+
+    @endpoint("POST", "/feature-groups/{name}/commits")
+    def record_commit(
+        self, name: str, commit: CommitInfo, report: ValidationReport | None = None
+    ) -> None:
+        """Record an insert the caller committed to the offline table (and its report)."""
+        self.get_feature_group(name, commit.version)
+        with self.store.write() as conn:
+            conn.execute(
+                insert(feature_commits).values(
+                    group_name=name,
+                    group_version=commit.version,
+                    commit_version=commit.commit_version,
+                    rows=commit.rows,
+                    operation=commit.operation,
+                    written_by=commit.written_by,
+                    at=int(commit.at.timestamp() * 1000),
+                    validation_passed=commit.validation_passed,
+                    statistics=_stats.dump_json(commit.statistics).decode(),
+                )
+            )
+            if report is not None:
+                self._insert_report(conn, name, report)
+
+    @endpoint("POST", "/feature-groups/{name}/reports")
+    def record_report(self, name: str, report: ValidationReport) -> None:
+        """Record a validation report of a refused write."""
+        self.get_feature_group(name, report.version)
+        with self.store.write() as conn:
+            self._insert_report(conn, name, report)
+
+    @endpoint("GET", "/feature-groups/{name}/commits")
+    def list_commits(self, name: str, version: int) -> list[CommitInfo]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(feature_commits)
+                .where(
+                    feature_commits.c.group_name == name, feature_commits.c.group_version == version
+                )
+                .order_by(feature_commits.c.id)
+            ).all()
+        return [
+            CommitInfo(
+                name,
+                r.group_version,
+                r.commit_version,
+                r.rows,
+                r.operation,
+                r.written_by,
+                to_datetime(r.at),
+                r.validation_passed,
+                _stats.validate_json(r.statistics),
+            )
+            for r in rows
+        ]
+
+    @endpoint("GET", "/feature-groups/{name}/reports")
+    def list_reports(self, name: str, version: int) -> list[ValidationReport]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(validation_reports)
+                .where(
+                    validation_reports.c.group_name == name,
+                    validation_reports.c.group_version == version,
+                )
+                .order_by(validation_reports.c.id)
+            ).all()
+        adapter = TypeAdapter(ValidationReport)
+        return [
+            adapter.validate_python(
+                {
+                    "group": name,
+                    "version": r.group_version,
+                    "mode": r.mode,
+                    "passed": r.passed,
+                    "rows": r.rows,
+                    "results": json.loads(r.results),
+                    "commit_version": r.commit_version,
+                    "at": opt_datetime(r.at),
+                    "id": r.id,
+                }
+            )
+            for r in rows
+        ]
+
+    @endpoint("POST", "/feature-groups/{name}/materialized")
+    def set_materialized_until(self, name: str, version: int, offline_version: int) -> None:
+        with self.store.write() as conn:
+            conn.execute(
+                update(feature_groups)
+                .where(feature_groups.c.name == name, feature_groups.c.version == version)
+                .values(materialized_until=offline_version)
+            )
+
+    @endpoint("GET", "/feature-groups/{name}/materialized")
+    def get_materialized_until(self, name: str, version: int) -> int | None:
+        with self.store.read() as conn:
+            return conn.execute(
+                select(feature_groups.c.materialized_until).where(
+                    feature_groups.c.name == name, feature_groups.c.version == version
+                )
+            ).scalar()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _latest(self, conn: Connection, name: str) -> Any:
+        return conn.execute(
+            select(feature_groups)
+            .where(feature_groups.c.name == name)
+            .order_by(feature_groups.c.version.desc())
+            .limit(1)
+        ).first()
+
+    def _insert_report(self, conn: Connection, name: str, report: ValidationReport) -> None:
+        results = json.dumps([_plain(asdict(r)) for r in report.results], default=str)
+        conn.execute(
+            insert(validation_reports).values(
+                group_name=name,
+                group_version=report.version,
+                commit_version=report.commit_version,
+                mode=report.mode,
+                passed=report.passed,
+                rows=report.rows,
+                results=results,
+                at=now_ms(),
+            )
+        )
+
+
+def _check_features(features: list[FeatureSpec], keys: list[str], event_time: str) -> None:
+    if not features:
+        raise InvalidArgument("a feature group needs at least one feature")
+    seen: set[str] = set(keys) | {event_time}
+    for f in features:
+        check_identifier(f.name, "feature name")
+        if f.name in seen:
+            raise InvalidArgument(
+                f"column {f.name!r} appears twice (keys, event time and features must differ)"
+            )
+        seen.add(f.name)
+        if f.dtype not in DTYPES:
+            raise InvalidArgument(
+                f"feature {f.name!r} has dtype {f.dtype!r}; use one of {', '.join(DTYPES)}"
+            )
+
+
+def _entity(row: Any) -> Entity:
+    return Entity(
+        row.name,
+        json.loads(row.join_keys),
+        row.value_type,
+        row.description,
+        to_datetime(row.created_at),
+    )
+
+
+def _group(row: Any) -> FeatureGroup:
+    return FeatureGroup(
+        name=row.name,
+        version=row.version,
+        entity=row.entity,
+        keys=json.loads(row.keys),
+        event_time=row.event_time,
+        features=_specs.validate_json(row.features),
+        online=row.online,
+        ttl_seconds=row.ttl_seconds,
+        description=row.description,
+        owner=row.owner,
+        table_uri=row.table_uri,
+        created_at=to_datetime(row.created_at),
+        expectations=_expectations.validate_json(row.expectations),
+        validation_mode=row.validation_mode,
+    )
+
+
+def _searchable(group: FeatureGroup) -> str:
+    parts = [group.name, group.description]
+    for f in group.features:
+        parts += [f.name, f.description, *f.tags.keys(), *f.tags.values()]
+    return " ".join(parts).lower()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

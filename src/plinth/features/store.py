@@ -1,0 +1,414 @@
+"""``plinth.feature_store()``: define groups, insert (validated, one Delta commit each),
+get point-in-time-correct training data, materialise and look features up online.
+
+Metadata goes through the feature service (local or remote); data moves between this
+process and the offline (Delta) and online (SQLite/Redis) stores directly.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from plinth.errors import InvalidArgument
+from plinth.features.types import CommitInfo, Entity, FeatureGroup, FeatureSpec, ValidationReport
+
+if TYPE_CHECKING:
+    from plinth.features.offline import OfflineStore
+    from plinth.features.online.base import OnlineStore
+    from plinth.features.service import FeatureService
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_ttl(ttl: str | int | timedelta | None) -> int | None:
+    """``"30d"``, ``"12h"``, seconds or a timedelta -> seconds."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        return int(ttl.total_seconds())
+    if isinstance(ttl, int) and not isinstance(ttl, bool):
+        return ttl
+    match = _DURATION.match(str(ttl))
+    if match is None:
+        raise InvalidArgument(
+            f"ttl {ttl!r} is not a duration such as '30d', '12h', '90m' or seconds"
+        )
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def specs_of(schema: Any, exclude: set[str]) -> list[FeatureSpec]:
+    """Feature specs from a list of FeatureSpec, a {name: dtype} dict, pandas dtypes or an
+    Arrow schema; key and event time columns are left out."""
+    if isinstance(schema, list) and all(isinstance(s, FeatureSpec) for s in schema):
+        return [s for s in schema if s.name not in exclude]
+    if isinstance(schema, pa.Schema):
+        pairs = [(f.name, f.type) for f in schema]
+    elif hasattr(schema, "items"):
+        pairs = list(schema.items())
+    else:
+        raise InvalidArgument(
+            "schema must be FeatureSpecs, a {name: dtype} dict, DataFrame.dtypes or an Arrow schema"
+        )
+    return [
+        FeatureSpec(str(name), _dtype_name(dtype))
+        for name, dtype in pairs
+        if str(name) not in exclude
+    ]
+
+
+def _dtype_name(dtype: Any) -> str:
+    text = str(dtype).lower()
+    for prefix, name in (
+        ("bool", "bool"),
+        ("int32", "int32"),
+        ("int", "int64"),
+        ("uint", "int64"),
+        ("float32", "float32"),
+        ("float", "float64"),
+        ("double", "float64"),
+        ("datetime64", "timestamp"),
+        ("timestamp", "timestamp"),
+        ("date", "date"),
+        ("str", "string"),
+        ("object", "string"),
+        ("large_string", "string"),
+    ):
+        if text.startswith(prefix):
+            return name
+    raise InvalidArgument(
+        f"dtype {dtype!r} is not a feature type (bool, int, float, string, timestamp, date)"
+    )
+
+
+@dataclass
+class GroupHandle:
+    """A feature group bound to its store: ``stats.insert(df)``."""
+
+    store: FeatureStore
+    group: FeatureGroup
+
+    def insert(self, data: Any, *, write_online: bool | None = None) -> CommitInfo:
+        return self.store.insert(self.group, data, write_online=write_online)
+
+    def read(self, as_of: int | datetime | None = None) -> pa.Table:
+        return self.store.offline.read(self.group, as_of=as_of)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.group, name)
+
+
+@dataclass
+class RetrievalJob:
+    """A lazy point-in-time join: nothing runs until ``to_arrow()`` or ``to_pandas()``."""
+
+    store: FeatureStore
+    entity: pa.Table
+    features: list[str]
+    timestamp_column: str
+    engine: str
+    _result: pa.Table | None = field(default=None, repr=False)
+
+    def to_arrow(self) -> pa.Table:
+        if self._result is None:
+            self._result = self.store._join(
+                self.entity, self.features, self.timestamp_column, self.engine
+            )
+        return self._result
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+
+@dataclass
+class OnlineResponse:
+    """Values per requested entity row, with a status per feature: PRESENT, NOT_FOUND or
+    OUTSIDE_TTL (a value older than the group's TTL, returned as null)."""
+
+    rows: list[dict[str, Any]]
+    statuses: list[dict[str, str]]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        columns: dict[str, list[Any]] = {}
+        for row in self.rows:
+            for name, value in row.items():
+                columns.setdefault(name, []).append(value)
+        return columns
+
+
+class FeatureStore:
+    def __init__(self, service: FeatureService, offline: OfflineStore, online: OnlineStore) -> None:
+        self.service = service
+        self.offline = offline
+        self.online = online
+
+    # -- definitions -------------------------------------------------------------------
+
+    def create_entity(
+        self, name: str, join_keys: list[str], value_type: str = "int64", description: str = ""
+    ) -> Entity:
+        return self.service.create_entity(name, join_keys, value_type, description, _owner())
+
+    def create_feature_group(
+        self,
+        name: str,
+        entity: str,
+        event_time: str,
+        schema: Any,
+        *,
+        online: bool = False,
+        ttl: str | int | timedelta | None = None,
+        description: str = "",
+    ) -> GroupHandle:
+        keys = set(self.service.get_entity(entity).join_keys)
+        features = specs_of(schema, keys | {event_time})
+        group = self.service.create_feature_group(
+            name, entity, event_time, features, online, parse_ttl(ttl), description, _owner()
+        )
+        return GroupHandle(self, group)
+
+    def get_feature_group(self, name: str, version: int | None = None) -> GroupHandle:
+        return GroupHandle(self, self.service.get_feature_group(name, version))
+
+    # -- writing -----------------------------------------------------------------------
+
+    def insert(
+        self, group: FeatureGroup | str, data: Any, *, write_online: bool | None = None
+    ) -> CommitInfo:
+        """Validate, then upsert ``data`` on (keys, event time) as ONE commit of the offline
+        table; statistics and the validation report are recorded with the commit."""
+        from plinth.features.ingest import prepare
+        from plinth.features.statistics import compute
+        from plinth.features.validation import validate
+
+        group = self._group(group)
+        table = prepare(data, group)
+        results = validate(table, group.expectations) if group.expectations else []
+        passed = all(r.passed for r in results)
+        report = ValidationReport(
+            group.name, group.version, group.validation_mode, passed, table.num_rows, results
+        )
+        if not passed and group.validation_mode == "strict":
+            self.service.record_report(group.name, report)
+            failed = "; ".join(
+                f"{r.expectation.kind} {r.expectation.column or r.expectation.columns}: {r.detail}"
+                for r in results
+                if not r.passed
+            )
+            raise InvalidArgument(f"insert into {group.ref} refused (strict validation): {failed}")
+        commit_version = self.offline.write(group, table)
+        stats = compute(table, [f.name for f in group.features])
+        commit = CommitInfo(
+            group.name,
+            group.version,
+            commit_version,
+            table.num_rows,
+            "upsert",
+            _owner(),
+            datetime.now(UTC),
+            passed,
+            stats,
+        )
+        recorded = (
+            ValidationReport(
+                group.name,
+                group.version,
+                group.validation_mode,
+                passed,
+                table.num_rows,
+                results,
+                commit_version,
+            )
+            if results
+            else None
+        )
+        self.service.record_commit(group.name, commit, recorded)
+        if write_online if write_online is not None else False:
+            self._write_online(group, table)
+        return commit
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: list[str],
+        *,
+        timestamp_column: str = "event_timestamp",
+        engine: str = "duckdb",
+    ) -> RetrievalJob:
+        """Point-in-time-correct features (``"group:feature"`` or ``"group:v2:feature"``)
+        for each entity row: the latest values at or before its timestamp, within TTL."""
+        if engine not in ("duckdb", "spark"):
+            raise InvalidArgument(f"engine must be 'duckdb' or 'spark', not {engine!r}")
+        _by_group(features)  # malformed references fail now, not when the job runs
+        return RetrievalJob(self, _as_arrow(entity_df), list(features), timestamp_column, engine)
+
+    def _join(
+        self, entity: pa.Table, features: list[str], timestamp_column: str, engine: str
+    ) -> pa.Table:
+        from plinth.features.retrieval import FeatureRequest, point_in_time_join
+
+        requests = []
+        for (name, version), wanted in _by_group(features).items():
+            group = self.service.get_feature_group(name, version)
+            known = {f.name for f in group.features}
+            missing = [w for w in wanted if w not in known]
+            if missing:
+                raise InvalidArgument(
+                    f"feature group {group.ref} has no feature {missing[0]!r}; it has {sorted(known)}"
+                )
+            requests.append(FeatureRequest(group, self.offline.dataset(group), wanted))
+        if engine == "spark":
+            from plinth.features.spark import local_spark, spark_point_in_time_join
+
+            return spark_point_in_time_join(local_spark(), entity, requests, timestamp_column)
+        return point_in_time_join(entity, requests, timestamp_column)
+
+    # -- online ------------------------------------------------------------------------
+
+    def materialize(
+        self, group: FeatureGroup | str, start: datetime | None = None, end: datetime | None = None
+    ) -> int:
+        """Copy the latest value per key with event time in [start, end) to the online store."""
+        import pyarrow.compute as pc
+
+        group = self._group(group)
+        version = self.offline.version(group)
+        if version is None:
+            return 0
+        table = self.offline.read(group, as_of=version)
+        times = table[group.event_time]
+        mask = None
+        if start is not None:
+            mask = pc.greater_equal(times, pa.scalar(start, times.type))
+        if end is not None:
+            upper = pc.less(times, pa.scalar(end, times.type))
+            mask = upper if mask is None else pc.and_(mask, upper)
+        if mask is not None:
+            table = table.filter(mask)
+        written = self._write_online(group, table)
+        self.service.set_materialized_until(group.name, group.version, version)
+        return written
+
+    def materialize_incremental(self, group: FeatureGroup | str) -> int:
+        """Materialise the rows written to the offline table since the last materialisation."""
+        import duckdb
+
+        group = self._group(group)
+        done = self.service.get_materialized_until(group.name, group.version)
+        current = self.offline.version(group)
+        if done is None or current is None:
+            return self.materialize(group)
+        if current == done:
+            return 0
+        connection = duckdb.connect()
+        connection.register("now_rows", self.offline.read(group, as_of=current))
+        connection.register("before_rows", self.offline.read(group, as_of=done))
+        changed = connection.sql(
+            "SELECT * FROM now_rows EXCEPT SELECT * FROM before_rows"
+        ).to_arrow_table()
+        written = self._write_online(group, changed) if changed.num_rows else 0
+        self.service.set_materialized_until(group.name, group.version, current)
+        return written
+
+    def _write_online(self, group: FeatureGroup, table: pa.Table) -> int:
+        latest = _latest_per_key(table, group.keys, group.event_time)
+        columns = [*group.keys, group.event_time, *(f.name for f in group.features)]
+        return self.online.write(
+            _online_table(group), group.keys, latest.select(columns), group.event_time
+        )
+
+    def get_online_features(
+        self, features: list[str], entity_rows: list[dict[str, Any]], *, now: datetime | None = None
+    ) -> OnlineResponse:
+        """Feature values for a batch of entities, one online read per feature group."""
+        if not entity_rows:
+            return OnlineResponse([], [])
+        now = now or datetime.now(UTC)
+        rows: list[dict[str, Any]] = [dict(r) for r in entity_rows]
+        statuses: list[dict[str, str]] = [{} for _ in entity_rows]
+        for (name, version), wanted in _by_group(features).items():
+            group = self.service.get_feature_group(name, version)
+            missing_keys = [k for k in group.keys if k not in entity_rows[0]]
+            if missing_keys:
+                raise InvalidArgument(f"entity rows need {missing_keys} to look up {group.ref}")
+            known = {f.name for f in group.features}
+            unknown = [w for w in wanted if w not in known]
+            if unknown:
+                raise InvalidArgument(f"feature group {group.ref} has no feature {unknown[0]!r}")
+            keys = [tuple(r[k] for k in group.keys) for r in entity_rows]
+            found = self.online.read(_online_table(group), keys, wanted)
+            for i, stored in enumerate(found):
+                stale = (
+                    stored.event_time is not None
+                    and group.ttl_seconds is not None
+                    and stored.event_time < now - timedelta(seconds=group.ttl_seconds)
+                )
+                for w in wanted:
+                    if stored.values is None:
+                        rows[i][w], statuses[i][w] = None, "NOT_FOUND"
+                    elif stale:
+                        rows[i][w], statuses[i][w] = None, "OUTSIDE_TTL"
+                    else:
+                        rows[i][w], statuses[i][w] = stored.values.get(w), "PRESENT"
+        return OnlineResponse(rows, statuses)
+
+    def _group(self, group: FeatureGroup | str) -> FeatureGroup:
+        return self.service.get_feature_group(group) if isinstance(group, str) else group
+
+
+def _by_group(features: Iterable[str]) -> dict[tuple[str, int | None], list[str]]:
+    grouped: dict[tuple[str, int | None], list[str]] = {}
+    for ref in features:
+        parts = ref.split(":")
+        if len(parts) == 2:
+            key: tuple[str, int | None] = (parts[0], None)
+        elif len(parts) == 3 and parts[1].startswith("v") and parts[1][1:].isdigit():
+            key = (parts[0], int(parts[1][1:]))
+        else:
+            raise InvalidArgument(
+                f"feature reference {ref!r} is not 'group:feature' or 'group:v2:feature'"
+            )
+        grouped.setdefault(key, []).append(parts[-1])
+    return grouped
+
+
+def _online_table(group: FeatureGroup) -> str:
+    return f"{group.name}__v{group.version}"
+
+
+def _latest_per_key(table: pa.Table, keys: list[str], event_time: str) -> pa.Table:
+    import duckdb
+
+    connection = duckdb.connect()
+    connection.register("rows", table)
+    quoted = ", ".join(f'"{k}"' for k in keys)  # identifiers checked when the group was defined
+    return connection.sql(
+        f'SELECT * FROM rows QUALIFY row_number() OVER (PARTITION BY {quoted} ORDER BY "{event_time}" DESC) = 1'
+    ).to_arrow_table()
+
+
+def _as_arrow(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if hasattr(data, "to_arrow") and not hasattr(data, "iloc"):  # polars
+        return data.to_arrow()
+    try:
+        return pa.Table.from_pandas(data, preserve_index=False)
+    except (TypeError, AttributeError):
+        raise InvalidArgument("entity_df must be a pandas, polars or Arrow table") from None
+
+
+def _owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""

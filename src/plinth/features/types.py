@@ -1,0 +1,133 @@
+"""The feature store's value objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+_JSON = {"ser_json_inf_nan": "strings"}
+
+# Feature dtypes, as Arrow names: what a feature group's schema may declare.
+DTYPES = ("bool", "int32", "int64", "float32", "float64", "string", "timestamp", "date")
+
+
+@dataclass(frozen=True)
+class Entity:
+    __pydantic_config__ = _JSON
+
+    name: str
+    join_keys: list[str]
+    value_type: str = "int64"
+    description: str = ""
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    __pydantic_config__ = _JSON
+
+    name: str
+    dtype: str
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One rule a write must pass. ``kind`` is one of: not_null, unique (over ``columns``),
+    range (min/max), allowed_values (values), regex (pattern), row_count (min/max),
+    mean (min/max), std (min/max), quantile (q, min, max)."""
+
+    __pydantic_config__ = _JSON
+
+    kind: str
+    column: str | None = None
+    columns: list[str] = field(default_factory=list)
+    min: float | None = None
+    max: float | None = None
+    values: list[Any] = field(default_factory=list)
+    pattern: str | None = None
+    q: float | None = None
+
+
+@dataclass(frozen=True)
+class ExpectationResult:
+    __pydantic_config__ = _JSON
+
+    expectation: Expectation
+    passed: bool
+    failed_rows: int
+    detail: str
+    sample: list[dict[str, Any]] = field(default_factory=list)  # a few offending rows
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    __pydantic_config__ = _JSON
+
+    group: str
+    version: int
+    mode: str  # strict | warn
+    passed: bool
+    rows: int
+    results: list[ExpectationResult]
+    commit_version: int | None = None  # the Delta version written (None when refused)
+    at: datetime | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class ColumnStatistics:
+    __pydantic_config__ = _JSON
+
+    column: str
+    count: int
+    nulls: int
+    distinct: int | None
+    mean: float | None = None
+    std: float | None = None
+    min: Any = None
+    max: Any = None
+    deciles: list[float] = field(default_factory=list)  # 0%, 10%, ..., 100%
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    __pydantic_config__ = _JSON
+
+    name: str
+    version: int
+    entity: str
+    keys: list[str]
+    event_time: str
+    features: list[FeatureSpec]
+    online: bool = False
+    ttl_seconds: int | None = None
+    description: str = ""
+    owner: str = ""
+    table_uri: str = ""  # the offline Delta table
+    created_at: datetime | None = None
+    expectations: list[Expectation] = field(default_factory=list)
+    validation_mode: str = "strict"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One insert into a feature group: one Delta commit."""
+
+    __pydantic_config__ = _JSON
+
+    group: str
+    version: int
+    commit_version: int  # the Delta table version it created
+    rows: int
+    operation: str  # insert | upsert
+    written_by: str
+    at: datetime
+    validation_passed: bool = True
+    statistics: list[ColumnStatistics] = field(default_factory=list)

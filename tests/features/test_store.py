@@ -1,0 +1,211 @@
+"""The feature store end to end: definitions in the central store, Delta offline, online lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import plinth
+from plinth.client import Client
+from plinth.features.store import FeatureStore
+from plinth.features.types import Expectation
+from tests.backends import FAST_FLUSH, local_client, running_server
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def day(n: int) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+@pytest.fixture(params=["local", "remote"])
+def fs(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FeatureStore]:
+    """A feature store whose metadata lives in a local store or behind a server; data moves
+    directly to the Delta tables and the SQLite online store either way."""
+    artifacts, online = str(tmp_path / "artifacts"), f"sqlite:///{tmp_path / 'online.db'}"
+    if request.param == "local":
+        client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", artifacts)
+        client.settings.online_uri = online
+        yield client.feature_store()
+        return
+    monkeypatch.setenv("PLINTH_ARTIFACT_URI", artifacts)
+    with (
+        running_server(tmp_path / "server-home") as url,
+        plinth.connect(url, artifact_uri=artifacts, online_uri=online, **FAST_FLUSH) as remote,  # type: ignore[arg-type]
+    ):
+        yield remote.feature_store()
+
+
+def transactions() -> pd.DataFrame:
+    # customer 1: aggregates on day 0 and day 10; customer 2: on day 5; customer 3: never
+    return pd.DataFrame(
+        {
+            "customer_id": [1, 1, 2],
+            "event_time": [day(0), day(10), day(5)],
+            "orders_30d": [3, 5, 1],
+            "avg_spend": [20.0, 25.0, 99.0],
+        }
+    )
+
+
+def define(fs: FeatureStore, ttl: str = "30d") -> object:
+    fs.create_entity("customer", join_keys=["customer_id"])
+    df = transactions()
+    return fs.create_feature_group(
+        "customer_stats",
+        entity="customer",
+        event_time="event_time",
+        schema=df.dtypes,
+        online=True,
+        ttl=ttl,
+        description="30-day order aggregates",
+    )
+
+
+def test_insert_is_one_commit_with_statistics(fs: FeatureStore) -> None:
+    stats = define(fs)
+    first = stats.insert(transactions())  # type: ignore[attr-defined]
+    assert (first.commit_version, first.rows) == (0, 3)
+    by_column = {s.column: s for s in first.statistics}
+    assert by_column["avg_spend"].mean == pytest.approx(48.0) and by_column["orders_30d"].max == 5
+    update = pd.DataFrame(
+        {
+            "customer_id": [1, 4],
+            "event_time": [day(10), day(1)],
+            "orders_30d": [6, 2],
+            "avg_spend": [26.0, 10.0],
+        }
+    )
+    second = stats.insert(update)  # type: ignore[attr-defined]
+    assert second.commit_version == 1
+    table = stats.read().to_pandas().sort_values(["customer_id", "event_time"])  # type: ignore[attr-defined]
+    assert table.orders_30d.tolist() == [3, 6, 1, 2]  # (1, day 10) was replaced, (4, day 1) added
+    assert len(stats.read(as_of=0)) == 3  # type: ignore[attr-defined]  # time travel
+    commits = fs.service.list_commits("customer_stats", 1)
+    assert [c.commit_version for c in commits] == [0, 1] and commits[0].written_by
+
+
+def test_point_in_time_training_data(fs: FeatureStore) -> None:
+    define(fs, ttl="7d").insert(transactions())  # type: ignore[attr-defined]
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 1, 2, 2, 3],
+            "event_timestamp": [day(-1), day(0), day(12), day(6), day(13), day(6)],
+            "label": [0, 1, 0, 1, 1, 0],
+        }
+    )
+    job = fs.get_historical_features(
+        entity_df, ["customer_stats:orders_30d", "customer_stats:avg_spend"]
+    )
+    out = job.to_pandas()
+    assert out.label.tolist() == [0, 1, 0, 1, 1, 0]  # one row per entity row, same order
+    orders = [None if pd.isna(v) else int(v) for v in out.orders_30d]
+    # before the first value: null; at it: included; later values never leak; TTL 7 days
+    assert orders == [None, 3, 5, 1, None, None]
+    with pytest.raises(plinth.InvalidArgument, match="no feature 'nope'"):
+        fs.get_historical_features(entity_df, ["customer_stats:nope"]).to_arrow()
+    with pytest.raises(plinth.InvalidArgument, match="event_timestamp"):
+        fs.get_historical_features(
+            entity_df.drop(columns=["event_timestamp"]), ["customer_stats:avg_spend"]
+        ).to_arrow()
+
+
+def test_materialize_and_online_lookup(fs: FeatureStore) -> None:
+    define(fs).insert(transactions())  # type: ignore[attr-defined]
+    assert fs.materialize("customer_stats") == 2  # latest row per key
+    now = day(12)
+    response = fs.get_online_features(
+        ["customer_stats:orders_30d", "customer_stats:avg_spend"],
+        entity_rows=[{"customer_id": 1}, {"customer_id": 3}, {"customer_id": 2}],
+        now=now,
+    )
+    assert response.to_dict()["orders_30d"] == [5, None, 1]
+    assert [s["orders_30d"] for s in response.statuses] == ["PRESENT", "NOT_FOUND", "PRESENT"]
+    later = fs.get_online_features(["customer_stats:avg_spend"], [{"customer_id": 2}], now=day(40))
+    assert later.statuses == [{"avg_spend": "OUTSIDE_TTL"}] and later.rows[0]["avg_spend"] is None
+    newer = pd.DataFrame(
+        {"customer_id": [2], "event_time": [day(20)], "orders_30d": [9], "avg_spend": [1.0]}
+    )
+    fs.get_feature_group("customer_stats").insert(newer)
+    assert fs.materialize_incremental("customer_stats") == 1
+    again = fs.get_online_features(["customer_stats:orders_30d"], [{"customer_id": 2}], now=day(21))
+    assert again.rows[0]["orders_30d"] == 9
+
+
+def test_strict_validation_refuses_and_warn_records(fs: FeatureStore) -> None:
+    define(fs)
+    suite = [
+        Expectation("range", column="avg_spend", min=0, max=50),
+        Expectation("not_null", column="orders_30d"),
+    ]
+    fs.service.set_expectations("customer_stats", 1, suite, "strict")
+    with pytest.raises(plinth.InvalidArgument, match="refused"):
+        fs.get_feature_group("customer_stats").insert(transactions())
+    assert (
+        fs.offline.version(fs.service.get_feature_group("customer_stats")) is None
+    )  # nothing written
+    fs.service.set_expectations("customer_stats", 1, suite, "warn")
+    commit = fs.get_feature_group("customer_stats").insert(transactions())
+    assert commit.validation_passed is False
+    reports = fs.service.list_reports("customer_stats", 1)
+    assert [(r.passed, r.commit_version) for r in reports] == [(False, None), (False, 0)]
+    failed = [r for r in reports[-1].results if not r.passed]
+    assert failed[0].failed_rows == 1
+
+
+def test_schema_changes_make_versions_and_the_catalog_finds_them(fs: FeatureStore) -> None:
+    define(fs)
+    same = fs.create_feature_group(
+        "customer_stats",
+        entity="customer",
+        event_time="event_time",
+        schema=transactions().dtypes,
+        online=True,
+        ttl="30d",
+        description="30-day order aggregates",
+    )
+    assert same.version == 1  # type: ignore[attr-defined]
+    wider = transactions().assign(returns_30d=[0, 1, 0])
+    v2 = fs.create_feature_group(
+        "customer_stats", entity="customer", event_time="event_time", schema=wider.dtypes, ttl="30d"
+    )
+    assert v2.version == 2  # type: ignore[attr-defined]
+    v2.insert(wider)  # type: ignore[attr-defined]
+    assert fs.get_feature_group("customer_stats", 1).version == 1
+    found = fs.service.list_feature_groups(query="order aggregates", all_versions=True)
+    assert [(g.name, g.version) for g in found] == [("customer_stats", 1)]
+    assert [g.version for g in fs.service.list_feature_groups(query="returns_30d")] == [2]
+    assert fs.get_historical_features(
+        pd.DataFrame({"customer_id": [1], "event_timestamp": [day(11)]}),
+        ["customer_stats:v2:returns_30d"],
+    ).to_pandas().returns_30d.tolist() == [1]
+
+
+def test_bad_definitions(fs: FeatureStore) -> None:
+    with pytest.raises(plinth.NotFound):
+        fs.create_feature_group("g", entity="nobody", event_time="t", schema={"x": "float64"})
+    fs.create_entity("customer", join_keys=["customer_id"])
+    with pytest.raises(plinth.InvalidArgument, match="ttl"):
+        fs.create_feature_group(
+            "g", entity="customer", event_time="t", schema={"x": "float64"}, ttl="soon"
+        )
+    with pytest.raises(plinth.InvalidArgument):
+        fs.create_feature_group(
+            "bad name", entity="customer", event_time="t", schema={"x": "float64"}
+        )
+    with pytest.raises(plinth.InvalidArgument, match="feature reference"):
+        fs.get_historical_features(pd.DataFrame({"customer_id": [1]}), ["no_colon"])
+
+
+def test_the_default_client_has_one(tmp_path: Path) -> None:
+    assert isinstance(plinth.feature_store(), FeatureStore)
+    assert plinth.feature_store() is plinth.default_client().feature_store()
+
+
+_ = Client  # the fixture's clients
