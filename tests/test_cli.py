@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
 
+import plinth
 from plinth.cli import app, main
 from plinth.client import Client, connect
 from plinth.store.schema import runs
@@ -225,3 +226,17 @@ def test_errors_of_the_process_are_one_line_on_stderr(data: dict[str, str]) -> N
     assert malformed.stderr.startswith("error: filter: at position 18:")
     assert malformed.stderr.count("\n") == 1
     assert "Traceback" not in malformed.stderr
+
+
+def test_names_that_look_like_markup_print_as_they_are(tmp_path: Path) -> None:
+    with plinth.start_run(experiment="churn [/oops]", name="[bold]run[/bold]") as run:
+        run.log_params({"[red]p": "[/x]"}, group="hyper")
+    runner = CliRunner()
+    for args in (
+        ["experiments", "list"],
+        ["experiments", "show", "churn [/oops]"],
+        ["runs", "show", run.id],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert "[bold]run[/bold]" in runner.invoke(app, ["runs", "show", run.id]).output

@@ -90,7 +90,7 @@ def _runs_table(runs: list[Any], title: str) -> Table:
     for r in runs:
         table.add_row(
             str(r.number),
-            r.name,
+            escape(r.name),
             r.id,
             r.status.value,
             _fmt(r.start_time),
@@ -111,7 +111,9 @@ def experiments_list(
     for column in ("name", "id", "owner", "created", "description"):
         table.add_column(column, overflow="fold")
     for e in found:
-        table.add_row(e.name, e.id, e.owner, _fmt(e.created_at), e.description)
+        table.add_row(
+            *(escape(_fmt(v)) for v in (e.name, e.id, e.owner, e.created_at, e.description))
+        )
     out.print(table)
 
 
@@ -123,11 +125,13 @@ def experiments_show(experiment: str, json_: JsonOption = False) -> None:
     runs = client.search_runs(experiments=[found.id], max_results=20).items
     if json_:
         return _print_json({"experiment": found, "runs": runs})
-    out.print(f"[bold]{found.name}[/bold]  id={found.id}  owner={found.owner or '-'}")
+    out.print(
+        f"[bold]{escape(found.name)}[/bold]  id={found.id}  owner={escape(found.owner or '-')}"
+    )
     if found.description:
-        out.print(found.description)
+        out.print(escape(found.description))
     if found.tags:
-        out.print("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(found.tags.items())))
+        out.print("tags: " + escape(_pairs(found.tags)))
     out.print(_runs_table(runs, "latest runs"))
 
 
@@ -164,27 +168,27 @@ def runs_show(run_id: str, json_: JsonOption = False) -> None:
     if json_:
         return _print_json(run)
     out.print(
-        f"[bold]{run.name}[/bold] (#{run.number} in {run.experiment_name})  {run.status.value}"
+        f"[bold]{escape(run.name)}[/bold] (#{run.number} in {escape(run.experiment_name)})  {run.status.value}"
     )
     out.print(
-        f"id {run.id}  owner {run.owner or '-'}  started {_fmt(run.start_time)}  ended {_fmt(run.end_time)}"
+        f"id {run.id}  owner {escape(run.owner or '-')}  started {_fmt(run.start_time)}  ended {_fmt(run.end_time)}"
     )
     lineage = {k: v for k, v in dataclasses.asdict(run.lineage).items() if v is not None}
     if lineage:
-        out.print("lineage: " + ", ".join(f"{k}={v}" for k, v in lineage.items()))
+        out.print("lineage: " + escape(", ".join(f"{k}={v}" for k, v in lineage.items())))
     params = Table(title="params")
     for column in ("group", "name", "value"):
         params.add_column(column)
     for group, values in sorted(run.params.items()):
         for name, value in sorted(values.items()):
-            params.add_row(group, name, json.dumps(value))
+            params.add_row(escape(group), escape(name), escape(json.dumps(value)))
     out.print(params)
     metrics = Table(title="metrics")
     for column in ("name", "last", "step", "min", "max", "best", "best step", "points"):
         metrics.add_column(column)
     for m in sorted(run.metrics.values(), key=lambda m: m.key):
         metrics.add_row(
-            m.key,
+            escape(m.key),
             _fmt(m.last),
             str(m.last_step),
             _fmt(m.min),
@@ -195,10 +199,11 @@ def runs_show(run_id: str, json_: JsonOption = False) -> None:
         )
     out.print(metrics)
     if run.tags:
-        out.print("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(run.tags.items())))
+        out.print("tags: " + escape(_pairs(run.tags)))
     for i in run.inputs:
         out.print(
-            f"input {i.name}: {i.uri} digest={i.digest or '-'} version={i.version or '-'} rows={_fmt(i.rows)}"
+            escape(f"input {i.name}: {i.uri} digest={i.digest or '-'} version={i.version or '-'}")
+            + f" rows={_fmt(i.rows)}"
         )
 
 
@@ -215,11 +220,11 @@ def runs_compare(
     table = Table(title="comparison")
     table.add_column("")
     for name in cmp.run_names:
-        table.add_column(name)
+        table.add_column(escape(name))
     for name in cmp.params if all_params else cmp.params_differing:
-        table.add_row(f"params.{name}", *(_fmt(v) for v in cmp.params[name]))
+        table.add_row(escape(f"params.{name}"), *(escape(_fmt(v)) for v in cmp.params[name]))
     for name, summaries in cmp.metrics.items():
-        table.add_row(f"metrics.{name}", *(_fmt(s.last) if s else "-" for s in summaries))
+        table.add_row(escape(f"metrics.{name}"), *(_fmt(s.last) if s else "-" for s in summaries))
         table.add_row("  best", *(_fmt(s.best) if s else "-" for s in summaries))
     out.print(table)
 

@@ -293,6 +293,12 @@ def test_an_artifact_round_trips_and_is_exempt_from_the_body_limit(http: httpx.C
     )
 
 
+def test_only_the_file_routes_escape_the_body_limit(http: httpx.Client) -> None:
+    big = b"x" * 5000  # over the 1000-byte limit
+    for path in ("/models/content", "/experiments/content", "/runs/search/content"):
+        assert_error(http.post(path, content=big), 413, "PAYLOAD_TOO_LARGE")
+
+
 def test_an_artifact_a_file_and_a_folder_would_share_is_409_and_leaves_no_debris(
     http: httpx.Client, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
@@ -23,6 +24,8 @@ from plinth.server.limits import BodySizeLimit
 from plinth.tracking.service import TrackingService
 
 API_PREFIX = "/api/v1"
+# The routes that stream raw files (uploads are limited by the stores, not by the JSON limit).
+_FILE_UPLOADS = re.compile(rf"{API_PREFIX}/(runs/[^/]+/artifacts/content|packages/content)")
 log = logging.getLogger("plinth.server")
 
 
@@ -47,9 +50,7 @@ def create_app(
         registry = RegistryService(tracking.store, tracking.artifacts, tracking)
     if features is None:
         features = FeatureService(tracking.store, settings.resolved_artifact_uri)
-    app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_suffix="/content"
-    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt=_FILE_UPLOADS)
     _install_error_handlers(app)
 
     @app.get("/health", tags=["health"])

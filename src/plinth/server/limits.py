@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,17 +17,17 @@ class BodySizeLimit:
     Counting inside the route's own ``receive`` is not enough: FastAPI turns any error
     raised while it reads the body into "400 There was an error parsing the body", so a
     chunked body over the limit would never be answered with 413. Routes whose path ends
-    with ``exempt_suffix`` stream their bodies and are not limited.
+    matching ``exempt`` (the raw file uploads) stream their bodies and are not limited.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_suffix: str = "") -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: re.Pattern[str] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.exempt_suffix = exempt_suffix
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (
-            self.exempt_suffix and scope["path"].endswith(self.exempt_suffix)
+            self.exempt is not None and self.exempt.fullmatch(scope["path"]) is not None
         ):
             await self.app(scope, receive, send)
             return
