@@ -105,6 +105,7 @@ class RegistryCore:
     ) -> RegisteredModel:
         """Change a model's description (Markdown) or merge tags into its tags."""
         with self.store.write() as conn:
+            self._lock(conn, name)
             row = self._model_row(conn, name)
             values: dict[str, Any] = {"updated_at": now_ms()}
             if description is not None:
@@ -282,6 +283,7 @@ class RegistryCore:
     ) -> ModelVersion:
         """Only a version's description and tags change; its package and lineage never do."""
         with self.store.write() as conn:
+            self._lock(conn, name)
             current = self._load_version(conn, name, version)
             values: dict[str, Any] = {}
             if description is not None:
@@ -494,6 +496,15 @@ class RegistryCore:
             raise Conflict(
                 f"registered model {name!r} was created concurrently; try again"
             ) from None
+
+    def _lock(self, conn: Connection, name: str) -> None:
+        # Read-modify-write of a model's tags takes turns (PostgreSQL row lock; SQLite's
+        # writers already queue), so two concurrent tag merges both survive.
+        conn.execute(
+            select(registered_models.c.name)
+            .where(registered_models.c.name == name)
+            .with_for_update()
+        )
 
     def _model_row(self, conn: Connection, name: str, missing_ok: bool = False) -> Any:
         row = conn.execute(sql.model_row, {"name": name}).first()

@@ -10,11 +10,11 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
-from plinth.errors import Conflict, GateFailed, NotFound
+from plinth.errors import Conflict, GateFailed
 from plinth.registry import gates as gate_checks
 from plinth.registry.core import RegistryCore
 from plinth.registry.types import Decision, ModelVersion, Stage
-from plinth.store.schema import model_history, model_versions, registered_models
+from plinth.store.schema import model_history, model_versions
 
 
 class RegistryService(RegistryCore):
@@ -54,7 +54,7 @@ class RegistryService(RegistryCore):
                 )
         details = {"gates": [asdict(r) for r in results]}
         with self.store.write() as conn:
-            self._lock_model(conn, name)
+            self._lock(conn, name)
             if self._load_version(conn, name, version).stage is not candidate.stage:
                 raise Conflict(f"{candidate.uri} changed stage during this promotion; try again")
             if self._production_version(conn, name) != (production.version if production else None):
@@ -68,7 +68,7 @@ class RegistryService(RegistryCore):
     def rollback(self, name: str, reason: str = "", actor: str = "") -> ModelVersion:
         """Restore the version that was PRODUCTION before the current one."""
         with self.store.write() as conn:
-            self._lock_model(conn, name)
+            self._lock(conn, name)
             current = self._production_version(conn, name)
             left = conn.execute(
                 select(model_history.c.version)
@@ -108,17 +108,6 @@ class RegistryService(RegistryCore):
                 decision.reason,
                 asdict(decision),
             )
-
-    def _lock_model(self, conn: Connection, name: str) -> None:
-        # Stage changes of one model take turns: PostgreSQL locks the model's row (SQLite
-        # writers already queue on BEGIN IMMEDIATE), so a promotion sees the one before it.
-        found = conn.execute(
-            select(registered_models.c.name)
-            .where(registered_models.c.name == name)
-            .with_for_update()
-        ).first()
-        if found is None:
-            raise NotFound(f"registered model {name!r} does not exist")
 
     def _production(self, name: str) -> ModelVersion | None:
         with self.store.read() as conn:

@@ -309,11 +309,21 @@ class TrackingService:
         """Log params once: the same value again is fine, a different value is a Conflict."""
         _validate_name(group, "param group")
         rows = [_param_row(run_id, group, key, value) for key, value in params.items()]
-        with self._run_must_exist(run_id), self.store.write() as conn:
+        try:
+            self._log_params_once(run_id, group, rows)
+        except WriteConflict:
+            # Unknown run (its foreign key), or another writer logged some of these params
+            # first: compare with what it wrote.
+            with self.store.read() as conn:
+                self._status(conn, run_id)
+            self._log_params_once(run_id, group, rows)
+
+    def _log_params_once(self, run_id: str, group: str, rows: list[dict[str, Any]]) -> None:
+        with self.store.write() as conn:
             existing = dict(
                 conn.execute(
                     sql.params_of_group,
-                    {"run_id": run_id, "param_group": group, "keys": list(params)},
+                    {"run_id": run_id, "param_group": group, "keys": [r["key"] for r in rows]},
                 ).all()
             )
             for row in rows:
