@@ -264,3 +264,24 @@ def test_unreachable_server_is_unavailable() -> None:
     client = connect("http://127.0.0.1:1")
     with pytest.raises(plinth.Unavailable, match=r"127\.0\.0\.1:1"):
         client.get_run("0" * 32)
+
+
+def test_a_fluent_script_that_crashes_leaves_its_run_failed(
+    tmp_path: Path, sqlite_uri: str
+) -> None:
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import plinth\n"
+        "run = plinth.start_run(experiment='crash')\n"
+        "print(run.id, flush=True)\n"
+        "plinth.log_metric('loss', 0.5)\n"
+        "raise SystemError('the training blew up')\n"
+    )
+    env = {**os.environ, "PLINTH_STORE_URI": sqlite_uri, "PLINTH_ARTIFACT_URI": str(tmp_path / "a")}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "the training blew up" in done.stderr
+    client = plinth.connect(store_uri=sqlite_uri, artifact_uri=str(tmp_path / "a"))
+    got = client.get_run(done.stdout.split()[0])
+    assert got.status.value == "FAILED" and got.metrics["loss"].count == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -235,16 +236,31 @@ class ActiveRun:
         return f"<ActiveRun {self.name} id={self.id}>"
 
 
+_exit_status = RunStatus.FINISHED
+_previous_excepthook = sys.excepthook
+
+
+def _remember_crash(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    # A script that dies of an uncaught exception leaves its open runs FAILED (KILLED on
+    # Ctrl-C), not FINISHED, when they are closed at exit.
+    global _exit_status
+    _exit_status = RunStatus.KILLED if issubclass(kind, KeyboardInterrupt) else RunStatus.FAILED
+    _previous_excepthook(kind, exc, tb)
+
+
+sys.excepthook = _remember_crash
+
+
 @atexit.register
 def _end_open_runs() -> None:
     with _runs_lock:
         still_open = list(_open_runs)
     for run in still_open:
         try:
-            run.end(RunStatus.FINISHED)
+            run.end(_exit_status)
         except Exception as exc:  # the interpreter is exiting: report, do not raise
-            import sys
-
             print(f"plinth: could not close run {run.id}: {exc}", file=sys.stderr)
 
 
