@@ -209,3 +209,37 @@ def test_the_default_client_has_one(tmp_path: Path) -> None:
 
 
 _ = Client  # the fixture's clients
+
+
+def test_the_feature_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Applications that are not in Python look features up over HTTP."""
+    import httpx
+
+    artifacts, online = str(tmp_path / "artifacts"), f"sqlite:///{tmp_path / 'online.db'}"
+    monkeypatch.setenv("PLINTH_ARTIFACT_URI", artifacts)
+    monkeypatch.setenv("PLINTH_ONLINE_URI", online)
+    with running_server(tmp_path / "server-home") as url, plinth.connect(url) as client:
+        fs = client.feature_store()
+        define(fs, ttl="3650d").insert(transactions())  # type: ignore[attr-defined]
+        fs.materialize("customer_stats")
+        api = f"{url}/api/v1/features/online"
+        body = {
+            "features": ["customer_stats:orders_30d"],
+            "entity_rows": [{"customer_id": 1}, {"customer_id": 9}],
+        }
+        posted = httpx.post(api, json=body).json()
+        assert posted["rows"] == [
+            {"customer_id": 1, "orders_30d": 5},
+            {"customer_id": 9, "orders_30d": None},
+        ]
+        assert [s["orders_30d"] for s in posted["statuses"]] == ["PRESENT", "NOT_FOUND"]
+        one = httpx.get(
+            api, params={"features": "customer_stats:avg_spend", "customer_id": "2"}
+        ).json()
+        assert one["rows"] == [{"customer_id": 2, "avg_spend": 99.0}]
+        bad = httpx.get(api, params={"features": "customer_stats:avg_spend", "customer_id": "x"})
+        assert bad.status_code == 422 and bad.json()["error_code"] == "INVALID_ARGUMENT"
+        missing = httpx.post(
+            api, json={"features": ["customer_stats:nope"], "entity_rows": [{"customer_id": 1}]}
+        )
+        assert missing.status_code == 422 and "nope" in missing.json()["message"]

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import plinth
@@ -19,11 +20,14 @@ from plinth.api import Endpoint, endpoints_of
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument, NotFound, PlinthError
 from plinth.features.service import FeatureService
+from plinth.features.serving import OnlineFeatures, OnlineFeatureService
+from plinth.features.store import FeatureStore
 from plinth.registry.service import RegistryService
 from plinth.server.limits import BodySizeLimit
 from plinth.tracking.service import TrackingService
 
 API_PREFIX = "/api/v1"
+_ONLINE: TypeAdapter[OnlineFeatures] = TypeAdapter(OnlineFeatures)
 # The routes that stream raw files (uploads are limited by the stores, not by the JSON limit).
 _FILE_UPLOADS = re.compile(rf"{API_PREFIX}/(runs/[^/]+/artifacts/content|packages/content)")
 log = logging.getLogger("plinth.server")
@@ -59,7 +63,14 @@ def create_app(
         return {"status": "ok", "version": plinth.__version__}
 
     _mount_file_routes(app, tracking, registry)
-    services = ((tracking, "tracking"), (registry, "registry"), (features, "features"))
+    serving = OnlineFeatureService(_server_feature_store(settings, features))
+    _mount_feature_server_get(app, serving)
+    services = (
+        (tracking, "tracking"),
+        (registry, "registry"),
+        (features, "features"),
+        (serving, "features"),
+    )
     for service, tag in services:
         for ep in endpoints_of(type(service)):
             _mount(app, ep, getattr(service, ep.name), tag)
@@ -126,6 +137,26 @@ def _schema(adapter: Any) -> dict[str, Any]:
         return {}
     schema.pop("$defs", None)
     return schema if "$ref" not in str(schema) else {}
+
+
+def _server_feature_store(settings: Settings, features: FeatureService) -> FeatureStore:
+    from plinth.features.offline import OfflineStore
+    from plinth.features.online import online_store_for
+
+    offline = OfflineStore(settings.resolved_artifact_uri)
+    return FeatureStore(features, offline, online_store_for(settings.resolved_online_uri))
+
+
+def _mount_feature_server_get(app: FastAPI, serving: OnlineFeatureService) -> None:
+    @app.get(f"{API_PREFIX}/features/online", tags=["features"])
+    def get_online_features_for_one(
+        request: Request, features: Annotated[list[str], Query()]
+    ) -> Response:
+        """One entity's latest values: ``?features=customer_stats:orders_30d&customer_id=1001``."""
+        query = {k: v for k, v in request.query_params.items() if k != "features"}
+        keys = serving.keys_from_query(features, query)
+        result = serving.get_online_features(features, [keys])
+        return Response(_ONLINE.dump_json(result), media_type="application/json")
 
 
 def _mount_file_routes(app: FastAPI, tracking: TrackingService, registry: RegistryService) -> None:

@@ -345,6 +345,9 @@ class TrackingService:
         with self._run_must_exist(run_id), self.store.write() as conn:
             if batch.keys:
                 metric_store.write_batch(conn, run_id, batch)  # a missing run fails its foreign key
+                self._touch(
+                    conn, run_id
+                )  # a run that writes is alive, whatever its heartbeat thread
             else:
                 self._status(conn, run_id)
 

@@ -1,0 +1,65 @@
+"""The feature server: online lookups over HTTP for applications that are not in Python."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from plinth.api import endpoint
+from plinth.errors import InvalidArgument
+from plinth.features.store import FeatureStore
+
+MAX_ENTITY_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """One row of values and one of statuses (PRESENT, NOT_FOUND, OUTSIDE_TTL) per entity."""
+
+    __pydantic_config__ = {"ser_json_inf_nan": "strings"}  # noqa: RUF012
+
+    rows: list[dict[str, Any]]
+    statuses: list[dict[str, str]]
+
+
+class OnlineFeatureService:
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    @endpoint("POST", "/features/online")
+    def get_online_features(
+        self, features: list[str], entity_rows: list[dict[str, Any]]
+    ) -> OnlineFeatures:
+        """Latest feature values for a batch of entities, e.g. ``{"features":
+        ["customer_stats:orders_30d"], "entity_rows": [{"customer_id": 1001}]}``."""
+        if not features:
+            raise InvalidArgument("name at least one feature, e.g. 'customer_stats:orders_30d'")
+        if len(entity_rows) > MAX_ENTITY_ROWS:
+            raise InvalidArgument(
+                f"at most {MAX_ENTITY_ROWS} entity rows a call, got {len(entity_rows)}"
+            )
+        response = self.store.get_online_features(features, entity_rows)
+        return OnlineFeatures(response.rows, response.statuses)
+
+    def keys_from_query(self, features: list[str], query: dict[str, str]) -> dict[str, Any]:
+        """Entity keys given as query parameters, typed like their entity's keys."""
+        from plinth.features.store import _by_group
+
+        name, version = next(iter(_by_group(features)))
+        group = self.store.service.get_feature_group(name, version)
+        entity = self.store.service.get_entity(group.entity)
+        keys: dict[str, Any] = {}
+        for key in group.keys:
+            if key not in query:
+                raise InvalidArgument(f"pass the entity key {key!r} as a query parameter")
+            keys[key] = _typed(query[key], entity.value_type, key)
+        return keys
+
+
+def _typed(text: str, value_type: str, key: str) -> Any:
+    if value_type.startswith("int"):
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidArgument(f"key {key!r} is an integer, got {text!r}") from None
+    return text
