@@ -17,6 +17,7 @@ from typing import Any, TypeVar, get_type_hints
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
 F = TypeVar("F", bound=Callable[..., Any])
+API_PREFIX = "/api/v1"
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,12 @@ from urllib.parse import quote
 
 import httpx
 
-from plinth.api import Endpoint, endpoints_of
+from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_dict
 from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
 from plinth.tracking.service import TrackingService
 
-API_PREFIX = "/api/v1"
 _CHUNK = 1024 * 1024
 
 

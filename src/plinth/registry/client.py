@@ -8,6 +8,8 @@ import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from plinth.registry.types import MANIFEST_FILE
+
 if TYPE_CHECKING:
     from plinth.config import Settings
     from plinth.registry.gates import Gate
@@ -15,8 +17,6 @@ if TYPE_CHECKING:
     from plinth.registry.service import RegistryService
     from plinth.registry.types import Decision, HistoryEntry, ModelVersion, Signature, Stage
     from plinth.tracking.service import TrackingService
-
-MANIFEST_FILE = "plinth-model.json"
 
 
 class RegistryClient:

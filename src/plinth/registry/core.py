@@ -18,7 +18,14 @@ from plinth.api import endpoint
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from plinth.registry import statements as sql
 from plinth.registry.gates import Gate, check_gate
-from plinth.registry.types import HistoryEntry, Manifest, ModelVersion, RegisteredModel, Stage
+from plinth.registry.types import (
+    MANIFEST_FILE,
+    HistoryEntry,
+    Manifest,
+    ModelVersion,
+    RegisteredModel,
+    Stage,
+)
 from plinth.registry.uris import VIRTUAL_ALIASES, check_alias, check_model_name, parse_model_uri
 from plinth.store.artifacts import ArtifactStore, safe_relpath
 from plinth.store.engine import Store
@@ -29,7 +36,6 @@ from plinth.tracking.types import Page
 
 _manifest = TypeAdapter(Manifest)
 _gates = TypeAdapter(list[Gate])
-MANIFEST_FILE = "plinth-model.json"
 
 
 class RegistryCore:

@@ -24,9 +24,9 @@ import pydantic
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound
 from plinth.registry.flavors import Flavor, flavor_for, flavor_named
 from plinth.registry.signature import enforce, infer_signature
-from plinth.registry.types import Manifest, Signature
+from plinth.registry.types import MANIFEST_FILE, Manifest, Signature
 
-MANIFEST = "plinth-model.json"
+MANIFEST = MANIFEST_FILE
 MODEL_FOLDER = "model"
 #: recorded with every flavor's own requirements: signatures and predictors use them
 _ALWAYS = ("numpy", "pandas")

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from plinth.api import endpoint
 from plinth.errors import Conflict, GateFailed
 from plinth.registry import gates as gate_checks
-from plinth.registry.core import RegistryCore
+from plinth.registry.core import RegistryCore, _opt
 from plinth.registry.types import Decision, ModelVersion, Stage
 from plinth.store.schema import model_history, model_versions
 
@@ -172,7 +172,3 @@ class RegistryService(RegistryCore):
             .where(model_versions.c.model_name == name, model_versions.c.version == version)
             .values(stage=stage.value)
         )
-
-
-def _opt(value: int | None) -> str | None:
-    return None if value is None else str(value)

@@ -10,6 +10,10 @@ from typing import Any
 _JSON = {"ser_json_inf_nan": "strings"}
 
 
+# The file in a model package that describes it (flavor, signature, sha256 of every file).
+MANIFEST_FILE = "plinth-model.json"
+
+
 class Stage(enum.StrEnum):
     DEVELOPMENT = "DEVELOPMENT"
     STAGING = "STAGING"

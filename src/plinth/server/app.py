@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import plinth
-from plinth.api import Endpoint, endpoints_of
+from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument, NotFound, PlinthError
 from plinth.features.service import FeatureService
@@ -26,7 +26,6 @@ from plinth.registry.service import RegistryService
 from plinth.server.limits import BodySizeLimit
 from plinth.tracking.service import TrackingService
 
-API_PREFIX = "/api/v1"
 _ONLINE: TypeAdapter[OnlineFeatures] = TypeAdapter(OnlineFeatures)
 # The routes that stream raw files (uploads are limited by the stores, not by the JSON limit).
 _FILE_UPLOADS = re.compile(rf"{API_PREFIX}/(runs/[^/]+/artifacts/content|packages/content)")
