@@ -90,16 +90,16 @@ class RegistryCore:
     def list_registered_models(
         self, name_like: str | None = None, max_results: int = 100, page_token: str | None = None
     ) -> Page[RegisteredModel]:
-        from plinth.tracking.service import _check_max_results, _decode_token, _encode_token
+        from plinth.store.sql import check_max_results, decode_page_token, encode_page_token
 
-        offset, limit = _decode_token(page_token), _check_max_results(max_results)
+        offset, limit = decode_page_token(page_token), check_max_results(max_results)
         query = select(registered_models.c.name).order_by(registered_models.c.name)
         if name_like:
             query = query.where(registered_models.c.name.like(name_like))
         with self.store.read() as conn:
             names = list(conn.execute(query.offset(offset).limit(limit + 1)).scalars())
         items = [self.get_registered_model(n) for n in names[:limit]]
-        return Page(items, _encode_token(offset + limit) if len(names) > limit else None)
+        return Page(items, encode_page_token(offset + limit) if len(names) > limit else None)
 
     @endpoint("POST", "/models/{name}")
     def update_registered_model(
@@ -261,7 +261,7 @@ class RegistryCore:
         max_results: int = 100,
     ) -> list[ModelVersion]:
         """Versions by model name (SQL LIKE pattern), stage and tag (``key`` or ``key=value``)."""
-        from plinth.tracking.service import _check_max_results
+        from plinth.store.sql import check_max_results
 
         query = select(model_versions.c.model_name, model_versions.c.version).order_by(
             model_versions.c.model_name, model_versions.c.version.desc()
@@ -276,7 +276,7 @@ class RegistryCore:
         if tag:
             key, _, value = tag.partition("=")
             found = [v for v in found if key in v.tags and (not value or v.tags[key] == value)]
-        return found[: _check_max_results(max_results)]
+        return found[: check_max_results(max_results)]
 
     @endpoint("POST", "/models/{name}/versions/{version}")
     def update_model_version(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -9,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
+
+from plinth.errors import InvalidArgument
 
 
 def now_ms() -> int:
@@ -53,3 +57,28 @@ def upsert(
 
 
 _upserts: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+MAX_PAGE = 10_000
+
+
+def check_max_results(max_results: int) -> int:
+    if not 1 <= max_results <= MAX_PAGE:
+        raise InvalidArgument(f"max_results must be between 1 and {MAX_PAGE}, got {max_results}")
+    return max_results
+
+
+def encode_page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def decode_page_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+        if isinstance(offset, int) and 0 <= offset < 2**31:
+            return offset
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise InvalidArgument(f"page_token {token[:40]!r} is not a token returned by a previous page")

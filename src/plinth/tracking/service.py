@@ -6,7 +6,6 @@ them as routes and the remote client calls them with the same signatures.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import operator
@@ -32,7 +31,15 @@ from plinth.store.schema import (
     run_tags,
     runs,
 )
-from plinth.store.sql import now_ms, opt_datetime, to_datetime, upsert
+from plinth.store.sql import (
+    check_max_results,
+    decode_page_token,
+    encode_page_token,
+    now_ms,
+    opt_datetime,
+    to_datetime,
+    upsert,
+)
 from plinth.tracking import metrics as metric_store
 from plinth.tracking import statements as sql
 from plinth.tracking.search import order_by as order_by_
@@ -52,7 +59,6 @@ from plinth.tracking.types import (
     validate_key,
 )
 
-MAX_PAGE = 10_000
 _validate_name = validate_key
 
 
@@ -102,15 +108,15 @@ class TrackingService:
     def list_experiments(
         self, name_like: str | None = None, max_results: int = 1000, page_token: str | None = None
     ) -> Page[Experiment]:
-        offset = _decode_token(page_token)
-        limit = _check_max_results(max_results)
+        offset = decode_page_token(page_token)
+        limit = check_max_results(max_results)
         query = select(experiments.c.id).order_by(experiments.c.name)
         if name_like:
             query = query.where(experiments.c.name.like(name_like))
         with self.store.read() as conn:
             ids = conn.execute(query.offset(offset).limit(limit + 1)).scalars().all()
         items = [self.get_experiment(i) for i in ids[:limit]]
-        return Page(items, _encode_token(offset + limit) if len(ids) > limit else None)
+        return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
 
     @endpoint("POST", "/experiments/{experiment}/tags")
     def set_experiment_tags(self, experiment: str, tags: dict[str, str]) -> None:
@@ -441,8 +447,8 @@ class TrackingService:
         page_token: str | None = None,
     ) -> Page[Run]:
         """Runs matching a filter (see ``plinth.tracking.search``), newest first by default."""
-        offset = _decode_token(page_token)
-        limit = _check_max_results(max_results)
+        offset = decode_page_token(page_token)
+        limit = check_max_results(max_results)
         matching = parse_filter(filter)
         query = (
             select(runs.c.id)
@@ -458,7 +464,7 @@ class TrackingService:
         with self.store.read() as conn:
             ids = list(conn.execute(query).scalars())
             items = self._load_runs(conn, ids[:limit])
-        return Page(items, _encode_token(offset + limit) if len(ids) > limit else None)
+        return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
 
     @endpoint("POST", "/runs/compare")
     def compare_runs(self, run_ids: list[str]) -> RunComparison:
@@ -622,25 +628,3 @@ def _param_row(run_id: str, group: str, key: str, value: Any) -> dict[str, Any]:
         "value_num": num,
         "value_str": text,
     }
-
-
-def _check_max_results(max_results: int) -> int:
-    if not 1 <= max_results <= MAX_PAGE:
-        raise InvalidArgument(f"max_results must be between 1 and {MAX_PAGE}, got {max_results}")
-    return max_results
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def _decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-        if isinstance(offset, int) and 0 <= offset < 2**31:
-            return offset
-    except (ValueError, KeyError, TypeError):
-        pass
-    raise InvalidArgument(f"page_token {token[:40]!r} is not a token returned by a previous page")
