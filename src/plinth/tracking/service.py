@@ -1,4 +1,5 @@
-"""Tracking's service layer: experiments, runs, params, metrics, tags, inputs, search.
+"""Tracking's service layer: runs, params, metrics, tags, inputs, search (experiments in
+``experiments.py``).
 
 Every public method is one operation of the API (see ``plinth.api``); the server mounts
 them as routes and the remote client calls them with the same signatures.
@@ -15,7 +16,7 @@ from dataclasses import fields, replace
 from types import SimpleNamespace
 from typing import IO, Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from plinth.api import endpoint
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, WriteConflict
@@ -23,7 +24,6 @@ from plinth.store.artifacts import ArtifactStore, safe_relpath
 from plinth.store.engine import Store
 from plinth.store.schema import (
     environments,
-    experiment_tags,
     experiments,
     metric_summaries,
     params,
@@ -42,13 +42,13 @@ from plinth.store.sql import (
 )
 from plinth.tracking import metrics as metric_store
 from plinth.tracking import statements as sql
+from plinth.tracking.experiments import ExperimentService
 from plinth.tracking.search import order_by as order_by_
 from plinth.tracking.search import parse_filter
 from plinth.tracking.types import (
     ArtifactEntry,
     DatasetInput,
     Environment,
-    Experiment,
     Lineage,
     MetricBatch,
     MetricPoint,
@@ -62,93 +62,11 @@ from plinth.tracking.types import (
 _validate_name = validate_key
 
 
-class TrackingService:
+class TrackingService(ExperimentService):
     def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.artifacts = artifacts
         self._saved_environments: set[str] = set()
-
-    # -- experiments -------------------------------------------------------------------
-
-    @endpoint("POST", "/experiments")
-    def create_experiment(
-        self, name: str, description: str = "", tags: dict[str, str] | None = None, owner: str = ""
-    ) -> Experiment:
-        _validate_name(name, "experiment name")
-        with self.store.write() as conn:
-            if conn.execute(select(experiments.c.id).where(experiments.c.name == name)).first():
-                raise AlreadyExists(f"experiment {name!r} already exists")
-            experiment_id = self._insert_experiment(conn, name, description, owner)
-            self._set_experiment_tags(conn, experiment_id, tags or {})
-        return self.get_experiment(experiment_id)
-
-    @endpoint("GET", "/experiments/{experiment}")
-    def get_experiment(self, experiment: str) -> Experiment:
-        """An experiment by id or by name."""
-        with self.store.read() as conn:
-            row = conn.execute(
-                select(experiments).where(
-                    (experiments.c.id == experiment) | (experiments.c.name == experiment)
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"experiment {experiment!r} does not exist")
-            tags = dict(
-                conn.execute(
-                    select(experiment_tags.c.key, experiment_tags.c.value).where(
-                        experiment_tags.c.experiment_id == row.id
-                    )
-                ).all()
-            )
-        return Experiment(
-            row.id, row.name, row.description, row.owner, to_datetime(row.created_at), tags
-        )
-
-    @endpoint("GET", "/experiments")
-    def list_experiments(
-        self, name_like: str | None = None, max_results: int = 1000, page_token: str | None = None
-    ) -> Page[Experiment]:
-        offset = decode_page_token(page_token)
-        limit = check_max_results(max_results)
-        query = select(experiments.c.id).order_by(experiments.c.name)
-        if name_like:
-            query = query.where(experiments.c.name.like(name_like))
-        with self.store.read() as conn:
-            ids = conn.execute(query.offset(offset).limit(limit + 1)).scalars().all()
-        items = [self.get_experiment(i) for i in ids[:limit]]
-        return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
-
-    @endpoint("POST", "/experiments/{experiment}/tags")
-    def set_experiment_tags(self, experiment: str, tags: dict[str, str]) -> None:
-        experiment_id = self.get_experiment(experiment).id
-        with self.store.write() as conn:
-            self._set_experiment_tags(conn, experiment_id, tags)
-
-    def _insert_experiment(self, conn: Connection, name: str, description: str, owner: str) -> str:
-        experiment_id = uuid.uuid4().hex
-        conn.execute(
-            insert(experiments).values(
-                id=experiment_id,
-                name=name,
-                description=description,
-                owner=owner,
-                created_at=now_ms(),
-                next_run_number=1,
-            )
-        )
-        return experiment_id
-
-    def _set_experiment_tags(
-        self, conn: Connection, experiment_id: str, tags: dict[str, str]
-    ) -> None:
-        for key in tags:
-            _validate_name(key, "tag name")
-        rows = [
-            {"experiment_id": experiment_id, "key": k, "value": str(v)} for k, v in tags.items()
-        ]
-        upsert(
-            conn, experiment_tags, rows, ["experiment_id", "key"], {"value": lambda ex: ex.value}
-        )
 
     # -- runs --------------------------------------------------------------------------
 
