@@ -548,3 +548,76 @@ def bound_loop_n(n: int, per_item_s: float, max_s: float) -> int:
     if per_item_s <= 0:
         return n
     return max(1, min(n, int(max_s / per_item_s)))
+
+
+class Bench:
+    """Runs one workload in a worker process per tool (Plinth in this python, MLflow in its
+    venv), caches the results, and collects errors and how busy the CPUs were."""
+
+    def __init__(
+        self,
+        part: str,
+        workers: dict[str, Path],
+        timeouts: dict[str, int],
+        mlflow_py: Path | None,
+        keep: bool,
+    ) -> None:
+        self.part = part
+        self.workers = workers
+        self.timeouts = timeouts
+        self.mlflow_py = mlflow_py
+        self.keep = keep
+        self.results: dict[tuple[str, str, int], dict] = {}
+        self.errors: list[str] = []
+        self.busy: list[float] = []
+        self.wait_quiet = 0.0
+        self.tmp_root = WORK_DIR / "tmp"
+
+    def run(self, tool: str, workload: str, n: int, **extra: str) -> dict | None:
+        key = (tool, workload, n)
+        if key in self.results:
+            return self.results[key]
+        if tool == "mlflow":
+            if self.mlflow_py is None:
+                return None
+            python = self.mlflow_py
+        else:
+            python = Path(sys.executable)
+        script = self.workers[tool]
+        tmp = self.tmp_root / f"{self.part}-{tool}-{workload}-{n}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        args = ["--workload", workload, "--n", str(n), "--tmp", str(tmp)]
+        for k, v in extra.items():
+            args += [f"--{k.replace('_', '-')}", v]
+        busy = wait_system_quiet(self.wait_quiet) if self.wait_quiet > 0 else system_busy(0.5)
+        self.busy.append(busy)
+        log(f"{tool:6} {workload} n={n:,} ... (CPUs {busy:.0%} busy before it)")
+        t0 = time.perf_counter()
+        try:
+            res = run_worker(python, script, args, timeout=self.timeouts.get(workload, 600))
+        except WorkerError as exc:
+            line = key_error_line(str(exc))
+            log(f"{tool:6} {workload} FAILED: {line}")
+            self.errors.append(f"{tool} {workload} (n={n:,}): {line}")
+            self.results[key] = {}
+            return None
+        finally:
+            kill_leftover_servers(tmp)
+            if not self.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+        res["wall_s"] = time.perf_counter() - t0
+        if res.get("verified") is False:
+            self.errors.append(
+                f"{tool} {workload} (n={n:,}): NOT verified: {res.get('checks', res)}"
+            )
+        figs = ", ".join(f"{k}={v:,.4g}" for k, v in res.get("figures", {}).items())
+        log(f"{tool:6} {workload} done in {res['wall_s']:.1f} s: {figs}")
+        self.results[key] = res
+        return res
+
+
+def fig(res: dict | None, name: str) -> float | None:
+    if not res:
+        return None
+    v = res.get("figures", {}).get(name)
+    return float(v) if v is not None else None

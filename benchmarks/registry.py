@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import platform
-import shutil
 import sqlite3
 import sys
 import time
@@ -110,64 +109,6 @@ QUICK = Sizes(register=20, mlflow_default_seconds=15, resolve=200, warm_loads=5)
 TIMEOUTS = {"register": 600, "resolve_alias": 300, "load": 300}
 
 
-class Bench:
-    def __init__(self, mlflow_py: Path | None, keep: bool) -> None:
-        self.mlflow_py = mlflow_py
-        self.keep = keep
-        self.results: dict[tuple[str, str, int], dict] = {}
-        self.errors: list[str] = []
-        self.busy: list[float] = []
-        self.wait_quiet = 0.0
-        self.tmp_root = C.WORK_DIR / "tmp"
-
-    def run(self, tool: str, workload: str, n: int, **extra: str) -> dict | None:
-        key = (tool, workload, n)
-        if key in self.results:
-            return self.results[key]
-        if tool == "mlflow":
-            if self.mlflow_py is None:
-                return None
-            python, script = self.mlflow_py, MLFLOW_WORKER
-        else:
-            python, script = Path(sys.executable), PLINTH_WORKER
-        tmp = self.tmp_root / f"registry-{tool}-{workload}-{n}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        args = ["--workload", workload, "--n", str(n), "--tmp", str(tmp)]
-        for k, v in extra.items():
-            args += [f"--{k.replace('_', '-')}", v]
-        busy = C.wait_system_quiet(self.wait_quiet) if self.wait_quiet > 0 else C.system_busy(0.5)
-        self.busy.append(busy)
-        C.log(f"{tool:6} {workload} n={n:,} ... (CPUs {busy:.0%} busy before it)")
-        t0 = time.perf_counter()
-        try:
-            res = C.run_worker(python, script, args, timeout=TIMEOUTS.get(workload, 600))
-        except C.WorkerError as exc:
-            line = C.key_error_line(str(exc))
-            C.log(f"{tool:6} {workload} FAILED: {line}")
-            self.errors.append(f"{tool} {workload} (n={n:,}): {line}")
-            self.results[key] = {}
-            return None
-        finally:
-            if not self.keep:
-                shutil.rmtree(tmp, ignore_errors=True)
-        res["wall_s"] = time.perf_counter() - t0
-        if res.get("verified") is False:
-            self.errors.append(
-                f"{tool} {workload} (n={n:,}): NOT verified: {res.get('checks', res)}"
-            )
-        figs = ", ".join(f"{k}={v:,.4g}" for k, v in res.get("figures", {}).items())
-        C.log(f"{tool:6} {workload} done in {res['wall_s']:.1f} s: {figs}")
-        self.results[key] = res
-        return res
-
-
-def fig(res: dict | None, name: str) -> float | None:
-    if not res:
-        return None
-    v = res.get("figures", {}).get(name)
-    return float(v) if v is not None else None
-
-
 def _mlflow_python(opts) -> Path | None:
     if opts.no_mlflow:
         return None
@@ -219,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     C.WORK_DIR.mkdir(parents=True, exist_ok=True)
 
-    b = Bench(_mlflow_python(opts), opts.keep)
+    b = C.Bench(
+        "registry",
+        {"plinth": PLINTH_WORKER, "mlflow": MLFLOW_WORKER},
+        TIMEOUTS,
+        _mlflow_python(opts),
+        opts.keep,
+    )
     b.wait_quiet = opts.wait_quiet
     P, M = "plinth", "mlflow"
     notes: list[str] = []
@@ -235,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     ms = "{:,.1f}"
     ms2 = "{:,.2f}"
     target = f"≥ 5{C.TIMES} MLflow"
-    m_default_n = int(fig(m_reg, "log_model_default_n") or 0)
+    m_default_n = int(C.fig(m_reg, "log_model_default_n") or 0)
     bounded = m_reg is not None and bool(m_reg) and m_default_n < s.register
     rows = [
         Row(
             "register: log_model in a run (MLflow defaults)",
-            fig(p_reg, "log_model_ms"),
-            fig(m_reg, "log_model_default_ms"),
+            C.fig(p_reg, "log_model_ms"),
+            C.fig(m_reg, "log_model_default_ms"),
             "ms/version",
             higher_is_better=False,
             target=target,
@@ -252,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "register: log_model, MLflow w/o requirement inference",
-            fig(p_reg, "log_model_ms"),
-            fig(m_reg, "log_model_pinned_ms"),
+            C.fig(p_reg, "log_model_ms"),
+            C.fig(m_reg, "log_model_pinned_ms"),
             "ms/version",
             higher_is_better=False,
             target=target,
@@ -263,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             f"register {s.register:,} versions via log_model, total",
-            fig(p_reg, "log_model_s"),
-            fig(m_reg, "log_model_default_projected_s"),
+            C.fig(p_reg, "log_model_s"),
+            C.fig(m_reg, "log_model_default_projected_s"),
             "s",
             higher_is_better=False,
             fmt=ms2,
@@ -276,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "register_model: Plinth from the object, MLflow of a logged model",
-            fig(p_reg, "register_model_ms"),
-            fig(m_reg, "register_model_ms"),
+            C.fig(p_reg, "register_model_ms"),
+            C.fig(m_reg, "register_model_ms"),
             "ms/version",
             higher_is_better=False,
             target=target,
@@ -287,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             f"resolve models:/{MODEL_NAME}@{ALIAS}, per call",
-            fig(p_res, "mean_ms"),
-            fig(m_res, "mean_ms"),
+            C.fig(p_res, "mean_ms"),
+            C.fig(m_res, "mean_ms"),
             "ms",
             higher_is_better=False,
             target=target,
@@ -297,24 +244,24 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "resolve, p99",
-            fig(p_res, "p99_ms"),
-            fig(m_res, "p99_ms"),
+            C.fig(p_res, "p99_ms"),
+            C.fig(m_res, "p99_ms"),
             "ms",
             higher_is_better=False,
             fmt="{:,.3f}",
         ),
         Row(
             "resolve, first call",
-            fig(p_res, "first_ms"),
-            fig(m_res, "first_ms"),
+            C.fig(p_res, "first_ms"),
+            C.fig(m_res, "first_ms"),
             "ms",
             higher_is_better=False,
             fmt=ms2,
         ),
         Row(
             "load by URI, cold (first load in a fresh process)",
-            fig(p_load, "cold_load_ms"),
-            fig(m_load, "cold_load_ms"),
+            C.fig(p_load, "cold_load_ms"),
+            C.fig(m_load, "cold_load_ms"),
             "ms",
             higher_is_better=False,
             fmt=ms,
@@ -322,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "fresh process: import + load + first predict",
-            fig(p_load, "first_prediction_ms"),
-            fig(m_load, "first_prediction_ms"),
+            C.fig(p_load, "first_prediction_ms"),
+            C.fig(m_load, "first_prediction_ms"),
             "ms",
             higher_is_better=False,
             fmt=ms,
@@ -331,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "load by URI, warm",
-            fig(p_load, "warm_load_ms"),
-            fig(m_load, "warm_load_ms"),
+            C.fig(p_load, "warm_load_ms"),
+            C.fig(m_load, "warm_load_ms"),
             "ms",
             higher_is_better=False,
             fmt=ms2,
@@ -340,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             f"predict {ROWS} rows (DataFrame), warm",
-            fig(p_load, "predict_ms"),
-            fig(m_load, "predict_ms"),
+            C.fig(p_load, "predict_ms"),
+            C.fig(m_load, "predict_ms"),
             "ms",
             higher_is_better=False,
             fmt=ms2,
@@ -419,7 +366,7 @@ def _per_s(v: float | None) -> str:
 
 
 def _rates(p: dict | None, m: dict | None, pkey: str, mkey: str) -> str:
-    return f"Plinth {_per_s(fig(p, pkey))}, MLflow {_per_s(fig(m, mkey))}"
+    return f"Plinth {_per_s(C.fig(p, pkey))}, MLflow {_per_s(C.fig(m, mkey))}"
 
 
 def _n_note(pn: int, mn: int | None, bound: float) -> str:
@@ -431,13 +378,13 @@ def _n_note(pn: int, mn: int | None, bound: float) -> str:
 
 
 def _imports(p: dict | None, m: dict | None) -> str:
-    pi, mi = fig(p, "import_ms"), fig(m, "import_ms")
+    pi, mi = C.fig(p, "import_ms"), C.fig(m, "import_ms")
     f = lambda v: "—" if v is None else f"{v:,.0f} ms"  # noqa: E731
     return f"of which import: Plinth {f(pi)}, MLflow {f(mi)}"
 
 
 def _sklearn_note(p: dict | None, m: dict | None) -> str:
-    pi, mi = fig(p, "sklearn_import_ms"), fig(m, "sklearn_import_ms")
+    pi, mi = C.fig(p, "sklearn_import_ms"), C.fig(m, "sklearn_import_ms")
     f = lambda v: "—" if v is None else f"{v:,.0f} ms"  # noqa: E731
     return f"import sklearn.linear_model alone: {f(pi)} / {f(mi)}"
 
@@ -448,7 +395,7 @@ def _cached_note(p: dict | None) -> str:
     return ""
 
 
-def _versions(b: Bench) -> dict[str, str]:
+def _versions(b: C.Bench) -> dict[str, str]:
     out = {"Python": platform.python_version()}
 
     def first(tool: str, key: str) -> str | None:

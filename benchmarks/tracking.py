@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import platform
-import shutil
 import sqlite3
 import sys
 import time
@@ -89,64 +88,6 @@ TIMEOUTS = {"search": 1800, "server": 300}
 RSS_MLFLOW_BUDGET_S = 60.0
 
 
-class Bench:
-    def __init__(self, sizes: Sizes, mlflow_py: Path | None, keep: bool) -> None:
-        self.sizes = sizes
-        self.mlflow_py = mlflow_py
-        self.keep = keep
-        self.results: dict[tuple[str, str, int], dict] = {}
-        self.errors: list[str] = []
-        self.busy: list[float] = []
-        self.wait_quiet = 0.0
-        self.tmp_root = C.WORK_DIR / "tmp"
-
-    def run(self, tool: str, workload: str, n: int, **extra: str) -> dict | None:
-        key = (tool, workload, n)
-        if key in self.results:
-            return self.results[key]
-        if tool == "mlflow":
-            if self.mlflow_py is None:
-                return None
-            python, script = self.mlflow_py, MLFLOW_WORKER
-        else:
-            python, script = Path(sys.executable), PLINTH_WORKER
-        tmp = self.tmp_root / f"{tool}-{workload}-{n}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        args = ["--workload", workload, "--n", str(n), "--tmp", str(tmp)]
-        for k, v in extra.items():
-            args += [f"--{k.replace('_', '-')}", v]
-        busy = C.wait_system_quiet(self.wait_quiet) if self.wait_quiet > 0 else C.system_busy(0.5)
-        self.busy.append(busy)
-        C.log(f"{tool:6} {workload} n={n:,} ... (CPUs {busy:.0%} busy before it)")
-        t0 = time.perf_counter()
-        try:
-            res = C.run_worker(python, script, args, timeout=TIMEOUTS.get(workload, 600))
-        except C.WorkerError as exc:
-            line = C.key_error_line(str(exc))
-            C.log(f"{tool:6} {workload} FAILED: {line}")
-            self.errors.append(f"{tool} {workload} (n={n:,}): {line}")
-            self.results[key] = {}
-            return None
-        finally:
-            C.kill_leftover_servers(tmp)
-            if not self.keep:
-                shutil.rmtree(tmp, ignore_errors=True)
-        res["wall_s"] = time.perf_counter() - t0
-        if res.get("verified") is False:
-            self.errors.append(f"{tool} {workload} (n={n:,}): NOT verified: {res}")
-        figs = ", ".join(f"{k}={v:,.4g}" for k, v in res.get("figures", {}).items())
-        C.log(f"{tool:6} {workload} done in {res['wall_s']:.1f} s: {figs}")
-        self.results[key] = res
-        return res
-
-
-def fig(res: dict | None, name: str) -> float | None:
-    if not res:
-        return None
-    v = res.get("figures", {}).get(name)
-    return float(v) if v is not None else None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
@@ -183,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # the table still shows Plinth
             C.log(f"MLflow venv unavailable: {C.key_error_line(str(exc))}")
 
-    b = Bench(sizes, mlflow_py, opts.keep)
+    b = C.Bench(
+        "tracking",
+        {"plinth": PLINTH_WORKER, "mlflow": MLFLOW_WORKER},
+        TIMEOUTS,
+        mlflow_py,
+        opts.keep,
+    )
     b.wait_quiet = opts.wait_quiet
     s = sizes
     P, M = "plinth", "mlflow"
@@ -215,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     m_imp = b.run(M, "import", s.imports)
     p_rss = b.run(P, "rss_1m", s.rss_points)
     m_rss = None
-    m_async_rate = fig(m_async, "points_per_s")
+    m_async_rate = C.fig(m_async, "points_per_s")
     if mlflow_py is not None and m_async_rate:
         projected = s.rss_points / m_async_rate
         if projected <= RSS_MLFLOW_BUDGET_S:
@@ -236,28 +183,28 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         Row(
             "log_metric in-process vs MLflow sync",
-            fig(p_lm_small, "points_per_s"),
-            fig(m_lm, "points_per_s"),
+            C.fig(p_lm_small, "points_per_s"),
+            C.fig(m_lm, "points_per_s"),
             "points/s",
             note=n_note(s.log_metric),
         ),
         Row(
             "log_metric vs MLflow async (defaults)",
-            fig(p_lm_small, "points_per_s"),
-            fig(m_async_def, "points_per_s"),
+            C.fig(p_lm_small, "points_per_s"),
+            C.fig(m_async_def, "points_per_s"),
             "points/s",
             note=n_note(s.async_default),
         ),
         Row(
             "log_metric vs MLflow async (1 s buffering)",
-            fig(p_lm_mid, "points_per_s"),
-            fig(m_async, "points_per_s"),
+            C.fig(p_lm_mid, "points_per_s"),
+            C.fig(m_async, "points_per_s"),
             "points/s",
             note=n_note(s.async_buffered),
         ),
         Row(
             "log_metric in-process, large run",
-            fig(p_lm_big, "points_per_s"),
+            C.fig(p_lm_big, "points_per_s"),
             None,
             "points/s",
             target="≥ 100,000",
@@ -265,15 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "batch: log_metrics 10/step vs log_batch 1,000",
-            fig(p_batch, "points_per_s"),
-            fig(m_batch, "points_per_s"),
+            C.fig(p_batch, "points_per_s"),
+            C.fig(m_batch, "points_per_s"),
             "points/s",
             note=n_note(s.log_batch),
         ),
         Row(
             "create runs (5 params, 3 metrics)",
-            fig(p_runs, "runs_per_s"),
-            fig(m_runs, "runs_per_s"),
+            C.fig(p_runs, "runs_per_s"),
+            C.fig(m_runs, "runs_per_s"),
             "runs/s",
             target=f"≥ 10{C.TIMES} MLflow",
             fmt=lat,
@@ -281,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             f"search {s.search_runs:,} runs, median",
-            fig(p_search, "median_ms"),
-            fig(m_search, "median_ms"),
+            C.fig(p_search, "median_ms"),
+            C.fig(m_search, "median_ms"),
             "ms",
             higher_is_better=False,
             target="< 50 ms",
@@ -291,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "search, same filter without ORDER BY",
-            fig(p_search, "unordered_median_ms"),
-            fig(m_search, "unordered_median_ms"),
+            C.fig(p_search, "unordered_median_ms"),
+            C.fig(m_search, "unordered_median_ms"),
             "ms",
             higher_is_better=False,
             fmt=lat,
@@ -300,24 +247,24 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "search, first call",
-            fig(p_search, "first_ms"),
-            fig(m_search, "first_ms"),
+            C.fig(p_search, "first_ms"),
+            C.fig(m_search, "first_ms"),
             "ms",
             higher_is_better=False,
             fmt=lat,
         ),
         Row(
             "populate search store (10 params, 5 metrics)",
-            fig(p_search, "populate_runs_per_s"),
-            fig(m_search, "populate_runs_per_s"),
+            C.fig(p_search, "populate_runs_per_s"),
+            C.fig(m_search, "populate_runs_per_s"),
             "runs/s",
             fmt=lat,
             note="measured when the cached store was built",
         ),
         Row(
             "server: start to ready",
-            fig(p_srv, "ready_s"),
-            fig(m_srv, "ready_s"),
+            C.fig(p_srv, "ready_s"),
+            C.fig(m_srv, "ready_s"),
             "s",
             higher_is_better=False,
             target="< 3 s",
@@ -325,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "server: settling after ready",
-            fig(p_srv, "settle_s"),
-            fig(m_srv, "settle_s"),
+            C.fig(p_srv, "settle_s"),
+            C.fig(m_srv, "settle_s"),
             "s",
             higher_is_better=False,
             fmt=sec,
@@ -334,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "server: RSS of process tree, idle",
-            fig(p_srv, "rss_ready_mb"),
-            fig(m_srv, "rss_ready_mb"),
+            C.fig(p_srv, "rss_ready_mb"),
+            C.fig(m_srv, "rss_ready_mb"),
             "MB",
             higher_is_better=False,
             target="< 300 MB",
@@ -343,45 +290,45 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "server: PSS of process tree, idle",
-            fig(p_srv, "pss_ready_mb"),
-            fig(m_srv, "pss_ready_mb"),
+            C.fig(p_srv, "pss_ready_mb"),
+            C.fig(m_srv, "pss_ready_mb"),
             "MB",
             higher_is_better=False,
             note="shared pages split between processes",
         ),
         Row(
             "server: RSS after the logging load",
-            fig(p_srv, "rss_after_mb"),
-            fig(m_srv, "rss_after_mb"),
+            C.fig(p_srv, "rss_after_mb"),
+            C.fig(m_srv, "rss_after_mb"),
             "MB",
             higher_is_better=False,
         ),
         Row(
             "remote log_metric vs MLflow sync (1 call/point)",
-            fig(p_srv, "log_metric_points_per_s"),
-            fig(m_srv, "log_metric_points_per_s"),
+            C.fig(p_srv, "log_metric_points_per_s"),
+            C.fig(m_srv, "log_metric_points_per_s"),
             "points/s",
             target="≥ 50,000",
             note=_done(p_srv, m_srv, "log_metric_points", "log_metric_points", s.server_seconds),
         ),
         Row(
             "remote log_metric vs MLflow async (1 s buf.)",
-            fig(p_srv, "log_metric_points_per_s"),
-            fig(m_srv, "log_metric_async_points_per_s"),
+            C.fig(p_srv, "log_metric_points_per_s"),
+            C.fig(m_srv, "log_metric_async_points_per_s"),
             "points/s",
             note=_done(p_srv, m_srv, "log_metric_points", "log_metric_async_points"),
         ),
         Row(
             "remote batch: log_metrics 10/step vs log_batch",
-            fig(p_srv, "log_batch_points_per_s"),
-            fig(m_srv, "log_batch_points_per_s"),
+            C.fig(p_srv, "log_batch_points_per_s"),
+            C.fig(m_srv, "log_batch_points_per_s"),
             "points/s",
             note=_done(p_srv, m_srv, "log_batch_points", "log_batch_points", s.server_seconds),
         ),
         Row(
             f"peak RSS, process logging {s.rss_points:,} points",
-            fig(p_rss, "peak_rss_mb"),
-            fig(m_rss, "peak_rss_mb"),
+            C.fig(p_rss, "peak_rss_mb"),
+            C.fig(m_rss, "peak_rss_mb"),
             "MB",
             higher_is_better=False,
             fmt=lat,
@@ -390,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Row(
             "import",
-            fig(p_imp, "import_s"),
-            fig(m_imp, "import_s"),
+            C.fig(p_imp, "import_s"),
+            C.fig(m_imp, "import_s"),
             "s",
             higher_is_better=False,
             target="< 0.3 s",
@@ -431,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         if res and not res.get("cached_store", True):
             footer.append(
                 f"{tool}'s search store was populated in this run "
-                f"({fig(res, 'populate_s'):,.0f} s)."
+                f"({C.fig(res, 'populate_s'):,.0f} s)."
             )
     if b.errors:
         footer.append("problems:")
@@ -449,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _done(p: dict | None, m: dict | None, pkey: str, mkey: str, bound: float | None = None) -> str:
     """The points actually sent (loops against the MLflow server stop at a time bound)."""
-    pn, mn = fig(p, pkey), fig(m, mkey)
+    pn, mn = C.fig(p, pkey), C.fig(m, mkey)
     text = f"n: Plinth {pn or 0:,.0f}, MLflow {mn or 0:,.0f}"
     if bound:
         text += f" (MLflow loop bounded to {bound / 3:.0f} s)"
@@ -457,7 +404,7 @@ def _done(p: dict | None, m: dict | None, pkey: str, mkey: str, bound: float | N
 
 
 def _procs(p: dict | None, m: dict | None) -> str:
-    pp, mp = fig(p, "processes"), fig(m, "processes")
+    pp, mp = C.fig(p, "processes"), C.fig(m, "processes")
     return (
         f"processes: Plinth {pp or 0:.0f}, MLflow {mp or 0:.0f} (MLflow defaults: "
         "4 uvicorn workers + job runner + huey consumers)"
@@ -471,7 +418,7 @@ def _reps(p: dict | None, m: dict | None) -> str:
     return f"calls: Plinth {pr or '—'}, MLflow {mr or '—'}"
 
 
-def _versions(b: Bench) -> dict[str, str]:
+def _versions(b: C.Bench) -> dict[str, str]:
     out = {"Python": platform.python_version()}
     for res in b.results.values():
         if res.get("tool") == "plinth" and "version" in res:
