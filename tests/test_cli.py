@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import plinth
 from plinth.cli import app, main
 from plinth.client import Client, connect
+from plinth.store.engine import SCHEMA_REVISION
 from plinth.store.schema import runs
 from tests.backends import FAST_FLUSH
 
@@ -77,8 +78,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 def test_db_upgrade_creates_the_store_under_home(home: Path) -> None:
     result = invoke("db", "upgrade")
     assert (home / "plinth.db").is_file()
-    assert "revision 0003" in result.stdout
-    assert "revision 0003" in invoke("db", "upgrade").stdout  # idempotent
+    assert f"revision {SCHEMA_REVISION}" in result.stdout
+    assert f"revision {SCHEMA_REVISION}" in invoke("db", "upgrade").stdout  # idempotent
 
 
 # -- experiments -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from plinth.client import Client, connect, default_client, set_default_client
 from plinth.errors import (
@@ -89,6 +89,16 @@ def end_run(status: str = "FINISHED") -> None:
         run.end(status)
 
 
+def on_demand(inputs: Any, outputs: Any, name: str | None = None) -> Any:
+    """Decorator making a function an on-demand transformation of a feature view:
+    ``@plinth.on_demand(inputs=["amount", "avg_spend"], outputs={"ratio": "float64"})``.
+    The function gets a pandas DataFrame of its inputs and returns a Series (one output) or
+    a DataFrame / dict of its outputs; the same code runs offline and online."""
+    from plinth.features.transform import on_demand as make
+
+    return make(inputs, outputs, name)
+
+
 def seed_everything(seed: int) -> int:
     """Seed ``random``, NumPy and PyTorch (where installed); returns the seed."""
     from plinth.tracking.lineage import seed_everything as seed_all
@@ -132,6 +142,7 @@ __all__ = [
     "log_param",
     "log_params",
     "model_history",
+    "on_demand",
     "register_best",
     "register_model",
     "rollback",

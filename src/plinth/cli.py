@@ -484,3 +484,10 @@ def main() -> None:
         # keeps it on one line however narrow the terminal
         err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+# At the end: plinth.features.cli uses the helpers above (it makes its sub-app before
+# importing them, so either module may be imported first).
+from plinth.features.cli import features_app  # noqa: E402
+
+app.add_typer(features_app, name="features")

@@ -113,7 +113,7 @@ class OfflineStore:
             raise InvalidArgument(f"nothing to write into {group.ref}: no chunks")
         source: _Source | None = None
         try:
-            with self._errors(group, uri, "writing"):
+            with self._errors(group.ref, uri, "writing"):
                 existing = self._open(uri)
                 target = None if existing is None else pa.schema(existing.schema().to_arrow())
                 source = _Source(group, first, rest, target)
@@ -151,7 +151,7 @@ class OfflineStore:
     def version(self, group: FeatureGroup) -> int | None:
         """The latest Delta version, or None when nothing was written yet."""
         uri = self._uri(group)
-        with self._errors(group, uri, "reading"):
+        with self._errors(group.ref, uri, "reading"):
             table = self._open(uri)
             return None if table is None else table.version()
 
@@ -172,14 +172,14 @@ class OfflineStore:
                     f"{group.ref} has no column {unknown[0]!r}; it has {dataset.schema.names}"
                 )
         uri = self._uri(group)
-        with self._errors(group, uri, "reading"):
+        with self._errors(group.ref, uri, "reading"):
             return dataset.to_table(columns=columns)
 
     def dataset(self, group: FeatureGroup, as_of: int | datetime | None = None) -> ds.Dataset:
         """A lazy Arrow dataset of the table's files at ``as_of``: DuckDB and Arrow scans push
         column selection and filters down to the Parquet files."""
         uri = self._uri(group)
-        with self._errors(group, uri, "reading"):
+        with self._errors(group.ref, uri, "reading"):
             table = DeltaTable(uri, storage_options=self._options(uri))
             if as_of is not None:
                 self._travel(table, group, as_of)
@@ -189,9 +189,27 @@ class OfflineStore:
         """The table's commits, newest first: version, timestamp (UTC), operation,
         rows_written (= rows_inserted + rows_updated; None where Delta did not count)."""
         uri = self._uri(group)
-        with self._errors(group, uri, "reading"):
+        with self._errors(group.ref, uri, "reading"):
             commits = DeltaTable(uri, storage_options=self._options(uri)).history()
         return [_summary(commit) for commit in commits]
+
+    # -- snapshots (training datasets) -------------------------------------------------
+
+    def snapshot_uri(self, *parts: str) -> str:
+        return "/".join([self.root, "training-datasets", *parts])
+
+    def write_snapshot(self, uri: str, table: pa.Table) -> None:
+        """Write ``table`` as a new Delta table at ``uri`` (refused if one is there)."""
+        with self._errors(f"snapshot {uri}", uri, "writing"):
+            write_deltalake(uri, table, mode="error", storage_options=self._options(uri))
+
+    def read_snapshot(self, uri: str) -> pa.Table:
+        with self._errors(f"snapshot {uri}", uri, "reading"):
+            return DeltaTable(uri, storage_options=self._options(uri)).to_pyarrow_table()
+
+    def delete_snapshot(self, uri: str) -> None:
+        with self._errors(f"snapshot {uri}", uri, "deleting"):
+            _remove(uri, self._options(uri))
 
     # -- removing ----------------------------------------------------------------------
 
@@ -200,15 +218,8 @@ class OfflineStore:
         not exist. The log goes first: a delete cut short leaves unreferenced files, never
         a table whose log points at missing files."""
         uri = self._uri(group)
-        with self._errors(group, uri, "deleting"):
-            local = _local_root(uri)
-            if local is not None:
-                if os.path.isdir(local):
-                    shutil.rmtree(os.path.join(local, "_delta_log"), ignore_errors=True)
-                    shutil.rmtree(local)
-                return
-            if self._open(uri) is not None:
-                _delete_remote(uri, self._options(uri))
+        with self._errors(group.ref, uri, "deleting"):
+            _remove(uri, self._options(uri))
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -252,23 +263,23 @@ class OfflineStore:
         raise NotFound(f"{group.ref} had no data yet at {as_of.isoformat()}")
 
     @contextmanager
-    def _errors(self, group: FeatureGroup, uri: str, doing: str) -> Iterator[None]:
+    def _errors(self, what: str, uri: str, doing: str) -> Iterator[None]:
         try:
             yield
         except PlinthError:
             raise
         except TableNotFoundError as e:
             if doing != "reading":  # e.g. the folder cannot be created
-                raise Unavailable(f"offline store failed {doing} {group.ref} at {uri}: {e}") from e
-            raise NotFound(f"{group.ref} has no offline data yet (no Delta table at {uri})") from e
+                raise Unavailable(f"offline store failed {doing} {what} at {uri}: {e}") from e
+            raise NotFound(f"{what} has no offline data yet (no Delta table at {uri})") from e
         except CommitFailedError as e:
             raise Conflict(
-                f"another writer committed to {group.ref} at the same time; retry: {e}"
+                f"another writer committed to {what} at the same time; retry: {e}"
             ) from e
         except SchemaMismatchError as e:
-            raise InvalidArgument(f"the data does not match the table of {group.ref}: {e}") from e
+            raise InvalidArgument(f"the data does not match the table of {what}: {e}") from e
         except (DeltaError, OSError) as e:
-            raise Unavailable(f"offline store failed {doing} {group.ref} at {uri}: {e}") from e
+            raise Unavailable(f"offline store failed {doing} {what} at {uri}: {e}") from e
 
 
 class _Source:
@@ -351,6 +362,20 @@ def _summary(commit: dict[str, Any]) -> dict[str, Any]:
         "rows_inserted": inserted,
         "rows_updated": updated,
     }
+
+
+def _remove(uri: str, options: dict[str, str]) -> None:
+    local = _local_root(uri)
+    if local is not None:
+        if os.path.isdir(local):
+            shutil.rmtree(os.path.join(local, "_delta_log"), ignore_errors=True)
+            shutil.rmtree(local)
+        return
+    try:
+        DeltaTable(uri, storage_options=options)
+    except TableNotFoundError:
+        return
+    _delete_remote(uri, options)
 
 
 def _delete_remote(uri: str, options: dict[str, str]) -> None:

@@ -24,6 +24,7 @@ from plinth.features.types import (
     FeatureSpec,
     ValidationReport,
 )
+from plinth.features.views import ViewService
 from plinth.store.engine import Store
 from plinth.store.schema import entities, feature_commits, feature_groups, validation_reports
 from plinth.store.sql import now_ms, opt_datetime, to_datetime
@@ -43,7 +44,7 @@ def check_identifier(name: str, what: str) -> str:
     return name
 
 
-class FeatureService:
+class FeatureService(ViewService):
     def __init__(self, store: Store, offline_root: str) -> None:
         self.store = store
         self.offline_root = offline_root.rstrip("/")

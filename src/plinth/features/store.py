@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument
-from plinth.features.types import CommitInfo, Entity, FeatureGroup, FeatureSpec, ValidationReport
+from plinth.features.datasets import ViewsMixin, view_of
+from plinth.features.types import (
+    CommitInfo,
+    Entity,
+    FeatureGroup,
+    FeatureSpec,
+    FeatureView,
+    ValidationReport,
+)
 
 if TYPE_CHECKING:
     from plinth.features.offline import OfflineStore
@@ -107,20 +115,29 @@ class GroupHandle:
 
 @dataclass
 class RetrievalJob:
-    """A lazy point-in-time join: nothing runs until ``to_arrow()`` or ``to_pandas()``."""
+    """A lazy point-in-time join: nothing runs until ``to_arrow()`` or ``to_pandas()``.
+    For a feature view, its transformations are applied to the joined rows; ``commits``
+    pins groups (``"group:vN"``) to Delta versions (a training dataset's rebuild)."""
 
     store: FeatureStore
     entity: pa.Table
     features: list[str]
     timestamp_column: str
     engine: str
+    view: FeatureView | None = None
+    commits: dict[str, int] | None = None
     _result: pa.Table | None = field(default=None, repr=False)
 
     def to_arrow(self) -> pa.Table:
         if self._result is None:
-            self._result = self.store._join(
-                self.entity, self.features, self.timestamp_column, self.engine
+            table = self.store._join(
+                self.entity, self.features, self.timestamp_column, self.engine, self.commits
             )
+            if self.view is not None and self.view.transformations:
+                from plinth.features.transform import apply
+
+                table = apply(self.view.transformations, table, self.view.ref)
+            self._result = table
         return self._result
 
     def to_pandas(self) -> Any:
@@ -143,7 +160,7 @@ class OnlineResponse:
         return columns
 
 
-class FeatureStore:
+class FeatureStore(ViewsMixin):
     def __init__(self, service: FeatureService, offline: OfflineStore, online: OnlineStore) -> None:
         self.service = service
         self.offline = offline
@@ -239,20 +256,35 @@ class FeatureStore:
     def get_historical_features(
         self,
         entity_df: Any,
-        features: list[str],
+        features: list[str] | Any,
         *,
         timestamp_column: str = "event_timestamp",
         engine: str = "duckdb",
     ) -> RetrievalJob:
-        """Point-in-time-correct features (``"group:feature"`` or ``"group:v2:feature"``)
-        for each entity row: the latest values at or before its timestamp, within TTL."""
+        """Point-in-time-correct features (``"group:feature"``, ``"group:v2:feature"`` or a
+        feature view) for each entity row: the latest values at or before its timestamp,
+        within TTL; a view's transformations are applied to the result."""
         if engine not in ("duckdb", "spark"):
             raise InvalidArgument(f"engine must be 'duckdb' or 'spark', not {engine!r}")
+        entity = _as_arrow(entity_df)
+        view = view_of(features)
+        if view is not None:
+            missing = [r.name for r in view.request if r.name not in entity.column_names]
+            if missing:
+                raise InvalidArgument(
+                    f"feature view {view.ref} needs the request values {missing} as entity columns"
+                )
+            features = view.features
         _by_group(features)  # malformed references fail now, not when the job runs
-        return RetrievalJob(self, _as_arrow(entity_df), list(features), timestamp_column, engine)
+        return RetrievalJob(self, entity, list(features), timestamp_column, engine, view)
 
     def _join(
-        self, entity: pa.Table, features: list[str], timestamp_column: str, engine: str
+        self,
+        entity: pa.Table,
+        features: list[str],
+        timestamp_column: str,
+        engine: str,
+        commits: dict[str, int] | None = None,
     ) -> pa.Table:
         from plinth.features.retrieval import FeatureRequest, point_in_time_join
 
@@ -265,7 +297,8 @@ class FeatureStore:
                 raise InvalidArgument(
                     f"feature group {group.ref} has no feature {missing[0]!r}; it has {sorted(known)}"
                 )
-            requests.append(FeatureRequest(group, self.offline.dataset(group), wanted))
+            as_of = None if commits is None else commits[group.ref]
+            requests.append(FeatureRequest(group, self.offline.dataset(group, as_of), wanted))
         if engine == "spark":
             from plinth.features.spark import local_spark, spark_point_in_time_join
 
@@ -327,11 +360,19 @@ class FeatureStore:
         )
 
     def get_online_features(
-        self, features: list[str], entity_rows: list[dict[str, Any]], *, now: datetime | None = None
+        self,
+        features: list[str] | Any,
+        entity_rows: list[dict[str, Any]],
+        *,
+        now: datetime | None = None,
     ) -> OnlineResponse:
-        """Feature values for a batch of entities, one online read per feature group."""
+        """Feature values for a batch of entities, one online read per feature group. For a
+        feature view, rows also carry its request values and get its transformations."""
         if not entity_rows:
             return OnlineResponse([], [])
+        view = view_of(features)
+        if view is not None:
+            return self._online_view(view, entity_rows, now)
         now = now or datetime.now(UTC)
         rows: list[dict[str, Any]] = [dict(r) for r in entity_rows]
         statuses: list[dict[str, str]] = [{} for _ in entity_rows]
@@ -365,19 +406,21 @@ class FeatureStore:
         return self.service.get_feature_group(group) if isinstance(group, str) else group
 
 
+def parse_ref(ref: str) -> tuple[str, int | None, str]:
+    """``"group:feature"`` or ``"group:v2:feature"`` -> (group, version or None, feature)."""
+    parts = ref.split(":") if isinstance(ref, str) else []
+    if len(parts) == 2 and all(parts):
+        return parts[0], None, parts[1]
+    if len(parts) == 3 and parts[1][:1] == "v" and parts[1][1:].isdigit() and parts[0] and parts[2]:
+        return parts[0], int(parts[1][1:]), parts[2]
+    raise InvalidArgument(f"feature reference {ref!r} is not 'group:feature' or 'group:v2:feature'")
+
+
 def _by_group(features: Iterable[str]) -> dict[tuple[str, int | None], list[str]]:
     grouped: dict[tuple[str, int | None], list[str]] = {}
     for ref in features:
-        parts = ref.split(":")
-        if len(parts) == 2:
-            key: tuple[str, int | None] = (parts[0], None)
-        elif len(parts) == 3 and parts[1].startswith("v") and parts[1][1:].isdigit():
-            key = (parts[0], int(parts[1][1:]))
-        else:
-            raise InvalidArgument(
-                f"feature reference {ref!r} is not 'group:feature' or 'group:v2:feature'"
-            )
-        grouped.setdefault(key, []).append(parts[-1])
+        name, version, feature = parse_ref(ref)
+        grouped.setdefault((name, version), []).append(feature)
     return grouped
 
 

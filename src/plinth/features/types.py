@@ -131,3 +131,91 @@ class CommitInfo:
     at: datetime
     validation_passed: bool = True
     statistics: list[ColumnStatistics] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Transformation:
+    """An on-demand transformation: a Python function over a pandas DataFrame holding its
+    ``inputs`` (features of the view or request values), returning its ``outputs``.
+    ``code`` is the function pickled by value (base64), ``source`` its text for people."""
+
+    __pydantic_config__ = _JSON
+
+    name: str
+    inputs: list[str]
+    outputs: list[FeatureSpec]
+    source: str = ""
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """A named, versioned selection of features (``group:vN:feature``, pinned to group
+    versions), request-time values, on-demand transformations and an optional label."""
+
+    __pydantic_config__ = _JSON
+
+    name: str
+    version: int
+    features: list[str]
+    keys: list[str]
+    label: str | None = None
+    request: list[FeatureSpec] = field(default_factory=list)
+    transformations: list[Transformation] = field(default_factory=list)
+    description: str = ""
+    owner: str = ""
+    created_at: datetime | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+    @property
+    def output_names(self) -> list[str]:
+        """The columns the view adds: its features, then each transformation's outputs."""
+        names = [f.rsplit(":", 1)[-1] for f in self.features]
+        return names + [o.name for t in self.transformations for o in t.outputs]
+
+
+@dataclass(frozen=True)
+class TrainingDataset:
+    """A materialised snapshot of a feature view over an entity table, with the exact group
+    commits it read, so it can be rebuilt and a model version can point at it."""
+
+    __pydantic_config__ = _JSON
+
+    id: int
+    view: str
+    view_version: int
+    uri: str  # Delta table of the rows
+    entity_uri: str  # Delta table of the entity rows it was built from
+    rows: int
+    group_commits: dict[str, int]  # "group:vN" -> the Delta version read
+    timestamp_column: str
+    label: str | None = None
+    description: str = ""
+    created_by: str = ""
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    __pydantic_config__ = _JSON
+
+    model: str
+    version: int
+    stage: str
+    training_dataset: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Where a feature group (or one feature of it) is used."""
+
+    __pydantic_config__ = _JSON
+
+    group: str
+    feature: str | None
+    feature_views: list[str]
+    training_datasets: list[int]
+    model_versions: list[ModelUse]

@@ -37,8 +37,11 @@ class RegistryClient:
         flavor: str | None = None,
         description: str = "",
         tags: dict[str, str] | None = None,
+        training_dataset: Any = None,
     ) -> ModelVersion:
-        """Register a model object (or a saved package folder) as the next version of ``name``."""
+        """Register a model object (or a saved package folder) as the next version of
+        ``name``; ``training_dataset`` (one made by ``create_training_dataset``, or its id)
+        records the exact data it was trained on."""
         from plinth.registry.uris import check_model_name
 
         check_model_name(name)
@@ -48,7 +51,7 @@ class RegistryClient:
                 folder = self._packaged(model, Path(tmp), input_example, signature, flavor)
                 self._upload_package(folder, package)
             return self.registry.create_model_version(
-                name, package, None, description, tags, _owner()
+                name, package, None, description, tags, _owner(), dataset_id(training_dataset)
             )
         except Exception:
             # No version exists without its whole package (the service checks every file);
@@ -340,3 +343,17 @@ def _owner() -> str:
     from plinth.client import _owner as owner
 
     return owner()
+
+
+def dataset_id(training_dataset: Any) -> int | None:
+    """The id of a training dataset given as itself, its record or its id."""
+    if training_dataset is None or isinstance(training_dataset, int):
+        return training_dataset
+    from plinth.errors import InvalidArgument
+
+    found = getattr(training_dataset, "id", None)
+    if not isinstance(found, int):
+        raise InvalidArgument(
+            f"training_dataset must be a training dataset or its id, not {type(training_dataset).__name__}"
+        )
+    return found

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from plinth.features.views import training_datasets_of
 from plinth.registry import statements as sql
 from plinth.registry.gates import Gate, check_gate
 from plinth.registry.types import (
@@ -29,7 +30,13 @@ from plinth.registry.types import (
 from plinth.registry.uris import VIRTUAL_ALIASES, check_alias, check_model_name, parse_model_uri
 from plinth.store.artifacts import ArtifactStore, safe_relpath
 from plinth.store.engine import Store
-from plinth.store.schema import model_aliases, model_history, model_versions, registered_models
+from plinth.store.schema import (
+    model_aliases,
+    model_history,
+    model_version_datasets,
+    model_versions,
+    registered_models,
+)
 from plinth.store.sql import now_ms, to_datetime, upsert
 from plinth.tracking.service import TrackingService
 from plinth.tracking.types import Page
@@ -157,10 +164,13 @@ class RegistryCore:
         description: str = "",
         tags: dict[str, str] | None = None,
         owner: str = "",
+        training_dataset: int | None = None,
     ) -> ModelVersion:
         """Register the model package stored at ``package_uri`` (a folder under the artifact
         root) as the next version, creating the registered model if needed. Every file is
-        checked against the package's sha256 list first: a partial upload never registers."""
+        checked against the package's sha256 list first: a partial upload never registers.
+        The version is linked to ``training_dataset`` and to any training dataset its run
+        logged as an input."""
         check_model_name(name)
         package_uri = safe_relpath(package_uri)
         parts = package_uri.split("/")
@@ -178,10 +188,14 @@ class RegistryCore:
         if own_area and self._package_in_use(package_uri):
             raise Conflict(f"package {package_uri!r} is already registered")
         manifest = self._verified_manifest(package_uri)
-        lineage = (
+        lineage: dict[str, Any] = (
             self._lineage(run_id, manifest) if run_id else {"requirements": manifest.requirements}
         )
         with self.store.write() as conn:
+            uris = [d["uri"] for d in lineage.get("datasets", [])]
+            datasets = training_datasets_of(conn, training_dataset, uris)
+            if datasets:
+                lineage["training_datasets"] = datasets
             # Insert-if-missing: concurrent first registrations must not collide.
             now = now_ms()
             model = {
@@ -220,6 +234,12 @@ class RegistryCore:
                     tags=json.dumps(tags or {}, sort_keys=True),
                 )
             )
+            if datasets:
+                links = [
+                    {"model_name": name, "model_version": version, "training_dataset": d}
+                    for d in datasets
+                ]
+                conn.execute(insert(model_version_datasets), links)
             self._history(
                 conn,
                 name,

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -290,4 +291,64 @@ validation_reports = Table(
     Column("results", Text, nullable=False),  # JSON list of ExpectationResult
     Column("at", BigInteger, nullable=False),
     Index(None, "group_name", "group_version", "id"),
+)
+
+feature_views = Table(
+    "feature_views",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("features", Text, nullable=False),  # JSON list of "group:vN:feature"
+    Column("keys", Text, nullable=False),  # JSON list
+    Column("label", NAME),
+    Column("request", Text, nullable=False, default="[]"),  # JSON list of FeatureSpec
+    Column("transformations", Text, nullable=False, default="[]"),  # JSON list
+    Column("description", Text, nullable=False, default=""),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Which group versions each view version reads: "where used" is a join.
+feature_view_groups = Table(
+    "feature_view_groups",
+    metadata,
+    Column("view_name", NAME, primary_key=True),
+    Column("view_version", Integer, primary_key=True),
+    Column("group_name", NAME, primary_key=True),
+    Column("group_version", Integer, primary_key=True),
+    Column("features", Text, nullable=False),  # JSON list of the group's features read
+    Index(None, "group_name", "group_version"),
+)
+
+training_datasets = Table(
+    "training_datasets",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("view_name", NAME, nullable=False),
+    Column("view_version", Integer, nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("entity_uri", Text, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("group_commits", Text, nullable=False),  # JSON {"group:vN": delta version}
+    Column("timestamp_column", NAME, nullable=False),
+    Column("label", NAME),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_by", NAME, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "view_name", "view_version"),
+)
+
+# Which training datasets each model version was trained on.
+model_version_datasets = Table(
+    "model_version_datasets",
+    metadata,
+    Column("model_name", NAME, primary_key=True),
+    Column("model_version", Integer, primary_key=True),
+    Column("training_dataset", BigInteger, primary_key=True),
+    ForeignKeyConstraint(
+        ["model_name", "model_version"],
+        ["model_versions.model_name", "model_versions.version"],
+        ondelete="CASCADE",
+    ),
+    Index(None, "training_dataset"),
 )

@@ -123,13 +123,21 @@ class ActiveRun:
 
     def log_input(
         self,
-        name: str,
-        uri: str,
+        name: Any,
+        uri: str | None = None,
         digest: str | None = None,
         version: str | None = None,
         rows: int | None = None,
     ) -> None:
-        """Record a dataset this run read: where it is and which exact version."""
+        """Record a dataset this run read: where it is and which exact version. A training
+        dataset of the feature store can be given as is; model versions this run logs are
+        then linked to it."""
+        info = getattr(name, "info", name)
+        if not isinstance(name, str) and hasattr(info, "entity_uri"):  # a training dataset
+            name, uri = f"{info.view}_v{info.view_version}", info.uri
+            version, rows = str(info.id), info.rows
+        if uri is None:
+            raise InvalidArgument(f"log_input({name!r}) needs the dataset's uri")
         self._client.tracking.log_input(self.id, DatasetInput(name, uri, digest, version, rows))
 
     def seed(self, seed: int) -> int:
@@ -164,10 +172,12 @@ class ActiveRun:
         registered_model: str | None = None,
         signature: Signature | None = None,
         flavor: str | None = None,
+        training_dataset: Any = None,
     ) -> ModelVersion | None:
         """Store a model package (model, manifest, signature, sha256s) under the run's
         artifact ``name``; with ``registered_model`` also register it as that model's next
-        version, with this run's lineage. Returns the version, or None when not registered."""
+        version, with this run's lineage (and ``training_dataset``, see ``register_model``).
+        Returns the version, or None when not registered."""
         import tempfile
 
         from plinth.registry.package import save_package
@@ -181,8 +191,16 @@ class ActiveRun:
             return None
         self.flush()  # the version's lineage snapshots the run's metrics as they are now
         package = f"{self.experiment_id}/{self.id}/artifacts/{name}"
+        from plinth.registry.client import dataset_id
+
         return self._client.registry.create_model_version(
-            registered_model, package, self.id, "", None, self.info.owner
+            registered_model,
+            package,
+            self.id,
+            "",
+            None,
+            self.info.owner,
+            dataset_id(training_dataset),
         )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> str:

@@ -1,0 +1,162 @@
+"""On-demand transformations: Python functions a feature view applies after reading its
+features, offline (to a training set) and online (to a lookup) through the same ``apply``.
+
+A transformation takes a pandas DataFrame holding its inputs and returns a Series (one
+output) or a DataFrame / dict with its outputs::
+
+    @plinth.on_demand(inputs=["amount", "avg_spend"], outputs={"amount_over_avg": "float64"})
+    def amount_over_avg(df):
+        return df["amount"] / df["avg_spend"]
+
+The function is stored with the view, pickled by value (cloudpickle), so a serving process
+does not need the module that defined it. Like model packages, views are only as
+trustworthy as the store they are loaded from.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from plinth.errors import InvalidArgument
+from plinth.features.types import FeatureSpec, Transformation
+
+_loaded: dict[str, Callable[..., Any]] = {}  # code -> function: unpickle each one once
+
+
+def on_demand(
+    inputs: Sequence[str], outputs: dict[str, str] | Sequence[FeatureSpec], name: str | None = None
+) -> Callable[[Callable[..., Any]], Transformation]:
+    """Decorator: make ``fn`` an on-demand transformation of ``inputs`` into ``outputs``
+    (``{name: dtype}``, dtypes as for feature groups)."""
+
+    def wrap(fn: Callable[..., Any]) -> Transformation:
+        return transformation(fn, inputs, outputs, name)
+
+    return wrap
+
+
+def transformation(
+    fn: Callable[..., Any],
+    inputs: Sequence[str],
+    outputs: dict[str, str] | Sequence[FeatureSpec],
+    name: str | None = None,
+) -> Transformation:
+    if not callable(fn):
+        raise InvalidArgument(f"a transformation must be a function, not {type(fn).__name__}")
+    if isinstance(inputs, str) or not inputs:
+        raise InvalidArgument("a transformation needs a list of input columns")
+    specs = (
+        [FeatureSpec(str(k), str(v)) for k, v in outputs.items()]
+        if isinstance(outputs, dict)
+        else list(outputs)
+    )
+    if not specs:
+        raise InvalidArgument("a transformation needs at least one output")
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        source = ""
+    label = name or str(getattr(fn, "__name__", "transformation"))
+    return Transformation(label, list(inputs), specs, source, _dumps(fn))
+
+
+def apply(transformations: Sequence[Transformation], table: pa.Table, view: str) -> pa.Table:
+    """Append each transformation's outputs to ``table``, in order (a later one may read an
+    earlier one's outputs). The one code path for training data and online lookups."""
+    from plinth.features.ingest import ARROW_TYPES
+
+    for t in transformations:
+        missing = [c for c in t.inputs if c not in table.column_names]
+        if missing:
+            raise InvalidArgument(
+                f"transformation {t.name!r} of {view} needs {missing}, which the rows lack"
+            )
+        frame = table.select(t.inputs).to_pandas()
+        try:
+            result = _function(t)(frame)
+        except Exception as e:  # the user's code: report it as theirs, not a platform bug
+            raise InvalidArgument(
+                f"transformation {t.name!r} of {view} raised {type(e).__name__}: {e}"
+            ) from e
+        columns = _columns(result, t, view)
+        for spec in t.outputs:
+            values = columns[spec.name]
+            if len(values) != table.num_rows:
+                raise InvalidArgument(
+                    f"transformation {t.name!r} of {view} returned {len(values)} values for "
+                    f"{table.num_rows} rows in {spec.name!r}"
+                )
+            try:
+                array = pa.array(_values(values), type=ARROW_TYPES[spec.dtype], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                raise InvalidArgument(
+                    f"transformation {t.name!r} of {view}: output {spec.name!r} is not {spec.dtype}: {e}"
+                ) from e
+            table = table.append_column(spec.name, array)
+    return table
+
+
+def _columns(result: Any, t: Transformation, view: str) -> dict[str, Any]:
+    names = [o.name for o in t.outputs]
+    if hasattr(result, "to_frame") and len(names) == 1:  # a Series
+        return {names[0]: result}
+    if hasattr(result, "columns") or isinstance(result, dict):
+        present = list(result.columns) if hasattr(result, "columns") else list(result)
+        missing = [n for n in names if n not in present]
+        if missing:
+            raise InvalidArgument(
+                f"transformation {t.name!r} of {view} did not return {missing}; it returned {present}"
+            )
+        return {n: result[n] for n in names}
+    raise InvalidArgument(
+        f"transformation {t.name!r} of {view} returned a {type(result).__name__}; return a "
+        "pandas Series (one output), DataFrame or dict of columns"
+    )
+
+
+def _values(values: Any) -> Any:
+    return values.to_numpy() if hasattr(values, "to_numpy") else values
+
+
+def _dumps(fn: Callable[..., Any]) -> str:
+    import cloudpickle  # type: ignore[import-untyped]
+
+    # By value, so the view works where the defining module is not importable (a server).
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    by_value = module is not None and module.__name__ not in ("__main__", "builtins")
+    if by_value:
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except (ValueError, TypeError):
+            by_value = False
+    try:
+        return base64.b64encode(cloudpickle.dumps(fn)).decode()
+    except Exception as e:
+        raise InvalidArgument(f"transformation {fn!r} cannot be stored (pickled): {e}") from e
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def _function(t: Transformation) -> Callable[..., Any]:
+    fn = _loaded.get(t.code)
+    if fn is None:
+        import pickle
+
+        try:
+            fn = pickle.loads(base64.b64decode(t.code))
+        except Exception as e:
+            raise InvalidArgument(
+                f"transformation {t.name!r} cannot be loaded here: {type(e).__name__}: {e}"
+            ) from e
+        if not callable(fn):
+            raise InvalidArgument(f"transformation {t.name!r} is not a function")
+        _loaded[t.code] = fn
+    return fn

@@ -1,0 +1,320 @@
+"""``plinth features`` against a feature store filled through the Python API in the same
+PLINTH_HOME (a local SQLite store, Delta tables and a SQLite online store in tmp_path)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from plinth.cli import app, main
+from plinth.client import default_client
+from plinth.features.store import FeatureStore
+from plinth.features.types import Expectation, FeatureSpec
+
+runner = CliRunner(env={"COLUMNS": "200"})  # wide enough that no table cell is folded
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def wide_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    # rich reads COLUMNS once, when the console is made (maybe before CliRunner's env)
+    from plinth import cli
+
+    monkeypatch.setattr(cli.out, "width", 200)
+
+
+def invoke(*args: str) -> Any:
+    result = runner.invoke(app, ["features", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def invoke_json(*args: str) -> Any:
+    return json.loads(invoke(*args, "--json").stdout)
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """``plinth.cli.main`` as the console script runs it (error handling included)."""
+    monkeypatch.setattr(sys, "argv", ["plinth", "features", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return int(exited.value.code or 0)
+
+
+def fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """The one-line error of a refused command (exit 1, nothing on stdout)."""
+    assert run_main(monkeypatch, *args) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    return captured.err
+
+
+@pytest.fixture
+def store() -> FeatureStore:
+    return default_client().feature_store()  # the client the CLI uses: same PLINTH_HOME
+
+
+def frame(ids: list[int], ages: list[float], orders: list[int]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": ids,
+            "event_time": [NOW - timedelta(days=a) for a in ages],
+            "orders_30d": orders,
+            "avg_spend": [20.0 + i for i in range(len(ids))],
+        }
+    )
+
+
+@pytest.fixture
+def filled(store: FeatureStore) -> FeatureStore:
+    """customer_stats v1 (online, ttl 30d, a warn-mode range rule) with two commits: 1001
+    seen a day ago, 1002 sixty days ago (outside the TTL), 1003 two days ago; the second
+    commit breaks the rule once."""
+    store.create_entity("customer", ["customer_id"], description="a paying customer")
+    features = [
+        FeatureSpec("orders_30d", "int64", "orders in the last 30 days", {"team": "growth"}),
+        FeatureSpec("avg_spend", "float64", "mean basket [EUR]"),
+    ]
+    store.create_feature_group(
+        "customer_stats",
+        "customer",
+        "event_time",
+        features,
+        online=True,
+        ttl="30d",
+        description="30-day order aggregates",
+    )
+    rule = Expectation("range", column="orders_30d", min=0, max=100)
+    store.service.set_expectations("customer_stats", 1, [rule], mode="warn")
+    group = store.get_feature_group("customer_stats")  # a handle holds the definition it was given
+    group.insert(frame([1001, 1002], [1, 60], [3, 7]))
+    group.insert(frame([1003, 1001], [2, 3], [500, 4]))
+    return store
+
+
+# -- catalog ---------------------------------------------------------------------------
+
+
+def test_entities(filled: FeatureStore) -> None:
+    [customer] = invoke_json("entities")
+    assert customer["name"] == "customer" and customer["join_keys"] == ["customer_id"]
+    assert customer["value_type"] == "int64"
+    text = invoke("entities").stdout
+    assert "customer_id" in text and "a paying customer" in text
+
+
+def test_groups_filters_and_versions(filled: FeatureStore) -> None:
+    [group] = invoke_json("groups")
+    assert (group["name"], group["version"], group["online"]) == ("customer_stats", 1, True)
+    assert group["ttl_seconds"] == 30 * 86400
+    text = invoke("groups").stdout
+    assert "customer_stats" in text and "30d" in text
+    assert [g["name"] for g in invoke_json("groups", "--query", "growth")] == ["customer_stats"]
+    assert invoke_json("groups", "--query", "no such thing") == []
+    assert invoke_json("groups", "--entity", "supplier") == []
+    filled.create_feature_group("customer_stats", "customer", "event_time", {"orders_7d": "int64"})
+    assert [g["version"] for g in invoke_json("groups")] == [2]
+    assert [g["version"] for g in invoke_json("groups", "--all-versions")] == [1, 2]
+
+
+def test_show(filled: FeatureStore) -> None:
+    shown = invoke_json("show", "customer_stats")
+    assert shown["group"]["keys"] == ["customer_id"]
+    assert [f["name"] for f in shown["group"]["features"]] == ["orders_30d", "avg_spend"]
+    assert shown["group"]["validation_mode"] == "warn"
+    assert shown["commits"] == 2 and shown["last_commit"]["commit_version"] == 1
+    assert shown["materialized_until"] is None
+    text = invoke("show", "customer_stats").stdout
+    for expected in (
+        "customer_stats:v1",
+        "event time: event_time",
+        "ttl: 30d",
+        "range(orders_30d, min=0.0, max=100.0)",
+        "commits: 2",
+        "materialized until: never",
+        "team=growth",
+        "mean basket [EUR]",  # printed as it is, not read as markup
+    ):
+        assert expected in text, expected
+    filled.materialize("customer_stats")
+    assert invoke_json("show", "customer_stats", "--version", "1")["materialized_until"] == 1
+
+
+def test_commits(filled: FeatureStore) -> None:
+    listed = invoke_json("commits", "customer_stats")
+    assert [(c["commit_version"], c["rows"]) for c in listed] == [(0, 2), (1, 2)]
+    assert [c["validation_passed"] for c in listed] == [True, False]
+    assert datetime.fromisoformat(listed[0]["at"]).tzinfo is not None
+    text = invoke("commits", "customer_stats").stdout
+    assert "upsert" in text and "FAILED" in text
+
+
+def test_reports_show_what_failed(filled: FeatureStore) -> None:
+    listed = invoke_json("reports", "customer_stats")
+    assert [r["passed"] for r in listed] == [True, False]
+    [failed] = invoke_json("reports", "customer_stats", "--failed")
+    [result] = failed["results"]
+    assert result["failed_rows"] == 1 and result["sample"][0]["orders_30d"] == 500
+    text = invoke("reports", "customer_stats", "--failed").stdout
+    assert "range(orders_30d" in text and "FAILED" in text and "passed" not in text
+
+
+def test_stats_of_the_last_or_a_given_commit(filled: FeatureStore) -> None:
+    last = invoke_json("stats", "customer_stats")
+    assert last["commit_version"] == 1
+    orders = {s["column"]: s for s in last["statistics"]}["orders_30d"]
+    assert (orders["count"], orders["min"], orders["max"], orders["mean"]) == (2, 4, 500, 252.0)
+    first = invoke_json("stats", "customer_stats", "--commit", "0")
+    orders = {s["column"]: s for s in first["statistics"]}["orders_30d"]
+    assert (orders["nulls"], orders["distinct"], orders["max"]) == (0, 2, 7)
+    text = invoke("stats", "customer_stats", "--commit", "0").stdout
+    assert "orders_30d" in text and "avg_spend" in text and "Delta version 0" in text
+
+
+# -- online ----------------------------------------------------------------------------
+
+
+def test_materialize_then_incremental(filled: FeatureStore) -> None:
+    done = invoke_json("materialize", "customer_stats")
+    assert done == {
+        "group": "customer_stats",
+        "version": 1,
+        "rows_written": 3,  # the latest row of each of the three customers
+        "materialized_until": 1,
+    }
+    assert invoke_json("materialize", "customer_stats", "--incremental")["rows_written"] == 0
+    filled.get_feature_group("customer_stats").insert(frame([1004], [0.5], [1]))
+    assert (
+        "wrote 1 row(s) of customer_stats:v1"
+        in invoke("materialize", "customer_stats", "--incremental").stdout
+    )
+
+
+def test_materialize_a_window(filled: FeatureStore) -> None:
+    start = (NOW - timedelta(days=10)).isoformat()
+    end = (NOW - timedelta(hours=36)).replace(tzinfo=None).isoformat() + "Z"
+    # only 1003 (two days ago) and 1001's older row (three days ago) fall inside
+    done = invoke_json("materialize", "customer_stats", "--start", start, "--end", end)
+    assert done["rows_written"] == 2
+
+
+def test_lookup_gives_values_and_statuses(filled: FeatureStore) -> None:
+    filled.materialize("customer_stats")
+    refs = ("customer_stats:orders_30d", "customer_stats:v1:avg_spend")
+    keys = ("--key", "customer_id=1001", "--key", "customer_id=1002", "-k", "customer_id=9")
+    found = invoke_json("lookup", *refs, *keys)
+    assert [r["orders_30d"] for r in found["rows"]] == [3, None, None]
+    assert [s["orders_30d"] for s in found["statuses"]] == ["PRESENT", "OUTSIDE_TTL", "NOT_FOUND"]
+    assert found["rows"][0]["customer_id"] == 1001  # sent as an int, found as one
+    text = invoke("lookup", *refs, *keys).stdout
+    for expected in ("customer_id=1001", "PRESENT", "OUTSIDE_TTL", "NOT_FOUND", "20"):
+        assert expected in text, expected
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["show", "nope"],
+        ["commits", "nope"],
+        ["reports", "nope"],
+        ["stats", "nope"],
+        ["materialize", "nope"],
+        ["lookup", "nope:x", "--key", "customer_id=1"],
+    ],
+)
+def test_an_unknown_group_is_named(
+    filled: FeatureStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    assert "feature group 'nope' does not exist" in fails(monkeypatch, capsys, *command)
+
+
+def test_an_unknown_version_or_commit_is_named(
+    filled: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "'customer_stats' v7" in fails(
+        monkeypatch, capsys, "show", "customer_stats", "--version", "7"
+    )
+    message = fails(monkeypatch, capsys, "stats", "customer_stats", "--commit", "9")
+    assert "no commit at Delta version 9: 0, 1" in message
+
+
+@pytest.mark.parametrize("key", ["customer_id", "customer_id=", "=5", "a=1,a=2"])
+def test_a_malformed_key_is_refused(
+    filled: FeatureStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    key: str,
+) -> None:
+    message = fails(monkeypatch, capsys, "lookup", "customer_stats:orders_30d", "--key", key)
+    assert f"--key {key!r} is not join_key=value" in message
+
+
+def test_keys_must_name_the_same_columns(
+    filled: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("lookup", "customer_stats:orders_30d", "-k", "customer_id=1", "-k", "id=2")
+    assert "every --key must name ['customer_id']" in fails(monkeypatch, capsys, *args)
+
+
+def test_an_unknown_feature_is_named(
+    filled: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("lookup", "customer_stats:orders_7d", "--key", "customer_id=1001")
+    assert "has no feature 'orders_7d'" in fails(monkeypatch, capsys, *args)
+
+
+def test_naive_or_malformed_times_are_refused(
+    filled: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    naive = fails(monkeypatch, capsys, "materialize", "customer_stats", "--start", "2026-01-31")
+    assert "--start '2026-01-31' has no timezone" in naive
+    assert "2026-01-31T00:00:00+00:00" in naive
+    assert "not an ISO time" in fails(
+        monkeypatch, capsys, "materialize", "customer_stats", "--end", "yesterday"
+    )
+    assert "is not before --end" in fails(
+        monkeypatch,
+        capsys,
+        *("materialize", "customer_stats", "--start", "2026-02-01T00:00:00Z"),
+        *("--end", "2026-01-01T00:00:00Z"),
+    )
+    assert "takes no --start" in fails(
+        monkeypatch,
+        capsys,
+        *("materialize", "customer_stats", "--incremental", "--start", "2026-01-01T00:00Z"),
+    )
+    assert filled.service.get_materialized_until("customer_stats", 1) is None
+
+
+def test_stats_of_a_group_without_commits(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store.create_entity("customer", ["customer_id"])
+    store.create_feature_group("empty", "customer", "event_time", {"x": "float64"})
+    assert "empty:v1 has no commits yet" in fails(monkeypatch, capsys, "stats", "empty")
+    assert invoke_json("commits", "empty") == [] and invoke_json("reports", "empty") == []
+
+
+def test_the_module_imports_on_its_own() -> None:
+    # plinth.cli registers the sub-app at its end, so importing this module first must work
+    done = subprocess.run(
+        [sys.executable, "-c", "import plinth.features.cli, plinth.cli"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
