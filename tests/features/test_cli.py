@@ -318,3 +318,51 @@ def test_the_module_imports_on_its_own() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+# -- inserting, views, lineage, deleting -----------------------------------------------
+
+
+def test_insert_streams_a_parquet_file(filled: FeatureStore, tmp_path: Any) -> None:
+    path = tmp_path / "more.parquet"
+    frame([2001, 2002, 2003], [1, 1, 1], [1, 2, 3]).to_parquet(path)
+    commit = invoke_json("insert", "customer_stats", str(path), "--chunk-rows", "2", "--online")
+    assert (commit["rows"], commit["commit_version"]) == (3, 2)
+    assert (
+        "committed 3 row(s) to customer_stats:v1 as Delta version 3"
+        in invoke("insert", "customer_stats", str(path)).stdout
+    )
+    found = filled.get_online_features(["customer_stats:orders_30d"], [{"customer_id": 2003}])
+    assert found.rows[0]["orders_30d"] == 3
+
+
+def test_insert_refusals(
+    filled: FeatureStore, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    assert "no Parquet file or folder" in fails(
+        monkeypatch, capsys, "insert", "customer_stats", str(tmp_path / "missing.parquet")
+    )
+    path = tmp_path / "bad.parquet"
+    frame([1], [1], [1]).drop(columns=["avg_spend"]).to_parquet(path)
+    assert "avg_spend" in fails(monkeypatch, capsys, "insert", "customer_stats", str(path))
+
+
+def test_views_datasets_usage_and_delete(
+    filled: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    view = filled.create_feature_view("churn", ["customer_stats:orders_30d"], description="v")
+    entity = pd.DataFrame({"customer_id": [1001], "event_timestamp": [NOW]})
+    dataset = view.create_training_dataset(entity)
+    [listed] = invoke_json("views")
+    assert listed["features"] == ["customer_stats:v1:orders_30d"]
+    assert "customer_stats:v1:orders_30d" in invoke("views").stdout
+    [made] = invoke_json("datasets", "--view", "churn")
+    assert made["id"] == dataset.id and made["group_commits"] == {"customer_stats:v1": 1}
+    usage = invoke_json("usage", "customer_stats:orders_30d")
+    assert usage["feature_views"] == ["churn:v1"] and usage["training_datasets"] == [dataset.id]
+    assert "churn:v1" in invoke("usage", "customer_stats").stdout
+    assert "read by the feature views" in fails(
+        monkeypatch, capsys, "delete", "customer_stats", "--yes"
+    )
+    assert invoke_json("delete", "customer_stats", "--yes", "--force") == ["customer_stats:v1"]
+    assert "does not exist" in fails(monkeypatch, capsys, "show", "customer_stats")

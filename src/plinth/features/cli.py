@@ -345,3 +345,119 @@ def _rule(e: Expectation) -> str:
 def _commit_text(c: CommitInfo) -> str:
     who = f" by {c.written_by}" if c.written_by else ""
     return f"Delta version {c.commit_version}, {c.rows} row(s){who} at {_fmt(c.at)}"
+
+
+@features_app.command("insert")
+def insert(
+    group: str,
+    source: Annotated[str, typer.Argument(help="a Parquet file or folder, or a Delta table")],
+    version: VersionOption = None,
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", help="rows per streamed chunk")
+    ] = 500_000,
+    online: Annotated[
+        bool, typer.Option("--online", help="also write to the online store")
+    ] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Insert a Parquet source into a group: validated, streamed, ONE offline commit."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    store = _store()
+    found = store.service.get_feature_group(group, version)
+    total = _row_count(source)
+    columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    # on stderr, so --json stays clean; only on a terminal, so logs get no bar debris
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(f"inserting into {escape(found.ref)}", total=total)
+        commit = store.insert(
+            found,
+            source,
+            write_online=online,
+            chunk_rows=chunk_rows,
+            progress=lambda rows: bar.update(task, completed=rows),
+        )
+    line = f"committed {commit.rows} row(s) to {found.ref} as Delta version {commit.commit_version}"
+    _say(json_, commit, line)
+
+
+def _row_count(source: str) -> int | None:
+    import pyarrow.dataset as ds
+
+    try:
+        return int(ds.dataset(source, format="parquet").count_rows())
+    except (OSError, ValueError):
+        return None  # a Delta folder, say: the bar counts without a total
+
+
+@features_app.command("views")
+def views(json_: JsonOption = False) -> None:
+    """Feature views: every version, with what each reads and computes."""
+    found = _service().list_feature_views()
+    if json_:
+        return _print_json(found)
+    rows = [
+        (
+            v.ref,
+            ", ".join(v.features),
+            ", ".join(r.name for r in v.request) or "-",
+            ", ".join(t.name for t in v.transformations) or "-",
+            v.label,
+            v.description,
+        )
+        for v in found
+    ]
+    columns = ("view", "features", "request", "transformations", "label", "description")
+    out.print(_table("feature views", columns, rows))
+
+
+@features_app.command("datasets")
+def datasets(
+    view: Annotated[str | None, typer.Option("--view", help="only those of this view")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Training datasets: the view, rows and the group commits each one read."""
+    found = _service().list_training_datasets(view)
+    if json_:
+        return _print_json(found)
+    rows = [
+        (d.id, f"{d.view}:v{d.view_version}", d.rows, _pairs(d.group_commits), d.created_at, d.uri)
+        for d in found
+    ]
+    columns = ("id", "view", "rows", "group commits", "created", "uri")
+    out.print(_table("training datasets", columns, rows))
+
+
+@features_app.command("usage")
+def usage(
+    target: Annotated[str, typer.Argument(help="a group, or one feature as group:feature")],
+    version: VersionOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Where a group or feature is used: feature views, training datasets, model versions."""
+    found = _store().where_used(target, version)
+    if json_:
+        return _print_json(found)
+    rows: list[tuple[Any, ...]] = [("feature view", v, "") for v in found.feature_views]
+    rows += [("training dataset", str(d), "") for d in found.training_datasets]
+    rows += [("model version", f"{m.model} v{m.version}", m.stage) for m in found.model_versions]
+    out.print(_table(f"where {target} is used", ("kind", "name", "stage"), rows))
+
+
+@features_app.command("delete")
+def delete_group(
+    group: str,
+    version: VersionOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="also remove the feature views that read it")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Delete a group (one version or all) with its offline and online data. Refused while a
+    PRODUCTION model was trained on it."""
+    what = group if version is None else f"{group}:v{version}"
+    if not yes and not typer.confirm(f"delete {what} and all its data?", err=True):
+        raise typer.Exit(1)
+    removed = _store().delete_feature_group(group, version, force=force)
+    _say(json_, [g.ref for g in removed], f"deleted {', '.join(g.ref for g in removed)}")

@@ -270,6 +270,7 @@ class FeatureService(ViewService):
 
     @endpoint("GET", "/feature-groups/{name}/commits")
     def list_commits(self, name: str, version: int) -> list[CommitInfo]:
+        self.get_feature_group(name, version)  # NotFound names it
         with self.store.read() as conn:
             rows = conn.execute(
                 select(feature_commits)
@@ -295,6 +296,7 @@ class FeatureService(ViewService):
 
     @endpoint("GET", "/feature-groups/{name}/reports")
     def list_reports(self, name: str, version: int) -> list[ValidationReport]:
+        self.get_feature_group(name, version)  # NotFound names it
         with self.store.read() as conn:
             rows = conn.execute(
                 select(validation_reports)
@@ -324,6 +326,7 @@ class FeatureService(ViewService):
 
     @endpoint("POST", "/feature-groups/{name}/materialized")
     def set_materialized_until(self, name: str, version: int, offline_version: int) -> None:
+        self.get_feature_group(name, version)  # NotFound names it
         with self.store.write() as conn:
             conn.execute(
                 update(feature_groups)
@@ -333,6 +336,7 @@ class FeatureService(ViewService):
 
     @endpoint("GET", "/feature-groups/{name}/materialized")
     def get_materialized_until(self, name: str, version: int) -> int | None:
+        self.get_feature_group(name, version)  # NotFound names it
         with self.store.read() as conn:
             return conn.execute(
                 select(feature_groups.c.materialized_until).where(

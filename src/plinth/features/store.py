@@ -7,7 +7,6 @@ process and the offline (Delta) and online (SQLite/Redis) stores directly.
 
 from __future__ import annotations
 
-import getpass
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,13 +17,13 @@ import pyarrow as pa
 
 from plinth.errors import InvalidArgument
 from plinth.features.datasets import ViewsMixin, view_of
+from plinth.features.insert import CHUNK_ROWS, Progress, owner
 from plinth.features.types import (
     CommitInfo,
     Entity,
     FeatureGroup,
     FeatureSpec,
     FeatureView,
-    ValidationReport,
 )
 
 if TYPE_CHECKING:
@@ -103,8 +102,9 @@ class GroupHandle:
     store: FeatureStore
     group: FeatureGroup
 
-    def insert(self, data: Any, *, write_online: bool | None = None) -> CommitInfo:
-        return self.store.insert(self.group, data, write_online=write_online)
+    def insert(self, data: Any, **options: Any) -> CommitInfo:
+        # by name and version: expectations attached after this handle was made apply
+        return self.store.insert(self.group.ref, data, **options)
 
     def read(self, as_of: int | datetime | None = None) -> pa.Table:
         return self.store.offline.read(self.group, as_of=as_of)
@@ -197,58 +197,27 @@ class FeatureStore(ViewsMixin):
     # -- writing -----------------------------------------------------------------------
 
     def insert(
-        self, group: FeatureGroup | str, data: Any, *, write_online: bool | None = None
+        self,
+        group: FeatureGroup | str,
+        data: Any,
+        *,
+        write_online: bool = False,
+        chunk_rows: int = CHUNK_ROWS,
+        progress: Progress | None = None,
     ) -> CommitInfo:
         """Validate, then upsert ``data`` on (keys, event time) as ONE commit of the offline
-        table; statistics and the validation report are recorded with the commit."""
-        from plinth.features.ingest import prepare
-        from plinth.features.statistics import compute
-        from plinth.features.validation import validate
+        table; statistics and the validation report are recorded with the commit. Inputs of
+        more than ``chunk_rows`` rows stream in chunks (``progress(rows_so_far)`` after each);
+        ``write_online`` also writes the new values to the online store."""
+        from plinth.features.insert import insert
 
         group = self._group(group)
-        table = prepare(data, group)
-        results = validate(table, group.expectations) if group.expectations else []
-        passed = all(r.passed for r in results)
-        report = ValidationReport(
-            group.name, group.version, group.validation_mode, passed, table.num_rows, results
-        )
-        if not passed and group.validation_mode == "strict":
-            self.service.record_report(group.name, report)
-            failed = "; ".join(
-                f"{r.expectation.kind} {r.expectation.column or r.expectation.columns}: {r.detail}"
-                for r in results
-                if not r.passed
-            )
-            raise InvalidArgument(f"insert into {group.ref} refused (strict validation): {failed}")
-        commit_version = self.offline.write(group, table)
-        stats = compute(table, [f.name for f in group.features])
-        commit = CommitInfo(
-            group.name,
-            group.version,
-            commit_version,
-            table.num_rows,
-            "upsert",
-            _owner(),
-            datetime.now(UTC),
-            passed,
-            stats,
-        )
-        recorded = (
-            ValidationReport(
-                group.name,
-                group.version,
-                group.validation_mode,
-                passed,
-                table.num_rows,
-                results,
-                commit_version,
-            )
-            if results
-            else None
-        )
-        self.service.record_commit(group.name, commit, recorded)
-        if write_online if write_online is not None else False:
-            self._write_online(group, table)
+        commit, table = insert(self.service, self.offline, group, data, chunk_rows, progress)
+        if write_online:
+            if table is None:
+                self.materialize_incremental(group)
+            else:
+                self._write_online(group, table)
         return commit
 
     # -- reading -----------------------------------------------------------------------
@@ -314,6 +283,16 @@ class FeatureStore(ViewsMixin):
         import pyarrow.compute as pc
 
         group = self._group(group)
+        if not group.online:
+            raise InvalidArgument(
+                f"feature group {group.ref} is not online; define it with online=True to serve it"
+            )
+        for name, bound in (("start", start), ("end", end)):
+            if bound is not None and bound.tzinfo is None:
+                raise InvalidArgument(
+                    f"{name} {bound.isoformat()} has no timezone; give an aware time, e.g. "
+                    "datetime(..., tzinfo=UTC)"
+                )
         version = self.offline.version(group)
         if version is None:
             return 0
@@ -328,7 +307,8 @@ class FeatureStore(ViewsMixin):
         if mask is not None:
             table = table.filter(mask)
         written = self._write_online(group, table)
-        self.service.set_materialized_until(group.name, group.version, version)
+        if mask is None:  # only a full copy makes later incremental runs start from here
+            self.service.set_materialized_until(group.name, group.version, version)
         return written
 
     def materialize_incremental(self, group: FeatureGroup | str) -> int:
@@ -376,16 +356,26 @@ class FeatureStore(ViewsMixin):
         now = now or datetime.now(UTC)
         rows: list[dict[str, Any]] = [dict(r) for r in entity_rows]
         statuses: list[dict[str, str]] = [{} for _ in entity_rows]
+        seen: set[str] = set(entity_rows[0])
         for (name, version), wanted in _by_group(features).items():
             group = self.service.get_feature_group(name, version)
-            missing_keys = [k for k in group.keys if k not in entity_rows[0]]
-            if missing_keys:
-                raise InvalidArgument(f"entity rows need {missing_keys} to look up {group.ref}")
             known = {f.name for f in group.features}
             unknown = [w for w in wanted if w not in known]
             if unknown:
                 raise InvalidArgument(f"feature group {group.ref} has no feature {unknown[0]!r}")
-            keys = [tuple(r[k] for k in group.keys) for r in entity_rows]
+            clash = [w for w in wanted if w in seen]
+            if clash:
+                raise InvalidArgument(
+                    f"feature {clash[0]!r} of {group.ref} is requested twice or is also an "
+                    "entity column; request it once"
+                )
+            seen.update(wanted)
+            try:
+                keys = [tuple(r[k] for k in group.keys) for r in entity_rows]
+            except KeyError as e:
+                raise InvalidArgument(
+                    f"entity rows need {group.keys} to look up {group.ref}; one lacks {e.args[0]!r}"
+                ) from None
             found = self.online.read(_online_table(group), keys, wanted)
             for i, stored in enumerate(found):
                 stale = (
@@ -403,7 +393,13 @@ class FeatureStore(ViewsMixin):
         return OnlineResponse(rows, statuses)
 
     def _group(self, group: FeatureGroup | str) -> FeatureGroup:
-        return self.service.get_feature_group(group) if isinstance(group, str) else group
+        """A group given as itself, ``"name"`` (the latest version) or ``"name:v2"``."""
+        if not isinstance(group, str):
+            return group
+        name, _, version = group.partition(":v")
+        if version.isdigit():
+            return self.service.get_feature_group(name, int(version))
+        return self.service.get_feature_group(group)
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str]:
@@ -450,8 +446,4 @@ def _as_arrow(data: Any) -> pa.Table:
         raise InvalidArgument("entity_df must be a pandas, polars or Arrow table") from None
 
 
-def _owner() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""
+_owner = owner
