@@ -105,6 +105,8 @@ class ViewsMixin:
 
     if TYPE_CHECKING:
 
+        def forget_definitions(self) -> None: ...
+
         def get_historical_features(
             self,
             entity_df: Any,
@@ -283,6 +285,7 @@ class ViewsMixin:
         ``force``)."""
         from plinth.features.store import _online_table
 
+        self.forget_definitions()
         removed = self.service.delete_feature_group(name, version, force)
         for group in removed:
             self.offline.delete_table(group)

@@ -8,6 +8,7 @@ process and the offline (Delta) and online (SQLite/Redis) stores directly.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from plinth.features.online.base import OnlineStore
     from plinth.features.service import FeatureService
 
+# How long online lookups trust the group definitions they read (another process's change
+# to a TTL or a new group version shows within this time).
+DEFINITIONS_SECONDS = 5.0
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -144,6 +148,13 @@ class RetrievalJob:
         return self.to_arrow().to_pandas()
 
 
+@dataclass(frozen=True)
+class _Lookup:
+    group: FeatureGroup
+    features: list[str]
+    table: str
+
+
 @dataclass
 class OnlineResponse:
     """Values per requested entity row, with a status per feature: PRESENT, NOT_FOUND or
@@ -165,6 +176,7 @@ class FeatureStore(ViewsMixin):
         self.service = service
         self.offline = offline
         self.online = online
+        self._plans: dict[tuple[str, ...], tuple[float, list[_Lookup]]] = {}
 
     # -- definitions -------------------------------------------------------------------
 
@@ -186,6 +198,7 @@ class FeatureStore(ViewsMixin):
     ) -> GroupHandle:
         keys = set(self.service.get_entity(entity).join_keys)
         features = specs_of(schema, keys | {event_time})
+        self.forget_definitions()
         group = self.service.create_feature_group(
             name, entity, event_time, features, online, parse_ttl(ttl), description, _owner()
         )
@@ -356,7 +369,45 @@ class FeatureStore(ViewsMixin):
         now = now or datetime.now(UTC)
         rows: list[dict[str, Any]] = [dict(r) for r in entity_rows]
         statuses: list[dict[str, str]] = [{} for _ in entity_rows]
-        seen: set[str] = set(entity_rows[0])
+        for lookup in self._lookups(features):
+            group, wanted = lookup.group, lookup.features
+            clash = [w for w in wanted if w in entity_rows[0]]
+            if clash:
+                raise InvalidArgument(
+                    f"feature {clash[0]!r} of {group.ref} is also an entity column; rename it"
+                )
+            try:
+                keys = [tuple(r[k] for k in group.keys) for r in entity_rows]
+            except KeyError as e:
+                raise InvalidArgument(
+                    f"entity rows need {group.keys} to look up {group.ref}; one lacks {e.args[0]!r}"
+                ) from None
+            found = self.online.read(lookup.table, keys, wanted)
+            ttl = group.ttl_seconds
+            cutoff = None if ttl is None else now - timedelta(seconds=ttl)
+            nulls, present = dict.fromkeys(wanted), dict.fromkeys(wanted, "PRESENT")
+            for row, status, stored in zip(rows, statuses, found, strict=True):
+                if stored.values is None:
+                    row.update(nulls)
+                    status.update(dict.fromkeys(wanted, "NOT_FOUND"))
+                elif cutoff is not None and (stored.event_time or cutoff) < cutoff:
+                    row.update(nulls)
+                    status.update(dict.fromkeys(wanted, "OUTSIDE_TTL"))
+                else:
+                    row.update(stored.values)  # holds exactly ``wanted`` (None where absent)
+                    status.update(present)
+        return OnlineResponse(rows, statuses)
+
+    def _lookups(self, features: list[str]) -> list[_Lookup]:
+        """What a list of references reads, per group; kept for ``DEFINITIONS_SECONDS`` so a
+        lookup costs no metadata query (definitions made through this store clear it)."""
+        key = tuple(features)
+        at = time.monotonic()
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] > at:
+            return cached[1]
+        plan: list[_Lookup] = []
+        seen: set[str] = set()
         for (name, version), wanted in _by_group(features).items():
             group = self.service.get_feature_group(name, version)
             known = {f.name for f in group.features}
@@ -366,31 +417,18 @@ class FeatureStore(ViewsMixin):
             clash = [w for w in wanted if w in seen]
             if clash:
                 raise InvalidArgument(
-                    f"feature {clash[0]!r} of {group.ref} is requested twice or is also an "
-                    "entity column; request it once"
+                    f"feature {clash[0]!r} of {group.ref} is requested twice; request it once"
                 )
             seen.update(wanted)
-            try:
-                keys = [tuple(r[k] for k in group.keys) for r in entity_rows]
-            except KeyError as e:
-                raise InvalidArgument(
-                    f"entity rows need {group.keys} to look up {group.ref}; one lacks {e.args[0]!r}"
-                ) from None
-            found = self.online.read(_online_table(group), keys, wanted)
-            for i, stored in enumerate(found):
-                stale = (
-                    stored.event_time is not None
-                    and group.ttl_seconds is not None
-                    and stored.event_time < now - timedelta(seconds=group.ttl_seconds)
-                )
-                for w in wanted:
-                    if stored.values is None:
-                        rows[i][w], statuses[i][w] = None, "NOT_FOUND"
-                    elif stale:
-                        rows[i][w], statuses[i][w] = None, "OUTSIDE_TTL"
-                    else:
-                        rows[i][w], statuses[i][w] = stored.values.get(w), "PRESENT"
-        return OnlineResponse(rows, statuses)
+            plan.append(_Lookup(group, wanted, _online_table(group)))
+        if len(self._plans) > 1000:
+            self._plans.clear()
+        self._plans[key] = (at + DEFINITIONS_SECONDS, plan)
+        return plan
+
+    def forget_definitions(self) -> None:
+        """Drop cached definitions: the next lookup reads them from the central store."""
+        self._plans.clear()
 
     def _group(self, group: FeatureGroup | str) -> FeatureGroup:
         """A group given as itself, ``"name"`` (the latest version) or ``"name:v2"``."""

@@ -208,6 +208,17 @@ def _unpack_ext(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+def reader_for(features: list[str]) -> RowReader:
+    """The (shared) reader of ``features``: its per-layout pickers are made once."""
+    key = tuple(features)
+    reader = _readers.get(key)
+    if reader is None:
+        if len(_readers) > 4096:
+            _readers.clear()
+        reader = _readers[key] = RowReader(list(features))
+    return reader
+
+
 class RowReader:
     """Reads ``features`` out of packed rows: None for a feature a row lacks."""
 
@@ -221,6 +232,9 @@ class RowReader:
         if pick is None:
             pick = self._pickers[row[0]] = _picker(row[0], self.features)
         return dict(zip(self.features, pick(row), strict=True))
+
+
+_readers: dict[tuple[str, ...], RowReader] = {}
 
 
 def _picker(layout: str, features: list[str]) -> Callable[[list[Any]], Any]:

@@ -18,11 +18,11 @@ import redis
 from plinth.errors import InvalidArgument, PermissionDenied, PlinthError, Unavailable
 from plinth.features.online.base import OnlineRow, OnlineStore
 from plinth.features.online.codec import (
-    RowReader,
     check_table,
     encode_key,
     encode_rows,
     micros_to_datetime,
+    reader_for,
 )
 
 _MISSING = OnlineRow(None, None)
@@ -117,7 +117,7 @@ class RedisOnlineStore(OnlineStore):
             stored = cast("list[bytes | None]", self._client.mget(names))
         except redis.RedisError as exc:
             raise self._error(exc) from exc
-        read_values = RowReader(features)
+        read_values = reader_for(features)
         rows = []
         for value in stored:
             if value is None:

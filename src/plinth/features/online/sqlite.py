@@ -20,11 +20,11 @@ import pyarrow as pa
 from plinth.errors import InvalidArgument, Unavailable
 from plinth.features.online.base import OnlineRow, OnlineStore
 from plinth.features.online.codec import (
-    RowReader,
     check_table,
     encode_key,
     encode_rows,
     micros_to_datetime,
+    reader_for,
 )
 
 _MISSING = OnlineRow(None, None)
@@ -99,12 +99,12 @@ class SqliteOnlineStore(OnlineStore):
                 chunk = wanted[start : start + _MAX_IN]
                 size = _padded(len(chunk))
                 chunk.extend([chunk[-1]] * (size - len(chunk)))
-                found.update((row[0], row) for row in conn.execute(_select_sql(table, size), chunk))
+                found.update({row[0]: row for row in conn.execute(_select_sql(table, size), chunk)})
         except sqlite3.OperationalError as exc:
             if str(exc).startswith("no such table"):
                 return [_MISSING] * len(key_rows)
             raise
-        read_values = RowReader(features)
+        read_values = reader_for(features)
         return [
             _MISSING
             if (row := found.get(key)) is None
