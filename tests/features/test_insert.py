@@ -106,3 +106,15 @@ def test_online_lookup_guards(fs: FeatureStore) -> None:
         fs.get_online_features(
             ["customer_stats:avg_spend", "other:avg_spend"], [{"customer_id": 1}]
         )
+
+
+def test_lookups_cache_definitions_for_a_moment(fs: FeatureStore) -> None:
+    define(fs).insert(frame(3))  # type: ignore[attr-defined]
+    fs.materialize("customer_stats")
+    ask = (["customer_stats:avg_spend"], [{"customer_id": 1}])
+    assert fs.get_online_features(*ask, now=day(40)).statuses[0]["avg_spend"] == "OUTSIDE_TTL"
+    elsewhere = FeatureStore(fs.service, fs.offline, fs.online)  # another process, say
+    define(elsewhere, ttl="90d")  # same schema: the TTL of v1 changes
+    assert fs.get_online_features(*ask, now=day(40)).statuses[0]["avg_spend"] == "OUTSIDE_TTL"
+    fs.forget_definitions()  # or wait DEFINITIONS_SECONDS
+    assert fs.get_online_features(*ask, now=day(40)).statuses[0]["avg_spend"] == "PRESENT"
