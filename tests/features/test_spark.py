@@ -10,6 +10,7 @@ import pytest
 from plinth.errors import InvalidArgument
 from plinth.features.retrieval import point_in_time_join
 from plinth.features.spark import local_spark, spark_point_in_time_join
+from plinth.features.store import FeatureStore
 from tests.features.test_retrieval import (
     CASES,
     ERRORS,
@@ -57,3 +58,13 @@ def test_refusals_are_shared(spark: SparkSession, name: str) -> None:
 def test_local_spark_is_reused(spark: SparkSession) -> None:
     assert local_spark() is spark
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+
+
+@pytest.mark.parametrize("fs_client", ["local"], indirect=True)
+def test_a_feature_view_on_both_engines(spark: SparkSession, fs: FeatureStore) -> None:
+    from tests.features.test_views import entity_rows, populated
+
+    view = populated(fs)
+    on_spark = view.get_historical_features(entity_rows(), engine="spark").to_arrow()
+    assert on_spark.equals(view.get_historical_features(entity_rows()).to_arrow())
+    assert "amount_over_avg" in on_spark.column_names
