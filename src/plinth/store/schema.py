@@ -352,3 +352,40 @@ model_version_datasets = Table(
     ),
     Index(None, "training_dataset"),
 )
+
+# -- serving -------------------------------------------------------------------------------
+
+# Every prediction a model service made (written in batches, off the request path).
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("model_name", NAME, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("inputs", Text, nullable=False),  # JSON: the features as the model used them
+    Column("outputs", Text, nullable=False),  # JSON
+    Column("latency_ms", Float, nullable=False),
+    Index(None, "model_name", "model_version", "at"),
+    Index(None, "request_id"),
+)
+
+# One batch scoring job (or one scored file of a followed folder): its checks and outcome.
+score_jobs = Table(
+    "score_jobs",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("job_key", String(128), nullable=False, unique=True),  # idempotence key
+    Column("model_name", NAME, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("input", Text, nullable=False),
+    Column("output", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # RUNNING, DELIVERED, BLOCKED, FAILED
+    Column("rows", BigInteger),
+    Column("checks", Text, nullable=False, default="[]"),  # JSON list of check results
+    Column("output_version", BigInteger),  # the Delta version that delivered the scores
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    Index(None, "model_name", "model_version"),
+)
