@@ -491,3 +491,7 @@ def main() -> None:
 from plinth.features.cli import features_app  # noqa: E402
 
 app.add_typer(features_app, name="features")
+
+from plinth.serving.serve_cli import serve  # noqa: E402
+
+app.command("serve")(serve)

@@ -1,0 +1,71 @@
+"""``plinth serve MODEL_URI``: one model service per model, so one failing model never
+takes another down."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+_CONFIG_ENV = "PLINTH_SERVE_CONFIG"  # how worker processes get the service's config
+
+
+def serve(
+    uri: Annotated[str, typer.Argument(help="the model, e.g. models:/churn@production")],
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    workers: Annotated[int, typer.Option(help="worker processes, each with the model")] = 1,
+    poll_seconds: Annotated[
+        float, typer.Option(help="how often to re-resolve the URI for a hot swap; 0: never")
+    ] = 2.0,
+    max_rows: Annotated[int, typer.Option(help="most rows one request may hold")] = 10_000,
+    batching: Annotated[
+        bool, typer.Option(help="predict concurrent requests together (adaptive micro-batches)")
+    ] = True,
+    batch_max_rows: Annotated[int, typer.Option(help="most rows in one micro-batch")] = 1_000,
+    batch_max_delay_ms: Annotated[
+        float, typer.Option(help="extra wait for a micro-batch to fill (bounded latency)")
+    ] = 0.0,
+    log_predictions: Annotated[
+        bool, typer.Option(help="record every prediction in the central store")
+    ] = True,
+) -> None:
+    """Serve one model over HTTP: /predict, the Open Inference Protocol (/v2/...), /health,
+    /ready and /metrics. The service follows an alias or stage (hot swap)."""
+    import uvicorn
+
+    from plinth.serving.app import ServeConfig, create_service
+
+    config = ServeConfig(
+        uri=uri,
+        poll_seconds=poll_seconds,
+        max_rows=max_rows,
+        batching=batching,
+        batch_max_rows=batch_max_rows,
+        batch_max_delay_ms=batch_max_delay_ms,
+        log_predictions=log_predictions,
+    )
+    if workers < 1:
+        raise typer.BadParameter("--workers must be at least 1")
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning"}
+    if workers == 1:
+        uvicorn.run(create_service(config), **options)  # a bad URI fails here, before binding
+        return
+    from plinth.client import default_client
+    from plinth.serving.model import load_served
+
+    load_served(default_client(), uri)  # refuse a bad URI once, not in every worker
+    os.environ[_CONFIG_ENV] = json.dumps(asdict(config))
+    uvicorn.run(
+        "plinth.serving.serve_cli:service_from_env", factory=True, workers=workers, **options
+    )
+
+
+def service_from_env() -> Any:
+    """The app factory each worker process calls."""
+    from plinth.serving.app import ServeConfig, create_service
+
+    return create_service(ServeConfig(**json.loads(os.environ[_CONFIG_ENV])))
