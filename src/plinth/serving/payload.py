@@ -127,10 +127,11 @@ def plain(predictions: Any) -> list[Any]:
     return values
 
 
-def v2_outputs(predictions: Any) -> list[dict[str, Any]]:
+def v2_outputs(predictions: Any, name: str = "predict") -> list[dict[str, Any]]:
+    """Output tensors: one per column of a DataFrame, else one named ``name``."""
     if hasattr(predictions, "columns"):
-        return [_tensor(str(name), predictions[name].to_numpy()) for name in predictions.columns]
-    return [_tensor("predict", np.asarray(predictions))]
+        return [_tensor(str(c), predictions[c].to_numpy()) for c in predictions.columns]
+    return [_tensor(name, np.asarray(predictions))]
 
 
 def _tensor(name: str, values: np.ndarray[Any, Any]) -> dict[str, Any]:
