@@ -103,7 +103,9 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
                 "(plinth serve --max-rows); use plinth score for bulk scoring"
             )
         if served.view is not None and served.needs_enrichment(set(rows[0])):
-            rows = await run_in_threadpool(enrich_online, client.feature_store(), served.view, rows)
+            rows = await run_in_threadpool(
+                enrich_online, client.feature_store(), served.view, rows, served.input_names
+            )
         frame = model_frame(served, rows)
         if batcher is not None:
             result = await batcher.submit(served, frame)

@@ -62,17 +62,29 @@ def view_of_version(client: Client, version: ModelVersion) -> FeatureView | None
 
 
 def enrich_online(
-    store: FeatureStore, view: FeatureView, rows: list[dict[str, Any]]
+    store: FeatureStore, view: FeatureView, rows: list[dict[str, Any]], needed: list[str]
 ) -> list[dict[str, Any]]:
     """Request rows (entity keys + request values) with the view's features from the online
-    store and its transformations applied. An unreachable online store raises
-    ``Unavailable``; it is never answered with missing features."""
+    store and its transformations applied. A ``needed`` value the store has no fresh value
+    for (NOT_FOUND, OUTSIDE_TTL) is refused, naming the entity; an unreachable store raises
+    ``Unavailable``: a prediction is never made from features that were not there."""
     missing = [k for k in view.keys if any(k not in row for row in rows)]
     if missing:
         raise InvalidArgument(
             f"each row needs the entity key {missing[0]!r} (the model reads feature view {view.ref})"
         )
-    return store.get_online_features(view, rows).rows
+    found = store.get_online_features(view, rows)
+    for i, status in enumerate(found.statuses):
+        stale = next(
+            ((n, status[n]) for n in needed if status.get(n, "PRESENT") != "PRESENT"), None
+        )
+        if stale is not None:
+            entity = ", ".join(f"{k}={rows[i][k]!r}" for k in view.keys)
+            raise InvalidArgument(
+                f"row {i} ({entity}): feature {stale[0]!r} is {stale[1]} in the online store, "
+                "so the model cannot score it; materialize fresh values or send the features"
+            )
+    return found.rows
 
 
 def enrich_offline(
