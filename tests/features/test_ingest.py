@@ -201,3 +201,20 @@ class TestChunks:
     def test_chunk_rows_must_be_positive(self) -> None:
         with pytest.raises(InvalidArgument, match="chunk_rows"):
             next(iter_chunks(frame(), GROUP, chunk_rows=0))
+
+
+def test_a_query_is_a_source(tmp_path: Path) -> None:
+    from plinth.features.ingest import Query
+
+    rows = frame(5)
+    rows.to_parquet(tmp_path / "rows.parquet")
+    query = Query(f"SELECT * FROM '{tmp_path / 'rows.parquet'}' ORDER BY customer_id")
+    by_duckdb = prepare(query, GROUP)
+    assert by_duckdb.equals(prepare(rows, GROUP))
+    assert pa.concat_tables(iter_chunks(query, GROUP, 2)).equals(by_duckdb)
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    rows.assign(event_time=rows.event_time.astype(str)).to_sql("t", database, index=False)
+    # SQLite keeps times as text: refused by name, as any source's would be
+    assert "event_time" in refused(Query("SELECT * FROM t", database))
+    assert "the query failed" in refused(Query("SELECT * FROM nowhere"))
+    assert "the query failed" in refused(Query("SELECT * FROM nowhere", database))

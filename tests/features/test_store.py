@@ -9,6 +9,7 @@ import pytest
 
 import plinth
 from plinth.client import Client
+from plinth.features.ingest import Query
 from plinth.features.store import FeatureStore
 from plinth.features.types import Expectation
 from tests.backends import running_server
@@ -38,7 +39,7 @@ def test_insert_is_one_commit_with_statistics(fs: FeatureStore) -> None:
     assert [c.commit_version for c in commits] == [0, 1] and commits[0].written_by
 
 
-def test_point_in_time_training_data(fs: FeatureStore) -> None:
+def test_point_in_time_training_data(fs: FeatureStore, tmp_path: Path) -> None:
     define(fs, ttl="7d").insert(transactions())  # type: ignore[attr-defined]
     entity_df = pd.DataFrame(
         {
@@ -55,6 +56,13 @@ def test_point_in_time_training_data(fs: FeatureStore) -> None:
     orders = [None if pd.isna(v) else int(v) for v in out.orders_30d]
     # before the first value: null; at it: included; later values never leak; TTL 7 days
     assert orders == [None, 3, 5, 1, None, None]
+    # the entity rows may come from a Parquet file or a SQL query too
+    path = tmp_path / "entities.parquet"
+    entity_df.to_parquet(path)
+    features = ["customer_stats:orders_30d", "customer_stats:avg_spend"]
+    assert fs.get_historical_features(str(path), features).to_pandas().equals(out)
+    query = Query(f"SELECT * FROM '{path}'")
+    assert fs.get_historical_features(query, features).to_pandas().equals(out)
     with pytest.raises(plinth.InvalidArgument, match="no feature 'nope'"):
         fs.get_historical_features(entity_df, ["customer_stats:nope"]).to_arrow()
     with pytest.raises(plinth.InvalidArgument, match="event_timestamp"):

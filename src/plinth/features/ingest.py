@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,49 @@ def check_unique(table: pa.Table, group: FeatureGroup) -> None:
 # -- reading the source ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Query:
+    """A SQL query as a source: run by DuckDB (which reads Parquet, CSV and Delta files:
+    ``SELECT * FROM 'tx/*.parquet'``), or against the database at ``uri`` (any SQLAlchemy
+    URL) when given. Results stream batch by batch into large inserts."""
+
+    sql: str
+    uri: str | None = None
+
+    def reader(self, batch_rows: int = 500_000) -> pa.RecordBatchReader:
+        if self.uri is None:
+            import duckdb
+
+            try:
+                relation = duckdb.sql(self.sql)
+            except duckdb.Error as e:
+                raise InvalidArgument(f"the query failed: {e}") from e
+            if relation is None:  # a statement, not a query
+                raise InvalidArgument(f"{self.sql!r} returns no rows; give a SELECT")
+            return relation.to_arrow_reader(batch_rows)
+        return _database_reader(self.sql, self.uri, batch_rows)
+
+
+def _database_reader(sql: str, uri: str, batch_rows: int) -> pa.RecordBatchReader:
+    import pandas as pd  # type: ignore[import-untyped]
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(uri)
+    try:
+        with engine.connect() as conn:
+            frames = pd.read_sql(text(sql), conn, chunksize=batch_rows)
+            tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
+    except (SQLAlchemyError, pd.errors.DatabaseError) as e:
+        raise InvalidArgument(f"the query failed: {e}") from e
+    finally:
+        engine.dispose()
+    if not tables:
+        raise InvalidArgument("the query returned no columns")
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+
+
 def _is_path(data: Any) -> bool:
     return isinstance(data, str | os.PathLike)
 
@@ -159,11 +203,13 @@ def _as_table(data: Any, wanted: list[str]) -> pa.Table:
     if _is_path(data):
         dataset = _parquet(data)
         return dataset.to_table(columns=[c for c in wanted if c in dataset.schema.names])
+    if isinstance(data, Query):
+        return data.reader().read_all()
     if hasattr(data, "__arrow_c_stream__"):
         return pa.table(data)
     raise InvalidArgument(
         f"cannot ingest a {type(data).__name__}; give a pandas or polars DataFrame, a pyarrow "
-        "Table or RecordBatch, or the path of a Parquet file or folder"
+        "Table or RecordBatch, the path of a Parquet file or folder, or a Query"
     )
 
 
@@ -178,6 +224,9 @@ def _pieces(data: Any, wanted: list[str], rows: int) -> Iterator[pa.Table]:
         dataset = _parquet(data)
         columns = [c for c in wanted if c in dataset.schema.names]
         reader = dataset.scanner(columns=columns, batch_size=rows).to_reader()
+        yield from _regroup(reader, reader.schema, rows)
+    elif isinstance(data, Query):
+        reader = data.reader(rows)
         yield from _regroup(reader, reader.schema, rows)
     elif hasattr(data, "__arrow_c_stream__"):
         reader = pa.RecordBatchReader.from_stream(data)
