@@ -185,3 +185,31 @@ def test_a_frame_without_signature_is_passed_as_is(client: Client) -> None:
     client.register_model(DummyClassifier(strategy="most_frequent").fit(frame, [3, 3]), "bare")
     with service(client, "models:/bare/1", poll_seconds=0) as http:
         assert http.post("/predict", json=[{"x": 1.0}]).json()["predictions"] == [3]
+
+
+def tamper(client: Client, model: str) -> None:
+    """Truncate the model file of every downloaded package of ``model`` (a bit flip on disk)."""
+    from pathlib import Path
+
+    cache = Path(client.settings.home).resolve() / "cache" / "models" / model
+    for file in (p for p in cache.rglob("model/*") if p.is_file()):
+        file.write_bytes(file.read_bytes()[:-10])
+
+
+def test_a_package_failing_its_checksum_is_never_served(client: Client) -> None:
+    from plinth.errors import InvalidArgument
+
+    first = client.register_model(constant(0), "swap", input_example=EXAMPLE)
+    second = client.register_model(constant(1), "swap", input_example=EXAMPLE)
+    client.set_alias("swap", "live", first.version)
+    client.load_model("models:/swap/2")  # downloaded now (v1 is not), tampered with below
+    tamper(client, "swap")
+    with pytest.raises(InvalidArgument, match="corrupt"):
+        create_service(ServeConfig("models:/swap/2"), client)
+    with service(client, "models:/swap@live", poll_seconds=0) as http:
+        client.set_alias("swap", "live", second.version)  # moves to the corrupt package
+        holder = http.app.state.holder  # type: ignore[attr-defined]
+        with pytest.raises(InvalidArgument, match="corrupt"):
+            holder.check()
+        answer = http.post("/predict", json=[ROW]).json()
+    assert (answer["predictions"], answer["model_version"]) == ([0], 1)  # still the good one
