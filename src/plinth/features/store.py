@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 # How long online lookups trust the group definitions they read (another process's change
 # to a TTL or a new group version shows within this time).
 DEFINITIONS_SECONDS = 5.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -384,13 +386,14 @@ class FeatureStore(ViewsMixin):
                 ) from None
             found = self.online.read(lookup.table, keys, wanted)
             ttl = group.ttl_seconds
-            cutoff = None if ttl is None else now - timedelta(seconds=ttl)
+            # event times compared as microseconds since the epoch: no datetime per row
+            cutoff = None if ttl is None else (now - _EPOCH) // _MICROSECOND - ttl * 1_000_000
             nulls, present = dict.fromkeys(wanted), dict.fromkeys(wanted, "PRESENT")
             for row, status, stored in zip(rows, statuses, found, strict=True):
                 if stored.values is None:
                     row.update(nulls)
                     status.update(dict.fromkeys(wanted, "NOT_FOUND"))
-                elif cutoff is not None and (stored.event_time or cutoff) < cutoff:
+                elif cutoff is not None and stored.micros is not None and stored.micros < cutoff:
                     row.update(nulls)
                     status.update(dict.fromkeys(wanted, "OUTSIDE_TTL"))
                 else:

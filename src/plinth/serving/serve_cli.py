@@ -50,7 +50,12 @@ def serve(
     )
     if workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning"}
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+    }
     if workers == 1:
         uvicorn.run(create_service(config), **options)  # a bad URI fails here, before binding
         return

@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
-@dataclass(frozen=True)
+
 class OnlineRow:
-    """One entity's stored values (None where the entity is unknown) and their event time."""
+    """One entity's stored values (None where the entity is unknown) and their event time,
+    kept as microseconds since the epoch (``micros``) and made a datetime only when asked."""
 
-    values: dict[str, Any] | None
-    event_time: datetime | None
+    __slots__ = ("micros", "values")
+
+    def __init__(
+        self,
+        values: dict[str, Any] | None,
+        event_time: datetime | None = None,
+        *,
+        micros: int | None = None,
+    ) -> None:
+        self.values = values
+        if event_time is not None:
+            micros = (event_time - _EPOCH) // _MICROSECOND
+        self.micros = micros
+
+    @property
+    def event_time(self) -> datetime | None:
+        return None if self.micros is None else _EPOCH + timedelta(0, 0, self.micros)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OnlineRow):
+            return NotImplemented
+        return (self.values, self.micros) == (other.values, other.micros)
+
+    def __hash__(self) -> int:
+        return hash(self.micros)
+
+    def __repr__(self) -> str:
+        return f"OnlineRow({self.values!r}, {self.event_time!r})"
 
 
 class OnlineStore(ABC):

@@ -21,7 +21,6 @@ from plinth.features.online.codec import (
     check_table,
     encode_key,
     encode_rows,
-    micros_to_datetime,
     reader_for,
 )
 
@@ -124,7 +123,7 @@ class RedisOnlineStore(OnlineStore):
                 rows.append(_MISSING)
             else:
                 micros, _, packed = value.partition(b"|")
-                rows.append(OnlineRow(read_values(packed), micros_to_datetime(int(micros))))
+                rows.append(OnlineRow(read_values(packed), micros=int(micros)))
         return rows
 
     def drop(self, table: str) -> None:

@@ -23,7 +23,6 @@ from plinth.features.online.codec import (
     check_table,
     encode_key,
     encode_rows,
-    micros_to_datetime,
     reader_for,
 )
 
@@ -108,7 +107,7 @@ class SqliteOnlineStore(OnlineStore):
         return [
             _MISSING
             if (row := found.get(key)) is None
-            else OnlineRow(read_values(row[2]), micros_to_datetime(row[1]))
+            else OnlineRow(read_values(row[2]), micros=row[1])
             for key in wanted
         ]
 
