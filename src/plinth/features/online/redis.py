@@ -116,15 +116,9 @@ class RedisOnlineStore(OnlineStore):
             stored = cast("list[bytes | None]", self._client.mget(names))
         except redis.RedisError as exc:
             raise self._error(exc) from exc
-        read_values = reader_for(features)
-        rows = []
-        for value in stored:
-            if value is None:
-                rows.append(_MISSING)
-            else:
-                micros, _, packed = value.partition(b"|")
-                rows.append(OnlineRow(read_values(packed), micros=int(micros)))
-        return rows
+        parts = [None if v is None else v.partition(b"|") for v in stored]
+        values = iter(reader_for(features).many([p[2] for p in parts if p is not None]))
+        return [_MISSING if p is None else OnlineRow(next(values), micros=int(p[0])) for p in parts]
 
     def drop(self, table: str) -> None:
         pattern = self._prefix(table) + "*"

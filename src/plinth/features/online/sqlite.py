@@ -103,13 +103,9 @@ class SqliteOnlineStore(OnlineStore):
             if str(exc).startswith("no such table"):
                 return [_MISSING] * len(key_rows)
             raise
-        read_values = reader_for(features)
-        return [
-            _MISSING
-            if (row := found.get(key)) is None
-            else OnlineRow(read_values(row[2]), micros=row[1])
-            for key in wanted
-        ]
+        stored = [found.get(key) for key in wanted]
+        values = iter(reader_for(features).many([r[2] for r in stored if r is not None]))
+        return [_MISSING if r is None else OnlineRow(next(values), micros=r[1]) for r in stored]
 
     def drop(self, table: str) -> None:
         self._connection().execute(f'DROP TABLE IF EXISTS "{check_table(table)}"')
