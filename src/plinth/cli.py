@@ -495,3 +495,7 @@ app.add_typer(features_app, name="features")
 from plinth.serving.serve_cli import serve  # noqa: E402
 
 app.command("serve")(serve)
+
+from plinth.serving.score_cli import score  # noqa: E402
+
+app.command("score")(score)

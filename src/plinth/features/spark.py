@@ -11,6 +11,7 @@ sort, not a range join, so a key with many events does not multiply rows.
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
@@ -41,6 +42,8 @@ def local_spark(app_name: str = "plinth", cores: int = 2) -> SparkSession:
     # Local mode needs no network address; binding to loopback also skips Spark's warning
     # about the host name resolving to one.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers (UDFs) run this interpreter, which has plinth, not python3 from PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return (
         SparkSession.builder.master(f"local[{cores}]")
         .appName(app_name)

@@ -1,0 +1,420 @@
+"""Batch scoring: a model version over a Parquet file or folder or a Delta table, appended
+to a score history Delta table as ONE commit per job, exactly once.
+
+The input streams in chunks (bounded memory): each chunk is enriched with the model's
+features as they were at each row's timestamp (when the model was trained from a feature
+view and the input holds entity keys rather than the model's inputs), scored in-process or
+on Spark, checked (``plinth.serving.checks``) and streamed into the commit. The checks are
+judged after the last chunk, before the commit: a refusal aborts it, so nothing is visible.
+
+Exactly once: the commit carries the job key twice, as a Delta application transaction
+(``txn`` action, app id ``plinth.score.<key>``: kept in the table's state and checked by
+Delta's conflict detection, so two runs of one job cannot both commit) and in the commit
+metadata (``plinth.job_key``, for people reading the history). A job whose key the table
+already holds is reported as delivered and not scored again; one killed before its commit
+left nothing visible and simply runs again. The default key hashes the model version, the
+input's identity (files' paths, sizes and modification times, or a Delta table's
+version), the output and the options that change what is written. A new table is first
+created empty (its own commit, version 0), because Delta checks transactions only against
+a table that exists when the write starts.
+
+Rows written: the key columns (the view's entity keys, ``keys``, or else ``row``, the
+input row number), the input's timestamp column when it has one, ``scored_at`` (one time
+per job), ``score``, ``proba_<class>`` (with ``probabilities``), ``model_name``,
+``model_version`` and ``job_key``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from plinth.errors import InvalidArgument, PlinthError
+from plinth.serving.checks import (
+    CheckResult,
+    ChecksFailed,
+    JobLog,
+    ScoreChecks,
+    Thresholds,
+    blocked_message,
+    training_profile,
+)
+from plinth.serving.delivery import KEY, Concurrent, ScoreTable, as_micros, constant_columns
+from plinth.serving.sources import Source, open_source
+
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped]
+
+    from plinth.client import Client
+    from plinth.registry.predictor import Predictor
+    from plinth.serving.model import ServedModel
+
+CHUNK_ROWS = 100_000
+ENGINES = ("duckdb", "spark")
+ROW = "row"
+_OUTPUT = ("scored_at", "score", "model_name", "model_version", "job_key")
+_ROW_ID = "__plinth_row"
+_TIME = pa.timestamp("us", "UTC")
+Progress = Callable[[int, "int | None"], None]  # rows scored so far, rows in all
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    engine: str = "duckdb"
+    timestamp_column: str = "event_timestamp"
+    keys: tuple[str, ...] = ()
+    allow_failed_checks: bool = False
+    chunk_rows: int = CHUNK_ROWS
+    probabilities: bool = False
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InvalidArgument(f"engine must be one of {list(ENGINES)}, not {self.engine!r}")
+        if self.chunk_rows < 1:
+            raise InvalidArgument(f"chunk_rows must be at least 1, not {self.chunk_rows}")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    job_key: str
+    job_id: int | None  # the score_jobs row (None for a client of a remote server)
+    model_name: str
+    model_version: int
+    input: str
+    output: str
+    status: str  # DELIVERED (a blocked job raises ChecksFailed)
+    rows: int
+    output_version: int | None  # the Delta version holding the scores (None: no rows)
+    checks: list[CheckResult]
+    already_delivered: bool = False  # an earlier run of this job delivered it
+
+    @property
+    def checks_passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+def score(
+    client: Client,
+    model_uri: str,
+    input: str,
+    output: str,
+    *,
+    engine: str = "duckdb",
+    timestamp_column: str = "event_timestamp",
+    keys: list[str] | tuple[str, ...] = (),
+    job_key: str | None = None,
+    allow_failed_checks: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
+    probabilities: bool = False,
+    thresholds: Thresholds | None = None,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    """Score ``input`` (a Parquet file or folder, or a Delta table) with ``model_uri``
+    (``models:/churn@production``, ``models:/churn/3``) into the Delta table ``output``.
+    Failed checks raise ``ChecksFailed`` and deliver nothing, unless allowed."""
+    from plinth.serving.model import load_served
+
+    options = ScoreOptions(
+        engine,
+        timestamp_column,
+        tuple(keys),
+        allow_failed_checks,
+        chunk_rows,
+        probabilities,
+        thresholds or Thresholds(),
+    )
+    served = load_served(client, model_uri)
+    source = open_source(input)
+    scorer = Scorer(client, served, output, options)
+    key = job_key if job_key is not None else scorer.default_key(source)
+    return scorer.run(source, key, {}, progress)
+
+
+# -- the job ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    enrich: bool
+    keys: list[str]  # key columns copied from the input (empty: a row number)
+    timestamp: str | None  # the input's timestamp column, copied too
+
+
+class _Blocked(Exception):
+    """Raised inside the stream so deltalake aborts the commit."""
+
+
+class Scorer:
+    """One model version scoring into one table; ``run`` does one job."""
+
+    def __init__(self, client: Client, served: ServedModel, output: str, options: ScoreOptions):
+        self.client = client
+        self.served = served
+        self.options = options
+        self.table = ScoreTable(output)
+        self.jobs = JobLog(client)
+        self.profile = training_profile(client, served)
+        self.what = f"model {served.name} v{served.version.version}"
+        if options.engine == "spark":
+            # Spark's Python workers run "python3" from PATH unless told; in local mode they
+            # need this interpreter, the one with Plinth and the model's libraries (read
+            # when the session starts, so before enrichment or scoring starts one)
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    def default_key(self, source: Source) -> str:
+        o = self.options
+        parts = [self.served.name, self.served.version.version, source.identity, self.table.uri]
+        parts += [list(o.keys), o.timestamp_column, o.probabilities]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
+
+    def run(
+        self,
+        source: Source,
+        job_key: str,
+        metadata: dict[str, Any],
+        progress: Progress | None = None,
+    ) -> ScoreResult:
+        if not job_key or len(job_key) > 128:
+            raise InvalidArgument(f"a job key must have 1 to 128 characters, not {job_key!r}")
+        plan = self._plan(source)
+        done = self.table.delivered(job_key)
+        if done is not None:
+            return self._already(source, job_key, *done)
+        version = self.served.version
+        job_id = self.jobs.start(
+            job_key, version.model_name, version.version, source.name, self.table.uri
+        )
+        checks = ScoreChecks(self.profile, self.options.thresholds, self._classifier())
+        metadata = {KEY: job_key, "plinth.model": f"{version.model_name}/{version.version}",
+                    "plinth.input": source.name, **metadata}  # fmt: skip
+        stream = self._stream(source, plan, job_key, checks, progress)
+        try:
+            written = self.table.append(stream, job_key, metadata)
+        except _Blocked:
+            results = checks.results()
+            self.jobs.finish(job_key, "BLOCKED", checks.rows, results)
+            failed = [r for r in results if not r.passed]
+            message = blocked_message(f"scores of {self.what} for {source.name}", failed)
+            raise ChecksFailed(message, results, job_key) from None
+        except Concurrent:  # another run of this job committed first
+            return self._already(source, job_key, *(self.table.delivered(job_key) or (None, None)))
+        except BaseException:
+            self.jobs.finish(job_key, "FAILED", checks.rows)
+            raise
+        results = checks.results()
+        self.jobs.finish(job_key, "DELIVERED", checks.rows, results, written)
+        return self._result(source, job_key, job_id, checks.rows, written, results)
+
+    def _plan(self, source: Source) -> _Plan:
+        served, columns, ts = self.served, source.columns, self.options.timestamp_column
+        view = served.view
+        enrich = served.needs_enrichment(columns)
+        provided = set(columns)
+        if enrich and view is not None:
+            needed = [*view.keys, ts, *(r.name for r in view.request)]
+            missing = [c for c in needed if c not in columns]
+            if missing:
+                raise InvalidArgument(
+                    f"input {source.name} has no column {missing[0]!r}: {self.what} reads "
+                    f"feature view {view.ref}, so each row needs its entity keys {view.keys}, "
+                    f"the timestamp column {ts!r} (see --timestamp-column) and request values"
+                )
+            provided |= set(view.output_names)
+        missing = [n for n in served.input_names if n not in provided]
+        if missing:
+            raise InvalidArgument(
+                f"input {source.name} has no column {missing[0]!r}, which {self.what} needs"
+            )
+        keys = list(self.options.keys)
+        if not keys and view is not None and all(k in columns for k in view.keys):
+            keys = list(view.keys)
+        unknown = [k for k in keys if k not in columns]
+        if unknown:
+            raise InvalidArgument(f"key column {unknown[0]!r} is not in input {source.name}")
+        clash = [k for k in [*keys, ts] if k in (*_OUTPUT, ROW) or k.startswith("proba_")]
+        if clash:
+            raise InvalidArgument(
+                f"input column {clash[0]!r} would clash with a column of the scores"
+            )
+        return _Plan(enrich, keys, ts if ts in columns and ts not in keys else None)
+
+    def _classifier(self) -> bool:
+        return callable(getattr(self.served.predictor.native, "predict_proba", None))
+
+    def _stream(
+        self,
+        source: Source,
+        plan: _Plan,
+        job_key: str,
+        checks: ScoreChecks,
+        progress: Progress | None,
+    ) -> Iterator[pa.Table]:
+        total = source.count_rows() if progress is not None else None
+        scored_at = datetime.now(UTC)
+        version = self.served.version
+        tags = {
+            "model_name": version.model_name,
+            "model_version": version.version,
+            "job_key": job_key,
+        }
+        done = 0
+        for chunk in source.chunks(self.options.chunk_rows):
+            frame, scores, probas = self._score_chunk(source, plan, chunk, done)
+            checks.update(frame, scores, list(probas.values()))
+            n = chunk.num_rows
+            columns: dict[str, Any] = {k: chunk[k] for k in plan.keys}
+            if not plan.keys:
+                columns[ROW] = pa.array(np.arange(done, done + n), pa.int64())
+            if plan.timestamp is not None:
+                columns[plan.timestamp] = chunk[plan.timestamp]
+            columns = {name: as_micros(values) for name, values in columns.items()}
+            columns["scored_at"] = pa.repeat(pa.scalar(scored_at, _TIME), n)
+            yield pa.table({**columns, "score": scores, **probas, **constant_columns(tags, n)})
+            done += chunk.num_rows
+            if progress is not None:
+                progress(done, total)
+        if not self.options.allow_failed_checks and not all(r.passed for r in checks.results()):
+            raise _Blocked()
+
+    def _score_chunk(
+        self, source: Source, plan: _Plan, chunk: pa.Table, offset: int
+    ) -> tuple[pd.DataFrame, pa.Array, dict[str, pa.Array]]:
+        from plinth.serving.model import enrich_offline, model_frame
+
+        served, options = self.served, self.options
+        where = f"rows {offset}..{offset + chunk.num_rows - 1} of input {source.name}"
+        try:
+            table = chunk
+            if plan.enrich and served.view is not None:
+                store = self.client.feature_store()
+                if options.engine == "spark":
+                    job = store.get_historical_features(
+                        chunk,
+                        served.view,
+                        timestamp_column=options.timestamp_column,
+                        engine="spark",
+                    )
+                    table = job.to_arrow()
+                else:
+                    table = enrich_offline(store, served.view, chunk, options.timestamp_column)
+            frame = model_frame(served, table.to_pandas())
+            if options.engine == "spark":
+                scores, probas = _predict_spark(served.predictor, frame, options.probabilities)
+            else:
+                scores, probas = predict(served.predictor, frame, options.probabilities)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{where}: {e.message}") from e
+        except PlinthError:
+            raise
+        except Exception as e:  # the model's own code failed: the caller's error, not ours
+            raise InvalidArgument(f"{self.what} failed on {where}: {type(e).__name__}: {e}") from e
+        return frame, scores, probas
+
+    def _already(
+        self, source: Source, job_key: str, version: int | None, rows: int | None
+    ) -> ScoreResult:
+        job = self.jobs.get(job_key)
+        if job is not None and job["status"] != "DELIVERED":  # a run killed after its commit
+            self.jobs.finish(job_key, "DELIVERED", rows, output_version=version)
+        checks = [] if job is None else job["checks"]
+        job_id = None if job is None else job["id"]
+        return self._result(source, job_key, job_id, rows or 0, version, checks, already=True)
+
+    def _result(
+        self, source: Source, job_key: str, job_id: int | None, rows: int, version: int | None,
+        checks: list[CheckResult], already: bool = False,
+    ) -> ScoreResult:  # fmt: skip
+        mv = self.served.version
+        return ScoreResult(
+            job_key, job_id, mv.model_name, mv.version, source.name, self.table.uri,
+            "DELIVERED", rows, version, checks, already,
+        )  # fmt: skip
+
+
+# -- prediction ------------------------------------------------------------------------
+
+
+def predict(
+    predictor: Predictor, frame: pd.DataFrame, probabilities: bool
+) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """One score per row, and ``proba_<class>`` columns when asked for."""
+    scores = _one_column(predictor.predict(frame), len(frame))
+    probas: dict[str, pa.Array] = {}
+    if probabilities:
+        matrix = np.asarray(predictor.predict_proba(frame), dtype=float).reshape(len(frame), -1)
+        classes = getattr(predictor.native, "classes_", range(matrix.shape[1]))
+        for i, name in enumerate(classes):
+            probas[f"proba_{name}"] = pa.array(matrix[:, i], pa.float64())
+    return scores, probas
+
+
+def _one_column(result: Any, rows: int) -> pa.Array:
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        if result.shape[1] != 1:
+            raise InvalidArgument(f"the model returned {result.shape[1]} columns; a score is one")
+        result = result.iloc[:, 0]
+    if isinstance(result, pd.Series):
+        array = pa.Array.from_pandas(result)
+    else:
+        values = np.asarray(result)
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.ndim != 1:
+            raise InvalidArgument(
+                f"the model returned shape {values.shape}; a score is one value per row"
+            )
+        array = pa.array(values)
+    if len(array) != rows:
+        raise InvalidArgument(f"the model returned {len(array)} scores for {rows} rows")
+    return array
+
+
+def _predict_spark(
+    predictor: Predictor, frame: pd.DataFrame, probabilities: bool
+) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """``predict`` on Spark: the rows are partitioned, each partition scored by a Python
+    worker holding the predictor (``mapInArrow``), and put back in order."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from plinth.features.spark import local_spark
+
+    spark = local_spark()
+    probe, probe_probas = predict(predictor, frame.head(1), probabilities)
+    schema = pa.schema(
+        [(_ROW_ID, pa.int64()), ("score", probe.type)] + [(n, pa.float64()) for n in probe_probas]
+    )
+    rows = pa.Table.from_pandas(frame, preserve_index=False)
+    rows = rows.append_column(_ROW_ID, pa.array(np.arange(len(frame)), pa.int64()))
+    score_partition = partial(_score_partition, predictor, probabilities, schema)
+    with warnings.catch_warnings():
+        # PySpark 4 warns on pandas 3 whenever a UDF is made, also for this Arrow-only one
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
+        mapped = spark.createDataFrame(rows).mapInArrow(score_partition, from_arrow_schema(schema))
+    scored = mapped.toArrow().sort_by(_ROW_ID)
+    probas = {n: scored[n].combine_chunks() for n in probe_probas}
+    return scored["score"].combine_chunks().cast(probe.type), probas
+
+
+def _score_partition(
+    predictor: Predictor, probabilities: bool, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        frame = batch.to_pandas()
+        ids = frame.pop(_ROW_ID)
+        scores, probas = predict(predictor, frame, probabilities)
+        arrays = [pa.array(ids, pa.int64()), scores, *probas.values()]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -1,0 +1,144 @@
+"""Streaming scoring: follow a folder and score each new Parquet file once.
+
+Each file is one job and one Delta commit of the score table (``plinth.serving.batch``),
+its key a hash of the output, the file's name and a sha256 of its content; the commit's
+metadata names the file (``plinth.input``) and its fingerprint (``plinth.fingerprint``).
+The table is the checkpoint: after a restart, files whose job it holds are skipped and the
+others are scored, so none is missed and none scored twice. A file whose content changes
+is a new file. The model URI is resolved at every poll, so following ``@production`` moves
+to a newly promoted version; files already scored stay as they were.
+
+Producers should write a file under a hidden name (``.part`` or ``_tmp...``, which are
+ignored) and rename it when it is complete. A file that cannot be read, or whose checks
+fail, is reported and not tried again by this process (a restart tries it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.serving.batch import ScoreOptions, Scorer, ScoreResult
+from plinth.serving.sources import open_source, parquet_files
+
+if TYPE_CHECKING:
+    from plinth.client import Client
+
+
+@dataclass(frozen=True)
+class FollowEvent:
+    """One file handled: its result, or the error that kept its scores back."""
+
+    file: str
+    result: ScoreResult | None = None
+    error: PlinthError | None = None
+
+
+def follow(
+    client: Client,
+    model_uri: str,
+    folder: str,
+    output: str,
+    options: ScoreOptions | None = None,
+    *,
+    poll_seconds: float = 5.0,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    on_event: Callable[[FollowEvent], None] | None = None,
+) -> list[FollowEvent]:
+    """Score the Parquet files in ``folder`` that the table ``output`` lacks, then (unless
+    ``once``) keep polling every ``poll_seconds`` until ``stop`` is set. Returns the events
+    of a ``once`` run (a long run only reports through ``on_event``)."""
+    if poll_seconds <= 0:
+        raise InvalidArgument(f"poll_seconds must be positive, not {poll_seconds}")
+    follower = Follower(client, model_uri, folder, output, options or ScoreOptions())
+    stop = stop or threading.Event()
+    events: list[FollowEvent] = []
+    while not stop.is_set():
+        for event in follower.poll(stop):
+            if once:
+                events.append(event)
+            if on_event is not None:
+                on_event(event)
+        if once or stop.wait(poll_seconds):
+            break
+    return events
+
+
+class Follower:
+    def __init__(
+        self, client: Client, model_uri: str, folder: str, output: str, options: ScoreOptions
+    ) -> None:
+        self.folder = os.path.abspath(os.path.expanduser(folder))
+        if not os.path.isdir(self.folder):
+            raise NotFound(f"folder {folder!r} to follow does not exist")
+        self.client = client
+        self.model_uri = model_uri
+        self.output = output
+        self.options = options
+        self.scorer: Scorer | None = None
+        self.fingerprints: dict[tuple[str, int, int], str] = {}
+        self.settled: set[str] = set()  # job keys done, delivered or refused, in this process
+        self.scorer = self._scorer()
+
+    def poll(self, stop: threading.Event) -> Iterator[FollowEvent]:
+        """Score each new file in name order; stops between files when ``stop`` is set."""
+        scorer = self._scorer()
+        inside = os.path.join(scorer.table.uri, "")
+        for path in parquet_files(self.folder):
+            if stop.is_set():
+                return
+            if path.startswith(inside):  # the score table may live in the folder
+                continue
+            event = self._file(scorer, path)
+            if event is not None:
+                yield event
+
+    def _file(self, scorer: Scorer, path: str) -> FollowEvent | None:
+        name = os.path.relpath(path, self.folder)
+        try:
+            fingerprint = self._fingerprint(path)
+        except FileNotFoundError:
+            return None  # renamed or removed since it was listed
+        parts = [scorer.table.uri, name, fingerprint]
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
+        if key in self.settled:
+            return None
+        self.settled.add(key)
+        if scorer.table.delivered(key) is not None:
+            return None
+        try:
+            source = open_source(path, identity=fingerprint)
+            result = scorer.run(source, key, {"plinth.fingerprint": fingerprint})
+        except PlinthError as e:
+            return FollowEvent(name, error=e)
+        return FollowEvent(name, result)
+
+    def _fingerprint(self, path: str) -> str:
+        stat = os.stat(path)
+        seen = (path, stat.st_size, stat.st_mtime_ns)
+        if seen not in self.fingerprints:
+            digest = hashlib.sha256()
+            with open(path, "rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+            self.fingerprints[seen] = f"sha256:{digest.hexdigest()}"
+        return self.fingerprints[seen]
+
+    def _scorer(self) -> Scorer:
+        """The scorer of the version the URI names now (loaded again when it moved)."""
+        from plinth.serving.model import load_served
+
+        current = self.client.get_model_version(self.model_uri)
+        scorer = self.scorer
+        if scorer is None or scorer.served.version.version != current.version:
+            pinned = f"models:/{current.model_name}/{current.version}"
+            served = load_served(self.client, pinned)
+            self.scorer = scorer = Scorer(self.client, served, self.output, self.options)
+        return scorer
