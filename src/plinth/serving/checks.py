@@ -83,6 +83,8 @@ class CheckResult:
 class ChecksFailed(Conflict):
     """Scores were not delivered because checks failed; ``checks`` holds every result."""
 
+    error_code = "CHECKS_FAILED"
+
     def __init__(self, message: str, checks: list[CheckResult], job_key: str) -> None:
         super().__init__(message)
         self.checks = checks
