@@ -14,16 +14,15 @@ in the finest unit the data needs (microseconds, or nanoseconds when a source ha
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.dataset as ds  # type: ignore[import-untyped, unused-ignore]
 
 from plinth.errors import InvalidArgument, PlinthError
+from plinth.features import duck
 from plinth.features.types import FeatureGroup
 
 # Engines see positional names only (row id, e0.. for entity keys, ts, k0.., t, v0.., c0..),
@@ -85,7 +84,7 @@ def point_in_time_join(
     plan = plan_join(entity, requests, timestamp_column)
     if not plan.requests:
         return plan.entity
-    with duckdb.connect(config={"threads": _cores()}) as con:
+    with duck.cursor() as con:
         con.register("entity", plan.keys)
         for i, planned in enumerate(plan.requests):
             con.register(f"s{i}", planned.request.source)
@@ -297,8 +296,3 @@ def _epoch(timestamps: pa.ChunkedArray, unit: str) -> pa.ChunkedArray:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _cores() -> int:
-    # The CPUs this process may use (a container's share), not the host's count.
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument
+from plinth.features import duck
 from plinth.features.types import ColumnStatistics
 
 EXACT_DISTINCT_MAX_ROWS = 100_000  # exact counting costs ~0.25 s per 1M-row column
@@ -34,8 +34,7 @@ def compute(table: pa.Table, columns: list[str]) -> list[ColumnStatistics]:
     select = ", ".join(
         ", ".join(_expressions(name, table.schema.field(name).type, exact)) for name in columns
     )
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")  # aware timestamps come back in UTC
+    with duck.cursor() as con:
         con.register("data", table.select(columns))
         row = con.execute(f"SELECT {select} FROM data").fetchone()
     assert row is not None  # an aggregate query always returns one row

@@ -328,7 +328,7 @@ class FeatureStore(ViewsMixin):
 
     def materialize_incremental(self, group: FeatureGroup | str) -> int:
         """Materialise the rows written to the offline table since the last materialisation."""
-        import duckdb
+        from plinth.features import duck
 
         group = self._group(group)
         done = self.service.get_materialized_until(group.name, group.version)
@@ -337,12 +337,12 @@ class FeatureStore(ViewsMixin):
             return self.materialize(group)
         if current == done:
             return 0
-        connection = duckdb.connect()
-        connection.register("now_rows", self.offline.read(group, as_of=current))
-        connection.register("before_rows", self.offline.read(group, as_of=done))
-        changed = connection.sql(
-            "SELECT * FROM now_rows EXCEPT SELECT * FROM before_rows"
-        ).to_arrow_table()
+        with duck.cursor() as connection:
+            connection.register("now_rows", self.offline.read(group, as_of=current))
+            connection.register("before_rows", self.offline.read(group, as_of=done))
+            changed = connection.sql(
+                "SELECT * FROM now_rows EXCEPT SELECT * FROM before_rows"
+            ).to_arrow_table()
         written = self._write_online(group, changed) if changed.num_rows else 0
         self.service.set_materialized_until(group.name, group.version, current)
         return written
@@ -466,14 +466,14 @@ def _online_table(group: FeatureGroup) -> str:
 
 
 def _latest_per_key(table: pa.Table, keys: list[str], event_time: str) -> pa.Table:
-    import duckdb
+    from plinth.features import duck
 
-    connection = duckdb.connect()
-    connection.register("rows", table)
     quoted = ", ".join(f'"{k}"' for k in keys)  # identifiers checked when the group was defined
-    return connection.sql(
-        f'SELECT * FROM rows QUALIFY row_number() OVER (PARTITION BY {quoted} ORDER BY "{event_time}" DESC) = 1'
-    ).to_arrow_table()
+    with duck.cursor() as connection:
+        connection.register("rows", table)
+        return connection.sql(
+            f'SELECT * FROM rows QUALIFY row_number() OVER (PARTITION BY {quoted} ORDER BY "{event_time}" DESC) = 1'
+        ).to_arrow_table()
 
 
 def _as_arrow(data: Any) -> pa.Table:
