@@ -113,6 +113,9 @@ def test_size_limits(churn: Client) -> None:
         assert answer.status_code == 413
         assert "101 rows; the limit is 100" in answer.json()["message"]
         assert http.post("/predict", json=[ROW] * 100).status_code == 200
+    with service(churn, "models:/churn@live", poll_seconds=0) as http:  # the default limit
+        answer = http.post("/predict", json=[ROW] * 100_000)
+        assert answer.status_code == 413 and "limit is 10000" in answer.json()["message"]
     with service(churn, "models:/churn@live", poll_seconds=0, max_body_bytes=1000) as http:
         assert http.post("/predict", json=[ROW] * 100).status_code == 413
 

@@ -254,10 +254,13 @@ def test_folders_and_delta_tables_are_inputs(client: Client, tmp_path: Path) -> 
     entity_input(folder / "b.parquet", range(60, N))
     (folder / ".partial.parquet").write_bytes(b"not yet")  # hidden: a file being written
     write_deltalake(str(tmp_path / "delta"), pd.read_parquet(folder))
-    for name in ("folder", "delta"):
-        result = score(
-            client, "models:/churn/1", str(tmp_path / name), str(tmp_path / f"out-{name}")
-        )
+    inputs = {
+        "folder": str(tmp_path / "folder"),
+        "delta": str(tmp_path / "delta"),
+        "sql": f"sql:SELECT * FROM '{folder}/[ab].parquet' WHERE customer_id >= 0",
+    }
+    for name, source in inputs.items():
+        result = score(client, "models:/churn/1", source, str(tmp_path / f"out-{name}"))
         rows = DeltaTable(result.output).to_pandas().sort_values("customer_id")
         assert rows.score.tolist() == expected_scores(range(N)), name
 
@@ -327,6 +330,8 @@ def test_refusals_name_the_culprit(client: Client, tmp_path: Path) -> None:
         score(client, "models:/churn/1", str(no_time), output)
     with pytest.raises(InvalidArgument, match="key column 'id' is not in input"):
         score(client, "models:/churn/1", entities, output, keys=["id"])
+    with pytest.raises(InvalidArgument, match="the query failed"):
+        score(client, "models:/churn/1", "sql:SELECT * FROM nowhere", output)
     with pytest.raises(InvalidArgument, match="engine must be one of"):
         score(client, "models:/churn/1", entities, output, engine="pandas")
     assert not os.path.exists(output)

@@ -127,8 +127,21 @@ class Query:
                 raise InvalidArgument(f"the query failed: {e}") from e
             if relation is None:  # a statement, not a query
                 raise InvalidArgument(f"{self.sql!r} returns no rows; give a SELECT")
-            return relation.to_arrow_reader(batch_rows)
+            return _utc(relation.to_arrow_reader(batch_rows))
         return _database_reader(self.sql, self.uri, batch_rows)
+
+
+def _utc(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """DuckDB names UTC "Etc/UTC", which Delta Lake refuses: call it "UTC"."""
+    fields = [
+        f.with_type(pa.timestamp(f.type.unit, "UTC"))
+        if pa.types.is_timestamp(f.type)
+        and f.type.tz in ("Etc/UTC", "Etc/Universal", "Universal", "Zulu")
+        else f
+        for f in reader.schema
+    ]
+    schema = pa.schema(fields)
+    return reader if schema.equals(reader.schema) else reader.cast(schema)
 
 
 def _database_reader(sql: str, uri: str, batch_rows: int) -> pa.RecordBatchReader:
