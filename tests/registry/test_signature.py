@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -196,6 +198,26 @@ def test_enforces_each_input_kind() -> None:
         pd.testing.assert_frame_equal(enforce(AGE_INCOME, data), expected)
     one_row = enforce(AGE_INCOME, {"age": 1, "income": 0.5})
     assert one_row.to_dict("records") == [{"age": 1, "income": 0.5}]
+
+
+@pytest.mark.parametrize("needed", ["int64", "int32", "uint8", "float64", "float32", "bool"])
+@pytest.mark.parametrize(
+    "values",
+    [[1, 2], [1.5, 2.0], [1, 2.5], [True, False], [2**40, 1], [-1, 3], [1, None], ["1", "2"], [[1], [2]]],
+)  # fmt: skip
+def test_columns_of_json_values_are_judged_as_a_dataframe_of_them_is(
+    values: list[object], needed: str
+) -> None:
+    # lists of JSON values take a fast numpy path; it must agree with the general one
+    sig = _sig(("x", needed), ("y", "float64"))
+    columns = {"x": values, "y": [0.5, 1.5]}
+    try:
+        expected = enforce(sig, pd.DataFrame(columns))
+    except InvalidArgument as e:
+        with pytest.raises(InvalidArgument, match=re.escape(str(e))):
+            enforce(sig, columns)
+    else:
+        pd.testing.assert_frame_equal(enforce(sig, columns), expected)
 
 
 def test_an_array_is_read_in_signature_order() -> None:

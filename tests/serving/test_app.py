@@ -95,13 +95,17 @@ def test_the_open_inference_protocol(churn: Client) -> None:
         (b'[{"age": "old", "spend": 1.0}]', 422, "column 'age' has dtype string"),
         (b'{"columns": {"age": [1, 2], "spend": [1.0]}}', 422, "different lengths"),
         (b'{"columns": {"age": 1}}', 422, "'age' is not a list"),
+        (b'[{"age": [1, [2]], "spend": 1.0}]', 422, "column 'age' has dtype object"),
+        (b'{"dataframe_split": {"columns": ["age", "age"], "data": [[1, 2]]}}', 422, "more than once"),
+        (b'{"inputs": [{"name": "x", "shape": [2, 2], "data": [1, 2, 3]}]}', 422, "does not fit its shape"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_is_a_4xx_naming_the_problem(
     churn: Client, body: bytes, status: int, message: str
 ) -> None:
+    path = "/v2/models/churn/infer" if body.startswith(b'{"inputs"') else "/predict"
     with service(churn, "models:/churn@live", poll_seconds=0) as http:
-        answer = http.post("/predict", content=body)
+        answer = http.post(path, content=body)
         assert answer.status_code == status
         assert message in answer.json()["message"]
         assert answer.json()["error_code"] == "INVALID_ARGUMENT"
@@ -133,8 +137,8 @@ def test_metrics_and_the_prediction_log(churn: Client) -> None:
     assert "plinth_request_latency_seconds_bucket" in text and "plinth_batch_rows" in text
     with churn.tracking.store.read() as conn:
         logged = conn.execute(select(predictions)).all()
-    assert len(logged) == 6 and {r.request_id for r in logged} == {"abc"}
-    assert logged[0].inputs == '{"age":41,"spend":2.5}' and logged[0].outputs == "1"
+    assert len(logged) == 3 and {(r.request_id, r.rows) for r in logged} == {("abc", 2)}
+    assert logged[0].inputs == '{"age":[41,41],"spend":[2.5,2.5]}' and logged[0].outputs == "[1,1]"
     assert logged[0].model_version == 1 and logged[0].latency_ms > 0
 
 

@@ -64,3 +64,25 @@ def test_writes_are_transactions(sqlite_uri: str) -> None:
 def test_unreachable_postgres_is_unavailable() -> None:
     with pytest.raises(plinth.Unavailable, match="unavailable"):
         Store("postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+
+
+def test_predictions_logged_per_row_are_rewritten_per_request(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from plinth.store.migrate import upgrade
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.connect() as conn:
+        upgrade(conn, "0005")
+        conn.execute(
+            text(
+                "INSERT INTO predictions (model_name, model_version, request_id, at, inputs,"
+                " outputs, latency_ms) VALUES ('m', 1, 'r', 5, :inputs, '0.5', 1.0)"
+            ),
+            {"inputs": '{"age": 41, "plan": "pro"}'},
+        )
+        conn.commit()
+        upgrade(conn)
+        row = conn.execute(text("SELECT inputs, outputs, rows FROM predictions")).one()
+    engine.dispose()
+    assert row == ('{"age": [41], "plan": ["pro"]}', "[0.5]", 1)

@@ -11,7 +11,7 @@ import typer
 
 # Made before importing plinth.cli, which registers it at its end: whichever of the two
 # modules is imported first, the other finds what it needs.
-features_app = typer.Typer(
+features_app: typer.Typer = typer.Typer(
     no_args_is_help=True,
     help="The feature store: entities, feature groups, commits, online lookups.",
 )

@@ -88,7 +88,7 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
     app = FastAPI(title=f"Plinth model service: {config.uri}", lifespan=lifespan)
     app.state.holder, app.state.predictions, app.state.metrics = holder, predictions, metrics
 
-    async def run(request: Request, rows_of: Any) -> tuple[ServedModel, Any, str, float]:
+    async def run(request: Request, columns_of: Any) -> tuple[ServedModel, Any, str, float]:
         started = time.perf_counter()
         body = await request.body()
         if len(body) > config.max_body_bytes:
@@ -96,17 +96,22 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
                 f"the request body has {len(body)} bytes; the limit is {config.max_body_bytes}"
             )
         served = holder.current  # this request's version, whatever swaps meanwhile
-        rows = rows_of(payload.parse_json(body), served)
-        if len(rows) > config.max_rows:
+        columns = columns_of(payload.parse_json(body), served)
+        if (rows := payload.size(columns)) > config.max_rows:
             raise PayloadTooLarge(
-                f"the request has {len(rows)} rows; the limit is {config.max_rows} "
+                f"the request has {rows} rows; the limit is {config.max_rows} "
                 "(plinth serve --max-rows); use plinth score for bulk scoring"
             )
-        if served.view is not None and served.needs_enrichment(set(rows[0])):
-            rows = await run_in_threadpool(
-                enrich_online, client.feature_store(), served.view, rows, served.input_names
+        if served.view is not None and served.needs_enrichment(columns.keys()):
+            enriched = await run_in_threadpool(
+                enrich_online,
+                client.feature_store(),
+                served.view,
+                payload.to_rows(columns),
+                served.input_names,
             )
-        frame = model_frame(served, rows)
+            columns = payload.to_columns(enriched)
+        frame = model_frame(served, columns)
         if batcher is not None:
             result = await batcher.submit(served, frame)
         else:
@@ -132,7 +137,7 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
     async def infer(name: str, request: Request) -> Response:
         _check_name(holder.current, name)
         served, result, request_id, _ = await run(
-            request, lambda body, model: payload.v2_records(body, _v2_input_names(model))
+            request, lambda body, model: payload.v2_columns(body, _v2_input_names(model))
         )
         answer = {
             "model_name": served.name,
@@ -281,8 +286,7 @@ def _v2_type(dtype: str) -> str:
 
 def _json(value: Any, served: ServedModel | None) -> Response:
     headers = {} if served is None else {"x-model-version": str(served.version.version)}
-    body = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    return Response(body, media_type="application/json", headers=headers)
+    return Response(payload.dumps(value), media_type="application/json", headers=headers)
 
 
 def _error(error: PlinthError) -> Response:

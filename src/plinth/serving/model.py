@@ -4,6 +4,7 @@ that turns entity keys into the model's input exactly as training did."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,7 @@ class ServedModel:
         signature = self.predictor.signature
         return [] if signature is None else signature.input_names
 
-    def needs_enrichment(self, columns: list[str] | set[str]) -> bool:
+    def needs_enrichment(self, columns: Collection[str]) -> bool:
         """Whether rows with ``columns`` lack model inputs the view can provide."""
         if self.view is None:
             return False
@@ -95,8 +96,9 @@ def enrich_offline(
     return store.get_historical_features(entity, view, timestamp_column=timestamp_column).to_arrow()
 
 
-def model_frame(served: ServedModel, rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-    """The model's input columns from enriched rows, in signature order and dtypes."""
+def model_frame(served: ServedModel, rows: Mapping[str, Any] | pd.DataFrame) -> pd.DataFrame:
+    """The model's input columns from enriched columns (a name → a list of values) or a
+    DataFrame, in signature order and dtypes."""
     from plinth.registry.signature import as_frame, enforce
 
     signature = served.predictor.signature

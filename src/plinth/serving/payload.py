@@ -11,32 +11,58 @@
 The Open Inference Protocol (KServe v2) body is ``{"inputs": [{"name", "shape",
 "datatype", "data"}, ...]}``: one tensor per column named like the model's inputs, or one
 2-D tensor whose columns are the model's inputs in signature order.
+
+Every shape is read into columns (a name → a list of values, all of one length): the
+form a model's signature is enforced on fastest.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 import numpy as np
+import orjson
 
 from plinth.errors import InvalidArgument
 
 Rows = list[dict[str, Any]]
+Columns = dict[str, list[Any]]
 
 
 def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise InvalidArgument('the request body is empty; send JSON records, e.g. [{"age": 41}]')
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
         raise InvalidArgument(f"the request body is not valid JSON: {e}") from None
 
 
-def records(payload: Any) -> Rows:
-    """The rows of a ``/predict`` body."""
+def dumps(value: Any) -> bytes:
+    """JSON bytes; numpy arrays and scalars as lists and numbers, NaN and infinities null."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def size(columns: Columns) -> int:
+    return len(next(iter(columns.values())))
+
+
+def to_columns(rows: Rows) -> Columns:
+    """Row dicts as columns; a key some rows lack is None there."""
+    names = dict.fromkeys(rows[0])
+    for row in rows:
+        if len(row) != len(names) or row.keys() != names.keys():
+            names.update(dict.fromkeys(row))
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def to_rows(columns: Columns) -> Rows:
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def records(payload: Any) -> Columns:
+    """The columns of a ``/predict`` body."""
     if isinstance(payload, list):
         rows = payload
     elif isinstance(payload, dict):
@@ -59,10 +85,10 @@ def records(payload: Any) -> Rows:
         raise InvalidArgument("records must be a list of JSON objects, one per row")
     if not rows:
         raise InvalidArgument("the request holds no rows")
-    return rows
+    return to_columns(rows)
 
 
-def _columns(columns: dict[str, Any], what: str) -> Rows:
+def _columns(columns: dict[str, Any], what: str) -> Columns:
     lengths = {name: len(v) if isinstance(v, list) else None for name, v in columns.items()}
     if not columns or None in lengths.values():
         bad = next((n for n, size in lengths.items() if size is None), None)
@@ -72,14 +98,12 @@ def _columns(columns: dict[str, Any], what: str) -> Rows:
         )
     if len(set(lengths.values())) > 1:
         raise InvalidArgument(f"{what} have different lengths: {lengths}")
-    names = list(columns)
-    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-    if not rows:
+    if not next(iter(lengths.values())):
         raise InvalidArgument("the request holds no rows")
-    return rows
+    return {str(name): values for name, values in columns.items()}
 
 
-def _split(split: Any) -> Rows:
+def _split(split: Any) -> Columns:
     if not isinstance(split, dict) or not isinstance(split.get("columns"), list):
         raise InvalidArgument('dataframe_split needs {"columns": [...], "data": [[...], ...]}')
     names, data = split["columns"], split.get("data")
@@ -89,11 +113,15 @@ def _split(split: Any) -> Rows:
         raise InvalidArgument(f"dataframe_split data must be rows of {len(names)} values")
     if not data:
         raise InvalidArgument("the request holds no rows")
-    return [dict(zip(names, row, strict=True)) for row in data]
+    if len(set(names)) != len(names):
+        raise InvalidArgument("dataframe_split names a column more than once")
+    return {
+        str(name): list(values) for name, values in zip(names, zip(*data, strict=True), strict=True)
+    }
 
 
-def v2_records(payload: Any, input_names: list[str]) -> Rows:
-    """The rows of an Open Inference Protocol ``infer`` body."""
+def v2_columns(payload: Any, input_names: list[str]) -> Columns:
+    """The columns of an Open Inference Protocol ``infer`` body."""
     inputs = payload.get("inputs") if isinstance(payload, dict) else None
     if not isinstance(inputs, list) or not inputs:
         raise InvalidArgument('an infer request needs "inputs": [{name, shape, datatype, data}]')
@@ -103,28 +131,38 @@ def v2_records(payload: Any, input_names: list[str]) -> Rows:
     if len(inputs) == 1 and inputs[0]["name"] not in input_names:
         shape = inputs[0].get("shape") or []
         if len(shape) == 2 and shape[1] == len(input_names):  # one [rows, columns] tensor
-            data = np.asarray(inputs[0]["data"], dtype=object).reshape(shape)
-            return [dict(zip(input_names, row, strict=True)) for row in data.tolist()]
+            data = _tensor_data(inputs[0], shape)
+            return dict(zip(input_names, data.T.tolist(), strict=True))
     columns = {}
     for tensor in inputs:
-        data = tensor["data"]
-        if not isinstance(data, list):
-            raise InvalidArgument(f"input {tensor['name']!r}: data must be a list")
-        flat = np.asarray(data, dtype=object).reshape(-1).tolist()
-        columns[str(tensor["name"])] = flat
+        columns[str(tensor["name"])] = _tensor_data(tensor, [-1]).tolist()
     return _columns(columns, "inputs")
 
 
-def plain(predictions: Any) -> list[Any]:
-    """Predictions as JSON values: NaN and infinities become null."""
+def _tensor_data(tensor: dict[str, Any], shape: list[int]) -> np.ndarray[Any, Any]:
+    data = tensor["data"]
+    if not isinstance(data, list):
+        raise InvalidArgument(f"input {tensor['name']!r}: data must be a list")
+    try:
+        array = np.asarray(data, dtype=object).reshape(shape)
+        if any(isinstance(v, list) for v in array.flat):  # ragged: rows of different lengths
+            raise ValueError
+        return array
+    except ValueError:
+        raise InvalidArgument(
+            f"input {tensor['name']!r}: data does not fit its shape {tensor.get('shape')}"
+        ) from None
+
+
+def plain(predictions: Any) -> Any:
+    """Predictions as ``dumps`` writes them: a numeric array as is (NaN and infinities
+    become null), a DataFrame as one object per row, anything else as a list."""
     if hasattr(predictions, "to_dict") and hasattr(predictions, "columns"):
-        return [_clean_row(r) for r in predictions.to_dict(orient="records")]
-    values = predictions.tolist() if hasattr(predictions, "tolist") else list(predictions)
-    if values and isinstance(values[0], float):
-        return [v if math.isfinite(v) else None for v in values]
-    if values and isinstance(values[0], list):
-        return [[_clean(v) for v in row] for row in values]
-    return values
+        return predictions.to_dict(orient="records")
+    values = np.asarray(predictions)
+    if values.dtype.kind in "fiub":
+        return np.ascontiguousarray(values)
+    return values.tolist()
 
 
 def v2_outputs(predictions: Any, name: str = "predict") -> list[dict[str, Any]]:
@@ -137,17 +175,8 @@ def v2_outputs(predictions: Any, name: str = "predict") -> list[dict[str, Any]]:
 def _tensor(name: str, values: np.ndarray[Any, Any]) -> dict[str, Any]:
     kind = values.dtype.kind
     datatype = {"f": "FP64", "i": "INT64", "u": "UINT64", "b": "BOOL"}.get(kind, "BYTES")
-    data = values.reshape(-1).tolist()
-    if kind == "f":
-        data = [v if math.isfinite(v) else None for v in data]
-    elif datatype == "BYTES":
-        data = [str(v) for v in data]
+    if datatype == "BYTES":
+        data: Any = [str(v) for v in values.reshape(-1).tolist()]
+    else:
+        data = np.ascontiguousarray(values.reshape(-1))
     return {"name": name, "datatype": datatype, "shape": list(values.shape), "data": data}
-
-
-def _clean(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {str(k): _clean(v) for k, v in row.items()}

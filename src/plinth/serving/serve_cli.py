@@ -3,6 +3,7 @@ takes another down."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import asdict
@@ -57,7 +58,9 @@ def serve(
         "access_log": False,
     }
     if workers == 1:
-        uvicorn.run(create_service(config), **options)  # a bad URI fails here, before binding
+        app = create_service(config)  # a bad URI fails here, before binding
+        gc.freeze()  # the loaded model and libraries: never scanned again by the collector
+        uvicorn.run(app, **options)
         return
     from plinth.client import default_client
     from plinth.serving.model import load_served
@@ -73,4 +76,6 @@ def service_from_env() -> Any:
     """The app factory each worker process calls."""
     from plinth.serving.app import ServeConfig, create_service
 
-    return create_service(ServeConfig(**json.loads(os.environ[_CONFIG_ENV])))
+    app = create_service(ServeConfig(**json.loads(os.environ[_CONFIG_ENV])))
+    gc.freeze()
+    return app

@@ -364,8 +364,11 @@ predictions = Table(
     Column("model_version", Integer, nullable=False),
     Column("request_id", String(64), nullable=False),
     Column("at", BigInteger, nullable=False),
-    Column("inputs", Text, nullable=False),  # JSON: the features as the model used them
-    Column("outputs", Text, nullable=False),  # JSON
+    # one row per request: JSON {column: [value per row]} of the features as the model used
+    # them, and [output per row]
+    Column("inputs", Text, nullable=False),
+    Column("outputs", Text, nullable=False),
+    Column("rows", Integer, nullable=False, server_default="1"),
     Column("latency_ms", Float, nullable=False),
     Index(None, "model_name", "model_version", "at"),
     Index(None, "request_id"),
