@@ -61,6 +61,21 @@ class Broken:
         return np.zeros(len(frame))
 
 
+class Uneven(ChurnRule):
+    """ChurnRule taking longer on chunks that start earlier, so parallel chunks finish in
+    reverse order; fails on a chunk holding a spend of ``fail_at``."""
+
+    def __init__(self, fail_at: float = -1.0) -> None:
+        self.fail_at = fail_at
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        if (frame["avg_spend"] == self.fail_at).any():
+            raise ValueError("a spend it cannot take")
+        if len(frame) > 5:  # not the input example
+            time.sleep(max(0.0, 0.1 - frame["avg_spend"].iloc[0] / 1000))
+        return super().predict(frame)
+
+
 def customers(n: int = N) -> pd.DataFrame:
     ids = np.arange(n)
     return pd.DataFrame(
@@ -244,6 +259,28 @@ def test_inputs_that_hold_the_model_columns(client: Client, tmp_path: Path) -> N
     }
     keyed = score(client, "models:/churn/1", source, str(tmp_path / "keyed"), keys=["customer_id"])
     assert DeltaTable(keyed.output).to_pandas().columns[0] == "customer_id"
+
+
+def test_chunks_scored_at_once_are_written_in_input_order(client: Client, tmp_path: Path) -> None:
+    churn_model(client, linked=False, model=Uneven())
+    source = direct_input(tmp_path / "in.parquet")
+    output = str(tmp_path / "out")
+    score(client, "models:/churn/1", source, output, chunk_rows=9, threads=4)
+    rows = DeltaTable(output).to_pandas().sort_values("row")
+    assert rows.row.tolist() == list(range(N))  # each once, with its own score
+    assert rows.score.tolist() == expected_scores(range(N))
+
+
+def test_a_chunk_failing_among_parallel_ones_fails_the_job(client: Client, tmp_path: Path) -> None:
+    churn_model(client, linked=False, model=Uneven(fail_at=10.0 + 47))
+    source = direct_input(tmp_path / "in.parquet")
+    with pytest.raises(
+        InvalidArgument, match=r"model churn v1 failed on rows 45..53 of input .*: ValueError"
+    ):
+        score(client, "models:/churn/1", source, str(tmp_path / "out"), chunk_rows=9, threads=3)
+    assert len(DeltaTable(str(tmp_path / "out")).to_pandas()) == 0  # made empty, nothing added
+    with pytest.raises(InvalidArgument, match="threads must be 0"):
+        score(client, "models:/churn/1", source, str(tmp_path / "out"), threads=-1)
 
 
 def test_folders_and_delta_tables_are_inputs(client: Client, tmp_path: Path) -> None:

@@ -62,7 +62,9 @@ def fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *
 def test_score_prints_json_and_tables(client: Client, tmp_path: Path) -> None:
     source, output = entity_input(tmp_path / "in.parquet"), str(tmp_path / "out")
     done = json.loads(
-        invoke("models:/churn/1", "--input", source, "--output", output, "--json").stdout
+        invoke(
+            "models:/churn/1", "--input", source, "--output", output, "--threads", "2", "--json"
+        ).stdout
     )
     assert (done["rows"], done["output_version"], done["already_delivered"]) == (N, 1, False)
     assert [c["passed"] for c in done["checks"]] == [True] * 4

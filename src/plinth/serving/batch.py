@@ -31,7 +31,9 @@ import json
 import os
 import sys
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -41,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument, PlinthError
+from plinth.features.duck import cores
 from plinth.serving.checks import (
     CheckResult,
     ChecksFailed,
@@ -78,12 +81,21 @@ class ScoreOptions:
     chunk_rows: int = CHUNK_ROWS
     probabilities: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
+    threads: int = 0  # chunks scored at once; 0: one per CPU (the Spark engine: one)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise InvalidArgument(f"engine must be one of {list(ENGINES)}, not {self.engine!r}")
         if self.chunk_rows < 1:
             raise InvalidArgument(f"chunk_rows must be at least 1, not {self.chunk_rows}")
+        if self.threads < 0:
+            raise InvalidArgument(f"threads must be 0 (one per CPU) or more, not {self.threads}")
+
+    @property
+    def workers(self) -> int:
+        if self.engine == "spark":
+            return 1  # Spark spreads each chunk over its own executors
+        return self.threads or cores()
 
 
 @dataclass(frozen=True)
@@ -119,11 +131,14 @@ def score(
     chunk_rows: int = CHUNK_ROWS,
     probabilities: bool = False,
     thresholds: Thresholds | None = None,
+    threads: int = 0,
     progress: Progress | None = None,
 ) -> ScoreResult:
     """Score ``input`` (a Parquet file or folder, or a Delta table) with ``model_uri``
     (``models:/churn@production``, ``models:/churn/3``) into the Delta table ``output``.
-    Failed checks raise ``ChecksFailed`` and deliver nothing, unless allowed."""
+    Failed checks raise ``ChecksFailed`` and deliver nothing, unless allowed. ``threads``
+    chunks are read, enriched and predicted at once (0: one per CPU); results are checked
+    and written in input order whatever finishes first."""
     from plinth.serving.model import load_served
 
     options = ScoreOptions(
@@ -134,6 +149,7 @@ def score(
         chunk_rows,
         probabilities,
         thresholds or Thresholds(),
+        threads,
     )
     served = load_served(client, model_uri)
     source = open_source(input)
@@ -150,6 +166,9 @@ class _Plan:
     enrich: bool
     keys: list[str]  # key columns copied from the input (empty: a row number)
     timestamp: str | None  # the input's timestamp column, copied too
+
+
+_Scored = tuple["pd.DataFrame", pa.Array, dict[str, pa.Array]]  # model input, scores, probas
 
 
 class _Blocked(Exception):
@@ -270,8 +289,7 @@ class Scorer:
             "job_key": job_key,
         }
         done = 0
-        for chunk in source.chunks(self.options.chunk_rows):
-            frame, scores, probas = self._score_chunk(source, plan, chunk, done)
+        for chunk, (frame, scores, probas) in self._scored(source, plan):
             checks.update(frame, scores, list(probas.values()))
             n = chunk.num_rows
             columns: dict[str, Any] = {k: chunk[k] for k in plan.keys}
@@ -288,9 +306,32 @@ class Scorer:
         if not self.options.allow_failed_checks and not all(r.passed for r in checks.results()):
             raise _Blocked()
 
-    def _score_chunk(
-        self, source: Source, plan: _Plan, chunk: pa.Table, offset: int
-    ) -> tuple[pd.DataFrame, pa.Array, dict[str, pa.Array]]:
+    def _scored(self, source: Source, plan: _Plan) -> Iterator[tuple[pa.Table, _Scored]]:
+        """Each chunk with its scores, in input order, ``workers`` chunks scored at a time
+        on threads (the models scikit-learn, XGBoost, LightGBM and PyTorch ship predict
+        without Python's lock held, so threads use every CPU), while this thread reads the
+        next chunks and checks and hands on the scored ones. At most twice ``workers``
+        chunks are held, so memory stays bounded."""
+        workers = self.options.workers
+        chunks = source.chunks(self.options.chunk_rows)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="plinth-score")
+        pending: deque[tuple[pa.Table, Future[_Scored]]] = deque()
+        try:
+            offset = 0
+            for chunk in chunks:
+                scored = pool.submit(self._score_chunk, source, plan, chunk, offset)
+                pending.append((chunk, scored))
+                offset += chunk.num_rows
+                if len(pending) >= 2 * workers:
+                    chunk, scored = pending.popleft()
+                    yield chunk, scored.result()
+            while pending:
+                chunk, scored = pending.popleft()
+                yield chunk, scored.result()
+        finally:  # a failure or an abandoned stream: start nothing more
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _score_chunk(self, source: Source, plan: _Plan, chunk: pa.Table, offset: int) -> _Scored:
         from plinth.serving.model import enrich_offline, model_frame
 
         served, options = self.served, self.options

@@ -36,6 +36,7 @@ def score(
     threshold: Annotated[list[str] | None, typer.Option("--threshold", help="NAME=VALUE, e.g. max_psi=0.3 (see plinth.serving.checks.Thresholds)")] = None,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="add a proba_<class> column per class")] = False,
     chunk_rows: Annotated[int, typer.Option(help="rows scored at a time (bounds memory)")] = _CHUNK_ROWS,
+    threads: Annotated[int, typer.Option(help="chunks scored at once (0: one per CPU)")] = 0,
     poll_seconds: Annotated[float, typer.Option(help="with --follow: seconds between looks at the folder")] = 5.0,
     once: Annotated[bool, typer.Option("--once", help="with --follow: score what is there, then exit")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (one line per file with --follow).")] = False,
@@ -61,6 +62,7 @@ def score(
         chunk_rows,
         probabilities,
         Thresholds.parse(threshold or []),
+        threads,
     )
     if input is not None:
         _batch(model_uri, input, output, options, job_key, json_)
