@@ -496,6 +496,7 @@ from plinth.serving.serve_cli import serve  # noqa: E402
 
 app.command("serve")(serve)
 
-from plinth.serving.score_cli import score  # noqa: E402
+from plinth.serving.score_cli import score, score_jobs  # noqa: E402
 
 app.command("score")(score)
+app.command("score-jobs")(score_jobs)

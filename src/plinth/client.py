@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from plinth.features.service import FeatureService
     from plinth.features.store import FeatureStore
     from plinth.registry.service import RegistryService
+    from plinth.serving.jobs import ScoreJobService
     from plinth.tracking.run import ActiveRun
     from plinth.tracking.service import TrackingService
     from plinth.tracking.types import (
@@ -37,6 +38,7 @@ class Client(RegistryClient):
         tracking: TrackingService,
         registry: RegistryService,
         features: FeatureService,
+        score_jobs: ScoreJobService,
         settings: Settings,
         *,
         remote: bool,
@@ -44,6 +46,7 @@ class Client(RegistryClient):
         self.tracking = tracking
         self.registry = registry
         self.features = features
+        self.score_jobs = score_jobs
         self.settings = settings
         self.remote = remote
         self._feature_store: FeatureStore | None = None
@@ -223,6 +226,7 @@ def connect(
         return Client(*remote_services(server), resolved, remote=True)
     from plinth.features.service import FeatureService
     from plinth.registry.service import RegistryService
+    from plinth.serving.jobs import ScoreJobService
     from plinth.store.artifacts import ArtifactStore
     from plinth.store.engine import open_store
     from plinth.tracking.service import TrackingService
@@ -232,7 +236,8 @@ def connect(
     )
     registry = RegistryService(tracking.store, tracking.artifacts, tracking)
     features = FeatureService(tracking.store, resolved.resolved_artifact_uri)
-    return Client(tracking, registry, features, resolved, remote=False)
+    jobs = ScoreJobService(tracking.store)
+    return Client(tracking, registry, features, jobs, resolved, remote=False)
 
 
 _default: Client | None = None

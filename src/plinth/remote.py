@@ -15,6 +15,7 @@ from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_dict
 from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
+from plinth.serving.jobs import ScoreJobService
 from plinth.tracking.service import TrackingService
 
 _CHUNK = 1024 * 1024
@@ -159,16 +160,27 @@ class RemoteFeatures:
         self.transport = transport
 
 
+class RemoteScoreJobs:
+    """ScoreJobService's endpoints over HTTP."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+
 for _remote, _service in (
     (RemoteTracking, TrackingService),
     (RemoteRegistry, RegistryService),
     (RemoteFeatures, FeatureService),
+    (RemoteScoreJobs, ScoreJobService),
 ):
     for _ep in endpoints_of(_service):
         setattr(_remote, _ep.name, _make_call(_ep, _service))
 
 
-def remote_services(url: str) -> tuple[TrackingService, RegistryService, FeatureService]:
+def remote_services(
+    url: str,
+) -> tuple[TrackingService, RegistryService, FeatureService, ScoreJobService]:
     """Proxies with the services' methods, sharing one connection pool."""
     transport = Transport(url)
-    return RemoteTracking(transport), RemoteRegistry(transport), RemoteFeatures(transport)  # type: ignore[return-value]
+    proxies = (RemoteTracking, RemoteRegistry, RemoteFeatures, RemoteScoreJobs)
+    return tuple(proxy(transport) for proxy in proxies)  # type: ignore[return-value]

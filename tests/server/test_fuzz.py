@@ -21,6 +21,7 @@ from schemathesis.core.result import Ok
 from plinth.config import Settings, load_settings
 from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
+from plinth.serving.jobs import ScoreJobService
 from plinth.server.app import create_app
 from plinth.store.artifacts import ArtifactStore
 from plinth.store.engine import open_store
@@ -66,6 +67,7 @@ def _document_only_app() -> FastAPI:
         TrackingService.__new__(TrackingService),
         RegistryService.__new__(RegistryService),
         FeatureService(None, ""),  # type: ignore[arg-type]  # never called: serves the document
+        ScoreJobService(None),  # type: ignore[arg-type]
     )
 
 

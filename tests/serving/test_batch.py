@@ -20,7 +20,7 @@ from plinth.client import Client, connect
 from plinth.errors import InvalidArgument, NotFound
 from plinth.registry.types import ModelVersion
 from plinth.serving.batch import score
-from plinth.serving.checks import ChecksFailed, JobLog, Thresholds
+from plinth.serving.checks import ChecksFailed, Thresholds
 from tests.backends import running_server
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -186,15 +186,15 @@ def test_scores_through_the_feature_view_in_one_commit(client: Client, tmp_path:
     assert set(rows.model_name) == {"churn"} and set(rows.job_key) == {result.job_key}
     assert rows.scored_at.nunique() == 1
 
-    job = JobLog(client).get(result.job_key)
+    job = client.score_jobs.get_score_job(result.job_key)
     assert job is not None
-    assert (job["status"], job["rows"], job["output_version"], job["id"]) == (
+    assert (job.status, job.rows, job.output_version, job.id) == (
         "DELIVERED",
         N,
         1,
         result.job_id,
     )
-    assert job["checks"] == result.checks
+    assert job.checks == result.checks
 
 
 def test_features_are_read_as_of_each_rows_time(client: Client, tmp_path: Path) -> None:
@@ -234,12 +234,12 @@ def test_a_run_killed_after_its_commit_is_completed_by_the_next(
     churn_model(client)
     source, output = entity_input(tmp_path / "in.parquet"), str(tmp_path / "out")
     first = score(client, "models:/churn/1", source, output)
-    log = JobLog(client)
-    log.start(first.job_key, "churn", 1, source, output)  # as left by a kill before finishing
+    jobs = client.score_jobs
+    jobs.start_score_job(first.job_key, "churn", 1, source, output)  # as a kill left it
     again = score(client, "models:/churn/1", source, output)
     assert again.already_delivered
-    job = log.get(first.job_key)
-    assert job is not None and (job["status"], job["output_version"]) == ("DELIVERED", 1)
+    job = jobs.get_score_job(first.job_key)
+    assert job is not None and (job.status, job.output_version) == ("DELIVERED", 1)
 
 
 def test_inputs_that_hold_the_model_columns(client: Client, tmp_path: Path) -> None:
@@ -321,16 +321,16 @@ def test_failed_checks_block_delivery(client: Client, tmp_path: Path) -> None:
     )
     assert "--allow-failed-checks" in message
     assert DeltaTable(output).to_pandas().empty  # its first chunk made the table: no rows
-    job = JobLog(client).get(refused.value.job_key)
-    assert job is not None and (job["status"], job["output_version"]) == ("BLOCKED", None)
-    assert [c.passed for c in job["checks"]] == [True, True, False, False]
+    job = client.score_jobs.get_score_job(refused.value.job_key)
+    assert job is not None and (job.status, job.output_version) == ("BLOCKED", None)
+    assert [c.passed for c in job.checks] == [True, True, False, False]
 
     allowed = score(client, "models:/churn/1", source, output, allow_failed_checks=True)
     assert allowed.job_key == refused.value.job_key and allowed.output_version == 1
     assert not allowed.checks_passed
-    job = JobLog(client).get(allowed.job_key)
-    assert job is not None and job["status"] == "DELIVERED"
-    assert [c.passed for c in job["checks"]] == [True, True, False, False]
+    job = client.score_jobs.get_score_job(allowed.job_key)
+    assert job is not None and job.status == "DELIVERED"
+    assert [c.passed for c in job.checks] == [True, True, False, False]
 
 
 def test_a_shifted_prediction_distribution_blocks(client: Client, tmp_path: Path) -> None:
@@ -400,8 +400,8 @@ def test_a_failing_model_fails_the_job(client: Client, tmp_path: Path) -> None:
         match=r"model churn v1 failed on rows 0..29 of input .*: ValueError: cannot handle this",
     ):
         score(client, "models:/churn/1", source, str(tmp_path / "out"), chunk_rows=30, job_key="j")
-    job = JobLog(client).get("j")
-    assert job is not None and job["status"] == "FAILED"
+    job = client.score_jobs.get_score_job("j")
+    assert job is not None and job.status == "FAILED"
     assert not (tmp_path / "out" / "_delta_log").exists()
 
 
@@ -454,8 +454,8 @@ def test_an_empty_input_delivers_nothing(client: Client, tmp_path: Path) -> None
     result = score(client, "models:/churn/1", source, str(tmp_path / "out"))
     assert (result.rows, result.output_version, result.checks_passed) == (0, None, True)
     assert not (tmp_path / "out").exists()
-    job = JobLog(client).get(result.job_key)
-    assert job is not None and (job["status"], job["rows"]) == ("DELIVERED", 0)
+    job = client.score_jobs.get_score_job(result.job_key)
+    assert job is not None and (job.status, job.rows) == ("DELIVERED", 0)
 
 
 @pytest.mark.parametrize("table", ["new", "existing"])
@@ -478,8 +478,8 @@ def test_two_runs_of_one_job_deliver_it_once(client: Client, tmp_path: Path, tab
     assert late.output_version == rival[0].output_version
     rows = DeltaTable(output).to_pandas()
     assert (rows.job_key == "k").sum() == N
-    job = JobLog(client).get("k")
-    assert job is not None and job["status"] == "DELIVERED"
+    job = client.score_jobs.get_score_job("k")
+    assert job is not None and job.status == "DELIVERED"
 
 
 def test_a_client_of_a_server_scores_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -489,7 +489,21 @@ def test_a_client_of_a_server_scores_too(tmp_path: Path, monkeypatch: pytest.Mon
         churn_model(remote)
         source, output = entity_input(tmp_path / "in.parquet"), str(tmp_path / "out")
         result = score(remote, "models:/churn/1", source, output)
-        assert (result.rows, result.job_id, result.checks_passed) == (N, None, True)
+        assert (result.rows, result.checks_passed) == (N, True)
         assert score(remote, "models:/churn/1", source, output).already_delivered
+        # the job and its checks are recorded on the server
+        job = remote.score_jobs.get_score_job(result.job_key)
+        assert (job.id, job.status, job.rows, job.output_version) == (
+            result.job_id,
+            "DELIVERED",
+            N,
+            1,
+        )
+        assert [c.name for c in job.checks] == [c.name for c in result.checks]
+        assert [j.job_key for j in remote.score_jobs.list_score_jobs("churn")] == [result.job_key]
+        with pytest.raises(NotFound, match="score job 'nope' not found"):
+            remote.score_jobs.get_score_job("nope")
+        with pytest.raises(InvalidArgument, match="not 'DONE'"):
+            remote.score_jobs.finish_score_job(result.job_key, "DONE")
     rows = DeltaTable(output).to_pandas().sort_values("customer_id")
     assert rows.score.tolist() == expected_scores(range(N))

@@ -1,5 +1,6 @@
-"""Following a folder: each new Parquet file scored once, one commit per file, the score
-table as the checkpoint across restarts, and a follower stopped cleanly by SIGTERM."""
+"""Following a folder (each new Parquet file scored once, one commit per file) or a Delta
+table (each new commit's rows scored once), the score table as the checkpoint across
+restarts, and a follower stopped cleanly by SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from plinth.client import Client, default_client
-from plinth.errors import NotFound
+from plinth.errors import InvalidArgument, NotFound
 from plinth.serving.batch import ScoreOptions
 from plinth.serving.checks import ChecksFailed
 from plinth.serving.follow import FollowEvent, follow
-from tests.serving.test_batch import churn_model, entity_input, expected_scores
+from tests.serving.test_batch import churn_model, day, entity_input, expected_scores
 from tests.serving.test_score_cli import plinth_process, wait_for
 
 
@@ -88,6 +90,46 @@ def test_a_file_that_fails_its_checks_is_reported_and_the_rest_go_on(
     lenient = ScoreOptions(allow_failed_checks=True)
     events = follow(client, "models:/churn/1", str(inbox), str(output), lenient, once=True)
     assert [e.file for e in events if e.result] == ["bad.parquet"]  # a restart tries it again
+
+
+def arrivals(ids: range, region: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": list(ids),
+            "event_timestamp": pd.to_datetime([day(2)] * len(ids), utc=True),
+            "region": region,
+        }
+    )
+
+
+@pytest.mark.parametrize("partitioned", [False, True], ids=["flat", "partitioned"])
+def test_each_commit_of_a_delta_table_is_scored_once(
+    client: Client, tmp_path: Path, partitioned: bool
+) -> None:
+    churn_model(client)
+    table, output = str(tmp_path / "arrivals"), str(tmp_path / "scores")
+    by = ["region"] if partitioned else None
+    write_deltalake(table, arrivals(range(0, 40), "eu"), partition_by=by)  # version 0
+    write_deltalake(table, arrivals(range(40, 50), "us"), mode="append", partition_by=by)
+
+    events = follow(client, "models:/churn/1", table, output, once=True)
+    assert [(e.file, e.result.rows if e.result else e.error) for e in events] == [
+        ("version 0", 40),
+        ("version 1", 10),
+    ]
+    # a restart after more arrived: only the new commit's rows; compaction adds none
+    write_deltalake(table, arrivals(range(50, 100), "eu"), mode="append", partition_by=by)
+    DeltaTable(table).optimize.compact()  # version 3 rewrites every file
+    DeltaTable(table).delete("customer_id = 0")  # version 4 rewrites one file
+    events = follow(client, "models:/churn/1", table, output, once=True)
+    assert [(e.file, e.result.rows if e.result else e.error) for e in events] == [("version 2", 50)]
+    assert [c["plinth.input_version"] for c in reversed(commits(Path(output)))] == ["0", "1", "2"]
+    rows = DeltaTable(output).to_pandas().sort_values("customer_id")
+    assert rows.customer_id.tolist() == list(range(100))  # each once
+    assert rows.score.tolist() == expected_scores(range(100))
+    assert follow(client, "models:/churn/1", table, output, once=True) == []
+    with pytest.raises(InvalidArgument, match="cannot follow itself"):
+        follow(client, "models:/churn/1", output, output, once=True)
 
 
 def test_follow_refuses_what_it_cannot_follow(client: Client, tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from plinth.cli import app, main
 from plinth.client import Client, default_client
-from plinth.serving.checks import JobLog
 from tests.serving.test_batch import N, churn_model, direct_input, entity_input, expected_scores
 
 ROOT = Path(__file__).parents[2]  # where a subprocess imports the test's pyfunc model from
@@ -47,9 +46,14 @@ def invoke(*args: str) -> Any:
     return result
 
 
-def fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+def fails(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    command: str = "score",
+) -> str:
     """The one-line error of a refused command (exit 1, nothing on stdout)."""
-    monkeypatch.setattr(sys, "argv", ["plinth", "score", *args])
+    monkeypatch.setattr(sys, "argv", ["plinth", command, *args])
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 1
@@ -76,7 +80,9 @@ def test_score_prints_json_and_tables(client: Client, tmp_path: Path) -> None:
     assert f"job {done['job_key']} was already delivered to {output} (Delta version 1)" in again
     assert "nothing scored again" in again and "prediction_distribution" in again
 
-    named = invoke("models:/churn/1", "-i", source, "-o", output, "--job-key", "feb").stdout
+    sql = ["--sql-uri", f"sqlite:///{tmp_path / 'scores.db'}", "--sql-table", "churn"]
+    named = invoke("models:/churn/1", "-i", source, "-o", output, "--job-key", "feb", *sql).stdout
+    assert f"copied {N} row(s) to SQL table churn" in named
     assert (
         f"scored {N} row(s) of {source} with churn v1 into {output} (Delta version 2), job feb"
         in named
@@ -104,6 +110,16 @@ def test_failed_checks_exit_1_unless_allowed(
 
     relaxed = ["--threshold", "max_unseen_share=1", "--job-key", "relaxed"]
     assert "FAILED" not in invoke("models:/churn/1", "-i", source, "-o", output, *relaxed).stdout
+
+    # the jobs and their checks, as recorded
+    listed = runner.invoke(app, ["score-jobs", "--model", "churn", "--json"])
+    jobs = json.loads(listed.stdout)
+    assert (jobs[0]["job_key"], jobs[0]["status"]) == ("relaxed", "DELIVERED")
+    assert [j["status"] for j in jobs][1:] == ["DELIVERED"]  # the blocked run, then allowed
+    shown = runner.invoke(app, ["score-jobs", "--job", jobs[1]["job_key"]]).stdout
+    assert "unseen_categories" in shown and "FAILED" in shown
+    missing = fails(monkeypatch, capsys, "--job", "nope", command="score-jobs")
+    assert "score job 'nope' not found" in missing
 
 
 def test_bad_input_exits_1(
@@ -197,8 +213,8 @@ def test_a_job_killed_halfway_then_run_again_delivers_each_row_once(
     assert (done["rows"], done["already_delivered"]) == (N, False)
     rows = DeltaTable(output).to_pandas()
     assert sorted(rows.customer_id) == list(range(N))  # each row exactly once
-    job = JobLog(client).get(done["job_key"])
-    assert job is not None and (job["status"], job["rows"]) == ("DELIVERED", N)
+    job = client.score_jobs.get_score_job(done["job_key"])
+    assert job is not None and (job.status, job.rows) == ("DELIVERED", N)
 
     third = json.loads(invoke(*command[1:]).stdout)
     assert third["already_delivered"] and len(DeltaTable(output).to_pandas()) == N

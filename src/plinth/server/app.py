@@ -24,6 +24,7 @@ from plinth.features.serving import OnlineFeatures, OnlineFeatureService
 from plinth.features.store import FeatureStore
 from plinth.registry.service import RegistryService
 from plinth.server.limits import BodySizeLimit
+from plinth.serving.jobs import ScoreJobService
 from plinth.tracking.service import TrackingService
 
 _ONLINE: TypeAdapter[OnlineFeatures] = TypeAdapter(OnlineFeatures)
@@ -37,6 +38,7 @@ def create_app(
     tracking: TrackingService | None = None,
     registry: RegistryService | None = None,
     features: FeatureService | None = None,
+    score_jobs: ScoreJobService | None = None,
 ) -> FastAPI:
     settings = settings or load_settings()
     if tracking is None:
@@ -53,6 +55,8 @@ def create_app(
         registry = RegistryService(tracking.store, tracking.artifacts, tracking)
     if features is None:
         features = FeatureService(tracking.store, settings.resolved_artifact_uri)
+    if score_jobs is None:
+        score_jobs = ScoreJobService(tracking.store)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt=_FILE_UPLOADS)
     _install_error_handlers(app)
 
@@ -70,6 +74,7 @@ def create_app(
         (registry, "registry"),
         (features, "features"),
         (serving, "features"),
+        (score_jobs, "serving"),
     )
     for service, tag in services:
         for ep in endpoints_of(type(service)):

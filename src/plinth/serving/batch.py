@@ -34,7 +34,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -42,12 +42,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from plinth.errors import InvalidArgument, PlinthError
+from plinth.errors import InvalidArgument, NotFound, PlinthError
 from plinth.features.duck import cores
 from plinth.serving.checks import (
     CheckResult,
     ChecksFailed,
-    JobLog,
     ScoreChecks,
     Thresholds,
     blocked_message,
@@ -55,12 +54,14 @@ from plinth.serving.checks import (
 )
 from plinth.serving.delivery import KEY, Concurrent, ScoreTable, as_micros, constant_columns
 from plinth.serving.sources import Source, open_source
+from plinth.serving.sqlout import SqlScores
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped]
 
     from plinth.client import Client
     from plinth.registry.predictor import Predictor
+    from plinth.serving.jobs import ScoreJob
     from plinth.serving.model import ServedModel
 
 CHUNK_ROWS = 100_000
@@ -82,8 +83,12 @@ class ScoreOptions:
     probabilities: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
     threads: int = 0  # chunks scored at once; 0: one per CPU (the Spark engine: one)
+    sql_uri: str | None = None  # also copy each job's rows to this database's
+    sql_table: str | None = None  # table (plinth.serving.sqlout)
 
     def __post_init__(self) -> None:
+        if (self.sql_uri is None) != (self.sql_table is None):
+            raise InvalidArgument("a SQL copy of the scores needs both a SQL URI and a table")
         if self.engine not in ENGINES:
             raise InvalidArgument(f"engine must be one of {list(ENGINES)}, not {self.engine!r}")
         if self.chunk_rows < 1:
@@ -101,7 +106,7 @@ class ScoreOptions:
 @dataclass(frozen=True)
 class ScoreResult:
     job_key: str
-    job_id: int | None  # the score_jobs row (None for a client of a remote server)
+    job_id: int | None  # the score_jobs row (None: delivered by a run recorded elsewhere)
     model_name: str
     model_version: int
     input: str
@@ -111,6 +116,7 @@ class ScoreResult:
     output_version: int | None  # the Delta version holding the scores (None: no rows)
     checks: list[CheckResult]
     already_delivered: bool = False  # an earlier run of this job delivered it
+    sql_rows: int = 0  # rows this run copied to the SQL table
 
     @property
     def checks_passed(self) -> bool:
@@ -132,13 +138,16 @@ def score(
     probabilities: bool = False,
     thresholds: Thresholds | None = None,
     threads: int = 0,
+    sql_uri: str | None = None,
+    sql_table: str | None = None,
     progress: Progress | None = None,
 ) -> ScoreResult:
     """Score ``input`` (a Parquet file or folder, or a Delta table) with ``model_uri``
     (``models:/churn@production``, ``models:/churn/3``) into the Delta table ``output``.
     Failed checks raise ``ChecksFailed`` and deliver nothing, unless allowed. ``threads``
     chunks are read, enriched and predicted at once (0: one per CPU); results are checked
-    and written in input order whatever finishes first."""
+    and written in input order whatever finishes first. With ``sql_uri`` and
+    ``sql_table`` the job's rows are also copied, once, to that SQL table."""
     from plinth.serving.model import load_served
 
     options = ScoreOptions(
@@ -150,6 +159,8 @@ def score(
         probabilities,
         thresholds or Thresholds(),
         threads,
+        sql_uri,
+        sql_table,
     )
     served = load_served(client, model_uri)
     source = open_source(input)
@@ -183,7 +194,12 @@ class Scorer:
         self.served = served
         self.options = options
         self.table = ScoreTable(output)
-        self.jobs = JobLog(client)
+        self.sql = (
+            None
+            if options.sql_uri is None or options.sql_table is None
+            else SqlScores(options.sql_uri, options.sql_table)
+        )
+        self.jobs = client.score_jobs
         self.profile = training_profile(client, served)
         self.what = f"model {served.name} v{served.version.version}"
         if options.engine == "spark":
@@ -212,9 +228,9 @@ class Scorer:
         if done is not None:
             return self._already(source, job_key, *done)
         version = self.served.version
-        job_id = self.jobs.start(
+        job_id = self.jobs.start_score_job(
             job_key, version.model_name, version.version, source.name, self.table.uri
-        )
+        ).id
         checks = ScoreChecks(self.profile, self.options.thresholds, self._classifier())
         metadata = {KEY: job_key, "plinth.model": f"{version.model_name}/{version.version}",
                     "plinth.input": source.name, **metadata}  # fmt: skip
@@ -223,18 +239,31 @@ class Scorer:
             written = self.table.append(stream, job_key, metadata)
         except _Blocked:
             results = checks.results()
-            self.jobs.finish(job_key, "BLOCKED", checks.rows, results)
+            self.jobs.finish_score_job(job_key, "BLOCKED", checks.rows, results)
             failed = [r for r in results if not r.passed]
             message = blocked_message(f"scores of {self.what} for {source.name}", failed)
             raise ChecksFailed(message, results, job_key) from None
         except Concurrent:  # another run of this job committed first
             return self._already(source, job_key, *(self.table.delivered(job_key) or (None, None)))
         except BaseException:
-            self.jobs.finish(job_key, "FAILED", checks.rows)
+            self.jobs.finish_score_job(job_key, "FAILED", checks.rows)
             raise
         results = checks.results()
-        self.jobs.finish(job_key, "DELIVERED", checks.rows, results, written)
-        return self._result(source, job_key, job_id, checks.rows, written, results)
+        self.jobs.finish_score_job(job_key, "DELIVERED", checks.rows, results, written)
+        result = self._result(source, job_key, job_id, checks.rows, written, results)
+        return replace(result, sql_rows=self._copy_to_sql(job_key, written))
+
+    def _copy_to_sql(self, job_key: str, version: int | None) -> int:
+        """Copy the job's rows of Delta ``version`` to the SQL table, unless copied."""
+        if self.sql is None or version is None or self.sql.copied(job_key):
+            return 0
+        import pyarrow.compute as pc
+
+        from plinth.serving.sources import delta_table
+
+        dataset = delta_table(self.table.uri, version).to_pyarrow_dataset()
+        batches = dataset.to_batches(filter=pc.field("job_key") == job_key)
+        return self.sql.copy(job_key, dataset.schema, iter(batches))
 
     def _plan(self, source: Source) -> _Plan:
         served, columns, ts = self.served, source.columns, self.options.timestamp_column
@@ -366,12 +395,17 @@ class Scorer:
     def _already(
         self, source: Source, job_key: str, version: int | None, rows: int | None
     ) -> ScoreResult:
-        job = self.jobs.get(job_key)
-        if job is not None and job["status"] != "DELIVERED":  # a run killed after its commit
-            self.jobs.finish(job_key, "DELIVERED", rows, output_version=version)
-        checks = [] if job is None else job["checks"]
-        job_id = None if job is None else job["id"]
-        return self._result(source, job_key, job_id, rows or 0, version, checks, already=True)
+        try:
+            job: ScoreJob | None = self.jobs.get_score_job(job_key)
+        except NotFound:  # delivered by a run recorded in another store
+            job = None
+        if job is not None and job.status != "DELIVERED":  # a run killed after its commit
+            self.jobs.finish_score_job(job_key, "DELIVERED", rows, output_version=version)
+        checks = [] if job is None else job.checks
+        job_id = None if job is None else job.id
+        result = self._result(source, job_key, job_id, rows or 0, version, checks, already=True)
+        # a run killed between the commit and the SQL copy left the copy to this one
+        return replace(result, sql_rows=self._copy_to_sql(job_key, version))
 
     def _result(
         self, source: Source, job_key: str, job_id: int | None, rows: int, version: int | None,

@@ -18,9 +18,8 @@ A failed check blocks delivery unless the caller allows failed checks. Each job 
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 
     from plinth.client import Client
     from plinth.serving.model import ServedModel
-    from plinth.store.engine import Store
 
 _EPS = 1e-4  # floor of a bin's share in the PSI, so an empty bin costs much but not infinity
 _EXAMPLES = 5
@@ -321,68 +319,6 @@ def blocked_message(what: str, failed: list[CheckResult]) -> str:
         f"{what} not delivered: check(s) failed: {reasons} "
         "(--allow-failed-checks, or allow_failed_checks=True, delivers them anyway)"
     )
-
-
-class JobLog:
-    """The ``score_jobs`` rows of a store; every method does nothing for a remote client
-    (the server does not expose them yet): the Delta commits remain the record there."""
-
-    def __init__(self, client: Client) -> None:
-        self.store: Store | None = None if client.remote else client.features.store
-
-    def start(self, job_key: str, model: str, version: int, input: str, output: str) -> int | None:
-        from plinth.store.schema import score_jobs
-        from plinth.store.sql import now_ms, upsert
-
-        if self.store is None:
-            return None
-        row = {
-            "job_key": job_key, "model_name": model, "model_version": version,
-            "input": input, "output": output, "status": "RUNNING", "rows": None,
-            "checks": "[]", "output_version": None, "started_at": now_ms(), "finished_at": None,
-        }  # fmt: skip
-        update = {k: (lambda ex, k=k: getattr(ex, k)) for k in row if k != "job_key"}
-        with self.store.write() as conn:
-            upsert(conn, score_jobs, [row], ["job_key"], update)
-            found = conn.execute(score_jobs.select().where(score_jobs.c.job_key == job_key))
-            return int(found.one().id)
-
-    def finish(
-        self,
-        job_key: str,
-        status: str,
-        rows: int | None = None,
-        checks: list[CheckResult] | None = None,
-        output_version: int | None = None,
-    ) -> None:
-        from plinth.store.schema import score_jobs
-        from plinth.store.sql import now_ms
-
-        if self.store is None:
-            return
-        values: dict[str, Any] = {"status": status, "finished_at": now_ms()}
-        if rows is not None:
-            values["rows"] = rows
-        if checks is not None:
-            values["checks"] = json.dumps([asdict(c) for c in checks])
-        if output_version is not None:
-            values["output_version"] = output_version
-        with self.store.write() as conn:
-            conn.execute(score_jobs.update().where(score_jobs.c.job_key == job_key).values(values))
-
-    def get(self, job_key: str) -> dict[str, Any] | None:
-        from plinth.store.schema import score_jobs
-
-        if self.store is None:
-            return None
-        with self.store.read() as conn:
-            found = conn.execute(score_jobs.select().where(score_jobs.c.job_key == job_key))
-            row = found.one_or_none()
-        if row is None:
-            return None
-        job = dict(row._mapping)
-        job["checks"] = [CheckResult(**c) for c in json.loads(job["checks"] or "[]")]
-        return job
 
 
 def _numeric(kind: pa.DataType) -> bool:

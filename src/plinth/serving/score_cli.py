@@ -1,7 +1,8 @@
 """``plinth score MODEL_URI``: batch scoring of a Parquet file or folder or a Delta table
-(``--input``), or streaming scoring of the files dropped into a folder (``--follow``), into
-a score history Delta table. Registered by ``plinth.cli``; its helpers are imported when a
-command runs, so either module may be imported first."""
+(``--input``), or streaming scoring of the files dropped into a folder or the commits
+added to a Delta table (``--follow``), into a score history Delta table. Registered by
+``plinth.cli``; its helpers are imported when a command runs, so either module may be
+imported first."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def score(
     model_uri: Annotated[str, typer.Argument(help="e.g. models:/churn@production, models:/churn/3")],
     output: Annotated[str, typer.Option("--output", "-o", help="the score history Delta table (folder or URI)")],
     input: Annotated[str | None, typer.Option("--input", "-i", help="a Parquet file or folder, or a Delta table")] = None,
-    follow: Annotated[str | None, typer.Option("--follow", help="a folder: score each new Parquet file once")] = None,
+    follow: Annotated[str | None, typer.Option("--follow", help="a folder: score each new Parquet file once; a Delta table: each new commit's rows")] = None,
     engine: Annotated[str, typer.Option(help="duckdb (in-process) or spark (local mode)")] = "duckdb",
     timestamp_column: Annotated[str, typer.Option(help="input column of the as-of times for features")] = "event_timestamp",
     key: Annotated[list[str] | None, typer.Option("--key", help="input column(s) identifying a row (default: the view's entity keys, else a row number)")] = None,
@@ -37,6 +38,8 @@ def score(
     probabilities: Annotated[bool, typer.Option("--probabilities", help="add a proba_<class> column per class")] = False,
     chunk_rows: Annotated[int, typer.Option(help="rows scored at a time (bounds memory)")] = _CHUNK_ROWS,
     threads: Annotated[int, typer.Option(help="chunks scored at once (0: one per CPU)")] = 0,
+    sql_uri: Annotated[str | None, typer.Option(help="also copy the scores to this SQLAlchemy database (with --sql-table)")] = None,
+    sql_table: Annotated[str | None, typer.Option(help="the SQL table for the copy (created if missing)")] = None,
     poll_seconds: Annotated[float, typer.Option(help="with --follow: seconds between looks at the folder")] = 5.0,
     once: Annotated[bool, typer.Option("--once", help="with --follow: score what is there, then exit")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (one line per file with --follow).")] = False,
@@ -63,6 +66,8 @@ def score(
         probabilities,
         Thresholds.parse(threshold or []),
         threads,
+        sql_uri,
+        sql_table,
     )
     if input is not None:
         _batch(model_uri, input, output, options, job_key, json_)
@@ -95,10 +100,10 @@ def _batch(
         )
     if json_:
         return _print_json(result)
-    _report(result)
+    _report(result, options.sql_table)
 
 
-def _report(result: ScoreResult) -> None:
+def _report(result: ScoreResult, sql_table: str | None = None) -> None:
     from rich.markup import escape
 
     from plinth.cli import _table, err, out
@@ -119,6 +124,8 @@ def _report(result: ScoreResult) -> None:
             f"job {result.job_key}",
             soft_wrap=True,
         )
+    if result.sql_rows:
+        out.print(f"copied {result.sql_rows} row(s) to SQL table {sql_table}", soft_wrap=True)
     if result.checks:
         rows = [(c.name, _verdict(c), c.detail) for c in result.checks]
         out.print(_table("checks", ("check", "result", "detail"), rows))
@@ -192,3 +199,40 @@ def _say_event(event: FollowEvent, json_: bool) -> None:
             f"v{r.model_version} into Delta version {r.output_version}",
             soft_wrap=True,
         )
+
+
+def score_jobs(
+    model: Annotated[str | None, typer.Option("--model", help="only this model's jobs")] = None,
+    limit: Annotated[int, typer.Option(help="how many, latest first")] = 20,
+    job: Annotated[str | None, typer.Option("--job", help="one job, with its checks")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """The recorded batch scoring jobs: status, rows, the Delta version delivered, checks."""
+    from plinth.cli import _client, _print_json, _table, out
+
+    jobs = _client().score_jobs
+    if job is not None:
+        found = jobs.get_score_job(job)
+        if json_:
+            return _print_json(found)
+        out.print(_table("score job", ("field", "value"), _fields(found)))
+        rows = [(c.name, _verdict(c), c.detail) for c in found.checks]
+        out.print(_table("checks", ("check", "result", "detail"), rows))
+        return None
+    listed = jobs.list_score_jobs(model, limit)
+    if json_:
+        return _print_json(listed)
+    table: list[tuple[Any, ...]] = [
+        (j.job_key, f"{j.model_name} v{j.model_version}", j.status, j.rows, j.output_version,
+         sum(not c.passed for c in j.checks), j.output)
+        for j in listed
+    ]  # fmt: skip
+    columns = ("job", "model", "status", "rows", "delta version", "failed checks", "output")
+    out.print(_table("score jobs", columns, table))
+    return None
+
+
+def _fields(job: Any) -> list[tuple[str, Any]]:
+    from dataclasses import fields
+
+    return [(f.name, getattr(job, f.name)) for f in fields(job) if f.name != "checks"]

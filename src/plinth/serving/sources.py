@@ -60,7 +60,7 @@ def open_source(path: str, identity: str | None = None) -> Source:
     if path.startswith("sql:"):
         return _query(path.removeprefix("sql:").strip(), identity)
     if "://" in path and not path.startswith("file://"):
-        table = _delta(path)
+        table = delta_table(path)
         return Source(path, table.to_pyarrow_dataset(), f"delta:{path}@{table.version()}")
     local = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
     if not os.path.exists(local):
@@ -108,12 +108,13 @@ def _visible_parquet(name: str) -> bool:
     return name.endswith(".parquet") and not name.startswith((".", "_"))
 
 
-def _delta(uri: str) -> DeltaTable:
+def delta_table(uri: str, version: int | None = None) -> DeltaTable:
+    """The Delta table at a local path or a URI (``s3://...``), as of ``version``."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(uri, storage_options=_storage_options(uri))
+        return DeltaTable(uri, version=version, storage_options=_storage_options(uri))
     except TableNotFoundError:
         raise NotFound(f"no Delta table at {uri!r}") from None
 

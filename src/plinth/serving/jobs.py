@@ -1,0 +1,136 @@
+"""Score jobs: the central store's record of every batch scoring job (model version, input,
+output, status, rows, the checks and their verdicts, the Delta version that delivered
+it). A service with endpoints, so a job run by a client of a remote server is recorded on
+that server as one run locally is recorded in its store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import select
+
+from plinth.api import endpoint
+from plinth.errors import InvalidArgument, NotFound
+from plinth.serving.checks import CheckResult
+from plinth.store.schema import score_jobs
+from plinth.store.sql import now_ms, upsert
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    from plinth.store.engine import Store
+
+STATUSES = ("RUNNING", "DELIVERED", "BLOCKED", "FAILED")
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    __pydantic_config__: ClassVar[dict[str, str]] = {"ser_json_inf_nan": "strings"}
+
+    id: int
+    job_key: str
+    model_name: str
+    model_version: int
+    input: str
+    output: str
+    status: str  # RUNNING, DELIVERED, BLOCKED, FAILED
+    rows: int | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    output_version: int | None = None  # the Delta version that delivered the scores
+    started_at: int = 0  # ms since the epoch
+    finished_at: int | None = None
+
+
+class ScoreJobService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @endpoint("PUT", "/score-jobs/{job_key}")
+    def start_score_job(
+        self, job_key: str, model_name: str, model_version: int, input: str, output: str
+    ) -> ScoreJob:
+        """Record a job as RUNNING (again, for a job key seen before: a re-run)."""
+        _check_key(job_key)
+        if not 0 < len(model_name) <= 500:
+            raise InvalidArgument("model_name must have 1 to 500 characters")
+        _check_count("model_version", model_version, 1, _INT32)
+        row = {
+            "job_key": job_key, "model_name": model_name, "model_version": model_version,
+            "input": input, "output": output, "status": "RUNNING", "rows": None,
+            "checks": "[]", "output_version": None, "started_at": now_ms(), "finished_at": None,
+        }  # fmt: skip
+        update = {k: (lambda ex, k=k: getattr(ex, k)) for k in row if k != "job_key"}
+        with self.store.write() as conn:
+            upsert(conn, score_jobs, [row], ["job_key"], update)
+        return self.get_score_job(job_key)
+
+    @endpoint("PATCH", "/score-jobs/{job_key}")
+    def finish_score_job(
+        self,
+        job_key: str,
+        status: str,
+        rows: int | None = None,
+        checks: list[CheckResult] | None = None,
+        output_version: int | None = None,
+    ) -> ScoreJob:
+        """Record how a job ended; ``rows``, ``checks`` and ``output_version`` when given."""
+        _check_key(job_key)
+        if status not in STATUSES[1:]:
+            raise InvalidArgument(f"a job ends {', '.join(STATUSES[1:])}, not {status!r}")
+        for name, value in (("rows", rows), ("output_version", output_version)):
+            if value is not None:
+                _check_count(name, value, 0, _INT63)
+        values: dict[str, Any] = {"status": status, "finished_at": now_ms()}
+        if rows is not None:
+            values["rows"] = rows
+        if checks is not None:
+            values["checks"] = json.dumps([asdict(c) for c in checks])
+        if output_version is not None:
+            values["output_version"] = output_version
+        with self.store.write() as conn:
+            done = conn.execute(
+                score_jobs.update().where(score_jobs.c.job_key == job_key).values(values)
+            )
+        if done.rowcount == 0:
+            raise NotFound(f"score job {job_key!r} was never started")
+        return self.get_score_job(job_key)
+
+    @endpoint("GET", "/score-jobs/{job_key}")
+    def get_score_job(self, job_key: str) -> ScoreJob:
+        with self.store.read() as conn:
+            row = conn.execute(select(score_jobs).where(score_jobs.c.job_key == job_key)).first()
+        if row is None:
+            raise NotFound(f"score job {job_key!r} not found")
+        return _job(row)
+
+    @endpoint("GET", "/score-jobs")
+    def list_score_jobs(self, model_name: str | None = None, limit: int = 100) -> list[ScoreJob]:
+        """The latest jobs first, of one model or all."""
+        _check_count("limit", limit, 1, 10_000)
+        query = select(score_jobs).order_by(score_jobs.c.id.desc()).limit(limit)
+        if model_name is not None:
+            query = query.where(score_jobs.c.model_name == model_name)
+        with self.store.read() as conn:
+            return [_job(row) for row in conn.execute(query).all()]
+
+
+_INT32 = 2**31 - 1
+_INT63 = 2**63 - 1
+
+
+def _check_key(job_key: str) -> None:
+    if not 0 < len(job_key) <= 128:
+        raise InvalidArgument(f"a job key must have 1 to 128 characters, not {len(job_key)}")
+
+
+def _check_count(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be from {low} to {high}, not {value}")
+
+
+def _job(row: Row[Any]) -> ScoreJob:
+    values = dict(row._mapping)
+    values["checks"] = [CheckResult(**c) for c in json.loads(values["checks"] or "[]")]
+    return ScoreJob(**values)
