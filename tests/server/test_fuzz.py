@@ -21,8 +21,8 @@ from schemathesis.core.result import Ok
 from plinth.config import Settings, load_settings
 from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
-from plinth.serving.jobs import ScoreJobService
 from plinth.server.app import create_app
+from plinth.serving.jobs import ScoreJobService
 from plinth.store.artifacts import ArtifactStore
 from plinth.store.engine import open_store
 from plinth.tracking.service import TrackingService

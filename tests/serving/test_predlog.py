@@ -4,6 +4,7 @@ full, and a failing database costing only the batch."""
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,9 @@ def test_predictions_read_back_one_row_per_prediction(tmp_path: Path) -> None:
 
 def test_a_full_log_samples_then_drops_and_counts(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'p.db'}")
-    log = PredictionLog(store, capacity=100, batch_rows=10_000, flush_seconds=60)
+    log = PredictionLog(
+        store, capacity=100, batch_rows=10_000, batch_entries=10_000, flush_seconds=60
+    )
     random.seed(3)
     kept = sum(log.record(entry(1)) for _ in range(200))
     assert 50 < kept < 100  # all of the first half, a shrinking share after
@@ -91,4 +94,18 @@ def test_a_failing_database_costs_the_batch_not_the_service(tmp_path: Path) -> N
     log.flush()
     assert log.failed == 4 and log.written == 0
     assert log.record(entry(1))  # still taking entries
+    log.close()
+
+
+def test_a_few_queued_requests_are_written_without_waiting_for_the_flush(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    log = PredictionLog(store, batch_entries=4, flush_seconds=3600)
+    for i in range(4):
+        log.record(entry(1, f"r{i}"))
+    deadline = time.monotonic() + 30
+    while count(store) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert count(store) == 4  # written in a slice as they came, not at the hourly flush
     log.close()

@@ -255,6 +255,7 @@ def _log(
         frame,
         result,
         latency,
+        served.numeric_block,
     )
     predictions.record(entry)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -37,6 +38,17 @@ class ServedModel:
     def input_names(self) -> list[str]:
         signature = self.predictor.signature
         return [] if signature is None else signature.input_names
+
+    @cached_property
+    def numeric_block(self) -> tuple[str, ...] | None:
+        """The input names when every input has one numeric dtype (a signature-enforced
+        input is then a single numpy block); else None."""
+        signature = self.predictor.signature
+        if signature is None or not signature.inputs:
+            return None
+        dtypes = {spec.dtype for spec in signature.inputs}
+        numeric = dtypes <= {"float64", "float32", "int64", "int32", "bool"}
+        return tuple(self.input_names) if numeric and len(dtypes) == 1 else None
 
     def needs_enrichment(self, columns: Collection[str]) -> bool:
         """Whether rows with ``columns`` lack model inputs the view can provide."""
