@@ -96,6 +96,8 @@ def test_the_open_inference_protocol(churn: Client) -> None:
         (b'{"columns": {"age": [1, 2], "spend": [1.0]}}', 422, "different lengths"),
         (b'{"columns": {"age": 1}}', 422, "'age' is not a list"),
         (b'[{"age": [1, [2]], "spend": 1.0}]', 422, "column 'age' has dtype object"),
+        (b"[{}]", 422, "rows hold no columns"),
+        (b'{"dataframe_split": {"columns": [], "data": [[]]}}', 422, "rows hold no columns"),
         (b'{"dataframe_split": {"columns": ["age", "age"], "data": [[1, 2]]}}', 422, "more than once"),
         (b'{"inputs": [{"name": "x", "shape": [2, 2], "data": [1, 2, 3]}]}', 422, "does not fit its shape"),
     ],

@@ -19,7 +19,7 @@ from deltalake import DeltaTable, write_deltalake
 from plinth.client import Client, connect
 from plinth.errors import InvalidArgument, NotFound
 from plinth.registry.types import ModelVersion
-from plinth.serving.batch import score
+from plinth.serving.batch import ScoreOptions, score
 from plinth.serving.checks import ChecksFailed, Thresholds
 from tests.backends import running_server
 
@@ -269,6 +269,15 @@ def test_chunks_scored_at_once_are_written_in_input_order(client: Client, tmp_pa
     rows = DeltaTable(output).to_pandas().sort_values("row")
     assert rows.row.tolist() == list(range(N))  # each once, with its own score
     assert rows.score.tolist() == expected_scores(range(N))
+
+
+def test_chunks_are_scored_at_once_only_for_thread_safe_flavors() -> None:
+    from plinth.features.duck import cores
+
+    assert ScoreOptions().workers("sklearn") == cores()
+    assert ScoreOptions().workers("pyfunc") == 1  # any object with predict: maybe not safe
+    assert ScoreOptions(threads=3).workers("pyfunc") == 3  # unless told
+    assert ScoreOptions(engine="spark", threads=3).workers("sklearn") == 1
 
 
 def test_a_chunk_failing_among_parallel_ones_fails_the_job(client: Client, tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ ENGINES = ("duckdb", "spark")
 ROW = "row"
 _OUTPUT = ("scored_at", "score", "model_name", "model_version", "job_key")
 _ROW_ID = "__plinth_row"
+_THREAD_SAFE = {"sklearn", "xgboost", "lightgbm", "pytorch"}  # predict from many threads
 _TIME = pa.timestamp("us", "UTC")
 Progress = Callable[[int, "int | None"], None]  # rows scored so far, rows in all
 
@@ -82,7 +83,10 @@ class ScoreOptions:
     chunk_rows: int = CHUNK_ROWS
     probabilities: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
-    threads: int = 0  # chunks scored at once; 0: one per CPU (the Spark engine: one)
+    # chunks scored at once; 0: one per CPU for the flavors whose predict is thread-safe
+    # (scikit-learn, XGBoost, LightGBM, PyTorch), one for pyfunc models, which may not be;
+    # the Spark engine: one
+    threads: int = 0
     sql_uri: str | None = None  # also copy each job's rows to this database's
     sql_table: str | None = None  # table (plinth.serving.sqlout)
 
@@ -96,11 +100,10 @@ class ScoreOptions:
         if self.threads < 0:
             raise InvalidArgument(f"threads must be 0 (one per CPU) or more, not {self.threads}")
 
-    @property
-    def workers(self) -> int:
+    def workers(self, flavor: str) -> int:
         if self.engine == "spark":
             return 1  # Spark spreads each chunk over its own executors
-        return self.threads or cores()
+        return self.threads or (cores() if flavor in _THREAD_SAFE else 1)
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,7 @@ class Scorer:
         without Python's lock held, so threads use every CPU), while this thread reads the
         next chunks and checks and hands on the scored ones. At most twice ``workers``
         chunks are held, so memory stays bounded."""
-        workers = self.options.workers
+        workers = self.options.workers(self.served.predictor.manifest.flavor)
         chunks = source.chunks(self.options.chunk_rows)
         pool = ThreadPoolExecutor(workers, thread_name_prefix="plinth-score")
         pending: deque[tuple[pa.Table, Future[_Scored]]] = deque()

@@ -44,7 +44,7 @@ def dumps(value: Any) -> bytes:
 
 
 def size(columns: Columns) -> int:
-    return len(next(iter(columns.values())))
+    return len(next(iter(columns.values()), ()))
 
 
 def to_columns(rows: Rows) -> Columns:
@@ -85,7 +85,13 @@ def records(payload: Any) -> Columns:
         raise InvalidArgument("records must be a list of JSON objects, one per row")
     if not rows:
         raise InvalidArgument("the request holds no rows")
-    return to_columns(rows)
+    return _named(to_columns(rows))
+
+
+def _named(columns: Columns) -> Columns:
+    if not columns:
+        raise InvalidArgument("the request's rows hold no columns")
+    return columns
 
 
 def _columns(columns: dict[str, Any], what: str) -> Columns:
@@ -115,9 +121,7 @@ def _split(split: Any) -> Columns:
         raise InvalidArgument("the request holds no rows")
     if len(set(names)) != len(names):
         raise InvalidArgument("dataframe_split names a column more than once")
-    return {
-        str(name): list(values) for name, values in zip(names, zip(*data, strict=True), strict=True)
-    }
+    return _named({str(n): list(v) for n, v in zip(names, zip(*data, strict=True), strict=True)})
 
 
 def v2_columns(payload: Any, input_names: list[str]) -> Columns:

@@ -37,7 +37,7 @@ def score(
     threshold: Annotated[list[str] | None, typer.Option("--threshold", help="NAME=VALUE, e.g. max_psi=0.3 (see plinth.serving.checks.Thresholds)")] = None,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="add a proba_<class> column per class")] = False,
     chunk_rows: Annotated[int, typer.Option(help="rows scored at a time (bounds memory)")] = _CHUNK_ROWS,
-    threads: Annotated[int, typer.Option(help="chunks scored at once (0: one per CPU)")] = 0,
+    threads: Annotated[int, typer.Option(help="chunks scored at once (0: one per CPU; one for pyfunc models)")] = 0,
     sql_uri: Annotated[str | None, typer.Option(help="also copy the scores to this SQLAlchemy database (with --sql-table)")] = None,
     sql_table: Annotated[str | None, typer.Option(help="the SQL table for the copy (created if missing)")] = None,
     poll_seconds: Annotated[float, typer.Option(help="with --follow: seconds between looks at the folder")] = 5.0,
