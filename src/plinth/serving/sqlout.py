@@ -95,11 +95,17 @@ class SqlScores:
 
     def _table(self, schema: pa.Schema) -> Table:
         from sqlalchemy import Column, MetaData, Table, inspect
+        from sqlalchemy.exc import IntegrityError, ProgrammingError
 
         wanted = MetaData()
         _markers(wanted)
         table = Table(self.name, wanted, *(Column(f.name, _sql_type(f.type)) for f in schema))
-        wanted.create_all(self.engine, checkfirst=True)
+        try:
+            wanted.create_all(self.engine, checkfirst=True)
+        except (ProgrammingError, IntegrityError):
+            # another run created one of them between the check and the create (PostgreSQL
+            # says DuplicateTable, or a unique violation in its catalog): they exist now
+            wanted.create_all(self.engine, checkfirst=True)
         have = {c["name"] for c in inspect(self.engine).get_columns(self.name)}
         missing = [f.name for f in schema if f.name not in have]
         if missing:
