@@ -32,3 +32,38 @@ def test_the_feature_store_example(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "'amount_vs_avg': 'PRESENT'" in done.stdout
     assert "ModelUse(model='churn', version=1" in done.stdout
+
+
+def test_relative_links_resolve_inside_the_repository() -> None:
+    root = README.parent.resolve()
+    links = re.findall(r"\]\(([^)#]+)\)", README.read_text())
+    local = [link for link in links if "://" not in link and not link.startswith("mailto:")]
+    assert local, "the README links to no file of the repository"
+    for link in local:
+        target = (root / link).resolve()
+        assert target.is_relative_to(root), f"{link} points outside the repository"
+        assert target.exists(), f"{link} does not exist in the repository"
+
+
+def test_the_first_command_installs_what_the_examples_import() -> None:
+    text = README.read_text()
+    first = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert first is not None
+    named = re.search(r"\.\[([\w,]+)\]", first.group(1))
+    extras = set(named.group(1).split(",")) if named else set()
+    # what an extra brings, by the import name the examples use
+    provided = {
+        "sklearn": "sklearn",
+        "xgboost": "xgboost",
+        "lightgbm": "lightgbm",
+        "torch": "pytorch",
+    }
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    imported = {
+        name for block in blocks for name in re.findall(r"^(?:from|import) (\w+)", block, re.M)
+    }
+    for module, extra in provided.items():
+        if module in imported:
+            assert extra in extras, (
+                f"the examples import {module}; the first command lacks .[{extra}]"
+            )
