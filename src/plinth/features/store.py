@@ -28,7 +28,7 @@ from plinth.features.types import (
 )
 
 if TYPE_CHECKING:
-    from plinth.features.offline import OfflineStore
+    from plinth.features.offline import OfflineTables
     from plinth.features.online.base import OnlineStore
     from plinth.features.service import FeatureService
 
@@ -174,7 +174,9 @@ class OnlineResponse:
 
 
 class FeatureStore(ViewsMixin):
-    def __init__(self, service: FeatureService, offline: OfflineStore, online: OnlineStore) -> None:
+    def __init__(
+        self, service: FeatureService, offline: OfflineTables, online: OnlineStore
+    ) -> None:
         self.service = service
         self.offline = offline
         self.online = online

@@ -196,6 +196,8 @@ class Scorer:
         self.client = client
         self.served = served
         self.options = options
+        if client.remote:
+            _check_shared_output(output)
         self.table = ScoreTable(output)
         self.sql = (
             None
@@ -419,6 +421,19 @@ class Scorer:
             job_key, job_id, mv.model_name, mv.version, source.name, self.table.uri,
             "DELIVERED", rows, version, checks, already,
         )  # fmt: skip
+
+
+def _check_shared_output(output: str) -> None:
+    """A job run by a client of a remote server is recorded on that server: its scores go
+    to a table every party can reach, never to a path on the client's own disk."""
+    from plinth.store.locations import shared
+
+    if not shared(output):
+        raise InvalidArgument(
+            f"score table {output!r} is on this machine's disk, but the job is recorded on a "
+            "remote Plinth server where no one else can read it: give a table every party "
+            "can reach (e.g. s3://bucket/scores/churn), or run plinth score on the server"
+        )
 
 
 # -- prediction ------------------------------------------------------------------------
