@@ -124,9 +124,9 @@ def test_a_large_insert_streams_through_the_server_as_one_commit(
         assert big.commit_version == first.commit_version + 1
         assert stats.read().num_rows == n + 3  # type: ignore[attr-defined]
 
-        bad = frame.astype({"customer_id": "float64"})
-        bad.loc[2500, "customer_id"] = None  # in the sixth chunk, after five were sent
-        with pytest.raises(InvalidArgument, match="customer_id"):
+        bad = frame.copy()
+        bad.loc[2500, "event_time"] = None  # in the sixth chunk, after five were sent
+        with pytest.raises(InvalidArgument, match="event_time"):
             stats.insert(bad, chunk_rows=500)  # type: ignore[attr-defined]
         assert fs.offline.version(stats.group) == big.commit_version  # type: ignore[attr-defined]
         assert [c.commit_version for c in fs.service.list_commits("customer_stats", 1)] == [0, 1]

@@ -149,6 +149,14 @@ class ServerOffline(OfflineTables):
         path = f"{self._group_path(group.name, group.version)}/rows"
         return read_ipc(self.transport.request("GET", path, params=params).content)
 
+    def history(self, group: Any) -> list[dict[str, Any]]:
+        path = f"{self._group_path(group.name, group.version)}/history"
+        commits: list[dict[str, Any]] = self.transport.request("GET", path).json()
+        for commit in commits:
+            at = commit.get("timestamp")
+            commit["timestamp"] = None if at is None else datetime.fromisoformat(at)
+        return commits
+
     def dataset(self, group: Any, as_of: int | datetime | None = None) -> ds.Dataset:
         return ds.dataset(self.read(group, as_of))
 

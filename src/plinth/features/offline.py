@@ -109,6 +109,10 @@ class OfflineTables(ABC):
     def dataset(self, group: FeatureGroup, as_of: int | datetime | None = None) -> ds.Dataset:
         """The rows as an Arrow dataset (lazy where the storage allows)."""
 
+    @abstractmethod
+    def history(self, group: FeatureGroup) -> list[dict[str, Any]]:
+        """The table's commits, newest first (see ``OfflineStore.history``)."""
+
     def snapshot_uri(self, *parts: str) -> str:
         return "/".join([self.root, "training-datasets", *parts])
 

@@ -48,6 +48,11 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
         """The latest Delta version of a group's table (null: nothing written yet)."""
         return offline.version(service.get_feature_group(name, version))
 
+    @app.get(f"{group_path}/history", tags=["feature data"])
+    def offline_history(name: str, version: int) -> list[dict[str, Any]]:
+        """The commits of a group's table, newest first."""
+        return offline.history(service.get_feature_group(name, version))
+
     @app.get(f"{group_path}/rows", tags=["feature data"], response_class=StreamingResponse)
     def read_rows(
         name: str,
