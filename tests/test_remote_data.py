@@ -57,9 +57,11 @@ def test_feature_data_goes_through_the_server_when_its_stores_are_local(
         assert isinstance(fs.offline, ServerOffline) and isinstance(fs.online, ServerOnline)
         stats = define(fs, ttl="3650d")
         stats.insert(transactions())  # type: ignore[attr-defined]
-        assert fs.materialize("customer_stats") == 2
-        late = stats.insert(late_rows())  # type: ignore[attr-defined]
-        assert fs.materialize_incremental("customer_stats") == 1
+        with pytest.MonkeyPatch.context() as patch:  # the server materialises, next to its stores
+            patch.setattr(fs.offline, "read", lambda *a, **k: pytest.fail("rows sent to client"))
+            assert fs.materialize("customer_stats") == 2
+            late = stats.insert(late_rows())  # type: ignore[attr-defined]
+            assert fs.materialize_incremental("customer_stats") == 1
         view = churn_view(fs)
         dataset = view.create_training_dataset(entity_rows())
 

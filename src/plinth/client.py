@@ -63,15 +63,16 @@ class Client(RegistryClient):
         if self._feature_store is None:
             offline: OfflineTables
             online: OnlineStore
+            materializer = None
             if self.remote:
                 from plinth.remote_data import remote_feature_stores
 
                 transport = self.features.transport  # type: ignore[attr-defined]
-                offline, online = remote_feature_stores(transport, self.settings)
+                offline, online, materializer = remote_feature_stores(transport, self.settings)
             else:
                 offline = OfflineStore(self.settings.resolved_artifact_uri)
                 online = online_store_for(self.settings.resolved_online_uri)
-            self._feature_store = FeatureStore(self.features, offline, online)
+            self._feature_store = FeatureStore(self.features, offline, online, materializer)
         return self._feature_store
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from plinth.errors import InvalidArgument
 from plinth.features.ipc import MEDIA_TYPE, ipc_chunks, read_ipc
 from plinth.features.offline import OfflineTables
 from plinth.features.online.base import OnlineRow, OnlineStore
+from plinth.features.store import Materializer
 from plinth.store.locations import StoreLocations, public
 
 if TYPE_CHECKING:
@@ -42,9 +43,10 @@ def store_locations(transport: Transport) -> StoreLocations:
 
 def remote_feature_stores(
     transport: Transport, settings: Settings
-) -> tuple[OfflineTables, OnlineStore]:
+) -> tuple[OfflineTables, OnlineStore, Materializer | None]:
     """The offline and online stores a remote client uses: the server's, directly when
-    every party can reach them, else through the server."""
+    every party can reach them, else through the server; and, when the online store is
+    the server's own, the server's materialisation (the rows stay there)."""
     from plinth.features.offline import OfflineStore
     from plinth.features.online import online_store_for
 
@@ -57,7 +59,7 @@ def remote_feature_stores(
         if where.online_shared
         else ServerOnline(transport)
     )
-    return offline, online
+    return offline, online, None if where.online_shared else ServerMaterializer(transport)
 
 
 def _with_credentials(published: str, own: str | None) -> str:
@@ -172,6 +174,27 @@ class ServerOffline(OfflineTables):
 
     def delete_table(self, group: Any) -> None:
         self.transport.request("DELETE", self._group_path(group.name, group.version))
+
+
+class ServerMaterializer(Materializer):
+    """Materialisation run by the server, next to its own offline and online stores."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def materialize(self, group: Any, start: datetime | None, end: datetime | None) -> int:
+        return self._call(group, {"start": _iso(start), "end": _iso(end)})
+
+    def materialize_incremental(self, group: Any) -> int:
+        return self._call(group, {"incremental": True})
+
+    def _call(self, group: Any, body: dict[str, Any]) -> int:
+        path = f"{_DATA}/groups/{quote(group.name, safe='')}/{group.version}/materialize"
+        return int(self.transport.request("POST", path, json=body).json())
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 class ServerOnline(OnlineStore):

@@ -74,6 +74,21 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
 
         return {"commit_version": await _with_body(request, write)}
 
+    @app.post(f"{group_path}/materialize", tags=["feature data"])
+    def materialize(
+        name: str,
+        version: int,
+        start: Annotated[datetime | None, Body()] = None,
+        end: Annotated[datetime | None, Body()] = None,
+        incremental: Annotated[bool, Body()] = False,
+    ) -> int:
+        """Copy a group's latest values per key to the online store, here: all of them (with
+        event time in [start, end)) or, ``incremental``, those written since the last time."""
+        group = service.get_feature_group(name, version)
+        if incremental:
+            return store.materialize_incremental(group)
+        return store.materialize(group, start, end)
+
     @app.delete(group_path, tags=["feature data"], status_code=204)
     def delete_table(name: str, version: int) -> Response:
         """Remove the table of a group version already deleted from the catalog."""
