@@ -229,3 +229,35 @@ def test_shared_and_public_uris() -> None:
         "redis://cache:6379/2"
     )
     assert _with_credentials("redis://cache:6379/2", None) == "redis://cache:6379/2"
+
+
+def test_plinth_score_against_a_remote_server_refuses_a_local_output(
+    homes: tuple[Path, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from plinth.cli import main
+    from plinth.client import default_client
+    from tests.serving.test_batch import churn_model, entity_input
+
+    server_home, home_a, _ = homes
+    source = entity_input(tmp_path / "input.parquet")
+    (tmp_path / "incoming").mkdir()
+    with running_server(server_home) as url:
+        with plinth.connect(url, home=home_a) as a:
+            churn_model(a)
+        monkeypatch.setenv("PLINTH_URI", url)
+        monkeypatch.setenv("PLINTH_HOME", str(home_a))
+        try:
+            for given in (["--input", source], ["--follow", str(tmp_path / "incoming"), "--once"]):
+                out = str(tmp_path / "scores")
+                argv = ["plinth", "score", "models:/churn/1", *given, "-o", out]
+                monkeypatch.setattr("sys.argv", argv)
+                with pytest.raises(SystemExit) as exited:
+                    main()
+                assert exited.value.code == 1
+                assert "on this machine's disk" in capsys.readouterr().err
+                assert not os.path.exists(out)
+        finally:
+            default_client().close()  # the CLI's client
