@@ -5,6 +5,7 @@ the server), never to the client's own disk. Client and server have different ho
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,6 +174,8 @@ def test_remote_scores_go_to_a_shared_table_never_to_the_clients_disk(
         assert result.rows == 100
         job = a.score_jobs.get_score_job(result.job_key)
         assert (job.status, job.output) == ("DELIVERED", f"{s3_bucket}/scores")
+        # the client's input file is recorded as one on the client's machine
+        assert job.input == f"file://{socket.gethostname()}{source}"
 
 
 @pytest.mark.integration
