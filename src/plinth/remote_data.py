@@ -23,6 +23,7 @@ from plinth.features.ipc import MEDIA_TYPE, ipc_chunks, read_ipc
 from plinth.features.offline import OfflineTables
 from plinth.features.online.base import OnlineRow, OnlineStore
 from plinth.features.store import Materializer
+from plinth.features.types import FeatureGroup
 from plinth.store.locations import StoreLocations, public
 
 if TYPE_CHECKING:
@@ -116,21 +117,21 @@ class ServerOffline(OfflineTables):
     def _group_path(self, name: str, version: int) -> str:
         return f"{_DATA}/groups/{quote(name, safe='')}/{version}"
 
-    def write(self, group: Any, table: pa.Table) -> int:
+    def write(self, group: FeatureGroup, table: pa.Table) -> int:
         return self.write_many(group, [table])
 
-    def write_many(self, group: Any, chunks: Iterable[pa.Table]) -> int:
+    def write_many(self, group: FeatureGroup, chunks: Iterable[pa.Table]) -> int:
         path = f"{self._group_path(group.name, group.version)}/rows"
         return int(_send(self.transport, "PUT", path, chunks)["commit_version"])
 
-    def version(self, group: Any) -> int | None:
+    def version(self, group: FeatureGroup) -> int | None:
         path = f"{self._group_path(group.name, group.version)}/version"
         found = self.transport.request("GET", path).json()
         return None if found is None else int(found)
 
     def read(
         self,
-        group: Any,
+        group: FeatureGroup,
         as_of: int | datetime | None = None,
         columns: list[str] | None = None,
     ) -> pa.Table:
@@ -151,7 +152,7 @@ class ServerOffline(OfflineTables):
         path = f"{self._group_path(group.name, group.version)}/rows"
         return read_ipc(self.transport.request("GET", path, params=params).content)
 
-    def history(self, group: Any) -> list[dict[str, Any]]:
+    def history(self, group: FeatureGroup) -> list[dict[str, Any]]:
         path = f"{self._group_path(group.name, group.version)}/history"
         commits: list[dict[str, Any]] = self.transport.request("GET", path).json()
         for commit in commits:
@@ -159,7 +160,7 @@ class ServerOffline(OfflineTables):
             commit["timestamp"] = None if at is None else datetime.fromisoformat(at)
         return commits
 
-    def dataset(self, group: Any, as_of: int | datetime | None = None) -> ds.Dataset:
+    def dataset(self, group: FeatureGroup, as_of: int | datetime | None = None) -> ds.Dataset:
         return ds.dataset(self.read(group, as_of))
 
     def write_snapshot(self, uri: str, table: pa.Table) -> None:
@@ -172,7 +173,7 @@ class ServerOffline(OfflineTables):
     def delete_snapshot(self, uri: str) -> None:
         self.transport.request("DELETE", f"{_DATA}/snapshots", params={"uri": uri})
 
-    def delete_table(self, group: Any) -> None:
+    def delete_table(self, group: FeatureGroup) -> None:
         self.transport.request("DELETE", self._group_path(group.name, group.version))
 
 
@@ -182,13 +183,13 @@ class ServerMaterializer(Materializer):
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
-    def materialize(self, group: Any, start: datetime | None, end: datetime | None) -> int:
+    def materialize(self, group: FeatureGroup, start: datetime | None, end: datetime | None) -> int:
         return self._call(group, {"start": _iso(start), "end": _iso(end)})
 
-    def materialize_incremental(self, group: Any) -> int:
+    def materialize_incremental(self, group: FeatureGroup) -> int:
         return self._call(group, {"incremental": True})
 
-    def _call(self, group: Any, body: dict[str, Any]) -> int:
+    def _call(self, group: FeatureGroup, body: dict[str, Any]) -> int:
         path = f"{_DATA}/groups/{quote(group.name, safe='')}/{group.version}/materialize"
         return int(self.transport.request("POST", path, json=body).json())
 

@@ -15,6 +15,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
+from itertools import chain
 from typing import IO, Annotated, Any, TypeVar
 
 import pyarrow as pa
@@ -70,7 +71,13 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
         group = await run_in_threadpool(service.get_feature_group, name, version)
 
         def write(body: IO[bytes]) -> int:
-            return offline.write_many(group, tables_of(open_ipc(body)))
+            chunks = tables_of(open_ipc(body))
+            first, second = next(chunks, None), next(chunks, None)
+            if first is None:
+                raise InvalidArgument(f"nothing to write into {group.ref}: the stream is empty")
+            if second is None:  # as a local insert of one chunk: merged in memory
+                return offline.write(group, first)
+            return offline.write_many(group, chain([first, second], chunks))
 
         return {"commit_version": await _with_body(request, write)}
 
