@@ -52,16 +52,27 @@ class Client(RegistryClient):
         self._feature_store: FeatureStore | None = None
 
     def feature_store(self) -> FeatureStore:
-        """The feature store: metadata through this client, data straight to the offline
-        (Delta) and online (SQLite/Redis) stores named by the settings."""
-        from plinth.features.offline import OfflineStore
-        from plinth.features.online import online_store_for
+        """The feature store: metadata through this client. Data goes straight to the
+        offline (Delta) and online (SQLite/Redis) stores named by the settings; a remote
+        client uses the server's stores instead, directly when every party can reach them
+        (S3, Redis), else through the server (``plinth.remote_data``)."""
+        from plinth.features.offline import OfflineStore, OfflineTables
+        from plinth.features.online import OnlineStore, online_store_for
         from plinth.features.store import FeatureStore
 
         if self._feature_store is None:
-            offline = OfflineStore(self.settings.resolved_artifact_uri)
-            online = online_store_for(self.settings.resolved_online_uri)
-            self._feature_store = FeatureStore(self.features, offline, online)
+            offline: OfflineTables
+            online: OnlineStore
+            materializer = None
+            if self.remote:
+                from plinth.remote_data import remote_feature_stores
+
+                transport = self.features.transport  # type: ignore[attr-defined]
+                offline, online, materializer = remote_feature_stores(transport, self.settings)
+            else:
+                offline = OfflineStore(self.settings.resolved_artifact_uri)
+                online = online_store_for(self.settings.resolved_online_uri)
+            self._feature_store = FeatureStore(self.features, offline, online, materializer)
         return self._feature_store
 
     def close(self) -> None:

@@ -26,8 +26,9 @@ def day(n: int) -> datetime:
 def fs_client(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Client]:
-    """A client whose metadata lives in a local store or behind a server; feature data
-    moves directly to the Delta tables and the SQLite online store either way."""
+    """A client whose metadata lives in a local store or behind a server; a remote client's
+    feature data goes to the server's Delta tables and SQLite online store through the
+    server (tests/test_remote_data.py)."""
     artifacts, online = str(tmp_path / "artifacts"), f"sqlite:///{tmp_path / 'online.db'}"
     if request.param == "local":
         client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", artifacts)

@@ -21,6 +21,7 @@ from plinth.errors import InvalidArgument, NotFound
 from plinth.registry.types import ModelVersion
 from plinth.serving.batch import ScoreOptions, score
 from plinth.serving.checks import ChecksFailed, Thresholds
+from plinth.serving.sources import delta_table
 from tests.backends import running_server
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -491,12 +492,12 @@ def test_two_runs_of_one_job_deliver_it_once(client: Client, tmp_path: Path, tab
     assert job is not None and job.status == "DELIVERED"
 
 
-def test_a_client_of_a_server_scores_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    artifacts = str(tmp_path / "artifacts")
-    monkeypatch.setenv("PLINTH_ARTIFACT_URI", artifacts)
-    with running_server(tmp_path / "server") as url, connect(url, artifact_uri=artifacts) as remote:
+def test_a_client_of_a_server_scores_too(tmp_path: Path, s3_bucket: str) -> None:
+    """Into a score table every party can reach (tests/test_remote_data.py: never into one
+    on the client's disk)."""
+    with running_server(tmp_path / "server") as url, connect(url, home=tmp_path / "c") as remote:
         churn_model(remote)
-        source, output = entity_input(tmp_path / "in.parquet"), str(tmp_path / "out")
+        source, output = entity_input(tmp_path / "in.parquet"), f"{s3_bucket}/out"
         result = score(remote, "models:/churn/1", source, output)
         assert (result.rows, result.checks_passed) == (N, True)
         assert score(remote, "models:/churn/1", source, output).already_delivered
@@ -514,5 +515,5 @@ def test_a_client_of_a_server_scores_too(tmp_path: Path, monkeypatch: pytest.Mon
             remote.score_jobs.get_score_job("nope")
         with pytest.raises(InvalidArgument, match="not 'DONE'"):
             remote.score_jobs.finish_score_job(result.job_key, "DONE")
-    rows = DeltaTable(output).to_pandas().sort_values("customer_id")
+    rows = delta_table(output).to_pandas().sort_values("customer_id")
     assert rows.score.tolist() == expected_scores(range(N))

@@ -24,7 +24,7 @@ from plinth.features.types import (
 )
 
 if TYPE_CHECKING:
-    from plinth.features.offline import OfflineStore
+    from plinth.features.offline import OfflineTables
     from plinth.features.online.base import OnlineStore
     from plinth.features.service import FeatureService
     from plinth.features.store import FeatureStore, OnlineResponse, RetrievalJob
@@ -100,7 +100,7 @@ def view_of(features: Any) -> FeatureView | None:
 
 class ViewsMixin:
     service: FeatureService
-    offline: OfflineStore
+    offline: OfflineTables
     online: OnlineStore
 
     if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from plinth.errors import InvalidArgument
 from plinth.features.types import CommitInfo, ExpectationResult, FeatureGroup, ValidationReport
 
 if TYPE_CHECKING:
-    from plinth.features.offline import OfflineStore
+    from plinth.features.offline import OfflineTables
     from plinth.features.service import FeatureService
 
 CHUNK_ROWS = 500_000
@@ -34,7 +34,7 @@ class _Refused(Exception):
 
 def insert(
     service: FeatureService,
-    offline: OfflineStore,
+    offline: OfflineTables,
     group: FeatureGroup,
     data: Any,
     chunk_rows: int = CHUNK_ROWS,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -76,7 +77,61 @@ def _local_root(root_uri: str) -> str | None:
     return None
 
 
-class OfflineStore:
+class OfflineTables(ABC):
+    """What the feature store does with offline data: the Delta tables of feature groups
+    and the training dataset snapshots. ``OfflineStore`` does it on the storage itself; a
+    client of a server whose store it cannot reach does it through the server."""
+
+    root: str
+
+    @abstractmethod
+    def write(self, group: FeatureGroup, table: pa.Table) -> int:
+        """Upsert one prepared table in ONE commit; the Delta version written."""
+
+    @abstractmethod
+    def write_many(self, group: FeatureGroup, chunks: Iterable[pa.Table]) -> int:
+        """Upsert every prepared chunk in ONE commit; the Delta version written."""
+
+    @abstractmethod
+    def version(self, group: FeatureGroup) -> int | None:
+        """The latest Delta version, or None when nothing was written yet."""
+
+    @abstractmethod
+    def read(
+        self,
+        group: FeatureGroup,
+        as_of: int | datetime | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """The rows at the latest version or at ``as_of`` (a Delta version or a time)."""
+
+    @abstractmethod
+    def dataset(self, group: FeatureGroup, as_of: int | datetime | None = None) -> ds.Dataset:
+        """The rows as an Arrow dataset (lazy where the storage allows)."""
+
+    @abstractmethod
+    def history(self, group: FeatureGroup) -> list[dict[str, Any]]:
+        """The table's commits, newest first (see ``OfflineStore.history``)."""
+
+    def snapshot_uri(self, *parts: str) -> str:
+        return "/".join([self.root, "training-datasets", *parts])
+
+    @abstractmethod
+    def write_snapshot(self, uri: str, table: pa.Table) -> None:
+        """Write ``table`` as a new Delta table at ``uri`` (refused if one is there)."""
+
+    @abstractmethod
+    def read_snapshot(self, uri: str) -> pa.Table: ...
+
+    @abstractmethod
+    def delete_snapshot(self, uri: str) -> None: ...
+
+    @abstractmethod
+    def delete_table(self, group: FeatureGroup) -> None:
+        """Remove the group's table (nothing happens when there is none)."""
+
+
+class OfflineStore(OfflineTables):
     """Delta tables under ``{root}/features/{name}/v{version}``."""
 
     def __init__(self, root_uri: str, storage_options: dict[str, str] | None = None) -> None:
@@ -194,9 +249,6 @@ class OfflineStore:
         return [_summary(commit) for commit in commits]
 
     # -- snapshots (training datasets) -------------------------------------------------
-
-    def snapshot_uri(self, *parts: str) -> str:
-        return "/".join([self.root, "training-datasets", *parts])
 
     def write_snapshot(self, uri: str, table: pa.Table) -> None:
         """Write ``table`` as a new Delta table at ``uri`` (refused if one is there)."""

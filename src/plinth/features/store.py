@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from plinth.features.types import (
 )
 
 if TYPE_CHECKING:
-    from plinth.features.offline import OfflineStore
+    from plinth.features.offline import OfflineTables
     from plinth.features.online.base import OnlineStore
     from plinth.features.service import FeatureService
 
@@ -173,11 +174,31 @@ class OnlineResponse:
         return columns
 
 
+class Materializer(ABC):
+    """Materialisation done elsewhere: by a server, next to the stores it reaches, for a
+    remote client that reaches neither (its rows then never travel to the client)."""
+
+    @abstractmethod
+    def materialize(self, group: FeatureGroup, start: datetime | None, end: datetime | None) -> int:
+        """``FeatureStore.materialize`` of ``group`` (checked already) where the stores are."""
+
+    @abstractmethod
+    def materialize_incremental(self, group: FeatureGroup) -> int:
+        """``FeatureStore.materialize_incremental`` where the stores are."""
+
+
 class FeatureStore(ViewsMixin):
-    def __init__(self, service: FeatureService, offline: OfflineStore, online: OnlineStore) -> None:
+    def __init__(
+        self,
+        service: FeatureService,
+        offline: OfflineTables,
+        online: OnlineStore,
+        materializer: Materializer | None = None,
+    ) -> None:
         self.service = service
         self.offline = offline
         self.online = online
+        self.materializer = materializer
         self._plans: dict[tuple[str, ...], tuple[float, list[_Lookup]]] = {}
 
     # -- definitions -------------------------------------------------------------------
@@ -308,6 +329,8 @@ class FeatureStore(ViewsMixin):
                     f"{name} {bound.isoformat()} has no timezone; give an aware time, e.g. "
                     "datetime(..., tzinfo=UTC)"
                 )
+        if self.materializer is not None:
+            return self.materializer.materialize(group, start, end)
         version = self.offline.version(group)
         if version is None:
             return 0
@@ -331,6 +354,8 @@ class FeatureStore(ViewsMixin):
         from plinth.features import duck
 
         group = self._group(group)
+        if self.materializer is not None:
+            return self.materializer.materialize_incremental(group)
         done = self.service.get_materialized_until(group.name, group.version)
         current = self.offline.version(group)
         if done is None or current is None:

@@ -23,13 +23,19 @@ from plinth.features.service import FeatureService
 from plinth.features.serving import OnlineFeatures, OnlineFeatureService
 from plinth.features.store import FeatureStore
 from plinth.registry.service import RegistryService
+from plinth.server.feature_data import UPLOADS as FEATURE_UPLOADS
+from plinth.server.feature_data import mount_feature_data
 from plinth.server.limits import BodySizeLimit
 from plinth.serving.jobs import ScoreJobService
+from plinth.store.locations import LocationService
 from plinth.tracking.service import TrackingService
 
 _ONLINE: TypeAdapter[OnlineFeatures] = TypeAdapter(OnlineFeatures)
-# The routes that stream raw files (uploads are limited by the stores, not by the JSON limit).
-_FILE_UPLOADS = re.compile(rf"{API_PREFIX}/(runs/[^/]+/artifacts/content|packages/content)")
+# The routes that stream raw files and Arrow bodies (uploads are limited by the stores, not
+# by the JSON limit).
+_FILE_UPLOADS = re.compile(
+    rf"{API_PREFIX}/(runs/[^/]+/artifacts/content|packages/content)|{FEATURE_UPLOADS}"
+)
 log = logging.getLogger("plinth.server")
 
 
@@ -66,7 +72,12 @@ def create_app(
         return {"status": "ok", "version": plinth.__version__}
 
     _mount_file_routes(app, tracking, registry)
-    serving = OnlineFeatureService(_server_feature_store(settings, features))
+    feature_store = _server_feature_store(settings, features)
+    mount_feature_data(app, feature_store)
+    serving = OnlineFeatureService(feature_store)
+    locations = LocationService(
+        feature_store.offline.root, settings.resolved_online_uri, settings.resolved_artifact_uri
+    )
     _mount_feature_server_get(app, serving)
     _mount_feature_server_post(app, serving)
     services = (
@@ -75,6 +86,7 @@ def create_app(
         (features, "features"),
         (serving, "features"),
         (score_jobs, "serving"),
+        (locations, "stores"),
     )
     for service, tag in services:
         for ep in endpoints_of(type(service)):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sys
 import warnings
 from collections import deque
@@ -196,6 +197,8 @@ class Scorer:
         self.client = client
         self.served = served
         self.options = options
+        if client.remote:
+            _check_shared_output(output)
         self.table = ScoreTable(output)
         self.sql = (
             None
@@ -232,7 +235,7 @@ class Scorer:
             return self._already(source, job_key, *done)
         version = self.served.version
         job_id = self.jobs.start_score_job(
-            job_key, version.model_name, version.version, source.name, self.table.uri
+            job_key, version.model_name, version.version, self._recorded(source), self.table.uri
         ).id
         checks = ScoreChecks(self.profile, self.options.thresholds, self._classifier())
         metadata = {KEY: job_key, "plinth.model": f"{version.model_name}/{version.version}",
@@ -255,6 +258,16 @@ class Scorer:
         self.jobs.finish_score_job(job_key, "DELIVERED", checks.rows, results, written)
         result = self._result(source, job_key, job_id, checks.rows, written, results)
         return replace(result, sql_rows=self._copy_to_sql(job_key, written))
+
+    def _recorded(self, source: Source) -> str:
+        """The input as a remote server records it: a path on this machine's disk as
+        ``file://HOST/path``, so no one takes it for a path on the server."""
+        from plinth.store.locations import shared
+
+        name = source.name
+        if not self.client.remote or shared(name) or not os.path.isabs(name):
+            return name
+        return f"file://{socket.gethostname()}{name}"
 
     def _copy_to_sql(self, job_key: str, version: int | None) -> int:
         """Copy the job's rows of Delta ``version`` to the SQL table, unless copied."""
@@ -419,6 +432,19 @@ class Scorer:
             job_key, job_id, mv.model_name, mv.version, source.name, self.table.uri,
             "DELIVERED", rows, version, checks, already,
         )  # fmt: skip
+
+
+def _check_shared_output(output: str) -> None:
+    """A job run by a client of a remote server is recorded on that server: its scores go
+    to a table every party can reach, never to a path on the client's own disk."""
+    from plinth.store.locations import shared
+
+    if not shared(output):
+        raise InvalidArgument(
+            f"score table {output!r} is on this machine's disk, but the job is recorded on a "
+            "remote Plinth server where no one else can read it: give a table every party "
+            "can reach (e.g. s3://bucket/scores/churn), or run plinth score on the server"
+        )
 
 
 # -- prediction ------------------------------------------------------------------------
