@@ -111,7 +111,11 @@ class _FsspecSink(io.RawIOBase):
             return int(self.file.write(b))
 
 
-def _local_writer(final: str, guard: _Guard) -> _AtomicWriter:
+def _nothing() -> None:
+    pass
+
+
+def _local_writer(final: str, guard: _Guard, check: _Step = _nothing) -> _AtomicWriter:
     if os.path.isdir(final):
         raise IsADirectoryError(final)  # fail before the caller streams the content
     parent, name = os.path.split(final)
@@ -130,6 +134,7 @@ def _local_writer(final: str, guard: _Guard) -> _AtomicWriter:
 
     def commit() -> None:
         try:
+            check()
             os.fsync(raw.fileno())
             os.replace(tmp, final)
         except BaseException:
@@ -154,12 +159,20 @@ def _open_local_read(full: str, rel: str) -> BinaryIO:
     return open(fd, "rb")
 
 
-def _object_writer(file: Any, guard: _Guard) -> _AtomicWriter:
+def _object_writer(file: Any, guard: _Guard, check: _Step = _nothing) -> _AtomicWriter:
     def abort() -> None:
         file.discard()  # drops a started multipart upload; nothing was published yet
         file.closed = True  # close() would upload the partial content
 
-    return _AtomicWriter(_FsspecSink(file, guard), file.close, abort, guard)
+    def commit() -> None:
+        try:
+            check()
+        except BaseException:
+            abort()
+            raise
+        file.close()
+
+    return _AtomicWriter(_FsspecSink(file, guard), commit, abort, guard)
 
 
 def _is_storage_error(exc: BaseException) -> bool:
@@ -227,9 +240,10 @@ class ArtifactStore:
     def uri(self, path: str = "") -> str:
         return str(self._fs.unstrip_protocol(self._full(safe_relpath(path, allow_root=True))))
 
-    def open_write(self, dest: str) -> BinaryIO:
+    def open_write(self, dest: str, check: Callable[[], object] = _nothing) -> BinaryIO:
         # Atomic on both kinds of backend: local files go to a temp file renamed on close;
-        # object stores publish a key only when its upload completes.
+        # object stores publish a key only when its upload completes. ``check`` runs right
+        # before publishing: raising there drops the write (e.g. the path became read-only).
         rel = safe_relpath(dest)
 
         def guard() -> AbstractContextManager[None]:  # errors at write and close map the same
@@ -238,8 +252,8 @@ class ArtifactStore:
         with guard():
             self._refuse_links(rel)
             if self._local:
-                return _local_writer(self._full(rel), guard)
-            return _object_writer(self._fs.open(self._full(rel), "wb"), guard)
+                return _local_writer(self._full(rel), guard, check)
+            return _object_writer(self._fs.open(self._full(rel), "wb"), guard, check)
 
     def open_read(self, path: str) -> BinaryIO:
         rel = safe_relpath(path)
