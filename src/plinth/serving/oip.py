@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+import plinth
 from plinth.errors import InvalidArgument, NotFound, PayloadTooLarge, PlinthError
 from plinth.serving import payload
 
@@ -346,9 +348,6 @@ def _v2_errors(
 
 def mount(app: FastAPI, holder: ModelHolder, read_body: ReadBody, predict: Predict) -> None:
     """The protocol's routes on the model service ``app``."""
-    import time
-
-    import plinth
 
     def served_as(name: str, version: str | None) -> ServedModel:
         served = holder.current  # this request's version, whatever swaps meanwhile
