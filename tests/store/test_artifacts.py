@@ -103,6 +103,23 @@ class TestArtifactStoreContract:
         assert not store.exists("new.bin")
         assert store.list() == [ArtifactInfo("m.bin", False, 3)]
 
+    def test_a_check_that_refuses_at_close_publishes_nothing(self, store: ArtifactStore) -> None:
+        store.write_bytes("pkg/model.bin", b"registered")
+
+        def refuse() -> None:
+            raise Conflict("pkg became read-only")
+
+        writer = store.open_write("pkg/model.bin", refuse)
+        writer.write(DATA)
+        with pytest.raises(Conflict, match="read-only"):
+            writer.close()
+        fresh = store.open_write("pkg/new.bin", refuse)
+        fresh.write(b"x")
+        with pytest.raises(Conflict):
+            fresh.close()
+        assert store.read_bytes("pkg/model.bin") == b"registered"
+        assert [i.path for i in store.list("pkg")] == ["pkg/model.bin"]
+
     def test_list_gives_direct_children_sorted(self, store: ArtifactStore) -> None:
         for path in ("x/b.txt", "x/a.txt", "x/sub/c.txt", "y.txt"):
             store.write_bytes(path, path.encode())
