@@ -131,6 +131,36 @@ def test_one_matrix_input_holds_the_columns(client: Client) -> None:
     assert result.as_numpy(output["name"]).tolist() == wanted.tolist()
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests(served: tuple[Any, httpx.Client], algorithm: str) -> None:
+    triton, _ = served
+    result = triton.infer("churn", column_inputs(True), request_compression_algorithm=algorithm)
+    [output] = result.get_response()["outputs"]
+    assert result.as_numpy(output["name"]).tolist() == expected()
+
+
+def test_a_compressed_body_cannot_unpack_past_the_limit(client: Client) -> None:
+    import gzip
+
+    client.register_model(logistic(), "churn", input_example=EXAMPLE)
+    huge = body({"name": "age", "shape": [1], "datatype": "BYTES", "data": ["x" * 100_000]})
+    with service(client, "models:/churn/1", poll_seconds=0, max_body_bytes=10_000) as http:
+        packed = gzip.compress(huge)
+        assert len(packed) < 10_000
+        answer = http.post(
+            "/v2/models/churn/infer", content=packed, headers={"content-encoding": "gzip"}
+        )
+        assert answer.status_code == 413 and "unpacks to more than 10000" in answer.json()["error"]
+        garbage = http.post(
+            "/v2/models/churn/infer", content=b"nope", headers={"content-encoding": "gzip"}
+        )
+        assert garbage.status_code == 400 and "not valid gzip" in garbage.json()["error"]
+        other = http.post(
+            "/v2/models/churn/infer", content=b"{}", headers={"content-encoding": "br"}
+        )
+        assert other.status_code == 400 and "'br' is not supported" in other.json()["error"]
+
+
 def test_errors_reach_the_client_with_their_message(served: tuple[Any, httpx.Client]) -> None:
     triton, http = served
     declared = body(  # a shape that disagrees with the data (the client checks; curl does not)

@@ -144,7 +144,7 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
         }
         return _json(answer, served)
 
-    oip.mount(app, holder, read_body, predict_columns)
+    oip.mount(app, holder, read_body, predict_columns, config.max_body_bytes)
 
     @app.get("/v2/health/live")
     @app.get("/health")

@@ -251,6 +251,26 @@ def _flag(parameters: dict[str, Any], key: str, what: str) -> bool:
     return value
 
 
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate (zlib) request body, as tritonclient compresses them; unpacking
+    stops past ``limit`` bytes, so a small body cannot unpack into a huge one."""
+    import zlib
+
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise InvalidArgument(
+            f"Content-Encoding {encoding!r} is not supported: use gzip, deflate or none"
+        )
+    unpacker = zlib.decompressobj(wbits)
+    try:
+        data = unpacker.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise InvalidArgument(f"the request body is not valid {encoding} data: {e}") from None
+    if len(data) > limit or unpacker.unconsumed_tail:
+        raise PayloadTooLarge(f"the request body unpacks to more than {limit} bytes")
+    return data
+
+
 # -- responses ---------------------------------------------------------------------------
 
 
@@ -346,8 +366,15 @@ def _v2_errors(
     return answered
 
 
-def mount(app: FastAPI, holder: ModelHolder, read_body: ReadBody, predict: Predict) -> None:
-    """The protocol's routes on the model service ``app``."""
+def mount(
+    app: FastAPI,
+    holder: ModelHolder,
+    read_body: ReadBody,
+    predict: Predict,
+    max_body_bytes: int,
+) -> None:
+    """The protocol's routes on the model service ``app``; a compressed body may unpack to
+    ``max_body_bytes`` at most."""
 
     def served_as(name: str, version: str | None) -> ServedModel:
         served = holder.current  # this request's version, whatever swaps meanwhile
@@ -392,12 +419,10 @@ def mount(app: FastAPI, holder: ModelHolder, read_body: ReadBody, predict: Predi
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         started = time.perf_counter()
         served = served_as(name, version)
+        body = await read_body(request)
         encoding = request.headers.get("content-encoding", "identity").lower()
         if encoding != "identity":
-            raise InvalidArgument(
-                f"Content-Encoding {encoding!r} is not supported: send the body uncompressed"
-            )
-        body = await read_body(request)
+            body = decompress(body, encoding, max_body_bytes)
         parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), served.input_names)
         result, request_id = await predict(request, served, parsed.columns, parsed.id, started)
         outputs, blobs = encode_outputs(result, output_name(served), parsed)
