@@ -62,6 +62,7 @@ download_artifact = _on_default_client(Client.download_artifact)
 register_model = _on_default_client(Client.register_model)
 get_model_version = _on_default_client(Client.get_model_version)
 load_model = _on_default_client(Client.load_model)
+read_predictions = _on_default_client(Client.read_predictions)
 set_stage = _on_default_client(Client.set_stage)
 set_alias = _on_default_client(Client.set_alias)
 rollback = _on_default_client(Client.rollback)
@@ -143,6 +144,7 @@ __all__ = [
     "log_params",
     "model_history",
     "on_demand",
+    "read_predictions",
     "register_best",
     "register_model",
     "rollback",

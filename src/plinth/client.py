@@ -12,6 +12,10 @@ from typing import IO, TYPE_CHECKING, Any
 from plinth.registry.client import RegistryClient
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    import pandas as pd  # type: ignore[import-untyped]
+
     from plinth.config import Settings
     from plinth.features.service import FeatureService
     from plinth.features.store import FeatureStore
@@ -74,6 +78,26 @@ class Client(RegistryClient):
                 online = online_store_for(self.settings.resolved_online_uri)
             self._feature_store = FeatureStore(self.features, offline, online, materializer)
         return self._feature_store
+
+    def read_predictions(
+        self, model: str, *, version: int | None = None, since: datetime | None = None
+    ) -> pd.DataFrame:
+        """What model services logged, one row per prediction, oldest first:
+        ``request_id``, ``at`` (UTC), ``model_version``, ``latency_ms`` (of the whole
+        request), the input columns as the model used them and ``prediction``. ``model`` is
+        a name (every version) or a model URI (``models:/churn/3``, ``models:/churn@production``:
+        that version); ``version`` picks one version of a name; ``since`` a start time."""
+        from plinth.errors import InvalidArgument
+        from plinth.serving.predlog import predictions_frame
+
+        name = model
+        if model.startswith("models:/"):
+            if version is not None:
+                raise InvalidArgument(f"{model!r} names its version already: drop version=")
+            resolved = self.get_model_version(model)
+            name, version = resolved.model_name, resolved.version
+        since_ms = None if since is None else int(since.timestamp() * 1000)
+        return predictions_frame(self.score_jobs, name, version, since_ms)
 
     def close(self) -> None:
         """Release the HTTP connections of a remote client (a local one holds none)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,17 @@ class TestStages:
         assert [(h.action, h.version) for h in history[-2:]] == [("rollback", 3), ("rollback", 1)]
         assert history[-1].reason == "v3 misbehaves"
 
+    def test_rollback_restores_the_previous_production_not_the_oldest(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
+        for version in (1, 2, 3):
+            register(client, churn_model, churn_data)
+            client.set_stage("churn", version, "PRODUCTION")
+        restored = client.rollback("churn", reason="v3 misbehaves")
+        assert restored.version == 2 and restored.stage is Stage.PRODUCTION
+        stages = {v: client.get_model_version("churn", v).stage for v in (1, 2, 3)}
+        assert stages == {1: Stage.ARCHIVED, 2: Stage.PRODUCTION, 3: Stage.ARCHIVED}
+
     def test_archived_needs_saying_so(
         self, client: Client, churn_model: Any, churn_data: Data
     ) -> None:
@@ -220,6 +232,24 @@ class TestGates:
         assert (
             client.set_stage("churn", 3, "PRODUCTION", holdout=churn_data).stage is Stage.PRODUCTION
         )
+
+    def test_not_worse_with_direction_min(
+        self, client: Client, churn_model: Any, weak_model: Any, churn_data: Data
+    ) -> None:
+        # mean absolute error: lower is better, so the strong model must beat the weak one
+        register(client, weak_model, churn_data)
+        register(client, churn_model, churn_data)
+        register(client, weak_model, churn_data)
+        client.set_stage("churn", 1, "PRODUCTION")
+        client.registry.set_gates("churn", [Gate("not_worse", metric="mae", direction="min")])
+        better = client.set_stage("churn", 2, "PRODUCTION", holdout=churn_data)
+        assert better.stage is Stage.PRODUCTION
+        gate = client.model_history("churn")[-1].details["gates"][-1]
+        scores = re.fullmatch(r"candidate (\S+) vs production v1 (\S+)", gate["detail"])
+        assert gate["passed"] and scores and float(scores[1]) < float(scores[2])
+        with pytest.raises(plinth.GateFailed, match="not worse than production on mae"):
+            client.set_stage("churn", 3, "PRODUCTION", holdout=churn_data)
+        assert client.get_model_version("churn", 2).stage is Stage.PRODUCTION
 
     def test_signature_compatibility_names_the_feature(
         self, client: Client, churn_model: Any, churn_data: Data

@@ -99,7 +99,6 @@ def test_the_open_inference_protocol(churn: Client) -> None:
         (b"[{}]", 422, "rows hold no columns"),
         (b'{"dataframe_split": {"columns": [], "data": [[]]}}', 422, "rows hold no columns"),
         (b'{"dataframe_split": {"columns": ["age", "age"], "data": [[1, 2]]}}', 422, "more than once"),
-        (b'{"inputs": [{"name": "x", "shape": [2, 2], "data": [1, 2, 3]}]}', 422, "does not fit its shape"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_4xx_naming_the_problem(

@@ -77,3 +77,37 @@ def test_an_unreachable_online_store_is_a_503(trained: tuple[Client, pd.DataFram
     assert (
         answer.json()["error_code"] == "UNAVAILABLE" and "redis" in answer.json()["message"].lower()
     )
+
+
+def test_an_entity_outside_the_ttl_is_refused(client: Client) -> None:
+    """With a TTL, an entity whose latest online value is older than it is not scored."""
+    from datetime import UTC, datetime, timedelta
+
+    fs = client.feature_store()
+    fresh = pd.DataFrame(  # customer 2 again, an hour ago; customer 1's last row is on day 10
+        {
+            "customer_id": [2],
+            "event_time": [datetime.now(UTC) - timedelta(hours=1)],
+            "orders_30d": [4],
+            "avg_spend": [30.0],
+        }
+    )
+    define(fs, ttl="30d").insert(pd.concat([transactions(), fresh], ignore_index=True))  # type: ignore[attr-defined]
+    view = churn_view(fs, transformations=[amount_over_avg])
+    dataset = view.create_training_dataset(entity_rows())
+    rows = dataset.to_pandas().dropna()
+    model = LogisticRegression().fit(rows[COLUMNS], rows.churned)
+    client.register_model(model, "churn", input_example=rows[COLUMNS], training_dataset=dataset)
+    fs.materialize("customer_stats")
+    expected = model.predict(
+        pd.DataFrame({"orders_30d": [4], "avg_spend": [30.0], "amount_over_avg": [1.0]})
+    )
+    with service(client, "models:/churn/1", poll_seconds=0) as http:
+        inside = http.post("/predict", json=[{"customer_id": 2, "amount": 30.0}])
+        assert inside.status_code == 200, inside.text
+        assert inside.json()["predictions"] == expected.tolist()
+        outside = http.post(
+            "/predict", json=[{"customer_id": 2, "amount": 1.0}, {"customer_id": 1, "amount": 1.0}]
+        )
+    assert outside.status_code == 422
+    assert "row 1 (customer_id=1): feature 'orders_30d' is OUTSIDE_TTL" in outside.json()["message"]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pandas as pd
-import pytest
 
-from plinth.errors import InvalidArgument
 from plinth.serving import payload
 
 
@@ -25,15 +23,6 @@ def test_every_shape_gives_the_same_columns() -> None:
         {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 0.5], [2, 1.5]]}},
     ):
         assert payload.records(body) == expected
-    matrix = {"inputs": [{"name": "m", "shape": [2, 2], "data": [1, 0.5, 2, 1.5]}]}
-    assert payload.v2_columns(matrix, ["a", "b"]) == expected
-    tensors = {"inputs": [{"name": "a", "data": [[1], [2]]}, {"name": "b", "data": [0.5, 1.5]}]}
-    assert payload.v2_columns(tensors, ["a", "b"]) == expected
-
-
-def test_ragged_tensors_are_refused_by_name() -> None:
-    with pytest.raises(InvalidArgument, match="input 'a': data does not fit its shape"):
-        payload.v2_columns({"inputs": [{"name": "a", "data": [[1], [2, 3]]}]}, ["a"])
 
 
 def test_predictions_are_json_with_null_for_nan_and_infinities() -> None:
@@ -43,12 +32,8 @@ def test_predictions_are_json_with_null_for_nan_and_infinities() -> None:
                 "array": payload.plain(np.array([0.5, np.nan, -np.inf])),
                 "labels": payload.plain(np.array(["yes", "no"], dtype=object)),
                 "frame": payload.plain(pd.DataFrame({"p": [np.nan, 1.0], "k": ["a", "b"]})),
-                "tensors": payload.v2_outputs(np.array([[1, 2]]), "out"),
             }
         )
     )
     assert answer["array"] == [0.5, None, None] and answer["labels"] == ["yes", "no"]
     assert answer["frame"] == [{"p": None, "k": "a"}, {"p": 1.0, "k": "b"}]
-    assert answer["tensors"] == [
-        {"name": "out", "datatype": "INT64", "shape": [1, 2], "data": [1, 2]}
-    ]

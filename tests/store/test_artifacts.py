@@ -103,6 +103,23 @@ class TestArtifactStoreContract:
         assert not store.exists("new.bin")
         assert store.list() == [ArtifactInfo("m.bin", False, 3)]
 
+    def test_a_check_that_refuses_at_close_publishes_nothing(self, store: ArtifactStore) -> None:
+        store.write_bytes("pkg/model.bin", b"registered")
+
+        def refuse() -> None:
+            raise Conflict("pkg became read-only")
+
+        writer = store.open_write("pkg/model.bin", refuse)
+        writer.write(DATA)
+        with pytest.raises(Conflict, match="read-only"):
+            writer.close()
+        fresh = store.open_write("pkg/new.bin", refuse)
+        fresh.write(b"x")
+        with pytest.raises(Conflict):
+            fresh.close()
+        assert store.read_bytes("pkg/model.bin") == b"registered"
+        assert [i.path for i in store.list("pkg")] == ["pkg/model.bin"]
+
     def test_list_gives_direct_children_sorted(self, store: ArtifactStore) -> None:
         for path in ("x/b.txt", "x/a.txt", "x/sub/c.txt", "y.txt"):
             store.write_bytes(path, path.encode())
@@ -286,3 +303,58 @@ def test_a_discarded_write_keeps_the_previous_content(tmp_path: Path) -> None:
     writer.write(b"TRUNC")
     writer.discard()  # type: ignore[attr-defined]  # what the server does when an upload breaks off
     assert store.read_bytes("a/file.bin") == b"good"
+
+
+@pytest.fixture
+def linked_store(tmp_path: Path) -> ArtifactStore:
+    """A local store whose root holds a link to a file and a link to a folder outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    root = tmp_path / "root"
+    (root / "run").mkdir(parents=True)
+    (root / "run" / "own.txt").write_bytes(b"own")
+    (root / "run" / "file-link").symlink_to(outside / "secret.txt")
+    (root / "run" / "dir-link").symlink_to(outside, target_is_directory=True)
+    return ArtifactStore(str(root))
+
+
+@pytest.mark.parametrize("path", ["run/file-link", "run/dir-link/secret.txt", "run/dir-link"])
+def test_symlinks_are_never_followed(
+    linked_store: ArtifactStore, tmp_path: Path, path: str
+) -> None:
+    outside = tmp_path / "outside"
+    calls = {
+        "read": lambda: linked_store.read_bytes(path),
+        "open_read": lambda: linked_store.open_read(path),
+        "write": lambda: linked_store.write_bytes(path, b"overwritten"),
+        "write below": lambda: linked_store.write_bytes(f"{path}/new.txt", b"new"),
+        "put_file": lambda: linked_store.put_file(tmp_path / "root" / "run" / "own.txt", path),
+        "list": lambda: linked_store.list(path),
+        "exists": lambda: linked_store.exists(path),
+        "delete": lambda: linked_store.delete(path),
+    }
+    for what, call in calls.items():
+        with pytest.raises(InvalidArgument, match="symbolic link"):
+            call()
+            pytest.fail(f"{what} went through the link {path!r}")
+    assert (outside / "secret.txt").read_bytes() == b"secret"
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert (tmp_path / "root" / "run" / "file-link").is_symlink()
+
+
+def test_listings_leave_links_out(linked_store: ArtifactStore, tmp_path: Path) -> None:
+    assert linked_store.list("run") == [ArtifactInfo("run/own.txt", False, 3)]
+    assert linked_store.read_bytes("run/own.txt") == b"own"
+    linked_store.delete("run")  # removes the links themselves, never what they point to
+    assert linked_store.list() == []
+    assert (tmp_path / "outside" / "secret.txt").read_bytes() == b"secret"
+
+
+def test_a_link_swapped_in_after_the_check_is_not_read(tmp_path: Path) -> None:
+    from plinth.store.artifacts import _open_local_read
+
+    (tmp_path / "secret").write_bytes(b"secret")
+    (tmp_path / "link").symlink_to(tmp_path / "secret")
+    with pytest.raises(InvalidArgument, match="symbolic link"):
+        _open_local_read(str(tmp_path / "link"), "link")

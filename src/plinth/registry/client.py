@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -88,41 +89,103 @@ class RegistryClient:
     # -- reading -----------------------------------------------------------------------
 
     def get_model_version(self, model: str, version: int | None = None) -> ModelVersion:
-        """A version by URI (``models:/churn@production``) or by name and number."""
+        """A version by URI (``models:/churn@production``, ``models:/churn/3``) or by name
+        and number. A bare name is refused: it does not say which version."""
+        from plinth.errors import InvalidArgument
+        from plinth.registry.uris import which_version
+
         if model.startswith("models:/"):
             return self.registry.resolve(model)
+        if model.startswith("runs:/"):
+            raise InvalidArgument(
+                f"{model!r} is a model logged in a run, not a registered version: load_model "
+                "takes it; register it to get a version"
+            )
         if version is None:
-            return self.registry.resolve(f"models:/{model}@latest")
+            raise InvalidArgument(which_version(model))
         return self.registry.get_model_version(model, version)
 
     def load_model(self, uri: str) -> Predictor:
-        """A predictor for a model URI; its files are checked against their sha256 first."""
+        """A predictor for a model URI: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``
+        (or ``@production``, ``@latest``…), or ``runs:/RUN_ID/PATH`` for a package logged in
+        a run. Its files are checked against their sha256 first."""
         from plinth.registry.package import load_package, verify_package
         from plinth.registry.predictor import Predictor
 
+        if uri.startswith("runs:/"):
+            return self._load_run_model(uri)
         mv = self.get_model_version(uri)
         folder = self._cached_package(mv)
         verify_package(folder, mv.manifest)  # against the registry's copy, not the folder's own
         manifest, native = load_package(folder)
         return Predictor(manifest, native, model_name=mv.model_name, version=mv.version)
 
+    def _load_run_model(self, uri: str) -> Predictor:
+        import io
+
+        from plinth.errors import NotFound
+        from plinth.registry.package import load_package, parse_manifest, verify_package
+        from plinth.registry.predictor import Predictor
+        from plinth.registry.uris import parse_runs_uri
+
+        run_id, path = parse_runs_uri(uri)
+        self.tracking.get_run(run_id)  # NotFound naming the run
+        raw = io.BytesIO()
+        try:
+            self._download_run_file(run_id, f"{path}/{MANIFEST_FILE}", raw)
+        except NotFound:
+            raise NotFound(
+                f"no model package at {uri}: {path}/{MANIFEST_FILE} is missing"
+            ) from None
+        manifest = parse_manifest(raw.getvalue(), uri)
+        identity = f"{self.registry_identity()}|{run_id}|{path}|{sorted(manifest.files.items())}"
+
+        def fetch(file: str, out: IO[bytes]) -> None:
+            if file == MANIFEST_FILE:
+                out.write(raw.getvalue())
+            else:
+                self._download_run_file(run_id, f"{path}/{file}", out)
+
+        folder = self._cached(f"runs/{run_id}", identity, [MANIFEST_FILE, *manifest.files], fetch)
+        verify_package(folder, manifest)
+        manifest, native = load_package(folder)
+        return Predictor(manifest, native)
+
+    def _download_run_file(self, run_id: str, path: str, out: IO[bytes]) -> None:
+        if self.remote:
+            self.tracking.download_artifact(run_id, path, out)  # type: ignore[attr-defined]
+        else:
+            with self.tracking.open_artifact_reader(run_id, path) as source:
+                _copy(source, out, close=False)
+
     def _cached_package(self, mv: ModelVersion) -> Path:
         # Packages are immutable: one download per version of one store, checked at every load.
+        identity = f"{self.registry_identity()}|{mv.model_name}|{mv.version}|{sorted(mv.manifest.files.items())}"
+        return self._cached(
+            f"models/{mv.model_name}",
+            identity,
+            [MANIFEST_FILE, *mv.manifest.files],
+            lambda file, out: self._download_package_file(mv, file, out),
+        )
+
+    def _cached(
+        self, kind: str, identity: str, files: list[str], fetch: Callable[[str, IO[bytes]], None]
+    ) -> Path:
+        # A download per identity (store, package, the files' sha256s) into the home's cache.
         import hashlib
         import shutil
 
-        identity = f"{self.registry_identity()}|{mv.model_name}|{mv.version}|{sorted(mv.manifest.files.items())}"
         digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
-        folder = Path(self.settings.home).resolve() / "cache" / "models" / mv.model_name / digest
+        folder = Path(self.settings.home).resolve() / "cache" / kind / digest
         if (folder / MANIFEST_FILE).is_file():
             return folder
         partial = folder.with_name(f".{digest}-{uuid.uuid4().hex[:8]}")
         try:
-            for file in [MANIFEST_FILE, *mv.manifest.files]:
+            for file in files:
                 target = partial / file
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "wb") as out:
-                    self._download_package_file(mv, file, out)
+                    fetch(file, out)
             folder.parent.mkdir(parents=True, exist_ok=True)
             try:
                 partial.rename(folder)

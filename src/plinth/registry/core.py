@@ -440,22 +440,31 @@ class RegistryCore:
             raise InvalidArgument(f"package files go under models/NAME/packages/ID/, not {path!r}")
         check_model_name(parts[1])
         package = "/".join(parts[:4])
-        if self.artifacts.exists(f"{package}/{MANIFEST_FILE}") and self._package_in_use(package):
-            raise Conflict(f"package {package!r} belongs to a registered version and cannot change")
+
+        def check() -> None:
+            owner = self._version_of_package(package)
+            if owner is not None:
+                raise Conflict(
+                    f"package {package!r} belongs to model version {owner}: "
+                    "a registered version's files are read-only"
+                )
+
+        check()
         if self.artifacts.exists("/".join(parts)):
             raise Conflict(f"{path!r} was uploaded already: a staged package is written once")
-        return self.artifacts.open_write("/".join(parts))
+        return self.artifacts.open_write("/".join(parts), check)
 
     def _package_in_use(self, package_uri: str) -> bool:
+        return self._version_of_package(package_uri) is not None
+
+    def _version_of_package(self, package_uri: str) -> str | None:
         with self.store.read() as conn:
-            return (
-                conn.execute(
-                    select(model_versions.c.version)
-                    .where(model_versions.c.package_uri == package_uri)
-                    .limit(1)
-                ).first()
-                is not None
-            )
+            row = conn.execute(
+                select(model_versions.c.model_name, model_versions.c.version)
+                .where(model_versions.c.package_uri == package_uri)
+                .limit(1)
+            ).first()
+        return None if row is None else f"models:/{row.model_name}/{row.version}"
 
     # -- helpers -----------------------------------------------------------------------
 

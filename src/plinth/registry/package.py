@@ -81,11 +81,15 @@ def read_manifest(folder: Path | str) -> Manifest:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise NotFound(f"no model package at {folder}: {MANIFEST} is missing") from None
+    return parse_manifest(raw, str(folder))
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
     try:
         return _ADAPTER.validate_json(raw)
     except pydantic.ValidationError as exc:
         raise InvalidArgument(
-            f"model package at {folder} is corrupt: {MANIFEST} is not a valid manifest ({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
+            f"model package at {where} is corrupt: {MANIFEST} is not a valid manifest ({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
         ) from None
 
 

@@ -57,7 +57,10 @@ class Predictor:
 
     def _frame(self, data: object) -> pd.DataFrame:
         signature = self.signature
-        return as_frame(data) if signature is None else enforce(signature, data)
+        frame = as_frame(data) if signature is None else enforce(signature, data)
+        if len(frame) == 0:  # models disagree on empty input (most raise): one answer for all
+            raise InvalidArgument(f"{self!r} was given no rows to predict: pass at least one row")
+        return frame
 
     def __repr__(self) -> str:
         which = (

@@ -1,4 +1,5 @@
-"""Model URIs: ``models:/churn/3``, ``models:/churn@champion``, ``@production``, ``@latest``."""
+"""Model URIs: ``models:/churn/3``, ``models:/churn@champion``, ``@production``, ``@latest``;
+and ``runs:/RUN_ID/PATH`` for a package logged under a run's artifacts (not registered)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,24 @@ def parse_model_uri(uri: str) -> ModelRef:
             f"model URI {uri!r} needs a version number >= 1 (models:/{name}/3) or an alias"
         )
     return ModelRef(check_model_name(name), version=int(version))
+
+
+def parse_runs_uri(uri: str) -> tuple[str, str]:
+    """``runs:/RUN_ID/PATH``: the run and the artifact path its model package was logged at."""
+    body = uri[len("runs:/") :] if uri.startswith("runs:/") else ""
+    run_id, _, path = body.partition("/")
+    if not run_id or not path.strip("/"):
+        raise InvalidArgument(
+            f"model URI {uri!r} must look like runs:/RUN_ID/PATH, the artifact path the model "
+            f"was logged at (runs:/{run_id or 'RUN_ID'}/model)"
+        )
+    return run_id, path.strip("/")
+
+
+def which_version(name: str) -> str:
+    """What to say when a bare model name is given where a version is needed."""
+    return (
+        f"{name!r} does not say which version: give a model URI such as "
+        f"models:/{name}@production (or @staging, @latest, @ALIAS) or models:/{name}/3, "
+        "or runs:/RUN_ID/PATH for a model logged in a run"
+    )

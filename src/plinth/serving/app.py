@@ -4,7 +4,8 @@ metrics. Bad input is a 4xx naming what is wrong, never a 500.
 
 Status codes: 422 for input the model cannot take (malformed JSON, an empty body, a
 missing or mistyped feature), 413 past ``max_rows`` rows or ``max_body_bytes``, 404 for
-another model's name, 503 when the online feature store is unreachable.
+another model's name, 503 when the online feature store is unreachable. The protocol's
+routes (``oip.py``) answer its own error body, with 400 for input the model cannot take.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from plinth.errors import InvalidArgument, NotFound, PayloadTooLarge, PlinthError
-from plinth.serving import payload
+from plinth.errors import InvalidArgument, PayloadTooLarge, PlinthError
+from plinth.serving import oip, payload
 from plinth.serving.metrics import ServiceMetrics
 from plinth.serving.model import ServedModel, enrich_online, model_frame
 
@@ -88,15 +89,21 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
     app = FastAPI(title=f"Plinth model service: {config.uri}", lifespan=lifespan)
     app.state.holder, app.state.predictions, app.state.metrics = holder, predictions, metrics
 
-    async def run(request: Request, columns_of: Any) -> tuple[ServedModel, Any, str, float]:
-        started = time.perf_counter()
+    async def read_body(request: Request) -> bytes:
         body = await request.body()
         if len(body) > config.max_body_bytes:
             raise PayloadTooLarge(
                 f"the request body has {len(body)} bytes; the limit is {config.max_body_bytes}"
             )
-        served = holder.current  # this request's version, whatever swaps meanwhile
-        columns = columns_of(payload.parse_json(body), served)
+        return body
+
+    async def predict_columns(
+        request: Request,
+        served: ServedModel,
+        columns: payload.Columns,
+        request_id: str | None,
+        started: float,
+    ) -> tuple[Any, str]:
         if (rows := payload.size(columns)) > config.max_rows:
             raise PayloadTooLarge(
                 f"the request has {rows} rows; the limit is {config.max_rows} "
@@ -116,15 +123,19 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
             result = await batcher.submit(served, frame)
         else:
             result = await run_in_threadpool(_predict, served, frame)
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request_id or request.headers.get("x-request-id") or uuid.uuid4().hex
         latency = (time.perf_counter() - started) * 1000
         if predictions is not None:
             _log(predictions, served, request_id, frame, result, latency)
-        return served, result, request_id, latency
+        return result, request_id
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
-        served, result, request_id, _ = await run(request, lambda body, _: payload.records(body))
+        started = time.perf_counter()
+        body = await read_body(request)
+        served = holder.current  # this request's version, whatever swaps meanwhile
+        columns = payload.records(payload.parse_json(body))
+        result, request_id = await predict_columns(request, served, columns, None, started)
         answer = {
             "predictions": payload.plain(result),
             "model": served.name,
@@ -133,45 +144,7 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
         }
         return _json(answer, served)
 
-    @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> Response:
-        _check_name(holder.current, name)
-        served, result, request_id, _ = await run(
-            request, lambda body, model: payload.v2_columns(body, _v2_input_names(model))
-        )
-        answer = {
-            "model_name": served.name,
-            "model_version": str(served.version.version),
-            "id": request_id,
-            "outputs": payload.v2_outputs(result, _v2_output_name(served)),
-        }
-        return _json(answer, served)
-
-    @app.get("/v2/models/{name}")
-    async def metadata(name: str) -> Response:
-        served = holder.current
-        _check_name(served, name)
-        signature = served.predictor.signature
-        inputs = [] if signature is None else signature.inputs
-        outputs = [] if signature is None else signature.outputs
-        answer = {
-            "name": served.name,
-            "versions": [str(served.version.version)],
-            "platform": f"plinth-{served.predictor.manifest.flavor}",
-            "inputs": [
-                {"name": c.name, "datatype": _v2_type(c.dtype), "shape": [-1]} for c in inputs
-            ],
-            "outputs": [
-                {"name": c.name, "datatype": _v2_type(c.dtype), "shape": [-1]} for c in outputs
-            ]
-            or [{"name": _v2_output_name(served), "datatype": "FP64", "shape": [-1]}],
-        }
-        return _json(answer, served)
-
-    @app.get("/v2/models/{name}/ready")
-    async def model_ready(name: str) -> Response:
-        _check_name(holder.current, name)
-        return _json({"name": name, "ready": True}, holder.current)
+    oip.mount(app, holder, read_body, predict_columns, config.max_body_bytes)
 
     @app.get("/v2/health/live")
     @app.get("/health")
@@ -258,31 +231,6 @@ def _log(
         served.numeric_block,
     )
     predictions.record(entry)
-
-
-def _check_name(served: ServedModel, name: str) -> None:
-    if name != served.name:
-        raise NotFound(f"this service serves model {served.name!r}, not {name!r}")
-
-
-def _v2_input_names(served: ServedModel) -> list[str]:
-    return served.input_names
-
-
-def _v2_output_name(served: ServedModel) -> str:
-    signature = served.predictor.signature
-    outputs = [] if signature is None else signature.outputs
-    return outputs[0].name if len(outputs) == 1 else "predict"
-
-
-def _v2_type(dtype: str) -> str:
-    if dtype.startswith("float"):
-        return "FP64"
-    if dtype.startswith(("int", "uint")):
-        return "INT64"
-    if dtype.startswith("bool"):
-        return "BOOL"
-    return "BYTES"
 
 
 def _json(value: Any, served: ServedModel | None) -> Response:

@@ -517,6 +517,8 @@ def _score_partition(
     predictor: Predictor, probabilities: bool, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
     for batch in batches:
+        if batch.num_rows == 0:  # an empty partition: nothing to predict
+            continue
         frame = batch.to_pandas()
         ids = frame.pop(_ROW_ID)
         scores, probas = predict(predictor, frame, probabilities)

@@ -14,13 +14,13 @@ from sqlalchemy import select
 from plinth.api import endpoint
 from plinth.errors import InvalidArgument, NotFound
 from plinth.serving.checks import CheckResult
+from plinth.serving.logged import PredictionLogReads
 from plinth.store.schema import score_jobs
 from plinth.store.sql import now_ms, upsert
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
-    from plinth.store.engine import Store
 
 STATUSES = ("RUNNING", "DELIVERED", "BLOCKED", "FAILED")
 
@@ -43,9 +43,8 @@ class ScoreJob:
     finished_at: int | None = None
 
 
-class ScoreJobService:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+class ScoreJobService(PredictionLogReads):
+    """Serving's records in the central store: score jobs, and reading the prediction log."""
 
     @endpoint("PUT", "/score-jobs/{job_key}")
     def start_score_job(

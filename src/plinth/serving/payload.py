@@ -8,9 +8,7 @@
     {"columns": {"age": [41, 35], "plan": ["pro", "free"]}}
     MLflow's {"dataframe_split": {"columns": ["age", "plan"], "data": [[41, "pro"], ...]}}
 
-The Open Inference Protocol (KServe v2) body is ``{"inputs": [{"name", "shape",
-"datatype", "data"}, ...]}``: one tensor per column named like the model's inputs, or one
-2-D tensor whose columns are the model's inputs in signature order.
+The Open Inference Protocol (KServe v2) body is read in ``oip.py``.
 
 Every shape is read into columns (a name → a list of values, all of one length): the
 form a model's signature is enforced on fastest.
@@ -69,12 +67,12 @@ def records(payload: Any) -> Columns:
         if "dataframe_split" in payload:
             return _split(payload["dataframe_split"])
         if "columns" in payload and isinstance(payload["columns"], dict):
-            return _columns(payload["columns"], "columns")
+            return check_columns(payload["columns"], "columns")
         found = next((payload[k] for k in ("records", "dataframe_records") if k in payload), None)
         if found is None:
             found = payload.get("inputs", [payload])
         if isinstance(found, dict):
-            return _columns(found, "inputs")
+            return check_columns(found, "inputs")
         rows = found
     else:
         raise InvalidArgument(
@@ -94,7 +92,8 @@ def _named(columns: Columns) -> Columns:
     return columns
 
 
-def _columns(columns: dict[str, Any], what: str) -> Columns:
+def check_columns(columns: dict[str, Any], what: str) -> Columns:
+    """Columns of one length (at least one row), named by strings."""
     lengths = {name: len(v) if isinstance(v, list) else None for name, v in columns.items()}
     if not columns or None in lengths.values():
         bad = next((n for n, size in lengths.items() if size is None), None)
@@ -124,40 +123,6 @@ def _split(split: Any) -> Columns:
     return _named({str(n): list(v) for n, v in zip(names, zip(*data, strict=True), strict=True)})
 
 
-def v2_columns(payload: Any, input_names: list[str]) -> Columns:
-    """The columns of an Open Inference Protocol ``infer`` body."""
-    inputs = payload.get("inputs") if isinstance(payload, dict) else None
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidArgument('an infer request needs "inputs": [{name, shape, datatype, data}]')
-    for tensor in inputs:
-        if not isinstance(tensor, dict) or "data" not in tensor or "name" not in tensor:
-            raise InvalidArgument("each input needs a name, shape, datatype and data")
-    if len(inputs) == 1 and inputs[0]["name"] not in input_names:
-        shape = inputs[0].get("shape") or []
-        if len(shape) == 2 and shape[1] == len(input_names):  # one [rows, columns] tensor
-            data = _tensor_data(inputs[0], shape)
-            return dict(zip(input_names, data.T.tolist(), strict=True))
-    columns = {}
-    for tensor in inputs:
-        columns[str(tensor["name"])] = _tensor_data(tensor, [-1]).tolist()
-    return _columns(columns, "inputs")
-
-
-def _tensor_data(tensor: dict[str, Any], shape: list[int]) -> np.ndarray[Any, Any]:
-    data = tensor["data"]
-    if not isinstance(data, list):
-        raise InvalidArgument(f"input {tensor['name']!r}: data must be a list")
-    try:
-        array = np.asarray(data, dtype=object).reshape(shape)
-        if any(isinstance(v, list) for v in array.flat):  # ragged: rows of different lengths
-            raise ValueError
-        return array
-    except ValueError:
-        raise InvalidArgument(
-            f"input {tensor['name']!r}: data does not fit its shape {tensor.get('shape')}"
-        ) from None
-
-
 def plain(predictions: Any) -> Any:
     """Predictions as ``dumps`` writes them: a numeric array as is (NaN and infinities
     become null), a DataFrame as one object per row, anything else as a list."""
@@ -167,20 +132,3 @@ def plain(predictions: Any) -> Any:
     if values.dtype.kind in "fiub":
         return np.ascontiguousarray(values)
     return values.tolist()
-
-
-def v2_outputs(predictions: Any, name: str = "predict") -> list[dict[str, Any]]:
-    """Output tensors: one per column of a DataFrame, else one named ``name``."""
-    if hasattr(predictions, "columns"):
-        return [_tensor(str(c), predictions[c].to_numpy()) for c in predictions.columns]
-    return [_tensor(name, np.asarray(predictions))]
-
-
-def _tensor(name: str, values: np.ndarray[Any, Any]) -> dict[str, Any]:
-    kind = values.dtype.kind
-    datatype = {"f": "FP64", "i": "INT64", "u": "UINT64", "b": "BOOL"}.get(kind, "BYTES")
-    if datatype == "BYTES":
-        data: Any = [str(v) for v in values.reshape(-1).tolist()]
-    else:
-        data = np.ascontiguousarray(values.reshape(-1))
-    return {"name": name, "datatype": datatype, "shape": list(values.shape), "data": data}

@@ -28,6 +28,7 @@ import orjson
 import pandas as pd  # type: ignore[import-untyped]
 
 if TYPE_CHECKING:
+    from plinth.serving.logged import LoggedRequest, PredictionLogReads
     from plinth.store.engine import Store
 
 log = logging.getLogger("plinth.serving")
@@ -158,31 +159,40 @@ def read_predictions(
     """The logged predictions of ``model`` (one version, or all), oldest first, one row
     per prediction: ``request_id``, ``at`` (UTC), ``model_version``, ``latency_ms`` (of
     the whole request), the input columns and ``prediction``."""
-    from sqlalchemy import select
+    from plinth.serving.logged import PredictionLogReads
 
-    from plinth.store.schema import predictions as table
+    return predictions_frame(PredictionLogReads(store), model, version, since_ms)
 
-    query = select(table).where(table.c.model_name == model).order_by(table.c.id)
-    if version is not None:
-        query = query.where(table.c.model_version == version)
-    if since_ms is not None:
-        query = query.where(table.c.at >= since_ms)
-    with store.read() as conn:
-        found = conn.execute(query).all()
-    frames = []
-    for row in found:
-        frame = pd.DataFrame(orjson.loads(row.inputs))
-        frame["prediction"] = orjson.loads(row.outputs)
-        frame.insert(0, "latency_ms", row.latency_ms)
-        frame.insert(0, "model_version", row.model_version)
-        frame.insert(0, "at", pd.Timestamp(row.at, unit="ms", tz="UTC"))
-        frame.insert(0, "request_id", row.request_id)
-        frames.append(frame)
+
+def predictions_frame(
+    reads: PredictionLogReads, model: str, version: int | None, since_ms: int | None
+) -> pd.DataFrame:
+    """``read_predictions`` through the service that reads the log (local or remote)."""
+    from plinth.serving.logged import MAX_PAGE
+
+    frames: list[pd.DataFrame] = []
+    after = 0
+    while True:
+        page = reads.list_logged_requests(model, version, since_ms, after, MAX_PAGE)
+        frames.extend(_frame(request) for request in page)
+        if len(page) < MAX_PAGE:
+            break
+        after = page[-1].id
     if not frames:
         return pd.DataFrame(
             columns=["request_id", "at", "model_version", "latency_ms", "prediction"]
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def _frame(request: LoggedRequest) -> pd.DataFrame:
+    frame = pd.DataFrame(orjson.loads(request.inputs))
+    frame["prediction"] = orjson.loads(request.outputs)
+    frame.insert(0, "latency_ms", request.latency_ms)
+    frame.insert(0, "model_version", request.model_version)
+    frame.insert(0, "at", pd.Timestamp(request.at, unit="ms", tz="UTC"))
+    frame.insert(0, "request_id", request.request_id)
+    return frame
 
 
 def _row(entry: Entry) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
 import shutil
+import stat
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -109,7 +111,11 @@ class _FsspecSink(io.RawIOBase):
             return int(self.file.write(b))
 
 
-def _local_writer(final: str, guard: _Guard) -> _AtomicWriter:
+def _nothing() -> None:
+    pass
+
+
+def _local_writer(final: str, guard: _Guard, check: _Step = _nothing) -> _AtomicWriter:
     if os.path.isdir(final):
         raise IsADirectoryError(final)  # fail before the caller streams the content
     parent, name = os.path.split(final)
@@ -128,6 +134,7 @@ def _local_writer(final: str, guard: _Guard) -> _AtomicWriter:
 
     def commit() -> None:
         try:
+            check()
             os.fsync(raw.fileno())
             os.replace(tmp, final)
         except BaseException:
@@ -137,12 +144,35 @@ def _local_writer(final: str, guard: _Guard) -> _AtomicWriter:
     return _AtomicWriter(raw, commit, abort, guard)
 
 
-def _object_writer(file: Any, guard: _Guard) -> _AtomicWriter:
+def _open_local_read(full: str, rel: str) -> BinaryIO:
+    try:
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise InvalidArgument(
+            f"artifact path {rel!r} is not allowed: it is a symbolic link"
+        ) from None
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(rel)
+    return open(fd, "rb")
+
+
+def _object_writer(file: Any, guard: _Guard, check: _Step = _nothing) -> _AtomicWriter:
     def abort() -> None:
         file.discard()  # drops a started multipart upload; nothing was published yet
         file.closed = True  # close() would upload the partial content
 
-    return _AtomicWriter(_FsspecSink(file, guard), file.close, abort, guard)
+    def commit() -> None:
+        try:
+            check()
+        except BaseException:
+            abort()
+            raise
+        file.close()
+
+    return _AtomicWriter(_FsspecSink(file, guard), commit, abort, guard)
 
 
 def _is_storage_error(exc: BaseException) -> bool:
@@ -170,6 +200,25 @@ class ArtifactStore:
     def _full(self, rel: str) -> str:
         return f"{self._root}/{rel}" if rel else (self._root or "/")
 
+    def _refuse_links(self, rel: str) -> None:
+        # A link under the root would let a path read or write outside it: none is followed,
+        # whether it is the file itself or a folder on the way (the root itself may be one).
+        if not self._local:
+            return
+        current = self._root
+        for part in rel.split("/") if rel else []:
+            current = f"{current}/{part}"
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return  # nothing further exists to be a link
+            if stat.S_ISLNK(mode):
+                linked = current[len(self._root) + 1 :]
+                raise InvalidArgument(
+                    f"artifact path {rel!r} is not allowed: {linked!r} is a symbolic link, "
+                    "and the artifact store never follows links"
+                )
+
     @contextmanager
     def _errors(self, rel: str, *, writing: bool = False) -> Iterator[None]:
         try:
@@ -191,22 +240,27 @@ class ArtifactStore:
     def uri(self, path: str = "") -> str:
         return str(self._fs.unstrip_protocol(self._full(safe_relpath(path, allow_root=True))))
 
-    def open_write(self, dest: str) -> BinaryIO:
+    def open_write(self, dest: str, check: Callable[[], object] = _nothing) -> BinaryIO:
         # Atomic on both kinds of backend: local files go to a temp file renamed on close;
-        # object stores publish a key only when its upload completes.
+        # object stores publish a key only when its upload completes. ``check`` runs right
+        # before publishing: raising there drops the write (e.g. the path became read-only).
         rel = safe_relpath(dest)
 
         def guard() -> AbstractContextManager[None]:  # errors at write and close map the same
             return self._errors(rel, writing=True)
 
         with guard():
+            self._refuse_links(rel)
             if self._local:
-                return _local_writer(self._full(rel), guard)
-            return _object_writer(self._fs.open(self._full(rel), "wb"), guard)
+                return _local_writer(self._full(rel), guard, check)
+            return _object_writer(self._fs.open(self._full(rel), "wb"), guard, check)
 
     def open_read(self, path: str) -> BinaryIO:
         rel = safe_relpath(path)
         with self._errors(rel):
+            self._refuse_links(rel)
+            if self._local:  # O_NOFOLLOW: a link swapped in after the check is not followed
+                return _open_local_read(self._full(rel), rel)
             file = self._fs.open(self._full(rel), "rb")
             if (getattr(file, "details", None) or {}).get("type") == "directory":
                 file.close()  # object stores open a folder prefix as an empty file
@@ -249,6 +303,7 @@ class ArtifactStore:
         rel = safe_relpath(prefix, allow_root=True)
         full = self._full(rel)
         with self._errors(rel):
+            self._refuse_links(rel)
             try:
                 entries = self._fs.ls(full, detail=True)
             except (FileNotFoundError, NotADirectoryError):
@@ -258,6 +313,8 @@ class ArtifactStore:
             name = str(entry["name"]).rstrip("/")
             if name == full.rstrip("/") or (self._local and name.endswith(_TMP_SUFFIX)):
                 continue  # a file lists as itself; local temp files are writes in flight
+            if entry.get("islink"):
+                continue  # links are never followed, so they are not artifacts either
             is_dir = entry.get("type") == "directory"
             size = None if is_dir else int(entry["size"])
             infos.append(ArtifactInfo(name[len(self._root) + 1 :], is_dir, size))
@@ -266,11 +323,13 @@ class ArtifactStore:
     def exists(self, path: str) -> bool:
         rel = safe_relpath(path)
         with self._errors(rel):
+            self._refuse_links(rel)
             return bool(self._fs.exists(self._full(rel)))
 
     def delete(self, prefix: str) -> None:
         rel = safe_relpath(prefix)
         with self._errors(rel):
+            self._refuse_links(rel)
             with suppress(FileNotFoundError, NotADirectoryError):
                 self._fs.rm(self._full(rel), recursive=True)
             # object stores have no empty folders; drop them locally so listings agree

@@ -26,6 +26,7 @@ from plinth.store.schema import (
     environments,
     experiments,
     metric_summaries,
+    model_versions,
     params,
     run_inputs,
     run_tags,
@@ -421,7 +422,33 @@ class TrackingService(ExperimentService):
         ]
 
     def open_artifact_writer(self, run_id: str, path: str) -> IO[bytes]:
-        return self.artifacts.open_write(f"{self._artifact_base(run_id)}/{safe_relpath(path)}")
+        """A run artifact is written freely until a model version is registered from the
+        folder it is in: from then on those files are read-only (a Conflict names the
+        version). Checked when the write opens and again right before it is published."""
+        full = f"{self._artifact_base(run_id)}/{safe_relpath(path)}"
+
+        def check() -> None:
+            self._refuse_registered(run_id, full)
+
+        check()
+        return self.artifacts.open_write(full, check)
+
+    def _refuse_registered(self, run_id: str, full: str) -> None:
+        parts = full.split("/")
+        folders = ["/".join(parts[:i]) for i in range(3, len(parts) + 1)]  # <exp>/<run>/artifacts/…
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(model_versions.c.model_name, model_versions.c.version)
+                .where(model_versions.c.run_id == run_id, model_versions.c.package_uri.in_(folders))
+                .order_by(model_versions.c.model_name, model_versions.c.version)
+                .limit(1)
+            ).first()
+        if row is not None:
+            raise Conflict(
+                f"artifact {full.split('/', 3)[3]!r} of run {run_id} belongs to model version "
+                f"models:/{row.model_name}/{row.version}: a registered version's files are "
+                "read-only; log the new files under another path"
+            )
 
     def open_artifact_reader(self, run_id: str, path: str) -> IO[bytes]:
         return self.artifacts.open_read(f"{self._artifact_base(run_id)}/{safe_relpath(path)}")
