@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import inspect
-import logging
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import TypeAdapter
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import plinth
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.config import Settings, load_settings
-from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.errors import InvalidArgument
 from plinth.features.service import FeatureService
 from plinth.features.serving import OnlineFeatures, OnlineFeatureService
 from plinth.features.store import FeatureStore
 from plinth.registry.service import RegistryService
+from plinth.server.errors import Redactor, install_error_handlers
 from plinth.server.limits import BodySizeLimit
 from plinth.serving.jobs import ScoreJobService
 from plinth.tracking.service import TrackingService
@@ -30,7 +27,6 @@ from plinth.tracking.service import TrackingService
 _ONLINE: TypeAdapter[OnlineFeatures] = TypeAdapter(OnlineFeatures)
 # The routes that stream raw files (uploads are limited by the stores, not by the JSON limit).
 _FILE_UPLOADS = re.compile(rf"{API_PREFIX}/(runs/[^/]+/artifacts/content|packages/content)")
-log = logging.getLogger("plinth.server")
 
 
 def create_app(
@@ -58,7 +54,7 @@ def create_app(
     if score_jobs is None:
         score_jobs = ScoreJobService(tracking.store)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt=_FILE_UPLOADS)
-    _install_error_handlers(app)
+    install_error_handlers(app, _redactor(settings))
 
     @app.get("/health", tags=["health"])
     @app.get(f"{API_PREFIX}/health", tags=["health"], include_in_schema=False)
@@ -144,6 +140,36 @@ def _schema(adapter: Any) -> dict[str, Any]:
     return schema if "$ref" not in str(schema) else {}
 
 
+def _redactor(settings: Settings) -> Redactor:
+    """The server's own locations, as its error messages might carry them."""
+    store = settings.resolved_store_uri
+    artifacts = settings.resolved_artifact_uri
+    online = settings.resolved_online_uri
+    places = [(uri, "<metadata store>") for uri in _shown_forms(store)]
+    places += [(uri, "<online store>") for uri in _shown_forms(online)]
+    places += [
+        (artifacts, "<artifact store>"),
+        (f"file://{artifacts}", "<artifact store>"),
+        (str(settings.home.resolve()), "<server home>"),
+    ]
+    return Redactor(places)
+
+
+def _shown_forms(uri: str) -> list[str]:
+    """``uri`` and the forms messages show it in: without its password, or masked."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    forms = [uri]
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = parts.username or ""
+        forms += [
+            parts._replace(netloc=f"{user}{mask}@{host}").geturl() for mask in (":***", ":", "")
+        ]
+    return forms
+
+
 def _server_feature_store(settings: Settings, features: FeatureService) -> FeatureStore:
     from plinth.features.offline import OfflineStore
     from plinth.features.online import online_store_for
@@ -174,6 +200,8 @@ def _online_request(body: bytes) -> tuple[list[str], list[dict[str, Any]]]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument("the request body nests arrays or objects too deeply") from None
     features = payload.get("features") if isinstance(payload, dict) else None
     rows = payload.get("entity_rows") if isinstance(payload, dict) else None
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
@@ -255,35 +283,6 @@ def _abort(writer: Any) -> None:
         discard()
     else:
         writer.close()
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(PlinthError)
-    async def plinth_error(_: Request, exc: PlinthError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:10]
-        )
-        error = InvalidArgument(f"invalid request: {problems}")
-        return JSONResponse(error.to_dict(), status_code=error.http_status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = NotFound.error_code if exc.status_code == 404 else "HTTP_" + str(exc.status_code)
-        return JSONResponse(
-            {"error_code": code, "message": str(exc.detail)}, status_code=exc.status_code
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The details (SQL, values) stay in the server log; the client gets a reference.
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unexpected error %s on %s %s", incident, request.method, request.url.path)
-        message = f"internal error {incident}: see the server log"
-        return JSONResponse({"error_code": "INTERNAL_ERROR", "message": message}, status_code=500)
 
 
 def serve(settings: Settings) -> None:

@@ -170,7 +170,9 @@ def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
             word in str(exc.orig) for word in ("locked", "unable to open", "disk I/O")
         )
         if exc.connection_invalidated or "psycopg" in type(exc.orig).__module__ or sqlite_outage:
-            raise Unavailable(f"metadata store {_redact(uri)} is unavailable: {exc.orig}") from exc
+            raise Unavailable(
+                f"metadata store {_redact(uri)} is unavailable: {exc.orig}", "the metadata store"
+            ) from exc
         raise
 
     except (StatementError, DataError) as exc:

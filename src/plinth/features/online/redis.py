@@ -146,7 +146,10 @@ class RedisOnlineStore(OnlineStore):
                 f"the Redis online store at {self._shown} refused the credentials: {exc}"
             )
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            return Unavailable(f"the Redis online store at {self._shown} is unavailable: {exc}")
+            return Unavailable(
+                f"the Redis online store at {self._shown} is unavailable: {exc}",
+                "the online feature store (Redis)",
+            )
         return PlinthError(f"the Redis online store at {self._shown} failed: {exc}")
 
 
