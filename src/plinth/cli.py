@@ -454,7 +454,7 @@ def db_upgrade() -> None:
     from plinth.store.engine import Store
 
     settings = load_settings()
-    store = Store(settings.resolved_store_uri, migrate=False)
+    store = Store(settings.resolved_store_uri, migrate=False, **settings.store_timeouts)
     store.upgrade()
     out.print(
         f"store {store.engine.url.render_as_string(hide_password=True)} is at revision {store.current_revision()}"

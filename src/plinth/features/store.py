@@ -401,6 +401,11 @@ class FeatureStore(ViewsMixin):
                     status.update(present)
         return OnlineResponse(rows, statuses)
 
+    def plan_is_cached(self, features: list[str]) -> bool:
+        """Whether a lookup of ``features`` needs no metadata query now."""
+        cached = self._plans.get(tuple(features))
+        return cached is not None and cached[0] > time.monotonic()
+
     def _lookups(self, features: list[str]) -> list[_Lookup]:
         """What a list of references reads, per group; kept for ``DEFINITIONS_SECONDS`` so a
         lookup costs no metadata query (definitions made through this store clear it)."""

@@ -42,7 +42,8 @@ def create_app(
         from plinth.store.engine import open_store
 
         tracking = TrackingService(
-            open_store(settings.resolved_store_uri), ArtifactStore(settings.resolved_artifact_uri)
+            open_store(settings.resolved_store_uri, **settings.store_timeouts),
+            ArtifactStore(settings.resolved_artifact_uri),
         )
     app = FastAPI(
         title="Plinth", version=plinth.__version__, openapi_url=f"{API_PREFIX}/openapi.json"
@@ -56,10 +57,21 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt=_FILE_UPLOADS)
     install_error_handlers(app, _redactor(settings))
 
+    # Liveness: the process answers. Never a thread or a dependency, so it answers while
+    # every worker thread waits on a store that has stopped answering.
     @app.get("/health", tags=["health"])
     @app.get(f"{API_PREFIX}/health", tags=["health"], include_in_schema=False)
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok", "version": plinth.__version__}
+
+    # Readiness: the metadata store answers (within its timeouts), else a 503 naming it.
+    @app.get("/ready", tags=["health"])
+    @app.get(f"{API_PREFIX}/ready", tags=["health"], include_in_schema=False)
+    async def ready() -> dict[str, str]:
+        from starlette.concurrency import run_in_threadpool
+
+        revision = await run_in_threadpool(tracking.store.current_revision)
+        return {"status": "ready", "version": plinth.__version__, "schema": str(revision)}
 
     _mount_file_routes(app, tracking, registry)
     serving = OnlineFeatureService(_server_feature_store(settings, features))
@@ -175,21 +187,30 @@ def _server_feature_store(settings: Settings, features: FeatureService) -> Featu
     from plinth.features.online import online_store_for
 
     offline = OfflineStore(settings.resolved_artifact_uri)
-    return FeatureStore(features, offline, online_store_for(settings.resolved_online_uri))
+    online = online_store_for(settings.resolved_online_uri, timeout=settings.online_timeout)
+    return FeatureStore(features, offline, online)
 
 
 def _mount_feature_server_post(app: FastAPI, serving: OnlineFeatureService) -> None:
     # The hot path of the feature server, ahead of the generic route of the same endpoint
-    # (which documents it): no body model, no thread hop for a lookup of up to 100 rows.
+    # (which documents it): no body model, and no thread hop for a lookup of up to 100 rows
+    # that waits on nothing: a local SQLite online store and definitions already cached.
+    # Anything that may wait on the network (Redis, a metadata query) runs on a worker
+    # thread, so that a dependency that stops answering never stalls the event loop.
+    from plinth.features.online.sqlite import SqliteOnlineStore
+
+    store = serving.store
+    local = isinstance(store.online, SqliteOnlineStore)
+
     @app.post(f"{API_PREFIX}/features/online", include_in_schema=False)
     async def online(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
 
         features, rows = _online_request(await request.body())
-        if len(rows) > 100:
-            result = await run_in_threadpool(serving.get_online_features, features, rows)
-        else:
+        if local and len(rows) <= 100 and store.plan_is_cached(features):
             result = serving.get_online_features(features, rows)
+        else:
+            result = await run_in_threadpool(serving.get_online_features, features, rows)
         return Response(_ONLINE.dump_json(result), media_type="application/json")
 
 
