@@ -92,6 +92,7 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
             await batcher.close()
         if predictions is not None:
             predictions.close()
+        metrics.close()
 
     app = FastAPI(title=f"Plinth model service: {config.uri}", lifespan=lifespan)
     app.state.holder, app.state.predictions, app.state.metrics = holder, predictions, metrics
