@@ -7,6 +7,7 @@ process and the offline (Delta) and online (SQLite/Redis) stores directly.
 
 from __future__ import annotations
 
+import numbers
 import re
 import time
 from collections.abc import Iterable
@@ -150,11 +151,22 @@ class RetrievalJob:
         return self.to_arrow().to_pandas()
 
 
+def _check_integers(group: FeatureGroup, keys: list[tuple[Any, ...]]) -> None:
+    for key in keys:
+        for name, value in zip(group.keys, key, strict=True):
+            # numpy's integers are Integral too; a bool is not a key
+            if type(value) is not int and (
+                isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            ):
+                raise InvalidArgument(f"key {name!r} of {group.ref} is an integer, got {value!r}")
+
+
 @dataclass(frozen=True)
 class _Lookup:
     group: FeatureGroup
     features: list[str]
     table: str
+    integer_keys: bool  # the entity's keys are integers: a text key is a mistake, not a miss
 
 
 @dataclass
@@ -384,6 +396,8 @@ class FeatureStore(ViewsMixin):
                 raise InvalidArgument(
                     f"entity rows need {group.keys} to look up {group.ref}; one lacks {e.args[0]!r}"
                 ) from None
+            if lookup.integer_keys:
+                _check_integers(group, keys)
             found = self.online.read(lookup.table, keys, wanted)
             ttl = group.ttl_seconds
             # event times compared as microseconds since the epoch: no datetime per row
@@ -428,7 +442,8 @@ class FeatureStore(ViewsMixin):
                     f"feature {clash[0]!r} of {group.ref} is requested twice; request it once"
                 )
             seen.update(wanted)
-            plan.append(_Lookup(group, wanted, _online_table(group)))
+            integers = self.service.get_entity(group.entity).value_type.startswith(("int", "uint"))
+            plan.append(_Lookup(group, wanted, _online_table(group), integers))
         if len(self._plans) > 1000:
             self._plans.clear()
         self._plans[key] = (at + DEFINITIONS_SECONDS, plan)
