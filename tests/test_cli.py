@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,25 @@ def test_db_upgrade_creates_the_store_under_home(home: Path) -> None:
     assert (home / "plinth.db").is_file()
     assert f"revision {SCHEMA_REVISION}" in result.stdout
     assert f"revision {SCHEMA_REVISION}" in invoke("db", "upgrade").stdout  # idempotent
+    assert invoke_json("db", "upgrade")["revision"] == SCHEMA_REVISION
+
+
+def test_every_command_but_the_services_takes_json() -> None:
+    import typer.main
+
+    def commands(group: Any, path: str) -> Iterator[tuple[str, Any]]:
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, f"{path}{name} ")
+            else:
+                yield f"{path}{name}", command
+
+    without = [
+        name
+        for name, command in commands(typer.main.get_command(app), "")
+        if not any("--json" in getattr(p, "opts", ()) for p in command.params)
+    ]
+    assert without == ["server", "serve"]  # they run until stopped
 
 
 # -- experiments -----------------------------------------------------------------------

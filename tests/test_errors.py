@@ -9,6 +9,7 @@ from plinth.errors import (
     Conflict,
     GateFailed,
     InvalidArgument,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -26,6 +27,7 @@ STABLE = [
     (GateFailed, "GATE_FAILED", 409),
     (InvalidArgument, "INVALID_ARGUMENT", 422),
     (PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+    (MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),
     (PermissionDenied, "PERMISSION_DENIED", 403),
     (Unavailable, "UNAVAILABLE", 503),
 ]
@@ -54,6 +56,7 @@ def test_every_error_is_a_plinth_error_and_payload_too_large_is_an_invalid_argum
     for cls, _, _ in STABLE:
         assert issubclass(cls, PlinthError)
     assert issubclass(PayloadTooLarge, InvalidArgument)
+    assert issubclass(MethodNotAllowed, InvalidArgument)
 
 
 def test_to_dict_is_the_wire_shape() -> None:
@@ -85,7 +88,7 @@ def test_an_unknown_code_with_a_server_status_is_unavailable(status: int) -> Non
     assert error.message == "try later"
 
 
-@pytest.mark.parametrize("status", [400, 405, 418, 422, 429])
+@pytest.mark.parametrize("status", [400, 418, 422, 429])
 def test_an_unknown_code_with_a_client_status_is_an_invalid_argument(status: int) -> None:
     error = error_from_dict({"error_code": f"HTTP_{status}", "message": "no"}, status)
     assert type(error) is InvalidArgument
@@ -94,7 +97,13 @@ def test_an_unknown_code_with_a_client_status_is_an_invalid_argument(status: int
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(403, PermissionDenied), (404, NotFound), (409, Conflict), (413, PayloadTooLarge)],
+    [
+        (403, PermissionDenied),
+        (404, NotFound),
+        (405, MethodNotAllowed),
+        (409, Conflict),
+        (413, PayloadTooLarge),
+    ],
 )
 def test_an_unknown_code_follows_its_status(status: int, cls: type[PlinthError]) -> None:
     assert type(error_from_dict({"error_code": "NEWER_SERVER", "message": "m"}, status)) is cls

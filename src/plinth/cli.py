@@ -448,17 +448,17 @@ def models_delete(
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(json_: JsonOption = False) -> None:
     """Apply the store's schema migrations."""
     from plinth.config import load_settings
     from plinth.store.engine import Store
 
     settings = load_settings()
-    store = Store(settings.resolved_store_uri, migrate=False)
+    store = Store(settings.resolved_store_uri, migrate=False, **settings.store_timeouts)
     store.upgrade()
-    out.print(
-        f"store {store.engine.url.render_as_string(hide_password=True)} is at revision {store.current_revision()}"
-    )
+    shown = store.engine.url.render_as_string(hide_password=True)
+    revision = store.current_revision()
+    _say(json_, {"store": shown, "revision": revision}, f"store {shown} is at revision {revision}")
 
 
 @app.command()

@@ -75,7 +75,9 @@ class Client(RegistryClient):
                 offline, online, materializer = remote_feature_stores(transport, self.settings)
             else:
                 offline = OfflineStore(self.settings.resolved_artifact_uri)
-                online = online_store_for(self.settings.resolved_online_uri)
+                online = online_store_for(
+                    self.settings.resolved_online_uri, timeout=self.settings.online_timeout
+                )
             self._feature_store = FeatureStore(self.features, offline, online, materializer)
         return self._feature_store
 
@@ -267,7 +269,8 @@ def connect(
     from plinth.tracking.service import TrackingService
 
     tracking = TrackingService(
-        open_store(resolved.resolved_store_uri), ArtifactStore(resolved.resolved_artifact_uri)
+        open_store(resolved.resolved_store_uri, **resolved.store_timeouts),
+        ArtifactStore(resolved.resolved_artifact_uri),
     )
     registry = RegistryService(tracking.store, tracking.artifacts, tracking)
     features = FeatureService(tracking.store, resolved.resolved_artifact_uri)

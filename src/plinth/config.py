@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     flush_max_points: int = Field(default=50_000, gt=0)
     heartbeat_interval: float = Field(default=10.0, gt=0)
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # A dependency that accepts connections but never answers fails a call after these
+    # (PostgreSQL's connect timeout has a floor of 2 s); 0 turns a statement's limit off.
+    store_connect_timeout: float = Field(default=5.0, ge=2, description="PostgreSQL connect")
+    store_statement_timeout: float = Field(default=60.0, ge=0, description="PostgreSQL statement")
+    online_timeout: float = Field(default=2.0, gt=0, description="Redis connect and read")
 
     @field_validator("store_uri", "artifact_uri", "uri", "online_uri")
     @classmethod
@@ -56,6 +61,14 @@ class Settings(BaseSettings):
     @property
     def resolved_online_uri(self) -> str:
         return self.online_uri or f"sqlite:///{(self.home / 'online.db').resolve()}"
+
+    @property
+    def store_timeouts(self) -> dict[str, float]:
+        """The metadata store's timeouts, as ``Store`` and ``open_store`` take them."""
+        return {
+            "connect_timeout": self.store_connect_timeout,
+            "statement_timeout": self.store_statement_timeout,
+        }
 
     @property
     def resolved_artifact_uri(self) -> str:

@@ -61,14 +61,29 @@ class PayloadTooLarge(InvalidArgument):
     http_status = 413
 
 
+class MethodNotAllowed(InvalidArgument):
+    """A route called with a method it does not take (``DELETE /health``)."""
+
+    error_code = "METHOD_NOT_ALLOWED"
+    http_status = 405
+
+
 class PermissionDenied(PlinthError):
     error_code = "PERMISSION_DENIED"
     http_status = 403
 
 
 class Unavailable(PlinthError):
+    """A dependency did not answer (in time). ``dependency`` names it ("the metadata store");
+    a server sends only that name to its clients and keeps the message, which may hold a
+    URI or a path, in its log."""
+
     error_code = "UNAVAILABLE"
     http_status = 503
+
+    def __init__(self, message: str, dependency: str = "a service the server uses") -> None:
+        super().__init__(message)
+        self.dependency = dependency
 
 
 ERRORS_BY_CODE: dict[str, type[PlinthError]] = {
@@ -81,6 +96,7 @@ ERRORS_BY_CODE: dict[str, type[PlinthError]] = {
         GateFailed,
         InvalidArgument,
         PayloadTooLarge,
+        MethodNotAllowed,
         PermissionDenied,
         Unavailable,
     )
@@ -90,6 +106,7 @@ ERRORS_BY_CODE: dict[str, type[PlinthError]] = {
 _ERRORS_BY_STATUS: dict[int, type[PlinthError]] = {
     403: PermissionDenied,
     404: NotFound,
+    405: MethodNotAllowed,
     409: Conflict,
     413: PayloadTooLarge,
 }
@@ -102,4 +119,11 @@ def error_from_dict(payload: Mapping[str, object], status: int) -> PlinthError:
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
         cls = Unavailable if status >= 500 else _ERRORS_BY_STATUS.get(status, InvalidArgument)
+    return cls(message)
+
+
+def error_for_status(status: int, message: str) -> PlinthError:
+    """The error to answer for an HTTP status a web framework chose (404 for an unknown
+    route, 405 for a wrong method, 400 for a body it could not parse): a stable code."""
+    cls = _ERRORS_BY_STATUS.get(status) or (PlinthError if status >= 500 else InvalidArgument)
     return cls(message)

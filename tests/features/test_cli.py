@@ -263,6 +263,15 @@ def test_a_malformed_key_is_refused(
     assert f"--key {key!r} is not join_key=value" in message
 
 
+def test_a_key_of_the_wrong_type_is_refused(
+    filled: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = fails(
+        monkeypatch, capsys, "lookup", "customer_stats:orders_30d", "-k", "customer_id=abc"
+    )
+    assert "key 'customer_id' of customer_stats:v1 is an integer, got 'abc'" in message
+
+
 def test_keys_must_name_the_same_columns(
     filled: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -82,6 +82,9 @@ def test_materialize_and_online_lookup(fs: FeatureStore) -> None:
     )
     assert response.to_dict()["orders_30d"] == [5, None, 1]
     assert [s["orders_30d"] for s in response.statuses] == ["PRESENT", "NOT_FOUND", "PRESENT"]
+    # a text key for an integer entity is a mistake, not a miss
+    with pytest.raises(plinth.InvalidArgument, match="'customer_id' of customer_stats:v1 is an"):
+        fs.get_online_features(["customer_stats:avg_spend"], [{"customer_id": "abc"}])
     later = fs.get_online_features(["customer_stats:avg_spend"], [{"customer_id": 2}], now=day(40))
     assert later.statuses == [{"avg_spend": "OUTSIDE_TTL"}] and later.rows[0]["avg_spend"] is None
     newer = pd.DataFrame(
@@ -193,6 +196,9 @@ def test_the_feature_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         ).json()
         assert one["rows"] == [{"customer_id": 2, "avg_spend": 99.0}]
         bad = httpx.get(api, params={"features": "customer_stats:avg_spend", "customer_id": "x"})
+        assert bad.status_code == 422 and bad.json()["error_code"] == "INVALID_ARGUMENT"
+        bad_body = {"features": ["customer_stats:avg_spend"], "entity_rows": [{"customer_id": "x"}]}
+        bad = httpx.post(api, json=bad_body)  # the same refusal as the query string's
         assert bad.status_code == 422 and bad.json()["error_code"] == "INVALID_ARGUMENT"
         missing = httpx.post(
             api, json={"features": ["customer_stats:nope"], "entity_rows": [{"customer_id": 1}]}

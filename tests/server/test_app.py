@@ -176,7 +176,65 @@ def test_an_unknown_route_is_a_json_404(api: Any) -> None:
 
 
 def test_a_wrong_method_is_a_json_405(api: Any) -> None:
-    assert_error(api.delete(f"{API}/experiments"), 405, "HTTP_405")
+    response = api.delete(f"{API}/experiments")
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert "allow" in response.headers
+
+
+@pytest.mark.parametrize("path", [f"{API}/features/online", f"{API}/experiments"])
+def test_json_nested_a_thousand_deep_is_422(api: Any, path: str) -> None:
+    deep = "[" * 1000 + "]" * 1000
+    body = f'{{"name": {deep}, "features": ["g:f"], "entity_rows": {deep}}}'
+    response = api.post(path, content=body, headers={"content-type": "application/json"})
+    assert_error(response, 422, "INVALID_ARGUMENT", "too deeply")
+
+
+def test_a_body_that_is_not_utf8_is_422_invalid_argument(api: Any) -> None:
+    response = api.post(
+        f"{API}/experiments", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+    )
+    assert_error(response, 422, "INVALID_ARGUMENT", "not valid JSON", "UTF-8")
+
+
+def test_every_error_code_is_in_the_readme() -> None:
+    from plinth.errors import ERRORS_BY_CODE
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("| status | error_code |") :]
+    for code, cls in ERRORS_BY_CODE.items():
+        assert f"| {cls.http_status} | `{code}` |" in table, code
+
+
+class _Unreachable(TrackingService):
+    def get_experiment(self, experiment: str) -> Any:
+        from plinth.errors import Unavailable
+
+        uri = "postgresql+psycopg://plinth:***@db.internal:5432/plinth"
+        raise Unavailable(f"metadata store {uri} is unavailable: timeout", "the metadata store")
+
+
+def test_an_unavailable_dependency_is_named_and_its_address_kept_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = load_settings(home=tmp_path)
+    broken = _Unreachable(
+        open_store(settings.resolved_store_uri), ArtifactStore(settings.resolved_artifact_uri)
+    )
+    with TestClient(create_app(settings, broken)) as client:
+        response = client.get(f"{API}/experiments/churn")
+    message = assert_error(response, 503, "UNAVAILABLE", "the metadata store is unavailable")
+    assert "db.internal" not in message
+    incident = message.rsplit(" ", 1)[1].rstrip(")")
+    logged = [r.getMessage() for r in caplog.records if incident in r.getMessage()]
+    assert logged and "db.internal" in logged[0]
+
+
+def test_an_error_message_does_not_show_the_servers_folders(api: Any, run_id: str) -> None:
+    response = api.get(f"{API}/runs/{run_id}/artifacts/content", params={"path": "model/x.bin"})
+    message = assert_error(response, 404, "NOT_FOUND", "model/x.bin", "<artifact store>")
+    assert "/server/" not in message and "file://" not in message
 
 
 class _Broken(TrackingService):
@@ -315,7 +373,19 @@ def test_an_artifact_a_file_and_a_folder_would_share_is_409_and_leaves_no_debris
     assert stored == ["weights.bin"]
 
 
-@pytest.mark.parametrize("path", ["../x", "../../../../x", "a/../../x", "/etc/x", "a\\..\\x", ""])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../x",
+        "../../../../x",
+        "a/../../x",
+        "/etc/x",
+        "a\\..\\x",
+        "",
+        "a/" + "é" * 101,
+        "a/" + "x" * 300,
+    ],
+)
 def test_an_artifact_path_outside_the_run_is_422_and_writes_nothing(
     http: httpx.Client, tmp_path: Path, path: str
 ) -> None:

@@ -83,6 +83,19 @@ def test_the_open_inference_protocol(churn: Client) -> None:
         assert http.get("/v2/models/fraud").status_code == 404
 
 
+def test_an_unknown_route_or_method_answers_in_the_error_shape(churn: Client) -> None:
+    with service(churn, "models:/churn@live", poll_seconds=0) as http:
+        missing = http.get("/nothing/here")
+        wrong_method = http.get("/predict")
+    assert (missing.status_code, missing.json()["error_code"]) == (404, "NOT_FOUND")
+    assert (wrong_method.status_code, wrong_method.json()["error_code"]) == (
+        405,
+        "METHOD_NOT_ALLOWED",
+    )
+    assert wrong_method.headers["allow"] == "POST"
+    assert "detail" not in missing.json() and "detail" not in wrong_method.json()
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [

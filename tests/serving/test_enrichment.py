@@ -77,6 +77,7 @@ def test_an_unreachable_online_store_is_a_503(trained: tuple[Client, pd.DataFram
     assert (
         answer.json()["error_code"] == "UNAVAILABLE" and "redis" in answer.json()["message"].lower()
     )
+    assert "127.0.0.1:1" not in answer.text  # the store's address stays in the service log
 
 
 def test_an_entity_outside_the_ttl_is_refused(client: Client) -> None:

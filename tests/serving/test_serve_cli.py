@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,6 +69,37 @@ def test_serve_a_model(home: Path, workers: str) -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.communicate(timeout=30)
+
+
+def _predictions_counted(metrics: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "plinth_requests_total" and sample.labels["route"] == "/predict"
+    )
+
+
+def test_metrics_add_up_every_workers_requests(home: Path) -> None:
+    folders = set(Path(tempfile.gettempdir()).glob("plinth-serve-metrics-*"))
+    port = free_port()
+    process = plinth(home, "serve", "models:/churn@live", "--port", str(port), "--workers", "2")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, process)
+        sent = 40
+        for _ in range(sent):  # a connection each: the workers take turns accepting them
+            answer = httpx.post(f"{url}/predict", json=[{"age": 41, "spend": 2.5}])
+            assert answer.status_code == 200
+        for _ in range(4):  # whichever worker answers the scrape
+            assert _predictions_counted(httpx.get(f"{url}/metrics").text) == sent
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=30)
+    # the workers' files go with the folder plinth serve made for them
+    assert set(Path(tempfile.gettempdir()).glob("plinth-serve-metrics-*")) <= folders
 
 
 def test_a_model_that_does_not_resolve(home: Path) -> None:

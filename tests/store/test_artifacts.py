@@ -255,7 +255,8 @@ def test_unreachable_s3_raises_unavailable() -> None:
         ("a/b/", "a/b"),
         ("..a/b..c/.d", "..a/b..c/.d"),
         ("modèle/数据.bin", "modèle/数据.bin"),
-        ("x" * 1024, "x" * 1024),
+        ("/".join(["x" * 200] * 5), "/".join(["x" * 200] * 5)),
+        ("é" * 100, "é" * 100),
     ],
 )
 def test_safe_relpath_normalises(raw: str, clean: str) -> None:
@@ -276,6 +277,8 @@ def test_safe_relpath_normalises(raw: str, clean: str) -> None:
         ("a\nb", "control"),
         ("a/\ud800", "surrogate"),
         ("x" * 1025, "longer than 1024"),
+        ("a/" + "x" * 201, "201 bytes; the most is 200"),
+        ("é" * 101, "202 bytes"),
         ("", "empty"),
         (".", "root"),
         ("./", "root"),

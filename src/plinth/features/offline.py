@@ -322,7 +322,10 @@ class OfflineStore(OfflineTables):
             raise
         except TableNotFoundError as e:
             if doing != "reading":  # e.g. the folder cannot be created
-                raise Unavailable(f"offline store failed {doing} {what} at {uri}: {e}") from e
+                raise Unavailable(
+                    f"offline store failed {doing} {what} at {uri}: {e}",
+                    "the offline feature store",
+                ) from e
             raise NotFound(f"{what} has no offline data yet (no Delta table at {uri})") from e
         except CommitFailedError as e:
             raise Conflict(
@@ -331,7 +334,9 @@ class OfflineStore(OfflineTables):
         except SchemaMismatchError as e:
             raise InvalidArgument(f"the data does not match the table of {what}: {e}") from e
         except (DeltaError, OSError) as e:
-            raise Unavailable(f"offline store failed {doing} {what} at {uri}: {e}") from e
+            raise Unavailable(
+                f"offline store failed {doing} {what} at {uri}: {e}", "the offline feature store"
+            ) from e
 
 
 class _Source:

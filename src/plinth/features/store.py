@@ -7,6 +7,7 @@ process and the offline (Delta) and online (SQLite/Redis) stores directly.
 
 from __future__ import annotations
 
+import numbers
 import re
 import time
 from abc import ABC, abstractmethod
@@ -151,11 +152,22 @@ class RetrievalJob:
         return self.to_arrow().to_pandas()
 
 
+def _check_integers(group: FeatureGroup, keys: list[tuple[Any, ...]]) -> None:
+    for key in keys:
+        for name, value in zip(group.keys, key, strict=True):
+            # numpy's integers are Integral too; a bool is not a key
+            if type(value) is not int and (
+                isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            ):
+                raise InvalidArgument(f"key {name!r} of {group.ref} is an integer, got {value!r}")
+
+
 @dataclass(frozen=True)
 class _Lookup:
     group: FeatureGroup
     features: list[str]
     table: str
+    integer_keys: bool  # the entity's keys are integers: a text key is a mistake, not a miss
 
 
 @dataclass
@@ -409,6 +421,8 @@ class FeatureStore(ViewsMixin):
                 raise InvalidArgument(
                     f"entity rows need {group.keys} to look up {group.ref}; one lacks {e.args[0]!r}"
                 ) from None
+            if lookup.integer_keys:
+                _check_integers(group, keys)
             found = self.online.read(lookup.table, keys, wanted)
             ttl = group.ttl_seconds
             # event times compared as microseconds since the epoch: no datetime per row
@@ -425,6 +439,11 @@ class FeatureStore(ViewsMixin):
                     row.update(stored.values)  # holds exactly ``wanted`` (None where absent)
                     status.update(present)
         return OnlineResponse(rows, statuses)
+
+    def plan_is_cached(self, features: list[str]) -> bool:
+        """Whether a lookup of ``features`` needs no metadata query now."""
+        cached = self._plans.get(tuple(features))
+        return cached is not None and cached[0] > time.monotonic()
 
     def _lookups(self, features: list[str]) -> list[_Lookup]:
         """What a list of references reads, per group; kept for ``DEFINITIONS_SECONDS`` so a
@@ -448,7 +467,8 @@ class FeatureStore(ViewsMixin):
                     f"feature {clash[0]!r} of {group.ref} is requested twice; request it once"
                 )
             seen.update(wanted)
-            plan.append(_Lookup(group, wanted, _online_table(group)))
+            integers = self.service.get_entity(group.entity).value_type.startswith(("int", "uint"))
+            plan.append(_Lookup(group, wanted, _online_table(group), integers))
         if len(self._plans) > 1000:
             self._plans.clear()
         self._plans[key] = (at + DEFINITIONS_SECONDS, plan)

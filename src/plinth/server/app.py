@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import inspect
-import logging
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import TypeAdapter
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import plinth
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.config import Settings, load_settings
-from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.errors import InvalidArgument
 from plinth.features.service import FeatureService
 from plinth.features.serving import OnlineFeatures, OnlineFeatureService
 from plinth.features.store import FeatureStore
 from plinth.registry.service import RegistryService
+from plinth.server.errors import Redactor, install_error_handlers
 from plinth.server.feature_data import UPLOADS as FEATURE_UPLOADS
 from plinth.server.feature_data import mount_feature_data
 from plinth.server.limits import BodySizeLimit
@@ -36,7 +33,6 @@ _ONLINE: TypeAdapter[OnlineFeatures] = TypeAdapter(OnlineFeatures)
 _FILE_UPLOADS = re.compile(
     rf"{API_PREFIX}/(runs/[^/]+/artifacts/content|packages/content)|{FEATURE_UPLOADS}"
 )
-log = logging.getLogger("plinth.server")
 
 
 def create_app(
@@ -52,7 +48,8 @@ def create_app(
         from plinth.store.engine import open_store
 
         tracking = TrackingService(
-            open_store(settings.resolved_store_uri), ArtifactStore(settings.resolved_artifact_uri)
+            open_store(settings.resolved_store_uri, **settings.store_timeouts),
+            ArtifactStore(settings.resolved_artifact_uri),
         )
     app = FastAPI(
         title="Plinth", version=plinth.__version__, openapi_url=f"{API_PREFIX}/openapi.json"
@@ -64,12 +61,23 @@ def create_app(
     if score_jobs is None:
         score_jobs = ScoreJobService(tracking.store)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, exempt=_FILE_UPLOADS)
-    _install_error_handlers(app)
+    install_error_handlers(app, _redactor(settings))
 
+    # Liveness: the process answers. Never a thread or a dependency, so it answers while
+    # every worker thread waits on a store that has stopped answering.
     @app.get("/health", tags=["health"])
     @app.get(f"{API_PREFIX}/health", tags=["health"], include_in_schema=False)
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok", "version": plinth.__version__}
+
+    # Readiness: the metadata store answers (within its timeouts), else a 503 naming it.
+    @app.get("/ready", tags=["health"])
+    @app.get(f"{API_PREFIX}/ready", tags=["health"], include_in_schema=False)
+    async def ready() -> dict[str, str]:
+        from starlette.concurrency import run_in_threadpool
+
+        revision = await run_in_threadpool(tracking.store.current_revision)
+        return {"status": "ready", "version": plinth.__version__, "schema": str(revision)}
 
     _mount_file_routes(app, tracking, registry)
     feature_store = _server_feature_store(settings, features)
@@ -156,26 +164,65 @@ def _schema(adapter: Any) -> dict[str, Any]:
     return schema if "$ref" not in str(schema) else {}
 
 
+def _redactor(settings: Settings) -> Redactor:
+    """The server's own locations, as its error messages might carry them."""
+    store = settings.resolved_store_uri
+    artifacts = settings.resolved_artifact_uri
+    online = settings.resolved_online_uri
+    places = [(uri, "<metadata store>") for uri in _shown_forms(store)]
+    places += [(uri, "<online store>") for uri in _shown_forms(online)]
+    places += [
+        (artifacts, "<artifact store>"),
+        (f"file://{artifacts}", "<artifact store>"),
+        (str(settings.home.resolve()), "<server home>"),
+    ]
+    return Redactor(places)
+
+
+def _shown_forms(uri: str) -> list[str]:
+    """``uri`` and the forms messages show it in: without its password, or masked."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    forms = [uri]
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = parts.username or ""
+        forms += [
+            parts._replace(netloc=f"{user}{mask}@{host}").geturl() for mask in (":***", ":", "")
+        ]
+    return forms
+
+
 def _server_feature_store(settings: Settings, features: FeatureService) -> FeatureStore:
     from plinth.features.offline import OfflineStore
     from plinth.features.online import online_store_for
 
     offline = OfflineStore(settings.resolved_artifact_uri)
-    return FeatureStore(features, offline, online_store_for(settings.resolved_online_uri))
+    online = online_store_for(settings.resolved_online_uri, timeout=settings.online_timeout)
+    return FeatureStore(features, offline, online)
 
 
 def _mount_feature_server_post(app: FastAPI, serving: OnlineFeatureService) -> None:
     # The hot path of the feature server, ahead of the generic route of the same endpoint
-    # (which documents it): no body model, no thread hop for a lookup of up to 100 rows.
+    # (which documents it): no body model, and no thread hop for a lookup of up to 100 rows
+    # that waits on nothing: a local SQLite online store and definitions already cached.
+    # Anything that may wait on the network (Redis, a metadata query) runs on a worker
+    # thread, so that a dependency that stops answering never stalls the event loop.
+    from plinth.features.online.sqlite import SqliteOnlineStore
+
+    store = serving.store
+    local = isinstance(store.online, SqliteOnlineStore)
+
     @app.post(f"{API_PREFIX}/features/online", include_in_schema=False)
     async def online(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
 
         features, rows = _online_request(await request.body())
-        if len(rows) > 100:
-            result = await run_in_threadpool(serving.get_online_features, features, rows)
-        else:
+        if local and len(rows) <= 100 and store.plan_is_cached(features):
             result = serving.get_online_features(features, rows)
+        else:
+            result = await run_in_threadpool(serving.get_online_features, features, rows)
         return Response(_ONLINE.dump_json(result), media_type="application/json")
 
 
@@ -186,6 +233,8 @@ def _online_request(body: bytes) -> tuple[list[str], list[dict[str, Any]]]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument("the request body nests arrays or objects too deeply") from None
     features = payload.get("features") if isinstance(payload, dict) else None
     rows = payload.get("entity_rows") if isinstance(payload, dict) else None
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
@@ -267,35 +316,6 @@ def _abort(writer: Any) -> None:
         discard()
     else:
         writer.close()
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(PlinthError)
-    async def plinth_error(_: Request, exc: PlinthError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:10]
-        )
-        error = InvalidArgument(f"invalid request: {problems}")
-        return JSONResponse(error.to_dict(), status_code=error.http_status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = NotFound.error_code if exc.status_code == 404 else "HTTP_" + str(exc.status_code)
-        return JSONResponse(
-            {"error_code": code, "message": str(exc.detail)}, status_code=exc.status_code
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The details (SQL, values) stay in the server log; the client gets a reference.
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unexpected error %s on %s %s", incident, request.method, request.url.path)
-        message = f"internal error {incident}: see the server log"
-        return JSONResponse({"error_code": "INTERNAL_ERROR", "message": message}, status_code=500)
 
 
 def serve(settings: Settings) -> None:

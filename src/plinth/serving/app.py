@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,8 +22,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from plinth.errors import InvalidArgument, PayloadTooLarge, PlinthError
+from plinth.errors import (
+    InvalidArgument,
+    PayloadTooLarge,
+    PlinthError,
+    Unavailable,
+    error_for_status,
+)
 from plinth.serving import oip, payload
 from plinth.serving.metrics import ServiceMetrics
 from plinth.serving.model import ServedModel, enrich_online, model_frame
@@ -85,6 +92,7 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
             await batcher.close()
         if predictions is not None:
             predictions.close()
+        metrics.close()
 
     app = FastAPI(title=f"Plinth model service: {config.uri}", lifespan=lifespan)
     app.state.holder, app.state.predictions, app.state.metrics = holder, predictions, metrics
@@ -169,7 +177,14 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
 
     @app.exception_handler(PlinthError)
     async def refused(request: Request, error: PlinthError) -> Response:
+        if isinstance(error, Unavailable):  # its message may hold a store's URI: log it
+            log.error("model service: %s on %s", error.message, request.url.path)
+            return _error(Unavailable(f"{error.dependency} is unavailable; see the service log"))
         return _error(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, error: StarletteHTTPException) -> Response:
+        return _error(error_for_status(error.status_code, str(error.detail)), error.headers)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> Response:
@@ -238,8 +253,10 @@ def _json(value: Any, served: ServedModel | None) -> Response:
     return Response(payload.dumps(value), media_type="application/json", headers=headers)
 
 
-def _error(error: PlinthError) -> Response:
+def _error(error: PlinthError, headers: Mapping[str, str] | None = None) -> Response:
     # "error" too: what Open Inference Protocol clients read
     message = str(error)
     body = json.dumps({"error_code": error.error_code, "message": message, "error": message})
-    return Response(body, status_code=error.http_status, media_type="application/json")
+    return Response(
+        body, status_code=error.http_status, media_type="application/json", headers=headers
+    )

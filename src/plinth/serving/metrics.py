@@ -1,7 +1,14 @@
-"""A model service's Prometheus metrics, in a registry of its own (one per service)."""
+"""A model service's Prometheus metrics, in a registry of its own (one per service).
+
+With several worker processes (``plinth serve --workers N``) each worker writes its values
+to files in ``$PROMETHEUS_MULTIPROC_DIR`` (which ``plinth serve`` creates before starting
+them) and a scrape of any worker adds up every worker's counts (prometheus_client's
+multiprocess mode).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -20,8 +27,12 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _ROUTES = ("/predict", "/metrics", "/health", "/ready")
 
 
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "plinth_requests", "Requests answered", ["route", "status"], registry=self.registry
@@ -40,7 +51,11 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.model_version = Gauge(
-            "plinth_model_version", "The model version served", ["model"], registry=self.registry
+            "plinth_model_version",
+            "The model version served",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self.swaps = Counter("plinth_model_swaps", "Hot swaps done", registry=self.registry)
         self.batch_rows = Histogram(
@@ -53,6 +68,7 @@ class ServiceMetrics:
             "plinth_prediction_log_dropped_rows",
             "Prediction rows not logged (sampled out or the log was full)",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self._served: str | None = None
 
@@ -70,7 +86,20 @@ class ServiceMetrics:
             self.errors.labels(route).inc()
 
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if not self.multiprocess:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """At a worker's exit: its gauges stop counting (its counters still add up)."""
+        if self.multiprocess:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def _v2_route(path: str) -> str:

@@ -21,6 +21,8 @@ from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-
 from plinth.errors import Conflict, InvalidArgument, NotFound, PlinthError, Unavailable
 
 MAX_PATH_LENGTH = 1024
+# File systems take names of 255 bytes; a write's temporary name adds 45 to its file's.
+MAX_NAME_BYTES = 200
 _TMP_SUFFIX = ".plinth-tmp"
 _Step = Callable[[], Any]
 _Guard = Callable[[], AbstractContextManager[None]]  # maps storage errors to Plinth errors
@@ -52,6 +54,10 @@ def safe_relpath(path: str, *, allow_root: bool = False) -> str:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise refuse("it contains a '..' component")
+    if long := next((p for p in parts if len(p.encode()) > MAX_NAME_BYTES), None):
+        raise refuse(
+            f"its part {long[:20]!r}... has {len(long.encode())} bytes; the most is {MAX_NAME_BYTES}"
+        )
     if not parts:
         raise refuse("it names the artifact root itself")
     return "/".join(parts)
@@ -230,12 +236,18 @@ class ArtifactStore:
             if not writing:
                 raise NotFound(f"no artifact file {where}") from e
             if isinstance(e, FileNotFoundError):  # e.g. the bucket does not exist
-                raise Unavailable(f"cannot store {where}: {e}") from e
+                raise Unavailable(f"cannot store {where}: {e}", "the artifact store") from e
             raise Conflict(f"cannot store {where}: a file and a folder would share a name") from e
         except Exception as e:
             if not _is_storage_error(e):
                 raise
-            raise Unavailable(f"artifact storage failed on {rel!r} in {self.uri()}: {e}") from e
+            if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
+                raise InvalidArgument(
+                    f"artifact path {rel!r} is too long for the artifact store"
+                ) from None
+            raise Unavailable(
+                f"artifact storage failed on {rel!r} in {self.uri()}: {e}", "the artifact store"
+            ) from e
 
     def uri(self, path: str = "") -> str:
         return str(self._fs.unstrip_protocol(self._full(safe_relpath(path, allow_root=True))))

@@ -18,6 +18,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
     StatementError,
 )
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from plinth.errors import InvalidArgument, Unavailable, WriteConflict
 
@@ -34,9 +35,16 @@ class Store:
     busy timeout instead of failing with "database is locked" when a read upgrades.
     """
 
-    def __init__(self, uri: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        migrate: bool = True,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 60.0,
+    ) -> None:
         self.uri = uri
-        self.engine = _create_engine(uri)
+        self.engine = _create_engine(uri, connect_timeout, statement_timeout)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if migrate:
             self.ensure_schema()
@@ -56,11 +64,16 @@ class Store:
                 yield conn
 
     def current_revision(self) -> str | None:
+        """The schema's revision; None before the first migration (no version table)."""
         with self.read() as conn:
             try:
                 return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            except (OperationalError, ProgrammingError):
+            except ProgrammingError:  # PostgreSQL: no such table
                 return None
+            except OperationalError as exc:  # SQLite: no such table; PostgreSQL: an outage
+                if self.is_sqlite and "no such table" in str(exc.orig):
+                    return None
+                raise
 
     def ensure_schema(self) -> None:
         if self.current_revision() != SCHEMA_REVISION:
@@ -86,7 +99,8 @@ class Store:
             with lock, self.engine.connect() as conn:
                 yield conn
         else:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, _without_timeouts(conn):
+                # waits while another process migrates, however long that takes
                 conn.execute(text("SELECT pg_advisory_lock(7301)"))
                 conn.commit()
                 try:
@@ -99,7 +113,7 @@ class Store:
         self.engine.dispose()
 
 
-def _create_engine(uri: str) -> Engine:
+def _create_engine(uri: str, connect_timeout: float, statement_timeout: float) -> Engine:
     try:
         url = make_url(uri)
     except ArgumentError:
@@ -124,10 +138,41 @@ def _create_engine(uri: str) -> Engine:
     if url.get_backend_name() == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=connect_timeout,  # all connections busy: as long as connecting
+        )
+        if url.drivername == "postgresql+psycopg":
+            _setup_postgres(engine, connect_timeout, statement_timeout)
+        return engine
     raise InvalidArgument(
         f"store URI {_redact(uri)!r} uses {url.get_backend_name()!r}; supported: sqlite, postgresql"
     )
+
+
+def _setup_postgres(engine: Engine, connect_timeout: float, statement_timeout: float) -> None:
+    from plinth.store import postgres
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return postgres.connect(cargs, cparams, connect_timeout, statement_timeout)
+
+
+@contextlib.contextmanager
+def _without_timeouts(conn: Connection) -> Iterator[None]:
+    """Lift the statement and read timeouts of one PostgreSQL connection; it is closed
+    afterwards rather than returned to the pool without them."""
+    conn.execute(text("SET statement_timeout = 0"))
+    raw = conn.connection.dbapi_connection
+    if raw is not None and hasattr(raw, "read_timeout"):
+        raw.read_timeout = None
+    try:
+        yield
+    finally:
+        conn.invalidate()
 
 
 def _setup_sqlite(engine: Engine) -> None:
@@ -163,6 +208,11 @@ def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
         raise WriteConflict(
             "the write conflicts with a record written at the same time; try again", detail
         ) from exc
+    except SQLAlchemyTimeoutError as exc:  # every pooled connection stayed busy
+        raise Unavailable(
+            f"metadata store {_redact(uri)} is unavailable: no connection free: {exc}",
+            "the metadata store",
+        ) from exc
     except OperationalError as exc:
         # PostgreSQL reports SQL mistakes as ProgrammingError: its OperationalErrors are the
         # server or the connection failing. SQLite's are mostly our bugs, except these.
@@ -170,7 +220,9 @@ def _unavailable_on_disconnect(uri: str) -> Iterator[None]:
             word in str(exc.orig) for word in ("locked", "unable to open", "disk I/O")
         )
         if exc.connection_invalidated or "psycopg" in type(exc.orig).__module__ or sqlite_outage:
-            raise Unavailable(f"metadata store {_redact(uri)} is unavailable: {exc.orig}") from exc
+            raise Unavailable(
+                f"metadata store {_redact(uri)} is unavailable: {exc.orig}", "the metadata store"
+            ) from exc
         raise
 
     except (StatementError, DataError) as exc:
@@ -198,10 +250,13 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(uri: str) -> Store:
-    """One Store (and so one connection pool) per URI per process."""
+def open_store(uri: str, *, connect_timeout: float = 5.0, statement_timeout: float = 60.0) -> Store:
+    """One Store (and so one connection pool) per URI per process; the timeouts of its first
+    opening hold."""
     with _stores_lock:
         store = _stores.get(uri)
         if store is None:
-            store = _stores[uri] = Store(uri)
+            store = _stores[uri] = Store(
+                uri, connect_timeout=connect_timeout, statement_timeout=statement_timeout
+            )
         return store

@@ -55,7 +55,10 @@ class MetricBuffer:
         if not drained:
             if self.error is not None:
                 raise self.error
-            raise Unavailable("metric points could not be written for 60 s; the buffer is full")
+            raise Unavailable(
+                "metric points could not be written for 60 s; the buffer is full",
+                "the metadata store",
+            )
 
     @property
     def full(self) -> bool:

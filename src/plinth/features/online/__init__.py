@@ -10,7 +10,7 @@ from plinth.features.online.base import OnlineRow, OnlineStore
 __all__ = ["OnlineRow", "OnlineStore", "online_store_for"]
 
 
-def _sqlite(uri: str) -> OnlineStore:
+def _sqlite(uri: str, timeout: float) -> OnlineStore:  # a local file: no network to wait on
     from plinth.features.online.sqlite import SqliteOnlineStore
 
     if "://" not in uri:
@@ -21,7 +21,7 @@ def _sqlite(uri: str) -> OnlineStore:
     return SqliteOnlineStore(uri[len("sqlite:///") :])
 
 
-def _redis(uri: str) -> OnlineStore:
+def _redis(uri: str, timeout: float) -> OnlineStore:
     try:
         from plinth.features.online.redis import RedisOnlineStore
     except ImportError as exc:
@@ -30,19 +30,21 @@ def _redis(uri: str) -> OnlineStore:
         raise InvalidArgument(
             "the Redis online store needs the redis package: pip install 'plinth[redis]'"
         ) from exc
-    return RedisOnlineStore(uri)
+    return RedisOnlineStore(uri, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
-ONLINE_STORES: dict[str, Callable[[str], OnlineStore]] = {
+# factories take the URI and the seconds a network call may wait
+ONLINE_STORES: dict[str, Callable[[str, float], OnlineStore]] = {
     "sqlite": _sqlite,
     "redis": _redis,
     "rediss": _redis,
 }
 
 
-def online_store_for(uri: str) -> OnlineStore:
+def online_store_for(uri: str, *, timeout: float = 2.0) -> OnlineStore:
     """The online store at ``uri``: ``sqlite:///PATH`` or a file path for SQLite,
-    ``redis://[[user]:password@]host[:port][/db]`` (or ``rediss://`` for TLS) for Redis."""
+    ``redis://[[user]:password@]host[:port][/db]`` (or ``rediss://`` for TLS) for Redis.
+    A network call waits at most ``timeout`` seconds (connecting, then each answer)."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else "sqlite"
     factory = ONLINE_STORES.get(scheme)
     if factory is None:
@@ -51,4 +53,4 @@ def online_store_for(uri: str) -> OnlineStore:
             f"online store URI scheme {scheme!r} is not supported: "
             f"use a file path or one of {supported}"
         )
-    return factory(uri)
+    return factory(uri, timeout)

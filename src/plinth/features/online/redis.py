@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from plinth.errors import InvalidArgument, PermissionDenied, PlinthError, Unavailable
 from plinth.features.online.base import OnlineRow, OnlineStore
@@ -67,7 +69,14 @@ class RedisOnlineStore(OnlineStore):
         self.namespace = namespace
         self._shown = _redacted(url)
         self._batch_size = batch_size
-        options = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, **options}
+        options = {
+            "socket_timeout": 5.0,
+            "socket_connect_timeout": 5.0,
+            # once more on a dropped connection; never again after a timeout, which would
+            # multiply the wait on a server that has stopped answering
+            "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            **options,
+        }
         try:
             self._client = redis.Redis.from_url(url, **options)
         except ValueError as exc:
@@ -146,7 +155,10 @@ class RedisOnlineStore(OnlineStore):
                 f"the Redis online store at {self._shown} refused the credentials: {exc}"
             )
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            return Unavailable(f"the Redis online store at {self._shown} is unavailable: {exc}")
+            return Unavailable(
+                f"the Redis online store at {self._shown} is unavailable: {exc}",
+                "the online feature store (Redis)",
+            )
         return PlinthError(f"the Redis online store at {self._shown} failed: {exc}")
 
 

@@ -79,7 +79,8 @@ class SqliteOnlineStore(OnlineStore):
             if "locked" in str(exc):
                 raise Unavailable(
                     f"the SQLite online store at {self.path} stayed locked by another writer "
-                    f"for {self._timeout} s: {exc}"
+                    f"for {self._timeout} s: {exc}",
+                    "the online feature store (SQLite)",
                 ) from exc
             raise
         return written
@@ -139,7 +140,10 @@ class SqliteOnlineStore(OnlineStore):
             # reads from the mapped file skip a system call per page: a third off a lookup
             conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         except (OSError, sqlite3.Error) as exc:
-            raise Unavailable(f"cannot open the SQLite online store at {self.path}: {exc}") from exc
+            raise Unavailable(
+                f"cannot open the SQLite online store at {self.path}: {exc}",
+                "the online feature store (SQLite)",
+            ) from exc
         held = _Held(conn)
         with self._lock:
             self._held.add(held)
