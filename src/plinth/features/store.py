@@ -30,6 +30,7 @@ from plinth.features.types import (
 if TYPE_CHECKING:
     from plinth.features.offline import OfflineStore
     from plinth.features.online.base import OnlineStore
+    from plinth.features.repair import Repaired
     from plinth.features.service import FeatureService
 
 # How long online lookups trust the group definitions they read (another process's change
@@ -228,12 +229,20 @@ class FeatureStore(ViewsMixin):
 
         group = self._group(group)
         commit, table = insert(self.service, self.offline, group, data, chunk_rows, progress)
+        self.repair(group)  # commits of writers killed before their record
         if write_online:
             if table is None:
                 self.materialize_incremental(group)
             else:
                 self._write_online(group, table)
         return commit
+
+    def repair(self, group: FeatureGroup | str) -> Repaired:
+        """Record the commits of the group's offline table that have no record (a writer
+        killed between its commit and its record) and delete files no commit refers to."""
+        from plinth.features.repair import repair
+
+        return repair(self.service, self.offline, self._group(group))
 
     # -- reading -----------------------------------------------------------------------
 
