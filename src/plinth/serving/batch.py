@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sys
 import warnings
 from collections import deque
@@ -43,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.faults import crash_point
 from plinth.features.duck import cores
 from plinth.serving.checks import (
     CheckResult,
@@ -232,8 +234,9 @@ class Scorer:
             return self._already(source, job_key, *done)
         version = self.served.version
         job_id = self.jobs.start_score_job(
-            job_key, version.model_name, version.version, source.name, self.table.uri
-        ).id
+            job_key, version.model_name, version.version, source.name, self.table.uri,
+            socket.gethostname(), os.getpid(),
+        ).id  # fmt: skip
         checks = ScoreChecks(self.profile, self.options.thresholds, self._classifier())
         metadata = {KEY: job_key, "plinth.model": f"{version.model_name}/{version.version}",
                     "plinth.input": source.name, **metadata}  # fmt: skip
@@ -251,6 +254,7 @@ class Scorer:
         except BaseException:
             self.jobs.finish_score_job(job_key, "FAILED", checks.rows)
             raise
+        crash_point("score-commit")
         results = checks.results()
         self.jobs.finish_score_job(job_key, "DELIVERED", checks.rows, results, written)
         result = self._result(source, job_key, job_id, checks.rows, written, results)
@@ -335,6 +339,9 @@ class Scorer:
             done += chunk.num_rows
             if progress is not None:
                 progress(done, total)
+        # kept before the commit: a run killed after it leaves them to the reconcile
+        self.jobs.record_score_checks(job_key, checks.rows, checks.results())
+        crash_point("score-stream")
         if not self.options.allow_failed_checks and not all(r.passed for r in checks.results()):
             raise _Blocked()
 

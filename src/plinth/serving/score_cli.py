@@ -207,19 +207,22 @@ def score_jobs(
     job: Annotated[str | None, typer.Option("--job", help="one job, with its checks")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """The recorded batch scoring jobs: status, rows, the Delta version delivered, checks."""
+    """The recorded batch scoring jobs: status, rows, the Delta version delivered, checks.
+    A RUNNING job whose commit is in its output is shown (and recorded) DELIVERED; one whose
+    process on this host is gone, FAILED."""
     from plinth.cli import _client, _print_json, _table, out
+    from plinth.serving.reconcile import reconcile_job, reconcile_jobs
 
     jobs = _client().score_jobs
     if job is not None:
-        found = jobs.get_score_job(job)
+        found = reconcile_job(jobs, jobs.get_score_job(job))
         if json_:
             return _print_json(found)
         out.print(_table("score job", ("field", "value"), _fields(found)))
         rows = [(c.name, _verdict(c), c.detail) for c in found.checks]
         out.print(_table("checks", ("check", "result", "detail"), rows))
         return None
-    listed = jobs.list_score_jobs(model, limit)
+    listed = reconcile_jobs(jobs, jobs.list_score_jobs(model, limit))
     if json_:
         return _print_json(listed)
     table: list[tuple[Any, ...]] = [
