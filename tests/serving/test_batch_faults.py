@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from deltalake import DeltaTable
 from typer.testing import CliRunner
 
 from plinth.client import Client
@@ -88,3 +90,48 @@ def test_a_running_job_of_a_live_process_is_left_running(client: Client, tmp_pat
     assert reconcile_job(jobs, jobs.get_score_job("k")).status == "RUNNING"
     jobs.start_score_job("j", "churn", 1, "in", str(tmp_path / "out"), "another-host", 1)
     assert reconcile_job(jobs, jobs.get_score_job("j")).status == "RUNNING"  # cannot tell
+
+
+def test_a_failed_first_job_does_not_hold_the_next_to_its_columns(
+    client: Client, tmp_path: Path
+) -> None:
+    from plinth.errors import InvalidArgument
+    from tests.serving.test_batch import Uneven, direct_input
+
+    churn_model(client, linked=False, model=Uneven(fail_at=10.0 + 47))
+    source, output = direct_input(tmp_path / "in.parquet"), str(tmp_path / "out")
+    with pytest.raises(InvalidArgument, match="a spend it cannot take"):
+        score(client, "models:/churn/1", source, output, chunk_rows=30, probabilities=True)
+    # the failed job left an empty table laid out for its scores (with probabilities) ...
+    assert "proba_0" in DeltaTable(output).schema().to_arrow().names
+    fine = direct_input(tmp_path / "fine.parquet", avg_spend=[1.0] * 100)
+    result = score(client, "models:/churn/1", fine, output, chunk_rows=30)
+    # ... which the next job, without probabilities, lays out again
+    assert result.rows == 100
+    assert DeltaTable(output).to_pandas().columns.tolist() == [
+        "customer_id",
+        "scored_at",
+        "score",
+        "model_name",
+        "model_version",
+        "job_key",
+    ]
+
+
+def test_a_plain_model_keeps_entity_keys_unless_the_table_numbers_rows(
+    client: Client, tmp_path: Path
+) -> None:
+    from tests.serving.test_batch import direct_input
+
+    churn_model(client, linked=False)
+    source = direct_input(tmp_path / "in.parquet")
+    keyed = score(client, "models:/churn/1", source, str(tmp_path / "keyed"))
+    assert DeltaTable(keyed.output).to_pandas().columns[0] == "customer_id"
+    # an output table that numbers its rows keeps numbering them
+    numbered = str(tmp_path / "numbered")
+    frame = pd.read_parquet(source).rename(columns={"customer_id": "cid"})
+    frame.to_parquet(tmp_path / "other.parquet")
+    score(client, "models:/churn/1", str(tmp_path / "other.parquet"), numbered)
+    score(client, "models:/churn/1", source, numbered)
+    rows = DeltaTable(numbered).to_pandas()
+    assert rows.columns[0] == "row" and len(rows) == 200

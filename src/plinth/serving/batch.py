@@ -18,8 +18,9 @@ version), the output and the options that change what is written. A new table is
 created empty (its own commit, version 0), because Delta checks transactions only against
 a table that exists when the write starts.
 
-Rows written: the key columns (the view's entity keys, ``keys``, or else ``row``, the
-input row number), the input's timestamp column when it has one, ``scored_at`` (one time
+Rows written: the key columns (``keys``; else the view's entity keys; else, for a plain
+model, the input's columns that are join keys of a feature store entity; else ``row``, the
+input row number, as also when the output table already numbers its rows), the input's timestamp column when it has one, ``scored_at`` (one time
 per job), ``score``, ``proba_<class>`` (with ``probabilities``), ``model_name``,
 ``model_version`` and ``job_key``.
 """
@@ -295,6 +296,8 @@ class Scorer:
         keys = list(self.options.keys)
         if not keys and view is not None and all(k in columns for k in view.keys):
             keys = list(view.keys)
+        if not keys and view is None:
+            keys = self._entity_columns(columns)
         unknown = [k for k in keys if k not in columns]
         if unknown:
             raise InvalidArgument(f"key column {unknown[0]!r} is not in input {source.name}")
@@ -304,6 +307,16 @@ class Scorer:
                 f"input column {clash[0]!r} would clash with a column of the scores"
             )
         return _Plan(enrich, keys, ts if ts in columns and ts not in keys else None)
+
+    def _entity_columns(self, columns: list[str]) -> list[str]:
+        """The keys a plain model's scores keep without ``keys``: the input's columns that
+        are join keys of the feature store's entities. None (a row number instead) when
+        there are none, or when the output table numbers its rows already."""
+        existing = self.table.columns()
+        if existing is not None and ROW in existing:
+            return []
+        known = {k for entity in self.client.features.list_entities() for k in entity.join_keys}
+        return [c for c in columns if c in known]
 
     def _classifier(self) -> bool:
         return callable(getattr(self.served.predictor.native, "predict_proba", None))

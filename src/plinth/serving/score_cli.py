@@ -31,7 +31,7 @@ def score(
     follow: Annotated[str | None, typer.Option("--follow", help="a folder: score each new Parquet file once; a Delta table: each new commit's rows")] = None,
     engine: Annotated[str, typer.Option(help="duckdb (in-process) or spark (local mode)")] = "duckdb",
     timestamp_column: Annotated[str, typer.Option(help="input column of the as-of times for features")] = "event_timestamp",
-    key: Annotated[list[str] | None, typer.Option("--key", help="input column(s) identifying a row (default: the view's entity keys, else a row number)")] = None,
+    key: Annotated[list[str] | None, typer.Option("--key", help="input column(s) copied to the scores to identify each row; repeat for several (default: the view's entity keys; for a plain model the input's columns that are entity join keys; else a row number)")] = None,
     job_key: Annotated[str | None, typer.Option(help="the job's idempotence key (default: a hash of model, input and output)")] = None,
     allow_failed_checks: Annotated[bool, typer.Option("--allow-failed-checks", help="deliver even if checks fail (recorded as failed)")] = False,
     threshold: Annotated[list[str] | None, typer.Option("--threshold", help="NAME=VALUE, e.g. max_psi=0.3 (see plinth.serving.checks.Thresholds)")] = None,
