@@ -486,23 +486,10 @@ def _latest_per_key(table: pa.Table, keys: list[str], event_time: str) -> pa.Tab
 
 
 def _as_arrow(data: Any) -> pa.Table:
-    """An entity table from pandas, polars, Arrow, a Parquet path or a ``Query``."""
-    from plinth.features.ingest import Query, _is_path, _parquet
+    """An entity table from any source ingestion takes (``ingest.as_table``)."""
+    from plinth.features.ingest import as_table
 
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, Query):
-        return data.reader().read_all()
-    if _is_path(data):
-        return _parquet(data).to_table()
-    if hasattr(data, "to_arrow") and not hasattr(data, "iloc"):  # polars
-        return data.to_arrow()
-    try:
-        return pa.Table.from_pandas(data, preserve_index=False)
-    except (TypeError, AttributeError):
-        raise InvalidArgument(
-            "entity_df must be a pandas, polars or Arrow table, a Parquet path or a Query"
-        ) from None
+    return as_table(data, doing="read entity_df from")
 
 
 _owner = owner
