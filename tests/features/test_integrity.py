@@ -178,3 +178,42 @@ def test_repair_deletes_data_files_no_commit_refers_to(tmp_path: Path) -> None:
     assert fs.repair("customer_stats").removed_files == [orphan.name]
     assert _data_files(folder) == before
     assert fs.offline.read(group).num_rows == ROWS
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_without_the_lock_each_commit_is_still_reported_at_its_own_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trial: int
+) -> None:
+    """As on S3, where writers do not queue: threads race to create one table; whoever
+    commits is told the version its own commit got (a loser may fail, never mislead)."""
+    import contextlib
+    import threading
+
+    from plinth.errors import Conflict
+    from plinth.features import offline as offline_module
+    from plinth.features.ingest import prepare
+
+    monkeypatch.setattr(offline_module, "_locked", lambda local: contextlib.nullcontext(None))
+    fs = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "a")).feature_store()
+    define(fs)
+    group = fs.service.get_feature_group("customer_stats")
+    start, told = threading.Barrier(WRITERS), {}
+
+    def write(writer: int) -> None:
+        table = prepare(rows_of(writer), group)
+        start.wait()
+        with contextlib.suppress(Conflict):
+            told[writer] = fs.offline.write(group, table)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert told and len(set(told.values())) == len(told)
+    for writer, version in told.items():
+        now = set(fs.offline.read(group, as_of=version)["customer_id"].to_pylist())
+        before = set()
+        if version > 0:
+            before = set(fs.offline.read(group, as_of=version - 1)["customer_id"].to_pylist())
+        assert sorted(now - before) == rows_of(writer)["customer_id"].tolist()

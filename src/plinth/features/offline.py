@@ -62,6 +62,7 @@ TOKEN = "plinth.commit"  # in each commit's metadata: which write made it
 WRITER = "plinth.written_by"
 _LOCK = "_plinth.lock"
 _CHANGES = ("num_target_files_added", "num_target_files_removed")
+_HISTORY_TRIES = 50
 
 
 def _scheme(uri: str) -> str:
@@ -182,7 +183,7 @@ class OfflineStore:
         """The version Delta gave the commit carrying ``token``."""
         table = DeltaTable(uri, storage_options=self._options(uri))
         for limit in (20, None):  # most often among the latest commits
-            for commit in table.history(limit):
+            for commit in stable_history(table, limit):
                 if commit.get(TOKEN) == token:
                     return int(commit["version"])
         raise Unavailable(f"the commit just written to {group.ref} is missing from its log")
@@ -237,7 +238,7 @@ class OfflineStore:
         rows_written (= rows_inserted + rows_updated; None where Delta did not count)."""
         uri = self._uri(group)
         with self._errors(group.ref, uri, "reading"):
-            commits = DeltaTable(uri, storage_options=self._options(uri)).history()
+            commits = stable_history(DeltaTable(uri, storage_options=self._options(uri)))
         return [_summary(commit) for commit in commits]
 
     # -- snapshots (training datasets) -------------------------------------------------
@@ -303,7 +304,7 @@ class OfflineStore:
         # files' modification times, which S3 keeps to the second only (commits in the same
         # second become one), and answers a time before the first commit with the first one.
         at = as_of.timestamp() * 1000
-        for commit in table.history():  # newest first
+        for commit in stable_history(table):  # newest first
             if commit.get("timestamp", at + 1) <= at:
                 table.load_as_version(int(commit["version"]))
                 return
@@ -394,6 +395,21 @@ def _conform(chunk: pa.Table, group: FeatureGroup, target: pa.Schema | None) -> 
 
 def _quote(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
+
+
+def stable_history(table: DeltaTable, limit: int | None = None) -> list[dict[str, Any]]:
+    """``table.history(limit)`` with the right version numbers. deltalake numbers the
+    commits it lists down from the version the table object holds, so a commit landing
+    between loading the table and listing its log shifts every number by one: the listing
+    is repeated until the table's latest version holds still around it."""
+    for _ in range(_HISTORY_TRIES):
+        table.update_incremental()
+        version = table.version()
+        commits = table.history(limit)
+        table.update_incremental()
+        if table.version() == version:
+            return commits
+    raise Conflict(f"the log of the Delta table at {table.table_uri} keeps moving; retry")
 
 
 def _user() -> str:

@@ -5,8 +5,9 @@ central store: a process killed between the two leaves readable rows that no rec
 describes. ``repair`` finds every commit of a group's table without a record and records
 it as the insert would have: the rows it wrote (the table at that version less the table
 before it), their statistics and, when the group has expectations, a validation report.
-It also removes the Parquet files of writes that never committed (``OfflineStore.sweep``).
-It runs after each insert, and from ``plinth features repair``. Recording is idempotent:
+It runs after each insert (reading the log only when a version has no record), and from
+``plinth features repair``, which also removes the Parquet files of writes that never
+committed (``OfflineStore.sweep``; a write that fails removes its own). Recording is idempotent:
 a commit recorded by both its writer and a repair is recorded once.
 """
 
@@ -33,11 +34,17 @@ class Repaired:
     removed_files: list[str]  # data files no commit refers to, now deleted
 
 
-def repair(service: FeatureService, offline: OfflineStore, group: FeatureGroup) -> Repaired:
-    if offline.version(group) is None:
-        return Repaired(group.name, group.version, [], offline.sweep(group))
-    removed = offline.sweep(group)
+def repair(
+    service: FeatureService, offline: OfflineStore, group: FeatureGroup, sweep: bool = True
+) -> Repaired:
+    """Record the group's unrecorded commits; with ``sweep``, also delete orphan files."""
+    removed = offline.sweep(group) if sweep else []
+    latest = offline.version(group)
+    if latest is None:
+        return Repaired(group.name, group.version, [], removed)
     recorded = {c.commit_version for c in service.list_commits(group.name, group.version)}
+    if recorded.issuperset(range(latest + 1)):  # Delta numbers commits 0, 1, 2, ...
+        return Repaired(group.name, group.version, [], removed)
     found = []
     for commit in sorted(offline.history(group), key=lambda c: int(c["version"])):
         version = int(commit["version"])

@@ -229,7 +229,9 @@ class FeatureStore(ViewsMixin):
 
         group = self._group(group)
         commit, table = insert(self.service, self.offline, group, data, chunk_rows, progress)
-        self.repair(group)  # commits of writers killed before their record
+        from plinth.features.repair import repair
+
+        repair(self.service, self.offline, group, sweep=False)  # writers killed before recording
         if write_online:
             if table is None:
                 self.materialize_incremental(group)

@@ -232,9 +232,11 @@ def _app_id(job_key: str) -> str:
 
 
 def _find(table: DeltaTable, job_key: str) -> tuple[int | None, int | None]:
+    from plinth.features.offline import stable_history
+
     # a job's commit is most often among the latest: look there before reading the whole log
     for limit in (20, None):
-        for commit in table.history(limit):  # newest first
+        for commit in stable_history(table, limit):  # newest first
             if commit.get(KEY) == job_key:
                 rows = (commit.get("operationMetrics") or {}).get("num_added_rows")
                 return int(commit["version"]), None if rows is None else int(rows)
