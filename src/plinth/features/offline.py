@@ -138,6 +138,7 @@ class OfflineStore:
                     source = _Source(group, first, rest, target)
                     if existing is None:
                         self._create(group, uri, source, commit)
+                        existing = DeltaTable(uri, storage_options=self._options(uri))
                     else:
                         pair = [*group.keys, group.event_time]
                         predicate = " AND ".join(f"t.{_quote(c)} = s.{_quote(c)}" for c in pair)
@@ -153,7 +154,7 @@ class OfflineStore:
                         metrics = done.execute()
                         if not any(metrics.get(m) for m in _CHANGES):  # no commit made
                             return existing.version()
-                    return self._version_of(group, uri, token)
+                    return self._version_of(group, existing, token)
             except Exception:
                 if local is not None:  # a lost race or an aborted stream: drop its files
                     _sweep_local(local)
@@ -179,10 +180,10 @@ class OfflineStore:
                 ) from None
             raise
 
-    def _version_of(self, group: FeatureGroup, uri: str, token: str) -> int:
-        """The version Delta gave the commit carrying ``token``."""
-        table = DeltaTable(uri, storage_options=self._options(uri))
-        for limit in (20, None):  # most often among the latest commits
+    def _version_of(self, group: FeatureGroup, table: DeltaTable, token: str) -> int:
+        """The version Delta gave the commit carrying ``token`` (``table``: brought up to
+        date here, without reading its log from the start again)."""
+        for limit in (1, 20, None):  # most often the latest commit
             for commit in stable_history(table, limit):
                 if commit.get(TOKEN) == token:
                     return int(commit["version"])

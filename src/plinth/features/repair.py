@@ -35,14 +35,19 @@ class Repaired:
 
 
 def repair(
-    service: FeatureService, offline: OfflineStore, group: FeatureGroup, sweep: bool = True
+    service: FeatureService,
+    offline: OfflineStore,
+    group: FeatureGroup,
+    sweep: bool = True,
+    latest: int | None = None,
 ) -> Repaired:
-    """Record the group's unrecorded commits; with ``sweep``, also delete orphan files."""
+    """Record the group's unrecorded commits up to ``latest`` (default: the table's latest
+    version); with ``sweep``, also delete orphan files."""
     removed = offline.sweep(group) if sweep else []
-    latest = offline.version(group)
+    latest = offline.version(group) if latest is None else latest
     if latest is None:
         return Repaired(group.name, group.version, [], removed)
-    recorded = {c.commit_version for c in service.list_commits(group.name, group.version)}
+    recorded = set(service.list_commit_versions(group.name, group.version))
     if recorded.issuperset(range(latest + 1)):  # Delta numbers commits 0, 1, 2, ...
         return Repaired(group.name, group.version, [], removed)
     found = []

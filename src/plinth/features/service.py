@@ -311,6 +311,22 @@ class FeatureService(ViewService):
             for r in rows
         ]
 
+    @endpoint("GET", "/feature-groups/{name}/commit-versions")
+    def list_commit_versions(self, name: str, version: int) -> list[int]:
+        """The Delta versions of the group's recorded commits, ascending."""
+        self.get_feature_group(name, version)  # NotFound names it
+        with self.store.read() as conn:
+            return list(
+                conn.execute(
+                    select(feature_commits.c.commit_version)
+                    .where(
+                        feature_commits.c.group_name == name,
+                        feature_commits.c.group_version == version,
+                    )
+                    .order_by(feature_commits.c.commit_version)
+                ).scalars()
+            )
+
     @endpoint("GET", "/feature-groups/{name}/reports")
     def list_reports(self, name: str, version: int) -> list[ValidationReport]:
         self.get_feature_group(name, version)  # NotFound names it

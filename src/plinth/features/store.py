@@ -231,7 +231,8 @@ class FeatureStore(ViewsMixin):
         commit, table = insert(self.service, self.offline, group, data, chunk_rows, progress)
         from plinth.features.repair import repair
 
-        repair(self.service, self.offline, group, sweep=False)  # writers killed before recording
+        # commits before this one whose writers were killed before recording them
+        repair(self.service, self.offline, group, sweep=False, latest=commit.commit_version)
         if write_online:
             if table is None:
                 self.materialize_incremental(group)
