@@ -185,6 +185,31 @@ def case_nanosecond_entity() -> Case:
     )
 
 
+def case_nanosecond_ttl_boundary() -> Case:
+    # microsecond events, nanosecond entity times: 500 ns past the TTL is past it
+    fresh = group("fresh", ["customer_id"], {"orders": "int64"}, ttl=100)
+    second = 1_000_000_000
+    entity = pa.table(
+        {
+            "customer_id": [1, 1, 1, 2, 2],
+            "event_timestamp": nanos(
+                [
+                    130 * second,
+                    130 * second + 500,
+                    130 * second - 500,
+                    115 * second,
+                    115 * second + 1,
+                ]
+            ),
+        }
+    )
+    return Case(
+        entity,
+        [FeatureRequest(fresh, CUSTOMER_ROWS, ["orders"])],
+        {"orders": [3, None, 3, 20, None]},
+    )
+
+
 def case_nulls() -> Case:
     rows = CUSTOMER_ROWS.set_column(0, "customer_id", pa.array([1, None, 1, 2], pa.int64()))
     entity = entity_table({"customer_id": pa.array([None, 1, 1], pa.int64())}, [100, None, 100])
@@ -209,6 +234,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "keyless_group": case_keyless_group,
     "nanosecond_events": case_nanosecond_events,
     "nanosecond_entity": case_nanosecond_entity,
+    "nanosecond_ttl_boundary": case_nanosecond_ttl_boundary,
     "nulls": case_nulls,
     "empty_entity": case_empty_entity,
 }

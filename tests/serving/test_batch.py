@@ -247,9 +247,10 @@ def test_inputs_that_hold_the_model_columns(client: Client, tmp_path: Path) -> N
     churn_model(client, linked=False)
     source, output = direct_input(tmp_path / "in.parquet"), str(tmp_path / "out")
     result = score(client, "models:/churn/1", source, output, chunk_rows=40, probabilities=True)
-    rows = DeltaTable(output).to_pandas().sort_values("row")
-    assert rows.columns.tolist()[:4] == ["row", "scored_at", "score", "proba_0"]
-    assert rows.row.tolist() == list(range(N))
+    rows = DeltaTable(output).to_pandas().sort_values("customer_id")
+    # customer_id is the join key of an entity of the feature store: kept without --key
+    assert rows.columns.tolist()[:4] == ["customer_id", "scored_at", "score", "proba_0"]
+    assert rows.customer_id.tolist() == list(range(N))
     assert rows.score.tolist() == expected_scores(range(N))
     assert rows.proba_1.tolist() == [float(s) for s in expected_scores(range(N))]
     skipped = {c.name: c.detail for c in result.checks if c.skipped}
@@ -267,8 +268,8 @@ def test_chunks_scored_at_once_are_written_in_input_order(client: Client, tmp_pa
     source = direct_input(tmp_path / "in.parquet")
     output = str(tmp_path / "out")
     score(client, "models:/churn/1", source, output, chunk_rows=9, threads=4)
-    rows = DeltaTable(output).to_pandas().sort_values("row")
-    assert rows.row.tolist() == list(range(N))  # each once, with its own score
+    rows = DeltaTable(output).to_pandas().sort_values("customer_id")  # the input's order
+    assert rows.customer_id.tolist() == list(range(N))  # each once, with its own score
     assert rows.score.tolist() == expected_scores(range(N))
 
 

@@ -144,6 +144,34 @@ def commits(group: str, version: VersionOption = None, json_: JsonOption = False
     out.print(_table(f"commits of {found.ref}", columns, rows))
 
 
+@features_app.command("repair")
+def repair(
+    group: Annotated[str | None, typer.Argument(help="one group (default: every group)")] = None,
+    version: VersionOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Record offline commits that have no record (a writer killed after its Delta commit)
+    with their statistics and validation report, and delete data files no commit uses."""
+    store = _store()
+    if group is None:
+        targets = store.service.list_feature_groups(all_versions=True)
+    else:
+        targets = [store.service.get_feature_group(group, version)]
+    done = [store.repair(target) for target in targets]
+    if json_:
+        return _print_json(done)
+    rows = [
+        (
+            f"{r.group}:v{r.version}",
+            ", ".join(str(c.commit_version) for c in r.recorded) or "-",
+            len(r.removed_files),
+        )
+        for r in done
+    ]
+    columns = ("group", "commits recorded", "orphan files removed")
+    out.print(_table("repair", columns, rows))
+
+
 @features_app.command("reports")
 def reports(
     group: str,

@@ -74,7 +74,7 @@ def declared_types(group: FeatureGroup) -> dict[str, pa.DataType]:
 def prepare(data: Any, group: FeatureGroup) -> pa.Table:
     """Check ``data`` against ``group`` and return it as the table to store (see the module
     docstring for the rules)."""
-    return _prepare(_as_table(data, columns_of(group)), group)
+    return _prepare(as_table(data, columns_of(group)), group)
 
 
 def iter_chunks(data: Any, group: FeatureGroup, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
@@ -192,7 +192,9 @@ def _pandas_frame(data: Any) -> bool:
     return pandas is not None and isinstance(data, pandas.DataFrame)
 
 
-def _from_pandas(frame: Any, wanted: list[str]) -> pa.Table:
+def _from_pandas(frame: Any, wanted: list[str] | None) -> pa.Table:
+    if wanted is None:
+        wanted = [str(c) for c in frame.columns]
     in_index = [c for c in wanted if c not in frame.columns and c in (frame.index.names or [])]
     if in_index:
         frame = frame.reset_index(level=in_index)
@@ -204,7 +206,10 @@ def _from_pandas(frame: Any, wanted: list[str]) -> pa.Table:
         raise InvalidArgument(f"cannot convert the DataFrame to Arrow: {e}") from e
 
 
-def _as_table(data: Any, wanted: list[str]) -> pa.Table:
+def as_table(data: Any, wanted: list[str] | None = None, doing: str = "ingest") -> pa.Table:
+    """Any source Plinth reads (pandas, polars, Arrow, a Parquet file or folder, a Delta
+    table's folder, a ``Query``, an Arrow stream) as one Arrow table: of the ``wanted``
+    columns it has, or all of them. ``doing`` says what failed in the refusal."""
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
@@ -212,17 +217,21 @@ def _as_table(data: Any, wanted: list[str]) -> pa.Table:
     if _pandas_frame(data):
         return _from_pandas(data, wanted)
     if _polars_frame(data):
+        if wanted is None:
+            return data.to_arrow()
         return data.select([c for c in wanted if c in data.columns]).to_arrow()
     if _is_path(data):
         dataset = _parquet(data)
+        if wanted is None:
+            return dataset.to_table()
         return dataset.to_table(columns=[c for c in wanted if c in dataset.schema.names])
     if isinstance(data, Query):
         return data.reader().read_all()
     if hasattr(data, "__arrow_c_stream__"):
         return pa.table(data)
     raise InvalidArgument(
-        f"cannot ingest a {type(data).__name__}; give a pandas or polars DataFrame, a pyarrow "
-        "Table or RecordBatch, the path of a Parquet file or folder, or a Query"
+        f"cannot {doing} a {type(data).__name__}; give a pandas or polars DataFrame, "
+        "a pyarrow Table or RecordBatch, the path of a Parquet file or folder, or a Query"
     )
 
 
@@ -230,9 +239,9 @@ def _pieces(data: Any, wanted: list[str], rows: int) -> Iterator[pa.Table]:
     if _pandas_frame(data):
         yield from (_from_pandas(data.iloc[i : i + rows], wanted) for i in _starts(len(data), rows))
     elif _polars_frame(data):
-        yield from (_as_table(data.slice(i, rows), wanted) for i in _starts(len(data), rows))
+        yield from (as_table(data.slice(i, rows), wanted) for i in _starts(len(data), rows))
     elif isinstance(data, pa.Table | pa.RecordBatch):
-        yield from (_as_table(data.slice(i, rows), wanted) for i in _starts(data.num_rows, rows))
+        yield from (as_table(data.slice(i, rows), wanted) for i in _starts(data.num_rows, rows))
     elif _is_path(data):
         dataset = _parquet(data)
         columns = [c for c in wanted if c in dataset.schema.names]
@@ -245,7 +254,7 @@ def _pieces(data: Any, wanted: list[str], rows: int) -> Iterator[pa.Table]:
         reader = pa.RecordBatchReader.from_stream(data)
         yield from _regroup(reader, reader.schema, rows)
     else:
-        yield _as_table(data, wanted)  # refuses it with the message above
+        yield as_table(data, wanted)  # refuses it with the message above
 
 
 def _starts(total: int, rows: int) -> range:

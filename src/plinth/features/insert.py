@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument
+from plinth.faults import crash_point
 from plinth.features.types import CommitInfo, ExpectationResult, FeatureGroup, ValidationReport
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ def insert(
             progress(first.num_rows)
         results = _judge(service, group, first)
         version = offline.write(group, first)
-        return _record(service, group, version, first, results), first
+        crash_point("feature-commit")
+        return record(service, group, version, first, results), first
 
     judged: list[pa.Table] = []
     outcome: list[tuple[pa.Table, list[ExpectationResult]]] = []
@@ -77,8 +79,9 @@ def insert(
         version = offline.write_many(group, stream())
     except _Refused as refused:
         raise refused.args[0] from None
+    crash_point("feature-commit")
     whole, results = outcome[0]
-    return _record(service, group, version, whole, results), None
+    return record(service, group, version, whole, results), None
 
 
 def _judged_columns(group: FeatureGroup) -> list[str]:
@@ -108,13 +111,17 @@ def _judge(
     return results
 
 
-def _record(
+def record(
     service: FeatureService,
     group: FeatureGroup,
     version: int,
     table: pa.Table,
     results: list[ExpectationResult],
+    written_by: str | None = None,
+    at: datetime | None = None,
 ) -> CommitInfo:
+    """Record Delta commit ``version`` of ``group`` holding ``table``: statistics, and the
+    validation report when the group has expectations."""
     from plinth.features.statistics import compute
 
     passed = all(r.passed for r in results)
@@ -125,8 +132,8 @@ def _record(
         version,
         table.num_rows,
         "upsert",
-        owner(),
-        datetime.now(UTC),
+        owner() if written_by is None else written_by,
+        at or datetime.now(UTC),
         passed,
         stats,
     )

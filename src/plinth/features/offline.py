@@ -11,6 +11,15 @@ stream, an existing one is merged from it. An error in any chunk, including dupl
 across chunks or a failure of the caller's iterator, aborts the write before the commit:
 files already written are never referenced by the log, so no partial data is visible.
 
+Versions: every commit carries a fresh token in its commit metadata (``plinth.commit``), and
+the version a write reports is the one the table's history gives that token: under
+concurrent writers Delta may retry a commit at a later version than the one the writer
+read (a racing first write is committed as version 1, 2, ...), so no version is guessed.
+Writers of a local table queue on a lock file inside it (``_plinth.lock``), so they never
+lose a race there; a write that fails anyway (or a process killed mid-write) leaves Parquet
+files no commit refers to, which the next failed write or ``sweep`` removes while it holds
+the lock.
+
 Storage: a local folder, ``file://`` or ``s3://`` (any URI deltalake knows, with
 ``storage_options``). For S3, credentials, region and endpoint come from the environment
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` or
@@ -21,9 +30,11 @@ so no locking provider or "unsafe rename" option is needed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,7 +44,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import (
     CommitFailedError,
     DeltaError,
@@ -48,6 +59,11 @@ from plinth.features.types import FeatureGroup
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _S3_SCHEMES = ("s3", "s3a")
 _ENV_OPTIONS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+TOKEN = "plinth.commit"  # in each commit's metadata: which write made it
+WRITER = "plinth.written_by"
+_LOCK = "_plinth.lock"
+_CHANGES = ("num_target_files_added", "num_target_files_removed")
+_HISTORY_TRIES = 50
 
 
 def _scheme(uri: str) -> str:
@@ -167,39 +183,72 @@ class OfflineStore(OfflineTables):
         if first is None:
             raise InvalidArgument(f"nothing to write into {group.ref}: no chunks")
         source: _Source | None = None
-        try:
-            with self._errors(group.ref, uri, "writing"):
-                existing = self._open(uri)
-                target = None if existing is None else pa.schema(existing.schema().to_arrow())
-                source = _Source(group, first, rest, target)
-                if existing is None:
-                    return self._create(group, uri, source)
-                pair = [*group.keys, group.event_time]
-                predicate = " AND ".join(f"t.{_quote(c)} = s.{_quote(c)}" for c in pair)
-                merge = existing.merge(
-                    source.reader(),
-                    predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    streamed_exec=streamed,  # in memory, source statistics prune the scan
-                )
-                merge.when_matched_update_all().when_not_matched_insert_all().execute()
-                return existing.version()
-        except Exception:
-            if source is not None and source.error is not None:
-                raise source.error from None  # the real cause, not deltalake's wrapping of it
-            raise
+        token = uuid.uuid4().hex
+        commit = CommitProperties(custom_metadata={TOKEN: token, WRITER: _user()})
+        with _locked(_local_root(uri)) as local:
+            try:
+                with self._errors(group.ref, uri, "writing"):
+                    existing = self._open(uri)
+                    target = None if existing is None else pa.schema(existing.schema().to_arrow())
+                    source = _Source(group, first, rest, target)
+                    if existing is None:
+                        self._create(group, uri, source, commit)
+                        existing = DeltaTable(uri, storage_options=self._options(uri))
+                    else:
+                        pair = [*group.keys, group.event_time]
+                        predicate = " AND ".join(f"t.{_quote(c)} = s.{_quote(c)}" for c in pair)
+                        merge = existing.merge(
+                            source.reader(),
+                            predicate,
+                            source_alias="s",
+                            target_alias="t",
+                            streamed_exec=streamed,  # in memory, source statistics prune the scan
+                            commit_properties=commit,
+                        )
+                        done = merge.when_matched_update_all().when_not_matched_insert_all()
+                        metrics = done.execute()
+                        if not any(metrics.get(m) for m in _CHANGES):  # no commit made
+                            return existing.version()
+                    return self._version_of(group, existing, token)
+            except Exception:
+                if local is not None:  # a lost race or an aborted stream: drop its files
+                    _sweep_local(local)
+                if source is not None and source.error is not None:
+                    raise source.error from None  # the real cause, not deltalake's wrapping
+                raise
 
-    def _create(self, group: FeatureGroup, uri: str, source: _Source) -> int:
+    def _create(
+        self, group: FeatureGroup, uri: str, source: _Source, commit: CommitProperties
+    ) -> None:
         try:
-            write_deltalake(uri, source.reader(), mode="error", storage_options=self._options(uri))
+            write_deltalake(
+                uri,
+                source.reader(),
+                mode="error",
+                storage_options=self._options(uri),
+                commit_properties=commit,
+            )
         except DeltaError:
             if source.error is None and self._open(uri) is not None:
                 raise Conflict(
                     f"another writer created the table of {group.ref} at the same time; retry"
                 ) from None
             raise
-        return 0
+
+    def _version_of(self, group: FeatureGroup, table: DeltaTable, token: str) -> int:
+        """The version Delta gave the commit carrying ``token`` (``table``: brought up to
+        date here, without reading its log from the start again)."""
+        for limit in (1, 20, None):  # most often the latest commit
+            for commit in stable_history(table, limit):
+                if commit.get(TOKEN) == token:
+                    return int(commit["version"])
+        raise Unavailable(f"the commit just written to {group.ref} is missing from its log")
+
+    def sweep(self, group: FeatureGroup) -> list[str]:
+        """Remove the Parquet files of a local table that no commit refers to (left by a
+        write that failed or was killed); returns their names. Other stores: nothing."""
+        with _locked(_local_root(self._uri(group))) as local:
+            return [] if local is None else _sweep_local(local)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -245,7 +294,7 @@ class OfflineStore(OfflineTables):
         rows_written (= rows_inserted + rows_updated; None where Delta did not count)."""
         uri = self._uri(group)
         with self._errors(group.ref, uri, "reading"):
-            commits = DeltaTable(uri, storage_options=self._options(uri)).history()
+            commits = stable_history(DeltaTable(uri, storage_options=self._options(uri)))
         return [_summary(commit) for commit in commits]
 
     # -- snapshots (training datasets) -------------------------------------------------
@@ -308,7 +357,7 @@ class OfflineStore(OfflineTables):
         # files' modification times, which S3 keeps to the second only (commits in the same
         # second become one), and answers a time before the first commit with the first one.
         at = as_of.timestamp() * 1000
-        for commit in table.history():  # newest first
+        for commit in stable_history(table):  # newest first
             if commit.get("timestamp", at + 1) <= at:
                 table.load_as_version(int(commit["version"]))
                 return
@@ -406,6 +455,96 @@ def _quote(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
+def stable_history(table: DeltaTable, limit: int | None = None) -> list[dict[str, Any]]:
+    """``table.history(limit)`` with the right version numbers. deltalake numbers the
+    commits it lists down from the version the table object holds, so a commit landing
+    between loading the table and listing its log shifts every number by one: the listing
+    is repeated until the table's latest version holds still around it."""
+    for _ in range(_HISTORY_TRIES):
+        table.update_incremental()
+        version = table.version()
+        commits = table.history(limit)
+        table.update_incremental()
+        if table.version() == version:
+            return commits
+    raise Conflict(f"the log of the Delta table at {table.table_uri} keeps moving; retry")
+
+
+def _user() -> str:
+    from plinth.features.insert import owner
+
+    return owner()
+
+
+@contextmanager
+def _locked(local: str | None) -> Iterator[str | None]:
+    """Hold the write lock of a local table (None: not local, no lock)."""
+    if local is None:
+        yield None
+        return
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): Delta's own conflict checks only
+        yield local
+        return
+    try:
+        os.makedirs(local, exist_ok=True)
+        handle = open(os.path.join(local, _LOCK), "a+b")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise Unavailable(f"offline store failed writing at {local}: {e}") from e
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield local
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sweep_local(local: str) -> list[str]:
+    """Delete the data files under ``local`` that no version of its log refers to. Called
+    with the table's lock held, so no writer is between writing files and committing."""
+    log = os.path.join(local, "_delta_log")
+    if not os.path.isdir(log):
+        known: set[str] = set()
+    else:
+        known = _referenced(log)
+    removed = []
+    for folder, subfolders, files in os.walk(local):
+        subfolders[:] = [d for d in subfolders if not d.startswith(("_", "."))]
+        for name in files:
+            path = os.path.relpath(os.path.join(folder, name), local).replace(os.sep, "/")
+            if name.endswith(".parquet") and path not in known:
+                os.remove(os.path.join(folder, name))
+                removed.append(path)
+    return removed
+
+
+def _referenced(log: str) -> set[str]:
+    """Every data file an add or remove action of the log names (removed files stay for
+    time travel), including those in checkpoints."""
+    from urllib.parse import unquote
+
+    import pyarrow.parquet as pq
+
+    paths: set[str] = set()
+    for name in os.listdir(log):
+        full = os.path.join(log, name)
+        if name.endswith(".json"):
+            with open(full, encoding="utf-8") as lines:
+                for line in lines:
+                    action = json.loads(line) if line.strip() else {}
+                    for kind in ("add", "remove"):
+                        if kind in action:
+                            paths.add(unquote(action[kind]["path"]))
+        elif ".checkpoint" in name and name.endswith(".parquet"):
+            checkpoint = pq.read_table(full, columns=["add", "remove"])
+            for kind in ("add", "remove"):
+                for entry in checkpoint[kind].to_pylist():
+                    if entry is not None:
+                        paths.add(unquote(entry["path"]))
+    return paths
+
+
 def _summary(commit: dict[str, Any]) -> dict[str, Any]:
     metrics = commit.get("operationMetrics") or {}
     at = commit.get("timestamp")
@@ -418,6 +557,7 @@ def _summary(commit: dict[str, Any]) -> dict[str, Any]:
         "rows_written": None if inserted is None else inserted + (updated or 0),
         "rows_inserted": inserted,
         "rows_updated": updated,
+        "written_by": commit.get(WRITER),
     }
 
 

@@ -25,10 +25,11 @@ from plinth.errors import InvalidArgument, PlinthError
 from plinth.features import duck
 from plinth.features.types import FeatureGroup
 
-# Engines see positional names only (row id, e0.. for entity keys, ts, k0.., t, v0.., c0..),
-# so user column names never meet SQL quoting or case-insensitive matching.
+# Engines see positional names only (row id, e0.. for entity keys, ts, tu, k0.., t, v0..,
+# c0..), so user column names never meet SQL quoting or case-insensitive matching.
 ROW_ID = "rid"
 TIME = "ts"
+TTL_TIME = "tu"  # the entity time rounded up, which the TTL bound is taken from
 _UNIT_SCALE = {"us": 1_000_000, "ns": 1_000_000_000}
 
 
@@ -133,6 +134,7 @@ def plan_join(entity: pa.Table, requests: list[FeatureRequest], timestamp_column
             ROW_ID: np.arange(entity.num_rows, dtype=np.int64),
             **{alias: _decoded(entity.column(key)) for key, alias in aliases.items()},
             TIME: _epoch(timestamps, unit),
+            TTL_TIME: _epoch(timestamps, unit, up=True),
         }
     )
     return JoinPlan(
@@ -200,7 +202,7 @@ def _asof_sql(plan: JoinPlan) -> str:
         for j in range(len(planned.request.features)):
             value = f"r{i}.v{j}"
             if planned.ttl is not None:
-                value = f"CASE WHEN r{i}.t >= entity.{TIME} - {planned.ttl} THEN {value} END"
+                value = f"CASE WHEN r{i}.t >= entity.{TTL_TIME} - {planned.ttl} THEN {value} END"
             selects.append(f"{value} AS c{planned.first_output + j}")
     return f"SELECT {', '.join(selects)} FROM entity {' '.join(joins)} ORDER BY entity.{ROW_ID}"
 
@@ -286,11 +288,14 @@ def _timestamp_type(type_: pa.DataType, what: str) -> pa.TimestampType:
     return type_
 
 
-def _epoch(timestamps: pa.ChunkedArray, unit: str) -> pa.ChunkedArray:
-    # Flooring a finer entity timestamp is exact: events in `unit` precision are <= the
-    # floored value exactly when they are <= the original one.
+def _epoch(timestamps: pa.ChunkedArray, unit: str, up: bool = False) -> pa.ChunkedArray:
+    # Flooring a finer entity timestamp is exact for "event <= entity": events in `unit`
+    # precision are <= the floored value exactly when they are <= the original one. The TTL
+    # test "event >= entity - ttl" is exact with the value rounded up instead (500 ns past
+    # the TTL is past it).
     if timestamps.type.unit == "ns" and unit == "us":
-        timestamps = pc.floor_temporal(timestamps, unit="microsecond")
+        rounded = pc.ceil_temporal if up else pc.floor_temporal
+        timestamps = rounded(timestamps, unit="microsecond")
     return timestamps.cast(pa.timestamp(unit, "UTC")).cast(pa.int64())
 
 

@@ -242,9 +242,26 @@ class FeatureService(ViewService):
     def record_commit(
         self, name: str, commit: CommitInfo, report: ValidationReport | None = None
     ) -> None:
-        """Record an insert the caller committed to the offline table (and its report)."""
+        """Record an insert the caller committed to the offline table (and its report).
+        A commit already recorded (by a repair that found it first) is left as it is."""
         self.get_feature_group(name, commit.version)
         with self.store.write() as conn:
+            # the group's row is locked (PostgreSQL; SQLite writers queue anyway), so two
+            # recorders of one commit cannot both see it missing
+            conn.execute(
+                select(feature_groups.c.name)
+                .where(feature_groups.c.name == name, feature_groups.c.version == commit.version)
+                .with_for_update()
+            )
+            recorded = conn.execute(
+                select(feature_commits.c.id).where(
+                    feature_commits.c.group_name == name,
+                    feature_commits.c.group_version == commit.version,
+                    feature_commits.c.commit_version == commit.commit_version,
+                )
+            ).first()
+            if recorded is not None:
+                return
             conn.execute(
                 insert(feature_commits).values(
                     group_name=name,
@@ -293,6 +310,22 @@ class FeatureService(ViewService):
             )
             for r in rows
         ]
+
+    @endpoint("GET", "/feature-groups/{name}/commit-versions")
+    def list_commit_versions(self, name: str, version: int) -> list[int]:
+        """The Delta versions of the group's recorded commits, ascending."""
+        self.get_feature_group(name, version)  # NotFound names it
+        with self.store.read() as conn:
+            return list(
+                conn.execute(
+                    select(feature_commits.c.commit_version)
+                    .where(
+                        feature_commits.c.group_name == name,
+                        feature_commits.c.group_version == version,
+                    )
+                    .order_by(feature_commits.c.commit_version)
+                ).scalars()
+            )
 
     @endpoint("GET", "/feature-groups/{name}/reports")
     def list_reports(self, name: str, version: int) -> list[ValidationReport]:

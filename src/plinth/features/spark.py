@@ -20,6 +20,7 @@ from plinth.errors import PlinthError
 from plinth.features.retrieval import (
     ROW_ID,
     TIME,
+    TTL_TIME,
     FeatureRequest,
     JoinPlan,
     PlannedRequest,
@@ -96,6 +97,7 @@ def _as_of(keys: DataFrame, source: DataFrame, planned: PlannedRequest) -> DataF
         F.lit(None).cast("long").alias(ROW_ID),
         *key_names,
         "t",
+        F.lit(None).cast("long").alias("tu"),
         F.lit(0).alias("side"),
         row.alias("row"),
     )
@@ -104,6 +106,7 @@ def _as_of(keys: DataFrame, source: DataFrame, planned: PlannedRequest) -> DataF
         ROW_ID,
         *(F.col(e).alias(k) for e, k in zip(planned.entity_keys, key_names, strict=True)),
         F.col(TIME).alias("t"),
+        F.col(TTL_TIME).alias("tu"),
         F.lit(1).alias("side"),
         F.lit(None).cast(row_type).alias("row"),
     )
@@ -116,7 +119,7 @@ def _as_of(keys: DataFrame, source: DataFrame, planned: PlannedRequest) -> DataF
     stacked = features.unionByName(entities).withColumn("latest", latest).where(F.col("side") == 1)
     fresh = F.col("t").isNotNull() & F.col("latest").isNotNull()
     if planned.ttl is not None:
-        fresh = fresh & (F.col("latest.t") >= F.col("t") - F.lit(planned.ttl))
+        fresh = fresh & (F.col("latest.t") >= F.col("tu") - F.lit(planned.ttl))
     outputs = [
         F.when(fresh, F.col(f"latest.{value}")).alias(f"c{planned.first_output + j}")
         for j, value in enumerate(values)

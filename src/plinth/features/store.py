@@ -32,6 +32,7 @@ from plinth.features.types import (
 if TYPE_CHECKING:
     from plinth.features.offline import OfflineTables
     from plinth.features.online.base import OnlineStore
+    from plinth.features.repair import Repaired
     from plinth.features.service import FeatureService
 
 # How long online lookups trust the group definitions they read (another process's change
@@ -261,12 +262,23 @@ class FeatureStore(ViewsMixin):
 
         group = self._group(group)
         commit, table = insert(self.service, self.offline, group, data, chunk_rows, progress)
+        from plinth.features.repair import repair
+
+        # commits before this one whose writers were killed before recording them
+        repair(self.service, self.offline, group, sweep=False, latest=commit.commit_version)
         if write_online:
             if table is None:
                 self.materialize_incremental(group)
             else:
                 self._write_online(group, table)
         return commit
+
+    def repair(self, group: FeatureGroup | str) -> Repaired:
+        """Record the commits of the group's offline table that have no record (a writer
+        killed between its commit and its record) and delete files no commit refers to."""
+        from plinth.features.repair import repair
+
+        return repair(self.service, self.offline, self._group(group))
 
     # -- reading -----------------------------------------------------------------------
 
@@ -522,23 +534,10 @@ def _latest_per_key(table: pa.Table, keys: list[str], event_time: str) -> pa.Tab
 
 
 def _as_arrow(data: Any) -> pa.Table:
-    """An entity table from pandas, polars, Arrow, a Parquet path or a ``Query``."""
-    from plinth.features.ingest import Query, _is_path, _parquet
+    """An entity table from any source ingestion takes (``ingest.as_table``)."""
+    from plinth.features.ingest import as_table
 
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, Query):
-        return data.reader().read_all()
-    if _is_path(data):
-        return _parquet(data).to_table()
-    if hasattr(data, "to_arrow") and not hasattr(data, "iloc"):  # polars
-        return data.to_arrow()
-    try:
-        return pa.Table.from_pandas(data, preserve_index=False)
-    except (TypeError, AttributeError):
-        raise InvalidArgument(
-            "entity_df must be a pandas, polars or Arrow table, a Parquet path or a Query"
-        ) from None
+    return as_table(data, doing="read entity_df from")
 
 
 _owner = owner

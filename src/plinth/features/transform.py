@@ -19,6 +19,7 @@ import base64
 import inspect
 import sys
 import textwrap
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +28,11 @@ import pyarrow as pa
 from plinth.errors import InvalidArgument
 from plinth.features.types import FeatureSpec, Transformation
 
-_loaded: dict[str, Callable[..., Any]] = {}  # code -> function: unpickle each one once
+# code -> function: each unpickled once while it is among the LOADED_MAX used last (a
+# long-lived server meets ever new view versions; the least recently used are dropped).
+# Keyed by the code itself: its hash is computed once per string and cached by Python.
+LOADED_MAX = 256
+_loaded: OrderedDict[str, Callable[..., Any]] = OrderedDict()
 
 
 def on_demand(
@@ -146,17 +151,22 @@ def _dumps(fn: Callable[..., Any]) -> str:
 
 
 def _function(t: Transformation) -> Callable[..., Any]:
-    fn = _loaded.get(t.code)
-    if fn is None:
-        import pickle
+    key = t.code
+    cached = _loaded.get(key)
+    if cached is not None:
+        _loaded.move_to_end(key)
+        return cached
+    import pickle
 
-        try:
-            fn = pickle.loads(base64.b64decode(t.code))
-        except Exception as e:
-            raise InvalidArgument(
-                f"transformation {t.name!r} cannot be loaded here: {type(e).__name__}: {e}"
-            ) from e
-        if not callable(fn):
-            raise InvalidArgument(f"transformation {t.name!r} is not a function")
-        _loaded[t.code] = fn
+    try:
+        fn: Callable[..., Any] = pickle.loads(base64.b64decode(t.code))
+    except Exception as e:
+        raise InvalidArgument(
+            f"transformation {t.name!r} cannot be loaded here: {type(e).__name__}: {e}"
+        ) from e
+    if not callable(fn):
+        raise InvalidArgument(f"transformation {t.name!r} is not a function")
+    _loaded[key] = fn
+    while len(_loaded) > LOADED_MAX:
+        _loaded.popitem(last=False)
     return fn

@@ -18,8 +18,9 @@ version), the output and the options that change what is written. A new table is
 created empty (its own commit, version 0), because Delta checks transactions only against
 a table that exists when the write starts.
 
-Rows written: the key columns (the view's entity keys, ``keys``, or else ``row``, the
-input row number), the input's timestamp column when it has one, ``scored_at`` (one time
+Rows written: the key columns (``keys``; else the view's entity keys; else, for a plain
+model, the input's columns that are join keys of a feature store entity; else ``row``, the
+input row number, as also when the output table already numbers its rows), the input's timestamp column when it has one, ``scored_at`` (one time
 per job), ``score``, ``proba_<class>`` (with ``probabilities``), ``model_name``,
 ``model_version`` and ``job_key``.
 """
@@ -44,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.faults import crash_point
 from plinth.features.duck import cores
 from plinth.serving.checks import (
     CheckResult,
@@ -235,8 +237,9 @@ class Scorer:
             return self._already(source, job_key, *done)
         version = self.served.version
         job_id = self.jobs.start_score_job(
-            job_key, version.model_name, version.version, self._recorded(source), self.table.uri
-        ).id
+            job_key, version.model_name, version.version, self._recorded(source), self.table.uri,
+            socket.gethostname(), os.getpid(),
+        ).id  # fmt: skip
         checks = ScoreChecks(self.profile, self.options.thresholds, self._classifier())
         metadata = {KEY: job_key, "plinth.model": f"{version.model_name}/{version.version}",
                     "plinth.input": source.name, **metadata}  # fmt: skip
@@ -254,6 +257,7 @@ class Scorer:
         except BaseException:
             self.jobs.finish_score_job(job_key, "FAILED", checks.rows)
             raise
+        crash_point("score-commit")
         results = checks.results()
         self.jobs.finish_score_job(job_key, "DELIVERED", checks.rows, results, written)
         result = self._result(source, job_key, job_id, checks.rows, written, results)
@@ -304,6 +308,8 @@ class Scorer:
         keys = list(self.options.keys)
         if not keys and view is not None and all(k in columns for k in view.keys):
             keys = list(view.keys)
+        if not keys and view is None:
+            keys = self._entity_columns(columns)
         unknown = [k for k in keys if k not in columns]
         if unknown:
             raise InvalidArgument(f"key column {unknown[0]!r} is not in input {source.name}")
@@ -313,6 +319,16 @@ class Scorer:
                 f"input column {clash[0]!r} would clash with a column of the scores"
             )
         return _Plan(enrich, keys, ts if ts in columns and ts not in keys else None)
+
+    def _entity_columns(self, columns: list[str]) -> list[str]:
+        """The keys a plain model's scores keep without ``keys``: the input's columns that
+        are join keys of the feature store's entities. None (a row number instead) when
+        there are none, or when the output table numbers its rows already."""
+        existing = self.table.columns()
+        if existing is not None and ROW in existing:
+            return []
+        known = {k for entity in self.client.features.list_entities() for k in entity.join_keys}
+        return [c for c in columns if c in known]
 
     def _classifier(self) -> bool:
         return callable(getattr(self.served.predictor.native, "predict_proba", None))
@@ -348,6 +364,9 @@ class Scorer:
             done += chunk.num_rows
             if progress is not None:
                 progress(done, total)
+        # kept before the commit: a run killed after it leaves them to the reconcile
+        self.jobs.record_score_checks(job_key, checks.rows, checks.results())
+        crash_point("score-stream")
         if not self.options.allow_failed_checks and not all(r.passed for r in checks.results()):
             raise _Blocked()
 

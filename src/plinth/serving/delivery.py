@@ -39,6 +39,11 @@ class ScoreTable:
         )
         self.options = _storage_options(uri)
 
+    def columns(self) -> list[str] | None:
+        """The table's column names; None when there is no table yet."""
+        table = self._open()
+        return None if table is None else pa.schema(table.schema().to_arrow()).names
+
     def delivered(self, job_key: str) -> tuple[int | None, int | None] | None:
         """(Delta version, rows) of the commit of ``job_key``; None when not delivered."""
         table = self._open()
@@ -65,6 +70,7 @@ class ScoreTable:
         table = self._open() or self._create(first.schema)
         if table.transaction_version(_app_id(job_key)) is not None:
             raise Concurrent()
+        table = self._reshaped(table, first.schema)
         schema = pa.schema(table.schema().to_arrow())
         commit = CommitProperties(
             custom_metadata=metadata, app_transactions=[Transaction(_app_id(job_key), 1)]
@@ -103,6 +109,20 @@ class ScoreTable:
         if table is None:
             raise Unavailable(f"the score table at {self.uri} vanished as it was created")
         return table
+
+    def _reshaped(self, table: DeltaTable, schema: pa.Schema) -> DeltaTable:
+        """A table that holds no rows yet takes the columns of the scores: the empty table
+        a failed or blocked first job created must not hold the next job to its layout."""
+        if pa.schema(table.schema().to_arrow()).names == schema.names or table.file_uris():
+            return table
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
+
+        try:
+            DeltaTable.create(self.uri, schema, mode="overwrite", storage_options=self.options)
+        except (DeltaError, OSError) as e:
+            raise Unavailable(f"cannot lay out the empty score table at {self.uri}: {e}") from e
+        return self._open() or table
 
     def _failure(self, e: BaseException, job_key: str) -> BaseException:
         from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
@@ -212,9 +232,11 @@ def _app_id(job_key: str) -> str:
 
 
 def _find(table: DeltaTable, job_key: str) -> tuple[int | None, int | None]:
+    from plinth.features.offline import stable_history
+
     # a job's commit is most often among the latest: look there before reading the whole log
     for limit in (20, None):
-        for commit in table.history(limit):  # newest first
+        for commit in stable_history(table, limit):  # newest first
             if commit.get(KEY) == job_key:
                 rows = (commit.get("operationMetrics") or {}).get("num_added_rows")
                 return int(commit["version"]), None if rows is None else int(rows)

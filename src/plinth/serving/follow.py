@@ -215,12 +215,13 @@ class DeltaCommits:
 
     def new(self) -> list[int]:
         """The versions after ``seen``, up to the latest as the table is now."""
+        from plinth.features.offline import stable_history
+
         self.table.update_incremental()
+        if self.table.version() > self.seen:
+            history = stable_history(self.table)  # numbered right while others commit
+            self._operations = {int(h["version"]): str(h.get("operation")) for h in history}
         latest = self.table.version()
-        if latest > self.seen:
-            self._operations = {
-                int(h["version"]): str(h.get("operation")) for h in self.table.history()
-            }
         return list(range(self.seen + 1, latest + 1))
 
     def added(self, version: int) -> Source | None:

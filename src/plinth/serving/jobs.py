@@ -41,6 +41,8 @@ class ScoreJob:
     output_version: int | None = None  # the Delta version that delivered the scores
     started_at: int = 0  # ms since the epoch
     finished_at: int | None = None
+    host: str | None = None  # where the latest run ran (its process id below)
+    pid: int | None = None
 
 
 class ScoreJobService(PredictionLogReads):
@@ -48,17 +50,30 @@ class ScoreJobService(PredictionLogReads):
 
     @endpoint("PUT", "/score-jobs/{job_key}")
     def start_score_job(
-        self, job_key: str, model_name: str, model_version: int, input: str, output: str
+        self,
+        job_key: str,
+        model_name: str,
+        model_version: int,
+        input: str,
+        output: str,
+        host: str | None = None,
+        pid: int | None = None,
     ) -> ScoreJob:
-        """Record a job as RUNNING (again, for a job key seen before: a re-run)."""
+        """Record a job as RUNNING (again, for a job key seen before: a re-run) by process
+        ``pid`` on ``host``, so a reconcile there can tell when the run died."""
         _check_key(job_key)
         if not 0 < len(model_name) <= 500:
             raise InvalidArgument("model_name must have 1 to 500 characters")
         _check_count("model_version", model_version, 1, _INT32)
+        if host is not None and not 0 < len(host) <= 255:
+            raise InvalidArgument("host must have 1 to 255 characters")
+        if pid is not None:
+            _check_count("pid", pid, 1, _INT32)
         row = {
             "job_key": job_key, "model_name": model_name, "model_version": model_version,
             "input": input, "output": output, "status": "RUNNING", "rows": None,
             "checks": "[]", "output_version": None, "started_at": now_ms(), "finished_at": None,
+            "host": host, "pid": pid,
         }  # fmt: skip
         update = {k: (lambda ex, k=k: getattr(ex, k)) for k in row if k != "job_key"}
         with self.store.write() as conn:
@@ -95,6 +110,21 @@ class ScoreJobService(PredictionLogReads):
         if done.rowcount == 0:
             raise NotFound(f"score job {job_key!r} was never started")
         return self.get_score_job(job_key)
+
+    @endpoint("POST", "/score-jobs/{job_key}/checks")
+    def record_score_checks(self, job_key: str, rows: int, checks: list[CheckResult]) -> None:
+        """Record a RUNNING job's checks, judged before its commit: a run killed after the
+        commit leaves them for the reconcile that marks the job DELIVERED. A job no longer
+        running (another run of it ended it) keeps what that run recorded."""
+        _check_key(job_key)
+        _check_count("rows", rows, 0, _INT63)
+        values = {"rows": rows, "checks": json.dumps([asdict(c) for c in checks])}
+        with self.store.write() as conn:
+            conn.execute(
+                score_jobs.update()
+                .where(score_jobs.c.job_key == job_key, score_jobs.c.status == "RUNNING")
+                .values(values)
+            )
 
     @endpoint("GET", "/score-jobs/{job_key}")
     def get_score_job(self, job_key: str) -> ScoreJob:

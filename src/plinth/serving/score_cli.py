@@ -31,7 +31,7 @@ def score(
     follow: Annotated[str | None, typer.Option("--follow", help="a folder: score each new Parquet file once; a Delta table: each new commit's rows")] = None,
     engine: Annotated[str, typer.Option(help="duckdb (in-process) or spark (local mode)")] = "duckdb",
     timestamp_column: Annotated[str, typer.Option(help="input column of the as-of times for features")] = "event_timestamp",
-    key: Annotated[list[str] | None, typer.Option("--key", help="input column(s) identifying a row (default: the view's entity keys, else a row number)")] = None,
+    key: Annotated[list[str] | None, typer.Option("--key", help="input column(s) copied to the scores to identify each row; repeat for several (default: the view's entity keys; for a plain model the input's columns that are entity join keys; else a row number)")] = None,
     job_key: Annotated[str | None, typer.Option(help="the job's idempotence key (default: a hash of model, input and output)")] = None,
     allow_failed_checks: Annotated[bool, typer.Option("--allow-failed-checks", help="deliver even if checks fail (recorded as failed)")] = False,
     threshold: Annotated[list[str] | None, typer.Option("--threshold", help="NAME=VALUE, e.g. max_psi=0.3 (see plinth.serving.checks.Thresholds)")] = None,
@@ -207,19 +207,22 @@ def score_jobs(
     job: Annotated[str | None, typer.Option("--job", help="one job, with its checks")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """The recorded batch scoring jobs: status, rows, the Delta version delivered, checks."""
+    """The recorded batch scoring jobs: status, rows, the Delta version delivered, checks.
+    A RUNNING job whose commit is in its output is shown (and recorded) DELIVERED; one whose
+    process on this host is gone, FAILED."""
     from plinth.cli import _client, _print_json, _table, out
+    from plinth.serving.reconcile import reconcile_job, reconcile_jobs
 
     jobs = _client().score_jobs
     if job is not None:
-        found = jobs.get_score_job(job)
+        found = reconcile_job(jobs, jobs.get_score_job(job))
         if json_:
             return _print_json(found)
         out.print(_table("score job", ("field", "value"), _fields(found)))
         rows = [(c.name, _verdict(c), c.detail) for c in found.checks]
         out.print(_table("checks", ("check", "result", "detail"), rows))
         return None
-    listed = jobs.list_score_jobs(model, limit)
+    listed = reconcile_jobs(jobs, jobs.list_score_jobs(model, limit))
     if json_:
         return _print_json(listed)
     table: list[tuple[Any, ...]] = [

@@ -390,5 +390,7 @@ score_jobs = Table(
     Column("output_version", BigInteger),  # the Delta version that delivered the scores
     Column("started_at", BigInteger, nullable=False),
     Column("finished_at", BigInteger),
+    Column("host", String(255)),  # where the run of a RUNNING job is, to tell it died
+    Column("pid", Integer),
     Index(None, "model_name", "model_version"),
 )
