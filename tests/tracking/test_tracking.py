@@ -368,10 +368,11 @@ class TestSearch:
             "r1",
             "r0",
         ]
-        assert (
-            self.names(client.search_runs(order_by=["params.model", "name"]))[:2] == ["r1", "r3"]
-            or True
-        )
+        # Strings sort alphabetically ("gbm" < "rf"), runs without the param last.
+        by_model = self.names(client.search_runs(order_by=["params.model", "name"]))
+        assert by_model == ["r1", "r3", "r0", "r2", "r4"]
+        by_model = self.names(client.search_runs(order_by=["params.hyper.model DESC", "name"]))
+        assert by_model == ["r0", "r2", "r1", "r3", "r4"]
 
     def test_operators(self, client: Client, runs: dict[str, str]) -> None:
         def names(f: str) -> set[str]:

@@ -183,18 +183,23 @@ class TrackingService(ExperimentService):
         if last_metrics is not None:
             metric_store.validate_batch(last_metrics)
         with self._run_must_exist(run_id), self.store.write() as conn:
-            if last_metrics is not None and last_metrics.keys:
-                metric_store.write_batch(conn, run_id, last_metrics)
-            ended = conn.execute(
-                sql.end_running_run,
-                {"run_id": run_id, "new_status": status.value, "ended_at": now_ms()},
-            )
-            if ended.rowcount == 0:
-                current = self._status(conn, run_id)
+            current = self._locked_status(conn, run_id)
+            if current is not RunStatus.RUNNING:
                 if current is not status:
                     raise Conflict(
                         f"run {run_id!r} already ended as {current.value}; cannot end it as {status.value}"
                     )
+                if last_metrics is not None and last_metrics.keys:
+                    # the same end again: its points are only taken if a spool says they
+                    # are the ones written then
+                    self._write_points(conn, run_id, last_metrics, current, replay=False)
+                return
+            if last_metrics is not None and last_metrics.keys:
+                metric_store.write_batch(conn, run_id, last_metrics)
+            conn.execute(
+                sql.end_running_run,
+                {"run_id": run_id, "new_status": status.value, "ended_at": now_ms()},
+            )
 
     @endpoint("POST", "/runs/{run_id}/heartbeat")
     def heartbeat(self, run_id: str) -> None:
@@ -264,16 +269,43 @@ class TrackingService(ExperimentService):
                 self._status(conn, run_id)
 
     @endpoint("POST", "/runs/{run_id}/metrics")
-    def log_metric_batch(self, run_id: str, batch: MetricBatch) -> None:
+    def log_metric_batch(self, run_id: str, batch: MetricBatch, replay: bool = False) -> None:
+        """Write metric points to a RUNNING run. A run that has ended takes no new points
+        (Conflict): its metrics are final, as its status says. ``replay`` is for points a
+        writer's spool kept after its process died (``plinth runs recover``): they were
+        logged before the run ended, so they are taken whatever its status."""
         metric_store.validate_batch(batch)
         with self._run_must_exist(run_id), self.store.write() as conn:
+            status = self._locked_status(conn, run_id)
             if batch.keys:
-                metric_store.write_batch(conn, run_id, batch)  # a missing run fails its foreign key
-                self._touch(
-                    conn, run_id
-                )  # a run that writes is alive, whatever its heartbeat thread
-            else:
-                self._status(conn, run_id)
+                self._write_points(conn, run_id, batch, status, replay=replay)
+                if status is RunStatus.RUNNING:
+                    self._touch(conn, run_id)  # a run that writes is alive
+
+    def _locked_status(self, conn: Connection, run_id: str) -> RunStatus:
+        status = metric_store.lock_run(conn, run_id)
+        if status is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return RunStatus(status)
+
+    def _write_points(
+        self, conn: Connection, run_id: str, batch: MetricBatch, status: RunStatus, *, replay: bool
+    ) -> None:
+        if status is not RunStatus.RUNNING and not replay:
+            if batch.spool is None or not metric_store.already_written(conn, run_id, batch):
+                raise Conflict(
+                    f"run {run_id} is {status.value}: an ended run takes no new metric "
+                    f"points (got {len(batch)}, the first {batch.keys[0]!r}); start a new run"
+                )
+            return
+        metric_store.write_batch(conn, run_id, batch)
+
+    @endpoint("GET", "/runs/{run_id}/spools/{spool}")
+    def get_spool_progress(self, run_id: str, spool: str) -> int:
+        """How many points of a writer's spool the store holds (0 for an unknown spool)."""
+        with self.store.read() as conn:
+            self._status(conn, run_id)
+            return metric_store.spool_progress(conn, run_id, spool)
 
     @contextlib.contextmanager
     def _run_must_exist(self, run_id: str) -> Iterator[None]:
