@@ -81,9 +81,10 @@ class MetricBuffer:
             for _ in range(-(-len(self.points) // self._max_points)):
                 self._write_some()
 
-    def tick(self) -> None:
-        """One round of the flusher: write what is buffered, then beat if one is due."""
-        if self.points:
+    def tick(self, *, flush: bool = True) -> None:
+        """One round of the flusher: write what is buffered (if ``flush``), then beat if
+        one is due."""
+        if flush and self.points:
             self.flush()
         if self.clock() - self._last_beat >= self._heartbeat_interval and not self._closed:
             self._heartbeat()
@@ -140,13 +141,17 @@ class MetricBuffer:
             self._drained.notify_all()
 
     def _loop(self) -> None:
+        last_flush = self.clock()
         while not self._closed and self.refused is None:
-            self._wake.wait(min(self._interval, self._heartbeat_interval))
+            woken = self._wake.wait(min(self._interval, self._heartbeat_interval))
             self._wake.clear()
             if self._closed:
                 break
             try:
-                self.tick()
+                due = woken or self.clock() - last_flush >= self._interval
+                if due:
+                    last_flush = self.clock()
+                self.tick(flush=due)
                 self.error = None
             except Exception as exc:  # the points stay buffered and are retried
                 self.error = exc

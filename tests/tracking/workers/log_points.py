@@ -6,7 +6,8 @@ It imports only plinth and the standard library. The last stdout line is JSON (o
 - ``own``: start a run of its own, log params, tags and points, end it.
 - ``shared``: attach to the run ``--run-id``, log points, flush, leave the run open.
 - ``create``: start and end ``--runs`` runs in one experiment.
-- ``kill``: log ``--steps`` points, flush, say so, then log until killed.
+- ``kill``: log ``--steps`` points, flush, say so, then log until killed, saying how many
+  points were logged every 1,000.
 - ``atexit``: ``plinth.start_run()`` without ``with`` or ``end()``; just exit.
 - ``raise``: log points inside ``with plinth.start_run()``, then raise.
 
@@ -119,6 +120,8 @@ def kill(args: argparse.Namespace) -> None:
         while time.monotonic() < stop:
             run.log_metric("loss", value(0, 0, i), step=i)
             i += 1
+            if i % 1000 == 0:  # every point up to i was acknowledged
+                print(f"logged {i}", flush=True)
     sys.exit("worker: nobody killed me")
 
 
