@@ -44,6 +44,17 @@ class TestExperiments:
         assert (got.experiment_name, got.name) == (name, "ëxpérience 🚀")
         assert got.metrics["précision"].last == 0.5
 
+    @pytest.mark.parametrize("name", ["team/churn", "a/b/tags", "/lead", "100%/x?y#z"])
+    def test_names_with_slashes_and_url_characters(self, client: Client, name: str) -> None:
+        created = client.create_experiment(name, tags={"k": "v"})
+        assert client.get_experiment(name) == created
+        client.tracking.set_experiment_tags(name, {"k": "w"})
+        assert client.get_experiment(name).tags == {"k": "w"}
+        with client.start_run(experiment=name) as run:
+            run.log_metric("loss", 0.5)
+        assert client.get_run(run.id).experiment_name == name
+        assert [r.id for r in client.search_runs(experiments=[name])] == [run.id]
+
 
 class TestRuns:
     def test_the_readme_story(self, client: Client, tmp_path: Path) -> None:
@@ -171,6 +182,22 @@ class TestParams:
             run.log_params({"lr": 0.2}, group="other")  # another group is another param
         assert client.get_run(run.id).params["hyper"] == {"lr": 0.1}
 
+    @pytest.mark.parametrize(
+        "value",
+        [{1, 2}, frozenset({"a"}), b"bytes", object()],
+        ids=["set", "frozenset", "bytes", "object"],
+    )
+    def test_values_json_cannot_hold_are_refused_alike_everywhere(
+        self, client: Client, value: object
+    ) -> None:
+        run = client.start_run(experiment="churn")
+        with pytest.raises(plinth.InvalidArgument, match=r"param default\.p: .* not a JSON value"):
+            run.log_param("p", value)
+        with pytest.raises(plinth.InvalidArgument, match="not a JSON value"):
+            client.tracking.log_params(run.id, {"p": value})
+        run.end()
+        assert client.get_run(run.id).params == {}
+
     def test_not_json(self, client: Client) -> None:
         run = client.start_run(experiment="churn")
         with pytest.raises(plinth.InvalidArgument):
@@ -282,6 +309,22 @@ class TestTags:
         assert "owner" not in client.get_run(run.id).tags
         with pytest.raises(plinth.NotFound):
             client.tracking.delete_tag(run.id, "owner")
+
+    @pytest.mark.parametrize("value", [3, 0.5, True, None, ["a"]])
+    def test_tag_values_are_strings_everywhere(self, client: Client, value: object) -> None:
+        with pytest.raises(
+            plinth.InvalidArgument, match=r"tag 'k': value .* tag values are strings"
+        ):
+            client.start_run(experiment="churn", tags={"k": value})  # type: ignore[dict-item]
+        run = client.start_run(experiment="churn")
+        with pytest.raises(plinth.InvalidArgument, match="tag 'k': value"):
+            run.set_tag("k", value)  # type: ignore[arg-type]
+        with pytest.raises(plinth.InvalidArgument, match="tag 'k': value"):
+            client.tracking.set_tags(run.id, {"k": value})  # type: ignore[dict-item]
+        with pytest.raises(plinth.InvalidArgument, match="tag 'k': value"):
+            client.create_experiment("tagged", tags={"k": value})  # type: ignore[dict-item]
+        run.end()
+        assert client.get_run(run.id).tags == {}
 
 
 class TestArtifacts:

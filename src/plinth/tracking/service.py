@@ -11,7 +11,7 @@ import contextlib
 import json
 import operator
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields, replace
 from types import SimpleNamespace
 from typing import IO, Any
@@ -56,6 +56,7 @@ from plinth.tracking.types import (
     Run,
     RunComparison,
     RunStatus,
+    check_tags,
     validate_key,
 )
 
@@ -481,9 +482,8 @@ class TrackingService(ExperimentService):
             raise NotFound(f"run {run_id!r} does not exist")
 
     def _set_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
-        for key in tags:
-            _validate_name(key, "tag name")
-        rows = [{"run_id": run_id, "key": k, "value": str(v)} for k, v in tags.items()]
+        check_tags(tags)
+        rows = [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()]
         upsert(conn, run_tags, rows, ["run_id", "key"], {"value": lambda ex: ex.value})
 
     def _load_runs(self, conn: Connection, run_ids: list[str]) -> list[Run]:
@@ -578,3 +578,30 @@ def _param_row(run_id: str, group: str, key: str, value: Any) -> dict[str, Any]:
         "value_num": num,
         "value_str": text,
     }
+
+
+def _check_params(arguments: dict[str, Any]) -> None:
+    group = arguments.get("group", "default")
+    for key, value in (arguments.get("params") or {}).items():
+        _param_row("", group, key, value)
+
+
+def _check_batch(name: str) -> Callable[[dict[str, Any]], None]:
+    def check(arguments: dict[str, Any]) -> None:
+        if arguments.get(name) is not None:
+            metric_store.validate_batch(arguments[name])
+
+    return check
+
+
+# What the remote client checks before it sends a call, so that a value JSON would carry
+# differently (a set as a list, a number as a string) is refused as the service refuses it.
+REMOTE_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "log_params": _check_params,
+    "log_metric_batch": _check_batch("batch"),
+    "end_run": _check_batch("last_metrics"),
+    "set_tags": lambda arguments: check_tags(arguments.get("tags")),
+    "create_run": lambda arguments: check_tags(arguments.get("tags")),
+    "create_experiment": lambda arguments: check_tags(arguments.get("tags")),
+    "set_experiment_tags": lambda arguments: check_tags(arguments.get("tags")),
+}

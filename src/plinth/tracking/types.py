@@ -225,3 +225,15 @@ def validate_key(key: str, what: str = "metric name") -> None:
         )
     if any(ord(c) < 32 for c in key):
         raise InvalidArgument(f"{what} {key!r} contains a control character")
+
+
+def check_tags(tags: dict[str, Any] | None, what: str = "tag") -> None:
+    """Tags are text: a value of another type is refused (locally and over HTTP alike),
+    not turned into its ``str``."""
+    for key, value in (tags or {}).items():
+        validate_key(key, f"{what} name")
+        if not isinstance(value, str):
+            raise InvalidArgument(
+                f"{what} {key!r}: value {value!r:.40} is a {type(value).__name__}; tag values "
+                "are strings (use str(value), or log a param for a typed value)"
+            )
