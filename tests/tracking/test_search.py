@@ -8,7 +8,7 @@ from sqlalchemy.dialects import sqlite
 
 import plinth
 from plinth.store.schema import runs
-from plinth.tracking.search import order_by, parse_filter, tokenize
+from plinth.tracking.search import MAX_ORDER_BY, order_by, parse_filter, tokenize
 
 
 def compiled(text: str) -> str:
@@ -19,6 +19,45 @@ def test_values_become_bound_parameters_never_sql() -> None:
     sql = compiled("name = 'x''; DROP TABLE runs; --' and tags.team = 'risk'")
     assert "DROP" not in sql and "risk" not in sql
     assert sql.count("?") >= 2
+
+
+HOSTILE = "x'); DROP TABLE runs; --"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"metrics.`{HOSTILE}` > 0.5",
+        f"metrics.`{HOSTILE}`.best <= 1",
+        f"metrics.`{HOSTILE}` is null",
+        f"params.`{HOSTILE}` = 3",
+        f"params.hyper.`{HOSTILE}` = 'gbm'",
+        f"params.`{HOSTILE}`.lr in (1, 2)",
+        f"params.`{HOSTILE}` is not null",
+        f"tags.`{HOSTILE}` = 'a'",
+        f"tags.`{HOSTILE}` is null",
+    ],
+)
+def test_names_become_bound_parameters_never_sql(text: str) -> None:
+    """Metric, param (and group) and tag names are values too, backticked or not."""
+    sql = compiled(text)
+    assert "DROP" not in sql and "x')" not in sql
+    assert "?" in sql
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        f"metrics.`{HOSTILE}` DESC",
+        f"params.`{HOSTILE}`",
+        f"params.`{HOSTILE}`.lr",
+        f"tags.`{HOSTILE}`",
+    ],
+)
+def test_order_by_names_become_bound_parameters_never_sql(term: str) -> None:
+    sql = str(order_by(select(runs.c.id), [term], frozenset()).compile(dialect=sqlite.dialect()))
+    assert "DROP" not in sql and "x')" not in sql
+    assert "?" in sql
 
 
 def test_empty_filter_matches_everything() -> None:
@@ -82,10 +121,34 @@ def test_tokens_carry_positions() -> None:
     ]
 
 
-@pytest.mark.parametrize("text", ["metrics.f1 sideways", "", "a b c", "colour"])
-def test_bad_order_by(text: str) -> None:
-    with pytest.raises(plinth.InvalidArgument):
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("metrics.f1 sideways", "is not 'IDENTIFIER [ASC|DESC]'"),
+        ("", "is not 'IDENTIFIER [ASC|DESC]'"),
+        ("a b c", "is not 'IDENTIFIER [ASC|DESC]'"),
+        ("colour", "order_by term 1 ('colour'): at position 1: unknown identifier"),
+        ("metrics.f1.median", "order_by term 1 ('metrics.f1.median'): at position 1: unknown"),
+        ("name ~ DESC", "order_by term 1 ('name ~ DESC'): at position 6: unexpected"),
+    ],
+)
+def test_bad_order_by_says_order_by(text: str, words: str) -> None:
+    with pytest.raises(plinth.InvalidArgument) as caught:
         order_by(select(runs.c.id), [text], frozenset())
+    assert caught.value.message.startswith("order_by")
+    assert words in caught.value.message
+    assert "filter" not in caught.value.message
+
+
+def test_order_by_takes_a_bounded_number_of_terms() -> None:
+    order_by(select(runs.c.id), ["metrics.m DESC"] * MAX_ORDER_BY, frozenset())
+    with pytest.raises(plinth.InvalidArgument, match=f"2000 terms; at most {MAX_ORDER_BY}"):
+        order_by(select(runs.c.id), ["metrics.m DESC"] * 2000, frozenset())
+
+
+def test_order_by_a_backticked_name_with_spaces() -> None:
+    sql = str(order_by(select(runs.c.id), ["metrics.`val f1` DESC"], frozenset()).compile())
+    assert "DESC" in sql
 
 
 @pytest.mark.parametrize(

@@ -475,9 +475,27 @@ class TestSearch:
             client.search_runs(filter=bad)
         assert len(client.search_runs()) == 5  # nothing was harmed
 
+    def test_too_many_order_by_terms_is_a_client_error(
+        self, client: Client, runs: dict[str, str]
+    ) -> None:
+        with pytest.raises(plinth.InvalidArgument, match="order_by: 2000 terms"):
+            client.search_runs(order_by=["metrics.val_f1 DESC"] * 2000)
+        with pytest.raises(plinth.InvalidArgument, match=r"^order_by term 2 \('colour'\)"):
+            client.search_runs(order_by=["name", "colour"])
+
     def test_hostile_strings_are_values(self, client: Client, runs: dict[str, str]) -> None:
         assert len(client.search_runs(filter="name = 'x''; DROP TABLE runs; --'")) == 0
         assert len(client.search_runs()) == 5
+        hostile = "x'); DROP TABLE runs; --"
+        with client.start_run(experiment="churn", name="evil") as run:
+            run.log_metric(hostile, 1.0)
+            run.log_param(hostile, 3, group="hyper")
+        found = client.search_runs(
+            filter=f"metrics.`{hostile}` > 0.5 and params.hyper.`{hostile}` = 3",
+            order_by=[f"metrics.`{hostile}` DESC", f"params.`{hostile}`"],
+        )
+        assert self.names(found) == ["evil"]
+        assert len(client.search_runs()) == 6
 
     def test_compare(self, client: Client, runs: dict[str, str]) -> None:
         cmp = client.compare_runs([runs["r0"], runs["r1"], runs["r2"]])

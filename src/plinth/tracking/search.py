@@ -39,6 +39,7 @@ TIME_ATTRIBUTES = {"start_time", "end_time"}
 NUMBER_ATTRIBUTES = {"number"} | TIME_ATTRIBUTES
 METRIC_FIELDS = {"last", "min", "max", "best", "count", "best_step", "last_step"}
 MAX_NESTING = 64
+MAX_ORDER_BY = 16
 _OPS = ("<=", ">=", "!=", "<>", "==", "=", "<", ">")
 
 _TOKEN = re.compile(
@@ -66,8 +67,8 @@ class Token:
         return self.text.lower() if self.kind == "ident" else ""
 
 
-def _fail(pos: int, problem: str) -> InvalidArgument:
-    return InvalidArgument(f"filter: at position {pos}: {problem}")
+def _fail(pos: int, problem: str, where: str = "filter") -> InvalidArgument:
+    return InvalidArgument(f"{where}: at position {pos}: {problem}")
 
 
 def tokenize(text: str) -> list[Token]:
@@ -93,14 +94,16 @@ class Ident:
     pos: int = 0
 
 
-def parse_ident(text: str, pos: int) -> Ident:
+def parse_ident(text: str, pos: int, where: str = "filter") -> Ident:
     parts = [p[1:-1] if p.startswith("`") else p for p in _split_ident(text)]
     head = parts[0].lower()
     if head in ("metric", "metrics") and len(parts) in (2, 3):
         field = parts[2].lower() if len(parts) == 3 else "last"
         if field not in METRIC_FIELDS:
             raise _fail(
-                pos, f"unknown metric field {parts[2]!r}; use one of {sorted(METRIC_FIELDS)}"
+                pos,
+                f"unknown metric field {parts[2]!r}; use one of {sorted(METRIC_FIELDS)}",
+                where,
             )
         return Ident("metric", parts[1], field=field, pos=pos)
     if head in ("param", "params") and len(parts) in (2, 3):
@@ -117,6 +120,7 @@ def parse_ident(text: str, pos: int) -> Ident:
         pos,
         f"unknown identifier {text!r}; use metrics.NAME, params.GROUP.NAME, params.NAME, "
         f"tags.NAME or one of {sorted(ATTRIBUTES)}",
+        where,
     )
 
 
@@ -420,16 +424,25 @@ def parse_filter(text: str | None) -> Filter:
 
 def order_by(query: Select[Any], texts: list[str], required: frozenset[str]) -> Select[Any]:
     """Add ORDER BY terms to a runs query; NULLs (missing values) sort last."""
-    for text in texts:
-        words = text.strip().split()
+    if len(texts) > MAX_ORDER_BY:
+        raise InvalidArgument(
+            f"order_by: {len(texts)} terms; at most {MAX_ORDER_BY} (each metric term is a join)"
+        )
+    for i, text in enumerate(texts, 1):
+        if not isinstance(text, str) or len(text) > 1_000:
+            raise InvalidArgument(f"order_by: term {i} is not an 'IDENTIFIER [ASC|DESC]' string")
+        where = f"order_by term {i} ({text!r})"
+        tokens = tokenize_order(text, where)
+        words = [t.text for t in tokens]
         if (
             not words
             or len(words) > 2
+            or tokens[0].kind != "ident"
             or (len(words) == 2 and words[1].lower() not in ("asc", "desc"))
         ):
             raise InvalidArgument(f"order_by: {text!r} is not 'IDENTIFIER [ASC|DESC]'")
         descending = len(words) == 2 and words[1].lower() == "desc"
-        ident = parse_ident(words[0], 1)
+        ident = parse_ident(words[0], tokens[0].pos, where)
         if ident.kind == "metric":
             # A join (not a subquery) lets the database walk the (key, last) index in order;
             # an inner one when the filter already demands the metric.
@@ -444,6 +457,13 @@ def order_by(query: Select[Any], texts: list[str], required: frozenset[str]) -> 
                 column.desc().nulls_last() if descending else column.asc().nulls_last()
             )
     return query
+
+
+def tokenize_order(text: str, where: str) -> list[Token]:
+    try:
+        return tokenize(text)
+    except InvalidArgument as exc:
+        raise InvalidArgument(exc.message.replace("filter:", f"{where}:", 1)) from None
 
 
 def order_columns(ident: Ident) -> list[Any]:
