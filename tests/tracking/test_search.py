@@ -8,7 +8,7 @@ from sqlalchemy.dialects import sqlite
 
 import plinth
 from plinth.store.schema import runs
-from plinth.tracking.search import MAX_ORDER_BY, order_by, parse_filter, tokenize
+from plinth.tracking.search import MAX_ORDER_BY, order_by, ordered_metrics, parse_filter, tokenize
 
 
 def compiled(text: str) -> str:
@@ -179,3 +179,28 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
         parse_filter("(" * 500 + "name = 'x'" + ")" * 500)
     with pytest.raises(plinth.InvalidArgument, match="nested deeper"):
         parse_filter("not " * 500 + "name = 'x'")
+
+
+def test_ordering_by_a_metric_the_filter_bounds_walks_its_index() -> None:
+    """The bound is repeated on the join, so the (key, last) index gives the page in order."""
+    matching = parse_filter("metrics.f1 > 0.5", ordered_metrics(["metrics.f1 DESC"]))
+    query = order_by(select(runs.c.id), ["metrics.f1 DESC"], matching.metrics, matching.bounds)
+    sql = str(query.compile())
+    assert "metric_summaries_1.last > " in sql
+
+
+@pytest.mark.parametrize(
+    ("text", "bounds"),
+    [
+        ("metrics.a > 1 and metrics.b.min <= 2", {("a", "last", ">", 1), ("b", "min", "<=", 2)}),
+        ("metrics.a > 1 or metrics.b < 2", set()),
+        ("not metrics.a > 1", set()),
+        ("metrics.a in (1, 2)", set()),
+        (
+            "(metrics.a > 1 and name = 'x') and metrics.a < 3",
+            {("a", "last", ">", 1), ("a", "last", "<", 3)},
+        ),
+    ],
+)
+def test_bounds_are_the_top_level_conjuncts(text: str, bounds: set[tuple[object, ...]]) -> None:
+    assert set(parse_filter(text).bounds) == bounds

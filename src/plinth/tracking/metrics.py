@@ -251,6 +251,14 @@ def history(conn: Connection, run_id: str, key: str) -> list[MetricPoint]:
     ]
 
 
+def summary_from_tuple(row: Any) -> MetricSummary:
+    """From (key, goal, count, last, last_step, min, max, best, best_step)."""
+    key, goal, count, last, last_step, low, high, best, best_step = row
+    return MetricSummary(
+        key, goal, count, math.nan if last is None else last, last_step, low, high, best, best_step
+    )
+
+
 def summary_from_row(row: Any) -> MetricSummary:
     return MetricSummary(
         key=row.key,
