@@ -16,7 +16,8 @@ from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_
 from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
 from plinth.serving.jobs import ScoreJobService
-from plinth.tracking.service import REMOTE_CHECKS, TrackingService
+from plinth.tracking.checks import REMOTE_CHECKS
+from plinth.tracking.service import TrackingService
 
 _CHUNK = 1024 * 1024
 

@@ -11,7 +11,7 @@ import contextlib
 import json
 import operator
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import fields, replace
 from types import SimpleNamespace
 from typing import IO, Any
@@ -42,6 +42,7 @@ from plinth.store.sql import (
 )
 from plinth.tracking import metrics as metric_store
 from plinth.tracking import statements as sql
+from plinth.tracking.checks import param_row
 from plinth.tracking.experiments import ExperimentService
 from plinth.tracking.search import Statistics, ordered_metrics, parse_filter
 from plinth.tracking.search import order_by as order_by_
@@ -239,7 +240,7 @@ class TrackingService(ExperimentService):
     def log_params(self, run_id: str, params: dict[str, Any], group: str = "default") -> None:
         """Log params once: the same value again is fine, a different value is a Conflict."""
         _validate_name(group, "param group")
-        rows = [_param_row(run_id, group, key, value) for key, value in params.items()]
+        rows = [param_row(run_id, group, key, value) for key, value in params.items()]
         try:
             self._log_params_once(run_id, group, rows)
         except WriteConflict:
@@ -563,60 +564,3 @@ def _run_from_row(row: Any, parts: dict[str, Any], artifact_root: str) -> Run:
         lineage=lineage,
         **parts,
     )
-
-
-def _param_row(run_id: str, group: str, key: str, value: Any) -> dict[str, Any]:
-    _validate_name(key, "param name")
-    if isinstance(value, bool):
-        kind, num, text = "bool", float(value), str(value).lower()
-    elif isinstance(value, int):
-        kind, num, text = "int", float(value), None
-    elif isinstance(value, float):
-        kind, num, text = "float", value, None
-    elif isinstance(value, str):
-        kind, num, text = "str", None, value
-    else:
-        kind, num, text = "json", None, None
-    try:
-        encoded = json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):
-        raise InvalidArgument(
-            f"param {group}.{key}: {value!r:.80} is not a JSON value; use int, float, str, "
-            "bool, list or dict (params are configuration: NaN and infinities are refused)"
-        ) from None
-    return {
-        "run_id": run_id,
-        "group": group,
-        "key": key,
-        "value_type": kind,
-        "value": encoded,
-        "value_num": num,
-        "value_str": text,
-    }
-
-
-def _check_params(arguments: dict[str, Any]) -> None:
-    group = arguments.get("group", "default")
-    for key, value in (arguments.get("params") or {}).items():
-        _param_row("", group, key, value)
-
-
-def _check_batch(name: str) -> Callable[[dict[str, Any]], None]:
-    def check(arguments: dict[str, Any]) -> None:
-        if arguments.get(name) is not None:
-            metric_store.validate_batch(arguments[name])
-
-    return check
-
-
-# What the remote client checks before it sends a call, so that a value JSON would carry
-# differently (a set as a list, a number as a string) is refused as the service refuses it.
-REMOTE_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "log_params": _check_params,
-    "log_metric_batch": _check_batch("batch"),
-    "end_run": _check_batch("last_metrics"),
-    "set_tags": lambda arguments: check_tags(arguments.get("tags")),
-    "create_run": lambda arguments: check_tags(arguments.get("tags")),
-    "create_experiment": lambda arguments: check_tags(arguments.get("tags")),
-    "set_experiment_tags": lambda arguments: check_tags(arguments.get("tags")),
-}
