@@ -305,9 +305,21 @@ def w_search(n: int, tmp: Path, args) -> dict:
         t0 = time.perf_counter()
         client.search_runs(**unordered)
         unordered_times.append((time.perf_counter() - t0) * 1000)
+    # Ordered by another metric, with and without a param predicate (issue 10, item 18).
+    other = dict(kwargs, filter_string="metrics.m0 > 0.9", order_by=["metrics.m1 DESC"])
+    with_param = dict(other, filter_string="metrics.m0 > 0.9 and params.p1 = '3'")
+    other_times, param_times = [], []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        client.search_runs(**other)
+        other_times.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        param_res = client.search_runs(**with_param)
+        param_times.append((time.perf_counter() - t0) * 1000)
     vals = [r.data.metrics["m0"] for r in res]
     ok = (
-        len(res) == 100
+        all(r.data.params["p1"] == "3" for r in param_res)
+        and len(res) == 100
         and len(first) == 100
         and all(v > 0.5 for v in vals)
         and vals == sorted(vals, reverse=True)
@@ -318,6 +330,9 @@ def w_search(n: int, tmp: Path, args) -> dict:
             "median_ms": C.median(times),
             "first_ms": first_ms,
             "unordered_median_ms": C.median(unordered_times),
+            "other_median_ms": C.median(other_times),
+            "param_median_ms": C.median(param_times),
+            "param_rows": len(param_res),
             "populate_runs_per_s": meta["runs_per_s"],
             "populate_s": meta["seconds"],
         },

@@ -177,6 +177,23 @@ def test_runs_compare(data: dict[str, str]) -> None:
     assert "params.hyper.depth" in invoke("runs", "compare", "--all", data["a"], data["b"]).stdout
 
 
+def test_runs_recover_replays_what_a_killed_process_spooled(home: Path) -> None:
+    from plinth.tracking.run import _open_runs
+
+    client = connect(flush_interval=3600, heartbeat_interval=3600)  # nothing flushes
+    run = client.start_run("churn", "killed", capture_environment=False)
+    for step in range(500):
+        run.log_metric("loss", 1.0 / (step + 1), step=step)
+    # The process "dies": its flusher stops, its spool's lock is released, nothing is written.
+    run._buffer._closed = True
+    run._spool.close(remove=False)
+    _open_runs.discard(run)
+    assert client.get_run(run.id).metrics == {}
+    assert invoke_json("runs", "recover") == {run.id: 500}
+    assert client.get_run(run.id).metrics["loss"].count == 500
+    assert "replayed 0 spooled metric point(s) into 0 run(s)" in invoke("runs", "recover").stdout
+
+
 def test_runs_close_stale(data: dict[str, str], client: Client) -> None:
     assert invoke_json("runs", "close-stale", "--timeout", "600", "-e", "churn") == []
     assert invoke_json("runs", "close-stale", "--timeout", "600") == [data["stale"]]

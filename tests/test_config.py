@@ -172,3 +172,14 @@ def test_an_invalid_file_value_names_the_field(home: Path, content: str, field: 
     with pytest.raises(InvalidArgument) as raised:
         load_settings()
     assert field in raised.value.message
+
+
+def test_an_explicit_home_reads_its_own_config_file(home: Path, tmp_path: Path) -> None:
+    (home / "config.toml").write_text("[plinth]\nport = 6001\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.toml").write_text("[plinth]\nport = 6002\nflush_interval = 3.5\n")
+    settings = load_settings(home=other)
+    assert (settings.port, settings.flush_interval) == (6002, 3.5)
+    assert load_settings().port == 6001  # $PLINTH_HOME's file, as before
+    assert load_settings(home=tmp_path / "empty").port == 5151  # no file there: defaults

@@ -50,6 +50,8 @@ _on_default_client = _on(default_client)
 _on_active_run = _on(require_active_run)
 
 start_run = _on_default_client(Client.start_run)
+attach_run = _on_default_client(Client.attach_run)
+recover_runs = _on_default_client(Client.recover_runs)
 get_run = _on_default_client(Client.get_run)
 get_metric_history = _on_default_client(Client.get_metric_history)
 search_runs = _on_default_client(Client.search_runs)
@@ -122,6 +124,7 @@ __all__ = [
     "PlinthError",
     "Unavailable",
     "active_run",
+    "attach_run",
     "close_stale_runs",
     "compare_runs",
     "connect",
@@ -147,6 +150,7 @@ __all__ = [
     "model_history",
     "on_demand",
     "read_predictions",
+    "recover_runs",
     "register_best",
     "register_model",
     "rollback",

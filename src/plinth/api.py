@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints
@@ -27,6 +28,10 @@ class Endpoint:
     name: str
     signature: inspect.Signature
     hints: dict[str, Any]
+    # The path as declared, with Starlette converters: "/experiments/{experiment:path}"
+    # takes names holding "/" (the server sees %2F decoded before routing). ``path`` is the
+    # same template without them, for the remote client to fill in.
+    route: str = ""
 
     @property
     def path_params(self) -> list[str]:
@@ -86,8 +91,9 @@ def endpoints_of(cls: type) -> list[Endpoint]:
         marked = getattr(func, "__plinth_endpoint__", None)
         if marked is None:
             continue
-        method, path = marked
+        method, route = marked
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route)
         # localns lets a method annotate ``self`` with the service class it belongs to.
         hints = get_type_hints(func, localns={cls.__name__: cls})
-        found.append(Endpoint(method, path, name, inspect.signature(func), hints))
+        found.append(Endpoint(method, path, name, inspect.signature(func), hints, route))
     return found

@@ -242,6 +242,21 @@ def runs_close_stale(
     )
 
 
+@runs_app.command("recover")
+def runs_recover(
+    run_id: Annotated[str | None, typer.Argument(help="only this run's points")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Write the metric points that killed processes left in this home's local spool
+    (points the store already holds are skipped)."""
+    replayed = _client().recover_runs(run_id)
+    if json_:
+        return _print_json(replayed)
+    total = sum(replayed.values())
+    out.print(f"replayed {total} spooled metric point(s) into {len(replayed)} run(s)")
+    return None
+
+
 # -- models ----------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import io
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ class Client(RegistryClient):
         settings: Settings,
         *,
         remote: bool,
+        target: str = "",
     ) -> None:
         self.tracking = tracking
         self.registry = registry
@@ -53,6 +55,9 @@ class Client(RegistryClient):
         self.score_jobs = score_jobs
         self.settings = settings
         self.remote = remote
+        # The server or store this client writes to: a spool is only replayed by a client
+        # of the same one.
+        self.target = target
         self._feature_store: FeatureStore | None = None
 
     def feature_store(self) -> FeatureStore:
@@ -141,7 +146,48 @@ class Client(RegistryClient):
             capture_lineage(seed),
             environment() if capture_environment else None,
         )
+        self._recover_quietly()
         return ActiveRun(self, run)
+
+    def attach_run(self, run_id: str) -> ActiveRun:
+        """Log into a run another process started (a worker of a distributed training job,
+        say). The run is not this process's to end: leaving its ``with`` block or exiting
+        writes the buffered points and leaves the run RUNNING; ``end()`` still ends it."""
+        from plinth.tracking.run import ActiveRun
+
+        run = self.tracking.get_run(run_id)
+        self.recover_runs(run_id)
+        return ActiveRun(self, run, owned=False)
+
+    def recover_runs(self, run_id: str | None = None) -> dict[str, int]:
+        """Write the metric points that processes killed before their flush left in this
+        Plinth home's spool (all runs of this client's store, or ``run_id``'s); returns the
+        points replayed per run. Points the store already holds are skipped."""
+        from plinth.errors import NotFound
+        from plinth.tracking.spool import orphans, replay
+
+        root = self.settings.home.resolve() / "spool"
+        replayed: dict[str, int] = {}
+        for orphan in orphans(root, self.target, run_id):
+            try:
+                sent = replay(
+                    orphan,
+                    lambda run, batch: self.tracking.log_metric_batch(run, batch, True),
+                )
+            except NotFound:
+                continue  # the run was deleted: keep the points, the user may want them
+            if sent is not None:
+                replayed[orphan.run_id] = replayed.get(orphan.run_id, 0) + sent
+        return replayed
+
+    def _recover_quietly(self) -> None:
+        # The next process to start a run in this home replays what killed ones left.
+        if not (self.settings.home / "spool").is_dir():
+            return
+        try:
+            self.recover_runs()
+        except Exception as exc:  # logging must not fail for a spool it could not replay
+            print(f"plinth: could not replay spooled metric points: {exc}", file=sys.stderr)
 
     def get_run(self, run_id: str) -> Run:
         return self.tracking.get_run(run_id)
@@ -260,7 +306,7 @@ def connect(
     if server:
         from plinth.remote import remote_services
 
-        return Client(*remote_services(server), resolved, remote=True)
+        return Client(*remote_services(server), resolved, remote=True, target=server)
     from plinth.features.service import FeatureService
     from plinth.registry.service import RegistryService
     from plinth.serving.jobs import ScoreJobService
@@ -275,7 +321,9 @@ def connect(
     registry = RegistryService(tracking.store, tracking.artifacts, tracking)
     features = FeatureService(tracking.store, resolved.resolved_artifact_uri)
     jobs = ScoreJobService(tracking.store)
-    return Client(tracking, registry, features, jobs, resolved, remote=False)
+    return Client(
+        tracking, registry, features, jobs, resolved, remote=False, target=tracking.store.uri
+    )
 
 
 _default: Client | None = None

@@ -52,7 +52,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
+        # The config file belongs to the home these settings are for: the one given as an
+        # argument, else $PLINTH_HOME's.
+        home = getattr(init_settings, "init_kwargs", {}).get("home")
+        return (init_settings, env_settings, _TomlSource(settings_cls, home))
 
     @property
     def resolved_store_uri(self) -> str:
@@ -76,12 +79,16 @@ class Settings(BaseSettings):
 
 
 class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], home: Path | str | None) -> None:
+        super().__init__(settings_cls)
+        self._home = home
+
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
         explicit = os.environ.get("PLINTH_CONFIG")
-        home = Path(os.environ.get("PLINTH_HOME", ".plinth"))
+        home = Path(self._home or os.environ.get("PLINTH_HOME", ".plinth"))
         path = Path(explicit) if explicit else home / "config.toml"
         if not path.is_file():
             if explicit:

@@ -16,6 +16,7 @@ from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_
 from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
 from plinth.serving.jobs import ScoreJobService
+from plinth.tracking.checks import REMOTE_CHECKS
 from plinth.tracking.service import TrackingService
 
 _CHUNK = 1024 * 1024
@@ -79,11 +80,14 @@ def _query_value(value: Any) -> Any:
 
 def _make_call(ep: Endpoint, service: type) -> Callable[..., Any]:
     signature = ep.signature
+    check = REMOTE_CHECKS.get(ep.name) if service is TrackingService else None
 
     def call(self: RemoteTracking, *args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         arguments = bound.arguments
+        if check is not None:
+            check(arguments)
         path = _path_of(ep, arguments)
         others = {name: arguments[name] for name in ep.other_params}
         if ep.params_in_query:

@@ -69,6 +69,20 @@ def expected_flags(values: list[float], goal: str) -> list[bool]:
     return flags
 
 
+def commit_order(store_uri: str, run_id: str, key: str) -> list[tuple[float, bool]]:
+    """A metric's (value, is_best) in the order the store took them."""
+    from sqlalchemy import select
+
+    from plinth.store.schema import metrics
+
+    m = metrics.c
+    with open_store(store_uri).read() as conn:
+        rows = conn.execute(
+            select(m.value, m.is_best).where(m.run_id == run_id, m.key == key).order_by(m.id)
+        )
+        return [(value, bool(flag)) for value, flag in rows]
+
+
 def points(history: list[MetricPoint]) -> list[tuple[int, float]]:
     return [(p.step, p.value) for p in history]
 
@@ -139,6 +153,13 @@ def test_processes_logging_into_one_run(store_uri: str, experiment: str, tmp_pat
         assert summary.count == WORKERS * SHARED_STEPS
         assert (summary.last, summary.last_step) == expected[-1][::-1]
         assert (summary.min, summary.max) == (min(values), max(values))
+        # Is-best is judged against the run's stored best, whoever wrote it: in the order the
+        # store took the points, a point is marked exactly when it improves on all before it.
+        goal = infer_goal(key)
+        committed = commit_order(store_uri, run.id, key)
+        assert [flag for _, flag in committed] == expected_flags([v for v, _ in committed], goal)
+        best = min(values) if goal == "min" else max(values)
+        assert summary.best == best
 
 
 def test_processes_starting_runs_in_one_experiment(

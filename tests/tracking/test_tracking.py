@@ -44,6 +44,17 @@ class TestExperiments:
         assert (got.experiment_name, got.name) == (name, "ëxpérience 🚀")
         assert got.metrics["précision"].last == 0.5
 
+    @pytest.mark.parametrize("name", ["team/churn", "a/b/tags", "/lead", "100%/x?y#z"])
+    def test_names_with_slashes_and_url_characters(self, client: Client, name: str) -> None:
+        created = client.create_experiment(name, tags={"k": "v"})
+        assert client.get_experiment(name) == created
+        client.tracking.set_experiment_tags(name, {"k": "w"})
+        assert client.get_experiment(name).tags == {"k": "w"}
+        with client.start_run(experiment=name) as run:
+            run.log_metric("loss", 0.5)
+        assert client.get_run(run.id).experiment_name == name
+        assert [r.id for r in client.search_runs(experiments=[name])] == [run.id]
+
 
 class TestRuns:
     def test_the_readme_story(self, client: Client, tmp_path: Path) -> None:
@@ -171,6 +182,22 @@ class TestParams:
             run.log_params({"lr": 0.2}, group="other")  # another group is another param
         assert client.get_run(run.id).params["hyper"] == {"lr": 0.1}
 
+    @pytest.mark.parametrize(
+        "value",
+        [{1, 2}, frozenset({"a"}), b"bytes", object()],
+        ids=["set", "frozenset", "bytes", "object"],
+    )
+    def test_values_json_cannot_hold_are_refused_alike_everywhere(
+        self, client: Client, value: object
+    ) -> None:
+        run = client.start_run(experiment="churn")
+        with pytest.raises(plinth.InvalidArgument, match=r"param default\.p: .* not a JSON value"):
+            run.log_param("p", value)
+        with pytest.raises(plinth.InvalidArgument, match="not a JSON value"):
+            client.tracking.log_params(run.id, {"p": value})
+        run.end()
+        assert client.get_run(run.id).params == {}
+
     def test_not_json(self, client: Client) -> None:
         run = client.start_run(experiment="churn")
         with pytest.raises(plinth.InvalidArgument):
@@ -283,6 +310,22 @@ class TestTags:
         with pytest.raises(plinth.NotFound):
             client.tracking.delete_tag(run.id, "owner")
 
+    @pytest.mark.parametrize("value", [3, 0.5, True, None, ["a"]])
+    def test_tag_values_are_strings_everywhere(self, client: Client, value: object) -> None:
+        with pytest.raises(
+            plinth.InvalidArgument, match=r"tag 'k': value .* tag values are strings"
+        ):
+            client.start_run(experiment="churn", tags={"k": value})  # type: ignore[dict-item]
+        run = client.start_run(experiment="churn")
+        with pytest.raises(plinth.InvalidArgument, match="tag 'k': value"):
+            run.set_tag("k", value)  # type: ignore[arg-type]
+        with pytest.raises(plinth.InvalidArgument, match="tag 'k': value"):
+            client.tracking.set_tags(run.id, {"k": value})  # type: ignore[dict-item]
+        with pytest.raises(plinth.InvalidArgument, match="tag 'k': value"):
+            client.create_experiment("tagged", tags={"k": value})  # type: ignore[dict-item]
+        run.end()
+        assert client.get_run(run.id).tags == {}
+
 
 class TestArtifacts:
     def test_files_folders_and_listing(self, client: Client, tmp_path: Path) -> None:
@@ -368,10 +411,11 @@ class TestSearch:
             "r1",
             "r0",
         ]
-        assert (
-            self.names(client.search_runs(order_by=["params.model", "name"]))[:2] == ["r1", "r3"]
-            or True
-        )
+        # Strings sort alphabetically ("gbm" < "rf"), runs without the param last.
+        by_model = self.names(client.search_runs(order_by=["params.model", "name"]))
+        assert by_model == ["r1", "r3", "r0", "r2", "r4"]
+        by_model = self.names(client.search_runs(order_by=["params.hyper.model DESC", "name"]))
+        assert by_model == ["r0", "r2", "r1", "r3", "r4"]
 
     def test_operators(self, client: Client, runs: dict[str, str]) -> None:
         def names(f: str) -> set[str]:
@@ -431,9 +475,27 @@ class TestSearch:
             client.search_runs(filter=bad)
         assert len(client.search_runs()) == 5  # nothing was harmed
 
+    def test_too_many_order_by_terms_is_a_client_error(
+        self, client: Client, runs: dict[str, str]
+    ) -> None:
+        with pytest.raises(plinth.InvalidArgument, match="order_by: 2000 terms"):
+            client.search_runs(order_by=["metrics.val_f1 DESC"] * 2000)
+        with pytest.raises(plinth.InvalidArgument, match=r"^order_by term 2 \('colour'\)"):
+            client.search_runs(order_by=["name", "colour"])
+
     def test_hostile_strings_are_values(self, client: Client, runs: dict[str, str]) -> None:
         assert len(client.search_runs(filter="name = 'x''; DROP TABLE runs; --'")) == 0
         assert len(client.search_runs()) == 5
+        hostile = "x'); DROP TABLE runs; --"
+        with client.start_run(experiment="churn", name="evil") as run:
+            run.log_metric(hostile, 1.0)
+            run.log_param(hostile, 3, group="hyper")
+        found = client.search_runs(
+            filter=f"metrics.`{hostile}` > 0.5 and params.hyper.`{hostile}` = 3",
+            order_by=[f"metrics.`{hostile}` DESC", f"params.`{hostile}`"],
+        )
+        assert self.names(found) == ["evil"]
+        assert len(client.search_runs()) == 6
 
     def test_compare(self, client: Client, runs: dict[str, str]) -> None:
         cmp = client.compare_runs([runs["r0"], runs["r1"], runs["r2"]])

@@ -141,7 +141,7 @@ def _mount(app: FastAPI, ep: Endpoint, method: Callable[..., Any], tag: str) -> 
     handle.__name__ = ep.name
     handle.__doc__ = inspect.getdoc(method)
     app.add_api_route(
-        API_PREFIX + ep.path,
+        API_PREFIX + (ep.route or ep.path),
         handle,
         methods=[ep.method],
         tags=[tag],

@@ -132,6 +132,16 @@ metric_summaries = Table(
     Index(None, "key", "last"),
 )
 
+# How far each writer's local spool of metric points has been written (see
+# tracking/spool.py): a batch replayed or retried after a crash is written once.
+metric_spools = Table(
+    "metric_spools",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("spool", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),  # points of the spool written so far
+)
+
 run_tags = Table(
     "run_tags",
     metadata,

@@ -18,7 +18,7 @@ from plinth.store.sql import (
     to_datetime,
     upsert,
 )
-from plinth.tracking.types import Experiment, Page, validate_key
+from plinth.tracking.types import Experiment, Page, check_tags, validate_key
 
 _validate_name = validate_key
 
@@ -41,7 +41,7 @@ class ExperimentService:
             self._set_experiment_tags(conn, experiment_id, tags or {})
         return self.get_experiment(experiment_id)
 
-    @endpoint("GET", "/experiments/{experiment}")
+    @endpoint("GET", "/experiments/{experiment:path}")
     def get_experiment(self, experiment: str) -> Experiment:
         """An experiment by id or by name."""
         with self.store.read() as conn:
@@ -77,7 +77,7 @@ class ExperimentService:
         items = [self.get_experiment(i) for i in ids[:limit]]
         return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
 
-    @endpoint("POST", "/experiments/{experiment}/tags")
+    @endpoint("POST", "/experiments/{experiment:path}/tags")
     def set_experiment_tags(self, experiment: str, tags: dict[str, str]) -> None:
         experiment_id = self.get_experiment(experiment).id
         with self.store.write() as conn:
@@ -100,11 +100,8 @@ class ExperimentService:
     def _set_experiment_tags(
         self, conn: Connection, experiment_id: str, tags: dict[str, str]
     ) -> None:
-        for key in tags:
-            _validate_name(key, "tag name")
-        rows = [
-            {"experiment_id": experiment_id, "key": k, "value": str(v)} for k, v in tags.items()
-        ]
+        check_tags(tags)
+        rows = [{"experiment_id": experiment_id, "key": k, "value": v} for k, v in tags.items()]
         upsert(
             conn, experiment_tags, rows, ["experiment_id", "key"], {"value": lambda ex: ex.value}
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
+import operator
 import sys
 import threading
 import time
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from plinth.errors import InvalidArgument
 from plinth.tracking.buffer import MetricBuffer
 from plinth.tracking.lineage import seed_everything
-from plinth.tracking.types import DatasetInput, Run, RunStatus, infer_goal, validate_key
+from plinth.tracking.spool import Spool
+from plinth.tracking.types import DatasetInput, Run, RunStatus, validate_key
 
 if TYPE_CHECKING:
     from plinth.client import Client
@@ -27,21 +29,28 @@ _runs_lock = threading.Lock()  # strong: a run its caller dropped must still end
 
 
 class ActiveRun:
-    """A run being logged to. Metric points are buffered and written in the background."""
+    """A run being logged to. Metric points go to a local spool and a buffer, and are
+    written in the background.
 
-    def __init__(self, client: Client, run: Run) -> None:
+    ``owned`` runs (the ones this process started) are ended when their ``with`` block or
+    the process ends; a run attached from elsewhere (``Client.attach_run``) is only
+    flushed then: the process that started it ends it."""
+
+    def __init__(self, client: Client, run: Run, *, owned: bool = True) -> None:
         self._client = client
         self.info = run
         self.id = run.id
         self.name = run.name
         self.experiment_id = run.experiment_id
+        self.owned = owned
         self._goals: dict[str, str] = {}
-        self._best: dict[str, float] = {}
         self._last_step: dict[str, int] = {}
         self._ended = False
         self._lock = threading.Lock()
+        self._log_lock = threading.Lock()
         settings = client.settings
         tracking = client.tracking
+        self._spool = _open_spool(client, run.id)
         self._buffer = MetricBuffer(
             lambda batch: tracking.log_metric_batch(run.id, batch),
             lambda: tracking.heartbeat(run.id),
@@ -49,6 +58,7 @@ class ActiveRun:
             interval=settings.flush_interval,
             max_points=settings.flush_max_points,
             heartbeat_interval=settings.heartbeat_interval,
+            spool=self._spool,
         )
         self._points = self._buffer.points
         self._started = next(_starts)
@@ -61,7 +71,10 @@ class ActiveRun:
         """Say whether bigger ('max') or smaller ('min') is better; inferred from the name otherwise."""
         if goal not in ("max", "min"):
             raise InvalidArgument(f"metric {key!r}: goal must be 'max' or 'min', not {goal!r}")
+        validate_key(key)
         self._goals[key] = goal
+        if self._spool is not None:
+            self._spool.set_goal(key, goal)
 
     def log_metric(
         self,
@@ -72,30 +85,35 @@ class ActiveRun:
         is_best: bool | None = None,
         timestamp: float | None = None,
     ) -> None:
-        """Buffer one point. ``step`` defaults to the metric's previous step + 1 (0 first);
-        ``is_best`` defaults to "improves on the best so far" in the metric's goal direction."""
+        """Log one point: on the local spool when this returns, in the store within the
+        flush interval. ``step`` defaults to the metric's previous step + 1 (0 first);
+        ``is_best`` defaults to "improves on the run's best so far" in the metric's goal
+        direction, judged by the store against every point of the run written before.
+
+        Raises InvalidArgument for a value that is not a number (bools and None too), a
+        step that is not an integer, and Conflict once the store refused the run's points
+        because the run has ended."""
         if self._ended:
             raise InvalidArgument(f"run {self.id} has ended: start a new run to log {key!r}")
-        value = float(value)
+        refused = self._buffer.refused
+        if refused is not None:
+            raise refused
+        if type(value) is not float:
+            value = metric_value(key, value)
         if key not in self._last_step:
             validate_key(key)
         if step is None:
             step = self._last_step.get(key, -1) + 1
-        self._last_step[key] = step
-        if is_best is None:
-            best = self._best.get(key)
-            if value != value:
-                is_best = False
-            elif best is None:
-                is_best = True
-                if key not in self._goals:
-                    self._goals[key] = infer_goal(key)
-            else:
-                is_best = value > best if self._goals[key] == "max" else value < best
-            if is_best:
-                self._best[key] = value
-        ms = int((time.time() if timestamp is None else timestamp) * 1000)
-        self._points.append((key, value, step, ms, is_best))
+        elif type(step) is not int or not -_INT64 <= step < _INT64:
+            step = metric_step(key, step)
+        if is_best is not None and type(is_best) is not bool:
+            raise InvalidArgument(f"metric {key!r}: is_best must be True, False or None")
+        ms = int(time.time() * 1000) if timestamp is None else metric_timestamp(key, timestamp)
+        with self._log_lock:
+            self._last_step[key] = step
+            if self._spool is not None:
+                self._spool.append(key, value, step, ms, is_best)
+            self._points.append((key, value, step, ms, is_best))
         if len(self._points) >= self._buffer._max_points:
             self._buffer.wait_for_room()
 
@@ -216,7 +234,7 @@ class ActiveRun:
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED) -> None:
         """Flush everything and close the run with a final status. If the store refuses,
-        the points stay buffered and ``end`` can be called again."""
+        the points stay buffered (and spooled) and ``end`` can be called again."""
         final = _parse_status(status)
         with self._lock:
             if self._ended:
@@ -231,8 +249,35 @@ class ActiveRun:
                 self._buffer.restore(last)
             self._ended = False
             raise
+        self._buffer.written()
         with _runs_lock:
             _open_runs.discard(self)
+
+    def detach(self) -> None:
+        """Write every buffered point and stop logging, leaving the run as it is (RUNNING
+        for its owner to end): what an attached run does at the end of its block."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        last = self._buffer.close()
+        try:
+            if last is not None and self._buffer.refused is None:
+                self._client.tracking.log_metric_batch(self.id, last)
+        except BaseException:
+            if last is not None:
+                self._buffer.restore(last)
+            self._ended = False
+            raise
+        self._buffer.written()
+        with _runs_lock:
+            _open_runs.discard(self)
+
+    def _finish(self, status: RunStatus) -> None:
+        if self.owned:
+            self.end(status)
+        else:
+            self.detach()
 
     def __enter__(self) -> ActiveRun:
         return self
@@ -244,11 +289,11 @@ class ActiveRun:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
-            self.end(RunStatus.FINISHED)
+            self._finish(RunStatus.FINISHED)
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.end(RunStatus.KILLED)
+            self._finish(RunStatus.KILLED)
         else:
-            self.end(RunStatus.FAILED)
+            self._finish(RunStatus.FAILED)
 
     def __repr__(self) -> str:
         return f"<ActiveRun {self.name} id={self.id}>"
@@ -277,7 +322,7 @@ def _end_open_runs() -> None:
         still_open = list(_open_runs)
     for run in still_open:
         try:
-            run.end(_exit_status)
+            run._finish(_exit_status)
         except Exception as exc:  # the interpreter is exiting: report, do not raise
             print(f"plinth: could not close run {run.id}: {exc}", file=sys.stderr)
 
@@ -293,6 +338,57 @@ def require_active_run() -> ActiveRun:
     if run is None:
         raise InvalidArgument("there is no active run: call plinth.start_run() first")
     return run
+
+
+_INT64 = 2**63
+
+
+def metric_value(key: str, value: Any, what: str = "value") -> float:
+    """A metric's value as a float: any real number (NumPy's too, a one-element tensor),
+    not a bool, a string or None."""
+    if isinstance(value, (bool, str | bytes)) or value is None:
+        raise InvalidArgument(
+            f"metric {key!r}: {what} {value!r:.40} is not a number; log a float or an int"
+        )
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidArgument(
+            f"metric {key!r}: {what} {value!r:.40} is not a number; log a float or an int"
+        ) from None
+
+
+def metric_timestamp(key: str, seconds: Any) -> int:
+    """Seconds since the epoch (``time.time()``) as the store's milliseconds."""
+    value = metric_value(key, seconds, "timestamp")
+    if not -1e15 < value < 1e15:  # NaN, infinities and times no clock gives
+        raise InvalidArgument(f"metric {key!r}: timestamp {seconds!r:.40} is not a time")
+    return int(value * 1000)
+
+
+def metric_step(key: str, step: Any) -> int:
+    """A step as an int: an integer (NumPy's too), not a float, a bool or a string."""
+    try:
+        if isinstance(step, bool):
+            raise TypeError
+        number = operator.index(step)
+    except TypeError:
+        raise InvalidArgument(f"metric {key!r}: step {step!r:.40} is not an integer") from None
+    if not -_INT64 <= number < _INT64:
+        raise InvalidArgument(f"metric {key!r}: step {number} does not fit in 64 bits")
+    return number
+
+
+def _open_spool(client: Client, run_id: str) -> Spool | None:
+    try:
+        return Spool(client.settings.home.resolve() / "spool", run_id, client.target)
+    except OSError as exc:  # a read-only home: log on, as before, without the spool
+        print(
+            f"plinth: no local spool for run {run_id} ({exc}); points logged in the last "
+            "flush interval are lost if this process is killed",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _parse_status(status: RunStatus | str) -> RunStatus:

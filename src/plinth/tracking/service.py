@@ -43,9 +43,10 @@ from plinth.store.sql import (
 )
 from plinth.tracking import metrics as metric_store
 from plinth.tracking import statements as sql
+from plinth.tracking.checks import param_row
 from plinth.tracking.experiments import ExperimentService
+from plinth.tracking.search import Statistics, ordered_metrics, parse_filter
 from plinth.tracking.search import order_by as order_by_
-from plinth.tracking.search import parse_filter
 from plinth.tracking.types import (
     ArtifactEntry,
     DatasetInput,
@@ -57,6 +58,7 @@ from plinth.tracking.types import (
     Run,
     RunComparison,
     RunStatus,
+    check_tags,
     validate_key,
 )
 
@@ -68,6 +70,7 @@ class TrackingService(ExperimentService):
         super().__init__(store)
         self.artifacts = artifacts
         self._saved_environments: set[str] = set()
+        self._statistics = Statistics(store)
 
     # -- runs --------------------------------------------------------------------------
 
@@ -184,18 +187,23 @@ class TrackingService(ExperimentService):
         if last_metrics is not None:
             metric_store.validate_batch(last_metrics)
         with self._run_must_exist(run_id), self.store.write() as conn:
-            if last_metrics is not None and last_metrics.keys:
-                metric_store.write_batch(conn, run_id, last_metrics)
-            ended = conn.execute(
-                sql.end_running_run,
-                {"run_id": run_id, "new_status": status.value, "ended_at": now_ms()},
-            )
-            if ended.rowcount == 0:
-                current = self._status(conn, run_id)
+            current = self._locked_status(conn, run_id)
+            if current is not RunStatus.RUNNING:
                 if current is not status:
                     raise Conflict(
                         f"run {run_id!r} already ended as {current.value}; cannot end it as {status.value}"
                     )
+                if last_metrics is not None and last_metrics.keys:
+                    # the same end again: its points are only taken if a spool says they
+                    # are the ones written then
+                    self._write_points(conn, run_id, last_metrics, current, replay=False)
+                return
+            if last_metrics is not None and last_metrics.keys:
+                metric_store.write_batch(conn, run_id, last_metrics)
+            conn.execute(
+                sql.end_running_run,
+                {"run_id": run_id, "new_status": status.value, "ended_at": now_ms()},
+            )
 
     @endpoint("POST", "/runs/{run_id}/heartbeat")
     def heartbeat(self, run_id: str) -> None:
@@ -233,7 +241,7 @@ class TrackingService(ExperimentService):
     def log_params(self, run_id: str, params: dict[str, Any], group: str = "default") -> None:
         """Log params once: the same value again is fine, a different value is a Conflict."""
         _validate_name(group, "param group")
-        rows = [_param_row(run_id, group, key, value) for key, value in params.items()]
+        rows = [param_row(run_id, group, key, value) for key, value in params.items()]
         try:
             self._log_params_once(run_id, group, rows)
         except WriteConflict:
@@ -265,16 +273,43 @@ class TrackingService(ExperimentService):
                 self._status(conn, run_id)
 
     @endpoint("POST", "/runs/{run_id}/metrics")
-    def log_metric_batch(self, run_id: str, batch: MetricBatch) -> None:
+    def log_metric_batch(self, run_id: str, batch: MetricBatch, replay: bool = False) -> None:
+        """Write metric points to a RUNNING run. A run that has ended takes no new points
+        (Conflict): its metrics are final, as its status says. ``replay`` is for points a
+        writer's spool kept after its process died (``plinth runs recover``): they were
+        logged before the run ended, so they are taken whatever its status."""
         metric_store.validate_batch(batch)
         with self._run_must_exist(run_id), self.store.write() as conn:
+            status = self._locked_status(conn, run_id)
             if batch.keys:
-                metric_store.write_batch(conn, run_id, batch)  # a missing run fails its foreign key
-                self._touch(
-                    conn, run_id
-                )  # a run that writes is alive, whatever its heartbeat thread
-            else:
-                self._status(conn, run_id)
+                self._write_points(conn, run_id, batch, status, replay=replay)
+                if status is RunStatus.RUNNING:
+                    self._touch(conn, run_id)  # a run that writes is alive
+
+    def _locked_status(self, conn: Connection, run_id: str) -> RunStatus:
+        status = metric_store.lock_run(conn, run_id)
+        if status is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return RunStatus(status)
+
+    def _write_points(
+        self, conn: Connection, run_id: str, batch: MetricBatch, status: RunStatus, *, replay: bool
+    ) -> None:
+        if status is not RunStatus.RUNNING and not replay:
+            if batch.spool is None or not metric_store.already_written(conn, run_id, batch):
+                raise Conflict(
+                    f"run {run_id} is {status.value}: an ended run takes no new metric "
+                    f"points (got {len(batch)}, the first {batch.keys[0]!r}); start a new run"
+                )
+            return
+        metric_store.write_batch(conn, run_id, batch)
+
+    @endpoint("GET", "/runs/{run_id}/spools/{spool}")
+    def get_spool_progress(self, run_id: str, spool: str) -> int:
+        """How many points of a writer's spool the store holds (0 for an unknown spool)."""
+        with self.store.read() as conn:
+            self._status(conn, run_id)
+            return metric_store.spool_progress(conn, run_id, spool)
 
     @contextlib.contextmanager
     def _run_must_exist(self, run_id: str) -> Iterator[None]:
@@ -368,7 +403,8 @@ class TrackingService(ExperimentService):
         """Runs matching a filter (see ``plinth.tracking.search``), newest first by default."""
         offset = decode_page_token(page_token)
         limit = check_max_results(max_results)
-        matching = parse_filter(filter)
+        self._statistics.refresh()
+        matching = parse_filter(filter, ordered_metrics(order_by))
         query = (
             select(runs.c.id)
             .join(_experiments, _experiments.c.id == runs.c.experiment_id)
@@ -378,7 +414,7 @@ class TrackingService(ExperimentService):
             query = query.where(
                 runs.c.experiment_id.in_([self.get_experiment(e).id for e in experiments])
             )
-        query = order_by_(query, order_by or ["start_time DESC"], matching.metrics)
+        query = order_by_(query, order_by or ["start_time DESC"], matching.metrics, matching.bounds)
         query = query.order_by(runs.c.id).offset(offset).limit(limit + 1)
         with self.store.read() as conn:
             ids = list(conn.execute(query).scalars())
@@ -476,9 +512,8 @@ class TrackingService(ExperimentService):
             raise NotFound(f"run {run_id!r} does not exist")
 
     def _set_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
-        for key in tags:
-            _validate_name(key, "tag name")
-        rows = [{"run_id": run_id, "key": k, "value": str(v)} for k, v in tags.items()]
+        check_tags(tags)
+        rows = [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()]
         upsert(conn, run_tags, rows, ["run_id", "key"], {"value": lambda ex: ex.value})
 
     def _load_runs(self, conn: Connection, run_ids: list[str]) -> list[Run]:
@@ -493,10 +528,18 @@ class TrackingService(ExperimentService):
             row.id: {"params": {}, "metrics": {}, "tags": {}, "inputs": []} for row in rows
         }
         ids = list(by_run)
-        for p in conn.execute(select(_params).where(_params.c.run_id.in_(ids))):
-            by_run[p.run_id]["params"].setdefault(p.group, {})[p.key] = json.loads(p.value)
-        for m in conn.execute(select(metric_summaries).where(metric_summaries.c.run_id.in_(ids))):
-            by_run[m.run_id]["metrics"][m.key] = metric_store.summary_from_row(m)
+        # Plain tuples, fetched whole: a search loads ~15 rows a run, and per-row attribute
+        # access cost more than the queries.
+        p = _params.c
+        loads = json.loads
+        for run_id, group, key, value in conn.execute(
+            select(p.run_id, p.group, p.key, p.value).where(p.run_id.in_(ids))
+        ).all():
+            by_run[run_id]["params"].setdefault(group, {})[key] = loads(value)
+        for row in conn.execute(
+            select(*_SUMMARY_COLUMNS).where(metric_summaries.c.run_id.in_(ids))
+        ).all():
+            by_run[row[0]]["metrics"][row[1]] = metric_store.summary_from_tuple(row[1:])
         for t in conn.execute(select(run_tags).where(run_tags.c.run_id.in_(ids))):
             by_run[t.run_id]["tags"][t.key] = t.value
         for i in conn.execute(
@@ -512,6 +555,11 @@ class TrackingService(ExperimentService):
 
 _params = params
 _experiments = experiments
+_SUMMARY_COLUMNS = [
+    metric_summaries.c[name]
+    for name in ("run_id", "key", "goal", "count", "last", "last_step", "min", "max", "best")
+]
+_SUMMARY_COLUMNS.append(metric_summaries.c.best_step)
 _INPUT_UPDATES: dict[str, Any] = {
     name: operator.attrgetter(name) for name in ("uri", "digest", "version", "rows", "logged_at")
 }
@@ -543,33 +591,3 @@ def _run_from_row(row: Any, parts: dict[str, Any], artifact_root: str) -> Run:
         lineage=lineage,
         **parts,
     )
-
-
-def _param_row(run_id: str, group: str, key: str, value: Any) -> dict[str, Any]:
-    _validate_name(key, "param name")
-    if isinstance(value, bool):
-        kind, num, text = "bool", float(value), str(value).lower()
-    elif isinstance(value, int):
-        kind, num, text = "int", float(value), None
-    elif isinstance(value, float):
-        kind, num, text = "float", value, None
-    elif isinstance(value, str):
-        kind, num, text = "str", None, value
-    else:
-        kind, num, text = "json", None, None
-    try:
-        encoded = json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):
-        raise InvalidArgument(
-            f"param {group}.{key}: {value!r:.80} is not a JSON value; use int, float, str, "
-            "bool, list or dict (params are configuration: NaN and infinities are refused)"
-        ) from None
-    return {
-        "run_id": run_id,
-        "group": group,
-        "key": key,
-        "value_type": kind,
-        "value": encoded,
-        "value_num": num,
-        "value_str": text,
-    }

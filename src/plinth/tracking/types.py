@@ -67,7 +67,12 @@ class MetricPoint:
 
 @dataclass(frozen=True)
 class MetricBatch:
-    """Metric points in columns: one entry per point in every list."""
+    """Metric points in columns: one entry per point in every list.
+
+    ``is_best`` None leaves the mark to the store, which judges the point against the run's
+    stored best when it writes it. ``spool`` names the writer's local spool the points come
+    from and ``first_seq`` the first point's position in it: the store remembers how far
+    each spool got, so a batch written twice (a retry, a replay) is written once."""
 
     __pydantic_config__ = _JSON
 
@@ -75,8 +80,10 @@ class MetricBatch:
     values: list[float]
     steps: list[int]
     timestamps: list[int]  # milliseconds since the epoch
-    is_best: list[bool]
+    is_best: list[bool | None]
     goals: dict[str, str] = field(default_factory=dict)  # key -> "max" | "min"
+    spool: str | None = None
+    first_seq: int = 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -218,3 +225,15 @@ def validate_key(key: str, what: str = "metric name") -> None:
         )
     if any(ord(c) < 32 for c in key):
         raise InvalidArgument(f"{what} {key!r} contains a control character")
+
+
+def check_tags(tags: dict[str, Any] | None, what: str = "tag") -> None:
+    """Tags are text: a value of another type is refused (locally and over HTTP alike),
+    not turned into its ``str``."""
+    for key, value in (tags or {}).items():
+        validate_key(key, f"{what} name")
+        if not isinstance(value, str):
+            raise InvalidArgument(
+                f"{what} {key!r}: value {value!r:.40} is a {type(value).__name__}; tag values "
+                "are strings (use str(value), or log a param for a typed value)"
+            )

@@ -4,9 +4,10 @@ It imports only plinth and the standard library. The last stdout line is JSON (o
 "flushed <run id>" in ``kill`` mode). Modes:
 
 - ``own``: start a run of its own, log params, tags and points, end it.
-- ``shared``: attach to the run ``--run-id``, log points, flush, leave the run open.
+- ``shared``: attach to the run ``--run-id``, log points, exit (leaving the run open).
 - ``create``: start and end ``--runs`` runs in one experiment.
-- ``kill``: log ``--steps`` points, flush, say so, then log until killed.
+- ``kill``: log ``--steps`` points, flush, say so, then log until killed, saying how many
+  points were logged every 1,000.
 - ``atexit``: ``plinth.start_run()`` without ``with`` or ``end()``; just exit.
 - ``raise``: log points inside ``with plinth.start_run()``, then raise.
 
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import plinth
-from plinth.tracking.run import ActiveRun, _open_runs
+from plinth.tracking.run import ActiveRun
 
 KEYS = ("loss", "accuracy", "grad_norm")
 KILL_DEADLINE_S = 60.0  # an orphaned "kill" worker stops by itself
@@ -89,11 +90,9 @@ def own(args: argparse.Namespace) -> None:
 
 def shared(args: argparse.Namespace) -> None:
     client = _connect(args)
-    run = ActiveRun(client, client.get_run(args.run_id))
-    # The parent owns this run: flush, but do not let the exit hook end it.
-    _open_runs.discard(run)
+    # The parent owns this run: the exit hook writes this worker's points, not the end.
+    run = client.attach_run(args.run_id)
     _log(run, args.worker, args.steps, offset=args.worker * args.steps)
-    run.flush()
     print(json.dumps({"run_id": run.id}))
 
 
@@ -119,6 +118,8 @@ def kill(args: argparse.Namespace) -> None:
         while time.monotonic() < stop:
             run.log_metric("loss", value(0, 0, i), step=i)
             i += 1
+            if i % 1000 == 0:  # every point up to i was acknowledged
+                print(f"logged {i}", flush=True)
     sys.exit("worker: nobody killed me")
 
 
