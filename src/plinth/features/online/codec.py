@@ -36,12 +36,20 @@ BATCH_ROWS = 65_536  # rows converted at a time, to bound memory on large writes
 
 def check_table(table: str) -> str:
     """``table`` itself if it is a safe identifier; it is interpolated into SQL and key names."""
+    if isinstance(table, str) and table in _valid_tables:  # a lookup checks it every call
+        return table
     if not isinstance(table, str) or not _TABLE.fullmatch(table):
         raise InvalidArgument(
             f"online table name {table!r} is not valid: use letters, digits and underscores, "
             "starting with a letter or underscore, at most 128 characters"
         )
+    if len(_valid_tables) > 4096:
+        _valid_tables.clear()
+    _valid_tables.add(table)
     return table
+
+
+_valid_tables: set[str] = set()
 
 
 def micros_to_datetime(micros: int) -> datetime:
@@ -269,6 +277,9 @@ class ColumnReader:
         None or rows of several layouts (written before and after a feature was added) mix.
         """
         n, width = len(packed), len(self.features)
+        if n == 1 and packed[0] is not None:  # one entity: the most common lookup
+            row = _unpackb(packed[0], timestamp=3, ext_hook=_unpack_ext)
+            return [[None if i is None else row[i]] for i in self._positions_in(row[0])]
         blobs = [p for p in packed if p is not None] if None in packed else packed
         if not blobs or not width:
             return [[None] * n for _ in range(width)]

@@ -24,6 +24,7 @@ from plinth.features.online.base import OnlineColumns, OnlineStore
 from plinth.features.online.codec import (
     check_table,
     empty_columns,
+    encode_key,
     encode_key_rows,
     encode_rows,
     fresh_only,
@@ -96,10 +97,15 @@ class SqliteOnlineStore(OnlineStore):
         n = len(key_rows)
         if not n:
             return OnlineColumns([], empty_columns(features, 0))
-        wanted = orjson.dumps(encode_key_rows(key_rows)).decode()
         try:
-            # one row per requested key, in request order, NULLs for unknown keys
-            found = self._connection().execute(_select_sql(table), (wanted,)).fetchall()
+            if n == 1:
+                one = encode_key(key_rows[0])
+                found = self._connection().execute(_select_one_sql(table), (one,)).fetchall()
+                found = found or [(None, None)]
+            else:
+                # one row per requested key, in request order, NULLs for unknown keys
+                wanted = orjson.dumps(encode_key_rows(key_rows)).decode()
+                found = self._connection().execute(_select_sql(table), (wanted,)).fetchall()
         except sqlite3.OperationalError as exc:
             if str(exc) == f"no such table: {table}":
                 return OnlineColumns([None] * n, empty_columns(features, n))
@@ -163,6 +169,11 @@ class _Held:
 
     def __del__(self) -> None:
         self.conn.close()
+
+
+@lru_cache(maxsize=1024)
+def _select_one_sql(table: str) -> str:
+    return f'SELECT event_time, features FROM "{table}" WHERE key = ?'
 
 
 @lru_cache(maxsize=1024)
