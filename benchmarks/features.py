@@ -442,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-feast", action="store_true", help="Plinth only")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
     ap.add_argument(
+        "--redis-db",
+        type=int,
+        default=REDIS_DB,
+        help=f"the Redis database the Redis workload flushes and fills (default {REDIS_DB})",
+    )
+    ap.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -492,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     look = str(s.lookups)
     p_sql = b.run(P, "online_sqlite", s.online_entities, lookups=look, max_seconds="60")
     f_sql = b.run(F, "online_sqlite", s.online_entities, lookups=look, max_seconds="60")
-    why_no_redis = redis_available(REDIS_DB)
+    why_no_redis = redis_available(opts.redis_db)
     p_red = None
     if why_no_redis is None:
         p_red = b.run(
@@ -501,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             s.online_entities,
             lookups=look,
             max_seconds="60",
-            redis_db=str(REDIS_DB),
+            redis_db=str(opts.redis_db),
         )
     else:
         notes.append(f"Redis rows skipped: {why_no_redis}")
@@ -564,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         "of the floor row holds the bare join).",
         "online: Plinth fs.materialize + fs.get_online_features; Feast store.materialize + "
         "store.get_online_features(...).to_dict(), both to SQLite (Plinth also to Redis db "
-        f"{REDIS_DB}); random keys, per-call times after a warm-up. HTTP: a kept-alive "
+        f"{opts.redis_db}); random keys, per-call times after a warm-up. HTTP: a kept-alive "
         "httpx.Client posting to `plinth server` / `feast serve`.",
         "peak RSS = the worker process' high-water mark (data loading included).",
         f"CPU use by other processes just before each workload: median "
