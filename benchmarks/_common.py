@@ -10,8 +10,10 @@ Only the standard library is needed here; ``rich`` is used when importable.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
@@ -573,20 +575,24 @@ class Bench:
         self.wait_quiet = 0.0
         self.tmp_root = WORK_DIR / "tmp"
 
+    def python_for(self, tool: str) -> Path | None:
+        """The interpreter of ``tool``'s worker; None: the tool is not run."""
+        return self.mlflow_py if tool == "mlflow" else Path(sys.executable)
+
+    def worker_arguments(self, workload: str, n: int, tmp: Path) -> list[str]:
+        return ["--workload", workload, "--n", str(n), "--tmp", str(tmp)]
+
     def run(self, tool: str, workload: str, n: int, **extra: str) -> dict | None:
         key = (tool, workload, n)
         if key in self.results:
             return self.results[key]
-        if tool == "mlflow":
-            if self.mlflow_py is None:
-                return None
-            python = self.mlflow_py
-        else:
-            python = Path(sys.executable)
+        python = self.python_for(tool)
+        if python is None:
+            return None
         script = self.workers[tool]
         tmp = self.tmp_root / f"{self.part}-{tool}-{workload}-{n}"
         shutil.rmtree(tmp, ignore_errors=True)
-        args = ["--workload", workload, "--n", str(n), "--tmp", str(tmp)]
+        args = self.worker_arguments(workload, n, tmp)
         for k, v in extra.items():
             args += [f"--{k.replace('_', '-')}", v]
         busy = wait_system_quiet(self.wait_quiet) if self.wait_quiet > 0 else system_busy(0.5)
@@ -621,3 +627,74 @@ def fig(res: dict | None, name: str) -> float | None:
         return None
     v = res.get("figures", {}).get(name)
     return float(v) if v is not None else None
+
+
+# --------------------------------------------------------------------------- a runner's main
+
+
+def runner_options(description: str, reference: str) -> argparse.ArgumentParser:
+    """The options every runner takes: --quick, --plain, --no-REFERENCE, --keep,
+    --wait-quiet and --out; a runner adds its own."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    ap.add_argument("--plain", action="store_true", help="plain-text table (no rich)")
+    ap.add_argument(f"--no-{reference}", action="store_true", help="Plinth only")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each workload, wait up to SECONDS for the CPUs to be mostly "
+        "idle (other processes on a shared machine skew the figures)",
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="where the plain-text report is also written (default: "
+        "benchmarks/.work/last-PART.txt, last-PART-quick.txt with --quick)",
+    )
+    return ap
+
+
+def parse_runner_options(
+    ap: argparse.ArgumentParser, argv: Sequence[str] | None, part: str
+) -> argparse.Namespace:
+    opts = ap.parse_args(argv)
+    if opts.out is None:
+        opts.out = str(WORK_DIR / f"last-{part}{'-quick' if opts.quick else ''}.txt")
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    return opts
+
+
+def busy_line(busy: list[float]) -> str:
+    """The footer line on how busy the machine was before the workloads."""
+    worst = max(busy, default=0)
+    return (
+        f"CPU use by other processes just before each workload: median "
+        f"{median(busy or [0]):.0%}, max {worst:.0%}"
+        + (" (the machine was shared with other work: figures are noisy)" if worst > 0.25 else "")
+    )
+
+
+def finish_report(
+    rows: list[Row],
+    title: str,
+    footer: list[str],
+    opts: argparse.Namespace,
+    errors: list[str],
+    started: float,
+) -> int:
+    """Print the table (and write it as plain text to ``opts.out``) with the problems and
+    the total time under the footer; 1 if there were problems."""
+    if errors:
+        footer.append("problems:")
+        footer.extend(f"  - {e}" for e in errors)
+    footer.append(f"total benchmark time: {time.perf_counter() - started:,.0f} s")
+    print_table(rows, title, footer, plain=opts.plain)
+    buf = io.StringIO()
+    print_table(rows, title, footer, plain=True, file=buf)
+    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(opts.out).write_text(buf.getvalue())
+    log(f"report written to {opts.out}")
+    return 1 if errors else 0

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
-from features import FEATURES, GROUP, percentiles, read_meta, timed_calls, worker_args
+from features import FEATURES, GROUP, percentiles, timed_calls, worker_main
 
 NOTES: list[str] = []
 FEAST_TABLE = f"bench_{GROUP}"  # the SQLite online store's table: <project>_<view>
@@ -307,15 +307,7 @@ def _versions() -> dict[str, str]:
 
 
 def main() -> None:
-    args = worker_args()
-    if args.workload not in WORKLOADS:
-        raise SystemExit(f"unknown workload {args.workload!r}; one of {sorted(WORKLOADS)}")
-    tmp = Path(args.tmp).resolve()
-    tmp.mkdir(parents=True, exist_ok=True)
-    data = Path(args.data).resolve()
-    result = WORKLOADS[args.workload](args, tmp, data, read_meta(data))
-    result.update(workload=args.workload, tool="feast", notes=NOTES, versions=_versions())
-    C.emit(result)
+    worker_main(WORKLOADS, "feast", NOTES, _versions)
 
 
 if __name__ == "__main__":

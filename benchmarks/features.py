@@ -32,7 +32,6 @@ join's. The table is printed and also written, as plain text, to
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import shutil
@@ -271,6 +270,19 @@ def worker_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def worker_main(workloads: dict, tool: str, notes: list[str], versions) -> None:
+    """A worker's main: run the named workload on the data, print its figures as JSON."""
+    args = worker_args()
+    if args.workload not in workloads:
+        raise SystemExit(f"unknown workload {args.workload!r}; one of {sorted(workloads)}")
+    tmp = Path(args.tmp).resolve()
+    tmp.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data).resolve()
+    result = workloads[args.workload](args, tmp, data, read_meta(data))
+    result.update(workload=args.workload, tool=tool, notes=notes, versions=versions())
+    C.emit(result)
+
+
 def read_meta(folder: str | Path) -> dict:
     return json.loads((Path(folder) / "run.json").read_text())
 
@@ -315,7 +327,8 @@ def timed_calls(call, args_list: list, warmup: int, max_seconds: float) -> list[
 
 
 class Bench(C.Bench):
-    """``_common.Bench`` with the reference tool's python per tool name (there it is MLflow's)."""
+    """``_common.Bench`` with the reference tool's python per tool name (there it is MLflow's)
+    and the data folder passed to every worker."""
 
     def __init__(self, pythons: dict[str, Path | None], data: Path, keep: bool) -> None:
         workers = {"plinth": PLINTH_WORKER, "feast": FEAST_WORKER}
@@ -323,45 +336,11 @@ class Bench(C.Bench):
         self.pythons = pythons
         self.data = data
 
-    def run(self, tool: str, workload: str, n: int, **extra: str) -> dict | None:
-        key = (tool, workload, n)
-        if key in self.results:
-            return self.results[key]
-        python = self.pythons.get(tool)
-        if python is None:
-            return None
-        tmp = self.tmp_root / f"{self.part}-{tool}-{workload}-{n}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        args = ["--workload", workload, "--n", str(n), "--tmp", str(tmp), "--data", str(self.data)]
-        for k, v in extra.items():
-            args += [f"--{k.replace('_', '-')}", v]
-        busy = C.wait_system_quiet(self.wait_quiet) if self.wait_quiet > 0 else C.system_busy(0.5)
-        self.busy.append(busy)
-        C.log(f"{tool:6} {workload} n={n:,} ... (CPUs {busy:.0%} busy before it)")
-        t0 = time.perf_counter()
-        try:
-            res = C.run_worker(
-                python, self.workers[tool], args, timeout=self.timeouts.get(workload, 600)
-            )
-        except C.WorkerError as exc:
-            line = C.key_error_line(str(exc))
-            C.log(f"{tool:6} {workload} FAILED: {line}")
-            self.errors.append(f"{tool} {workload} (n={n:,}): {line}")
-            self.results[key] = {}
-            return None
-        finally:
-            C.kill_leftover_servers(tmp)
-            if not self.keep:
-                shutil.rmtree(tmp, ignore_errors=True)
-        res["wall_s"] = time.perf_counter() - t0
-        if res.get("verified") is False:
-            self.errors.append(
-                f"{tool} {workload} (n={n:,}): NOT verified: {res.get('checks', res)}"
-            )
-        figs = ", ".join(f"{k}={v:,.4g}" for k, v in res.get("figures", {}).items())
-        C.log(f"{tool:6} {workload} done in {res['wall_s']:.1f} s: {figs}")
-        self.results[key] = res
-        return res
+    def python_for(self, tool: str) -> Path | None:
+        return self.pythons.get(tool)
+
+    def worker_arguments(self, workload: str, n: int, tmp: Path) -> list[str]:
+        return [*super().worker_arguments(workload, n, tmp), "--data", str(self.data)]
 
 
 def redis_available(db: int) -> str | None:
@@ -436,34 +415,17 @@ class CheckRow(Row):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
-    ap.add_argument("--plain", action="store_true", help="plain-text table (no rich)")
-    ap.add_argument("--no-feast", action="store_true", help="Plinth only")
-    ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
+    ap = C.runner_options(__doc__.split("\n\n")[0], "feast")
     ap.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="before each workload, wait up to SECONDS for the CPUs to be mostly "
-        "idle (other processes on a shared machine skew the figures)",
+        "--redis-db",
+        type=int,
+        default=REDIS_DB,
+        help=f"the Redis database the Redis workload flushes and fills (default {REDIS_DB})",
     )
-    ap.add_argument(
-        "--out",
-        default=None,
-        help="where the plain-text report is also written (default: "
-        "benchmarks/.work/last-features.txt, last-features-quick.txt with --quick)",
-    )
-    opts = ap.parse_args(argv)
+    opts = C.parse_runner_options(ap, argv, "features")
     s = QUICK if opts.quick else FULL
-    if opts.out is None:
-        opts.out = str(
-            C.WORK_DIR / ("last-features-quick.txt" if opts.quick else "last-features.txt")
-        )
     started = time.perf_counter()
     source_at_start = _git_state()
-    C.WORK_DIR.mkdir(parents=True, exist_ok=True)
     data = make_data(s)
     shutil.rmtree(RESULTS_DIR, ignore_errors=True)
     RESULTS_DIR.mkdir(parents=True)
@@ -492,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     look = str(s.lookups)
     p_sql = b.run(P, "online_sqlite", s.online_entities, lookups=look, max_seconds="60")
     f_sql = b.run(F, "online_sqlite", s.online_entities, lookups=look, max_seconds="60")
-    why_no_redis = redis_available(REDIS_DB)
+    why_no_redis = redis_available(opts.redis_db)
     p_red = None
     if why_no_redis is None:
         p_red = b.run(
@@ -501,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             s.online_entities,
             lookups=look,
             max_seconds="60",
-            redis_db=str(REDIS_DB),
+            redis_db=str(opts.redis_db),
         )
     else:
         notes.append(f"Redis rows skipped: {why_no_redis}")
@@ -564,34 +526,17 @@ def main(argv: list[str] | None = None) -> int:
         "of the floor row holds the bare join).",
         "online: Plinth fs.materialize + fs.get_online_features; Feast store.materialize + "
         "store.get_online_features(...).to_dict(), both to SQLite (Plinth also to Redis db "
-        f"{REDIS_DB}); random keys, per-call times after a warm-up. HTTP: a kept-alive "
+        f"{opts.redis_db}); random keys, per-call times after a warm-up. HTTP: a kept-alive "
         "httpx.Client posting to `plinth server` / `feast serve`.",
         "peak RSS = the worker process' high-water mark (data loading included).",
-        f"CPU use by other processes just before each workload: median "
-        f"{C.median(b.busy or [0]):.0%}, max {max(b.busy, default=0):.0%}"
-        + (
-            " (the machine was shared with other work: figures are noisy)"
-            if max(b.busy, default=0) > 0.25
-            else ""
-        ),
+        C.busy_line(b.busy),
         *notes,
     ]
     for res in (p_ing, f_ing, p_pit, f_file, f_duck, p_sql, f_sql, p_red, p_srv, f_srv):
         for note in (res or {}).get("notes", []):
             footer.append(f"{res['tool']} {res['workload']}: {note}")
-    if b.errors:
-        footer.append("problems:")
-        footer.extend(f"  - {e}" for e in b.errors)
-    footer.append(f"total benchmark time: {time.perf_counter() - started:,.0f} s")
-
     C.HEADERS = ["workload", "Plinth", "Feast/ref.", "speed-up", "unit", "target", "note"]
-    C.print_table(rows, title, footer, plain=opts.plain)
-    buf = io.StringIO()
-    C.print_table(rows, title, footer, plain=True, file=buf)
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(buf.getvalue())
-    C.log(f"report written to {opts.out}")
-    return 1 if b.errors else 0
+    return C.finish_report(rows, title, footer, opts, b.errors, started)
 
 
 def _rows(s, p_ing, f_ing, p_pit, f_file, f_duck, p_sql, f_sql, p_red, p_srv, f_srv, checks):

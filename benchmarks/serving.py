@@ -37,8 +37,6 @@ The table is printed and also written, as plain text, to ``benchmarks/.work/last
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import platform
 import re
@@ -309,35 +307,13 @@ def prepare(opts, sizes: Sizes) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
-    ap.add_argument("--plain", action="store_true", help="plain-text table (no rich)")
-    ap.add_argument("--no-mlflow", action="store_true", help="Plinth only")
+    ap = C.runner_options(__doc__.split("\n\n")[0], "mlflow")
     ap.add_argument("--no-batch", action="store_true", help="skip the batch scoring part")
     ap.add_argument("--no-serve", action="store_true", help="skip the model servers")
     ap.add_argument("--model", choices=sorted(MODEL_TEXT), default="forest")
-    ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
-    ap.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="before each workload, wait up to SECONDS for the CPUs to be mostly idle",
-    )
-    ap.add_argument(
-        "--out",
-        default=None,
-        help="where the plain-text report is also written (default: "
-        "benchmarks/.work/last-serving.txt, last-serving-quick.txt with --quick)",
-    )
-    opts = ap.parse_args(argv)
+    opts = C.parse_runner_options(ap, argv, "serving")
     s = QUICK if opts.quick else FULL
-    if opts.out is None:
-        opts.out = str(
-            C.WORK_DIR / ("last-serving-quick.txt" if opts.quick else "last-serving.txt")
-        )
     started = time.perf_counter()
-    C.WORK_DIR.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     serve = not opts.no_serve
     if serve and shutil.which(LOADGEN) is None:
@@ -381,19 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = _serve_rows(res, s) if serve else []
     rows += _batch_rows(res, s) if not opts.no_batch and not batch_skipped else []
     footer = _footer(b, opts, the_plan, res, notes)
-    footer.append(f"total benchmark time: {time.perf_counter() - started:,.0f} s")
     mode = "quick" if opts.quick else "full"
     title = (
         f"Plinth vs MLflow — model serving and batch scoring ({mode}; speed-up = how many "
         f"times Plinth is faster, > 1{C.TIMES} favours Plinth)"
     )
-    C.print_table(rows, title, footer, plain=opts.plain)
-    buf = io.StringIO()
-    C.print_table(rows, title, footer, plain=True, file=buf)
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(buf.getvalue())
-    C.log(f"report written to {opts.out}")
-    return 1 if b.errors else 0
+    return C.finish_report(rows, title, footer, opts, b.errors, started)
 
 
 def _score_missing() -> str | None:
@@ -546,13 +515,7 @@ def _footer(b: C.Bench, opts, the_plan: dict, res: dict, notes: list[str]) -> li
         "subprocess from launch to exit (interpreter start, imports, model load, checks, the "
         "Delta commit), once with --threads 1 (the floor's resources) and once by default "
         "(chunks predicted on every CPU, as a user gets it).",
-        f"CPU use by other processes just before each workload: median "
-        f"{C.median(b.busy or [0]):.0%}, max {max(b.busy, default=0):.0%}"
-        + (
-            " (the machine was shared with other work: figures are noisy)"
-            if max(b.busy, default=0) > 0.25
-            else ""
-        ),
+        C.busy_line(b.busy),
         *notes,
     ]
     ran = {w for (_t, w, _n) in b.results}
@@ -576,9 +539,6 @@ def _footer(b: C.Bench, opts, the_plan: dict, res: dict, notes: list[str]) -> li
                 else "a server did NOT answer the model's predictions (see problems)"
             )
         )
-    if b.errors:
-        footer.append("problems:")
-        footer.extend(f"  - {e}" for e in b.errors)
     return footer
 
 

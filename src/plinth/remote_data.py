@@ -10,7 +10,7 @@ never recorded as the location of a feature table or a training dataset.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 from plinth.errors import InvalidArgument
 from plinth.features.ipc import MEDIA_TYPE, ipc_chunks, read_ipc
 from plinth.features.offline import OfflineTables
-from plinth.features.online.base import OnlineRow, OnlineStore
+from plinth.features.online.base import OnlineColumns, OnlineStore
 from plinth.features.store import Materializer
 from plinth.features.types import FeatureGroup
 from plinth.store.locations import StoreLocations, public
@@ -213,9 +213,14 @@ class ServerOnline(OnlineStore):
         params = {"keys": keys, "event_time": event_time}
         return int(_send(self.transport, "PUT", f"{self._path(table)}/rows", [rows], params=params))
 
-    def read(
-        self, table: str, key_rows: list[tuple[Any, ...]], features: list[str]
-    ) -> list[OnlineRow]:
+    def read_columns(
+        self,
+        table: str,
+        key_rows: Sequence[tuple[Any, ...]],
+        features: list[str],
+        *,
+        not_before: int | None = None,
+    ) -> OnlineColumns:
         try:
             body = json.dumps(
                 {"keys": [list(k) for k in key_rows], "features": features}, default=_plain
@@ -230,15 +235,13 @@ class ServerOnline(OnlineStore):
         )
         found = read_ipc(response.content)
         micros = found[_MICROS].to_pylist()
-        values = [found[f].to_pylist() for f in features]
-        return [
-            OnlineRow(None, None)
-            if at is None
-            else OnlineRow(dict(zip(features, row, strict=True)), micros=at)
-            for at, row in zip(
-                micros, zip(*values, strict=True) if values else [()] * len(micros), strict=True
-            )
-        ]
+        columns = {f: found[f].to_pylist() for f in features}
+        if not_before is not None:  # rows older than the bound keep their time, not values
+            old = [i for i, at in enumerate(micros) if at is not None and at < not_before]
+            for values in columns.values():
+                for i in old:
+                    values[i] = None
+        return OnlineColumns(micros, columns)
 
     def drop(self, table: str) -> None:
         self.transport.request("DELETE", self._path(table))

@@ -24,7 +24,7 @@ import redis
 
 from plinth.errors import InvalidArgument, PlinthError, Unavailable
 from plinth.features.online import OnlineRow, OnlineStore, online_store_for
-from plinth.features.online.codec import encode_key, encode_rows
+from plinth.features.online.codec import encode_key, encode_rows, reader_for
 from plinth.features.online.redis import RedisOnlineStore
 from plinth.features.online.sqlite import SqliteOnlineStore
 
@@ -308,6 +308,79 @@ class TestOnlineStoreContract:
 
         assert found == [[OnlineRow({"x": 1.0}, T0)]] * 4
 
+    # -- column by column ------------------------------------------------------------------
+
+    def test_read_columns_gives_one_list_per_feature_in_request_order(
+        self, store: OnlineStore
+    ) -> None:
+        times = [T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)]
+        table = customers([1, 2, 3], times, x=[1.0, 2.0, 3.0], y=["a", "b", None])
+        store.write("t", ["customer_id"], table, "event_time")
+
+        found = store.read_columns("t", [(3,), (9,), (1,), (3,)], ["y", "x", "absent"])
+
+        assert found.columns == {
+            "y": [None, None, "a", None],
+            "x": [3.0, None, 1.0, 3.0],
+            "absent": [None] * 4,
+        }
+        micros = [
+            (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) for t in times
+        ]
+        assert list(found.micros) == [micros[2], None, micros[0], micros[2]]
+        assert found.rows() == store.read("t", [(3,), (9,), (1,), (3,)], ["y", "x", "absent"])
+
+    def test_rows_older_than_not_before_keep_their_event_time_but_lose_their_values(
+        self, store: OnlineStore
+    ) -> None:
+        times = [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2)]
+        store.write("t", ["customer_id"], customers([1, 2, 3], times, x=[1, 2, 3]), "event_time")
+        at = (times[1] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+        found = store.read_columns("t", [(1,), (2,), (3,), (4,)], ["x"], not_before=at)
+
+        assert found.columns == {"x": [None, 2, 3, None]}  # the row at the bound is fresh
+        assert list(found.micros) == [at - 3_600_000_000, at, at + 3_600_000_000, None]
+        everything = store.read_columns("t", [(1,), (2,)], ["x"], not_before=at - 3_600_000_000)
+        assert everything.columns == {"x": [1, 2]}
+
+    def test_rows_written_before_and_after_a_feature_was_added_read_together(
+        self, store: OnlineStore
+    ) -> None:
+        store.write("t", ["customer_id"], customers([1, 2], [T0] * 2, x=[1, 2]), "event_time")
+        wider = customers([3], [T0], x=[3], y=["three"])
+        store.write("t", ["customer_id"], wider, "event_time")
+
+        found = store.read_columns("t", [(3,), (1,), (5,), (2,)], ["y", "x"])
+
+        assert found.columns == {"y": ["three", None, None, None], "x": [3, 1, None, 2]}
+        assert store.read_columns("t", [(1,), (3,)], ["x"]).columns == {"x": [1, 3]}
+
+    def test_read_columns_of_no_keys_or_an_unknown_table(self, store: OnlineStore) -> None:
+        assert store.read_columns("t", [], ["x"]).columns == {"x": []}
+        found = store.read_columns("never_written", [(1,), (2,)], ["x", "y"])
+        assert found.columns == {"x": [None, None], "y": [None, None]}
+        assert list(found.micros) == [None, None]
+        with pytest.raises(InvalidArgument, match="integers or strings"):
+            store.read_columns("t", [(1,), (2.5,)], ["x"])
+
+    def test_string_and_composite_keys_read_in_batches(self, store: OnlineStore) -> None:
+        names = ['a"b', "c\\d", "Zoë", "x|y", "[1]", "1"]
+        table = rows({"shop": names, "n": list(range(6))}, [T0] * 6, {"v": list(range(6))})
+        store.write("t", ["shop", "n"], table, "event_time")
+        store.write(
+            "u", ["shop"], rows({"shop": names}, [T0] * 6, {"v": list(range(6))}), "event_time"
+        )
+
+        pairs = [(name, i) for i, name in reversed(list(enumerate(names)))]
+        assert store.read_columns("t", [*pairs, ('a"b', 1)], ["v"]).columns == {
+            "v": [5, 4, 3, 2, 1, 0, None]
+        }
+        singles = [(name,) for name in reversed(names)]
+        assert store.read_columns("u", [*singles, (1,)], ["v"]).columns == {
+            "v": [5, 4, 3, 2, 1, 0, None]  # the integer 1 is not the string "1"
+        }
+
 
 # -- key encoding ----------------------------------------------------------------------------
 
@@ -318,6 +391,29 @@ def test_read_keys_encode_like_written_keys() -> None:
 
     assert batch.keys == [encode_key((-5, 'x"y')), encode_key((2**63 - 1, "ü"))]
     assert batch.keys[0] == '[-5,"x\\"y"]'
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 65_535, 65_536])
+def test_a_batch_of_any_size_decodes_into_columns(n: int) -> None:
+    """All rows of a read are decoded in one call behind one msgpack array header, whose
+    form changes at 16 and 65,536 items."""
+    table = customers(list(range(n)), [T0] * n, x=list(range(n)))
+    [batch] = encode_rows(table, ["customer_id"], "event_time", batch_rows=n)
+    packed: list[bytes | None] = [*batch.values, None]
+
+    [column] = reader_for(["x"]).columns(packed)
+
+    assert column == [*range(n), None]
+
+
+def test_a_row_whose_layout_lacks_every_feature_reads_as_nulls() -> None:
+    [old] = encode_rows(customers([1], [T0], x=[1]), ["customer_id"], "event_time")
+    [new] = encode_rows(customers([2], [T0], y=[2], x=[3]), ["customer_id"], "event_time")
+
+    assert reader_for(["y"]).columns([*old.values, *new.values]) == [[None, 2]]
+    assert reader_for(["y", "x"]).columns([None, *old.values]) == [[None, None], [None, 1]]
+    assert reader_for(["y"]).columns([None, None]) == [[None, None]]
+    assert reader_for([]).columns([*old.values]) == []
 
 
 def test_rows_are_encoded_in_batches() -> None:

@@ -96,6 +96,55 @@ def test_materialize_and_online_lookup(fs: FeatureStore) -> None:
     assert again.rows[0]["orders_30d"] == 9
 
 
+def test_a_batch_lookup_over_two_groups_gives_each_entity_its_own_statuses(
+    fs: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    define(fs, ttl="10d").insert(transactions())  # type: ignore[attr-defined]
+    fs.create_feature_group(
+        "customer_profile",
+        entity="customer",
+        event_time="event_time",
+        schema={"segment": "string"},
+        online=True,
+    ).insert(  # type: ignore[attr-defined]
+        pd.DataFrame({"customer_id": [2, 3], "event_time": [day(1)] * 2, "segment": ["b", "c"]})
+    )
+    fs.materialize("customer_stats")
+    fs.materialize("customer_profile")
+    ids = [1, 2, 3, 4] * 25
+    import plinth.features.online.base as base
+
+    def no_row_objects(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a lookup built an object per entity")
+
+    # the answer is made column by column: no OnlineRow, no dict per entity
+    monkeypatch.setattr(base.OnlineRow, "__init__", no_row_objects)
+    found = fs.get_online_features(
+        ["customer_stats:orders_30d", "customer_profile:segment", "customer_stats:avg_spend"],
+        [{"customer_id": i} for i in ids],
+        now=day(16),  # customer 1's value (day 10) is fresh, customer 2's (day 5) is not
+    )
+    assert found._rows is None and found._statuses is None
+
+    stats = {1: "PRESENT", 2: "OUTSIDE_TTL", 3: "NOT_FOUND", 4: "NOT_FOUND"}
+    profile = {1: "NOT_FOUND", 2: "PRESENT", 3: "PRESENT", 4: "NOT_FOUND"}
+    assert found.to_dict() == {
+        "customer_id": ids,
+        "orders_30d": [{1: 5}.get(i) for i in ids],
+        "segment": [{2: "b", 3: "c"}.get(i) for i in ids],
+        "avg_spend": [{1: 25.0}.get(i) for i in ids],
+    }
+    assert found.statuses == [
+        {"orders_30d": stats[i], "segment": profile[i], "avg_spend": stats[i]} for i in ids
+    ]
+    assert found.rows[1] == {
+        "customer_id": 2,
+        "orders_30d": None,
+        "segment": "b",
+        "avg_spend": None,
+    }
+
+
 def test_strict_validation_refuses_and_warn_records(fs: FeatureStore) -> None:
     define(fs)
     suite = [

@@ -24,10 +24,11 @@ from plinth.features.types import (
 )
 
 if TYPE_CHECKING:
+    from plinth.features.lookup import OnlineResponse
     from plinth.features.offline import OfflineTables
     from plinth.features.online.base import OnlineStore
     from plinth.features.service import FeatureService
-    from plinth.features.store import FeatureStore, OnlineResponse, RetrievalJob
+    from plinth.features.store import FeatureStore, RetrievalJob
 
 
 @dataclass
@@ -163,7 +164,7 @@ class ViewsMixin:
         self, view: FeatureView, entity_rows: list[dict[str, Any]], now: datetime | None
     ) -> OnlineResponse:
         from plinth.features.ingest import ARROW_TYPES
-        from plinth.features.store import OnlineResponse
+        from plinth.features.lookup import OnlineResponse, first_problem
         from plinth.features.transform import apply
 
         wanted = {r.name for r in view.request}
@@ -181,21 +182,16 @@ class ViewsMixin:
         for group, features in _groups_of(view).items():
             declared = {f.name: f.dtype for f in self.service.get_feature_group(*group).features}
             types.update({f: ARROW_TYPES[declared[f]] for f in features})
-        columns = {
-            name: _column([row[name] for row in found.rows], name, type_, view)
-            for name, type_ in types.items()
-        }
-        table = apply(view.transformations, pa.table(columns), view.ref)
+        columns, statuses = found.columns, found.status_columns
+        arrays = {name: _column(columns[name], name, type_, view) for name, type_ in types.items()}
+        table = apply(view.transformations, pa.table(arrays), view.ref)
         for t in view.transformations:
+            # an output is as fresh as its inputs: the first input that is not PRESENT says
+            status = first_problem([statuses[c] for c in t.inputs if c in statuses], found.size)
             for spec in t.outputs:
-                values = table[spec.name].to_pylist()
-                for i, (row, status) in enumerate(zip(found.rows, found.statuses, strict=True)):
-                    row[spec.name] = values[i]
-                    status[spec.name] = next(
-                        (status[c] for c in t.inputs if status.get(c, "PRESENT") != "PRESENT"),
-                        "PRESENT",
-                    )
-        return OnlineResponse(found.rows, found.statuses)
+                columns[spec.name] = table[spec.name].to_pylist()
+                statuses[spec.name] = status
+        return OnlineResponse(columns, statuses, found.size)
 
     # -- training datasets -------------------------------------------------------------
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+from pydantic import TypeAdapter
+
 from plinth.api import endpoint
 from plinth.errors import InvalidArgument
+from plinth.features.lookup import OnlineResponse
 from plinth.features.store import FeatureStore
 
 MAX_ENTITY_ROWS = 10_000
@@ -22,6 +26,21 @@ class OnlineFeatures:
     statuses: list[dict[str, str]]
 
 
+_ONLINE: TypeAdapter[OnlineFeatures] = TypeAdapter(OnlineFeatures)
+
+
+def online_json(response: OnlineResponse) -> bytes:
+    """The JSON of ``OnlineFeatures`` for ``response``, as the endpoint's result type gives it
+    (timestamps ISO 8601 with ``Z``, NaN and infinities null), encoded by orjson; values
+    orjson cannot encode (integers beyond 64 bits) go through pydantic."""
+    try:
+        return orjson.dumps(
+            {"rows": response.rows, "statuses": response.statuses}, option=orjson.OPT_UTC_Z
+        )
+    except orjson.JSONEncodeError:
+        return _ONLINE.dump_json(OnlineFeatures(response.rows, response.statuses))
+
+
 class OnlineFeatureService:
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
@@ -32,14 +51,18 @@ class OnlineFeatureService:
     ) -> OnlineFeatures:
         """Latest feature values for a batch of entities, e.g. ``{"features":
         ["customer_stats:orders_30d"], "entity_rows": [{"customer_id": 1001}]}``."""
+        response = self.lookup(features, entity_rows)
+        return OnlineFeatures(response.rows, response.statuses)
+
+    def lookup(self, features: list[str], entity_rows: list[dict[str, Any]]) -> OnlineResponse:
+        """``get_online_features`` as columns (the feature server's hot path)."""
         if not features:
             raise InvalidArgument("name at least one feature, e.g. 'customer_stats:orders_30d'")
         if len(entity_rows) > MAX_ENTITY_ROWS:
             raise InvalidArgument(
                 f"at most {MAX_ENTITY_ROWS} entity rows a call, got {len(entity_rows)}"
             )
-        response = self.store.get_online_features(features, entity_rows)
-        return OnlineFeatures(response.rows, response.statuses)
+        return self.store.get_online_features(features, entity_rows)
 
     def keys_from_query(self, features: list[str], query: dict[str, str]) -> dict[str, Any]:
         """Entity keys given as query parameters, typed like their entity's keys."""

@@ -11,7 +11,7 @@ import numbers
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ import pyarrow as pa
 from plinth.errors import InvalidArgument
 from plinth.features.datasets import ViewsMixin, view_of
 from plinth.features.insert import CHUNK_ROWS, Progress, owner
+from plinth.features.lookup import OnlineResponse, entity_columns, key_rows, statuses_of
 from plinth.features.types import (
     CommitInfo,
     Entity,
@@ -169,22 +170,6 @@ class _Lookup:
     features: list[str]
     table: str
     integer_keys: bool  # the entity's keys are integers: a text key is a mistake, not a miss
-
-
-@dataclass
-class OnlineResponse:
-    """Values per requested entity row, with a status per feature: PRESENT, NOT_FOUND or
-    OUTSIDE_TTL (a value older than the group's TTL, returned as null)."""
-
-    rows: list[dict[str, Any]]
-    statuses: list[dict[str, str]]
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        columns: dict[str, list[Any]] = {}
-        for row in self.rows:
-            for name, value in row.items():
-                columns.setdefault(name, []).append(value)
-        return columns
 
 
 class Materializer(ABC):
@@ -413,44 +398,30 @@ class FeatureStore(ViewsMixin):
         """Feature values for a batch of entities, one online read per feature group. For a
         feature view, rows also carry its request values and get its transformations."""
         if not entity_rows:
-            return OnlineResponse([], [])
+            return OnlineResponse({}, {}, 0)
         view = view_of(features)
         if view is not None:
             return self._online_view(view, entity_rows, now)
-        now = now or datetime.now(UTC)
-        rows: list[dict[str, Any]] = [dict(r) for r in entity_rows]
-        statuses: list[dict[str, str]] = [{} for _ in entity_rows]
+        # event times compared as microseconds since the epoch: no datetime per row
+        now_micros = ((now or datetime.now(UTC)) - _EPOCH) // _MICROSECOND
+        columns = entity_columns(entity_rows)
+        statuses: dict[str, Sequence[str]] = {}
         for lookup in self._lookups(features):
             group, wanted = lookup.group, lookup.features
-            clash = [w for w in wanted if w in entity_rows[0]]
+            clash = [w for w in wanted if w in columns]
             if clash:
                 raise InvalidArgument(
                     f"feature {clash[0]!r} of {group.ref} is also an entity column; rename it"
                 )
-            try:
-                keys = [tuple(r[k] for k in group.keys) for r in entity_rows]
-            except KeyError as e:
-                raise InvalidArgument(
-                    f"entity rows need {group.keys} to look up {group.ref}; one lacks {e.args[0]!r}"
-                ) from None
+            keys = key_rows(entity_rows, group.keys, group.ref)
             if lookup.integer_keys:
                 _check_integers(group, keys)
-            found = self.online.read(lookup.table, keys, wanted)
             ttl = group.ttl_seconds
-            # event times compared as microseconds since the epoch: no datetime per row
-            cutoff = None if ttl is None else (now - _EPOCH) // _MICROSECOND - ttl * 1_000_000
-            nulls, present = dict.fromkeys(wanted), dict.fromkeys(wanted, "PRESENT")
-            for row, status, stored in zip(rows, statuses, found, strict=True):
-                if stored.values is None:
-                    row.update(nulls)
-                    status.update(dict.fromkeys(wanted, "NOT_FOUND"))
-                elif cutoff is not None and stored.micros is not None and stored.micros < cutoff:
-                    row.update(nulls)
-                    status.update(dict.fromkeys(wanted, "OUTSIDE_TTL"))
-                else:
-                    row.update(stored.values)  # holds exactly ``wanted`` (None where absent)
-                    status.update(present)
-        return OnlineResponse(rows, statuses)
+            cutoff = None if ttl is None else now_micros - ttl * 1_000_000
+            found = self.online.read_columns(lookup.table, keys, wanted, not_before=cutoff)
+            columns.update(found.columns)
+            statuses.update(dict.fromkeys(wanted, statuses_of(found.micros, cutoff)))
+        return OnlineResponse(columns, statuses, len(entity_rows))
 
     def plan_is_cached(self, features: list[str]) -> bool:
         """Whether a lookup of ``features`` needs no metadata query now."""

@@ -9,17 +9,18 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import TypeAdapter
+from starlette.types import ASGIApp
 
 import plinth
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument
 from plinth.features.service import FeatureService
-from plinth.features.serving import OnlineFeatures, OnlineFeatureService
+from plinth.features.serving import OnlineFeatureService, online_json
 from plinth.features.store import FeatureStore
 from plinth.registry.service import RegistryService
 from plinth.server.errors import Redactor, install_error_handlers
+from plinth.server.fastpath import FastPosts, Handler
 from plinth.server.feature_data import UPLOADS as FEATURE_UPLOADS
 from plinth.server.feature_data import mount_feature_data
 from plinth.server.limits import BodySizeLimit
@@ -27,7 +28,6 @@ from plinth.serving.jobs import ScoreJobService
 from plinth.store.locations import LocationService
 from plinth.tracking.service import TrackingService
 
-_ONLINE: TypeAdapter[OnlineFeatures] = TypeAdapter(OnlineFeatures)
 # The routes that stream raw files and Arrow bodies (uploads are limited by the stores, not
 # by the JSON limit).
 _FILE_UPLOADS = re.compile(
@@ -87,7 +87,7 @@ def create_app(
         feature_store.offline.root, settings.resolved_online_uri, settings.resolved_artifact_uri
     )
     _mount_feature_server_get(app, serving)
-    _mount_feature_server_post(app, serving)
+    _install_fast_posts(app, serving, settings.max_request_bytes)
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
@@ -203,27 +203,39 @@ def _server_feature_store(settings: Settings, features: FeatureService) -> Featu
     return FeatureStore(features, offline, online)
 
 
-def _mount_feature_server_post(app: FastAPI, serving: OnlineFeatureService) -> None:
-    # The hot path of the feature server, ahead of the generic route of the same endpoint
-    # (which documents it): no body model, and no thread hop for a lookup of up to 100 rows
-    # that waits on nothing: a local SQLite online store and definitions already cached.
-    # Anything that may wait on the network (Redis, a metadata query) runs on a worker
-    # thread, so that a dependency that stops answering never stalls the event loop.
+def _install_fast_posts(app: FastAPI, serving: OnlineFeatureService, max_bytes: int) -> None:
+    """Answer the feature server's POST ahead of the middleware stack (see ``fastpath``);
+    the generic route of the same endpoint documents it."""
+    routes = {f"{API_PREFIX}/features/online": _online_handler(serving)}
+    build = app.build_middleware_stack
+
+    def build_with_fast_posts() -> ASGIApp:
+        return FastPosts(build(), routes, max_bytes, app.exception_handlers)
+
+    app.build_middleware_stack = build_with_fast_posts  # type: ignore[method-assign]
+
+
+def _online_handler(serving: OnlineFeatureService) -> Handler:
+    # No thread hop for a lookup of up to 100 rows that waits on nothing: a local SQLite
+    # online store and definitions already cached. Anything that may wait on the network
+    # (Redis, a metadata query) runs on a worker thread, so that a dependency that stops
+    # answering never stalls the event loop.
     from plinth.features.online.sqlite import SqliteOnlineStore
 
     store = serving.store
     local = isinstance(store.online, SqliteOnlineStore)
 
-    @app.post(f"{API_PREFIX}/features/online", include_in_schema=False)
-    async def online(request: Request) -> Response:
+    async def online(body: bytes) -> bytes:
         from starlette.concurrency import run_in_threadpool
 
-        features, rows = _online_request(await request.body())
+        features, rows = _online_request(body)
         if local and len(rows) <= 100 and store.plan_is_cached(features):
-            result = serving.get_online_features(features, rows)
+            found = serving.lookup(features, rows)
         else:
-            result = await run_in_threadpool(serving.get_online_features, features, rows)
-        return Response(_ONLINE.dump_json(result), media_type="application/json")
+            found = await run_in_threadpool(serving.lookup, features, rows)
+        return online_json(found)
+
+    return online
 
 
 def _online_request(body: bytes) -> tuple[list[str], list[dict[str, Any]]]:
@@ -252,8 +264,9 @@ def _mount_feature_server_get(app: FastAPI, serving: OnlineFeatureService) -> No
         """One entity's latest values: ``?features=customer_stats:orders_30d&customer_id=1001``."""
         query = {k: v for k, v in request.query_params.items() if k != "features"}
         keys = serving.keys_from_query(features, query)
-        result = serving.get_online_features(features, [keys])
-        return Response(_ONLINE.dump_json(result), media_type="application/json")
+        return Response(
+            online_json(serving.lookup(features, [keys])), media_type="application/json"
+        )
 
 
 def _mount_file_routes(app: FastAPI, tracking: TrackingService, registry: RegistryService) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +48,31 @@ class OnlineRow:
         return f"OnlineRow({self.values!r}, {self.event_time!r})"
 
 
+class OnlineColumns:
+    """A batch read, column by column: per requested key, its event time in microseconds
+    since the epoch (``micros``, None for an unknown key) and per requested feature a list
+    of values in request order (``columns``). A value is None where the key is unknown, the
+    stored row lacks the feature, or the row is older than the read's ``not_before``."""
+
+    __slots__ = ("columns", "micros")
+
+    def __init__(self, micros: Sequence[int | None], columns: dict[str, list[Any]]) -> None:
+        self.micros = micros
+        self.columns = columns
+
+    def rows(self) -> list[OnlineRow]:
+        """The same read as one ``OnlineRow`` per key."""
+        names = list(self.columns)
+        values = zip(*self.columns.values(), strict=True) if names else repeat(())
+        return [
+            _MISSING if m is None else OnlineRow(dict(zip(names, v, strict=True)), micros=m)
+            for m, v in zip(self.micros, values)  # noqa: B905 - values may be repeat(())
+        ]
+
+
+_MISSING = OnlineRow(None, None)
+
+
 class OnlineStore(ABC):
     """One table per feature group version, keyed by the group's join keys."""
 
@@ -60,13 +87,28 @@ class OnlineStore(ABC):
         the rows stored (inserted or replaced), not counting the older rows skipped."""
 
     @abstractmethod
+    def read_columns(
+        self,
+        table: str,
+        key_rows: Sequence[tuple[Any, ...]],
+        features: list[str],
+        *,
+        not_before: int | None = None,
+    ) -> OnlineColumns:
+        """The stored values for ``key_rows`` (values in key order), one column per feature
+        in request order, in one round trip. An unknown key (or table) gives a None event
+        time and None values; a feature the stored row lacks gives None; a row whose event
+        time (in microseconds since the epoch) is before ``not_before`` keeps its event time
+        but gives None values (the caller reports it as outside its TTL). Values come back as
+        the offline store gives them (floats stay floats, timestamps are UTC-aware
+        datetimes). Keys of other types than integers and strings raise InvalidArgument."""
+
     def read(
         self, table: str, key_rows: list[tuple[Any, ...]], features: list[str]
     ) -> list[OnlineRow]:
-        """The stored rows for ``key_rows`` (values in key order), in request order, in one
-        round trip; an unknown key gives ``OnlineRow(None, None)``, a feature the stored row
-        lacks gives None. Values come back as the offline store gives them (floats stay
-        floats, timestamps are UTC-aware datetimes), event times as UTC-aware datetimes."""
+        """``read_columns`` as one row per key: an unknown key gives ``OnlineRow(None,
+        None)``, a feature the stored row lacks gives None, event times are UTC-aware."""
+        return self.read_columns(table, key_rows, features).rows()
 
     @abstractmethod
     def drop(self, table: str) -> None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import pyarrow as pa
@@ -36,12 +36,20 @@ BATCH_ROWS = 65_536  # rows converted at a time, to bound memory on large writes
 
 def check_table(table: str) -> str:
     """``table`` itself if it is a safe identifier; it is interpolated into SQL and key names."""
+    if isinstance(table, str) and table in _valid_tables:  # a lookup checks it every call
+        return table
     if not isinstance(table, str) or not _TABLE.fullmatch(table):
         raise InvalidArgument(
             f"online table name {table!r} is not valid: use letters, digits and underscores, "
             "starting with a letter or underscore, at most 128 characters"
         )
+    if len(_valid_tables) > 4096:
+        _valid_tables.clear()
+    _valid_tables.add(table)
     return table
+
+
+_valid_tables: set[str] = set()
 
 
 def micros_to_datetime(micros: int) -> datetime:
@@ -73,6 +81,22 @@ def _key_part(value: Any) -> str:
     raise InvalidArgument(
         f"online keys are integers or strings; got {value!r} ({type(value).__name__})"
     )
+
+
+def encode_key_rows(key_rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    """``encode_key`` of each key tuple; a batch of one-part integer or string keys is
+    encoded in one pass in C (the common lookup)."""
+    if set(map(len, key_rows)) == {1}:
+        values = list(map(_first, key_rows))
+        kinds = set(map(type, values))
+        if kinds == {int}:
+            return list(map(int.__repr__, values))
+        if kinds == {str}:
+            return list(map(encode_basestring_ascii, values))
+    return list(map(encode_key, key_rows))
+
+
+_first = itemgetter(0)
 
 
 def encode_keys(rows: pa.RecordBatch, keys: list[str]) -> list[str]:
@@ -209,51 +233,103 @@ def _unpack_ext(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
-def reader_for(features: list[str]) -> RowReader:
+def fresh_only(
+    micros: Sequence[int | None], packed: Sequence[bytes | None], not_before: int | None
+) -> Sequence[bytes | None]:
+    """``packed`` with None in place of the rows older than ``not_before``."""
+    if not_before is None:
+        return packed
+    times = [m for m in micros if m is not None] if None in micros else micros
+    if not times or min(cast("Sequence[int]", times)) >= not_before:
+        return packed
+    return [None if m is None or m < not_before else p for m, p in zip(micros, packed, strict=True)]
+
+
+def empty_columns(features: list[str], n: int) -> dict[str, list[Any]]:
+    return {name: [None] * n for name in features}
+
+
+def reader_for(features: list[str]) -> ColumnReader:
     """The (shared) reader of ``features``: its per-layout pickers are made once."""
     key = tuple(features)
     reader = _readers.get(key)
     if reader is None:
         if len(_readers) > 4096:
             _readers.clear()
-        reader = _readers[key] = RowReader(list(features))
+        reader = _readers[key] = ColumnReader(list(features))
     return reader
 
 
-class RowReader:
-    """Reads ``features`` out of packed rows: None for a feature a row lacks."""
+class ColumnReader:
+    """Reads ``features`` out of packed rows into one column per feature: None for a row
+    that is None (an unknown key, a stale row) and for a feature a row lacks."""
 
     def __init__(self, features: list[str]) -> None:
         self.features = features
-        self._pickers: dict[str, Callable[[list[Any]], Any]] = {}  # by layout
+        self._positions: dict[str, list[int | None]] = {}  # by layout
+        self._pickers: dict[str, Callable[[list[Any]], tuple[Any, ...]]] = {}
 
-    def __call__(self, packed: bytes) -> dict[str, Any]:
-        row: list[Any] = _unpackb(packed, timestamp=3, ext_hook=_unpack_ext)
-        pick = self._pickers.get(row[0])
+    def columns(self, packed: Sequence[bytes | None]) -> list[list[Any]]:
+        """One list per feature, one value per entry of ``packed``, in order.
+
+        All rows are decoded in one msgpack call (an array header before the joined rows)
+        and turned into columns with ``zip``: no Python loop per row unless some rows are
+        None or rows of several layouts (written before and after a feature was added) mix.
+        """
+        n, width = len(packed), len(self.features)
+        if n == 1 and packed[0] is not None:  # one entity: the most common lookup
+            row = _unpackb(packed[0], timestamp=3, ext_hook=_unpack_ext)
+            return [[None if i is None else row[i]] for i in self._positions_in(row[0])]
+        blobs = [p for p in packed if p is not None] if None in packed else packed
+        if not blobs or not width:
+            return [[None] * n for _ in range(width)]
+        rows: list[list[Any]] = _unpackb(
+            _array_header(len(blobs)) + b"".join(cast("list[bytes]", blobs)),
+            timestamp=3,
+            ext_hook=_unpack_ext,
+        )
+        layouts = set(map(_first, rows))
+        if len(layouts) == 1:
+            positions = self._positions_in(rows[0][0])
+            null: list[Any] | tuple[Any, ...] = [None] * len(rows[0])
+        else:
+            rows = [self._picker(row[0])(row) for row in rows]  # type: ignore[misc]
+            positions = list(range(width))
+            null = (None,) * width
+        if len(blobs) < n:
+            found = iter(rows)
+            rows = [null if p is None else next(found) for p in packed]  # type: ignore[misc]
+        transposed = list(zip(*rows, strict=True))
+        return [[None] * n if i is None else list(transposed[i]) for i in positions]
+
+    def _positions_in(self, layout: str) -> list[int | None]:
+        positions = self._positions.get(layout)
+        if positions is None:
+            where = {name: i for i, name in enumerate(json.loads(layout), start=1)}
+            positions = self._positions[layout] = [where.get(f) for f in self.features]
+        return positions
+
+    def _picker(self, layout: str) -> Callable[[list[Any]], tuple[Any, ...]]:
+        """A function from a row of ``layout`` to the values of ``features``, in order."""
+        pick = self._pickers.get(layout)
         if pick is None:
-            pick = self._pickers[row[0]] = _picker(row[0], self.features)
-        return dict(zip(self.features, pick(row), strict=True))
+            positions = self._positions_in(layout)
 
-    def many(self, packed: list[bytes]) -> list[dict[str, Any]]:
-        """``self(p)`` for each of ``packed``, in one loop (the hot path of a batch read)."""
-        features, pickers, unpack, ext = self.features, self._pickers, _unpackb, _unpack_ext
-        out = []
-        for one in packed:
-            row = unpack(one, timestamp=3, ext_hook=ext)
-            pick = pickers.get(row[0])
-            if pick is None:
-                pick = pickers[row[0]] = _picker(row[0], features)
-            out.append(dict(zip(features, pick(row), strict=True)))
-        return out
+            def pick(row: list[Any]) -> tuple[Any, ...]:
+                return tuple(None if i is None else row[i] for i in positions)
+
+            self._pickers[layout] = pick
+        return pick
 
 
-_readers: dict[tuple[str, ...], RowReader] = {}
+_readers: dict[tuple[str, ...], ColumnReader] = {}
+_ARRAY16, _ARRAY32 = struct.Struct(">BH"), struct.Struct(">BI")
 
 
-def _picker(layout: str, features: list[str]) -> Callable[[list[Any]], Any]:
-    """A function from a row of ``layout`` to the values of ``features``, in order."""
-    position = {name: i for i, name in enumerate(json.loads(layout), start=1)}
-    positions = [position.get(name) for name in features]
-    if len(positions) > 1 and None not in positions:
-        return itemgetter(*positions)  # the common case, and the fastest
-    return lambda row: [None if i is None else row[i] for i in positions]
+def _array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return _ARRAY16.pack(0xDC, n)
+    return _ARRAY32.pack(0xDD, n)

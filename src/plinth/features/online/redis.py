@@ -9,6 +9,7 @@ slots).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,15 +19,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from plinth.errors import InvalidArgument, PermissionDenied, PlinthError, Unavailable
-from plinth.features.online.base import OnlineRow, OnlineStore
+from plinth.features.online.base import OnlineColumns, OnlineStore
 from plinth.features.online.codec import (
     check_table,
-    encode_key,
+    empty_columns,
+    encode_key_rows,
     encode_rows,
+    fresh_only,
     reader_for,
 )
 
-_MISSING = OnlineRow(None, None)
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # no glob characters: drop() SCANs by pattern
 
 # KEYS: entity keys; ARGV: their new values. A value replaces the stored one when its event
@@ -113,21 +115,29 @@ class RedisOnlineStore(OnlineStore):
             raise self._error(exc) from exc
         return written
 
-    def read(
-        self, table: str, key_rows: list[tuple[Any, ...]], features: list[str]
-    ) -> list[OnlineRow]:
+    def read_columns(
+        self,
+        table: str,
+        key_rows: Sequence[tuple[Any, ...]],
+        features: list[str],
+        *,
+        not_before: int | None = None,
+    ) -> OnlineColumns:
         prefix = self._prefix(table)
         if not key_rows:
-            return []
-        names = [prefix + encode_key(key) for key in key_rows]
+            return OnlineColumns([], empty_columns(features, 0))
+        names = list(map(prefix.__add__, encode_key_rows(key_rows)))
         try:
             # bytes, never str: the client is built without decode_responses
             stored = cast("list[bytes | None]", self._client.mget(names))
         except redis.RedisError as exc:
             raise self._error(exc) from exc
-        parts = [None if v is None else v.partition(b"|") for v in stored]
-        values = iter(reader_for(features).many([p[2] for p in parts if p is not None]))
-        return [_MISSING if p is None else OnlineRow(next(values), micros=int(p[0])) for p in parts]
+        # each value is b"<event time>|<packed row>"
+        cut = [None if value is None else value.partition(b"|") for value in stored]
+        micros = [None if c is None else int(c[0]) for c in cut]
+        packed = fresh_only(micros, [None if c is None else c[2] for c in cut], not_before)
+        columns = reader_for(features).columns(packed)
+        return OnlineColumns(micros, dict(zip(features, columns, strict=True)))
 
     def drop(self, table: str) -> None:
         pattern = self._prefix(table) + "*"

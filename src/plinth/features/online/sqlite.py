@@ -10,26 +10,27 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
+from collections.abc import Sequence
 from functools import lru_cache
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument, Unavailable
-from plinth.features.online.base import OnlineRow, OnlineStore
+from plinth.features.online.base import OnlineColumns, OnlineStore
 from plinth.features.online.codec import (
     check_table,
+    empty_columns,
     encode_key,
+    encode_key_rows,
     encode_rows,
+    fresh_only,
     reader_for,
 )
 
-_MISSING = OnlineRow(None, None)
-# Keys per SELECT. Batches are padded up to a power of two so a handful of prepared
-# statements per table serve every batch size.
-_MAX_IN = 512
 _MMAP_BYTES = 1 << 30
 
 
@@ -85,28 +86,39 @@ class SqliteOnlineStore(OnlineStore):
             raise
         return written
 
-    def read(
-        self, table: str, key_rows: list[tuple[Any, ...]], features: list[str]
-    ) -> list[OnlineRow]:
+    def read_columns(
+        self,
+        table: str,
+        key_rows: Sequence[tuple[Any, ...]],
+        features: list[str],
+        *,
+        not_before: int | None = None,
+    ) -> OnlineColumns:
         check_table(table)
-        if not key_rows:
-            return []
-        wanted = [encode_key(key) for key in key_rows]
-        found: dict[str, tuple[str, int, bytes]] = {}
-        conn = self._connection()
+        n = len(key_rows)
+        if not n:
+            return OnlineColumns([], empty_columns(features, 0))
         try:
-            for start in range(0, len(wanted), _MAX_IN):
-                chunk = wanted[start : start + _MAX_IN]
-                size = _padded(len(chunk))
-                chunk.extend([chunk[-1]] * (size - len(chunk)))
-                found.update({row[0]: row for row in conn.execute(_select_sql(table, size), chunk)})
+            if n == 1:
+                one = encode_key(key_rows[0])
+                found = self._connection().execute(_select_one_sql(table), (one,)).fetchall()
+                found = found or [(None, None)]
+            else:
+                # one row per requested key, in request order, NULLs for unknown keys
+                wanted = orjson.dumps(encode_key_rows(key_rows)).decode()
+                found = self._connection().execute(_select_sql(table), (wanted,)).fetchall()
         except sqlite3.OperationalError as exc:
-            if str(exc).startswith("no such table"):
-                return [_MISSING] * len(key_rows)
+            if str(exc) == f"no such table: {table}":
+                return OnlineColumns([None] * n, empty_columns(features, n))
+            if "json_each" in str(exc):
+                raise Unavailable(
+                    f"the SQLite library here ({sqlite3.sqlite_version}) lacks the JSON "
+                    "functions the online store reads with: use SQLite 3.38 or later"
+                ) from exc
             raise
-        stored = [found.get(key) for key in wanted]
-        values = iter(reader_for(features).many([r[2] for r in stored if r is not None]))
-        return [_MISSING if r is None else OnlineRow(next(values), micros=r[1]) for r in stored]
+        micros, packed = zip(*found, strict=True)
+        columns = reader_for(features).columns(fresh_only(micros, packed, not_before))
+        return OnlineColumns(micros, dict(zip(features, columns, strict=True)))
 
     def drop(self, table: str) -> None:
         self._connection().execute(f'DROP TABLE IF EXISTS "{check_table(table)}"')
@@ -163,17 +175,19 @@ class _Held:
         self.conn.close()
 
 
-def _padded(n: int) -> int:
-    size = 1
-    while size < n:
-        size *= 2
-    return size
+@lru_cache(maxsize=1024)
+def _select_one_sql(table: str) -> str:
+    return f'SELECT event_time, features FROM "{table}" WHERE key = ?'
 
 
-@lru_cache(maxsize=4096)
-def _select_sql(table: str, n: int) -> str:
-    marks = ",".join("?" * n)
-    return f'SELECT key, event_time, features FROM "{table}" WHERE key IN ({marks})'
+@lru_cache(maxsize=1024)
+def _select_sql(table: str) -> str:
+    # The keys come as one JSON array of their text forms; the LEFT JOIN probes the primary
+    # key once per array item and keeps a row (of NULLs) for the unknown ones.
+    return (
+        f'SELECT t.event_time, t.features FROM json_each(?) AS k LEFT JOIN "{table}" AS t '
+        "ON t.key = k.value ORDER BY k.key"
+    )
 
 
 @lru_cache(maxsize=1024)
