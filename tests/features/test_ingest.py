@@ -99,13 +99,12 @@ class TestSources:
 
 def test_entity_tables_take_every_source_ingestion_takes(tmp_path: Path) -> None:
     from plinth.features.ingest import as_table
-    from plinth.features.store import _as_arrow
 
     data = frame()
     data.to_parquet(tmp_path / "e.parquet")
     whole = pa.Table.from_pandas(data, preserve_index=False)
     for source in (data, whole, whole.to_batches()[0], str(tmp_path / "e.parquet")):
-        assert _as_arrow(source).equals(whole)
+        assert as_table(source, doing="read entity_df from").equals(whole)
     assert as_table(data, ["x", "customer_id"]).column_names == ["x", "customer_id"]
     with pytest.raises(InvalidArgument, match="cannot read entity_df from a dict"):
         _as_arrow({"customer_id": [1]})

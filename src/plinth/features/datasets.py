@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument, NotFound
+from plinth.features.ingest import as_table
+from plinth.features.insert import owner
+from plinth.features.refs import online_table, parse_ref
 from plinth.features.types import (
     FeatureGroup,
     FeatureSpec,
@@ -140,7 +143,6 @@ class ViewsMixin:
         """A named selection of features (pinned to the groups' current versions), with
         request-time values (``{"amount": "float64"}``), on-demand transformations
         (``plinth.on_demand``) and the label column training sets carry."""
-        from plinth.features.store import _owner
 
         specs = (
             [FeatureSpec(str(k), str(v)) for k, v in request.items()]
@@ -153,7 +155,7 @@ class ViewsMixin:
                     f"transformations must be made with @plinth.on_demand(...), not {type(t).__name__}"
                 )
         view = self.service.create_feature_view(
-            name, list(features), label, specs, list(transformations), description, _owner()
+            name, list(features), label, specs, list(transformations), description, owner()
         )
         return ViewHandle(self, view)  # type: ignore[arg-type]
 
@@ -206,10 +208,9 @@ class ViewsMixin:
         """Snapshot ``view`` over ``entity_df`` (keys, timestamps, request values and the
         label): the point-in-time rows with transformations applied, stored with the group
         commits they read so a model version can point at them and they can be rebuilt."""
-        from plinth.features.store import _as_arrow, _owner
 
         resolved = self._view(view)
-        entity = _as_arrow(entity_df)
+        entity = as_table(entity_df, doing="read entity_df from")
         if resolved.label is not None and resolved.label not in entity.column_names:
             raise InvalidArgument(
                 f"the entity table has no label column {resolved.label!r} of {resolved.ref}"
@@ -237,7 +238,7 @@ class ViewsMixin:
                 timestamp_column,
                 resolved.label,
                 description,
-                _owner(),
+                owner(),
             )
         except Exception:
             for uri in (data_uri, entity_uri):  # nothing unrecorded stays behind
@@ -266,7 +267,6 @@ class ViewsMixin:
     def where_used(self, group: str, version: int | None = None) -> Usage:
         """Feature views, training datasets and model versions that read a group
         (``"customer_stats"``) or one feature of it (``"customer_stats:avg_spend"``)."""
-        from plinth.features.store import parse_ref
 
         if ":" in group:
             name, pinned, feature = parse_ref(group)
@@ -279,13 +279,12 @@ class ViewsMixin:
         """Delete a group (one version or all): definition, offline table, online rows.
         Refused while a PRODUCTION model was trained on it, or while views read it (unless
         ``force``)."""
-        from plinth.features.store import _online_table
 
         self.forget_definitions()
         removed = self.service.delete_feature_group(name, version, force)
         for group in removed:
             self.offline.delete_table(group)
-            self.online.drop(_online_table(group))
+            self.online.drop(online_table(group))
         return removed
 
     def _view(self, view: FeatureView | ViewHandle | str) -> FeatureView:
@@ -298,7 +297,6 @@ class ViewsMixin:
 
 
 def _groups_of(view: FeatureView) -> dict[tuple[str, int], list[str]]:
-    from plinth.features.store import parse_ref
 
     groups: dict[tuple[str, int], list[str]] = {}
     for ref in view.features:

@@ -5,7 +5,6 @@ tables, online stores) is read and written by the caller's ``FeatureStore``."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict
 from typing import Any
 
@@ -14,6 +13,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from plinth.api import endpoint
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.features.refs import check_identifier
 from plinth.features.types import (
     DTYPES,
     ColumnStatistics,
@@ -29,19 +29,10 @@ from plinth.store.engine import Store
 from plinth.store.schema import entities, feature_commits, feature_groups, validation_reports
 from plinth.store.sql import now_ms, opt_datetime, to_datetime
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 _specs = TypeAdapter(list[FeatureSpec])
 _expectations = TypeAdapter(list[Expectation])
 _stats = TypeAdapter(list[ColumnStatistics])
 _results = TypeAdapter(list[Any])
-
-
-def check_identifier(name: str, what: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidArgument(
-            f"{what} {name!r} is not valid: use letters, digits and '_', starting with a letter or '_'"
-        )
-    return name
 
 
 class FeatureService(ViewService):

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 from plinth.api import endpoint
 from plinth.errors import InvalidArgument
 from plinth.features.lookup import OnlineResponse
+from plinth.features.refs import by_group
 from plinth.features.store import FeatureStore
 
 MAX_ENTITY_ROWS = 10_000
@@ -66,9 +67,8 @@ class OnlineFeatureService:
 
     def keys_from_query(self, features: list[str], query: dict[str, str]) -> dict[str, Any]:
         """Entity keys given as query parameters, typed like their entity's keys."""
-        from plinth.features.store import _by_group
 
-        name, version = next(iter(_by_group(features)))
+        name, version = next(iter(by_group(features)))
         group = self.store.service.get_feature_group(name, version)
         entity = self.store.service.get_entity(group.entity)
         keys: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import numbers
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,8 +20,10 @@ import pyarrow as pa
 
 from plinth.errors import InvalidArgument
 from plinth.features.datasets import ViewsMixin, view_of
+from plinth.features.ingest import as_table
 from plinth.features.insert import CHUNK_ROWS, Progress, owner
 from plinth.features.lookup import OnlineResponse, entity_columns, key_rows, statuses_of
+from plinth.features.refs import by_group, online_table
 from plinth.features.types import (
     CommitInfo,
     Entity,
@@ -204,7 +206,7 @@ class FeatureStore(ViewsMixin):
     def create_entity(
         self, name: str, join_keys: list[str], value_type: str = "int64", description: str = ""
     ) -> Entity:
-        return self.service.create_entity(name, join_keys, value_type, description, _owner())
+        return self.service.create_entity(name, join_keys, value_type, description, owner())
 
     def create_feature_group(
         self,
@@ -221,7 +223,7 @@ class FeatureStore(ViewsMixin):
         features = specs_of(schema, keys | {event_time})
         self.forget_definitions()
         group = self.service.create_feature_group(
-            name, entity, event_time, features, online, parse_ttl(ttl), description, _owner()
+            name, entity, event_time, features, online, parse_ttl(ttl), description, owner()
         )
         return GroupHandle(self, group)
 
@@ -280,7 +282,7 @@ class FeatureStore(ViewsMixin):
         within TTL; a view's transformations are applied to the result."""
         if engine not in ("duckdb", "spark"):
             raise InvalidArgument(f"engine must be 'duckdb' or 'spark', not {engine!r}")
-        entity = _as_arrow(entity_df)
+        entity = as_table(entity_df, doing="read entity_df from")
         view = view_of(features)
         if view is not None:
             missing = [r.name for r in view.request if r.name not in entity.column_names]
@@ -289,7 +291,7 @@ class FeatureStore(ViewsMixin):
                     f"feature view {view.ref} needs the request values {missing} as entity columns"
                 )
             features = view.features
-        _by_group(features)  # malformed references fail now, not when the job runs
+        by_group(features)  # malformed references fail now, not when the job runs
         return RetrievalJob(self, entity, list(features), timestamp_column, engine, view)
 
     def _join(
@@ -303,7 +305,7 @@ class FeatureStore(ViewsMixin):
         from plinth.features.retrieval import FeatureRequest, point_in_time_join
 
         requests = []
-        for (name, version), wanted in _by_group(features).items():
+        for (name, version), wanted in by_group(features).items():
             group = self.service.get_feature_group(name, version)
             known = {f.name for f in group.features}
             missing = [w for w in wanted if w not in known]
@@ -385,7 +387,7 @@ class FeatureStore(ViewsMixin):
         latest = _latest_per_key(table, group.keys, group.event_time)
         columns = [*group.keys, group.event_time, *(f.name for f in group.features)]
         return self.online.write(
-            _online_table(group), group.keys, latest.select(columns), group.event_time
+            online_table(group), group.keys, latest.select(columns), group.event_time
         )
 
     def get_online_features(
@@ -438,7 +440,7 @@ class FeatureStore(ViewsMixin):
             return cached[1]
         plan: list[_Lookup] = []
         seen: set[str] = set()
-        for (name, version), wanted in _by_group(features).items():
+        for (name, version), wanted in by_group(features).items():
             group = self.service.get_feature_group(name, version)
             known = {f.name for f in group.features}
             unknown = [w for w in wanted if w not in known]
@@ -451,7 +453,7 @@ class FeatureStore(ViewsMixin):
                 )
             seen.update(wanted)
             integers = self.service.get_entity(group.entity).value_type.startswith(("int", "uint"))
-            plan.append(_Lookup(group, wanted, _online_table(group), integers))
+            plan.append(_Lookup(group, wanted, online_table(group), integers))
         if len(self._plans) > 1000:
             self._plans.clear()
         self._plans[key] = (at + DEFINITIONS_SECONDS, plan)
@@ -471,28 +473,6 @@ class FeatureStore(ViewsMixin):
         return self.service.get_feature_group(group)
 
 
-def parse_ref(ref: str) -> tuple[str, int | None, str]:
-    """``"group:feature"`` or ``"group:v2:feature"`` -> (group, version or None, feature)."""
-    parts = ref.split(":") if isinstance(ref, str) else []
-    if len(parts) == 2 and all(parts):
-        return parts[0], None, parts[1]
-    if len(parts) == 3 and parts[1][:1] == "v" and parts[1][1:].isdigit() and parts[0] and parts[2]:
-        return parts[0], int(parts[1][1:]), parts[2]
-    raise InvalidArgument(f"feature reference {ref!r} is not 'group:feature' or 'group:v2:feature'")
-
-
-def _by_group(features: Iterable[str]) -> dict[tuple[str, int | None], list[str]]:
-    grouped: dict[tuple[str, int | None], list[str]] = {}
-    for ref in features:
-        name, version, feature = parse_ref(ref)
-        grouped.setdefault((name, version), []).append(feature)
-    return grouped
-
-
-def _online_table(group: FeatureGroup) -> str:
-    return f"{group.name}__v{group.version}"
-
-
 def _latest_per_key(table: pa.Table, keys: list[str], event_time: str) -> pa.Table:
     from plinth.features import duck
 
@@ -502,13 +482,3 @@ def _latest_per_key(table: pa.Table, keys: list[str], event_time: str) -> pa.Tab
         return connection.sql(
             f'SELECT * FROM rows QUALIFY row_number() OVER (PARTITION BY {quoted} ORDER BY "{event_time}" DESC) = 1'
         ).to_arrow_table()
-
-
-def _as_arrow(data: Any) -> pa.Table:
-    """An entity table from any source ingestion takes (``ingest.as_table``)."""
-    from plinth.features.ingest import as_table
-
-    return as_table(data, doing="read entity_df from")
-
-
-_owner = owner

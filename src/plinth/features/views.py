@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from plinth.api import endpoint
 from plinth.errors import Conflict, InvalidArgument, NotFound
+from plinth.features.refs import check_identifier, parse_ref
 from plinth.features.types import (
     DTYPES,
     FeatureGroup,
@@ -71,7 +72,6 @@ class ViewService:
         """Define a view. ``group:feature`` references are pinned to the group's latest
         version. The same definition again returns the current version; a changed one
         creates the next version."""
-        from plinth.features.service import check_identifier
 
         check_identifier(name, "feature view name")
         request, transformations = list(request or []), list(transformations or [])
@@ -143,7 +143,6 @@ class ViewService:
     def _pin(
         self, features: list[str]
     ) -> tuple[list[str], list[str], dict[tuple[str, int], list[str]]]:
-        from plinth.features.store import parse_ref
 
         if not features:
             raise InvalidArgument("a feature view needs at least one feature")
@@ -329,7 +328,6 @@ def _check_view(
     request: list[FeatureSpec],
     transformations: list[Transformation],
 ) -> None:
-    from plinth.features.service import check_identifier
 
     available: dict[str, str] = {k: "a key" for k in keys}
 

@@ -24,7 +24,6 @@ from plinth.errors import InvalidArgument, Unavailable, WriteConflict
 
 # The newest migration; tests check it matches the Alembic scripts' head.
 SCHEMA_REVISION = "0008"
-MIGRATIONS = Path(__file__).with_name("migrations")
 _SQLITE_BUSY_TIMEOUT_S = 60.0
 
 

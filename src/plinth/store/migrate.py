@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-from plinth.store.engine import MIGRATIONS
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def alembic_config(conn: Connection | None = None) -> Config:
