@@ -107,7 +107,7 @@ def test_entity_tables_take_every_source_ingestion_takes(tmp_path: Path) -> None
         assert as_table(source, doing="read entity_df from").equals(whole)
     assert as_table(data, ["x", "customer_id"]).column_names == ["x", "customer_id"]
     with pytest.raises(InvalidArgument, match="cannot read entity_df from a dict"):
-        _as_arrow({"customer_id": [1]})
+        as_table({"customer_id": [1]}, doing="read entity_df from")
 
 
 class TestRefusals:
