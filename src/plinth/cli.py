@@ -278,9 +278,9 @@ def _say(json_: bool, value: Any, line: str) -> None:
 
 
 def _actor() -> str:
-    from plinth.client import _owner
+    from plinth.config import local_user
 
-    return _owner()
+    return local_user()
 
 
 def _gate_text(gate: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import io
 import shutil
 import sys
@@ -10,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from plinth.config import local_user as _owner
 from plinth.registry.client import RegistryClient
 
 if TYPE_CHECKING:
@@ -275,13 +275,6 @@ class Client(RegistryClient):
         else:
             with self.tracking.open_artifact_reader(run_id, artifact_path) as source:
                 shutil.copyfileobj(source, out, 1024 * 1024)
-
-
-def _owner() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""
 
 
 def connect(

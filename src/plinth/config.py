@@ -6,6 +6,7 @@ Precedence: explicit arguments, then environment, then the config file
 
 from __future__ import annotations
 
+import getpass
 import os
 import tomllib
 from pathlib import Path
@@ -109,3 +110,11 @@ def load_settings(**overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise InvalidArgument(f"invalid Plinth settings: {problems}") from None
+
+
+def local_user() -> str:
+    """The operating system's user name: the actor recorded for changes made here."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""

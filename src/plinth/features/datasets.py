@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from plinth.config import local_user as owner
 from plinth.errors import InvalidArgument, NotFound
 from plinth.features.ingest import as_table
-from plinth.features.insert import owner
 from plinth.features.refs import online_table, parse_ref
 from plinth.features.types import (
     FeatureGroup,

@@ -9,7 +9,6 @@ strict refusal, a bad chunk or a failing source leaves no commit at all.
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import chain
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from plinth.config import local_user as owner
 from plinth.errors import InvalidArgument
 from plinth.faults import crash_point
 from plinth.features.types import CommitInfo, ExpectationResult, FeatureGroup, ValidationReport
@@ -150,10 +150,3 @@ def record(
         )
     service.record_commit(group.name, commit, report)
     return commit
-
-
-def owner() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""

@@ -471,7 +471,7 @@ def stable_history(table: DeltaTable, limit: int | None = None) -> list[dict[str
 
 
 def _user() -> str:
-    from plinth.features.insert import owner
+    from plinth.config import local_user as owner
 
     return owner()
 

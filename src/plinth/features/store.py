@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from plinth.config import local_user as owner
 from plinth.errors import InvalidArgument
 from plinth.features.datasets import ViewsMixin, view_of
 from plinth.features.ingest import as_table
-from plinth.features.insert import CHUNK_ROWS, Progress, owner
+from plinth.features.insert import CHUNK_ROWS, Progress
 from plinth.features.lookup import OnlineResponse, entity_columns, key_rows, statuses_of
 from plinth.features.refs import by_group, online_table
 from plinth.features.types import (

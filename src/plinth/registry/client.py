@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from plinth.registry.types import MANIFEST_FILE
+from plinth.config import local_user as _owner
+from plinth.registry.types import MANIFEST_FILE, dataset_id
 
 if TYPE_CHECKING:
     from plinth.config import Settings
@@ -400,23 +401,3 @@ def _copy(source: IO[bytes], out: IO[bytes], close: bool = True) -> None:
     finally:
         if close:
             out.close()
-
-
-def _owner() -> str:
-    from plinth.client import _owner as owner
-
-    return owner()
-
-
-def dataset_id(training_dataset: Any) -> int | None:
-    """The id of a training dataset given as itself, its record or its id."""
-    if training_dataset is None or isinstance(training_dataset, int):
-        return training_dataset
-    from plinth.errors import InvalidArgument
-
-    found = getattr(training_dataset, "id", None)
-    if not isinstance(found, int):
-        raise InvalidArgument(
-            f"training_dataset must be a training dataset or its id, not {type(training_dataset).__name__}"
-        )
-    return found

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from plinth.errors import InvalidArgument
+
 _JSON = {"ser_json_inf_nan": "strings"}
 
 
@@ -163,3 +165,15 @@ class Decision:
     champion_score: float | None
     version: int | None  # the newly promoted version, when promoted
     reason: str
+
+
+def dataset_id(training_dataset: Any) -> int | None:
+    """The id of a training dataset given as itself, its record or its id."""
+    if training_dataset is None or isinstance(training_dataset, int):
+        return training_dataset
+    found = getattr(training_dataset, "id", None)
+    if not isinstance(found, int):
+        raise InvalidArgument(
+            f"training_dataset must be a training dataset or its id, not {type(training_dataset).__name__}"
+        )
+    return found

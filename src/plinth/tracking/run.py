@@ -209,7 +209,7 @@ class ActiveRun:
             return None
         self.flush()  # the version's lineage snapshots the run's metrics as they are now
         package = f"{self.experiment_id}/{self.id}/artifacts/{name}"
-        from plinth.registry.client import dataset_id
+        from plinth.registry.types import dataset_id
 
         return self._client.registry.create_model_version(
             registered_model,
