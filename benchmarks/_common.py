@@ -122,9 +122,11 @@ def run_worker(
     of a traceback is visible.
     """
     full_env = dict(os.environ)
-    # Do not leak the harness' venv into the worker's interpreter.
+    # Do not leak the harness' venv into the reference tool's interpreter; Plinth's worker
+    # keeps PYTHONPATH, so that a worktree's src/ is what is measured.
     full_env.pop("VIRTUAL_ENV", None)
-    full_env.pop("PYTHONPATH", None)
+    if Path(python) != Path(sys.executable):
+        full_env.pop("PYTHONPATH", None)
     full_env["PYTHONUNBUFFERED"] = "1"
     if env:
         full_env.update(env)
