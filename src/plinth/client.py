@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from plinth.config import local_user as _owner
 from plinth.registry.client import RegistryClient
 
 if TYPE_CHECKING:
@@ -336,3 +335,9 @@ def set_default_client(client: Client | None) -> None:
     global _default
     with _default_lock:
         _default = client
+
+
+def _owner() -> str:
+    from plinth.config import local_user  # settings load pydantic: not at import time
+
+    return local_user()

@@ -20,8 +20,8 @@ from plinth.errors import InvalidArgument, NotFound
 from plinth.serving.batch import ScoreOptions
 from plinth.serving.checks import ChecksFailed
 from plinth.serving.follow import FollowEvent, follow
+from tests.cli.test_score import plinth_process, wait_for
 from tests.serving.test_batch import churn_model, day, entity_input, expected_scores
-from tests.serving.test_score_cli import plinth_process, wait_for
 
 
 def commits(output: Path) -> list[dict[str, object]]:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from plinth.config import local_user as _owner
 from plinth.registry.types import MANIFEST_FILE, dataset_id
 
 if TYPE_CHECKING:
@@ -401,3 +400,9 @@ def _copy(source: IO[bytes], out: IO[bytes], close: bool = True) -> None:
     finally:
         if close:
             out.close()
+
+
+def _owner() -> str:
+    from plinth.config import local_user  # settings load pydantic: not at import time
+
+    return local_user()

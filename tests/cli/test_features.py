@@ -321,7 +321,7 @@ def test_stats_of_a_group_without_commits(
 def test_the_module_imports_on_its_own() -> None:
     # plinth.cli registers the sub-app at its end, so importing this module first must work
     done = subprocess.run(
-        [sys.executable, "-c", "import plinth.features.cli, plinth.cli"],
+        [sys.executable, "-c", "import plinth.cli.features, plinth.cli"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,8 +1,7 @@
 """``plinth score MODEL_URI``: batch scoring of a Parquet file or folder or a Delta table
 (``--input``), or streaming scoring of the files dropped into a folder or the commits
 added to a Delta table (``--follow``), into a score history Delta table. Registered by
-``plinth.cli``; its helpers are imported when a command runs, so either module may be
-imported first."""
+``plinth.cli``."""
 
 from __future__ import annotations
 
@@ -81,7 +80,7 @@ def _batch(
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from plinth.cli import _client, _print_json, err
+    from plinth.cli.common import _client, _print_json, err
     from plinth.serving.batch import Scorer
     from plinth.serving.model import load_served
     from plinth.serving.sources import open_source
@@ -106,7 +105,7 @@ def _batch(
 def _report(result: ScoreResult, sql_table: str | None = None) -> None:
     from rich.markup import escape
 
-    from plinth.cli import _table, err, out
+    from plinth.cli.common import _table, err, out
 
     where = f"{escape(result.output)} (Delta version {result.output_version})"
     model = f"{result.model_name} v{result.model_version}"
@@ -147,7 +146,7 @@ def _follow(
     once: bool,
     json_: bool,
 ) -> None:
-    from plinth.cli import _client
+    from plinth.cli.common import _client
     from plinth.serving.follow import follow
 
     stop = threading.Event()
@@ -181,7 +180,7 @@ def _follow(
 def _say_event(event: FollowEvent, json_: bool) -> None:
     from rich.markup import escape
 
-    from plinth.cli import _plain, err, out
+    from plinth.cli.common import _plain, err, out
 
     if json_:
         payload: dict[str, Any] = {"file": event.file, "result": _plain(event.result)}
@@ -210,7 +209,7 @@ def score_jobs(
     """The recorded batch scoring jobs: status, rows, the Delta version delivered, checks.
     A RUNNING job whose commit is in its output is shown (and recorded) DELIVERED; one whose
     process on this host is gone, FAILED."""
-    from plinth.cli import _client, _print_json, _table, out
+    from plinth.cli.common import _client, _print_json, _table, out
     from plinth.serving.reconcile import reconcile_job, reconcile_jobs
 
     jobs = _client().score_jobs

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-# Made before importing plinth.cli, which registers it at its end: whichever of the two
-# modules is imported first, the other finds what it needs.
 features_app: typer.Typer = typer.Typer(
     no_args_is_help=True,
     help="The feature store: entities, feature groups, commits, online lookups.",
@@ -18,7 +16,7 @@ features_app: typer.Typer = typer.Typer(
 
 from rich.markup import escape  # noqa: E402
 
-from plinth.cli import JsonOption, _client, _fmt, _pairs, _print_json, _say, _table, err, out  # noqa: E402
+from plinth.cli.common import JsonOption, _client, _fmt, _pairs, _print_json, _say, _table, err, out  # noqa: E402
 from plinth.errors import InvalidArgument, NotFound  # noqa: E402
 
 if TYPE_CHECKING:
