@@ -24,8 +24,6 @@ The table is printed and also written, as plain text, to ``benchmarks/.work/last
 
 from __future__ import annotations
 
-import argparse
-import io
 import platform
 import sqlite3
 import sys
@@ -133,32 +131,10 @@ def _mlflow_python(opts) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
-    ap.add_argument("--plain", action="store_true", help="plain-text table (no rich)")
-    ap.add_argument("--no-mlflow", action="store_true", help="Plinth only")
-    ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
-    ap.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="before each workload, wait up to SECONDS for the CPUs to be mostly idle",
-    )
-    ap.add_argument(
-        "--out",
-        default=None,
-        help="where the plain-text report is also written (default: "
-        "benchmarks/.work/last-registry.txt, last-registry-quick.txt with --quick)",
-    )
-    opts = ap.parse_args(argv)
+    ap = C.runner_options(__doc__.split("\n\n")[0], "mlflow")
+    opts = C.parse_runner_options(ap, argv, "registry")
     s = QUICK if opts.quick else FULL
-    if opts.out is None:
-        opts.out = str(
-            C.WORK_DIR / ("last-registry-quick.txt" if opts.quick else "last-registry.txt")
-        )
     started = time.perf_counter()
-    C.WORK_DIR.mkdir(parents=True, exist_ok=True)
 
     b = C.Bench(
         "registry",
@@ -330,13 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "plinth.get_model_version('models:/bench@champion'), plinth.load_model(URI).",
         "load: MLflow 3 saves scikit-learn models with skops by default; importing skops.io "
         "(which imports much of scikit-learn) is most of its cold load.",
-        f"CPU use by other processes just before each workload: median "
-        f"{C.median(b.busy or [0]):.0%}, max {max(b.busy, default=0):.0%}"
-        + (
-            " (the machine was shared with other work: figures are noisy)"
-            if max(b.busy, default=0) > 0.25
-            else ""
-        ),
+        C.busy_line(b.busy),
         *notes,
     ]
     seen: set[str] = set()
@@ -345,18 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             if note not in seen:
                 seen.add(note)
                 footer.append(f"{'Plinth' if tool == 'plinth' else 'MLflow'}: {note}")
-    if b.errors:
-        footer.append("problems:")
-        footer.extend(f"  - {e}" for e in b.errors)
-    footer.append(f"total benchmark time: {time.perf_counter() - started:,.0f} s")
-
-    C.print_table(rows, title, footer, plain=opts.plain)
-    buf = io.StringIO()
-    C.print_table(rows, title, footer, plain=True, file=buf)
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(buf.getvalue())
-    C.log(f"report written to {opts.out}")
-    return 1 if b.errors else 0
+    return C.finish_report(rows, title, footer, opts, b.errors, started)
 
 
 def _per_s(v: float | None) -> str:

@@ -15,8 +15,6 @@ first full run pays for populating MLflow's (several minutes).
 
 from __future__ import annotations
 
-import argparse
-import io
 import platform
 import sqlite3
 import sys
@@ -89,33 +87,10 @@ RSS_MLFLOW_BUDGET_S = 60.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
-    ap.add_argument("--plain", action="store_true", help="plain-text table (no rich)")
-    ap.add_argument("--no-mlflow", action="store_true", help="Plinth only")
-    ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
-    ap.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="before each workload, wait up to SECONDS for the CPUs to be mostly "
-        "idle (other processes on a shared machine skew the figures)",
-    )
-    ap.add_argument(
-        "--out",
-        default=None,
-        help="where the plain-text report is also written (default: "
-        "benchmarks/.work/last-tracking.txt, last-tracking-quick.txt with --quick)",
-    )
-    opts = ap.parse_args(argv)
+    ap = C.runner_options(__doc__.split("\n\n")[0], "mlflow")
+    opts = C.parse_runner_options(ap, argv, "tracking")
     sizes = QUICK if opts.quick else FULL
-    if opts.out is None:
-        opts.out = str(
-            C.WORK_DIR / ("last-tracking-quick.txt" if opts.quick else "last-tracking.txt")
-        )
     started = time.perf_counter()
-    C.WORK_DIR.mkdir(parents=True, exist_ok=True)
 
     mlflow_py = None
     if not opts.no_mlflow:
@@ -385,13 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "with its defaults.",
         "Plinth: log_metric is always buffered (a background thread writes batches), so its "
         "figure stands against both MLflow's sync and async modes.",
-        f"CPU use by other processes just before each workload: median "
-        f"{C.median(b.busy or [0]):.0%}, max {max(b.busy, default=0):.0%}"
-        + (
-            " (the machine was shared with other work: figures are noisy)"
-            if max(b.busy, default=0) > 0.25
-            else ""
-        ),
+        C.busy_line(b.busy),
         *notes,
     ]
     for tool, res in (("Plinth", p_search), ("MLflow", m_search)):
@@ -400,18 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{tool}'s search store was populated in this run "
                 f"({C.fig(res, 'populate_s'):,.0f} s)."
             )
-    if b.errors:
-        footer.append("problems:")
-        footer.extend(f"  - {e}" for e in b.errors)
-    footer.append(f"total benchmark time: {time.perf_counter() - started:,.0f} s")
-
-    C.print_table(rows, title, footer, plain=opts.plain)
-    buf = io.StringIO()
-    C.print_table(rows, title, footer, plain=True, file=buf)
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(buf.getvalue())
-    C.log(f"report written to {opts.out}")
-    return 1 if b.errors else 0
+    return C.finish_report(rows, title, footer, opts, b.errors, started)
 
 
 def _done(p: dict | None, m: dict | None, pkey: str, mkey: str, bound: float | None = None) -> str:
