@@ -131,12 +131,9 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
         """Stored values of a group's online table for ``keys``, in order, as Arrow IPC:
         a column per feature, ``plinth:micros`` (the event time; null: not found)."""
         _online_group(store, table)
-        found = online.read(table, [tuple(k) for k in keys], features)
-        columns = {
-            f: pa.array([None if r.values is None else r.values.get(f) for r in found])
-            for f in features
-        }
-        columns[MICROS] = pa.array([r.micros for r in found], pa.int64())
+        found = online.read_columns(table, [tuple(k) for k in keys], features)
+        columns = {f: pa.array(found.columns[f]) for f in features}
+        columns[MICROS] = pa.array(found.micros, pa.int64())
         return _arrow(pa.table(columns))
 
     @app.put(f"{tables}/rows", tags=["feature data"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,21 @@ def _setup_postgres(engine: Engine, connect_timeout: float, statement_timeout: f
         return postgres.connect(cargs, cparams, connect_timeout, statement_timeout)
 
 
+def _use_wal(cursor: Any) -> None:
+    # Once a database is in WAL mode it stays so, and asking costs no lock. Switching a new
+    # file takes an exclusive lock, and SQLite answers "database is locked" at once, without
+    # its busy handler, while processes starting together all try: they wait their turn.
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_S
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # an in-memory database stays as it is
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def _without_timeouts(conn: Connection) -> Iterator[None]:
     """Lift the statement and read timeouts of one PostgreSQL connection; it is closed
@@ -180,10 +197,10 @@ def _setup_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
