@@ -18,7 +18,7 @@ import plinth
 from plinth.errors import InvalidArgument
 from plinth.features.offline import OfflineStore
 from plinth.remote_data import ServerOffline, ServerOnline, _with_credentials
-from plinth.store.locations import public, shared
+from plinth.store.locations import public, reachable, shared
 from tests.backends import running_server
 from tests.features.conftest import day, define, transactions
 from tests.features.test_views import churn_view, entity_rows
@@ -232,6 +232,18 @@ def test_shared_and_public_uris() -> None:
         "redis://cache:6379/2"
     )
     assert _with_credentials("redis://cache:6379/2", None) == "redis://cache:6379/2"
+
+
+def test_a_store_on_the_servers_loopback_is_reachable_only_from_its_machine() -> None:
+    server, elsewhere = "http://127.0.0.1:5151", "http://plinth.internal:5151"
+    assert reachable("redis://127.0.0.1:6379/0", True, server)
+    assert reachable("redis://localhost/0", True, "http://localhost:5151")
+    assert not reachable("redis://127.0.0.1:6379/0", True, elsewhere)
+    assert not reachable("redis://localhost/0", True, elsewhere)
+    assert not reachable("redis://[::1]:6379/0", True, elsewhere)
+    assert reachable("redis://cache.internal:6379/0", True, elsewhere)
+    assert reachable("s3://bucket/root", True, elsewhere)
+    assert not reachable("sqlite:////srv/online.db", False, server)
 
 
 def test_plinth_score_against_a_remote_server_refuses_a_local_output(

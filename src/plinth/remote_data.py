@@ -24,7 +24,7 @@ from plinth.features.offline import OfflineTables
 from plinth.features.online.base import OnlineColumns, OnlineStore
 from plinth.features.store import Materializer
 from plinth.features.types import FeatureGroup
-from plinth.store.locations import StoreLocations, public
+from plinth.store.locations import StoreLocations, public, reachable
 
 if TYPE_CHECKING:
     from plinth.config import Settings
@@ -52,15 +52,19 @@ def remote_feature_stores(
     from plinth.features.online import online_store_for
 
     where = store_locations(transport)
+    offline_direct = reachable(where.offline, where.offline_shared, transport.base_url)
+    online_direct = reachable(where.online, where.online_shared, transport.base_url)
     offline: OfflineTables = (
-        OfflineStore(where.offline) if where.offline_shared else ServerOffline(transport, where)
+        OfflineStore(where.offline) if offline_direct else ServerOffline(transport, where)
     )
     online: OnlineStore = (
-        online_store_for(_with_credentials(where.online, settings.online_uri))
-        if where.online_shared
+        online_store_for(
+            _with_credentials(where.online, settings.online_uri), timeout=settings.online_timeout
+        )
+        if online_direct
         else ServerOnline(transport)
     )
-    return offline, online, None if where.online_shared else ServerMaterializer(transport)
+    return offline, online, None if online_direct else ServerMaterializer(transport)
 
 
 def _with_credentials(published: str, own: str | None) -> str:

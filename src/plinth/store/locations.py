@@ -28,6 +28,20 @@ def shared(uri: str) -> bool:
     return scheme_of(uri) in SHARED_SCHEMES
 
 
+def on_loopback(uri: str) -> bool:
+    """Whether ``uri`` names a host by a loopback address (only its own machine reaches it)."""
+    host = (urlsplit(uri).hostname or "") if "://" in uri else ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def reachable(uri: str, published_shared: bool, server_url: str) -> bool:
+    """Whether a client that reaches the server at ``server_url`` may use a store the
+    server published directly: it must be shared, and a store on the server's loopback
+    (``redis://127.0.0.1``) is reachable only from the server's own machine, that is by
+    a client that reaches the server on loopback too."""
+    return published_shared and (not on_loopback(uri) or on_loopback(server_url))
+
+
 def public(uri: str) -> str:
     """``uri`` without a user name or password: what a server may tell any client."""
     if "://" not in uri:
