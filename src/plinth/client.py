@@ -171,7 +171,7 @@ class Client(RegistryClient):
             try:
                 sent = replay(
                     orphan,
-                    lambda run, batch: self.tracking.log_metric_batch(run, batch, True),
+                    lambda run, batch: self.tracking.log_metric_batch(run, batch),
                 )
             except NotFound:
                 continue  # the run was deleted: keep the points, the user may want them

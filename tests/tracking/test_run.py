@@ -6,6 +6,7 @@ Against every backend (the ``client`` fixture: SQLite, PostgreSQL, a server over
 from __future__ import annotations
 
 import math
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -98,13 +99,31 @@ def test_an_ended_run_takes_no_new_points(client: Client) -> None:
     assert (summary.count, summary.last, summary.max) == (1, 0.8, 0.8)
 
 
+def test_an_ended_run_takes_spooled_points_logged_before_its_end_only(client: Client) -> None:
+    with client.start_run(experiment="churn") as run:
+        run.log_metric("val_f1", 0.8)
+    ended = client.get_run(run.id).end_time
+    assert ended is not None
+    end_ms = int(ended.timestamp() * 1000)
+
+    def spooled(at_ms: int, first_seq: int) -> MetricBatch:
+        return MetricBatch(["val_f1"], [0.9], [1], [at_ms], [None], spool="w1", first_seq=first_seq)
+
+    client.tracking.log_metric_batch(run.id, spooled(end_ms - 10, 0))  # a writer overtaken
+    client.tracking.log_metric_batch(run.id, spooled(end_ms - 10, 0))  # again: taken once
+    with pytest.raises(plinth.Conflict, match="is FINISHED"):
+        client.tracking.log_metric_batch(run.id, spooled(end_ms + 1000, 1))  # after the end
+    summary = client.get_run(run.id).metrics["val_f1"]
+    assert (summary.count, summary.last) == (2, 0.9)
+
+
 def test_a_writer_of_a_run_its_owner_ended_is_told_so(client: Client) -> None:
     owner = client.start_run(experiment="churn")
     worker = client.attach_run(owner.id)
     worker.log_metric("loss", 1.0)
     worker.flush()
     owner.end()
-    worker.log_metric("loss", 0.5)
+    worker.log_metric("loss", 0.5, timestamp=time.time() + 5)  # surely after the end
     with pytest.raises(plinth.Conflict, match="FINISHED"):
         worker.flush()
     with pytest.raises(plinth.Conflict, match="FINISHED"):

@@ -196,7 +196,7 @@ class TrackingService(ExperimentService):
                 if last_metrics is not None and last_metrics.keys:
                     # the same end again: its points are only taken if a spool says they
                     # are the ones written then
-                    self._write_points(conn, run_id, last_metrics, current, replay=False)
+                    self._write_points(conn, run_id, last_metrics, current)
                 return
             if last_metrics is not None and last_metrics.keys:
                 metric_store.write_batch(conn, run_id, last_metrics)
@@ -273,16 +273,16 @@ class TrackingService(ExperimentService):
                 self._status(conn, run_id)
 
     @endpoint("POST", "/runs/{run_id}/metrics")
-    def log_metric_batch(self, run_id: str, batch: MetricBatch, replay: bool = False) -> None:
+    def log_metric_batch(self, run_id: str, batch: MetricBatch) -> None:
         """Write metric points to a RUNNING run. A run that has ended takes no new points
-        (Conflict): its metrics are final, as its status says. ``replay`` is for points a
-        writer's spool kept after its process died (``plinth runs recover``): they were
-        logged before the run ended, so they are taken whatever its status."""
+        (Conflict): its metrics are final, as its status says. The one exception are points
+        a writer's spool kept: a KILLED run's (its process died) and, for a run its owner
+        ended, those logged no later than its end (a writer the end overtook); taken once."""
         metric_store.validate_batch(batch)
         with self._run_must_exist(run_id), self.store.write() as conn:
             status = self._locked_status(conn, run_id)
             if batch.keys:
-                self._write_points(conn, run_id, batch, status, replay=replay)
+                self._write_points(conn, run_id, batch, status)
                 if status is RunStatus.RUNNING:
                     self._touch(conn, run_id)  # a run that writes is alive
 
@@ -293,15 +293,22 @@ class TrackingService(ExperimentService):
         return RunStatus(status)
 
     def _write_points(
-        self, conn: Connection, run_id: str, batch: MetricBatch, status: RunStatus, *, replay: bool
+        self, conn: Connection, run_id: str, batch: MetricBatch, status: RunStatus
     ) -> None:
-        if status is not RunStatus.RUNNING and not replay:
-            if batch.spool is None or not metric_store.already_written(conn, run_id, batch):
+        if status is not RunStatus.RUNNING:
+            if batch.spool is not None and metric_store.already_written(conn, run_id, batch):
+                return
+            # A KILLED run's end is its last heartbeat, which its dead process outlived
+            # by up to a beat: its spool is taken whole.
+            ended = conn.execute(select(runs.c.end_time).where(runs.c.id == run_id)).scalar()
+            in_time = status is RunStatus.KILLED or (
+                ended is not None and max(batch.timestamps) <= ended
+            )
+            if batch.spool is None or not in_time:
                 raise Conflict(
                     f"run {run_id} is {status.value}: an ended run takes no new metric "
                     f"points (got {len(batch)}, the first {batch.keys[0]!r}); start a new run"
                 )
-            return
         metric_store.write_batch(conn, run_id, batch)
 
     @endpoint("GET", "/runs/{run_id}/spools/{spool}")
