@@ -234,6 +234,32 @@ def test_shared_and_public_uris() -> None:
     assert _with_credentials("redis://cache:6379/2", None) == "redis://cache:6379/2"
 
 
+def test_a_slow_commit_through_the_server_is_waited_for(
+    homes: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's request timeout does not cut short a commit the server is still making
+    (the client would not know of it, and a retry would commit the rows twice)."""
+    import time
+
+    import httpx
+
+    server_home, home_a, _ = homes
+    write = OfflineStore.write
+
+    def slow_write(self: OfflineStore, *args: object, **kwargs: object) -> int:
+        time.sleep(1.0)
+        return write(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with running_server(server_home) as url, plinth.connect(url, home=home_a) as a:
+        fs = a.feature_store()
+        stats = define(fs, ttl="3650d")
+        fs.offline.transport.http.timeout = httpx.Timeout(0.3)  # type: ignore[attr-defined]
+        monkeypatch.setattr(OfflineStore, "write", slow_write)  # the server's store (in-process)
+        commit = stats.insert(transactions())  # type: ignore[attr-defined]
+        assert commit.commit_version == 0
+        assert [c.commit_version for c in fs.service.list_commits("customer_stats", 1)] == [0]
+
+
 def test_a_store_on_the_servers_loopback_is_reachable_only_from_its_machine() -> None:
     server, elsewhere = "http://127.0.0.1:5151", "http://plinth.internal:5151"
     assert reachable("redis://127.0.0.1:6379/0", True, server)

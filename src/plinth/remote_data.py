@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import httpx
 import pyarrow as pa
 import pyarrow.dataset as ds
 
@@ -96,6 +97,11 @@ class _Upload:
         yield from self.rest
 
 
+# A bulk write or a materialisation answers when the server has committed it, however long
+# that takes: a client that gave up would leave a commit it does not know of (and retry it).
+BULK_TIMEOUT = httpx.Timeout(60.0, read=None)
+
+
 def _send(
     transport: Transport, method: str, path: str, tables: Iterable[pa.Table], **kw: Any
 ) -> Any:
@@ -103,7 +109,9 @@ def _send(
     if upload.first is None:
         raise InvalidArgument("nothing to send: no rows")
     try:
-        response = transport.request(method, path, content=upload.body(), headers=_ARROW, **kw)
+        response = transport.request(
+            method, path, content=upload.body(), headers=_ARROW, timeout=BULK_TIMEOUT, **kw
+        )
     except BaseException:
         if upload.error is not None:
             raise upload.error from None
@@ -195,7 +203,7 @@ class ServerMaterializer(Materializer):
 
     def _call(self, group: FeatureGroup, body: dict[str, Any]) -> int:
         path = f"{_DATA}/groups/{quote(group.name, safe='')}/{group.version}/materialize"
-        return int(self.transport.request("POST", path, json=body).json())
+        return int(self.transport.request("POST", path, json=body, timeout=BULK_TIMEOUT).json())
 
 
 def _iso(at: datetime | None) -> str | None:
