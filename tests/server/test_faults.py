@@ -131,6 +131,29 @@ def test_health_answers_while_a_lookup_waits_on_a_hung_redis(
         assert_error(stuck.result(timeout=LONG), 503, "UNAVAILABLE", "online feature store")
 
 
+def test_lookups_waiting_on_a_hung_redis_leave_the_worker_threads_to_other_routes(
+    tmp_path: Path, hole: Blackhole
+) -> None:
+    from fastapi.testclient import TestClient
+
+    app = _app_on_hung_redis(tmp_path, hole.port, LONG)
+    lookups = [lambda api: api.post(f"{API}/features/online", json=LOOKUP)] * 3 + [
+        lambda api: api.get(
+            f"{API}/features/online?features=customer_stats:orders_30d&customer_id=1"
+        )
+    ]
+    with TestClient(app) as api, ThreadPoolExecutor(6) as pool:
+        api.portal.call(_worker_threads, 2)  # fewer than the lookups that wait
+        stuck = _stuck(api, lookups, pool)
+        hole.wait_for_connections(len(stuck))
+        answer = pool.submit(api.get, f"{API}/experiments").result(timeout=LONG / 2)
+        assert answer.status_code == 200
+        assert not any(call.done() for call in stuck)  # they are still waiting
+        hole.close()
+        for call in stuck:
+            assert_error(call.result(timeout=LONG), 503, "UNAVAILABLE", "online feature store")
+
+
 def test_a_lookup_on_a_hung_redis_is_a_503_after_the_online_timeout(
     tmp_path: Path, hole: Blackhole
 ) -> None:

@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import ASGIApp
@@ -15,6 +17,7 @@ import plinth
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument
+from plinth.features.lookup import OnlineResponse
 from plinth.features.service import FeatureService
 from plinth.features.serving import OnlineFeatureService, online_json
 from plinth.features.store import FeatureStore
@@ -86,8 +89,11 @@ def create_app(
     locations = LocationService(
         feature_store.offline.root, settings.resolved_online_uri, settings.resolved_artifact_uri
     )
-    _mount_feature_server_get(app, serving)
-    _install_fast_posts(app, serving, settings.max_request_bytes)
+    # Online lookups wait on their own threads: a store that stops answering holds at most
+    # these, never the worker threads every other route needs.
+    lookups = anyio.CapacityLimiter(LOOKUP_THREADS)
+    _mount_feature_server_get(app, serving, lookups)
+    _install_fast_posts(app, serving, settings.max_request_bytes, lookups)
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
@@ -203,10 +209,12 @@ def _server_feature_store(settings: Settings, features: FeatureService) -> Featu
     return FeatureStore(features, offline, online)
 
 
-def _install_fast_posts(app: FastAPI, serving: OnlineFeatureService, max_bytes: int) -> None:
+def _install_fast_posts(
+    app: FastAPI, serving: OnlineFeatureService, max_bytes: int, lookups: anyio.CapacityLimiter
+) -> None:
     """Answer the feature server's POST ahead of the middleware stack (see ``fastpath``);
     the generic route of the same endpoint documents it."""
-    routes = {f"{API_PREFIX}/features/online": _online_handler(serving)}
+    routes = {f"{API_PREFIX}/features/online": _online_handler(serving, lookups)}
     build = app.build_middleware_stack
 
     def build_with_fast_posts() -> ASGIApp:
@@ -215,7 +223,7 @@ def _install_fast_posts(app: FastAPI, serving: OnlineFeatureService, max_bytes: 
     app.build_middleware_stack = build_with_fast_posts  # type: ignore[method-assign]
 
 
-def _online_handler(serving: OnlineFeatureService) -> Handler:
+def _online_handler(serving: OnlineFeatureService, lookups: anyio.CapacityLimiter) -> Handler:
     # No thread hop for a lookup of up to 100 rows that waits on nothing: a local SQLite
     # online store and definitions already cached. Anything that may wait on the network
     # (Redis, a metadata query) runs on a worker thread, so that a dependency that stops
@@ -226,13 +234,12 @@ def _online_handler(serving: OnlineFeatureService) -> Handler:
     local = isinstance(store.online, SqliteOnlineStore)
 
     async def online(body: bytes) -> bytes:
-        from starlette.concurrency import run_in_threadpool
 
         features, rows = _online_request(body)
         if local and len(rows) <= 100 and store.plan_is_cached(features):
             found = serving.lookup(features, rows)
         else:
-            found = await run_in_threadpool(serving.lookup, features, rows)
+            found = await _off_the_loop(lookups, serving.lookup, features, rows)
         return online_json(found)
 
     return online
@@ -256,17 +263,30 @@ def _online_request(body: bytes) -> tuple[list[str], list[dict[str, Any]]]:
     return features, rows
 
 
-def _mount_feature_server_get(app: FastAPI, serving: OnlineFeatureService) -> None:
+def _mount_feature_server_get(
+    app: FastAPI, serving: OnlineFeatureService, lookups: anyio.CapacityLimiter
+) -> None:
     @app.get(f"{API_PREFIX}/features/online", tags=["features"])
-    def get_online_features_for_one(
+    async def get_online_features_for_one(
         request: Request, features: Annotated[list[str], Query()]
     ) -> Response:
         """One entity's latest values: ``?features=customer_stats:orders_30d&customer_id=1001``."""
         query = {k: v for k, v in request.query_params.items() if k != "features"}
-        keys = serving.keys_from_query(features, query)
-        return Response(
-            online_json(serving.lookup(features, [keys])), media_type="application/json"
-        )
+
+        def lookup() -> OnlineResponse:
+            return serving.lookup(features, [serving.keys_from_query(features, query)])
+
+        found = await _off_the_loop(lookups, lookup)
+        return Response(online_json(found), media_type="application/json")
+
+
+LOOKUP_THREADS = 16
+
+
+async def _off_the_loop(
+    limiter: anyio.CapacityLimiter, call: Callable[..., Any], *args: Any
+) -> Any:
+    return await anyio.to_thread.run_sync(call, *args, limiter=limiter)
 
 
 def _mount_file_routes(app: FastAPI, tracking: TrackingService, registry: RegistryService) -> None:
