@@ -260,6 +260,25 @@ def test_a_slow_commit_through_the_server_is_waited_for(
         assert [c.commit_version for c in fs.service.list_commits("customer_stats", 1)] == [0]
 
 
+def test_training_dataset_rows_on_the_server_refuse_what_would_lose_or_misreport_them(
+    homes: tuple[Path, Path, Path],
+) -> None:
+    server_home, home_a, _ = homes
+    with running_server(server_home) as url, plinth.connect(url, home=home_a) as a:
+        fs = a.feature_store()
+        define(fs, ttl="3650d").insert(transactions())  # type: ignore[attr-defined]
+        dataset = churn_view(fs).create_training_dataset(entity_rows())
+        offline = fs.offline
+        rows = pa.table({"x": [1]})
+        with pytest.raises(InvalidArgument, match="too long"):  # the caller's name: a 4xx
+            offline.write_snapshot(offline.snapshot_uri("n" * 300, "rows"), rows)
+        with pytest.raises(plinth.AlreadyExists, match="exists already"):
+            offline.write_snapshot(dataset.uri, rows)
+        with pytest.raises(plinth.Conflict, match=f"training dataset {dataset.id} keeps"):
+            offline.delete_snapshot(dataset.uri)
+        assert a.feature_store().get_training_dataset(dataset.id).to_arrow().num_rows > 0
+
+
 def test_a_store_on_the_servers_loopback_is_reachable_only_from_its_machine() -> None:
     server, elsewhere = "http://127.0.0.1:5151", "http://plinth.internal:5151"
     assert reachable("redis://127.0.0.1:6379/0", True, server)

@@ -52,7 +52,14 @@ from deltalake.exceptions import (
     TableNotFoundError,
 )
 
-from plinth.errors import Conflict, InvalidArgument, NotFound, PlinthError, Unavailable
+from plinth.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PlinthError,
+    Unavailable,
+)
 from plinth.features.ingest import check_unique, columns_of, declared_types
 from plinth.features.types import FeatureGroup
 
@@ -370,6 +377,10 @@ class OfflineStore(OfflineTables):
         except PlinthError:
             raise
         except TableNotFoundError as e:
+            if "File name too long" in str(e):  # the caller's name, not a storage failure
+                raise InvalidArgument(
+                    f"a name in the location of {what} is too long for the store"
+                ) from e
             if doing != "reading":  # e.g. the folder cannot be created
                 raise Unavailable(
                     f"offline store failed {doing} {what} at {uri}: {e}",
@@ -383,6 +394,8 @@ class OfflineStore(OfflineTables):
         except SchemaMismatchError as e:
             raise InvalidArgument(f"the data does not match the table of {what}: {e}") from e
         except (DeltaError, OSError) as e:
+            if "table already exists" in str(e).lower():
+                raise AlreadyExists(f"{what} exists already") from e
             raise Unavailable(
                 f"offline store failed {doing} {what} at {uri}: {e}", "the offline feature store"
             ) from e

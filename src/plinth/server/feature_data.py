@@ -117,7 +117,12 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
 
     @app.delete(snapshots, tags=["feature data"], status_code=204)
     def delete_snapshot(uri: str) -> Response:
-        offline.delete_snapshot(_snapshot(store, uri))
+        """Remove rows a client wrote for a training dataset it then failed to record."""
+        checked = _snapshot(store, uri)
+        for dataset in store.service.list_training_datasets():
+            if checked in (dataset.uri, dataset.entity_uri):
+                raise Conflict(f"training dataset {dataset.id} keeps its rows at {uri!r}")
+        offline.delete_snapshot(checked)
         return Response(status_code=204)
 
     tables = f"{PREFIX}/online/{{table}}"
