@@ -321,3 +321,12 @@ def test_plinth_score_against_a_remote_server_refuses_a_local_output(
                 assert not os.path.exists(out)
         finally:
             default_client().close()  # the CLI's client
+
+
+def test_one_server_one_spool_target_whatever_the_trailing_slash(tmp_path: Path) -> None:
+    with (
+        running_server(tmp_path / "server") as url,
+        plinth.connect(url + "/", home=tmp_path / "a") as slash,
+        plinth.connect(url, home=tmp_path / "a") as plain,
+    ):
+        assert slash.target == plain.target == url

@@ -298,7 +298,8 @@ def connect(
     if server:
         from plinth.remote import remote_services
 
-        return Client(*remote_services(server), resolved, remote=True, target=server)
+        # one server, one spool folder: http://h:5151/ and http://h:5151 name the same
+        return Client(*remote_services(server), resolved, remote=True, target=server.rstrip("/"))
     from plinth.features.service import FeatureService
     from plinth.registry.service import RegistryService
     from plinth.serving.jobs import ScoreJobService

@@ -253,3 +253,21 @@ def test_the_feature_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             api, json={"features": ["customer_stats:nope"], "entity_rows": [{"customer_id": 1}]}
         )
         assert missing.status_code == 422 and "nope" in missing.json()["message"]
+
+
+def test_a_plan_about_to_expire_is_not_cached_for_an_inline_lookup(
+    fs: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server looks up inline only when no metadata query can follow: a plan that
+    would expire before the lookup reads the clock again does not count."""
+    import plinth.features.store as store_module
+
+    define(fs).insert(transactions())  # type: ignore[attr-defined]
+    fs.materialize("customer_stats")
+    features = ["customer_stats:orders_30d"]
+    fs.get_online_features(features, [{"customer_id": 1}])
+    expires = fs._plans[tuple(features)][0]
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: expires - 2.0)
+    assert fs.plan_is_cached(features)
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: expires - 0.5)
+    assert not fs.plan_is_cached(features)

@@ -427,9 +427,11 @@ class FeatureStore(ViewsMixin):
         return OnlineResponse(columns, statuses, len(entity_rows))
 
     def plan_is_cached(self, features: list[str]) -> bool:
-        """Whether a lookup of ``features`` needs no metadata query now."""
+        """Whether a lookup of ``features`` made right after this needs no metadata query:
+        its plan stays cached for at least another second (the lookup reads the clock
+        again, and must not find it expired in between)."""
         cached = self._plans.get(tuple(features))
-        return cached is not None and cached[0] > time.monotonic()
+        return cached is not None and cached[0] > time.monotonic() + 1.0
 
     def _lookups(self, features: list[str]) -> list[_Lookup]:
         """What a list of references reads, per group; kept for ``DEFINITIONS_SECONDS`` so a
