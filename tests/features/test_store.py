@@ -271,3 +271,11 @@ def test_a_plan_about_to_expire_is_not_cached_for_an_inline_lookup(
     assert fs.plan_is_cached(features)
     monkeypatch.setattr(store_module.time, "monotonic", lambda: expires - 0.5)
     assert not fs.plan_is_cached(features)
+
+
+def test_an_insert_of_no_rows_is_refused_and_records_nothing(fs: FeatureStore) -> None:
+    stats = define(fs)
+    stats.insert(transactions())  # type: ignore[attr-defined]
+    with pytest.raises(plinth.InvalidArgument, match="nothing to insert into customer_stats"):
+        stats.insert(transactions().iloc[:0])  # type: ignore[attr-defined]
+    assert [c.commit_version for c in fs.service.list_commits("customer_stats", 1)] == [0]

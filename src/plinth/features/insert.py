@@ -48,6 +48,10 @@ def insert(
     chunks = iter_chunks(data, group, chunk_rows)
     first = next(chunks)
     second = next(chunks, None)
+    if second is None and first.num_rows == 0:
+        # a commit of nothing would be recorded under whatever version the table has
+        # (another writer's), and a remote client has nothing to send: refused alike
+        raise InvalidArgument(f"nothing to insert into {group.ref}: the data has no rows")
     if second is None:
         if progress is not None:
             progress(first.num_rows)
