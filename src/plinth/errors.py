@@ -68,9 +68,27 @@ class MethodNotAllowed(InvalidArgument):
     http_status = 405
 
 
+class Unauthenticated(PlinthError):
+    """No credentials, or credentials that are not (or no longer) valid."""
+
+    error_code = "UNAUTHENTICATED"
+    http_status = 401
+
+
 class PermissionDenied(PlinthError):
     error_code = "PERMISSION_DENIED"
     http_status = 403
+
+
+class RateLimited(PlinthError):
+    """Too many failed attempts from one client: try again after ``retry_after`` seconds."""
+
+    error_code = "RATE_LIMITED"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(PlinthError):
@@ -97,18 +115,22 @@ ERRORS_BY_CODE: dict[str, type[PlinthError]] = {
         InvalidArgument,
         PayloadTooLarge,
         MethodNotAllowed,
+        Unauthenticated,
         PermissionDenied,
+        RateLimited,
         Unavailable,
     )
 }
 
 
 _ERRORS_BY_STATUS: dict[int, type[PlinthError]] = {
+    401: Unauthenticated,
     403: PermissionDenied,
     404: NotFound,
     405: MethodNotAllowed,
     409: Conflict,
     413: PayloadTooLarge,
+    429: RateLimited,
 }
 
 
