@@ -568,3 +568,11 @@ def test_a_jwks_url_that_never_answers_fails_within_the_timeout(
         verifier = make_verifier(f"http://127.0.0.1:{port}/jwks.json", clock, timeout=0.3)
         with pytest.raises(Unavailable, match=r"did not answer within 0\.3 s"):
             verifier.verify(rsa_key.sign(claims()))
+
+
+def test_values_from_a_token_are_escaped_and_cut_in_messages(
+    verifier: OidcVerifier, rsa_key: SigningKey
+) -> None:
+    message = refused(verifier, rsa_key.sign(claims(iss="https://evil\n" + "x" * 500)))
+    assert "\n" not in message
+    assert "x" * 100 not in message
