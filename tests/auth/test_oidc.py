@@ -267,6 +267,7 @@ def test_an_email_the_provider_has_not_verified_is_left_out(
 ) -> None:
     assert verifier.verify(rsa_key.sign(claims(email_verified=False))).email is None
     assert verifier.verify(rsa_key.sign(claims(email_verified=True))).email == "alice@example.test"
+    assert verifier.verify(rsa_key.sign(claims(email="alice\x00@example.test"))).email is None
 
 
 def test_a_token_without_kid_uses_the_only_key(

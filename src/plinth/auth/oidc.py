@@ -270,7 +270,11 @@ class OidcVerifier:
                 f"the token's {config.username_claim!r} claim is not a usable user name: {_show(username)}; expected 1 to 254 letters, digits or . _ @ + -"
             )
         email = claims.get("email")
-        if not isinstance(email, str) or claims.get("email_verified") is False:
+        if (
+            not isinstance(email, str)
+            or not _is_clean_name(email)
+            or claims.get("email_verified") is False
+        ):
             email = None
         groups = _groups(_claim(claims, config.groups_claim), config.groups_claim)
         return OidcIdentity(subject, username, groups, email, expires)
@@ -326,24 +330,30 @@ class _UrlKeys:
 
     def current(self) -> _Keys:
         keys = self._keys
-        if keys is not None and _within(self._clock() - self._fetched_at, MAX_KEY_AGE):
-            return keys
-        with self._lock:
-            if self._keys is None:
+        if keys is None:
+            with self._lock:
+                if self._keys is not None:  # another request fetched them meanwhile
+                    return self._keys
                 if not self._may_fetch(RETRY_AFTER_FAILURE):
                     raise Unavailable(
                         f"the JWKS at {self._url} could not be fetched; next attempt within {RETRY_AFTER_FAILURE:g} s of the last",
                         _DEPENDENCY,
                     )
                 return self._fetch()
-            if not _within(self._clock() - self._fetched_at, MAX_KEY_AGE) and self._may_fetch(
-                REFETCH_INTERVAL
-            ):
-                try:
-                    return self._fetch()
-                except Unavailable as exc:
-                    log.warning("%s; keeping the keys fetched before", exc.message)
-            return self._keys
+        if _within(self._clock() - self._fetched_at, MAX_KEY_AGE):
+            return keys
+        # Old keys: one request refreshes them; the others go on with the old ones meanwhile
+        # rather than wait for the provider.
+        if not self._lock.acquire(blocking=False):
+            return keys
+        try:
+            if self._may_fetch(REFETCH_INTERVAL):
+                return self._fetch()
+        except Unavailable as exc:
+            log.warning("%s; keeping the keys fetched before", exc.message)
+        finally:
+            self._lock.release()
+        return keys
 
     def refetch(self, kid: str | None) -> _Keys | None:
         with self._lock:
