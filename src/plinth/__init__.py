@@ -22,6 +22,8 @@ from plinth.errors import (
     PayloadTooLarge,
     PermissionDenied,
     PlinthError,
+    RateLimited,
+    Unauthenticated,
     Unavailable,
 )
 from plinth.tracking.run import ActiveRun, active_run, require_active_run
@@ -122,6 +124,8 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "PlinthError",
+    "RateLimited",
+    "Unauthenticated",
     "Unavailable",
     "active_run",
     "attach_run",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     import pandas as pd  # type: ignore[import-untyped]
 
+    from plinth.auth.service import AuthService
     from plinth.config import Settings
     from plinth.features.service import FeatureService
     from plinth.features.store import FeatureStore
@@ -58,6 +59,17 @@ class Client(RegistryClient):
         # of the same one.
         self.target = target
         self._feature_store: FeatureStore | None = None
+
+    @property
+    def auth(self) -> AuthService:
+        """Users, groups, tokens, grants and the security log (``plinth.auth.service``)."""
+        from plinth.auth.service import AuthService
+
+        if self.remote:
+            from plinth.remote import RemoteAuth
+
+            return RemoteAuth(self.tracking.transport)  # type: ignore[attr-defined,return-value]
+        return AuthService(self.tracking.store)
 
     def feature_store(self) -> FeatureStore:
         """The feature store: metadata through this client. Data goes straight to the
@@ -296,10 +308,14 @@ def connect(
     resolved = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     server = uri or resolved.uri
     if server:
+        from plinth.auth.credentials import saved_token
         from plinth.remote import remote_services
 
+        token = resolved.token or saved_token(server)
         # one server, one spool folder: http://h:5151/ and http://h:5151 name the same
-        return Client(*remote_services(server), resolved, remote=True, target=server.rstrip("/"))
+        return Client(
+            *remote_services(server, token), resolved, remote=True, target=server.rstrip("/")
+        )
     from plinth.features.service import FeatureService
     from plinth.registry.service import RegistryService
     from plinth.serving.jobs import ScoreJobService
@@ -311,12 +327,24 @@ def connect(
         open_store(resolved.resolved_store_uri, **resolved.store_timeouts),
         ArtifactStore(resolved.resolved_artifact_uri),
     )
+    if resolved.token:
+        _act_locally_as(tracking.store, resolved.token)
     registry = RegistryService(tracking.store, tracking.artifacts, tracking)
     features = FeatureService(tracking.store, resolved.resolved_artifact_uri)
     jobs = ScoreJobService(tracking.store)
     return Client(
         tracking, registry, features, jobs, resolved, remote=False, target=tracking.store.uri
     )
+
+
+def _act_locally_as(store: Any, token: str) -> None:
+    """A token given to a client of a store (not a server): act as its user, so that the
+    same calls get the same answers as through a server."""
+    from plinth.auth.access import access_for
+    from plinth.auth.identity import Authenticator
+
+    access = access_for(store)
+    access.default = Authenticator(access).authenticate(token)
 
 
 _default: Client | None = None

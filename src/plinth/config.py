@@ -38,8 +38,21 @@ class Settings(BaseSettings):
     store_connect_timeout: float = Field(default=5.0, ge=2, description="PostgreSQL connect")
     store_statement_timeout: float = Field(default=60.0, ge=0, description="PostgreSQL statement")
     online_timeout: float = Field(default=2.0, gt=0, description="Redis connect and read")
+    # -- users, tokens, permissions (see the README's "Running a shared server") --
+    token: str | None = Field(default=None, description="API token a client sends", repr=False)
+    auth: bool = Field(default=False, description="the server requires a token on every call")
+    private_by_default: bool = Field(
+        default=False, description="new resources are private to their creator's groups"
+    )
+    oidc_jwks: str | None = Field(default=None, description="identity provider's JWKS file/URL")
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    oidc_admin_groups: list[str] = Field(default_factory=list)
+    oidc_editor_groups: list[str] = Field(default_factory=list)
 
-    @field_validator("store_uri", "artifact_uri", "uri", "online_uri")
+    @field_validator("store_uri", "artifact_uri", "uri", "online_uri", "token", "oidc_jwks")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
+from plinth.auth.service import AuthService
 from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_dict
 from plinth.features.service import FeatureService
 from plinth.registry.service import RegistryService
@@ -25,9 +26,12 @@ _CHUNK = 1024 * 1024
 class Transport:
     """One keep-alive HTTP connection pool to a Plinth server; turns errors into PlinthErrors."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 60.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url + API_PREFIX, timeout=timeout)
+        headers = {"authorization": f"Bearer {token}"} if token else None
+        self.http = httpx.Client(
+            base_url=self.base_url + API_PREFIX, timeout=timeout, headers=headers
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -164,6 +168,13 @@ class RemoteFeatures:
         self.transport = transport
 
 
+class RemoteAuth:
+    """AuthService's endpoints over HTTP."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+
 class RemoteScoreJobs:
     """ScoreJobService's endpoints over HTTP."""
 
@@ -176,15 +187,16 @@ for _remote, _service in (
     (RemoteRegistry, RegistryService),
     (RemoteFeatures, FeatureService),
     (RemoteScoreJobs, ScoreJobService),
+    (RemoteAuth, AuthService),
 ):
     for _ep in endpoints_of(_service):
         setattr(_remote, _ep.name, _make_call(_ep, _service))
 
 
 def remote_services(
-    url: str,
+    url: str, token: str | None = None
 ) -> tuple[TrackingService, RegistryService, FeatureService, ScoreJobService]:
-    """Proxies with the services' methods, sharing one connection pool."""
-    transport = Transport(url)
+    """Proxies with the services' methods, sharing one connection pool (and the token)."""
+    transport = Transport(url, token=token)
     proxies = (RemoteTracking, RemoteRegistry, RemoteFeatures, RemoteScoreJobs)
     return tuple(proxy(transport) for proxy in proxies)  # type: ignore[return-value]

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 import plinth
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
+from plinth.auth.service import AuthService
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument
 from plinth.features.lookup import OnlineResponse
@@ -94,6 +95,7 @@ def create_app(
     lookups = anyio.CapacityLimiter(LOOKUP_THREADS)
     _mount_feature_server_get(app, serving, lookups)
     _install_fast_posts(app, serving, settings.max_request_bytes, lookups)
+    _install_authentication(app, settings, getattr(tracking, "store", None))
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
@@ -101,6 +103,7 @@ def create_app(
         (serving, "features"),
         (score_jobs, "serving"),
         (locations, "stores"),
+        (AuthService(getattr(tracking, "store", None)), "auth"),
     )
     for service, tag in services:
         for ep in endpoints_of(type(service)):
@@ -221,6 +224,47 @@ def _install_fast_posts(
         return FastPosts(build(), routes, max_bytes, app.exception_handlers)
 
     app.build_middleware_stack = build_with_fast_posts  # type: ignore[method-assign]
+
+
+def _install_authentication(app: FastAPI, settings: Settings, store: Any) -> None:
+    """Check the caller of every request ahead of everything else, the fast paths too."""
+    from plinth.auth.access import configure_access
+    from plinth.server.auth import Authenticate
+
+    authenticator = None
+    if store is not None:  # None: an app that only serves the API's description
+        access = configure_access(store, private_by_default=settings.private_by_default)
+        authenticator = authenticator_for(settings, access) if settings.auth else None
+    build = app.build_middleware_stack
+
+    def build_authenticated() -> ASGIApp:
+        return Authenticate(build(), authenticator)
+
+    app.build_middleware_stack = build_authenticated  # type: ignore[method-assign]
+
+
+def authenticator_for(settings: Settings, access: Any) -> Any:
+    from plinth.auth.identity import Authenticator
+    from plinth.auth.types import Role
+
+    if settings.oidc_jwks is None:
+        return Authenticator(access)
+    from plinth.auth.oidc import OidcConfig, OidcVerifier
+
+    if not settings.oidc_issuer or not settings.oidc_audience:
+        raise InvalidArgument("PLINTH_OIDC_JWKS needs PLINTH_OIDC_ISSUER and PLINTH_OIDC_AUDIENCE")
+    verifier = OidcVerifier(
+        OidcConfig(
+            jwks=settings.oidc_jwks,
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+            username_claim=settings.oidc_username_claim,
+            groups_claim=settings.oidc_groups_claim,
+        )
+    )
+    roles = {g: Role.EDITOR for g in settings.oidc_editor_groups}
+    roles.update({g: Role.ADMIN for g in settings.oidc_admin_groups})
+    return Authenticator(access, verifier, roles)
 
 
 def _online_handler(serving: OnlineFeatureService, lookups: anyio.CapacityLimiter) -> Handler:

@@ -404,3 +404,79 @@ score_jobs = Table(
     Column("pid", Integer),
     Index(None, "model_name", "model_version"),
 )
+
+# -- users, tokens, permissions -------------------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("kind", String(20), nullable=False),  # user | service
+    Column("role", String(20), nullable=False),  # admin | editor | viewer
+    Column("email", NAME),
+    Column("password_hash", Text),  # argon2id; NULL: no password sign-in
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", NAME, nullable=False, default=""),
+)
+
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column(
+        "group_name", NAME, ForeignKey("user_groups.name", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("user_name", NAME, ForeignKey("users.name", ondelete="CASCADE"), primary_key=True),
+    Index(None, "user_name"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_name", NAME, ForeignKey("users.name", ondelete="CASCADE"), nullable=False),
+    Column("label", NAME, nullable=False, default=""),
+    Column("secret_hash", String(64), nullable=False, unique=True),  # sha256 of the secret
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    Column("last_used_at", BigInteger),
+    Index(None, "user_name"),
+)
+
+# A grant of a level (viewer 1, editor 2, promoter 3, owner 4) on one resource to a user, a
+# group, or everyone (grantee_type "everyone", grantee "*").
+grants = Table(
+    "grants",
+    metadata,
+    Column("kind", String(30), primary_key=True),
+    Column("resource", NAME, primary_key=True),
+    Column("grantee_type", String(10), primary_key=True),
+    Column("grantee", NAME, primary_key=True),
+    Column("level", Integer, nullable=False),
+    Column("granted_by", NAME, nullable=False, default=""),
+    Column("granted_at", BigInteger, nullable=False),
+    Index(None, "grantee_type", "grantee"),
+)
+
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", NAME, nullable=False, default=""),
+    Column("event", String(40), nullable=False),
+    Column("target", Text, nullable=False, default=""),
+    Column("outcome", String(20), nullable=False),  # ok | refused
+    Column("client", String(100), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index(None, "at"),
+)

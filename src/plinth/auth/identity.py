@@ -1,0 +1,163 @@
+"""Turn a credential (a Plinth API token or an OpenID Connect JWT) into a Principal.
+
+Every request is checked against the central store, with no cache: a token that expires
+or is revoked stops working at the next request, on every replica.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select, update
+
+from plinth.auth.access import Access
+from plinth.auth.secrets import TOKEN_PREFIX, token_hash
+from plinth.auth.types import Principal, Role
+from plinth.errors import Unauthenticated
+from plinth.store.schema import api_tokens, group_members, users
+from plinth.store.sql import now_ms
+
+if TYPE_CHECKING:
+    from plinth.auth.oidc import OidcVerifier
+
+#: how often a token's last use is written (and logged as a security event), at most
+LAST_USE_EVERY_MS = 60_000
+
+
+class Authenticator:
+    def __init__(
+        self,
+        access: Access,
+        oidc: OidcVerifier | None = None,
+        oidc_roles: dict[str, Role] | None = None,
+        oidc_default_role: Role = Role.VIEWER,
+    ) -> None:
+        self.access = access
+        self.store = access.store
+        self.oidc = oidc
+        # group claim -> role given to a user the identity provider signs in the first time
+        self.oidc_roles = oidc_roles or {}
+        self.oidc_default_role = oidc_default_role
+        self._last_use: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, credential: str) -> Principal:
+        if credential.startswith(TOKEN_PREFIX):
+            return self._api_token(credential)
+        if self.oidc is not None:
+            from plinth.auth.oidc import looks_like_jwt
+
+            if looks_like_jwt(credential):
+                return self._oidc(credential)
+        raise Unauthenticated("the bearer token is not a Plinth API token (plt_...)")
+
+    def _api_token(self, secret: str) -> Principal:
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(
+                    api_tokens.c.id,
+                    api_tokens.c.expires_at,
+                    api_tokens.c.revoked_at,
+                    users.c.name,
+                    users.c.kind,
+                    users.c.role,
+                    users.c.disabled,
+                )
+                .join(users, users.c.name == api_tokens.c.user_name)
+                .where(api_tokens.c.secret_hash == token_hash(secret))
+            ).first()
+            groups = () if row is None else _groups(conn, row.name)
+        now = now_ms()
+        if row is None:
+            raise Unauthenticated("unknown API token")
+        if row.revoked_at is not None:
+            raise Unauthenticated(f"API token {row.id} was revoked")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise Unauthenticated(f"API token {row.id} has expired")
+        if row.disabled:
+            raise Unauthenticated(f"user {row.name!r} is disabled")
+        principal = Principal(row.name, Role(row.role), groups, row.kind, "token", row.id)
+        self._note_use(row.id, principal, now)
+        return principal
+
+    def _note_use(self, token_id: str, principal: Principal, now: int) -> None:
+        with self._lock:
+            if now - self._last_use.get(token_id, 0) < LAST_USE_EVERY_MS:
+                return
+            self._last_use[token_id] = now
+        with self.store.write() as conn:
+            conn.execute(
+                update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=now)
+            )
+            self.access.record("token_used", f"token:{token_id}", conn=conn, actor=principal.name)
+
+    def _oidc(self, jwt: str) -> Principal:
+        assert self.oidc is not None
+        identity = self.oidc.verify(jwt)
+        with self.store.read() as conn:
+            row = conn.execute(select(users).where(users.c.name == identity.username)).first()
+            stored_groups = () if row is None else _groups(conn, identity.username)
+        if row is None:
+            role = self._role_from_claims(identity.groups)
+            with self.store.write() as conn:
+                conn.execute(
+                    insert(users),
+                    [
+                        {
+                            "name": identity.username,
+                            "kind": "user",
+                            "role": role.value,
+                            "email": identity.email,
+                            "password_hash": None,
+                            "disabled": False,
+                            "created_at": now_ms(),
+                            "created_by": "oidc",
+                        }
+                    ],
+                )
+                self.access.record(
+                    "user_created",
+                    f"user:{identity.username}",
+                    detail="first OIDC sign-in",
+                    conn=conn,
+                    actor=identity.username,
+                )
+        elif row.disabled:
+            raise Unauthenticated(f"user {identity.username!r} is disabled")
+        else:
+            role = Role(row.role)
+        groups = tuple(sorted(set(stored_groups) | set(identity.groups)))
+        principal = Principal(identity.username, role, groups, "user", "oidc")
+        key = f"oidc:{identity.subject}"
+        with self._lock:
+            fresh = time.time() * 1000 - self._last_use.get(key, 0) >= LAST_USE_EVERY_MS
+            if fresh:
+                self._last_use[key] = now_ms()
+        if fresh:
+            self.access.record(
+                "sign_in", f"user:{identity.username}", detail="oidc", actor=principal.name
+            )
+        return principal
+
+    def _role_from_claims(self, groups: tuple[str, ...]) -> Role:
+        rank = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
+        roles = [self.oidc_roles[g] for g in groups if g in self.oidc_roles]
+        return max(roles, key=rank.__getitem__, default=self.oidc_default_role)
+
+    def user_principal(self, name: str, via: str) -> Principal:
+        """The principal of a stored user (a password sign-in, a local token check)."""
+        with self.store.read() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).first()
+            if row is None or row.disabled:
+                raise Unauthenticated(f"no active user {name!r}")
+            return Principal(row.name, Role(row.role), _groups(conn, name), row.kind, via)
+
+
+def _groups(conn: object, user: str) -> tuple[str, ...]:
+    from sqlalchemy import Connection
+
+    assert isinstance(conn, Connection)
+    rows = conn.execute(select(group_members.c.group_name).where(group_members.c.user_name == user))
+    return tuple(sorted(r.group_name for r in rows))

@@ -1,0 +1,121 @@
+"""Authentication of every request, ahead of routing (and of the fast paths).
+
+With authentication on, a request either carries a valid bearer token (a Plinth API token
+or an OpenID Connect JWT) and runs as its principal, or is answered 401 — except the few
+routes anyone may call (health, readiness, the API's description, password sign-in).
+Failures are counted per client address; past the limit the client gets 429 until the
+window passes, before any check runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from plinth.api import API_PREFIX
+from plinth.auth.access import Access, set_client_address
+from plinth.auth.context import acting_as
+from plinth.auth.identity import Authenticator
+from plinth.auth.limiter import FailureLimiter
+from plinth.auth.types import ANONYMOUS
+from plinth.errors import PlinthError, RateLimited, Unauthenticated
+
+OPEN_PATHS = frozenset(
+    {
+        "/health",
+        "/ready",
+        f"{API_PREFIX}/health",
+        f"{API_PREFIX}/ready",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        f"{API_PREFIX}/openapi.json",
+        f"{API_PREFIX}/auth/login",
+    }
+)
+
+
+class Authenticate:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator | None,
+        limiter: FailureLimiter | None = None,
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.limiter = limiter or FailureLimiter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("", 0))[0]
+        set_client_address(client)
+        if self.authenticator is None:  # authentication off: the embedded default's rules
+            await self.app(scope, receive, send)
+            return
+        retry = self.limiter.retry_after(client)
+        if retry:
+            error = RateLimited(
+                f"too many failed sign-ins or refused tokens from {client}: try again in {retry} s",
+                retry,
+            )
+            await _answer(send, error, {"retry-after": str(retry)})
+            return
+        if scope["path"] in OPEN_PATHS:
+            with acting_as(ANONYMOUS):
+                await self.app(scope, receive, self._counting_failures(send, client))
+            return
+        credential = _bearer(scope)
+        if credential is None:
+            await _answer(
+                send,
+                Unauthenticated(
+                    "this server needs a token: send 'Authorization: Bearer <token>' "
+                    "(PLINTH_TOKEN or plinth login)"
+                ),
+                {"www-authenticate": "Bearer"},
+            )
+            return
+        try:
+            principal = await run_in_threadpool(self.authenticator.authenticate, credential)
+        except Unauthenticated as exc:
+            self.limiter.failed(client)
+            await run_in_threadpool(_record_refusal, self.authenticator.access, exc.message)
+            await _answer(send, exc, {"www-authenticate": 'Bearer error="invalid_token"'})
+            return
+        with acting_as(principal):
+            await self.app(scope, receive, send)
+
+    def _counting_failures(self, send: Send, client: str) -> Send:
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                self.limiter.failed(client)
+            await send(message)
+
+        return counting
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                return credential.strip()
+            return None
+    return None
+
+
+def _record_refusal(access: Access, reason: str) -> None:
+    access.record("token_refused", "", "refused", reason, actor="")
+
+
+async def _answer(send: Send, error: PlinthError, headers: dict[str, str]) -> None:
+    body = json.dumps(error.to_dict()).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": error.http_status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
