@@ -153,7 +153,6 @@ class Client(RegistryClient):
             name,
             description,
             tags,
-            _owner(),
             capture_lineage(seed),
             environment() if capture_environment else None,
         )
@@ -231,7 +230,7 @@ class Client(RegistryClient):
     def create_experiment(
         self, name: str, description: str = "", tags: dict[str, str] | None = None
     ) -> Experiment:
-        return self.tracking.create_experiment(name, description, tags, _owner())
+        return self.tracking.create_experiment(name, description, tags)
 
     def get_experiment(self, experiment: str) -> Experiment:
         return self.tracking.get_experiment(experiment)

@@ -7,6 +7,8 @@ import uuid
 from sqlalchemy import Connection, insert, select
 
 from plinth.api import endpoint
+from plinth.auth.access import Access, access_for, by_experiment, guarded
+from plinth.auth.types import Action, Kind, Role
 from plinth.errors import AlreadyExists, NotFound
 from plinth.store.engine import Store
 from plinth.store.schema import experiment_tags, experiments
@@ -29,21 +31,31 @@ class ExperimentService:
 
     # -- experiments -------------------------------------------------------------------
 
+    @property
+    def access(self) -> Access:
+        return access_for(self.store)
+
     @endpoint("POST", "/experiments")
+    @guarded(role=Role.EDITOR)
     def create_experiment(
-        self, name: str, description: str = "", tags: dict[str, str] | None = None, owner: str = ""
+        self, name: str, description: str = "", tags: dict[str, str] | None = None
     ) -> Experiment:
+        """A new experiment, owned by its creator."""
         _validate_name(name, "experiment name")
         with self.store.write() as conn:
             if conn.execute(select(experiments.c.id).where(experiments.c.name == name)).first():
                 raise AlreadyExists(f"experiment {name!r} already exists")
-            experiment_id = self._insert_experiment(conn, name, description, owner)
+            experiment_id = self._insert_experiment(conn, name, description)
             self._set_experiment_tags(conn, experiment_id, tags or {})
-        return self.get_experiment(experiment_id)
+        return self._experiment(experiment_id)
 
     @endpoint("GET", "/experiments/{experiment:path}")
+    @guarded(Action.READ, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
     def get_experiment(self, experiment: str) -> Experiment:
         """An experiment by id or by name."""
+        return self._experiment(experiment)
+
+    def _experiment(self, experiment: str) -> Experiment:
         with self.store.read() as conn:
             row = conn.execute(
                 select(experiments).where(
@@ -64,37 +76,46 @@ class ExperimentService:
         )
 
     @endpoint("GET", "/experiments")
+    @guarded()
     def list_experiments(
         self, name_like: str | None = None, max_results: int = 1000, page_token: str | None = None
     ) -> Page[Experiment]:
+        """The experiments the caller may see, by name."""
         offset = decode_page_token(page_token)
         limit = check_max_results(max_results)
         query = select(experiments.c.id).order_by(experiments.c.name)
         if name_like:
             query = query.where(experiments.c.name.like(name_like))
+        visible = self.access.visible(Kind.EXPERIMENT)
+        if visible is not None:
+            query = query.where(experiments.c.id.in_(visible))
         with self.store.read() as conn:
             ids = conn.execute(query.offset(offset).limit(limit + 1)).scalars().all()
-        items = [self.get_experiment(i) for i in ids[:limit]]
+        items = [self._experiment(i) for i in ids[:limit]]
         return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
 
     @endpoint("POST", "/experiments/{experiment:path}/tags")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
     def set_experiment_tags(self, experiment: str, tags: dict[str, str]) -> None:
-        experiment_id = self.get_experiment(experiment).id
+        experiment_id = self._experiment(experiment).id
         with self.store.write() as conn:
             self._set_experiment_tags(conn, experiment_id, tags)
 
-    def _insert_experiment(self, conn: Connection, name: str, description: str, owner: str) -> str:
+    def _insert_experiment(self, conn: Connection, name: str, description: str) -> str:
+        """Insert an experiment owned by the caller (who must hold the editor role)."""
+        self.access.require_role(Role.EDITOR, f"create experiment {name!r}")
         experiment_id = uuid.uuid4().hex
         conn.execute(
             insert(experiments).values(
                 id=experiment_id,
                 name=name,
                 description=description,
-                owner=owner,
+                owner=self.access.actor(),
                 created_at=now_ms(),
                 next_run_number=1,
             )
         )
+        self.access.on_created(conn, Kind.EXPERIMENT, experiment_id)
         return experiment_id
 
     def _set_experiment_tags(

@@ -19,6 +19,8 @@ from typing import IO, Any
 from sqlalchemy import Connection, delete, select, update
 
 from plinth.api import endpoint
+from plinth.auth.access import Access, by_run, guarded
+from plinth.auth.types import Action, Kind, Role
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, WriteConflict
 from plinth.store.artifacts import ArtifactStore, safe_relpath
 from plinth.store.engine import Store
@@ -65,6 +67,34 @@ from plinth.tracking.types import (
 _validate_name = validate_key
 
 
+def _may_create_run(access: Access, arguments: dict[str, Any]) -> None:
+    """editor on the experiment (the editor role, when the run creates it)"""
+    key = access.experiment_key(arguments["experiment"])
+    if key is None:
+        access.require_role(Role.EDITOR, f"create experiment {arguments['experiment']!r}")
+    else:
+        access.require(Action.WRITE, Kind.EXPERIMENT, key, repr(arguments["experiment"]))
+
+
+def _may_close_stale(access: Access, arguments: dict[str, Any]) -> None:
+    """owner of the experiment (an admin, for every experiment at once)"""
+    experiment = arguments["experiment"]
+    if experiment is None:
+        access.require_role(Role.ADMIN, "close the stale runs of every experiment")
+        return
+    key = access.experiment_key(experiment)
+    if key is not None:
+        access.require(Action.MANAGE, Kind.EXPERIMENT, key, repr(experiment))
+
+
+def _readable_runs(access: Access, arguments: dict[str, Any]) -> None:
+    """read on the experiment of every run"""
+    for run_id in arguments["run_ids"] if isinstance(arguments["run_ids"], list) else []:
+        key = access.run_experiment(str(run_id))
+        if key is not None:
+            access.require(Action.READ, Kind.EXPERIMENT, key, repr(run_id))
+
+
 class TrackingService(ExperimentService):
     def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
         super().__init__(store)
@@ -75,13 +105,13 @@ class TrackingService(ExperimentService):
     # -- runs --------------------------------------------------------------------------
 
     @endpoint("POST", "/runs")
+    @guarded(check=_may_create_run)
     def create_run(
         self,
         experiment: str,
         name: str | None = None,
         description: str = "",
         tags: dict[str, str] | None = None,
-        owner: str = "",
         lineage: Lineage | None = None,
         environment: Environment | None = None,
     ) -> Run:
@@ -96,7 +126,7 @@ class TrackingService(ExperimentService):
             "id": uuid.uuid4().hex,
             "description": description,
             "status": RunStatus.RUNNING.value,
-            "owner": owner,
+            "owner": self.access.actor(),
             "start_time": now_ms(),
             "end_time": None,
             **{f.name: getattr(lineage, f.name) for f in fields(Lineage)},
@@ -104,7 +134,7 @@ class TrackingService(ExperimentService):
         row["heartbeat_at"] = row["start_time"]
         try:
             with self.store.write() as conn:
-                experiment_id, experiment_name = self._experiment_for_run(conn, experiment, owner)
+                experiment_id, experiment_name = self._experiment_for_run(conn, experiment)
                 number = (
                     conn.execute(sql.take_run_number, {"experiment_id": experiment_id}).scalar_one()
                     - 1
@@ -125,9 +155,7 @@ class TrackingService(ExperimentService):
         except WriteConflict as exc:
             # Two processes raced for the same new experiment or run name; the loser retries once.
             if "experiments" in exc.detail and "name" in exc.detail:
-                return self.create_run(
-                    experiment, name, description, tags, owner, lineage, environment
-                )
+                return self.create_run(experiment, name, description, tags, lineage, environment)
             raise AlreadyExists(
                 f"experiment {experiment!r} already has a run named {name!r}"
             ) from None
@@ -140,11 +168,11 @@ class TrackingService(ExperimentService):
             self.artifacts.uri(),
         )
 
-    def _experiment_for_run(self, conn: Connection, experiment: str, owner: str) -> tuple[str, str]:
+    def _experiment_for_run(self, conn: Connection, experiment: str) -> tuple[str, str]:
         found = conn.execute(sql.find_experiment, {"ref": experiment}).first()
         if found is not None:
             return found.id, found.name
-        return self._insert_experiment(conn, experiment, "", owner), experiment
+        return self._insert_experiment(conn, experiment, ""), experiment
 
     def _auto_name(self, conn: Connection, experiment_id: str, number: int) -> str:
         name = f"run-{number}"
@@ -165,6 +193,7 @@ class TrackingService(ExperimentService):
         upsert(conn, environments, [row], ["digest"])
 
     @endpoint("GET", "/runs/{run_id}")
+    @guarded(Action.READ, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def get_run(self, run_id: str) -> Run:
         with self.store.read() as conn:
             found = self._load_runs(conn, [run_id])
@@ -173,6 +202,7 @@ class TrackingService(ExperimentService):
         return found[0]
 
     @endpoint("POST", "/runs/{run_id}/end")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def end_run(
         self,
         run_id: str,
@@ -206,11 +236,13 @@ class TrackingService(ExperimentService):
             )
 
     @endpoint("POST", "/runs/{run_id}/heartbeat")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def heartbeat(self, run_id: str) -> None:
         with self.store.write() as conn:
             self._touch(conn, run_id)
 
     @endpoint("POST", "/runs/close-stale")
+    @guarded(check=_may_close_stale)
     def close_stale_runs(
         self, timeout_seconds: float = 300.0, experiment: str | None = None
     ) -> list[str]:
@@ -224,7 +256,7 @@ class TrackingService(ExperimentService):
             runs.c.status == RunStatus.RUNNING.value, runs.c.heartbeat_at < cutoff
         )
         if experiment is not None:
-            query = query.where(runs.c.experiment_id == self.get_experiment(experiment).id)
+            query = query.where(runs.c.experiment_id == self._experiment(experiment).id)
         with self.store.write() as conn:
             stale = list(conn.execute(query).scalars())
             if stale:
@@ -238,6 +270,7 @@ class TrackingService(ExperimentService):
     # -- params, metrics, tags, inputs -------------------------------------------------
 
     @endpoint("POST", "/runs/{run_id}/params")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def log_params(self, run_id: str, params: dict[str, Any], group: str = "default") -> None:
         """Log params once: the same value again is fine, a different value is a Conflict."""
         _validate_name(group, "param group")
@@ -273,6 +306,7 @@ class TrackingService(ExperimentService):
                 self._status(conn, run_id)
 
     @endpoint("POST", "/runs/{run_id}/metrics")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def log_metric_batch(self, run_id: str, batch: MetricBatch) -> None:
         """Write metric points to a RUNNING run. A run that has ended takes no new points
         (Conflict): its metrics are final, as its status says. The one exception are points
@@ -312,6 +346,7 @@ class TrackingService(ExperimentService):
         metric_store.write_batch(conn, run_id, batch)
 
     @endpoint("GET", "/runs/{run_id}/spools/{spool}")
+    @guarded(Action.READ, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def get_spool_progress(self, run_id: str, spool: str) -> int:
         """How many points of a writer's spool the store holds (0 for an unknown spool)."""
         with self.store.read() as conn:
@@ -331,6 +366,7 @@ class TrackingService(ExperimentService):
             ) from None
 
     @endpoint("GET", "/runs/{run_id}/metric-history")
+    @guarded(Action.READ, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         with self.store.read() as conn:
             points = metric_store.history(conn, run_id, key)
@@ -340,12 +376,14 @@ class TrackingService(ExperimentService):
         return points
 
     @endpoint("POST", "/runs/{run_id}/tags")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         with self.store.write() as conn:
             self._status(conn, run_id)
             self._set_tags(conn, run_id, tags)
 
     @endpoint("DELETE", "/runs/{run_id}/tags")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def delete_tag(self, run_id: str, key: str) -> None:
         with self.store.write() as conn:
             self._status(conn, run_id)
@@ -356,6 +394,7 @@ class TrackingService(ExperimentService):
                 raise NotFound(f"run {run_id} has no tag {key!r}")
 
     @endpoint("POST", "/runs/{run_id}/inputs")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def log_input(self, run_id: str, dataset: DatasetInput) -> None:
         """Record a dataset the run read (name, uri, digest or version, rows)."""
         _validate_name(dataset.name, "input name")
@@ -383,12 +422,14 @@ class TrackingService(ExperimentService):
             )
 
     @endpoint("POST", "/runs/{run_id}/seed")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def set_seed(self, run_id: str, seed: int) -> None:
         with self.store.write() as conn:
             self._status(conn, run_id)
             conn.execute(update(runs).where(runs.c.id == run_id).values(seed=seed))
 
     @endpoint("GET", "/environments/{digest}")
+    @guarded()
     def get_environment(self, digest: str) -> Environment:
         with self.store.read() as conn:
             row = conn.execute(select(environments).where(environments.c.digest == digest)).first()
@@ -399,6 +440,7 @@ class TrackingService(ExperimentService):
     # -- search ------------------------------------------------------------------------
 
     @endpoint("POST", "/runs/search")
+    @guarded()
     def search_runs(
         self,
         filter: str | None = None,
@@ -421,6 +463,9 @@ class TrackingService(ExperimentService):
             query = query.where(
                 runs.c.experiment_id.in_([self.get_experiment(e).id for e in experiments])
             )
+        visible = self.access.visible(Kind.EXPERIMENT)
+        if visible is not None:
+            query = query.where(runs.c.experiment_id.in_(visible))
         query = order_by_(query, order_by or ["start_time DESC"], matching.metrics, matching.bounds)
         query = query.order_by(runs.c.id).offset(offset).limit(limit + 1)
         with self.store.read() as conn:
@@ -429,6 +474,7 @@ class TrackingService(ExperimentService):
         return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
 
     @endpoint("POST", "/runs/compare")
+    @guarded(check=_readable_runs)
     def compare_runs(self, run_ids: list[str]) -> RunComparison:
         if not 1 <= len(run_ids) <= 100:
             raise InvalidArgument(f"compare_runs takes 1 to 100 run ids, got {len(run_ids)}")
@@ -456,6 +502,7 @@ class TrackingService(ExperimentService):
     # -- artifacts ---------------------------------------------------------------------
 
     @endpoint("GET", "/runs/{run_id}/artifacts")
+    @guarded(Action.READ, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]:
         base = self._artifact_base(run_id)
         prefix = f"{base}/{safe_relpath(path, allow_root=True)}".rstrip("/")
@@ -464,6 +511,7 @@ class TrackingService(ExperimentService):
             for info in self.artifacts.list(prefix)
         ]
 
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def open_artifact_writer(self, run_id: str, path: str) -> IO[bytes]:
         """A run artifact is written freely until a model version is registered from the
         folder it is in: from then on those files are read-only (a Conflict names the
@@ -493,6 +541,7 @@ class TrackingService(ExperimentService):
                 "read-only; log the new files under another path"
             )
 
+    @guarded(Action.READ, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def open_artifact_reader(self, run_id: str, path: str) -> IO[bytes]:
         return self.artifacts.open_read(f"{self._artifact_base(run_id)}/{safe_relpath(path)}")
 
