@@ -103,7 +103,7 @@ def create_app(
         (serving, "features"),
         (score_jobs, "serving"),
         (locations, "stores"),
-        (AuthService(getattr(tracking, "store", None)), "auth"),
+        (AuthService(getattr(tracking, "store", None)), "auth"),  # type: ignore[arg-type]
     )
     for service, tag in services:
         for ep in endpoints_of(type(service)):

@@ -102,7 +102,7 @@ class Authenticate:
 def _bearer(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, credential = value.decode("latin-1").partition(" ")
+            scheme, _, credential = bytes(value).decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and credential.strip():
                 return credential.strip()
             return None

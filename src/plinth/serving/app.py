@@ -54,6 +54,7 @@ class ServeConfig:
     batch_max_delay_ms: float = 0.0  # extra wait for a batch to fill; 0: only what is queued
     log_predictions: bool = True
     log_capacity: int = 100_000  # rows held for the prediction log before sampling
+    auth: bool = False  # callers need a token with read (predict) access to the model
 
 
 def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI:
@@ -191,6 +192,11 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
         log.error("model service failed on %s: %r", request.url.path, error)
         return _error(PlinthError("the model service failed; see its log"))
 
+    if config.auth:
+        from plinth.serving.auth import PredictAccess, RequireToken
+
+        access = PredictAccess(client, lambda: holder.current.name)
+        app.add_middleware(RequireToken, access=access, refuse=_error)
     app.add_middleware(_Measure, metrics=metrics)
     return app
 

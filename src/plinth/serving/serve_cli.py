@@ -38,6 +38,13 @@ def serve(
     log_predictions: Annotated[
         bool, typer.Option(help="record every prediction in the central store")
     ] = True,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            help="callers need a token with read access to the model (the service fetches "
+            "the model with its own: PLINTH_TOKEN)"
+        ),
+    ] = False,
 ) -> None:
     """Serve one model over HTTP: /predict, the Open Inference Protocol (/v2/...), /health,
     /ready and /metrics. The service follows an alias or stage (hot swap)."""
@@ -53,6 +60,7 @@ def serve(
         batch_max_rows=batch_max_rows,
         batch_max_delay_ms=batch_max_delay_ms,
         log_predictions=log_predictions,
+        auth=auth,
     )
     if workers < 1:
         raise typer.BadParameter("--workers must be at least 1")

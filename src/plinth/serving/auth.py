@@ -1,0 +1,145 @@
+"""Bearer tokens on a model service (``plinth serve --auth``).
+
+A caller may predict when its token (the same API tokens and OpenID Connect JWTs as the
+Plinth server's) holds read access to the served model. The decision is the central
+store's: a service on a local store checks it directly; a service fed by a Plinth server
+asks that server, with the caller's own token, for the model. Decisions are kept for
+``ttl`` seconds so that a prediction does not wait on the store: a token revoked or a
+grant taken away stops working within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+
+from plinth.errors import PermissionDenied, PlinthError, Unauthenticated, Unavailable
+
+if TYPE_CHECKING:
+    from plinth.client import Client
+
+OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/metrics"})
+_MAX_DECISIONS = 10_000
+
+
+class PredictAccess:
+    def __init__(
+        self,
+        client: Client,
+        model: Callable[[], str],
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.ttl = ttl
+        self.clock = clock
+        self._decisions: dict[str, tuple[float, PlinthError | None]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, credential: str) -> tuple[bool, PlinthError | None]:
+        """(known, refusal): whether a fresh decision is at hand, and what it was."""
+        found = self._decisions.get(_digest(credential))
+        if found is None or found[0] < self.clock():
+            return False, None
+        return True, found[1]
+
+    def decide(self, credential: str) -> PlinthError | None:
+        try:
+            self._ask(credential)
+            refusal = None
+        except (Unauthenticated, PermissionDenied) as exc:
+            refusal = exc
+        with self._lock:
+            if len(self._decisions) >= _MAX_DECISIONS:
+                self._decisions.clear()
+            self._decisions[_digest(credential)] = (self.clock() + self.ttl, refusal)
+        return refusal
+
+    def _ask(self, credential: str) -> None:
+        name = self.model()
+        if self.client.remote:
+            self._ask_server(credential, name)
+            return
+        from plinth.auth.access import access_for
+        from plinth.auth.context import acting_as
+        from plinth.auth.identity import Authenticator
+        from plinth.auth.types import Action, Kind
+
+        access = access_for(self.client.tracking.store)
+        principal = Authenticator(access).authenticate(credential)
+        with acting_as(principal):
+            try:
+                access.require(Action.READ, Kind.MODEL, name)
+            except PlinthError as exc:
+                raise PermissionDenied(f"{principal.name!r} may not predict with {name!r}") from exc
+
+    def _ask_server(self, credential: str, name: str) -> None:
+        import httpx
+
+        transport: Any = self.client.tracking.transport  # type: ignore[attr-defined]
+        try:
+            answer = transport.http.get(
+                f"/models/{quote(name, safe='')}",
+                headers={"authorization": f"Bearer {credential}"},
+            )
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"the Plinth server did not answer: {exc}", "the Plinth server"
+            ) from None
+        if answer.status_code == 401:
+            raise Unauthenticated("the token was refused by the Plinth server")
+        if answer.status_code in (403, 404):
+            raise PermissionDenied(f"this token may not predict with {name!r}")
+        if answer.status_code >= 400:
+            raise Unavailable(
+                f"the Plinth server answered {answer.status_code}", "the Plinth server"
+            )
+
+
+def _digest(credential: str) -> str:
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+class RequireToken:
+    """ASGI middleware: every route but health, readiness and metrics needs a token."""
+
+    def __init__(self, app: Any, access: PredictAccess, refuse: Callable[[PlinthError], Any]):
+        self.app = app
+        self.access = access
+        self.refuse = refuse
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        credential = _bearer(scope)
+        if credential is None:
+            refusal: PlinthError | None = Unauthenticated(
+                "this model service needs a token: send 'Authorization: Bearer <token>'"
+            )
+        else:
+            known, refusal = self.access.cached(credential)
+            if not known:
+                try:
+                    refusal = await run_in_threadpool(self.access.decide, credential)
+                except PlinthError as exc:  # the store did not answer: not remembered
+                    refusal = exc
+        if refusal is not None:
+            await self.refuse(refusal)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _bearer(scope: Any) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            return credential.strip() or None if scheme.lower() == "bearer" else None
+    return None

@@ -1,0 +1,320 @@
+"""Generated from the endpoint contract: every operation of the OpenAPI document, called by
+a caller without the permission it needs, is refused (401 without a token; 404 where the
+resource is private, so its existence does not leak; 403 where the caller may see it but
+not do this) and changes nothing in the central store or the data folders."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy import select
+
+import plinth
+from plinth.auth.service import AuthService
+from plinth.auth.types import Kind, Role
+from plinth.config import load_settings
+from plinth.server.app import create_app
+from plinth.server.auth import OPEN_PATHS
+from plinth.store.engine import open_store
+from plinth.store.schema import metadata
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Using `httpx` with `starlette.testclient` is deprecated"
+)
+
+# Operations any signed-in caller may call: each answers only about the caller, or lists
+# only what the caller may see (checked below: no private name in the answer).
+SELF_SERVICE = {
+    ("GET", "/api/v1/auth/whoami"),
+    ("GET", "/api/v1/experiments"),
+    ("POST", "/api/v1/runs/search"),
+    ("GET", "/api/v1/models"),
+    ("GET", "/api/v1/model-versions"),
+    ("GET", "/api/v1/feature-views"),
+    ("GET", "/api/v1/feature-groups"),
+    ("GET", "/api/v1/entities"),
+    ("GET", "/api/v1/training-datasets"),
+    ("GET", "/api/v1/score-jobs"),
+    ("GET", "/api/v1/groups"),
+    ("GET", "/api/v1/tokens"),
+    ("POST", "/api/v1/tokens"),
+    ("GET", "/api/v1/stores"),
+    ("GET", "/api/v1/environments/{digest}"),
+}
+PRIVATE_NAMES = ("secret-exp", "secret-model", "secret_grp", "secret_view")
+
+
+class World:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.settings = load_settings(home=home, auth=True, private_by_default=True)
+        self.app = create_app(self.settings)  # configures the store: new resources private
+        self.client = plinth.connect(
+            store_uri=self.settings.resolved_store_uri,
+            artifact_uri=self.settings.resolved_artifact_uri,
+            home=home,
+        )
+        self.store = open_store(self.settings.resolved_store_uri)
+        self.values: dict[str, Any] = {}
+
+    def build(self) -> None:
+        c = self.client
+        with c.start_run("secret-exp", "r1", capture_environment=False) as run:
+            run.log_params({"lr": 0.1})
+            run.log_metric("loss", 0.5, step=0)
+            run.log_text("hello", "notes/a.txt")
+            run_id = run.id
+        from sklearn.linear_model import LogisticRegression
+
+        frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+        model = LogisticRegression().fit(frame, [0, 0, 1, 1])
+        mv = c.register_model(model, "secret-model", input_example=frame)
+        c.set_alias("secret-model", "champion", mv.version)
+        fs = c.feature_store()
+        fs.create_entity("cust", join_keys=["cust_id"])
+        fs.create_feature_group(
+            "secret_grp", entity="cust", event_time="ts", schema={"f1": "float64"}, online=True
+        )
+        fs.insert(
+            "secret_grp",
+            pd.DataFrame(
+                {"cust_id": [1], "ts": pd.to_datetime(["2026-01-01"], utc=True), "f1": [1.0]}
+            ),
+        )
+        fs.materialize("secret_grp")
+        fs.create_feature_view("secret_view", features=["secret_grp:f1"])
+        auth = AuthService(self.store)
+        auth.create_user("admin1", role=Role.ADMIN)
+        auth.create_user("mallory", role=Role.EDITOR)
+        auth.create_user("victor", role=Role.VIEWER)
+        auth.create_group("team")
+        tokens = {u: auth.create_token("t", user=u) for u in ("admin1", "mallory", "victor")}
+        for kind, name in (
+            (Kind.EXPERIMENT, "secret-exp"),
+            (Kind.MODEL, "secret-model"),
+            (Kind.FEATURE_GROUP, "secret_grp"),
+            (Kind.FEATURE_VIEW, "secret_view"),
+        ):
+            auth.grant(kind, name, "user", "victor", "viewer")
+        self.tokens = {u: t.secret for u, t in tokens.items()}
+        self.values = {
+            "experiment": "secret-exp",
+            "run_id": run_id,
+            "run_ids": [run_id],
+            "version": mv.version,
+            "alias": "champion",
+            "model_name": "secret-model",
+            "view": "secret_view",
+            "entity": "cust",
+            "uri": "models:/secret-model/1",
+            "features": ["secret_grp:f1"],
+            "token_id": tokens["admin1"].token.id,
+            "user": "admin1",
+            "kind": "model",
+            "resource": "secret-model",
+            "spool": "s",
+            "digest": "d",
+            "id": 1,
+            "job_key": "job",
+            "table": "secret_grp__1",
+            "path": "model/plinth-model.json",
+            "key": "loss",
+            "stage": "PRODUCTION",
+            "level": "owner",
+            "grantee_type": "user",
+            "grantee": "mallory",
+            "keys": "cust_id",
+            "event_time": "ts",
+        }
+
+    def name_for(self, path: str) -> str:
+        for prefix, name in (
+            ("/api/v1/experiments", "secret-exp"),
+            ("/api/v1/feature-groups", "secret_grp"),
+            ("/api/v1/feature-views", "secret_view"),
+            ("/api/v1/entities", "cust"),
+            ("/api/v1/users", "admin1"),
+            ("/api/v1/groups", "team"),
+            ("/api/v1/models/", "secret-model"),
+            ("/api/v1/feature-groups/", "secret_grp"),
+            ("/api/v1/feature-data/groups/", "secret_grp"),
+            ("/api/v1/feature-views/", "secret_view"),
+            ("/api/v1/entities/", "cust"),
+            ("/api/v1/users/", "admin1"),
+            ("/api/v1/groups/", "team"),
+        ):
+            if path.startswith(prefix):
+                return name
+        return "secret-model"
+
+    def value(self, name: str, path: str, schema: dict[str, Any]) -> Any:
+        if name == "name":
+            return self.name_for(path)
+        if name in self.values:
+            found = self.values[name]
+            return found if schema.get("type") != "string" else str(found)
+        return example(schema, self.doc)
+
+    def snapshot(self) -> str:
+        """A digest of every row of every table (but the security log and tokens' last use)
+        and of every file under the home, but the SQLite database's own."""
+        digest = hashlib.sha256()
+        with self.store.read() as conn:
+            for table in metadata.sorted_tables:
+                if table.name == "security_events":
+                    continue
+                columns = [c for c in table.c if c.name != "last_used_at"]
+                rows = conn.execute(select(*columns)).all()
+                digest.update(repr((table.name, sorted(map(repr, rows)))).encode())
+        for path in sorted(self.home.rglob("*")):
+            if path.is_file() and not path.name.startswith("plinth.db"):
+                digest.update(str(path.relative_to(self.home)).encode())
+                digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+
+def example(schema: dict[str, Any], doc: dict[str, Any]) -> Any:
+    """A value of the schema's type: the smallest one FastAPI's validation accepts."""
+    if "$ref" in schema:
+        return example(doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]], doc)
+    for combined in ("anyOf", "oneOf", "allOf"):
+        if combined in schema:
+            options = [s for s in schema[combined] if s.get("type") != "null"]
+            return example(options[0], doc) if options else None
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: example(props[k], doc) for k in schema.get("required", [])}
+    return {"string": "x", "integer": 1, "number": 1.0, "boolean": False, "array": []}.get(
+        str(kind), "x"
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    from fastapi.testclient import TestClient
+
+    w = World(tmp_path_factory.mktemp("permissions"))
+    w.build()
+    w.doc = w.app.openapi()
+    with TestClient(w.app) as http:
+        w.http = http
+        yield w
+    w.client.close()
+
+
+def operations() -> list[tuple[str, str]]:
+    doc = create_app(load_settings(home=Path("/nonexistent-plinth-home"))).openapi()
+    return [
+        (method.upper(), path)
+        for path, ops in doc["paths"].items()
+        for method in ops
+        if path not in OPEN_PATHS
+    ]
+
+
+def call(world: World, method: str, path: str, token: str | None) -> Any:
+    op = world.doc["paths"][path][method.lower()]
+    params: dict[str, Any] = {}
+    filled = path
+    for p in op.get("parameters", []):
+        value = world.value(p["name"], path, p.get("schema", {}))
+        if p["in"] == "path":
+            filled = filled.replace("{" + p["name"] + "}", str(value))
+        elif p.get("required") or p["name"] in world.values:
+            params[p["name"]] = value
+    body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    kwargs: dict[str, Any] = {"params": params}
+    if body is not None:
+        schema = body
+        if "$ref" in schema:
+            schema = world.doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+        props = schema.get("properties", {})
+        kwargs["json"] = {
+            k: world.value(k, path, props[k])
+            for k in props
+            if k in schema.get("required", []) or k in world.values
+        }
+    elif method in ("PUT",):
+        kwargs["content"] = b"payload"
+    headers = {} if token is None else {"authorization": f"Bearer {token}"}
+    return world.http.request(method, filled, headers=headers, **kwargs)
+
+
+OPERATIONS = operations()
+
+
+def test_the_document_has_every_operation() -> None:
+    assert len(OPERATIONS) > 80  # a broken document would make every test below vacuous
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_a_caller_without_a_token_is_refused(world: World, method: str, path: str) -> None:
+    before = world.snapshot()
+    answer = call(world, method, path, None)
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error_code"] == "UNAUTHENTICATED"
+    assert world.snapshot() == before
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_an_editor_without_grants_cannot_see_or_change_private_resources(
+    world: World, method: str, path: str
+) -> None:
+    before = world.snapshot()
+    answer = call(world, method, path, world.tokens["mallory"])
+    if (method, path) in SELF_SERVICE:
+        assert answer.status_code < 500, answer.text
+        for name in PRIVATE_NAMES:
+            assert name not in answer.text, f"{method} {path} shows {name}"
+        if method == "POST" and path == "/api/v1/tokens":
+            return  # a token of one's own is a change the caller may make
+    elif (method, path) in CREATES:
+        # an editor may create resources: named as a private one, the name is taken
+        assert answer.status_code in (403, 404, 409), answer.text
+    else:
+        assert answer.status_code in (403, 404), answer.text
+    assert world.snapshot() == before
+
+
+# Creating a resource needs the editor role, not a grant: called with the name of an
+# existing private resource, the answer is that the name is taken.
+CREATES = {
+    ("POST", "/api/v1/experiments"),
+    ("POST", "/api/v1/models"),
+    ("POST", "/api/v1/entities"),
+    ("POST", "/api/v1/feature-groups"),
+    ("POST", "/api/v1/feature-views"),
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [(m, p) for m, p in OPERATIONS if m != "GET" and (m, p) not in SELF_SERVICE],
+    ids=[f"{m} {p}" for m, p in OPERATIONS if m != "GET" and (m, p) not in SELF_SERVICE],
+)
+def test_a_viewer_cannot_change_anything(world: World, method: str, path: str) -> None:
+    before = world.snapshot()
+    answer = call(world, method, path, world.tokens["victor"])
+    # read-only operations sent as POST (search, lookups) answer; the rest are refused
+    if answer.status_code == 200:
+        assert (method, path) in READS_BY_POST, f"{method} {path} let a viewer write"
+    else:
+        assert answer.status_code in (403, 404), answer.text
+    assert world.snapshot() == before
+
+
+READS_BY_POST = {
+    ("POST", "/api/v1/runs/compare"),
+    ("POST", "/api/v1/features/online"),
+    ("POST", "/api/v1/feature-data/online/{table}/read"),
+}
