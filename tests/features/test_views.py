@@ -168,17 +168,30 @@ def test_bad_view_definitions(fs: FeatureStore) -> None:
     assert fs.service.list_feature_views() == []  # nothing refused was stored
 
 
-def failing(kind: str) -> Transformation:
-    def broken(df: pd.DataFrame) -> Any:
-        if kind == "raise":
-            raise ZeroDivisionError("no spend")
-        if kind == "type":
-            return 42
-        if kind == "short":
-            return df["orders_30d"].iloc[:1]
-        return pd.DataFrame({"something_else": df["orders_30d"]})
+def raising(df: pd.DataFrame) -> Any:
+    raise ZeroDivisionError("no spend")
 
-    return plinth.on_demand(inputs=["orders_30d"], outputs={"out": "float64"}, name=kind)(broken)
+
+def not_a_column(df: pd.DataFrame) -> Any:
+    return 42
+
+
+def short(df: pd.DataFrame) -> Any:
+    return df["orders_30d"].iloc[:1]
+
+
+def something_else(df: pd.DataFrame) -> Any:
+    return pd.DataFrame({"something_else": df["orders_30d"]})
+
+
+FAILING = {"raise": raising, "type": not_a_column, "short": short, "missing": something_else}
+
+
+def failing(kind: str) -> Transformation:
+    made: Transformation = plinth.on_demand(
+        inputs=["orders_30d"], outputs={"out": "float64"}, name=kind
+    )(FAILING[kind])
+    return made
 
 
 @pytest.mark.parametrize(
@@ -206,6 +219,9 @@ def test_a_wrong_output_type_is_named() -> None:
 
     from plinth.features.transform import apply
 
-    as_text = plinth.on_demand(inputs=["x"], outputs={"y": "int64"})(lambda df: df["x"] + "!")
+    def exclaimed(df: pd.DataFrame) -> pd.Series:
+        return df["x"] + "!"
+
+    as_text = plinth.on_demand(inputs=["x"], outputs={"y": "int64"})(exclaimed)
     with pytest.raises(InvalidArgument, match="output 'y' is not int64"):
         apply([as_text], pa.table({"x": ["a", "b"]}), "v:v1")
