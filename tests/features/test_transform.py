@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import math
 import pickle
@@ -81,6 +82,19 @@ def test_closures_and_globals_are_refused_when_defined() -> None:
         transformation(uses_a_global, ["x"], {"y": "float64"})
 
 
+def logged(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(df: pd.DataFrame) -> Any:
+        print("called")
+        return fn(df)
+
+    return wrapper
+
+
+def root_of(df: pd.DataFrame) -> pd.Series:
+    return np.sqrt(df["x"])
+
+
 def test_lambdas_and_functions_without_source_are_refused() -> None:
     with pytest.raises(InvalidArgument, match=r"cannot be a lambda.*define it with def"):
         transformation(lambda df: df["x"], ["x"], {"y": "float64"})
@@ -88,6 +102,8 @@ def test_lambdas_and_functions_without_source_are_refused() -> None:
     exec("def typed_in(df):\n    return df['x']\n", namespace)
     with pytest.raises(InvalidArgument, match="source of 'typed_in' cannot be read"):
         transformation(namespace["typed_in"], ["x"], {"y": "float64"})
+    with pytest.raises(InvalidArgument, match="is wrapped by a decorator"):
+        transformation(logged(root_of), ["x"], {"y": "float64"})
     with pytest.raises(InvalidArgument, match="not int"):
         transformation(42, ["x"], {"y": "float64"})  # type: ignore[arg-type]
 

@@ -70,6 +70,11 @@ def source_of(fn: Callable[..., Any]) -> str:
             "a transformation cannot be a lambda (its source is not a statement of its own "
             "that can be stored and run); define it with def"
         )
+    if hasattr(fn, "__wrapped__"):  # getsource would give the inner function's text only
+        raise InvalidArgument(
+            f"transformation {fn.__name__!r} is wrapped by a decorator, which its stored source "
+            "would not carry; apply @plinth.on_demand to the plain function"
+        )
     try:
         text = textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError) as e:
