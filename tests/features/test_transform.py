@@ -146,6 +146,7 @@ def test_annotations_and_nested_scopes_need_no_outside_names() -> None:
         ("import os\ndef t(df):\n    return df['x']\n", "exactly one function"),
         ("def t(df:\n", "does not parse"),
         ("", "carries no source"),
+        pytest.param("def t(df):\n    return " + "-" * 100_000 + "df\n", "parse", id="deep"),
     ],
 )
 def test_a_stored_source_that_cannot_run_alone_is_refused(source: str, message: str) -> None:

@@ -154,7 +154,7 @@ def _def_only(text: str, name: str) -> tuple[str, ast.FunctionDef]:
     text = textwrap.dedent(text)
     try:
         tree = ast.parse(text)
-    except SyntaxError as e:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:  # any text may come
         raise InvalidArgument(f"the source of transformation {name!r} does not parse: {e}") from e
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
         raise InvalidArgument(
@@ -168,7 +168,11 @@ def _def_only(text: str, name: str) -> tuple[str, ast.FunctionDef]:
 
 def _unknown(text: str, own: str) -> set[str]:
     """The global names ``text`` reads that a fresh namespace would not have."""
-    return _read_names(text) - _BUILTINS - set(PROVIDED) - {own}
+    try:
+        read = _read_names(text)
+    except (SyntaxError, RecursionError, MemoryError) as e:
+        raise InvalidArgument(f"the source of {own!r} is too deeply nested to check: {e}") from e
+    return read - _BUILTINS - set(PROVIDED) - {own}
 
 
 class _Unannotated(ast.NodeTransformer):
@@ -232,7 +236,7 @@ def _read_names(text: str) -> set[str]:
 def _compile(text: str, name: str) -> Any:
     try:
         return compile(text, f"<transformation {name}>", "exec", flags=_FLAGS, dont_inherit=True)
-    except (SyntaxError, ValueError) as e:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         raise InvalidArgument(f"the source of transformation {name!r} does not compile: {e}") from e
 
 
