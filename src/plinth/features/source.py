@@ -85,8 +85,9 @@ def source_of(fn: Callable[..., Any]) -> str:
     source, node = _def_only(text, fn.__name__)
     if node.name != fn.__name__:
         raise InvalidArgument(
-            f"the source read for {fn.__name__!r} defines {node.name!r}; define the "
-            "transformation with def in a file or notebook cell"
+            f"the source read for {fn.__name__!r} defines {node.name!r} (was its file changed "
+            "since it was imported?); define the transformation with def in a file or notebook "
+            "cell"
         )
     enclosing = set(fn.__code__.co_freevars)
     missing = sorted(_unknown(source, node.name))
