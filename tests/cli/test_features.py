@@ -332,6 +332,32 @@ def test_the_module_imports_on_its_own() -> None:
 # -- inserting, views, lineage, deleting -----------------------------------------------
 
 
+def ratio(df: pd.DataFrame) -> pd.Series:
+    # a [bracketed] comment: shown as written, not as rich markup
+    return df["orders_30d"] / df["avg_spend"]
+
+
+def test_a_view_shows_the_source_that_runs(filled: FeatureStore) -> None:
+    import plinth
+
+    made = plinth.on_demand(inputs=["orders_30d", "avg_spend"], outputs={"r": "float64"})(ratio)
+    filled.create_feature_view(
+        "churn",
+        ["customer_stats:orders_30d", "customer_stats:avg_spend"],
+        request={"amount": "float64"},
+        transformations=[made],
+        label="churned",
+    )
+    shown = invoke("view", "churn").stdout
+    assert "transformation ratio: orders_30d, avg_spend -> r float64" in shown
+    assert made.source.startswith("def ratio(")
+    assert made.source in shown  # every line, as stored
+    assert "request: amount float64" in shown and "label: churned" in shown
+    assert invoke_json("view", "churn", "--version", "1")["transformations"][0]["source"] == (
+        made.source
+    )
+
+
 def test_insert_streams_a_parquet_file(filled: FeatureStore, tmp_path: Any) -> None:
     path = tmp_path / "more.parquet"
     frame([2001, 2002, 2003], [1, 1, 1], [1, 2, 3]).to_parquet(path)

@@ -4,6 +4,7 @@ the same code offline and online."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 import plinth
 from plinth.errors import InvalidArgument, NotFound
 from plinth.features.store import FeatureStore
-from plinth.features.types import Transformation
+from plinth.features.types import FeatureSpec, Transformation
 from tests.features.conftest import day, define, transactions
 from tests.features.test_online import redis_store
 
@@ -81,6 +82,14 @@ def test_a_view_pins_group_versions_and_versions_itself(fs: FeatureStore) -> Non
     assert [v.ref for v in fs.service.list_feature_views()] == ["churn:v1", "churn:v2"]
     with pytest.raises(NotFound, match="feature view 'nope'"):
         fs.get_feature_view("nope")
+
+
+def test_the_version_follows_the_source_text(fs: FeatureStore) -> None:
+    assert populated(fs).transformations[1].source.startswith("def flags(df: pd.DataFrame)")
+    stricter = replace(flags, source=flags.source.replace("> 1.5", "> 2.0"))
+    assert churn_view(fs, transformations=[amount_over_avg, stricter]).version == 2
+    assert churn_view(fs, transformations=[amount_over_avg, stricter]).version == 2
+    assert churn_view(fs).version == 3  # the text is the identity: back to the first one's
 
 
 def test_training_rows_apply_the_transformations(fs: FeatureStore) -> None:
@@ -168,17 +177,51 @@ def test_bad_view_definitions(fs: FeatureStore) -> None:
     assert fs.service.list_feature_views() == []  # nothing refused was stored
 
 
-def failing(kind: str) -> Transformation:
-    def broken(df: pd.DataFrame) -> Any:
-        if kind == "raise":
-            raise ZeroDivisionError("no spend")
-        if kind == "type":
-            return 42
-        if kind == "short":
-            return df["orders_30d"].iloc[:1]
-        return pd.DataFrame({"something_else": df["orders_30d"]})
+def test_a_transformation_is_checked_and_run_as_its_source_text(fs: FeatureStore) -> None:
+    # by hand, as a caller that is not Python would send it: a server checks it (remote),
+    # and the text is what runs
+    define(fs).insert(transactions())  # type: ignore[attr-defined]
+    source = "def tripled(df):\n    return df['orders_30d'] * 3\n"
+    tripled = Transformation("tripled", ["orders_30d"], [FeatureSpec("y", "int64")], source)
+    view = fs.create_feature_view("v", ["customer_stats:orders_30d"], transformations=[tripled])
+    assert view.transformations[0].source == source
+    assert view.get_historical_features(entity_rows().iloc[:2]).to_pandas().y.tolist() == [9, 15]
+    for bad, message in [
+        ("def t(df):\n    return df['orders_30d'] * FACTOR\n", r"uses the names \['FACTOR'\]"),
+        ("", "carries no source"),
+        ("t = lambda df: df\n", "exactly one function defined with def"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            fs.create_feature_view(
+                "w", ["customer_stats:orders_30d"], transformations=[replace(tripled, source=bad)]
+            )
+    assert [v.ref for v in fs.service.list_feature_views()] == ["v:v1"]
 
-    return plinth.on_demand(inputs=["orders_30d"], outputs={"out": "float64"}, name=kind)(broken)
+
+def raising(df: pd.DataFrame) -> Any:
+    raise ZeroDivisionError("no spend")
+
+
+def not_a_column(df: pd.DataFrame) -> Any:
+    return 42
+
+
+def short(df: pd.DataFrame) -> Any:
+    return df["orders_30d"].iloc[:1]
+
+
+def something_else(df: pd.DataFrame) -> Any:
+    return pd.DataFrame({"something_else": df["orders_30d"]})
+
+
+FAILING = {"raise": raising, "type": not_a_column, "short": short, "missing": something_else}
+
+
+def failing(kind: str) -> Transformation:
+    made: Transformation = plinth.on_demand(
+        inputs=["orders_30d"], outputs={"out": "float64"}, name=kind
+    )(FAILING[kind])
+    return made
 
 
 @pytest.mark.parametrize(
@@ -206,6 +249,9 @@ def test_a_wrong_output_type_is_named() -> None:
 
     from plinth.features.transform import apply
 
-    as_text = plinth.on_demand(inputs=["x"], outputs={"y": "int64"})(lambda df: df["x"] + "!")
+    def exclaimed(df: pd.DataFrame) -> pd.Series:
+        return df["x"] + "!"
+
+    as_text = plinth.on_demand(inputs=["x"], outputs={"y": "int64"})(exclaimed)
     with pytest.raises(InvalidArgument, match="output 'y' is not int64"):
         apply([as_text], pa.table({"x": ["a", "b"]}), "v:v1")

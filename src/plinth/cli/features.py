@@ -437,6 +437,47 @@ def views(json_: JsonOption = False) -> None:
     out.print(_table("feature views", columns, rows))
 
 
+@features_app.command("view")
+def view(
+    name: str,
+    version: Annotated[
+        int | None, typer.Option("--version", help="the view's version (default: the latest)")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """One feature view: what it reads, and each transformation's source, which is the code
+    that runs for training and serving."""
+    found = _service().get_feature_view(name, version)
+    if json_:
+        return _print_json(found)
+    out.print(
+        f"[bold]{escape(found.ref)}[/bold]  owner {escape(found.owner or '-')}  "
+        f"created {_fmt(found.created_at)}",
+        highlight=False,
+    )
+    lines = [
+        found.description,
+        f"features: {', '.join(found.features)}",
+        f"keys: {', '.join(found.keys)}  label: {found.label or '-'}",
+        "request: " + (", ".join(f"{r.name} {r.dtype}" for r in found.request) or "-"),
+    ]
+    for line in filter(None, lines):
+        out.print(escape(line), highlight=False)
+    for t in found.transformations:
+        outputs = ", ".join(f"{o.name} {o.dtype}" for o in t.outputs)
+        out.print(
+            f"\n[bold]transformation {escape(t.name)}[/bold]: "
+            f"{escape(', '.join(t.inputs))} -> {escape(outputs)}",
+            highlight=False,
+        )
+        # as stored, not wrapped or highlighted: this text is exactly what runs
+        source = t.source.rstrip("\n") or (
+            "(no source: stored by an older Plinth as a pickle, which is never run; "
+            "re-create this view version)"
+        )
+        out.print(escape(source), highlight=False, soft_wrap=True)
+
+
 @features_app.command("datasets")
 def datasets(
     view: Annotated[str | None, typer.Option("--view", help="only those of this view")] = None,

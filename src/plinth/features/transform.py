@@ -8,17 +8,14 @@ output) or a DataFrame / dict with its outputs::
     def amount_over_avg(df):
         return df["amount"] / df["avg_spend"]
 
-The function is stored with the view, pickled by value (cloudpickle), so a serving process
-does not need the module that defined it. Like model packages, views are only as
-trustworthy as the store they are loaded from.
+The function is stored with the view as its source text, and that text is what runs,
+offline and online (``source.py`` says what a transformation may use besides its
+arguments): a serving process needs neither the module that defined it nor a pickle, and
+the code that runs is the code the view shows.
 """
 
 from __future__ import annotations
 
-import base64
-import inspect
-import sys
-import textwrap
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,11 +23,12 @@ from typing import Any
 import pyarrow as pa
 
 from plinth.errors import InvalidArgument
+from plinth.features.source import load, source_of
 from plinth.features.types import FeatureSpec, Transformation
 
-# code -> function: each unpickled once while it is among the LOADED_MAX used last (a
+# source -> function: each compiled once while it is among the LOADED_MAX used last (a
 # long-lived server meets ever new view versions; the least recently used are dropped).
-# Keyed by the code itself: its hash is computed once per string and cached by Python.
+# Keyed by the source text itself: its hash is computed once per string and cached.
 LOADED_MAX = 256
 _loaded: OrderedDict[str, Callable[..., Any]] = OrderedDict()
 
@@ -53,8 +51,6 @@ def transformation(
     outputs: dict[str, str] | Sequence[FeatureSpec],
     name: str | None = None,
 ) -> Transformation:
-    if not callable(fn):
-        raise InvalidArgument(f"a transformation must be a function, not {type(fn).__name__}")
     if isinstance(inputs, str) or not inputs:
         raise InvalidArgument("a transformation needs a list of input columns")
     specs = (
@@ -64,12 +60,9 @@ def transformation(
     )
     if not specs:
         raise InvalidArgument("a transformation needs at least one output")
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        source = ""
+    source = source_of(fn)
     label = name or str(getattr(fn, "__name__", "transformation"))
-    return Transformation(label, list(inputs), specs, source, _dumps(fn))
+    return Transformation(label, list(inputs), specs, source)
 
 
 def apply(transformations: Sequence[Transformation], table: pa.Table, view: str) -> pa.Table:
@@ -85,7 +78,7 @@ def apply(transformations: Sequence[Transformation], table: pa.Table, view: str)
             )
         frame = table.select(t.inputs).to_pandas()
         try:
-            result = _function(t)(frame)
+            result = _function(t, view)(frame)
         except Exception as e:  # the user's code: report it as theirs, not a platform bug
             raise InvalidArgument(
                 f"transformation {t.name!r} of {view} raised {type(e).__name__}: {e}"
@@ -130,42 +123,15 @@ def _values(values: Any) -> Any:
     return values.to_numpy() if hasattr(values, "to_numpy") else values
 
 
-def _dumps(fn: Callable[..., Any]) -> str:
-    import cloudpickle  # type: ignore[import-untyped]
-
-    # By value, so the view works where the defining module is not importable (a server).
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    by_value = module is not None and module.__name__ not in ("__main__", "builtins")
-    if by_value:
-        try:
-            cloudpickle.register_pickle_by_value(module)
-        except (ValueError, TypeError):
-            by_value = False
-    try:
-        return base64.b64encode(cloudpickle.dumps(fn)).decode()
-    except Exception as e:
-        raise InvalidArgument(f"transformation {fn!r} cannot be stored (pickled): {e}") from e
-    finally:
-        if by_value:
-            cloudpickle.unregister_pickle_by_value(module)
-
-
-def _function(t: Transformation) -> Callable[..., Any]:
-    key = t.code
+def _function(t: Transformation, view: str) -> Callable[..., Any]:
+    # Only the source runs: a record of an older Plinth holding a pickle but no source is
+    # refused (load says to re-create the view version), its pickle never loaded.
+    key = t.source
     cached = _loaded.get(key)
     if cached is not None:
         _loaded.move_to_end(key)
         return cached
-    import pickle
-
-    try:
-        fn: Callable[..., Any] = pickle.loads(base64.b64decode(t.code))
-    except Exception as e:
-        raise InvalidArgument(
-            f"transformation {t.name!r} cannot be loaded here: {type(e).__name__}: {e}"
-        ) from e
-    if not callable(fn):
-        raise InvalidArgument(f"transformation {t.name!r} is not a function")
+    fn = load(t.source, t.name, view)
     _loaded[key] = fn
     while len(_loaded) > LOADED_MAX:
         _loaded.popitem(last=False)

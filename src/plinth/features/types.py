@@ -137,7 +137,8 @@ class CommitInfo:
 class Transformation:
     """An on-demand transformation: a Python function over a pandas DataFrame holding its
     ``inputs`` (features of the view or request values), returning its ``outputs``.
-    ``code`` is the function pickled by value (base64), ``source`` its text for people."""
+    ``source`` is the function's text, which is both what the view shows and what runs
+    (records of older versions also held a ``code`` pickle: it is ignored, never loaded)."""
 
     __pydantic_config__ = _JSON
 
@@ -145,7 +146,6 @@ class Transformation:
     inputs: list[str]
     outputs: list[FeatureSpec]
     source: str = ""
-    code: str = ""
 
 
 @dataclass(frozen=True)

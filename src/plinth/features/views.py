@@ -18,6 +18,7 @@ from sqlalchemy import Connection, delete, insert, select
 from plinth.api import endpoint
 from plinth.errors import Conflict, InvalidArgument, NotFound
 from plinth.features.refs import check_identifier, parse_ref
+from plinth.features.source import check_source
 from plinth.features.types import (
     DTYPES,
     FeatureGroup,
@@ -355,8 +356,7 @@ def _check_view(
                 f"transformation {t.name!r} reads {unknown}, which the view does not have "
                 f"(it has {sorted(available)})"
             )
-        if not t.code:
-            raise InvalidArgument(f"transformation {t.name!r} carries no code")
+        check_source(t.source, t.name)  # parsed and compiled, not run
         for spec in t.outputs:
             check_identifier(spec.name, "transformation output name")
             if spec.dtype not in DTYPES:
@@ -371,8 +371,8 @@ def _check_view(
 
 
 def _comparable(transformations: list[Transformation]) -> list[Any]:
-    # pickles are not byte-stable; the source text stands for the code
-    return [(t.name, t.inputs, t.outputs, t.source or t.code) for t in transformations]
+    # the source text is the code: the same text is the same transformation
+    return [(t.name, t.inputs, t.outputs, t.source) for t in transformations]
 
 
 def _definition(view: FeatureView) -> tuple[Any, ...]:
