@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 
 from plinth.auth.access import Access
-from plinth.auth.types import Action, Kind
-from plinth.errors import InvalidArgument, NotFound
+from plinth.auth.types import Action, Kind, Level
+from plinth.errors import InvalidArgument, NotFound, PermissionDenied
 from plinth.features.refs import parse_ref
 from plinth.store.schema import feature_groups, feature_views, training_datasets
 
@@ -28,8 +28,26 @@ def require_readable(access: Access, kind: Kind, names: Iterable[str]) -> None:
         return
     hidden = [name for name in wanted if name not in visible]
     if hidden:
-        label = "feature group" if kind is Kind.FEATURE_GROUP else "feature view"
-        raise NotFound(f"{label} {hidden[0]!r} not found")
+        raise NotFound(f"{_LABELS[kind]} {hidden[0]!r} not found")
+
+
+def require_in_transaction(access: Access, action: Action, kind: Kind, name: str) -> None:
+    """``access.require`` inside a write transaction: the grants are read on a connection
+    of their own (SQLite lets readers in beside a writer), and a refusal is not added to
+    the security log, whose write would wait for this transaction's own lock."""
+    principal = access.principal()
+    if principal.is_admin:
+        return
+    level = access.level(principal, kind, name)
+    if level >= action.value:
+        return
+    label = f"{_LABELS[kind]} {name!r}"
+    if level is Level.NONE:
+        raise NotFound(f"{label} not found")
+    raise PermissionDenied(
+        f"{principal.name!r} may not {action.name.lower()} {label}: that needs the "
+        f"{action.value.name.lower()} permission on it (ask its owner or an admin)"
+    )
 
 
 def group_exists(access: Access, name: str) -> bool:
@@ -74,6 +92,14 @@ def may_list_datasets(access: Access, arguments: dict[str, Any]) -> None:
         access.require(Action.READ, Kind.FEATURE_VIEW, str(view))
 
 
+def may_read_dataset(access: Access, arguments: dict[str, Any]) -> None:
+    """read on the training dataset's view"""
+    view = dataset_view(access, arguments["id"])
+    if view is not None and access.level(access.principal(), Kind.FEATURE_VIEW, view) is Level.NONE:
+        # as for a dataset that is not there: neither it nor its view's name may show
+        raise NotFound(f"training dataset {arguments['id']} does not exist")
+
+
 def dataset_view(access: Access, value: Any) -> str | None:
     """The view of training dataset ``value`` (None: no such dataset)."""
     try:
@@ -85,6 +111,9 @@ def dataset_view(access: Access, value: Any) -> str | None:
             select(training_datasets.c.view_name).where(training_datasets.c.id == dataset_id)
         ).scalar()
     return found
+
+
+_LABELS = {Kind.FEATURE_GROUP: "feature group", Kind.FEATURE_VIEW: "feature view"}
 
 
 def _is_ref(ref: Any) -> bool:

@@ -16,7 +16,7 @@ from plinth.auth.access import Access, access_for, guarded
 from plinth.auth.types import Action, Kind, Role
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound
 from plinth.features.refs import check_identifier
-from plinth.features.rules import may_define_group
+from plinth.features.rules import may_define_group, require_in_transaction
 from plinth.features.types import (
     DTYPES,
     ColumnStatistics,
@@ -126,8 +126,8 @@ class FeatureService(ViewService):
             if latest is None:
                 self.access.on_created(conn, Kind.FEATURE_GROUP, name)
             else:
-                # created by another caller since the rule's check: its grants now decide
-                self.access.require(Action.WRITE, Kind.FEATURE_GROUP, name)
+                # perhaps created by another caller since the rule's check: its grants decide
+                require_in_transaction(self.access, Action.WRITE, Kind.FEATURE_GROUP, name)
                 current = _group(latest)
                 same = (current.entity, current.event_time, current.features) == (
                     entity,

@@ -20,7 +20,12 @@ from plinth.auth.access import Access, guarded
 from plinth.auth.types import Action, Kind, Role
 from plinth.errors import Conflict, InvalidArgument, NotFound
 from plinth.features.refs import check_identifier, parse_ref
-from plinth.features.rules import dataset_view, may_define_view, may_list_datasets
+from plinth.features.rules import (
+    may_define_view,
+    may_list_datasets,
+    may_read_dataset,
+    require_in_transaction,
+)
 from plinth.features.types import (
     DTYPES,
     FeatureGroup,
@@ -88,8 +93,8 @@ class ViewService:
             if latest is None:
                 self.access.on_created(conn, Kind.FEATURE_VIEW, name)
             else:
-                # created by another caller since the rule's check: its grants now decide
-                self.access.require(Action.WRITE, Kind.FEATURE_VIEW, name)
+                # perhaps created by another caller since the rule's check: its grants decide
+                require_in_transaction(self.access, Action.WRITE, Kind.FEATURE_VIEW, name)
                 current = _view(latest)
                 if _definition(current) == (pinned, label, request, _comparable(transformations)):
                     return current
@@ -226,7 +231,7 @@ class ViewService:
         return self._training_dataset(new_id)
 
     @endpoint("GET", "/training-datasets/{id}")
-    @guarded(Action.READ, Kind.FEATURE_VIEW, "id", resolve=dataset_view)
+    @guarded(check=may_read_dataset)
     def get_training_dataset(self, id: int) -> TrainingDataset:
         return self._training_dataset(id)
 
@@ -314,16 +319,14 @@ class ViewService:
         unless ``force`` (which removes those views too, and needs their ownership)."""
         versions = self._group_versions(name, version)
         removed = [self._feature_group(name, v) for v in versions]
+        checked: set[str] = set()
+        if force:  # checked ahead of the transaction, so a refusal is logged
+            with self.store.read() as conn:
+                checked = {view for view, _ in _views_reading(conn, name, versions)}
+            for view in sorted(checked):
+                self.access.require(Action.MANAGE, Kind.FEATURE_VIEW, view)
         with self.store.write() as conn:
-            views = conn.execute(
-                select(feature_view_groups.c.view_name, feature_view_groups.c.view_version)
-                .where(
-                    feature_view_groups.c.group_name == name,
-                    feature_view_groups.c.group_version.in_(versions),
-                )
-                .distinct()
-            ).all()
-            pairs = sorted((r.view_name, r.view_version) for r in views)
+            pairs = _views_reading(conn, name, versions)
             production = [
                 u for u in _model_uses(conn, _datasets_of(conn, pairs)) if u.stage == "PRODUCTION"
             ]
@@ -339,8 +342,8 @@ class ViewService:
                     f"feature group {name!r} is read by the feature views "
                     f"{[f'{v}:v{n}' for v, n in pairs]}; pass force=True to remove them too"
                 )
-            for view in sorted({view for view, _ in pairs}):
-                self.access.require(Action.MANAGE, Kind.FEATURE_VIEW, view)
+            for view in sorted({view for view, _ in pairs} - checked):  # defined since
+                require_in_transaction(self.access, Action.MANAGE, Kind.FEATURE_VIEW, view)
             for view, view_version in pairs:
                 _delete_view(conn, view, view_version)
                 self.access.record(
@@ -451,6 +454,18 @@ def _latest_view(conn: Connection, name: str) -> Any:
         .order_by(feature_views.c.version.desc())
         .limit(1)
     ).first()
+
+
+def _views_reading(conn: Connection, group: str, versions: list[int]) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        select(feature_view_groups.c.view_name, feature_view_groups.c.view_version)
+        .where(
+            feature_view_groups.c.group_name == group,
+            feature_view_groups.c.group_version.in_(versions),
+        )
+        .distinct()
+    ).all()
+    return sorted((r.view_name, r.view_version) for r in rows)
 
 
 def _delete_view(conn: Connection, name: str, version: int) -> None:
