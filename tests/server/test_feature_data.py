@@ -117,3 +117,28 @@ def test_a_private_group_is_not_found_through_any_route(server: Server) -> None:
     assert [r.status_code for r in answers["carol"]] == [404] * 5
     assert [r.status_code for r in answers["bob"]] == [200, 200, 200, 200, 409]
     assert answers["bob"][0].json()["rows"][0]["orders_30d"] == 5
+
+
+def test_training_dataset_rows_are_their_views(server: Server) -> None:
+    entities = transactions()[["customer_id", "event_time"]].rename(
+        columns={"event_time": "event_timestamp"}
+    )
+    with server.client("bob") as bob:
+        fs = bob.feature_store()
+        fs.create_feature_view("churn", [f"{STATS}:orders_30d"])
+        dataset = fs.create_training_dataset("churn", entities)  # rows written by the server
+    snapshots = f"{server.url}{API}/feature-data/snapshots"
+
+    def as_carol(method: str) -> int:
+        found = httpx.request(
+            method, snapshots, params={"uri": dataset.uri}, headers=server.headers("carol")
+        )
+        return found.status_code
+
+    assert as_carol("GET") == 200  # everyone may read the view
+    assert as_carol("PUT") == 403  # writing rows takes the editor role
+    assert as_carol("DELETE") == 403
+    server.auth.revoke_grant(Kind.FEATURE_VIEW, "churn", "everyone", "*")
+    assert as_carol("GET") == 404
+    kept = httpx.delete(snapshots, params={"uri": dataset.uri}, headers=server.headers("bob"))
+    assert kept.status_code == 409 and f"training dataset {dataset.id}" in kept.text
