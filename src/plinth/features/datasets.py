@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from plinth.config import local_user as owner
 from plinth.errors import InvalidArgument, NotFound
 from plinth.features.ingest import as_table
 from plinth.features.refs import online_table, parse_ref
@@ -155,7 +154,7 @@ class ViewsMixin:
                     f"transformations must be made with @plinth.on_demand(...), not {type(t).__name__}"
                 )
         view = self.service.create_feature_view(
-            name, list(features), label, specs, list(transformations), description, owner()
+            name, list(features), label, specs, list(transformations), description
         )
         return ViewHandle(self, view)  # type: ignore[arg-type]
 
@@ -238,7 +237,6 @@ class ViewsMixin:
                 timestamp_column,
                 resolved.label,
                 description,
-                owner(),
             )
         except Exception:
             for uri in (data_uri, entity_uri):  # nothing unrecorded stays behind

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from plinth.config import local_user as owner
 from plinth.errors import InvalidArgument
 from plinth.faults import crash_point
 from plinth.features.types import CommitInfo, ExpectationResult, FeatureGroup, ValidationReport
@@ -121,11 +120,11 @@ def record(
     version: int,
     table: pa.Table,
     results: list[ExpectationResult],
-    written_by: str | None = None,
     at: datetime | None = None,
 ) -> CommitInfo:
     """Record Delta commit ``version`` of ``group`` holding ``table``: statistics, and the
-    validation report when the group has expectations."""
+    validation report when the group has expectations. The service records the caller as
+    the commit's writer."""
     from plinth.features.statistics import compute
 
     passed = all(r.passed for r in results)
@@ -136,7 +135,7 @@ def record(
         version,
         table.num_rows,
         "upsert",
-        owner() if written_by is None else written_by,
+        "",  # the service's caller
         at or datetime.now(UTC),
         passed,
         stats,
@@ -152,5 +151,4 @@ def record(
             results,
             version,
         )
-    service.record_commit(group.name, commit, report)
-    return commit
+    return service.record_commit(group.name, commit, report)

@@ -69,7 +69,6 @@ def repair(
                 version,
                 rows,
                 results,
-                commit["written_by"] or "",
                 commit["timestamp"],
             )
         )

@@ -5,15 +5,18 @@ tables, online stores) is read and written by the caller's ``FeatureStore``."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, insert, select, update
 
 from plinth.api import endpoint
+from plinth.auth.access import Access, access_for, guarded
+from plinth.auth.types import Action, Kind, Role
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound
 from plinth.features.refs import check_identifier
+from plinth.features.rules import may_define_group, require_in_transaction
 from plinth.features.types import (
     DTYPES,
     ColumnStatistics,
@@ -36,20 +39,24 @@ _results = TypeAdapter(list[Any])
 
 
 class FeatureService(ViewService):
+    """Every operation carries its access rule (``@guarded``): groups and views have
+    grants of their own (keyed by name, shared by all versions); entities are shared
+    definitions any editor may add."""
+
     def __init__(self, store: Store, offline_root: str) -> None:
         self.store = store
         self.offline_root = offline_root.rstrip("/")
 
+    @property
+    def access(self) -> Access:
+        return access_for(self.store)
+
     # -- entities ----------------------------------------------------------------------
 
     @endpoint("POST", "/entities")
+    @guarded(role=Role.EDITOR)
     def create_entity(
-        self,
-        name: str,
-        join_keys: list[str],
-        value_type: str = "int64",
-        description: str = "",
-        owner: str = "",
+        self, name: str, join_keys: list[str], value_type: str = "int64", description: str = ""
     ) -> Entity:
         check_identifier(name, "entity name")
         if not join_keys:
@@ -70,13 +77,14 @@ class FeatureService(ViewService):
                     join_keys=json.dumps(join_keys),
                     value_type=value_type,
                     description=description,
-                    owner=owner,
+                    owner=self.access.actor(),
                     created_at=now_ms(),
                 )
             )
         return self.get_entity(name)
 
     @endpoint("GET", "/entities/{name}")
+    @guarded()
     def get_entity(self, name: str) -> Entity:
         with self.store.read() as conn:
             row = conn.execute(select(entities).where(entities.c.name == name)).first()
@@ -85,6 +93,7 @@ class FeatureService(ViewService):
         return _entity(row)
 
     @endpoint("GET", "/entities")
+    @guarded()
     def list_entities(self) -> list[Entity]:
         with self.store.read() as conn:
             return [_entity(r) for r in conn.execute(select(entities).order_by(entities.c.name))]
@@ -92,6 +101,7 @@ class FeatureService(ViewService):
     # -- feature groups ----------------------------------------------------------------
 
     @endpoint("POST", "/feature-groups")
+    @guarded(role=Role.EDITOR, check=may_define_group)
     def create_feature_group(
         self,
         name: str,
@@ -101,10 +111,10 @@ class FeatureService(ViewService):
         online: bool = False,
         ttl_seconds: int | None = None,
         description: str = "",
-        owner: str = "",
     ) -> FeatureGroup:
-        """Define a feature group. The same definition again returns the current version; a
-        changed schema creates the next version (older versions stay readable)."""
+        """Define a feature group, owned by its creator. The same definition again returns
+        the current version; a changed schema creates the next version (older versions stay
+        readable)."""
         check_identifier(name, "feature group name")
         check_identifier(event_time, "event time column")
         keys = self.get_entity(entity).join_keys
@@ -113,7 +123,11 @@ class FeatureService(ViewService):
             raise InvalidArgument(f"ttl_seconds must be positive, got {ttl_seconds}")
         with self.store.write() as conn:
             latest = self._latest(conn, name)
-            if latest is not None:
+            if latest is None:
+                self.access.on_created(conn, Kind.FEATURE_GROUP, name)
+            else:
+                # perhaps created by another caller since the rule's check: its grants decide
+                require_in_transaction(self.access, Action.WRITE, Kind.FEATURE_GROUP, name)
                 current = _group(latest)
                 same = (current.entity, current.event_time, current.features) == (
                     entity,
@@ -134,7 +148,7 @@ class FeatureService(ViewService):
                             )
                             .values(online=online, ttl_seconds=ttl_seconds, description=description)
                         )
-                    return self.get_feature_group(name, current.version)
+                    return self._feature_group(name, current.version)
             version = 1 if latest is None else latest.version + 1
             conn.execute(
                 insert(feature_groups).values(
@@ -147,18 +161,42 @@ class FeatureService(ViewService):
                     online=online,
                     ttl_seconds=ttl_seconds,
                     description=description,
-                    owner=owner,
+                    owner=self.access.actor(),
                     created_at=now_ms(),
                     table_uri=f"{self.offline_root}/features/{name}/v{version}",
                     expectations="[]",
                     validation_mode="strict",
                 )
             )
-        return self.get_feature_group(name, version)
+        return self._feature_group(name, version)
 
     @endpoint("GET", "/feature-groups/{name}")
+    @guarded(Action.READ, Kind.FEATURE_GROUP, "name")
     def get_feature_group(self, name: str, version: int | None = None) -> FeatureGroup:
         """A group's given version, or its latest."""
+        return self._feature_group(name, version)
+
+    @endpoint("GET", "/feature-groups/{name}/to-write")
+    @guarded(Action.WRITE, Kind.FEATURE_GROUP, "name")
+    def get_feature_group_to_write(self, name: str, version: int | None = None) -> FeatureGroup:
+        """A group's given version, or its latest, for a caller about to write its data:
+        refused unless it may, before any row is written to the offline or online store."""
+        return self._feature_group(name, version)
+
+    def group_exists(self, name: str, version: int) -> bool:
+        """Whether the group version is defined, whoever may see it (for the server's
+        removal of a deleted group's data)."""
+        with self.store.read() as conn:
+            return (
+                conn.execute(
+                    select(feature_groups.c.name).where(
+                        feature_groups.c.name == name, feature_groups.c.version == version
+                    )
+                ).first()
+                is not None
+            )
+
+    def _feature_group(self, name: str, version: int | None = None) -> FeatureGroup:
         with self.store.read() as conn:
             if version is None:
                 row = self._latest(conn, name)
@@ -175,15 +213,21 @@ class FeatureService(ViewService):
         return _group(row)
 
     @endpoint("GET", "/feature-groups")
+    @guarded()
     def list_feature_groups(
         self, query: str | None = None, entity: str | None = None, all_versions: bool = False
     ) -> list[FeatureGroup]:
-        """The catalog: groups (latest versions unless ``all_versions``) whose name, description,
-        or any feature's name, description or tags contain ``query``; by entity."""
+        """The catalog: groups the caller may see (latest versions unless ``all_versions``)
+        whose name, description, or any feature's name, description or tags contain
+        ``query``; by entity."""
+        select_groups = select(feature_groups).order_by(
+            feature_groups.c.name, feature_groups.c.version
+        )
+        visible = self.access.visible(Kind.FEATURE_GROUP)
+        if visible is not None:
+            select_groups = select_groups.where(feature_groups.c.name.in_(visible))
         with self.store.read() as conn:
-            rows = conn.execute(
-                select(feature_groups).order_by(feature_groups.c.name, feature_groups.c.version)
-            ).all()
+            rows = conn.execute(select_groups).all()
         groups = [_group(r) for r in rows]
         if not all_versions:
             latest: dict[str, FeatureGroup] = {}
@@ -198,6 +242,7 @@ class FeatureService(ViewService):
         return groups
 
     @endpoint("POST", "/feature-groups/{name}/expectations")
+    @guarded(Action.WRITE, Kind.FEATURE_GROUP, "name")
     def set_expectations(
         self, name: str, version: int, expectations: list[Expectation], mode: str = "strict"
     ) -> FeatureGroup:
@@ -207,7 +252,7 @@ class FeatureService(ViewService):
 
         if mode not in ("strict", "warn"):
             raise InvalidArgument(f"mode must be 'strict' or 'warn', not {mode!r}")
-        group = self.get_feature_group(name, version)
+        group = self._feature_group(name, version)
         columns = set(group.keys) | {group.event_time} | {f.name for f in group.features}
         for e in expectations:
             check_expectation(e)
@@ -225,17 +270,20 @@ class FeatureService(ViewService):
                     validation_mode=mode,
                 )
             )
-        return self.get_feature_group(name, version)
+        return self._feature_group(name, version)
 
     # -- commits, reports, statistics --------------------------------------------------
 
     @endpoint("POST", "/feature-groups/{name}/commits")
+    @guarded(Action.WRITE, Kind.FEATURE_GROUP, "name")
     def record_commit(
         self, name: str, commit: CommitInfo, report: ValidationReport | None = None
-    ) -> None:
-        """Record an insert the caller committed to the offline table (and its report).
+    ) -> CommitInfo:
+        """Record an insert the caller committed to the offline table (and its report),
+        written by the caller (whatever ``commit.written_by`` says); returns the record.
         A commit already recorded (by a repair that found it first) is left as it is."""
-        self.get_feature_group(name, commit.version)
+        self._feature_group(name, commit.version)
+        commit = replace(commit, group=name, written_by=self.access.actor())
         with self.store.write() as conn:
             # the group's row is locked (PostgreSQL; SQLite writers queue anyway), so two
             # recorders of one commit cannot both see it missing
@@ -252,7 +300,7 @@ class FeatureService(ViewService):
                 )
             ).first()
             if recorded is not None:
-                return
+                return self._commits(conn, name, commit.version, recorded.id)[0]
             conn.execute(
                 insert(feature_commits).values(
                     group_name=name,
@@ -268,25 +316,32 @@ class FeatureService(ViewService):
             )
             if report is not None:
                 self._insert_report(conn, name, report)
+        return commit
 
     @endpoint("POST", "/feature-groups/{name}/reports")
+    @guarded(Action.WRITE, Kind.FEATURE_GROUP, "name")
     def record_report(self, name: str, report: ValidationReport) -> None:
         """Record a validation report of a refused write."""
-        self.get_feature_group(name, report.version)
+        self._feature_group(name, report.version)
         with self.store.write() as conn:
             self._insert_report(conn, name, report)
 
     @endpoint("GET", "/feature-groups/{name}/commits")
+    @guarded(Action.READ, Kind.FEATURE_GROUP, "name")
     def list_commits(self, name: str, version: int) -> list[CommitInfo]:
-        self.get_feature_group(name, version)  # NotFound names it
+        self._feature_group(name, version)  # NotFound names it
         with self.store.read() as conn:
-            rows = conn.execute(
-                select(feature_commits)
-                .where(
-                    feature_commits.c.group_name == name, feature_commits.c.group_version == version
-                )
-                .order_by(feature_commits.c.id)
-            ).all()
+            return self._commits(conn, name, version)
+
+    def _commits(
+        self, conn: Connection, name: str, version: int, commit_id: int | None = None
+    ) -> list[CommitInfo]:
+        query = select(feature_commits).where(
+            feature_commits.c.group_name == name, feature_commits.c.group_version == version
+        )
+        if commit_id is not None:
+            query = query.where(feature_commits.c.id == commit_id)
+        rows = conn.execute(query.order_by(feature_commits.c.id)).all()
         return [
             CommitInfo(
                 name,
@@ -303,9 +358,10 @@ class FeatureService(ViewService):
         ]
 
     @endpoint("GET", "/feature-groups/{name}/commit-versions")
+    @guarded(Action.READ, Kind.FEATURE_GROUP, "name")
     def list_commit_versions(self, name: str, version: int) -> list[int]:
         """The Delta versions of the group's recorded commits, ascending."""
-        self.get_feature_group(name, version)  # NotFound names it
+        self._feature_group(name, version)  # NotFound names it
         with self.store.read() as conn:
             return list(
                 conn.execute(
@@ -319,8 +375,9 @@ class FeatureService(ViewService):
             )
 
     @endpoint("GET", "/feature-groups/{name}/reports")
+    @guarded(Action.READ, Kind.FEATURE_GROUP, "name")
     def list_reports(self, name: str, version: int) -> list[ValidationReport]:
-        self.get_feature_group(name, version)  # NotFound names it
+        self._feature_group(name, version)  # NotFound names it
         with self.store.read() as conn:
             rows = conn.execute(
                 select(validation_reports)
@@ -349,8 +406,9 @@ class FeatureService(ViewService):
         ]
 
     @endpoint("POST", "/feature-groups/{name}/materialized")
+    @guarded(Action.WRITE, Kind.FEATURE_GROUP, "name")
     def set_materialized_until(self, name: str, version: int, offline_version: int) -> None:
-        self.get_feature_group(name, version)  # NotFound names it
+        self._feature_group(name, version)  # NotFound names it
         with self.store.write() as conn:
             conn.execute(
                 update(feature_groups)
@@ -359,8 +417,9 @@ class FeatureService(ViewService):
             )
 
     @endpoint("GET", "/feature-groups/{name}/materialized")
+    @guarded(Action.READ, Kind.FEATURE_GROUP, "name")
     def get_materialized_until(self, name: str, version: int) -> int | None:
-        self.get_feature_group(name, version)  # NotFound names it
+        self._feature_group(name, version)  # NotFound names it
         with self.store.read() as conn:
             return conn.execute(
                 select(feature_groups.c.materialized_until).where(

@@ -9,6 +9,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from plinth.api import endpoint
+from plinth.auth.access import guarded
 from plinth.errors import InvalidArgument
 from plinth.features.lookup import OnlineResponse
 from plinth.features.refs import by_group
@@ -43,15 +44,21 @@ def online_json(response: OnlineResponse) -> bytes:
 
 
 class OnlineFeatureService:
-    def __init__(self, store: FeatureStore) -> None:
-        self.store = store
+    """Online lookups of an in-process feature store: a group the caller may not read is
+    not found (the store checks every lookup, see ``FeatureStore.get_online_features``)."""
+
+    def __init__(self, features: FeatureStore) -> None:
+        self.features = features
+        self.store = features.service.store  # the central store, whose grants apply
 
     @endpoint("POST", "/features/online")
+    @guarded()
     def get_online_features(
         self, features: list[str], entity_rows: list[dict[str, Any]]
     ) -> OnlineFeatures:
         """Latest feature values for a batch of entities, e.g. ``{"features":
-        ["customer_stats:orders_30d"], "entity_rows": [{"customer_id": 1001}]}``."""
+        ["customer_stats:orders_30d"], "entity_rows": [{"customer_id": 1001}]}``; refused
+        (not found) for a feature group the caller may not read."""
         response = self.lookup(features, entity_rows)
         return OnlineFeatures(response.rows, response.statuses)
 
@@ -63,14 +70,14 @@ class OnlineFeatureService:
             raise InvalidArgument(
                 f"at most {MAX_ENTITY_ROWS} entity rows a call, got {len(entity_rows)}"
             )
-        return self.store.get_online_features(features, entity_rows)
+        return self.features.get_online_features(features, entity_rows)
 
     def keys_from_query(self, features: list[str], query: dict[str, str]) -> dict[str, Any]:
         """Entity keys given as query parameters, typed like their entity's keys."""
 
         name, version = next(iter(by_group(features)))
-        group = self.store.service.get_feature_group(name, version)
-        entity = self.store.service.get_entity(group.entity)
+        group = self.features.service.get_feature_group(name, version)
+        entity = self.features.service.get_entity(group.entity)
         keys: dict[str, Any] = {}
         for key in group.keys:
             if key not in query:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from plinth.config import local_user as owner
 from plinth.errors import InvalidArgument
 from plinth.features.datasets import ViewsMixin, view_of
 from plinth.features.ingest import as_table
@@ -34,6 +33,7 @@ from plinth.features.types import (
 )
 
 if TYPE_CHECKING:
+    from plinth.auth.access import Access
     from plinth.features.offline import OfflineTables
     from plinth.features.online.base import OnlineStore
     from plinth.features.repair import Repaired
@@ -201,13 +201,14 @@ class FeatureStore(ViewsMixin):
         self.online = online
         self.materializer = materializer
         self._plans: dict[tuple[str, ...], tuple[float, list[_Lookup]]] = {}
+        self._access = _local_access(service)
 
     # -- definitions -------------------------------------------------------------------
 
     def create_entity(
         self, name: str, join_keys: list[str], value_type: str = "int64", description: str = ""
     ) -> Entity:
-        return self.service.create_entity(name, join_keys, value_type, description, owner())
+        return self.service.create_entity(name, join_keys, value_type, description)
 
     def create_feature_group(
         self,
@@ -224,7 +225,7 @@ class FeatureStore(ViewsMixin):
         features = specs_of(schema, keys | {event_time})
         self.forget_definitions()
         group = self.service.create_feature_group(
-            name, entity, event_time, features, online, parse_ttl(ttl), description, owner()
+            name, entity, event_time, features, online, parse_ttl(ttl), description
         )
         return GroupHandle(self, group)
 
@@ -248,7 +249,7 @@ class FeatureStore(ViewsMixin):
         ``write_online`` also writes the new values to the online store."""
         from plinth.features.insert import insert
 
-        group = self._group(group)
+        group = self._group(group, write=True)  # a caller who may not is refused before
         commit, table = insert(self.service, self.offline, group, data, chunk_rows, progress)
         from plinth.features.repair import repair
 
@@ -256,7 +257,7 @@ class FeatureStore(ViewsMixin):
         repair(self.service, self.offline, group, sweep=False, latest=commit.commit_version)
         if write_online:
             if table is None:
-                self.materialize_incremental(group)
+                self._materialize_incremental(group)
             else:
                 self._write_online(group, table)
         return commit
@@ -266,7 +267,7 @@ class FeatureStore(ViewsMixin):
         killed between its commit and its record) and delete files no commit refers to."""
         from plinth.features.repair import repair
 
-        return repair(self.service, self.offline, self._group(group))
+        return repair(self.service, self.offline, self._group(group, write=True))
 
     # -- reading -----------------------------------------------------------------------
 
@@ -328,9 +329,13 @@ class FeatureStore(ViewsMixin):
         self, group: FeatureGroup | str, start: datetime | None = None, end: datetime | None = None
     ) -> int:
         """Copy the latest value per key with event time in [start, end) to the online store."""
+        return self._materialize(self._group(group, write=True), start, end)
+
+    def _materialize(
+        self, group: FeatureGroup, start: datetime | None, end: datetime | None
+    ) -> int:
         import pyarrow.compute as pc
 
-        group = self._group(group)
         if not group.online:
             raise InvalidArgument(
                 f"feature group {group.ref} is not online; define it with online=True to serve it"
@@ -363,15 +368,17 @@ class FeatureStore(ViewsMixin):
 
     def materialize_incremental(self, group: FeatureGroup | str) -> int:
         """Materialise the rows written to the offline table since the last materialisation."""
+        return self._materialize_incremental(self._group(group, write=True))
+
+    def _materialize_incremental(self, group: FeatureGroup) -> int:
         from plinth.features import duck
 
-        group = self._group(group)
         if self.materializer is not None:
             return self.materializer.materialize_incremental(group)
         done = self.service.get_materialized_until(group.name, group.version)
         current = self.offline.version(group)
         if done is None or current is None:
-            return self.materialize(group)
+            return self._materialize(group, None, None)
         if current == done:
             return 0
         with duck.cursor() as connection:
@@ -409,7 +416,9 @@ class FeatureStore(ViewsMixin):
         now_micros = ((now or datetime.now(UTC)) - _EPOCH) // _MICROSECOND
         columns = entity_columns(entity_rows)
         statuses: dict[str, Sequence[str]] = {}
-        for lookup in self._lookups(features):
+        plan = self._lookups(features)
+        self._check_readable(plan)
+        for lookup in plan:
             group, wanted = lookup.group, lookup.features
             clash = [w for w in wanted if w in columns]
             if clash:
@@ -429,9 +438,23 @@ class FeatureStore(ViewsMixin):
     def plan_is_cached(self, features: list[str]) -> bool:
         """Whether a lookup of ``features`` made right after this needs no metadata query:
         its plan stays cached for at least another second (the lookup reads the clock
-        again, and must not find it expired in between)."""
+        again, and must not find it expired in between), and the caller's permissions
+        need no look-up (an admin's, or a remote service's, which checks them itself)."""
         cached = self._plans.get(tuple(features))
-        return cached is not None and cached[0] > time.monotonic() + 1.0
+        if cached is None or cached[0] <= time.monotonic() + 1.0:
+            return False
+        return self._access is None or self._access.principal().is_admin
+
+    def _check_readable(self, plan: list[_Lookup]) -> None:
+        """Refuse a lookup of a group the caller may not read (NotFound). The plan is
+        shared by every caller, so this runs on every lookup: one grants query, none for
+        an admin. A remote service checks the groups itself as the plan is made."""
+        if self._access is None or self._access.principal().is_admin:
+            return
+        from plinth.auth.types import Kind
+        from plinth.features.rules import require_readable
+
+        require_readable(self._access, Kind.FEATURE_GROUP, (p.group.name for p in plan))
 
     def _lookups(self, features: list[str]) -> list[_Lookup]:
         """What a list of references reads, per group; kept for ``DEFINITIONS_SECONDS`` so a
@@ -466,14 +489,29 @@ class FeatureStore(ViewsMixin):
         """Drop cached definitions: the next lookup reads them from the central store."""
         self._plans.clear()
 
-    def _group(self, group: FeatureGroup | str) -> FeatureGroup:
-        """A group given as itself, ``"name"`` (the latest version) or ``"name:v2"``."""
+    def _group(self, group: FeatureGroup | str, write: bool = False) -> FeatureGroup:
+        """A group given as itself, ``"name"`` (the latest version) or ``"name:v2"``; to
+        ``write`` its data, as the service gives it to a caller who may (or refuses)."""
         if not isinstance(group, str):
-            return group
+            if not write:
+                return group
+            return self.service.get_feature_group_to_write(group.name, group.version)
         name, _, version = group.partition(":v")
+        get = self.service.get_feature_group_to_write if write else self.service.get_feature_group
         if version.isdigit():
-            return self.service.get_feature_group(name, int(version))
-        return self.service.get_feature_group(group)
+            return get(name, int(version))
+        return get(group)
+
+
+def _local_access(service: FeatureService) -> Access | None:
+    """The access checks of an in-process service's store (None for a remote one, and for
+    a service without a store: an app that only serves the API's description)."""
+    from plinth.auth.access import access_for
+    from plinth.features.service import FeatureService
+
+    if not isinstance(service, FeatureService) or service.store is None:
+        return None
+    return access_for(service.store)
 
 
 def _latest_per_key(table: pa.Table, keys: list[str], event_time: str) -> pa.Table:

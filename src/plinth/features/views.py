@@ -16,8 +16,16 @@ from pydantic import TypeAdapter
 from sqlalchemy import Connection, delete, insert, select
 
 from plinth.api import endpoint
+from plinth.auth.access import Access, guarded
+from plinth.auth.types import Action, Kind, Role
 from plinth.errors import Conflict, InvalidArgument, NotFound
 from plinth.features.refs import check_identifier, parse_ref
+from plinth.features.rules import (
+    may_define_view,
+    may_list_datasets,
+    may_read_dataset,
+    require_in_transaction,
+)
 from plinth.features.source import check_source
 from plinth.features.types import (
     DTYPES,
@@ -55,11 +63,15 @@ class ViewService:
 
     if TYPE_CHECKING:
 
-        def get_feature_group(self, name: str, version: int | None = None) -> FeatureGroup: ...
+        @property
+        def access(self) -> Access: ...
+
+        def _feature_group(self, name: str, version: int | None = None) -> FeatureGroup: ...
 
     # -- feature views -----------------------------------------------------------------
 
     @endpoint("POST", "/feature-views")
+    @guarded(role=Role.EDITOR, check=may_define_view)
     def create_feature_view(
         self,
         name: str,
@@ -68,11 +80,10 @@ class ViewService:
         request: list[FeatureSpec] | None = None,
         transformations: list[Transformation] | None = None,
         description: str = "",
-        owner: str = "",
     ) -> FeatureView:
-        """Define a view. ``group:feature`` references are pinned to the group's latest
-        version. The same definition again returns the current version; a changed one
-        creates the next version."""
+        """Define a view, owned by its creator. ``group:feature`` references are pinned to
+        the group's latest version. The same definition again returns the current version;
+        a changed one creates the next version."""
 
         check_identifier(name, "feature view name")
         request, transformations = list(request or []), list(transformations or [])
@@ -80,7 +91,11 @@ class ViewService:
         _check_view(pinned, keys, label, request, transformations)
         with self.store.write() as conn:
             latest = _latest_view(conn, name)
-            if latest is not None:
+            if latest is None:
+                self.access.on_created(conn, Kind.FEATURE_VIEW, name)
+            else:
+                # perhaps created by another caller since the rule's check: its grants decide
+                require_in_transaction(self.access, Action.WRITE, Kind.FEATURE_VIEW, name)
                 current = _view(latest)
                 if _definition(current) == (pinned, label, request, _comparable(transformations)):
                     return current
@@ -95,7 +110,7 @@ class ViewService:
                     request=_specs.dump_json(request).decode(),
                     transformations=_transformations.dump_json(transformations).decode(),
                     description=description,
-                    owner=owner,
+                    owner=self.access.actor(),
                     created_at=now_ms(),
                 )
             )
@@ -112,11 +127,15 @@ class ViewService:
                     for (group, group_version), read in by_group.items()
                 ],
             )
-        return self.get_feature_view(name, version)
+        return self._feature_view(name, version)
 
     @endpoint("GET", "/feature-views/{name}")
+    @guarded(Action.READ, Kind.FEATURE_VIEW, "name")
     def get_feature_view(self, name: str, version: int | None = None) -> FeatureView:
         """A view's given version, or its latest."""
+        return self._feature_view(name, version)
+
+    def _feature_view(self, name: str, version: int | None = None) -> FeatureView:
         with self.store.read() as conn:
             if version is None:
                 row = _latest_view(conn, name)
@@ -133,12 +152,15 @@ class ViewService:
         return _view(row)
 
     @endpoint("GET", "/feature-views")
+    @guarded()
     def list_feature_views(self) -> list[FeatureView]:
-        """Every version of every view."""
+        """Every version of every view the caller may see."""
+        query = select(feature_views).order_by(feature_views.c.name, feature_views.c.version)
+        visible = self.access.visible(Kind.FEATURE_VIEW)
+        if visible is not None:
+            query = query.where(feature_views.c.name.in_(visible))
         with self.store.read() as conn:
-            rows = conn.execute(
-                select(feature_views).order_by(feature_views.c.name, feature_views.c.version)
-            ).all()
+            rows = conn.execute(query).all()
         return [_view(r) for r in rows]
 
     def _pin(
@@ -152,7 +174,7 @@ class ViewService:
         by_group: dict[tuple[str, int], list[str]] = {}
         for ref in features:
             name, version, feature = parse_ref(ref)
-            group = self.get_feature_group(name, version)
+            group = self._feature_group(name, version)  # readable: the rule checked it
             if feature not in {f.name for f in group.features}:
                 raise InvalidArgument(
                     f"feature group {group.ref} has no feature {feature!r}; it has "
@@ -166,6 +188,7 @@ class ViewService:
     # -- training datasets -------------------------------------------------------------
 
     @endpoint("POST", "/training-datasets")
+    @guarded(Action.READ, Kind.FEATURE_VIEW, "view", role=Role.EDITOR)
     def record_training_dataset(
         self,
         view: str,
@@ -177,11 +200,10 @@ class ViewService:
         timestamp_column: str,
         label: str | None = None,
         description: str = "",
-        created_by: str = "",
     ) -> TrainingDataset:
         """Record a snapshot the caller wrote (the rows at ``uri``, its entity rows at
-        ``entity_uri``) with the group commits it read."""
-        found = self.get_feature_view(view, view_version)
+        ``entity_uri``) with the group commits it read; the caller is its creator."""
+        found = self._feature_view(view, view_version)
         if rows < 0:
             raise InvalidArgument(f"rows must be >= 0, got {rows}")
         groups = {f.rsplit(":", 1)[0] for f in found.features}
@@ -202,15 +224,19 @@ class ViewService:
                     timestamp_column=timestamp_column,
                     label=label,
                     description=description,
-                    created_by=created_by,
+                    created_by=self.access.actor(),
                     created_at=now_ms(),
                 )
                 .returning(training_datasets.c.id)
             ).scalar_one()
-        return self.get_training_dataset(new_id)
+        return self._training_dataset(new_id)
 
     @endpoint("GET", "/training-datasets/{id}")
+    @guarded(check=may_read_dataset)
     def get_training_dataset(self, id: int) -> TrainingDataset:
+        return self._training_dataset(id)
+
+    def _training_dataset(self, id: int) -> TrainingDataset:
         with self.store.read() as conn:
             row = conn.execute(
                 select(training_datasets).where(training_datasets.c.id == id)
@@ -220,22 +246,42 @@ class ViewService:
         return _dataset(row)
 
     @endpoint("GET", "/training-datasets")
+    @guarded(check=may_list_datasets)
     def list_training_datasets(self, view: str | None = None) -> list[TrainingDataset]:
+        """The training datasets (of one view) the caller may see: those of readable views."""
         query = select(training_datasets).order_by(training_datasets.c.id)
         if view is not None:
             query = query.where(training_datasets.c.view_name == view)
+        else:
+            visible = self.access.visible(Kind.FEATURE_VIEW)
+            if visible is not None:
+                query = query.where(training_datasets.c.view_name.in_(visible))
         with self.store.read() as conn:
             return [_dataset(r) for r in conn.execute(query)]
+
+    def dataset_at(self, uri: str) -> int | None:
+        """The training dataset keeping its rows or entity rows at ``uri``, whoever may see
+        it (None: none does)."""
+        with self.store.read() as conn:
+            found: int | None = conn.execute(
+                select(training_datasets.c.id)
+                .where((training_datasets.c.uri == uri) | (training_datasets.c.entity_uri == uri))
+                .limit(1)
+            ).scalar()
+        return found
 
     # -- lineage -----------------------------------------------------------------------
 
     @endpoint("GET", "/feature-groups/{name}/usage")
+    @guarded(Action.READ, Kind.FEATURE_GROUP, "name")
     def where_used(
         self, name: str, version: int | None = None, feature: str | None = None
     ) -> Usage:
         """The feature views, training datasets and model versions that read ``name`` (one
-        version, or all), or one feature of it."""
+        version, or all), or one feature of it: those the caller may see."""
         versions = self._group_versions(name, version)
+        readable_views = self.access.visible(Kind.FEATURE_VIEW)
+        readable_models = self.access.visible(Kind.MODEL)
         with self.store.read() as conn:
             views = [
                 r
@@ -245,11 +291,16 @@ class ViewService:
                         feature_view_groups.c.group_version.in_(versions),
                     )
                 )
-                if feature is None or feature in json.loads(r.features)
+                if (feature is None or feature in json.loads(r.features))
+                and (readable_views is None or r.view_name in readable_views)
             ]
             pairs = sorted({(r.view_name, r.view_version) for r in views})
             datasets = _datasets_of(conn, pairs)
-            uses = _model_uses(conn, datasets)
+            uses = [
+                u
+                for u in _model_uses(conn, datasets)
+                if readable_models is None or u.model in readable_models
+            ]
         return Usage(
             name,
             feature,
@@ -259,25 +310,24 @@ class ViewService:
         )
 
     @endpoint("DELETE", "/feature-groups/{name}")
+    @guarded(Action.MANAGE, Kind.FEATURE_GROUP, "name")
     def delete_feature_group(
         self, name: str, version: int | None = None, force: bool = False
     ) -> list[FeatureGroup]:
         """Remove a group's definition (one version, or all) with its commits and reports;
         returns what was removed so the caller can delete the data. Refused while a
         PRODUCTION model version was trained on it; refused while feature views read it,
-        unless ``force`` (which removes those views too)."""
+        unless ``force`` (which removes those views too, and needs their ownership)."""
         versions = self._group_versions(name, version)
-        removed = [self.get_feature_group(name, v) for v in versions]
+        removed = [self._feature_group(name, v) for v in versions]
+        checked: set[str] = set()
+        if force:  # checked ahead of the transaction, so a refusal is logged
+            with self.store.read() as conn:
+                checked = {view for view, _ in _views_reading(conn, name, versions)}
+            for view in sorted(checked):
+                self.access.require(Action.MANAGE, Kind.FEATURE_VIEW, view)
         with self.store.write() as conn:
-            views = conn.execute(
-                select(feature_view_groups.c.view_name, feature_view_groups.c.view_version)
-                .where(
-                    feature_view_groups.c.group_name == name,
-                    feature_view_groups.c.group_version.in_(versions),
-                )
-                .distinct()
-            ).all()
-            pairs = sorted((r.view_name, r.view_version) for r in views)
+            pairs = _views_reading(conn, name, versions)
             production = [
                 u for u in _model_uses(conn, _datasets_of(conn, pairs)) if u.stage == "PRODUCTION"
             ]
@@ -293,8 +343,18 @@ class ViewService:
                     f"feature group {name!r} is read by the feature views "
                     f"{[f'{v}:v{n}' for v, n in pairs]}; pass force=True to remove them too"
                 )
+            for view in sorted({view for view, _ in pairs} - checked):  # defined since
+                require_in_transaction(self.access, Action.MANAGE, Kind.FEATURE_VIEW, view)
             for view, view_version in pairs:
                 _delete_view(conn, view, view_version)
+                self.access.record(
+                    "deleted",
+                    f"{Kind.FEATURE_VIEW.value}:{view}",
+                    detail=f"v{view_version}",
+                    conn=conn,
+                )
+                if _latest_view(conn, view) is None:
+                    self.access.on_deleted(conn, Kind.FEATURE_VIEW, view)
             for table in (feature_commits, validation_reports):
                 conn.execute(
                     delete(table).where(
@@ -306,11 +366,19 @@ class ViewService:
                     feature_groups.c.name == name, feature_groups.c.version.in_(versions)
                 )
             )
+            shown = ", ".join(f"v{v}" for v in versions)
+            target = f"{Kind.FEATURE_GROUP.value}:{name}"
+            self.access.record("deleted", target, detail=shown, conn=conn)
+            left = conn.execute(
+                select(feature_groups.c.version).where(feature_groups.c.name == name).limit(1)
+            ).first()
+            if left is None:
+                self.access.on_deleted(conn, Kind.FEATURE_GROUP, name)
         return removed
 
     def _group_versions(self, name: str, version: int | None) -> list[int]:
         if version is not None:
-            return [self.get_feature_group(name, version).version]
+            return [self._feature_group(name, version).version]
         with self.store.read() as conn:
             versions = list(
                 conn.execute(
@@ -386,6 +454,18 @@ def _latest_view(conn: Connection, name: str) -> Any:
         .order_by(feature_views.c.version.desc())
         .limit(1)
     ).first()
+
+
+def _views_reading(conn: Connection, group: str, versions: list[int]) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        select(feature_view_groups.c.view_name, feature_view_groups.c.view_version)
+        .where(
+            feature_view_groups.c.group_name == group,
+            feature_view_groups.c.group_version.in_(versions),
+        )
+        .distinct()
+    ).all()
+    return sorted((r.view_name, r.view_version) for r in rows)
 
 
 def _delete_view(conn: Connection, name: str, version: int) -> None:

@@ -269,12 +269,13 @@ def authenticator_for(settings: Settings, access: Any) -> Any:
 
 def _online_handler(serving: OnlineFeatureService, lookups: anyio.CapacityLimiter) -> Handler:
     # No thread hop for a lookup of up to 100 rows that waits on nothing: a local SQLite
-    # online store and definitions already cached. Anything that may wait on the network
-    # (Redis, a metadata query) runs on a worker thread, so that a dependency that stops
-    # answering never stalls the event loop.
+    # online store, definitions already cached and an admin caller (anyone else's grants
+    # are a metadata query). Anything that may wait on the network (Redis, a metadata
+    # query) runs on a worker thread, so that a dependency that stops answering never
+    # stalls the event loop.
     from plinth.features.online.sqlite import SqliteOnlineStore
 
-    store = serving.store
+    store = serving.features
     local = isinstance(store.online, SqliteOnlineStore)
 
     async def online(body: bytes) -> bytes:

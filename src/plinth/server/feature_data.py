@@ -7,6 +7,11 @@ client, which records commits through the metadata endpoints as a local client d
 Uploads stream to a temporary file first (so they are not held by the JSON body limit) and
 are written only once the whole Arrow stream has arrived: a client that stops half way
 leaves nothing. An insert of many chunks is still ONE Delta commit.
+
+Every route checks its caller as the metadata endpoints do: reading a group's rows needs
+read on the group, writing them (or its online rows) editor on it; a training dataset's
+rows are the view's (the first folder of their location), read with read on the view and
+written by an editor who may read it; a deleted group's data is removed by an editor.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from plinth.api import API_PREFIX
+from plinth.auth.access import Access, access_for
+from plinth.auth.types import Action, Kind, Role
 from plinth.errors import Conflict, InvalidArgument, NotFound
 from plinth.features.ipc import MEDIA_TYPE, ipc_chunks, open_ipc, read_ipc, tables_of
 from plinth.features.offline import OfflineStore
@@ -68,7 +75,7 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
     @app.put(f"{group_path}/rows", tags=["feature data"])
     async def write_rows(name: str, version: int, request: Request) -> dict[str, int]:
         """Upsert an Arrow IPC stream of prepared rows as ONE commit; the Delta version."""
-        group = await run_in_threadpool(service.get_feature_group, name, version)
+        group = await run_in_threadpool(service.get_feature_group_to_write, name, version)
 
         def write(body: IO[bytes]) -> int:
             chunks = tables_of(open_ipc(body))
@@ -91,10 +98,10 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
     ) -> int:
         """Copy a group's latest values per key to the online store, here: all of them (with
         event time in [start, end)) or, ``incremental``, those written since the last time."""
-        group = service.get_feature_group(name, version)
+        ref = f"{name}:v{version}"  # the store checks that the caller may write it
         if incremental:
-            return store.materialize_incremental(group)
-        return store.materialize(group, start, end)
+            return store.materialize_incremental(ref)
+        return store.materialize(ref, start, end)
 
     @app.delete(group_path, tags=["feature data"], status_code=204)
     def delete_table(name: str, version: int) -> Response:
@@ -107,21 +114,21 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
 
     @app.get(snapshots, tags=["feature data"], response_class=StreamingResponse)
     def read_snapshot(uri: str) -> StreamingResponse:
-        return _arrow(offline.read_snapshot(_snapshot(store, uri)))
+        return _arrow(offline.read_snapshot(_snapshot(store, uri, write=False)))
 
     @app.put(snapshots, tags=["feature data"], status_code=204)
     async def write_snapshot(uri: str, request: Request) -> Response:
-        checked = _snapshot(store, uri)
+        checked = await run_in_threadpool(_snapshot, store, uri, True)
         await _with_body(request, lambda body: offline.write_snapshot(checked, read_ipc(body)))
         return Response(status_code=204)
 
     @app.delete(snapshots, tags=["feature data"], status_code=204)
     def delete_snapshot(uri: str) -> Response:
         """Remove rows a client wrote for a training dataset it then failed to record."""
-        checked = _snapshot(store, uri)
-        for dataset in store.service.list_training_datasets():
-            if checked in (dataset.uri, dataset.entity_uri):
-                raise Conflict(f"training dataset {dataset.id} keeps its rows at {uri!r}")
+        checked = _snapshot(store, uri, write=True)
+        dataset = service.dataset_at(checked)  # any dataset's, whoever may see it
+        if dataset is not None:
+            raise Conflict(f"training dataset {dataset} keeps its rows at {uri!r}")
         offline.delete_snapshot(checked)
         return Response(status_code=204)
 
@@ -149,7 +156,7 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
         event_time: str,
     ) -> int:
         """Upsert an Arrow IPC stream of rows into a group's online table; rows stored."""
-        await run_in_threadpool(_online_group, store, table)
+        await run_in_threadpool(_online_group, store, table, True)
         return await _with_body(
             request, lambda body: online.write(table, keys, read_ipc(body), event_time)
         )
@@ -194,31 +201,46 @@ def _as_of(text: str | None) -> int | datetime | None:
 _TRAINING = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 
-def _snapshot(store: FeatureStore, uri: str) -> str:
-    """A training dataset location under this server's offline root, or InvalidArgument."""
+def _snapshot(store: FeatureStore, uri: str, write: bool) -> str:
+    """A training dataset location under this server's offline root, or InvalidArgument;
+    NotFound unless the caller may read the view it belongs to (the location's first
+    folder), PermissionDenied for a ``write`` by a caller without the editor role."""
     prefix = store.offline.snapshot_uri("")
     rest = uri.removeprefix(prefix)
     if rest == uri or not _TRAINING.fullmatch(rest) or ".." in rest.split("/"):
         raise InvalidArgument(f"{uri!r} is not a training dataset location of this server")
+    access = _access(store)
+    if write:
+        access.require_role(Role.EDITOR, "write training dataset rows")
+    access.require(Action.READ, Kind.FEATURE_VIEW, rest.split("/", 1)[0])
     return uri
 
 
-def _online_group(store: FeatureStore, table: str) -> FeatureGroup:
+def _online_group(store: FeatureStore, table: str, write: bool = False) -> FeatureGroup:
     name, _, version = table.rpartition("__v")
     if not name or not version.isdigit():
         raise NotFound(f"online table {table!r} is not a feature group's (NAME__vN)")
+    if write:
+        return store.service.get_feature_group_to_write(name, int(version))
     return store.service.get_feature_group(name, int(version))
 
 
 def _check_deleted(store: FeatureStore, name: str, version: int) -> None:
-    try:
-        store.service.get_feature_group(name, version)
-    except NotFound:
+    """A deleted group's data may go (by an editor); an existing group's may not, and who
+    may not see that group is told it is not there."""
+    access = _access(store)
+    if not store.service.group_exists(name, version):
+        access.require_role(Role.EDITOR, f"remove the data of feature group {name}:v{version}")
         return
+    access.require(Action.READ, Kind.FEATURE_GROUP, name)
     raise Conflict(
         f"feature group {name}:v{version} still exists; delete it (delete_feature_group) "
         "to remove its data"
     )
+
+
+def _access(store: FeatureStore) -> Access:
+    return access_for(store.service.store)
 
 
 def _deleted_group(table_uri: str, name: str, version: int) -> FeatureGroup:
