@@ -72,9 +72,13 @@ class Access:
         level = Level(found or 0)
         return min(level, Level.VIEWER) if principal.role is Role.VIEWER else level
 
-    def require(self, action: Action, kind: Kind, resource: str, shown: str = "") -> Principal:
+    def require(
+        self, action: Action, kind: Kind, resource: str, shown: str = "", *, log: bool = True
+    ) -> Principal:
         """Raise unless the caller holds ``action``'s level on the resource: NotFound when it
-        may not even see it, PermissionDenied when it may see but not do this."""
+        may not even see it, PermissionDenied when it may see but not do this (added to the
+        security log unless ``log`` is False: inside a write transaction on SQLite, the
+        log's own write would wait for that transaction's lock)."""
         principal = self.principal()
         if principal.is_admin:
             return principal
@@ -82,10 +86,11 @@ class Access:
         level = self.level(principal, kind, resource)
         if level >= action.value:
             return principal
-        label = f"{_LABELS[kind]} {shown or resource!r}"
+        label = f"{_LABELS[kind]} {shown or repr(resource)}"
         if level is Level.NONE:
             raise NotFound(f"{label} not found")
-        self.record("permission_denied", f"{kind.value}:{resource}", "refused", action.name)
+        if log:
+            self.record("permission_denied", f"{kind.value}:{resource}", "refused", action.name)
         raise PermissionDenied(
             f"{principal.name!r} may not {action.name.lower()} {label}: that needs the "
             f"{action.value.name.lower()} permission on it (ask its owner or an admin)"

@@ -163,6 +163,8 @@ class AuthService:
             values["disabled"] = disabled
         if email is not None:
             values["email"] = email
+        if not values:
+            raise InvalidArgument("update_user: give a role, disabled or an email to change")
         with self.store.write() as conn:
             changed = conn.execute(update(users).where(users.c.name == name).values(**values))
             if changed.rowcount == 0:

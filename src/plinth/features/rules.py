@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from plinth.auth.access import Access
 from plinth.auth.types import Action, Kind, Level
-from plinth.errors import InvalidArgument, NotFound, PermissionDenied
+from plinth.errors import InvalidArgument, NotFound
 from plinth.features.refs import parse_ref
 from plinth.store.schema import feature_groups, feature_views, training_datasets
 
@@ -35,19 +35,7 @@ def require_in_transaction(access: Access, action: Action, kind: Kind, name: str
     """``access.require`` inside a write transaction: the grants are read on a connection
     of their own (SQLite lets readers in beside a writer), and a refusal is not added to
     the security log, whose write would wait for this transaction's own lock."""
-    principal = access.principal()
-    if principal.is_admin:
-        return
-    level = access.level(principal, kind, name)
-    if level >= action.value:
-        return
-    label = f"{_LABELS[kind]} {name!r}"
-    if level is Level.NONE:
-        raise NotFound(f"{label} not found")
-    raise PermissionDenied(
-        f"{principal.name!r} may not {action.name.lower()} {label}: that needs the "
-        f"{action.value.name.lower()} permission on it (ask its owner or an admin)"
-    )
+    access.require(action, kind, name, log=False)
 
 
 def group_exists(access: Access, name: str) -> bool:

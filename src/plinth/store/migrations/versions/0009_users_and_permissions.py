@@ -105,6 +105,58 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_security_events")),
     )
     op.create_index(op.f("ix_security_events_at"), "security_events", ["at"])
+    _grant_existing_resources()
+
+
+def _grant_existing_resources() -> None:
+    """What existed before permissions keeps its readers: everyone may read it, and the
+    owner recorded with it owns it."""
+    import time
+
+    grants = sa.table(
+        "grants",
+        sa.column("kind"),
+        sa.column("resource"),
+        sa.column("grantee_type"),
+        sa.column("grantee"),
+        sa.column("level"),
+        sa.column("granted_by"),
+        sa.column("granted_at"),
+    )
+    at = int(time.time() * 1000)
+    conn = op.get_bind()
+    for kind, table, key in (
+        ("experiment", "experiments", "id"),
+        ("model", "registered_models", "name"),
+        ("feature_group", "feature_groups", "name"),
+        ("feature_view", "feature_views", "name"),
+    ):
+        source = sa.table(table, sa.column(key), sa.column("owner"))
+        owners: dict[str, str] = {}
+        for resource, owner in conn.execute(sa.select(source.c[key], source.c.owner)):
+            if owner or resource not in owners:
+                owners[resource] = owner or ""
+        rows = []
+        for resource, owner in owners.items():
+            rows.append((resource, "everyone", "*", 1))
+            if owner:
+                rows.append((resource, "user", owner, 4))
+        if rows:
+            conn.execute(
+                sa.insert(grants),
+                [
+                    {
+                        "kind": kind,
+                        "resource": resource,
+                        "grantee_type": grantee_type,
+                        "grantee": grantee,
+                        "level": level,
+                        "granted_by": "migration 0009",
+                        "granted_at": at,
+                    }
+                    for resource, grantee_type, grantee, level in rows
+                ],
+            )
 
 
 def downgrade() -> None:
