@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     store_connect_timeout: float = Field(default=5.0, ge=2, description="PostgreSQL connect")
     store_statement_timeout: float = Field(default=60.0, ge=0, description="PostgreSQL statement")
     online_timeout: float = Field(default=2.0, gt=0, description="Redis connect and read")
+    # The store's policy on pickled model packages (pyfunc models, packages saved before
+    # safe formats): unpickling runs code from whoever registered the package, so loading
+    # one is refused unless this, or the caller's trust_pickle=True / --trust-pickle, allows it.
+    trust_pickle: bool = Field(default=False, description="load pickled model packages")
 
     @field_validator("store_uri", "artifact_uri", "uri", "online_uri")
     @classmethod

@@ -30,6 +30,13 @@ def client(tmp_path: Path) -> Client:
     return made
 
 
+@pytest.fixture
+def trust_pickles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's policy trusts pickled packages: for tests that score with a pyfunc model
+    (set before their client is made; subprocesses inherit it)."""
+    monkeypatch.setenv("PLINTH_TRUST_PICKLE", "true")
+
+
 def logistic() -> LogisticRegression:
     return LogisticRegression().fit(EXAMPLE, [0, 0, 1, 1])
 

@@ -54,6 +54,7 @@ class ServeConfig:
     batch_max_delay_ms: float = 0.0  # extra wait for a batch to fill; 0: only what is queued
     log_predictions: bool = True
     log_capacity: int = 100_000  # rows held for the prediction log before sampling
+    trust_pickle: bool = False  # load a pickled package (runs the registrant's code)
 
 
 def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI:
@@ -65,7 +66,11 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
     client = client or default_client()
     metrics = ServiceMetrics()
     holder = ModelHolder(
-        client, config.uri, poll_seconds=config.poll_seconds, on_swap=metrics.serving
+        client,
+        config.uri,
+        poll_seconds=config.poll_seconds,
+        on_swap=metrics.serving,
+        trust_pickle=config.trust_pickle,
     )
     metrics.serving(holder.current)
     batcher = (
