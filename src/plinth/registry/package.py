@@ -154,7 +154,7 @@ def load_package(
     verify_package(folder, manifest)
     flavor = flavor_named(manifest.flavor)
     if not trust_pickle and (manifest.pickled or _pickled(flavor, folder / MODEL_FOLDER)):
-        raise PermissionDenied(pickle_refusal(what, manifest))
+        raise PermissionDenied(_pickle_refusal(what, manifest))
     try:
         model = flavor.load(folder / MODEL_FOLDER)
     except Exception as exc:
@@ -165,7 +165,7 @@ def load_package(
     return manifest, model
 
 
-def pickle_refusal(what: str, manifest: Manifest) -> str:
+def _pickle_refusal(what: str, manifest: Manifest) -> str:
     """Why a pickled package is not loaded, and how to allow it."""
     return (
         f"{what} is a pickled model package ({manifest.flavor} flavor, "
