@@ -15,7 +15,13 @@ from tests.s3_endpoint import s3_bucket, s3_endpoint  # noqa: F401
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test sees the developer's Plinth settings or default client."""
-    for name in ("PLINTH_URI", "PLINTH_STORE_URI", "PLINTH_ARTIFACT_URI", "PLINTH_CONFIG"):
+    for name in (
+        "PLINTH_URI",
+        "PLINTH_STORE_URI",
+        "PLINTH_ARTIFACT_URI",
+        "PLINTH_CONFIG",
+        "PLINTH_TRUST_PICKLE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PLINTH_HOME", str(tmp_path / "home"))
     set_default_client(None)

@@ -156,9 +156,11 @@ def test_the_server_refuses_snapshot_and_online_locations_that_are_not_its_own(
 
 
 def test_remote_scores_go_to_a_shared_table_never_to_the_clients_disk(
-    homes: tuple[Path, Path, Path], tmp_path: Path, s3_bucket: str
+    homes: tuple[Path, Path, Path], tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.serving.test_batch import churn_model, entity_input
+
+    monkeypatch.setenv("PLINTH_TRUST_PICKLE", "true")  # the model is a pyfunc (pickled) one
 
     server_home, home_a, _ = homes
     source = entity_input(tmp_path / "input.parquet")
@@ -300,6 +302,8 @@ def test_plinth_score_against_a_remote_server_refuses_a_local_output(
     from plinth.cli import main
     from plinth.client import default_client
     from tests.serving.test_batch import churn_model, entity_input
+
+    monkeypatch.setenv("PLINTH_TRUST_PICKLE", "true")  # the model is a pyfunc (pickled) one
 
     server_home, home_a, _ = homes
     source = entity_input(tmp_path / "input.parquet")

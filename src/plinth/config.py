@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = "groups"
     oidc_admin_groups: list[str] = Field(default_factory=list)
     oidc_editor_groups: list[str] = Field(default_factory=list)
+    # The store's policy on pickled model packages (pyfunc models, packages saved before
+    # safe formats): unpickling runs code from whoever registered the package, so loading
+    # one is refused unless this, or the caller's trust_pickle=True / --trust-pickle, allows it.
+    trust_pickle: bool = Field(default=False, description="load pickled model packages")
 
     @field_validator("store_uri", "artifact_uri", "uri", "online_uri", "token", "oidc_jwks")
     @classmethod

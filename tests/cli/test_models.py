@@ -117,7 +117,7 @@ def test_show_a_version_tells_the_whole_story(churn: dict[str, ModelVersion]) ->
     assert shown["lineage"]["datasets"][0]["uri"] == "s3://data/churn/train.parquet"
     assert shown["lineage"]["metrics"] == {"auc": 0.91}
     text = invoke("show", "churn", "--version", "2")
-    digest = v2.manifest.files["model/model.pkl"]
+    digest = v2.manifest.files["model/model.skops"]
     for fact in (
         "models:/churn/2",
         "PRODUCTION",
@@ -133,9 +133,10 @@ def test_show_a_version_tells_the_whole_story(churn: dict[str, ModelVersion]) ->
         '"l2"',
         "0.91",
         f"scikit-learn=={v2.manifest.requirements['scikit-learn']}",
-        f"model/model.pkl │ {digest[:12]} ",
+        f"model/model.skops │ {digest[:12]} ",
     ):
         assert fact in text, fact
+    assert "pickled" not in text  # scikit-learn's package is skops, not a pickle
     assert digest not in text  # short
 
 

@@ -18,7 +18,7 @@ from deltalake import DeltaTable
 from typer.testing import CliRunner
 
 from plinth.cli import app, main
-from plinth.client import Client, default_client
+from plinth.client import Client, default_client, set_default_client
 from tests.serving.test_batch import N, churn_model, direct_input, entity_input, expected_scores
 
 ROOT = Path(__file__).parents[2]  # where a subprocess imports the test's pyfunc model from
@@ -41,7 +41,8 @@ def client() -> Client:
 
 
 def invoke(*args: str) -> Any:
-    result = runner.invoke(app, ["score", *args], catch_exceptions=False)
+    # the model these tests score with is a pyfunc (pickled) one: it loads only when trusted
+    result = runner.invoke(app, ["score", *args, "--trust-pickle"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result
 
@@ -51,9 +52,11 @@ def fails(
     capsys: pytest.CaptureFixture[str],
     *args: str,
     command: str = "score",
+    trust_pickle: bool = True,
 ) -> str:
     """The one-line error of a refused command (exit 1, nothing on stdout)."""
-    monkeypatch.setattr(sys, "argv", ["plinth", command, *args])
+    trust = ["--trust-pickle"] if trust_pickle and command == "score" else []
+    monkeypatch.setattr(sys, "argv", ["plinth", command, *args, *trust])
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 1
@@ -102,7 +105,17 @@ def test_failed_checks_exit_1_unless_allowed(
     assert DeltaTable(output).to_pandas().empty
 
     allowed = runner.invoke(
-        app, ["score", "models:/churn/1", "-i", source, "-o", output, "--allow-failed-checks"]
+        app,
+        [
+            "score",
+            "models:/churn/1",
+            "-i",
+            source,
+            "-o",
+            output,
+            "--allow-failed-checks",
+            "--trust-pickle",
+        ],
     )
     assert allowed.exit_code == 0, allowed.output
     assert "warning: delivered although checks failed: unseen_categories" in allowed.stderr
@@ -120,6 +133,32 @@ def test_failed_checks_exit_1_unless_allowed(
     assert "unseen_categories" in shown and "FAILED" in shown
     missing = fails(monkeypatch, capsys, "--job", "nope", command="score-jobs")
     assert "score job 'nope' not found" in missing
+
+
+def test_a_pickled_model_is_scored_only_with_trust_pickle(
+    client: Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source, output = entity_input(tmp_path / "in.parquet"), str(tmp_path / "out")
+    error = fails(
+        monkeypatch, capsys, "models:/churn/1", "-i", source, "-o", output, trust_pickle=False
+    )
+    assert "models:/churn/1 is a pickled model package (pyfunc flavor" in error
+    assert "runs code chosen by whoever saved and registered it" in error
+    assert "--trust-pickle" in error and "PLINTH_TRUST_PICKLE" in error
+    assert not os.path.exists(os.path.join(output, "_delta_log"))  # nothing scored
+    assert (
+        json.loads(invoke("models:/churn/1", "-i", source, "-o", output, "--json").stdout)["rows"]
+        == N
+    )
+    # the store's policy trusts them too (a client made after the setting changed)
+    monkeypatch.setenv("PLINTH_TRUST_PICKLE", "true")
+    set_default_client(None)
+    trusted = runner.invoke(app, ["score", "models:/churn/1", "-i", source, "-o", output])
+    assert trusted.exit_code == 0, trusted.output
+    assert "already delivered" in trusted.stdout
 
 
 def test_bad_input_exits_1(
@@ -194,6 +233,7 @@ def test_a_job_killed_halfway_then_run_again_delivers_each_row_once(
         "--chunk-rows",
         "10",
         "--json",
+        "--trust-pickle",
     ]
     trace = tmp_path / "trace"
     slow = plinth_process(home, *command, PLINTH_TEST_TRACE=str(trace), PLINTH_TEST_SLOW="0.2")

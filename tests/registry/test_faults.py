@@ -157,7 +157,7 @@ def test_a_registered_package_cannot_be_swapped(
     with pytest.raises(
         plinth.Conflict, match=r"models:/churn/1: a registered version.s files are read-only"
     ):
-        client.registry.open_staging_writer(f"{mv.package_uri}/model/model.pkl")
+        client.registry.open_staging_writer(f"{mv.package_uri}/model/model.skops")
     other = client.register_model(weak_model, name="other", input_example=churn_data[0][:5])
     with pytest.raises(plinth.InvalidArgument, match="must be under"):
         client.registry.create_model_version("churn", other.package_uri)  # another model's package
@@ -171,7 +171,9 @@ def test_a_registered_package_cannot_be_swapped(
             client.registry.artifacts.put_file(
                 file, f"{mv.package_uri}/{file.relative_to(swapped).as_posix()}"
             )
-    with pytest.raises(plinth.InvalidArgument):
+    with pytest.raises(
+        plinth.PermissionDenied, match=r"models:/churn/1: the package.s plinth-model\.json"
+    ):
         client.load_model(mv.uri)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from plinth import __version__
-from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from plinth.registry.package import load_package, read_manifest, save_package, verify_package
 from plinth.registry.predictor import Predictor
 from plinth.registry.types import ColumnSpec, Signature
@@ -102,6 +102,8 @@ MODELS: dict[str, tuple[str, Callable[[], object]]] = {
     "pytorch": ("pytorch", _torch_module),
     "pyfunc": ("pyfunc", Doubler),
 }
+# no safe format holds arbitrary Python: a lambda in a pipeline, a pyfunc model
+PICKLED = {"sklearn-pipeline", "pyfunc"}
 
 
 def _direct_predictions(model: Any, flavor: str) -> Any:
@@ -125,10 +127,14 @@ def test_round_trip(case: str, tmp_path: Path) -> None:
     model = make()
     manifest = save_package(model, tmp_path, input_example=X.head(5))
     assert manifest.flavor == flavor
+    assert manifest.pickled is (case in PICKLED)
 
-    loaded_manifest, native = load_package(tmp_path)
+    loaded_manifest, native = load_package(tmp_path, trust_pickle=case in PICKLED)
     assert loaded_manifest == manifest
-    assert type(native) is type(model)
+    if flavor == "pytorch":  # the exported graph, not the module's own class
+        assert type(native).__name__ == "GraphModule"
+    else:
+        assert type(native) is type(model)
     predictor = Predictor(loaded_manifest, native, model_name="churn", version=3)
     # rows in another column order, with an extra column, come back the same
     shuffled = X.assign(extra="x")[["extra", "income", "age"]]
@@ -149,7 +155,7 @@ def test_classifiers_keep_their_probabilities(case: str, tmp_path: Path) -> None
 def test_a_model_without_probabilities_says_so(tmp_path: Path) -> None:
     save_package(Doubler(), tmp_path)
     with pytest.raises(InvalidArgument, match="has no predict_proba"):
-        Predictor.from_package(tmp_path).predict_proba(X)
+        Predictor.from_package(tmp_path, trust_pickle=True).predict_proba(X)
 
 
 def test_manifest_contents(tmp_path: Path) -> None:
@@ -161,12 +167,15 @@ def test_manifest_contents(tmp_path: Path) -> None:
     assert manifest.model_class == "sklearn.linear_model._logistic.LogisticRegression"
     assert manifest.created_at.tzinfo is UTC
     assert manifest.requirements == {
-        name: version(name) for name in ("scikit-learn", "cloudpickle", "numpy", "pandas")
+        name: version(name) for name in ("scikit-learn", "skops", "cloudpickle", "numpy", "pandas")
     }
     assert manifest.signature == Signature(inputs=INPUTS, outputs=[ColumnSpec("0", "int64")])
     assert manifest.files == {
-        "model/model.pkl": hashlib.sha256((tmp_path / "model/model.pkl").read_bytes()).hexdigest()
+        "model/model.skops": hashlib.sha256(
+            (tmp_path / "model/model.skops").read_bytes()
+        ).hexdigest()
     }
+    assert manifest.pickled is False
     on_disk = json.loads((tmp_path / "plinth-model.json").read_text())
     assert on_disk["files"] == manifest.files
     assert read_manifest(tmp_path) == manifest
@@ -177,7 +186,7 @@ def test_the_flavor_lists_every_file_it_writes(tmp_path: Path) -> None:
     assert sorted(manifest.files) == [
         "model/lightgbm.json",
         "model/model.txt",
-        "model/wrapper.pkl",
+        "model/wrapper.skops",
     ]
     assert manifest.requirements["lightgbm"] == version("lightgbm")
 
@@ -186,7 +195,8 @@ def test_without_an_example_there_is_no_signature(tmp_path: Path) -> None:
     manifest = save_package(Doubler(), tmp_path)
     assert manifest.signature is None
     # without a signature, input is passed through as a DataFrame
-    assert Predictor.from_package(tmp_path).predict({"income": [1.0]}).tolist() == [2.0]
+    predictor = Predictor.from_package(tmp_path, trust_pickle=True)
+    assert predictor.predict({"income": [1.0]}).tolist() == [2.0]
 
 
 def test_a_given_signature_wins_over_the_example(tmp_path: Path) -> None:
@@ -238,24 +248,24 @@ def package(tmp_path: Path) -> Path:
 
 
 def test_a_changed_file_is_refused_by_name(package: Path) -> None:
-    model_file = package / "model" / "model.pkl"
+    model_file = package / "model" / "model.skops"
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
-    with pytest.raises(InvalidArgument, match=r"corrupt: file 'model/model.pkl' was changed"):
+    with pytest.raises(InvalidArgument, match=r"corrupt: file 'model/model.skops' was changed"):
         load_package(package)
 
 
 def test_a_truncated_file_is_refused_by_name(package: Path) -> None:
-    model_file = package / "model" / "model.pkl"
+    model_file = package / "model" / "model.skops"
     model_file.write_bytes(model_file.read_bytes()[:-10])
-    with pytest.raises(InvalidArgument, match=r"'model/model.pkl' was changed or truncated"):
+    with pytest.raises(InvalidArgument, match=r"'model/model.skops' was changed or truncated"):
         verify_package(package)
 
 
 def test_a_deleted_file_is_refused_by_name(package: Path) -> None:
-    (package / "model" / "model.pkl").unlink()
-    with pytest.raises(InvalidArgument, match=r"corrupt: file 'model/model.pkl' is missing"):
+    (package / "model" / "model.skops").unlink()
+    with pytest.raises(InvalidArgument, match=r"corrupt: file 'model/model.skops' is missing"):
         load_package(package)
 
 
@@ -277,13 +287,13 @@ def test_a_manifest_naming_a_file_outside_the_package_is_refused(package: Path) 
 
 def test_the_registrys_copy_of_the_manifest_catches_an_edited_one(package: Path) -> None:
     registry_copy = read_manifest(package)
-    model_file = package / "model" / "model.pkl"
+    model_file = package / "model" / "model.skops"
     model_file.write_bytes(model_file.read_bytes() + b"\0")
     edited = json.loads((package / "plinth-model.json").read_text())
-    edited["files"]["model/model.pkl"] = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    edited["files"]["model/model.skops"] = hashlib.sha256(model_file.read_bytes()).hexdigest()
     (package / "plinth-model.json").write_text(json.dumps(edited))
     verify_package(package)  # consistent with itself ...
-    with pytest.raises(InvalidArgument, match=r"'model/model.pkl' was changed"):
+    with pytest.raises(InvalidArgument, match=r"'model/model.skops' was changed"):
         verify_package(package, registry_copy)  # ... but not with what was registered
 
 
@@ -321,3 +331,188 @@ def test_the_predictor_checks_input_against_the_signature(package: Path) -> None
     with pytest.raises(InvalidArgument, match="column 'income' has dtype string"):
         predictor.predict({"age": [1], "income": ["lots"]})
     assert predictor.predict([{"income": 10.0, "age": 20}]).shape == (1,)
+
+
+# --- pickles ---------------------------------------------------------------------------
+
+
+def _touch(marker: str) -> Doubler:
+    Path(marker).touch()
+    return Doubler()
+
+
+class Tripwire(Doubler):
+    """A harmless payload: unpickling it creates ``marker``, so a test can see whether a
+    pickle ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _touch, (str(self.marker),)
+
+
+def _reseal(folder: Path, **changes: Any) -> None:
+    """Make a tampered package consistent with itself again: its manifest lists the files
+    as they are now, with ``changes`` applied to its fields."""
+    path = folder / "plinth-model.json"
+    manifest = json.loads(path.read_text())
+    manifest["files"] = {
+        file.relative_to(folder).as_posix(): hashlib.sha256(file.read_bytes()).hexdigest()
+        for file in sorted((folder / "model").rglob("*"))
+        if file.is_file()
+    }
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+def test_a_pickled_package_is_refused_before_anything_is_unpickled(tmp_path: Path) -> None:
+    marker, folder = tmp_path / "ran", tmp_path / "package"
+    assert save_package(Tripwire(marker), folder).pickled
+    for load in (load_package, Predictor.from_package):
+        with pytest.raises(PermissionDenied) as refused:
+            load(folder)
+        assert not marker.exists()  # nothing ran
+    message = refused.value.message
+    assert message.startswith(f"the model package at {folder} is a pickled model package")
+    for says in (
+        "(pyfunc flavor, tests.registry.test_package.Tripwire)",
+        "runs code chosen by whoever saved and registered it",
+        "trust_pickle=True",
+        "--trust-pickle",
+        "PLINTH_TRUST_PICKLE=true",
+    ):
+        assert says in message
+    load_package(folder, trust_pickle=True)  # the payload is real: trusted, it runs
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("flavor", "file"),
+    [("sklearn", "model.pkl"), ("pytorch", "model.pt"), ("lightgbm", "wrapper.pkl")],
+)
+def test_a_manifest_claiming_no_pickle_does_not_unlock_one(
+    flavor: str, file: str, tmp_path: Path
+) -> None:
+    # whether a package unpickles is read from its files, never from what it says
+    marker, folder = tmp_path / "ran", tmp_path / "package"
+    save_package(Tripwire(marker), folder)
+    (folder / "model" / "model.pkl").rename(folder / "model" / file)
+    _reseal(folder, flavor=flavor, pickled=False)
+    with pytest.raises(PermissionDenied, match=f"pickled model package \\({flavor} flavor"):
+        load_package(folder)
+    assert not marker.exists()
+
+
+def test_a_manifest_from_before_the_field_counts_as_pickled(package: Path) -> None:
+    path = package / "plinth-model.json"
+    old = json.loads(path.read_text())
+    del old["pickled"]
+    path.write_text(json.dumps(old))
+    assert read_manifest(package).pickled is True
+    with pytest.raises(PermissionDenied, match="is a pickled model package"):
+        load_package(package)
+    assert load_package(package, trust_pickle=True)[0].flavor == "sklearn"
+
+
+@pytest.mark.parametrize("case", [case for case in MODELS if case not in PICKLED])
+def test_a_safe_package_holds_no_pickle(case: str, tmp_path: Path) -> None:
+    manifest = save_package(MODELS[case][1](), tmp_path, input_example=X.head(5))
+    assert manifest.pickled is False
+    for name in manifest.files:
+        assert not name.endswith((".pkl", ".pt")), name
+        assert (tmp_path / name).read_bytes()[:1] != b"\x80", name  # a pickle's first opcode
+
+
+class Loud:
+    """A transformer of the user's own whose restored state creates a file."""
+
+    def __init__(self, marker: str = "") -> None:
+        self.marker = marker
+
+    def fit(self, frame: Any, labels: Any = None) -> Loud:
+        return self
+
+    def transform(self, frame: Any) -> Any:
+        return frame
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Path(state["marker"]).touch()
+        self.__dict__.update(state)
+
+
+def test_an_estimator_of_foreign_types_is_pickled_and_a_skops_file_of_them_refused(
+    tmp_path: Path,
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    marker = tmp_path / "ran"
+    model = make_pipeline(Loud(str(marker)), LogisticRegression()).fit(X, Y)
+    # skops cannot rebuild the user's class without running it: the flavor pickles it
+    manifest = save_package(model, tmp_path / "saved")
+    assert (manifest.flavor, manifest.pickled) == ("sklearn", True)
+    assert list(manifest.files) == ["model/model.pkl"]
+    # a skops file naming it is refused without trust like a pickle, before skops builds it
+    import skops.io
+
+    forged = tmp_path / "forged"
+    save_package(_sklearn(), forged)
+    skops.io.dump(model, forged / "model" / "model.skops")
+    _reseal(forged)
+    with pytest.raises(PermissionDenied, match="is a pickled model package"):
+        load_package(forged)
+    assert not marker.exists()
+    _, native = load_package(forged, trust_pickle=True)  # trusted: its types are trusted
+    assert marker.exists()
+    np.testing.assert_array_equal(native.predict(X), model.predict(X))  # type: ignore[attr-defined]
+
+
+def _rewrite_archive(archive: Path, change: Callable[[str, bytes], bytes | None]) -> str:
+    """Rebuild a zip archive with each part through ``change`` (None drops it); returns
+    the archive's root folder."""
+    import zipfile
+
+    with zipfile.ZipFile(archive) as source:
+        parts = [(name, source.read(name)) for name in source.namelist()]
+    with zipfile.ZipFile(archive, "w") as target:
+        for name, data in parts:
+            changed = change(name, data)
+            if changed is not None:
+                target.writestr(name, changed)
+    return parts[0][0].split("/")[0]
+
+
+def _pickled_weights(name: str, data: bytes) -> bytes:
+    if not name.endswith("_weights_config.json"):
+        return data
+    config = json.loads(data)
+    for entry in config["config"].values():
+        entry["use_pickle"] = True
+    return json.dumps(config).encode()
+
+
+def test_a_pytorch_archive_holding_more_than_a_plain_export_needs_trust(tmp_path: Path) -> None:
+    import zipfile
+
+    first, second = tmp_path / "compiled", tmp_path / "pickled-weights"
+    for folder in (first, second):
+        assert not save_package(_torch_module(), folder, input_example=X.head(5)).pickled
+    # a compiled library torch.export.load would load, and weights it would unpickle
+    root = _rewrite_archive(first / "model" / "model.pt2", lambda name, data: data)
+    with zipfile.ZipFile(first / "model" / "model.pt2", "a") as archive:
+        archive.writestr(f"{root}/data/aotinductor/model/model.so", b"\x7fELF")
+    _rewrite_archive(second / "model" / "model.pt2", _pickled_weights)
+    for folder in (first, second):
+        _reseal(folder)
+        with pytest.raises(PermissionDenied, match=r"pickled model package \(pytorch flavor"):
+            load_package(folder)
+
+
+def test_a_pytorch_module_without_a_signature_is_pickled(tmp_path: Path) -> None:
+    # export traces the module on an input of the signature's shape: without one, pickle
+    manifest = save_package(_torch_module(), tmp_path)
+    assert manifest.pickled and list(manifest.files) == ["model/model.pt"]
+    with pytest.raises(PermissionDenied):
+        load_package(tmp_path)
+    assert type(load_package(tmp_path, trust_pickle=True)[1]).__name__ == "Sequential"

@@ -13,6 +13,7 @@ import plinth
 from plinth.client import Client
 from plinth.registry.gates import Gate
 from plinth.registry.types import Stage
+from tests.serving.conftest import Rule
 
 Data = tuple[pd.DataFrame, pd.Series]
 
@@ -295,6 +296,24 @@ class TestChampionChallenger:
         decisions = [h for h in client.model_history("churn") if h.action == "decision"]
         assert [d.to_value for d in decisions] == ["promoted", "promoted", "kept"]
         assert client.get_model_version("models:/churn@production").version == 2
+
+    def test_a_pickled_challenger_is_scored_only_when_trusted(
+        self, client: Client, churn_data: Data, tmp_path: Path
+    ) -> None:
+        marker = tmp_path / "unpickled"
+        with client.start_run(experiment="rules", name="rule") as run:
+            run.log_metric("val_auc", 0.7)
+            run.log_model(Rule(str(marker)), input_example=churn_data[0][:5])
+        with pytest.raises(
+            plinth.PermissionDenied, match=f"the model of run {run.id} is a pickled"
+        ):
+            client.register_best(experiment="rules", metric="val_auc", holdout=churn_data)
+        assert not marker.exists()
+        assert not client.registry.search_model_versions(name="rules")  # nothing registered
+        decided = client.register_best(
+            experiment="rules", metric="val_auc", holdout=churn_data, trust_pickle=True
+        )
+        assert decided.outcome == "promoted" and marker.exists()
 
     def test_no_runs(self, client: Client) -> None:
         with pytest.raises((plinth.InvalidArgument, plinth.NotFound)):

@@ -30,6 +30,13 @@ def client(tmp_path: Path) -> Client:
     return made
 
 
+@pytest.fixture
+def trust_pickles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's policy trusts pickled packages: for tests that score with a pyfunc model
+    (set before their client is made; subprocesses inherit it)."""
+    monkeypatch.setenv("PLINTH_TRUST_PICKLE", "true")
+
+
 def logistic() -> LogisticRegression:
     return LogisticRegression().fit(EXAMPLE, [0, 0, 1, 1])
 
@@ -64,3 +71,22 @@ def service(client: Client, uri: str, **options: Any) -> Iterator[httpx.Client]:
     with running_service(app) as http:
         http.app = app  # type: ignore[attr-defined]  # for the tests' look inside
         yield http
+
+
+def _armed(marker: str) -> Rule:
+    Path(marker).touch()
+    return Rule(marker)
+
+
+class Rule:
+    """A pyfunc model (spend above 2 churns) whose unpickling creates ``marker``: a
+    harmless payload that shows whether a pickle ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        return (frame["spend"] > 2).astype("int64").to_numpy()
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _armed, (self.marker,)

@@ -4,6 +4,7 @@ metrics, the prediction log, bad input, hot swap under load and feature enrichme
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,10 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from plinth.client import Client
-from plinth.errors import NotFound
+from plinth.errors import NotFound, PermissionDenied
 from plinth.serving.app import ServeConfig, create_service
 from plinth.store.schema import predictions
-from tests.serving.conftest import EXAMPLE, constant, logistic, service
+from tests.serving.conftest import EXAMPLE, Rule, constant, logistic, service
 
 ROW = {"age": 41, "spend": 2.5}
 
@@ -234,3 +235,29 @@ def test_a_package_failing_its_checksum_is_never_served(client: Client) -> None:
             holder.check()
         answer = http.post("/predict", json=[ROW]).json()
     assert (answer["predictions"], answer["model_version"]) == ([0], 1)  # still the good one
+
+
+def test_a_pickled_model_is_served_only_when_trusted(client: Client, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    client.register_model(Rule(str(marker)), "rule", input_example=EXAMPLE)
+    with pytest.raises(PermissionDenied, match=r"models:/rule/1 is a pickled model package"):
+        create_service(ServeConfig("models:/rule/1", poll_seconds=0), client)
+    assert not marker.exists()
+    with service(client, "models:/rule/1", poll_seconds=0, trust_pickle=True) as http:
+        assert http.post("/predict", json=[ROW]).json()["predictions"] == [1]
+    assert marker.exists()
+
+
+def test_a_swap_to_a_pickled_version_is_refused_and_the_old_one_kept(
+    client: Client, tmp_path: Path
+) -> None:
+    marker = tmp_path / "unpickled"
+    first = client.register_model(constant(0), "swap", input_example=EXAMPLE)
+    client.set_alias("swap", "live", first.version)
+    app = create_service(ServeConfig("models:/swap@live", poll_seconds=0), client)
+    holder = app.state.holder
+    pickled = client.register_model(Rule(str(marker)), "swap", input_example=EXAMPLE)
+    client.set_alias("swap", "live", pickled.version)
+    with pytest.raises(PermissionDenied, match=r"models:/swap/2 is a pickled model package"):
+        holder.check()
+    assert holder.current.version.version == first.version and not marker.exists()

@@ -24,6 +24,9 @@ from plinth.serving.checks import ChecksFailed, Thresholds
 from plinth.serving.sources import delta_table
 from tests.backends import running_server
 
+# these tests score with pyfunc models, which load only where pickles are trusted
+pytestmark = pytest.mark.usefixtures("trust_pickles")
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 N = 100
 INPUTS = ["orders_30d", "avg_spend", "plan"]

@@ -22,6 +22,9 @@ from plinth.serving.batch import score
 from plinth.serving.reconcile import reconcile_job
 from tests.serving.test_batch import churn_model, entity_input
 
+# these tests score with pyfunc models, which load only where pickles are trusted
+pytestmark = pytest.mark.usefixtures("trust_pickles")
+
 _RUN = """
 import sys
 from plinth.serving.batch import score

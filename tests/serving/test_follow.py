@@ -23,6 +23,9 @@ from plinth.serving.follow import FollowEvent, follow
 from tests.cli.test_score import plinth_process, wait_for
 from tests.serving.test_batch import churn_model, day, entity_input, expected_scores
 
+# these tests score with pyfunc models, which load only where pickles are trusted
+pytestmark = pytest.mark.usefixtures("trust_pickles")
+
 
 def commits(output: Path) -> list[dict[str, object]]:
     return [c for c in DeltaTable(str(output)).history() if "plinth.job_key" in c]

@@ -15,7 +15,7 @@ import pytest
 
 from plinth.client import connect
 from tests.backends import free_port
-from tests.serving.conftest import EXAMPLE, logistic
+from tests.serving.conftest import EXAMPLE, Rule, logistic
 
 
 @pytest.fixture
@@ -107,3 +107,28 @@ def test_a_model_that_does_not_resolve(home: Path) -> None:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "error: models:/churn@nope: model 'churn' has no version at @nope" in err
+
+
+def test_a_pickled_model_is_served_only_with_trust_pickle(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    with connect(
+        store_uri=f"sqlite:///{tmp_path / 'plinth.db'}", artifact_uri=str(tmp_path / "artifacts")
+    ) as client:
+        client.register_model(Rule(str(marker)), "rule", input_example=EXAMPLE)
+    refused = plinth(tmp_path, "serve", "models:/rule/1", "--port", str(free_port()))
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 1
+    assert "error: models:/rule/1 is a pickled model package (pyfunc flavor" in err
+    assert "--trust-pickle" in err and "PLINTH_TRUST_PICKLE" in err
+    assert not marker.exists()  # refused before anything was unpickled
+    port = free_port()
+    process = plinth(tmp_path, "serve", "models:/rule/1", "--port", str(port), "--trust-pickle")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, process)
+        answer = httpx.post(f"{url}/predict", json=[{"age": 41, "spend": 2.5}])
+        assert answer.json()["predictions"] == [1]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert marker.exists()

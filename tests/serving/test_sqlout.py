@@ -19,6 +19,9 @@ from plinth.serving.batch import score
 from plinth.serving.sqlout import SqlScores
 from tests.serving.test_batch import N, churn_model, entity_input, expected_scores
 
+# these tests score with pyfunc models, which load only where pickles are trusted
+pytestmark = pytest.mark.usefixtures("trust_pickles")
+
 
 def sql_rows(uri: str, table: str) -> pd.DataFrame:
     engine = create_engine(uri)

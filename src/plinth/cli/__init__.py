@@ -295,6 +295,8 @@ def _print_version(mv: Any) -> None:
         f"plinth {manifest.plinth_version}",
         highlight=False,
     )
+    if manifest.pickled:  # who may load it: say so where people decide
+        out.print("pickled: loads only with --trust-pickle or PLINTH_TRUST_PICKLE", highlight=False)
     if mv.description:
         out.print(escape(mv.description))
     run = f"{lineage.get('run_name')} in {lineage.get('experiment')}" if mv.run_id else "none"

@@ -42,6 +42,7 @@ def score(
     poll_seconds: Annotated[float, typer.Option(help="with --follow: seconds between looks at the folder")] = 5.0,
     once: Annotated[bool, typer.Option("--once", help="with --follow: score what is there, then exit")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (one line per file with --follow).")] = False,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="load a pickled model package (a pyfunc model): unpickling runs code from whoever registered it (default: the store's policy, PLINTH_TRUST_PICKLE)")] = False,
 ) -> None:  # fmt: skip
     """Score rows with a model version into a score history Delta table, exactly once.
 
@@ -67,6 +68,7 @@ def score(
         threads,
         sql_uri,
         sql_table,
+        trust_pickle,
     )
     if input is not None:
         _batch(model_uri, input, output, options, job_key, json_)
@@ -86,7 +88,7 @@ def _batch(
     from plinth.serving.sources import open_source
 
     client = _client()
-    served = load_served(client, model_uri)
+    served = load_served(client, model_uri, trust_pickle=options.trust_pickle)
     source = open_source(input)
     scorer = Scorer(client, served, output, options)
     key = job_key if job_key is not None else scorer.default_key(source)

@@ -105,26 +105,44 @@ class RegistryClient:
             raise InvalidArgument(which_version(model))
         return self.registry.get_model_version(model, version)
 
-    def load_model(self, uri: str) -> Predictor:
+    def load_model(self, uri: str, *, trust_pickle: bool = False) -> Predictor:
         """A predictor for a model URI: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``
         (or ``@production``, ``@latest``…), or ``runs:/RUN_ID/PATH`` for a package logged in
-        a run. Its files are checked against their sha256 first."""
-        from plinth.registry.package import load_package, verify_package
+        a run. Its files are checked against their sha256 first, and a registered version's
+        manifest against the one recorded when it was registered.
+
+        A pickled package (a pyfunc model, or one saved before safe formats) is refused with
+        PermissionDenied before anything is unpickled: unpickling runs code from whoever
+        registered it. ``trust_pickle=True``, or the store's policy (the ``trust_pickle``
+        setting, ``PLINTH_TRUST_PICKLE``), allows it."""
+        from plinth.registry.package import load_package
         from plinth.registry.predictor import Predictor
 
+        trusted = self.trusts_pickle(trust_pickle)
         if uri.startswith("runs:/"):
-            return self._load_run_model(uri)
+            return self._load_run_model(uri, trusted)
         mv = self.get_model_version(uri)
         folder = self._cached_package(mv)
-        verify_package(folder, mv.manifest)  # against the registry's copy, not the folder's own
-        manifest, native = load_package(folder)
+        # against the registry's record, not only the folder's own manifest
+        manifest, native = load_package(
+            folder,
+            trust_pickle=trusted,
+            recorded=mv.manifest,
+            recorded_sha256=mv.manifest_sha256,
+            what=mv.uri,
+        )
         return Predictor(manifest, native, model_name=mv.model_name, version=mv.version)
 
-    def _load_run_model(self, uri: str) -> Predictor:
+    def trusts_pickle(self, trust_pickle: bool = False) -> bool:
+        """Whether a pickled package may load: the caller's word or the store's policy (the
+        caller can only add trust, never take the policy's away)."""
+        return trust_pickle or self.settings.trust_pickle
+
+    def _load_run_model(self, uri: str, trust_pickle: bool) -> Predictor:
         import io
 
         from plinth.errors import NotFound
-        from plinth.registry.package import load_package, parse_manifest, verify_package
+        from plinth.registry.package import load_package, parse_manifest
         from plinth.registry.predictor import Predictor
         from plinth.registry.uris import parse_runs_uri
 
@@ -147,8 +165,9 @@ class RegistryClient:
                 self._download_run_file(run_id, f"{path}/{file}", out)
 
         folder = self._cached(f"runs/{run_id}", identity, [MANIFEST_FILE, *manifest.files], fetch)
-        verify_package(folder, manifest)
-        manifest, native = load_package(folder)
+        manifest, native = load_package(
+            folder, trust_pickle=trust_pickle, recorded=manifest, what=uri
+        )
         return Predictor(manifest, native)
 
     def _download_run_file(self, run_id: str, path: str, out: IO[bytes]) -> None:
@@ -223,18 +242,24 @@ class RegistryClient:
         *,
         allow_archived: bool = False,
         holdout: tuple[Any, Any] | None = None,
+        trust_pickle: bool = False,
     ) -> ModelVersion:
         """Move a version to a stage. With ``holdout=(X, y)`` the candidate and the current
-        production version are scored on it for the model's ``not_worse`` gates."""
+        production version are scored on it for the model's ``not_worse`` gates (loading a
+        pickled one needs ``trust_pickle``, as ``load_model`` does)."""
         from plinth.registry.types import Stage as Stages
 
-        evidence = self._holdout_evidence(name, version, holdout) if holdout is not None else None
+        evidence = (
+            self._holdout_evidence(name, version, holdout, trust_pickle)
+            if holdout is not None
+            else None
+        )
         return self.registry.set_stage(
             name, version, Stages.parse(stage), reason, _owner(), allow_archived, evidence
         )
 
     def _holdout_evidence(
-        self, name: str, version: int, holdout: tuple[Any, Any]
+        self, name: str, version: int, holdout: tuple[Any, Any], trust_pickle: bool
     ) -> dict[str, Any]:
         production = self._production_or_none(name)
         gates: list[Gate] = self.registry.get_gates(name)
@@ -245,16 +270,18 @@ class RegistryClient:
         return {
             "holdout": {
                 "metric": metric,
-                "candidate": self._score(f"models:/{name}/{version}", metric, holdout),
-                "production": self._score(production.uri, metric, holdout),
+                "candidate": self._score(
+                    f"models:/{name}/{version}", metric, holdout, trust_pickle
+                ),
+                "production": self._score(production.uri, metric, holdout, trust_pickle),
                 "production_version": production.version,
             }
         }
 
-    def _score(self, uri: str, metric: str, holdout: tuple[Any, Any]) -> float:
+    def _score(self, uri: str, metric: str, holdout: tuple[Any, Any], trust_pickle: bool) -> float:
         from plinth.registry.scoring import score
 
-        predictor = self.load_model(uri)
+        predictor = self.load_model(uri, trust_pickle=trust_pickle)
         wants_scores = metric.lower().endswith("auc") and hasattr(predictor.native, "predict_proba")
         return score(
             metric, predictor.predict_proba if wants_scores else predictor.predict, holdout
@@ -277,10 +304,12 @@ class RegistryClient:
         model: str | None = None,
         holdout: tuple[Any, Any] | None = None,
         artifact_path: str = "model",
+        trust_pickle: bool = False,
     ) -> Decision:
         """Find the experiment's best run on ``metric``, compare it with the production
         version (on ``holdout`` when given, else on the logged metric), register and promote
-        it only if it is better; the decision is recorded in the history either way."""
+        it only if it is better; the decision is recorded in the history either way.
+        Scoring a pickled model on the holdout needs ``trust_pickle``, as ``load_model``."""
         from plinth.errors import InvalidArgument, PlinthError
         from plinth.registry.types import Decision
         from plinth.registry.types import Stage as Stages
@@ -301,8 +330,10 @@ class RegistryClient:
         package = f"{run.experiment_id}/{run.id}/artifacts/{artifact_path}"
         champion = self._production_or_none(name)
         if holdout is not None:
-            challenger_score = self._score_package(package, run.id, metric, holdout)
-            champion_score = self._score(champion.uri, metric, holdout) if champion else None
+            challenger_score = self._score_package(package, run.id, metric, holdout, trust_pickle)
+            champion_score = (
+                self._score(champion.uri, metric, holdout, trust_pickle) if champion else None
+            )
         else:
             challenger_score = run.metrics[metric].last
             champion_score = champion.lineage.get("metrics", {}).get(metric) if champion else None
@@ -367,7 +398,12 @@ class RegistryClient:
             return None
 
     def _score_package(
-        self, package: str, run_id: str, metric: str, holdout: tuple[Any, Any]
+        self,
+        package: str,
+        run_id: str,
+        metric: str,
+        holdout: tuple[Any, Any],
+        trust_pickle: bool,
     ) -> float:
         from plinth.registry.package import load_package
         from plinth.registry.predictor import Predictor
@@ -379,7 +415,11 @@ class RegistryClient:
                 target = Path(tmp) / entry[len(prefix) + 1 :]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(self.read_artifact(run_id, entry))  # type: ignore[attr-defined]
-            manifest, native = load_package(Path(tmp))
+            manifest, native = load_package(
+                Path(tmp),
+                trust_pickle=self.trusts_pickle(trust_pickle),
+                what=f"the model of run {run_id}",
+            )
             predictor = Predictor(manifest, native)
             wants_scores = metric.lower().endswith("auc") and hasattr(native, "predict_proba")
             return score(

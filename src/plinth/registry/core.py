@@ -187,7 +187,7 @@ class RegistryCore:
             )
         if own_area and self._package_in_use(package_uri):
             raise Conflict(f"package {package_uri!r} is already registered")
-        manifest = self._verified_manifest(package_uri)
+        manifest, manifest_sha256 = self._verified_manifest(package_uri)
         lineage: dict[str, Any] = (
             self._lineage(run_id, manifest) if run_id else {"requirements": manifest.requirements}
         )
@@ -230,6 +230,7 @@ class RegistryCore:
                     package_uri=package_uri,
                     flavor=manifest.flavor,
                     manifest=_manifest.dump_json(manifest).decode(),
+                    manifest_sha256=manifest_sha256,
                     lineage=json.dumps(lineage, sort_keys=True, default=str),
                     tags=json.dumps(tags or {}, sort_keys=True),
                 )
@@ -468,11 +469,13 @@ class RegistryCore:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _verified_manifest(self, package_uri: str) -> Manifest:
+    def _verified_manifest(self, package_uri: str) -> tuple[Manifest, str]:
+        """The package's manifest, every file checked against it, and the sha256 of the
+        manifest file itself: recorded with the version, so a manifest replaced later (with
+        files to match) is refused at load."""
         try:
-            manifest = _manifest.validate_json(
-                self.artifacts.read_bytes(f"{package_uri}/{MANIFEST_FILE}")
-            )
+            raw = self.artifacts.read_bytes(f"{package_uri}/{MANIFEST_FILE}")
+            manifest = _manifest.validate_json(raw)
         except NotFound:
             raise NotFound(
                 f"no model package at {package_uri!r} (its {MANIFEST_FILE} is missing)"
@@ -493,7 +496,7 @@ class RegistryCore:
                 raise InvalidArgument(
                     f"model package {package_uri!r} is corrupt: {file} does not match its sha256"
                 )
-        return manifest
+        return manifest, hashlib.sha256(raw).hexdigest()
 
     def _lineage(self, run_id: str, manifest: Manifest) -> dict[str, Any]:
         run = self.tracking.get_run(run_id)
@@ -579,6 +582,7 @@ class RegistryCore:
             aliases=aliases,
             tags=json.loads(row.tags),
             lineage=json.loads(row.lineage),
+            manifest_sha256=row.manifest_sha256,
         )
 
     def _history(

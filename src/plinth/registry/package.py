@@ -5,7 +5,10 @@
       model/              what the flavor wrote
 
 Every file is checked against its sha256 before a package loads, so a tampered, truncated
-or missing file is refused by name instead of being unpickled.
+or missing file is refused by name instead of being loaded. A package whose flavor would
+unpickle (run code chosen by whoever saved it) is refused before anything is unpickled,
+unless the caller trusts pickles (``trust_pickle``); a registered version's manifest must
+be the one recorded when it was registered.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pydantic
 
-from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from plinth.registry.flavors import Flavor, flavor_for, flavor_named
 from plinth.registry.signature import enforce, infer_signature
 from plinth.registry.types import MANIFEST_FILE, Manifest, Signature
@@ -55,7 +58,8 @@ def save_package(
     except FileExistsError:
         raise AlreadyExists(f"{folder} already holds a model package") from None
     try:
-        chosen.save(model, target)
+        chosen.save_with_signature(model, target, signature)
+        pickled = _pickled(chosen, target)
     except Exception as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise InvalidArgument(
@@ -70,6 +74,7 @@ def save_package(
         files={_relative(path, folder): _sha256(path) for path in _files_under(target)},
         signature=signature,
         model_class=_qualified_class(model),
+        pickled=pickled,
     )
     _write_manifest(folder, manifest)
     return manifest
@@ -120,11 +125,36 @@ def verify_package(folder: Path | str, manifest: Manifest | None = None) -> Mani
     return manifest
 
 
-def load_package(folder: Path | str) -> tuple[Manifest, object]:
-    """Verify the package, then load its native model with its flavor."""
+def manifest_sha256(folder: Path | str) -> str:
+    """The sha256 of a package's manifest file, as a registry records it."""
+    path = Path(folder) / MANIFEST
+    try:
+        return _sha256(path)
+    except FileNotFoundError:
+        raise NotFound(f"no model package at {folder}: {MANIFEST} is missing") from None
+
+
+def load_package(
+    folder: Path | str,
+    *,
+    trust_pickle: bool = False,
+    recorded: Manifest | None = None,
+    recorded_sha256: str | None = None,
+    what: str | None = None,
+) -> tuple[Manifest, object]:
+    """Verify the package, then load its native model with its flavor.
+
+    A registered version passes the manifest the registry recorded (``recorded``, and
+    ``recorded_sha256`` of its file when the registry kept it): a package whose manifest
+    differs is refused. A pickled package is refused before anything is unpickled unless
+    ``trust_pickle``. ``what`` names the package in messages (``models:/churn/3``)."""
     folder = Path(folder)
-    manifest = verify_package(folder)
+    what = what or f"the model package at {folder}"
+    manifest = _recorded_manifest(folder, recorded, recorded_sha256, what)
+    verify_package(folder, manifest)
     flavor = flavor_named(manifest.flavor)
+    if not trust_pickle and (manifest.pickled or _pickled(flavor, folder / MODEL_FOLDER)):
+        raise PermissionDenied(_pickle_refusal(what, manifest))
     try:
         model = flavor.load(folder / MODEL_FOLDER)
     except Exception as exc:
@@ -133,6 +163,49 @@ def load_package(folder: Path | str) -> tuple[Manifest, object]:
             f"could not load the {manifest.model_class or 'model'} in {folder} with the {flavor.name} flavor: {exc} (it was saved with Python {manifest.python_version} and {needs})"
         ) from exc
     return manifest, model
+
+
+def _pickle_refusal(what: str, manifest: Manifest) -> str:
+    """Why a pickled package is not loaded, and how to allow it."""
+    return (
+        f"{what} is a pickled model package ({manifest.flavor} flavor, "
+        f"{manifest.model_class or 'unknown class'}): loading it unpickles it, which runs "
+        "code chosen by whoever saved and registered it. Load it only if you trust them: "
+        "pass trust_pickle=True (--trust-pickle on plinth serve and plinth score), or set "
+        "the store's policy PLINTH_TRUST_PICKLE=true"
+    )
+
+
+def _recorded_manifest(
+    folder: Path, recorded: Manifest | None, recorded_sha256: str | None, what: str
+) -> Manifest:
+    try:
+        raw = (folder / MANIFEST).read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no model package at {folder}: {MANIFEST} is missing") from None
+    # the bytes hashed are the bytes parsed
+    if recorded_sha256 is not None and hashlib.sha256(raw).hexdigest() != recorded_sha256:
+        raise PermissionDenied(_swapped(what, folder))
+    manifest = parse_manifest(raw, str(folder))
+    # versions registered before the file's sha256 was kept: compare the content instead
+    if recorded is not None and manifest != recorded:
+        raise PermissionDenied(_swapped(what, folder))
+    return manifest
+
+
+def _swapped(what: str, folder: Path) -> str:
+    return (
+        f"{what}: the package's {MANIFEST} in {folder} is not the manifest recorded when the "
+        "version was registered (it was replaced or edited since); the package is not loaded"
+    )
+
+
+def _pickled(flavor: Flavor, folder: Path) -> bool:
+    # a flavor that cannot tell (a file it cannot read) counts as unpickling
+    try:
+        return flavor.pickled(folder)
+    except Exception:
+        return True
 
 
 def _choose_flavor(model: object, name: str | None) -> Flavor:

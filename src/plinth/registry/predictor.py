@@ -33,9 +33,15 @@ class Predictor:
 
     @classmethod
     def from_package(
-        cls, folder: Path | str, *, model_name: str | None = None, version: int | None = None
+        cls,
+        folder: Path | str,
+        *,
+        model_name: str | None = None,
+        version: int | None = None,
+        trust_pickle: bool = False,
     ) -> Predictor:
-        manifest, native = load_package(folder)
+        """Load a package folder; a pickled one only with ``trust_pickle`` (see load_package)."""
+        manifest, native = load_package(folder, trust_pickle=trust_pickle)
         return cls(manifest, native, model_name=model_name, version=version)
 
     @property

@@ -61,7 +61,9 @@ class Signature:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a model package says about itself; ``files`` maps each file to its sha256."""
+    """What a model package says about itself; ``files`` maps each file to its sha256.
+    ``pickled``: loading the package unpickles (runs code from whoever saved it); a
+    manifest written before the field existed is pickled."""
 
     __pydantic_config__ = _JSON
 
@@ -73,6 +75,7 @@ class Manifest:
     files: dict[str, str]
     signature: Signature | None = None
     model_class: str = ""
+    pickled: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class ModelVersion:
     aliases: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
+    #: sha256 of the package's manifest file as registered (None: registered before it was kept)
+    manifest_sha256: str | None = None
 
     @property
     def signature(self) -> Signature | None:

@@ -55,6 +55,7 @@ class ServeConfig:
     log_predictions: bool = True
     log_capacity: int = 100_000  # rows held for the prediction log before sampling
     auth: bool = False  # callers need a token with read (predict) access to the model
+    trust_pickle: bool = False  # load a pickled package (runs the registrant's code)
 
 
 def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI:
@@ -66,7 +67,11 @@ def create_service(config: ServeConfig, client: Client | None = None) -> FastAPI
     client = client or default_client()
     metrics = ServiceMetrics()
     holder = ModelHolder(
-        client, config.uri, poll_seconds=config.poll_seconds, on_swap=metrics.serving
+        client,
+        config.uri,
+        poll_seconds=config.poll_seconds,
+        on_swap=metrics.serving,
+        trust_pickle=config.trust_pickle,
     )
     metrics.serving(holder.current)
     batcher = (

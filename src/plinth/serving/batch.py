@@ -92,6 +92,7 @@ class ScoreOptions:
     threads: int = 0
     sql_uri: str | None = None  # also copy each job's rows to this database's
     sql_table: str | None = None  # table (plinth.serving.sqlout)
+    trust_pickle: bool = False  # load a pickled package (runs the registrant's code)
 
     def __post_init__(self) -> None:
         if (self.sql_uri is None) != (self.sql_table is None):
@@ -147,13 +148,15 @@ def score(
     sql_uri: str | None = None,
     sql_table: str | None = None,
     progress: Progress | None = None,
+    trust_pickle: bool = False,
 ) -> ScoreResult:
     """Score ``input`` (a Parquet file or folder, or a Delta table) with ``model_uri``
     (``models:/churn@production``, ``models:/churn/3``) into the Delta table ``output``.
     Failed checks raise ``ChecksFailed`` and deliver nothing, unless allowed. ``threads``
     chunks are read, enriched and predicted at once (0: one per CPU); results are checked
     and written in input order whatever finishes first. With ``sql_uri`` and
-    ``sql_table`` the job's rows are also copied, once, to that SQL table."""
+    ``sql_table`` the job's rows are also copied, once, to that SQL table. A pickled model
+    package is refused unless ``trust_pickle`` or the store's policy allows it."""
     from plinth.serving.model import load_served
 
     options = ScoreOptions(
@@ -167,8 +170,9 @@ def score(
         threads,
         sql_uri,
         sql_table,
+        trust_pickle,
     )
-    served = load_served(client, model_uri)
+    served = load_served(client, model_uri, trust_pickle=trust_pickle)
     source = open_source(input)
     scorer = Scorer(client, served, output, options)
     key = job_key if job_key is not None else scorer.default_key(source)

@@ -183,7 +183,7 @@ class Follower:
         scorer = self.scorer
         if scorer is None or scorer.served.version.version != current.version:
             pinned = f"models:/{current.model_name}/{current.version}"
-            served = load_served(self.client, pinned)
+            served = load_served(self.client, pinned, trust_pickle=self.options.trust_pickle)
             self.scorer = scorer = Scorer(self.client, served, self.output, self.options)
         return scorer
 

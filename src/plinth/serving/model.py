@@ -58,10 +58,13 @@ class ServedModel:
         return any(n not in columns and n in provided for n in self.input_names)
 
 
-def load_served(client: Client, uri: str) -> ServedModel:
-    """Resolve ``uri``, load and verify its package, and find its feature view."""
+def load_served(client: Client, uri: str, *, trust_pickle: bool = False) -> ServedModel:
+    """Resolve ``uri``, load and verify its package, and find its feature view. A pickled
+    package is refused unless ``trust_pickle`` or the store's policy allows it."""
     version = client.get_model_version(uri)
-    predictor = client.load_model(f"models:/{version.model_name}/{version.version}")
+    predictor = client.load_model(
+        f"models:/{version.model_name}/{version.version}", trust_pickle=trust_pickle
+    )
     return ServedModel(uri, version, predictor, view_of_version(client, version))
 
 

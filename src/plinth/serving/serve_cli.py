@@ -45,6 +45,14 @@ def serve(
             "the model with its own: PLINTH_TOKEN)"
         ),
     ] = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="load a pickled model package (a pyfunc model): unpickling runs code from "
+            "whoever registered it (default: the store's policy, PLINTH_TRUST_PICKLE)",
+        ),
+    ] = False,
 ) -> None:
     """Serve one model over HTTP: /predict, the Open Inference Protocol (/v2/...), /health,
     /ready and /metrics. The service follows an alias or stage (hot swap)."""
@@ -61,6 +69,7 @@ def serve(
         batch_max_delay_ms=batch_max_delay_ms,
         log_predictions=log_predictions,
         auth=auth,
+        trust_pickle=trust_pickle,
     )
     if workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
@@ -78,7 +87,8 @@ def serve(
     from plinth.client import default_client
     from plinth.serving.model import load_served
 
-    load_served(default_client(), uri)  # refuse a bad URI once, not in every worker
+    # refuse a bad URI or an untrusted pickle once, not in every worker
+    load_served(default_client(), uri, trust_pickle=trust_pickle)
     os.environ[_CONFIG_ENV] = json.dumps(asdict(config))
     with _metrics_shared_by_workers():
         uvicorn.run(

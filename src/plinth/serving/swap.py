@@ -26,12 +26,15 @@ class ModelHolder:
         *,
         poll_seconds: float = 2.0,
         on_swap: Callable[[ServedModel], None] | None = None,
+        trust_pickle: bool = False,
     ) -> None:
         self.client = client
         self.uri = uri
         self.poll_seconds = poll_seconds
         self.on_swap = on_swap
-        self.current: ServedModel = load_served(client, uri)  # a bad URI fails here, loudly
+        self.trust_pickle = trust_pickle
+        # a bad URI, or a pickled package without trust, fails here, loudly
+        self.current: ServedModel = load_served(client, uri, trust_pickle=trust_pickle)
         self.swaps = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -46,7 +49,11 @@ class ModelHolder:
         served = self.current
         if (found.model_name, found.version) == (served.name, served.version.version):
             return False
-        fresh = load_served(self.client, f"models:/{found.model_name}/{found.version}")
+        fresh = load_served(
+            self.client,
+            f"models:/{found.model_name}/{found.version}",
+            trust_pickle=self.trust_pickle,
+        )
         self.current = ServedModel(self.uri, fresh.version, fresh.predictor, fresh.view)
         self.swaps += 1
         log.info("now serving %s version %d", fresh.name, fresh.version.version)

@@ -196,6 +196,8 @@ model_versions = Table(
     Column("package_uri", Text, nullable=False),  # path under the artifact root
     Column("flavor", String(100), nullable=False),
     Column("manifest", Text, nullable=False),  # JSON, immutable
+    # the sha256 of the package's manifest file as registered (NULL: registered before 0010)
+    Column("manifest_sha256", String(64)),
     Column("lineage", Text, nullable=False, default="{}"),  # JSON, immutable
     Column("tags", Text, nullable=False, default="{}"),  # JSON object, mutable
     Index(None, "stage"),

@@ -1,4 +1,8 @@
-"""The generic flavor: any object with a callable ``predict``, pickled with cloudpickle."""
+"""The generic flavor: any object with a callable ``predict``, pickled with cloudpickle.
+
+Arbitrary Python has no safe format: loading a pyfunc package always runs code from
+whoever saved it, so it loads only when the caller or the store's policy trusts pickles.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""XGBoost boosters and their scikit-learn wrappers, in XGBoost's own UBJSON format."""
+"""XGBoost boosters and their scikit-learn wrappers, in XGBoost's own UBJSON format: no
+pickle (a wrapper is rebuilt from its class, named from a fixed table, and the file)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class XGBoostFlavor(Flavor):
         model.save_model(folder / _MODEL)
         meta = {"class": type(model).__name__}
         (folder / _META).write_text(json.dumps(meta), encoding="utf-8")
+
+    def pickled(self, folder: Path) -> bool:
+        return False  # the native format holds trees and parameters, never Python objects
 
     def load(self, folder: Path) -> object:
         class_name = json.loads((folder / _META).read_text(encoding="utf-8"))["class"]
