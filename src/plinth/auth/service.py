@@ -116,7 +116,9 @@ class AuthService:
         try:
             with self.store.write() as conn:
                 conn.execute(insert(users), [row])
-                self.access.record("user_created", f"user:{name}", detail=row["role"], conn=conn)
+                self.access.record(
+                    "user_created", f"user:{name}", detail=str(row["role"]), conn=conn
+                )
         except WriteConflict:
             raise AlreadyExists(f"user {name!r} already exists") from None
         return self.get_user(name)
