@@ -378,7 +378,7 @@ def login(
         me = auth.whoami()
     path = save_token(server, token.strip())
     out.print(escape(f"signed in to {server} as {_who(me)}"), highlight=False)
-    err.print(escape(f"token saved in {path}"), highlight=False)
+    err.print(escape(f"token saved in {path}"), highlight=False, soft_wrap=True)
     if me.via not in ("token", "oidc"):
         err.print(
             f"[yellow]warning:[/yellow] {escape(server)} does not check tokens (its "
