@@ -82,7 +82,7 @@ class Access:
         level = self.level(principal, kind, resource)
         if level >= action.value:
             return principal
-        label = f"{_LABELS[kind]} {shown or resource!r}"
+        label = f"{_LABELS[kind]} {shown or repr(resource)}"
         if level is Level.NONE:
             raise NotFound(f"{label} not found")
         self.record("permission_denied", f"{kind.value}:{resource}", "refused", action.name)
