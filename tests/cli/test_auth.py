@@ -377,7 +377,7 @@ def test_login_with_a_token_then_whoami_against_a_server(
     ok(monkeypatch, "users", "create", "bob", "--role", "editor")
     assert [u["name"] for u in ok_json(monkeypatch, "users", "list")] == ["alice", "bob"]
 
-    assert ok(monkeypatch, "logout")[0] == f"forgot the token saved for {url}\n"
+    assert ok_json(monkeypatch, "logout") == {"server": url, "forgotten": True}
     assert json.loads(credentials.read_text()) == {}
     fresh_client()
     assert "this server needs a token" in fails(monkeypatch, "whoami")
@@ -395,8 +395,10 @@ def test_login_with_a_password_asks_for_it_and_saves_a_new_token(
         tokens = remote.auth.list_tokens("alice")
     assert len(tokens) == 2 and tokens[-1].label.startswith("plinth login on ")
     # and for scripts, from standard input
-    ok(monkeypatch, "login", "--uri", url, "--user", "alice", "--password-stdin",
-       input=f"{PASSWORD}\n")  # fmt: skip
+    again = ok_json(monkeypatch, "login", "--uri", url, "--user", "alice", "--password-stdin",
+                    input=f"{PASSWORD}\n")  # fmt: skip
+    assert (again["server"], again["user"]["name"]) == (url, "alice")
+    assert again["credentials"] == str(config_home / "plinth" / "credentials.json")
 
 
 def test_login_with_a_wrong_password_or_token_is_refused_and_saves_nothing(

@@ -142,6 +142,7 @@ def users_enable(name: str, json_: JsonOption = False) -> None:
 @users_app.command("set-password")
 def users_set_password(
     name: Annotated[str | None, typer.Argument(help="default: yourself")] = None,
+    json_: JsonOption = False,
 ) -> None:
     """Set a password (asked for, hidden): your own, or anyone's as an admin."""
     auth = _auth()
@@ -153,7 +154,7 @@ def users_set_password(
             "Current password (empty if none)", hide_input=True, default="", show_default=False
         )
     auth.set_password(target, _password("New password"), current)
-    out.print(f"set the password of {escape(target)}", highlight=False)
+    _say(json_, {"user": target, "password_set": True}, f"set the password of {target}")
 
 
 # -- groups -----------------------------------------------------------------------------
@@ -356,6 +357,7 @@ def login(
     expires_in_days: Annotated[
         float, typer.Option("--expires-in-days", help="of the token --user gets")
     ] = 30,
+    json_: JsonOption = False,
 ) -> None:
     """Sign in to a server: check the token (or exchange --user's password for a new one)
     and save it for this server in your config folder, readable by you alone."""
@@ -377,7 +379,8 @@ def login(
     with _remote_auth(server, token.strip()) as auth:
         me = auth.whoami()
     path = save_token(server, token.strip())
-    out.print(escape(f"signed in to {server} as {_who(me)}"), highlight=False)
+    signed_in = {"server": server, "user": me, "credentials": str(path)}
+    _say(json_, signed_in, f"signed in to {server} as {_who(me)}")
     err.print(escape(f"token saved in {path}"), highlight=False, soft_wrap=True)
     if me.via not in ("token", "oidc"):
         err.print(
@@ -400,16 +403,17 @@ def _stdin_line() -> str:
     return line
 
 
-def logout(uri: UriOption = None) -> None:
+def logout(uri: UriOption = None, json_: JsonOption = False) -> None:
     """Forget the token saved for a server (it stays valid until it expires or is revoked:
     `plinth tokens revoke ID` ends it at once)."""
     from plinth.auth.credentials import forget_token
 
     server = _server(uri)
-    if forget_token(server):
-        out.print(escape(f"forgot the token saved for {server}"), highlight=False)
-    else:
-        out.print(escape(f"no token was saved for {server}"), highlight=False)
+    forgotten = forget_token(server)
+    line = (
+        f"forgot the token saved for {server}" if forgotten else f"no token was saved for {server}"
+    )
+    _say(json_, {"server": server, "forgotten": forgotten}, line)
 
 
 def whoami(json_: JsonOption = False) -> None:
