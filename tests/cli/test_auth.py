@@ -24,6 +24,7 @@ from plinth.cli.auth import exposure_warning, is_loopback
 from plinth.client import connect, default_client, set_default_client
 from plinth.config import Settings, local_user
 from plinth.errors import InvalidArgument, Unauthenticated
+from plinth.store import engine as store_engine
 from tests.backends import running_server
 
 runner = CliRunner(env={"COLUMNS": "200"})
@@ -490,3 +491,20 @@ def test_other_addresses_need_auth_or_insecure(host: str) -> None:
         exposure_warning(host, auth=False, insecure=False)
     assert exposure_warning(host, auth=True, insecure=False) is None
     assert "WITHOUT AUTHENTICATION" in (exposure_warning(host, auth=False, insecure=True) or "")
+
+
+@pytest.mark.integration
+def test_whoami_never_shows_the_stores_password(
+    postgres_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the test database trusts local connections: any password is accepted
+    with_password = postgres_uri.replace("postgres@", "postgres:s3cret@", 1)
+    assert with_password != postgres_uri
+    monkeypatch.setenv("PLINTH_STORE_URI", with_password)
+    fresh_client()
+    try:
+        shown, _ = ok(monkeypatch, "whoami")
+    finally:
+        fresh_client()
+        store_engine._stores.pop(with_password).dispose()  # before the database is dropped
+    assert "s3cret" not in shown and "the local store postgresql+psycopg://postgres:***@" in shown

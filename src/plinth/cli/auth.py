@@ -422,7 +422,11 @@ def whoami(json_: JsonOption = False) -> None:
     me = client.auth.whoami()
     if json_:
         return _print_json(me)
-    where = client.target if client.remote else f"the local store {client.target}"
+    if client.remote:
+        where = client.target
+    else:  # never a password from the store's URL
+        shown = client.tracking.store.engine.url.render_as_string(hide_password=True)
+        where = f"the local store {shown}"
     out.print(escape(f"{_who(me)} on {where}"), highlight=False)
     return None
 
