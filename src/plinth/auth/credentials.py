@@ -37,13 +37,19 @@ def save_token(server: str, token: str) -> Path:
     if not isinstance(saved, dict):
         saved = {}
     saved[_key(server)] = token
-    # created 600 before anything is written to it: the token is never readable by others
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(saved, out, indent=2)
-    os.chmod(path.with_suffix(".tmp"), 0o600)
-    os.replace(path.with_suffix(".tmp"), path)
+    _write(path, saved)
     return path
+
+
+def _write(path: Path, saved: dict[str, object]) -> None:
+    # created 600 before anything is written to it: the tokens are never readable by others
+    # (and a temporary file left by a crash, whatever its mode, is made 600 before use)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        json.dump(saved, out, indent=2)
+    os.replace(temporary, path)
 
 
 def forget_token(server: str) -> bool:
@@ -54,8 +60,5 @@ def forget_token(server: str) -> bool:
         return False
     if not isinstance(saved, dict) or saved.pop(_key(server), None) is None:
         return False
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(saved, out, indent=2)
-    os.replace(path.with_suffix(".tmp"), path)
+    _write(path, saved)
     return True

@@ -81,7 +81,9 @@ class AuthService:
         """Exchange a user's password for a new API token (the server rate-limits failures)."""
         with self.store.read() as conn:
             row = conn.execute(select(users).where(users.c.name == user)).first()
-        if row is None or row.disabled or not password_matches(row.password_hash, password):
+        stored = None if row is None else row.password_hash
+        # the hash is checked first: a disabled user takes as long to refuse as a wrong password
+        if not password_matches(stored, password) or row is None or row.disabled:
             self.access.record("sign_in", f"user:{user}", "refused", "password", actor=user)
             raise Unauthenticated("wrong user name or password")
         self.access.record("sign_in", f"user:{user}", detail="password", actor=user)
@@ -106,7 +108,7 @@ class AuthService:
         row = {
             "name": name,
             "kind": kind,
-            "role": Role(role).value,
+            "role": _role(role).value,
             "email": email,
             "password_hash": None if password is None else hash_password(_checked(password)),
             "disabled": False,
@@ -158,13 +160,15 @@ class AuthService:
         """Change a user's role, disable (or enable) them, or change their e-mail."""
         values: dict[str, Any] = {}
         if role is not None:
-            values["role"] = Role(role).value
+            values["role"] = _role(role).value
         if disabled is not None:
             values["disabled"] = disabled
         if email is not None:
             values["email"] = email
         if not values:
-            raise InvalidArgument("update_user: give a role, disabled or an email to change")
+            raise InvalidArgument(
+                f"nothing to change for user {name!r}: give role, disabled or email"
+            )
         with self.store.write() as conn:
             changed = conn.execute(update(users).where(users.c.name == name).values(**values))
             if changed.rowcount == 0:
@@ -327,7 +331,9 @@ class AuthService:
             row = conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
             if row is None:
                 raise NotFound(f"token {token_id!r} not found")
-            self._self_or_admin(row.user_name, "revoke a token of", hide=True)
+            self._self_or_admin(
+                row.user_name, "revoke a token of", hidden=f"token {token_id!r} not found"
+            )
             if row.revoked_at is None:
                 conn.execute(
                     update(api_tokens)
@@ -344,6 +350,7 @@ class AuthService:
     @guarded(check=lambda access, a: _manage(access, a))
     def list_grants(self, kind: Kind, resource: str) -> list[Grant]:
         """Who holds which permission on a resource (its owners and admins may look)."""
+        kind = _kind(kind)
         key = _key(self.access, kind, resource)
         with self.store.read() as conn:
             rows = conn.execute(
@@ -360,6 +367,7 @@ class AuthService:
     ) -> list[Grant]:
         """Give a user, a group or everyone (``grantee_type="everyone"``, grantee ``*``) a
         level on a resource: viewer, editor, promoter or owner (owners and admins may)."""
+        kind = _kind(kind)
         key = _key(self.access, kind, resource)
         try:
             parsed = Level.parse(level)
@@ -403,7 +411,9 @@ class AuthService:
         self, kind: Kind, resource: str, grantee_type: str, grantee: str
     ) -> list[Grant]:
         """Take a user's, a group's or everyone's permission on a resource away."""
+        kind = _kind(kind)
         key = _key(self.access, kind, resource)
+        _check_grantee_type(grantee_type)
         with self.store.write() as conn:
             conn.execute(
                 delete(grants).where(
@@ -457,12 +467,12 @@ class AuthService:
                 for r in conn.execute(query)
             ]
 
-    def _self_or_admin(self, name: str, doing: str, hide: bool = False) -> None:
+    def _self_or_admin(self, name: str, doing: str, hidden: str | None = None) -> None:
         caller = self.access.principal()
         if caller.is_admin or caller.name == name:
             return
-        if hide:
-            raise NotFound("not found")
+        if hidden is not None:  # the same answer as for a thing that does not exist
+            raise NotFound(hidden)
         raise PermissionDenied(
             f"{caller.name!r} may not {doing} {name!r}: only they or an admin may"
         )
@@ -470,7 +480,7 @@ class AuthService:
 
 def _manage(access: Access, arguments: dict[str, Any]) -> None:
     """owner of the resource (or admin)"""
-    kind = Kind(arguments["kind"])
+    kind = _kind(arguments["kind"])
     key = _key(access, kind, arguments["resource"])
     access.require(Action.MANAGE, kind, key, repr(arguments["resource"]))
 
@@ -483,6 +493,24 @@ def _key(access: Access, kind: Kind, resource: str) -> str:
             raise NotFound(f"experiment {resource!r} not found")
         return found
     return resource
+
+
+def _role(value: Role | str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        choices = ", ".join(r.value for r in Role)
+        raise InvalidArgument(f"unknown role {value!r}; choose one of: {choices}") from None
+
+
+def _kind(value: Kind | str) -> Kind:
+    try:
+        return Kind(value)
+    except ValueError:
+        choices = ", ".join(k.value for k in Kind)
+        raise InvalidArgument(
+            f"unknown resource kind {value!r}; choose one of: {choices}"
+        ) from None
 
 
 def _checked(password: str) -> str:
@@ -500,6 +528,11 @@ def _check_grantee(conn: Connection, grantee_type: str, grantee: str) -> None:
     elif grantee_type == "group":
         _must_exist(conn, user_groups, grantee, "group")
     else:
+        _check_grantee_type(grantee_type)
+
+
+def _check_grantee_type(grantee_type: str) -> None:
+    if grantee_type not in ("user", "group", "everyone"):
         raise InvalidArgument(
             f"grantee_type must be 'user', 'group' or 'everyone', got {grantee_type!r}"
         )

@@ -423,13 +423,31 @@ def db_upgrade(json_: JsonOption = False) -> None:
 def server(
     host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--auth/--no-auth", help="require a token on every call (default: PLINTH_AUTH)"
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="serve a non-loopback address without authentication"),
+    ] = False,
 ) -> None:
-    """Run the Plinth server (REST API under /api/v1)."""
+    """Run the Plinth server (REST API under /api/v1). On an address other machines can
+    reach it needs --auth, or --insecure in so many words."""
+    from plinth.cli.auth import exposure_warning
     from plinth.config import load_settings
+
+    given = {"host": host, "port": port, "auth": auth}
+    settings = load_settings(**{k: v for k, v in given.items() if v is not None})
+    # decided before anything starts: a refused server never binds its address
+    warning = exposure_warning(settings.host, settings.auth, insecure)
+    if warning is not None:
+        err.print(f"[bold red]{escape(warning)}[/bold red]", highlight=False)
     from plinth.server.app import serve
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    serve(load_settings(**overrides))
+    serve(settings)
 
 
 def main() -> None:
@@ -458,3 +476,15 @@ from plinth.cli.score import score, score_jobs  # noqa: E402
 
 app.command("score")(score)
 app.command("score-jobs")(score_jobs)
+
+from plinth.cli.auth import audit, grants_app, groups_app, login, logout, tokens_app, users_app  # noqa: E402, I001
+from plinth.cli.auth import whoami  # noqa: E402
+
+app.add_typer(users_app, name="users")
+app.add_typer(groups_app, name="groups")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(grants_app, name="grants")
+app.command("login")(login)
+app.command("logout")(logout)
+app.command("whoami")(whoami)
+app.command("audit")(audit)
