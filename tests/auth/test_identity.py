@@ -214,7 +214,7 @@ def test_a_first_oidc_sign_in_adds_the_user_with_the_highest_role_of_its_groups(
     assert (stored.role, stored.email, stored.created_by) == (
         Role.ADMIN,
         "dana@example.com",
-        "oidc",
+        "oidc:subject-1",
     )
     shown = [(e.event, e.detail) for e in reversed(auth.list_security_events())]
     assert shown == [("user_created", "first OIDC sign-in"), ("sign_in", "oidc")]
@@ -223,7 +223,7 @@ def test_a_first_oidc_sign_in_adds_the_user_with_the_highest_role_of_its_groups(
 def test_a_known_oidc_user_keeps_its_stored_role_and_groups(
     auth: AuthService, access: Access, clock: Clock
 ) -> None:
-    auth.create_user("erin", Role.VIEWER)
+    oidc(access, FakeVerifier("erin")).authenticate(JWT)  # the first sign-in adds erin
     auth.create_group("risk")
     auth.add_group_member("risk", "erin")
     principal = oidc(access, FakeVerifier("erin", ("ml-admins",))).authenticate(JWT)
@@ -232,6 +232,15 @@ def test_a_known_oidc_user_keeps_its_stored_role_and_groups(
     auth.update_user("erin", disabled=True)
     with pytest.raises(Unauthenticated, match="user 'erin' is disabled"):
         oidc(access, FakeVerifier("erin")).authenticate(JWT)
+
+
+def test_an_oidc_identity_never_becomes_a_local_account_of_the_same_name(
+    auth: AuthService, access: Access, clock: Clock
+) -> None:
+    auth.create_user("root-ops", Role.ADMIN, kind="service")
+    with pytest.raises(Unauthenticated, match="belongs to another account"):
+        oidc(access, FakeVerifier("root-ops")).authenticate(JWT)
+    assert auth.get_user("root-ops").created_by != "oidc:subject-1"
 
 
 def test_no_group_claim_gives_the_default_role_and_sign_ins_are_logged_once_a_minute(

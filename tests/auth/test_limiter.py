@@ -3,6 +3,8 @@ the oldest of them leaves the window (the clock is driven by the tests)."""
 
 from __future__ import annotations
 
+import pytest
+
 from plinth.auth.limiter import FailureLimiter
 
 
@@ -75,3 +77,20 @@ def test_a_longer_window_holds_a_client_longer() -> None:
     assert limits.retry_after("::1") == 1
     clock.now += 0.5
     assert limits.retry_after("::1") == 0
+
+
+def test_a_flood_of_addresses_does_not_lift_a_lockout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import plinth.auth.limiter as module
+
+    monkeypatch.setattr(module, "MAX_CLIENTS", 3)
+    clock = Clock()
+    limits = limiter(clock)
+    for _ in range(3):
+        limits.failed("attacker")
+    for i in range(10):
+        limits.failed(f"10.0.0.{i}")
+    assert limits.retry_after("attacker") > 0
+    clock.now += 61  # once the old failures age out, new addresses are counted again
+    limits.failed("10.0.1.1")
+    assert limits.retry_after("attacker") == 0
+    assert "10.0.1.1" in limits._failures

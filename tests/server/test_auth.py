@@ -239,7 +239,7 @@ def test_identity_provider_tokens_sign_users_in(tmp_path: Path) -> None:
             "groups": ["fraud", "ml-team"],
             "via": "oidc",
         }
-        assert server.auth.get_user("erin").created_by == "oidc"
+        assert server.auth.get_user("erin").created_by == "oidc:id-erin"
         viewer = server.call("GET", "/auth/whoami", token("fred", [])).json()
         assert viewer["role"] == "viewer"
         expired = token("erin", [], exp=int(time.time()) - 3600)

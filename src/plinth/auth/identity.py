@@ -113,7 +113,8 @@ class Authenticator:
                             "password_hash": None,
                             "disabled": False,
                             "created_at": now_ms(),
-                            "created_by": "oidc",
+                            # the identity it belongs to: the name alone may be reused
+                            "created_by": _oidc_owner(identity.subject),
                         }
                     ],
                 )
@@ -124,6 +125,12 @@ class Authenticator:
                     conn=conn,
                     actor=identity.username,
                 )
+        elif row.created_by != _oidc_owner(identity.subject):
+            # a local account, or another identity the provider once gave this name
+            raise Unauthenticated(
+                f"user name {identity.username!r} belongs to another account than this "
+                "identity provider's subject: an admin must rename or remove it"
+            )
         elif row.disabled:
             raise Unauthenticated(f"user {identity.username!r} is disabled")
         else:
@@ -153,6 +160,10 @@ class Authenticator:
             if row is None or row.disabled:
                 raise Unauthenticated(f"no active user {name!r}")
             return Principal(row.name, Role(row.role), _groups(conn, name), row.kind, via)
+
+
+def _oidc_owner(subject: str) -> str:
+    return f"oidc:{subject}"[:500]
 
 
 def _groups(conn: object, user: str) -> tuple[str, ...]:

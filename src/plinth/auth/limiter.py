@@ -11,6 +11,9 @@ from collections import deque
 from collections.abc import Callable
 
 
+MAX_CLIENTS = 100_000
+
+
 class FailureLimiter:
     def __init__(
         self, limit: int = 20, window: float = 60.0, clock: Callable[[], float] = time.monotonic
@@ -33,12 +36,21 @@ class FailureLimiter:
         with self._lock:
             failures = self._recent(client)
             if failures is None:
-                if len(self._failures) > 100_000:  # a flood of addresses: start again
-                    self._failures.clear()
+                if len(self._failures) >= MAX_CLIENTS:
+                    self._forget_the_past()
+                if len(self._failures) >= MAX_CLIENTS:
+                    # a flood of addresses: the ones already counted stay limited; a new
+                    # one is not counted until old ones age out (memory stays bounded)
+                    return
                 failures = self._failures[client] = deque()
             failures.append(self.clock())
             while len(failures) > self.limit:
                 failures.popleft()
+
+    def _forget_the_past(self) -> None:
+        for client in list(self._failures):
+            if not self._recent(client):
+                del self._failures[client]
 
     def _recent(self, client: str) -> deque[float] | None:
         failures = self._failures.get(client)
