@@ -46,7 +46,7 @@ SEEDED: dict[str, str] = {}
 
 
 def _seed(tracking: TrackingService) -> None:
-    experiment = tracking.create_experiment("fuzz", "seeded", {"team": "qa"}, "tester")
+    experiment = tracking.create_experiment("fuzz", "seeded", {"team": "qa"})
     run = tracking.create_run(experiment.name, "seeded-run", tags={"stage": "dev"})
     tracking.log_params(run.id, {"lr": 0.1, "depth": 6})
     tracking.log_metric_batch(
