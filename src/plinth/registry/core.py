@@ -530,8 +530,9 @@ class RegistryCore(PackageFiles):
                 next_version=1,
             )
             .on_conflict_do_nothing(index_elements=["name"])
+            .returning(registered_models.c.name)  # psycopg reports no rowcount for this
         )
-        return inserted.rowcount == 1
+        return inserted.first() is not None
 
     def _lock(self, conn: Connection, name: str) -> None:
         # Read-modify-write of a model's tags takes turns (PostgreSQL row lock; SQLite's
