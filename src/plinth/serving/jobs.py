@@ -56,6 +56,18 @@ def model_of_job(access: Access, job_key: Any) -> str | None:
     return found
 
 
+def readable_job(access: Access, arguments: dict[str, Any]) -> None:
+    """viewer on the job's model"""
+    job_key = arguments["job_key"]
+    model = model_of_job(access, job_key)
+    if model is None:
+        return  # the method says it was never started
+    try:
+        access.require(Action.READ, Kind.MODEL, model, repr(model))
+    except NotFound:  # the job of a model the caller may not see is not there either
+        raise NotFound(f"score job {job_key!r} not found") from None
+
+
 class ScoreJobService(PredictionLogReads):
     """Serving's records in the central store: score jobs, and reading the prediction log.
     A job is seen and recorded by those who may read (predict with) its model."""
@@ -109,7 +121,7 @@ class ScoreJobService(PredictionLogReads):
         return self._load_job(job_key)
 
     @endpoint("PATCH", "/score-jobs/{job_key}")
-    @guarded(Action.READ, Kind.MODEL, "job_key", resolve=model_of_job)
+    @guarded(check=readable_job)
     def finish_score_job(
         self,
         job_key: str,
@@ -141,7 +153,7 @@ class ScoreJobService(PredictionLogReads):
         return self._load_job(job_key)
 
     @endpoint("POST", "/score-jobs/{job_key}/checks")
-    @guarded(Action.READ, Kind.MODEL, "job_key", resolve=model_of_job)
+    @guarded(check=readable_job)
     def record_score_checks(self, job_key: str, rows: int, checks: list[CheckResult]) -> None:
         """Record a RUNNING job's checks, judged before its commit: a run killed after the
         commit leaves them for the reconcile that marks the job DELIVERED. A job no longer
@@ -157,7 +169,7 @@ class ScoreJobService(PredictionLogReads):
             )
 
     @endpoint("GET", "/score-jobs/{job_key}")
-    @guarded(Action.READ, Kind.MODEL, "job_key", resolve=model_of_job)
+    @guarded(check=readable_job)
     def get_score_job(self, job_key: str) -> ScoreJob:
         return self._load_job(job_key)
 
