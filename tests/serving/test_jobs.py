@@ -60,3 +60,11 @@ def test_a_reader_of_the_model_runs_its_jobs(client: Client, auth: AuthService) 
     started = auth.list_security_events(event="score_job_started")
     assert [(e.actor, e.target) for e in started] == [("bob", "model:secret")]
     assert "s-1" in started[0].detail
+
+
+def test_every_score_job_operation_has_a_rule() -> None:
+    from plinth.api import endpoints_of
+    from plinth.serving.jobs import ScoreJobService
+
+    for ep in endpoints_of(ScoreJobService):
+        assert hasattr(getattr(ScoreJobService, ep.name), "__plinth_access__"), ep.name
