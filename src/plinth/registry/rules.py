@@ -40,8 +40,7 @@ def stage_action(target: Stage, current: Stage) -> Action:
 
 
 def may_register(access: Access, arguments: dict[str, Any]) -> None:
-    """editor on the model (the editor role, when registering creates it); viewer on the
-    experiment of run_id"""
+    """editor on the model (the editor role, if this creates it); viewer on run_id's experiment"""
     name = str(arguments["name"])
     if model_exists(access.store, name):
         access.require(Action.WRITE, Kind.MODEL, name, repr(name))
