@@ -10,7 +10,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-
 MAX_CLIENTS = 100_000
 
 

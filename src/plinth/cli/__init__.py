@@ -14,7 +14,6 @@ from rich.table import Table
 from plinth.cli.common import (
     JsonOption,
     ReasonOption,
-    _actor,
     _client,
     _fmt,
     _pairs,
@@ -383,7 +382,7 @@ def models_alias(
 @models_app.command("unalias")
 def models_unalias(name: str, alias: str, json_: JsonOption = False) -> None:
     """Remove an alias."""
-    _client().registry.delete_alias(name=name, alias=alias, actor=_actor())
+    _client().registry.delete_alias(name=name, alias=alias)
     _say(json_, {"model": name, "alias": alias, "removed": True}, f"removed @{alias} from {name}")
 
 
@@ -400,7 +399,7 @@ def models_delete(
 ) -> None:
     """Delete a version and its package (refused while PRODUCTION or aliased)."""
     registry = _client().registry
-    registry.delete_model_version(name=name, version=version, actor=_actor(), reason=reason)
+    registry.delete_model_version(name=name, version=version, reason=reason)
     deleted = {"model": name, "version": version, "deleted": True}
     _say(json_, deleted, f"deleted models:/{name}/{version}")
 

@@ -74,9 +74,3 @@ def _pairs(values: dict[str, Any]) -> str:
 
 def _say(json_: bool, value: Any, line: str) -> None:
     return _print_json(value) if json_ else out.print(escape(line), highlight=False)
-
-
-def _actor() -> str:
-    from plinth.config import local_user
-
-    return local_user()

@@ -52,7 +52,7 @@ class RegistryClient:
                 folder = self._packaged(model, Path(tmp), input_example, signature, flavor)
                 self._upload_package(folder, package)
             return self.registry.create_model_version(
-                name, package, None, description, tags, _owner(), dataset_id(training_dataset)
+                name, package, None, description, tags, dataset_id(training_dataset)
             )
         except Exception:
             # No version exists without its whole package (the service checks every file);
@@ -255,7 +255,7 @@ class RegistryClient:
             else None
         )
         return self.registry.set_stage(
-            name, version, Stages.parse(stage), reason, _owner(), allow_archived, evidence
+            name, version, Stages.parse(stage), reason, allow_archived, evidence
         )
 
     def _holdout_evidence(
@@ -288,11 +288,11 @@ class RegistryClient:
         )
 
     def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> ModelVersion:
-        return self.registry.set_alias(name, alias, version, _owner(), reason)
+        return self.registry.set_alias(name, alias, version, reason)
 
     def rollback(self, name: str, reason: str = "") -> ModelVersion:
         """Restore the previous PRODUCTION version (recorded in the history)."""
-        return self.registry.rollback(name, reason, _owner())
+        return self.registry.rollback(name, reason)
 
     # -- champion / challenger ---------------------------------------------------------
 
@@ -349,7 +349,7 @@ class RegistryClient:
             else "none"
         )
         if better:
-            mv = self.registry.create_model_version(name, package, run.id, "", None, _owner())
+            mv = self.registry.create_model_version(name, package, run.id)
             version = mv.version
             evidence = {}
             if holdout is not None and champion is not None:
@@ -367,7 +367,6 @@ class RegistryClient:
                     mv.version,
                     Stages.PRODUCTION,
                     f"champion/challenger: {reason}",
-                    _owner(),
                     False,
                     evidence,
                 )
@@ -386,7 +385,7 @@ class RegistryClient:
             version,
             reason,
         )
-        self.registry.record_decision(name, decision, _owner())
+        self.registry.record_decision(name, decision)
         return decision
 
     def _production_or_none(self, name: str) -> ModelVersion | None:
@@ -440,9 +439,3 @@ def _copy(source: IO[bytes], out: IO[bytes], close: bool = True) -> None:
     finally:
         if close:
             out.close()
-
-
-def _owner() -> str:
-    from plinth.config import local_user  # settings load pydantic: not at import time
-
-    return local_user()

@@ -5,22 +5,25 @@ Stage transitions, gates and rollback build on it in ``service.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
-from typing import IO, Any
+from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
+from plinth.auth.access import Access, access_for, guarded
+from plinth.auth.types import Action, Kind, Role
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from plinth.features.views import training_datasets_of
 from plinth.registry import statements as sql
+from plinth.registry.files import PackageFiles
 from plinth.registry.gates import Gate, check_gate
+from plinth.registry.rules import may_register, model_exists, model_of_uri
 from plinth.registry.types import (
-    MANIFEST_FILE,
     HistoryEntry,
     Manifest,
     ModelVersion,
@@ -37,7 +40,7 @@ from plinth.store.schema import (
     model_versions,
     registered_models,
 )
-from plinth.store.sql import now_ms, to_datetime, upsert
+from plinth.store.sql import now_ms, to_datetime
 from plinth.tracking.service import TrackingService
 from plinth.tracking.types import Page
 
@@ -45,27 +48,37 @@ _manifest = TypeAdapter(Manifest)
 _gates = TypeAdapter(list[Gate])
 
 
-class RegistryCore:
+class RegistryCore(PackageFiles):
     def __init__(self, store: Store, artifacts: ArtifactStore, tracking: TrackingService) -> None:
         self.store = store
         self.artifacts = artifacts
         self.tracking = tracking
 
+    @property
+    def access(self) -> Access:
+        return access_for(self.store)
+
     # -- registered models -------------------------------------------------------------
 
     @endpoint("POST", "/models")
+    @guarded(role=Role.EDITOR)
     def create_registered_model(
-        self, name: str, description: str = "", tags: dict[str, str] | None = None, owner: str = ""
+        self, name: str, description: str = "", tags: dict[str, str] | None = None
     ) -> RegisteredModel:
+        """A new registered model, owned by its creator."""
         check_model_name(name)
         with self.store.write() as conn:
             if self._model_row(conn, name, missing_ok=True) is not None:
                 raise AlreadyExists(f"registered model {name!r} already exists")
-            self._insert_model(conn, name, description, tags or {}, owner)
-        return self.get_registered_model(name)
+            self._insert_model(conn, name, description, tags or {})
+        return self._registered_model(name)
 
     @endpoint("GET", "/models/{name}")
+    @guarded(Action.READ, Kind.MODEL, "name")
     def get_registered_model(self, name: str) -> RegisteredModel:
+        return self._registered_model(name)
+
+    def _registered_model(self, name: str) -> RegisteredModel:
         with self.store.read() as conn:
             row = self._model_row(conn, name)
             aliases = dict(
@@ -94,27 +107,29 @@ class RegistryCore:
         )
 
     @endpoint("GET", "/models")
+    @guarded()
     def list_registered_models(
         self, name_like: str | None = None, max_results: int = 100, page_token: str | None = None
     ) -> Page[RegisteredModel]:
+        """The registered models the caller may see, by name."""
         from plinth.store.sql import check_max_results, decode_page_token, encode_page_token
 
         offset, limit = decode_page_token(page_token), check_max_results(max_results)
         query = select(registered_models.c.name).order_by(registered_models.c.name)
         if name_like:
             query = query.where(registered_models.c.name.like(name_like))
+        visible = self.access.visible(Kind.MODEL)
+        if visible is not None:
+            query = query.where(registered_models.c.name.in_(visible))
         with self.store.read() as conn:
             names = list(conn.execute(query.offset(offset).limit(limit + 1)).scalars())
-        items = [self.get_registered_model(n) for n in names[:limit]]
+        items = [self._registered_model(n) for n in names[:limit]]
         return Page(items, encode_page_token(offset + limit) if len(names) > limit else None)
 
     @endpoint("POST", "/models/{name}")
+    @guarded(Action.WRITE, Kind.MODEL, "name")
     def update_registered_model(
-        self,
-        name: str,
-        description: str | None = None,
-        tags: dict[str, str] | None = None,
-        actor: str = "",
+        self, name: str, description: str | None = None, tags: dict[str, str] | None = None
     ) -> RegisteredModel:
         """Change a model's description (Markdown) or merge tags into its tags."""
         with self.store.write() as conn:
@@ -123,18 +138,19 @@ class RegistryCore:
             values: dict[str, Any] = {"updated_at": now_ms()}
             if description is not None:
                 values["description"] = description
-                self._history(conn, name, None, "description", actor, row.description, description)
+                self._history(conn, name, None, "description", row.description, description)
             if tags is not None:
                 merged = {**json.loads(row.tags), **{k: str(v) for k, v in tags.items()}}
                 values["tags"] = json.dumps(merged, sort_keys=True)
-                self._history(conn, name, None, "tags", actor, row.tags, values["tags"])
+                self._history(conn, name, None, "tags", row.tags, values["tags"])
             conn.execute(
                 update(registered_models).where(registered_models.c.name == name).values(values)
             )
-        return self.get_registered_model(name)
+        return self._registered_model(name)
 
     @endpoint("POST", "/models/{name}/gates")
-    def set_gates(self, name: str, gates: list[Gate], actor: str = "") -> list[Gate]:
+    @guarded(Action.MANAGE, Kind.MODEL, "name")
+    def set_gates(self, name: str, gates: list[Gate]) -> list[Gate]:
         """Replace the promotion gates checked before a version enters STAGING or PRODUCTION."""
         checked = [check_gate(g) for g in gates]
         encoded = _gates.dump_json(checked).decode()
@@ -145,17 +161,23 @@ class RegistryCore:
                 .where(registered_models.c.name == name)
                 .values(gates=encoded, updated_at=now_ms())
             )
-            self._history(conn, name, None, "gates", actor, row.gates, encoded)
+            self._history(conn, name, None, "gates", row.gates, encoded)
+            self.access.record("model_gates_changed", f"model:{name}", detail=encoded, conn=conn)
         return checked
 
     @endpoint("GET", "/models/{name}/gates")
+    @guarded(Action.READ, Kind.MODEL, "name")
     def get_gates(self, name: str) -> list[Gate]:
+        return self._gates_of(name)
+
+    def _gates_of(self, name: str) -> list[Gate]:
         with self.store.read() as conn:
             return _gates.validate_json(self._model_row(conn, name).gates)
 
     # -- versions ----------------------------------------------------------------------
 
     @endpoint("POST", "/models/{name}/versions")
+    @guarded(check=may_register)
     def create_model_version(
         self,
         name: str,
@@ -163,7 +185,6 @@ class RegistryCore:
         run_id: str | None = None,
         description: str = "",
         tags: dict[str, str] | None = None,
-        owner: str = "",
         training_dataset: int | None = None,
     ) -> ModelVersion:
         """Register the model package stored at ``package_uri`` (a folder under the artifact
@@ -191,24 +212,23 @@ class RegistryCore:
         lineage: dict[str, Any] = (
             self._lineage(run_id, manifest) if run_id else {"requirements": manifest.requirements}
         )
+        actor = self.access.actor()
+        # The rule's check read the model earlier: decide here, on one reading, whether the
+        # caller needs editor on an existing model or creates a new one (the editor role).
+        existed = model_exists(self.store, name)
+        if existed:
+            self.access.require(Action.WRITE, Kind.MODEL, name, repr(name))
         with self.store.write() as conn:
             uris = [d["uri"] for d in lineage.get("datasets", [])]
             datasets = training_datasets_of(conn, training_dataset, uris)
             if datasets:
                 lineage["training_datasets"] = datasets
             # Insert-if-missing: concurrent first registrations must not collide.
-            now = now_ms()
-            model = {
-                "name": name,
-                "description": "",
-                "owner": owner,
-                "tags": "{}",
-                "gates": "[]",
-                "created_at": now,
-                "updated_at": now,
-                "next_version": 1,
-            }
-            upsert(conn, registered_models, [model], ["name"])
+            if self._insert_model_if_missing(conn, name, actor):
+                self.access.on_created(conn, Kind.MODEL, name)
+            elif not existed and not self.access.principal().is_admin:
+                # someone else created it since: their model, whose editors may register
+                raise Conflict(f"registered model {name!r} was created meanwhile; try again")
             version = (
                 conn.execute(
                     update(registered_models)
@@ -224,7 +244,7 @@ class RegistryCore:
                     version=version,
                     stage=Stage.DEVELOPMENT.value,
                     description=description,
-                    owner=owner,
+                    owner=actor,
                     created_at=now_ms(),
                     run_id=run_id,
                     package_uri=package_uri,
@@ -246,19 +266,23 @@ class RegistryCore:
                 name,
                 version,
                 "register",
-                owner,
                 None,
                 Stage.DEVELOPMENT.value,
                 f"from {'run ' + run_id if run_id else package_uri}",
             )
-        return self.get_model_version(name, version)
+        return self._version(name, version)
 
     @endpoint("GET", "/models/{name}/versions/{version}")
+    @guarded(Action.READ, Kind.MODEL, "name")
     def get_model_version(self, name: str, version: int) -> ModelVersion:
+        return self._version(name, version)
+
+    def _version(self, name: str, version: int) -> ModelVersion:
         with self.store.read() as conn:
             return self._load_version(conn, name, version)
 
     @endpoint("GET", "/model-versions/resolve")
+    @guarded(Action.READ, Kind.MODEL, "uri", resolve=model_of_uri)
     def resolve(self, uri: str) -> ModelVersion:
         """The version a model URI names: ``models:/churn/3``, ``models:/churn@champion``,
         ``models:/churn@production`` (by stage) or ``models:/churn@latest``."""
@@ -274,6 +298,7 @@ class RegistryCore:
             return self._load_version(conn, ref.name, version)
 
     @endpoint("GET", "/model-versions")
+    @guarded()
     def search_model_versions(
         self,
         name: str | None = None,
@@ -281,7 +306,8 @@ class RegistryCore:
         tag: str | None = None,
         max_results: int = 100,
     ) -> list[ModelVersion]:
-        """Versions by model name (SQL LIKE pattern), stage and tag (``key`` or ``key=value``)."""
+        """Versions by model name (SQL LIKE pattern), stage and tag (``key`` or ``key=value``),
+        of the models the caller may see."""
         from plinth.store.sql import check_max_results
 
         query = select(model_versions.c.model_name, model_versions.c.version).order_by(
@@ -291,6 +317,9 @@ class RegistryCore:
             query = query.where(model_versions.c.model_name.like(name))
         if stage is not None:
             query = query.where(model_versions.c.stage == Stage(stage).value)
+        visible = self.access.visible(Kind.MODEL)
+        if visible is not None:
+            query = query.where(model_versions.c.model_name.in_(visible))
         with self.store.read() as conn:
             keys = conn.execute(query).all()
             found = [self._load_version(conn, n, v) for n, v in keys]
@@ -300,13 +329,13 @@ class RegistryCore:
         return found[: check_max_results(max_results)]
 
     @endpoint("POST", "/models/{name}/versions/{version}")
+    @guarded(Action.WRITE, Kind.MODEL, "name")
     def update_model_version(
         self,
         name: str,
         version: int,
         description: str | None = None,
         tags: dict[str, str] | None = None,
-        actor: str = "",
     ) -> ModelVersion:
         """Only a version's description and tags change; its package and lineage never do."""
         with self.store.write() as conn:
@@ -315,25 +344,22 @@ class RegistryCore:
             values: dict[str, Any] = {}
             if description is not None:
                 values["description"] = description
-                self._history(
-                    conn, name, version, "description", actor, current.description, description
-                )
+                self._history(conn, name, version, "description", current.description, description)
             if tags is not None:
                 merged = json.dumps(
                     {**current.tags, **{k: str(v) for k, v in tags.items()}}, sort_keys=True
                 )
                 values["tags"] = merged
-                self._history(conn, name, version, "tags", actor, json.dumps(current.tags), merged)
+                self._history(conn, name, version, "tags", json.dumps(current.tags), merged)
             if values:
                 conn.execute(
                     update(model_versions).where(*_version_is(name, version)).values(values)
                 )
-        return self.get_model_version(name, version)
+        return self._version(name, version)
 
     @endpoint("DELETE", "/models/{name}/versions/{version}")
-    def delete_model_version(
-        self, name: str, version: int, actor: str = "", reason: str = ""
-    ) -> None:
+    @guarded(Action.MANAGE, Kind.MODEL, "name")
+    def delete_model_version(self, name: str, version: int, reason: str = "") -> None:
         """Delete a version and its package; refused while it is PRODUCTION or has an alias."""
         with self.store.write() as conn:
             current = self._load_version(conn, name, version)
@@ -346,16 +372,22 @@ class RegistryCore:
                     f"{current.uri} has aliases {current.aliases}: move or delete them first"
                 )
             conn.execute(delete(model_versions).where(*_version_is(name, version)))
-            self._history(conn, name, version, "delete", actor, current.stage.value, None, reason)
+            self._history(conn, name, version, "delete", current.stage.value, None, reason)
+            self.access.record(
+                "model_version_deleted",
+                f"model:{name}",
+                detail=f"v{version} ({current.stage.value}) {reason}".strip(),
+                conn=conn,
+            )
         if current.package_uri.startswith("models/"):  # packages logged in runs stay with the run
             self.artifacts.delete(current.package_uri)
 
     # -- aliases -----------------------------------------------------------------------
 
     @endpoint("POST", "/models/{name}/aliases/{alias}")
-    def set_alias(
-        self, name: str, alias: str, version: int, actor: str = "", reason: str = ""
-    ) -> ModelVersion:
+    @guarded(Action.PROMOTE, Kind.MODEL, "name")
+    def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> ModelVersion:
+        """Point an alias at a version (deployments resolve aliases: promoter)."""
         check_alias(alias)
         with self.store.write() as conn:
             self._load_version(conn, name, version)
@@ -375,16 +407,22 @@ class RegistryCore:
                 name,
                 version,
                 "alias",
-                actor,
                 _opt(previous),
                 str(version),
                 reason,
                 {"alias": alias},
             )
-        return self.get_model_version(name, version)
+            self.access.record(
+                "model_alias_set",
+                f"model:{name}",
+                detail=f"@{alias}: {_opt(previous) or '-'} -> {version}",
+                conn=conn,
+            )
+        return self._version(name, version)
 
     @endpoint("DELETE", "/models/{name}/aliases/{alias}")
-    def delete_alias(self, name: str, alias: str, actor: str = "") -> None:
+    @guarded(Action.PROMOTE, Kind.MODEL, "name")
+    def delete_alias(self, name: str, alias: str) -> None:
         with self.store.write() as conn:
             previous = (
                 self._alias_target(conn, name, alias) if alias not in VIRTUAL_ALIASES else None
@@ -397,12 +435,19 @@ class RegistryCore:
                 )
             )
             self._history(
-                conn, name, previous, "unalias", actor, str(previous), None, "", {"alias": alias}
+                conn, name, previous, "unalias", str(previous), None, "", {"alias": alias}
+            )
+            self.access.record(
+                "model_alias_deleted",
+                f"model:{name}",
+                detail=f"@{alias} (was {previous})",
+                conn=conn,
             )
 
     # -- history -----------------------------------------------------------------------
 
     @endpoint("GET", "/models/{name}/history")
+    @guarded(Action.READ, Kind.MODEL, "name")
     def model_history(self, name: str) -> list[HistoryEntry]:
         """Every change to the model, oldest first."""
         with self.store.read() as conn:
@@ -428,75 +473,7 @@ class RegistryCore:
             for r in rows
         ]
 
-    # -- packages ----------------------------------------------------------------------
-
-    def open_package_file(self, name: str, version: int, path: str) -> IO[bytes]:
-        mv = self.get_model_version(name, version)
-        return self.artifacts.open_read(f"{mv.package_uri}/{safe_relpath(path)}")
-
-    def open_staging_writer(self, path: str) -> IO[bytes]:
-        """Where a client uploads a package before registering it: ``models/NAME/packages/ID/...``."""
-        parts = safe_relpath(path).split("/")
-        if len(parts) < 5 or parts[0] != "models" or parts[2] != "packages":
-            raise InvalidArgument(f"package files go under models/NAME/packages/ID/, not {path!r}")
-        check_model_name(parts[1])
-        package = "/".join(parts[:4])
-
-        def check() -> None:
-            owner = self._version_of_package(package)
-            if owner is not None:
-                raise Conflict(
-                    f"package {package!r} belongs to model version {owner}: "
-                    "a registered version's files are read-only"
-                )
-
-        check()
-        if self.artifacts.exists("/".join(parts)):
-            raise Conflict(f"{path!r} was uploaded already: a staged package is written once")
-        return self.artifacts.open_write("/".join(parts), check)
-
-    def _package_in_use(self, package_uri: str) -> bool:
-        return self._version_of_package(package_uri) is not None
-
-    def _version_of_package(self, package_uri: str) -> str | None:
-        with self.store.read() as conn:
-            row = conn.execute(
-                select(model_versions.c.model_name, model_versions.c.version)
-                .where(model_versions.c.package_uri == package_uri)
-                .limit(1)
-            ).first()
-        return None if row is None else f"models:/{row.model_name}/{row.version}"
-
     # -- helpers -----------------------------------------------------------------------
-
-    def _verified_manifest(self, package_uri: str) -> tuple[Manifest, str]:
-        """The package's manifest, every file checked against it, and the sha256 of the
-        manifest file itself: recorded with the version, so a manifest replaced later (with
-        files to match) is refused at load."""
-        try:
-            raw = self.artifacts.read_bytes(f"{package_uri}/{MANIFEST_FILE}")
-            manifest = _manifest.validate_json(raw)
-        except NotFound:
-            raise NotFound(
-                f"no model package at {package_uri!r} (its {MANIFEST_FILE} is missing)"
-            ) from None
-        except ValueError as exc:
-            raise InvalidArgument(f"the manifest of {package_uri!r} is not valid: {exc}") from None
-        for file, expected in manifest.files.items():
-            digest = hashlib.sha256()
-            try:
-                with self.artifacts.open_read(f"{package_uri}/{safe_relpath(file)}") as source:
-                    for block in iter(lambda: source.read(1024 * 1024), b""):
-                        digest.update(block)
-            except NotFound:
-                raise InvalidArgument(
-                    f"model package {package_uri!r} is incomplete: {file} is missing"
-                ) from None
-            if digest.hexdigest() != expected:
-                raise InvalidArgument(
-                    f"model package {package_uri!r} is corrupt: {file} does not match its sha256"
-                )
-        return manifest, hashlib.sha256(raw).hexdigest()
 
     def _lineage(self, run_id: str, manifest: Manifest) -> dict[str, Any]:
         run = self.tracking.get_run(run_id)
@@ -514,7 +491,7 @@ class RegistryCore:
         }
 
     def _insert_model(
-        self, conn: Connection, name: str, description: str, tags: dict[str, str], owner: str
+        self, conn: Connection, name: str, description: str, tags: dict[str, str]
     ) -> None:
         now = now_ms()
         try:
@@ -522,7 +499,7 @@ class RegistryCore:
                 insert(registered_models).values(
                     name=name,
                     description=description,
-                    owner=owner,
+                    owner=self.access.actor(),
                     tags=json.dumps(tags, sort_keys=True),
                     gates="[]",
                     created_at=now,
@@ -534,6 +511,29 @@ class RegistryCore:
             raise Conflict(
                 f"registered model {name!r} was created concurrently; try again"
             ) from None
+        self.access.on_created(conn, Kind.MODEL, name)
+
+    def _insert_model_if_missing(self, conn: Connection, name: str, owner: str) -> bool:
+        """Create the model unless it exists (concurrent first registrations must not
+        collide); True when this call created it."""
+        now = now_ms()
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        inserted = conn.execute(
+            dialect.insert(registered_models)
+            .values(
+                name=name,
+                description="",
+                owner=owner,
+                tags="{}",
+                gates="[]",
+                created_at=now,
+                updated_at=now,
+                next_version=1,
+            )
+            .on_conflict_do_nothing(index_elements=["name"])
+            .returning(registered_models.c.name)  # psycopg reports no rowcount for this
+        )
+        return inserted.first() is not None
 
     def _lock(self, conn: Connection, name: str) -> None:
         # Read-modify-write of a model's tags takes turns (PostgreSQL row lock; SQLite's
@@ -591,7 +591,6 @@ class RegistryCore:
         name: str,
         version: int | None,
         action: str,
-        actor: str,
         from_value: str | None,
         to_value: str | None,
         reason: str = "",
@@ -602,7 +601,7 @@ class RegistryCore:
                 model_name=name,
                 version=version,
                 action=action,
-                actor=actor,
+                actor=self.access.actor(),  # always the caller's own name, never the request's
                 at=now_ms(),
                 from_value=from_value,
                 to_value=to_value,

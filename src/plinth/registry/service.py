@@ -10,30 +10,37 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
+from plinth.auth.access import guarded
+from plinth.auth.types import Action, Kind
 from plinth.errors import Conflict, GateFailed
 from plinth.registry import gates as gate_checks
 from plinth.registry.core import RegistryCore, _opt
+from plinth.registry.rules import may_set_stage, stage_action
 from plinth.registry.types import Decision, ModelVersion, Stage
 from plinth.store.schema import model_history, model_versions
 
 
 class RegistryService(RegistryCore):
     @endpoint("POST", "/models/{name}/versions/{version}/stage")
+    @guarded(check=may_set_stage)
     def set_stage(
         self,
         name: str,
         version: int,
         stage: Stage,
         reason: str = "",
-        actor: str = "",
         allow_archived: bool = False,
         evidence: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Move a version to a stage. Entering PRODUCTION archives the current production
         version in the same transaction. Gates run before STAGING and PRODUCTION; a refused
-        promotion changes nothing (GateFailed), and so does a race with another promotion."""
+        promotion changes nothing (GateFailed), and so does a race with another promotion.
+        Entering or leaving PRODUCTION takes the promoter permission on the model."""
         stage = Stage.parse(stage)
-        candidate = self.get_model_version(name, version)
+        candidate = self._version(name, version)
+        # The rule's check read the stage earlier; the transaction below holds to this one.
+        action = stage_action(stage, candidate.stage)
+        self.access.require(action, Kind.MODEL, name, repr(name))
         if candidate.stage is stage:
             return candidate
         if candidate.stage is Stage.ARCHIVED and not allow_archived:
@@ -44,7 +51,7 @@ class RegistryService(RegistryCore):
         results = []
         if stage in (Stage.STAGING, Stage.PRODUCTION):
             results = gate_checks.evaluate(
-                self.get_gates(name), candidate, production, stage, evidence or {}
+                self._gates_of(name), candidate, production, stage, evidence or {}
             )
             failed = [r for r in results if not r.passed]
             if failed:
@@ -61,11 +68,19 @@ class RegistryService(RegistryCore):
                 raise Conflict(
                     f"the PRODUCTION version of {name!r} changed during this promotion; try again"
                 )
-            self._move(conn, candidate, stage, actor, reason, "stage", details)
-        return self.get_model_version(name, version)
+            self._move(conn, candidate, stage, reason, "stage", details)
+            if action is Action.PROMOTE:
+                self.access.record(
+                    "model_promoted" if stage is Stage.PRODUCTION else "model_demoted",
+                    f"model:{name}",
+                    detail=f"v{version}: {candidate.stage.value} -> {stage.value} {reason}".strip(),
+                    conn=conn,
+                )
+        return self._version(name, version)
 
     @endpoint("POST", "/models/{name}/rollback")
-    def rollback(self, name: str, reason: str = "", actor: str = "") -> ModelVersion:
+    @guarded(Action.PROMOTE, Kind.MODEL, "name")
+    def rollback(self, name: str, reason: str = "") -> ModelVersion:
         """Restore the version that was PRODUCTION before the current one."""
         with self.store.write() as conn:
             self._lock(conn, name)
@@ -87,13 +102,18 @@ class RegistryService(RegistryCore):
             if previous is None:
                 raise Conflict(f"model {name!r} has no earlier PRODUCTION version to roll back to")
             target = self._load_version(conn, name, previous)
-            self._move(
-                conn, target, Stage.PRODUCTION, actor, reason, "rollback", {"replaced": current}
+            self._move(conn, target, Stage.PRODUCTION, reason, "rollback", {"replaced": current})
+            self.access.record(
+                "model_rolled_back",
+                f"model:{name}",
+                detail=f"v{current} -> v{previous} {reason}".strip(),
+                conn=conn,
             )
-        return self.get_model_version(name, previous)
+        return self._version(name, previous)
 
     @endpoint("POST", "/models/{name}/decisions")
-    def record_decision(self, name: str, decision: Decision, actor: str = "") -> None:
+    @guarded(Action.WRITE, Kind.MODEL, "name")
+    def record_decision(self, name: str, decision: Decision) -> None:
         """Append a champion/challenger decision (promoted or kept) to the model's history."""
         with self.store.write() as conn:
             self._model_row(conn, name)
@@ -102,7 +122,6 @@ class RegistryService(RegistryCore):
                 name,
                 decision.version,
                 "decision",
-                actor,
                 _opt(decision.champion_version),
                 decision.outcome,
                 decision.reason,
@@ -128,7 +147,6 @@ class RegistryService(RegistryCore):
         conn: Connection,
         target: ModelVersion,
         stage: Stage,
-        actor: str,
         reason: str,
         action: str,
         details: dict[str, Any],
@@ -143,7 +161,6 @@ class RegistryService(RegistryCore):
                     name,
                     current,
                     action,
-                    actor,
                     Stage.PRODUCTION.value,
                     Stage.ARCHIVED.value,
                     f"replaced by v{target.version}",
@@ -159,7 +176,6 @@ class RegistryService(RegistryCore):
             name,
             target.version,
             action,
-            actor,
             target.stage.value,
             stage.value,
             reason,

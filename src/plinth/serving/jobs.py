@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import select
 
 from plinth.api import endpoint
+from plinth.auth.access import Access, access_for, guarded
+from plinth.auth.types import Action, Kind
 from plinth.errors import InvalidArgument, NotFound
 from plinth.serving.checks import CheckResult
 from plinth.serving.logged import PredictionLogReads
@@ -45,10 +47,37 @@ class ScoreJob:
     pid: int | None = None
 
 
+def model_of_job(access: Access, job_key: Any) -> str | None:
+    """A job's model (None for a job never started: the method says so)."""
+    with access.store.read() as conn:
+        found: str | None = conn.execute(
+            select(score_jobs.c.model_name).where(score_jobs.c.job_key == str(job_key))
+        ).scalar()
+    return found
+
+
+def readable_job(access: Access, arguments: dict[str, Any]) -> None:
+    """viewer on the job's model"""
+    job_key = arguments["job_key"]
+    model = model_of_job(access, job_key)
+    if model is None:
+        return  # the method says it was never started
+    try:
+        access.require(Action.READ, Kind.MODEL, model, repr(model))
+    except NotFound:  # the job of a model the caller may not see is not there either
+        raise NotFound(f"score job {job_key!r} not found") from None
+
+
 class ScoreJobService(PredictionLogReads):
-    """Serving's records in the central store: score jobs, and reading the prediction log."""
+    """Serving's records in the central store: score jobs, and reading the prediction log.
+    A job is seen and recorded by those who may read (predict with) its model."""
+
+    @property
+    def access(self) -> Access:
+        return access_for(self.store)
 
     @endpoint("PUT", "/score-jobs/{job_key}")
+    @guarded(Action.READ, Kind.MODEL, "model_name")
     def start_score_job(
         self,
         job_key: str,
@@ -76,11 +105,23 @@ class ScoreJobService(PredictionLogReads):
             "host": host, "pid": pid,
         }  # fmt: skip
         update = {k: (lambda ex, k=k: getattr(ex, k)) for k in row if k != "job_key"}
+        # a re-run under a key seen before takes over that job: its model must be readable too
+        previous = model_of_job(self.access, job_key)
+        if previous is not None and previous != model_name:
+            self.access.require(Action.READ, Kind.MODEL, previous, repr(previous))
         with self.store.write() as conn:
             upsert(conn, score_jobs, [row], ["job_key"], update)
-        return self.get_score_job(job_key)
+            # who started it: score_jobs has no column for it, the security log does
+            self.access.record(
+                "score_job_started",
+                f"model:{model_name}",
+                detail=f"job {job_key}: v{model_version} {input} -> {output}",
+                conn=conn,
+            )
+        return self._load_job(job_key)
 
     @endpoint("PATCH", "/score-jobs/{job_key}")
+    @guarded(check=readable_job)
     def finish_score_job(
         self,
         job_key: str,
@@ -109,9 +150,10 @@ class ScoreJobService(PredictionLogReads):
             )
         if done.rowcount == 0:
             raise NotFound(f"score job {job_key!r} was never started")
-        return self.get_score_job(job_key)
+        return self._load_job(job_key)
 
     @endpoint("POST", "/score-jobs/{job_key}/checks")
+    @guarded(check=readable_job)
     def record_score_checks(self, job_key: str, rows: int, checks: list[CheckResult]) -> None:
         """Record a RUNNING job's checks, judged before its commit: a run killed after the
         commit leaves them for the reconcile that marks the job DELIVERED. A job no longer
@@ -127,7 +169,11 @@ class ScoreJobService(PredictionLogReads):
             )
 
     @endpoint("GET", "/score-jobs/{job_key}")
+    @guarded(check=readable_job)
     def get_score_job(self, job_key: str) -> ScoreJob:
+        return self._load_job(job_key)
+
+    def _load_job(self, job_key: str) -> ScoreJob:
         with self.store.read() as conn:
             row = conn.execute(select(score_jobs).where(score_jobs.c.job_key == job_key)).first()
         if row is None:
@@ -135,12 +181,16 @@ class ScoreJobService(PredictionLogReads):
         return _job(row)
 
     @endpoint("GET", "/score-jobs")
+    @guarded()
     def list_score_jobs(self, model_name: str | None = None, limit: int = 100) -> list[ScoreJob]:
-        """The latest jobs first, of one model or all."""
+        """The latest jobs first, of one model or all: of the models the caller may see."""
         _check_count("limit", limit, 1, 10_000)
         query = select(score_jobs).order_by(score_jobs.c.id.desc()).limit(limit)
         if model_name is not None:
             query = query.where(score_jobs.c.model_name == model_name)
+        visible = self.access.visible(Kind.MODEL)
+        if visible is not None:
+            query = query.where(score_jobs.c.model_name.in_(visible))
         with self.store.read() as conn:
             return [_job(row) for row in conn.execute(query).all()]
 

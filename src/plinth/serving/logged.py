@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from plinth.api import endpoint
+from plinth.auth.access import guarded
+from plinth.auth.types import Action, Kind
 from plinth.errors import InvalidArgument
 from plinth.store.schema import predictions
 
@@ -37,6 +39,7 @@ class PredictionLogReads:
         self.store = store
 
     @endpoint("GET", "/models/{model_name}/predictions")
+    @guarded(Action.READ, Kind.MODEL, "model_name")
     def list_logged_requests(
         self,
         model_name: str,

@@ -217,7 +217,6 @@ class ActiveRun:
             self.id,
             "",
             None,
-            self.info.owner,
             dataset_id(training_dataset),
         )
 

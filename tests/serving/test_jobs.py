@@ -1,0 +1,70 @@
+"""Score jobs and the prediction log are seen by those who may read the model they score."""
+
+from __future__ import annotations
+
+import pytest
+
+import plinth
+from plinth.auth.context import acting_as
+from plinth.auth.service import AuthService
+from plinth.auth.types import Kind, Principal, Role
+from plinth.client import Client
+from plinth.serving.checks import CheckResult
+from tests.serving.conftest import logistic
+
+BOB = Principal("bob", Role.EDITOR, via="token")
+
+
+@pytest.fixture
+def auth(client: Client) -> AuthService:
+    service = AuthService(client.tracking.store)
+    service.create_user("bob", Role.EDITOR)
+    client.register_model(logistic(), name="churn")
+    client.register_model(logistic(), name="secret")
+    service.revoke_grant(Kind.MODEL, "secret", "everyone", "*")
+    return service
+
+
+def test_jobs_of_a_private_model_are_hidden(client: Client, auth: AuthService) -> None:
+    jobs = client.score_jobs
+    jobs.start_score_job("s-1", "secret", 1, "in.parquet", "out")
+    jobs.start_score_job("c-1", "churn", 1, "in.parquet", "out")
+    with acting_as(BOB):
+        assert [j.job_key for j in jobs.list_score_jobs()] == ["c-1"]
+        assert jobs.list_score_jobs(model_name="secret") == []
+        for call in (
+            lambda: jobs.get_score_job("s-1"),
+            lambda: jobs.finish_score_job("s-1", "FAILED"),
+            lambda: jobs.record_score_checks("s-1", 3, [CheckResult("rows", True, "ok")]),
+            lambda: jobs.start_score_job("s-2", "secret", 1, "in.parquet", "out"),
+            lambda: jobs.start_score_job("s-1", "churn", 1, "in.parquet", "out"),  # take it over
+            lambda: jobs.list_logged_requests("secret"),
+        ):
+            with pytest.raises(plinth.NotFound, match=r"'s-1' not found|secret"):
+                call()
+        assert jobs.get_score_job("c-1").status == "RUNNING"
+    job = jobs.get_score_job("s-1")
+    assert (job.model_name, job.status, job.rows) == ("secret", "RUNNING", None)
+    assert [j.job_key for j in jobs.list_score_jobs()] == ["c-1", "s-1"]
+
+
+def test_a_reader_of_the_model_runs_its_jobs(client: Client, auth: AuthService) -> None:
+    auth.grant(Kind.MODEL, "secret", "user", "bob", "viewer")
+    jobs = client.score_jobs
+    with acting_as(BOB):
+        jobs.start_score_job("s-1", "secret", 1, "in.parquet", "out")
+        jobs.record_score_checks("s-1", 3, [CheckResult("rows", True, "ok")])
+        assert jobs.finish_score_job("s-1", "DELIVERED", 3).status == "DELIVERED"
+        assert [j.job_key for j in jobs.list_score_jobs(model_name="secret")] == ["s-1"]
+        assert jobs.list_logged_requests("secret") == []
+    started = auth.list_security_events(event="score_job_started")
+    assert [(e.actor, e.target) for e in started] == [("bob", "model:secret")]
+    assert "s-1" in started[0].detail
+
+
+def test_every_score_job_operation_has_a_rule() -> None:
+    from plinth.api import endpoints_of
+    from plinth.serving.jobs import ScoreJobService
+
+    for ep in endpoints_of(ScoreJobService):
+        assert hasattr(getattr(ScoreJobService, ep.name), "__plinth_access__"), ep.name
