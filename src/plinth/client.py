@@ -363,9 +363,3 @@ def set_default_client(client: Client | None) -> None:
     global _default
     with _default_lock:
         _default = client
-
-
-def _owner() -> str:
-    from plinth.config import local_user  # settings load pydantic: not at import time
-
-    return local_user()

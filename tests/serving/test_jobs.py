@@ -62,6 +62,26 @@ def test_a_reader_of_the_model_runs_its_jobs(client: Client, auth: AuthService) 
     assert "s-1" in started[0].detail
 
 
+def test_only_its_starter_or_an_editor_of_the_model_ends_a_job(
+    client: Client, auth: AuthService
+) -> None:
+    auth.create_user("carol", Role.EDITOR)
+    auth.grant(Kind.MODEL, "secret", "user", "bob", "viewer")
+    auth.grant(Kind.MODEL, "secret", "user", "carol", "viewer")
+    jobs = client.score_jobs
+    with acting_as(BOB):
+        assert jobs.start_score_job("s-1", "secret", 1, "in", "out").started_by == "bob"
+    with acting_as(Principal("carol", Role.EDITOR, via="token")):
+        with pytest.raises(plinth.PermissionDenied, match="editor"):
+            jobs.finish_score_job("s-1", "FAILED")
+        with pytest.raises(plinth.PermissionDenied):
+            jobs.record_score_checks("s-1", 3, [CheckResult("rows", True, "ok")])
+    assert jobs.get_score_job("s-1").status == "RUNNING"
+    auth.grant(Kind.MODEL, "secret", "user", "carol", "editor")
+    with acting_as(Principal("carol", Role.EDITOR, via="token")):
+        assert jobs.finish_score_job("s-1", "FAILED").status == "FAILED"
+
+
 def test_every_score_job_operation_has_a_rule() -> None:
     from plinth.api import endpoints_of
     from plinth.serving.jobs import ScoreJobService

@@ -45,6 +45,7 @@ class ScoreJob:
     finished_at: int | None = None
     host: str | None = None  # where the latest run ran (its process id below)
     pid: int | None = None
+    started_by: str = ""  # the caller that started the latest run
 
 
 def model_of_job(access: Access, job_key: Any) -> str | None:
@@ -66,6 +67,19 @@ def readable_job(access: Access, arguments: dict[str, Any]) -> None:
         access.require(Action.READ, Kind.MODEL, model, repr(model))
     except NotFound:  # the job of a model the caller may not see is not there either
         raise NotFound(f"score job {job_key!r} not found") from None
+
+
+def own_job(access: Access, arguments: dict[str, Any]) -> None:
+    """viewer on the job's model, and the job's starter or an editor of its model"""
+    readable_job(access, arguments)
+    with access.store.read() as conn:
+        row = conn.execute(
+            select(score_jobs.c.model_name, score_jobs.c.started_by).where(
+                score_jobs.c.job_key == str(arguments["job_key"])
+            )
+        ).first()
+    if row is not None and row.started_by != access.actor():
+        access.require(Action.WRITE, Kind.MODEL, row.model_name, repr(row.model_name))
 
 
 class ScoreJobService(PredictionLogReads):
@@ -102,7 +116,7 @@ class ScoreJobService(PredictionLogReads):
             "job_key": job_key, "model_name": model_name, "model_version": model_version,
             "input": input, "output": output, "status": "RUNNING", "rows": None,
             "checks": "[]", "output_version": None, "started_at": now_ms(), "finished_at": None,
-            "host": host, "pid": pid,
+            "host": host, "pid": pid, "started_by": self.access.actor(),
         }  # fmt: skip
         update = {k: (lambda ex, k=k: getattr(ex, k)) for k in row if k != "job_key"}
         # a re-run under a key seen before takes over that job: its model must be readable too
@@ -111,7 +125,6 @@ class ScoreJobService(PredictionLogReads):
             self.access.require(Action.READ, Kind.MODEL, previous, repr(previous))
         with self.store.write() as conn:
             upsert(conn, score_jobs, [row], ["job_key"], update)
-            # who started it: score_jobs has no column for it, the security log does
             self.access.record(
                 "score_job_started",
                 f"model:{model_name}",
@@ -121,7 +134,7 @@ class ScoreJobService(PredictionLogReads):
         return self._load_job(job_key)
 
     @endpoint("PATCH", "/score-jobs/{job_key}")
-    @guarded(check=readable_job)
+    @guarded(check=own_job)
     def finish_score_job(
         self,
         job_key: str,
@@ -153,7 +166,7 @@ class ScoreJobService(PredictionLogReads):
         return self._load_job(job_key)
 
     @endpoint("POST", "/score-jobs/{job_key}/checks")
-    @guarded(check=readable_job)
+    @guarded(check=own_job)
     def record_score_checks(self, job_key: str, rows: int, checks: list[CheckResult]) -> None:
         """Record a RUNNING job's checks, judged before its commit: a run killed after the
         commit leaves them for the reconcile that marks the job DELIVERED. A job no longer

@@ -404,6 +404,7 @@ score_jobs = Table(
     Column("finished_at", BigInteger),
     Column("host", String(255)),  # where the run of a RUNNING job is, to tell it died
     Column("pid", Integer),
+    Column("started_by", NAME, nullable=False, default="", server_default=""),
     Index(None, "model_name", "model_version"),
 )
 
