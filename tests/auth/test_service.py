@@ -25,7 +25,7 @@ from plinth.errors import (
 )
 from plinth.store.artifacts import ArtifactStore
 from plinth.store.engine import Store, open_store
-from plinth.store.schema import api_tokens, users
+from plinth.store.schema import api_tokens, feature_views, registered_models, users
 from plinth.store.sql import now_ms
 from plinth.tracking.service import TrackingService
 from tests.backends import empty_tables
@@ -343,6 +343,33 @@ def test_groups_and_members(auth: AuthService) -> None:
 # -- grants -------------------------------------------------------------------------------
 
 
+def named(store: Store) -> None:
+    """The model "churn" and the view "churn_features", as their services store them."""
+    with store.write() as conn:
+        conn.execute(
+            registered_models.insert(),
+            [{"name": "churn", "created_at": 1, "updated_at": 1}],
+        )
+        conn.execute(
+            feature_views.insert(),
+            [{"name": "churn_features", "version": 1, "features": "[]", "keys": "[]",
+              "created_at": 1}],
+        )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _resources(request: pytest.FixtureRequest) -> None:
+    if "auth" in request.fixturenames:
+        named(request.getfixturevalue("store"))
+
+
+def test_grants_name_a_resource_that_exists(auth: AuthService) -> None:
+    with pytest.raises(NotFound, match="model 'chrun' not found"):
+        auth.grant(Kind.MODEL, "chrun", "everyone", "*", "viewer")
+    with pytest.raises(NotFound, match="feature group 'nope' not found"):
+        auth.list_grants(Kind.FEATURE_GROUP, "nope")
+
+
 def test_grants_need_the_owner_of_the_resource(auth: AuthService) -> None:
     for name in ("owner", "editor", "stranger"):
         auth.create_user(name, Role.EDITOR)
@@ -431,7 +458,9 @@ def test_experiment_grants_follow_its_id_and_show_its_name(
 def test_security_events_filter_and_need_an_admin(auth: AuthService) -> None:
     auth.create_user("alice")
     auth.create_group("risk")
-    start = now_ms()
+    start = now_ms() + 1
+    while now_ms() < start:  # the next millisecond: since_ms takes events at or after it
+        pass
     auth.create_token(user="alice")
     assert [e.event for e in auth.list_security_events(since_ms=start)] == ["token_created"]
     assert [e.event for e in auth.list_security_events(max_results=1)] == ["token_created"]

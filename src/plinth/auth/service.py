@@ -35,8 +35,11 @@ from plinth.errors import (
 from plinth.store.engine import Store
 from plinth.store.schema import (
     api_tokens,
+    feature_groups,
+    feature_views,
     grants,
     group_members,
+    registered_models,
     security_events,
     user_groups,
     users,
@@ -492,7 +495,19 @@ def _key(access: Access, kind: Kind, resource: str) -> str:
         if found is None:
             raise NotFound(f"experiment {resource!r} not found")
         return found
+    table = _RESOURCE_TABLES[kind]
+    with access.store.read() as conn:
+        exists = conn.execute(select(table.c.name).where(table.c.name == resource)).first()
+    if exists is None:
+        raise NotFound(f"{kind.value.replace('_', ' ')} {resource!r} not found")
     return resource
+
+
+_RESOURCE_TABLES = {
+    Kind.MODEL: registered_models,
+    Kind.FEATURE_GROUP: feature_groups,
+    Kind.FEATURE_VIEW: feature_views,
+}
 
 
 def _role(value: Role | str) -> Role:
