@@ -407,11 +407,14 @@ class FeatureStore(ViewsMixin):
     ) -> OnlineResponse:
         """Feature values for a batch of entities, one online read per feature group. For a
         feature view, rows also carry its request values and get its transformations."""
-        if not entity_rows:
-            return OnlineResponse({}, {}, 0)
         view = view_of(features)
         if view is not None:
+            if not entity_rows:
+                return OnlineResponse({}, {}, 0)
             return self._online_view(view, entity_rows, now)
+        if not entity_rows:  # answers nothing, but only to a caller who may read the groups
+            self._check_readable(self._lookups(features))
+            return OnlineResponse({}, {}, 0)
         # event times compared as microseconds since the epoch: no datetime per row
         now_micros = ((now or datetime.now(UTC)) - _EPOCH) // _MICROSECOND
         columns = entity_columns(entity_rows)

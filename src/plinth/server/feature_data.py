@@ -226,13 +226,13 @@ def _online_group(store: FeatureStore, table: str, write: bool = False) -> Featu
 
 
 def _check_deleted(store: FeatureStore, name: str, version: int) -> None:
-    """A deleted group's data may go (by an editor); an existing group's may not, and who
-    may not see that group is told it is not there."""
+    """A deleted group's data may go (by an editor); an existing group's may not: its owner
+    is told to delete it first, who may not see it that it is not there."""
     access = _access(store)
     if not store.service.group_exists(name, version):
         access.require_role(Role.EDITOR, f"remove the data of feature group {name}:v{version}")
         return
-    access.require(Action.READ, Kind.FEATURE_GROUP, name)
+    access.require(Action.MANAGE, Kind.FEATURE_GROUP, name)
     raise Conflict(
         f"feature group {name}:v{version} still exists; delete it (delete_feature_group) "
         "to remove its data"

@@ -119,10 +119,9 @@ class ScoreJobService(PredictionLogReads):
             "host": host, "pid": pid, "started_by": self.access.actor(),
         }  # fmt: skip
         update = {k: (lambda ex, k=k: getattr(ex, k)) for k in row if k != "job_key"}
-        # a re-run under a key seen before takes over that job: its model must be readable too
-        previous = model_of_job(self.access, job_key)
-        if previous is not None and previous != model_name:
-            self.access.require(Action.READ, Kind.MODEL, previous, repr(previous))
+        # a re-run under a key seen before takes over that job: as ending it would
+        if model_of_job(self.access, job_key) is not None:
+            own_job(self.access, {"job_key": job_key})
         with self.store.write() as conn:
             upsert(conn, score_jobs, [row], ["job_key"], update)
             self.access.record(
