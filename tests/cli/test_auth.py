@@ -271,6 +271,9 @@ def test_grants_list_set_revoke_on_an_experiment(monkeypatch: pytest.MonkeyPatch
 
 def test_grants_refuse_a_bad_grantee_level_or_resource(monkeypatch: pytest.MonkeyPatch) -> None:
     ok(monkeypatch, "users", "create", "alice")
+    typo = fails(monkeypatch, "grants", "set", "model", "churn", "viewer", "--user", "alice")
+    assert "model 'churn' not found" in typo  # a grant names a resource that exists
+    plinth.connect().registry.create_registered_model("churn")
     one = "name exactly one grantee"
     assert one in fails(monkeypatch, "grants", "set", "model", "churn", "viewer")
     both = ("grants", "set", "model", "churn", "viewer", "--user", "alice", "--everyone")
@@ -288,12 +291,15 @@ def test_grants_refuse_a_bad_grantee_level_or_resource(monkeypatch: pytest.Monke
 
 def test_grants_on_a_feature_group_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     ok(monkeypatch, "users", "create", "alice")
+    fs = plinth.connect().feature_store()
+    fs.create_entity("customer", ["customer_id"])
+    fs.create_feature_group("customer_stats", "customer", "event_time", {"orders": "int64"})
     set_ = ok_json(
         monkeypatch, "grants", "set", "feature_group", "customer_stats", "owner", "--user", "alice"
     )
-    assert [(g["kind"], g["resource"], g["level"]) for g in set_] == [
-        ("feature_group", "customer_stats", "owner")
-    ]
+    assert ("feature_group", "customer_stats", "alice", "owner") in {
+        (g["kind"], g["resource"], g["grantee"], g["level"]) for g in set_
+    }
 
 
 def test_audit_lists_security_events_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -371,11 +371,11 @@ class AuthService:
         """Give a user, a group or everyone (``grantee_type="everyone"``, grantee ``*``) a
         level on a resource: viewer, editor, promoter or owner (owners and admins may)."""
         kind = _kind(kind)
-        key = _key(self.access, kind, resource)
         try:
             parsed = Level.parse(level)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
+        key = _key(self.access, kind, resource)
         with self.store.write() as conn:
             _check_grantee(conn, grantee_type, grantee)
             conn.execute(
