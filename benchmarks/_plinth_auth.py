@@ -253,9 +253,7 @@ def w_checks(n: int, tmp: Path) -> dict:
     figures = {
         "authenticate_us": best_us(lambda: authenticator.authenticate(secret)),
         "resolve_run_us": best_us(lambda: by_run(access, run.id)),
-        "grant_level_us": best_us(
-            lambda: access.level(editor, Kind.EXPERIMENT, run.experiment_id)
-        ),
+        "grant_level_us": best_us(lambda: access.level(editor, Kind.EXPERIMENT, run.experiment_id)),
         "require_write_us": best_us(
             as_editor(lambda: access.require(Action.WRITE, Kind.EXPERIMENT, run.experiment_id))
         ),

@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--models",
         default=None,
-        help="served models, comma-separated: logistic, forest (default: both; --quick: "
-        "logistic)",
+        help="served models, comma-separated: logistic, forest (default: both; --quick: logistic)",
     )
     opts = C.parse_runner_options(ap, argv, "auth")
     s = QUICK if opts.quick else FULL
@@ -163,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     rows += _check_rows(checks)
 
     misses = [
-        f"{r.workload}: {k:.1%}" for r in rows if r.target.startswith("≥") and (k := r.kept())
+        f"{r.workload}: {k:.1%}"
+        for r in rows
+        if r.target.startswith("≥") and (k := r.kept())
         if k < KEEP
     ]
     machine = C.machine_info()
@@ -235,7 +236,9 @@ def _serving_rows(model: str, r: Runs, s: Sizes) -> list[AuthRow]:
     for c in (1, 32):
         what = f"serve {model}, 1 row, c={c}"
 
-        def row(label: str, key: str, unit: str, better: bool, target: str, fmt: str) -> AuthRow:
+        def row(
+            label: str, key: str, unit: str, better: bool, target: str, fmt: str, what: str = what
+        ) -> AuthRow:
             return AuthRow(
                 f"{what}: {label}",
                 r.value("on", key),
