@@ -319,7 +319,9 @@ def w_setup(tmp: Path, model_kind: str) -> dict:
     return {"figures": {"version": float(version.version)}, "verified": True}
 
 
-def w_serve(n: int, tmp: Path, auth: bool, model_kind: str, warmup: int) -> dict:
+def w_serve(n: int, tmp: Path, auth: bool, model_kind: str, warmup: int, n32: int) -> dict:
+    """``n`` requests at 1 connection, ``n32`` at 32 (enough to span several of the
+    service's 1 s token-decision periods)."""
     plan = json.loads(plan_path().read_text())[model_kind]
     tmp.mkdir(parents=True, exist_ok=True)
     port = C.free_port()
@@ -344,20 +346,33 @@ def w_serve(n: int, tmp: Path, auth: bool, model_kind: str, warmup: int) -> dict
         else:
             checks["a request without a token is answered"] = refused == 200
         for conns in CONNECTIONS:
+            events0 = _token_used(plan["home"])
             run_load(base + "/predict", Path(plan["body"]), max(warmup, conns), conns,
                      tmp / "warmup.log", header)  # fmt: skip
+            count = n if conns == 1 else n32
             cpu0 = C._tree_cpu_ticks(proc.pid)
             res = run_load(
-                base + "/predict", Path(plan["body"]), n, conns, tmp / f"c{conns}.log", header
+                base + "/predict", Path(plan["body"]), count, conns, tmp / f"c{conns}.log", header
             )
-            res["server_cpu_ms"] = _cpu_ms(proc.pid, cpu0) / n
+            res["server_cpu_ms"] = _cpu_ms(proc.pid, cpu0) / count
+            # Each token decision the service took writes this event (the warm-up's too).
+            res["token_used_events"] = _token_used(plan["home"]) - events0
             for k, v in res.items():
                 figures[f"{k}_c{conns}"] = v
-            checks[f"all {n} answered 2xx at c={conns}"] = res["failed"] == 0
+            checks[f"all {count} answered 2xx at c={conns}"] = res["failed"] == 0
         figures["rss_after_mb"] = C.tree_rss_bytes(proc.pid) / 2**20
     finally:
         C.stop_server(proc)
     return {"figures": figures, "checks": checks, "verified": all(checks.values())}
+
+
+def _token_used(home: str) -> int:
+    """``token_used`` events in the home's security log (read-only; the server writes)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{home}/plinth.db?mode=ro", uri=True, timeout=30) as conn:
+        query = "SELECT count(*) FROM security_events WHERE event = 'token_used'"
+        return int(conn.execute(query).fetchone()[0])
 
 
 def run_load(
@@ -417,6 +432,7 @@ def main() -> None:
     p.add_argument("--points", type=int, default=100_000, help="log_metric points (tracking)")
     p.add_argument("--searches", type=int, default=200, help="search_runs calls (tracking)")
     p.add_argument("--warmup", type=int, default=300, help="warm-up requests (serving)")
+    p.add_argument("--n32", type=int, default=10_000, help="requests at 32 connections")
     args = p.parse_args()
     tmp = Path(args.tmp).resolve()
     w = re.sub(r"_r\d+$", "", args.workload)
@@ -428,7 +444,7 @@ def main() -> None:
     elif parts[0] == "tracking":
         result = w_tracking(args.n or 300, tmp, parts[1] == "on", args.points, args.searches)
     elif parts[0] == "serve":
-        result = w_serve(args.n or 3000, tmp, parts[1] == "on", parts[2], args.warmup)
+        result = w_serve(args.n or 3000, tmp, parts[1] == "on", parts[2], args.warmup, args.n32)
     else:
         raise SystemExit(f"unknown workload {args.workload!r}")
     import plinth

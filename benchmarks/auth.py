@@ -55,16 +55,17 @@ class Sizes:
     runs: int  # (a) runs of five calls each
     points: int  # (b) log_metric points
     searches: int  # (c) search_runs calls
-    requests: int  # serving: requests a case
+    requests: int  # serving: requests at 1 connection
+    requests_c32: int  # at 32: several seconds, as token decisions are kept 1 s
     warmup: int
     reps: int  # OFF/ON pairs
     checks: int  # in-process calls a round
 
 
-FULL = Sizes(runs=300, points=100_000, searches=200, requests=3_000, warmup=300, reps=2,
-             checks=1_000)  # fmt: skip
-QUICK = Sizes(runs=50, points=10_000, searches=30, requests=500, warmup=100, reps=1,
-              checks=200)  # fmt: skip
+FULL = Sizes(runs=300, points=100_000, searches=200, requests=3_000, requests_c32=10_000,
+             warmup=300, reps=2, checks=500)  # fmt: skip
+QUICK = Sizes(runs=50, points=10_000, searches=30, requests=500, requests_c32=2_000,
+              warmup=100, reps=1, checks=200)  # fmt: skip
 TIMEOUTS = {"setup": 300}
 MODES = ("off", "on")
 
@@ -151,7 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             tracking.add(mode, res)
         for m in models if serve else ():
             for mode in order(rep):
-                res = b.run("plinth", f"serve_{mode}_{m}_r{rep}", s.requests, warmup=str(s.warmup))
+                res = b.run(
+                    "plinth",
+                    f"serve_{mode}_{m}_r{rep}",
+                    s.requests,
+                    warmup=str(s.warmup),
+                    n32=str(s.requests_c32),
+                )
                 served[m].add(mode, res)
 
     rows: list[AuthRow] = []
@@ -176,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{S.LOADGEN} {_loadgen_version()}",
         f"machine: {machine['nproc']} CPUs, {machine['cpu']}, {machine['memory']}, {machine['os']}",
         "ON: PLINTH_AUTH=true / plinth serve --auth, the client a non-admin editor's API token "
-        "(role editor, owner of the experiments it creates, reader of the model through the "
-        "'everyone' grant); OFF: the same without authentication (the local admin, no checks).",
+        "(role editor, owner of the experiments it creates, viewer of the served model by a "
+        "grant); OFF: the same without authentication (the local admin, no checks).",
         f"tracking: python -m plinth server on 127.0.0.1, a fresh SQLite home each; (a) "
         f"{s.runs} runs x 5 calls, (b) {s.points:,} buffered log_metric points in one run, "
         f"(c) {s.searches} search_runs (metrics.m0 > 0.5, order by m0 DESC, 50 rows) over "
         "200 runs with 10 params and 2 metrics; all counted back.",
         f"serving: plinth serve models:/bench@live at its defaults, 1 worker; {S.LOADGEN} --h1 "
-        f"-n {s.requests:,} -c 1|32 after a warm-up of {s.warmup}, 1-row dataframe_split "
+        f"-c 1 -n {s.requests:,} and -c 32 -n {s.requests_c32:,}, each after a warm-up of {s.warmup}, 1-row dataframe_split "
         "bodies with the Authorization header in both modes.",
         "model: registering gives a model no grants yet (only a new experiment gets "
         "its owner's and everyone's), so the setup grants the editor viewer on it; without "
@@ -193,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         C.busy_line(b.busy),
         *notes,
     ]
+    skip = ("tracking:",) if opts.no_tracking else ()
+    skip += ("serving:", "model:") if not serve else ()
+    footer = [line for line in footer if not line.startswith(skip)]
     if misses:
         footer.append("below the bar (ON keeps < 90%): " + "; ".join(misses))
     elif rows:
@@ -256,6 +266,8 @@ def _serving_rows(model: str, r: Runs, s: Sizes) -> list[AuthRow]:
             row("p99 latency", f"p99_ms_c{c}", "ms", False, "report", "{:,.2f}"),
             row("server CPU per request", f"server_cpu_ms_c{c}", "ms", False, "report",
                 "{:,.2f}"),
+            row("token decisions (token_used events)", f"token_used_events_c{c}", "events",
+                False, "report", "{:,.0f}"),
         ]  # fmt: skip
     return out
 
