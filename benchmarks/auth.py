@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+import sqlite3
 import statistics
 import sys
 import time
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     footer = [
         f"versions: Python {platform.python_version()}, Plinth {plinth.__version__}, "
+        f"SQLite {sqlite3.sqlite_version}, "
         f"{S.uvicorn_extras().replace('with ', 'uvicorn with ')}, "
         f"{S.LOADGEN} {_loadgen_version()}",
         f"machine: {machine['nproc']} CPUs, {machine['cpu']}, {machine['memory']}, {machine['os']}",
