@@ -1,8 +1,8 @@
 """Authentication benchmark: what tokens and grant checks cost the tracking server and the
 model service, authentication OFF and ON side by side, same workloads, one run.
 
-    .venv/bin/python benchmarks/auth.py            # full (about 10 minutes)
-    .venv/bin/python benchmarks/auth.py --quick    # smoke run (about 2-3 minutes)
+    .venv/bin/python benchmarks/auth.py            # full (~3 minutes idle, ~14 busy)
+    .venv/bin/python benchmarks/auth.py --quick    # smoke run (about 1 minute)
 
 Issue 11's bar: with authentication on, the tracking and serving benchmarks keep at least
 90% of their throughput. ON means: the server started with ``PLINTH_AUTH=true`` (the model
