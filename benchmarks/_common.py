@@ -438,9 +438,15 @@ HEADERS = ["workload", "Plinth", "MLflow", "speed-up", "unit", "target", "note"]
 
 
 def print_table(
-    rows: Sequence[Row], title: str, footer: Sequence[str] = (), plain: bool = False, file=None
+    rows: Sequence[Row],
+    title: str,
+    footer: Sequence[str] = (),
+    plain: bool = False,
+    file=None,
+    headers: Sequence[str] = HEADERS,
 ) -> None:
-    """Rows = workloads; columns = Plinth, MLflow, speed-up (Plinth over MLflow), units."""
+    """Rows = workloads; columns = Plinth, MLflow, speed-up (Plinth over MLflow), units
+    (``headers`` names them otherwise, for a runner whose rows compare something else)."""
     file = file or sys.stdout
     data = [r.cells() for r in rows]
     if not plain:
@@ -451,7 +457,7 @@ def print_table(
             plain = True
     if not plain:
         table = Table(title=title, title_justify="left")
-        for i, h in enumerate(HEADERS):
+        for i, h in enumerate(headers):
             table.add_column(h, justify="right" if 1 <= i <= 3 else "left", overflow="fold")
         for cells in data:
             table.add_row(*cells)
@@ -463,7 +469,7 @@ def print_table(
             console.print(line, markup=False)
         return
     widths = [
-        max(len(h), *(len(c[i]) for c in data)) if data else len(h) for i, h in enumerate(HEADERS)
+        max(len(h), *(len(c[i]) for c in data)) if data else len(h) for i, h in enumerate(headers)
     ]
 
     def line(cells: Sequence[str]) -> str:
@@ -473,7 +479,7 @@ def print_table(
         return " | ".join(out).rstrip()
 
     print(title, file=file)
-    print(line(HEADERS), file=file)
+    print(line(headers), file=file)
     print("-+-".join("-" * w for w in widths), file=file)
     for cells in data:
         print(line(cells), file=file)
@@ -686,6 +692,7 @@ def finish_report(
     opts: argparse.Namespace,
     errors: list[str],
     started: float,
+    headers: Sequence[str] = HEADERS,
 ) -> int:
     """Print the table (and write it as plain text to ``opts.out``) with the problems and
     the total time under the footer; 1 if there were problems."""
@@ -693,9 +700,9 @@ def finish_report(
         footer.append("problems:")
         footer.extend(f"  - {e}" for e in errors)
     footer.append(f"total benchmark time: {time.perf_counter() - started:,.0f} s")
-    print_table(rows, title, footer, plain=opts.plain)
+    print_table(rows, title, footer, plain=opts.plain, headers=headers)
     buf = io.StringIO()
-    print_table(rows, title, footer, plain=True, file=buf)
+    print_table(rows, title, footer, plain=True, file=buf, headers=headers)
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(buf.getvalue())
     log(f"report written to {opts.out}")
