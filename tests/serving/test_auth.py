@@ -74,6 +74,35 @@ def test_a_revoked_token_stops_working_once_its_decision_expires(
     assert refusal is not None and refusal.error_code == "UNAUTHENTICATED"
 
 
+def test_one_request_refreshes_an_expired_decision_while_the_others_use_it(
+    client: Client, tokens: dict[str, str]
+) -> None:
+    now = [0.0]
+    access = PredictAccess(client, lambda: "churn", ttl=1.0, clock=lambda: now[0])
+    assert access.decide(tokens["app"]) is None
+    now[0] = 1.5
+    assert access.cached(tokens["app"]) == (False, None)  # this request refreshes it
+    assert access.cached(tokens["app"]) == (True, None)  # the others go on meanwhile
+    assert access.decide(tokens["app"]) is None
+    assert access.cached(tokens["app"]) == (True, None)
+    now[0] = 3.0
+    assert access.cached(tokens["app"])[0] is False
+    now[0] = 9.0  # that refresh never finished: another request takes it on
+    assert access.cached(tokens["app"])[0] is False
+
+
+def test_a_local_service_records_a_tokens_use_once_a_minute(
+    client: Client, tokens: dict[str, str]
+) -> None:
+    now = [0.0]
+    access = PredictAccess(client, lambda: "churn", ttl=1.0, clock=lambda: now[0])
+    for step in range(5):
+        now[0] = step * 2.0
+        assert access.decide(tokens["app"]) is None
+    used = AuthService(client.tracking.store).list_security_events(event="token_used")
+    assert len(used) == 1
+
+
 def test_a_service_fed_by_a_server_asks_it_with_the_callers_token(tmp_path: Path) -> None:
     home = tmp_path / "server"
     with running_server(home, auth=True) as url:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select
 
 from plinth.auth.context import current_principal
 from plinth.auth.types import Action, Kind, Level, Principal, Role
@@ -63,14 +63,18 @@ class Access:
             return Level.NONE
         with self.store.read() as conn:
             found = conn.execute(
-                select(func.max(grants.c.level)).where(
-                    grants.c.kind == kind.value,
-                    grants.c.resource == resource,
-                    _grantee_matches(principal),
-                )
+                _LEVEL, {"kind": kind.value, "resource": resource, **_who(principal)}
             ).scalar()
-        level = Level(found or 0)
-        return min(level, Level.VIEWER) if principal.role is Role.VIEWER else level
+        return _capped(principal, found)
+
+    def run_level(self, principal: Principal, run_id: str) -> tuple[str, Level] | None:
+        """A run's experiment and the caller's level on it, in one statement; None when
+        the run does not exist."""
+        with self.store.read() as conn:
+            row = conn.execute(_RUN_LEVEL, {"run_id": run_id, **_who(principal)}).first()
+        if row is None:
+            return None
+        return row.experiment_id, _capped(principal, row.level)
 
     def require(
         self, action: Action, kind: Kind, resource: str, shown: str = "", *, log: bool = True
@@ -84,6 +88,51 @@ class Access:
             return principal
         self.require_signed_in(principal)
         level = self.level(principal, kind, resource)
+        return self._judge(principal, action, kind, resource, level, shown, log)
+
+    def experiment_level(self, principal: Principal, ref: str) -> tuple[str, Level] | None:
+        """An experiment's id (by name or id) and the caller's level on it, in one
+        statement; None when there is no such experiment."""
+        with self.store.read() as conn:
+            rows = conn.execute(_EXPERIMENT_LEVEL, {"ref": ref, **_who(principal)}).all()
+        if not rows:
+            return None
+        row = next((r for r in rows if r.name == ref), rows[0])  # a name wins over an id
+        return row.id, _capped(principal, row.level)
+
+    def require_experiment(self, action: Action, ref: str) -> bool:
+        """``require`` on an experiment named by name or id; False when there is none."""
+        principal = self.principal()
+        if principal.is_admin:
+            return True
+        self.require_signed_in(principal)
+        found = self.experiment_level(principal, ref)
+        if found is None:
+            return False
+        self._judge(principal, action, Kind.EXPERIMENT, found[0], found[1], repr(ref))
+        return True
+
+    def require_run(self, action: Action, run_id: str) -> None:
+        """``require`` on the experiment of a run (nothing, if there is no such run: the
+        operation says so)."""
+        principal = self.principal()
+        if principal.is_admin:
+            return
+        self.require_signed_in(principal)
+        found = self.run_level(principal, run_id)
+        if found is not None:
+            self._judge(principal, action, Kind.EXPERIMENT, found[0], found[1], repr(run_id))
+
+    def _judge(
+        self,
+        principal: Principal,
+        action: Action,
+        kind: Kind,
+        resource: str,
+        level: Level,
+        shown: str = "",
+        log: bool = True,
+    ) -> Principal:
         if level >= action.value:
             return principal
         label = f"{_LABELS[kind]} {shown or repr(resource)}"
@@ -121,11 +170,7 @@ class Access:
             return None
         self.require_signed_in(principal)
         with self.store.read() as conn:
-            rows = conn.execute(
-                select(grants.c.resource)
-                .where(grants.c.kind == kind.value, _grantee_matches(principal))
-                .distinct()
-            )
+            rows = conn.execute(_VISIBLE, {"kind": kind.value, **_who(principal)})
             return {row.resource for row in rows}
 
     # -- resources ------------------------------------------------------------------------
@@ -205,27 +250,65 @@ class Access:
 _ROLE_RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
 
 
-def _grantee_matches(principal: Principal) -> Any:
-    matches = [
-        grants.c.grantee_type == "everyone",
-        and_(grants.c.grantee_type == "user", grants.c.grantee == principal.name),
-    ]
-    if principal.groups:
-        matches.append(
-            and_(grants.c.grantee_type == "group", grants.c.grantee.in_(principal.groups))
-        )
-    return or_(*matches)
+# The statements of every check, built once (building one costs about what running it
+# does); the caller's name and groups are bound on each call.
+_GRANTEE = or_(
+    grants.c.grantee_type == "everyone",
+    and_(grants.c.grantee_type == "user", grants.c.grantee == bindparam("name")),
+    and_(
+        grants.c.grantee_type == "group",
+        grants.c.grantee.in_(bindparam("groups", expanding=True)),
+    ),
+)
+_LEVEL = select(func.max(grants.c.level)).where(
+    grants.c.kind == bindparam("kind"), grants.c.resource == bindparam("resource"), _GRANTEE
+)
+_RUN_LEVEL = select(
+    runs.c.experiment_id,
+    select(func.max(grants.c.level))
+    .where(
+        grants.c.kind == Kind.EXPERIMENT.value,
+        grants.c.resource == runs.c.experiment_id,
+        _GRANTEE,
+    )
+    .scalar_subquery()
+    .label("level"),
+).where(runs.c.id == bindparam("run_id"))
+_VISIBLE = select(grants.c.resource).where(grants.c.kind == bindparam("kind"), _GRANTEE).distinct()
+_EXPERIMENT_LEVEL = select(
+    experiments.c.id,
+    experiments.c.name,
+    select(func.max(grants.c.level))
+    .where(
+        grants.c.kind == Kind.EXPERIMENT.value,
+        grants.c.resource == experiments.c.id,
+        _GRANTEE,
+    )
+    .scalar_subquery()
+    .label("level"),
+).where(or_(experiments.c.name == bindparam("ref"), experiments.c.id == bindparam("ref")))
+_EXPERIMENT = select(experiments.c.id).where(
+    or_(experiments.c.name == bindparam("ref"), experiments.c.id == bindparam("ref"))
+)
+
+
+def _who(principal: Principal) -> dict[str, Any]:
+    return {"name": principal.name, "groups": list(principal.groups)}
+
+
+def _capped(principal: Principal, found: int | None) -> Level:
+    level = Level(found or 0)
+    return min(level, Level.VIEWER) if principal.role is Role.VIEWER else level
 
 
 def _experiment_key(conn: Connection, name_or_id: str) -> str | None:
-    found: str | None = conn.execute(
-        select(experiments.c.id).where(experiments.c.name == name_or_id)
-    ).scalar()
-    if found is None:
-        found = conn.execute(
-            select(experiments.c.id).where(experiments.c.id == name_or_id)
+    # a name and an id (32 hex digits) never collide in practice; a name wins if they do
+    found = conn.execute(_EXPERIMENT, {"ref": name_or_id}).scalars().all()
+    if len(found) > 1:
+        return conn.execute(
+            select(experiments.c.id).where(experiments.c.name == name_or_id)
         ).scalar()
-    return found
+    return found[0] if found else None
 
 
 # -- the client's address, for the audit log --------------------------------------------------
@@ -329,9 +412,15 @@ def guarded(
                     arguments = bound.arguments
                     if action is not None and kind is not None and argument is not None:
                         value = arguments[argument]
-                        key = resolve(access, value) if resolve else str(value)
-                        if key is not None:
-                            access.require(action, kind, key, repr(value))
+                        # the resource and the caller's grants on it in one statement
+                        if resolve is by_run:
+                            access.require_run(action, str(value))
+                        elif resolve is by_experiment:
+                            access.require_experiment(action, str(value))
+                        else:
+                            key = resolve(access, value) if resolve else str(value)
+                            if key is not None:
+                                access.require(action, kind, key, repr(value))
                     if check is not None:
                         check(access, arguments)
             return method(self, *args, **kwargs)

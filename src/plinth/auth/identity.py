@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from plinth.auth.access import Access
 from plinth.auth.secrets import TOKEN_PREFIX, token_hash
@@ -55,20 +55,9 @@ class Authenticator:
 
     def _api_token(self, secret: str) -> Principal:
         with self.store.read() as conn:
-            row = conn.execute(
-                select(
-                    api_tokens.c.id,
-                    api_tokens.c.expires_at,
-                    api_tokens.c.revoked_at,
-                    users.c.name,
-                    users.c.kind,
-                    users.c.role,
-                    users.c.disabled,
-                )
-                .join(users, users.c.name == api_tokens.c.user_name)
-                .where(api_tokens.c.secret_hash == token_hash(secret))
-            ).first()
-            groups = () if row is None else _groups(conn, row.name)
+            rows = conn.execute(_TOKEN, {"hash": token_hash(secret)}).all()
+        row = rows[0] if rows else None
+        groups = tuple(sorted(r.group_name for r in rows if r.group_name is not None))
         now = now_ms()
         if row is None:
             raise Unauthenticated("unknown API token")
@@ -160,6 +149,24 @@ class Authenticator:
             if row is None or row.disabled:
                 raise Unauthenticated(f"no active user {name!r}")
             return Principal(row.name, Role(row.role), _groups(conn, name), row.kind, via)
+
+
+# A token, its user and the user's groups: one statement, one row per group.
+_TOKEN = (
+    select(
+        api_tokens.c.id,
+        api_tokens.c.expires_at,
+        api_tokens.c.revoked_at,
+        users.c.name,
+        users.c.kind,
+        users.c.role,
+        users.c.disabled,
+        group_members.c.group_name,
+    )
+    .join(users, users.c.name == api_tokens.c.user_name)
+    .outerjoin(group_members, group_members.c.user_name == users.c.name)
+    .where(api_tokens.c.secret_hash == bindparam("hash"))
+)
 
 
 def _oidc_owner(subject: str) -> str:

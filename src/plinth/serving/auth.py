@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/metrics"})
 _MAX_DECISIONS = 10_000
+_REFRESH_GIVE_UP = 5.0  # seconds
 
 
 class PredictAccess:
@@ -41,44 +42,69 @@ class PredictAccess:
         self.ttl = ttl
         self.clock = clock
         self._decisions: dict[str, tuple[float, PlinthError | None]] = {}
+        self._refreshing: dict[str, float] = {}  # token digest -> when its refresh began
         self._lock = threading.Lock()
+        self._local: Any = None
 
     def cached(self, credential: str) -> tuple[bool, PlinthError | None]:
-        """(known, refusal): whether a fresh decision is at hand, and what it was."""
-        found = self._decisions.get(_digest(credential))
-        if found is None or found[0] < self.clock():
+        """(known, refusal): whether a decision is at hand, and what it was. An expired
+        one is still used while another request refreshes it: one decision a second per
+        token, however many requests arrive meanwhile."""
+        digest = _digest(credential)
+        found = self._decisions.get(digest)
+        if found is None:
             return False, None
-        return True, found[1]
+        if found[0] >= self.clock():
+            return True, found[1]
+        now = self.clock()
+        with self._lock:
+            # a refresh that never finished (its request cancelled) stops counting after a while
+            if now - self._refreshing.get(digest, -_REFRESH_GIVE_UP) < _REFRESH_GIVE_UP:
+                return True, found[1]
+            self._refreshing[digest] = now
+        return False, None
 
     def decide(self, credential: str) -> PlinthError | None:
+        digest = _digest(credential)
         try:
-            self._ask(credential)
-            refusal = None
-        except (Unauthenticated, PermissionDenied) as exc:
-            refusal = exc
-        with self._lock:
-            if len(self._decisions) >= _MAX_DECISIONS:
-                self._decisions.clear()
-            self._decisions[_digest(credential)] = (self.clock() + self.ttl, refusal)
-        return refusal
+            try:
+                self._ask(credential)
+                refusal = None
+            except (Unauthenticated, PermissionDenied) as exc:
+                refusal = exc
+            with self._lock:
+                if len(self._decisions) >= _MAX_DECISIONS:
+                    self._decisions.clear()
+                self._decisions[digest] = (self.clock() + self.ttl, refusal)
+            return refusal
+        finally:
+            with self._lock:
+                self._refreshing.pop(digest, None)
 
     def _ask(self, credential: str) -> None:
         name = self.model()
         if self.client.remote:
             self._ask_server(credential, name)
             return
-        from plinth.auth.access import access_for
         from plinth.auth.context import acting_as
-        from plinth.auth.identity import Authenticator
         from plinth.auth.types import Action, Kind
 
-        access = access_for(self.client.tracking.store)
-        principal = Authenticator(access).authenticate(credential)
+        authenticator = self._authenticator()
+        principal = authenticator.authenticate(credential)
         with acting_as(principal):
             try:
-                access.require(Action.READ, Kind.MODEL, name)
+                authenticator.access.require(Action.READ, Kind.MODEL, name)
             except PlinthError as exc:
                 raise PermissionDenied(f"{principal.name!r} may not predict with {name!r}") from exc
+
+    def _authenticator(self) -> Any:
+        # one for the service's life: it remembers when each token's use was last recorded
+        if self._local is None:
+            from plinth.auth.access import access_for
+            from plinth.auth.identity import Authenticator
+
+            self._local = Authenticator(access_for(self.client.tracking.store))
+        return self._local
 
     def _ask_server(self, credential: str, name: str) -> None:
         import httpx

@@ -69,11 +69,8 @@ _validate_name = validate_key
 
 def _may_create_run(access: Access, arguments: dict[str, Any]) -> None:
     """editor on the experiment (the editor role, when the run creates it)"""
-    key = access.experiment_key(arguments["experiment"])
-    if key is None:
+    if not access.require_experiment(Action.WRITE, arguments["experiment"]):
         access.require_role(Role.EDITOR, f"create experiment {arguments['experiment']!r}")
-    else:
-        access.require(Action.WRITE, Kind.EXPERIMENT, key, repr(arguments["experiment"]))
 
 
 def _may_close_stale(access: Access, arguments: dict[str, Any]) -> None:
