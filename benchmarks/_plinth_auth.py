@@ -294,15 +294,15 @@ def w_setup(tmp: Path, model_kind: str) -> dict:
     model = S.make_model(model_kind, X, y)
     version = plinth.register_model(model, S.MODEL_NAME, input_example=X.head(5))
     plinth.set_alias(S.MODEL_NAME, S.ALIAS, version.version)
-    # Registering a model gives no grants yet (only a new experiment does): without this
-    # one, only admins may predict with it.
+    # The model is private to its reader: the check finds a grant to the user, not one to
+    # everyone.
     from plinth.auth.service import AuthService
     from plinth.auth.types import Kind
 
-    AuthService(plinth.default_client().tracking.store).grant(
-        Kind.MODEL, S.MODEL_NAME, "user", USER, "viewer"
-    )
-    NOTES.append(f"granted {USER!r} viewer on model {S.MODEL_NAME!r} (a model gets no grants)")
+    auth = AuthService(plinth.default_client().tracking.store)
+    auth.revoke_grant(Kind.MODEL, S.MODEL_NAME, "everyone", "*")
+    auth.grant(Kind.MODEL, S.MODEL_NAME, "user", USER, "viewer")
+    NOTES.append(f"model {S.MODEL_NAME!r} private; {USER!r} granted viewer on it")
     requests, _ = S.make_data(1, S.SEED + 1)
     body = shared / "body-1.json"
     split = {"columns": list(requests.columns), "data": requests.to_numpy().tolist()}
