@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 import plinth
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
+from plinth.auth.context import current_principal
 from plinth.auth.service import AuthService
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument
@@ -141,6 +142,7 @@ def _mount(app: FastAPI, ep: Endpoint, method: Callable[..., Any], tag: str) -> 
     result = ep.result
 
     def handle(**kwargs: Any) -> Response:
+        current_principal()  # the caller's credential is checked here, whatever the route
         body = kwargs.pop("body", None)
         if body is not None:
             kwargs.update({name: getattr(body, name) for name in ep.other_params})

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plinth.api import API_PREFIX
 from plinth.auth.access import Access, set_client_address
-from plinth.auth.context import acting_as
+from plinth.auth.context import Pending, acting_as
 from plinth.auth.identity import Authenticator
 from plinth.auth.limiter import FailureLimiter
-from plinth.auth.types import ANONYMOUS
+from plinth.auth.types import ANONYMOUS, Principal
 from plinth.errors import PlinthError, RateLimited, Unauthenticated
 
 OPEN_PATHS = frozenset(
@@ -80,15 +79,18 @@ class Authenticate:
                 {"www-authenticate": "Bearer"},
             )
             return
-        try:
-            principal = await run_in_threadpool(self.authenticator.authenticate, credential)
-        except Unauthenticated as exc:
-            self.limiter.failed(client)
-            await run_in_threadpool(_record_refusal, self.authenticator.access, exc.message)
-            await _answer(send, exc, {"www-authenticate": 'Bearer error="invalid_token"'})
-            return
-        with acting_as(principal):
-            await self.app(scope, receive, send)
+        authenticator = self.authenticator
+
+        def check() -> Principal:
+            # runs on the worker thread of the first code that asks who the caller is
+            try:
+                return authenticator.authenticate(credential)
+            except Unauthenticated as exc:
+                _record_refusal(authenticator.access, exc.message)
+                raise
+
+        with acting_as(Pending(check)):
+            await self.app(scope, receive, self._counting_failures(send, client))
 
     def _counting_failures(self, send: Send, client: str) -> Send:
         async def counting(message: Message) -> None:

@@ -456,12 +456,11 @@ class TrackingService(ExperimentService):
             .join(_experiments, _experiments.c.id == runs.c.experiment_id)
             .where(matching.where)
         )
-        if experiments:
+        if experiments:  # each one checked: the caller may read it
             query = query.where(
                 runs.c.experiment_id.in_([self.get_experiment(e).id for e in experiments])
             )
-        visible = self.access.visible(Kind.EXPERIMENT)
-        if visible is not None:
+        elif (visible := self.access.visible(Kind.EXPERIMENT)) is not None:
             query = query.where(runs.c.experiment_id.in_(visible))
         query = order_by_(query, order_by or ["start_time DESC"], matching.metrics, matching.bounds)
         query = query.order_by(runs.c.id).offset(offset).limit(limit + 1)
