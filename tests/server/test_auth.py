@@ -17,7 +17,7 @@ from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import update
 
 from plinth.auth.service import AuthService
-from plinth.auth.types import Role
+from plinth.auth.types import Kind, Role
 from plinth.config import load_settings
 from plinth.errors import NotFound, PermissionDenied, Unauthenticated
 from plinth.server.app import create_app
@@ -248,3 +248,25 @@ def test_identity_provider_tokens_sign_users_in(tmp_path: Path) -> None:
             "fred",
             "erin",
         ]
+
+
+def test_a_server_keeps_decisions_a_second_but_forgets_them_when_grants_change(
+    server: Server,
+) -> None:
+    from plinth.auth.access import access_for
+    from plinth.store.schema import grants
+
+    bob, carol = server.user("bob"), server.user("carol")
+    run = server.call("POST", "/runs", bob, json={"experiment": "churn"}).json()
+    server.auth.revoke_grant(Kind.EXPERIMENT, "churn", "everyone", "*")
+    assert server.call("GET", f"/runs/{run['id']}", carol).status_code == 404
+    server.auth.grant(Kind.EXPERIMENT, "churn", "user", "carol", "viewer")  # applies at once
+    assert server.call("GET", f"/runs/{run['id']}", carol).status_code == 200
+    # a change made elsewhere (another replica, SQL) applies once the decision expires
+    with server.store.write() as conn:
+        conn.execute(grants.delete().where(grants.c.grantee == "carol"))
+    assert server.call("GET", f"/runs/{run['id']}", carol).status_code == 200
+    access = access_for(server.store)
+    assert access.decision_seconds == 1.0
+    access._decisions = {k: (0.0, v) for k, (_, v) in access._decisions.items()}  # expired
+    assert server.call("GET", f"/runs/{run['id']}", carol).status_code == 404

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +45,30 @@ class Access:
         self.store = store
         self.default = default
         self.private_by_default = private_by_default
+        # A server keeps each decision (a caller's level on a resource) this many seconds:
+        # a grant changed through it applies at once, one changed elsewhere (another
+        # replica, the CLI on the store) within that time. 0: decide every time.
+        self.decision_seconds = 0.0
+        self._decisions: dict[tuple[Any, ...], tuple[float, Any]] = {}
+
+    def _remembered(self, key: tuple[Any, ...], decide: Callable[[], Any]) -> Any:
+        if self.decision_seconds <= 0:
+            return decide()
+        now = time.monotonic()
+        found = self._decisions.get(key)
+        if found is not None and found[0] > now:
+            return found[1]
+        value = decide()
+        if value is None:  # "no such run" is not kept: it may be created in a moment
+            return value
+        if len(self._decisions) >= _MAX_DECISIONS:
+            self._decisions = {}
+        self._decisions[key] = (now + self.decision_seconds, value)
+        return value
+
+    def forget_decisions(self) -> None:
+        """Grants changed: decide again."""
+        self._decisions = {}
 
     # -- who ------------------------------------------------------------------------------
 
@@ -61,20 +86,28 @@ class Access:
             return Level.OWNER
         if not principal.authenticated:
             return Level.NONE
-        with self.store.read() as conn:
-            found = conn.execute(
-                _LEVEL, {"kind": kind.value, "resource": resource, **_who(principal)}
-            ).scalar()
-        return _capped(principal, found)
+
+        def decide() -> int | None:
+            with self.store.read() as conn:
+                found: int | None = conn.execute(
+                    _LEVEL, {"kind": kind.value, "resource": resource, **_who(principal)}
+                ).scalar()
+            return found
+
+        key = ("level", principal.name, principal.groups, kind, resource)
+        return _capped(principal, self._remembered(key, decide))
 
     def run_level(self, principal: Principal, run_id: str) -> tuple[str, Level] | None:
         """A run's experiment and the caller's level on it, in one statement; None when
         the run does not exist."""
-        with self.store.read() as conn:
-            row = conn.execute(_RUN_LEVEL, {"run_id": run_id, **_who(principal)}).first()
-        if row is None:
-            return None
-        return row.experiment_id, _capped(principal, row.level)
+
+        def decide() -> tuple[str, int | None] | None:
+            with self.store.read() as conn:
+                row = conn.execute(_RUN_LEVEL, {"run_id": run_id, **_who(principal)}).first()
+            return None if row is None else (row.experiment_id, row.level)
+
+        found = self._remembered(("run", principal.name, principal.groups, run_id), decide)
+        return None if found is None else (found[0], _capped(principal, found[1]))
 
     def require(
         self, action: Action, kind: Kind, resource: str, shown: str = "", *, log: bool = True
@@ -93,12 +126,18 @@ class Access:
     def experiment_level(self, principal: Principal, ref: str) -> tuple[str, Level] | None:
         """An experiment's id (by name or id) and the caller's level on it, in one
         statement; None when there is no such experiment."""
-        with self.store.read() as conn:
-            rows = conn.execute(_EXPERIMENT_LEVEL, {"ref": ref, **_who(principal)}).all()
-        if not rows:
-            return None
-        row = next((r for r in rows if r.name == ref), rows[0])  # a name wins over an id
-        return row.id, _capped(principal, row.level)
+
+        def decide() -> tuple[str, int | None] | None:
+            with self.store.read() as conn:
+                rows = conn.execute(_EXPERIMENT_LEVEL, {"ref": ref, **_who(principal)}).all()
+            if not rows:
+                return None
+            row = next((r for r in rows if r.name == ref), rows[0])  # a name wins over an id
+            return row.id, row.level
+
+        key = ("experiment", principal.name, principal.groups, ref)
+        found = self._remembered(key, decide)
+        return None if found is None else (found[0], _capped(principal, found[1]))
 
     def require_experiment(self, action: Action, ref: str) -> bool:
         """``require`` on an experiment named by name or id; False when there is none."""
@@ -179,6 +218,7 @@ class Access:
         """A new resource's grants, in the transaction that creates it: its creator owns it;
         everyone may read it, or only the creator's groups (as editors) when the server
         keeps new resources private to their team."""
+        self.forget_decisions()
         principal = self.principal()
         at = now_ms()
         rows = [(("user", principal.name), Level.OWNER)] if principal.name else []
@@ -204,6 +244,7 @@ class Access:
             )
 
     def on_deleted(self, conn: Connection, kind: Kind, resource: str) -> None:
+        self.forget_decisions()
         conn.execute(
             delete(grants).where(grants.c.kind == kind.value, grants.c.resource == resource)
         )
@@ -247,6 +288,7 @@ class Access:
             return conn.execute(select(runs.c.experiment_id).where(runs.c.id == run_id)).scalar()
 
 
+_MAX_DECISIONS = 10_000
 _ROLE_RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
 
 
@@ -343,7 +385,11 @@ def access_for(store: Store) -> Access:
 
 
 def configure_access(
-    store: Store, default: Principal | None = None, *, private_by_default: bool = False
+    store: Store,
+    default: Principal | None = None,
+    *,
+    private_by_default: bool = False,
+    decision_seconds: float = 0.0,
 ) -> Access:
     """Set the store's policy, and the principal of calls made outside any request (the
     local user, an admin, unless ``default`` says otherwise). A server sets the principal
@@ -352,6 +398,8 @@ def configure_access(
     if default is not None:
         access.default = default
     access.private_by_default = private_by_default
+    access.decision_seconds = decision_seconds
+    access.forget_decisions()
     return access
 
 

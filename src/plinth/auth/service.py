@@ -406,6 +406,7 @@ class AuthService:
                 detail=f"{grantee_type}:{grantee}={parsed.name.lower()}",
                 conn=conn,
             )
+        self.access.forget_decisions()
         return self.list_grants(kind, resource)
 
     @endpoint("DELETE", "/grants/{kind}/{resource:path}")
@@ -432,6 +433,7 @@ class AuthService:
                 detail=f"{grantee_type}:{grantee}",
                 conn=conn,
             )
+        self.access.forget_decisions()
         return self.list_grants(kind, resource)
 
     # -- the security log -------------------------------------------------------------------

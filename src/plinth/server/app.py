@@ -235,7 +235,11 @@ def _install_authentication(app: FastAPI, settings: Settings, store: Any) -> Non
 
     authenticator = None
     if store is not None:  # None: an app that only serves the API's description
-        access = configure_access(store, private_by_default=settings.private_by_default)
+        # a decision kept for a second: grant checks cost a query per second per caller
+        # and resource, not one per request
+        access = configure_access(
+            store, private_by_default=settings.private_by_default, decision_seconds=1.0
+        )
         authenticator = authenticator_for(settings, access) if settings.auth else None
     build = app.build_middleware_stack
 
