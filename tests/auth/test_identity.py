@@ -254,3 +254,21 @@ def test_no_group_claim_gives_the_default_role_and_sign_ins_are_logged_once_a_mi
     clock.ms += 1
     authenticator.authenticate(JWT)
     assert len(auth.list_security_events(event="sign_in")) == 2
+
+
+def test_two_first_oidc_sign_ins_at_once_both_get_in(
+    auth: AuthService, access: Access, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.errors import WriteConflict
+
+    authenticator = oidc(access, FakeVerifier("gina", ("ml-team",)))
+    real = authenticator._add_oidc_user
+
+    def other_process_first(identity: Any, role: Role) -> None:
+        real(identity, role)  # the other sign-in's insert lands first ...
+        raise WriteConflict("users", "UNIQUE constraint failed: users.name")  # ... ours fails
+
+    monkeypatch.setattr(authenticator, "_add_oidc_user", other_process_first)
+    principal = authenticator.authenticate(JWT)
+    assert (principal.name, principal.role) == ("gina", Role.EDITOR)
+    assert [u.name for u in auth.list_users()] == ["gina"]

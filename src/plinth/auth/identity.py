@@ -15,12 +15,12 @@ from sqlalchemy import bindparam, insert, select, update
 from plinth.auth.access import Access
 from plinth.auth.secrets import TOKEN_PREFIX, token_hash
 from plinth.auth.types import Principal, Role
-from plinth.errors import Unauthenticated
+from plinth.errors import Unauthenticated, WriteConflict
 from plinth.store.schema import api_tokens, group_members, users
 from plinth.store.sql import now_ms
 
 if TYPE_CHECKING:
-    from plinth.auth.oidc import OidcVerifier
+    from plinth.auth.oidc import OidcIdentity, OidcVerifier
 
 #: how often a token's last use is written (and logged as a security event), at most
 LAST_USE_EVERY_MS = 60_000
@@ -90,30 +90,10 @@ class Authenticator:
             stored_groups = () if row is None else _groups(conn, identity.username)
         if row is None:
             role = self._role_from_claims(identity.groups)
-            with self.store.write() as conn:
-                conn.execute(
-                    insert(users),
-                    [
-                        {
-                            "name": identity.username,
-                            "kind": "user",
-                            "role": role.value,
-                            "email": identity.email,
-                            "password_hash": None,
-                            "disabled": False,
-                            "created_at": now_ms(),
-                            # the identity it belongs to: the name alone may be reused
-                            "created_by": _oidc_owner(identity.subject),
-                        }
-                    ],
-                )
-                self.access.record(
-                    "user_created",
-                    f"user:{identity.username}",
-                    detail="first OIDC sign-in",
-                    conn=conn,
-                    actor=identity.username,
-                )
+            try:
+                self._add_oidc_user(identity, role)
+            except WriteConflict:  # a second first sign-in at the same moment: theirs won
+                return self._oidc(jwt)
         elif row.created_by != _oidc_owner(identity.subject):
             # a local account, or another identity the provider once gave this name
             raise Unauthenticated(
@@ -136,6 +116,32 @@ class Authenticator:
                 "sign_in", f"user:{identity.username}", detail="oidc", actor=principal.name
             )
         return principal
+
+    def _add_oidc_user(self, identity: OidcIdentity, role: Role) -> None:
+        with self.store.write() as conn:
+            conn.execute(
+                insert(users),
+                [
+                    {
+                        "name": identity.username,
+                        "kind": "user",
+                        "role": role.value,
+                        "email": identity.email,
+                        "password_hash": None,
+                        "disabled": False,
+                        "created_at": now_ms(),
+                        # the identity it belongs to: the name alone may be reused
+                        "created_by": _oidc_owner(identity.subject),
+                    }
+                ],
+            )
+            self.access.record(
+                "user_created",
+                f"user:{identity.username}",
+                detail="first OIDC sign-in",
+                conn=conn,
+                actor=identity.username,
+            )
 
     def _role_from_claims(self, groups: tuple[str, ...]) -> Role:
         rank = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -11,6 +12,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 #: every Plinth token starts so: tells it from an OpenID Connect JWT and from a password
 TOKEN_PREFIX = "plt_"
 _hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) defaults
+
+
+def bearer_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The credential of an ``Authorization: Bearer ...`` header among raw ASGI headers."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                return credential.strip()
+            return None
+    return None
 
 
 def new_token_secret() -> str:

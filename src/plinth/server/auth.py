@@ -18,6 +18,7 @@ from plinth.auth.access import Access, set_client_address
 from plinth.auth.context import Pending, acting_as
 from plinth.auth.identity import Authenticator
 from plinth.auth.limiter import FailureLimiter
+from plinth.auth.secrets import bearer_of
 from plinth.auth.types import ANONYMOUS, Principal
 from plinth.errors import PlinthError, RateLimited, Unauthenticated
 
@@ -68,7 +69,7 @@ class Authenticate:
             with acting_as(ANONYMOUS):
                 await self.app(scope, receive, self._counting_failures(send, client))
             return
-        credential = _bearer(scope)
+        credential = bearer_of(scope["headers"])
         if credential is None:
             await _answer(
                 send,
@@ -99,17 +100,6 @@ class Authenticate:
             await send(message)
 
         return counting
-
-
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            header: str = value.decode("latin-1")
-            scheme, _, credential = header.partition(" ")
-            if scheme.lower() == "bearer" and credential.strip():
-                return credential.strip()
-            return None
-    return None
 
 
 def _record_refusal(access: Access, reason: str) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 
+from plinth.auth.secrets import bearer_of
 from plinth.errors import PermissionDenied, PlinthError, Unauthenticated, Unavailable
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class RequireToken:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        credential = _bearer(scope)
+        credential = bearer_of(scope["headers"])
         if credential is None:
             refusal: PlinthError | None = Unauthenticated(
                 "this model service needs a token: send 'Authorization: Bearer <token>'"
@@ -161,11 +162,3 @@ class RequireToken:
             await self.refuse(refusal)(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-def _bearer(scope: Any) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, credential = value.decode("latin-1").partition(" ")
-            return credential.strip() or None if scheme.lower() == "bearer" else None
-    return None
