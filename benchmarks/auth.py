@@ -194,9 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         f"serving: plinth serve models:/bench@live at its defaults, 1 worker; {S.LOADGEN} --h1 "
         f"-c 1 -n {s.requests:,} and -c 32 -n {s.requests_c32:,}, each after a warm-up of {s.warmup}, 1-row dataframe_split "
         "bodies with the Authorization header in both modes.",
-        "model: registering gives a model no grants yet (only a new experiment gets "
-        "its owner's and everyone's), so the setup grants the editor viewer on it; without "
-        "that an ON request is refused 403.",
+        "model: made private to its reader (the grant to everyone revoked, the editor "
+        "granted viewer), so the check finds a grant to the user.",
         f"ON/OFF: the median of {s.reps} repetition(s) each, OFF and ON alternating; "
         f"server CPU = user + system time of the server's process tree over the timed part.",
         C.busy_line(b.busy),
