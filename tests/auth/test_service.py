@@ -364,9 +364,9 @@ def _resources(request: pytest.FixtureRequest) -> None:
 
 
 def test_grants_name_a_resource_that_exists(auth: AuthService) -> None:
-    with pytest.raises(NotFound, match="model 'chrun' not found"):
+    with pytest.raises(NotFound, match="registered model 'chrun' does not exist"):
         auth.grant(Kind.MODEL, "chrun", "everyone", "*", "viewer")
-    with pytest.raises(NotFound, match="feature group 'nope' not found"):
+    with pytest.raises(NotFound, match="feature group 'nope' does not exist"):
         auth.list_grants(Kind.FEATURE_GROUP, "nope")
 
 
@@ -377,7 +377,7 @@ def test_grants_need_the_owner_of_the_resource(auth: AuthService) -> None:
     auth.grant(Kind.MODEL, "churn", "user", "owner", "owner")
     auth.grant(Kind.MODEL, "churn", "user", "reader", "owner")  # capped by the viewer role
     auth.grant(Kind.MODEL, "churn", "user", "editor", "editor")
-    with as_("stranger"), pytest.raises(NotFound, match="registered model 'churn' not found"):
+    with as_("stranger"), pytest.raises(NotFound, match="registered model 'churn' does not exist"):
         auth.grant(Kind.MODEL, "churn", "user", "stranger", "owner")
     with as_("editor"), pytest.raises(PermissionDenied, match="needs the owner permission"):
         auth.grant(Kind.MODEL, "churn", "user", "editor", "owner")
@@ -448,7 +448,7 @@ def test_experiment_grants_follow_its_id_and_show_its_name(
     }
     by_id = auth.list_grants(Kind.EXPERIMENT, experiment.id)  # the same grants
     assert {(g.resource, g.grantee) for g in by_id} == {(experiment.id, g.grantee) for g in found}
-    with pytest.raises(NotFound, match="experiment 'nope' not found"):
+    with pytest.raises(NotFound, match="experiment 'nope' does not exist"):
         auth.list_grants(Kind.EXPERIMENT, "nope")
 
 

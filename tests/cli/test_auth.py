@@ -272,7 +272,7 @@ def test_grants_list_set_revoke_on_an_experiment(monkeypatch: pytest.MonkeyPatch
 def test_grants_refuse_a_bad_grantee_level_or_resource(monkeypatch: pytest.MonkeyPatch) -> None:
     ok(monkeypatch, "users", "create", "alice")
     typo = fails(monkeypatch, "grants", "set", "model", "churn", "viewer", "--user", "alice")
-    assert "model 'churn' not found" in typo  # a grant names a resource that exists
+    assert "model 'churn' does not exist" in typo  # a grant names a resource that exists
     plinth.connect().registry.create_registered_model("churn")
     one = "name exactly one grantee"
     assert one in fails(monkeypatch, "grants", "set", "model", "churn", "viewer")
@@ -284,7 +284,7 @@ def test_grants_refuse_a_bad_grantee_level_or_resource(monkeypatch: pytest.Monke
     ghost = fails(monkeypatch, "grants", "set", "model", "churn", "viewer", "--user", "ghost")
     assert "user 'ghost' not found" in ghost
     missing = fails(monkeypatch, "grants", "list", "experiment", "nope")
-    assert "experiment 'nope' not found" in missing
+    assert "experiment 'nope' does not exist" in missing
     code, _, err = run(monkeypatch, "grants", "list", "dataset", "x")
     assert code == 2 and "dataset" in err
 

@@ -27,7 +27,7 @@ BOB = Principal("bob", Role.EDITOR, via="token")  # creates and owns the groups 
 DAVE = Principal("dave", Role.EDITOR, via="token")  # another editor, granted nothing
 CAROL = Principal("carol", Role.VIEWER, via="token")
 STATS = "customer_stats"
-NOT_FOUND = r"feature group \W*customer_stats\W* not found"
+NOT_FOUND = r"feature group \W*customer_stats\W* does not exist"
 ORDERS = [f"{STATS}:orders_30d"]
 
 

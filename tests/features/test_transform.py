@@ -249,3 +249,19 @@ def test_compiled_functions_are_kept_for_the_latest_used_sources_only(
     assert made[2].source not in transform._loaded
     renamed = replace(made[0], name="another")
     assert transform._function(renamed, "v:v1") is first  # the key is the source text
+
+
+@pytest.mark.parametrize("odd", ["\x0c", "\x1c", "\x85", "\u2028", "\r"])
+def test_a_source_with_other_line_breaks_is_refused_so_the_shown_code_is_the_run_code(
+    odd: str,
+) -> None:
+    from plinth.features.source import check_source, load
+
+    hidden = (
+        f'@d  # {odd}def f(a): print("HIDDEN CODE RAN"); return a; """\n'
+        'def f(a):\n    s = "x"  # """\n    return a\n'
+    )
+    with pytest.raises(InvalidArgument, match="line or page breaks other than newlines"):
+        check_source(hidden, "f")
+    with pytest.raises(InvalidArgument, match="line or page breaks"):
+        load(hidden, "f", "view v1")

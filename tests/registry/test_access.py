@@ -260,7 +260,7 @@ class TestCallers:
                 lambda: client.registry.open_package_file("secret", 1, "plinth-model.json"),
                 lambda: client.registry.set_stage("secret", 1, Stage.STAGING),
             ):
-                with pytest.raises(plinth.NotFound, match=r"secret.* not found"):
+                with pytest.raises(plinth.NotFound, match=r"secret.* does not exist"):
                     read()
         auth.grant(Kind.MODEL, "secret", "user", "bob", "viewer")
         with acting_as(BOB):

@@ -94,7 +94,7 @@ class World:
         from plinth.features.offline import OfflineStore
 
         snapshot = OfflineStore(self.settings.resolved_artifact_uri).snapshot_uri(
-            "secret_view", "rows-1"
+            "secret_view", "v1", "0" * 32, "rows"
         )
         BY_ROUTE[("/api/v1/feature-data/snapshots", "uri")] = snapshot
         auth = AuthService(self.store)
@@ -386,3 +386,33 @@ def test_every_operation_declares_its_access_rule() -> None:
         # anonymous ones): the store layer sits below auth and names no resource
         "LocationService.get_store_locations",
     ]
+
+
+@pytest.mark.parametrize(
+    ("hidden", "missing"),
+    [
+        ("/api/v1/experiments/secret-exp", "/api/v1/experiments/no-such-exp"),
+        ("/api/v1/models/secret-model", "/api/v1/models/no-such-model"),
+        ("/api/v1/feature-groups/secret_grp", "/api/v1/feature-groups/no_such_grp"),
+        ("/api/v1/feature-views/secret_view", "/api/v1/feature-views/no_such_view"),
+        ("/api/v1/grants/model/secret-model", "/api/v1/grants/model/no-such-model"),
+    ],
+)
+def test_a_private_resource_reads_exactly_as_a_missing_one(
+    world: World, hidden: str, missing: str
+) -> None:
+    headers = {"authorization": f"Bearer {world.tokens['mallory']}"}
+    one, other = (world.http.get(path, headers=headers) for path in (hidden, missing))
+    assert one.status_code == other.status_code == 404
+    name = hidden.rsplit("/", 1)[1]
+    assert one.json()["message"].replace(name, "?") == other.json()["message"].replace(
+        missing.rsplit("/", 1)[1], "?"
+    )
+
+
+def test_a_private_run_reads_exactly_as_a_missing_one(world: World) -> None:
+    headers = {"authorization": f"Bearer {world.tokens['mallory']}"}
+    run_id = world.values["run_id"]
+    one = world.http.get(f"/api/v1/runs/{run_id}", headers=headers).json()["message"]
+    other = world.http.get(f"/api/v1/runs/{'0' * 32}", headers=headers).json()["message"]
+    assert one.replace(run_id, "?") == other.replace("0" * 32, "?")

@@ -159,8 +159,11 @@ class Access:
             return
         self.require_signed_in(principal)
         found = self.run_level(principal, run_id)
-        if found is not None:
-            self._judge(principal, action, Kind.EXPERIMENT, found[0], found[1], repr(run_id))
+        if found is None:
+            return
+        if found[1] is Level.NONE:  # as get_run says of a run that is not there
+            raise NotFound(f"run {run_id!r} does not exist")
+        self._judge(principal, action, Kind.EXPERIMENT, found[0], found[1], repr(run_id))
 
     def _judge(
         self,
@@ -175,8 +178,8 @@ class Access:
         if level >= action.value:
             return principal
         label = f"{_LABELS[kind]} {shown or repr(resource)}"
-        if level is Level.NONE:
-            raise NotFound(f"{label} not found")
+        if level is Level.NONE:  # the words the operation uses for one that is not there
+            raise NotFound(f"{label} does not exist")
         if log:
             self.record("permission_denied", f"{kind.value}:{resource}", "refused", action.name)
         raise PermissionDenied(

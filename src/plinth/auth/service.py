@@ -495,16 +495,21 @@ def _key(access: Access, kind: Kind, resource: str) -> str:
     if kind is Kind.EXPERIMENT:
         found = by_experiment(access, resource)
         if found is None:
-            raise NotFound(f"experiment {resource!r} not found")
+            raise NotFound(f"experiment {resource!r} does not exist")
         return found
     table = _RESOURCE_TABLES[kind]
     with access.store.read() as conn:
         exists = conn.execute(select(table.c.name).where(table.c.name == resource)).first()
     if exists is None:
-        raise NotFound(f"{kind.value.replace('_', ' ')} {resource!r} not found")
+        raise NotFound(f"{_SHOWN[kind]} {resource!r} does not exist")  # as a hidden one reads
     return resource
 
 
+_SHOWN = {
+    Kind.MODEL: "registered model",
+    Kind.FEATURE_GROUP: "feature group",
+    Kind.FEATURE_VIEW: "feature view",
+}
 _RESOURCE_TABLES = {
     Kind.MODEL: registered_models,
     Kind.FEATURE_GROUP: feature_groups,

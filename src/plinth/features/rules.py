@@ -28,7 +28,7 @@ def require_readable(access: Access, kind: Kind, names: Iterable[str]) -> None:
         return
     hidden = [name for name in wanted if name not in visible]
     if hidden:
-        raise NotFound(f"{_LABELS[kind]} {hidden[0]!r} not found")
+        raise NotFound(f"{_LABELS[kind]} {hidden[0]!r} does not exist")
 
 
 def require_in_transaction(access: Access, action: Action, kind: Kind, name: str) -> None:

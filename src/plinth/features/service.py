@@ -9,7 +9,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, guarded
@@ -124,6 +124,7 @@ class FeatureService(ViewService):
         with self.store.write() as conn:
             latest = self._latest(conn, name)
             if latest is None:
+                _refuse_case_twin(conn, name)
                 self.access.on_created(conn, Kind.FEATURE_GROUP, name)
             else:
                 # perhaps created by another caller since the rule's check: its grants decide
@@ -183,18 +184,18 @@ class FeatureService(ViewService):
         refused unless it may, before any row is written to the offline or online store."""
         return self._feature_group(name, version)
 
-    def group_exists(self, name: str, version: int) -> bool:
-        """Whether the group version is defined, whoever may see it (for the server's
-        removal of a deleted group's data)."""
+    def group_named(self, name: str, version: int) -> str | None:
+        """The name of the defined group version ``name`` names, in any letter case (as
+        table names are read: SQLite's are case-insensitive), whoever may see it; None when
+        there is none (for the server's removal of a deleted group's data)."""
         with self.store.read() as conn:
-            return (
-                conn.execute(
-                    select(feature_groups.c.name).where(
-                        feature_groups.c.name == name, feature_groups.c.version == version
-                    )
-                ).first()
-                is not None
-            )
+            found: str | None = conn.execute(
+                select(feature_groups.c.name).where(
+                    func.lower(feature_groups.c.name) == name.lower(),
+                    feature_groups.c.version == version,
+                )
+            ).scalar()
+            return found
 
     def _feature_group(self, name: str, version: int | None = None) -> FeatureGroup:
         with self.store.read() as conn:
@@ -478,6 +479,19 @@ def _entity(row: Any) -> Entity:
         row.description,
         to_datetime(row.created_at),
     )
+
+
+def _refuse_case_twin(conn: Connection, name: str) -> None:
+    """Group names differ in more than letter case: their tables' names are read without
+    it (SQLite), so two such groups would share one online table."""
+    twin = conn.execute(
+        select(feature_groups.c.name).where(func.lower(feature_groups.c.name) == name.lower())
+    ).scalar()
+    if twin is not None:
+        raise AlreadyExists(
+            f"feature group {twin!r} exists: a group's name must differ from it in more "
+            "than letter case"
+        )
 
 
 def _group(row: Any) -> FeatureGroup:

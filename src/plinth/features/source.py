@@ -152,6 +152,14 @@ def load(source: str, name: str, view: str) -> Callable[..., Any]:
 def _def_only(text: str, name: str) -> tuple[str, ast.FunctionDef]:
     """The text of the one ``def`` in ``text`` from its ``def`` line on (decorators, which
     made it a transformation, are not part of what runs), and its node."""
+    odd = sorted({repr(c) for c in text if c in _OTHER_LINE_BREAKS})
+    if odd:
+        # Python and str.splitlines disagree on where their lines end: refused, so that
+        # the function shown is the function run
+        raise InvalidArgument(
+            f"the source of transformation {name!r} holds line or page breaks other than "
+            f"newlines ({', '.join(odd)}): write it with plain newlines"
+        )
     text = textwrap.dedent(text)
     try:
         tree = ast.parse(text)
@@ -163,8 +171,11 @@ def _def_only(text: str, name: str) -> tuple[str, ast.FunctionDef]:
             "def (not a lambda, an async def or several statements)"
         )
     node = tree.body[0]
-    lines = text.splitlines()[node.lineno - 1 : node.end_lineno]
+    lines = text.split("\n")[node.lineno - 1 : node.end_lineno]
     return "\n".join(lines) + "\n", node
+
+
+_OTHER_LINE_BREAKS = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 def _unknown(text: str, own: str) -> set[str]:

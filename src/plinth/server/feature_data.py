@@ -163,8 +163,7 @@ def mount_feature_data(app: FastAPI, store: FeatureStore) -> None:
 
     @app.delete(tables, tags=["feature data"], status_code=204)
     def drop_online(table: str) -> Response:
-        name, _, version = table.rpartition("__v")
-        _check_deleted(store, name, int(version) if version.isdigit() else 0)
+        _check_deleted(store, *_table_name(table))
         online.drop(table)
         return Response(status_code=204)
 
@@ -198,7 +197,9 @@ def _as_of(text: str | None) -> int | datetime | None:
         raise InvalidArgument(f"as_of {text!r} is not a Delta version nor an ISO time") from None
 
 
-_TRAINING = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+# where a training dataset keeps its rows: VIEW/vN/ID/rows or VIEW/vN/ID/entities, nothing
+# above or beside it (a folder higher up holds other datasets)
+_TRAINING = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)/v[0-9]+/[0-9a-f]{32}/(rows|entities)")
 
 
 def _snapshot(store: FeatureStore, uri: str, write: bool) -> str:
@@ -207,32 +208,45 @@ def _snapshot(store: FeatureStore, uri: str, write: bool) -> str:
     folder), PermissionDenied for a ``write`` by a caller without the editor role."""
     prefix = store.offline.snapshot_uri("")
     rest = uri.removeprefix(prefix)
-    if rest == uri or not _TRAINING.fullmatch(rest) or ".." in rest.split("/"):
-        raise InvalidArgument(f"{uri!r} is not a training dataset location of this server")
+    found = _TRAINING.fullmatch(rest) if rest != uri else None
+    if found is None:
+        raise InvalidArgument(
+            f"{uri!r} is not a training dataset location of this server "
+            "(VIEW/vN/ID/rows or VIEW/vN/ID/entities under its training-datasets folder)"
+        )
     access = _access(store)
     if write:
         access.require_role(Role.EDITOR, "write training dataset rows")
-    access.require(Action.READ, Kind.FEATURE_VIEW, rest.split("/", 1)[0])
+    access.require(Action.READ, Kind.FEATURE_VIEW, found.group(1))
     return uri
 
 
-def _online_group(store: FeatureStore, table: str, write: bool = False) -> FeatureGroup:
-    name, _, version = table.rpartition("__v")
-    if not name or not version.isdigit():
+_ONLINE_TABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)__v([0-9]+)")
+
+
+def _table_name(table: str) -> tuple[str, int]:
+    found = _ONLINE_TABLE.fullmatch(table)
+    if found is None:
         raise NotFound(f"online table {table!r} is not a feature group's (NAME__vN)")
+    return found.group(1), int(found.group(2))
+
+
+def _online_group(store: FeatureStore, table: str, write: bool = False) -> FeatureGroup:
+    name, version = _table_name(table)
     if write:
-        return store.service.get_feature_group_to_write(name, int(version))
-    return store.service.get_feature_group(name, int(version))
+        return store.service.get_feature_group_to_write(name, version)
+    return store.service.get_feature_group(name, version)
 
 
 def _check_deleted(store: FeatureStore, name: str, version: int) -> None:
     """A deleted group's data may go (by an editor); an existing group's may not: its owner
     is told to delete it first, who may not see it that it is not there."""
     access = _access(store)
-    if not store.service.group_exists(name, version):
+    defined = store.service.group_named(name, version)  # in any letter case, as tables are
+    if defined is None:
         access.require_role(Role.EDITOR, f"remove the data of feature group {name}:v{version}")
         return
-    access.require(Action.MANAGE, Kind.FEATURE_GROUP, name)
+    access.require(Action.MANAGE, Kind.FEATURE_GROUP, defined, repr(name))
     raise Conflict(
         f"feature group {name}:v{version} still exists; delete it (delete_feature_group) "
         "to remove its data"

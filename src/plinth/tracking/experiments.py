@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from sqlalchemy import Connection, insert, select
@@ -9,7 +10,7 @@ from sqlalchemy import Connection, insert, select
 from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, by_experiment, guarded
 from plinth.auth.types import Action, Kind, Role
-from plinth.errors import AlreadyExists, NotFound
+from plinth.errors import AlreadyExists, InvalidArgument, NotFound
 from plinth.store.engine import Store
 from plinth.store.schema import experiment_tags, experiments
 from plinth.store.sql import (
@@ -23,6 +24,7 @@ from plinth.store.sql import (
 from plinth.tracking.types import Experiment, Page, check_tags, validate_key
 
 _validate_name = validate_key
+_LOOKS_LIKE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
 class ExperimentService:
@@ -57,11 +59,11 @@ class ExperimentService:
 
     def _experiment(self, experiment: str) -> Experiment:
         with self.store.read() as conn:
-            row = conn.execute(
-                select(experiments).where(
-                    (experiments.c.id == experiment) | (experiments.c.name == experiment)
-                )
-            ).first()
+            # by name first, as its access rule reads it (an id matches only what no name does)
+            row = (
+                conn.execute(select(experiments).where(experiments.c.name == experiment)).first()
+                or conn.execute(select(experiments).where(experiments.c.id == experiment)).first()
+            )
             if row is None:
                 raise NotFound(f"experiment {experiment!r} does not exist")
             tags = dict(
@@ -104,6 +106,13 @@ class ExperimentService:
     def _insert_experiment(self, conn: Connection, name: str, description: str) -> str:
         """Insert an experiment owned by the caller (who must hold the editor role)."""
         self.access.require_role(Role.EDITOR, f"create experiment {name!r}")
+        if _LOOKS_LIKE_ID.fullmatch(name):
+            # an experiment is asked for by name or id: a name that reads as another's id
+            # would answer for it
+            raise InvalidArgument(
+                f"experiment name {name!r} reads as an experiment id (32 hex digits): "
+                "choose another name"
+            )
         experiment_id = uuid.uuid4().hex
         conn.execute(
             insert(experiments).values(

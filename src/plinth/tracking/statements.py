@@ -7,8 +7,11 @@ from sqlalchemy import bindparam, insert, or_, select, update
 
 from plinth.store.schema import experiments, params, runs
 
-find_experiment = select(experiments.c.id, experiments.c.name).where(
-    or_(experiments.c.name == bindparam("ref"), experiments.c.id == bindparam("ref"))
+# a name before an id, as the access rules read a reference
+find_experiment = (
+    select(experiments.c.id, experiments.c.name)
+    .where(or_(experiments.c.name == bindparam("ref"), experiments.c.id == bindparam("ref")))
+    .order_by((experiments.c.name == bindparam("ref")).desc())
 )
 take_run_number = (
     update(experiments)
