@@ -142,3 +142,42 @@ def test_training_dataset_rows_are_their_views(server: Server) -> None:
     assert as_carol("GET") == 404
     kept = httpx.delete(snapshots, params={"uri": dataset.uri}, headers=server.headers("bob"))
     assert kept.status_code == 409 and f"training dataset {dataset.id}" in kept.text
+
+
+def test_an_online_table_named_in_another_letter_case_is_the_same_groups(
+    server: Server,
+) -> None:
+    server.auth.create_user("dave", Role.EDITOR)
+    dave = {"authorization": f"Bearer {server.auth.create_token(user='dave').secret}"}
+    server.auth.revoke_grant(Kind.FEATURE_GROUP, STATS, "everyone", "*")
+    online = f"{server.url}{API}/feature-data/online"
+    for table in (f"{STATS.upper()}__v1", f"{STATS}__V1", f"{STATS}__v1"):
+        refused = httpx.delete(f"{online}/{table}", headers=dave)
+        assert refused.status_code == 404, (table, refused.text)
+    with server.client("bob") as bob:  # bob's values are all still there
+        found = bob.feature_store().get_online_features(
+            [f"{STATS}:orders_30d"], [{"customer_id": 1}]
+        )
+        assert found.rows[0]["orders_30d"] == 5
+    client = plinth.connect(server.url, token=dave["authorization"][7:])
+    with client, pytest.raises(plinth.AlreadyExists, match="more than letter case"):
+        client.feature_store().create_feature_group(
+            STATS.upper(), "customer", "event_time", {"orders_30d": "int64"}
+        )
+
+
+def test_only_a_training_datasets_exact_location_may_be_deleted(server: Server) -> None:
+    entities = transactions()[["customer_id", "event_time"]].rename(
+        columns={"event_time": "event_timestamp"}
+    )
+    with server.client("bob") as bob:
+        fs = bob.feature_store()
+        fs.create_feature_view("churn", [f"{STATS}:orders_30d"])
+        dataset = fs.create_training_dataset("churn", entities)
+    snapshots = f"{server.url}{API}/feature-data/snapshots"
+    folder = dataset.uri.rsplit("/", 1)[0]  # VIEW/vN/ID: every file of the dataset
+    for uri in (folder, folder.rsplit("/", 2)[0], f"{folder}/./rows", f"{folder}/../x/rows"):
+        answer = httpx.delete(snapshots, params={"uri": uri}, headers=server.headers("bob"))
+        assert answer.status_code == 422, (uri, answer.text)
+    with server.client("bob") as bob:
+        assert bob.feature_store().get_training_dataset(dataset.id).to_arrow().num_rows > 0

@@ -23,6 +23,18 @@ class TestExperiments:
         assert [e.name for e in client.list_experiments()] == ["churn", "fraud"]
         assert [e.name for e in client.list_experiments(name_like="fr%")] == ["fraud"]
 
+    def test_a_name_that_reads_as_an_id_is_refused(self, client: Client) -> None:
+        # asked for by name or id, such a name would answer for another's experiment
+        victim = client.create_experiment("churn")
+        for name in (victim.id, victim.id.upper(), "0" * 32):
+            with pytest.raises((plinth.InvalidArgument, plinth.AlreadyExists)):
+                client.create_experiment(name)
+        for name in (victim.id.upper(), "0" * 32):  # a run in a new experiment of that name
+            with pytest.raises(plinth.InvalidArgument, match="reads as an experiment id"):
+                client.start_run(name, capture_environment=False)
+        assert client.get_experiment(victim.id).name == "churn"
+        client.create_experiment("a" * 31)  # not an id's length: a name like any other
+
     def test_duplicate_and_unknown(self, client: Client) -> None:
         client.create_experiment("churn")
         with pytest.raises(plinth.AlreadyExists, match="churn"):
