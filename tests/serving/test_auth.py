@@ -132,3 +132,17 @@ def test_a_service_fed_by_a_server_asks_it_with_the_callers_token(tmp_path: Path
         remote.close()
         with connect(url) as anonymous, pytest.raises(Unauthenticated):
             anonymous.get_model_version("models:/churn/1")
+
+
+def test_made_up_tokens_are_limited_and_not_kept(client: Client, tokens: dict[str, str]) -> None:
+    with service(client, "models:/churn/1", poll_seconds=0, auth=True) as http:
+        for i in range(20):
+            guess = http.post("/predict", json=ROW, headers={"authorization": f"Bearer plt_{i}"})
+            assert guess.status_code == 401
+        limited = http.post(
+            "/predict", json=ROW, headers={"authorization": f"Bearer {tokens['app']}"}
+        )
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+    checks = PredictAccess(client, lambda: "churn")
+    assert checks.decide("plt_made_up") is not None
+    assert checks._decisions == {}  # a refused made-up token is not remembered

@@ -55,15 +55,18 @@ class Access:
         if self.decision_seconds <= 0:
             return decide()
         now = time.monotonic()
-        found = self._decisions.get(key)
+        decisions = self._decisions
+        found = decisions.get(key)
         if found is not None and found[0] > now:
             return found[1]
         value = decide()
         if value is None:  # "no such run" is not kept: it may be created in a moment
             return value
-        if len(self._decisions) >= _MAX_DECISIONS:
-            self._decisions = {}
-        self._decisions[key] = (now + self.decision_seconds, value)
+        # Kept in the dict the reading began with: if grants changed meanwhile, that dict
+        # was replaced and the answer, perhaps read before the change, goes with it.
+        if len(decisions) >= _MAX_DECISIONS:
+            decisions.clear()
+        decisions[key] = (now + self.decision_seconds, value)
         return value
 
     def forget_decisions(self) -> None:

@@ -19,8 +19,15 @@ from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 
+from plinth.auth.limiter import FailureLimiter
 from plinth.auth.secrets import bearer_of
-from plinth.errors import PermissionDenied, PlinthError, Unauthenticated, Unavailable
+from plinth.errors import (
+    PermissionDenied,
+    PlinthError,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 
 if TYPE_CHECKING:
     from plinth.client import Client
@@ -71,7 +78,11 @@ class PredictAccess:
             try:
                 self._ask(credential)
                 refusal = None
-            except (Unauthenticated, PermissionDenied) as exc:
+            except Unauthenticated as exc:
+                # not kept: made-up tokens would crowd out the decisions of real ones
+                # (the service's failure limiter slows whoever sends them)
+                return exc
+            except PermissionDenied as exc:
                 refusal = exc
             with self._lock:
                 if len(self._decisions) >= _MAX_DECISIONS:
@@ -137,14 +148,29 @@ def _digest(credential: str) -> str:
 class RequireToken:
     """ASGI middleware: every route but health, readiness and metrics needs a token."""
 
-    def __init__(self, app: Any, access: PredictAccess, refuse: Callable[[PlinthError], Any]):
+    def __init__(
+        self,
+        app: Any,
+        access: PredictAccess,
+        refuse: Callable[..., Any],
+        limiter: FailureLimiter | None = None,
+    ):
         self.app = app
         self.access = access
         self.refuse = refuse
+        self.limiter = limiter or FailureLimiter()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("", 0))[0]
+        retry = self.limiter.retry_after(client)
+        if retry:
+            limited = RateLimited(
+                f"too many refused tokens from {client}: try again in {retry} s", retry
+            )
+            await self.refuse(limited, {"retry-after": str(retry)})(scope, receive, send)
             return
         credential = bearer_of(scope["headers"])
         if credential is None:
@@ -159,6 +185,8 @@ class RequireToken:
                 except PlinthError as exc:  # the store did not answer: not remembered
                     refusal = exc
         if refusal is not None:
+            if isinstance(refusal, Unauthenticated):
+                self.limiter.failed(client)
             await self.refuse(refusal)(scope, receive, send)
             return
         await self.app(scope, receive, send)
