@@ -272,3 +272,21 @@ def test_two_first_oidc_sign_ins_at_once_both_get_in(
     principal = authenticator.authenticate(JWT)
     assert (principal.name, principal.role) == ("gina", Role.EDITOR)
     assert [u.name for u in auth.list_users()] == ["gina"]
+
+
+def test_a_name_holding_grants_from_before_is_not_given_to_an_oidc_identity(
+    auth: AuthService, access: Access, clock: Clock
+) -> None:
+    from sqlalchemy import insert
+
+    from plinth.store.schema import grants
+
+    with access.store.write() as conn:  # an owner recorded before users existed
+        conn.execute(
+            insert(grants),
+            [{"kind": "model", "resource": "churn", "grantee_type": "user", "grantee": "hal",
+              "level": 4, "granted_by": "migration 0009", "granted_at": 1}],
+        )  # fmt: skip
+    with pytest.raises(Unauthenticated, match="holds permissions from before"):
+        oidc(access, FakeVerifier("hal")).authenticate(JWT)
+    assert [u.name for u in auth.list_users()] == []

@@ -16,7 +16,7 @@ from plinth.auth.access import Access
 from plinth.auth.secrets import TOKEN_PREFIX, token_hash
 from plinth.auth.types import Principal, Role
 from plinth.errors import Unauthenticated, WriteConflict
-from plinth.store.schema import api_tokens, group_members, users
+from plinth.store.schema import api_tokens, grants, group_members, users
 from plinth.store.sql import now_ms
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ class Authenticator:
             row = conn.execute(select(users).where(users.c.name == identity.username)).first()
             stored_groups = () if row is None else _groups(conn, identity.username)
         if row is None:
+            self._refuse_inherited(identity.username)
             role = self._role_from_claims(identity.groups)
             try:
                 self._add_oidc_user(identity, role)
@@ -116,6 +117,21 @@ class Authenticator:
                 "sign_in", f"user:{identity.username}", detail="oidc", actor=principal.name
             )
         return principal
+
+    def _refuse_inherited(self, name: str) -> None:
+        """A name that holds grants but is no user (an owner recorded before users existed,
+        a local user of the store) is not handed to whoever the identity provider names so."""
+        with self.store.read() as conn:
+            held = conn.execute(
+                select(grants.c.kind)
+                .where(grants.c.grantee_type == "user", grants.c.grantee == name)
+                .limit(1)
+            ).first()
+        if held is not None:
+            raise Unauthenticated(
+                f"user name {name!r} holds permissions from before it was a user: an admin "
+                "must revoke them (plinth grants revoke) before its first sign-in"
+            )
 
     def _add_oidc_user(self, identity: OidcIdentity, role: Role) -> None:
         with self.store.write() as conn:
