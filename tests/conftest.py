@@ -27,6 +27,19 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     set_default_client(None)
     yield
     set_default_client(None)
+    _close_stores_under(tmp_path)
+
+
+def _close_stores_under(folder: Path) -> None:
+    """A store is kept per URI for the process's life: one in this test's folder is not
+    used again, and its pooled connections would add up to thousands of open files."""
+    from plinth.store import engine
+
+    with engine._stores_lock:
+        stale = [uri for uri in engine._stores if str(folder) in uri]
+        closing = [engine._stores.pop(uri) for uri in stale]
+    for store in closing:
+        store.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -56,7 +56,10 @@ def points(history: list[MetricPoint]) -> list[tuple[int, float]]:
 
 def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    # a selector, not select.select: that refuses descriptors past 1023
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        ready = selector.select(timeout)
     return proc.stdout.readline() if ready else ""
 
 
