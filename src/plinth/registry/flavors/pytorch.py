@@ -26,9 +26,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plinth.registry.flavors.base import Flavor
@@ -38,15 +39,15 @@ if TYPE_CHECKING:
 
 _EXPORTED = "model.pt2"
 _PICKLED = "model.pt"  # modules export cannot take, and packages before export
-# the parts of a plain export's archive, below its root folder
-_PLAIN_PARTS = (
-    "archive_format",
-    "archive_version",
-    "byteorder",
-    ".data/version",
-    ".data/serialization_id",
+# the parts of a plain export's archive below its root folder that hold no data
+_FIXED_PARTS = frozenset(
+    {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
 )
-_RAW = ("weight_", "tensor_")  # raw tensor bytes; custom and opaque objects are pickles
+_NAME = re.compile(r"[A-Za-z0-9_]+")  # a root folder or model name a plain export writes
+# raw tensor bytes, read without unpickling when the config says use_pickle false; custom
+# and opaque objects, and tensors marked use_pickle, are pickles
+_RAW_WEIGHT = re.compile(r"weight_[0-9]+")
+_RAW_CONSTANT = re.compile(r"tensor_[0-9]+")
 
 _log = logging.getLogger(__name__)
 
@@ -119,35 +120,75 @@ def _export(model: Any, columns: int, path: Path) -> None:
 
 
 def _plain_export(path: Path) -> bool:
-    """True when the archive holds only what a plain export writes, as the docstring says."""
+    """True when the archive holds exactly what a plain export writes, as the docstring
+    says. An allow-list of whole names: torch reads other names than these (the legacy
+    ``data/weights/<model>.pt``, which it unpickles, among them) and may read more in a
+    later version, so anything unrecognised counts as pickled."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return all(_plain_part(archive, name) for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError):
+            return _plain_archive(archive)
+    except Exception:  # unreadable or malformed in any way: not shown to be safe
         return False
 
 
-def _plain_part(archive: zipfile.ZipFile, name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    if len(parts) < 2 or ".." in parts:
+def _plain_archive(archive: zipfile.ZipFile) -> bool:
+    names = archive.namelist()
+    # a duplicated name may be read from one entry here and another by torch's reader
+    if not names or len(set(names)) != len(names):
         return False
-    inner = "/".join(parts[1:])  # below the archive's root folder
-    if inner in _PLAIN_PARTS:
-        return True
-    folder, _, file = inner.rpartition("/")
-    if folder == "models":
-        return file.endswith(".json")
-    if folder == "data/sample_inputs":
-        return file.endswith(".pt") and _loads_weights_only(archive.read(name))
-    if folder not in ("data/weights", "data/constants"):
-        return False  # AOTInductor libraries, extra files, anything new
-    if file.endswith("_config.json"):
-        config = json.loads(archive.read(name)).get("config", {})
-        return all(
-            not entry.get("use_pickle", True) and str(entry.get("path_name", "")).startswith(_RAW)
-            for entry in config.values()
-        )
-    return file.startswith(_RAW)  # raw tensor bytes, read by the config above
+    root = names[0].split("/", 1)[0]
+    if not _NAME.fullmatch(root) or not all(name.startswith(f"{root}/") for name in names):
+        return False  # torch reads below one root folder; its old format reads the top
+    inner = {name[len(root) + 1 :]: name for name in names}
+    models = [
+        part[len("models/") : -len(".json")]
+        for part in inner
+        if part.startswith("models/") and part.endswith(".json")
+    ]
+    if not models or not all(_NAME.fullmatch(model) for model in models):
+        return False
+    expected = set(_FIXED_PARTS & inner.keys()) | {"archive_version"}
+    for model in models:
+        weights = f"data/weights/{model}_weights_config.json"
+        constants = f"data/constants/{model}_constants_config.json"
+        sample = f"data/sample_inputs/{model}.pt"
+        expected |= {f"models/{model}.json", weights, constants, sample}
+        if not {weights, constants, sample} <= inner.keys():
+            return False
+        # raw parts only: the legacy data/weights/<model>.pt and data/constants/<model>.pt,
+        # which torch unpickles, never match these names
+        for config, folder, raw in (
+            (weights, "data/weights", _RAW_WEIGHT),
+            (constants, "data/constants", _RAW_CONSTANT),
+        ):
+            parts = _raw_parts(archive.read(inner[config]), raw)
+            if parts is None:
+                return False
+            expected |= {f"{folder}/{part}" for part in parts}
+        # torch loads sample inputs weights_only=True and, when that fails, unpickles them
+        if not _loads_weights_only(archive.read(inner[sample])):
+            return False
+    return inner.keys() == expected
+
+
+def _raw_parts(config_json: bytes, raw: re.Pattern[str]) -> set[str] | None:
+    """The raw tensor files a payload config names, or None when any entry is a pickle
+    or names anything but a raw tensor file."""
+    config = json.loads(config_json)
+    entries = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(entries, dict):
+        return None
+    parts: set[str] = set()
+    for entry in entries.values():
+        if not isinstance(entry, dict) or entry.get("use_pickle") is not False:
+            return None
+        path_name = entry.get("path_name")
+        if not isinstance(path_name, str) or not raw.fullmatch(path_name):
+            return None
+        if not isinstance(entry.get("tensor_meta"), dict):
+            return None
+        parts.add(path_name)
+    return parts
 
 
 def _loads_weights_only(raw: bytes) -> bool:
