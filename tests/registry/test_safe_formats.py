@@ -171,7 +171,7 @@ def test_a_skops_file_calling_a_function_of_a_trusted_library_needs_trust(
 
     marker, folder = tmp_path / "ran.npy", tmp_path / "package"
     model = LinearRegression().fit(X, Y)
-    model.extra = ("a",)  # type: ignore[attr-defined]
+    model.extra = ("a",)
     assert not save_package(model, folder).pickled
     node: dict[str, Any] = {"__class__": "save", "__module__": "numpy", "__loader__": loader}
     if loader == "LossNode":
