@@ -23,6 +23,7 @@ needs trust.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import logging
@@ -48,6 +49,24 @@ _NAME = re.compile(r"[A-Za-z0-9_]+")  # a root folder or model name a plain expo
 # and opaque objects, and tensors marked use_pickle, are pickles
 _RAW_WEIGHT = re.compile(r"weight_[0-9]+")
 _RAW_CONSTANT = re.compile(r"tensor_[0-9]+")
+# torch.export.load parses each symbolic shape (``expr_str``) of a model's JSON with
+# sympy.sympify, which evals the string: only sympy's printed form of shape arithmetic
+# (calls of these constructors on symbols, numbers and names) is let through
+_SYMPY_CALLS = frozenset(
+    {
+        "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Mod", "Max", "Min",
+        "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt",
+        "FloorToInt", "CeilDiv", "IntTrueDiv", "FloatTrueDiv", "ToFloat", "TruncToInt",
+        "RoundToInt", "RoundDecimal", "Identity", "Eq", "Ne", "Lt", "Le", "Gt", "Ge",
+        "And", "Or", "Not",
+    }
+)  # fmt: skip
+_SYMBOL = re.compile(r"[a-z]+[0-9]+|oo")  # torch's symbol names (s77, u0) and infinity
+_EXPR_NODES = (
+    ast.Expression, ast.Call, ast.Name, ast.Load, ast.Constant, ast.keyword, ast.UnaryOp,
+    ast.USub, ast.UAdd, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv,
+    ast.Mod, ast.Pow,
+)  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -155,6 +174,8 @@ def _plain_archive(archive: zipfile.ZipFile) -> bool:
         expected |= {f"models/{model}.json", weights, constants, sample}
         if not {weights, constants, sample} <= inner.keys():
             return False
+        if not _plain_expressions(json.loads(archive.read(inner[f"models/{model}.json"]))):
+            return False
         # raw parts only: the legacy data/weights/<model>.pt and data/constants/<model>.pt,
         # which torch unpickles, never match these names
         for config, folder, raw in (
@@ -169,6 +190,48 @@ def _plain_archive(archive: zipfile.ZipFile) -> bool:
         if not _loads_weights_only(archive.read(inner[sample])):
             return False
     return inner.keys() == expected
+
+
+def _plain_expressions(program: object) -> bool:
+    """True when every symbolic shape in a model's JSON is plain shape arithmetic."""
+    stack = [program]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            expr = item.get("expr_str")
+            if expr is not None and not (isinstance(expr, str) and _plain_expression(expr)):
+                return False
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def _plain_expression(expr: str) -> bool:
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except (SyntaxError, ValueError):
+        return False
+    calls = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    for node in ast.walk(tree):
+        if not isinstance(node, _EXPR_NODES):
+            return False  # attributes, subscripts, lambdas, comprehensions...
+        if isinstance(node, ast.Call) and (
+            not isinstance(node.func, ast.Name) or node.func.id not in _SYMPY_CALLS
+        ):
+            return False
+        if isinstance(node, ast.Name) and id(node) not in calls and not _SYMBOL.fullmatch(node.id):
+            return False
+        if isinstance(node, ast.keyword) and (
+            node.arg is None or not isinstance(node.value, ast.Constant)
+        ):
+            return False
+        if isinstance(node, ast.Constant) and not (
+            isinstance(node.value, (int, float))
+            or (isinstance(node.value, str) and _NAME.fullmatch(node.value))
+        ):
+            return False
+    return True
 
 
 def _raw_parts(config_json: bytes, raw: re.Pattern[str]) -> set[str] | None:
