@@ -82,6 +82,36 @@ def test_a_pytorch_archive_with_legacy_pickled_parts_needs_trust(kind: str, tmp_
     _refused_then_runs_when_trusted(folder, marker)
 
 
+def test_a_pytorch_archive_with_code_in_a_symbolic_shape_needs_trust(tmp_path: Path) -> None:
+    # torch.export.load parses each expr_str of the model's JSON with sympy.sympify,
+    # which evals it; a module exported with a dynamic batch size has some
+    marker, folder = tmp_path / "ran", tmp_path / "package"
+    assert not save_package(_torch_module(), folder, input_example=X.head(5)).pickled
+    forged = f"__import__('pathlib').Path({str(marker)!r}).touch() or "
+
+    def inject(item: object) -> None:
+        if isinstance(item, dict):
+            if isinstance(item.get("expr_str"), str):
+                item["expr_str"] = forged + item["expr_str"]
+            for value in item.values():
+                inject(value)
+        elif isinstance(item, list):
+            for value in item:
+                inject(value)
+
+    def rewrite(name: str, data: bytes) -> bytes:
+        if not name.endswith("models/model.json"):
+            return data
+        program = json.loads(data)
+        inject(program)
+        assert forged in json.dumps(program)  # the export has a symbolic shape to forge
+        return json.dumps(program).encode()
+
+    _rewrite_archive(folder / "model" / "model.pt2", rewrite)
+    _reseal(folder)
+    _refused_then_runs_when_trusted(folder, marker)
+
+
 def _config_change(change: Callable[[dict[str, Any]], None]) -> Callable[[str, bytes], bytes]:
     def rewrite(name: str, data: bytes) -> bytes:
         if not name.endswith("_weights_config.json"):
