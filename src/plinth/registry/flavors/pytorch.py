@@ -11,10 +11,13 @@ input, which the package's signature gives (one float32 column per input, any nu
 rows), in eval mode, as predictions are made.
 
 ``torch.export.load`` still unpickles parts of an archive it is given (pickled tensors,
-custom objects, sample inputs it falls back to loading with ``weights_only=False``) and
-loads compiled AOTInductor libraries. So an archive counts as safe only when it holds
-nothing but the parts a plain export writes, no part is marked pickled, and every ``.pt``
-part loads with ``weights_only=True``; anything else needs the caller's trust.
+custom objects, legacy ``data/weights/<model>.pt`` and ``data/constants/<model>.pt``
+parts, sample inputs it falls back to loading with ``weights_only=False``), loads compiled
+AOTInductor libraries, and evals each symbolic shape of the model's JSON with
+``sympy.sympify``. So an archive counts as safe only when its part names are exactly the
+ones a plain export writes (the configs, and the raw tensor files they reference, none
+marked pickled), its sample inputs load with ``weights_only=True`` and its symbolic
+shapes are plain shape arithmetic; anything else needs the caller's trust.
 
 A module export cannot trace (data-dependent control flow), or one saved without a
 signature or input example, is pickled whole with cloudpickle as before, and loading it
