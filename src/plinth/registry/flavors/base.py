@@ -11,9 +11,11 @@ the store's policy trusts pickles. A flavor that does not say is assumed to unpi
 
 from __future__ import annotations
 
+import importlib
+import json
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -78,12 +80,43 @@ def unpickle_from(path: Path) -> object:
 
 # -- skops: scikit-learn objects without pickle ----------------------------------------
 
-#: modules whose types a skops file may hold and still load without trust: skops builds
-#: them from their stored state, and these libraries' constructors and setstates run no
-#: code the file chooses
+#: packages whose classes a skops file may name beyond skops' own trusted types and still
+#: load without trust, when the class is one of the kinds ``_harmless_class`` accepts
 SAFE_MODULES = ("sklearn", "numpy", "scipy")
-#: single types outside those modules that are as harmless
+#: single types outside those kinds that are as harmless
 SAFE_TYPES = frozenset({"collections.OrderedDict"})
+#: scikit-learn internals that are not estimators, rebuilt from their state
+_SAFE_INTERNALS = frozenset(
+    {
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.tree._tree.Tree",
+    }
+)
+# How skops builds a node decides what the type it names may do. These build an instance
+# from stored state or data (``cls.__new__`` then ``__setstate__``, ``np.load`` without
+# pickle) or return the type itself, so a harmless class stays harmless.
+_STATE_LOADERS = frozenset(
+    {
+        "ObjectNode",
+        "TypeNode",
+        "NdArrayNode",
+        "MaskedArrayNode",
+        "DTypeNode",
+        "SparseMatrixNode",
+        "RandomStateNode",
+        "RandomGeneratorNode",
+    }
+)
+# These call the type they name with arguments from the file (``TreeNode``: ``Tree(...)``);
+# only exact names whose constructors take data are allowed through them.
+# ConstructorFromReduceNode, FunctionNode, MethodNode, PartialNode and any other loader
+# calls or returns a callable the file chooses (``ConstructorFromReduceNode`` naming
+# ``numpy.distutils.cpuinfo.getstatusoutput`` runs a shell command), so an untrusted name
+# under them is refused.
+_CALLING_LOADERS = {"TreeNode": frozenset({"sklearn.tree._tree.Tree"})}
+_NO_IMPORT = frozenset({"tests", "testing", "conftest"})  # modules never imported to check
 
 
 def skops_dump(obj: object, path: Path) -> None:
@@ -93,13 +126,82 @@ def skops_dump(obj: object, path: Path) -> None:
 
 
 def unsafe_skops_types(path: Path, modules: Iterable[str] = SAFE_MODULES) -> list[str]:
-    """The types in a skops file that skops does not trust by default and that lie outside
-    ``modules``: loading them runs their code, as unpickling would."""
+    """The types in a skops file that skops does not trust by default and that are not
+    known to be harmless where the file uses them: loading them may run code the file
+    chooses, as unpickling would. A type is harmless when it is a class from ``modules`` of
+    a kind ``_harmless_class`` accepts (or in ``SAFE_TYPES``) and every node naming it is
+    built from state (``_STATE_LOADERS``) or by an exact constructor (``_CALLING_LOADERS``).
+    """
+    import zipfile
+
     import skops.io
 
     roots = tuple(modules)
     untrusted: list[str] = skops.io.get_untrusted_types(file=path)
-    return [t for t in untrusted if not _within(t, roots) and t not in SAFE_TYPES]
+    if not untrusted:
+        return []
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    uses: dict[str, set[tuple[str, str, str]]] = {}
+    for loader, module, name in _nodes(schema):
+        uses.setdefault(f"{module}.{name}", set()).add((loader, module, name))
+    # a name skops reports but no node carries as module and class is not understood
+    return [
+        t for t in untrusted if not uses.get(t) or not all(_harmless(u, roots) for u in uses[t])
+    ]
+
+
+def _nodes(state: object) -> Iterator[tuple[str, str, str]]:
+    """Every (loader, module, class) in a skops schema, wherever it sits: more than skops
+    reads is harmless, fewer could miss one."""
+    stack = [state]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "__loader__" in item or "__module__" in item or "__class__" in item:
+                yield (
+                    str(item.get("__loader__")),
+                    str(item.get("__module__")),
+                    str(item.get("__class__")),
+                )
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _harmless(use: tuple[str, str, str], roots: tuple[str, ...]) -> bool:
+    loader, module, name = use
+    qualified = f"{module}.{name}"
+    if loader in _CALLING_LOADERS:
+        return qualified in _CALLING_LOADERS[loader]
+    if loader not in _STATE_LOADERS:
+        return False
+    if qualified in SAFE_TYPES:
+        return loader in ("ObjectNode", "TypeNode")
+    if not _within(module, roots) or _NO_IMPORT & set(module.split(".")):
+        return False
+    try:  # as skops resolves it: importing a module of these libraries runs only theirs
+        cls = getattr(importlib.import_module(module), name)
+    except Exception:
+        return False
+    return isinstance(cls, type) and _within(cls.__module__, roots) and _harmless_class(cls)
+
+
+def _harmless_class(cls: type) -> bool:
+    """Classes whose instances skops rebuilds from data without running the file's code:
+    estimators and transformers (their ``__setstate__`` stores attributes), the listed
+    scikit-learn internals, distance metrics, NumPy arrays, scalars and dtypes, and SciPy
+    sparse matrices. Not functions, methods or other callables."""
+    import numpy as np
+    import scipy.sparse  # type: ignore[import-untyped]
+    from sklearn.base import BaseEstimator  # type: ignore[import-untyped]
+    from sklearn.metrics import DistanceMetric  # type: ignore[import-untyped]
+
+    if f"{cls.__module__}.{cls.__qualname__}" in _SAFE_INTERNALS:
+        return True
+    kinds = (BaseEstimator, DistanceMetric, np.ndarray, np.generic, np.dtype)
+    sparse = (scipy.sparse.spmatrix, scipy.sparse.sparray)
+    return issubclass(cls, kinds + sparse)
 
 
 def skops_load(path: Path) -> object:

@@ -1,10 +1,11 @@
 """scikit-learn estimators and pipelines, in skops' format: no pickle.
 
 skops stores an estimator as a tree of types and their state, and loads only the types it
-is told to trust; a file naming only scikit-learn, NumPy and SciPy types loads without
-trust. An estimator holding anything else (a transformer class of the user's own, a
-lambda) cannot be rebuilt from state alone: it is pickled with cloudpickle instead, and
-loading it needs the caller's trust like any pickle.
+is told to trust; a file naming only skops' trusted types and scikit-learn, NumPy and
+SciPy classes rebuilt from their state (``unsafe_skops_types``) loads without trust. An
+estimator holding anything else (a transformer class of the user's own, a lambda) cannot
+be rebuilt from state alone: it is pickled with cloudpickle instead, and loading it needs
+the caller's trust like any pickle.
 """
 
 from __future__ import annotations
