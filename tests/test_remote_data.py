@@ -273,7 +273,9 @@ def test_training_dataset_rows_on_the_server_refuse_what_would_lose_or_misreport
         offline = fs.offline
         rows = pa.table({"x": [1]})
         with pytest.raises(InvalidArgument, match="too long"):  # the caller's name: a 4xx
-            offline.write_snapshot(offline.snapshot_uri("n" * 300, "rows"), rows)
+            offline.write_snapshot(offline.snapshot_uri("n" * 300, "v1", "0" * 32, "rows"), rows)
+        with pytest.raises(InvalidArgument, match="not a training dataset location"):
+            offline.write_snapshot(offline.snapshot_uri("churn", "rows"), rows)
         with pytest.raises(plinth.AlreadyExists, match="exists already"):
             offline.write_snapshot(dataset.uri, rows)
         with pytest.raises(plinth.Conflict, match=f"training dataset {dataset.id} keeps"):

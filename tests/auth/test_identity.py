@@ -290,3 +290,14 @@ def test_a_name_holding_grants_from_before_is_not_given_to_an_oidc_identity(
     with pytest.raises(Unauthenticated, match="holds permissions from before"):
         oidc(access, FakeVerifier("hal")).authenticate(JWT)
     assert [u.name for u in auth.list_users()] == []
+
+
+def test_a_user_of_the_identity_provider_takes_no_password(
+    auth: AuthService, access: Access, clock: Clock
+) -> None:
+    from plinth.errors import InvalidArgument
+
+    oidc(access, FakeVerifier("ida")).authenticate(JWT)
+    with pytest.raises(InvalidArgument, match="signs in through the identity provider"):
+        auth.set_password("ida", "correct horse battery")
+    assert auth.get_user("ida").has_password is False

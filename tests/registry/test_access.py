@@ -288,7 +288,7 @@ class TestCallers:
                 out.write(b"new model")
         assert client.registry.artifacts.read_bytes(path) == b"weights"
 
-    def test_a_run_registered_from_needs_read_on_its_experiment(
+    def test_a_run_registered_from_needs_editor_on_its_experiment(
         self, client: Client, auth: AuthService, churn_model: Any, churn_data: Data
     ) -> None:
         frame, _ = churn_data
@@ -302,6 +302,10 @@ class TestCallers:
         with pytest.raises(plinth.NotFound):
             client.registry.get_registered_model("stolen")
         auth.grant(Kind.EXPERIMENT, "private", "user", "bob", "viewer")
+        # registering freezes the run's model files: a reader of the run may not
+        with acting_as(BOB), pytest.raises(plinth.PermissionDenied, match="of run"):
+            client.registry.create_model_version("stolen", package, run.id)
+        auth.grant(Kind.EXPERIMENT, "private", "user", "bob", "editor")
         with acting_as(BOB):
             assert client.registry.create_model_version("stolen", package, run.id).version == 1
 

@@ -186,14 +186,19 @@ class AuthService:
         """Set a user's password: an admin for anyone, a user for themself (giving the
         current one, if they have one)."""
         caller = self.access.principal()
-        if not caller.is_admin:
-            self._self_or_admin(name, "set the password of")
-            with self.store.read() as conn:
-                stored = conn.execute(
-                    select(users.c.password_hash).where(users.c.name == name)
-                ).scalar()
-            if stored and not password_matches(stored, current_password):
-                raise PermissionDenied("the current password given is wrong")
+        self._self_or_admin(name, "set the password of")
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(users.c.password_hash, users.c.created_by).where(users.c.name == name)
+            ).first()
+        if row is not None and str(row.created_by).startswith("oidc:"):
+            # its identity provider signs it in (and can disable it): a password would not
+            raise InvalidArgument(
+                f"user {name!r} signs in through the identity provider: it takes no password"
+            )
+        stored = None if row is None or caller.is_admin else row.password_hash
+        if stored and not password_matches(stored, current_password):
+            raise PermissionDenied("the current password given is wrong")
         with self.store.write() as conn:
             changed = conn.execute(
                 update(users)

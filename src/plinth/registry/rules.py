@@ -40,7 +40,8 @@ def stage_action(target: Stage, current: Stage) -> Action:
 
 
 def may_register(access: Access, arguments: dict[str, Any]) -> None:
-    """editor on the model (the editor role, if this creates it); viewer on run_id's experiment"""
+    """editor on the model (the editor role, if this creates it); editor on run_id's
+    experiment (registering makes the run's model files read-only)"""
     name = str(arguments["name"])
     if model_exists(access.store, name):
         access.require(Action.WRITE, Kind.MODEL, name, repr(name))
@@ -50,7 +51,7 @@ def may_register(access: Access, arguments: dict[str, Any]) -> None:
     if run_id is not None:
         key = access.run_experiment(str(run_id))
         if key is not None:
-            access.require(Action.READ, Kind.EXPERIMENT, key, f"of run {run_id!r}")
+            access.require(Action.WRITE, Kind.EXPERIMENT, key, f"of run {run_id!r}")
 
 
 def may_set_stage(access: Access, arguments: dict[str, Any]) -> None:
