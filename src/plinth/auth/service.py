@@ -383,14 +383,7 @@ class AuthService:
         key = _key(self.access, kind, resource)
         with self.store.write() as conn:
             _check_grantee(conn, grantee_type, grantee)
-            conn.execute(
-                delete(grants).where(
-                    grants.c.kind == kind.value,
-                    grants.c.resource == key,
-                    grants.c.grantee_type == grantee_type,
-                    grants.c.grantee == grantee,
-                )
-            )
+            _drop_grant(conn, kind, key, grantee_type, grantee)
             conn.execute(
                 insert(grants),
                 [
@@ -424,14 +417,7 @@ class AuthService:
         key = _key(self.access, kind, resource)
         _check_grantee_type(grantee_type)
         with self.store.write() as conn:
-            conn.execute(
-                delete(grants).where(
-                    grants.c.kind == kind.value,
-                    grants.c.resource == key,
-                    grants.c.grantee_type == grantee_type,
-                    grants.c.grantee == grantee,
-                )
-            )
+            _drop_grant(conn, kind, key, grantee_type, grantee)
             self.access.record(
                 "permission_revoked",
                 f"{kind.value}:{resource}",
@@ -544,6 +530,17 @@ def _checked(password: str) -> str:
     if len(password) < MIN_PASSWORD:
         raise InvalidArgument(f"a password needs at least {MIN_PASSWORD} characters")
     return password
+
+
+def _drop_grant(conn: Connection, kind: Kind, key: str, grantee_type: str, grantee: str) -> None:
+    conn.execute(
+        delete(grants).where(
+            grants.c.kind == kind.value,
+            grants.c.resource == key,
+            grants.c.grantee_type == grantee_type,
+            grants.c.grantee == grantee,
+        )
+    )
 
 
 def _check_grantee(conn: Connection, grantee_type: str, grantee: str) -> None:
