@@ -269,10 +269,13 @@ def test_a_deleted_file_is_refused_by_name(package: Path) -> None:
         load_package(package)
 
 
-def test_extra_files_are_ignored(package: Path) -> None:
+def test_files_the_manifest_does_not_list_are_refused(package: Path) -> None:
+    # a flavor loads its files by name: one slipped in beside them would load unchecked
+    verify_package(package)
     (package / "model" / "notes.txt").write_text("hello")
     (package / "README").write_text("hello")
-    verify_package(package)
+    with pytest.raises(InvalidArgument, match="does not list: README, model/notes.txt"):
+        verify_package(package)
 
 
 def test_a_manifest_naming_a_file_outside_the_package_is_refused(package: Path) -> None:

@@ -99,9 +99,10 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
 
 
 def verify_package(folder: Path | str, manifest: Manifest | None = None) -> Manifest:
-    """Check every file the manifest lists against its sha256; files it does not list are
-    ignored. ``manifest`` defaults to the package's own (pass the registry's copy to catch
-    an edited manifest too)."""
+    """Check every file the manifest lists against its sha256, and that the package holds
+    no other (flavors load files by name: one slipped in beside the listed ones would be
+    loaded unchecked). ``manifest`` defaults to the package's own (pass the registry's copy
+    to catch an edited manifest too)."""
     folder = Path(folder)
     if manifest is None:
         manifest = read_manifest(folder)
@@ -122,6 +123,15 @@ def verify_package(folder: Path | str, manifest: Manifest | None = None) -> Mani
             raise InvalidArgument(
                 f"model package at {folder} is corrupt: file {name!r} was changed or truncated (its sha256 does not match the manifest)"
             )
+    listed = set(manifest.files) | {MANIFEST}
+    foreign = sorted(
+        name for name in (_relative(p, folder) for p in _files_under(folder)) if name not in listed
+    )
+    if foreign:
+        raise InvalidArgument(
+            f"model package at {folder} holds files its manifest does not list: "
+            f"{', '.join(foreign[:5])}"
+        )
     return manifest
 
 
