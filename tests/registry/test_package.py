@@ -274,7 +274,7 @@ def test_files_the_manifest_does_not_list_are_refused(package: Path) -> None:
     verify_package(package)
     (package / "model" / "notes.txt").write_text("hello")
     (package / "README").write_text("hello")
-    with pytest.raises(InvalidArgument, match="does not list: README, model/notes.txt"):
+    with pytest.raises(InvalidArgument, match=r"does not list: README, model/notes\.txt"):
         verify_package(package)
 
 

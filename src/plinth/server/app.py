@@ -57,8 +57,13 @@ def create_app(
             ArtifactStore(settings.resolved_artifact_uri),
         )
     app = FastAPI(
-        title="Plinth", version=plinth.__version__, openapi_url=f"{API_PREFIX}/openapi.json"
+        title="Plinth",
+        version=plinth.__version__,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,  # served below from the package's own copy of Swagger UI, not a CDN
+        redoc_url=None,
     )
+    _mount_docs(app)
     if registry is None:
         registry = RegistryService(tracking.store, tracking.artifacts, tracking)
     if features is None:
@@ -110,6 +115,37 @@ def create_app(
         for ep in endpoints_of(type(service)):
             _mount(app, ep, getattr(service, ep.name), tag)
     return app
+
+
+STATIC = "/static"
+_SWAGGER = f"{STATIC}/swagger-ui"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """The API's documentation page, with every asset served from this package (see
+    ``static/swagger-ui/VERSION.txt``): it works without internet."""
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(STATIC, StaticFiles(packages=[("plinth.server", "static")]), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{API_PREFIX}/openapi.json",
+            title="Plinth API",
+            swagger_js_url=f"{_SWAGGER}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_SWAGGER}/swagger-ui.css",
+            swagger_favicon_url=f"{_SWAGGER}/favicon-32x32.png",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            # no validator badge: it would ask validator.swagger.io about the document
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
 
 def _mount(app: FastAPI, ep: Endpoint, method: Callable[..., Any], tag: str) -> None:

@@ -30,7 +30,6 @@ OPEN_PATHS = frozenset(
         f"{API_PREFIX}/ready",
         "/docs",
         "/docs/oauth2-redirect",
-        "/redoc",
         f"{API_PREFIX}/openapi.json",
         f"{API_PREFIX}/auth/login",
     }
@@ -65,7 +64,7 @@ class Authenticate:
             )
             await _answer(send, error, {"retry-after": str(retry)})
             return
-        if scope["path"] in OPEN_PATHS:
+        if scope["path"] in OPEN_PATHS or scope["path"].startswith("/static/"):
             with acting_as(ANONYMOUS):
                 await self.app(scope, receive, self._counting_failures(send, client))
             return
