@@ -16,7 +16,9 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in the
+# thread while it is open, and other tests of the same worker call asyncio.run.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if CHROMIUM is None:  # scripts/test installs it; a developer without it is told so
         pytest.skip("Chromium is not installed: apt-get install -y chromium")
