@@ -132,11 +132,8 @@ class Access:
 
         def decide() -> tuple[str, int | None] | None:
             with self.store.read() as conn:
-                rows = conn.execute(_EXPERIMENT_LEVEL, {"ref": ref, **_who(principal)}).all()
-            if not rows:
-                return None
-            row = next((r for r in rows if r.name == ref), rows[0])  # a name wins over an id
-            return row.id, row.level
+                row = conn.execute(_EXPERIMENT_LEVEL, {"ref": ref, **_who(principal)}).first()
+            return None if row is None else (row.id, row.level)
 
         key = ("experiment", principal.name, principal.groups, ref)
         found = self._remembered(key, decide)
@@ -311,33 +308,35 @@ _GRANTEE = or_(
 _LEVEL = select(func.max(grants.c.level)).where(
     grants.c.kind == bindparam("kind"), grants.c.resource == bindparam("resource"), _GRANTEE
 )
-_RUN_LEVEL = select(
-    runs.c.experiment_id,
-    select(func.max(grants.c.level))
-    .where(
-        grants.c.kind == Kind.EXPERIMENT.value,
-        grants.c.resource == runs.c.experiment_id,
-        _GRANTEE,
+
+
+def _level_on_experiment(experiment_id: Any) -> Any:
+    """The caller's level on the experiment whose id is ``experiment_id`` (a column)."""
+    return (
+        select(func.max(grants.c.level))
+        .where(
+            grants.c.kind == Kind.EXPERIMENT.value,
+            grants.c.resource == experiment_id,
+            _GRANTEE,
+        )
+        .scalar_subquery()
+        .label("level")
     )
-    .scalar_subquery()
-    .label("level"),
-).where(runs.c.id == bindparam("run_id"))
-_VISIBLE = select(grants.c.resource).where(grants.c.kind == bindparam("kind"), _GRANTEE).distinct()
-_EXPERIMENT_LEVEL = select(
-    experiments.c.id,
-    experiments.c.name,
-    select(func.max(grants.c.level))
-    .where(
-        grants.c.kind == Kind.EXPERIMENT.value,
-        grants.c.resource == experiments.c.id,
-        _GRANTEE,
-    )
-    .scalar_subquery()
-    .label("level"),
-).where(or_(experiments.c.name == bindparam("ref"), experiments.c.id == bindparam("ref")))
-_EXPERIMENT = select(experiments.c.id).where(
-    or_(experiments.c.name == bindparam("ref"), experiments.c.id == bindparam("ref"))
+
+
+_RUN_LEVEL = select(runs.c.experiment_id, _level_on_experiment(runs.c.experiment_id)).where(
+    runs.c.id == bindparam("run_id")
 )
+_VISIBLE = select(grants.c.resource).where(grants.c.kind == bindparam("kind"), _GRANTEE).distinct()
+# an experiment by name or id, a name before an id (an id matches only what no name does)
+_BY_REF = or_(experiments.c.name == bindparam("ref"), experiments.c.id == bindparam("ref"))
+_NAME_FIRST = (experiments.c.name == bindparam("ref")).desc()
+_EXPERIMENT_LEVEL = (
+    select(experiments.c.id, _level_on_experiment(experiments.c.id))
+    .where(_BY_REF)
+    .order_by(_NAME_FIRST)
+)
+_EXPERIMENT = select(experiments.c.id).where(_BY_REF).order_by(_NAME_FIRST)
 
 
 def _who(principal: Principal) -> dict[str, Any]:
@@ -350,13 +349,8 @@ def _capped(principal: Principal, found: int | None) -> Level:
 
 
 def _experiment_key(conn: Connection, name_or_id: str) -> str | None:
-    # a name and an id (32 hex digits) never collide in practice; a name wins if they do
-    found = conn.execute(_EXPERIMENT, {"ref": name_or_id}).scalars().all()
-    if len(found) > 1:
-        return conn.execute(
-            select(experiments.c.id).where(experiments.c.name == name_or_id)
-        ).scalar()
-    return found[0] if found else None
+    found: str | None = conn.execute(_EXPERIMENT, {"ref": name_or_id}).scalar()
+    return found
 
 
 # -- the client's address, for the audit log --------------------------------------------------
