@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = "groups"
     oidc_admin_groups: list[str] = Field(default_factory=list)
     oidc_editor_groups: list[str] = Field(default_factory=list)
+    # -- the dashboard --
+    session_hours: float = Field(
+        default=12, gt=0, le=24 * 30, description="a dashboard sign-in lasts this long"
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="mark cookies Secure over plain HTTP too (behind a TLS-terminating proxy)",
+    )
     # The store's policy on pickled model packages (pyfunc models, packages saved before
     # safe formats): unpickling runs code from whoever registered the package, so loading
     # one is refused unless this, or the caller's trust_pickle=True / --trust-pickle, allows it.

@@ -6,14 +6,46 @@ tracking) and on any console error or uncaught script error.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_ROOT = Path(__file__).resolve().parents[2]
+
+# What a page of ours must never lack; run in the page, answers a list of problems.
+_ACCESSIBILITY_PROBLEMS = """() => {
+  const problems = [];
+  for (const landmark of ["main", "header", "nav", "footer"]) {
+    if (!document.querySelector(landmark)) problems.push("no <" + landmark + ">");
+  }
+  if (document.querySelectorAll("h1").length !== 1) problems.push("not exactly one <h1>");
+  if (!document.documentElement.lang) problems.push("no lang on <html>");
+  const named = (el) => (el.labels && el.labels.length) || el.getAttribute("aria-label")
+    || el.getAttribute("aria-labelledby") || el.getAttribute("title");
+  for (const el of document.querySelectorAll("input, select, textarea")) {
+    if (el.type === "hidden" || el.type === "submit") continue;
+    if (!named(el)) problems.push("unlabelled " + el.tagName.toLowerCase() + " " + (el.name || ""));
+  }
+  for (const el of document.querySelectorAll("button")) {
+    if (!el.textContent.trim() && !named(el)) problems.push("a button without a name");
+  }
+  for (const el of document.querySelectorAll("img")) {
+    if (!el.hasAttribute("alt")) problems.push("an image without alt: " + el.src);
+  }
+  for (const el of document.querySelectorAll("[role=img]")) {
+    if (!el.getAttribute("aria-label")) problems.push("a chart without a text alternative");
+  }
+  for (const el of document.querySelectorAll("a")) {
+    if (!el.textContent.trim() && !named(el)) problems.push("a link without text: " + el.href);
+  }
+  return problems;
+}"""
 
 
 # Per module, not per session: Playwright's sync API keeps an event loop running in the
@@ -49,7 +81,41 @@ class Page:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
 
     def goto(self, path: str) -> Any:
-        return self.page.goto(self.base_url + path)
+        """Open a page, wait for its scripts and requests to settle, and check its markup
+        (see ``check_accessible``; the dashboard's pages, not Swagger UI's)."""
+        answer = self.page.goto(self.base_url + path)
+        self.page.wait_for_load_state("networkidle")
+        if path.startswith("/ui"):
+            self.check_accessible()
+        return answer
+
+    def check_accessible(self) -> None:
+        """Landmarks, one main heading, every control labelled, every chart described."""
+        problems = self.page.evaluate(_ACCESSIBILITY_PROBLEMS)
+        assert problems == [], f"{self.page.url}: {problems}"
+
+    def phone(self) -> None:
+        """A phone-sized viewport; the page must not scroll sideways."""
+        self.page.set_viewport_size({"width": 390, "height": 844})
+
+    def fits(self) -> None:
+        wide = self.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 1, f"{self.page.url} is {wide} px wider than the screen"
+
+    def shot(self, name: str, full_page: bool = False) -> Path:
+        """Save a screenshot under build/screenshots (or $PLINTH_SCREENSHOTS)."""
+        folder = Path(os.environ.get("PLINTH_SCREENSHOTS", _ROOT / "build" / "screenshots"))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    def sign_in(self, user: str, password: str) -> None:
+        self.page.goto(self.base_url + "/ui/sign-in")
+        self.page.get_by_label("User name").fill(user)
+        self.page.get_by_label("Password", exact=True).fill(password)
+        self.page.get_by_role("button", name="Sign in", exact=True).click()
+        self.page.wait_for_load_state("networkidle")
 
     def check(self) -> None:
         assert self.foreign == [], f"requests to other hosts: {self.foreign}"

@@ -172,7 +172,7 @@ def test_invalid_json_is_422(api: Any) -> None:
 
 def test_an_unknown_route_is_a_json_404(api: Any) -> None:
     assert_error(api.get(f"{API}/nothing/here"), 404, "NOT_FOUND")
-    assert_error(api.get("/"), 404, "NOT_FOUND")
+    assert_error(api.get("/nothing-here"), 404, "NOT_FOUND")
 
 
 def test_a_wrong_method_is_a_json_405(api: Any) -> None:

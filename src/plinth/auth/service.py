@@ -48,6 +48,8 @@ from plinth.store.sql import check_max_results, now_ms, opt_datetime, to_datetim
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")
 _MAX_TOKEN_DAYS = 3650
+#: the label of the tokens the dashboard issues at a password sign-in (revoked at sign-out)
+SESSION_LABEL = "dashboard session"
 MIN_PASSWORD = 12
 
 
@@ -91,6 +93,25 @@ class AuthService:
             raise Unauthenticated("wrong user name or password")
         self.access.record("sign_in", f"user:{user}", detail="password", actor=user)
         return self._issue(user, label, expires_in_days, by=user)
+
+    def end_session(self, secret: str) -> bool:
+        """Revoke a dashboard session's token (one issued at a password sign-in, not a token
+        the user pasted, which stays theirs); whether one was revoked."""
+        with self.store.write() as conn:
+            row = conn.execute(
+                select(api_tokens.c.id, api_tokens.c.user_name).where(
+                    api_tokens.c.secret_hash == token_hash(secret),
+                    api_tokens.c.label == SESSION_LABEL,
+                    api_tokens.c.revoked_at.is_(None),
+                )
+            ).first()
+            if row is None:
+                return False
+            conn.execute(
+                update(api_tokens).where(api_tokens.c.id == row.id).values(revoked_at=now_ms())
+            )
+            self.access.record("sign_out", f"token:{row.id}", conn=conn, actor=row.user_name)
+        return True
 
     # -- users ----------------------------------------------------------------------------
 

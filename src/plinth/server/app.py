@@ -101,7 +101,8 @@ def create_app(
     lookups = anyio.CapacityLimiter(LOOKUP_THREADS)
     _mount_feature_server_get(app, serving, lookups)
     _install_fast_posts(app, serving, settings.max_request_bytes, lookups)
-    _install_authentication(app, settings, getattr(tracking, "store", None))
+    authenticator = _install_authentication(app, settings, getattr(tracking, "store", None))
+    auth = AuthService(getattr(tracking, "store", None))  # type: ignore[arg-type]
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
@@ -109,11 +110,28 @@ def create_app(
         (serving, "features"),
         (score_jobs, "serving"),
         (locations, "stores"),
-        (AuthService(getattr(tracking, "store", None)), "auth"),  # type: ignore[arg-type]
+        (auth, "auth"),
     )
     for service, tag in services:
         for ep in endpoints_of(type(service)):
             _mount(app, ep, getattr(service, ep.name), tag)
+    if getattr(tracking, "store", None) is not None:  # None: an app that only describes the API
+        from plinth.ui.app import mount_dashboard
+        from plinth.ui.web import Services
+
+        mount_dashboard(
+            app,
+            Services(
+                tracking,
+                registry,
+                features,
+                feature_store,
+                score_jobs,
+                auth,
+                settings,
+                authenticator,
+            ),
+        )
     return app
 
 
@@ -128,7 +146,9 @@ def _mount_docs(app: FastAPI) -> None:
     from fastapi.responses import HTMLResponse
     from fastapi.staticfiles import StaticFiles
 
-    app.mount(STATIC, StaticFiles(packages=[("plinth.server", "static")]), name="static")
+    # the dashboard's files (plinth.ui) beside the API page's
+    static = StaticFiles(packages=[("plinth.server", "static"), ("plinth.ui", "static")])
+    app.mount(STATIC, static, name="static")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -264,7 +284,7 @@ def _install_fast_posts(
     app.build_middleware_stack = build_with_fast_posts  # type: ignore[method-assign]
 
 
-def _install_authentication(app: FastAPI, settings: Settings, store: Any) -> None:
+def _install_authentication(app: FastAPI, settings: Settings, store: Any) -> Any:
     """Check the caller of every request ahead of everything else, the fast paths too."""
     from plinth.auth.access import configure_access
     from plinth.server.auth import Authenticate
@@ -283,6 +303,7 @@ def _install_authentication(app: FastAPI, settings: Settings, store: Any) -> Non
         return Authenticate(build(), authenticator)
 
     app.build_middleware_stack = build_authenticated  # type: ignore[method-assign]
+    return authenticator
 
 
 def authenticator_for(settings: Settings, access: Any) -> Any:

@@ -10,7 +10,9 @@ window passes, before any check runs.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plinth.api import API_PREFIX
@@ -21,6 +23,8 @@ from plinth.auth.limiter import FailureLimiter
 from plinth.auth.secrets import bearer_of
 from plinth.auth.types import ANONYMOUS, Principal
 from plinth.errors import PlinthError, RateLimited, Unauthenticated
+from plinth.ui.web import PREFIX as DASHBOARD
+from plinth.ui.web import SESSION_COOKIE, SIGN_IN
 
 OPEN_PATHS = frozenset(
     {
@@ -34,6 +38,8 @@ OPEN_PATHS = frozenset(
         f"{API_PREFIX}/auth/login",
     }
 )
+# the dashboard's way in (its other pages want the session cookie)
+DASHBOARD_OPEN = frozenset({"/", DASHBOARD, SIGN_IN})
 
 
 class Authenticate:
@@ -64,11 +70,19 @@ class Authenticate:
             )
             await _answer(send, error, {"retry-after": str(retry)})
             return
-        if scope["path"] in OPEN_PATHS or scope["path"].startswith("/static/"):
+        path = scope["path"]
+        if path in OPEN_PATHS or path.startswith("/static/") or path in DASHBOARD_OPEN:
             with acting_as(ANONYMOUS):
                 await self.app(scope, receive, self._counting_failures(send, client))
             return
         credential = bearer_of(scope["headers"])
+        dashboard = path.startswith(f"{DASHBOARD}/")
+        if credential is None and dashboard:
+            # the dashboard's pages: the session cookie, else the sign-in page
+            credential = _session_of(scope)
+            if credential is None:
+                await _to_sign_in(scope, send)
+                return
         if credential is None:
             await _answer(
                 send,
@@ -87,6 +101,8 @@ class Authenticate:
                 return authenticator.authenticate(credential)
             except Unauthenticated as exc:
                 _record_refusal(authenticator.access, exc.message)
+                if dashboard:  # a page answers with the sign-in page, not a 401: count here
+                    self.limiter.failed(client)
                 raise
 
         with acting_as(Pending(check)):
@@ -99,6 +115,28 @@ class Authenticate:
             await send(message)
 
         return counting
+
+
+def _session_of(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            found = cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
+            if found:
+                return found
+    return None
+
+
+async def _to_sign_in(scope: Scope, send: Send) -> None:
+    target = scope["path"]
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("latin-1")
+    location = f"{SIGN_IN}?{urlencode({'next': target})}"
+    # htmx follows HX-Redirect with a whole page load (a redirect would land in a fragment)
+    htmx = any(name == b"hx-request" for name, _ in scope["headers"])
+    status, headers = (204, [(b"hx-redirect", location.encode())]) if htmx else (303, [])
+    headers += [(b"location", location.encode()), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _record_refusal(access: Access, reason: str) -> None:

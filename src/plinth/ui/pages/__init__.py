@@ -1,0 +1,1 @@
+"""One module per part of Plinth, each exporting ``section`` (a ``plinth.ui.sections.Section``)."""
