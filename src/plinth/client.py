@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         ArtifactEntry,
         Experiment,
         MetricPoint,
+        MetricSeries,
         Page,
         Run,
         RunComparison,
@@ -204,6 +205,17 @@ class Client(RegistryClient):
 
     def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         return self.tracking.get_metric_history(run_id, key)
+
+    def get_metric_series(
+        self,
+        run_id: str,
+        key: str,
+        max_points: int = 2000,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> MetricSeries:
+        """A metric downsampled for a chart (see ``TrackingService.get_metric_series``)."""
+        return self.tracking.get_metric_series(run_id, key, max_points, start, end)
 
     def search_runs(
         self,

@@ -49,6 +49,7 @@ from plinth.tracking.checks import param_row
 from plinth.tracking.experiments import ExperimentService
 from plinth.tracking.search import Statistics, ordered_metrics, parse_filter
 from plinth.tracking.search import order_by as order_by_
+from plinth.tracking.series import read_series
 from plinth.tracking.types import (
     ArtifactEntry,
     DatasetInput,
@@ -56,6 +57,7 @@ from plinth.tracking.types import (
     Lineage,
     MetricBatch,
     MetricPoint,
+    MetricSeries,
     Page,
     Run,
     RunComparison,
@@ -371,6 +373,26 @@ class TrackingService(ExperimentService):
                 self._status(conn, run_id)
                 raise NotFound(f"run {run_id} has no metric {key!r}")
         return points
+
+    @endpoint("GET", "/runs/{run_id}/metric-series")
+    @guarded(Action.READ, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def get_metric_series(
+        self,
+        run_id: str,
+        key: str,
+        max_points: int = 2000,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> MetricSeries:
+        """A metric for a chart: downsampled on the server to ``max_points`` points that keep
+        its shape (extremes included), optionally only steps ``start`` to ``end``; its
+        is-best points apart."""
+        with self.store.read() as conn:
+            found = read_series(conn, run_id, key, max_points, start, end)
+            if found.count == 0 and start is None and end is None:
+                self._status(conn, run_id)
+                raise NotFound(f"run {run_id} has no metric {key!r}")
+        return found
 
     @endpoint("POST", "/runs/{run_id}/tags")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)

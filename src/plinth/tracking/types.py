@@ -66,6 +66,21 @@ class MetricPoint:
 
 
 @dataclass(frozen=True)
+class MetricSeries:
+    """A metric as a chart draws it: at most ``max_points`` (step, value) pairs that keep
+    its shape (``downsampled`` says whether points were left out of the ``count`` read),
+    and its is-best points apart."""
+
+    key: str
+    count: int
+    steps: list[int]
+    values: list[float]
+    best_steps: list[int]
+    best_values: list[float]
+    downsampled: bool
+
+
+@dataclass(frozen=True)
 class MetricBatch:
     """Metric points in columns: one entry per point in every list.
 

@@ -23,7 +23,7 @@ def mount_dashboard(app: FastAPI, found: Services) -> None:
         app.include_router(
             section.router,
             prefix=PREFIX,
-            dependencies=[_marker(section.name)],
+            dependencies=[_marker(section.nav_as or section.name)],
             include_in_schema=False,  # pages, not operations of the API
         )
 

@@ -12,7 +12,8 @@ from fastapi import APIRouter
 @dataclass(frozen=True)
 class Section:
     """``path`` is the section's first page (the navigation links to it); ``order`` places
-    it in the navigation; ``summary`` describes it on the home page."""
+    it in the navigation; ``summary`` describes it on the home page. A section with
+    ``nav_as`` adds pages to another section's entry (named so) instead of its own."""
 
     name: str
     title: str
@@ -20,6 +21,11 @@ class Section:
     router: APIRouter
     summary: str = ""
     order: int = 100
+    nav_as: str = ""
+
+    @property
+    def listed(self) -> bool:
+        return not self.nav_as
 
 
 def discover() -> list[Section]:

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
@@ -295,8 +295,14 @@ def sign_in_redirect(request: Request) -> Response:
 
 
 def error_page(request: Request, error: PlinthError) -> Response:
+    if _wants_json(request):  # a chart's data, asked for by plinth.js
+        return JSONResponse(error.to_dict(), status_code=error.http_status)
     template = "_error.html" if is_htmx(request) else "error.html"
     return render(request, template, {"error": error}, status_code=error.http_status)
+
+
+def _wants_json(request: Request) -> bool:
+    return request.headers.get("accept", "").startswith("application/json")
 
 
 class HtmlRoute(APIRoute):
