@@ -14,6 +14,7 @@ from plinth.auth.types import Role
 from plinth.config import load_settings
 from plinth.server.app import create_app
 from plinth.store.engine import open_store
+from tests.backends import empty_tables
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Using `httpx` with `starlette.testclient` is deprecated"
@@ -60,6 +61,19 @@ class Dashboard:
 def dashboard(tmp_path: Path) -> Iterator[Dashboard]:
     """Authentication off: the embedded default, everyone the local admin."""
     made = Dashboard(tmp_path / "server")
+    with made.http:
+        yield made
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def any_dashboard(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dashboard]:
+    """The dashboard (authentication off) on each metadata store: SQLite and PostgreSQL."""
+    settings: dict[str, Any] = {}
+    if request.param == "postgres":
+        uri = request.getfixturevalue("postgres_uri")
+        empty_tables(open_store(uri))
+        settings["store_uri"] = uri
+    made = Dashboard(tmp_path / "server", **settings)
     with made.http:
         yield made
 

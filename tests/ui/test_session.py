@@ -157,3 +157,12 @@ def test_an_unknown_page_is_a_not_found_page(dashboard: Dashboard) -> None:
     assert answer.status_code == 404
     assert "text/html" in answer.headers["content-type"]
     assert "no page at /ui/no/such/page" in answer.text
+
+
+def test_the_experiments_page_lists_them_on_each_store(any_dashboard: Dashboard) -> None:
+    tracking = any_dashboard.app.state.dashboard.tracking
+    tracking.create_experiment("churn", description="who leaves")
+    tracking.create_experiment("fraud")
+    page = any_dashboard.http.get("/ui/experiments?q=chu")
+    assert page.status_code == 200
+    assert "who leaves" in page.text and "fraud" not in page.text
