@@ -251,13 +251,13 @@ def _populate_search(db_dir: Path, n_runs: int) -> dict:
     return {"runs": n_runs, "seconds": dt, "runs_per_s": n_runs / dt, "exp_id": exp_id}
 
 
-def w_search(n: int, tmp: Path, args) -> dict:
-    """Median of 20 ``MlflowClient().search_runs`` (entities, no pandas) over ``n`` runs."""
-    from mlflow.tracking import MlflowClient
-
-    cache = Path(args.cache) / f"mlflow-{_version()}-search-{n}"
+def search_store(cache_root: Path, n: int) -> tuple[Path, dict, bool]:
+    """The folder of an MLflow store with ``n`` populated runs (made once, then cached),
+    its populate figures, and whether it was cached already."""
+    cache = cache_root / f"mlflow-{_version()}-search-{n}"
     meta_path = cache / "meta.json"
-    if not meta_path.exists():
+    cached = meta_path.exists()
+    if not cached:
         print(
             f"populating {n} MLflow runs into {cache} (cached for later runs)",
             file=sys.stderr,
@@ -270,10 +270,14 @@ def w_search(n: int, tmp: Path, args) -> dict:
         # Reset the tracking URI before moving the db under it.
         shutil.rmtree(cache, ignore_errors=True)
         build.rename(cache)
-        cached = False
-    else:
-        cached = True
-    meta = json.loads(meta_path.read_text())
+    return cache, json.loads(meta_path.read_text()), cached
+
+
+def w_search(n: int, tmp: Path, args) -> dict:
+    """Median of 20 ``MlflowClient().search_runs`` (entities, no pandas) over ``n`` runs."""
+    from mlflow.tracking import MlflowClient
+
+    cache, meta, cached = search_store(Path(args.cache), n)
     # Search a copy, so the cached store is never touched.
     tmp.mkdir(parents=True, exist_ok=True)
     shutil.copy2(cache / "mlflow.db", tmp / "mlflow.db")

@@ -172,11 +172,9 @@ def _populate_search(n_runs: int) -> dict:
     return {"runs": n_runs, "seconds": dt, "runs_per_s": n_runs / dt}
 
 
-def w_search(n: int, tmp: Path, args) -> dict:
-    """Median of 20 ``plinth.search_runs`` over ``n`` runs (populated once, then cached)."""
-    cache_root = Path(args.cache)
-    tmp.mkdir(parents=True, exist_ok=True)
-    # The fingerprint needs plinth's files, not its settings: import the package only.
+def search_store(cache_root: Path, n: int) -> tuple[Path, dict, bool]:
+    """The folder of a store with ``n`` populated runs (made once, then cached), its
+    populate figures, and whether it was cached already."""
     import plinth
 
     cache = cache_root / f"plinth-{_schema_fingerprint()}-search-{n}"
@@ -197,7 +195,16 @@ def w_search(n: int, tmp: Path, args) -> dict:
         (build / "meta.json").write_text(json.dumps(meta))
         shutil.rmtree(cache, ignore_errors=True)
         build.rename(cache)
-    meta = json.loads(meta_path.read_text())
+    return cache, json.loads(meta_path.read_text()), cached
+
+
+def w_search(n: int, tmp: Path, args) -> dict:
+    """Median of 20 ``plinth.search_runs`` over ``n`` runs (populated once, then cached)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    # The fingerprint needs plinth's files, not its settings: import the package only.
+    import plinth
+
+    cache, meta, cached = search_store(Path(args.cache), n)
     # Search a copy of the metadata db, so the cached store is never touched.
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
