@@ -166,3 +166,43 @@ def test_the_experiments_page_lists_them_on_each_store(any_dashboard: Dashboard)
     page = any_dashboard.http.get("/ui/experiments?q=chu")
     assert page.status_code == 200
     assert "who leaves" in page.text and "fraud" not in page.text
+
+
+def test_the_identity_providers_id_token_signs_in_until_it_expires(tmp_path: Path) -> None:
+    import json
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+
+    def id_token(expires_in: int) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": "https://idp.test", "aud": "plinth", "sub": "id-erin",
+            "preferred_username": "erin", "groups": ["ml-team"], "iat": now,
+            "exp": now + expires_in,
+        }  # fmt: skip
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+    made = Dashboard(
+        tmp_path / "server",
+        auth=True,
+        oidc_jwks=str(jwks),
+        oidc_issuer="https://idp.test",
+        oidc_audience="plinth",
+        oidc_editor_groups=["ml-team"],
+    )
+    with made.http:
+        form = {"token": id_token(300), "csrf": made.csrf()}
+        assert made.http.post("/ui/sign-in", data=form).status_code == 303
+        assert "Signed in as <strong>erin</strong> (editor)" in made.http.get("/ui/").text
+        stale = {"token": id_token(-3600), "csrf": made.csrf()}
+        refused = made.http.post("/ui/sign-in", data=stale)
+        assert refused.status_code == 401 and "expired" in refused.text.lower()
