@@ -472,7 +472,7 @@ def test_server_auth_goes_into_the_settings(
     started: list[Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, err = ok(monkeypatch, "server", "--host", "0.0.0.0", "--auth", "--port", "6000")
-    assert err == ""
+    assert err.strip() == "dashboard: http://0.0.0.0:6000/  API: /api/v1 (docs at /docs)"
     monkeypatch.setenv("PLINTH_AUTH", "true")  # the default comes from the settings
     ok(monkeypatch, "server", "--host", "0.0.0.0")
     expected = [("0.0.0.0", 6000, True), ("0.0.0.0", 5151, True)]

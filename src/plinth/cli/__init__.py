@@ -433,8 +433,9 @@ def server(
         typer.Option("--insecure", help="serve a non-loopback address without authentication"),
     ] = False,
 ) -> None:
-    """Run the Plinth server (REST API under /api/v1). On an address other machines can
-    reach it needs --auth, or --insecure in so many words."""
+    """Run the Plinth server: the dashboard at /, the REST API under /api/v1 (documented
+    at /docs). On an address other machines can reach it needs --auth, or --insecure in so
+    many words."""
     from plinth.cli.auth import exposure_warning
     from plinth.config import load_settings
 
@@ -444,6 +445,9 @@ def server(
     warning = exposure_warning(settings.host, settings.auth, insecure)
     if warning is not None:
         err.print(f"[bold red]{escape(warning)}[/bold red]", highlight=False)
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    where = f"dashboard: http://{shown}:{settings.port}/  API: /api/v1 (docs at /docs)"
+    err.print(escape(where), highlight=False)
     from plinth.server.app import serve
 
     serve(settings)
