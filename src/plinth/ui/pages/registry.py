@@ -40,6 +40,9 @@ HISTORY_SHOWN = 200
 # The stages a list shows a latest version for, in the order a model moves through them.
 LISTED_STAGES = (Stage.PRODUCTION, Stage.STAGING, Stage.SHADOW, Stage.DEVELOPMENT)
 
+# What a refused form is filled in with again.
+_EMPTY_FORM = {"stage": "", "stage_reason": "", "alias": "", "alias_reason": ""}
+
 
 @dataclass(frozen=True)
 class ModelRow:
@@ -159,9 +162,6 @@ def rollback(request: Request, name: str, reason: Annotated[str, Form()] = "") -
 
 
 # -- building the pages ------------------------------------------------------------------
-
-# What a refused form is filled in with again.
-_EMPTY_FORM = {"stage": "", "stage_reason": "", "alias": "", "alias_reason": ""}
 
 
 def _model_page(
