@@ -6,7 +6,7 @@ serialises ``{"error_code", "message"}`` and the remote client rebuilds the same
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class PlinthError(Exception):
@@ -46,9 +46,15 @@ class WriteConflict(Conflict):
 
 
 class GateFailed(Conflict):
-    """A promotion refused by its gates; nothing changed."""
+    """A promotion refused by its gates; nothing changed. ``results`` holds every gate's
+    result (passed ones too) where the refusal was made in-process; a remote client gets
+    the message only."""
 
     error_code = "GATE_FAILED"
+
+    def __init__(self, message: str, results: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.results = list(results)
 
 
 class InvalidArgument(PlinthError):

@@ -12,7 +12,7 @@ import pytest
 import plinth
 from plinth.client import Client
 from plinth.registry.gates import Gate
-from plinth.registry.types import Stage
+from plinth.registry.types import GateResult, Stage
 from tests.serving.conftest import Rule
 
 Data = tuple[pd.DataFrame, pd.Series]
@@ -207,8 +207,11 @@ class TestGates:
                 churn_model, input_example=churn_data[0][:5], registered_model="churn"
             )
         client.registry.set_gates("churn", [Gate("metric", expression="auc >= 0.8")])
-        with pytest.raises(plinth.GateFailed, match=r"auc >= 0.8: auc = 0.7"):
+        with pytest.raises(plinth.GateFailed, match=r"auc >= 0.8: auc = 0.7") as refused:
             client.set_stage("churn", low.version, "STAGING")
+        # each gate's result in-process; over HTTP the message alone
+        in_process = [GateResult("auc >= 0.8", False, "auc = 0.7")]
+        assert refused.value.results == ([] if client.remote else in_process)
         assert client.get_model_version("churn", low.version).stage is Stage.DEVELOPMENT
         promoted = client.set_stage("churn", high.version, "PRODUCTION")
         assert promoted.stage is Stage.PRODUCTION

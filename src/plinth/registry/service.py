@@ -57,7 +57,8 @@ class RegistryService(RegistryCore):
             if failed:
                 raise GateFailed(
                     f"{candidate.uri} cannot enter {stage.value}: "
-                    + "; ".join(f"{r.gate}: {r.detail}" for r in failed)
+                    + "; ".join(f"{r.gate}: {r.detail}" for r in failed),
+                    results,
                 )
         details = {"gates": [asdict(r) for r in results]}
         with self.store.write() as conn:
