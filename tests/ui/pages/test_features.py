@@ -42,6 +42,13 @@ def rows(first: int, count: int, day: int, segment: str = "retail") -> pd.DataFr
     )
 
 
+class Always:
+    """A model of the generic flavor: cheap to package."""
+
+    def predict(self, data: pd.DataFrame) -> list[int]:
+        return [0] * len(data)
+
+
 def seed(fs: FeatureStore) -> dict[str, int]:
     """An entity, a group with three commits (the third failing a warned expectation), a
     view with a transformation and a training dataset; returns the commit numbers."""
@@ -276,3 +283,20 @@ def test_a_private_group_stays_hidden_from_users_without_a_grant(secured: Dashbo
     entity = text(secured.http.get("/ui/features/entities/customer"))
     assert "secret_stats" not in entity
     assert secured.http.get("/ui/features/groups/customer_stats").status_code == 200
+
+
+def test_a_dataset_shows_the_models_trained_on_it_and_their_runs(
+    dashboard: Dashboard, seeded: dict[str, int]
+) -> None:
+    from tests.backends import local_client
+
+    settings = dashboard.settings
+    with local_client(settings.resolved_store_uri, settings.resolved_artifact_uri) as client:
+        dataset = client.feature_store().get_training_dataset(seeded["dataset"])
+        with client.start_run("churn") as run:
+            run.log_input(dataset)
+            run.log_model(Always(), registered_model="churn_model")
+    page = text(dashboard.http.get(f"/ui/features/datasets/{seeded['dataset']}"))
+    assert "churn_model v1" in page and run.id in page
+    group = text(dashboard.http.get("/ui/features/groups/customer_stats"))
+    assert "churn_model v1 DEVELOPMENT" in group
