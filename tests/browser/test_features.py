@@ -64,7 +64,7 @@ def test_search_the_catalog_open_a_group_and_its_statistics(
     page.get_by_role("link", name="Validation", exact=True).click()
     page.wait_for_load_state("networkidle")
     assert page.get_by_role("heading", level=1).inner_text() == "Validation of customer_stats v1"
-    assert page.get_by_role("region", name="Validation report").count() == 2
+    assert page.get_by_role("region", name="Validation report").count() == 3
     browser.check_accessible()
 
 

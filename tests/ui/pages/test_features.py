@@ -13,6 +13,7 @@ from httpx import Response
 
 import plinth
 from plinth.auth.types import Kind, Role
+from plinth.errors import InvalidArgument
 from plinth.features.store import FeatureStore
 from plinth.features.types import Expectation, FeatureSpec
 from tests.ui.conftest import Dashboard
@@ -50,8 +51,9 @@ class Always:
 
 
 def seed(fs: FeatureStore) -> dict[str, int]:
-    """An entity, a group with three commits (the third failing a warned expectation), a
-    view with a transformation and a training dataset; returns the commit numbers."""
+    """An entity, a group with three commits (the third failing a warned expectation) and a
+    refused write, a view with a transformation and a training dataset; returns the commit
+    numbers and the dataset's id."""
     fs.create_entity("customer", ["customer_id"], description="a buying customer")
     features = [
         FeatureSpec("orders_30d", "int64", "orders in the last 30 days", {"team": "growth"}),
@@ -62,17 +64,16 @@ def seed(fs: FeatureStore) -> dict[str, int]:
         "customer_stats", "customer", "event_time", features, description="30-day aggregates"
     )
     first = group.insert(rows(1, 40, 0))
-    fs.service.set_expectations(
-        "customer_stats",
-        1,
-        [
-            Expectation("not_null", column="segment"),
-            Expectation("allowed_values", column="segment", values=["retail", "wholesale"]),
-        ],
-        mode="warn",
-    )
+    expectations = [
+        Expectation("not_null", column="segment"),
+        Expectation("allowed_values", column="segment", values=["retail", "wholesale"]),
+    ]
+    fs.service.set_expectations("customer_stats", 1, expectations, mode="warn")
     second = group.insert(rows(41, 20, 1))
     third = group.insert(rows(61, 10, 2, segment="<script>alert(1)</script>"))
+    fs.service.set_expectations("customer_stats", 1, expectations, mode="strict")
+    with pytest.raises(InvalidArgument, match="refused"):
+        group.insert(rows(71, 5, 3, segment="online"))
     view = fs.create_feature_view(
         "churn",
         ["customer_stats:orders_30d", "customer_stats:avg_spend"],
@@ -117,8 +118,13 @@ def test_the_catalog_finds_every_kind(dashboard: Dashboard, seeded: dict[str, in
     assert "Entities (1)" in body and "Feature groups (1)" in body and "Feature views (1)" in body
     by_tag = text(dashboard.http.get("/ui/features?q=growth"))  # a feature's tag
     assert "customer_stats" in by_tag and "Feature views" not in by_tag
+    fs = dashboard.app.state.dashboard.features
+    fs.create_entity("store", ["store_id"])
+    fs.create_feature_group("store_stats", "store", "day", [FeatureSpec("visits", "int64")])
+    fs.create_feature_view("footfall", ["store_stats:visits"])
     by_entity = dashboard.http.get("/ui/features?entity=customer&kind=views").text
     assert "/ui/features/views/churn" in by_entity and "Feature groups" not in by_entity
+    assert "/ui/features/views/footfall" not in by_entity
     nothing = text(dashboard.http.get("/ui/features?q=zebra"))
     assert "Nothing in the catalog matches “zebra”" in nothing
 
@@ -158,7 +164,7 @@ def test_a_group_shows_schema_commits_validation_and_use(
     for shown in ("orders in the last 30 days", "team=growth", "string", "30-day aggregates"):
         assert shown in body
     assert f"/commits/{seeded['third']}?version=1" in page.text
-    assert "2 reports, 1 failed" in body and "allowed_values" in body
+    assert "3 reports, 2 failed" in body and "Mode strict" in body and "allowed_values" in body
     assert "churn:v1" in body and f"/ui/features/datasets/{seeded['dataset']}" in page.text
     assert "<script>alert(1)</script>" not in page.text  # values are escaped
 
@@ -194,10 +200,10 @@ def test_the_validation_page_lists_every_report(
     page = dashboard.http.get("/ui/features/groups/customer_stats/validation")
     assert page.status_code == 200
     body = text(page)
-    assert body.count("Report ") >= 2 and "Mode warn" in body.replace("<strong>", "").replace(
-        "</strong>", ""
-    )
-    assert "is not in" in body or "not allowed" in body or "failed" in body
+    assert "Mode strict" in body and "Report 1: passed" in body and "Report 2: failed" in body
+    assert "Report 3: failed" in body and "write refused, no commit" in body
+    assert "7 of 10 rows have 'segment' not in ['retail', 'wholesale']" in body
+    assert "0 of 20 rows are null in 'segment'" in body
 
 
 def test_a_view_shows_its_definition_and_escaped_source(
