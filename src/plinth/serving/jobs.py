@@ -18,7 +18,14 @@ from plinth.errors import InvalidArgument, NotFound
 from plinth.serving.checks import CheckResult
 from plinth.serving.logged import PredictionLogReads
 from plinth.store.schema import score_jobs
-from plinth.store.sql import now_ms, upsert
+from plinth.store.sql import (
+    check_max_results,
+    decode_page_token,
+    encode_page_token,
+    now_ms,
+    upsert,
+)
+from plinth.tracking.types import Page
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
@@ -197,9 +204,32 @@ class ScoreJobService(PredictionLogReads):
     def list_score_jobs(self, model_name: str | None = None, limit: int = 100) -> list[ScoreJob]:
         """The latest jobs first, of one model or all: of the models the caller may see."""
         _check_count("limit", limit, 1, 10_000)
-        query = select(score_jobs).order_by(score_jobs.c.id.desc()).limit(limit)
+        return self._jobs(model_name, None, 0, limit)
+
+    @guarded()
+    def page_score_jobs(
+        self,
+        model_name: str | None = None,
+        status: str | None = None,
+        max_results: int = 50,
+        page_token: str | None = None,
+    ) -> Page[ScoreJob]:
+        """A page of ``list_score_jobs``, also filtered by status (the dashboard's list)."""
+        if status is not None and status not in STATUSES:
+            raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        offset, limit = decode_page_token(page_token), check_max_results(max_results)
+        found = self._jobs(model_name, status, offset, limit + 1)
+        more = encode_page_token(offset + limit) if len(found) > limit else None
+        return Page(found[:limit], more)
+
+    def _jobs(
+        self, model_name: str | None, status: str | None, offset: int, limit: int
+    ) -> list[ScoreJob]:
+        query = select(score_jobs).order_by(score_jobs.c.id.desc()).offset(offset).limit(limit)
         if model_name is not None:
             query = query.where(score_jobs.c.model_name == model_name)
+        if status is not None:
+            query = query.where(score_jobs.c.status == status)
         visible = self.access.visible(Kind.MODEL)
         if visible is not None:
             query = query.where(score_jobs.c.model_name.in_(visible))
