@@ -141,9 +141,11 @@ def metric_chart(
     found = tracking.get_metric_series(run_id, key, points, start, end)
     if found.count == 0 and key not in tracking.get_run(run_id).metrics:
         raise NotFound(f"run {run_id} has no metric {key!r}")  # an empty range asks this
-    drawn = [series(key, found.steps, found.values)]
-    if found.best_steps:
-        drawn.append(series("best", found.best_steps, found.best_values, "points"))
+    # both series always, even empty: a zoomed spec must have the shape of the first one
+    drawn = [
+        series(key, found.steps, found.values),
+        series("best", found.best_steps, found.best_values, "points"),
+    ]
     return chart(drawn, "step", key, empty=f"No points of {key} in this range of steps.")
 
 
