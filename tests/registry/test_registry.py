@@ -45,6 +45,8 @@ class TestVersions:
         assert first.manifest.flavor == "sklearn" and first.manifest.files
         model = client.registry.get_registered_model("churn")
         assert (model.latest_version, model.production_version) == (2, None)
+        by_run = client.registry.search_model_versions(run_id=run.id)
+        assert [(v.model_name, v.version) for v in by_run] == [("churn", 1)]
 
     def test_only_description_and_tags_change(
         self, client: Client, churn_model: Any, churn_data: Data

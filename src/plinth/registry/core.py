@@ -305,9 +305,10 @@ class RegistryCore(PackageFiles):
         stage: Stage | None = None,
         tag: str | None = None,
         max_results: int = 100,
+        run_id: str | None = None,
     ) -> list[ModelVersion]:
-        """Versions by model name (SQL LIKE pattern), stage and tag (``key`` or ``key=value``),
-        of the models the caller may see."""
+        """Versions by model name (SQL LIKE pattern), stage, tag (``key`` or ``key=value``)
+        and the run they were made from, of the models the caller may see."""
         from plinth.store.sql import check_max_results
 
         query = select(model_versions.c.model_name, model_versions.c.version).order_by(
@@ -317,6 +318,8 @@ class RegistryCore(PackageFiles):
             query = query.where(model_versions.c.model_name.like(name))
         if stage is not None:
             query = query.where(model_versions.c.stage == Stage(stage).value)
+        if run_id is not None:
+            query = query.where(model_versions.c.run_id == run_id)
         visible = self.access.visible(Kind.MODEL)
         if visible is not None:
             query = query.where(model_versions.c.model_name.in_(visible))
