@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 from tsdownsample import MinMaxLTTBDownsampler
 
 from plinth.errors import InvalidArgument
@@ -34,37 +34,43 @@ def read_series(
     if start is not None and end is not None and start > end:
         raise InvalidArgument(f"start ({start}) is after end ({end})")
     m = metrics.c
-    query = select(m.step, m.value, m.is_best).where(m.run_id == run_id, m.key == key)
+    where = [m.run_id == run_id, m.key == key]
     if start is not None:
-        query = query.where(m.step >= math.floor(start))
+        where.append(m.step >= math.floor(start))
     if end is not None:
-        query = query.where(m.step <= math.ceil(end))
-    rows = conn.execute(query.order_by(m.step, m.id)).all()
-    if not rows:
+        where.append(m.step <= math.ceil(end))
+    count = conn.execute(select(func.count()).where(*where)).scalar_one()
+    if not count:
         return MetricSeries(key, 0, [], [], [], [], False)
-    steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    values = np.fromiter(
-        (math.nan if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows)
-    )
-    best = np.fromiter((bool(r[2]) for r in rows), dtype=bool, count=len(rows))
-    drawn = np.isfinite(values)  # NaN and infinities cannot be drawn: gaps
+    # NULL stores NaN: a gap, never drawn, counted above
+    query = select(m.step, m.value, m.is_best).where(*where, m.value.is_not(None))
+    result = conn.execute(query.order_by(m.step, m.id))
+    # The driver's own rows: a SQLAlchemy Row per point costs more than reading the points
+    # (200,000 points: 0.4 s against 0.15 s), and numpy takes the tuples as they come.
+    rows = result.cursor.fetchall()
+    result.close()
+    points = np.fromiter(rows, dtype=_POINT, count=len(rows))
+    steps, values = points["step"], points["value"]
+    drawn = np.isfinite(values)  # infinities cannot be drawn either: gaps
     kept = np.flatnonzero(drawn)
     if len(kept) > max_points:
         kept = kept[downsample(steps[kept], values[kept], max_points)]
-    best_at = np.flatnonzero(best & drawn)
+    best_at = np.flatnonzero(points["best"] & drawn)
     if len(best_at) > max_points:  # keep the last (the best so far) and an even spread
-        best_at = np.unique(
-            np.append(best_at[:: math.ceil(len(best_at) / max_points)], best_at[-1])
-        )
+        spread = best_at[:: math.ceil(len(best_at) / max_points)]
+        best_at = np.unique(np.append(spread, best_at[-1]))
     return MetricSeries(
         key,
-        len(rows),
+        int(count),
         steps[kept].tolist(),
         values[kept].tolist(),
         steps[best_at].tolist(),
         values[best_at].tolist(),
         len(kept) < int(drawn.sum()),
     )
+
+
+_POINT = np.dtype([("step", np.int64), ("value", np.float64), ("best", np.bool_)])
 
 
 def downsample(x: np.ndarray, y: np.ndarray, n_out: int) -> np.ndarray:
