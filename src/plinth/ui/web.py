@@ -346,6 +346,9 @@ async def _in_thread(call: Callable[..., Response], *args: Any) -> Response:
 def _validation_message(exc: RequestValidationError) -> str:
     problems = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"] if p not in ("query", "path", "body"))
+        loc = list(err["loc"])
+        if loc and loc[0] in ("query", "path", "body"):  # where it came from, not its name
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc)
         problems.append(f"{where}: {err['msg']}")
     return "invalid request: " + "; ".join(problems)
