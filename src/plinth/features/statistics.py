@@ -70,7 +70,9 @@ def _quote(name: str) -> str:
 
 
 def _numeric(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+    return any(
+        check(kind) for check in (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    )
 
 
 def _expressions(name: str, kind: pa.DataType, exact: bool) -> list[str]:
