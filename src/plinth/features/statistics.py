@@ -12,11 +12,11 @@ the right); nulls, NaN and infinities are left out of it, so its counts add up t
 values. A column whose finite values are all equal gets one bin with both edges at that
 value. String and boolean columns get their ``TOP_VALUES`` most frequent non-null values,
 ties in order of value; a column with more than ``TOP_VALUES_MAX_DISTINCT`` distinct values
-gets none, as counting them would cost more than every other statistic together.
+gets none: the cost of counting grows with the number of distinct values.
 
 The aggregates run in one DuckDB query; histograms and top values are computed on the
-Arrow columns directly (numpy, Arrow's hash counting), which measured about three times
-cheaper than a second DuckDB query over the same columns.
+Arrow columns directly (numpy, Arrow's hash counting): for five 1M-row float columns the
+histograms took about 45 ms, a second DuckDB query with ``histogram()`` 120-160 ms.
 """
 
 from __future__ import annotations
