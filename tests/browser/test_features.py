@@ -1,5 +1,5 @@
 """The feature store's pages in a real browser: search the catalog, a group, a commit's
-statistics drawn, its validation report, a view and its training datasets; phone size."""
+statistics drawn (histograms, most frequent values), its validation report, a view and its training datasets; phone size."""
 
 from __future__ import annotations
 
@@ -54,7 +54,11 @@ def test_search_the_catalog_open_a_group_and_its_statistics(
     page.wait_for_load_state("networkidle")
     page.wait_for_selector("[data-drawn=true] canvas")
     assert page.locator("[data-drawn=true]").count() == 2  # orders_30d and avg_spend
-    assert page.get_by_role("img", name="Quantile plot of avg_spend").count() == 1
+    assert page.get_by_role("img", name="Histogram of avg_spend").count() == 1
+    assert page.get_by_role("img", name="Histogram of orders_30d").count() == 1
+    top = page.get_by_role("region", name="Most frequent values of segment")
+    cells = top.get_by_role("row").nth(1).get_by_role("cell").all_inner_texts()
+    assert cells == ["<script>alert(1)</script>", "7", "70.0 %"]
     report = page.get_by_role("region", name="Validation report")
     assert "allowed_values" in report.inner_text() and "failed" in report.inner_text()
     browser.check_accessible()

@@ -78,7 +78,16 @@ class ValidationReport:
 
 
 @dataclass(frozen=True)
+class TopValue:
+    value: str  # as text: booleans are "true" and "false"
+    count: int
+
+
+@dataclass(frozen=True)
 class ColumnStatistics:
+    """Statistics of one column in one commit (see ``plinth.features.statistics``).
+    Fields added later default to empty, so statistics stored before them still load."""
+
     __pydantic_config__ = _JSON
 
     column: str
@@ -90,6 +99,9 @@ class ColumnStatistics:
     min: Any = None
     max: Any = None
     deciles: list[float] = field(default_factory=list)  # 0%, 10%, ..., 100%
+    bin_edges: list[float] = field(default_factory=list)  # numeric: bins + 1 edges
+    bin_counts: list[int] = field(default_factory=list)  # finite values per bin
+    top_values: list[TopValue] = field(default_factory=list)  # strings and booleans
 
 
 @dataclass(frozen=True)

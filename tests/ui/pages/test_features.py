@@ -14,6 +14,7 @@ from httpx import Response
 import plinth
 from plinth.auth.types import Kind, Role
 from plinth.errors import InvalidArgument
+from plinth.features import statistics
 from plinth.features.store import FeatureStore
 from plinth.features.types import Expectation, FeatureSpec
 from tests.ui.conftest import Dashboard
@@ -176,22 +177,54 @@ def test_a_commit_shows_its_statistics_and_report(
     page = dashboard.http.get(f"/ui/features/groups/customer_stats/commits/{third}")
     assert page.status_code == 200
     body = text(page)
-    assert "quantile plot" in body and "top categories) are not recorded" in body
-    assert f"/commits/{third}/quantiles/avg_spend?version=1" in page.text
+    assert "histogram of the feature's finite values" in body and "quantile plot" not in body
+    assert f"/commits/{third}/histogram/avg_spend?version=1" in page.text
+    assert "/quantiles/" not in page.text
+    assert 'aria-label="Histogram of avg_spend: 20 bins from 101.5 to 115' in page.text
     assert "<script>alert(1)</script>" in body and "<script>alert(1)" not in page.text
     assert "allowed_values" in body and "failed" in body
+    # ids 61..70: the 3 multiples of 3 are wholesale, the other 7 the script
+    table = page.text.split("Most frequent values of <code>segment</code>")[1].split("</table>")[0]
+    cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", table)]
+    assert cells == ["<script>alert(1)</script>", "7", "70.0 %", "wholesale", "3", "30.0 %"]
     chart = dashboard.http.get(
-        f"/ui/features/groups/customer_stats/commits/{third}/quantiles/avg_spend?version=1",
+        f"/ui/features/groups/customer_stats/commits/{third}/histogram/avg_spend?version=1",
         headers={"accept": "application/json"},
     ).json()
-    line, points = chart["series"]
-    assert line["x"] == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
-    assert line["y"][0] == pytest.approx(10 + 61 * 1.5) and line["y"][-1] == pytest.approx(115.0)
-    assert points["style"] == "points"
+    (bars,) = chart["series"]
+    width = (115.0 - 101.5) / 20
+    assert bars["style"] == "bars" and len(bars["x"]) == 20
+    assert bars["x"][0] == pytest.approx(101.5 + width / 2)
+    assert bars["x"][-1] == pytest.approx(115.0 - width / 2)
+    assert sum(bars["y"]) == 10 and bars["y"][0] == 1 and bars["y"][-1] == 1
     first = text(
         dashboard.http.get(f"/ui/features/groups/customer_stats/commits/{seeded['first']}")
     )
     assert "had no expectations when this commit was written" in first
+
+
+def test_a_commit_written_before_histograms_keeps_its_quantile_plot(
+    dashboard: Dashboard, seeded: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Statistics stored without histograms or top values (as they were before them) load
+    with both empty: the page draws the deciles and says why."""
+    monkeypatch.setattr(statistics, "_shape", lambda stats, values: stats)
+    fs = dashboard.app.state.dashboard.feature_store
+    old = fs.get_feature_group("customer_stats").insert(rows(81, 10, 4)).commit_version
+    page = dashboard.http.get(f"/ui/features/groups/customer_stats/commits/{old}")
+    body = text(page)
+    assert "written before histograms were recorded" in body and "quantile plot" in body
+    assert "not recorded for this commit" in body and "Most frequent values" not in body
+    assert f"/commits/{old}/quantiles/avg_spend?version=1" in page.text
+    assert "/histogram/" not in page.text
+    chart = dashboard.http.get(
+        f"/ui/features/groups/customer_stats/commits/{old}/quantiles/avg_spend?version=1",
+        headers={"accept": "application/json"},
+    ).json()
+    line, points = chart["series"]
+    assert line["x"] == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert line["y"][0] == pytest.approx(10 + 81 * 1.5) and line["y"][-1] == pytest.approx(145.0)
+    assert points["style"] == "points"
 
 
 def test_the_validation_page_lists_every_report(
@@ -237,6 +270,7 @@ BAD_INPUT = [
     ("/ui/features/groups/customer_stats/commits/-1", 404, "has no commit -1"),
     ("/ui/features/groups/customer_stats/commits/x", 422, "commit"),
     ("/ui/features/groups/customer_stats/commits/0/quantiles/nope", 404, "'nope'"),
+    ("/ui/features/groups/customer_stats/commits/0/histogram/nope", 404, "'nope'"),
     ("/ui/features/groups/customer_stats?page=0", 422, "page must be 1 or more"),
     ("/ui/features/groups/customer_stats/validation?version=x", 422, "version"),
     ("/ui/features/views/nothing", 404, "feature view 'nothing' does not exist"),

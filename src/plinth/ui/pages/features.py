@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from plinth.errors import InvalidArgument, NotFound, PlinthError
+from plinth.features import statistics
 from plinth.features.refs import parse_ref
 from plinth.features.service import FeatureService
 from plinth.features.types import (
@@ -170,23 +172,49 @@ def commit_page(request: Request, name: str, commit: int, version: int | None = 
     dtypes = {f.name: f.dtype for f in group.features}
     numeric = [s for s in found.statistics if dtypes.get(s.column) in NUMERIC and s.deciles]
     other = [s for s in found.statistics if s not in numeric]
+    # top values and histograms arrived together: a commit without any predates both
+    recorded = any(s.bin_counts or s.top_values for s in found.statistics)
     context = {
         "group": group,
         "commit": found,
         "reports": reports,
         "numeric": numeric,
         "other": other,
+        "ranked": [s for s in other if s.top_values],
+        "recorded": recorded,
+        "bins": statistics.BINS,
+        "top": statistics.TOP_VALUES,
+        "top_cap": statistics.TOP_VALUES_MAX_DISTINCT,
         "dtypes": dtypes,
     }
     return render(request, "features/commit.html", context)
+
+
+@router.get("/features/groups/{name}/commits/{commit}/histogram/{column}")
+def histogram_chart(
+    request: Request, name: str, commit: int, column: str, version: int | None = None
+) -> Response:
+    """A numeric feature's histogram in one commit: a bar per bin at the bin's centre."""
+    fs = services(request).features
+    group = fs.get_feature_group(name, version)
+    stats = _column(_commit(fs, group, commit), column)
+    edges = stats.bin_edges
+    centres = [(low + high) / 2 for low, high in pairwise(edges)]
+    counts = [float(c) for c in stats.bin_counts]
+    return chart(
+        [series(column, centres, counts, "bars")] if counts else [],
+        column,
+        "rows",
+        empty=f"{column} has no finite values in this commit.",
+    )
 
 
 @router.get("/features/groups/{name}/commits/{commit}/quantiles/{column}")
 def quantile_chart(
     request: Request, name: str, commit: int, column: str, version: int | None = None
 ) -> Response:
-    """A numeric feature's deciles in one commit as a quantile plot: the statistics keep
-    deciles, not counts per bin, so a histogram cannot be drawn honestly from them."""
+    """A numeric feature's deciles in one commit as a quantile plot, for commits written
+    before histograms were recorded: deciles alone cannot draw a histogram honestly."""
     fs = services(request).features
     group = fs.get_feature_group(name, version)
     stats = _column(_commit(fs, group, commit), column)
