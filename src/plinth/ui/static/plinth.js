@@ -33,6 +33,18 @@
     return base;
   }
 
+  // Bars stand on their x values: half a bar more on each side keeps the outer ones whole.
+  function xScale(spec) {
+    var scale = { time: !!spec.x_time };
+    var bars = spec.series.filter(function (s) { return s.style === "bars" && s.x.length; });
+    if (bars.length) {
+      var x = bars[0].x;
+      var half = x.length > 1 ? (x[1] - x[0]) / 2 : 0.5;
+      scale.range = function (u, min, max) { return [min - half, max + half]; };
+    }
+    return scale;
+  }
+
   function message(el, text) {
     el.textContent = "";
     var p = document.createElement("p");
@@ -65,7 +77,7 @@
       width: Math.max(el.clientWidth, 280),
       height: el.clientWidth < 500 ? 200 : 260,
       series: [{ label: spec.x_label || "x" }].concat(spec.series.map(seriesOptions)),
-      scales: { x: { time: !!spec.x_time } },
+      scales: { x: xScale(spec) },
       axes: [{ label: spec.x_label || "" }, { label: spec.y_label || "" }],
       cursor: {
         drag: { x: true, y: false },
