@@ -12,7 +12,7 @@ from plinth.auth.access import Access, access_for, by_experiment, guarded
 from plinth.auth.types import Action, Kind, Role
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound
 from plinth.store.engine import Store
-from plinth.store.schema import experiment_tags, experiments
+from plinth.store.schema import experiment_tags, experiments, metric_summaries, params, runs
 from plinth.store.sql import (
     check_max_results,
     decode_page_token,
@@ -21,7 +21,7 @@ from plinth.store.sql import (
     to_datetime,
     upsert,
 )
-from plinth.tracking.types import Experiment, Page, check_tags, validate_key
+from plinth.tracking.types import Experiment, Page, RunKeys, check_tags, validate_key
 
 _validate_name = validate_key
 _LOOKS_LIKE_ID = re.compile(r"[0-9a-fA-F]{32}")
@@ -95,6 +95,27 @@ class ExperimentService:
             ids = conn.execute(query.offset(offset).limit(limit + 1)).scalars().all()
         items = [self._experiment(i) for i in ids[:limit]]
         return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
+
+    @guarded(Action.READ, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
+    def list_run_keys(self, experiment: str) -> RunKeys:
+        """The metric names and params (``group.name``) the runs of an experiment hold:
+        the columns a runs table may show. Two DISTINCT reads along the runs' primary keys."""
+        experiment_id = self._experiment(experiment).id
+        in_experiment = select(runs.c.id).where(runs.c.experiment_id == experiment_id)
+        with self.store.read() as conn:
+            metric_names = conn.execute(
+                select(metric_summaries.c.key)
+                .where(metric_summaries.c.run_id.in_(in_experiment))
+                .distinct()
+                .order_by(metric_summaries.c.key)
+            ).scalars()
+            param_names = conn.execute(
+                select(params.c.group, params.c.key)
+                .where(params.c.run_id.in_(in_experiment))
+                .distinct()
+                .order_by(params.c.group, params.c.key)
+            ).all()
+            return RunKeys(list(metric_names), [f"{g}.{k}" for g, k in param_names])
 
     @endpoint("POST", "/experiments/{experiment:path}/tags")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
