@@ -116,7 +116,9 @@ def test_runs_sort_by_duration(dashboard: Dashboard) -> None:
     tracking.end_run(slow.id)
     page = dashboard.http.get("/ui/experiments/churn?sort=duration&order=desc")
     assert names_in(page.text) == ["slow", "quick"]
-    header = re.search(r'<th scope="col" class="num" aria-sort="descending">\s*<a[^>]*>Duration', page.text)
+    header = re.search(
+        r'<th scope="col" class="num" aria-sort="descending">\s*<a[^>]*>Duration', page.text
+    )
     assert header, "the duration header should say it sorts the table"
 
 

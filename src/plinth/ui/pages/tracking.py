@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -19,6 +19,7 @@ from plinth.ui.sections import Section
 from plinth.ui.web import HtmlRoute, is_htmx, page_token, render, services
 
 router = APIRouter(route_class=HtmlRoute)
+Strings = Annotated[list[str] | None, Query()]  # ?metrics=a&metrics=b
 section = Section(
     "tracking",
     "Experiments",
@@ -85,15 +86,15 @@ def runs_page(
     page: int = 1,
     sort: str = "start_time",
     order: str = "desc",
-    filter_: str = Query("", alias="filter"),
-    metrics: list[str] = Query([]),
-    params: list[str] = Query([]),
+    filter_: Annotated[str, Query(alias="filter")] = "",
+    metrics: Strings = None,
+    params: Strings = None,
     columns: str = "",
 ) -> Response:
     tracking = services(request).tracking
     experiment = tracking.get_experiment(name)
     keys = tracking.list_run_keys(experiment.id)
-    chosen = choose_columns(keys, metrics, params, chosen=bool(columns))
+    chosen = choose_columns(keys, metrics or [], params or [], chosen=bool(columns))
     failure: InvalidArgument | None = None
     runs: list[Run] = []
     has_next = False
