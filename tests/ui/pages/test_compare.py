@@ -141,3 +141,9 @@ def test_a_chart_of_bad_input_answers_its_error_as_json(dashboard: Dashboard) ->
     ]:
         answer = dashboard.http.get(url, headers={"accept": "application/json"})
         assert answer.status_code == status and answer.json()["message"], url
+
+
+def test_the_toggle_keeps_every_run(dashboard: Dashboard) -> None:
+    ids = seed(tracking_of(dashboard), 2)
+    html = dashboard.http.get(f"/ui/compare?{query(ids)}").text
+    assert f'href="/ui/compare?runs={ids[0]}&amp;runs={ids[1]}&amp;only=1#params"' in html

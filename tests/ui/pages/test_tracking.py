@@ -233,3 +233,14 @@ def test_a_viewer_sees_only_the_experiments_they_may_read(secured: Dashboard) ->
     assert names_in(secured.http.get("/ui/experiments/open").text) == ["run-00"]
     refused = secured.http.get("/ui/experiments/secret")
     assert refused.status_code in (403, 404) and "run-00" not in refused.text
+
+
+def test_links_keep_every_chosen_column(dashboard: Dashboard) -> None:
+    seed(tracking_of(dashboard), 2)
+    html = dashboard.http.get(
+        "/ui/experiments/churn?columns=chosen&metrics=acc&metrics=loss&params=hyper.lr"
+    ).text
+    assert (
+        'href="/ui/experiments/churn?columns=chosen&amp;metrics=acc&amp;metrics=loss'
+        '&amp;params=hyper.lr&amp;sort=name&amp;order=asc"'
+    ) in html
