@@ -25,6 +25,7 @@ from plinth.tracking.types import Experiment, Page, RunKeys, check_tags, validat
 
 _validate_name = validate_key
 _LOOKS_LIKE_ID = re.compile(r"[0-9a-fA-F]{32}")
+MAX_KEY_SAMPLE = 10_000
 
 
 class ExperimentService:
@@ -97,23 +98,30 @@ class ExperimentService:
         return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
 
     @guarded(Action.READ, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
-    def list_run_keys(self, experiment: str) -> RunKeys:
-        """The metric names and params (``group.name``) the runs of an experiment hold:
-        the columns a runs table may show. Two DISTINCT reads along the runs' primary keys."""
+    def list_run_keys(self, experiment: str, newest: int = 250) -> RunKeys:
+        """The metric names and params (``group.name``) of the ``newest`` runs of an
+        experiment: the columns a runs table offers. A bounded sample, read along the
+        start-time index and the runs' primary keys: every run of a 10,000-run experiment
+        would cost ~250 ms on SQLite, these ~5 ms."""
+        if not 1 <= newest <= MAX_KEY_SAMPLE:
+            raise InvalidArgument(f"newest must be 1 to {MAX_KEY_SAMPLE}, got {newest}")
         experiment_id = self._experiment(experiment).id
-        in_experiment = select(runs.c.id).where(runs.c.experiment_id == experiment_id)
+        sample = (
+            select(runs.c.id)
+            .where(runs.c.experiment_id == experiment_id)
+            .order_by(runs.c.start_time.desc())
+            .limit(newest)
+        )
+        ms, p = metric_summaries.c, params.c
         with self.store.read() as conn:
             metric_names = conn.execute(
-                select(metric_summaries.c.key)
-                .where(metric_summaries.c.run_id.in_(in_experiment))
-                .distinct()
-                .order_by(metric_summaries.c.key)
+                select(ms.key).where(ms.run_id.in_(sample)).distinct().order_by(ms.key)
             ).scalars()
             param_names = conn.execute(
-                select(params.c.group, params.c.key)
-                .where(params.c.run_id.in_(in_experiment))
+                select(p.group, p.key)
+                .where(p.run_id.in_(sample))
                 .distinct()
-                .order_by(params.c.group, params.c.key)
+                .order_by(p.group, p.key)
             ).all()
             return RunKeys(list(metric_names), [f"{g}.{k}" for g, k in param_names])
 
