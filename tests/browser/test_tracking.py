@@ -66,6 +66,14 @@ def test_filter_sort_page_and_choose_columns(server: str, page_for: Any) -> None
     assert run_names(page) == ["run-51", "run-52"]  # the filter stays
     header = page.get_by_role("columnheader", name="Name")
     assert header.get_attribute("aria-sort") == "ascending"
+    page.go_back()  # to the filtered address htmx pushed: the whole page again
+    page.wait_for_url(re.compile(r"filter=metrics\.acc[^&]*&sort=start_time"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("churn")
+    assert run_names(page) == ["run-52", "run-51"]
+    page.go_forward()
+    expect(page.get_by_role("columnheader", name="Name")).to_have_attribute(
+        "aria-sort", "ascending"
+    )
 
     page.get_by_label("Filter").fill("metrics.acc >")
     page.get_by_role("button", name="Apply").click()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from plinth.store.schema import runs
 from plinth.tracking.service import TrackingService
 from plinth.tracking.types import MetricBatch, RunStatus
 from tests.ui.conftest import Dashboard
@@ -109,11 +110,13 @@ def test_runs_sort_and_filter_on_the_server(
 
 def test_runs_sort_by_duration(dashboard: Dashboard) -> None:
     tracking = tracking_of(dashboard)
-    quick = tracking.create_run("churn", name="quick")
-    tracking.end_run(quick.id)
-    slow = tracking.create_run("churn", name="slow")
-    time.sleep(0.02)  # not a wait for a server: a run whose duration is longer
-    tracking.end_run(slow.id)
+    for name, took in [("quick", 5), ("slow", 500)]:
+        run = tracking.create_run("churn", name=name)
+        tracking.end_run(run.id)
+        with tracking.store.write() as conn:  # durations of our choosing: no clock to wait on
+            conn.execute(
+                runs.update().where(runs.c.id == run.id).values(start_time=0, end_time=took)
+            )
     page = dashboard.http.get("/ui/experiments/churn?sort=duration&order=desc")
     assert names_in(page.text) == ["slow", "quick"]
     header = re.search(
@@ -195,6 +198,11 @@ def test_htmx_gets_the_runs_or_the_table_alone(dashboard: Dashboard) -> None:
     )
     assert 'role="search"' not in table.text and names_in(table.text) == ["run-01", "run-00"]
     assert table.text.lstrip().startswith('<div id="runs-table"')
+    restored = dashboard.http.get(
+        "/ui/experiments/churn",
+        headers={"hx-request": "true", "hx-history-restore-request": "true"},
+    )
+    assert "<h1>churn</h1>" in restored.text  # going back to a pushed address: the page
 
 
 def test_the_table_refreshes_itself_only_while_a_run_shown_goes_on(dashboard: Dashboard) -> None:

@@ -129,9 +129,11 @@ def runs_page(
         "url_with": url_with,
     }
     status = failure.http_status if failure else 200
-    if request.headers.get("hx-target") == TABLE_ID:
+    # Back and forward to a pushed address ask (as htmx) for the whole page: not a part.
+    partial = is_htmx(request) and request.headers.get("hx-history-restore-request") != "true"
+    if partial and request.headers.get("hx-target") == TABLE_ID:
         return render(request, "tracking/_runs_table.html", context, status_code=status)
-    template = "tracking/_runs.html" if is_htmx(request) else "tracking/runs.html"
+    template = "tracking/_runs.html" if partial else "tracking/runs.html"
     return render(request, template, context, status_code=status)
 
 
