@@ -114,14 +114,14 @@ class ExperimentService:
         )
         ms, p = metric_summaries.c, params.c
         with self.store.read() as conn:
+            # The ids as a list, not a subquery: PostgreSQL then probes the primary keys
+            # for them, where it would hash a whole table against the subquery.
+            ids = list(conn.execute(sample).scalars())
             metric_names = conn.execute(
-                select(ms.key).where(ms.run_id.in_(sample)).distinct().order_by(ms.key)
+                select(ms.key).where(ms.run_id.in_(ids)).distinct().order_by(ms.key)
             ).scalars()
             param_names = conn.execute(
-                select(p.group, p.key)
-                .where(p.run_id.in_(sample))
-                .distinct()
-                .order_by(p.group, p.key)
+                select(p.group, p.key).where(p.run_id.in_(ids)).distinct().order_by(p.group, p.key)
             ).all()
             return RunKeys(list(metric_names), [f"{g}.{k}" for g, k in param_names])
 
