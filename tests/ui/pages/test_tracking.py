@@ -252,3 +252,10 @@ def test_links_keep_every_chosen_column(dashboard: Dashboard) -> None:
         'href="/ui/experiments/churn?columns=chosen&amp;metrics=acc&amp;metrics=loss'
         '&amp;params=hyper.lr&amp;sort=name&amp;order=asc"'
     ) in html
+
+
+def test_a_chosen_column_stays_on_offer_when_no_new_run_has_it(dashboard: Dashboard) -> None:
+    tracking = tracking_of(dashboard)
+    seed(tracking, 1)
+    html = dashboard.http.get("/ui/experiments/churn?columns=chosen&metrics=gone").text
+    assert 'value="gone" checked' in html and "gone (last)" in html

@@ -34,6 +34,7 @@ EXPERIMENTS_PER_PAGE = 50
 RUNS_PER_PAGE = 50
 DEFAULT_METRICS = 6  # columns shown before the user chooses
 DEFAULT_PARAMS = 3
+KEY_SAMPLE = 250  # the newest runs whose metric and param names are offered as columns
 TABLE_ID = "runs-table"  # the part of the page that refreshes itself while runs go on
 
 # sort key -> (header, first direction when chosen)
@@ -94,7 +95,7 @@ def runs_page(
 ) -> Response:
     tracking = services(request).tracking
     experiment = tracking.get_experiment(name)
-    keys = tracking.list_run_keys(experiment.id)
+    keys = tracking.list_run_keys(experiment.id, newest=KEY_SAMPLE)
     chosen = choose_columns(keys, metrics or [], params or [], chosen=bool(columns))
     failure: InvalidArgument | None = None
     runs: list[Run] = []
@@ -113,7 +114,12 @@ def runs_page(
     now = datetime.now(UTC)
     context = {
         "experiment": experiment,
-        "keys": keys,
+        # a column chosen from an older run stays on offer though the sample lacks it
+        "offered": RunKeys(
+            _unique(keys.metrics + [c.name for c in chosen if c.kind == "metric"]),
+            _unique(keys.params + [c.name for c in chosen if c.kind == "param"]),
+        ),
+        "sampled": KEY_SAMPLE,
         "columns": chosen,
         "rows": [_row(run, chosen, now) for run in runs],
         "running": any(run.status == RunStatus.RUNNING for run in runs),
