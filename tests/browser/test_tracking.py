@@ -24,7 +24,7 @@ RUNS = 53  # two pages
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TrackingService]]:
     home = tmp_path_factory.mktemp("tracking") / "server"
     with running_server(home) as url:
         settings = load_settings(home=home)
@@ -32,7 +32,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             open_store(settings.resolved_store_uri), ArtifactStore(settings.resolved_artifact_uri)
         )
         seed(tracking, RUNS)
-        yield url
+        yield url, tracking
+
+
+@pytest.fixture
+def server(served: tuple[str, TrackingService]) -> str:
+    return served[0]
 
 
 def rows_of(page: Any) -> Any:
@@ -159,3 +164,20 @@ def test_the_pages_fit_a_phone(server: str, page_for: Any, path: str) -> None:
         browser.shot("compare-phone")
     else:
         browser.shot("runs-table-phone")
+
+
+def test_the_table_follows_a_running_run_until_it_ends(
+    served: tuple[str, TrackingService], page_for: Any
+) -> None:
+    url, tracking = served
+    [run_id] = seed(tracking, 1, "live", running=1)
+    browser = page_for(url)
+    page = browser.page
+    browser.goto("/ui/experiments/live")
+    status = page.get_by_role("region", name="Runs of live").locator("tbody td:nth-child(3)")
+    expect(status).to_have_text("RUNNING")
+    page.get_by_role("checkbox", name="Select run-00").check()
+    tracking.end_run(run_id)
+    expect(status).to_have_text("FINISHED", timeout=15_000)  # the next refresh, within 5 s
+    assert page.get_by_role("checkbox", name="Select run-00").is_checked()  # kept
+    assert page.locator("[hx-trigger]").count() == 0  # and no more refreshes
