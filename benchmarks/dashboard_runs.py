@@ -5,6 +5,10 @@
 Seeds one experiment (10 params, 5 metrics a run; rows written in bulk, the experiment
 through the service; PostgreSQL then analysed, as autovacuum would), then asks each page below 40 times through the app in-process
 (Starlette's test client: the figures include its small overhead) and prints p50/p95 in ms.
+
+Measured 2026-12-04 on 2 cores shared with other jobs (load average ~5), p95 in ms,
+SQLite / PostgreSQL: newest first 34 / 46; page 100 34 / 43; by a metric 37 / 52; by a
+param 56 / 122; by duration 28 / 52; metric and param filter 54 / 62; htmx refresh 25 / 34.
 """
 
 from __future__ import annotations
