@@ -35,11 +35,13 @@ ATTRIBUTES: dict[str, Any] = {
     "description": runs.c.description,
     "start_time": runs.c.start_time,
     "end_time": runs.c.end_time,
+    # milliseconds from start to end; none while a run goes on
+    "duration": runs.c.end_time - runs.c.start_time,
     "experiment_id": runs.c.experiment_id,
     "experiment": experiments.c.name,
 }
 TIME_ATTRIBUTES = {"start_time", "end_time"}
-NUMBER_ATTRIBUTES = {"number"} | TIME_ATTRIBUTES
+NUMBER_ATTRIBUTES = {"number", "duration"} | TIME_ATTRIBUTES
 METRIC_FIELDS = {"last", "min", "max", "best", "count", "best_step", "last_step"}
 MAX_NESTING = 64
 MAX_ORDER_BY = 16

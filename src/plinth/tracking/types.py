@@ -205,6 +205,16 @@ class RunComparison:
 
 
 @dataclass(frozen=True)
+class RunKeys:
+    """The metric names and the params (``group.name``) found in the runs of an experiment."""
+
+    __pydantic_config__ = _JSON
+
+    metrics: list[str]
+    params: list[str]
+
+
+@dataclass(frozen=True)
 class ArtifactEntry:
     __pydantic_config__ = _JSON
 
