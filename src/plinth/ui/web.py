@@ -142,7 +142,11 @@ def templates() -> Jinja2Templates:
 
 def is_htmx(request: Request) -> bool:
     """Whether htmx asked for a part of a page (to be swapped in), not a whole page."""
-    return request.headers.get("hx-request") == "true"
+    # a history restore (back/forward after an address push) wants the whole page
+    return (
+        request.headers.get("hx-request") == "true"
+        and "hx-history-restore-request" not in request.headers
+    )
 
 
 def render(
@@ -164,15 +168,13 @@ def render(
 
 
 def url_with(request: Request, **changes: Any) -> str:
-    """This page's URL with some query parameters changed (None removes one)."""
-    query = {k: v for k, v in request.query_params.multi_items() if k not in changes}
-    pairs = list(query.items())
+    """This page's URL with some query parameters changed (None removes one; a list gives
+    a repeated one), keeping every value of the others' repeated ones (``?runs=a&runs=b``)."""
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
     for key, value in changes.items():
-        if value is None:
-            continue
         if isinstance(value, list | tuple):
             pairs += [(key, str(v)) for v in value]
-        else:
+        elif value is not None:
             pairs.append((key, str(value)))
     return f"{request.url.path}?{urlencode(pairs)}" if pairs else request.url.path
 

@@ -13,7 +13,6 @@ from fastapi.responses import Response
 from plinth.errors import InvalidArgument, NotFound
 from plinth.tracking.types import RunComparison
 from plinth.ui.charts import chart, series
-from plinth.ui.pages.tracking import url_with
 from plinth.ui.sections import Section
 from plinth.ui.web import HtmlRoute, render, services
 
@@ -61,7 +60,6 @@ def compare(
         "chart_urls": {m: _url("/ui/compare/chart", runs, metric=m) for m in charts},
         "numeric": numeric,
         "scatter": scatter,
-        "url_with": url_with,
         "scatter_url": _url("/ui/compare/scatter", runs, x=scatter.x, y=scatter.y),
     }
     return render(request, "tracking/compare.html", context)

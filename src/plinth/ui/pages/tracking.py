@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -132,28 +131,14 @@ def runs_page(
         "failure": failure,
         "table_id": TABLE_ID,
         "next_order": lambda key: _next_order(key, sort, order),
-        "url_with": url_with,
     }
     status = failure.http_status if failure else 200
     # Back and forward to a pushed address ask (as htmx) for the whole page: not a part.
-    partial = is_htmx(request) and request.headers.get("hx-history-restore-request") != "true"
+    partial = is_htmx(request)
     if partial and request.headers.get("hx-target") == TABLE_ID:
         return render(request, "tracking/_runs_table.html", context, status_code=status)
     template = "tracking/_runs.html" if partial else "tracking/runs.html"
     return render(request, template, context, status_code=status)
-
-
-def url_with(request: Request, **changes: Any) -> str:
-    """This page's URL with some query parameters changed (None removes one), keeping every
-    value of a repeated one (``?metrics=a&metrics=b``); the shared ``web.url_with`` keeps
-    only the last (passed to the templates in its place)."""
-    pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
-    for key, value in changes.items():
-        if isinstance(value, list | tuple):
-            pairs += [(key, str(v)) for v in value]
-        elif value is not None:
-            pairs.append((key, str(value)))
-    return f"{request.url.path}?{urlencode(pairs)}" if pairs else request.url.path
 
 
 def choose_columns(
