@@ -74,3 +74,11 @@ def test_downsample_keeps_first_last_and_extremes_of_repeated_steps() -> None:
     kept = downsample(x, y, 50)
     assert {0, 999, 777, int(np.argmin(y))} <= set(kept.tolist())
     assert len(kept) <= 52 and list(kept) == sorted(kept)
+
+
+def test_bounds_must_be_finite(client: Client) -> None:
+    with client.start_run(experiment="churn") as run:
+        run.log_metric("m", 1.0)
+    for bound in (math.nan, math.inf):
+        with pytest.raises(plinth.InvalidArgument, match="finite"):
+            client.get_metric_series(run.id, "m", start=bound)

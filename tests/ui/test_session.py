@@ -206,3 +206,26 @@ def test_the_identity_providers_id_token_signs_in_until_it_expires(tmp_path: Pat
         stale = {"token": id_token(-3600), "csrf": made.csrf()}
         refused = made.http.post("/ui/sign-in", data=stale)
         assert refused.status_code == 401 and "expired" in refused.text.lower()
+
+
+def test_a_dead_session_is_cleared_from_the_browser(secured: Dashboard) -> None:
+    secured.user("bob")
+    secured.sign_in("bob")
+    [token] = secured.auth.list_tokens(user="bob")
+    secured.auth.revoke_token(token.id)
+    for path in ("/ui/experiments", "/ui/no/such/page"):  # a page, and an error page
+        answer = secured.http.get(path)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/sign-in")
+        cleared = answer.headers["set-cookie"]
+        assert "plinth_session=" in cleared and "Path=/ui" in cleared and "Max-Age=0" in cleared
+        secured.sign_in("bob")
+        [token] = [t for t in secured.auth.list_tokens(user="bob") if t.revoked_at is None]
+        secured.auth.revoke_token(token.id)
+
+
+def test_signing_in_again_ends_the_session_it_replaces(secured: Dashboard) -> None:
+    secured.user("bob")
+    secured.sign_in("bob")
+    secured.sign_in("bob")
+    tokens = secured.auth.list_tokens(user="bob")
+    assert len(tokens) == 2 and sum(t.revoked_at is None for t in tokens) == 1

@@ -31,6 +31,9 @@ def read_series(
 ) -> MetricSeries:
     if not 3 <= max_points <= MAX_POINTS:
         raise InvalidArgument(f"max_points must be 3 to {MAX_POINTS}, got {max_points}")
+    for name, bound in (("start", start), ("end", end)):
+        if bound is not None and not math.isfinite(bound):
+            raise InvalidArgument(f"{name} must be a finite step, got {bound}")
     if start is not None and end is not None and start > end:
         raise InvalidArgument(f"start ({start}) is after end ({end})")
     m = metrics.c

@@ -64,6 +64,9 @@ async def sign_in(
         status = 401 if isinstance(error, Unauthenticated) else 422
         context = {"next": target, "failure": error, "user": user}
         return await run_in_threadpool(render, request, "sign_in.html", context, status)
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous and previous != secret:  # a new sign-in ends the session it replaces
+        await run_in_threadpool(found.auth.end_session, previous)
     response = RedirectResponse(target, status_code=303)
     max_age = int(found.settings.session_hours * 3600)
     secure = secure_cookies(request)

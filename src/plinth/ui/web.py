@@ -292,7 +292,9 @@ def sign_in_redirect(request: Request) -> Response:
         response: Response = Response(status_code=204, headers={"hx-redirect": location})
     else:
         response = RedirectResponse(location, status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(
+        SESSION_COOKIE, path=PREFIX, secure=secure_cookies(request), httponly=True, samesite="lax"
+    )
     return response
 
 
@@ -301,6 +303,14 @@ def error_page(request: Request, error: PlinthError) -> Response:
         return JSONResponse(error.to_dict(), status_code=error.http_status)
     template = "_error.html" if is_htmx(request) else "error.html"
     return render(request, template, {"error": error}, status_code=error.http_status)
+
+
+def _error_page_or_sign_in(request: Request, error: PlinthError) -> Response:
+    # the page names its user: a caller whose credential fails goes to sign in instead
+    try:
+        return error_page(request, error)
+    except Unauthenticated:
+        return sign_in_redirect(request)
 
 
 def _wants_json(request: Request) -> bool:
@@ -321,10 +331,10 @@ class HtmlRoute(APIRoute):
             except Unauthenticated:
                 response = sign_in_redirect(request)
             except PlinthError as error:
-                response = await _in_thread(error_page, request, error)
+                response = await _in_thread(_error_page_or_sign_in, request, error)
             except RequestValidationError as exc:
                 invalid = InvalidArgument(_validation_message(exc))
-                response = await _in_thread(error_page, request, invalid)
+                response = await _in_thread(_error_page_or_sign_in, request, invalid)
             except Exception:
                 incident = uuid.uuid4().hex[:12]
                 log.exception("unexpected error %s on %s", incident, request.url.path)

@@ -199,7 +199,7 @@ def test_a_move_through_the_gates_redirects_with_a_notice(
     here = VERSION.format(1)
     moved = dashboard.post(f"{here}/stage", {"stage": "staging", "reason": "ready"}, csrf_from=here)
     assert moved.status_code == 303
-    assert moved.headers["location"] == f"{here}?done=v1+is+now+STAGING"
+    assert moved.headers["location"] == f"{here}?done=stage"
     assert stage_of(dashboard, 1) is Stage.STAGING
     page = dashboard.http.get(moved.headers["location"])
     assert 'role="status"><p>v1 is now STAGING</p>' in page.text
@@ -360,3 +360,13 @@ def test_a_private_model_is_not_shown_to_others(secured: Dashboard, fitted: Fitt
         f"{VERSION.format(1)}/stage", {"stage": "STAGING", "reason": "x"}, csrf_from="/ui/models"
     )
     assert move.status_code == 404
+
+
+def test_a_link_cannot_put_words_in_the_notice(dashboard: Dashboard, fitted: Fitted) -> None:
+    seed(dashboard, fitted)
+    here = "/ui/models/churn/versions/1"
+    spoof = dashboard.http.get(f"{here}?done=Your+session+expired.+Sign+in+at+evil.example")
+    assert spoof.status_code == 200 and "evil.example" not in spoof.text
+    # an alias notice names the alias only when the version holds it
+    claimed = dashboard.http.get(f"{here}?done=alias&alias=champion")
+    assert "now points to" not in claimed.text

@@ -185,6 +185,10 @@ def test_other_bad_input_is_an_error_page(dashboard: Dashboard) -> None:
     assert word.status_code == 422 and "page" in word.text
     beyond = dashboard.http.get("/ui/experiments/churn?page=9")
     assert beyond.status_code == 200 and "No runs on page 9" in beyond.text
+    # each column repeats the page's links: a page of a thousand columns is refused
+    wide = "&".join(f"metrics=m{i}" for i in range(51))
+    refused = dashboard.http.get(f"/ui/experiments/churn?columns=1&{wide}")
+    assert refused.status_code == 422 and "at most 50 metrics columns" in refused.text
 
 
 def test_htmx_gets_the_runs_or_the_table_alone(dashboard: Dashboard) -> None:

@@ -87,8 +87,8 @@ def model(request: Request, name: str, page: int = 1, done: str = "") -> Respons
 
 
 @router.get("/models/{name}/versions/{version}")
-def version(request: Request, name: str, version: str, done: str = "") -> Response:
-    return _version_page(request, name, _version_number(version), done=done)
+def version(request: Request, name: str, version: str, done: str = "", alias: str = "") -> Response:
+    return _version_page(request, name, _version_number(version), done=done, alias=alias)
 
 
 # -- actions -----------------------------------------------------------------------------
@@ -107,10 +107,10 @@ def move(
 
     def act() -> str:
         target = Stage.parse(stage.strip())
-        moved = services(request).registry.set_stage(
+        services(request).registry.set_stage(
             name, number, target, _reason(reason), allow_archived=bool(allow_archived)
         )
-        return f"v{number} is now {moved.stage.value}"
+        return "stage"
 
     form = {**_EMPTY_FORM, "stage": stage, "stage_reason": reason}
     return _act(request, name, number, act, form)
@@ -128,7 +128,7 @@ def set_alias(
 
     def act() -> str:
         services(request).registry.set_alias(name, alias.strip(), number, _reason(reason))
-        return f"@{alias.strip()} now points to v{number}"
+        return f"alias:{alias.strip()}"
 
     form = {**_EMPTY_FORM, "alias": alias, "alias_reason": reason}
     return _act(request, name, number, act, form)
@@ -144,7 +144,7 @@ def delete_alias(request: Request, name: str, version: str, alias: str) -> Respo
         if alias not in registry.get_model_version(name, number).aliases:
             raise NotFound(f"v{number} of model {name!r} has no alias {alias!r}")
         registry.delete_alias(name, alias)
-        return f"@{alias} removed"
+        return f"unalias:{alias}"
 
     return _act(request, name, number, act, _EMPTY_FORM)
 
@@ -152,13 +152,12 @@ def delete_alias(request: Request, name: str, version: str, alias: str) -> Respo
 @router.post("/models/{name}/rollback")
 def rollback(request: Request, name: str, reason: Annotated[str, Form()] = "") -> Response:
     try:
-        restored = services(request).registry.rollback(name, _reason(reason))
+        services(request).registry.rollback(name, _reason(reason))
     except Unauthenticated:
         raise
     except PlinthError as error:
         return _model_page(request, name, failure=error, reason=reason)
-    done = f"rolled back: v{restored.version} is PRODUCTION again"
-    return _redirect(_model_path(name), done)
+    return _redirect(_model_path(name), "rollback")
 
 
 # -- building the pages ------------------------------------------------------------------
@@ -191,7 +190,7 @@ def _model_page(
         "history_count": len(history),
         "rollback_to": _rollback_target(found, history, {v.version for v in versions}),
         "may_promote": may(request, Action.PROMOTE, Kind.MODEL, name),
-        "done": done,
+        "done": _model_notice(done, found),
         "failure": failure,
         "reason": reason,
     }
@@ -205,6 +204,7 @@ def _version_page(
     number: int,
     *,
     done: str = "",
+    alias: str = "",
     failure: PlinthError | None = None,
     form: dict[str, str] = _EMPTY_FORM,
 ) -> Response:
@@ -227,7 +227,7 @@ def _version_page(
         "training_datasets": lineage.get("training_datasets") or [],
         "metrics": sorted((lineage.get("metrics") or {}).items()),
         "requirements": sorted((lineage.get("requirements") or {}).items()),
-        "done": done,
+        "done": _version_notice(done, alias, mv),
         "failure": failure,
         "gate_results": failure.results if isinstance(failure, GateFailed) else [],
         "form": form,
@@ -251,7 +251,29 @@ def _act(
 
 
 def _redirect(path: str, done: str) -> Response:
-    return RedirectResponse(f"{PREFIX}{path}?{urlencode({'done': done})}", status_code=303)
+    """Back to the page with a notice of what was done: a code (and an alias name), never
+    text, so a link cannot put words in the page's mouth."""
+    code, _, alias = done.partition(":")
+    query = {"done": code, **({"alias": alias} if alias else {})}
+    return RedirectResponse(f"{PREFIX}{path}?{urlencode(query)}", status_code=303)
+
+
+def _model_notice(done: str, model: RegisteredModel) -> str:
+    if done == "rollback" and model.production_version is not None:
+        return f"rolled back: v{model.production_version} is PRODUCTION again"
+    return ""
+
+
+def _version_notice(done: str, alias: str, mv: ModelVersion) -> str:
+    """The notice of an action, told from the version as it is now (nothing when that does
+    not match what the code says was done)."""
+    if done == "stage":
+        return f"v{mv.version} is now {mv.stage.value}"
+    if done == "alias" and alias in mv.aliases:
+        return f"@{alias} now points to v{mv.version}"
+    if done == "unalias" and alias and alias not in mv.aliases:
+        return f"@{alias} removed"
+    return ""
 
 
 def _model_path(name: str) -> str:

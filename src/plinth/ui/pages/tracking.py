@@ -73,6 +73,9 @@ class Column:
         return f"{self.kind}s.{self.name}"
 
 
+MAX_COLUMNS = 50  # of each kind, metrics and params
+
+
 @dataclass(frozen=True)
 class RunRow:
     run: Run
@@ -92,6 +95,11 @@ def runs_page(
     params: Strings = None,
     columns: str = "",
 ) -> Response:
+    for kind, chosen_names in (("metrics", metrics or []), ("params", params or [])):
+        if len(chosen_names) > MAX_COLUMNS:  # each column repeats the page's links
+            raise InvalidArgument(
+                f"choose at most {MAX_COLUMNS} {kind} columns, got {len(chosen_names)}"
+            )
     tracking = services(request).tracking
     experiment = tracking.get_experiment(name)
     keys = tracking.list_run_keys(experiment.id, newest=KEY_SAMPLE)
