@@ -178,9 +178,10 @@ class ServerOffline(OfflineTables):
     def write_snapshot(self, uri: str, table: pa.Table) -> None:
         _send(self.transport, "PUT", f"{_DATA}/snapshots", [table], params={"uri": uri})
 
-    def read_snapshot(self, uri: str) -> pa.Table:
+    def read_snapshot(self, uri: str, columns: list[str] | None = None) -> pa.Table:
         response = self.transport.request("GET", f"{_DATA}/snapshots", params={"uri": uri})
-        return read_ipc(response.content)
+        table = read_ipc(response.content)
+        return table if columns is None else table.select(columns)
 
     def delete_snapshot(self, uri: str) -> None:
         self.transport.request("DELETE", f"{_DATA}/snapshots", params={"uri": uri})

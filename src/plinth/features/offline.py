@@ -144,7 +144,8 @@ class OfflineTables(ABC):
         """Write ``table`` as a new Delta table at ``uri`` (refused if one is there)."""
 
     @abstractmethod
-    def read_snapshot(self, uri: str) -> pa.Table: ...
+    def read_snapshot(self, uri: str, columns: list[str] | None = None) -> pa.Table:
+        """A training dataset's rows (or entity rows), only ``columns`` when given."""
 
     @abstractmethod
     def delete_snapshot(self, uri: str) -> None: ...
@@ -311,9 +312,10 @@ class OfflineStore(OfflineTables):
         with self._errors(f"snapshot {uri}", uri, "writing"):
             write_deltalake(uri, table, mode="error", storage_options=self._options(uri))
 
-    def read_snapshot(self, uri: str) -> pa.Table:
+    def read_snapshot(self, uri: str, columns: list[str] | None = None) -> pa.Table:
         with self._errors(f"snapshot {uri}", uri, "reading"):
-            return DeltaTable(uri, storage_options=self._options(uri)).to_pyarrow_table()
+            table = DeltaTable(uri, storage_options=self._options(uri))
+            return table.to_pyarrow_table(columns=columns)
 
     def delete_snapshot(self, uri: str) -> None:
         with self._errors(f"snapshot {uri}", uri, "deleting"):

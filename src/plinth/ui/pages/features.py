@@ -353,10 +353,11 @@ def _time_range(request: Request, dataset: TrainingDataset) -> tuple[tuple[Any, 
     """The first and last entity timestamps, read from the dataset's entity rows (only the
     record is in the catalog); with the reason when they cannot be read."""
     try:
-        table = services(request).feature_store.offline.read_snapshot(dataset.entity_uri)
+        offline = services(request).feature_store.offline
+        table = offline.read_snapshot(dataset.entity_uri, columns=[dataset.timestamp_column])
     except PlinthError as error:
         return None, error.message
-    if dataset.timestamp_column not in table.column_names or table.num_rows == 0:
+    if table.num_rows == 0:
         return None, f"the entity rows have no values in {dataset.timestamp_column!r}"
     bounds: Callable[[pa.ChunkedArray], Any] = pc.min_max
     found = bounds(table.column(dataset.timestamp_column)).as_py()
