@@ -71,8 +71,7 @@ def w_runs_page(n: int, tmp: Path, args) -> dict:
                 "later": "/ui/experiments/bench?page=100",
                 "filtered": "/ui/experiments/bench?filter="
                 + quote("metrics.m0 > 0.5")
-                + "&sort="
-                + quote("metrics.m0 DESC"),
+                + "&sort=metrics.m0&order=desc",
             }
             every: list[float] = []
             for name, page in pages.items():
@@ -107,7 +106,7 @@ def w_chart(n: int, tmp: Path, args) -> dict:
     figures: dict[str, float] = {}
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            spec = f"/ui/runs/{run.id}/metrics/loss.json"
+            spec = f"/ui/runs/{run.id}/metrics.json?key=loss"
             times = _timed(client, spec, reps=20)
             figures["json_p50_ms"] = statistics.median(times)
             figures["json_p95_ms"] = _p95(times)
