@@ -55,7 +55,7 @@ def _p95(times: list[float]) -> float:
 
 
 def w_runs_page(n: int, tmp: Path, args) -> dict:
-    import httpx
+    import requests  # MLflow's own HTTP client (its venv has no httpx)
 
     tmp.mkdir(parents=True, exist_ok=True)
     cache, meta, _ = T.search_store(Path(args.cache), n)
@@ -63,7 +63,7 @@ def w_runs_page(n: int, tmp: Path, args) -> dict:
     proc, url = _server(tmp / "mlflow.db", tmp)
     figures: dict[str, float] = {}
     try:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with requests.Session() as client:
             base = {
                 "experiment_ids": [meta["exp_id"]],
                 "max_results": 100,
@@ -72,7 +72,7 @@ def w_runs_page(n: int, tmp: Path, args) -> dict:
             }
 
             def search(body: dict) -> dict:
-                answer = client.post(SEARCH, json=body)
+                answer = client.post(url + SEARCH, json=body, timeout=60)
                 answer.raise_for_status()
                 return answer.json()
 
@@ -104,8 +104,8 @@ def w_runs_page(n: int, tmp: Path, args) -> dict:
 
 
 def w_chart(n: int, tmp: Path, args) -> dict:
-    import httpx
     import mlflow
+    import requests
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -129,11 +129,13 @@ def w_chart(n: int, tmp: Path, args) -> dict:
             client.log_batch(run, metrics=batch)
         client.set_terminated(run)
         query = {"run_ids": run, "metric_key": "loss", "max_results": 2000}
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with requests.Session() as http:
 
             def history() -> dict:
                 answer = http.get(
-                    "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval", params=query
+                    url + "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
+                    params=query,
+                    timeout=60,
                 )
                 answer.raise_for_status()
                 return answer.json()

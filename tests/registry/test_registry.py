@@ -352,6 +352,26 @@ class TestHousekeeping:
         if not client.remote:
             assert not client.registry.artifacts.exists(mv.package_uri)
 
+    def test_one_models_versions_page_by_page_and_the_newest_per_stage(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
+        for name in ("c_urn", "churn", "c_urn", "c_urn"):  # "_" is no wildcard here
+            register(client, churn_model, churn_data, name=name)
+        client.set_stage("c_urn", 2, "STAGING")
+        first = client.registry.list_model_versions("c_urn", max_results=2)
+        assert [v.version for v in first.items] == [3, 2] and first.next_page_token
+        rest = client.registry.list_model_versions(
+            "c_urn", max_results=2, page_token=first.next_page_token
+        )
+        assert [v.version for v in rest.items] == [1] and rest.next_page_token is None
+        staged = client.registry.list_model_versions("c_urn", stage=Stage.STAGING)
+        assert [v.version for v in staged.items] == [2]
+        assert client.registry.latest_versions("c_urn") == {"DEVELOPMENT": 3, "STAGING": 2}
+        with pytest.raises(plinth.NotFound):
+            client.registry.list_model_versions("nope")
+        with pytest.raises(plinth.NotFound):
+            client.registry.latest_versions("nope")
+
     def test_models_by_name(self, client: Client) -> None:
         created = client.registry.create_registered_model(
             "churn", "# Churn\nmodel", {"team": "risk"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
@@ -18,6 +18,8 @@ from plinth.registry.core import RegistryCore, _opt
 from plinth.registry.rules import may_set_stage, stage_action
 from plinth.registry.types import Decision, ModelVersion, Stage
 from plinth.store.schema import model_history, model_versions
+from plinth.store.sql import check_max_results, decode_page_token, encode_page_token
+from plinth.tracking.types import Page
 
 
 class RegistryService(RegistryCore):
@@ -111,6 +113,41 @@ class RegistryService(RegistryCore):
                 conn=conn,
             )
         return self._version(name, previous)
+
+    @endpoint("GET", "/models/{name}/versions")
+    @guarded(Action.READ, Kind.MODEL, "name")
+    def list_model_versions(
+        self,
+        name: str,
+        stage: Stage | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[ModelVersion]:
+        """One model's versions, newest first, a page at a time (only one stage's if
+        ``stage``)."""
+        offset = decode_page_token(page_token)
+        limit = check_max_results(max_results)
+        v = model_versions.c
+        query = select(v.version).where(v.model_name == name)
+        if stage is not None:
+            query = query.where(v.stage == Stage(stage).value)
+        query = query.order_by(v.version.desc()).offset(offset).limit(limit + 1)
+        with self.store.read() as conn:
+            self._model_row(conn, name)
+            numbers = conn.execute(query).scalars().all()
+            items = [self._load_version(conn, name, n) for n in numbers[:limit]]
+        more = len(numbers) > limit
+        return Page(items, encode_page_token(offset + limit) if more else None)
+
+    @endpoint("GET", "/models/{name}/stages")
+    @guarded(Action.READ, Kind.MODEL, "name")
+    def latest_versions(self, name: str) -> dict[str, int]:
+        """The newest version in each stage that holds one, e.g. ``{"PRODUCTION": 3}``."""
+        v = model_versions.c
+        query = select(v.stage, func.max(v.version)).where(v.model_name == name).group_by(v.stage)
+        with self.store.read() as conn:
+            self._model_row(conn, name)
+            return {stage: int(number) for stage, number in conn.execute(query).all()}
 
     @endpoint("POST", "/models/{name}/decisions")
     @guarded(Action.WRITE, Kind.MODEL, "name")

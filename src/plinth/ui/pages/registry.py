@@ -4,7 +4,7 @@ transitions through the gates, aliases, rollback and the audit trail."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -17,7 +17,6 @@ from plinth.errors import GateFailed, InvalidArgument, NotFound, PlinthError, Un
 from plinth.registry.rules import stage_action
 from plinth.registry.service import RegistryService
 from plinth.registry.types import HistoryEntry, ModelVersion, RegisteredModel, Stage
-from plinth.store.sql import MAX_PAGE
 from plinth.ui.sections import Section
 from plinth.ui.web import PREFIX, HtmlRoute, may, page_token, render, services
 
@@ -70,7 +69,7 @@ def models(request: Request, q: str = "", page: int = 1) -> Response:
         max_results=MODELS_PER_PAGE,
         page_token=page_token(page, MODELS_PER_PAGE),
     )
-    rows = [ModelRow(m, _latest_by_stage(_versions(registry, m.name))) for m in found.items]
+    rows = [ModelRow(m, registry.latest_versions(m.name)) for m in found.items]
     context = {
         "rows": rows,
         "stages": [s.value for s in LISTED_STAGES],
@@ -174,21 +173,20 @@ def _model_page(
 ) -> Response:
     registry = services(request).registry
     found = registry.get_registered_model(name)
-    if page < 1:
-        raise InvalidArgument(f"page must be 1 or more, got {page}")
-    versions = _versions(registry, name)
-    start = (page - 1) * VERSIONS_PER_PAGE
+    versions = registry.list_model_versions(
+        name, max_results=VERSIONS_PER_PAGE, page_token=page_token(page, VERSIONS_PER_PAGE)
+    )
     history = registry.model_history(name)
     context = {
         "model": found,
-        "versions": versions[start : start + VERSIONS_PER_PAGE],
-        "version_count": len(versions),
+        "versions": versions.items,
+        "version_count": found.latest_version or 0,
         "page": page,
-        "has_next": len(versions) > start + VERSIONS_PER_PAGE,
+        "has_next": bool(versions.next_page_token),
         "gates": registry.get_gates(name),
         "events": [_event(e) for e in reversed(history[-HISTORY_SHOWN:])],
         "history_count": len(history),
-        "rollback_to": _rollback_target(found, history, {v.version for v in versions}),
+        "rollback_to": _rollback_target(found, history, lambda n: _exists(registry, name, n)),
         "may_promote": may(request, Action.PROMOTE, Kind.MODEL, name),
         "done": _model_notice(done, found),
         "failure": failure,
@@ -293,30 +291,25 @@ def _reason(text: str) -> str:
     return reason
 
 
-def _versions(registry: RegistryService, name: str) -> list[ModelVersion]:
-    """Every version of one model, newest first (the search takes a LIKE pattern, where
-    ``_`` matches any character: keep only this model's)."""
-    found = registry.search_model_versions(name=name, max_results=MAX_PAGE)
-    return [v for v in found if v.model_name == name]
-
-
-def _latest_by_stage(versions: Sequence[ModelVersion]) -> dict[str, int]:
-    latest: dict[str, int] = {}
-    for v in versions:  # newest first
-        latest.setdefault(v.stage.value, v.version)
-    return latest
+def _exists(registry: RegistryService, name: str, version: int) -> bool:
+    try:
+        registry.get_model_version(name, version)
+    except NotFound:
+        return False
+    return True
 
 
 def _rollback_target(
-    found: RegisteredModel, history: list[HistoryEntry], existing: set[int]
+    found: RegisteredModel, history: list[HistoryEntry], exists: Callable[[int], bool]
 ) -> int | None:
     """The version a rollback would restore (as the service picks it): the newest that
     left PRODUCTION, other than the current one and not deleted."""
     current = found.production_version
     for entry in reversed(history):
-        left = entry.from_value == Stage.PRODUCTION.value and entry.version is not None
-        if left and entry.version != current and entry.version in existing:
-            return entry.version
+        version = entry.version
+        left = entry.from_value == Stage.PRODUCTION.value
+        if left and version is not None and version != current and exists(version):
+            return version
     return None
 
 
