@@ -188,6 +188,11 @@ def emit(result: dict) -> None:
 # --------------------------------------------------------------------------- measuring
 
 
+def p95(xs: Sequence[float]) -> float:
+    """The 95th percentile (of 20 or more values, to mean anything)."""
+    return statistics.quantiles(xs, n=20)[-1]
+
+
 def median(xs: Iterable[float]) -> float:
     return statistics.median(list(xs))
 

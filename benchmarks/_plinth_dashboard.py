@@ -48,10 +48,6 @@ def _timed(client, url: str, reps: int = REPS) -> list[float]:
     return times
 
 
-def _p95(times: list[float]) -> float:
-    return statistics.quantiles(times, n=20)[-1]
-
-
 def w_runs_page(n: int, tmp: Path, args) -> dict:
     import httpx
 
@@ -78,9 +74,9 @@ def w_runs_page(n: int, tmp: Path, args) -> dict:
                 times = _timed(client, page)
                 every += times
                 figures[f"{name}_p50_ms"] = statistics.median(times)
-                figures[f"{name}_p95_ms"] = _p95(times)
+                figures[f"{name}_p95_ms"] = C.p95(times)
             figures["p50_ms"] = statistics.median(every)
-            figures["p95_ms"] = _p95(every)
+            figures["p95_ms"] = C.p95(every)
             body = client.get(pages["first"]).text
             rows = body.count('href="/ui/runs/')
     finally:
@@ -109,7 +105,7 @@ def w_chart(n: int, tmp: Path, args) -> dict:
             spec = f"/ui/runs/{run.id}/metrics.json?key=loss"
             times = _timed(client, spec, reps=20)
             figures["json_p50_ms"] = statistics.median(times)
-            figures["json_p95_ms"] = _p95(times)
+            figures["json_p95_ms"] = C.p95(times)
             drawn = client.get(spec).json()
             points = sum(len(s["x"]) for s in drawn["series"])
         figures.update(_in_browser(f"{url}/ui/runs/{run.id}"))
