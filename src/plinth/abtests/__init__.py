@@ -1,0 +1,1 @@
+"""Online experiments between models: design, assignment, routing, events, statistics."""
