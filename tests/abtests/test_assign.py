@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,3 +62,28 @@ def test_an_arm_that_leaves_frees_its_buckets() -> None:
     old, new = three.owners(), two.owners()
     assert all(new[i] == "a" for i in range(BUCKETS) if old[i] == "a")
     assert all(new[i] == "b" for i in range(BUCKETS) if old[i] == "b")
+
+
+_ROUTER = """
+import json
+from plinth.abtests.assign import bucket
+print(json.dumps([bucket("exp-7", f"user-{i}") for i in range(10_000)]))
+"""
+
+
+def _buckets_in_a_fresh_process(hash_seed: str) -> list[int]:
+    src = Path(__file__).resolve().parents[2] / "src"
+    # a different PYTHONHASHSEED each: the buckets must not lean on Python's own hash()
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": hash_seed}
+    done = subprocess.run(
+        [sys.executable, "-c", _ROUTER], env=env, capture_output=True, text=True, check=True
+    )
+    buckets: list[int] = json.loads(done.stdout)
+    return buckets
+
+
+def test_identical_across_two_router_processes() -> None:
+    first, second = _buckets_in_a_fresh_process("1"), _buckets_in_a_fresh_process("2")
+    assert len(first) == 10_000
+    assert first == second
+    assert first == [bucket("exp-7", f"user-{i}") for i in range(10_000)]
