@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from plinth.abtests.assign import BUCKETS
 from plinth.abtests.types import Arm, Experiment, Guardrail, Kpi, KpiKind, Status
 from plinth.errors import Conflict, InvalidArgument
 from plinth.registry.uris import parse_model_uri
@@ -81,6 +82,11 @@ def check_design(exp: Experiment) -> Experiment:
         raise InvalidArgument(
             f"traffic: the share of its layer's units must be above 0 and at most 1, "
             f"got {exp.traffic!r}"
+        )
+    if abs(exp.traffic * BUCKETS - round(exp.traffic * BUCKETS)) > 1e-6:
+        # whole buckets: the experiments of a layer then keep theirs exactly as others come
+        raise InvalidArgument(
+            f"traffic: {exp.traffic!r} is not a whole number of buckets: use steps of 0.0001"
         )
     if exp.layer is None and exp.traffic != 1:
         raise InvalidArgument(
