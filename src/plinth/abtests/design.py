@@ -46,8 +46,12 @@ def coerce(adapter: TypeAdapter[T], value: Any, field: str) -> T:
         return adapter.validate_python(value)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-        raise InvalidArgument(f"{field}{where}: {first['msg']}") from None
+        raise InvalidArgument(f"{field}{field_path(first['loc'])}: {first['msg']}") from None
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's location of an error as it reads in Python: ``.arms[0].share``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
 def coerce_arms(value: Any) -> list[Arm]:
