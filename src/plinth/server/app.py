@@ -14,9 +14,9 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import ASGIApp
 
 import plinth
+from plinth.abtests.service import AbTestService
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.auth.context import current_principal
-from plinth.abtests.service import AbTestService
 from plinth.auth.service import AuthService
 from plinth.config import Settings, load_settings
 from plinth.errors import InvalidArgument
