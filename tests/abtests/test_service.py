@@ -5,6 +5,7 @@ permissions on a server with authentication on."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -225,17 +226,19 @@ def test_a_running_experiment_changes_only_what_it_may_and_each_change_is_record
 
 def test_a_new_share_moves_only_the_units_it_must(client: Client) -> None:
     ab = client.abtests
-    before = create(ab).allocation.owners()
+    three = [*arms(0.4), Arm("v4", 0.0, model_uri="models:/churn/4")]
+    three[1] = replace(three[1], share=0.6)
+    before = create(ab, arms=three).allocation.owners()
     ab.start_abtest("churn-v3")
     after = ab.update_abtest(
-        "churn-v3", shares={"champion": 0.4, "challenger": 0.6}, reason="ramp up"
+        "churn-v3", shares={"champion": 0.2, "v4": 0.2}, reason="a second challenger"
     ).allocation.owners()
     moved = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
-    assert len(moved) == BUCKETS // 10  # 10 % of the units change arm, no more
-    assert set(moved) == {("champion", "challenger")}
-    back = ab.update_abtest("churn-v3", shares={"champion": 0.5, "challenger": 0.5}, reason="r")
+    # 20 % of the units go from champion to v4; the challenger's keep their arm
+    assert len(moved) == BUCKETS // 5 and set(moved) == {("champion", "v4")}
+    back = ab.update_abtest("churn-v3", shares={"champion": 0.4, "v4": 0.0}, reason="undo")
     again = [(o, n) for o, n in zip(after, back.allocation.owners(), strict=True) if o != n]
-    assert set(again) == {("challenger", "champion")} and len(again) == BUCKETS // 10
+    assert len(again) == BUCKETS // 5 and set(again) == {("v4", "champion")}
     assert back.salt == ab.abtest_history("churn-v3")[0].experiment.salt
 
 
