@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     import pandas as pd  # type: ignore[import-untyped]
 
+    from plinth.abtests.service import AbTestService
     from plinth.auth.service import AuthService
     from plinth.config import Settings
     from plinth.features.service import FeatureService
@@ -71,6 +72,18 @@ class Client(RegistryClient):
 
             return RemoteAuth(self.tracking.transport)  # type: ignore[attr-defined,return-value]
         return AuthService(self.tracking.store)
+
+    @property
+    def abtests(self) -> AbTestService:
+        """A/B experiments between models: design, changes, lifecycle
+        (``plinth.abtests.service``)."""
+        from plinth.abtests.service import AbTestService
+
+        if self.remote:
+            from plinth.remote import RemoteAbTests
+
+            return RemoteAbTests(self.tracking.transport)  # type: ignore[attr-defined,return-value]
+        return AbTestService(self.tracking.store)
 
     def feature_store(self) -> FeatureStore:
         """The feature store: metadata through this client. Data goes straight to the

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
+from plinth.abtests.service import AbTestService
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.auth.service import AuthService
 from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_dict
@@ -182,12 +183,20 @@ class RemoteScoreJobs:
         self.transport = transport
 
 
+class RemoteAbTests:
+    """AbTestService's endpoints over HTTP."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+
 for _remote, _service in (
     (RemoteTracking, TrackingService),
     (RemoteRegistry, RegistryService),
     (RemoteFeatures, FeatureService),
     (RemoteScoreJobs, ScoreJobService),
     (RemoteAuth, AuthService),
+    (RemoteAbTests, AbTestService),
 ):
     for _ep in endpoints_of(_service):
         setattr(_remote, _ep.name, _make_call(_ep, _service))

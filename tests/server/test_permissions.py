@@ -47,8 +47,9 @@ SELF_SERVICE = {
     ("POST", "/api/v1/tokens"),
     ("GET", "/api/v1/stores"),
     ("GET", "/api/v1/environments/{digest}"),
+    ("GET", "/api/v1/abtests"),
 }
-PRIVATE_NAMES = ("secret-exp", "secret-model", "secret_grp", "secret_view")
+PRIVATE_NAMES = ("secret-exp", "secret-model", "secret_grp", "secret_view", "secret-ab")
 
 
 class World:
@@ -97,6 +98,13 @@ class World:
             "secret_view", "v1", "0" * 32, "rows"
         )
         BY_ROUTE[("/api/v1/feature-data/snapshots", "uri")] = snapshot
+        c.abtests.create_abtest(
+            "secret-ab",
+            "v2 converts more",
+            BY_ROUTE[("/api/v1/abtests", "primary")],
+            BY_ROUTE[("/api/v1/abtests", "arms")],
+            mde=0.02,
+        )
         auth = AuthService(self.store)
         auth.create_user("admin1", role=Role.ADMIN)
         auth.create_user("mallory", role=Role.EDITOR)
@@ -108,6 +116,7 @@ class World:
             (Kind.MODEL, "secret-model"),
             (Kind.FEATURE_GROUP, "secret_grp"),
             (Kind.FEATURE_VIEW, "secret_view"),
+            (Kind.ABTEST, "secret-ab"),
         ):
             auth.grant(kind, name, "user", "victor", "viewer")
         self.tokens = {u: t.secret for u, t in tokens.items()}
@@ -144,6 +153,7 @@ class World:
     def name_for(self, path: str) -> str:
         for prefix, name in (
             ("/api/v1/experiments", "secret-exp"),
+            ("/api/v1/abtests", "secret-ab"),
             ("/api/v1/feature-groups", "secret_grp"),
             ("/api/v1/feature-views", "secret_view"),
             ("/api/v1/entities", "cust"),
@@ -206,6 +216,11 @@ BY_ROUTE: dict[tuple[str, str], Any] = {
     ("/api/v1/packages/content", "path"): "models/secret-model/packages/p1/model.bin",
     ("/api/v1/runs/{run_id}/artifacts/content", "path"): "notes/a.txt",
     ("/api/v1/models/{name}/versions/{version}/content", "path"): "plinth-model.json",
+    ("/api/v1/abtests", "primary"): {"name": "conversion", "kind": "proportion", "event": "buy"},
+    ("/api/v1/abtests", "arms"): [
+        {"name": "v1", "share": 0.5, "model_uri": "models:/secret-model/1", "control": True},
+        {"name": "v2", "share": 0.5, "url": "http://127.0.0.1:1/predict"},
+    ],
 }
 
 
@@ -329,6 +344,7 @@ CREATES = {
     ("POST", "/api/v1/models"),
     ("POST", "/api/v1/feature-groups"),
     ("POST", "/api/v1/feature-views"),
+    ("POST", "/api/v1/abtests"),
 }
 
 
@@ -356,6 +372,7 @@ READS_BY_POST = {
 
 
 def test_every_operation_declares_its_access_rule() -> None:
+    from plinth.abtests.service import AbTestService
     from plinth.api import endpoints_of
     from plinth.auth.service import AuthService as Auth
     from plinth.features.service import FeatureService
@@ -373,6 +390,7 @@ def test_every_operation_declares_its_access_rule() -> None:
         ScoreJobService,
         LocationService,
         Auth,
+        AbTestService,
     )
     missing = [
         f"{service.__name__}.{ep.name}"
@@ -396,6 +414,8 @@ def test_every_operation_declares_its_access_rule() -> None:
         ("/api/v1/feature-groups/secret_grp", "/api/v1/feature-groups/no_such_grp"),
         ("/api/v1/feature-views/secret_view", "/api/v1/feature-views/no_such_view"),
         ("/api/v1/grants/model/secret-model", "/api/v1/grants/model/no-such-model"),
+        ("/api/v1/abtests/secret-ab", "/api/v1/abtests/no-such-ab"),
+        ("/api/v1/grants/abtest/secret-ab", "/api/v1/grants/abtest/no-such-ab"),
     ],
 )
 def test_a_private_resource_reads_exactly_as_a_missing_one(

@@ -33,6 +33,7 @@ _LABELS = {
     Kind.MODEL: "registered model",
     Kind.FEATURE_GROUP: "feature group",
     Kind.FEATURE_VIEW: "feature view",
+    Kind.ABTEST: "A/B experiment",
 }
 
 

@@ -34,6 +34,7 @@ from plinth.errors import (
 )
 from plinth.store.engine import Store
 from plinth.store.schema import (
+    abtests,
     api_tokens,
     feature_groups,
     feature_views,
@@ -521,11 +522,13 @@ _SHOWN = {
     Kind.MODEL: "registered model",
     Kind.FEATURE_GROUP: "feature group",
     Kind.FEATURE_VIEW: "feature view",
+    Kind.ABTEST: "A/B experiment",
 }
 _RESOURCE_TABLES = {
     Kind.MODEL: registered_models,
     Kind.FEATURE_GROUP: feature_groups,
     Kind.FEATURE_VIEW: feature_views,
+    Kind.ABTEST: abtests,
 }
 
 

@@ -44,6 +44,7 @@ class Kind(enum.StrEnum):
     MODEL = "model"
     FEATURE_GROUP = "feature_group"
     FEATURE_VIEW = "feature_view"
+    ABTEST = "abtest"
 
 
 class Action(enum.Enum):

@@ -491,3 +491,7 @@ app.command("login")(login)
 app.command("logout")(logout)
 app.command("whoami")(whoami)
 app.command("audit")(audit)
+
+from plinth.cli.abtests import ab_app  # noqa: E402
+
+app.add_typer(ab_app, name="ab")

@@ -34,7 +34,9 @@ grants_app = typer.Typer(
 
 KindArgument = Annotated[
     Kind,
-    typer.Argument(case_sensitive=False, help="experiment, model, feature_group, feature_view"),
+    typer.Argument(
+        case_sensitive=False, help="experiment, model, feature_group, feature_view, abtest"
+    ),
 ]
 LevelArgument = Annotated[str, typer.Argument(help="viewer, editor, promoter or owner")]
 UserOption = Annotated[str | None, typer.Option("--user", help="a user or service account")]

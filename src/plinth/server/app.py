@@ -14,6 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import ASGIApp
 
 import plinth
+from plinth.abtests.service import AbTestService
 from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.auth.context import current_principal
 from plinth.auth.service import AuthService
@@ -103,6 +104,7 @@ def create_app(
     _install_fast_posts(app, serving, settings.max_request_bytes, lookups)
     authenticator = _install_authentication(app, settings, getattr(tracking, "store", None))
     auth = AuthService(getattr(tracking, "store", None))  # type: ignore[arg-type]
+    abtests = AbTestService(getattr(tracking, "store", None))  # type: ignore[arg-type]
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
@@ -111,6 +113,7 @@ def create_app(
         (score_jobs, "serving"),
         (locations, "stores"),
         (auth, "auth"),
+        (abtests, "abtests"),
     )
     for service, tag in services:
         for ep in endpoints_of(type(service)):

@@ -483,3 +483,51 @@ security_events = Table(
     Column("detail", Text, nullable=False, default=""),
     Index(None, "at"),
 )
+
+# -- A/B experiments --------------------------------------------------------------------------
+
+# An experiment's design is one JSON document (``config``: the whole Experiment as last
+# changed); the columns beside it are copies for filtering and listing.
+abtests = Table(
+    "abtests",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("status", String(20), nullable=False),  # draft | running | paused | stopped
+    Column("mode", String(20), nullable=False),  # ab | shadow | canary | bandit
+    Column("layer", NAME),
+    Column("salt", String(64), nullable=False),  # never changes: a unit's arm depends on it
+    Column("version", Integer, nullable=False),
+    Column("config", Text, nullable=False),  # JSON
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger),
+    Column("stopped_at", BigInteger),
+    Index(None, "status"),
+    Index(None, "layer"),
+)
+
+# Every change to an experiment, append-only: who, when, why, what, and the design after it.
+abtest_versions = Table(
+    "abtest_versions",
+    metadata,
+    Column("name", NAME, ForeignKey("abtests.name", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("action", String(20), nullable=False),  # create | update | start | pause | ...
+    Column("changed_by", NAME, nullable=False, default=""),
+    Column("changed_at", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("changes", Text, nullable=False, default="{}"),  # JSON: field -> "before -> after"
+    Column("config", Text, nullable=False),  # JSON: the whole Experiment after the change
+)
+
+# A layer's own salt and which of its buckets each started experiment of it holds: a unit
+# is in at most one experiment of a layer.
+abtest_layers = Table(
+    "abtest_layers",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("salt", String(64), nullable=False),
+    Column("allocation", Text, nullable=False, default="{}"),  # JSON: experiment -> ranges
+    Column("updated_at", BigInteger, nullable=False),
+)

@@ -1,0 +1,308 @@
+"""The rules of a valid experiment design, and what a change to one changed.
+
+Every message names the field at fault (``arms[1].share``) and says what would be right.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from plinth.abtests.assign import BUCKETS
+from plinth.abtests.types import Arm, Experiment, Guardrail, Kpi, KpiKind, Status
+from plinth.errors import Conflict, InvalidArgument
+from plinth.registry.uris import parse_model_uri
+
+T = TypeVar("T")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+_METRIC = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$")
+BUILT_IN_GUARDRAILS = ("latency_p99", "error_rate")
+# Shares are floats: a sum of 1 within rounding counts as 1.
+_TOLERANCE = 1e-9
+
+_ARMS: TypeAdapter[list[Arm]] = TypeAdapter(list[Arm])
+_KPI: TypeAdapter[Kpi] = TypeAdapter(Kpi)
+_GUARDRAILS: TypeAdapter[list[Guardrail]] = TypeAdapter(list[Guardrail])
+
+
+def check_name(name: str, what: str = "experiment name") -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidArgument(
+            f"{what} {name!r} is not valid: use 1-200 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def coerce(adapter: TypeAdapter[T], value: Any, field: str) -> T:
+    """``value`` as the type ``adapter`` validates (dicts become dataclasses, names enums);
+    InvalidArgument names the field and the part of it at fault."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidArgument(f"{field}{field_path(first['loc'])}: {first['msg']}") from None
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's location of an error as it reads in Python: ``.arms[0].share``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+def coerce_arms(value: Any) -> list[Arm]:
+    return coerce(_ARMS, value, "arms")
+
+
+def coerce_kpi(value: Any) -> Kpi:
+    return coerce(_KPI, value, "primary")
+
+
+def coerce_guardrails(value: Any) -> list[Guardrail]:
+    return coerce(_GUARDRAILS, value or [], "guardrails")
+
+
+def check_design(exp: Experiment) -> Experiment:
+    """Raise InvalidArgument at the first rule ``exp`` breaks; return it unchanged."""
+    check_name(exp.name)
+    if not isinstance(exp.hypothesis, str) or not exp.hypothesis.strip():
+        raise InvalidArgument("hypothesis: say what the experiment should show (it is empty)")
+    check_arms(exp.arms)
+    _check_kpi(exp.primary, "primary")
+    _check_guardrails(exp.guardrails)
+    _check_open_interval(exp.alpha, "alpha")
+    _check_open_interval(exp.power, "power")
+    if not _finite(exp.mde) or exp.mde <= 0:
+        raise InvalidArgument(
+            f"mde: the minimum detectable effect must be a number above 0, got {exp.mde!r}"
+        )
+    if exp.layer is not None:
+        check_name(exp.layer, "layer")
+    if not _finite(exp.traffic) or not 0 < exp.traffic <= 1:
+        raise InvalidArgument(
+            f"traffic: the share of its layer's units must be above 0 and at most 1, "
+            f"got {exp.traffic!r}"
+        )
+    if abs(exp.traffic * BUCKETS - round(exp.traffic * BUCKETS)) > 1e-6:
+        # whole buckets: the experiments of a layer then keep theirs exactly as others come
+        raise InvalidArgument(
+            f"traffic: {exp.traffic!r} is not a whole number of buckets: use steps of 0.0001"
+        )
+    if exp.layer is None and exp.traffic != 1:
+        raise InvalidArgument(
+            f"traffic: {exp.traffic} is a share of a layer's units: give a layer, or leave "
+            "traffic at 1 (every unit)"
+        )
+    return exp
+
+
+def check_arms(arms: list[Arm]) -> None:
+    if len(arms) < 2:
+        raise InvalidArgument(f"arms: an experiment needs at least 2 arms, got {len(arms)}")
+    seen: set[str] = set()
+    for at, arm in enumerate(arms):
+        where = f"arms[{at}]"
+        check_name(arm.name, f"{where}.name")
+        if arm.name in seen:
+            raise InvalidArgument(f"{where}.name: {arm.name!r} names two arms; names are unique")
+        seen.add(arm.name)
+        _check_target(arm, where)
+        if not _finite(arm.share) or not 0 <= arm.share <= 1:
+            raise InvalidArgument(f"{where}.share: must be between 0 and 1, got {arm.share!r}")
+    controls = [arm.name for arm in arms if arm.control]
+    if len(controls) != 1:
+        raise InvalidArgument(
+            "arms: exactly one arm is the control (control: true), "
+            + (f"got {len(controls)}: {', '.join(controls)}" if controls else "got none")
+        )
+    total = sum(arm.share for arm in arms)
+    if abs(total - 1) > _TOLERANCE:
+        raise InvalidArgument(f"arms: the shares must add up to 1, they add up to {total:.6g}")
+
+
+def _check_target(arm: Arm, where: str) -> None:
+    if (arm.model_uri is None) == (arm.url is None):
+        raise InvalidArgument(
+            f"{where}: give exactly one of model_uri (models:/churn/3, models:/churn@champion) "
+            "or url (any service)"
+        )
+    if arm.model_uri is not None:
+        try:
+            parse_model_uri(arm.model_uri)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{where}.model_uri: {exc.message}") from None
+    elif not str(arm.url).startswith(("http://", "https://")) or len(str(arm.url)) > 2000:
+        raise InvalidArgument(f"{where}.url: {arm.url!r} is not an http:// or https:// URL")
+
+
+def _check_kpi(kpi: Kpi, where: str) -> None:
+    _check_metric(kpi.name, f"{where}.name")
+    _check_metric(kpi.event, f"{where}.event")
+    if kpi.kind is KpiKind.RATIO:
+        if kpi.denominator_event is None:
+            raise InvalidArgument(
+                f"{where}.denominator_event: a ratio KPI divides the sum of {kpi.event!r} by "
+                "the sum of another event: name it"
+            )
+        _check_metric(kpi.denominator_event, f"{where}.denominator_event")
+    elif kpi.denominator_event is not None:
+        raise InvalidArgument(
+            f"{where}.denominator_event: only a ratio KPI has one ({kpi.name!r} is a "
+            f"{kpi.kind.value})"
+        )
+
+
+def _check_guardrails(guardrails: list[Guardrail]) -> None:
+    seen: set[str] = set()
+    for at, rail in enumerate(guardrails):
+        where = f"guardrails[{at}]"
+        _check_metric(rail.metric, f"{where}.metric")
+        if rail.metric in seen:
+            raise InvalidArgument(f"{where}.metric: {rail.metric!r} has two guardrails")
+        seen.add(rail.metric)
+        if rail.max_drop is None and rail.max_value is None:
+            raise InvalidArgument(
+                f"{where}: give max_drop (relative, 0.05 for 5 %) or max_value (a ceiling)"
+            )
+        if rail.max_drop is not None and (not _finite(rail.max_drop) or rail.max_drop <= 0):
+            raise InvalidArgument(
+                f"{where}.max_drop: a relative drop above 0 (0.05 for 5 %), got {rail.max_drop!r}"
+            )
+        if rail.max_value is not None and not _finite(rail.max_value):
+            raise InvalidArgument(f"{where}.max_value: must be a finite number")
+
+
+def _check_metric(name: str, where: str) -> None:
+    if not isinstance(name, str) or not _METRIC.match(name):
+        raise InvalidArgument(
+            f"{where}: {name!r} is not valid: use 1-100 letters, digits, '_', '-' or '.', "
+            "starting with a letter"
+        )
+
+
+def _check_open_interval(value: float, field: str) -> None:
+    if not _finite(value) or not 0 < value < 1:
+        raise InvalidArgument(f"{field}: must be between 0 and 1 (exclusive), got {value!r}")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+# action -> (the statuses it starts from, the status it leads to)
+TRANSITIONS: dict[str, tuple[tuple[Status, ...], Status]] = {
+    "start": ((Status.DRAFT,), Status.RUNNING),
+    "pause": ((Status.RUNNING,), Status.PAUSED),
+    "resume": ((Status.PAUSED,), Status.RUNNING),
+    "stop": ((Status.RUNNING, Status.PAUSED), Status.STOPPED),
+}
+_HINTS = {
+    (Status.PAUSED, "start"): "it was started already: resume it",
+    (Status.RUNNING, "resume"): "it is running already",
+    (Status.DRAFT, "pause"): "it has not started: start it first",
+    (Status.DRAFT, "resume"): "it has not started: start it first",
+    (Status.DRAFT, "stop"): "it has not started, there is nothing to stop",
+}
+
+
+def next_status(exp: Experiment, action: str) -> Status:
+    sources, target = TRANSITIONS[action]
+    if exp.status not in sources:
+        if exp.status is Status.STOPPED:
+            hint = "a stopped experiment is final: create a new one"
+        else:
+            hint = _HINTS.get((exp.status, action), f"only a {' or '.join(sources)} one can")
+        raise Conflict(f"cannot {action} A/B experiment {exp.name!r}: it is {exp.status}; {hint}")
+    return target
+
+
+# Fields a started experiment may still change; the rest would change what it measures.
+CHANGEABLE_WHILE_STARTED = {"hypothesis", "guardrails", "shares"}
+
+
+def check_change_allowed(before: Experiment, after: Experiment, changes: dict[str, str]) -> None:
+    if before.status is Status.STOPPED:
+        raise Conflict(f"A/B experiment {before.name!r} is stopped: it cannot change any more")
+    if before.status is Status.DRAFT:
+        return
+    refused = sorted(set(changes) - CHANGEABLE_WHILE_STARTED)
+    if refused:
+        raise Conflict(
+            f"A/B experiment {before.name!r} is {before.status}: only its shares, guardrails "
+            f"and hypothesis may change, not {', '.join(refused)} (stop it and create a new one)"
+        )
+
+
+# -- what changed ----------------------------------------------------------------------------
+
+_SCALARS = ("hypothesis", "mode", "unit", "mde", "alpha", "power", "layer", "traffic", "status")
+
+
+def changes_between(before: Experiment, after: Experiment) -> dict[str, str]:
+    """Each changed field and how: ``{"shares": "a 0.5 -> 0.4, b 0.5 -> 0.6"}``. Arms that
+    differ only in their shares count as a change of ``shares``."""
+    found: dict[str, str] = {}
+    for name in _SCALARS:
+        old, new = getattr(before, name), getattr(after, name)
+        if old != new:
+            found[name] = f"{_shown(old)} -> {_shown(new)}"
+    if _targets(before.arms) != _targets(after.arms):
+        found["arms"] = (
+            f"{', '.join(_arm_text(a) for a in before.arms)} -> "
+            f"{', '.join(_arm_text(a) for a in after.arms)}"
+        )
+    elif before.shares != after.shares:
+        found["shares"] = ", ".join(
+            f"{arm} {before.shares[arm]:g} -> {share:g}"
+            for arm, share in after.shares.items()
+            if before.shares[arm] != share
+        )
+    for name, show in (("primary", _kpi_text), ("guardrails", _guardrails_text)):
+        old_value, new_value = getattr(before, name), getattr(after, name)
+        if old_value != new_value:
+            found[name] = f"{show(old_value)} -> {show(new_value)}"
+    return found
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _targets(arms: list[Arm]) -> list[tuple[str, str | None, str | None, bool]]:
+    return [(a.name, a.model_uri, a.url, a.control) for a in arms]
+
+
+def _arm_text(arm: Arm) -> str:
+    role = " (control)" if arm.control else ""
+    return f"{arm.name}{role}={arm.model_uri or arm.url} {arm.share:g}"
+
+
+def _kpi_text(kpi: Kpi) -> str:
+    over = f"/{kpi.denominator_event}" if kpi.denominator_event else ""
+    return f"{kpi.name} ({kpi.kind} of {kpi.event}{over})"
+
+
+def _guardrails_text(rails: list[Guardrail]) -> str:
+    return "; ".join(_rail_text(r) for r in rails) or "none"
+
+
+def _rail_text(rail: Guardrail) -> str:
+    bounds = []
+    if rail.max_drop is not None:
+        bounds.append(f"drop <= {rail.max_drop:g}")
+    if rail.max_value is not None:
+        bounds.append(f"<= {rail.max_value:g}")
+    return f"{rail.metric} {' and '.join(bounds)}"
+
+
+Mutation = Callable[[Experiment], Experiment]

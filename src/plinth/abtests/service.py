@@ -1,0 +1,372 @@
+"""A/B experiments in the central store: design, changes (each one recorded as a version),
+lifecycle (draft -> running <-> paused -> stopped) and layers of mutually exclusive
+experiments."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from typing import Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import Connection, insert, select, update
+
+from plinth.abtests.assign import Allocation, allocate
+from plinth.abtests.design import (
+    Mutation,
+    changes_between,
+    check_change_allowed,
+    check_design,
+    check_name,
+    coerce,
+    coerce_arms,
+    coerce_guardrails,
+    coerce_kpi,
+    next_status,
+)
+from plinth.abtests.layers import join_layer, layer_view, leave_layer
+from plinth.abtests.types import (
+    Arm,
+    Experiment,
+    ExperimentVersion,
+    Guardrail,
+    Kpi,
+    Mode,
+    Status,
+    Unit,
+)
+from plinth.api import endpoint
+from plinth.auth.access import Access, access_for, guarded
+from plinth.auth.types import Action, Kind, Role
+from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.store.engine import Store
+from plinth.store.schema import abtest_versions, abtests
+from plinth.store.sql import (
+    check_max_results,
+    decode_page_token,
+    encode_page_token,
+    now_ms,
+    to_datetime,
+)
+from plinth.tracking.types import Page
+
+_EXPERIMENT: TypeAdapter[Experiment] = TypeAdapter(Experiment)
+_MODE: TypeAdapter[Mode] = TypeAdapter(Mode)
+_UNIT: TypeAdapter[Unit] = TypeAdapter(Unit)
+_SHARES: TypeAdapter[dict[str, float]] = TypeAdapter(dict[str, float])
+
+
+class AbTestService:
+    """Designs and lifecycles of A/B experiments. A running experiment's changes are
+    limited to its shares, guardrails and hypothesis (with a reason); each change, and each
+    start, pause, resume and stop, is a new version in its history."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def access(self) -> Access:
+        return access_for(self.store)
+
+    @endpoint("POST", "/abtests")
+    @guarded(role=Role.EDITOR)
+    def create_abtest(
+        self,
+        name: str,
+        hypothesis: str,
+        primary: Kpi,
+        arms: list[Arm],
+        mde: float,
+        guardrails: list[Guardrail] | None = None,
+        mode: Mode = Mode.AB,
+        unit: Unit = Unit.USER,
+        alpha: float = 0.05,
+        power: float = 0.8,
+        layer: str | None = None,
+        traffic: float = 1.0,
+        reason: str = "",
+    ) -> Experiment:
+        """A new experiment in draft, owned by its creator, with a salt of its own."""
+        check_name(name)
+        at = to_datetime(now_ms())
+        draft = Experiment(
+            name=name,
+            hypothesis=hypothesis,
+            owner=self.access.actor(),
+            status=Status.DRAFT,
+            mode=coerce(_MODE, mode, "mode"),
+            unit=coerce(_UNIT, unit, "unit"),
+            primary=coerce_kpi(primary),
+            arms=coerce_arms(arms),
+            mde=mde,
+            alpha=alpha,
+            power=power,
+            salt=secrets.token_hex(16),
+            allocation=Allocation(),
+            version=1,
+            created_at=at,
+            updated_at=at,
+            guardrails=coerce_guardrails(guardrails),
+            layer=layer,
+            traffic=traffic,
+        )
+        check_design(draft)
+        draft = replace(draft, allocation=allocate(draft.shares))
+        with self.store.write() as conn:
+            if _row(conn, name) is not None:
+                raise AlreadyExists(f"A/B experiment {name!r} already exists")
+            conn.execute(insert(abtests).values(_columns(draft)))
+            self.access.on_created(conn, Kind.ABTEST, name)
+            _record(conn, draft, "create", reason, {}, draft.owner)
+        return draft
+
+    @endpoint("GET", "/abtests/{name}")
+    @guarded(Action.READ, Kind.ABTEST, "name")
+    def get_abtest(self, name: str) -> Experiment:
+        with self.store.read() as conn:
+            return _load(conn, name)
+
+    @endpoint("GET", "/abtests")
+    @guarded()
+    def list_abtests(
+        self,
+        status: Status | None = None,
+        layer: str | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[Experiment]:
+        """The experiments the caller may see, by name; only one status's or layer's if
+        given."""
+        offset, limit = decode_page_token(page_token), check_max_results(max_results)
+        query = select(abtests.c.name).order_by(abtests.c.name)
+        if status is not None:
+            query = query.where(abtests.c.status == coerce(TypeAdapter(Status), status, "status"))
+        if layer is not None:
+            query = query.where(abtests.c.layer == layer)
+        visible = self.access.visible(Kind.ABTEST)
+        if visible is not None:
+            query = query.where(abtests.c.name.in_(visible))
+        with self.store.read() as conn:
+            names = list(conn.execute(query.offset(offset).limit(limit + 1)).scalars())
+            items = [_load(conn, n) for n in names[:limit]]
+        return Page(items, encode_page_token(offset + limit) if len(names) > limit else None)
+
+    @endpoint("POST", "/abtests/{name}")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def update_abtest(
+        self,
+        name: str,
+        hypothesis: str | None = None,
+        shares: dict[str, float] | None = None,
+        guardrails: list[Guardrail] | None = None,
+        arms: list[Arm] | None = None,
+        primary: Kpi | None = None,
+        mde: float | None = None,
+        alpha: float | None = None,
+        power: float | None = None,
+        mode: Mode | None = None,
+        unit: Unit | None = None,
+        layer: str | None = None,
+        traffic: float | None = None,
+        reason: str = "",
+    ) -> Experiment:
+        """Change a design: anything in draft; once started only ``shares`` (a share per
+        arm named; the others keep theirs), ``guardrails`` and ``hypothesis``, with a
+        ``reason``. New shares move only the units they must. ``layer=""`` leaves a layer."""
+        if shares is not None and arms is not None:
+            raise InvalidArgument("give shares or arms, not both: arms carry their own shares")
+        given: dict[str, Any] = {
+            "hypothesis": hypothesis,
+            "guardrails": None if guardrails is None else coerce_guardrails(guardrails),
+            "arms": None if arms is None else coerce_arms(arms),
+            "primary": None if primary is None else coerce_kpi(primary),
+            "mde": mde,
+            "alpha": alpha,
+            "power": power,
+            "mode": None if mode is None else coerce(_MODE, mode, "mode"),
+            "unit": None if unit is None else coerce(_UNIT, unit, "unit"),
+            "layer": layer or None,
+            "traffic": traffic,
+        }
+        fields = {k: v for k, v in given.items() if v is not None}
+        if layer == "":
+            fields["layer"] = None
+
+        def change(before: Experiment) -> Experiment:
+            after = replace(before, **fields)
+            if shares is not None:
+                after = replace(after, arms=_with_shares(before, coerce(_SHARES, shares, "shares")))
+            return after
+
+        return self._change(name, "update", reason, change)
+
+    @endpoint("POST", "/abtests/{name}/start")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def start_abtest(self, name: str, reason: str = "") -> Experiment:
+        """draft -> running; in a layer, the experiment takes its traffic's share of the
+        layer's units (Conflict when the layer has not that much free)."""
+        return self._transition(name, "start", reason)
+
+    @endpoint("POST", "/abtests/{name}/pause")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def pause_abtest(self, name: str, reason: str = "") -> Experiment:
+        """running -> paused: every unit gets the control arm; the layer's units stay held."""
+        return self._transition(name, "pause", reason)
+
+    @endpoint("POST", "/abtests/{name}/resume")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def resume_abtest(self, name: str, reason: str = "") -> Experiment:
+        """paused -> running, every unit back in the arm it had."""
+        return self._transition(name, "resume", reason)
+
+    @endpoint("POST", "/abtests/{name}/stop")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def stop_abtest(self, name: str, reason: str = "") -> Experiment:
+        """running or paused -> stopped, for good; its units in the layer are freed."""
+        return self._transition(name, "stop", reason)
+
+    @endpoint("GET", "/abtests/{name}/history")
+    @guarded(Action.READ, Kind.ABTEST, "name")
+    def abtest_history(self, name: str) -> list[ExperimentVersion]:
+        """Every version, oldest first: who changed what, when and why."""
+        v = abtest_versions.c
+        with self.store.read() as conn:
+            _load(conn, name)
+            rows = conn.execute(
+                select(abtest_versions).where(v.name == name).order_by(v.version)
+            ).all()
+        return [
+            ExperimentVersion(
+                name=row.name,
+                version=row.version,
+                action=row.action,
+                changed_by=row.changed_by,
+                changed_at=to_datetime(row.changed_at),
+                reason=row.reason,
+                changes=TypeAdapter(dict[str, str]).validate_json(row.changes),
+                experiment=_EXPERIMENT.validate_json(row.config),
+            )
+            for row in rows
+        ]
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _transition(self, name: str, action: str, reason: str) -> Experiment:
+        def change(before: Experiment) -> Experiment:
+            at = to_datetime(now_ms())
+            after = replace(before, status=next_status(before, action))
+            if action == "start":
+                after = replace(after, started_at=at)
+            elif action == "stop":
+                after = replace(after, stopped_at=at)
+            return after
+
+        return self._change(name, action, reason, change)
+
+    def _change(self, name: str, action: str, reason: str, change: Mutation) -> Experiment:
+        actor = self.access.actor()
+        with self.store.write() as conn:
+            _lock(conn, name)
+            before = _load(conn, name)
+            after = change(before)
+            changes = changes_between(before, after)
+            if action == "update":
+                if not changes:
+                    return before
+                check_change_allowed(before, after, changes)
+                if before.status is not Status.DRAFT and not reason.strip():
+                    raise InvalidArgument(
+                        f"reason: say why A/B experiment {name!r} changes while it is "
+                        f"{before.status} (it is recorded in its history)"
+                    )
+                check_design(after)
+            if after.shares != before.shares:
+                after = replace(after, allocation=allocate(after.shares, before.allocation))
+            after = replace(after, version=before.version + 1, updated_at=to_datetime(now_ms()))
+            if action == "start" and after.layer is not None:
+                join_layer(conn, after)
+            elif action == "stop" and after.layer is not None:
+                leave_layer(conn, after.layer, name)
+            conn.execute(update(abtests).where(abtests.c.name == name).values(_columns(after)))
+            after = _load(conn, name)
+            _record(conn, after, action, reason, changes, actor)
+        return after
+
+
+def _with_shares(exp: Experiment, shares: dict[str, float]) -> list[Arm]:
+    unknown = sorted(set(shares) - set(exp.shares))
+    if unknown:
+        raise InvalidArgument(
+            f"shares: no arm named {', '.join(map(repr, unknown))} "
+            f"(the arms are {', '.join(exp.shares)})"
+        )
+    return [replace(arm, share=shares.get(arm.name, arm.share)) for arm in exp.arms]
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+def _row(conn: Connection, name: str) -> Any:
+    return conn.execute(select(abtests).where(abtests.c.name == name)).first()
+
+
+def _lock(conn: Connection, name: str) -> None:
+    # Read-modify-write of one experiment takes turns (a PostgreSQL row lock; SQLite's
+    # writers already queue), so no change is lost to a concurrent one.
+    conn.execute(select(abtests.c.name).where(abtests.c.name == name).with_for_update())
+
+
+def _load(conn: Connection, name: str) -> Experiment:
+    row = _row(conn, name)
+    if row is None:
+        raise NotFound(f"A/B experiment {name!r} does not exist")
+    exp = _EXPERIMENT.validate_json(row.config)
+    if exp.layer is None:
+        return exp
+    salt, ranges = layer_view(conn, exp.layer, name)
+    return replace(exp, layer_salt=salt, layer_ranges=ranges)
+
+
+def _columns(exp: Experiment) -> dict[str, Any]:
+    # The layer's salt and ranges are the layer's own (abtest_layers), not the design's.
+    design = replace(exp, layer_salt=None, layer_ranges=[])
+    return {
+        "name": exp.name,
+        "owner": exp.owner,
+        "status": exp.status.value,
+        "mode": exp.mode.value,
+        "layer": exp.layer,
+        "salt": exp.salt,
+        "version": exp.version,
+        "config": _EXPERIMENT.dump_json(design).decode(),
+        "created_at": _ms(exp.created_at),
+        "updated_at": _ms(exp.updated_at),
+        "started_at": None if exp.started_at is None else _ms(exp.started_at),
+        "stopped_at": None if exp.stopped_at is None else _ms(exp.stopped_at),
+    }
+
+
+def _record(
+    conn: Connection,
+    exp: Experiment,
+    action: str,
+    reason: str,
+    changes: dict[str, str],
+    actor: str,
+) -> None:
+    conn.execute(
+        insert(abtest_versions).values(
+            name=exp.name,
+            version=exp.version,
+            action=action,
+            changed_by=actor,
+            changed_at=_ms(exp.updated_at),
+            reason=reason,
+            changes=TypeAdapter(dict[str, str]).dump_json(changes).decode(),
+            config=_EXPERIMENT.dump_json(exp).decode(),
+        )
+    )
+
+
+def _ms(at: Any) -> int:
+    return int(at.timestamp() * 1000)

@@ -1,0 +1,188 @@
+"""``plinth ab``: design A/B experiments between models and move them through their
+lifecycle (draft -> running <-> paused -> stopped), locally or against a server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+
+from plinth.abtests.types import Status
+from plinth.cli.common import JsonOption, ReasonOption, _client, _print_json, _say, _table, out
+from plinth.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from plinth.abtests.service import AbTestService
+    from plinth.abtests.types import Experiment
+
+ab_app = typer.Typer(
+    no_args_is_help=True,
+    help="A/B experiments between models: design, start, pause, resume, stop, history.",
+)
+NameArgument = Annotated[str, typer.Argument(help="the experiment's name")]
+
+
+def _service() -> AbTestService:
+    service: AbTestService = _client().abtests
+    return service
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """The arguments of ``create_abtest`` from a JSON file, checked as the API checks them;
+    InvalidArgument names the file and the field at fault."""
+    from plinth.abtests.design import field_path
+    from plinth.abtests.service import AbTestService
+    from plinth.api import endpoints_of
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"{path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{path}: give an object of the experiment's fields")
+    [create] = [ep for ep in endpoints_of(AbTestService) if ep.name == "create_abtest"]
+    try:
+        body = create.body_model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = field_path(first["loc"]).lstrip(".")
+        raise InvalidArgument(f"{path}: {where}: {first['msg']}") from None
+    return {name: getattr(body, name) for name in type(body).model_fields}
+
+
+@ab_app.command("create")
+def create(
+    spec: Annotated[Path, typer.Argument(help="a JSON file of the experiment's fields")],
+    json_: JsonOption = False,
+) -> None:
+    """Create an experiment in draft from a JSON design: name, hypothesis, primary
+    ({name, kind, event}), arms ([{name, share, model_uri or url, control}]), mde, and
+    optionally guardrails, mode, unit, alpha, power, layer, traffic."""
+    made = _service().create_abtest(**read_spec(spec))
+    _say(json_, made, f"created A/B experiment {made.name} (draft): start it with plinth ab start")
+
+
+@ab_app.command("list")
+def list_(
+    status: Annotated[Status | None, typer.Option(case_sensitive=False)] = None,
+    layer: Annotated[str | None, typer.Option(help="only this layer's")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """List the experiments you may see."""
+    found = _service().list_abtests(status, layer).items
+    if json_:
+        return _print_json(found)
+    rows = [
+        (e.name, e.status, e.mode, _arms_line(e), e.layer, e.owner, e.updated_at) for e in found
+    ]
+    columns = ("name", "status", "mode", "arms", "layer", "owner", "updated")
+    out.print(_table("A/B experiments", columns, rows))
+
+
+@ab_app.command("show")
+def show(name: NameArgument, json_: JsonOption = False) -> None:
+    """An experiment's design, arms and state."""
+    exp = _service().get_abtest(name)
+    if json_:
+        return _print_json(exp)
+    kpi = exp.primary
+    over = f" / {kpi.denominator_event}" if kpi.denominator_event else ""
+    facts: list[tuple[Any, ...]] = [
+        ("status", exp.status),
+        ("hypothesis", exp.hypothesis),
+        ("owner", exp.owner),
+        ("mode", exp.mode),
+        ("unit", exp.unit),
+        ("primary KPI", f"{kpi.name}: {kpi.kind} of {kpi.event}{over}"),
+        ("mde / alpha / power", f"{exp.mde:g} / {exp.alpha:g} / {exp.power:g}"),
+        ("layer", f"{exp.layer} ({exp.traffic:g} of its units)" if exp.layer else None),
+        ("version", exp.version),
+        ("created", exp.created_at),
+        ("started", exp.started_at),
+        ("stopped", exp.stopped_at),
+    ]
+    facts += [(f"guardrail {g.metric}", _bounds(g.max_drop, g.max_value)) for g in exp.guardrails]
+    out.print(_table(f"A/B experiment {escape(exp.name)}", ("field", "value"), facts))
+    counts = exp.allocation.counts()
+    arms = [
+        (a.name, "yes" if a.control else "", a.model_uri or a.url, f"{a.share:g}", counts[a.name])
+        for a in exp.arms
+    ]
+    out.print(_table("arms", ("arm", "control", "serves", "share", "buckets"), arms))
+
+
+@ab_app.command("shares")
+def shares(
+    name: NameArgument,
+    assignments: Annotated[list[str], typer.Argument(help="ARM=SHARE, e.g. challenger=0.2")],
+    reason: ReasonOption = "",
+    json_: JsonOption = False,
+) -> None:
+    """Change arms' shares (moving only the units that must move)."""
+    parsed: dict[str, float] = {}
+    for item in assignments:
+        arm, _, value = item.partition("=")
+        try:
+            parsed[arm] = float(value)
+        except ValueError:
+            raise InvalidArgument(f"{item!r}: give ARM=SHARE, e.g. challenger=0.2") from None
+    exp = _service().update_abtest(name, shares=parsed, reason=reason)
+    _say(json_, exp, f"{exp.name}: {_arms_line(exp)} (version {exp.version})")
+
+
+def _transition(action: str) -> Any:
+    def command(name: NameArgument, reason: ReasonOption = "", json_: JsonOption = False) -> None:
+        exp = getattr(_service(), f"{action}_abtest")(name, reason=reason)
+        _say(json_, exp, f"A/B experiment {exp.name} is {exp.status} (version {exp.version})")
+
+    command.__doc__ = {
+        "start": "Start a draft experiment (in a layer: if the layer has room).",
+        "pause": "Pause a running experiment: every unit gets the control arm.",
+        "resume": "Resume a paused experiment, every unit in the arm it had.",
+        "stop": "Stop a running or paused experiment, for good.",
+    }[action]
+    return command
+
+
+for _action in ("start", "pause", "resume", "stop"):
+    ab_app.command(_action)(_transition(_action))
+
+
+@ab_app.command("history")
+def history(name: NameArgument, json_: JsonOption = False) -> None:
+    """Every change to an experiment: who, when, why, what."""
+    versions = _service().abtest_history(name)
+    if json_:
+        return _print_json(versions)
+    rows = [
+        (
+            v.version,
+            v.changed_at,
+            v.changed_by,
+            v.action,
+            "; ".join(f"{k}: {c}" for k, c in v.changes.items()),
+            v.reason,
+        )
+        for v in versions
+    ]
+    columns = ("version", "at", "by", "action", "changes", "reason")
+    out.print(_table(f"history of {escape(name)}", columns, rows))
+
+
+def _arms_line(exp: Experiment) -> str:
+    return ", ".join(f"{a.name} {a.share:g}" for a in exp.arms)
+
+
+def _bounds(max_drop: float | None, max_value: float | None) -> str:
+    parts = []
+    if max_drop is not None:
+        parts.append(f"drops at most {max_drop:g} (relative)")
+    if max_value is not None:
+        parts.append(f"at most {max_value:g}")
+    return " and ".join(parts)
