@@ -55,7 +55,10 @@ def test_beta_binomial_is_reproducible_and_takes_a_prior() -> None:
     informed = beta_binomial((5, 50), (9, 50), prior=(10, 90))
     exact = _beta_beats(15, 135, 19, 131)
     assert informed.probability_to_beat_control == pytest.approx(exact, abs=0.004)
-    assert informed.probability_to_beat_control < beta_binomial((5, 50), (9, 50)).probability_to_beat_control
+    assert (
+        informed.probability_to_beat_control
+        < beta_binomial((5, 50), (9, 50)).probability_to_beat_control
+    )
 
 
 def test_normal_approximation_is_the_closed_form_of_a_normal_difference() -> None:

@@ -75,7 +75,9 @@ def test_corrections_refuse_bad_input() -> None:
 
 
 def test_guardrail_breached_when_the_interval_reaches_past_the_bound() -> None:
-    comparison = compare(mean_from_moments(5000, 100.0, 400.0), mean_from_moments(5000, 97.0, 400.0))
+    comparison = compare(
+        mean_from_moments(5000, 100.0, 400.0), mean_from_moments(5000, 97.0, 400.0)
+    )
     low, high = comparison.relative_ci or (0.0, 0.0)
     assert low < -0.035 < high < -0.02  # -3 % with an interval of about +-0.8 %
 

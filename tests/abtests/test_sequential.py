@@ -62,7 +62,9 @@ def test_the_horizon_mixing_variance_gives_the_narrowest_interval() -> None:
         return float(high[0] - low[0])
 
     best = mixing_variance_for_horizon(horizon, alpha=alpha)
-    numeric = optimize.minimize_scalar(width, bounds=(1e-6, 1.0), method="bounded", options={"xatol": 1e-9})
+    numeric = optimize.minimize_scalar(
+        width, bounds=(1e-6, 1.0), method="bounded", options={"xatol": 1e-9}
+    )
     assert best == pytest.approx(numeric.x, rel=1e-3)
     assert width(best) < width(best / 2) and width(best) < width(best * 2)
 

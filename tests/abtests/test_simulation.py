@@ -79,7 +79,13 @@ def _peeking(effect: float, seed: int, looks: int = 20, batch: int = 100) -> tup
     means = sums / ends
     variances = (squares - sums**2 / ends) / (ends - 1)
     welch = stats.ttest_ind_from_stats(
-        means[1], np.sqrt(variances[1]), ends, means[0], np.sqrt(variances[0]), ends, equal_var=False
+        means[1],
+        np.sqrt(variances[1]),
+        ends,
+        means[0],
+        np.sqrt(variances[0]),
+        ends,
+        equal_var=False,
     )
     diff = means[1] - means[0]
     variance = (variances[0] + variances[1]) / ends
