@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
@@ -64,6 +65,17 @@ def test_holm_and_bh_by_hand_and_by_statsmodels() -> None:
         got = adjust_p_values(dict(enumerate(raw)), method=ours)  # type: ignore[arg-type]
         assert [got[i].adjusted_p_value for i in range(6)] == list(adjusted)
         assert [got[i].rejected for i in range(6)] == list(reject)
+
+
+def test_holm_equals_statsmodels_with_ties_and_extremes() -> None:
+    rng = np.random.default_rng(11)
+    for size in (1, 2, 7, 12):
+        raw = np.round(rng.random(size) ** 3, 3)  # rounding makes ties
+        raw[0] = 1.0
+        reject, adjusted, _, _ = multipletests(raw, alpha=0.05, method="holm")
+        got = adjust_p_values(dict(enumerate(raw)), method="holm")
+        assert [got[i].adjusted_p_value for i in range(size)] == pytest.approx(list(adjusted))
+        assert [got[i].rejected for i in range(size)] == list(reject)
 
 
 def test_corrections_refuse_bad_input() -> None:

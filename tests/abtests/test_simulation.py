@@ -13,11 +13,14 @@ from scipy import stats
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
+from plinth.abtests.checks import adjust_p_values
 from plinth.abtests.sequential import confidence_sequence, mixing_variance_for_horizon
 from plinth.abtests.stats import (
     compare,
+    compare_cuped,
     proportion_from_counts,
     summarize_mean,
+    summarize_proportion,
     summarize_ratio,
 )
 
@@ -135,3 +138,40 @@ def test_ab_conversion_effect_is_detected_at_the_planned_power() -> None:
         for c, t in zip(control, treatment, strict=True)
     )
     assert _within_sampling_error(hits, 0.8), hits / EXPERIMENTS
+
+
+def test_aa_cuped_false_positive_rate_is_alpha() -> None:
+    rng = np.random.default_rng(108)
+    covariate = rng.gamma(2.0, 5.0, (2, EXPERIMENTS, 300))
+    outcome = 0.9 * covariate + rng.normal(0.0, 3.0, covariate.shape)
+    hits = sum(
+        compare_cuped({"a": y[0], "b": y[1]}, {"a": x[0], "b": x[1]}, "a")["b"].p_value < ALPHA
+        for y, x in zip(outcome.swapaxes(0, 1), covariate.swapaxes(0, 1), strict=True)
+    )
+    assert _within_sampling_error(hits, ALPHA), hits / EXPERIMENTS
+
+
+def test_corrections_hold_the_family_wise_rate_across_arms_and_metrics() -> None:
+    # Three arms against one control, two metrics each: six tests of true nulls per experiment.
+    rng = np.random.default_rng(109)
+    experiments = 1000
+    revenue = rng.exponential(10.0, (experiments, 4, 300))
+    converted = rng.random((experiments, 4, 300)) < 0.1
+    any_raw = any_holm = any_bh = 0
+    for rev, conv in zip(revenue, converted, strict=True):
+        p_values = {}
+        for arm in (1, 2, 3):
+            p_values[("revenue", arm)] = compare(
+                summarize_mean(rev[0]), summarize_mean(rev[arm])
+            ).p_value
+            p_values[("converted", arm)] = compare(
+                summarize_proportion(conv[0]), summarize_proportion(conv[arm])
+            ).p_value
+        any_raw += min(p_values.values()) < ALPHA
+        any_holm += any(a.rejected for a in adjust_p_values(p_values, method="holm").values())
+        any_bh += any(
+            a.rejected for a in adjust_p_values(p_values, method="benjamini-hochberg").values()
+        )
+    assert any_raw / experiments > 3 * ALPHA  # about 0.2 uncorrected
+    upper = stats.binom.ppf(0.999, experiments, ALPHA) / experiments
+    assert any_holm / experiments <= upper and any_bh / experiments <= upper
