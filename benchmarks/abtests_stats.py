@@ -16,10 +16,10 @@ from scipy import stats
 
 from plinth.abtests.bayes import beta_binomial, normal_approximation
 from plinth.abtests.checks import adjust_p_values, sample_ratio_mismatch
+from plinth.abtests.cuped import compare_cuped
 from plinth.abtests.sequential import mixing_variance_for_horizon, sequential_test
 from plinth.abtests.stats import (
     compare,
-    compare_cuped,
     summarize_mean,
     summarize_proportion,
     summarize_ratio,

@@ -14,10 +14,10 @@ from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
 from plinth.abtests.checks import adjust_p_values
+from plinth.abtests.cuped import compare_cuped
 from plinth.abtests.sequential import confidence_sequence, mixing_variance_for_horizon
 from plinth.abtests.stats import (
     compare,
-    compare_cuped,
     proportion_from_counts,
     summarize_mean,
     summarize_proportion,

@@ -16,9 +16,7 @@ absolute lift with its interval and p-value, and the relative lift with its inte
 The relative lift ``treatment / control - 1`` gets its interval by the delta method (arms
 independent): ``Var(t/c) ~ Var(t)/c^2 + t^2 Var(c)/c^4``, normal quantiles.
 
-CUPED (Deng et al., 2013) removes from each unit's outcome the part a pre-experiment
-covariate predicts: ``y' = y - theta (x - mean(x))`` with ``theta = cov(y, x) / var(x)``
-pooled over arms; the means of ``y'`` are compared by Welch's test.
+CUPED is in ``plinth.abtests.cuped``.
 
 All inputs are numpy arrays; nothing loops over units in Python.
 """
@@ -81,17 +79,8 @@ class Comparison:
     variance_reduction: float | None = None
 
 
-@dataclass(frozen=True)
-class CupedFit:
-    """``theta`` pooled over arms, the pooled covariate mean, and the share of the
-    outcome's variance that the adjustment removes."""
-
-    theta: float
-    covariate_mean: float
-    variance_reduction: float
-
-
-def _array(values: ArrayLike, name: str) -> NDArray[np.float64]:
+def as_units(values: ArrayLike, name: str) -> NDArray[np.float64]:
+    """Per-unit values as a float array, refused by ``name`` unless 1-D, finite, >= 2 units."""
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1:
         raise InvalidArgument(f"{name} must be a one-dimensional array of per-unit values")
@@ -110,7 +99,7 @@ def _units(units: int, name: str) -> int:
 
 def summarize_proportion(values: ArrayLike) -> ArmSummary:
     """Per-unit 0/1 outcomes (converted or not)."""
-    array = _array(values, "proportion values")
+    array = as_units(values, "proportion values")
     if not ((array == 0) | (array == 1)).all():
         raise InvalidArgument("proportion values must be 0 or 1 per unit")
     return proportion_from_counts(int(array.sum()), array.size)
@@ -125,7 +114,7 @@ def proportion_from_counts(successes: int, units: int) -> ArmSummary:
 
 
 def summarize_mean(values: ArrayLike) -> ArmSummary:
-    array = _array(values, "mean values")
+    array = as_units(values, "mean values")
     return mean_from_moments(array.size, float(array.mean()), float(array.var(ddof=1)))
 
 
@@ -139,8 +128,8 @@ def mean_from_moments(units: int, mean: float, variance: float) -> ArmSummary:
 
 def summarize_ratio(numerator: ArrayLike, denominator: ArrayLike) -> ArmSummary:
     """Per-unit numerator and denominator (e.g. a user's clicks and sessions)."""
-    num = _array(numerator, "ratio numerator")
-    den = _array(denominator, "ratio denominator")
+    num = as_units(numerator, "ratio numerator")
+    den = as_units(denominator, "ratio denominator")
     if num.size != den.size:
         raise InvalidArgument(
             f"ratio numerator and denominator need one value per unit each, got {num.size} and {den.size}"
@@ -238,7 +227,6 @@ def compare(
     treatment: ArmSummary,
     *,
     alpha: float = 0.05,
-    cuped: CupedFit | None = None,
 ) -> Comparison:
     """Treatment against control; both summaries of the same metric kind."""
     _check_alpha(alpha)
@@ -248,12 +236,9 @@ def compare(
     quantile = _quantile(alpha, df)
     diff = treatment.estimate - control.estimate
     relative = _relative(control, treatment, _quantile(alpha, None))
-    method = _TESTS[control.kind]
-    if cuped is not None:
-        method = f"CUPED (theta {cuped.theta:.4g}, pooled over arms); {method}"
     return Comparison(
         kind=control.kind,
-        method=method,
+        method=_TESTS[control.kind],
         alpha=alpha,
         control=control,
         treatment=treatment,
@@ -265,7 +250,6 @@ def compare(
         statistic=statistic,
         df=df,
         p_value=_two_sided(statistic, df),
-        variance_reduction=None if cuped is None else cuped.variance_reduction,
     )
 
 
@@ -279,61 +263,4 @@ def compare_arms(
         name: compare(arms[control], summary, alpha=alpha)
         for name, summary in arms.items()
         if name != control
-    }
-
-
-def fit_cuped(outcomes: Mapping[str, ArrayLike], covariates: Mapping[str, ArrayLike]) -> CupedFit:
-    """``theta`` and the covariate mean pooled over all arms' units."""
-    if set(outcomes) != set(covariates) or not outcomes:
-        raise InvalidArgument("CUPED needs a covariate array for every arm that has outcomes")
-    ys = [_array(outcomes[arm], f"outcomes of {arm!r}") for arm in outcomes]
-    xs = [_array(covariates[arm], f"covariates of {arm!r}") for arm in outcomes]
-    for arm, y, x in zip(outcomes, ys, xs, strict=True):
-        if y.size != x.size:
-            raise InvalidArgument(
-                f"CUPED: arm {arm!r} has {y.size} outcomes and {x.size} covariates; one each per unit"
-            )
-    # Pooled moments arm by arm around the pooled means: dot products, no concatenated copy.
-    units = sum(y.size for y in ys)
-    y_mean = sum(float(y.sum()) for y in ys) / units
-    x_mean = sum(float(x.sum()) for x in xs) / units
-    syy = sxx = sxy = 0.0
-    for y, x in zip(ys, xs, strict=True):
-        dy, dx = y - y_mean, x - x_mean
-        syy, sxx, sxy = syy + float(dy @ dy), sxx + float(dx @ dx), sxy + float(dx @ dy)
-    if sxx == 0:
-        raise InvalidArgument("CUPED: the covariate is constant, it cannot reduce variance")
-    reduction = sxy**2 / (sxx * syy) if syy > 0 else 0.0
-    return CupedFit(sxy / sxx, x_mean, reduction)
-
-
-def cuped_adjust(outcome: ArrayLike, covariate: ArrayLike, fit: CupedFit) -> NDArray[np.float64]:
-    """``y - theta (x - mean x)`` per unit."""
-    y = _array(outcome, "outcomes")
-    x = _array(covariate, "covariates")
-    return y - fit.theta * (x - fit.covariate_mean)
-
-
-def compare_cuped(
-    outcomes: Mapping[str, ArrayLike],
-    covariates: Mapping[str, ArrayLike],
-    control: str,
-    *,
-    alpha: float = 0.05,
-) -> dict[str, Comparison]:
-    """Welch's test on CUPED-adjusted outcomes, every arm against control.
-
-    Works for means and for 0/1 outcomes (the adjusted values are no longer 0/1, so the
-    comparison is of means). ``variance_reduction`` is ``corr(y, x)^2`` pooled over arms.
-    """
-    if control not in outcomes:
-        raise InvalidArgument(f"control arm {control!r} is not among the arms {sorted(outcomes)}")
-    fit = fit_cuped(outcomes, covariates)
-    summaries = {
-        arm: summarize_mean(cuped_adjust(outcomes[arm], covariates[arm], fit)) for arm in outcomes
-    }
-    return {
-        arm: compare(summaries[control], summary, alpha=alpha, cuped=fit)
-        for arm, summary in summaries.items()
-        if arm != control
     }
