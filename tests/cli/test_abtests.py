@@ -152,3 +152,18 @@ def test_refusals_exit_1_with_the_reason(
     assert run_main(monkeypatch, "shares", "churn-v3", "champion=0.4", "challenger=0.6") == 1
     assert "reason: say why" in capsys.readouterr().err
     assert run_main(monkeypatch, "list", "--status", "sideways") == 2  # a usage error
+
+
+def test_power_prints_the_units_per_arm(monkeypatch: pytest.MonkeyPatch) -> None:
+    said = invoke("power", "--effect", "0.05", "--alpha", "0.05", "--power", "0.8")
+    assert said.startswith("6,280.05 → 6,281 units per arm (12,562 in all;")
+    three = invoke(
+        "power", "--effect", "0.01", "--kind", "proportions", "--baseline", "0.1",
+        "--arms", "3", "--units-per-day", "20000",
+    )  # fmt: skip
+    assert "Bonferroni-adjusted alpha 0.05/2 = 0.025" in three
+    assert "days at 20,000 units a day" in three
+    figures = json.loads(invoke("power", "--effect", "0.05", "--json"))
+    assert figures["per_arm"] == 6281 and figures["total"] == 12562
+    assert run_main(monkeypatch, "power", "--effect", "0.01", "--kind", "proportions") == 1
+    assert run_main(monkeypatch, "power", "--effect", "0.05", "--kind", "odds") == 1

@@ -56,6 +56,46 @@ def read_spec(path: Path) -> dict[str, Any]:
     return {name: getattr(body, name) for name in type(body).model_fields}
 
 
+@ab_app.command("power")
+def power(
+    effect: Annotated[
+        float,
+        typer.Option(
+            help="the effect to detect: Cohen's d for means, an absolute difference for proportions"
+        ),
+    ],
+    alpha: Annotated[float, typer.Option(help="false-positive rate")] = 0.05,
+    power_: Annotated[float, typer.Option("--power", help="chance to detect the effect")] = 0.8,
+    kind: Annotated[str, typer.Option(help="means or proportions")] = "means",
+    baseline: Annotated[
+        float | None, typer.Option(help="the control's rate (proportions only)")
+    ] = None,
+    arms: Annotated[int, typer.Option(help="arms, control included")] = 2,
+    units_per_day: Annotated[
+        float | None, typer.Option(help="units a day the arms see in all: prints the duration")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Units per arm to detect an effect (statsmodels' power analysis)."""
+    from plinth.abtests.power import duration_days, sample_size
+
+    if kind not in ("means", "proportions"):
+        raise InvalidArgument(f"--kind must be means or proportions, got {kind!r}")
+    found = sample_size(kind, effect, alpha, power_, arms, baseline)  # type: ignore[arg-type]
+    if json_:
+        return _print_json(found)
+    out.print(
+        f"{found.per_arm_exact:,.2f} → {found.per_arm:,} units per arm "
+        f"({found.total:,} in all; {escape(found.method)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if units_per_day is not None:
+        out.print(
+            f"about {duration_days(found, units_per_day):,.1f} days at {units_per_day:,g} units a day"
+        )
+
+
 @ab_app.command("create")
 def create(
     spec: Annotated[Path, typer.Argument(help="a JSON file of the experiment's fields")],
