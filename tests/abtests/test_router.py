@@ -347,3 +347,31 @@ def test_a_failing_source_keeps_the_last_view(lab: Lab) -> None:
         poll(lambda: calls > 3)
         assert ask(router, "u1").status_code == 200
         assert httpx.get(f"{router}/routes").json()["experiments"][0]["name"] == "churn"
+
+
+def test_the_cli_router_follows_the_store(lab: Lab, tmp_path: Path) -> None:
+    """``plinth router``'s app over a local store: experiments started, paused and
+    reshared through the service are picked up; exposures go under the artifact root."""
+    from plinth.abtests.router_cli import RouterConfig, create_router_service
+    from tests.backends import local_client
+
+    artifacts = tmp_path / "artifacts"
+    client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(artifacts))
+    ab = client.abtests
+    made = experiment(lab.urls)
+    ab.create_abtest(made.name, made.hypothesis, made.primary, made.arms, made.mde)
+    app = create_router_service(RouterConfig(refresh_seconds=0.05), client)
+    with serving(app) as (router, _):
+        unit = "user-1"
+        assert ask(router, unit).json()["arm"] == "champion"  # a draft: control, no exposure
+        started = ab.start_abtest("churn")
+        arm = assign_arm(started, unit)[0]
+        other = next(a.name for a in started.arms if a.name != arm)
+        poll(lambda: ask(router, unit).json()["arm"] == arm)
+        ab.update_abtest("churn", shares={arm: 0.0, other: 1.0}, reason="all on the other")
+        poll(lambda: ask(router, unit).json()["arm"] == other)
+        ab.pause_abtest("churn")
+        poll(lambda: httpx.get(f"{router}/routes").json()["experiments"][0]["status"] == "paused")
+    rows = DeltaTable(exposures_uri(str(artifacts), "churn")).to_pyarrow_table().to_pylist()
+    assert rows and {r["unit"] for r in rows} == {unit}
+    assert {r["arm"] for r in rows} == {arm, other}
