@@ -196,7 +196,7 @@ def create_router(
             )
         except httpx.TimeoutException:
             return _Answer(504, b"", None, "timeout")
-        except httpx.TransportError:
+        except httpx.HTTPError:  # refused, reset, a protocol error: the arm is not there
             return _Answer(502, b"", None, "unreachable")
         version = reply.headers.get("x-model-version")
         failure = "server_error" if reply.status_code >= 500 else None
@@ -230,7 +230,10 @@ def create_router(
             answer.body[:500],
         )
         if on_shadow is not None:
-            on_shadow(shadow)
+            try:
+                on_shadow(shadow)
+            except Exception as e:  # someone else's hook: never the router's failure
+                log.warning("router: the shadow hook failed: %r", e)
 
     def start_mirror(
         routed: _Routed, arm: str, unit: str, body: bytes, headers: dict[str, str]
