@@ -475,6 +475,10 @@ from plinth.serving.serve_cli import serve  # noqa: E402
 
 app.command("serve")(serve)
 
+from plinth.abtests.router_cli import router  # noqa: E402
+
+app.command("router")(router)
+
 from plinth.cli.score import score, score_jobs  # noqa: E402
 
 app.command("score")(score)

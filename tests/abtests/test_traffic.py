@@ -1,0 +1,73 @@
+"""The exposure log: rows land in each experiment's Delta table in the pinned format,
+drops are counted at capacity, a store that cannot be written counts failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from plinth.abtests.traffic import Exposure, ExposureLog, exposures_uri
+
+
+def exposure(experiment: str, n: int, version: str | None = "3") -> Exposure:
+    return Exposure(experiment, "a" if n % 2 else "b", f"u{n}", f"r{n}", version, 1_000 + n)
+
+
+def test_written_rows_read_back_per_experiment(tmp_path: Path) -> None:
+    log = ExposureLog(str(tmp_path), flush_seconds=0.05)
+    for n in range(10):
+        assert log.record(exposure("churn", n, None if n == 0 else "3"))
+    assert log.record(exposure("price", 99))
+    log.close()
+    assert (log.written, log.dropped, log.failed) == (11, 0, 0)
+    uri = exposures_uri(str(tmp_path), "churn")
+    assert uri == str(tmp_path / "abtests" / "churn" / "exposures")
+    table = DeltaTable(uri).to_pyarrow_table()
+    assert table.schema.names == ["at_ms", "unit", "arm", "request_id", "model_version"]
+    assert [f.type for f in table.schema] == [pa.int64(), *[pa.string()] * 4]
+    rows = sorted(table.to_pylist(), key=lambda r: r["at_ms"])
+    assert rows[0] == {
+        "at_ms": 1000,
+        "unit": "u0",
+        "arm": "b",
+        "request_id": "r0",
+        "model_version": None,
+    }
+    assert len(rows) == 10 and rows[1]["model_version"] == "3"
+    price = DeltaTable(exposures_uri(str(tmp_path), "price")).to_pyarrow_dataset()
+    con = duckdb.connect()
+    con.register("price", price)
+    found = con.execute("select unit, arm from price").fetchall()
+    assert found == [("u99", "a")]
+
+
+def test_appends_add_to_the_table(tmp_path: Path) -> None:
+    log = ExposureLog(str(tmp_path), flush_seconds=0.05)
+    log.record(exposure("churn", 1))
+    log.flush()
+    log.record(exposure("churn", 2))
+    log.close()
+    table = DeltaTable(exposures_uri(f"file://{tmp_path}", "churn"))
+    assert table.version() == 1 and table.to_pyarrow_table().num_rows == 2
+
+
+def test_drops_are_counted_at_capacity(tmp_path: Path) -> None:
+    log = ExposureLog(str(tmp_path), capacity=3, flush_seconds=60)
+    kept = [log.record(exposure("churn", n)) for n in range(5)]
+    assert kept == [True, True, True, False, False]
+    assert log.dropped == 2
+    log.close()
+    assert log.written == 3
+
+
+def test_a_store_that_fails_costs_the_batch_not_the_caller(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    log = ExposureLog(str(blocker / "root"), flush_seconds=0.05)
+    for n in range(4):
+        assert log.record(exposure("churn", n))
+    log.close()
+    assert (log.written, log.failed, log.dropped) == (0, 4, 0)
