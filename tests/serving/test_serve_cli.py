@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +27,10 @@ def home(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def plinth(home: Path, *args: str) -> subprocess.Popen[str]:
+def plinth(home: Path, *args: str, tmp: Path | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "PLINTH_HOME": str(home)}
+    if tmp is not None:  # the process's own temporary folder (other tests share the system's)
+        env["TMPDIR"] = str(tmp)
     for name in ("PLINTH_STORE_URI", "PLINTH_ARTIFACT_URI", "PLINTH_URI"):
         env.pop(name, None)
     return subprocess.Popen(
@@ -83,9 +84,11 @@ def _predictions_counted(metrics: str) -> float:
 
 
 def test_metrics_add_up_every_workers_requests(home: Path) -> None:
-    folders = set(Path(tempfile.gettempdir()).glob("plinth-serve-metrics-*"))
+    tmp = home / "tmp"
+    tmp.mkdir()
     port = free_port()
-    process = plinth(home, "serve", "models:/churn@live", "--port", str(port), "--workers", "2")
+    args = ("serve", "models:/churn@live", "--port", str(port), "--workers", "2")
+    process = plinth(home, *args, tmp=tmp)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, process)
@@ -99,7 +102,7 @@ def test_metrics_add_up_every_workers_requests(home: Path) -> None:
         os.killpg(process.pid, signal.SIGTERM)
         process.communicate(timeout=30)
     # the workers' files go with the folder plinth serve made for them
-    assert set(Path(tempfile.gettempdir()).glob("plinth-serve-metrics-*")) <= folders
+    assert list(tmp.glob("plinth-serve-metrics-*")) == []
 
 
 def test_a_model_that_does_not_resolve(home: Path) -> None:

@@ -73,10 +73,10 @@ def router(
     if workers == 1:
         uvicorn.run(create_router_service(config), **options)
         return
-    from plinth.serving.serve_cli import _metrics_shared_by_workers
+    from plinth.serving.metrics import metrics_shared_by_workers
 
     os.environ[_CONFIG_ENV] = json.dumps(asdict(config))
-    with _metrics_shared_by_workers():
+    with metrics_shared_by_workers():
         uvicorn.run(
             "plinth.abtests.router_cli:router_from_env", factory=True, workers=workers, **options
         )

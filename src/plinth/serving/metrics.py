@@ -8,7 +8,11 @@ multiprocess mode).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -107,3 +111,19 @@ def _v2_route(path: str) -> str:
     if path.startswith("/v2/models/"):
         return "/v2/models/{name}" + ("/infer" if path.endswith("/infer") else "")
     return "/v2/health" if path.startswith("/v2/health") else "other"
+
+
+@contextlib.contextmanager
+def metrics_shared_by_workers() -> Iterator[None]:
+    """A fresh folder for the workers' Prometheus values (multiprocess mode), removed at
+    exit; one set by the caller in PROMETHEUS_MULTIPROC_DIR is used and kept."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="plinth-serve-metrics-")
+    os.environ[MULTIPROCESS_DIR] = folder  # read by prometheus_client as workers import it
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIR]
+        shutil.rmtree(folder, ignore_errors=True)

@@ -3,14 +3,10 @@ takes another down."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -85,33 +81,16 @@ def serve(
         uvicorn.run(app, **options)
         return
     from plinth.client import default_client
+    from plinth.serving.metrics import metrics_shared_by_workers
     from plinth.serving.model import load_served
 
     # refuse a bad URI or an untrusted pickle once, not in every worker
     load_served(default_client(), uri, trust_pickle=trust_pickle)
     os.environ[_CONFIG_ENV] = json.dumps(asdict(config))
-    with _metrics_shared_by_workers():
+    with metrics_shared_by_workers():
         uvicorn.run(
             "plinth.serving.serve_cli:service_from_env", factory=True, workers=workers, **options
         )
-
-
-@contextlib.contextmanager
-def _metrics_shared_by_workers() -> Iterator[None]:
-    """A fresh folder for the workers' Prometheus values (multiprocess mode), removed at
-    exit; one set by the caller in PROMETHEUS_MULTIPROC_DIR is used and kept."""
-    from plinth.serving.metrics import MULTIPROCESS_DIR
-
-    if os.environ.get(MULTIPROCESS_DIR):
-        yield
-        return
-    folder = tempfile.mkdtemp(prefix="plinth-serve-metrics-")
-    os.environ[MULTIPROCESS_DIR] = folder  # read by prometheus_client as workers import it
-    try:
-        yield
-    finally:
-        del os.environ[MULTIPROCESS_DIR]
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def service_from_env() -> Any:
