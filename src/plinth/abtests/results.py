@@ -1,0 +1,346 @@
+"""An experiment's results, read from its exposure and event logs with DuckDB.
+
+1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``, ties to the
+   smaller arm name); a unit later seen in another arm stays in its first and is counted
+   in ``units_in_several_arms`` (a sign of a changed allocation or a leaky router).
+2. Events are deduplicated by ``event_id`` (the earliest copy wins), given a unit (their
+   own, else their request's exposure's) and counted only at or after the unit's first
+   exposure: late events count, events before the unit was exposed do not.
+3. Per unit: proportion, 1 if it has any ``kpi.event``; mean, the sum of its
+   ``kpi.event`` values (0 without events); ratio, the sums of the numerator and the
+   denominator events. Per arm, DuckDB reduces these to sufficient statistics (counts,
+   means, sample variances, covariance), which ``stats.*_from_*`` turn into summaries:
+   the same figures as ``stats.summarize_*`` on the per-unit arrays, without moving
+   millions of rows into Python.
+4. Every arm against control (``stats.compare_arms``), Holm-adjusted across arms, a
+   Bayesian probability to beat control, the sample-ratio-mismatch check against the
+   planned shares, and each KPI guardrail (the primary KPI by its name, or any other event
+   name as the mean of that event per unit) against its ``max_drop``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from plinth.abtests.bayes import BayesComparison, beta_binomial, normal_approximation
+from plinth.abtests.checks import (
+    AdjustedPValue,
+    GuardrailCheck,
+    SrmCheck,
+    adjust_p_values,
+    check_guardrail,
+    sample_ratio_mismatch,
+)
+from plinth.abtests.design import BUILT_IN_GUARDRAILS
+from plinth.abtests.events import EVENTS_SCHEMA, events_uri, exposures_uri, storage_options
+from plinth.abtests.stats import (
+    ArmSummary,
+    Comparison,
+    compare_arms,
+    mean_from_moments,
+    proportion_from_counts,
+    ratio_from_moments,
+)
+from plinth.abtests.types import Experiment, Kpi, KpiKind
+from plinth.errors import InvalidArgument
+
+_JSON = {"ser_json_inf_nan": "strings"}
+
+EXPOSURES_SCHEMA = pa.schema(
+    [
+        pa.field("at_ms", pa.int64()),
+        pa.field("unit", pa.string()),
+        pa.field("arm", pa.string()),
+        pa.field("request_id", pa.string()),
+        pa.field("model_version", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Results:
+    """``primary``, ``bayes`` and ``adjusted`` are keyed by treatment arm; ``guardrails``
+    by metric, then arm. Each figure carries its ``method``. ``notes`` say what could not
+    be computed and why."""
+
+    __pydantic_config__ = _JSON
+
+    experiment: str
+    computed_at: datetime
+    kpi: Kpi
+    control: str
+    units_by_arm: dict[str, int]
+    units_in_several_arms: int
+    summaries: dict[str, ArmSummary] = field(default_factory=dict)
+    primary: dict[str, Comparison] = field(default_factory=dict)
+    guardrails: dict[str, dict[str, GuardrailCheck]] = field(default_factory=dict)
+    srm: SrmCheck | None = None
+    bayes: dict[str, BayesComparison] = field(default_factory=dict)
+    adjusted: dict[str, AdjustedPValue] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def compute_results(exp: Experiment, root: str) -> Results:
+    kpis = [exp.primary, *_guardrail_kpis(exp)]
+    names = sorted({k.event for k in kpis} | {k.denominator_event or k.event for k in kpis})
+    with _logs(root, exp.name) as con:
+        units, several = _assign_units(con)
+        if not units:
+            return Results(
+                exp.name, _now(), exp.primary, exp.control.name, {}, 0,
+                notes=["no exposures logged yet"],
+            )  # fmt: skip
+        _per_unit(con, names)
+        moments = {k.name: _arm_moments(con, k, names) for k in kpis}
+    return _analyse(exp, units, several, moments)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _logs(root: str, experiment: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    from plinth.features.duck import cursor
+
+    with cursor() as con:
+        con.register("exposures", _dataset(exposures_uri(root, experiment), EXPOSURES_SCHEMA))
+        con.register("events", _dataset(events_uri(root, experiment), EVENTS_SCHEMA))
+        yield con
+
+
+def _dataset(uri: str, schema: pa.Schema) -> Any:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(uri, storage_options=storage_options(uri))
+    except TableNotFoundError:
+        return schema.empty_table()
+    return table.to_pyarrow_dataset()
+
+
+def _assign_units(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
+    # arg_min on (at_ms, arm): a tie at the same millisecond goes the same way every time
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE first_exposure AS
+        SELECT unit,
+               arg_min(arm, (at_ms, arm)) AS arm,
+               min(at_ms) AS first_ms,
+               min(arm) <> max(arm) AS several
+        FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL
+        GROUP BY unit
+        """
+    )
+    rows = con.execute(
+        "SELECT arm, count(*), count(*) FILTER (WHERE several) FROM first_exposure GROUP BY arm"
+    ).fetchall()
+    return {arm: int(n) for arm, n, _ in rows}, sum(int(s) for _, _, s in rows)
+
+
+def _per_unit(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+    """``unit_values``: per exposed unit, ``s{i}`` (sum of values) and ``c{i}`` (count) of
+    the events named ``names[i]``. Only the column names are composed here (from indices);
+    every value is a bound parameter."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE kept_events AS
+        SELECT e.* FROM (
+            SELECT arg_min(struct_pack(name, value, unit, request_id, at_ms), (at_ms, value)) AS e
+            FROM events WHERE list_contains($names, name)
+            GROUP BY event_id
+        )
+        """,
+        {"names": names},
+    )
+    orphans = con.execute(
+        "SELECT count(*) FROM kept_events WHERE unit IS NULL AND request_id IS NOT NULL"
+    ).fetchone()
+    by_request = bool(orphans and orphans[0])
+    unit = "coalesce(k.unit, r.unit)" if by_request else "k.unit"
+    requests = (
+        """LEFT JOIN (
+            SELECT request_id, arg_min(unit, at_ms) AS unit FROM exposures
+            WHERE request_id IN (SELECT request_id FROM kept_events WHERE unit IS NULL)
+            GROUP BY request_id
+        ) r ON k.unit IS NULL AND k.request_id = r.request_id"""
+        if by_request
+        else ""
+    )
+    columns = ", ".join(
+        f"coalesce(sum(v.value) FILTER (WHERE v.name = ${i + 1}), 0) AS s{i}, "
+        f"count(*) FILTER (WHERE v.name = ${i + 1}) AS c{i}"
+        for i in range(len(names))
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE unit_values AS
+        WITH ev AS (
+            SELECT {unit} AS unit, k.name, k.value, k.at_ms
+            FROM kept_events k {requests}
+        ),
+        counted AS (
+            SELECT f.unit, ev.name, ev.value FROM ev JOIN first_exposure f
+            ON ev.unit = f.unit AND ev.at_ms >= f.first_ms
+        ),
+        per_unit AS (SELECT unit, {columns} FROM counted v GROUP BY unit)
+        SELECT f.arm, p.* EXCLUDE (unit)
+        FROM first_exposure f LEFT JOIN per_unit p ON p.unit = f.unit
+        """,  # composed of indices only
+        names,
+    )
+
+
+def _arm_moments(
+    con: duckdb.DuckDBPyConnection, kpi: Kpi, names: list[str]
+) -> dict[str, tuple[Any, ...]]:
+    """Per arm: ``(units, successes)`` for a proportion, ``(units, mean, variance)`` for a
+    mean, ``(units, mean num, mean den, var num, var den, cov)`` for a ratio."""
+    s = f"coalesce(s{names.index(kpi.event)}, 0)"
+    if kpi.kind is KpiKind.PROPORTION:
+        select = f"count(*), count(*) FILTER (WHERE coalesce(c{names.index(kpi.event)}, 0) > 0)"
+    elif kpi.kind is KpiKind.MEAN:
+        select = f"count(*), avg({s}), coalesce(var_samp({s}), 0)"
+    else:
+        d = f"coalesce(s{names.index(kpi.denominator_event or kpi.event)}, 0)"
+        select = (
+            f"count(*), avg({s}), avg({d}), coalesce(var_samp({s}), 0), "
+            f"coalesce(var_samp({d}), 0), coalesce(covar_samp({s}, {d}), 0)"
+        )
+    rows = con.execute(f"SELECT arm, {select} FROM unit_values GROUP BY arm").fetchall()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+# -- analysis ----------------------------------------------------------------------------------
+
+
+def _guardrail_kpis(exp: Experiment) -> list[Kpi]:
+    """A guardrail on another event than the primary KPI's is the mean of it per unit."""
+    return [
+        Kpi(g.metric, KpiKind.MEAN, g.metric)
+        for g in exp.guardrails
+        if g.metric not in BUILT_IN_GUARDRAILS and g.metric != exp.primary.name
+    ]
+
+
+def _summary(kpi: Kpi, moments: tuple[Any, ...]) -> ArmSummary:
+    units = int(moments[0])
+    if kpi.kind is KpiKind.PROPORTION:
+        return proportion_from_counts(int(moments[1]), units)
+    if kpi.kind is KpiKind.MEAN:
+        return mean_from_moments(units, float(moments[1]), float(moments[2]))
+    return ratio_from_moments(units, *(float(m) for m in moments[1:]))
+
+
+def _compare(
+    exp: Experiment, kpi: Kpi, moments: dict[str, tuple[Any, ...]], notes: list[str]
+) -> tuple[dict[str, ArmSummary], dict[str, Comparison]]:
+    summaries: dict[str, ArmSummary] = {}
+    for arm in exp.arms:
+        if arm.name not in moments:
+            notes.append(f"{kpi.name}: arm {arm.name!r} has no units yet")
+            continue
+        try:
+            summaries[arm.name] = _summary(kpi, moments[arm.name])
+        except InvalidArgument as exc:
+            notes.append(f"{kpi.name}: arm {arm.name!r}: {exc}")
+    if exp.control.name not in summaries:
+        return summaries, {}
+    return summaries, compare_arms(summaries, exp.control.name, alpha=exp.alpha)
+
+
+def _analyse(
+    exp: Experiment,
+    units: dict[str, int],
+    several: int,
+    moments: dict[str, dict[str, tuple[Any, ...]]],
+) -> Results:
+    notes: list[str] = []
+    planned = {a.name: a.share for a in exp.arms if a.share > 0}
+    stray = sorted(set(units) - set(exp.shares))
+    if stray:
+        notes.append(f"exposures name arms not in the design, left out: {', '.join(stray)}")
+    if several:
+        notes.append(
+            f"{several:,} units were exposed to more than one arm: each counts in its first"
+        )
+    kpi = exp.primary
+    summaries, primary = _compare(exp, kpi, moments[kpi.name], notes)
+    observed = {arm: units.get(arm, 0) for arm in planned}
+    srm = sample_ratio_mismatch(observed, planned) if len(planned) > 1 else None
+    bayes = {
+        arm: _bayes(kpi, c.control, c.treatment, moments[kpi.name], exp.control.name, arm)
+        for arm, c in primary.items()
+    }
+    adjusted = adjust_p_values(
+        {arm: c.p_value for arm, c in primary.items()}, method="holm", alpha=exp.alpha
+    )
+    guardrails = _guardrails(exp, primary, moments, notes)
+    return Results(
+        experiment=exp.name,
+        computed_at=_now(),
+        kpi=kpi,
+        control=exp.control.name,
+        units_by_arm={arm: units.get(arm, 0) for arm in exp.shares},
+        units_in_several_arms=several,
+        summaries=summaries,
+        primary=primary,
+        guardrails=guardrails,
+        srm=srm,
+        bayes=bayes,
+        adjusted=adjusted,
+        notes=notes,
+    )
+
+
+def _bayes(
+    kpi: Kpi,
+    control: ArmSummary,
+    treatment: ArmSummary,
+    moments: dict[str, tuple[Any, ...]],
+    control_arm: str,
+    arm: str,
+) -> BayesComparison:
+    if kpi.kind is KpiKind.PROPORTION:
+        c, t = moments[control_arm], moments[arm]
+        return beta_binomial((int(c[1]), int(c[0])), (int(t[1]), int(t[0])))
+    return normal_approximation(control, treatment)
+
+
+def _guardrails(
+    exp: Experiment,
+    primary: dict[str, Comparison],
+    moments: dict[str, dict[str, tuple[Any, ...]]],
+    notes: list[str],
+) -> dict[str, dict[str, GuardrailCheck]]:
+    checks: dict[str, dict[str, GuardrailCheck]] = {}
+    for rail in exp.guardrails:
+        if rail.metric in BUILT_IN_GUARDRAILS:
+            notes.append(f"guardrail {rail.metric}: measured by the router, not from events")
+            continue
+        if rail.max_drop is None:
+            notes.append(f"guardrail {rail.metric}: only max_drop is checked from events")
+            continue
+        if rail.metric == exp.primary.name:
+            comparisons = primary
+        else:
+            kpi = Kpi(rail.metric, KpiKind.MEAN, rail.metric)
+            comparisons = _compare(exp, kpi, moments[rail.metric], notes)[1]
+        checks[rail.metric] = {}
+        for arm, comparison in comparisons.items():
+            try:
+                checks[rail.metric][arm] = check_guardrail(comparison, max_worsening=rail.max_drop)
+            except InvalidArgument as exc:
+                notes.append(f"guardrail {rail.metric}, arm {arm!r}: {exc}")
+    return checks
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
