@@ -152,3 +152,23 @@ def test_refusals_exit_1_with_the_reason(
     assert run_main(monkeypatch, "shares", "churn-v3", "champion=0.4", "challenger=0.6") == 1
     assert "reason: say why" in capsys.readouterr().err
     assert run_main(monkeypatch, "list", "--status", "sideways") == 2  # a usage error
+
+
+def test_results_table_with_an_srm_warning(tmp_path: Path) -> None:
+    from tests.abtests.test_results import T0, events, exposures
+
+    spec = dict(SPEC, primary={"name": "conversion", "kind": "proportion", "event": "buy"})
+    invoke("create", spec_file(tmp_path, spec))
+    root = tmp_path / "home" / "artifacts"
+    rows = [(T0, f"c{i}", "champion") for i in range(1200)]
+    exposures(root, rows + [(T0, f"t{i}", "challenger") for i in range(800)], "churn-v3")
+    events(root, [{"unit": f"c{i}", "event_id": str(i)} for i in range(0, 1200, 4)], "churn-v3")
+    shown = invoke("results", "churn-v3")
+    assert "champion (control)" in shown and "1,200" in shown and "0.25" in shown
+    assert "-0.25 [" in shown and "-100.00% [" in shown  # the challenger converts no one
+    assert "SAMPLE RATIO MISMATCH: p = " in shown
+    assert "guardrail latency_p99: measured by the router" in shown
+    assert json.loads(invoke("results", "churn-v3", "--json"))["units_by_arm"] == {
+        "champion": 1200,
+        "challenger": 800,
+    }
