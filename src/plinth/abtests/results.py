@@ -98,7 +98,7 @@ def compute_results(exp: Experiment, root: str) -> Results:
                 notes=["no exposures logged yet"],
             )  # fmt: skip
         _per_unit(con, names)
-        moments = {k.name: _arm_moments(con, k, names) for k in kpis}
+        moments = {k.name: _arm_moments(con, k, names, units) for k in kpis}
     return _analyse(exp, units, several, moments)
 
 
@@ -127,12 +127,13 @@ def _dataset(uri: str, schema: pa.Schema) -> Any:
 
 
 def _assign_units(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
-    # arg_min on (at_ms, arm): a tie at the same millisecond goes the same way every time
+    # Two exposures of one unit in the same millisecond in two arms: either arm (rare, and
+    # the unit is counted in ``units_in_several_arms``).
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE first_exposure AS
         SELECT unit,
-               arg_min(arm, (at_ms, arm)) AS arm,
+               arg_min(arm, at_ms) AS arm,
                min(at_ms) AS first_ms,
                min(arm) <> max(arm) AS several
         FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL
@@ -145,77 +146,104 @@ def _assign_units(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
     return {arm: int(n) for arm, n, _ in rows}, sum(int(s) for _, _, s in rows)
 
 
+_ALL = "SELECT * FROM relevant"
+# An event id's copies are one event: the earliest copy is kept (by at_ms; copies at the
+# same ms are the same event re-sent, any of them). Finding the few re-sent ids first and
+# picking among their copies only costs a fraction of picking among every event's.
+_KEPT = f"""
+    SELECT e.* FROM ({_ALL}) e ANTI JOIN resent r ON e.event_id = r.event_id
+    UNION ALL
+    SELECT e.event_id, arg_min(name, at_ms), arg_min(value, at_ms), arg_min(unit, at_ms),
+           arg_min(request_id, at_ms), min(at_ms)
+    FROM ({_ALL}) e SEMI JOIN resent r
+    ON e.event_id = r.event_id
+    GROUP BY e.event_id
+"""
+
+
 def _per_unit(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
-    """``unit_values``: per exposed unit, ``s{i}`` (sum of values) and ``c{i}`` (count) of
-    the events named ``names[i]``. Only the column names are composed here (from indices);
-    every value is a bound parameter."""
+    """``unit_values``: per exposed unit WITH counted events, its arm, ``s{i}`` (sum of
+    values) and ``c{i}`` (count) of the events named ``names[i]``. Units without events
+    are not rows: the per-arm moments add them as zeros. Only column names are composed
+    here (from indices); every value is a bound parameter."""
+    # read once: the events of the KPIs' names, in DuckDB's own columnar format
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE kept_events AS
-        SELECT e.* FROM (
-            SELECT arg_min(struct_pack(name, value, unit, request_id, at_ms), (at_ms, value)) AS e
-            FROM events WHERE list_contains($names, name)
-            GROUP BY event_id
-        )
+        CREATE OR REPLACE TEMP TABLE relevant AS
+        SELECT event_id, name, value, unit, request_id, at_ms FROM events
+        WHERE list_contains($names, name)
         """,
         {"names": names},
     )
-    orphans = con.execute(
-        "SELECT count(*) FROM kept_events WHERE unit IS NULL AND request_id IS NOT NULL"
-    ).fetchone()
+    orphans = con.execute("SELECT count(*) FROM relevant WHERE unit IS NULL").fetchone()
     by_request = bool(orphans and orphans[0])
     unit = "coalesce(k.unit, r.unit)" if by_request else "k.unit"
     requests = (
         """LEFT JOIN (
             SELECT request_id, arg_min(unit, at_ms) AS unit FROM exposures
-            WHERE request_id IN (SELECT request_id FROM kept_events WHERE unit IS NULL)
+            WHERE request_id IN (SELECT request_id FROM kept WHERE unit IS NULL)
             GROUP BY request_id
         ) r ON k.unit IS NULL AND k.request_id = r.request_id"""
         if by_request
         else ""
     )
+    n = len(names)
     columns = ", ".join(
-        f"coalesce(sum(v.value) FILTER (WHERE v.name = ${i + 1}), 0) AS s{i}, "
+        f"sum(v.value) FILTER (WHERE v.name = ${i + 1}) AS s{i}, "
         f"count(*) FILTER (WHERE v.name = ${i + 1}) AS c{i}"
-        for i in range(len(names))
+        for i in range(n)
     )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE resent AS
+        SELECT event_id FROM relevant GROUP BY event_id HAVING count(*) > 1
+        """
+    )
+    resent = con.execute("SELECT count(*) FROM resent").fetchone()
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE unit_values AS
-        WITH ev AS (
-            SELECT {unit} AS unit, k.name, k.value, k.at_ms
-            FROM kept_events k {requests}
-        ),
-        counted AS (
-            SELECT f.unit, ev.name, ev.value FROM ev JOIN first_exposure f
-            ON ev.unit = f.unit AND ev.at_ms >= f.first_ms
-        ),
-        per_unit AS (SELECT unit, {columns} FROM counted v GROUP BY unit)
-        SELECT f.arm, p.* EXCLUDE (unit)
-        FROM first_exposure f LEFT JOIN per_unit p ON p.unit = f.unit
+        WITH kept AS ({_KEPT if resent and resent[0] else _ALL}),
+        ev AS (SELECT {unit} AS unit, k.name, k.value, k.at_ms FROM kept k {requests})
+        SELECT f.arm, {columns}
+        FROM ev v JOIN first_exposure f ON v.unit = f.unit AND v.at_ms >= f.first_ms
+        GROUP BY f.unit, f.arm
         """,  # composed of indices only
         names,
     )
 
 
 def _arm_moments(
-    con: duckdb.DuckDBPyConnection, kpi: Kpi, names: list[str]
+    con: duckdb.DuckDBPyConnection, kpi: Kpi, names: list[str], units: dict[str, int]
 ) -> dict[str, tuple[Any, ...]]:
     """Per arm: ``(units, successes)`` for a proportion, ``(units, mean, variance)`` for a
-    mean, ``(units, mean num, mean den, var num, var den, cov)`` for a ratio."""
-    s = f"coalesce(s{names.index(kpi.event)}, 0)"
-    if kpi.kind is KpiKind.PROPORTION:
-        select = f"count(*), count(*) FILTER (WHERE coalesce(c{names.index(kpi.event)}, 0) > 0)"
-    elif kpi.kind is KpiKind.MEAN:
-        select = f"count(*), avg({s}), coalesce(var_samp({s}), 0)"
-    else:
-        d = f"coalesce(s{names.index(kpi.denominator_event or kpi.event)}, 0)"
-        select = (
-            f"count(*), avg({s}), avg({d}), coalesce(var_samp({s}), 0), "
-            f"coalesce(var_samp({d}), 0), coalesce(covar_samp({s}, {d}), 0)"
-        )
-    rows = con.execute(f"SELECT arm, {select} FROM unit_values GROUP BY arm").fetchall()
-    return {row[0]: tuple(row[1:]) for row in rows}
+    mean, ``(units, mean num, mean den, var num, var den, cov)`` for a ratio. Sums of
+    products over the units with events; the others add zeros, so only ``units`` grows."""
+    num = f"coalesce(s{names.index(kpi.event)}, 0)"
+    den = f"coalesce(s{names.index(kpi.denominator_event or kpi.event)}, 0)"
+    select = (
+        f"count(*) FILTER (WHERE c{names.index(kpi.event)} > 0), "
+        f"sum({num}), sum({num} * {num}), sum({den}), sum({den} * {den}), sum({num} * {den})"
+    )
+    found = {
+        row[0]: row[1:]
+        for row in con.execute(f"SELECT arm, {select} FROM unit_values GROUP BY arm").fetchall()
+    }
+    moments: dict[str, tuple[Any, ...]] = {}
+    for arm, n in units.items():
+        converted, sx, sxx, sy, syy, sxy = (float(v or 0) for v in found.get(arm, (0,) * 6))
+        if kpi.kind is KpiKind.PROPORTION:
+            moments[arm] = (n, int(converted))
+            continue
+        mx, my = sx / n, sy / n
+        dof = max(n - 1, 1)
+        var_x, var_y = (sxx - sx * mx) / dof, (syy - sy * my) / dof
+        cov = (sxy - sx * my) / dof
+        if kpi.kind is KpiKind.MEAN:
+            moments[arm] = (n, mx, max(var_x, 0.0))
+        else:
+            moments[arm] = (n, mx, my, max(var_x, 0.0), max(var_y, 0.0), cov)
+    return moments
 
 
 # -- analysis ----------------------------------------------------------------------------------
