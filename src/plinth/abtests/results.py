@@ -170,28 +170,11 @@ def _per_unit(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE relevant AS
-        SELECT event_id, name, value, unit, request_id, at_ms FROM events
-        WHERE list_contains($names, name)
+        SELECT event_id, name, value, unit, CASE WHEN unit IS NULL THEN request_id END
+               AS request_id, at_ms
+        FROM events WHERE list_contains($names, name)
         """,
         {"names": names},
-    )
-    orphans = con.execute("SELECT count(*) FROM relevant WHERE unit IS NULL").fetchone()
-    by_request = bool(orphans and orphans[0])
-    unit = "coalesce(k.unit, r.unit)" if by_request else "k.unit"
-    requests = (
-        """LEFT JOIN (
-            SELECT request_id, arg_min(unit, at_ms) AS unit FROM exposures
-            WHERE request_id IN (SELECT request_id FROM kept WHERE unit IS NULL)
-            GROUP BY request_id
-        ) r ON k.unit IS NULL AND k.request_id = r.request_id"""
-        if by_request
-        else ""
-    )
-    n = len(names)
-    columns = ", ".join(
-        f"sum(v.value) FILTER (WHERE v.name = ${i + 1}) AS s{i}, "
-        f"count(*) FILTER (WHERE v.name = ${i + 1}) AS c{i}"
-        for i in range(n)
     )
     con.execute(
         """
@@ -199,18 +182,43 @@ def _per_unit(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
         SELECT event_id FROM relevant GROUP BY event_id HAVING count(*) > 1
         """
     )
-    resent = con.execute("SELECT count(*) FROM resent").fetchone()
+    if _count(con, "SELECT count(*) FROM resent"):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE kept AS {_KEPT}")
+    else:
+        con.execute("CREATE OR REPLACE TEMP VIEW kept AS SELECT * FROM relevant")
+    unit, requests = "k.unit", ""
+    if _count(con, "SELECT count(*) FROM kept WHERE unit IS NULL AND request_id IS NOT NULL"):
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE request_units AS
+            SELECT x.request_id, arg_min(x.unit, x.at_ms) AS unit FROM exposures x
+            SEMI JOIN (SELECT request_id FROM kept WHERE unit IS NULL) k
+            ON x.request_id = k.request_id
+            GROUP BY x.request_id
+            """
+        )
+        unit = "coalesce(k.unit, r.unit)"
+        requests = "LEFT JOIN request_units r ON k.request_id = r.request_id"
+    columns = ", ".join(
+        f"sum(v.value) FILTER (WHERE v.name = ${i + 1}) AS s{i}, "
+        f"count(*) FILTER (WHERE v.name = ${i + 1}) AS c{i}"
+        for i in range(len(names))
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE unit_values AS
-        WITH kept AS ({_KEPT if resent and resent[0] else _ALL}),
-        ev AS (SELECT {unit} AS unit, k.name, k.value, k.at_ms FROM kept k {requests})
+        WITH ev AS (SELECT {unit} AS unit, k.name, k.value, k.at_ms FROM kept k {requests})
         SELECT f.arm, {columns}
         FROM ev v JOIN first_exposure f ON v.unit = f.unit AND v.at_ms >= f.first_ms
         GROUP BY f.unit, f.arm
         """,  # composed of indices only
         names,
     )
+
+
+def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
+    found = con.execute(query).fetchone()
+    return int(found[0]) if found else 0
 
 
 def _arm_moments(

@@ -258,11 +258,12 @@ class AbTestService:
     def log_events(self, name: str, events: list[Event]) -> int:
         """Record outcome events (``plinth.abtests.events``): the whole batch is checked
         first and stored in one commit, or refused naming ``events[i].field``. Idempotent on
-        ``event_id`` (duplicates are dropped when results are read). Returns the count."""
-        checked = check_events(name, events)
+        ``event_id`` (duplicates are dropped when results are read). Returns the count.
+        The rule is WRITE on the experiment: events change its results, so a caller who
+        may only read them must not be able to add any."""
         with self.store.read() as conn:
             _load(conn, name)
-        return append_events(self._root(), name, checked)
+        return append_events(self._root(), name, check_events(name, events))
 
     @endpoint("GET", "/abtests/{name}/results")
     @guarded(Action.READ, Kind.ABTEST, "name")
