@@ -74,6 +74,7 @@ rollback = _on_default_client(Client.rollback)
 model_history = _on_default_client(Client.model_history)
 register_best = _on_default_client(Client.register_best)
 feature_store = _on_default_client(Client.feature_store)
+log_event = _on_default_client(Client.log_event)
 
 
 # MLflow-style fluent logging: to the run this process started last and has not ended.
@@ -145,6 +146,7 @@ __all__ = [
     "list_experiments",
     "load_model",
     "log_artifact",
+    "log_event",
     "log_input",
     "log_metric",
     "log_metrics",

@@ -83,7 +83,40 @@ class Client(RegistryClient):
             from plinth.remote import RemoteAbTests
 
             return RemoteAbTests(self.tracking.transport)  # type: ignore[attr-defined,return-value]
-        return AbTestService(self.tracking.store)
+        return AbTestService(self.tracking.store, self.settings.resolved_artifact_uri)
+
+    def log_event(
+        self,
+        experiment: str,
+        name: str,
+        value: float = 1.0,
+        unit: str | None = None,
+        request_id: str | None = None,
+        event_id: str | None = None,
+        at: datetime | None = None,
+    ) -> str:
+        """Record one outcome of an A/B experiment (a click, a purchase, its revenue) for a
+        unit, or for the request whose exposure names the unit. ``event_id`` (a fresh uuid4
+        by default) makes a retry harmless: an event id is counted once. ``at`` defaults to
+        now. Returns the event id."""
+        import uuid
+        from datetime import UTC, datetime
+
+        from plinth.abtests.events import Event
+
+        event_id = uuid.uuid4().hex if event_id is None else event_id
+        when = datetime.now(UTC) if at is None else at
+        event = Event(
+            experiment,
+            name,
+            event_id,
+            int(when.timestamp() * 1000),
+            value,
+            unit,
+            request_id,
+        )
+        self.abtests.log_events(experiment, [event])
+        return event_id
 
     def feature_store(self) -> FeatureStore:
         """The feature store: metadata through this client. Data goes straight to the

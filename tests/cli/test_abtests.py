@@ -167,3 +167,23 @@ def test_power_prints_the_units_per_arm(monkeypatch: pytest.MonkeyPatch) -> None
     assert figures["per_arm"] == 6281 and figures["total"] == 12562
     assert run_main(monkeypatch, "power", "--effect", "0.01", "--kind", "proportions") == 1
     assert run_main(monkeypatch, "power", "--effect", "0.05", "--kind", "odds") == 1
+
+
+def test_results_table_with_an_srm_warning(tmp_path: Path) -> None:
+    from tests.abtests.test_results import T0, events, exposures
+
+    spec = dict(SPEC, primary={"name": "conversion", "kind": "proportion", "event": "buy"})
+    invoke("create", spec_file(tmp_path, spec))
+    root = tmp_path / "home" / "artifacts"
+    rows = [(T0, f"c{i}", "champion") for i in range(1200)]
+    exposures(root, rows + [(T0, f"t{i}", "challenger") for i in range(800)], "churn-v3")
+    events(root, [{"unit": f"c{i}", "event_id": str(i)} for i in range(0, 1200, 4)], "churn-v3")
+    shown = invoke("results", "churn-v3")
+    assert "champion (control)" in shown and "1,200" in shown and "0.25" in shown
+    assert "-0.25 [" in shown and "-100.00% [" in shown  # the challenger converts no one
+    assert "SAMPLE RATIO MISMATCH: p = " in shown
+    assert "guardrail latency_p99: measured by the router" in shown
+    assert json.loads(invoke("results", "churn-v3", "--json"))["units_by_arm"] == {
+        "champion": 1200,
+        "challenger": 800,
+    }

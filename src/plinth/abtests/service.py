@@ -24,7 +24,9 @@ from plinth.abtests.design import (
     coerce_kpi,
     next_status,
 )
+from plinth.abtests.events import Event, append_events, check_events
 from plinth.abtests.layers import join_layer, layer_view, leave_layer
+from plinth.abtests.results import Results, compute_results
 from plinth.abtests.types import (
     Arm,
     Experiment,
@@ -61,8 +63,10 @@ class AbTestService:
     limited to its shares, guardrails and hypothesis (with a reason); each change, and each
     start, pause, resume and stop, is a new version in its history."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, root_uri: str | None = None) -> None:
         self.store = store
+        # the artifact root holding the exposure and event logs (``abtests/{name}/...``)
+        self.root_uri = root_uri
 
     @property
     def access(self) -> Access:
@@ -248,6 +252,34 @@ class AbTestService:
             )
             for row in rows
         ]
+
+    @endpoint("POST", "/abtests/{name}/events")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def log_events(self, name: str, events: list[Event]) -> int:
+        """Record outcome events (``plinth.abtests.events``): the whole batch is checked
+        first and stored in one commit, or refused naming ``events[i].field``. Idempotent on
+        ``event_id`` (duplicates are dropped when results are read). Returns the count.
+        The rule is WRITE on the experiment: events change its results, so a caller who
+        may only read them must not be able to add any."""
+        with self.store.read() as conn:
+            _load(conn, name)
+        return append_events(self._root(), name, check_events(name, events))
+
+    @endpoint("GET", "/abtests/{name}/results")
+    @guarded(Action.READ, Kind.ABTEST, "name")
+    def abtest_results(self, name: str) -> Results:
+        """Per-arm KPI, lifts against control, SRM, Bayesian read-out, Holm-adjusted
+        p-values and guardrails, from the exposure and event logs (``results.py``)."""
+        with self.store.read() as conn:
+            exp = _load(conn, name)
+        return compute_results(exp, self._root())
+
+    def _root(self) -> str:
+        if self.root_uri is None:
+            raise InvalidArgument(
+                "this A/B service has no artifact root for its exposure and event logs"
+            )
+        return self.root_uri
 
     # -- changes ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from plinth.cli.common import JsonOption, ReasonOption, _client, _print_json, _s
 from plinth.errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from plinth.abtests.results import Results
     from plinth.abtests.service import AbTestService
     from plinth.abtests.types import Experiment
 
@@ -213,6 +214,71 @@ def history(name: NameArgument, json_: JsonOption = False) -> None:
     ]
     columns = ("version", "at", "by", "action", "changes", "reason")
     out.print(_table(f"history of {escape(name)}", columns, rows))
+
+
+@ab_app.command("results")
+def results(name: NameArgument, json_: JsonOption = False) -> None:
+    """Per arm: units, KPI estimate, lifts against control with their intervals, p-value,
+    Holm-adjusted p-value and the probability to beat control; SRM and guardrail warnings."""
+    found = _service().abtest_results(name)
+    if json_:
+        return _print_json(found)
+    out.print(
+        _table(
+            f"{escape(name)}: {escape(found.kpi.name)} ({found.kpi.kind})", _COLUMNS, _rows(found)
+        )
+    )
+    if found.srm is not None:
+        srm = found.srm
+        verdict = "SAMPLE RATIO MISMATCH" if srm.flagged else "no sample ratio mismatch"
+        line = f"{verdict}: p = {srm.p_value:.3g} ({srm.method}; flagged below {srm.threshold:g})"
+        out.print(f"[bold red]{escape(line)}[/]" if srm.flagged else escape(line))
+    for metric, arms in found.guardrails.items():
+        for arm, check in arms.items():
+            state = "BREACHED" if check.breached else "ok"
+            out.print(escape(f"guardrail {metric}, {arm}: {state}: {check.evidence}"))
+    for note in found.notes:
+        out.print(escape(f"note: {note}"))
+
+
+_COLUMNS = (
+    "arm",
+    "units",
+    "estimate",
+    "abs lift [CI]",
+    "rel lift [CI]",
+    "p",
+    "adjusted p",
+    "P(beat control)",
+)
+
+
+def _rows(found: Results) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for arm, units in found.units_by_arm.items():
+        summary = found.summaries.get(arm)
+        c = found.primary.get(arm)
+        row: list[Any] = [arm + (" (control)" if arm == found.control else ""), f"{units:,}"]
+        row.append(None if summary is None else f"{summary.estimate:.4g}")
+        if c is None:
+            rows.append((*row, None, None, None, None, None))
+            continue
+        rel = (
+            None
+            if c.relative_lift is None or c.relative_ci is None
+            else f"{c.relative_lift:+.2%} [{c.relative_ci[0]:+.2%}, {c.relative_ci[1]:+.2%}]"
+        )
+        adjusted = found.adjusted.get(arm)
+        bayes = found.bayes.get(arm)
+        row += [
+            f"{c.absolute_lift:+.4g} [{c.absolute_ci[0]:+.4g}, {c.absolute_ci[1]:+.4g}]",
+            rel,
+            f"{c.p_value:.3g}",
+            None if adjusted is None else f"{adjusted.adjusted_p_value:.3g}",
+            None if bayes is None else f"{bayes.probability_to_beat_control:.1%}",
+        ]
+        rows.append(tuple(row))
+    return rows
 
 
 def _arms_line(exp: Experiment) -> str:

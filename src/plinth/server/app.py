@@ -104,7 +104,10 @@ def create_app(
     _install_fast_posts(app, serving, settings.max_request_bytes, lookups)
     authenticator = _install_authentication(app, settings, getattr(tracking, "store", None))
     auth = AuthService(getattr(tracking, "store", None))  # type: ignore[arg-type]
-    abtests = AbTestService(getattr(tracking, "store", None))  # type: ignore[arg-type]
+    abtests = AbTestService(
+        getattr(tracking, "store", None),  # type: ignore[arg-type]
+        settings.resolved_artifact_uri,
+    )
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
