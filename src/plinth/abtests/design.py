@@ -31,7 +31,7 @@ _GUARDRAILS: TypeAdapter[list[Guardrail]] = TypeAdapter(list[Guardrail])
 
 
 def check_name(name: str, what: str = "experiment name") -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidArgument(
             f"{what} {name!r} is not valid: use 1-200 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
@@ -87,6 +87,8 @@ def check_design(exp: Experiment) -> Experiment:
             f"traffic: the share of its layer's units must be above 0 and at most 1, "
             f"got {exp.traffic!r}"
         )
+    if round(exp.traffic * BUCKETS) < 1:
+        raise InvalidArgument(f"traffic: at least one bucket (0.0001), got {exp.traffic!r}")
     if abs(exp.traffic * BUCKETS - round(exp.traffic * BUCKETS)) > 1e-6:
         # whole buckets: the experiments of a layer then keep theirs exactly as others come
         raise InvalidArgument(
@@ -177,7 +179,7 @@ def _check_guardrails(guardrails: list[Guardrail]) -> None:
 
 
 def _check_metric(name: str, where: str) -> None:
-    if not isinstance(name, str) or not _METRIC.match(name):
+    if not isinstance(name, str) or not _METRIC.fullmatch(name):
         raise InvalidArgument(
             f"{where}: {name!r} is not valid: use 1-100 letters, digits, '_', '-' or '.', "
             "starting with a letter"

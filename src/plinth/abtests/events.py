@@ -60,6 +60,10 @@ class Event:
     request_id: str | None = None
 
 
+# Larger values are mistakes, not revenue, and their squares would overflow the statistics.
+MAX_VALUE = 1e15
+
+
 def experiment_uri(root: str, experiment: str) -> str:
     return f"{root.rstrip('/')}/abtests/{experiment}"
 
@@ -121,8 +125,10 @@ def _check(experiment: str, raw: Event | dict[str, Any], where: str, now: int) -
     value = event.value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidArgument(f"{where}.value: must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise InvalidArgument(f"{where}.value: must be finite, got {value!r}")
+    if not math.isfinite(value) or abs(value) > MAX_VALUE:
+        raise InvalidArgument(
+            f"{where}.value: must be finite and at most {MAX_VALUE:g} in size, got {value!r}"
+        )
     at = event.at_ms
     if isinstance(at, bool) or not isinstance(at, int):
         raise InvalidArgument(
@@ -170,8 +176,8 @@ def events_table(events: Sequence[Event]) -> pa.Table:
 
 def append_events(root: str, experiment: str, events: Sequence[Event]) -> int:
     """One Delta commit for the whole (already checked) batch: all of it or none."""
-    from deltalake import write_deltalake
+    from plinth.abtests.traffic import append
 
     uri = events_uri(root, experiment)
-    write_deltalake(uri, events_table(events), mode="append", storage_options=storage_options(uri))
+    append(uri, events_table(events), storage_options(uri), f"the events of {experiment}")
     return len(events)

@@ -39,8 +39,8 @@ def join_layer(conn: Connection, exp: Experiment) -> None:
     if exp.traffic > free + 1e-9:
         raise Conflict(
             f"cannot start A/B experiment {exp.name!r}: it takes {exp.traffic:g} of layer "
-            f"{exp.layer!r}, which has {max(free, 0):g} free ({len(held)} started "
-            "experiment(s) hold the rest): stop one, or lower its traffic"
+            f"{exp.layer!r}, which has {max(free, 0):g} free: lower its traffic, or ask "
+            "the owners of the layer's running experiments to stop one"
         )
     _save(conn, exp.layer, allocate({**held, exp.name: exp.traffic}, previous))
 

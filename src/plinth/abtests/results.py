@@ -281,7 +281,11 @@ def _compare(
             notes.append(f"{kpi.name}: arm {arm.name!r}: {exc}")
     if exp.control.name not in summaries:
         return summaries, {}
-    return summaries, compare_arms(summaries, exp.control.name, alpha=exp.alpha)
+    try:
+        return summaries, compare_arms(summaries, exp.control.name, alpha=exp.alpha)
+    except (ArithmeticError, ValueError) as exc:  # numbers beyond what floats hold
+        notes.append(f"{kpi.name}: the arms cannot be compared: {exc}")
+        return summaries, {}
 
 
 def _analyse(

@@ -58,7 +58,7 @@ from plinth.abtests.assign import BUCKETS, bucket
 from plinth.abtests.router_metrics import RouterMetrics
 from plinth.abtests.traffic import Exposure, ExposureLog
 from plinth.abtests.types import Experiment, Mode, Status, Unit
-from plinth.errors import InvalidArgument, NotFound, PlinthError, Unavailable
+from plinth.errors import InvalidArgument, NotFound, PayloadTooLarge, PlinthError, Unavailable
 
 log = logging.getLogger("plinth.abtests")
 
@@ -151,6 +151,9 @@ class _Answer:
     failure: str | None = None  # timeout, unreachable, server_error
 
 
+MAX_BODY_BYTES = 64 * 1024 * 1024  # as plinth server's default
+
+
 def create_router(
     experiments_source: ExperimentsSource,
     exposure_log: ExposureLog | None,
@@ -160,6 +163,7 @@ def create_router(
     arm_timeouts: Mapping[str, float] | None = None,
     arm_urls: Mapping[str, str] | None = None,
     on_shadow: Callable[[ShadowCall], None] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Starlette:
     """The router app. It owns ``exposure_log``: flushed and closed at shutdown.
     ``arm_urls`` gives an arm's service URL by arm name or model URI (over ``Arm.url``);
@@ -255,7 +259,7 @@ def create_router(
             raise Unavailable(routed.error, "an arm's service")
         exp = routed.experiment
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        body = await request.body()
+        body = await _bounded_body(request, max_body_bytes)
         unit, body = _unit_of(exp, request, body, request_id)
         arm, exposed = assign_arm(exp, unit)
         control = exp.control.name
@@ -322,6 +326,18 @@ def create_router(
     )
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (a router holds each in memory, and
+    shadow mode a copy more)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is over the router's limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _refresh_every(table: RoutingTable, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
@@ -333,12 +349,17 @@ def _unit_of(exp: Experiment, request: Request, body: bytes, request_id: str) ->
     if exp.unit is Unit.REQUEST:
         return request_id, body
     if unit := request.headers.get(UNIT_HEADER):
-        return unit, body
+        # HTTP headers arrive as latin-1; the unit was sent as UTF-8 (the hash is of UTF-8)
+        try:
+            return unit.encode("latin-1").decode("utf-8"), body
+        except UnicodeError:
+            raise InvalidArgument(f"{UNIT_HEADER}: the unit's id is not UTF-8 text") from None
     try:
         parsed = orjson.loads(body) if body.lstrip().startswith(b"{") else None
     except orjson.JSONDecodeError:
         parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("unit_id"), (str, int)):
+    found = parsed.get("unit_id") if isinstance(parsed, dict) else None
+    if isinstance(parsed, dict) and isinstance(found, str | int) and not isinstance(found, bool):
         unit = str(parsed.pop("unit_id"))
         return unit, orjson.dumps(parsed)
     raise InvalidArgument(

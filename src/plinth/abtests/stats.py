@@ -217,8 +217,9 @@ def _relative(
     c, t = control.estimate, treatment.estimate
     if c == 0:
         return None
-    se = math.sqrt(treatment.variance / c**2 + t**2 * control.variance / c**4)
-    lift = t / c - 1
+    ratio = t / c  # divided before squaring: large estimates must not overflow
+    se = math.sqrt(treatment.variance / c / c + ratio * ratio * control.variance / c / c)
+    lift = ratio - 1
     return lift, (lift - z * se, lift + z * se)
 
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from deltalake import write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
 
+from plinth.errors import Conflict, Unavailable
 from plinth.features.offline import s3_storage_options
 
 log = logging.getLogger("plinth.abtests")
@@ -132,18 +134,36 @@ class ExposureLog:
             groups.setdefault(exposure.experiment, []).append(exposure)
         for experiment, rows in groups.items():
             try:
-                write_deltalake(
-                    exposures_uri(self.root_uri, experiment),
-                    _table(rows),
-                    mode="append",
-                    storage_options=self.storage_options,
-                )
+                uri = exposures_uri(self.root_uri, experiment)
+                append(uri, _table(rows), self.storage_options, "the exposure log")
                 self.written += len(rows)
             except Exception as e:  # the log must never take the router down
                 self.failed += len(rows)
                 log.warning(
                     "exposure log: could not write %d rows of %s: %s", len(rows), experiment, e
                 )
+
+
+COMMIT_ATTEMPTS = 8
+
+
+def append(uri: str, table: pa.Table, options: dict[str, str] | None, what: str) -> None:
+    """Append ``table`` to the Delta table at ``uri`` in one commit, made again when another
+    writer committed first (several router workers, or event batches, creating a new
+    experiment's table at once race for its first commit); Conflict when that keeps
+    happening, Unavailable when the store fails."""
+    import random
+
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            write_deltalake(uri, table, mode="append", storage_options=options)
+            return
+        except CommitFailedError as e:
+            if attempt == COMMIT_ATTEMPTS - 1:
+                raise Conflict(f"{what}: other writers kept committing first; retry: {e}") from e
+            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        except (DeltaError, OSError) as e:
+            raise Unavailable(f"{what} could not be written: {e}", what) from e
 
 
 def _table(rows: list[Exposure]) -> pa.Table:
