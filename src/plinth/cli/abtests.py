@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 ab_app = typer.Typer(
     no_args_is_help=True,
-    help="A/B experiments between models: design, start, pause, resume, stop, history.",
+    help="A/B experiments between models: design, start, pause, resume, stop, check, promote, history.",
 )
 NameArgument = Annotated[str, typer.Argument(help="the experiment's name")]
 
@@ -193,6 +193,47 @@ def _transition(action: str) -> Any:
 
 for _action in ("start", "pause", "resume", "stop"):
     ab_app.command(_action)(_transition(_action))
+
+
+@ab_app.command("promote")
+def promote(
+    name: NameArgument,
+    arm: Annotated[
+        str | None, typer.Option(help="the arm to promote (default: the significant winner)")
+    ] = None,
+    reason: ReasonOption = "",
+    json_: JsonOption = False,
+) -> None:
+    """Move the winning arm's model version to PRODUCTION through the registry's gates,
+    and stop the experiment (both histories record it)."""
+    done = _service().promote_abtest(name, arm=arm, reason=reason)
+    mv = done.model_version
+    _say(
+        json_,
+        done,
+        f"promoted arm {done.arm} of {done.experiment.name}: {mv.model_name} v{mv.version} "
+        f"is {mv.stage.value}; the experiment is {done.experiment.status} "
+        f"(version {done.experiment.version})",
+    )
+
+
+@ab_app.command("check")
+def check(name: NameArgument, json_: JsonOption = False) -> None:
+    """Stop the experiment if every arm has its planned sample or a guardrail is broken;
+    say what was decided and why."""
+    found = _service().check_abtest(name)
+    if json_:
+        return _print_json(found)
+    planned = (
+        "" if found.planned_per_arm is None else f"; {found.planned_per_arm:,} planned per arm"
+    )
+    units = ", ".join(f"{arm} {n:,}" for arm, n in found.units_by_arm.items())
+    state = "stopped it" if found.stopped else f"left it {found.status}"
+    out.print(escape(f"{name}: {state} (units: {units or 'none'}{planned})"), highlight=False)
+    for reason in found.reasons:
+        out.print(escape(f"reason: {reason}"), highlight=False)
+    for note in found.notes:
+        out.print(escape(f"note: {note}"), highlight=False)
 
 
 @ab_app.command("history")
