@@ -207,14 +207,14 @@ def promote(
     """Move the winning arm's model version to PRODUCTION through the registry's gates,
     and stop the experiment (both histories record it)."""
     done = _service().promote_abtest(name, arm=arm, reason=reason)
-    mv = done.model_version
-    _say(
-        json_,
-        done,
-        f"promoted arm {done.arm} of {done.experiment.name}: {mv.model_name} v{mv.version} "
-        f"is {mv.stage.value}; the experiment is {done.experiment.status} "
-        f"(version {done.experiment.version})",
+    if json_:
+        return _print_json(done)
+    mv, exp = done.model_version, done.experiment
+    line = (
+        f"promoted arm {done.arm} of {exp.name}: {mv.model_name} v{mv.version} is "
+        f"{mv.stage.value}; the experiment is {exp.status} (version {exp.version})"
     )
+    out.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @ab_app.command("check")
@@ -229,11 +229,11 @@ def check(name: NameArgument, json_: JsonOption = False) -> None:
     )
     units = ", ".join(f"{arm} {n:,}" for arm, n in found.units_by_arm.items())
     state = "stopped it" if found.stopped else f"left it {found.status}"
-    out.print(escape(f"{name}: {state} (units: {units or 'none'}{planned})"), highlight=False)
-    for reason in found.reasons:
-        out.print(escape(f"reason: {reason}"), highlight=False)
-    for note in found.notes:
-        out.print(escape(f"note: {note}"), highlight=False)
+    lines = [f"{name}: {state} (units: {units or 'none'}{planned})"]
+    lines += [f"reason: {reason}" for reason in found.reasons]
+    lines += [f"note: {note}" for note in found.notes]
+    for line in lines:
+        out.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @ab_app.command("history")
