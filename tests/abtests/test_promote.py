@@ -101,7 +101,8 @@ def test_promote_moves_the_winner_to_production_with_both_trails(
 def test_no_significant_winner_is_refused_unless_the_arm_is_named(
     local: Client, model: tuple[Any, pd.DataFrame], tmp_path: Path
 ) -> None:
-    running(local, model)
+    running(local, model, layer="home", traffic=0.5)
+    assert local.abtests.get_abtest("exp").layer_ranges  # it holds half of the layer
     outcomes(tmp_path / "artifacts", {"control": 40, "b": 50})  # better, not significantly
     with pytest.raises(
         Conflict, match=r"no significant winner .* b: lift \+0.025, adjusted p 0\.2"
@@ -114,6 +115,7 @@ def test_no_significant_winner_is_refused_unless_the_arm_is_named(
     done = local.abtests.promote_abtest("exp", arm="b", reason="cheaper to serve")
     assert (done.arm, done.model_version.version) == ("b", 2)
     assert local.get_model_version("churn", 2).stage is Stage.PRODUCTION
+    assert done.experiment.layer_ranges == []  # stopped by the promotion: the layer's units free
 
 
 def test_a_refusing_gate_changes_nothing(
