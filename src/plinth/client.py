@@ -83,7 +83,9 @@ class Client(RegistryClient):
             from plinth.remote import RemoteAbTests
 
             return RemoteAbTests(self.tracking.transport)  # type: ignore[attr-defined,return-value]
-        return AbTestService(self.tracking.store, self.settings.resolved_artifact_uri)
+        return AbTestService(
+            self.tracking.store, self.settings.resolved_artifact_uri, self.registry
+        )
 
     def log_event(
         self,

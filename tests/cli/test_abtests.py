@@ -187,3 +187,37 @@ def test_results_table_with_an_srm_warning(tmp_path: Path) -> None:
         "champion": 1200,
         "challenger": 800,
     }
+
+
+def test_check_then_promote_the_winner(tmp_path: Path) -> None:
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.abtests.test_results import T0, events, exposures
+
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+    model = LogisticRegression().fit(frame, [0, 0, 1, 1])
+    with plinth.connect() as client:
+        for _ in range(2):
+            client.register_model(model, "churn", input_example=frame)
+    spec = dict(
+        SPEC,
+        primary={"name": "conversion", "kind": "proportion", "event": "buy"},
+        arms=[
+            {"name": "champion", "share": 0.5, "model_uri": "models:/churn/1", "control": True},
+            {"name": "challenger", "share": 0.5, "model_uri": "models:/churn/2"},
+        ],
+    )
+    invoke("create", spec_file(tmp_path, spec))
+    invoke("start", "churn-v3")
+    root = tmp_path / "home" / "artifacts"
+    arms = {"champion": 40, "challenger": 120}  # buyers of 400 units each
+    exposures(root, [(T0, f"{a}{i}", a) for a in arms for i in range(400)], "churn-v3")
+    events(root, [{"unit": f"{a}{i}", "event_id": f"{a}{i}"} for a, n in arms.items() for i in range(n)], "churn-v3")  # fmt: skip
+    checked = invoke("check", "churn-v3")
+    assert checked.startswith("churn-v3: left it running (units: champion 400, challenger 400;")
+    assert "planned per arm" in checked
+    said = invoke("promote", "churn-v3", "--reason", "triples conversion")
+    assert said.startswith("promoted arm challenger of churn-v3: churn v2 is PRODUCTION;")
+    assert "the experiment is stopped" in said
+    assert json.loads(invoke("check", "churn-v3", "--json"))["status"] == "stopped"

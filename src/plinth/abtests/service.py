@@ -12,6 +12,15 @@ from pydantic import TypeAdapter
 from sqlalchemy import Connection, insert, select, update
 
 from plinth.abtests.assign import Allocation, allocate
+from plinth.abtests.decisions import (
+    CheckOutcome,
+    Promotion,
+    check_promotable,
+    no_winner_message,
+    promotable_arm,
+    significant_winner,
+    stop_reasons,
+)
 from plinth.abtests.design import (
     Mutation,
     changes_between,
@@ -40,7 +49,9 @@ from plinth.abtests.types import (
 from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, guarded
 from plinth.auth.types import Action, Kind, Role
-from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from plinth.registry.service import RegistryService
+from plinth.registry.types import Stage
 from plinth.store.engine import Store
 from plinth.store.schema import abtest_versions, abtests
 from plinth.store.sql import (
@@ -63,10 +74,17 @@ class AbTestService:
     limited to its shares, guardrails and hypothesis (with a reason); each change, and each
     start, pause, resume and stop, is a new version in its history."""
 
-    def __init__(self, store: Store, root_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        root_uri: str | None = None,
+        registry: RegistryService | None = None,
+    ) -> None:
         self.store = store
         # the artifact root holding the exposure and event logs (``abtests/{name}/...``)
         self.root_uri = root_uri
+        # the model registry a winner is promoted through (its gates and history)
+        self.registry = registry
 
     @property
     def access(self) -> Access:
@@ -274,6 +292,72 @@ class AbTestService:
             exp = _load(conn, name)
         return compute_results(exp, self._root())
 
+    @endpoint("POST", "/abtests/{name}/promote")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def promote_abtest(self, name: str, arm: str | None = None, reason: str = "") -> Promotion:
+        """Move an arm's model version to PRODUCTION through the registry's gates
+        (GateFailed: nothing changes), then stop the experiment if it runs or is paused and
+        record the promotion in its history. The arm is ``arm``, else the significant
+        winner of the results (Conflict when there is none). The registry's own rule
+        applies too: moving a version into PRODUCTION takes promoter on the model."""
+        with self.store.read() as conn:
+            exp = _load(conn, name)
+        check_promotable(exp)
+        if arm is None:
+            results = compute_results(exp, self._root())
+            arm = significant_winner(exp, results)
+            if arm is None:
+                raise Conflict(no_winner_message(exp, results))
+        uri = str(promotable_arm(exp, arm).model_uri)
+        registry = self._registry()
+        version = registry.resolve(uri)
+        said = f": {reason.strip()}" if reason.strip() else ""
+        promoted = registry.set_stage(
+            version.model_name,
+            version.version,
+            Stage.PRODUCTION,
+            reason=f"winner of A/B experiment {name!r} (arm {arm!r}, {uri}){said}",
+        )
+        what = f"arm {arm}: models:/{promoted.model_name}/{promoted.version} -> PRODUCTION"
+
+        def change(before: Experiment) -> Experiment:
+            if before.status is Status.STOPPED:
+                return before
+            return replace(before, status=Status.STOPPED, stopped_at=to_datetime(now_ms()))
+
+        after = self._change(name, "promote", reason, change, {"promoted": what})
+        return Promotion(after, arm, promoted)
+
+    @endpoint("POST", "/abtests/{name}/check")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def check_abtest(self, name: str) -> CheckOutcome:
+        """Stop a running or paused experiment once every arm has its planned sample, or
+        once a guardrail is established broken (``decisions.py``); the reasons are
+        recorded. Otherwise nothing changes. Returns what was decided and why."""
+        with self.store.read() as conn:
+            exp = _load(conn, name)
+        if exp.status not in (Status.RUNNING, Status.PAUSED):
+            note = f"it is {exp.status}: only a running or paused experiment is checked"
+            return CheckOutcome(name, exp.status, False, notes=[note])
+        results = compute_results(exp, self._root())
+        reasons, plan, notes = stop_reasons(exp, results)
+        planned = None if plan is None else plan.per_arm
+        outcome = CheckOutcome(
+            name, exp.status, False, reasons, planned, results.units_by_arm, notes
+        )
+        if not reasons:
+            return outcome
+        try:
+            after = self._transition(name, "stop", "auto-stop: " + "; ".join(reasons))
+        except Conflict as exc:  # stopped by someone else since it was read
+            return replace(outcome, status=Status.STOPPED, notes=[*notes, exc.message])
+        return replace(outcome, status=after.status, stopped=True)
+
+    def _registry(self) -> RegistryService:
+        if self.registry is None:
+            raise InvalidArgument("this A/B service has no model registry to promote through")
+        return self.registry
+
     def _root(self) -> str:
         if self.root_uri is None:
             raise InvalidArgument(
@@ -295,13 +379,21 @@ class AbTestService:
 
         return self._change(name, action, reason, change)
 
-    def _change(self, name: str, action: str, reason: str, change: Mutation) -> Experiment:
+    def _change(
+        self,
+        name: str,
+        action: str,
+        reason: str,
+        change: Mutation,
+        noted: dict[str, str] | None = None,
+    ) -> Experiment:
+        """``noted``: what the action did beyond the design's fields, for its history."""
         actor = self.access.actor()
         with self.store.write() as conn:
             _lock(conn, name)
             before = _load(conn, name)
             after = change(before)
-            changes = changes_between(before, after)
+            changes = {**changes_between(before, after), **(noted or {})}
             if action == "update":
                 if not changes:
                     return before
@@ -315,9 +407,10 @@ class AbTestService:
             if after.shares != before.shares:
                 after = replace(after, allocation=allocate(after.shares, before.allocation))
             after = replace(after, version=before.version + 1, updated_at=to_datetime(now_ms()))
+            stopping = after.status is Status.STOPPED and before.status is not Status.STOPPED
             if action == "start" and after.layer is not None:
                 join_layer(conn, after)
-            elif action == "stop" and after.layer is not None:
+            elif stopping and after.layer is not None:
                 leave_layer(conn, after.layer, name)
             conn.execute(update(abtests).where(abtests.c.name == name).values(_columns(after)))
             after = _load(conn, name)

@@ -131,7 +131,7 @@ class ExperimentVersion:
 
     name: str
     version: int
-    action: str  # create | update | start | pause | resume | stop
+    action: str  # create | update | start | pause | resume | stop | promote
     changed_by: str
     changed_at: datetime
     reason: str

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 ab_app = typer.Typer(
     no_args_is_help=True,
-    help="A/B experiments between models: design, start, pause, resume, stop, history.",
+    help="A/B experiments between models: design, start, pause, resume, stop, check, promote, history.",
 )
 NameArgument = Annotated[str, typer.Argument(help="the experiment's name")]
 
@@ -193,6 +193,47 @@ def _transition(action: str) -> Any:
 
 for _action in ("start", "pause", "resume", "stop"):
     ab_app.command(_action)(_transition(_action))
+
+
+@ab_app.command("promote")
+def promote(
+    name: NameArgument,
+    arm: Annotated[
+        str | None, typer.Option(help="the arm to promote (default: the significant winner)")
+    ] = None,
+    reason: ReasonOption = "",
+    json_: JsonOption = False,
+) -> None:
+    """Move the winning arm's model version to PRODUCTION through the registry's gates,
+    and stop the experiment (both histories record it)."""
+    done = _service().promote_abtest(name, arm=arm, reason=reason)
+    if json_:
+        return _print_json(done)
+    mv, exp = done.model_version, done.experiment
+    line = (
+        f"promoted arm {done.arm} of {exp.name}: {mv.model_name} v{mv.version} is "
+        f"{mv.stage.value}; the experiment is {exp.status} (version {exp.version})"
+    )
+    out.print(escape(line), highlight=False, soft_wrap=True)
+
+
+@ab_app.command("check")
+def check(name: NameArgument, json_: JsonOption = False) -> None:
+    """Stop the experiment if every arm has its planned sample or a guardrail is broken;
+    say what was decided and why."""
+    found = _service().check_abtest(name)
+    if json_:
+        return _print_json(found)
+    planned = (
+        "" if found.planned_per_arm is None else f"; {found.planned_per_arm:,} planned per arm"
+    )
+    units = ", ".join(f"{arm} {n:,}" for arm, n in found.units_by_arm.items())
+    state = "stopped it" if found.stopped else f"left it {found.status}"
+    lines = [f"{name}: {state} (units: {units or 'none'}{planned})"]
+    lines += [f"reason: {reason}" for reason in found.reasons]
+    lines += [f"note: {note}" for note in found.notes]
+    for line in lines:
+        out.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @ab_app.command("history")

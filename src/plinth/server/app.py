@@ -107,6 +107,7 @@ def create_app(
     abtests = AbTestService(
         getattr(tracking, "store", None),  # type: ignore[arg-type]
         settings.resolved_artifact_uri,
+        registry,
     )
     services = (
         (tracking, "tracking"),
