@@ -367,7 +367,9 @@ def test_the_cli_router_follows_the_store(lab: Lab, tmp_path: Path) -> None:
         started = ab.start_abtest("churn")
         arm = assign_arm(started, unit)[0]
         other = next(a.name for a in started.arms if a.name != arm)
-        poll(lambda: ask(router, unit).json()["arm"] == arm)
+        # the router has seen the start (an answer from control alone would not say so)
+        poll(lambda: httpx.get(f"{router}/routes").json()["experiments"][0]["status"] == "running")
+        assert ask(router, unit).json()["arm"] == arm
         ab.update_abtest("churn", shares={arm: 0.0, other: 1.0}, reason="all on the other")
         poll(lambda: ask(router, unit).json()["arm"] == other)
         ab.pause_abtest("churn")
