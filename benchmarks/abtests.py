@@ -1,7 +1,7 @@
 """A/B router benchmark: what ``plinth router`` adds to a prediction on loopback, against
 calling the arm's ``plinth serve`` directly (issue 13, "Benchmarks").
 
-    .venv/bin/python benchmarks/abtests.py            # full (about 3 minutes idle)
+    .venv/bin/python benchmarks/abtests.py            # full (about 4 minutes with the router as it is)
     .venv/bin/python benchmarks/abtests.py --quick    # smoke run (about 1 minute)
 
 On a fresh Plinth home (``benchmarks/.work/abtests/home``) a scikit-learn model (the
@@ -59,7 +59,7 @@ class Sizes:
     reps: int
 
 
-FULL = Sizes(latency_requests=5_000, throughput_requests=20_000, warmup=500, reps=3)
+FULL = Sizes(latency_requests=5_000, throughput_requests=10_000, warmup=500, reps=2)
 QUICK = Sizes(latency_requests=1_000, throughput_requests=3_000, warmup=200, reps=1)
 
 
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = C.runner_options(__doc__.split("\n\n")[0], "reference")
     ap.add_argument("--model", choices=sorted(S.MODEL_TEXT), default="logistic")
     ap.add_argument("--arm-workers", type=int, default=1, help="plinth serve's workers")
-    ap.add_argument("--reps", type=int, default=None, help="runs of each (default 3, quick 1)")
+    ap.add_argument("--reps", type=int, default=None, help="runs of each (default 2, quick 1)")
     opts = C.parse_runner_options(ap, argv, "abtests")
     sz = QUICK if opts.quick else FULL
     if opts.reps:
