@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -170,7 +171,6 @@ def load(url: str, body: Path, n: int, conns: int, unit: bool, pids: list[int]) 
     cpu_s = (sum(C._tree_cpu_ticks(p) for p in pids) - ticks) / os.sysconf("SC_CLK_TCK")
     if proc.returncode != 0:
         raise RuntimeError(f"h2load failed ({proc.returncode}): {proc.stderr[-500:]}")
-    import re
 
     per_s = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", proc.stdout)
     ok = re.search(r"status codes: (\d+) 2xx", proc.stdout)
