@@ -4,26 +4,16 @@ of any of them adds up every worker's counts, as for ``plinth serve``."""
 
 from __future__ import annotations
 
-import os
+from prometheus_client import Counter, Gauge, Histogram
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-
-from plinth.serving.metrics import MULTIPROCESS_DIR
+from plinth.serving.metrics import WorkerMetrics
 
 _SHADOW_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
-class RouterMetrics:
+class RouterMetrics(WorkerMetrics):
     def __init__(self) -> None:
-        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
-        self.registry = CollectorRegistry()
+        super().__init__()
         self.requests = Counter(
             "plinth_router_requests",
             "Requests answered, by experiment, the arm that answered and its status",
@@ -67,18 +57,3 @@ class RouterMetrics:
     def exposures(self, written: int, dropped: int, failed: int) -> None:
         for state, count in (("written", written), ("dropped", dropped), ("failed", failed)):
             self.exposure_rows.labels(state).set(count)
-
-    def exposition(self) -> tuple[bytes, str]:
-        if not self.multiprocess:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        every_worker = CollectorRegistry()
-        MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
-        return generate_latest(every_worker), CONTENT_TYPE_LATEST
-
-    def close(self) -> None:
-        if self.multiprocess:
-            from prometheus_client.multiprocess import mark_process_dead
-
-            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

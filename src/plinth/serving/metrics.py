@@ -34,10 +34,33 @@ _ROUTES = ("/predict", "/metrics", "/health", "/ready")
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class ServiceMetrics:
+class WorkerMetrics:
+    """A registry of one's own; with several workers, a scrape of any adds up them all."""
+
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
         self.registry = CollectorRegistry()
+
+    def exposition(self) -> tuple[bytes, str]:
+        if not self.multiprocess:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """At a worker's exit: its gauges stop counting (its counters still add up)."""
+        if self.multiprocess:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class ServiceMetrics(WorkerMetrics):
+    def __init__(self) -> None:
+        super().__init__()
         self.requests = Counter(
             "plinth_requests", "Requests answered", ["route", "status"], registry=self.registry
         )
@@ -88,22 +111,6 @@ class ServiceMetrics:
         self.latency.labels(route).observe(seconds)
         if status >= 400:
             self.errors.labels(route).inc()
-
-    def exposition(self) -> tuple[bytes, str]:
-        if not self.multiprocess:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        every_worker = CollectorRegistry()
-        MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
-        return generate_latest(every_worker), CONTENT_TYPE_LATEST
-
-    def close(self) -> None:
-        """At a worker's exit: its gauges stop counting (its counters still add up)."""
-        if self.multiprocess:
-            from prometheus_client.multiprocess import mark_process_dead
-
-            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def _v2_route(path: str) -> str:
