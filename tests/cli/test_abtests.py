@@ -169,6 +169,17 @@ def test_power_prints_the_units_per_arm(monkeypatch: pytest.MonkeyPatch) -> None
     assert run_main(monkeypatch, "power", "--effect", "0.05", "--kind", "odds") == 1
 
 
+def test_plan_prints_the_sample_and_what_the_duration_is_based_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = dict(SPEC, primary={"name": "conversion", "kind": "proportion", "event": "buy"})
+    invoke("create", spec_file(tmp_path, spec))
+    said = invoke("plan", "churn-v3", "--baseline", "0.1")
+    assert "units per arm" in said and "duration unknown: no requests in" in said
+    assert json.loads(invoke("plan", "churn-v3", "--baseline", "0.1", "--json"))["days"] is None
+    assert run_main(monkeypatch, "plan", "churn-v3") == 1  # a proportion needs its baseline
+
+
 def test_results_table_with_an_srm_warning(tmp_path: Path) -> None:
     from tests.abtests.test_results import T0, events, exposures
 

@@ -35,6 +35,7 @@ from plinth.abtests.design import (
 )
 from plinth.abtests.events import Event, append_events, check_events
 from plinth.abtests.layers import join_layer, layer_view, leave_layer
+from plinth.abtests.planning import Plan, plan
 from plinth.abtests.results import Results, compute_results
 from plinth.abtests.types import (
     Arm,
@@ -352,6 +353,16 @@ class AbTestService:
         except Conflict as exc:  # stopped by someone else since it was read
             return replace(outcome, status=Status.STOPPED, notes=[*notes, exc.message])
         return replace(outcome, status=after.status, stopped=True)
+
+    @endpoint("GET", "/abtests/{name}/plan")
+    @guarded(Action.READ, Kind.ABTEST, "name")
+    def plan_abtest(self, name: str, baseline: float | None = None, days: int = 7) -> Plan:
+        """The sample per arm the design needs (its mde, alpha and power; a proportion KPI
+        also needs the control's ``baseline`` rate) and, from the arms' models' recent
+        traffic in their prediction logs, how many days it takes (``planning.py``)."""
+        with self.store.read() as conn:
+            exp = _load(conn, name)
+            return plan(conn, exp, now_ms(), baseline, days)
 
     def _registry(self) -> RegistryService:
         if self.registry is None:

@@ -97,6 +97,38 @@ def power(
         )
 
 
+@ab_app.command("plan")
+def plan(
+    name: NameArgument,
+    baseline: Annotated[
+        float | None, typer.Option(help="the control's current rate (a proportion KPI)")
+    ] = None,
+    days: Annotated[int, typer.Option(help="days of the arms' recent traffic to go by")] = 7,
+    json_: JsonOption = False,
+) -> None:
+    """The units per arm an experiment's design needs and, from its arms' models' recent
+    traffic, how many days that takes."""
+    found = _service().plan_abtest(name, baseline=baseline, days=days)
+    if json_:
+        return _print_json(found)
+    sample = found.sample
+    out.print(
+        f"{sample.per_arm_exact:,.2f} → {sample.per_arm:,} units per arm "
+        f"({sample.total:,} in all; {escape(sample.method)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if found.days is None:
+        out.print(f"duration unknown: {escape(found.traffic_method)}", soft_wrap=True)
+    else:
+        out.print(
+            f"about {found.days:,.1f} days at {found.units_per_day:,.0f} units a day "
+            f"({escape(found.traffic_method)})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @ab_app.command("create")
 def create(
     spec: Annotated[Path, typer.Argument(help="a JSON file of the experiment's fields")],
