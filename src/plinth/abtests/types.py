@@ -79,13 +79,37 @@ class Guardrail:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A canary's schedule: the challenger's share rises through ``steps`` (increasing,
+    each above 0 and at most 1), one step each ``every_seconds`` while no guardrail is
+    broken; a broken guardrail rolls it back (challenger 0, experiment stopped)."""
+
+    __pydantic_config__ = _JSON
+
+    steps: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.2, 0.5])
+    every_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Bandit:
+    """A bandit's schedule: every ``every_seconds`` the shares follow each arm's
+    probability of being best (Thompson sampling), none below ``floor``."""
+
+    __pydantic_config__ = _JSON
+
+    every_seconds: float = 3600.0
+    floor: float = 0.05
+
+
+@dataclass(frozen=True)
 class Experiment:
     """An A/B experiment between models. ``salt`` is drawn at creation and never changes
     (a unit's arm depends on it); ``allocation`` gives each arm its buckets and follows the
     shares, moving as few units as a change must. In a ``layer``, the experiment takes
     ``traffic`` of the layer's units: while it runs (or is paused) it owns
     ``layer_ranges`` of the buckets of ``bucket(layer_salt, unit)``, disjoint from every
-    other experiment of the layer. ``version`` counts the recorded changes."""
+    other experiment of the layer. ``version`` counts the recorded changes. ``canary`` and
+    ``bandit``: the schedule the controller follows in those modes (None in the others)."""
 
     __pydantic_config__ = _JSON
 
@@ -112,6 +136,8 @@ class Experiment:
     layer_ranges: list[tuple[int, int]] = field(default_factory=list)
     started_at: datetime | None = None
     stopped_at: datetime | None = None
+    canary: Canary | None = None
+    bandit: Bandit | None = None
 
     @property
     def control(self) -> Arm:
@@ -131,7 +157,9 @@ class ExperimentVersion:
 
     name: str
     version: int
-    action: str  # create | update | start | pause | resume | stop | promote
+    # create | update | start | pause | resume | stop | promote; the controller's:
+    # canary-step | rollback | reallocate (and stop)
+    action: str
     changed_by: str
     changed_at: datetime
     reason: str
