@@ -60,21 +60,26 @@ def test_release_frees_it_for_the_next_holder(store: Store) -> None:
     assert not lease.release(store, "job", "a")
 
 
+def _race(store: Store, holders: list[str], at: int) -> list[str]:
+    start = threading.Barrier(len(holders))
+    won: list[str] = []
+
+    def take(holder: str) -> None:
+        start.wait(timeout=30)
+        if lease.acquire(store, "job", holder, 60, now=at):
+            won.append(holder)
+
+    threads = [threading.Thread(target=take, args=(h,)) for h in holders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return won
+
+
 def test_racing_holders_exactly_one_wins(store: Store) -> None:
     for round_, at in enumerate((T0, T0 + 100_000)):  # a free lease, then an expired one
-        start = threading.Barrier(8)
-        won: list[str] = []
-
-        def race(i: int, at: int = at, round_: int = round_) -> None:
-            start.wait(timeout=30)
-            if lease.acquire(store, "job", f"h{round_}-{i}", 60, now=at):
-                won.append(f"h{round_}-{i}")
-
-        threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
+        won = _race(store, [f"h{round_}-{i}" for i in range(8)], at)
         assert len(won) == 1
         assert lease.current(store, "job", now=at).holder == won[0]  # type: ignore[union-attr]
 

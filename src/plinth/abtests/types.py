@@ -81,8 +81,10 @@ class Guardrail:
 @dataclass(frozen=True)
 class Canary:
     """A canary's schedule: the challenger's share rises through ``steps`` (increasing,
-    each above 0 and at most 1), one step each ``every_seconds`` while no guardrail is
-    broken; a broken guardrail rolls it back (challenger 0, experiment stopped)."""
+    each above 0 and at most 1) while no guardrail is broken, from the share it has to the
+    next step above it: at once to the first step, then one step each ``every_seconds``.
+    A broken guardrail rolls it back (challenger 0, experiment stopped). Design the
+    challenger at 0 (or the first step) so that the canary starts small."""
 
     __pydantic_config__ = _JSON
 
@@ -165,3 +167,20 @@ class ExperimentVersion:
     reason: str
     changes: dict[str, str]
     experiment: Experiment
+
+
+@dataclass(frozen=True)
+class ControllerAction:
+    """What one controller pass did to one running experiment: ``action`` is one of
+    ``canary-step``, ``rollback``, ``reallocate``, ``stop`` (each recorded as ``version``
+    of its history, with these ``changes`` and ``reason``), ``wait`` (nothing due yet, or
+    another controller acted first: ``reason`` says which) or ``error`` (``reason`` is the
+    error; the other experiments are still controlled)."""
+
+    __pydantic_config__ = _JSON
+
+    experiment: str
+    action: str
+    reason: str
+    changes: dict[str, str] = field(default_factory=dict)
+    version: int | None = None

@@ -37,9 +37,7 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def acquire(
-    store: Store, name: str, holder: str, seconds: float, now: int | None = None
-) -> bool:
+def acquire(store: Store, name: str, holder: str, seconds: float, now: int | None = None) -> bool:
     """Hold ``name`` for ``seconds`` from ``now`` (ms) if it is free, expired or already
     ``holder``'s; False when someone else holds it."""
     at = now_ms() if now is None else now
@@ -79,9 +77,7 @@ def renew(store: Store, name: str, holder: str, seconds: float, now: int | None 
 def release(store: Store, name: str, holder: str) -> bool:
     """Give ``name`` up if ``holder`` has it (expired or not); False otherwise."""
     with store.write() as conn:
-        done = conn.execute(
-            delete(leases).where(leases.c.name == name, leases.c.holder == holder)
-        )
+        done = conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
     return done.rowcount == 1
 
 
