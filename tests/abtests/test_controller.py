@@ -26,8 +26,10 @@ from plinth.abtests.types import (
     Mode,
     Status,
 )
+from plinth.auth.types import Role
 from plinth.client import Client
 from plinth.errors import Conflict, InvalidArgument
+from plinth.store import lease
 from plinth.store.engine import open_store
 from tests.abtests.test_results import T0, events, exposures
 from tests.backends import empty_tables, local_client
@@ -321,3 +323,45 @@ def test_on_buckets_keeps_the_floor_and_adds_up_to_one() -> None:
     shares = controller.on_buckets({"a": 0.04999999, "b": 0.3333333, "c": 0.61666671}, 0.05)
     assert shares == {"a": 0.05, "b": 0.3333, "c": 0.6167}
     assert sum(int(s * 10_000 + 0.5) for s in shares.values()) == 10_000
+
+
+def test_only_the_lease_holder_controls(local: Client) -> None:
+    ab = local.abtests
+    running(ab, Mode.CANARY, 0.0)
+    one, other = controller.ControllerLoop(ab, 10), controller.ControllerLoop(ab, 10)
+    done = one.run_pass()
+    assert done is not None and [a.action for a in done] == ["canary-step"]
+    assert other.run_pass() is None  # the other replica waits its turn
+    assert lease.release(ab.store, controller.LEASE, one.holder)
+    assert other.run_pass() is not None  # free again: taken
+    assert one.run_pass() is None
+    assert [v.changed_by for v in ab.abtest_history("exp")].count("controller") == 1
+
+
+def test_a_tick_over_http_acts_as_the_controller(tmp_path: Path) -> None:
+    from plinth.client import connect
+    from tests.backends import FAST_FLUSH, running_server
+
+    with running_server(tmp_path / "home") as url, connect(url, **FAST_FLUSH) as remote:  # type: ignore[arg-type]
+        ab = remote.abtests
+        running(ab, Mode.CANARY, 0.0)
+        [done] = ab.tick_abtests()
+        assert (done.action, done.version) == ("canary-step", 3)
+        assert done.changes["shares"] == "control 1 -> 0.99, b 0 -> 0.01"
+        last = ab.abtest_history("exp")[-1]
+        assert (last.action, last.changed_by) == ("canary-step", "controller")
+        with pytest.raises(Conflict, match="only a running bandit experiment"):
+            ab.reallocate_abtest("exp")
+
+
+def test_only_an_admin_may_tick(tmp_path: Path) -> None:
+    from tests.abtests.test_service import Server
+
+    server = Server(tmp_path / "server")
+    with server.http:
+        editor = server.user("alice", Role.EDITOR)
+        refused = server.http.post("/api/v1/abtest-controller/tick", headers=editor, json={})
+        assert refused.status_code == 403, refused.text
+        admin = server.user("root", Role.ADMIN)
+        answered = server.http.post("/api/v1/abtest-controller/tick", headers=admin, json={})
+        assert answered.status_code == 200 and answered.json() == []

@@ -9,6 +9,8 @@ from datetime import datetime
 from plinth.abtests.assign import Allocation
 
 _JSON = {"ser_json_inf_nan": "strings"}
+# a schedule's misspelt field (every_second) is refused, not silently left at its default
+_STRICT = {**_JSON, "extra": "forbid"}
 
 
 class Status(enum.StrEnum):
@@ -86,7 +88,7 @@ class Canary:
     A broken guardrail rolls it back (challenger 0, experiment stopped). Design the
     challenger at 0 (or the first step) so that the canary starts small."""
 
-    __pydantic_config__ = _JSON
+    __pydantic_config__ = _STRICT
 
     steps: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.2, 0.5])
     every_seconds: float = 3600.0
@@ -97,7 +99,7 @@ class Bandit:
     """A bandit's schedule: every ``every_seconds`` the shares follow each arm's
     probability of being best (Thompson sampling), none below ``floor``."""
 
-    __pydantic_config__ = _JSON
+    __pydantic_config__ = _STRICT
 
     every_seconds: float = 3600.0
     floor: float = 0.05
