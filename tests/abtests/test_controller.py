@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from plinth.abtests import controller
+from plinth.abtests.results import Results
 from plinth.abtests.service import AbTestService
 from plinth.abtests.types import (
     Arm,
@@ -154,9 +155,11 @@ def test_a_bandit_moves_traffic_to_the_better_arm_above_the_floor(
     assert moved.action == "reallocate"
     assert ab.get_abtest("exp").shares == {"control": 0.1, "b": 0.9}  # control at its floor
     assert moved.changes["shares"] == "control 0.5 -> 0.1, b 0.5 -> 0.9"
-    assert moved.changes["probability_best"] == "control 0.0000, b 1.0000"
+    control, b = (part.split() for part in moved.changes["probability_best"].split(", "))
+    assert control[0] == "control" and b[0] == "b" and float(b[1]) > 0.99  # 8 % beats 16 %
+    assert float(control[1]) + float(b[1]) == pytest.approx(1)
     assert moved.changes["units"] == "control 400, b 400"
-    assert "Thompson sampling on conversion: arm b is best with probability 1.00" in moved.reason
+    assert "Thompson sampling on conversion: arm b is best with probability" in moved.reason
     last = ab.abtest_history("exp")[-1]
     assert (last.action, last.changed_by) == ("reallocate", "controller")
     again = only(controller.run_once(ab, t0 + timedelta(seconds=900)))
@@ -166,10 +169,11 @@ def test_a_bandit_moves_traffic_to_the_better_arm_above_the_floor(
 def test_a_close_bandit_splits_by_probability(local: Client, tmp_path: Path) -> None:
     ab = local.abtests
     t0 = started(running(ab, Mode.BANDIT, 0.5, bandit=Bandit(every_seconds=1, floor=0.2)))
-    outcomes(tmp_path / "artifacts", {"control": 40, "b": 46})
+    outcomes(tmp_path / "artifacts", {"control": 40, "b": 43})
     only(controller.run_once(ab, t0 + timedelta(seconds=1)))
     shares = ab.get_abtest("exp").shares
-    assert 0.5 < shares["b"] < 0.8 and shares["control"] >= 0.2
+    # P(b best) is 0.636 here; 10,000 draws miss it by 0.005 at one standard error
+    assert 0.6 < shares["b"] < 0.67 and shares["control"] >= 0.2
     assert sum(shares.values()) == pytest.approx(1, abs=1e-12)
 
 
@@ -365,3 +369,35 @@ def test_only_an_admin_may_tick(tmp_path: Path) -> None:
         admin = server.user("root", Role.ADMIN)
         answered = server.http.post("/api/v1/abtest-controller/tick", headers=admin, json={})
         assert answered.status_code == 200 and answered.json() == []
+
+
+def test_only_the_challengers_broken_guardrail_rolls_a_canary_back() -> None:
+    from dataclasses import replace
+
+    from plinth.abtests.checks import GuardrailCheck
+    from tests.abtests.test_results import experiment
+
+    exp = replace(experiment(), mode=Mode.CANARY)
+
+    def check(breached: bool, significant: bool) -> GuardrailCheck:
+        return GuardrailCheck(
+            "two-proportion z-test", False, False, 250.0, 90.0, (60.0, 120.0),
+            breached, significant, f"p99 over 250 ms ({breached}, {significant})",
+        )  # fmt: skip
+
+    def results(**by_arm: GuardrailCheck) -> Results:
+        found = Results("exp", datetime.now(UTC), CONVERSION, "control", {}, 0)
+        return replace(found, guardrails={"latency_p99": by_arm})
+
+    assert controller.rollback_reasons(exp, results(control=check(True, True))) == []
+    assert controller.rollback_reasons(exp, results(b=check(True, False))) == []  # not yet sure
+    assert controller.rollback_reasons(exp, results(b=check(True, True))) == [
+        "guardrail latency_p99 broken in arm b: p99 over 250 ms (True, True)"
+    ]
+
+
+def test_on_buckets_lifts_a_share_rounded_under_the_floor() -> None:
+    assert controller.on_buckets({"a": 0.0499, "b": 0.9501}, 0.05) == {"a": 0.05, "b": 0.95}
+    assert controller.on_buckets({"a": 0.0, "b": 0.0, "c": 1.0}, 0.5) == {
+        "a": 0.3333, "b": 0.3333, "c": 0.3334,
+    }  # fmt: skip

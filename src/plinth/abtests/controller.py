@@ -3,8 +3,8 @@ schedules and their results call for.
 
 Per running experiment, from its results (``compute_results``) at the pass's time ``now``:
 
-1. a canary with a guardrail established broken (``decisions.breached_guardrails``) is
-   rolled back: the challenger's share goes to 0 and the experiment stops, the evidence
+1. a canary with a guardrail established broken in its challenger
+   (``decisions.breached_guardrails``) is rolled back: the challenger's share goes to 0 and the experiment stops, the evidence
    being the recorded reason (action ``rollback``);
 2. any experiment is stopped when ``decisions.stop_reasons`` says so: the planned sample
    reached or a guardrail broken (action ``stop``, as ``check_abtest`` would);
@@ -101,7 +101,7 @@ def _control(service: AbTestService, exp: Experiment, at: datetime) -> Controlle
     try:
         results = service.abtest_results(exp.name)
         if exp.mode is Mode.CANARY:
-            broken = breached_guardrails(results)
+            broken = rollback_reasons(exp, results)
             if broken:
                 return _rollback(service, exp, at, broken)
         reasons, _, _ = stop_reasons(exp, results)
@@ -121,6 +121,18 @@ def _control(service: AbTestService, exp: Experiment, at: datetime) -> Controlle
     except Exception as exc:  # one experiment's failure must not stop the others' control
         log.exception("A/B controller: experiment %r", exp.name)
         return ControllerAction(exp.name, "error", f"{type(exc).__name__}: {exc}")
+
+
+def rollback_reasons(exp: Experiment, results: Results) -> list[str]:
+    """The guardrails established broken in a canary's challenger (a router-measured one
+    may be broken in control too: that is no reason to blame the challenger, and the
+    automatic stop sees it)."""
+    challenger = next(arm.name for arm in exp.arms if not arm.control)
+    theirs = {
+        metric: {arm: check for arm, check in arms.items() if arm == challenger}
+        for metric, arms in results.guardrails.items()
+    }
+    return breached_guardrails(replace(results, guardrails=theirs))
 
 
 def _rollback(
