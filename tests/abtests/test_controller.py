@@ -401,3 +401,28 @@ def test_on_buckets_lifts_a_share_rounded_under_the_floor() -> None:
     assert controller.on_buckets({"a": 0.0, "b": 0.0, "c": 1.0}, 0.5) == {
         "a": 0.3333, "b": 0.3333, "c": 0.3334,
     }  # fmt: skip
+
+
+def test_a_pass_ends_when_its_lease_is_lost(local: Client) -> None:
+    ab = local.abtests
+    for name in ("one", "two"):
+        ab.create_abtest(
+            name,
+            hypothesis="h",
+            primary=CONVERSION,
+            arms=[Arm("a", 1, url="http://a", control=True), Arm("b", 0, url="http://b")],
+            mde=0.02,
+            mode=Mode.CANARY,
+        )
+        ab.start_abtest(name)
+    answers = iter([True, False])
+    done = controller.run_once(ab, keep_going=lambda: next(answers))
+    assert [(a.experiment, a.action) for a in done] == [("one", "canary-step")]
+    assert ab.get_abtest("two").version == 2  # left for the lease's next holder
+    loop = controller.ControllerLoop(ab, 10)
+    assert lease.acquire(ab.store, controller.LEASE, loop.holder, 60)
+    assert loop._still_held()  # what the pass asks before each experiment
+    assert lease.release(ab.store, controller.LEASE, loop.holder)  # lapsed, and taken over:
+    assert lease.acquire(ab.store, controller.LEASE, "someone else", 60)
+    assert not loop._still_held()
+    assert loop.run_pass() is None and ab.get_abtest("two").version == 2

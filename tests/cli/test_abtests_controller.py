@@ -102,3 +102,23 @@ def test_tick_exits_1_when_an_experiment_cannot_be_controlled(
     captured = capsys.readouterr()
     assert "error" in captured.out and "could not control canary" in captured.err
     assert client.abtests.get_abtest("canary").version == 2  # nothing changed
+
+
+def test_reallocate_a_bandit_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.abtests.test_controller import outcomes
+
+    bandit = {**SPEC, "name": "exp", "mode": "bandit", "canary": None}
+    bandit["arms"] = [{**SPEC["arms"][0], "share": 0.5}, {**SPEC["arms"][1], "share": 0.5}]
+    invoke("create", spec_file(tmp_path, bandit))
+    invoke("start", "exp")
+    client = plinth.default_client()
+    outcomes(Path(str(client.abtests.root_uri)), {"champion": 40, "challenger": 80})
+    said = invoke("reallocate", "exp", "--reason", "a look")
+    for words in ("exp: re-allocated (version 3)", "champion 0.5 -> 0.05", "probability_best"):
+        assert words in said, words
+    assert client.abtests.get_abtest("exp").shares == {"champion": 0.05, "challenger": 0.95}
+    invoke("stop", "exp")
+    assert run_main(monkeypatch, "reallocate", "exp") == 1
+    assert "only a running bandit experiment" in capsys.readouterr().err

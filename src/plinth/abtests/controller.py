@@ -62,13 +62,23 @@ LEASE = "abtest-controller"
 _TOLERANCE = 1e-9
 
 
-def run_once(service: AbTestService, now: datetime | None = None) -> list[ControllerAction]:
+def run_once(
+    service: AbTestService,
+    now: datetime | None = None,
+    keep_going: Callable[[], bool] | None = None,
+) -> list[ControllerAction]:
     """One pass over every running experiment at ``now`` (default: the clock), acting as
     the controller. A failure on one experiment is its ``error`` action; the others are
-    still controlled."""
+    still controlled. ``keep_going`` is asked before each experiment (a lease still held):
+    False ends the pass there."""
     at = now or datetime.now(UTC)
+    done: list[ControllerAction] = []
     with acting_as(CONTROLLER):
-        return [_control(service, exp, at) for exp in _running(service)]
+        for exp in _running(service):
+            if keep_going is not None and not keep_going():
+                break
+            done.append(_control(service, exp, at))
+    return done
 
 
 def reallocate_now(service: AbTestService, name: str, reason: str) -> ControllerAction:
@@ -310,13 +320,18 @@ class ControllerLoop:
             except Exception:  # the store is gone: the lease expires by itself
                 log.warning("A/B controller: could not release its lease", exc_info=True)
 
+    def _still_held(self) -> bool:
+        # renewed before each experiment: a long pass keeps its lease, and a pass whose
+        # lease was taken over (a stalled replica) ends
+        return lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds)
+
     def run_pass(self) -> list[ControllerAction] | None:
         """One pass if this replica holds (or gets) the lease; None otherwise."""
         store = self.service.store
         try:
             if not lease.acquire(store, LEASE, self.holder, self.lease_seconds):
                 return None
-            done = run_once(self.service)
+            done = run_once(self.service, keep_going=self._still_held)
         except Exception:  # the store is away: try again next time
             log.exception("A/B controller: pass failed")
             return None

@@ -33,7 +33,7 @@ ab_app = typer.Typer(
     no_args_is_help=True,
     help=(
         "A/B experiments between models: design, start, pause, resume, stop, check, "
-        "promote, history; tick runs the controller once."
+        "promote, history; reallocate a bandit; tick runs the controller once."
     ),
 )
 NameArgument = Annotated[str, typer.Argument(help="the experiment's name")]
@@ -285,6 +285,20 @@ def tick(json_: JsonOption = False) -> None:
     if failed:
         err.print(f"[red]error:[/red] could not control {escape(', '.join(failed))}")
         raise typer.Exit(1)
+
+
+@ab_app.command("reallocate")
+def reallocate(name: NameArgument, reason: ReasonOption = "", json_: JsonOption = False) -> None:
+    """Re-allocate a running bandit experiment now (Thompson sampling, its floor kept),
+    without waiting for its schedule; the probabilities are recorded with the shares."""
+    done = _service().reallocate_abtest(name, reason=reason)
+    if json_:
+        return _print_json(done)
+    lines = [f"{name}: re-allocated (version {done.version})"]
+    lines += [f"{k}: {c}" for k, c in done.changes.items()]
+    lines.append(f"reason: {done.reason}")
+    for line in lines:
+        out.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @ab_app.command("history")
