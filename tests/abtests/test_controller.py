@@ -426,3 +426,9 @@ def test_a_pass_ends_when_its_lease_is_lost(local: Client) -> None:
     assert lease.acquire(ab.store, controller.LEASE, "someone else", 60)
     assert not loop._still_held()
     assert loop.run_pass() is None and ab.get_abtest("two").version == 2
+
+
+def test_a_start_is_recorded_at_its_started_at(local: Client) -> None:
+    # the schedule counts from the start's version: the two times are one
+    exp = running(local.abtests, Mode.BANDIT, 0.5)
+    assert local.abtests.abtest_history("exp")[-1].changed_at == exp.started_at

@@ -461,8 +461,9 @@ class AbTestService:
     # -- changes ---------------------------------------------------------------------------
 
     def _transition(self, name: str, action: str, reason: str) -> Experiment:
+        at = to_datetime(now_ms())  # started_at / stopped_at is the version's own time
+
         def change(before: Experiment) -> Experiment:
-            at = to_datetime(now_ms())
             after = replace(before, status=next_status(before, action))
             if action == "start":
                 after = replace(after, started_at=at)
@@ -470,7 +471,7 @@ class AbTestService:
                 after = replace(after, stopped_at=at)
             return after
 
-        return self._change(name, action, reason, change)
+        return self._change(name, action, reason, change, at=at)
 
     def _change(
         self,
