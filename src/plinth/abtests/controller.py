@@ -123,7 +123,8 @@ def _control(service: AbTestService, exp: Experiment, at: datetime) -> Controlle
         if exp.mode is Mode.BANDIT:
             due = _due(service, exp, (exp.bandit or Bandit()).every_seconds, "reallocate", at)
             if due is not None:
-                return ControllerAction(exp.name, "wait", f"next re-allocation at {due:%c} UTC")
+                said = f"next re-allocation at {due:%Y-%m-%d %H:%M:%S} UTC"
+                return ControllerAction(exp.name, "wait", said)
             return _reallocate(service, exp, results, at, "")
         return ControllerAction(exp.name, "wait", "no stop reason yet")
     except PlinthError as exc:
@@ -165,7 +166,7 @@ def _canary_step(service: AbTestService, exp: Experiment, at: datetime) -> Contr
     if number > 1:  # the first step is taken at once
         due = _due(service, exp, canary.every_seconds, "canary-step", at)
         if due is not None:
-            said = f"next step ({challenger.name} {step:g}) at {due:%c} UTC"
+            said = f"next step ({challenger.name} {step:g}) at {due:%Y-%m-%d %H:%M:%S} UTC"
             return ControllerAction(exp.name, "wait", said)
     shares = {challenger.name: step, exp.control.name: round(1 - step, 12)}
     reason = (
