@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     flush_max_points: int = Field(default=50_000, gt=0)
     heartbeat_interval: float = Field(default=10.0, gt=0)
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # The A/B controller (canary steps, bandit re-allocation, auto-stop) in ``plinth server``.
+    abtest_controller_seconds: float = Field(
+        default=10.0, ge=0, description="A/B controller pass every N seconds in the server (0: off)"
+    )
     # A dependency that accepts connections but never answers fails a call after these
     # (PostgreSQL's connect timeout has a floor of 2 s); 0 turns a statement's limit off.
     store_connect_timeout: float = Field(default=5.0, ge=2, description="PostgreSQL connect")

@@ -8,12 +8,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from plinth.abtests.assign import BUCKETS
-from plinth.abtests.types import Arm, Experiment, Guardrail, Kpi, KpiKind, Status
+from plinth.abtests.types import (
+    Arm,
+    Bandit,
+    Canary,
+    Experiment,
+    Guardrail,
+    Kpi,
+    KpiKind,
+    Mode,
+    Status,
+)
 from plinth.errors import Conflict, InvalidArgument
 from plinth.registry.uris import parse_model_uri
 
@@ -28,6 +39,8 @@ _TOLERANCE = 1e-9
 _ARMS: TypeAdapter[list[Arm]] = TypeAdapter(list[Arm])
 _KPI: TypeAdapter[Kpi] = TypeAdapter(Kpi)
 _GUARDRAILS: TypeAdapter[list[Guardrail]] = TypeAdapter(list[Guardrail])
+_CANARY: TypeAdapter[Canary] = TypeAdapter(Canary)
+_BANDIT: TypeAdapter[Bandit] = TypeAdapter(Bandit)
 
 
 def check_name(name: str, what: str = "experiment name") -> str:
@@ -66,6 +79,24 @@ def coerce_guardrails(value: Any) -> list[Guardrail]:
     return coerce(_GUARDRAILS, value or [], "guardrails")
 
 
+def coerce_canary(value: Any) -> Canary | None:
+    return None if value is None else coerce(_CANARY, value, "canary")
+
+
+def coerce_bandit(value: Any) -> Bandit | None:
+    return None if value is None else coerce(_BANDIT, value, "bandit")
+
+
+def with_schedule(exp: Experiment) -> Experiment:
+    """``exp`` with the default schedule of its mode (a canary's steps, a bandit's
+    re-allocation) where none was given."""
+    if exp.mode is Mode.CANARY and exp.canary is None:
+        return replace(exp, canary=Canary())
+    if exp.mode is Mode.BANDIT and exp.bandit is None:
+        return replace(exp, bandit=Bandit())
+    return exp
+
+
 def check_design(exp: Experiment) -> Experiment:
     """Raise InvalidArgument at the first rule ``exp`` breaks; return it unchanged."""
     check_name(exp.name)
@@ -80,6 +111,7 @@ def check_design(exp: Experiment) -> Experiment:
         raise InvalidArgument(
             f"mde: the minimum detectable effect must be a number above 0, got {exp.mde!r}"
         )
+    _check_schedules(exp)
     if exp.layer is not None:
         check_name(exp.layer, "layer")
     if not _finite(exp.traffic) or not 0 < exp.traffic <= 1:
@@ -124,6 +156,57 @@ def check_arms(arms: list[Arm]) -> None:
     total = sum(arm.share for arm in arms)
     if abs(total - 1) > _TOLERANCE:
         raise InvalidArgument(f"arms: the shares must add up to 1, they add up to {total:.6g}")
+
+
+def _check_schedules(exp: Experiment) -> None:
+    if exp.canary is not None:
+        if exp.mode is not Mode.CANARY:
+            raise InvalidArgument(
+                f"canary: only a canary experiment has a canary schedule (the mode is "
+                f"{exp.mode}): set mode to canary or leave canary out"
+            )
+        _check_canary(exp.canary)
+    if exp.mode is Mode.CANARY and len(exp.arms) != 2:
+        raise InvalidArgument(
+            f"arms: a canary has two arms, the control and the challenger whose share rises, "
+            f"got {len(exp.arms)}"
+        )
+    if exp.bandit is not None:
+        if exp.mode is not Mode.BANDIT:
+            raise InvalidArgument(
+                f"bandit: only a bandit experiment has a bandit schedule (the mode is "
+                f"{exp.mode}): set mode to bandit or leave bandit out"
+            )
+        _check_every(exp.bandit.every_seconds, "bandit.every_seconds")
+        most = 1 / len(exp.arms)
+        floor = exp.bandit.floor
+        if not _finite(floor) or not 0 <= floor <= most + _TOLERANCE:
+            raise InvalidArgument(
+                f"bandit.floor: the least share an arm keeps, between 0 and 1/arms "
+                f"({most:.4g} for {len(exp.arms)} arms), got {floor!r}"
+            )
+
+
+def _check_canary(canary: Canary) -> None:
+    if not canary.steps:
+        raise InvalidArgument("canary.steps: give the challenger's shares, e.g. [0.01, 0.05, 0.2]")
+    previous = 0.0
+    for at, step in enumerate(canary.steps):
+        if not _finite(step) or not 0 < step <= 1:
+            raise InvalidArgument(
+                f"canary.steps[{at}]: a share above 0 and at most 1, got {step!r}"
+            )
+        if step <= previous:
+            raise InvalidArgument(
+                f"canary.steps[{at}]: the steps must increase, {step:g} follows {previous:g}"
+            )
+        previous = step
+    _check_every(canary.every_seconds, "canary.every_seconds")
+
+
+def _check_every(value: float, field: str) -> None:
+    if not _finite(value) or value <= 0:
+        raise InvalidArgument(f"{field}: the seconds between two steps, above 0, got {value!r}")
 
 
 def _check_target(arm: Arm, where: str) -> None:
@@ -225,7 +308,7 @@ def next_status(exp: Experiment, action: str) -> Status:
 
 
 # Fields a started experiment may still change; the rest would change what it measures.
-CHANGEABLE_WHILE_STARTED = {"hypothesis", "guardrails", "shares"}
+CHANGEABLE_WHILE_STARTED = {"hypothesis", "guardrails", "shares", "canary", "bandit"}
 
 
 def check_change_allowed(before: Experiment, after: Experiment, changes: dict[str, str]) -> None:
@@ -237,7 +320,8 @@ def check_change_allowed(before: Experiment, after: Experiment, changes: dict[st
     if refused:
         raise Conflict(
             f"A/B experiment {before.name!r} is {before.status}: only its shares, guardrails "
-            f"and hypothesis may change, not {', '.join(refused)} (stop it and create a new one)"
+            f"and hypothesis (and a canary's or bandit's schedule) may change, not "
+            f"{', '.join(refused)} (stop it and create a new one)"
         )
 
 
@@ -265,7 +349,13 @@ def changes_between(before: Experiment, after: Experiment) -> dict[str, str]:
             for arm, share in after.shares.items()
             if before.shares[arm] != share
         )
-    for name, show in (("primary", _kpi_text), ("guardrails", _guardrails_text)):
+    shows: tuple[tuple[str, Callable[[Any], str]], ...] = (
+        ("primary", _kpi_text),
+        ("guardrails", _guardrails_text),
+        ("canary", _canary_text),
+        ("bandit", _bandit_text),
+    )
+    for name, show in shows:
         old_value, new_value = getattr(before, name), getattr(after, name)
         if old_value != new_value:
             found[name] = f"{show(old_value)} -> {show(new_value)}"
@@ -296,6 +386,18 @@ def _kpi_text(kpi: Kpi) -> str:
 
 def _guardrails_text(rails: list[Guardrail]) -> str:
     return "; ".join(_rail_text(r) for r in rails) or "none"
+
+
+def _canary_text(canary: Canary | None) -> str:
+    if canary is None:
+        return "none"
+    return f"steps {', '.join(f'{s:g}' for s in canary.steps)} every {canary.every_seconds:g} s"
+
+
+def _bandit_text(bandit: Bandit | None) -> str:
+    if bandit is None:
+        return "none"
+    return f"every {bandit.every_seconds:g} s, floor {bandit.floor:g}"
 
 
 def _rail_text(rail: Guardrail) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -29,9 +30,12 @@ from plinth.abtests.design import (
     check_name,
     coerce,
     coerce_arms,
+    coerce_bandit,
+    coerce_canary,
     coerce_guardrails,
     coerce_kpi,
     next_status,
+    with_schedule,
 )
 from plinth.abtests.events import Event, append_events, check_events
 from plinth.abtests.layers import join_layer, layer_view, leave_layer
@@ -39,6 +43,9 @@ from plinth.abtests.planning import Plan, plan
 from plinth.abtests.results import Results, compute_results
 from plinth.abtests.types import (
     Arm,
+    Bandit,
+    Canary,
+    ControllerAction,
     Experiment,
     ExperimentVersion,
     Guardrail,
@@ -108,8 +115,11 @@ class AbTestService:
         layer: str | None = None,
         traffic: float = 1.0,
         reason: str = "",
+        canary: Canary | None = None,
+        bandit: Bandit | None = None,
     ) -> Experiment:
-        """A new experiment in draft, owned by its creator, with a salt of its own."""
+        """A new experiment in draft, owned by its creator, with a salt of its own. A canary
+        or bandit experiment gets the default schedule of its mode unless one is given."""
         check_name(name)
         at = to_datetime(now_ms())
         draft = Experiment(
@@ -132,7 +142,10 @@ class AbTestService:
             guardrails=coerce_guardrails(guardrails),
             layer=layer,
             traffic=traffic,
+            canary=coerce_canary(canary),
+            bandit=coerce_bandit(bandit),
         )
+        draft = with_schedule(draft)
         check_design(draft)
         draft = replace(draft, allocation=allocate(draft.shares))
         with self.store.write() as conn:
@@ -192,10 +205,13 @@ class AbTestService:
         layer: str | None = None,
         traffic: float | None = None,
         reason: str = "",
+        canary: Canary | None = None,
+        bandit: Bandit | None = None,
     ) -> Experiment:
         """Change a design: anything in draft; once started only ``shares`` (a share per
-        arm named; the others keep theirs), ``guardrails`` and ``hypothesis``, with a
-        ``reason``. New shares move only the units they must. ``layer=""`` leaves a layer."""
+        arm named; the others keep theirs), ``guardrails``, ``hypothesis`` and the
+        ``canary`` or ``bandit`` schedule, with a ``reason``. New shares move only the units
+        they must. ``layer=""`` leaves a layer; a new mode drops the old mode's schedule."""
         if shares is not None and arms is not None:
             raise InvalidArgument("give shares or arms, not both: arms carry their own shares")
         given: dict[str, Any] = {
@@ -210,6 +226,8 @@ class AbTestService:
             "unit": None if unit is None else coerce(_UNIT, unit, "unit"),
             "layer": layer or None,
             "traffic": traffic,
+            "canary": coerce_canary(canary),
+            "bandit": coerce_bandit(bandit),
         }
         fields = {k: v for k, v in given.items() if v is not None}
         if layer == "":
@@ -217,9 +235,15 @@ class AbTestService:
 
         def change(before: Experiment) -> Experiment:
             after = replace(before, **fields)
+            if after.mode is not before.mode:
+                after = replace(
+                    after,
+                    canary=after.canary if "canary" in fields else None,
+                    bandit=after.bandit if "bandit" in fields else None,
+                )
             if shares is not None:
                 after = replace(after, arms=_with_shares(before, coerce(_SHARES, shares, "shares")))
-            return after
+            return with_schedule(after)
 
         return self._change(name, "update", reason, change)
 
@@ -364,6 +388,75 @@ class AbTestService:
             exp = _load(conn, name)
             return plan(conn, exp, now_ms(), baseline, days)
 
+    # -- the controller's (canary steps, rollbacks, bandit re-allocations; controller.py) --
+
+    @endpoint("POST", "/abtests/{name}/reallocate")
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def reallocate_abtest(self, name: str, reason: str = "") -> ControllerAction:
+        """Re-allocate a running bandit experiment's traffic now (Thompson sampling over
+        its arms' primary KPI so far, none below its floor), without waiting for its
+        schedule; recorded like the controller's, with the probabilities."""
+        from plinth.abtests.controller import reallocate_now
+
+        return reallocate_now(self, name, reason)
+
+    @endpoint("POST", "/abtest-controller/tick")
+    @guarded(role=Role.ADMIN)
+    def tick_abtests(self) -> list[ControllerAction]:
+        """One pass of the controller over the running experiments, as ``plinth server``
+        runs it in the background: canary steps and rollbacks, bandit re-allocations and
+        the automatic stop, each recorded in the experiment's history by "controller"."""
+        from plinth.abtests.controller import run_once
+
+        return run_once(self)
+
+    def apply_control(
+        self,
+        name: str,
+        action: str,
+        seen_version: int,
+        at: datetime,
+        reason: str,
+        shares: dict[str, float] | None = None,
+        stop: bool = False,
+        noted: dict[str, str] | None = None,
+    ) -> Experiment | None:
+        """The controller's change to a running experiment, recorded at ``at``: new
+        ``shares`` and/or a stop. Compare-and-set on the version it decided from: None
+        (nothing changes) when the experiment changed since, so a step decided twice, by
+        two controllers at once, is taken once."""
+
+        class Moved(Exception):
+            pass
+
+        def change(before: Experiment) -> Experiment:
+            if before.version != seen_version or before.status is not Status.RUNNING:
+                raise Moved
+            after = before
+            if shares is not None:
+                after = replace(after, arms=_with_shares(before, shares))
+            if stop:
+                after = replace(after, status=Status.STOPPED, stopped_at=at)
+            return after
+
+        try:
+            return self._change(name, action, reason, change, noted, at=at)
+        except Moved:
+            return None
+
+    def last_control_at(self, name: str, actions: tuple[str, ...]) -> datetime | None:
+        """When the latest (by version) of ``actions`` was recorded for ``name``; None if
+        never."""
+        v = abtest_versions.c
+        with self.store.read() as conn:
+            found = conn.execute(
+                select(v.changed_at)
+                .where(v.name == name, v.action.in_(actions))
+                .order_by(v.version.desc())
+                .limit(1)
+            ).scalar()
+        return None if found is None else to_datetime(int(found))
+
     def _registry(self) -> RegistryService:
         if self.registry is None:
             raise InvalidArgument("this A/B service has no model registry to promote through")
@@ -379,8 +472,9 @@ class AbTestService:
     # -- changes ---------------------------------------------------------------------------
 
     def _transition(self, name: str, action: str, reason: str) -> Experiment:
+        at = to_datetime(now_ms())  # started_at / stopped_at is the version's own time
+
         def change(before: Experiment) -> Experiment:
-            at = to_datetime(now_ms())
             after = replace(before, status=next_status(before, action))
             if action == "start":
                 after = replace(after, started_at=at)
@@ -388,7 +482,7 @@ class AbTestService:
                 after = replace(after, stopped_at=at)
             return after
 
-        return self._change(name, action, reason, change)
+        return self._change(name, action, reason, change, at=at)
 
     def _change(
         self,
@@ -397,8 +491,10 @@ class AbTestService:
         reason: str,
         change: Mutation,
         noted: dict[str, str] | None = None,
+        at: datetime | None = None,
     ) -> Experiment:
-        """``noted``: what the action did beyond the design's fields, for its history."""
+        """``noted``: what the action did beyond the design's fields, for its history;
+        ``at``: when it happened (the controller's clock), else now."""
         actor = self.access.actor()
         with self.store.write() as conn:
             _lock(conn, name)
@@ -417,7 +513,8 @@ class AbTestService:
                 check_design(after)
             if after.shares != before.shares:
                 after = replace(after, allocation=allocate(after.shares, before.allocation))
-            after = replace(after, version=before.version + 1, updated_at=to_datetime(now_ms()))
+            stamp = at or to_datetime(now_ms())
+            after = replace(after, version=before.version + 1, updated_at=stamp)
             stopping = after.status is Status.STOPPED and before.status is not Status.STOPPED
             if action == "start" and after.layer is not None:
                 join_layer(conn, after)

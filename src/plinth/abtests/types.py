@@ -9,6 +9,8 @@ from datetime import datetime
 from plinth.abtests.assign import Allocation
 
 _JSON = {"ser_json_inf_nan": "strings"}
+# a schedule's misspelt field (every_second) is refused, not silently left at its default
+_STRICT = {**_JSON, "extra": "forbid"}
 
 
 class Status(enum.StrEnum):
@@ -79,13 +81,39 @@ class Guardrail:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A canary's schedule: the challenger's share rises through ``steps`` (increasing,
+    each above 0 and at most 1) while no guardrail is broken, from the share it has to the
+    next step above it: at once to the first step, then one step each ``every_seconds``.
+    A broken guardrail rolls it back (challenger 0, experiment stopped). Design the
+    challenger at 0 (or the first step) so that the canary starts small."""
+
+    __pydantic_config__ = _STRICT
+
+    steps: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.2, 0.5])
+    every_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Bandit:
+    """A bandit's schedule: every ``every_seconds`` the shares follow each arm's
+    probability of being best (Thompson sampling), none below ``floor``."""
+
+    __pydantic_config__ = _STRICT
+
+    every_seconds: float = 3600.0
+    floor: float = 0.05
+
+
+@dataclass(frozen=True)
 class Experiment:
     """An A/B experiment between models. ``salt`` is drawn at creation and never changes
     (a unit's arm depends on it); ``allocation`` gives each arm its buckets and follows the
     shares, moving as few units as a change must. In a ``layer``, the experiment takes
     ``traffic`` of the layer's units: while it runs (or is paused) it owns
     ``layer_ranges`` of the buckets of ``bucket(layer_salt, unit)``, disjoint from every
-    other experiment of the layer. ``version`` counts the recorded changes."""
+    other experiment of the layer. ``version`` counts the recorded changes. ``canary`` and
+    ``bandit``: the schedule the controller follows in those modes (None in the others)."""
 
     __pydantic_config__ = _JSON
 
@@ -112,6 +140,8 @@ class Experiment:
     layer_ranges: list[tuple[int, int]] = field(default_factory=list)
     started_at: datetime | None = None
     stopped_at: datetime | None = None
+    canary: Canary | None = None
+    bandit: Bandit | None = None
 
     @property
     def control(self) -> Arm:
@@ -131,9 +161,28 @@ class ExperimentVersion:
 
     name: str
     version: int
-    action: str  # create | update | start | pause | resume | stop | promote
+    # create | update | start | pause | resume | stop | promote; the controller's:
+    # canary-step | rollback | reallocate (and stop)
+    action: str
     changed_by: str
     changed_at: datetime
     reason: str
     changes: dict[str, str]
     experiment: Experiment
+
+
+@dataclass(frozen=True)
+class ControllerAction:
+    """What one controller pass did to one running experiment: ``action`` is one of
+    ``canary-step``, ``rollback``, ``reallocate``, ``stop`` (each recorded as ``version``
+    of its history, with these ``changes`` and ``reason``), ``wait`` (nothing due yet, or
+    another controller acted first: ``reason`` says which) or ``error`` (``reason`` is the
+    error; the other experiments are still controlled)."""
+
+    __pydantic_config__ = _JSON
+
+    experiment: str
+    action: str
+    reason: str
+    changes: dict[str, str] = field(default_factory=dict)
+    version: int | None = None

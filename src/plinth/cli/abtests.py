@@ -12,7 +12,16 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from plinth.abtests.types import Status
-from plinth.cli.common import JsonOption, ReasonOption, _client, _print_json, _say, _table, out
+from plinth.cli.common import (
+    JsonOption,
+    ReasonOption,
+    _client,
+    _print_json,
+    _say,
+    _table,
+    err,
+    out,
+)
 from plinth.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -22,7 +31,10 @@ if TYPE_CHECKING:
 
 ab_app = typer.Typer(
     no_args_is_help=True,
-    help="A/B experiments between models: design, start, pause, resume, stop, check, promote, history.",
+    help=(
+        "A/B experiments between models: design, start, pause, resume, stop, check, "
+        "promote, history; reallocate a bandit; tick runs the controller once."
+    ),
 )
 NameArgument = Annotated[str, typer.Argument(help="the experiment's name")]
 
@@ -136,7 +148,8 @@ def create(
 ) -> None:
     """Create an experiment in draft from a JSON design: name, hypothesis, primary
     ({name, kind, event}), arms ([{name, share, model_uri or url, control}]), mde, and
-    optionally guardrails, mode, unit, alpha, power, layer, traffic."""
+    optionally guardrails, mode, unit, alpha, power, layer, traffic, and the schedule of a
+    canary ({steps, every_seconds}) or a bandit ({every_seconds, floor})."""
     made = _service().create_abtest(**read_spec(spec))
     _say(json_, made, f"created A/B experiment {made.name} (draft): start it with plinth ab start")
 
@@ -181,6 +194,17 @@ def show(name: NameArgument, json_: JsonOption = False) -> None:
         ("stopped", exp.stopped_at),
     ]
     facts += [(f"guardrail {g.metric}", _bounds(g.max_drop, g.max_value)) for g in exp.guardrails]
+    if exp.canary is not None:
+        steps = ", ".join(f"{step:g}" for step in exp.canary.steps)
+        facts.append(
+            (
+                "canary",
+                f"challenger share {steps}, a step every {_seconds(exp.canary.every_seconds)}",
+            )
+        )
+    if exp.bandit is not None:
+        every = _seconds(exp.bandit.every_seconds)
+        facts.append(("bandit", f"re-allocated every {every}, floor {exp.bandit.floor:g} per arm"))
     out.print(_table(f"A/B experiment {escape(exp.name)}", ("field", "value"), facts))
     counts = exp.allocation.counts()
     arms = [
@@ -264,6 +288,47 @@ def check(name: NameArgument, json_: JsonOption = False) -> None:
     lines = [f"{name}: {state} (units: {units or 'none'}{planned})"]
     lines += [f"reason: {reason}" for reason in found.reasons]
     lines += [f"note: {note}" for note in found.notes]
+    for line in lines:
+        out.print(escape(line), highlight=False, soft_wrap=True)
+
+
+@ab_app.command("tick")
+def tick(json_: JsonOption = False) -> None:
+    """One pass of the controller over the running experiments, as the server runs it in
+    the background: canary steps and rollbacks, bandit re-allocations, automatic stops.
+    Exits non-zero when an experiment could not be controlled."""
+    done = _service().tick_abtests()
+    if json_:
+        _print_json(done)
+    else:
+        rows = [
+            (
+                a.experiment,
+                a.action,
+                a.version,
+                "; ".join(f"{k}: {c}" for k, c in a.changes.items()),
+                a.reason,
+            )
+            for a in done
+        ]
+        columns = ("experiment", "action", "version", "changes", "reason")
+        out.print(_table("A/B controller", columns, rows) if rows else "no running experiment")
+    failed = [a.experiment for a in done if a.action == "error"]
+    if failed:
+        err.print(f"[red]error:[/red] could not control {escape(', '.join(failed))}")
+        raise typer.Exit(1)
+
+
+@ab_app.command("reallocate")
+def reallocate(name: NameArgument, reason: ReasonOption = "", json_: JsonOption = False) -> None:
+    """Re-allocate a running bandit experiment now (Thompson sampling, its floor kept),
+    without waiting for its schedule; the probabilities are recorded with the shares."""
+    done = _service().reallocate_abtest(name, reason=reason)
+    if json_:
+        return _print_json(done)
+    lines = [f"{name}: re-allocated (version {done.version})"]
+    lines += [f"{k}: {c}" for k, c in done.changes.items()]
+    lines.append(f"reason: {done.reason}")
     for line in lines:
         out.print(escape(line), highlight=False, soft_wrap=True)
 
@@ -356,6 +421,13 @@ def _rows(found: Results) -> list[tuple[Any, ...]]:
 
 def _arms_line(exp: Experiment) -> str:
     return ", ".join(f"{a.name} {a.share:g}" for a in exp.arms)
+
+
+def _seconds(value: float) -> str:
+    for unit, size in (("h", 3600), ("min", 60)):
+        if value >= size and value % size == 0:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} s"
 
 
 def _bounds(max_drop: float | None, max_value: float | None) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 import anyio
@@ -47,7 +48,11 @@ def create_app(
     registry: RegistryService | None = None,
     features: FeatureService | None = None,
     score_jobs: ScoreJobService | None = None,
+    background: bool = False,
 ) -> FastAPI:
+    """The server's app. ``background``: also run the server's background work while the
+    app runs (the A/B controller, every ``settings.abtest_controller_seconds``), as
+    ``plinth server`` does."""
     settings = settings or load_settings()
     if tracking is None:
         from plinth.store.artifacts import ArtifactStore
@@ -109,6 +114,8 @@ def create_app(
         settings.resolved_artifact_uri,
         registry,
     )
+    if background and settings.abtest_controller_seconds > 0 and abtests.store is not None:
+        _run_controller(app, abtests, settings.abtest_controller_seconds)
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
@@ -140,6 +147,27 @@ def create_app(
             ),
         )
     return app
+
+
+def _run_controller(app: FastAPI, abtests: AbTestService, seconds: float) -> None:
+    """The A/B controller's thread, started and stopped with the app (``controller.py``):
+    among replicas, the one holding its lease controls."""
+    from plinth.abtests.controller import ControllerLoop
+
+    loop = ControllerLoop(abtests, seconds)
+    app.state.abtest_controller = loop
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        async with inner(app_) as state:
+            loop.start()
+            try:
+                yield state
+            finally:  # waits for a pass under way to end, off the event loop
+                await anyio.to_thread.run_sync(loop.stop)
+
+    app.router.lifespan_context = lifespan
 
 
 STATIC = "/static"
@@ -471,7 +499,7 @@ def serve(settings: Settings) -> None:
 
     # no access log: a line per request costs more than a feature lookup
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, background=True),
         host=settings.host,
         port=settings.port,
         log_level="info",

@@ -531,3 +531,13 @@ abtest_layers = Table(
     Column("allocation", Text, nullable=False, default="{}"),  # JSON: experiment -> ranges
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# A lease on some background work (``store/lease.py``): its holder until ``expires_at_ms``;
+# an expired lease may be taken over by anyone.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("holder", NAME, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+)

@@ -1,0 +1,342 @@
+"""The A/B controller: one pass over the running experiments, doing what their design
+schedules and their results call for.
+
+Per running experiment, from its results (``compute_results``) at the pass's time ``now``:
+
+1. a canary with a guardrail established broken in its challenger
+   (``decisions.breached_guardrails``) is rolled back: the challenger's share goes to 0 and the experiment stops, the evidence
+   being the recorded reason (action ``rollback``);
+2. any experiment is stopped when ``decisions.stop_reasons`` says so: the planned sample
+   reached or a guardrail broken (action ``stop``, as ``check_abtest`` would);
+3. a canary below its last step takes the next one (action ``canary-step``): at once to the
+   first step, each later one when ``every_seconds`` have passed since the last step;
+4. a bandit is re-allocated when ``every_seconds`` have passed since its last re-allocation
+   (action ``reallocate``): Thompson sampling (``bandit.reallocate``) over the arms' primary
+   KPI so far, the probabilities and units recorded with the new shares.
+
+Each action is a version of the experiment's history, recorded by "controller" at
+``now``. It is taken by compare-and-set on the version the decision was made from
+(``AbTestService.apply_control``): when two controllers decide the same step at once,
+one takes it and the other finds the experiment moved on. ``plinth server`` runs passes in
+the background while it holds the controller's lease (``ControllerLoop``), so among
+replicas one controls at a time; ``plinth ab tick`` runs one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from plinth.abtests.assign import BUCKETS, shares_to_counts
+from plinth.abtests.bandit import Mean, Rate, reallocate
+from plinth.abtests.decisions import breached_guardrails, stop_reasons
+from plinth.abtests.results import Results
+from plinth.abtests.types import (
+    Bandit,
+    Canary,
+    ControllerAction,
+    Experiment,
+    KpiKind,
+    Mode,
+    Status,
+)
+from plinth.auth.context import SYSTEM, acting_as
+from plinth.errors import Conflict, PlinthError
+from plinth.store import lease
+
+if TYPE_CHECKING:
+    from plinth.abtests.service import AbTestService
+
+log = logging.getLogger(__name__)
+
+#: the principal the controller acts as: the platform's own, under its own name
+CONTROLLER = replace(SYSTEM, name="controller")
+LEASE = "abtest-controller"
+# Shares are compared within rounding: a step "above" the current share is above by more.
+_TOLERANCE = 1e-9
+
+
+def run_once(
+    service: AbTestService,
+    now: datetime | None = None,
+    keep_going: Callable[[], bool] | None = None,
+) -> list[ControllerAction]:
+    """One pass over every running experiment at ``now`` (default: the clock), acting as
+    the controller. A failure on one experiment is its ``error`` action; the others are
+    still controlled. ``keep_going`` is asked before each experiment (a lease still held):
+    False ends the pass there."""
+    at = now or datetime.now(UTC)
+    done: list[ControllerAction] = []
+    with acting_as(CONTROLLER):
+        for exp in _running(service):
+            if keep_going is not None and not keep_going():
+                break
+            done.append(_control(service, exp, at))
+    return done
+
+
+def reallocate_now(service: AbTestService, name: str, reason: str) -> ControllerAction:
+    """A bandit's re-allocation now, by the caller (``reallocate_abtest``)."""
+    exp = service.get_abtest(name)
+    if exp.mode is not Mode.BANDIT or exp.status is not Status.RUNNING:
+        raise Conflict(
+            f"cannot reallocate A/B experiment {name!r}: only a running bandit experiment "
+            f"is re-allocated (it is a {exp.status} {exp.mode} experiment)"
+        )
+    at = datetime.now(UTC)
+    done = _reallocate(service, exp, service.abtest_results(name), at, reason.strip())
+    if done.action != "reallocate":
+        raise Conflict(f"cannot reallocate A/B experiment {name!r} now: {done.reason}")
+    return done
+
+
+def _running(service: AbTestService) -> list[Experiment]:
+    found: list[Experiment] = []
+    token: str | None = None
+    while True:
+        page = service.list_abtests(status=Status.RUNNING, max_results=1000, page_token=token)
+        found += page.items
+        token = page.next_page_token
+        if token is None:
+            return found
+
+
+def _control(service: AbTestService, exp: Experiment, at: datetime) -> ControllerAction:
+    try:
+        results = service.abtest_results(exp.name)
+        if exp.mode is Mode.CANARY:
+            broken = rollback_reasons(exp, results)
+            if broken:
+                return _rollback(service, exp, at, broken)
+        reasons, _, _ = stop_reasons(exp, results)
+        if reasons:
+            reason = "auto-stop: " + "; ".join(reasons)
+            return _apply(service, exp, "stop", at, reason, stop=True)
+        if exp.mode is Mode.CANARY:
+            return _canary_step(service, exp, at)
+        if exp.mode is Mode.BANDIT:
+            due = _due(service, exp, (exp.bandit or Bandit()).every_seconds, "reallocate", at)
+            if due is not None:
+                said = f"next re-allocation at {due:%Y-%m-%d %H:%M:%S} UTC"
+                return ControllerAction(exp.name, "wait", said)
+            return _reallocate(service, exp, results, at, "")
+        return ControllerAction(exp.name, "wait", "no stop reason yet")
+    except PlinthError as exc:
+        return ControllerAction(exp.name, "error", exc.message)
+    except Exception as exc:  # one experiment's failure must not stop the others' control
+        log.exception("A/B controller: experiment %r", exp.name)
+        return ControllerAction(exp.name, "error", f"{type(exc).__name__}: {exc}")
+
+
+def rollback_reasons(exp: Experiment, results: Results) -> list[str]:
+    """The guardrails established broken in a canary's challenger (a router-measured one
+    may be broken in control too: that is no reason to blame the challenger, and the
+    automatic stop sees it)."""
+    challenger = next(arm.name for arm in exp.arms if not arm.control)
+    theirs = {
+        metric: {arm: check for arm, check in arms.items() if arm == challenger}
+        for metric, arms in results.guardrails.items()
+    }
+    return breached_guardrails(replace(results, guardrails=theirs))
+
+
+def _rollback(
+    service: AbTestService, exp: Experiment, at: datetime, broken: list[str]
+) -> ControllerAction:
+    shares = {arm.name: 1.0 if arm.control else 0.0 for arm in exp.arms}
+    reason = "rollback: " + "; ".join(broken)
+    return _apply(service, exp, "rollback", at, reason, shares=shares, stop=True)
+
+
+def _canary_step(service: AbTestService, exp: Experiment, at: datetime) -> ControllerAction:
+    canary = exp.canary or Canary()
+    challenger = next(arm for arm in exp.arms if not arm.control)
+    ahead = [step for step in canary.steps if step > challenger.share + _TOLERANCE]
+    if not ahead:
+        said = f"canary complete: {challenger.name} at {challenger.share:g}, its last step"
+        return ControllerAction(exp.name, "wait", said)
+    step = ahead[0]
+    number = canary.steps.index(step) + 1
+    if number > 1:  # the first step is taken at once
+        due = _due(service, exp, canary.every_seconds, "canary-step", at)
+        if due is not None:
+            said = f"next step ({challenger.name} {step:g}) at {due:%Y-%m-%d %H:%M:%S} UTC"
+            return ControllerAction(exp.name, "wait", said)
+    shares = {challenger.name: step, exp.control.name: round(1 - step, 12)}
+    reason = (
+        f"canary step {number} of {len(canary.steps)}: {challenger.name} "
+        f"{challenger.share:g} -> {step:g}; no guardrail broken"
+    )
+    noted = {"step": f"{number} of {len(canary.steps)}"}
+    return _apply(service, exp, "canary-step", at, reason, shares=shares, noted=noted)
+
+
+def _reallocate(
+    service: AbTestService, exp: Experiment, results: Results, at: datetime, reason: str
+) -> ControllerAction:
+    floor = (exp.bandit or Bandit()).floor
+    stats = _arm_stats(exp, results)
+    if isinstance(stats, str):
+        return ControllerAction(exp.name, "wait", f"no re-allocation yet: {stats}")
+    found = reallocate(stats, floor=floor, seed=_seed(exp))
+    shares = on_buckets(found.shares, floor)
+    why = f"Thompson sampling on {exp.primary.name}: {found.reason}"
+    noted = {
+        "probability_best": _listed({a: f"{p:.4f}" for a, p in found.probability_best.items()}),
+        "units": _listed({a: f"{results.units_by_arm.get(a, 0):,}" for a in exp.shares}),
+        "draws": f"{found.draws:,}",
+    }
+    full = f"{reason} ({why})" if reason else why
+    return _apply(service, exp, "reallocate", at, full, shares=shares, noted=noted)
+
+
+def _arm_stats(exp: Experiment, results: Results) -> dict[str, Rate] | dict[str, Mean] | str:
+    """Each arm's primary KPI for the posterior, or why it cannot be had yet."""
+    missing = [arm for arm in exp.shares if arm not in results.summaries]
+    if missing:
+        return f"arm {', '.join(missing)} has fewer than 2 units with results yet"
+    if exp.primary.kind is KpiKind.PROPORTION:
+        return {
+            arm: Rate(round(s.estimate * s.units), s.units)
+            for arm, s in results.summaries.items()
+            if arm in exp.shares
+        }
+    # a mean, or a ratio of sums: its estimate and the spread that gives its standard error
+    return {
+        arm: Mean(s.estimate, s.variance * s.units, s.units)
+        for arm, s in results.summaries.items()
+        if arm in exp.shares
+    }
+
+
+def on_buckets(shares: Mapping[str, float], floor: float) -> dict[str, float]:
+    """``shares`` rounded to whole buckets (0.0001) adding up to exactly 1, none under
+    ``floor`` rounded up to a bucket: what the allocation holds, shown as it holds it."""
+    counts = shares_to_counts(dict(shares))
+    least = min(math.ceil(floor * BUCKETS - 1e-6), BUCKETS // len(counts))
+    for arm in counts:
+        while counts[arm] < least:
+            richest = max(counts, key=lambda a: counts[a])
+            counts[richest] -= 1
+            counts[arm] += 1
+    return {arm: n / BUCKETS for arm, n in counts.items()}
+
+
+def _seed(exp: Experiment) -> int:
+    # The draws follow from the experiment's salt and version: a re-allocation in the
+    # history can be reproduced.
+    digest = hashlib.sha1(f"{exp.salt}:{exp.version}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _due(
+    service: AbTestService, exp: Experiment, every: float, action: str, at: datetime
+) -> datetime | None:
+    """None when ``every`` seconds have passed since the last ``action`` (or since the
+    experiment started or resumed); else when they will have."""
+    last = service.last_control_at(exp.name, (action, "start", "resume"))
+    if last is None:
+        return None
+    due = last + timedelta(seconds=every)
+    return None if at >= due else due
+
+
+def _apply(
+    service: AbTestService,
+    exp: Experiment,
+    action: str,
+    at: datetime,
+    reason: str,
+    shares: dict[str, float] | None = None,
+    stop: bool = False,
+    noted: dict[str, str] | None = None,
+) -> ControllerAction:
+    done = service.apply_control(
+        exp.name, action, exp.version, at, reason, shares=shares, stop=stop, noted=noted
+    )
+    if done is None:
+        said = f"not {action}: the experiment moved on since version {exp.version} was read"
+        return ControllerAction(exp.name, "wait", said)
+    recorded = service.abtest_history(exp.name)[-1]
+    return ControllerAction(exp.name, action, reason, recorded.changes, done.version)
+
+
+def _listed(values: Mapping[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
+# -- in the background of ``plinth server`` --------------------------------------------------
+
+
+class ControllerLoop:
+    """Passes every ``seconds`` in a daemon thread, each while holding the controller's
+    lease (renewed, or taken when free or expired); a replica without it waits its turn.
+    ``stop`` ends the loop between passes and gives the lease up. ``on_pass`` is told each
+    pass's actions (None when another replica held the lease)."""
+
+    def __init__(
+        self,
+        service: AbTestService,
+        seconds: float,
+        on_pass: Callable[[list[ControllerAction] | None], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.seconds = seconds
+        # a pass that dies with its replica frees the lease after this long
+        # (a pass longer than that may overlap the next holder's: each action's
+        # compare-and-set still takes every step once)
+        self.lease_seconds = max(3 * seconds, 60.0)
+        self.holder = lease.new_holder()
+        self.on_pass = on_pass
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="abtest-controller", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                done = self.run_pass()
+                if self.on_pass is not None:
+                    self.on_pass(done)
+                self._stop.wait(self.seconds)
+        finally:
+            try:
+                lease.release(self.service.store, LEASE, self.holder)
+            except Exception:  # the store is gone: the lease expires by itself
+                log.warning("A/B controller: could not release its lease", exc_info=True)
+
+    def _still_held(self) -> bool:
+        # renewed before each experiment: a long pass keeps its lease, and a pass whose
+        # lease was taken over (a stalled replica) ends
+        return lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds)
+
+    def run_pass(self) -> list[ControllerAction] | None:
+        """One pass if this replica holds (or gets) the lease; None otherwise."""
+        store = self.service.store
+        try:
+            if not lease.acquire(store, LEASE, self.holder, self.lease_seconds):
+                return None
+            done = run_once(self.service, keep_going=self._still_held)
+        except Exception:  # the store is away: try again next time
+            log.exception("A/B controller: pass failed")
+            return None
+        for did in done:
+            if did.action != "wait":
+                log.info("A/B controller: %s %s: %s", did.experiment, did.action, did.reason)
+        return done
