@@ -220,21 +220,21 @@ def _rows(*columns: tuple[str, list[str] | None]) -> list[dict[str, str]]:
 
 def _design(form: DesignForm) -> dict[str, Any]:
     """``create_abtest``'s arguments from the form; InvalidArgument names the field."""
-    arms = []
+    arms: list[Arm] = []
     for i, row in enumerate(form.arms):
         if not any(v.strip() for v in row.values()):
             continue  # an empty row of the form
         target = row["target"].strip()
-        where = {"model_uri": target} if target.startswith("models:/") else {"url": target}
+        serves = {"model_uri": target} if target.startswith("models:/") else {"url": target}
         arms.append(
             Arm(
                 name=row["name"].strip(),
                 share=_number(row["share"], f"arms[{len(arms)}].share"),
                 control=str(i) == form.control,
-                **where,  # type: ignore[arg-type]
+                **serves,
             )
         )
-    rails = []
+    rails: list[Guardrail] = []
     for row in form.guardrails:
         if not any(v.strip() for v in row.values()):
             continue
