@@ -347,4 +347,5 @@ def report(
     from plinth.ui.report import write_report
 
     size = write_report(_service(), name, output)
-    out.print(escape(f"wrote the report of {name} to {output} ({size:,} bytes)"), highlight=False)
+    line = f"wrote the report of {name} to {output} ({size:,} bytes)"
+    out.print(escape(line), highlight=False, soft_wrap=True)
