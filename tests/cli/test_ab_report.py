@@ -76,3 +76,26 @@ def test_refusals_exit_1_and_write_nothing(
     assert run_main(monkeypatch, "report", "churn", "-o", str(folder / "churn.html")) == 1
     assert f"error: cannot write the report to {folder}" in capsys.readouterr().err
     assert run_main(monkeypatch, "report", "churn") == 2  # -o is required
+
+
+def test_the_report_of_a_server_s_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.client import set_default_client
+    from plinth.config import load_settings
+    from tests.backends import local_client, running_server
+
+    home = tmp_path / "server"
+    with running_server(home) as url:
+        settings = load_settings(home=home)
+        with local_client(settings.resolved_store_uri, settings.resolved_artifact_uri) as local:
+            design(local.abtests)
+            local.abtests.start_abtest("churn")
+            traffic(local.abtests, "churn", {"control": 400, "b": 400}, {"control": 40, "b": 80})
+        monkeypatch.setenv("PLINTH_URI", url)  # the CLI is a remote client of the server
+        set_default_client(None)
+        out = tmp_path / "remote.html"
+        assert run_main(monkeypatch, "report", "churn", "-o", str(out)) == 0
+    page = out.read_text(encoding="utf-8")
+    assert ">400<" in page and "0.1 <span" in page and "0.2 <span" in page
+    assert "+0.1 <span" in page and "lift-absolute" in page
