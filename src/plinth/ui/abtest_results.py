@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from plinth.abtests.sequential import METHOD as SEQUENTIAL_METHOD
 from plinth.abtests.types import Experiment, ExperimentVersion
+from plinth.errors import PlinthError
 from plinth.ui.charts import series, spec
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from plinth.abtests.service import AbTestService
 
 ESTIMATE_METHOD = "normal interval: estimate ± z·standard error"
+# plinth.js's palette: an arm keeps its colour (by its place in the design) in every chart
+COLOURS = ("#1f5fbf", "#c2410c", "#15803d", "#7c3aed", "#b91c1c", "#0e7490", "#a16207", "#be185d")
 
 
 @dataclass(frozen=True)
@@ -82,15 +85,20 @@ def results_view(service: AbTestService, name: str, *, history: bool = False) ->
     rows = _rows(exp, results, level)
     notes = list(results.notes)
     charts = _lift_charts(exp, results, rows, level)
-    timeline, timeline_method = None, ""
+    timeline_method = ""
     reader = getattr(service, "abtest_timeline", None)  # lands with the results helper's work
     if reader is not None and results.units_by_arm:
-        timeline = reader(name)
-        timeline_method = str(timeline.method)
-        notes += [str(n) for n in timeline.notes]
-        charts += _timeline_charts(exp, timeline)
+        try:
+            timeline = reader(name)
+        except PlinthError as exc:  # the figures above stand without it
+            notes.append(f"the KPI over time could not be read: {exc.message}")
+        else:
+            timeline_method = str(timeline.method)
+            notes += [str(n) for n in timeline.notes]
+            charts += _timeline_charts(exp, timeline)
     elif reader is None:
         notes.append("the KPI over time and the sequential interval need a newer server")
+    _paint(charts, exp)
     sequential = getattr(results, "sequential", {}) or {}
     first = next(iter(sequential.values()), None)
     method = "" if first is None else str(getattr(first, "method", SEQUENTIAL_METHOD))
@@ -166,6 +174,19 @@ def _rows(exp: Experiment, results: Results, level: float) -> list[ArmRow]:
 
 
 # -- charts ------------------------------------------------------------------------------
+
+
+def _paint(charts: list[ChartView], exp: Experiment) -> None:
+    """Each arm in its own colour in every chart; the bound red, the always-valid grey."""
+    place = {arm.name: i for i, arm in enumerate(exp.arms)}
+    fixed = {"bound": "#a3261b", "always-valid": "#5a6472"}
+    for chart in charts:
+        for drawn in chart.spec["series"]:
+            label = drawn["label"]
+            if label in place:
+                drawn["colour"] = COLOURS[place[label] % len(COLOURS)]
+            elif label in fixed:
+                drawn["colour"] = fixed[label]
 
 
 def _lift_charts(

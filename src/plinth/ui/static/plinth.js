@@ -178,6 +178,7 @@
       height: el.clientWidth < 500 ? 200 : 260,
       series: [{ label: spec.x_label || "x" }].concat(spec.series.map(seriesOptions)),
       scales: { x: xScale(spec), y: yScale(spec) },
+      legend: { show: !spec.x_names },  // named x values: the axis names the series
       axes: [xAxis(spec), { label: spec.y_label || "" }],
       cursor: {
         drag: { x: true, y: false },
