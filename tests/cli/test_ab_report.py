@@ -95,7 +95,11 @@ def test_the_report_of_a_server_s_experiment(
         monkeypatch.setenv("PLINTH_URI", url)  # the CLI is a remote client of the server
         set_default_client(None)
         out = tmp_path / "remote.html"
-        assert run_main(monkeypatch, "report", "churn", "-o", str(out)) == 0
+        try:
+            assert run_main(monkeypatch, "report", "churn", "-o", str(out)) == 0
+        finally:
+            plinth.default_client().close()  # the CLI's remote client, and its connections
+            set_default_client(None)
     page = out.read_text(encoding="utf-8")
     assert ">400<" in page and "0.1 <span" in page and "0.2 <span" in page
     assert "+0.1 <span" in page and "lift-absolute" in page
