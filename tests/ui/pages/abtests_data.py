@@ -23,7 +23,7 @@ def arms(
     def arm(name: str, is_control: bool) -> Arm:
         uri = (targets or {}).get(name)
         where = {"model_uri": uri} if uri else {"url": f"http://127.0.0.1:9/{name}"}
-        return Arm(name, 0.5, control=is_control, **where)  # type: ignore[arg-type]
+        return Arm(name, 0.5, control=is_control, **where)
 
     return [arm(control, True), arm(treatment, False)]
 
