@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
+from plinth.abtests.decisions import planned_sample
 from plinth.abtests.sequential import METHOD as SEQUENTIAL_METHOD
-from plinth.abtests.types import Experiment, ExperimentVersion
+from plinth.abtests.types import Experiment, ExperimentVersion, Status
 from plinth.errors import PlinthError
 from plinth.ui.charts import series, spec
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from plinth.abtests.service import AbTestService
 
 ESTIMATE_METHOD = "normal interval: estimate ± z·standard error"
+# A rate of units a day from less time than this is noise, not a rate to plan by.
+MIN_RATE_DAYS = 1 / 24
 # plinth.js's palette: an arm keeps its colour (by its place in the design) in every chart
 COLOURS = ("#1f5fbf", "#c2410c", "#15803d", "#7c3aed", "#b91c1c", "#0e7490", "#a16207", "#be185d")
 
@@ -63,6 +67,20 @@ class GuardrailRow:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far the experiment is towards its planned sample (``decisions.planned_sample``):
+    the arm with the fewest units against the plan, and the days left at the rate units
+    have come since it started."""
+
+    per_arm: int
+    fewest: int
+    share: float
+    units_per_day: float | None
+    days_left: float | None
+    method: str
+
+
+@dataclass(frozen=True)
 class ResultsView:
     experiment: Experiment
     results: Results
@@ -75,6 +93,8 @@ class ResultsView:
     sequential_method: str = ""
     timeline_method: str = ""
     history: list[ExperimentVersion] = field(default_factory=list)
+    progress: Progress | None = None
+    cuped: dict[str, Any] = field(default_factory=dict)  # arm -> stats.Comparison
 
 
 def results_view(service: AbTestService, name: str, *, history: bool = False) -> ResultsView:
@@ -118,7 +138,28 @@ def results_view(service: AbTestService, name: str, *, history: bool = False) ->
         sequential_method=method,
         timeline_method=timeline_method,
         history=list(reversed(service.abtest_history(name))) if history else [],
+        progress=plan_progress(exp, results, notes),
+        cuped=dict(getattr(results, "cuped", {}) or {}),
     )
+
+
+def plan_progress(exp: Experiment, results: Results, notes: list[str]) -> Progress | None:
+    if not results.units_by_arm or exp.started_at is None:
+        return None
+    plan = planned_sample(exp, results, notes)
+    if plan is None:
+        return None
+    active = [a.name for a in exp.arms if a.share > 0]
+    fewest = min(results.units_by_arm.get(arm, 0) for arm in active)
+    total = sum(results.units_by_arm.get(arm, 0) for arm in active)
+    end = exp.stopped_at or datetime.now(UTC)
+    days = (end - exp.started_at).total_seconds() / 86_400
+    rate = total / days if days >= MIN_RATE_DAYS and total else None
+    left = max(plan.per_arm * len(active) - total, 0)
+    running = exp.status is Status.RUNNING
+    days_left = left / rate if rate and running and fewest < plan.per_arm else None
+    return Progress(plan.per_arm, fewest, min(fewest / plan.per_arm, 1.0), rate, days_left,
+                    plan.method)  # fmt: skip
 
 
 def warnings(results: Results) -> list[str]:

@@ -205,6 +205,16 @@ def test_the_page_shows_the_results_and_their_charts(any_dashboard: Dashboard) -
     assert f"+0.05 [{low:+.4g}, {high:+.4g}]" in shown
     assert f"+50.00% [{found.relative_ci[0] * 100:+.2f}%" in shown  # type: ignore[index]
     assert "Warnings" not in shown  # equal shares, no guardrail
+    plan = sample_size("proportions", 0.02, 0.05, 0.8, 2, 0.1)  # control converts 10 %
+    assert (
+        f"Planned sample: {plan.per_arm:,} units per arm; the smallest arm has 1,000 "
+        f"({100_000 / plan.per_arm:.0f}%)." in shown
+    )
+    bayes = ab.abtest_results("churn").bayes["b"]
+    assert (
+        f"b {bayes.probability_to_beat_control * 100:.1f}% {bayes.expected_loss_treatment:.4g} "
+        f"{bayes.expected_loss_control:.4g} [{bayes.lift_interval[0]:+.4g}," in shown
+    )
     drawn = charts(page)
     assert set(drawn) >= {"lift-absolute", "lift-relative"}
     [b] = drawn["lift-absolute"]["series"]
