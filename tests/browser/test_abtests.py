@@ -80,6 +80,8 @@ def test_design_an_experiment_through_the_form_and_start_it(server: Any, page_fo
     page.get_by_label("Arm 1 model URI or URL").fill("http://127.0.0.1:9/old")
     page.get_by_label("Arm 2 model URI or URL").fill("http://127.0.0.1:9/new")
     page.get_by_label("Arm 1 is the control").check()
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/_power" in r.url else None)
     plan = page.locator("#abtest-power")
     default = sample_size("proportions", 0.02, 0.05, 0.8, 2, 0.1)
     expect(plan).to_contain_text(f"{default.per_arm:,} units per arm")
@@ -88,6 +90,7 @@ def test_design_an_experiment_through_the_form_and_start_it(server: Any, page_fo
     wider = sample_size("proportions", 0.05, 0.05, 0.8, 2, 0.1)
     expect(plan).to_contain_text(f"{wider.per_arm:,} units per arm")  # htmx, as one types
     expect(plan).to_contain_text(f"About {wider.total / 1000:.1f} days at 1,000 units a day")
+    assert asked and not any("csrf" in u for u in asked), asked  # no token in a URL (or a log)
     page.get_by_label("Arm 2 share").fill("0.6")  # 0.5 + 0.6: refused
     page.get_by_role("button", name="Create in draft").click()
     page.wait_for_load_state("networkidle")
