@@ -45,10 +45,12 @@ def traffic(
     units: dict[str, int],
     buyers: dict[str, int],
     revenue: dict[str, float] | None = None,
+    earlier: dict[str, int] | None = None,
 ) -> None:
     """``units[arm]`` units exposed to each arm over the last ten minutes; the first
     ``buyers[arm]`` of them buy once; with ``revenue``, unit i of an arm spends
-    ``revenue[arm] + i % 5`` (a ``revenue`` event each)."""
+    ``revenue[arm] + i % 5`` (a ``revenue`` event each); the first ``earlier[arm]`` bought
+    once a minute before their exposure (not counted: a pre-experiment covariate)."""
     root = service.root_uri
     assert root is not None
     start = int(time.time() * 1000) - 600_000
@@ -59,6 +61,8 @@ def traffic(
         for i in range(count):
             unit, at = f"{arm}-{i}", at + 100
             log.record(Exposure(name, arm, unit, f"req-{unit}", None, at))
+            if i < (earlier or {}).get(arm, 0):
+                events.append(Event(name, "buy", f"before-{unit}", at - 60_000, unit=unit))
             if i < buyers.get(arm, 0):
                 events.append(Event(name, "buy", f"buy-{unit}", at + 10, unit=unit))
             if revenue is not None:
