@@ -373,3 +373,35 @@ def test_cuped_lifts_when_the_results_carry_them(dashboard: Dashboard) -> None:
     assert "With CUPED variance reduction" in shown
     low, high = cuped["b"].absolute_ci
     assert f"b {cuped['b'].absolute_lift:+.4g} [{low:+.4g}, {high:+.4g}]" in shown
+
+
+def test_promote_the_winner_through_the_registry(dashboard: Dashboard) -> None:
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from plinth.registry.types import Stage
+    from tests.backends import local_client
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"spend": rng.normal(100, 30, 40)})
+    model = LogisticRegression().fit(frame, (frame.spend > 100).astype(int))
+    settings = dashboard.settings
+    with local_client(settings.resolved_store_uri, settings.resolved_artifact_uri) as client:
+        for _ in range(2):
+            with client.start_run(experiment="churn") as run:
+                run.log_model(model, input_example=frame[:5], registered_model="churn")
+    ab = service(dashboard)
+    design(ab, arms=arms(targets={"control": "models:/churn/1", "b": "models:/churn/2"}))
+    ab.start_abtest("churn")
+    traffic(ab, "churn", {"control": 1000, "b": 1000}, {"control": 100, "b": 200})
+    done = dashboard.post(f"{PAGE}/promote", {"arm": "", "reason": "b sells more"}, csrf_from=PAGE)
+    assert done.status_code == 303 and done.headers["location"] == f"{PAGE}?done=promote"
+    registry = dashboard.app.state.dashboard.registry
+    assert registry.get_model_version("churn", 2).stage is Stage.PRODUCTION
+    assert ab.get_abtest("churn").status is Status.STOPPED
+    page = dashboard.http.get(done.headers["location"])
+    assert "churn: promoted" in text(page)
+    history = text(page).split("History", 1)[1]
+    assert "promote" in history and "b sells more" in history
+    assert "arm b: models:/churn/2 -> PRODUCTION" in history
