@@ -24,11 +24,11 @@ from plinth.ui.sections import Section
 from plinth.ui.web import HtmlRoute, render
 
 router = APIRouter(route_class=HtmlRoute)
-section = Section("abtests", "A/B tests", "/abtests", router, summary="Experiments online.", order=50)
+section = Section("example", "Example", "/example", router, summary="Examples online.", order=90)
 
 
-@router.get("/abtests")
-def abtests(request: Request) -> Response:
+@router.get("/example")
+def example(request: Request) -> Response:
     return render(request, "home.html")
 """
 
@@ -40,17 +40,17 @@ def test_a_new_module_adds_a_section_to_the_navigation_and_its_pages(
 
     extra = tmp_path / "more_pages"
     extra.mkdir()
-    (extra / "abtests.py").write_text(_MODULE)
+    (extra / "example.py").write_text(_MODULE)
     monkeypatch.setattr(pages, "__path__", [*pages.__path__, str(extra)])
-    monkeypatch.delitem(sys.modules, "plinth.ui.pages.abtests", raising=False)
-    assert "abtests" in [s.name for s in discover()]
+    monkeypatch.delitem(sys.modules, "plinth.ui.pages.example", raising=False)
+    assert "example" in [s.name for s in discover()]
     app = create_app(load_settings(home=tmp_path / "home"))
     with TestClient(app) as http:
-        page = http.get("/ui/abtests")
+        page = http.get("/ui/example")
         assert page.status_code == 200
-        assert '<a href="/ui/abtests" aria-current="page">A/B tests</a>' in page.text
-        assert "Experiments online." in http.get("/ui/").text
-    sys.modules.pop("plinth.ui.pages.abtests", None)
+        assert '<a href="/ui/example" aria-current="page">Example</a>' in page.text
+        assert "Examples online." in http.get("/ui/").text
+    sys.modules.pop("plinth.ui.pages.example", None)
 
 
 def test_sections_come_in_their_order() -> None:

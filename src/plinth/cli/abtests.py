@@ -437,3 +437,19 @@ def _bounds(max_drop: float | None, max_value: float | None) -> str:
     if max_value is not None:
         parts.append(f"at most {max_value:g}")
     return " and ".join(parts)
+
+
+@ab_app.command("report")
+def report(
+    name: NameArgument,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the HTML file to write, e.g. churn.html")
+    ],
+) -> None:
+    """Write the experiment's results (figures, charts, warnings, history) as one
+    self-contained HTML file: no network needed to open it."""
+    from plinth.ui.report import write_report
+
+    size = write_report(_service(), name, output)
+    line = f"wrote the report of {name} to {output} ({size:,} bytes)"
+    out.print(escape(line), highlight=False, soft_wrap=True)
