@@ -201,6 +201,8 @@ def test_a_viewer_cannot_promote_or_check(tmp_path: Path) -> None:
             ],
             "mde": 0.02,
         }
+        # alice's own model: an experiment names only models its designer may read
+        assert server.http.post("/api/v1/models", json={"name": "churn"}, headers=alice).is_success
         assert server.http.post("/api/v1/abtests", json=spec, headers=alice).status_code == 200
         server.auth.grant("abtest", "exp", "user", "victor", "viewer")
         for action in ("promote", "check"):

@@ -329,6 +329,7 @@ def test_a_viewer_cannot_start_and_a_private_experiment_stays_hidden(server: Ser
     alice = server.user("alice", Role.EDITOR)
     mallory = server.user("mallory", Role.EDITOR)
     victor = server.user("victor", Role.VIEWER)
+    assert server.http.post("/api/v1/models", json={"name": "churn"}, headers=alice).is_success
     made = server.http.post("/api/v1/abtests", json=_spec("churn-v3"), headers=alice)
     assert made.status_code == 200, made.text
     assert made.json()["owner"] == "alice"  # the caller, never the body
@@ -358,3 +359,35 @@ def test_a_viewer_cannot_start_and_a_private_experiment_stays_hidden(server: Ser
         ("create", "alice"),
         ("start", "alice"),
     ]
+
+
+def test_an_experiment_names_only_models_its_designer_may_read(server: Server) -> None:
+    """Else an editor could route to, count the traffic of and promote a private model."""
+    alice = server.user("alice", Role.EDITOR)
+    mallory = server.user("mallory", Role.EDITOR)
+    assert server.http.post("/api/v1/models", json={"name": "churn"}, headers=alice).is_success
+    for who in (mallory, alice):  # hidden from mallory; alice's does not exist in any form
+        spec = _spec("probe") if who is mallory else _spec("ghost")
+        if who is alice:
+            spec["arms"][1]["model_uri"] = "models:/nowhere/1"
+        refused = server.http.post("/api/v1/abtests", json=spec, headers=who)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["message"].startswith("arms[")  # names the field
+        assert "does not exist" in refused.json()["message"]  # the same words either way
+    made = server.http.post("/api/v1/abtests", json=_spec("mine"), headers=alice)
+    assert made.status_code == 200, made.text
+    # mallory may read alice's experiment, not her model: the plan counts none of its
+    # traffic and does not name it
+    server.auth.grant("abtest", "mine", "user", "mallory", "viewer")
+    plan = server.http.get(
+        "/api/v1/abtests/mine/plan", params={"baseline": 0.1}, headers=mallory
+    ).json()
+    assert plan["traffic_method"] == "you may not read the arms' models"
+    assert plan["days"] is None
+    own = server.http.get("/api/v1/abtests/mine/plan", params={"baseline": 0.1}, headers=alice)
+    assert "prediction logs of churn" in own.json()["traffic_method"]
+    # nor may mallory move an arm onto it
+    arms = _spec("x")["arms"]
+    server.auth.grant("abtest", "mine", "user", "mallory", "editor")
+    changed = server.http.post("/api/v1/abtests/mine", json={"arms": arms}, headers=mallory)
+    assert changed.status_code == 404 and "arms[0].model_uri" in changed.json()["message"]

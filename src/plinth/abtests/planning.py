@@ -10,6 +10,7 @@ plan's ``traffic_method``). Arms served by a plain URL have no prediction log he
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
@@ -36,7 +37,16 @@ class Plan:
     traffic_method: str
 
 
-def plan(conn: Connection, exp: Experiment, now_ms: int, baseline: float | None, days: int) -> Plan:
+def plan(
+    conn: Connection,
+    exp: Experiment,
+    now_ms: int,
+    baseline: float | None,
+    days: int,
+    may_read: Callable[[str], bool],
+) -> Plan:
+    """``may_read(model)``: whether the caller may read a model; the traffic of the others
+    is neither counted nor named."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
         raise InvalidArgument(f"days: a window of 1 to {MAX_DAYS} days, got {days!r}")
     active = [a for a in exp.arms if a.share > 0]
@@ -49,9 +59,12 @@ def plan(conn: Connection, exp: Experiment, now_ms: int, baseline: float | None,
         sample = sample_size("proportions", exp.mde, exp.alpha, exp.power, len(active), baseline)
     else:
         sample = sample_size("means", exp.mde, exp.alpha, exp.power, len(active))
-    models = sorted({parse_model_uri(a.model_uri).name for a in exp.arms if a.model_uri})
-    if not models:
+    named = sorted({parse_model_uri(a.model_uri).name for a in exp.arms if a.model_uri})
+    models = [m for m in named if may_read(m)]
+    if not named:
         return Plan(exp.name, sample, None, None, "no arm serves a registered model: no log")
+    if not models:
+        return Plan(exp.name, sample, None, None, "you may not read the arms' models")
     since = now_ms - days * DAY_MS
     query = select(func.count()).where(
         predictions.c.model_name.in_(models), predictions.c.at >= since, predictions.c.at < now_ms
@@ -63,6 +76,8 @@ def plan(conn: Connection, exp: Experiment, now_ms: int, baseline: float | None,
     per_day = requests / days * exp.traffic
     share = "" if exp.traffic == 1 else f" x traffic {exp.traffic:g}"
     method = f"{requests:,} requests in {where}{share}"
+    if len(models) < len(named):
+        method += f" (the traffic of {len(named) - len(models)} model(s) you may not read left out)"
     if exp.unit is not Unit.REQUEST:
         method += (
             f"; each counted as a {exp.unit} although a {exp.unit} may send several, so the "

@@ -57,9 +57,10 @@ from plinth.abtests.types import (
 from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, guarded
 from plinth.auth.types import Action, Kind, Role
-from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
 from plinth.registry.service import RegistryService
 from plinth.registry.types import Stage
+from plinth.registry.uris import parse_model_uri
 from plinth.store.engine import Store
 from plinth.store.schema import abtest_versions, abtests
 from plinth.store.sql import (
@@ -147,6 +148,7 @@ class AbTestService:
         )
         draft = with_schedule(draft)
         check_design(draft)
+        self._require_models(draft.arms)
         draft = replace(draft, allocation=allocate(draft.shares))
         with self.store.write() as conn:
             if _row(conn, name) is not None:
@@ -217,7 +219,7 @@ class AbTestService:
         given: dict[str, Any] = {
             "hypothesis": hypothesis,
             "guardrails": None if guardrails is None else coerce_guardrails(guardrails),
-            "arms": None if arms is None else coerce_arms(arms),
+            "arms": None if arms is None else self._require_models(coerce_arms(arms)),
             "primary": None if primary is None else coerce_kpi(primary),
             "mde": mde,
             "alpha": alpha,
@@ -386,7 +388,7 @@ class AbTestService:
         traffic in their prediction logs, how many days it takes (``planning.py``)."""
         with self.store.read() as conn:
             exp = _load(conn, name)
-            return plan(conn, exp, now_ms(), baseline, days)
+            return plan(conn, exp, now_ms(), baseline, days, self._may_read_model)
 
     # -- the controller's (canary steps, rollbacks, bandit re-allocations; controller.py) --
 
@@ -456,6 +458,26 @@ class AbTestService:
                 .limit(1)
             ).scalar()
         return None if found is None else to_datetime(int(found))
+
+    def _require_models(self, arms: list[Arm]) -> list[Arm]:
+        """An experiment may only name models its designer may read: it exposes their
+        answers, their traffic and, through promotion, their stages."""
+        for i, arm in enumerate(arms):
+            if arm.model_uri is None:
+                continue
+            model = parse_model_uri(arm.model_uri).name
+            try:
+                self.access.require(Action.READ, Kind.MODEL, model)
+            except NotFound as exc:
+                raise NotFound(f"arms[{i}].model_uri: {exc.message}") from None
+        return arms
+
+    def _may_read_model(self, model: str) -> bool:
+        try:
+            self.access.require(Action.READ, Kind.MODEL, model, log=False)
+        except (NotFound, PermissionDenied):
+            return False
+        return True
 
     def _registry(self) -> RegistryService:
         if self.registry is None:
