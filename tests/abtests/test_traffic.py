@@ -118,3 +118,32 @@ def test_a_table_written_before_the_new_columns_takes_rows(tmp_path: Path) -> No
         ("u0", None, None),
         ("u1", 3.5, "fallback:server_error"),
     ]
+
+
+class SlowStore(ExposureLog):
+    """Traffic keeps arriving while a batch is written."""
+
+    def __init__(self, root: str) -> None:
+        # its thread waits an hour between ticks: the test runs the ticks
+        super().__init__(root, flush_seconds=3600)
+        self.batches: list[int] = []
+        self.traffic = True
+
+    def _write(self, batch: list[Exposure]) -> None:
+        self.batches.append(len(batch))
+        for n in range(3 if self.traffic else 0):
+            self.record(exposure("churn", 1_000 * len(self.batches) + n))
+        super()._write(batch)
+
+
+def test_rows_that_arrive_during_a_write_wait_for_the_next_tick(tmp_path: Path) -> None:
+    log = SlowStore(str(tmp_path))
+    for n in range(5):
+        log.record(exposure("churn", n))
+    log._drain()  # a tick
+    assert log.batches == [5] and len(log._queue) == 3
+    log._drain()
+    assert log.batches == [5, 3] and len(log._queue) == 3
+    log.traffic = False
+    log.close()
+    assert log.batches == [5, 3, 3] and log.written == 11

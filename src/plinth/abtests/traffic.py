@@ -128,17 +128,25 @@ class ExposureLog:
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            while True:
-                with self._lock:
-                    batch = [
-                        self._queue.popleft() for _ in range(min(len(self._queue), self.batch_rows))
-                    ]
-                    self._writing = bool(batch)
-                if not batch:
-                    break
-                self._write(batch)
-                with self._lock:
-                    self._writing = False
+            self._drain()
+
+    def _drain(self) -> None:
+        """Write what is queued, in batches; past the first batch only while full batches
+        wait. Rows that arrive during a write wait for the next tick (or a flush): under
+        steady traffic one commit a tick, not one every write's length of small files."""
+        while True:
+            with self._lock:
+                batch = [
+                    self._queue.popleft() for _ in range(min(len(self._queue), self.batch_rows))
+                ]
+                self._writing = bool(batch)
+            if not batch:
+                return
+            self._write(batch)
+            with self._lock:
+                self._writing = False
+                if len(self._queue) < self.batch_rows:
+                    return
 
     def _write(self, batch: list[Exposure]) -> None:
         groups: dict[str, list[Exposure]] = {}
