@@ -235,3 +235,31 @@ def test_https_arms(service: Callable[[Handler], RawService], tmp_path: Path) ->
 def test_an_arm_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http\\(s\\)://HOST"):
         calls("ftp://127.0.0.1:1/predict", 1)
+
+
+def test_callers_queue_for_a_full_pool(service: Callable[[Handler], RawService]) -> None:
+    gate = threading.Event()
+
+    def gated(conn: socket.socket, number: int) -> None:
+        while arm.read_request(conn) is not None:
+            gate.wait(30)
+            conn.sendall(ok(b"{}"))
+
+    arm = service(gated)
+
+    async def run() -> list[Answer]:
+        forwarder = Forwarder(5.0, {"quick": 0.1}, max_connections_per_arm=1)
+        try:
+            first = asyncio.ensure_future(forwarder.post(arm.url, "a", b"{}", {}))
+            while not arm.requests:  # the pool's one connection is taken
+                await asyncio.sleep(0.01)
+            queued = await forwarder.post(arm.url, "quick", b"{}", {})  # gives up waiting
+            gate.set()
+            return [queued, await first, await forwarder.post(arm.url, "a", b"{}", {})]
+        finally:
+            await forwarder.close()
+
+    queued, first, after = uvloop.run(run())
+    assert (queued.status, queued.failure) == (504, "timeout")
+    assert [(a.status, a.failure) for a in (first, after)] == [(200, None)] * 2
+    assert arm.connections == 1 and len(arm.requests) == 2  # the queued one never went out

@@ -163,25 +163,29 @@ class _Pool:
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
 
     async def acquire(self) -> _Connection:
-        while self.idle:
-            conn = self.idle.pop()  # the most recent: the least likely closed by the server
-            conn.on_idle_lost = None
-            if not conn.closed:
-                return conn
-            self.open -= 1
-        if self.open >= self.limit:
+        while True:
+            while self.idle:
+                conn = self.idle.pop()  # the most recent: the least likely closed by the server
+                conn.on_idle_lost = None
+                if not conn.closed:
+                    return conn
+                self.open -= 1
+            if self.open < self.limit:
+                break
             waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
             try:
                 handed = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self.release(waiter.result(), reusable=True)  # handed over as we left
-                elif waiter.done() and not waiter.cancelled():
-                    self._free_slot()  # a slot freed for us as we left: pass it on
+                if waiter.done() and not waiter.cancelled():  # given something as we left
+                    if (given := waiter.result()) is not None:
+                        self.release(given, reusable=True)
+                    else:
+                        self._offer_slot()
                 raise
             if handed is not None:
                 return handed
+            # a slot is free: look again (another caller may have taken it meanwhile)
         self.open += 1  # our slot, whether the connection is made or not
         try:
             loop = asyncio.get_running_loop()
@@ -221,6 +225,9 @@ class _Pool:
 
     def _free_slot(self) -> None:
         self.open -= 1
+        self._offer_slot()
+
+    def _offer_slot(self) -> None:
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():

@@ -67,6 +67,7 @@ def router(
         "port": port,
         "log_level": "warning",
         "access_log": False,
+        "proxy_headers": False,  # the router never reads the client's address or scheme
     }
     if workers == 1:
         uvicorn.run(create_router_service(config), **options)
