@@ -256,6 +256,10 @@ def test_model_uri_arms_need_a_url(lab: Lab) -> None:
         }
     )
     assert ask(mapped, units_of(lab.experiments[0], "challenger")[0]).json()["arm"] == "challenger"
+    odd, _ = lab.router(arm_urls={"champion": lab.urls["champion"], "challenger": "ftp://x:1"})
+    refused = ask(odd, "u1")
+    assert refused.status_code == 503
+    assert "'ftp://x:1': the router calls http://HOST:PORT" in refused.json()["message"]
 
 
 def test_a_failing_arm_falls_back_to_control(lab: Lab) -> None:

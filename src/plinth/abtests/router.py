@@ -48,6 +48,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.applications import Starlette
@@ -139,6 +140,14 @@ class RoutingTable:
                     f"arm {arm.name!r} of A/B experiment {exp.name!r} is the model "
                     f"{arm.model_uri} with no service URL: start the router with "
                     f"--arm-url {arm.name}=http://HOST:PORT (where plinth serve runs it)"
+                )
+                log.error("router: %s", routed.error)
+                return routed
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                routed.error = (
+                    f"arm {arm.name!r} of A/B experiment {exp.name!r} has the service URL "
+                    f"{url!r}: the router calls http://HOST:PORT or https://HOST:PORT"
                 )
                 log.error("router: %s", routed.error)
                 return routed
