@@ -1,7 +1,7 @@
 """A/B router benchmark: what ``plinth router`` adds to a prediction on loopback, against
 calling the arm's ``plinth serve`` directly (issue 13, "Benchmarks").
 
-    .venv/bin/python benchmarks/abtests.py            # full (about 4 minutes with the router as it is)
+    .venv/bin/python benchmarks/abtests.py            # full (about 3 minutes)
     .venv/bin/python benchmarks/abtests.py --quick    # smoke run (about 1 minute)
 
 On a fresh Plinth home (``benchmarks/.work/abtests/home``) a scikit-learn model (the
@@ -166,9 +166,11 @@ def load(url: str, body: Path, n: int, conns: int, unit: bool, pids: list[int]) 
     cmd = [S.LOADGEN, "--h1", "-n", str(n), "-c", str(conns), "-t", "1", "-d", str(body)]
     cmd += ["-H", "Content-Type: application/json", f"--log-file={log_file}"]
     cmd += ["-H", "X-Plinth-Unit: unit-42"] if unit else []
-    ticks = sum(C._tree_cpu_ticks(p) for p in pids)
+    ticks = [C._tree_cpu_ticks(p) for p in pids]
     proc = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=900)
-    cpu_s = (sum(C._tree_cpu_ticks(p) for p in pids) - ticks) / os.sysconf("SC_CLK_TCK")
+    used = [C._tree_cpu_ticks(p) - t for p, t in zip(pids, ticks, strict=True)]
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu_s = sum(used) / hz
     if proc.returncode != 0:
         raise RuntimeError(f"h2load failed ({proc.returncode}): {proc.stderr[-500:]}")
 
@@ -181,6 +183,7 @@ def load(url: str, body: Path, n: int, conns: int, unit: bool, pids: list[int]) 
         "p99_ms": S.percentile(lat, 99),
         "ok": int(ok.group(1)) if ok else 0,
         "cpu_ms": cpu_s * 1000 / n,
+        "first_cpu_ms": used[0] / hz * 1000 / n,  # the router's own, in routed runs
     }
 
 
@@ -255,6 +258,8 @@ def latency_rows(runs: dict[str, list[dict]], n: int) -> list[Row]:
             note=f"n={n:,} a run; " + _reps(runs, "per_s", "{:,.0f}")),
         Row("1 conn.: server CPU per request", _med(r, "cpu_ms"), _med(d, "cpu_ms"), "ms",
             fmt="{:,.2f}", note="router + arm vs arm alone (user + system of the trees)"),
+        Row("1 conn.: the router's own CPU per request", _med(r, "first_cpu_ms"), None, "ms",
+            fmt="{:,.3f}", note="the router process alone"),
     ]  # fmt: skip
     return rows
 
@@ -271,6 +276,8 @@ def throughput_rows(runs: dict[str, list[dict]], n: int) -> list[Row]:
             fmt="{:,.2f}", note=_reps(runs, "p99_ms", "{:.2f}")),
         Row("32 conn.: server CPU per request", _med(r, "cpu_ms"), _med(d, "cpu_ms"), "ms",
             fmt="{:,.2f}", note="router + arm vs arm alone"),
+        Row("32 conn.: the router's own CPU per request", _med(r, "first_cpu_ms"), None, "ms",
+            fmt="{:,.3f}", note="the router's 2 worker processes alone"),
     ]  # fmt: skip
 
 

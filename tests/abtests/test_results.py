@@ -64,6 +64,8 @@ def exposures(root: Path, rows: list[tuple[int, str, str]], name: str = "exp") -
             "arm": [r[2] for r in rows],
             "request_id": [f"req-{r[1]}-{i}" for i, r in enumerate(rows)],
             "model_version": [None] * len(rows),
+            "latency_ms": [None] * len(rows),
+            "outcome": ["ok"] * len(rows),
         },
         schema=EXPOSURES_SCHEMA,
     )

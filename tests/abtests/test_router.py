@@ -7,9 +7,11 @@ pinned Delta format."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,7 +145,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 def ask(router: str, unit: str, name: str = "churn", **kw: Any) -> httpx.Response:
     headers = {"x-plinth-unit": unit, **kw.pop("headers", {})}
-    return httpx.post(f"{router}/{name}/predict", json=kw.pop("json", [{"x": 1}]), headers=headers)
+    body = kw.pop("json", [{"x": 1}])
+    return httpx.post(f"{router}/{name}/predict", json=body, headers=headers, **kw)
 
 
 def metric(router: str, name: str, **labels: str) -> float:
@@ -216,6 +219,8 @@ def test_sticky_answers_carry_the_arm_and_exposures_land(lab: Lab) -> None:
         "2",
     )
     assert abs(row["at_ms"] - time.time() * 1000) < 60_000
+    assert {r["outcome"] for r in rows} == {"ok"}
+    assert all(r["latency_ms"] > 0 for r in rows)
 
 
 def test_bad_requests(lab: Lab) -> None:
@@ -251,6 +256,10 @@ def test_model_uri_arms_need_a_url(lab: Lab) -> None:
         }
     )
     assert ask(mapped, units_of(lab.experiments[0], "challenger")[0]).json()["arm"] == "challenger"
+    odd, _ = lab.router(arm_urls={"champion": lab.urls["champion"], "challenger": "ftp://x:1"})
+    refused = ask(odd, "u1")
+    assert refused.status_code == 503
+    assert "'ftp://x:1': the router calls http://HOST:PORT" in refused.json()["message"]
 
 
 def test_a_failing_arm_falls_back_to_control(lab: Lab) -> None:
@@ -279,10 +288,21 @@ def test_a_failing_arm_falls_back_to_control(lab: Lab) -> None:
     )
     exposures.flush()
     rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
-    # intent to treat: the unit stays in its arm, the version says who answered
-    assert {(r["arm"], r["model_version"]) for r in rows if r["unit"] == units[0]} == {
-        ("challenger", "1")
+    # intent to treat: the unit stays in its arm, the version says who answered, the
+    # outcome why, the latency is the failed call's
+    assert {
+        (r["arm"], r["model_version"], r["outcome"]) for r in rows if r["unit"] == units[0]
+    } == {
+        ("challenger", "1", "fallback:server_error"),
+        ("challenger", "1", "fallback:unreachable"),
     }
+    timed_out = [r for r in rows if r["unit"] == units[1]]
+    assert [(r["arm"], r["outcome"]) for r in timed_out] == [("challenger", "fallback:timeout")]
+    assert (
+        timed_out[0]["latency_ms"] >= 90
+    )  # its timeout (timers fire to the ms), not control's answer
+    answered = [r for r in rows if r["unit"] == units[2] and r["outcome"] == "ok"]
+    assert answered and answered[0]["model_version"] == "2" and answered[0]["latency_ms"] > 0
 
 
 def test_shadow_mode_calls_the_challenger_but_answers_with_control(lab: Lab) -> None:
@@ -310,7 +330,7 @@ def test_shadow_mode_calls_the_challenger_but_answers_with_control(lab: Lab) -> 
     )
     exposures.flush()
     rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
-    assert {r["arm"] for r in rows} == {"champion"}
+    assert {(r["arm"], r["outcome"]) for r in rows} == {("champion", "ok")}
 
 
 def test_pause_and_share_changes_are_picked_up(lab: Lab) -> None:
@@ -377,3 +397,50 @@ def test_the_cli_router_follows_the_store(lab: Lab, tmp_path: Path) -> None:
     rows = DeltaTable(exposures_uri(str(artifacts), "churn")).to_pyarrow_table().to_pylist()
     assert rows and {r["unit"] for r in rows} == {unit}
     assert {r["arm"] for r in rows} == {arm, other}
+
+
+class SilentService:
+    """A TCP server that accepts connections and never answers on them."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                self.accepted.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        for conn in [*self.accepted, self.listener]:
+            conn.close()
+
+
+def test_an_arm_that_never_answers_holds_only_its_own_connections(lab: Lab) -> None:
+    silent = SilentService()
+    lab.stack.callback(silent.close)
+    arms = [replace(a, url=silent.url) if not a.control else a for a in lab.experiments[0].arms]
+    lab.change(arms=arms)
+    router, exposures = lab.router(arm_timeouts={"challenger": 60}, max_connections_per_arm=2)
+    stuck = units_of(lab.experiments[0], "challenger", 4)
+    with ThreadPoolExecutor(len(stuck)) as pool:
+        waiting = [pool.submit(ask, router, u, timeout=120) for u in stuck]
+        poll(lambda: len(silent.accepted) == 2)  # the silent arm's pool is full
+        champion = units_of(lab.experiments[0], "champion", 3)
+        answers = [ask(router, u, timeout=10) for u in champion]
+        assert [(a.status_code, a.json()["arm"]) for a in answers] == [(200, "champion")] * 3
+        assert not any(w.done() for w in waiting)
+        assert len(silent.accepted) == 2  # the other two wait for one of its connections
+        silent.close()  # the arm goes away: its callers get control
+        assert {w.result().json()["arm"] for w in waiting} == {"champion"}
+    exposures.flush()
+    rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
+    assert {r["outcome"] for r in rows if r["unit"] in stuck} == {"fallback:unreachable"}
+    assert {r["outcome"] for r in rows if r["unit"] in champion} == {"ok"}

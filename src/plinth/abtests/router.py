@@ -23,8 +23,10 @@ no arm's (traffic below 100 %). Otherwise the unit gets the arm its bucket belon
 Failures: an arm that times out (per arm, default 1 s), cannot be reached or answers 5xx
 costs the caller nothing: the request goes to control, counted in
 ``plinth_router_fallbacks_total{experiment,arm,reason}``. The exposure keeps the assigned
-arm (intent to treat: the unit is in that arm) with the model version that answered. One
-pooled keep-alive client with no cap on connections, so one slow arm holds only its own.
+arm (intent to treat: the unit is in that arm) with the model version that answered, the
+outcome ``fallback:{reason}`` and the failed call's latency (an answered one: ``ok`` and its
+latency). Each arm service has its own keep-alive pool (``plinth.abtests.forward``), so one
+slow arm holds only its own connections.
 
 Shadow mode: control answers every request; a unit whose bucket is a challenger's has the
 request mirrored to that challenger in a background task. Its outcome and latency go to
@@ -46,15 +48,17 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from plinth.abtests.assign import BUCKETS, bucket
+from plinth.abtests.forward import MAX_CONNECTIONS_PER_ARM, Answer, Forwarder
 from plinth.abtests.router_metrics import RouterMetrics
 from plinth.abtests.traffic import Exposure, ExposureLog
 from plinth.abtests.types import Experiment, Mode, Status, Unit
@@ -139,19 +143,20 @@ class RoutingTable:
                 )
                 log.error("router: %s", routed.error)
                 return routed
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                routed.error = (
+                    f"arm {arm.name!r} of A/B experiment {exp.name!r} has the service URL "
+                    f"{url!r}: the router calls http://HOST:PORT or https://HOST:PORT"
+                )
+                log.error("router: %s", routed.error)
+                return routed
             routed.urls[arm.name] = url.rstrip("/") + "/predict"
         return routed
 
 
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    body: bytes
-    model_version: str | None
-    failure: str | None = None  # timeout, unreachable, server_error
-
-
 MAX_BODY_BYTES = 64 * 1024 * 1024  # as plinth server's default
+_JSON = (b"content-type", b"application/json")
 
 
 def create_router(
@@ -164,65 +169,199 @@ def create_router(
     arm_urls: Mapping[str, str] | None = None,
     on_shadow: Callable[[ShadowCall], None] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
-) -> Starlette:
+    max_connections_per_arm: int = MAX_CONNECTIONS_PER_ARM,
+) -> Router:
     """The router app. It owns ``exposure_log``: flushed and closed at shutdown.
     ``arm_urls`` gives an arm's service URL by arm name or model URI (over ``Arm.url``);
     ``arm_timeouts`` an arm's timeout in seconds by arm name."""
-    table = RoutingTable(experiments_source, arm_urls or {})
-    metrics = RouterMetrics()
-    timeouts = dict(arm_timeouts or {})
-    shadows: set[asyncio.Task[None]] = set()
-    state: dict[str, httpx.AsyncClient] = {}
+    return Router(
+        RoutingTable(experiments_source, arm_urls or {}),
+        Forwarder(timeout, arm_timeouts, max_connections_per_arm),
+        exposure_log,
+        refresh_seconds=refresh_seconds,
+        on_shadow=on_shadow,
+        max_body_bytes=max_body_bytes,
+    )
+
+
+class Router:
+    """An ASGI app: ``POST /{experiment}/predict`` is served here directly (no framework
+    on the hot path); the rest (``/metrics``, ``/health``, ``/routes``, the lifespan, a
+    wrong method) by a small Starlette app."""
+
+    def __init__(
+        self,
+        table: RoutingTable,
+        forwarder: Forwarder,
+        exposure_log: ExposureLog | None,
+        *,
+        refresh_seconds: float,
+        on_shadow: Callable[[ShadowCall], None] | None,
+        max_body_bytes: int,
+    ) -> None:
+        self.table = table
+        self.forwarder = forwarder
+        self.exposure_log = exposure_log
+        self.refresh_seconds = refresh_seconds
+        self.on_shadow = on_shadow
+        self.max_body_bytes = max_body_bytes
+        self.metrics = RouterMetrics()
+        self._answered: dict[tuple[str, str, str], Any] = {}  # labelled counters, made once
+        self._shadows: set[asyncio.Task[None]] = set()
+        self._app = Starlette(
+            routes=[
+                Route("/{experiment}/predict", self._predict_route, methods=["POST"]),
+                Route("/metrics", self._scrape),
+                Route("/health", self._health),
+                Route("/routes", self._routes),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            name = path[1:-8] if path.endswith("/predict") else ""
+            if name and "/" not in name:
+                await self._predict(name, scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+    async def _predict_route(self, request: Request) -> Response:  # only a method not allowed
+        raise AssertionError("POST /{experiment}/predict is served before routing")
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state["http"] = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
-            trust_env=False,
-        )
-        await asyncio.to_thread(table.refresh)
-        refresher = asyncio.create_task(_refresh_every(table, refresh_seconds))
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(self.table.refresh)
+        refresher = asyncio.create_task(_refresh_every(self.table, self.refresh_seconds))
         try:
             yield
         finally:
             refresher.cancel()
-            for task in list(shadows):
+            for task in list(self._shadows):
                 task.cancel()
-            await state["http"].aclose()
-            if exposure_log is not None:
-                await asyncio.to_thread(exposure_log.close)
-            metrics.close()
+            await self.forwarder.close()
+            if self.exposure_log is not None:
+                await asyncio.to_thread(self.exposure_log.close)
+            self.metrics.close()
 
-    async def call(url: str, arm: str, body: bytes, headers: dict[str, str]) -> _Answer:
+    async def _predict(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            reply = await state["http"].post(
-                url, content=body, headers=headers, timeout=timeouts.get(arm, timeout)
-            )
-        except httpx.TimeoutException:
-            return _Answer(504, b"", None, "timeout")
-        except httpx.HTTPError:  # refused, reset, a protocol error: the arm is not there
-            return _Answer(502, b"", None, "unreachable")
-        version = reply.headers.get("x-model-version")
-        failure = "server_error" if reply.status_code >= 500 else None
-        return _Answer(reply.status_code, reply.content, version, failure)
+            status, body, headers = await self._route(name, scope, receive)
+        except PlinthError as error:
+            if isinstance(error, Unavailable):
+                log.error("router: %s", error.message)
+            status, body, headers = error.http_status, _error_body(error), []
+        except _Disconnected:
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [_JSON, (b"content-length", b"%d" % len(body)), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
-    async def mirror(
-        routed: _Routed, arm: str, unit: str, body: bytes, headers: dict[str, str]
+    async def _route(
+        self, name: str, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        arrived_ms = int(time.time() * 1000)
+        routed = self.table.routes.get(name)
+        if routed is None:
+            raise NotFound(f"A/B experiment {name!r} is not routed here (unknown to the router)")
+        if routed.error is not None:
+            raise Unavailable(routed.error, "an arm's service")
+        exp = routed.experiment
+        request_id, unit_header, auth = None, None, None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif key == b"x-plinth-unit":
+                unit_header = value
+            elif key == b"authorization":
+                auth = value.decode("latin-1")
+        request_id = request_id or uuid.uuid4().hex
+        body = await _bounded_body(receive, self.max_body_bytes)
+        unit, body = _unit_of(exp, unit_header, body, request_id)
+        arm, exposed = assign_arm(exp, unit)
+        control = exp.control.name
+        headers = {"content-type": "application/json", "x-request-id": request_id}
+        if auth:
+            headers["authorization"] = auth
+        served = control if exp.mode is Mode.SHADOW else arm
+        first = answer = await self.forwarder.post(routed.urls[served], served, body, headers)
+        if answer.failure is not None and served != control:
+            self.metrics.fallbacks.labels(name, served, answer.failure).inc()
+            served = control
+            answer = await self.forwarder.post(routed.urls[control], control, body, headers)
+        if answer.failure is not None:
+            self._count(name, served, "failed")
+            raise Unavailable(
+                f"the control arm {control!r} of A/B experiment {name!r} failed ({answer.failure})",
+                "the control arm's service",
+            )
+        self._count(name, served, str(answer.status))
+        if exp.mode is Mode.SHADOW and arm != control:
+            self._start_mirror(routed, arm, unit, body, headers)
+        if answer.status >= 400:  # the caller's bad input: the arm's own answer, no exposure
+            return answer.status, answer.body, []
+        reply, version = _decorate(answer, name, served)
+        if exposed and self.exposure_log is not None:
+            self.exposure_log.record(
+                Exposure(
+                    name,
+                    control if exp.mode is Mode.SHADOW else arm,
+                    unit,
+                    request_id,
+                    version,
+                    arrived_ms,
+                    first.latency_ms,
+                    "ok" if first.failure is None else f"fallback:{first.failure}",
+                )
+            )
+        out = [
+            (b"x-plinth-experiment", name.encode()),
+            (b"x-plinth-arm", served.encode()),
+            (b"x-request-id", request_id.encode("latin-1")),
+        ]
+        if version is not None:
+            out.append((b"x-plinth-model-version", version.encode()))
+        return answer.status, reply, out
+
+    def _count(self, experiment: str, arm: str, status: str) -> None:
+        key = (experiment, arm, status)
+        counter = self._answered.get(key)
+        if counter is None:
+            counter = self._answered[key] = self.metrics.requests.labels(*key)
+        counter.inc()
+
+    def _start_mirror(
+        self, routed: _Routed, arm: str, unit: str, body: bytes, headers: dict[str, str]
     ) -> None:
-        started = time.perf_counter()
-        answer = await call(routed.urls[arm], arm, body, headers)
-        seconds = time.perf_counter() - started
+        if len(self._shadows) >= _MAX_SHADOW_CALLS:
+            self.metrics.shadow(routed.experiment.name, arm, "skipped", None)
+            return
+        task = asyncio.create_task(self._mirror(routed, arm, unit, body, headers))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _mirror(
+        self, routed: _Routed, arm: str, unit: str, body: bytes, headers: dict[str, str]
+    ) -> None:
+        answer = await self.forwarder.post(routed.urls[arm], arm, body, headers)
         name = routed.experiment.name
         outcome = answer.failure or "ok"
-        metrics.shadow(name, arm, outcome, seconds)
+        self.metrics.shadow(name, arm, outcome, answer.latency_ms / 1000)
+        status = None if answer.failure in ("timeout", "unreachable") else answer.status
         shadow = ShadowCall(
             name,
             arm,
             unit,
             headers["x-request-id"],
             outcome,
-            answer.status or None,
-            seconds * 1000,
+            status,
+            answer.latency_ms,
             answer.body,
         )
         log.debug(
@@ -233,109 +372,51 @@ def create_router(
             shadow.latency_ms,
             answer.body[:500],
         )
-        if on_shadow is not None:
+        if self.on_shadow is not None:
             try:
-                on_shadow(shadow)
+                self.on_shadow(shadow)
             except Exception as e:  # someone else's hook: never the router's failure
                 log.warning("router: the shadow hook failed: %r", e)
 
-    def start_mirror(
-        routed: _Routed, arm: str, unit: str, body: bytes, headers: dict[str, str]
-    ) -> None:
-        if len(shadows) >= _MAX_SHADOW_CALLS:
-            metrics.shadow(routed.experiment.name, arm, "skipped", None)
-            return
-        task = asyncio.create_task(mirror(routed, arm, unit, body, headers))
-        shadows.add(task)
-        task.add_done_callback(shadows.discard)
-
-    async def predict(request: Request) -> Response:
-        arrived_ms = int(time.time() * 1000)
-        name = request.path_params["experiment"]
-        routed = table.routes.get(name)
-        if routed is None:
-            raise NotFound(f"A/B experiment {name!r} is not routed here (unknown to the router)")
-        if routed.error is not None:
-            raise Unavailable(routed.error, "an arm's service")
-        exp = routed.experiment
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        body = await _bounded_body(request, max_body_bytes)
-        unit, body = _unit_of(exp, request, body, request_id)
-        arm, exposed = assign_arm(exp, unit)
-        control = exp.control.name
-        headers = {"content-type": "application/json", "x-request-id": request_id}
-        if auth := request.headers.get("authorization"):
-            headers["authorization"] = auth
-        served = control if exp.mode is Mode.SHADOW else arm
-        answer = await call(routed.urls[served], served, body, headers)
-        if answer.failure is not None and served != control:
-            metrics.fallbacks.labels(name, served, answer.failure).inc()
-            served = control
-            answer = await call(routed.urls[control], control, body, headers)
-        if answer.failure is not None:
-            metrics.requests.labels(name, served, "failed").inc()
-            raise Unavailable(
-                f"the control arm {control!r} of A/B experiment {name!r} failed ({answer.failure})",
-                "the control arm's service",
-            )
-        metrics.requests.labels(name, served, str(answer.status)).inc()
-        if exp.mode is Mode.SHADOW and arm != control:
-            start_mirror(routed, arm, unit, body, headers)
-        if answer.status >= 400:  # the caller's bad input: the arm's own answer, no exposure
-            return Response(answer.body, answer.status, media_type="application/json")
-        reply = _decorate(answer, name, served, request_id)
-        if exposed and exposure_log is not None:
-            shown = control if exp.mode is Mode.SHADOW else arm
-            exposure_log.record(
-                Exposure(name, shown, unit, request_id, _version_of(answer), arrived_ms)
-            )
-        return reply
-
-    async def scrape(request: Request) -> Response:
-        if exposure_log is not None:
-            metrics.exposures(exposure_log.written, exposure_log.dropped, exposure_log.failed)
-        body, content_type = metrics.exposition()
+    async def _scrape(self, request: Request) -> Response:
+        if self.exposure_log is not None:
+            log_ = self.exposure_log
+            self.metrics.exposures(log_.written, log_.dropped, log_.failed)
+        body, content_type = self.metrics.exposition()
         return Response(body, media_type=content_type)
 
-    async def health(request: Request) -> Response:
-        return _json({"live": True, "status": "ok", "experiments": len(table.routes)})
+    async def _health(self, request: Request) -> Response:
+        return _json({"live": True, "status": "ok", "experiments": len(self.table.routes)})
 
-    async def routes(request: Request) -> Response:
+    async def _routes(self, request: Request) -> Response:
         return _json(
             {
-                "refreshed_at": table.refreshed_at,
-                "experiments": [_describe(routed) for routed in table.routes.values()],
+                "refreshed_at": self.table.refreshed_at,
+                "experiments": [_describe(routed) for routed in self.table.routes.values()],
             }
         )
 
-    async def refused(request: Request, error: Exception) -> Response:
-        assert isinstance(error, PlinthError)
-        if isinstance(error, Unavailable):
-            log.error("router: %s", error.message)
-        return _error(error)
 
-    return Starlette(
-        routes=[
-            Route("/{experiment}/predict", predict, methods=["POST"]),
-            Route("/metrics", scrape),
-            Route("/health", health),
-            Route("/routes", routes),
-        ],
-        exception_handlers={PlinthError: refused},
-        lifespan=lifespan,
-    )
+class _Disconnected(Exception):
+    """The caller went away before its body was in."""
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes:
+async def _bounded_body(receive: Receive, limit: int) -> bytes:
     """The body, read no further than ``limit`` bytes (a router holds each in memory, and
     shadow mode a copy more)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _Disconnected
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the request body is over the router's limit of {limit} bytes")
+        if not message.get("more_body", False):
+            return chunk if not chunks else b"".join([*chunks, chunk])
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _refresh_every(table: RoutingTable, seconds: float) -> None:
@@ -344,14 +425,15 @@ async def _refresh_every(table: RoutingTable, seconds: float) -> None:
         await asyncio.to_thread(table.refresh)
 
 
-def _unit_of(exp: Experiment, request: Request, body: bytes, request_id: str) -> tuple[str, bytes]:
+def _unit_of(
+    exp: Experiment, header: bytes | None, body: bytes, request_id: str
+) -> tuple[str, bytes]:
     """The unit's id, and the body to forward (without a ``unit_id`` field)."""
     if exp.unit is Unit.REQUEST:
         return request_id, body
-    if unit := request.headers.get(UNIT_HEADER):
-        # HTTP headers arrive as latin-1; the unit was sent as UTF-8 (the hash is of UTF-8)
-        try:
-            return unit.encode("latin-1").decode("utf-8"), body
+    if header:
+        try:  # the unit was sent as UTF-8 (the hash is of UTF-8)
+            return header.decode("utf-8"), body
         except UnicodeError:
             raise InvalidArgument(f"{UNIT_HEADER}: the unit's id is not UTF-8 text") from None
     try:
@@ -368,32 +450,21 @@ def _unit_of(exp: Experiment, request: Request, body: bytes, request_id: str) ->
     )
 
 
-def _version_of(answer: _Answer) -> str | None:
-    if answer.model_version is not None:
-        return answer.model_version
+def _decorate(answer: Answer, experiment: str, arm: str) -> tuple[bytes, str | None]:
+    """The arm's body with ``experiment`` and ``arm`` added (a JSON object), and the model
+    version that answered (the arm's header, else its body's ``model_version``)."""
+    version = answer.model_version
     try:
         parsed = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
-        return None
-    found = parsed.get("model_version") if isinstance(parsed, dict) else None
-    return None if found is None else str(found)
-
-
-def _decorate(answer: _Answer, experiment: str, arm: str, request_id: str) -> Response:
-    version = _version_of(answer)
-    headers = {"x-plinth-experiment": experiment, "x-plinth-arm": arm, "x-request-id": request_id}
-    if version is not None:
-        headers["x-plinth-model-version"] = version
-    body = answer.body
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict):
-        parsed["experiment"], parsed["arm"] = experiment, arm
-        parsed.setdefault("model_version", version)
-        body = orjson.dumps(parsed)
-    return Response(body, answer.status, headers=headers, media_type="application/json")
+        return answer.body, version
+    if not isinstance(parsed, dict):
+        return answer.body, version
+    if version is None and (found := parsed.get("model_version")) is not None:
+        version = str(found)
+    parsed["experiment"], parsed["arm"] = experiment, arm
+    parsed.setdefault("model_version", version)
+    return orjson.dumps(parsed), version
 
 
 def _describe(routed: _Routed) -> dict[str, Any]:
@@ -415,7 +486,6 @@ def _json(value: Any) -> Response:
     return Response(orjson.dumps(value), media_type="application/json")
 
 
-def _error(error: PlinthError) -> Response:
+def _error_body(error: PlinthError) -> bytes:
     message = str(error)
-    body = {"error_code": error.error_code, "message": message, "error": message}
-    return Response(orjson.dumps(body), error.http_status, media_type="application/json")
+    return orjson.dumps({"error_code": error.error_code, "message": message, "error": message})

@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from plinth.abtests.router import ExperimentsSource
+    from plinth.abtests.router import ExperimentsSource, Router
     from plinth.client import Client
 
 _CONFIG_ENV = "PLINTH_ROUTER_CONFIG"  # how worker processes get the router's config
@@ -69,6 +67,7 @@ def router(
         "port": port,
         "log_level": "warning",
         "access_log": False,
+        "proxy_headers": False,  # the router never reads the client's address or scheme
     }
     if workers == 1:
         uvicorn.run(create_router_service(config), **options)
@@ -82,7 +81,7 @@ def router(
         )
 
 
-def create_router_service(config: RouterConfig, client: Client | None = None) -> Starlette:
+def create_router_service(config: RouterConfig, client: Client | None = None) -> Router:
     """The router reading the experiments through ``client`` (default: the default
     client) and writing exposures under its artifact root."""
     from plinth.abtests.router import create_router
@@ -103,7 +102,7 @@ def create_router_service(config: RouterConfig, client: Client | None = None) ->
     )
 
 
-def router_from_env() -> Starlette:
+def router_from_env() -> Router:
     """The app factory each worker process calls."""
     return create_router_service(RouterConfig(**json.loads(os.environ[_CONFIG_ENV])))
 

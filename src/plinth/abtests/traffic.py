@@ -4,7 +4,14 @@ thread appends them, grouped by experiment, to one Delta table per experiment::
 
     {root}/abtests/{experiment}/exposures
         at_ms int64 (ms since the epoch, UTC), unit string, arm string,
-        request_id string, model_version string (null when the arm did not say)
+        request_id string, model_version string (null when the arm did not say),
+        latency_ms float64 (the assigned arm's call, from sending to its answer or failure;
+        null in rows written before the column existed),
+        outcome string ("ok", or "fallback:timeout" | "fallback:unreachable" |
+        "fallback:server_error" when the assigned arm failed and control answered)
+
+An exposure records the assigned arm (intent to treat) whatever answered. Appends merge the
+schema, so a table written before a column was added takes new rows (old rows read null).
 
 ``record`` never blocks: at ``capacity`` queued exposures it drops and counts
 (``dropped``). A store that fails costs the batch it was writing (``failed``), never the
@@ -19,6 +26,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 import pyarrow as pa
 from deltalake import write_deltalake
@@ -36,6 +44,8 @@ SCHEMA = pa.schema(
         pa.field("arm", pa.string()),
         pa.field("request_id", pa.string()),
         pa.field("model_version", pa.string()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("outcome", pa.string()),
     ]
 )
 
@@ -48,6 +58,8 @@ class Exposure:
     request_id: str
     model_version: str | None
     at_ms: int
+    latency_ms: float | None = None
+    outcome: str = "ok"
 
 
 def exposures_uri(root_uri: str, experiment: str) -> str:
@@ -116,17 +128,25 @@ class ExposureLog:
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            while True:
-                with self._lock:
-                    batch = [
-                        self._queue.popleft() for _ in range(min(len(self._queue), self.batch_rows))
-                    ]
-                    self._writing = bool(batch)
-                if not batch:
-                    break
-                self._write(batch)
-                with self._lock:
-                    self._writing = False
+            self._drain()
+
+    def _drain(self) -> None:
+        """Write what is queued, in batches; past the first batch only while full batches
+        wait. Rows that arrive during a write wait for the next tick (or a flush): under
+        steady traffic one commit a tick, not one every write's length of small files."""
+        while True:
+            with self._lock:
+                batch = [
+                    self._queue.popleft() for _ in range(min(len(self._queue), self.batch_rows))
+                ]
+                self._writing = bool(batch)
+            if not batch:
+                return
+            self._write(batch)
+            with self._lock:
+                self._writing = False
+                if len(self._queue) < self.batch_rows:
+                    return
 
     def _write(self, batch: list[Exposure]) -> None:
         groups: dict[str, list[Exposure]] = {}
@@ -135,7 +155,9 @@ class ExposureLog:
         for experiment, rows in groups.items():
             try:
                 uri = exposures_uri(self.root_uri, experiment)
-                append(uri, _table(rows), self.storage_options, "the exposure log")
+                append(
+                    uri, _table(rows), self.storage_options, "the exposure log", merge_schema=True
+                )
                 self.written += len(rows)
             except Exception as e:  # the log must never take the router down
                 self.failed += len(rows)
@@ -147,16 +169,27 @@ class ExposureLog:
 COMMIT_ATTEMPTS = 8
 
 
-def append(uri: str, table: pa.Table, options: dict[str, str] | None, what: str) -> None:
+def append(
+    uri: str,
+    table: pa.Table,
+    options: dict[str, str] | None,
+    what: str,
+    *,
+    merge_schema: bool = False,
+) -> None:
     """Append ``table`` to the Delta table at ``uri`` in one commit, made again when another
     writer committed first (several router workers, or event batches, creating a new
     experiment's table at once race for its first commit); Conflict when that keeps
-    happening, Unavailable when the store fails."""
+    happening, Unavailable when the store fails. ``merge_schema``: columns of ``table`` the
+    Delta table lacks are added to it (its older rows read null)."""
+    schema_mode: Literal["merge"] | None = "merge" if merge_schema else None
     import random
 
     for attempt in range(COMMIT_ATTEMPTS):
         try:
-            write_deltalake(uri, table, mode="append", storage_options=options)
+            write_deltalake(
+                uri, table, mode="append", schema_mode=schema_mode, storage_options=options
+            )
             return
         except CommitFailedError as e:
             if attempt == COMMIT_ATTEMPTS - 1:
@@ -174,6 +207,8 @@ def _table(rows: list[Exposure]) -> pa.Table:
             "arm": [r.arm for r in rows],
             "request_id": [r.request_id for r in rows],
             "model_version": [r.model_version for r in rows],
+            "latency_ms": [r.latency_ms for r in rows],
+            "outcome": [r.outcome for r in rows],
         },
         schema=SCHEMA,
     )
