@@ -4,7 +4,9 @@ thread appends them, grouped by experiment, to one Delta table per experiment::
 
     {root}/abtests/{experiment}/exposures
         at_ms int64 (ms since the epoch, UTC), unit string, arm string,
-        request_id string, model_version string (null when the arm did not say)
+        request_id string, model_version string (null when the arm did not say),
+        latency_ms float64 (the arm's call; null if unknown),
+        outcome string ("ok", or "fallback:timeout|unreachable|server_error")
 
 ``record`` never blocks: at ``capacity`` queued exposures it drops and counts
 (``dropped``). A store that fails costs the batch it was writing (``failed``), never the
@@ -36,6 +38,8 @@ SCHEMA = pa.schema(
         pa.field("arm", pa.string()),
         pa.field("request_id", pa.string()),
         pa.field("model_version", pa.string()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("outcome", pa.string()),
     ]
 )
 
@@ -48,6 +52,8 @@ class Exposure:
     request_id: str
     model_version: str | None
     at_ms: int
+    latency_ms: float | None = None
+    outcome: str = "ok"
 
 
 def exposures_uri(root_uri: str, experiment: str) -> str:
@@ -174,6 +180,8 @@ def _table(rows: list[Exposure]) -> pa.Table:
             "arm": [r.arm for r in rows],
             "request_id": [r.request_id for r in rows],
             "model_version": [r.model_version for r in rows],
+            "latency_ms": [r.latency_ms for r in rows],
+            "outcome": [r.outcome for r in rows],
         },
         schema=SCHEMA,
     )
