@@ -26,7 +26,8 @@ from deltalake import DeltaTable
 from typer.testing import CliRunner
 
 import plinth
-from plinth.abtests.traffic import exposures_uri
+from plinth.abtests.embedded import Predictor
+from plinth.abtests.traffic import ExposureLog, exposures_uri
 from plinth.abtests.types import Arm, Kpi, KpiKind, Mode
 from plinth.cli import app
 from plinth.client import Client, connect, set_default_client
@@ -224,6 +225,18 @@ def test_routed_answers_carry_the_arm_and_equal_the_arms_own(lab: Lab) -> None:
         assert answer.headers["x-plinth-arm"] == arm
         assert answer.headers["x-plinth-model-version"] == str(own[arm]["model_version"])
     assert set(seen) == {"control", "challenger"}
+    # embedded mode, through the server: the same arms, versions and predictions in process
+    log = ExposureLog(str(lab.home / "artifacts"))  # the server's artifact root
+    with Predictor("e2e", client=lab.client, poll_seconds=0, exposure_log=log) as predictor:
+        for unit, answer in list(answers.items())[:10]:
+            prediction, arm, version = predictor.predict(unit, ROW)
+            body = answer.json()
+            assert (list(prediction), arm, version) == (
+                body["predictions"],
+                body["arm"],
+                body["model_version"],
+            )
+    log.close()
 
 
 def test_assignment_is_sticky_across_routers_and_a_restart(lab: Lab) -> None:
