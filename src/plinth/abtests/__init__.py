@@ -1,1 +1,37 @@
-"""Online experiments between models: design, assignment, routing, events, statistics."""
+"""Online experiments between models: design, assignment, routing, events, statistics.
+
+Embedded mode (``plinth.abtests.embedded``) is here as ``assign`` and ``Predictor``; it
+loads on first use, so importing this package stays cheap."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plinth.abtests.embedded import Predictor
+
+# The bucket hashing lives in the submodule ``plinth.abtests.assign``, and importing a
+# submodule sets it as an attribute of its package, over a function of the same name. Load
+# it first, so that the function below is what ``plinth.abtests.assign`` names from then on;
+# ``from plinth.abtests.assign import bucket`` still finds the module (in sys.modules).
+importlib.import_module("plinth.abtests.assign")
+
+
+def assign(experiment: str, unit_id: str | int) -> str:
+    """The arm of ``experiment`` that serves ``unit_id``, exactly as ``plinth router``
+    assigns it (see ``plinth.abtests.embedded.assign``)."""
+    from plinth.abtests.embedded import assign as embedded_assign
+
+    return embedded_assign(experiment, unit_id)
+
+
+__all__ = ["Predictor", "assign"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Predictor":
+        from plinth.abtests.embedded import Predictor
+
+        return Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
