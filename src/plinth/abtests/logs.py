@@ -126,14 +126,16 @@ class Logs:
     # -- the pipeline ---------------------------------------------------------------------
 
     def _resent(self, names: list[str]) -> bool:
-        """The ids with more than one copy among the events of ``names``, in temp table
-        ``resent`` (few: re-sent events); whether there are any."""
+        """The hashes of the ids with more than one copy among the events of ``names``, in
+        temp table ``resent`` (few: re-sent events, and ids whose hashes collide, which are
+        then told apart by the ids themselves); whether there are any. An event whose
+        id's hash is not there is the only one with that id."""
         if self._resent_for != names:
             self.con.execute(
                 """
                 CREATE OR REPLACE TEMP TABLE resent AS
-                SELECT event_id FROM events WHERE list_contains($names, name)
-                GROUP BY event_id HAVING count(*) > 1
+                SELECT hash(event_id) AS h FROM events WHERE list_contains($names, name)
+                GROUP BY h HAVING count(*) > 1
                 """,
                 {"names": names},
             )
@@ -151,7 +153,8 @@ class Logs:
             """
             fe AS (
                 SELECT row_number() OVER () AS uid, unit, first_ms, arm, several FROM (
-                    SELECT unit, min(at_ms) AS first_ms, arg_min(arm, at_ms) AS arm,
+                    SELECT unit, min(at_ms) AS first_ms,
+                           arg_min(coalesce(list_position($arms, arm), 0), at_ms) AS arm,
                            min(hash(arm)) <> max(hash(arm)) AS several
                     FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL
                     GROUP BY unit))""",
@@ -165,7 +168,7 @@ class Logs:
             ctes.append(
                 """
             kept AS (
-                SELECT r.* FROM raw r ANTI JOIN resent s ON r.event_id = s.event_id
+                SELECT r.* FROM raw r ANTI JOIN resent s ON hash(r.event_id) = s.h
                 UNION ALL
                 SELECT event_id, e.k, e.value, e.unit, e.request_id, at_ms FROM (
                     SELECT r.event_id,
@@ -173,7 +176,7 @@ class Logs:
                                     'request_id': request_id},
                                    {'at': at_ms, 'value': value}) AS e,
                            min(at_ms) AS at_ms
-                    FROM raw r SEMI JOIN resent s ON r.event_id = s.event_id
+                    FROM raw r SEMI JOIN resent s ON hash(r.event_id) = s.h
                     GROUP BY r.event_id))"""
             )
         else:
@@ -213,14 +216,17 @@ class Logs:
         query = f"""
             {self._units_and_events(names)},
             pu AS (
-                SELECT f.arm, f.several{unit_columns}
+                SELECT (f.uid * 2 + f.several::INT) * 4096 + f.arm AS key{unit_columns}
                 FROM ev v RIGHT JOIN fe f ON v.unit = f.unit
-                GROUP BY f.uid, f.arm, f.several)
-            SELECT arm, {", ".join(per_arm)} FROM pu GROUP BY arm
+                GROUP BY key),
+            ua AS (SELECT key % 4096 AS arm, (key // 4096) % 2 = 1 AS several, * FROM pu)
+            SELECT arm, {", ".join(per_arm)} FROM ua GROUP BY arm
         """  # composed of fixed text and indices only
+        params = {"names": names, "arms": self.arms}
         found: dict[str, ArmMoments] = {}
-        for row in self.con.execute(query, {"names": names}).fetchall():
-            arm, units, several, *rest = row
+        for row in self.con.execute(query, params).fetchall():
+            number, units, several, *rest = row
+            arm = self.arms[number - 1] if number else ""
             sums, means, variances = {}, {}, {}
             for i, f in enumerate(figures):
                 sums[f], means[f], variances[f] = (float(v) for v in rest[3 * i : 3 * i + 3])
@@ -239,7 +245,7 @@ class Logs:
                             coalesce((SELECT max(v.at_ms) FROM ev v JOIN fe f
                                       ON v.unit = f.unit WHERE v.at_ms >= f.first_ms), 0))
             """,
-            {"names": names},
+            {"names": names, "arms": self.arms},
         ).fetchone()
         if not found or found[0] is None:
             return None
@@ -290,11 +296,20 @@ class Logs:
             SELECT 'u', arm, {cut.format(t="first_ms")}, count(*){", NULL" * (len(sums) - 1)}
             FROM fe GROUP BY ALL
         """  # composed of fixed text and indices only
-        params = {"names": names, "start": start, "span": max(span, 1), "points": points}
+        params = {
+            "names": names,
+            "arms": self.arms,
+            "start": start,
+            "span": max(span, 1),
+            "points": points,
+        }
         units: dict[str, dict[int, int]] = {}
         moved: dict[str, dict[int, dict[Figure, float]]] = {}
         products: dict[str, dict[int, dict[tuple[Figure, Figure], float]]] = {}
-        for what, arm, b, *values in self.con.execute(query, params).fetchall():
+        for what, number, b, *values in self.con.execute(query, params).fetchall():
+            if not number:
+                continue  # an arm not in the design
+            arm = self.arms[number - 1]
             if what == "u":
                 units.setdefault(arm, {})[int(b)] = int(values[0])
                 continue
