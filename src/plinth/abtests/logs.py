@@ -328,9 +328,7 @@ class Logs:
         has_outcome = "outcome" in self.exposure_columns
         if not (has_latency or has_outcome):
             return None
-        latency = (
-            "count(latency_ms), quantile_cont(latency_ms, 0.99)" if has_latency else "0, NULL"
-        )
+        latency = "count(latency_ms), quantile_cont(latency_ms, 0.99)" if has_latency else "0, NULL"
         outcome = (
             "count(outcome), count(*) FILTER (WHERE outcome <> 'ok')" if has_outcome else "0, 0"
         )

@@ -119,8 +119,7 @@ def compute_results(exp: Experiment, root: str) -> Results:
             )  # fmt: skip
         if any(arm not in exp.shares for arm in found):
             notes.append(
-                "exposures name arms not in the design, left out: "
-                + ", ".join(logs.stray_arms())
+                "exposures name arms not in the design, left out: " + ", ".join(logs.stray_arms())
             )
         router = _router_guardrails(exp, logs, notes)
     units = {arm: m.units for arm, m in found.items()}
@@ -190,7 +189,7 @@ def _guardrail_kpis(exp: Experiment) -> list[Kpi]:
     ]
 
 
-def _summary(kpi: Kpi, moments: tuple[Any, ...]) -> ArmSummary:
+def summary(kpi: Kpi, moments: tuple[Any, ...]) -> ArmSummary:
     units = int(moments[0])
     if kpi.kind is KpiKind.PROPORTION:
         return proportion_from_counts(int(moments[1]), units)
@@ -208,7 +207,7 @@ def _compare(
             notes.append(f"{kpi.name}: arm {arm.name!r} has no units yet")
             continue
         try:
-            summaries[arm.name] = _summary(kpi, moments[arm.name])
+            summaries[arm.name] = summary(kpi, moments[arm.name])
         except InvalidArgument as exc:
             notes.append(f"{kpi.name}: arm {arm.name!r}: {exc}")
     if exp.control.name not in summaries:
@@ -382,9 +381,7 @@ def mixing_variance(
     )
 
 
-def _sequential(
-    exp: Experiment, results: Results, notes: list[str]
-) -> dict[str, SequentialLook]:
+def _sequential(exp: Experiment, results: Results, notes: list[str]) -> dict[str, SequentialLook]:
     looks: dict[str, SequentialLook] = {}
     for arm, comparison in results.primary.items():
         mixing = mixing_variance(exp, comparison.control, comparison.treatment, notes)
@@ -487,7 +484,9 @@ def _p99_interval(logs: Logs, arm: str, n: int, alpha: float) -> tuple[float, fl
     high_rank = int(stats.binom.ppf(1 - alpha / 2, n, 0.99)) + 1
     ranks = [r for r in (low_rank, high_rank) if 1 <= r <= n]
     # quantile_disc(q) is the value at 0-based index ceil(q n) - 1: q = (index + 0.5) / n
-    values = dict(zip(ranks, logs.latency_quantiles(arm, [(r - 0.5) / n for r in ranks]), strict=True))
+    values = dict(
+        zip(ranks, logs.latency_quantiles(arm, [(r - 0.5) / n for r in ranks]), strict=True)
+    )
     return values.get(low_rank, 0.0), values.get(high_rank, math.inf)
 
 
@@ -538,7 +537,10 @@ def _rise(
 ) -> GuardrailCheck:
     low, high = ci
     breached, significant = value > bound, low > bound
-    fmt = (lambda v: f"{v * 100:+.2f}%") if relative else (lambda v: f"{v:.4g}")
+
+    def fmt(v: float) -> str:
+        return f"{v * 100:+.2f}%" if relative else f"{v:.4g}"
+
     state = (
         "the whole interval is above the bound: the breach is established"
         if significant
@@ -546,7 +548,9 @@ def _rise(
         if breached
         else "within the bound"
     )
-    evidence = f"{what} {fmt(value)}, interval [{fmt(low)}, {fmt(high)}], bound {fmt(bound)}: {state}"
+    evidence = (
+        f"{what} {fmt(value)}, interval [{fmt(low)}, {fmt(high)}], bound {fmt(bound)}: {state}"
+    )
     return GuardrailCheck(
         method, relative, False, bound, value, (low, high), breached, significant, evidence
     )

@@ -36,6 +36,8 @@ SCHEMA = pa.schema(
         pa.field("arm", pa.string()),
         pa.field("request_id", pa.string()),
         pa.field("model_version", pa.string()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("outcome", pa.string()),
     ]
 )
 
@@ -48,6 +50,8 @@ class Exposure:
     request_id: str
     model_version: str | None
     at_ms: int
+    latency_ms: float | None = None
+    outcome: str = "ok"
 
 
 def exposures_uri(root_uri: str, experiment: str) -> str:
@@ -174,6 +178,8 @@ def _table(rows: list[Exposure]) -> pa.Table:
             "arm": [r.arm for r in rows],
             "request_id": [r.request_id for r in rows],
             "model_version": [r.model_version for r in rows],
+            "latency_ms": [r.latency_ms for r in rows],
+            "outcome": [r.outcome for r in rows],
         },
         schema=SCHEMA,
     )
