@@ -159,7 +159,7 @@ class Logs:
                     FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL
                     GROUP BY unit))""",
             f"""
-            raw AS (
+            raw AS NOT MATERIALIZED (
                 SELECT event_id, list_position($names, name) AS k, value, unit,
                        {request} AS request_id, at_ms
                 FROM events WHERE list_contains($names, name))""",
