@@ -364,7 +364,7 @@ def _per_unit(f: Figure, k: int, first: str | None) -> str:
     if first is not None:
         when += f" AND v.at_ms {'<' if f.pre else '>='} {first}"
     if f.any:
-        return f"max(CASE WHEN {when} THEN 1.0 ELSE 0.0 END)"
+        return f"max(CASE WHEN {when} THEN 1 ELSE 0 END)"
     return f"sum(CASE WHEN {when} THEN v.value ELSE 0.0 END)"
 
 
