@@ -492,3 +492,12 @@ def test_a_log_without_latency_or_outcome_still_gives_results(tmp_path: Path) ->
     assert found.guardrails["latency_p99"]["b"].lift == pytest.approx(
         float(np.percentile(np.arange(0, 40, 2) + 100.0, 99))
     )
+
+
+def test_arms_not_in_the_design_are_named_and_left_out(tmp_path: Path) -> None:
+    rows = [(T0, f"u{i}", ["control", "b", "old", "zz"][i % 4]) for i in range(80)]
+    exposures(tmp_path, [*rows, (T0 + 1, "u2", "control")])  # u2: first in "old"
+    found = compute_results(experiment(), str(tmp_path))
+    assert found.units_by_arm == {"control": 20, "b": 20}
+    assert "exposures name arms not in the design, left out: old, zz" in found.notes
+    assert found.units_in_several_arms == 1

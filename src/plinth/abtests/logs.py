@@ -103,13 +103,16 @@ class Logs:
                 "disabled_optimizers": "build_side_probe_side",
             }
         )
-        self.con.execute("SET TimeZone = 'UTC'")
-        self.exposure_columns, _ = _view(
-            self.con, "exposures", exposures_uri(root, experiment), EXPOSURES_SCHEMA
-        )
-        self.event_columns, self.null_units = _view(
-            self.con, "events", events_uri(root, experiment), EVENTS_SCHEMA
-        )
+        try:
+            self.exposure_columns, _ = _view(
+                self.con, "exposures", exposures_uri(root, experiment), EXPOSURES_SCHEMA
+            )
+            self.event_columns, self.null_units = _view(
+                self.con, "events", events_uri(root, experiment), EVENTS_SCHEMA
+            )
+        except BaseException:
+            self.con.close()
+            raise
         self._resent_for: list[str] | None = None
 
     def __enter__(self) -> Logs:
