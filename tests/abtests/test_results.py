@@ -501,3 +501,33 @@ def test_arms_not_in_the_design_are_named_and_left_out(tmp_path: Path) -> None:
     assert found.units_by_arm == {"control": 20, "b": 20}
     assert "exposures name arms not in the design, left out: old, zz" in found.notes
     assert found.units_in_several_arms == 1
+
+
+def test_plinth_ab_results_shows_the_new_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from plinth.abtests.types import Arm, Guardrail
+    from plinth.cli import app
+    from tests.backends import local_client
+
+    with local_client(f"sqlite:///{tmp_path / 'p.db'}", str(tmp_path / "artifacts")) as local:
+        local.abtests.create_abtest(
+            "exp",
+            "b converts more",
+            CONVERSION,
+            [Arm("control", 0.5, url="http://c", control=True), Arm("b", 0.5, url="http://b")],
+            mde=0.05,
+            guardrails=[Guardrail("latency_p99", max_value=10.0)],
+        )
+        root = tmp_path / "artifacts"
+        messy_logs(root, seed=23, n=300)
+        exposures(root, [(T0, f"lat{i}", "control" if i % 2 else "b", 50.0) for i in range(300)])
+        monkeypatch.setattr("plinth.cli.abtests._service", lambda: local.abtests)
+        shown = CliRunner().invoke(app, ["ab", "results", "exp"], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "sequential, b: lift" in text and "always-valid interval" in text
+    assert "CUPED, b: lift" in text and "variance reduced by" in text
+    assert "guardrail latency_p99, b: BREACHED (established)" in text
