@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 from plinth.abtests.assign import Allocation
 from plinth.abtests.checks import adjust_p_values
@@ -531,3 +531,23 @@ def test_plinth_ab_results_shows_the_new_figures(
     assert "sequential, b: lift" in text and "always-valid interval" in text
     assert "CUPED, b: lift" in text and "variance reduced by" in text
     assert "guardrail latency_p99, b: BREACHED (established)" in text
+
+
+def test_a_table_duckdb_cannot_read_directly_goes_through_pyarrow(tmp_path: Path) -> None:
+    """A partitioned log (its partition column is not in the parquet files) is read
+    through pyarrow's dataset, with the same results."""
+    messy_logs(tmp_path / "plain", seed=31, n=200)
+    other = tmp_path / "partitioned"
+    table = DeltaTable(exposures_uri(str(tmp_path / "plain"), "exp")).to_pyarrow_table()
+    write_deltalake(exposures_uri(str(other), "exp"), table, partition_by=["arm"])
+    events_table = DeltaTable(events_uri(str(tmp_path / "plain"), "exp")).to_pyarrow_table()
+    write_deltalake(events_uri(str(other), "exp"), events_table)
+    from plinth.abtests.logs import _local_files
+
+    partitioned = exposures_uri(str(other), "exp")
+    assert _local_files(DeltaTable(partitioned), partitioned) is None
+    plain = compute_results(experiment(), str(tmp_path / "plain"))
+    found = compute_results(experiment(), str(other))
+    assert found.units_by_arm == plain.units_by_arm
+    assert found.primary["b"].p_value == pytest.approx(plain.primary["b"].p_value, rel=1e-12)
+    assert found.cuped["b"].p_value == pytest.approx(plain.cuped["b"].p_value, rel=1e-12)

@@ -403,7 +403,9 @@ def _local_files(table: Any, uri: str) -> list[str] | None:
     mapping); else None."""
     if "://" in uri and not uri.startswith("file://"):
         return None
-    if table.protocol().reader_features or table.metadata().partition_columns:
+    metadata = table.metadata()
+    mapped = metadata.configuration.get("delta.columnMapping.mode", "none") != "none"
+    if table.protocol().reader_features or metadata.partition_columns or mapped:
         return None
     return [u.removeprefix("file://") for u in table.file_uris()]
 
