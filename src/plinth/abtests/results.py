@@ -370,7 +370,12 @@ def mixing_variance(
     per_unit = control.variance * control.units + treatment.variance * treatment.units
     if not per_unit > 0 or not math.isfinite(per_unit):
         return None
-    planned = plan(exp, control, [])
+    said: list[str] = []
+    planned = plan(exp, control, said)
+    for note in said:
+        line = f"sequential: no planned sample, the mixing variance is tuned to the current units ({note})"
+        if line not in notes:
+            notes.append(line)
     horizon = planned.per_arm if planned else max(control.units, treatment.units)
     source = "the planned" if planned else "the current (no plan:"
     tau2 = mixing_variance_for_horizon(per_unit / horizon, alpha=exp.alpha)
