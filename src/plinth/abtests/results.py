@@ -370,19 +370,21 @@ def mixing_variance(
     per_unit = control.variance * control.units + treatment.variance * treatment.units
     if not per_unit > 0 or not math.isfinite(per_unit):
         return None
-    said: list[str] = []
-    planned = plan(exp, control, said)
-    for note in said:
-        line = f"sequential: no planned sample, the mixing variance is tuned to the current units ({note})"
+    why: list[str] = []
+    planned = plan(exp, control, why)
+    for note in why:
+        line = (
+            "sequential: no planned sample, the mixing variance is tuned to the current "
+            f"units ({note})"
+        )
         if line not in notes:
             notes.append(line)
     horizon = planned.per_arm if planned else max(control.units, treatment.units)
-    source = "the planned" if planned else "the current (no plan:"
+    source = "the planned" if planned else "the current"
     tau2 = mixing_variance_for_horizon(per_unit / horizon, alpha=exp.alpha)
-    said = f"{source} {horizon:,} units per arm" + ("" if planned else ")")
     return tau2, (
         f"{SEQUENTIAL_METHOD}; level {1 - exp.alpha:g}; mixing variance {tau2:.4g}, "
-        f"narrowest at {said}"
+        f"narrowest at {source} {horizon:,} units per arm"
     )
 
 
