@@ -2,14 +2,20 @@
 
 Writes the two tables once (under ``--root``, default /tmp/plinth-abtests-results; kept
 for the next run), then times ``compute_results`` end to end: first exposure per unit,
-re-sent event ids, events by request id, the per-unit KPIs, and every statistic.
-1 % of the events are re-sent copies and 1 % name only their request, so every path of
-the query runs. Run: ``.venv/bin/python benchmarks/abtests_results.py [--rows N]``.
+re-sent event ids, events by request id, the per-unit KPIs with their pre-exposure
+values (CUPED), and every statistic. 1 % of the events are re-sent copies and 1 % name
+only their request, so every path of the query runs. Each run prints its wall time and
+the process's CPU time (user + system over DuckDB's threads: on a shared machine the
+wall time grows with the others' load, the CPU time much less), and the load average.
+``--timeline`` also times ``compute_timeline`` (60 points) once.
+Run: ``.venv/bin/python benchmarks/abtests_results.py [--rows N] [--timeline]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000, help="exposures (and events)")
     parser.add_argument("--root", default="/tmp/plinth-abtests-results")
+    parser.add_argument("--timeline", action="store_true", help="time the timeline too")
     args = parser.parse_args()
     root = f"{args.root}/{args.rows}"
     if not Path(exposures_uri(root, "bench")).exists():
@@ -99,10 +106,31 @@ def main() -> None:
         _write(root, args.rows)
         print(f"wrote the logs in {time.perf_counter() - start:.1f} s")
     for attempt in (1, 2, 3):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         results = compute_results(_experiment(), root)
-        print(f"run {attempt}: {time.perf_counter() - start:.2f} s")
+        print(
+            f"run {attempt}: {time.perf_counter() - start:.2f} s, CPU {_cpu() - cpu:.2f} s, "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
     print(results.units_by_arm, f"p = {results.primary['b'].p_value:.3g}", results.notes)
+    print(
+        f"CUPED p = {results.cuped['b'].p_value:.3g}, "
+        f"sequential interval {results.sequential['b'].ci}"
+    )
+    if args.timeline:
+        from plinth.abtests.timeline import compute_timeline
+
+        start, cpu = time.perf_counter(), _cpu()
+        timeline = compute_timeline(_experiment(), root, 60)
+        print(
+            f"timeline ({len(timeline.points)} points): {time.perf_counter() - start:.2f} s, "
+            f"CPU {_cpu() - cpu:.2f} s, load average {os.getloadavg()[0]:.1f}"
+        )
+
+
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 if __name__ == "__main__":

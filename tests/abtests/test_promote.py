@@ -208,3 +208,40 @@ def test_a_viewer_cannot_promote_or_check(tmp_path: Path) -> None:
         for action in ("promote", "check"):
             refused = server.http.post(f"/api/v1/abtests/exp/{action}", json={}, headers=victor)
             assert refused.status_code == 403, refused.text
+
+
+def test_a_sample_ratio_mismatch_refuses_promotion_unless_forced(
+    local: Client, model: tuple[Any, pd.DataFrame], tmp_path: Path
+) -> None:
+    running(local, model)
+    root = tmp_path / "artifacts"
+    outcomes(root, {"control": 40, "b": 120})  # a clear winner, 400 units each ...
+    exposures(root, [(T0, f"extra-{i}", "b") for i in range(100)])  # ... but b got 500
+    with pytest.raises(Conflict, match=r"sample ratio mismatch.*control 400, b 500.*p = 0\.00"):
+        local.abtests.promote_abtest("exp")
+    with pytest.raises(Conflict, match="sample ratio mismatch"):
+        local.abtests.promote_abtest("exp", arm="b")  # naming the arm is no way round it
+    assert local.get_model_version("churn", 2).stage is Stage.DEVELOPMENT
+    assert local.abtests.get_abtest("exp").status is Status.RUNNING
+    done = local.abtests.promote_abtest("exp", force=True, reason="the extra units were bots")
+    assert done.arm == "b" and done.model_version.stage is Stage.PRODUCTION
+
+
+def test_promote_force_from_the_cli(
+    local: Client, model: tuple[Any, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from plinth.cli import app
+
+    running(local, model)
+    root = tmp_path / "artifacts"
+    outcomes(root, {"control": 40, "b": 120})
+    exposures(root, [(T0, f"extra-{i}", "b") for i in range(100)])
+    monkeypatch.setattr("plinth.cli.abtests._service", lambda: local.abtests)
+    refused = CliRunner().invoke(app, ["ab", "promote", "exp"])
+    assert refused.exit_code != 0 and isinstance(refused.exception, Conflict)
+    assert "sample ratio mismatch" in str(refused.exception)
+    done = CliRunner().invoke(app, ["ab", "promote", "exp", "--force"])
+    assert done.exit_code == 0, done.output
+    assert "promoted arm b of exp" in done.output

@@ -6,6 +6,13 @@ arms' units (randomisation makes ``x`` independent of the arm, so the adjustment
 no arm's mean in expectation). ``Var(y') = (1 - rho^2) Var(y)``, where ``rho`` is the pooled
 correlation of ``y`` and ``x``: that share ``rho^2`` is the reported variance reduction.
 The arms' means of ``y'`` are then compared by Welch's test.
+
+``compare_cuped_moments`` gives the same figures from each arm's moments (units, means,
+sample variances and covariance of outcome and covariate), which a database computes
+without moving per-unit rows: pooled sums of squares are the arms' own plus their means'
+spread around the pooled mean, and an arm's adjusted values have mean
+``mean(y) - theta (mean(x) - pooled mean(x))`` and variance
+``Var(y) - 2 theta Cov(x, y) + theta^2 Var(x)``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from plinth.abtests.stats import Comparison, as_units, compare, summarize_mean
+from plinth.abtests.stats import (
+    ArmSummary,
+    Comparison,
+    as_units,
+    compare,
+    mean_from_moments,
+    summarize_mean,
+)
 from plinth.errors import InvalidArgument
 
 
@@ -55,6 +69,72 @@ def fit_cuped(outcomes: Mapping[str, ArrayLike], covariates: Mapping[str, ArrayL
     return CupedFit(sxy / sxx, x_mean, reduction)
 
 
+@dataclass(frozen=True)
+class CupedMoments:
+    """One arm's units and the moments of its outcome ``y`` and covariate ``x`` (sample
+    variances and covariance, ddof=1)."""
+
+    units: int
+    mean_outcome: float
+    mean_covariate: float
+    var_outcome: float
+    var_covariate: float
+    covariance: float
+
+
+def fit_cuped_moments(arms: Mapping[str, CupedMoments]) -> CupedFit:
+    """``fit_cuped`` from the arms' moments."""
+    if not arms:
+        raise InvalidArgument("CUPED needs at least one arm")
+    units = sum(m.units for m in arms.values())
+    y_mean = sum(m.units * m.mean_outcome for m in arms.values()) / units
+    x_mean = sum(m.units * m.mean_covariate for m in arms.values()) / units
+    syy = sxx = sxy = 0.0
+    for m in arms.values():
+        dy, dx = m.mean_outcome - y_mean, m.mean_covariate - x_mean
+        syy += (m.units - 1) * m.var_outcome + m.units * dy * dy
+        sxx += (m.units - 1) * m.var_covariate + m.units * dx * dx
+        sxy += (m.units - 1) * m.covariance + m.units * dx * dy
+    if sxx <= 0:
+        raise InvalidArgument("CUPED: the covariate is constant, it cannot reduce variance")
+    reduction = sxy**2 / (sxx * syy) if syy > 0 else 0.0
+    return CupedFit(sxy / sxx, x_mean, min(reduction, 1.0))
+
+
+def compare_cuped_moments(
+    arms: Mapping[str, CupedMoments], control: str, *, alpha: float = 0.05
+) -> dict[str, Comparison]:
+    """``compare_cuped`` from the arms' moments."""
+    if control not in arms:
+        raise InvalidArgument(f"control arm {control!r} is not among the arms {sorted(arms)}")
+    fit = fit_cuped_moments(arms)
+    t = fit.theta
+    summaries = {
+        arm: mean_from_moments(
+            m.units,
+            m.mean_outcome - t * (m.mean_covariate - fit.covariate_mean),
+            max(m.var_outcome - 2 * t * m.covariance + t * t * m.var_covariate, 0.0),
+        )
+        for arm, m in arms.items()
+    }
+    return _compared(summaries, control, fit, alpha)
+
+
+def _compared(
+    summaries: Mapping[str, ArmSummary], control: str, fit: CupedFit, alpha: float
+) -> dict[str, Comparison]:
+    method = f"CUPED (theta {fit.theta:.4g}, pooled over arms); Welch t-test on adjusted values"
+    return {
+        arm: replace(
+            compare(summaries[control], summary, alpha=alpha),
+            method=method,
+            variance_reduction=fit.variance_reduction,
+        )
+        for arm, summary in summaries.items()
+        if arm != control
+    }
+
+
 def cuped_adjust(outcome: ArrayLike, covariate: ArrayLike, fit: CupedFit) -> NDArray[np.float64]:
     """``y - theta (x - mean x)`` per unit."""
     y = as_units(outcome, "outcomes")
@@ -80,13 +160,4 @@ def compare_cuped(
     summaries = {
         arm: summarize_mean(cuped_adjust(outcomes[arm], covariates[arm], fit)) for arm in outcomes
     }
-    method = f"CUPED (theta {fit.theta:.4g}, pooled over arms); Welch t-test on adjusted values"
-    return {
-        arm: replace(
-            compare(summaries[control], summary, alpha=alpha),
-            method=method,
-            variance_reduction=fit.variance_reduction,
-        )
-        for arm, summary in summaries.items()
-        if arm != control
-    }
+    return _compared(summaries, control, fit, alpha)

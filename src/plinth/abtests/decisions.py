@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plinth.abtests.power import PowerResult, sample_size
-from plinth.abtests.results import Results
-from plinth.abtests.types import Arm, Experiment, KpiKind, Status
+from plinth.abtests.power import PowerResult
+from plinth.abtests.results import Results, plan
+from plinth.abtests.types import Arm, Experiment, Status
 from plinth.errors import Conflict, InvalidArgument
 from plinth.registry.types import ModelVersion
 
@@ -101,6 +101,21 @@ def check_promotable(exp: Experiment) -> None:
         )
 
 
+def check_sample_ratio(exp: Experiment, results: Results, force: bool) -> None:
+    """Conflict when the sample-ratio-mismatch check is flagged, unless ``force``: units
+    did not reach the arms as planned, so the comparison may be biased."""
+    srm = results.srm
+    if srm is None or not srm.flagged or force:
+        return
+    counts = ", ".join(f"{arm} {n:,}" for arm, n in srm.observed.items())
+    raise Conflict(
+        f"cannot promote from A/B experiment {exp.name!r}: sample ratio mismatch, the units "
+        f"per arm ({counts}) are unlikely under the planned shares (chi-square p = "
+        f"{srm.p_value:.3g} < {srm.threshold:g}); find out why (a leaky router, a changed "
+        "allocation, lost exposures) or promote with force"
+    )
+
+
 def stop_reasons(
     exp: Experiment, results: Results
 ) -> tuple[list[str], PowerResult | None, list[str]]:
@@ -133,20 +148,4 @@ def breached_guardrails(results: Results) -> list[str]:
 
 
 def planned_sample(exp: Experiment, results: Results, notes: list[str]) -> PowerResult | None:
-    active = [a for a in exp.arms if a.share > 0]
-    if len(active) < 2:
-        notes.append("planned sample: fewer than two arms get traffic")
-        return None
-    try:
-        if exp.primary.kind is KpiKind.PROPORTION:
-            control = results.summaries.get(exp.control.name)
-            if control is None:
-                notes.append("planned sample: the control arm has no units yet")
-                return None
-            return sample_size(
-                "proportions", exp.mde, exp.alpha, exp.power, len(active), control.estimate
-            )
-        return sample_size("means", exp.mde, exp.alpha, exp.power, len(active))
-    except InvalidArgument as exc:
-        notes.append(f"planned sample: {exc.message}")
-        return None
+    return plan(exp, results.summaries.get(exp.control.name), notes)

@@ -1,33 +1,41 @@
-"""An experiment's results, read from its exposure and event logs with DuckDB.
+"""An experiment's results, read from its exposure and event logs with DuckDB (``logs.py``).
 
 1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``); a unit also
    seen in another arm stays in its first and is counted in ``units_in_several_arms`` (a
    sign of a changed allocation or a leaky router).
 2. Events are deduplicated by ``event_id`` (the earliest copy wins), given a unit (their
    own, else their request's exposure's) and counted only at or after the unit's first
-   exposure: late events count, events before the unit was exposed do not.
+   exposure: late events count, events before the unit was exposed do not (they are the
+   CUPED covariate).
 3. Per unit: proportion, 1 if it has any ``kpi.event``; mean, the sum of its
    ``kpi.event`` values (0 without events); ratio, the sums of the numerator and the
-   denominator events. Per arm, DuckDB reduces these to sufficient statistics (counts,
-   means, sample variances, covariance), which ``stats.*_from_*`` turn into summaries:
-   the same figures as ``stats.summarize_*`` on the per-unit arrays, without moving
-   millions of rows into Python.
+   denominator events. Per arm, DuckDB reduces these to moments (counts, means, sample
+   variances, covariances), which ``stats.*_from_*`` turn into summaries: the same
+   figures as ``stats.summarize_*`` on the per-unit arrays, without moving millions of
+   rows into Python.
 4. Every arm against control (``stats.compare_arms``), Holm-adjusted across arms, a
    Bayesian probability to beat control, the sample-ratio-mismatch check against the
    planned shares, and each KPI guardrail (the primary KPI by its name, or any other event
    name as the mean of that event per unit) against its ``max_drop``.
+5. ``sequential``: per treatment arm, the always-valid (mSPRT) interval and p-value of the
+   primary KPI's absolute lift at this look; its mixing variance makes the interval
+   narrowest at the planned sample size. The timeline (``timeline.py``) uses the same one
+   over its looks, so its last interval lies within this one.
+6. ``cuped``: the primary KPI (a proportion or a mean) CUPED-adjusted with the unit's own
+   values of the same event before its first exposure as the covariate.
+7. Router-measured guardrails (``latency_p99``, ``error_rate``) from the exposures' own
+   ``latency_ms`` and ``outcome`` (per exposure, by its assigned arm): see
+   ``_router_guardrails``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
-import pyarrow as pa
+from scipy import special, stats  # type: ignore[import-untyped]
 
 from plinth.abtests.bayes import BayesComparison, beta_binomial, normal_approximation
 from plinth.abtests.checks import (
@@ -38,29 +46,41 @@ from plinth.abtests.checks import (
     check_guardrail,
     sample_ratio_mismatch,
 )
+from plinth.abtests.cuped import CupedMoments, compare_cuped_moments
 from plinth.abtests.design import BUILT_IN_GUARDRAILS
-from plinth.abtests.events import EVENTS_SCHEMA, events_uri, storage_options
+from plinth.abtests.logs import ArmMoments, Figure, Logs, RouterFigures
+from plinth.abtests.power import PowerResult, sample_size
+from plinth.abtests.sequential import (
+    METHOD as SEQUENTIAL_METHOD,
+)
+from plinth.abtests.sequential import (
+    SequentialLook,
+    mixing_variance_for_horizon,
+    sequential_test,
+)
 from plinth.abtests.stats import (
     ArmSummary,
     Comparison,
+    compare,
     compare_arms,
     mean_from_moments,
     proportion_from_counts,
     ratio_from_moments,
 )
 from plinth.abtests.traffic import SCHEMA as EXPOSURES_SCHEMA
-from plinth.abtests.traffic import exposures_uri
-from plinth.abtests.types import Experiment, Kpi, KpiKind
+from plinth.abtests.types import Experiment, Guardrail, Kpi, KpiKind
 from plinth.errors import InvalidArgument
+
+__all__ = ["EXPOSURES_SCHEMA", "Results", "compute_results"]
 
 _JSON = {"ser_json_inf_nan": "strings"}
 
 
 @dataclass(frozen=True)
 class Results:
-    """``primary``, ``bayes`` and ``adjusted`` are keyed by treatment arm; ``guardrails``
-    by metric, then arm. Each figure carries its ``method``. ``notes`` say what could not
-    be computed and why."""
+    """``primary``, ``bayes``, ``adjusted``, ``sequential`` and ``cuped`` are keyed by
+    treatment arm; ``guardrails`` by metric, then arm. Each figure carries its ``method``.
+    ``notes`` say what could not be computed and why."""
 
     __pydantic_config__ = _JSON
 
@@ -77,173 +97,84 @@ class Results:
     bayes: dict[str, BayesComparison] = field(default_factory=dict)
     adjusted: dict[str, AdjustedPValue] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sequential: dict[str, SequentialLook] = field(default_factory=dict)
+    cuped: dict[str, Comparison] = field(default_factory=dict)
 
 
 def compute_results(exp: Experiment, root: str) -> Results:
     kpis = [exp.primary, *_guardrail_kpis(exp)]
-    names = sorted({k.event for k in kpis} | {k.denominator_event or k.event for k in kpis})
-    with _logs(root, exp.name) as con:
-        units, several = _assign_units(con)
-        if not units:
+    figures: list[Figure] = _unique([f for k in kpis for f in kpi_figures(k)])
+    pairs = _unique([p for k in kpis for p in kpi_pairs(k)])
+    covariate = _covariate(exp.primary)
+    if covariate is not None:
+        figures.append(covariate)
+        pairs.append((covariate, kpi_figures(exp.primary)[0]))
+    notes: list[str] = []
+    with Logs(root, exp.name, [a.name for a in exp.arms]) as logs:
+        found = logs.arm_moments(figures, _unique(pairs))
+        if not found:
             return Results(
                 exp.name, _now(), exp.primary, exp.control.name, {}, 0,
                 notes=["no exposures logged yet"],
             )  # fmt: skip
-        _per_unit(con, names)
-        moments = {k.name: _arm_moments(con, k, names, units) for k in kpis}
-    return _analyse(exp, units, several, moments)
-
-
-# -- reading -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def _logs(root: str, experiment: str) -> Iterator[duckdb.DuckDBPyConnection]:
-    from plinth.features.duck import cursor
-
-    with cursor() as con:
-        con.register("exposures", _dataset(exposures_uri(root, experiment), EXPOSURES_SCHEMA))
-        con.register("events", _dataset(events_uri(root, experiment), EVENTS_SCHEMA))
-        yield con
-
-
-def _dataset(uri: str, schema: pa.Schema) -> Any:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        table = DeltaTable(uri, storage_options=storage_options(uri))
-    except TableNotFoundError:
-        return schema.empty_table()
-    return table.to_pyarrow_dataset()
-
-
-def _assign_units(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
-    # Two exposures of one unit in the same millisecond in two arms: either arm (rare, and
-    # the unit is counted in ``units_in_several_arms``).
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE first_exposure AS
-        SELECT unit,
-               arg_min(arm, at_ms) AS arm,
-               min(at_ms) AS first_ms,
-               min(arm) <> max(arm) AS several
-        FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL
-        GROUP BY unit
-        """
-    )
-    rows = con.execute(
-        "SELECT arm, count(*), count(*) FILTER (WHERE several) FROM first_exposure GROUP BY arm"
-    ).fetchall()
-    return {arm: int(n) for arm, n, _ in rows}, sum(int(s) for _, _, s in rows)
-
-
-_ALL = "SELECT * FROM relevant"
-# An event id's copies are one event: the earliest copy is kept (by at_ms; copies at the
-# same ms are the same event re-sent, any of them). Finding the few re-sent ids first and
-# picking among their copies only costs a fraction of picking among every event's.
-_KEPT = f"""
-    SELECT e.* FROM ({_ALL}) e ANTI JOIN resent r ON e.event_id = r.event_id
-    UNION ALL
-    SELECT e.event_id, arg_min(name, at_ms), arg_min(value, at_ms), arg_min(unit, at_ms),
-           arg_min(request_id, at_ms), min(at_ms)
-    FROM ({_ALL}) e SEMI JOIN resent r
-    ON e.event_id = r.event_id
-    GROUP BY e.event_id
-"""
-
-
-def _per_unit(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
-    """``unit_values``: per exposed unit WITH counted events, its arm, ``s{i}`` (sum of
-    values) and ``c{i}`` (count) of the events named ``names[i]``. Units without events
-    are not rows: the per-arm moments add them as zeros. Only column names are composed
-    here (from indices); every value is a bound parameter."""
-    # read once: the events of the KPIs' names, in DuckDB's own columnar format
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE relevant AS
-        SELECT event_id, name, value, unit, CASE WHEN unit IS NULL THEN request_id END
-               AS request_id, at_ms
-        FROM events WHERE list_contains($names, name)
-        """,
-        {"names": names},
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE resent AS
-        SELECT event_id FROM relevant GROUP BY event_id HAVING count(*) > 1
-        """
-    )
-    if _count(con, "SELECT count(*) FROM resent"):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE kept AS {_KEPT}")
-    else:
-        con.execute("CREATE OR REPLACE TEMP VIEW kept AS SELECT * FROM relevant")
-    unit, requests = "k.unit", ""
-    if _count(con, "SELECT count(*) FROM kept WHERE unit IS NULL AND request_id IS NOT NULL"):
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE request_units AS
-            SELECT x.request_id, arg_min(x.unit, x.at_ms) AS unit FROM exposures x
-            SEMI JOIN (SELECT request_id FROM kept WHERE unit IS NULL) k
-            ON x.request_id = k.request_id
-            GROUP BY x.request_id
-            """
-        )
-        unit = "coalesce(k.unit, r.unit)"
-        requests = "LEFT JOIN request_units r ON k.request_id = r.request_id"
-    columns = ", ".join(
-        f"sum(v.value) FILTER (WHERE v.name = ${i + 1}) AS s{i}, "
-        f"count(*) FILTER (WHERE v.name = ${i + 1}) AS c{i}"
-        for i in range(len(names))
-    )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE unit_values AS
-        WITH ev AS (SELECT {unit} AS unit, k.name, k.value, k.at_ms FROM kept k {requests})
-        SELECT f.arm, {columns}
-        FROM ev v JOIN first_exposure f ON v.unit = f.unit AND v.at_ms >= f.first_ms
-        GROUP BY f.unit, f.arm
-        """,  # composed of indices only
-        names,
+        if any(arm not in exp.shares for arm in found):
+            notes.append(
+                "exposures name arms not in the design, left out: " + ", ".join(logs.stray_arms())
+            )
+        router = _router_guardrails(exp, logs, notes)
+    units = {arm: m.units for arm, m in found.items()}
+    several = sum(m.several for m in found.values())
+    moments = {k.name: {arm: kpi_moments(k, m) for arm, m in found.items()} for k in kpis}
+    results = _analyse(exp, units, several, moments, notes)
+    cuped = _cuped(exp, found, covariate, notes)
+    sequential = _sequential(exp, results, notes)
+    return replace(
+        results,
+        guardrails={**results.guardrails, **router},
+        sequential=sequential,
+        cuped=cuped,
     )
 
 
-def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
-    found = con.execute(query).fetchone()
-    return int(found[0]) if found else 0
+# -- per-unit figures of a KPI -------------------------------------------------------------
 
 
-def _arm_moments(
-    con: duckdb.DuckDBPyConnection, kpi: Kpi, names: list[str], units: dict[str, int]
-) -> dict[str, tuple[Any, ...]]:
-    """Per arm: ``(units, successes)`` for a proportion, ``(units, mean, variance)`` for a
-    mean, ``(units, mean num, mean den, var num, var den, cov)`` for a ratio. Sums of
-    products over the units with events; the others add zeros, so only ``units`` grows."""
-    num = f"coalesce(s{names.index(kpi.event)}, 0)"
-    den = f"coalesce(s{names.index(kpi.denominator_event or kpi.event)}, 0)"
-    select = (
-        f"count(*) FILTER (WHERE c{names.index(kpi.event)} > 0), "
-        f"sum({num}), sum({num} * {num}), sum({den}), sum({den} * {den}), sum({num} * {den})"
-    )
-    found = {
-        row[0]: row[1:]
-        for row in con.execute(f"SELECT arm, {select} FROM unit_values GROUP BY arm").fetchall()
-    }
-    moments: dict[str, tuple[Any, ...]] = {}
-    for arm, n in units.items():
-        converted, sx, sxx, sy, syy, sxy = (float(v or 0) for v in found.get(arm, (0,) * 6))
-        if kpi.kind is KpiKind.PROPORTION:
-            moments[arm] = (n, int(converted))
-            continue
-        mx, my = sx / n, sy / n
-        dof = max(n - 1, 1)
-        var_x, var_y = (sxx - sx * mx) / dof, (syy - sy * my) / dof
-        cov = (sxy - sx * my) / dof
-        if kpi.kind is KpiKind.MEAN:
-            moments[arm] = (n, mx, max(var_x, 0.0))
-        else:
-            moments[arm] = (n, mx, my, max(var_x, 0.0), max(var_y, 0.0), cov)
-    return moments
+def kpi_figures(kpi: Kpi) -> list[Figure]:
+    """The per-unit figures of ``kpi``: its outcome (and a ratio's denominator)."""
+    if kpi.kind is KpiKind.PROPORTION:
+        return [Figure(kpi.event, any=True)]
+    if kpi.kind is KpiKind.MEAN:
+        return [Figure(kpi.event)]
+    return [Figure(kpi.event), Figure(kpi.denominator_event or kpi.event)]
+
+
+def kpi_pairs(kpi: Kpi) -> list[tuple[Figure, Figure]]:
+    figures = kpi_figures(kpi)
+    return [(figures[0], figures[1])] if len(figures) == 2 else []
+
+
+def _covariate(kpi: Kpi) -> Figure | None:
+    if kpi.kind is KpiKind.RATIO:
+        return None
+    return replace(kpi_figures(kpi)[0], pre=True)
+
+
+def kpi_moments(kpi: Kpi, m: ArmMoments) -> tuple[Any, ...]:
+    """``(units, successes)`` for a proportion, ``(units, mean, variance)`` for a mean,
+    ``(units, mean num, mean den, var num, var den, cov)`` for a ratio."""
+    figures = kpi_figures(kpi)
+    y = figures[0]
+    if kpi.kind is KpiKind.PROPORTION:
+        return (m.units, round(m.sums[y]))
+    if kpi.kind is KpiKind.MEAN:
+        return (m.units, m.means[y], max(m.variances[y], 0.0))
+    d = figures[1]
+    cov = m.covariances.get((y, d), m.covariances.get((d, y), 0.0))
+    return (m.units, m.means[y], m.means[d], m.variances[y], m.variances[d], cov)
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(items))
 
 
 # -- analysis ----------------------------------------------------------------------------------
@@ -258,7 +189,7 @@ def _guardrail_kpis(exp: Experiment) -> list[Kpi]:
     ]
 
 
-def _summary(kpi: Kpi, moments: tuple[Any, ...]) -> ArmSummary:
+def summary(kpi: Kpi, moments: tuple[Any, ...]) -> ArmSummary:
     units = int(moments[0])
     if kpi.kind is KpiKind.PROPORTION:
         return proportion_from_counts(int(moments[1]), units)
@@ -276,7 +207,7 @@ def _compare(
             notes.append(f"{kpi.name}: arm {arm.name!r} has no units yet")
             continue
         try:
-            summaries[arm.name] = _summary(kpi, moments[arm.name])
+            summaries[arm.name] = summary(kpi, moments[arm.name])
         except InvalidArgument as exc:
             notes.append(f"{kpi.name}: arm {arm.name!r}: {exc}")
     if exp.control.name not in summaries:
@@ -293,12 +224,9 @@ def _analyse(
     units: dict[str, int],
     several: int,
     moments: dict[str, dict[str, tuple[Any, ...]]],
+    notes: list[str],
 ) -> Results:
-    notes: list[str] = []
     planned = {a.name: a.share for a in exp.arms if a.share > 0}
-    stray = sorted(set(units) - set(exp.shares))
-    if stray:
-        notes.append(f"exposures name arms not in the design, left out: {', '.join(stray)}")
     if several:
         notes.append(
             f"{several:,} units were exposed to more than one arm: each counts in its first"
@@ -355,8 +283,7 @@ def _guardrails(
     checks: dict[str, dict[str, GuardrailCheck]] = {}
     for rail in exp.guardrails:
         if rail.metric in BUILT_IN_GUARDRAILS:
-            notes.append(f"guardrail {rail.metric}: measured by the router, not from events")
-            continue
+            continue  # measured by the router: _router_guardrails
         if rail.max_drop is None:
             notes.append(f"guardrail {rail.metric}: only max_drop is checked from events")
             continue
@@ -372,6 +299,272 @@ def _guardrails(
             except InvalidArgument as exc:
                 notes.append(f"guardrail {rail.metric}, arm {arm!r}: {exc}")
     return checks
+
+
+# -- CUPED and sequential ------------------------------------------------------------------
+
+
+def _cuped(
+    exp: Experiment, found: dict[str, ArmMoments], x: Figure | None, notes: list[str]
+) -> dict[str, Comparison]:
+    kpi = exp.primary
+    if x is None:
+        notes.append(f"CUPED: not computed for a ratio KPI ({kpi.name})")
+        return {}
+    y = kpi_figures(kpi)[0]
+    arms = {
+        a.name: CupedMoments(
+            m.units,
+            m.means[y],
+            m.means[x],
+            m.variances[y],
+            m.variances[x],
+            m.covariances[(x, y)],
+        )
+        for a in exp.arms
+        if (m := found.get(a.name)) is not None and m.units >= 2
+    }
+    if exp.control.name not in arms or len(arms) < 2:
+        return {}
+    if not any(m.sums[x] for m in found.values()):
+        notes.append(
+            f"CUPED: no unit has {kpi.event!r} events before its first exposure, "
+            "so there is no covariate"
+        )
+        return {}
+    try:
+        return compare_cuped_moments(arms, exp.control.name, alpha=exp.alpha)
+    except (InvalidArgument, ArithmeticError, ValueError) as exc:
+        notes.append(f"CUPED: {exc}")
+        return {}
+
+
+def plan(exp: Experiment, control: ArmSummary | None, notes: list[str]) -> PowerResult | None:
+    """The planned sample per arm (``power.sample_size``): for a proportion KPI ``mde`` is
+    the absolute difference in rates from control's observed rate; for a mean or a ratio
+    KPI ``mde`` is Cohen's d."""
+    active = [a for a in exp.arms if a.share > 0]
+    if len(active) < 2:
+        notes.append("planned sample: fewer than two arms get traffic")
+        return None
+    try:
+        if exp.primary.kind is KpiKind.PROPORTION:
+            if control is None:
+                notes.append("planned sample: the control arm has no units yet")
+                return None
+            return sample_size(
+                "proportions", exp.mde, exp.alpha, exp.power, len(active), control.estimate
+            )
+        return sample_size("means", exp.mde, exp.alpha, exp.power, len(active))
+    except InvalidArgument as exc:
+        notes.append(f"planned sample: {exc.message}")
+        return None
+
+
+def mixing_variance(
+    exp: Experiment, control: ArmSummary, treatment: ArmSummary, notes: list[str]
+) -> tuple[float, str] | None:
+    """The mSPRT mixing variance for one treatment arm and how it was chosen: narrowest
+    interval at the planned units per arm, the per-unit variances as observed now (at the
+    current units when there is no plan); None when the lift has no variance yet."""
+    per_unit = control.variance * control.units + treatment.variance * treatment.units
+    if not per_unit > 0 or not math.isfinite(per_unit):
+        return None
+    why: list[str] = []
+    planned = plan(exp, control, why)
+    for note in why:
+        line = (
+            "sequential: no planned sample, the mixing variance is tuned to the current "
+            f"units ({note})"
+        )
+        if line not in notes:
+            notes.append(line)
+    horizon = planned.per_arm if planned else max(control.units, treatment.units)
+    source = "the planned" if planned else "the current"
+    tau2 = mixing_variance_for_horizon(per_unit / horizon, alpha=exp.alpha)
+    return tau2, (
+        f"{SEQUENTIAL_METHOD}; level {1 - exp.alpha:g}; mixing variance {tau2:.4g}, "
+        f"narrowest at {source} {horizon:,} units per arm"
+    )
+
+
+def _sequential(exp: Experiment, results: Results, notes: list[str]) -> dict[str, SequentialLook]:
+    looks: dict[str, SequentialLook] = {}
+    for arm, comparison in results.primary.items():
+        mixing = mixing_variance(exp, comparison.control, comparison.treatment, notes)
+        if mixing is None:
+            notes.append(f"sequential: arm {arm!r} has no variance yet")
+            continue
+        tau2, method = mixing
+        found = sequential_test(
+            [comparison.control], [comparison.treatment], alpha=exp.alpha, mixing_variance=tau2
+        )
+        looks[arm] = replace(found.latest, method=method)
+    return looks
+
+
+# -- router-measured guardrails ------------------------------------------------------------
+
+
+def _router_guardrails(
+    exp: Experiment, logs: Logs, notes: list[str]
+) -> dict[str, dict[str, GuardrailCheck]]:
+    """``latency_p99`` and ``error_rate`` per arm from the exposures (each by the arm it
+    was assigned, fallbacks included). ``breached``: the estimate is past the bound
+    (``max_value``: a ceiling; ``max_drop``: a rise against control by more than that
+    share); ``significant``: the whole interval is past it (the breach is established)."""
+    rails = [g for g in exp.guardrails if g.metric in BUILT_IN_GUARDRAILS]
+    if not rails:
+        return {}
+    figures = logs.router()
+    checks: dict[str, dict[str, GuardrailCheck]] = {}
+    for rail in rails:
+        column = "latency_ms" if rail.metric == "latency_p99" else "outcome"
+        if figures is None or column not in logs.exposure_columns:
+            notes.append(
+                f"guardrail {rail.metric}: the exposure log has no {column} column "
+                "(written before the router measured it)"
+            )
+            continue
+        arms = {a.name: figures[a.name] for a in exp.arms if a.name in figures}
+        if rail.metric == "latency_p99":
+            found = _latency_checks(exp, rail, arms, logs, notes)
+        else:
+            found = _error_checks(exp, rail, arms, notes)
+        if found:
+            checks[rail.metric] = found
+    return checks
+
+
+def _latency_checks(
+    exp: Experiment,
+    rail: Guardrail,
+    arms: dict[str, RouterFigures],
+    logs: Logs,
+    notes: list[str],
+) -> dict[str, GuardrailCheck]:
+    """p99 per arm (linear interpolation between order statistics, numpy's default) with a
+    distribution-free interval from two order statistics (binomial ranks); against
+    control, each arm's interval at level ``1 - alpha/2`` so that the ratio's interval
+    holds at ``1 - alpha`` (Bonferroni)."""
+    known = {a: f for a, f in arms.items() if f.latencies and f.p99 is not None}
+    if len(known) < len(arms) or not known:
+        missing = sorted(set(arms) - set(known)) or sorted(arms)
+        notes.append(f"guardrail latency_p99: no latency measured in arm(s) {', '.join(missing)}")
+    level = exp.alpha / 2 if rail.max_drop is not None else exp.alpha
+    ci = {a: _p99_interval(logs, a, f.latencies, level) for a, f in known.items()}
+    p99 = {a: float(f.p99) for a, f in known.items() if f.p99 is not None}
+    method = (
+        "p99 of the exposures' latency_ms (linear interpolation); distribution-free "
+        "interval from binomial order statistics"
+    )
+    checks: dict[str, GuardrailCheck] = {}
+    control = exp.control.name
+    for arm in p99:
+        found: list[GuardrailCheck] = []
+        if rail.max_value is not None:
+            found.append(
+                _rise("p99", p99[arm], ci[arm], rail.max_value, False, f"{method} at level "
+                      f"{1 - level:g}; max_value {rail.max_value:g} ms")
+            )  # fmt: skip
+        if rail.max_drop is not None and arm != control and control in p99:
+            (t_low, t_high), (c_low, c_high) = ci[arm], ci[control]
+            rise = p99[arm] / p99[control] - 1 if p99[control] > 0 else math.inf
+            interval = (
+                t_low / c_high - 1 if c_high > 0 else math.inf,
+                t_high / c_low - 1 if c_low > 0 else math.inf,
+            )
+            found.append(
+                _rise("p99 rise against control", rise, interval, rail.max_drop, True,
+                      f"{method}, each arm at level {1 - level:g}, so the ratio at "
+                      f"{1 - exp.alpha:g}; may rise by at most {rail.max_drop:g}")
+            )  # fmt: skip
+        if found:
+            checks[arm] = _worst(found)
+    return checks
+
+
+def _p99_interval(logs: Logs, arm: str, n: int, alpha: float) -> tuple[float, float]:
+    """Ranks ``l < u`` with ``P(X_(l) <= p99 <= X_(u)) >= 1 - alpha`` from the binomial
+    ``B(n, 0.99)``; an unbounded side when ``n`` is too small for it."""
+    low_rank = int(stats.binom.ppf(alpha / 2, n, 0.99))  # 1-based rank of the lower bound
+    high_rank = int(stats.binom.ppf(1 - alpha / 2, n, 0.99)) + 1
+    ranks = [r for r in (low_rank, high_rank) if 1 <= r <= n]
+    # quantile_disc(q) is the value at 0-based index ceil(q n) - 1: q = (index + 0.5) / n
+    values = dict(
+        zip(ranks, logs.latency_quantiles(arm, [(r - 0.5) / n for r in ranks]), strict=True)
+    )
+    return values.get(low_rank, 0.0), values.get(high_rank, math.inf)
+
+
+def _error_checks(
+    exp: Experiment, rail: Guardrail, arms: dict[str, RouterFigures], notes: list[str]
+) -> dict[str, GuardrailCheck]:
+    """Share of the arm's exposures whose outcome is not "ok" (exposures without an
+    outcome, logged before the router measured it, are left out). ``max_value``: Wald
+    interval of the rate; ``max_drop``: the two-proportion comparison with control (its
+    relative lift by the delta method; the absolute lift when control has no errors)."""
+    counted: dict[str, ArmSummary] = {}
+    for arm, f in arms.items():
+        try:
+            counted[arm] = proportion_from_counts(f.errors, f.outcomes)
+        except InvalidArgument as exc:
+            notes.append(f"guardrail error_rate, arm {arm!r}: {exc.message}")
+    z = float(special.ndtri(1 - exp.alpha / 2))
+    checks: dict[str, GuardrailCheck] = {}
+    control = counted.get(exp.control.name)
+    for arm, rate in counted.items():
+        found: list[GuardrailCheck] = []
+        if rail.max_value is not None:
+            half = z * math.sqrt(rate.variance)
+            found.append(
+                _rise("error rate", rate.estimate, (rate.estimate - half, rate.estimate + half),
+                      rail.max_value, False, f"share of exposures with an outcome other than "
+                      f"ok; Wald interval at level {1 - exp.alpha:g}; max_value "
+                      f"{rail.max_value:g}")
+            )  # fmt: skip
+        if rail.max_drop is not None and control is not None and arm != exp.control.name:
+            c = compare(control, rate, alpha=exp.alpha)
+            if c.relative_lift is not None and c.relative_ci is not None:
+                lift, ci, bound, relative = c.relative_lift, c.relative_ci, rail.max_drop, True
+            else:  # control has no errors: any established rise is a breach
+                lift, ci, bound, relative = c.absolute_lift, c.absolute_ci, 0.0, False
+            found.append(
+                _rise("error rate rise against control", lift, ci, bound, relative,
+                      f"{c.method}; {c.relative_method if relative else 'absolute lift'}; "
+                      f"may rise by at most {rail.max_drop:g}")
+            )  # fmt: skip
+        if found:
+            checks[arm] = _worst(found)
+    return checks
+
+
+def _rise(
+    what: str, value: float, ci: tuple[float, float], bound: float, relative: bool, method: str
+) -> GuardrailCheck:
+    low, high = ci
+    breached, significant = value > bound, low > bound
+
+    def fmt(v: float) -> str:
+        return f"{v * 100:+.2f}%" if relative else f"{v:.4g}"
+
+    state = (
+        "the whole interval is above the bound: the breach is established"
+        if significant
+        else "above the bound, not established yet (the interval reaches below it)"
+        if breached
+        else "within the bound"
+    )
+    evidence = (
+        f"{what} {fmt(value)}, interval [{fmt(low)}, {fmt(high)}], bound {fmt(bound)}: {state}"
+    )
+    return GuardrailCheck(
+        method, relative, False, bound, value, (low, high), breached, significant, evidence
+    )
+
+
+def _worst(checks: list[GuardrailCheck]) -> GuardrailCheck:
+    return max(checks, key=lambda c: (c.significant, c.breached))
 
 
 def _now() -> datetime:

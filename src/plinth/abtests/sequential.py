@@ -57,6 +57,7 @@ class SequentialLook:
     lift: float
     ci: Interval
     p_value: float
+    method: str = METHOD
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from plinth.abtests.decisions import (
     CheckOutcome,
     Promotion,
     check_promotable,
+    check_sample_ratio,
     no_winner_message,
     promotable_arm,
     significant_winner,
@@ -41,6 +42,7 @@ from plinth.abtests.events import Event, append_events, check_events
 from plinth.abtests.layers import join_layer, layer_view, leave_layer
 from plinth.abtests.planning import Plan, plan
 from plinth.abtests.results import Results, compute_results
+from plinth.abtests.timeline import Timeline, compute_timeline
 from plinth.abtests.types import (
     Arm,
     Bandit,
@@ -319,19 +321,33 @@ class AbTestService:
             exp = _load(conn, name)
         return compute_results(exp, self._root())
 
+    @endpoint("GET", "/abtests/{name}/timeline")
+    @guarded(Action.READ, Kind.ABTEST, "name")
+    def abtest_timeline(self, name: str, points: int = 60) -> Timeline:
+        """The primary KPI per arm over time, with the lift and its always-valid interval
+        narrowing, at up to ``points`` evenly spaced cut times (``timeline.py``)."""
+        with self.store.read() as conn:
+            exp = _load(conn, name)
+        return compute_timeline(exp, self._root(), points)
+
     @endpoint("POST", "/abtests/{name}/promote")
     @guarded(Action.WRITE, Kind.ABTEST, "name")
-    def promote_abtest(self, name: str, arm: str | None = None, reason: str = "") -> Promotion:
+    def promote_abtest(
+        self, name: str, arm: str | None = None, reason: str = "", force: bool = False
+    ) -> Promotion:
         """Move an arm's model version to PRODUCTION through the registry's gates
         (GateFailed: nothing changes), then stop the experiment if it runs or is paused and
         record the promotion in its history. The arm is ``arm``, else the significant
-        winner of the results (Conflict when there is none). The registry's own rule
-        applies too: moving a version into PRODUCTION takes promoter on the model."""
+        winner of the results (Conflict when there is none). Conflict too when the
+        sample-ratio-mismatch check flags the assignment (its results cannot be trusted),
+        unless ``force``. The registry's own rule applies too: moving a version into
+        PRODUCTION takes promoter on the model."""
         with self.store.read() as conn:
             exp = _load(conn, name)
         check_promotable(exp)
+        results = compute_results(exp, self._root())
+        check_sample_ratio(exp, results, force)
         if arm is None:
-            results = compute_results(exp, self._root())
             arm = significant_winner(exp, results)
             if arm is None:
                 raise Conflict(no_winner_message(exp, results))

@@ -258,11 +258,15 @@ def promote(
         str | None, typer.Option(help="the arm to promote (default: the significant winner)")
     ] = None,
     reason: ReasonOption = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even when the sample ratio mismatches")
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Move the winning arm's model version to PRODUCTION through the registry's gates,
-    and stop the experiment (both histories record it)."""
-    done = _service().promote_abtest(name, arm=arm, reason=reason)
+    and stop the experiment (both histories record it). Refused when the sample-ratio-
+    mismatch check is flagged, unless --force."""
+    done = _service().promote_abtest(name, arm=arm, reason=reason, force=force)
     if json_:
         return _print_json(done)
     mv, exp = done.model_version, done.experiment
@@ -371,9 +375,29 @@ def results(name: NameArgument, json_: JsonOption = False) -> None:
         verdict = "SAMPLE RATIO MISMATCH" if srm.flagged else "no sample ratio mismatch"
         line = f"{verdict}: p = {srm.p_value:.3g} ({srm.method}; flagged below {srm.threshold:g})"
         out.print(f"[bold red]{escape(line)}[/]" if srm.flagged else escape(line))
+    for arm, look in found.sequential.items():
+        line = (
+            f"sequential, {arm}: lift {look.lift:+.4g}, always-valid interval "
+            f"[{look.ci[0]:+.4g}, {look.ci[1]:+.4g}], p {look.p_value:.3g} ({look.method})"
+        )
+        out.print(escape(line), highlight=False, soft_wrap=True)
+    for arm, c in found.cuped.items():
+        reduction = "" if c.variance_reduction is None else f"{c.variance_reduction:.1%}"
+        line = (
+            f"CUPED, {arm}: lift {c.absolute_lift:+.4g} [{c.absolute_ci[0]:+.4g}, "
+            f"{c.absolute_ci[1]:+.4g}], p {c.p_value:.3g}, variance reduced by {reduction} "
+            f"({c.method})"
+        )
+        out.print(escape(line), highlight=False, soft_wrap=True)
     for metric, arms in found.guardrails.items():
         for arm, check in arms.items():
-            state = "BREACHED" if check.breached else "ok"
+            state = (
+                "BREACHED (established)"
+                if check.significant
+                else "BREACHED"
+                if check.breached
+                else "ok"
+            )
             out.print(escape(f"guardrail {metric}, {arm}: {state}: {check.evidence}"))
     for note in found.notes:
         out.print(escape(f"note: {note}"))
