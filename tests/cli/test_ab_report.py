@@ -44,7 +44,7 @@ def test_the_report_is_one_file_with_the_results(tmp_path: Path) -> None:
     assert "0.1 <span" in page and "0.15 <span" in page
     assert f"{found.absolute_lift:+.4g}" == "+0.05" and "+0.05 <span" in page
     specs = {key: json.loads(spec) for key, spec in _SPEC.findall(page)}
-    [b] = specs["lift-absolute"]["series"]
+    [b] = [s for s in specs["lift-absolute"]["series"] if s["label"] == "b"]
     assert (b["y"], b["lower"], b["upper"]) == (
         [found.absolute_lift],
         [found.absolute_ci[0]],

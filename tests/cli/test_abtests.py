@@ -193,7 +193,7 @@ def test_results_table_with_an_srm_warning(tmp_path: Path) -> None:
     assert "champion (control)" in shown and "1,200" in shown and "0.25" in shown
     assert "-0.25 [" in shown and "-100.00% [" in shown  # the challenger converts no one
     assert "SAMPLE RATIO MISMATCH: p = " in shown
-    assert "guardrail latency_p99: measured by the router" in shown
+    assert "guardrail latency_p99: no latency measured in arm(s)" in shown
     assert json.loads(invoke("results", "churn-v3", "--json"))["units_by_arm"] == {
         "champion": 1200,
         "challenger": 800,

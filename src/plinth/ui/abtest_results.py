@@ -14,7 +14,6 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from plinth.abtests.decisions import planned_sample
-from plinth.abtests.sequential import METHOD as SEQUENTIAL_METHOD
 from plinth.abtests.types import Experiment, ExperimentVersion, Status
 from plinth.errors import PlinthError
 from plinth.ui.charts import series, spec
@@ -106,22 +105,18 @@ def results_view(service: AbTestService, name: str, *, history: bool = False) ->
     notes = list(results.notes)
     charts = _lift_charts(exp, results, rows, level)
     timeline_method = ""
-    reader = getattr(service, "abtest_timeline", None)  # lands with the results helper's work
-    if reader is not None and results.units_by_arm:
+    if results.units_by_arm:
         try:
-            timeline = reader(name)
+            timeline = service.abtest_timeline(name)
         except PlinthError as exc:  # the figures above stand without it
             notes.append(f"the KPI over time could not be read: {exc.message}")
         else:
             timeline_method = str(timeline.method)
             notes += [str(n) for n in timeline.notes]
             charts += _timeline_charts(exp, timeline)
-    elif reader is None:
-        notes.append("the KPI over time and the sequential interval need a newer server")
     _paint(charts, exp)
-    sequential = getattr(results, "sequential", {}) or {}
-    first = next(iter(sequential.values()), None)
-    method = "" if first is None else str(getattr(first, "method", SEQUENTIAL_METHOD))
+    first = next(iter(results.sequential.values()), None)
+    method = "" if first is None else first.method
     return ResultsView(
         experiment=exp,
         results=results,
@@ -139,7 +134,7 @@ def results_view(service: AbTestService, name: str, *, history: bool = False) ->
         timeline_method=timeline_method,
         history=list(reversed(service.abtest_history(name))) if history else [],
         progress=plan_progress(exp, results, notes),
-        cuped=dict(getattr(results, "cuped", {}) or {}),
+        cuped=dict(results.cuped),
     )
 
 
@@ -184,7 +179,7 @@ def warnings(results: Results) -> list[str]:
 
 def _rows(exp: Experiment, results: Results, level: float) -> list[ArmRow]:
     z = NormalDist().inv_cdf(1 - (1 - level) / 2)
-    sequential = getattr(results, "sequential", {}) or {}
+    sequential = results.sequential
     rows = []
     for arm in exp.arms:
         summary = results.summaries.get(arm.name)
