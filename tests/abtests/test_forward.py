@@ -263,3 +263,27 @@ def test_callers_queue_for_a_full_pool(service: Callable[[Handler], RawService])
     assert (queued.status, queued.failure) == (504, "timeout")
     assert [(a.status, a.failure) for a in (first, after)] == [(200, None)] * 2
     assert arm.connections == 1 and len(arm.requests) == 2  # the queued one never went out
+
+
+def test_an_answer_too_large_is_a_failure_of_the_arm(
+    service: Callable[[Handler], RawService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("plinth.abtests.forward.MAX_ANSWER_BYTES", 1_000)
+
+    def flood(conn: socket.socket, number: int) -> None:
+        arm.read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(100):
+            conn.sendall(b"64\r\n" + b"x" * 100 + b"\r\n")  # 10 kB in all, no end
+
+    arm = service(flood)
+    [flooded] = calls(arm.url, 1)
+    assert (flooded.status, flooded.failure) == (502, "unreachable")
+
+    def answer(conn: socket.socket, number: int) -> None:
+        small.read_request(conn)
+        conn.sendall(ok(b"y" * 900))
+
+    small = service(answer)
+    [fine] = calls(small.url, 1)
+    assert (fine.status, fine.body) == (200, b"y" * 900)

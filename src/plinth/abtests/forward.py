@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httptools
 
 MAX_CONNECTIONS_PER_ARM = 256  # a slow arm holds at most this many; its callers then queue
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # an arm's answer beyond this is a failure of the arm
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.gone = asyncio.Event()  # set when the connection is lost (closing takes a turn)
         self._waiter: asyncio.Future[tuple[int, bytes, str | None]] | None = None
         self._chunks: list[bytes] = []
+        self._size = 0
         self._version: str | None = None
         self._received = False
         self._until_close = False
@@ -105,6 +107,10 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
+        self._size += len(body)
+        if self._size > MAX_ANSWER_BYTES:
+            self._fail(_Unreachable(f"an answer over {MAX_ANSWER_BYTES:,} bytes", answered=True))
+            self.close()
 
     def on_message_complete(self) -> None:
         self._until_close = False
@@ -118,7 +124,7 @@ class _Connection(asyncio.Protocol):
         if self.closed:  # lost on its way from the pool
             raise _Unreachable("the connection closed")
         self._waiter = waiter = asyncio.get_running_loop().create_future()
-        self._chunks, self._version, self._received = [], None, False
+        self._chunks, self._version, self._received, self._size = [], None, False, 0
         self._until_close = self._length_known = False
         self.transport.write(data)
         return waiter
