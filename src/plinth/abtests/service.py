@@ -42,7 +42,6 @@ from plinth.abtests.events import Event, append_events, check_events
 from plinth.abtests.layers import join_layer, layer_view, leave_layer
 from plinth.abtests.planning import Plan, plan
 from plinth.abtests.results import Results, compute_results
-from plinth.abtests.traffic import check_batch, write_batch
 from plinth.abtests.types import (
     Arm,
     Bandit,
@@ -320,6 +319,8 @@ class AbTestService:
         (``traffic.check_batch``: columns, types, arm names, times), then appended in one
         commit, or refused naming ``exposures[i].column`` with nothing stored. WRITE on the
         experiment, as for events: exposures change its results. Returns the count."""
+        from plinth.abtests.traffic import check_batch, write_batch
+
         with self.store.read() as conn:
             exp = _load(conn, name)
         checked = check_batch(exp, exposures)
