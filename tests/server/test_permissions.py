@@ -295,10 +295,38 @@ def call(world: World, method: str, path: str, token: str | None) -> Any:
             for k in props
             if k in schema.get("required", []) or k in world.values
         }
+    elif (method, path) in RAW_BODIES:
+        content_type, content = RAW_BODIES[method, path]()
+        kwargs["content"] = content
+        kwargs["headers"] = {"content-type": content_type}
     elif method in ("PUT",):
         kwargs["content"] = b"payload"
-    headers = {} if token is None else {"authorization": f"Bearer {token}"}
+    headers = kwargs.pop("headers", {})
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
     return world.http.request(method, filled, headers=headers, **kwargs)
+
+
+def _exposures() -> tuple[str, bytes]:
+    """A batch the route would store for secret-ab (arms v1, v2) but for the caller."""
+    import pyarrow as pa
+
+    from plinth.features.ipc import MEDIA_TYPE, ipc_chunks
+
+    table = pa.table(
+        {
+            "at_ms": pa.array([1_767_225_600_000], pa.int64()),
+            "unit": ["u1"],
+            "arm": ["v2"],
+            "request_id": ["r1"],
+        }
+    )
+    return MEDIA_TYPE, b"".join(ipc_chunks(table.schema, [table]))
+
+
+# Routes whose body is not JSON: a body they would accept, so that only the permission
+# check stands between the caller and a change.
+RAW_BODIES = {("POST", "/api/v1/abtests/{name}/exposures"): _exposures}
 
 
 OPERATIONS = operations()

@@ -10,8 +10,9 @@ The same experiments, read through a Plinth client (the default one: ``PLINTH_UR
 the local store) and kept for ``refresh_seconds`` as the router keeps its view, so an
 assignment costs a hash and a list lookup; a failing read keeps the last view. The same
 assignment (``router.assign_arm``): a unit gets the same arm here as through any router.
-The same exposure log (``traffic.ExposureLog`` under the client's artifact root, as
-``plinth router`` writes it), so results count both alike.
+The same exposure log (``traffic.ExposureLog`` of the client's store, a remote client's
+server's included: ``exposures_remote``, as ``plinth router`` writes it), so results count
+both alike.
 
 ``Predictor`` loads every arm's model (``model_uri``; an arm that is only a service URL
 belongs behind ``plinth router``) as ``plinth serve`` does: verified, following an alias
@@ -35,6 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from plinth.abtests.exposures_remote import exposure_log_for
 from plinth.abtests.router import assign_arm
 from plinth.abtests.traffic import Exposure, ExposureLog
 from plinth.abtests.types import Arm, Experiment, Mode, Unit
@@ -169,7 +171,7 @@ class Predictor:
             self._close_holders()
             raise
         self._owns_log = exposure_log is None
-        self.exposures = exposure_log or ExposureLog(self.client.settings.resolved_artifact_uri)
+        self.exposures = exposure_log or exposure_log_for(self.client)
         self._shadows = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plinth-shadow")
         self._queued = 0
 

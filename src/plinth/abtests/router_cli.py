@@ -1,6 +1,7 @@
 """``plinth router``: the A/B router as a service (see ``plinth.abtests.router``). It reads
 the experiments through the default client (a Plinth server with PLINTH_URI, else the
-local store) every ``--refresh-seconds`` and writes exposures under the artifact root."""
+local store) every ``--refresh-seconds`` and writes exposures to that store's exposure log:
+the local artifact root, or the server's (directly when shared, else through the server)."""
 
 from __future__ import annotations
 
@@ -83,15 +84,13 @@ def router(
 
 def create_router_service(config: RouterConfig, client: Client | None = None) -> Router:
     """The router reading the experiments through ``client`` (default: the default
-    client) and writing exposures under its artifact root."""
+    client) and writing exposures to its store's exposure log (``exposures_remote``)."""
+    from plinth.abtests.exposures_remote import exposure_log_for
     from plinth.abtests.router import create_router
-    from plinth.abtests.traffic import ExposureLog
     from plinth.client import default_client
 
     client = client or default_client()
-    exposures = ExposureLog(
-        client.settings.resolved_artifact_uri, capacity=config.exposure_capacity
-    )
+    exposures = exposure_log_for(client, capacity=config.exposure_capacity)
     return create_router(
         experiments_of(client),
         exposures,

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, insert, select, update
 
@@ -311,6 +312,22 @@ class AbTestService:
         with self.store.read() as conn:
             _load(conn, name)
         return append_events(self._root(), name, check_events(name, events))
+
+    # Not an @endpoint: its body is an Arrow IPC stream (``plinth.server.abtest_data``).
+    @guarded(Action.WRITE, Kind.ABTEST, "name")
+    def log_exposures(self, name: str, exposures: pa.Table) -> int:
+        """Record a batch of exposures another process routed (a remote ``plinth router``
+        or ``Predictor`` whose client cannot reach this artifact store): checked whole
+        (``traffic.check_batch``: columns, types, arm names, times), then appended in one
+        commit, or refused naming ``exposures[i].column`` with nothing stored. WRITE on the
+        experiment, as for events: exposures change its results. Returns the count."""
+        from plinth.abtests.traffic import check_batch, write_batch
+
+        with self.store.read() as conn:
+            exp = _load(conn, name)
+        checked = check_batch(exp, exposures)
+        write_batch(self._root(), name, checked)
+        return int(checked.num_rows)
 
     @endpoint("GET", "/abtests/{name}/results")
     @guarded(Action.READ, Kind.ABTEST, "name")

@@ -16,6 +16,11 @@ schema, so a table written before a column was added takes new rows (old rows re
 ``record`` never blocks: at ``capacity`` queued exposures it drops and counts
 (``dropped``). A store that fails costs the batch it was writing (``failed``), never the
 caller. The same writer pattern as the prediction log (``plinth.serving.predlog``).
+
+Where a batch goes is the log's ``sink``: by default the Delta table under ``root_uri``;
+a remote client's router writes to its server's artifact store directly when every party
+can reach it, else through the server (``plinth.abtests.exposures_remote``), which checks
+a batch whole (``check_batch``) and appends it in one commit.
 """
 
 from __future__ import annotations
@@ -25,15 +30,20 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from plinth.errors import Conflict, Unavailable
+from plinth.errors import Conflict, InvalidArgument, Unavailable
 from plinth.features.offline import s3_storage_options
+
+if TYPE_CHECKING:
+    from plinth.abtests.types import Experiment
 
 log = logging.getLogger("plinth.abtests")
 
@@ -70,22 +80,46 @@ def exposures_uri(root_uri: str, experiment: str) -> str:
     return os.path.join(local, "abtests", experiment, "exposures")
 
 
+ExposureSink = Callable[[str, pa.Table], None]
+"""Writes one experiment's batch of exposures (a table of ``SCHEMA``), or raises."""
+
+
+class DeltaExposures:
+    """The sink writing straight to the Delta tables under ``root_uri``."""
+
+    def __init__(self, root_uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self.root_uri = root_uri
+        remote = "://" in root_uri and not root_uri.startswith("file://")
+        explicit = dict(storage_options or {})
+        self.storage_options = s3_storage_options(explicit) if remote else explicit or None
+
+    def __call__(self, experiment: str, table: pa.Table) -> None:
+        uri = exposures_uri(self.root_uri, experiment)
+        append(uri, table, self.storage_options, "the exposure log", merge_schema=True)
+
+
 class ExposureLog:
+    """Exposures queued by ``record`` and written in batches, one per experiment, by
+    ``sink`` (default: the Delta tables under ``root_uri``)."""
+
     def __init__(
         self,
-        root_uri: str,
+        root_uri: str | None = None,
         capacity: int = 100_000,
         flush_seconds: float = 1.0,
         storage_options: dict[str, str] | None = None,
         batch_rows: int = 50_000,
+        *,
+        sink: ExposureSink | None = None,
     ) -> None:
-        self.root_uri = root_uri
+        if sink is None:
+            if root_uri is None:
+                raise InvalidArgument("an exposure log needs a root_uri or a sink")
+            sink = DeltaExposures(root_uri, storage_options)
+        self.sink = sink
         self.capacity = capacity
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
-        remote = "://" in root_uri and not root_uri.startswith("file://")
-        explicit = dict(storage_options or {})
-        self.storage_options = s3_storage_options(explicit) if remote else explicit or None
         self.written = 0
         self.dropped = 0  # not kept: the log was full
         self.failed = 0  # kept, but their write failed
@@ -154,10 +188,7 @@ class ExposureLog:
             groups.setdefault(exposure.experiment, []).append(exposure)
         for experiment, rows in groups.items():
             try:
-                uri = exposures_uri(self.root_uri, experiment)
-                append(
-                    uri, _table(rows), self.storage_options, "the exposure log", merge_schema=True
-                )
+                self.sink(experiment, _table(rows))
                 self.written += len(rows)
             except Exception as e:  # the log must never take the router down
                 self.failed += len(rows)
@@ -212,3 +243,99 @@ def _table(rows: list[Exposure]) -> pa.Table:
         },
         schema=SCHEMA,
     )
+
+
+# -- batches from elsewhere (a remote router's, through the server) ----------------------
+
+OUTCOMES = ("ok", "fallback:timeout", "fallback:unreachable", "fallback:server_error")
+MAX_BATCH_ROWS = 100_000  # a router sends at most its batch_rows (50,000) at once
+_REQUIRED = ("at_ms", "unit", "arm", "request_id")
+
+
+def check_batch(exp: Experiment, table: pa.Table, *, now_ms: int | None = None) -> pa.Table:
+    """A batch of ``exp``'s exposures checked whole, as ``SCHEMA`` (a missing optional
+    column is null, a missing outcome "ok"); InvalidArgument names the first fault as
+    ``exposures.column`` or ``exposures[i].column``."""
+    from plinth.abtests.events import MAX_FUTURE_MS
+
+    if table.num_rows == 0:
+        raise InvalidArgument("exposures: the batch is empty")
+    if table.num_rows > MAX_BATCH_ROWS:
+        raise InvalidArgument(
+            f"exposures: at most {MAX_BATCH_ROWS:,} rows per batch, got {table.num_rows:,}"
+        )
+    names = table.schema.names
+    for name in names:
+        if SCHEMA.get_field_index(name) < 0:
+            raise InvalidArgument(
+                f"exposures.{name}: not a column of the exposure log "
+                f"(its columns are {', '.join(SCHEMA.names)})"
+            )
+    if len(set(names)) < len(names):
+        raise InvalidArgument("exposures: a column is given twice")
+    for name in _REQUIRED:
+        if name not in names:
+            raise InvalidArgument(f"exposures.{name}: missing (the column is required)")
+    columns: dict[str, pa.ChunkedArray] = {}
+    for field in SCHEMA:
+        if field.name not in names:
+            n = table.num_rows
+            filled = pa.array(["ok"] * n) if field.name == "outcome" else pa.nulls(n, field.type)
+            columns[field.name] = pa.chunked_array([filled], field.type)
+            continue
+        column = table.column(field.name)
+        if column.type != field.type:
+            raise InvalidArgument(
+                f"exposures.{field.name}: must be {field.type}, got {column.type}"
+            )
+        if field.name in (*_REQUIRED, "outcome"):
+            _first(pc.is_null(column), f"{field.name}", "missing (null)")
+        columns[field.name] = column
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    at = columns["at_ms"]
+    _first(pc.less(at, 0), "at_ms", "before 1970")
+    _first(
+        pc.greater(at, now + MAX_FUTURE_MS),
+        "at_ms",
+        f"in the future (at most {MAX_FUTURE_MS // 1000} s ahead is accepted)",
+    )
+    _first(pc.equal(pc.utf8_length(columns["unit"]), 0), "unit", "must not be empty")
+    arms = [arm.name for arm in exp.arms]
+    _first(
+        pc.invert(pc.is_in(columns["arm"], value_set=pa.array(arms, pa.string()))),
+        "arm",
+        f"not an arm of {exp.name!r} (its arms are {', '.join(arms)})",
+        columns["arm"],
+    )
+    latency = columns["latency_ms"]
+    bad_latency = pc.or_(pc.less(latency, 0), pc.invert(pc.is_finite(latency)))
+    _first(pc.fill_null(bad_latency, False), "latency_ms", "must be finite and at least 0")
+    _first(
+        pc.invert(pc.is_in(columns["outcome"], value_set=pa.array(OUTCOMES, pa.string()))),
+        "outcome",
+        f"must be one of {', '.join(OUTCOMES)}",
+        columns["outcome"],
+    )
+    return pa.table(columns, schema=SCHEMA)
+
+
+def _first(
+    bad: pa.ChunkedArray | pa.Array,
+    column: str,
+    fault: str,
+    values: pa.ChunkedArray | None = None,
+) -> None:
+    """InvalidArgument naming the first row where ``bad`` holds (and its value)."""
+    at = pc.index(bad, True).as_py()
+    if at < 0:
+        return
+    shown = "" if values is None else f"{values[at].as_py()!r}: "
+    raise InvalidArgument(f"exposures[{at}].{column}: {shown}{fault}")
+
+
+def write_batch(root_uri: str, experiment: str, table: pa.Table) -> None:
+    """Append a checked batch to ``experiment``'s exposures under ``root_uri``: one commit."""
+    from plinth.abtests.events import storage_options
+
+    uri = exposures_uri(root_uri, experiment)
+    append(uri, table, storage_options(uri), f"the exposures of {experiment}", merge_schema=True)

@@ -26,6 +26,7 @@ from plinth.features.service import FeatureService
 from plinth.features.serving import OnlineFeatureService, online_json
 from plinth.features.store import FeatureStore
 from plinth.registry.service import RegistryService
+from plinth.server.abtest_data import mount_abtest_data
 from plinth.server.errors import Redactor, install_error_handlers
 from plinth.server.fastpath import FastPosts, Handler
 from plinth.server.feature_data import UPLOADS as FEATURE_UPLOADS
@@ -114,6 +115,7 @@ def create_app(
         settings.resolved_artifact_uri,
         registry,
     )
+    mount_abtest_data(app, abtests)
     if background and settings.abtest_controller_seconds > 0 and abtests.store is not None:
         _run_controller(app, abtests, settings.abtest_controller_seconds)
     services = (
