@@ -400,9 +400,9 @@ class ControllerLoop:
     def run_pass(self) -> list[ControllerAction] | None:
         """One pass if this replica holds (or gets) the lease; None otherwise."""
         store = self.service.store
-        if self._stop.is_set():
-            return None
         try:
+            if self._stop.is_set():
+                return None
             self._holds = lease.acquire(store, LEASE, self.holder, self.lease_seconds)
             if not self._holds:
                 return None
