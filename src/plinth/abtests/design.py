@@ -280,7 +280,7 @@ def _check_every(value: float, field: str) -> None:
     if not _finite(value) or not MIN_EVERY_SECONDS <= value <= MAX_EVERY_SECONDS:
         raise InvalidArgument(
             f"{field}: the seconds between two steps, from {MIN_EVERY_SECONDS:g} (a minute) "
-            f"to {MAX_EVERY_SECONDS:g} (365 days), got {value!r}"
+            f"to {MAX_EVERY_SECONDS:.0f} (365 days), got {value!r}"
         )
 
 

@@ -477,3 +477,19 @@ def test_a_sample_ratio_mismatch_holds_a_promotion_back_unless_forced(
     assert ab.get_abtest("churn").status is Status.RUNNING
     forced = dashboard.post(f"{PAGE}/promote", {**form, "force": "1"}, csrf_from=PAGE)
     assert forced.status_code == 404  # past the SRM check: no model churn in this registry
+
+
+def test_a_long_history_shows_its_newest_versions(
+    dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.ui.report import render_report
+
+    monkeypatch.setattr("plinth.ui.abtest_results.HISTORY_SHOWN", 3)
+    ab = running(dashboard)
+    for i in range(4):
+        ab.update_abtest("churn", hypothesis=f"take {i}", reason=f"reworded {i}")
+    page = text(dashboard.http.get(PAGE))
+    assert "The newest 3 of 6 versions; plinth ab history churn lists them all." in page
+    assert "reworded 3" in page and "reworded 1" in page and "reworded 0" not in page
+    report = render_report(ab, "churn")
+    assert "The newest 3 of 6 versions" in report and "reworded 0" not in report
