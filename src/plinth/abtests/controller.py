@@ -215,9 +215,7 @@ def _canary_step(turn: _Pass, exp: Experiment, at: datetime) -> ControllerAction
     return _apply(turn, exp, "canary-step", reason, shares=shares, noted=noted)
 
 
-def _reallocate(
-    turn: _Pass, exp: Experiment, results: Results, reason: str
-) -> ControllerAction:
+def _reallocate(turn: _Pass, exp: Experiment, results: Results, reason: str) -> ControllerAction:
     floor = (exp.bandit or Bandit()).floor
     stats = _arm_stats(exp, results)
     if isinstance(stats, str):

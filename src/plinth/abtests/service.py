@@ -25,8 +25,8 @@ from plinth.abtests.decisions import (
 from plinth.abtests.design import (
     Mutation,
     changes_between,
-    check_change_allowed,
     check_canary_start,
+    check_change_allowed,
     check_design,
     check_name,
     coerce,
