@@ -160,10 +160,7 @@ def _check_rate_difference(mde: float) -> None:
     # a proportion's mde is an absolute difference in rates; one so small that Cohen's h
     # rounds to 0 (even between rates around one half) can be planned for by no sample
     if mde >= 1:
-        raise InvalidArgument(
-            f"mde: for a proportion KPI the absolute difference in rates to detect, below 1 "
-            f"(0.02 for 2 points), got {mde!r}"
-        )
+        return  # no pair of rates is that far apart: the plan says so, naming the baseline
     h = 2 * math.asin(math.sqrt(0.5 + mde / 2)) - 2 * math.asin(math.sqrt(0.5 - mde / 2))
     if not h > 1e-12:
         raise InvalidArgument(
