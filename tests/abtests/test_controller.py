@@ -64,9 +64,8 @@ def running(ab: AbTestService, mode: Mode, challenger: float, **kw: Any) -> Expe
             Arm("control", round(1 - challenger, 10), url="http://control", control=True),
             Arm("b", challenger, url="http://b"),
         ],
-        mde=0.02,
         mode=mode,
-        **kw,
+        **{"mde": 0.02, **kw},
     )
     return ab.start_abtest("exp")
 
@@ -119,7 +118,8 @@ def test_a_canary_steps_up_on_its_schedule(local: Client) -> None:
 def test_a_broken_guardrail_rolls_the_canary_back(local: Client, tmp_path: Path) -> None:
     ab = local.abtests
     guard = [Guardrail("conversion", max_drop=0.1)]
-    t0 = started(running(ab, Mode.CANARY, 0.05, guardrails=guard))
+    canary = Canary(steps=[0.05, 0.5])
+    t0 = started(running(ab, Mode.CANARY, 0.05, guardrails=guard, canary=canary))
     outcomes(tmp_path / "artifacts", {"control": 120, "b": 10})  # b converts far less
     rolled = only(controller.run_once(ab, t0 + timedelta(hours=2)))
     assert rolled.action == "rollback"
@@ -168,9 +168,9 @@ def test_a_bandit_moves_traffic_to_the_better_arm_above_the_floor(
 
 def test_a_close_bandit_splits_by_probability(local: Client, tmp_path: Path) -> None:
     ab = local.abtests
-    t0 = started(running(ab, Mode.BANDIT, 0.5, bandit=Bandit(every_seconds=1, floor=0.2)))
+    t0 = started(running(ab, Mode.BANDIT, 0.5, bandit=Bandit(every_seconds=60, floor=0.2)))
     outcomes(tmp_path / "artifacts", {"control": 40, "b": 43})
-    only(controller.run_once(ab, t0 + timedelta(seconds=1)))
+    only(controller.run_once(ab, t0 + timedelta(seconds=60)))
     shares = ab.get_abtest("exp").shares
     # P(b best) is 0.636 here; 10,000 draws miss it by 0.005 at one standard error
     assert 0.6 < shares["b"] < 0.67 and shares["control"] >= 0.2
@@ -235,13 +235,19 @@ def test_two_controllers_at_once_take_one_step(local: Client) -> None:
     assert ab.get_abtest("exp").shares == {"control": 0.99, "b": 0.01}
 
 
-def test_one_experiment_failing_leaves_the_others_controlled(tmp_path: Path) -> None:
+def test_one_experiment_failing_leaves_the_others_controlled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "art")) as client:
         ab = AbTestService(client.abtests.store)  # no artifact root: no results to read
         t0 = started(running(ab, Mode.CANARY, 0.0))
-        failed = only(controller.run_once(ab, t0))
+        with caplog.at_level("WARNING", logger="plinth.abtests.controller"):
+            failed = only(controller.run_once(ab, t0))
         assert failed.action == "error" and "no artifact root" in failed.reason
         assert ab.get_abtest("exp").version == 2
+    [logged] = [r for r in caplog.records if r.name == "plinth.abtests.controller"]
+    assert logged.levelname == "WARNING"
+    assert logged.getMessage().startswith("A/B controller: experiment 'exp': error: this A/B")
 
 
 def test_the_schedule_is_designed_and_checked(local: Client) -> None:
@@ -258,7 +264,7 @@ def test_the_schedule_is_designed_and_checked(local: Client) -> None:
     assert plain.canary is None and plain.bandit is None
     bandit = ab.create_abtest("bandit", mode="bandit", bandit={"floor": 0.2}, **spec)
     assert bandit.bandit == Bandit(every_seconds=3600, floor=0.2)
-    changed = ab.update_abtest("bandit", mode="canary")  # a draft: the schedule follows
+    changed = ab.update_abtest("bandit", mode="canary", shares={"a": 1, "b": 0})  # a draft
     assert changed.canary == Canary() and changed.bandit is None
     ab.update_abtest("exp", canary=Canary([0.01, 0.3], 60), reason="faster")
     last = ab.abtest_history("exp")[-1]
@@ -276,6 +282,9 @@ def test_the_schedule_is_designed_and_checked(local: Client) -> None:
         ({"mode": "canary", "canary": {"steps": [0, 0.1]}}, r"canary.steps\[0\]: a share above"),
         ({"mode": "canary", "canary": {"steps": [0.5, 1.5]}}, r"canary.steps\[1\]: a share"),
         ({"mode": "canary", "canary": {"every_seconds": 0}}, r"canary.every_seconds: the sec"),
+        ({"mode": "canary", "canary": {"every_seconds": 59}}, r"every_seconds: .* from 60 .*59"),
+        ({"mode": "canary", "canary": {"every_seconds": 1e12}}, r"31536000 \(365 days\), got 1000000000000\.0"),
+        ({"mode": "bandit", "bandit": {"every_seconds": 0.001}}, r"bandit.every_seconds: .*60"),
         ({"mode": "canary", "canary": {"steps": "x"}}, r"canary.steps: Input should be"),
         ({"canary": {"steps": [0.1]}}, r"canary: only a canary experiment .*the mode is ab"),
         ({"mode": "bandit", "bandit": {"floor": 0.6}}, r"bandit.floor: .* 1/arms \(0.5 for 2"),
@@ -415,7 +424,7 @@ def test_a_pass_ends_when_its_lease_is_lost(local: Client) -> None:
             mode=Mode.CANARY,
         )
         ab.start_abtest(name)
-    answers = iter([True, False])
+    answers = iter([True, True, False])  # before "one", before its step, before "two"
     done = controller.run_once(ab, keep_going=lambda: next(answers))
     assert [(a.experiment, a.action) for a in done] == [("one", "canary-step")]
     assert ab.get_abtest("two").version == 2  # left for the lease's next holder
@@ -432,3 +441,209 @@ def test_a_start_is_recorded_at_its_started_at(local: Client) -> None:
     # the schedule counts from the start's version: the two times are one
     exp = running(local.abtests, Mode.BANDIT, 0.5)
     assert local.abtests.abtest_history("exp")[-1].changed_at == exp.started_at
+
+
+# -- the reviewer's cases ----------------------------------------------------------------------
+
+
+def _stored(ab: AbTestService, name: str, edit: Any) -> None:
+    """Rewrite ``name``'s stored design by hand (as an older or newer replica left it)."""
+    import json
+
+    from sqlalchemy import select, update
+
+    from plinth.store.schema import abtests
+
+    with ab.store.write() as conn:
+        row = abtests.c.name == name
+        config = json.loads(conn.execute(select(abtests.c.config).where(row)).scalar_one())
+        text = edit(config)
+        conn.execute(update(abtests).where(row).values(config=text or json.dumps(config)))
+
+
+def _backdate_start(ab: AbTestService, name: str, seconds: float) -> None:
+    from sqlalchemy import update
+
+    from plinth.store.schema import abtest_versions
+
+    v = abtest_versions.c
+    with ab.store.write() as conn:
+        conn.execute(
+            update(abtest_versions)
+            .where(v.name == name, v.action == "start")
+            .values(changed_at=v.changed_at - int(seconds * 1000))
+        )
+
+
+def test_a_tiny_mde_still_stops_on_a_broken_guardrail(local: Client, tmp_path: Path) -> None:
+    ab = local.abtests
+    with pytest.raises(InvalidArgument, match=r"mde: 1e-17 is too small an effect to detect"):
+        running(ab, Mode.AB, 0.5, guardrails=[Guardrail("conversion", max_drop=0.1)], mde=1e-17)
+    running(ab, Mode.AB, 0.5, guardrails=[Guardrail("conversion", max_drop=0.1)])
+    _stored(ab, "exp", lambda config: config.update(mde=1e-17))  # designed before the check
+    with pytest.raises(InvalidArgument, match=r"effect: an effect size of 0 is too small"):
+        ab.plan_abtest("exp", baseline=0.1)
+    outcomes(tmp_path / "artifacts", {"control": 120, "b": 10})
+    checked = ab.check_abtest("exp")  # (read only: stopped by the controller below)
+    assert checked.stopped and "planned sample: " in " ".join(checked.notes)
+
+
+def test_a_tiny_mde_and_a_broken_guardrail_stop_under_the_controller(
+    local: Client, tmp_path: Path
+) -> None:
+    ab = local.abtests
+    t0 = started(running(ab, Mode.AB, 0.5, guardrails=[Guardrail("conversion", max_drop=0.1)]))
+    _stored(ab, "exp", lambda config: config.update(mde=1e-17))
+    outcomes(tmp_path / "artifacts", {"control": 120, "b": 10})
+    stopped = only(controller.run_once(ab, t0))
+    assert stopped.action == "stop", stopped.reason
+    assert stopped.reason.startswith("auto-stop: guardrail conversion broken in arm b")
+
+
+def test_a_canary_held_back_by_hand_stays_held(local: Client) -> None:
+    ab = local.abtests
+    canary = Canary(steps=[0.1, 0.5], every_seconds=600)
+    t0 = started(running(ab, Mode.CANARY, 0.0, canary=canary))
+    assert only(controller.run_once(ab, t0)).action == "canary-step"
+    ab.update_abtest("exp", shares={"b": 0.0, "control": 1.0}, reason="b looks odd")
+    for later in (timedelta(seconds=1), timedelta(hours=10)):
+        held = only(controller.run_once(ab, t0 + later))
+        assert held.action == "wait" and held.reason.startswith("held: ")
+        assert "pause and resume the experiment" in held.reason
+    assert ab.get_abtest("exp").shares == {"control": 1.0, "b": 0.0}
+    ab.pause_abtest("exp")
+    ab.resume_abtest("exp")  # the operator lets it go on, from the share it has
+    again = only(controller.run_once(ab, t0 + timedelta(hours=11)))
+    assert again.action == "canary-step" and ab.get_abtest("exp").shares["b"] == 0.1
+
+
+def test_a_canary_held_between_steps_takes_no_step_at_once(local: Client) -> None:
+    ab = local.abtests
+    canary = Canary(steps=[0.1, 0.5], every_seconds=600)
+    t0 = started(running(ab, Mode.CANARY, 0.0, canary=canary))
+    only(controller.run_once(ab, t0))
+    ab.update_abtest("exp", shares={"b": 0.05, "control": 0.95}, reason="halve it")
+    held = only(controller.run_once(ab, t0 + timedelta(seconds=600)))
+    assert held.action == "wait" and ab.get_abtest("exp").shares["b"] == 0.05
+    ab.update_abtest("exp", canary=Canary([0.1, 0.5], 900), reason="slower, go on")
+    going = only(controller.run_once(ab, t0 + timedelta(seconds=601)))
+    assert going.action == "canary-step" and ab.get_abtest("exp").shares["b"] == 0.1
+
+
+def test_a_bandits_schedule_counts_from_a_share_set_by_hand(local: Client) -> None:
+    ab = local.abtests
+    running(ab, Mode.BANDIT, 0.5, bandit=Bandit(every_seconds=600, floor=0.1))
+    _backdate_start(ab, "exp", 3600)  # started an hour ago: a re-allocation is due
+    ab.update_abtest("exp", shares={"b": 0.4, "control": 0.6}, reason="by hand")
+    changed = ab.abtest_history("exp")[-1].changed_at
+    waits = only(controller.run_once(ab, changed + timedelta(seconds=599)))
+    assert waits.action == "wait" and waits.reason.startswith("next re-allocation at")
+    due = only(controller.run_once(ab, changed + timedelta(seconds=600)))
+    assert due.reason.startswith("no re-allocation yet")  # due now; no results to go on
+
+
+def test_a_stop_ends_the_loops_pass_and_frees_its_lease(local: Client) -> None:
+    ab = local.abtests
+    running(ab, Mode.CANARY, 0.0)
+    loop = controller.ControllerLoop(ab, 10)
+    assert lease.acquire(ab.store, controller.LEASE, loop.holder, 60)
+    assert loop._still_held()
+    loop.stop()  # never started: nothing to wait for
+    assert not loop._still_held()  # what the pass asks before each experiment and action
+    assert loop.run_pass() is None
+    assert ab.get_abtest("exp").version == 2  # no step taken after the stop
+    assert lease.current(ab.store, controller.LEASE) is None  # given up with the pass
+
+
+def test_the_lease_is_asked_again_right_before_acting(local: Client) -> None:
+    ab = local.abtests
+    running(ab, Mode.CANARY, 0.0)
+    answers = iter([True, False])  # held when the experiment is read, lost while deciding
+    assert controller.run_once(ab, keep_going=lambda: next(answers)) == []
+    assert ab.get_abtest("exp").version == 2
+
+
+def test_one_unreadable_design_leaves_the_others_controlled(local: Client) -> None:
+    ab = local.abtests
+    for name in ("one", "two", "zed"):
+        ab.create_abtest(
+            name,
+            hypothesis="h",
+            primary=CONVERSION,
+            arms=[Arm("a", 1, url="http://a", control=True), Arm("b", 0, url="http://b")],
+            mde=0.02,
+            mode=Mode.CANARY,
+        )
+        ab.start_abtest(name)
+    # "one" was written by a newer replica (a schedule field this one does not know);
+    # "two" cannot be read at all
+    _stored(ab, "one", lambda config: config["canary"].update(jitter_seconds=5))
+    _stored(ab, "two", lambda config: "{not json")
+    done = {a.experiment: a for a in controller.run_once(ab, datetime.now(UTC))}
+    assert (done["one"].action, done["zed"].action) == ("canary-step", "canary-step")
+    assert done["two"].action == "error"
+    assert ab.get_abtest("one").shares["b"] == 0.01
+    with pytest.raises(InvalidArgument, match=r"canary.jitter_seconds: Unexpected keyword"):
+        ab.update_abtest("zed", canary={"jitter_seconds": 5}, reason="typo refused")
+
+
+def test_a_period_stored_before_the_bounds_does_not_overflow(local: Client) -> None:
+    ab = local.abtests
+    canary = Canary(steps=[0.1, 0.5], every_seconds=600)
+    t0 = started(running(ab, Mode.CANARY, 0.0, canary=canary))
+    only(controller.run_once(ab, t0))
+    _stored(ab, "exp", lambda config: config["canary"].update(every_seconds=1e12))
+    waits = only(controller.run_once(ab, t0 + timedelta(days=300)))
+    assert waits.action == "wait" and waits.reason.startswith("next step (b 0.5) at")
+
+
+def test_a_bandit_keeps_every_arm_at_its_floor(local: Client) -> None:
+    ab = local.abtests
+    with pytest.raises(InvalidArgument, match=r"arms\[1\].share: a bandit keeps every arm .* 0\b"):
+        running(ab, Mode.BANDIT, 0.0, bandit=Bandit(floor=0.1))
+    running(ab, Mode.BANDIT, 0.5, bandit=Bandit(floor=0.1))
+    with pytest.raises(InvalidArgument, match=r"arms\[0\].share: .*'control' has 0.05"):
+        ab.update_abtest("exp", shares={"control": 0.05, "b": 0.95}, reason="too far")
+    assert ab.get_abtest("exp").shares == {"control": 0.5, "b": 0.5}
+    moved = ab.update_abtest("exp", shares={"control": 0.1, "b": 0.9}, reason="at the floor")
+    assert moved.shares == {"control": 0.1, "b": 0.9}
+
+
+def test_a_canary_starts_at_most_at_its_first_step(local: Client) -> None:
+    ab = local.abtests
+    with pytest.raises(InvalidArgument, match=r"arms\[1\].share: a canary's challenger 'b'"):
+        running(ab, Mode.CANARY, 0.5)
+    ab.create_abtest(
+        "exp",
+        hypothesis="h",
+        primary=CONVERSION,
+        arms=[Arm("control", 1, url="http://a", control=True), Arm("b", 0, url="http://b")],
+        mde=0.02,
+        mode=Mode.CANARY,
+    )
+
+    def half(config: dict[str, Any]) -> None:  # a draft stored before the rule
+        config["arms"][0]["share"] = config["arms"][1]["share"] = 0.5
+
+    _stored(ab, "exp", half)
+    with pytest.raises(InvalidArgument, match=r"starts at most at its first step"):
+        ab.start_abtest("exp")
+    assert ab.get_abtest("exp").status is Status.DRAFT
+
+
+def test_the_controller_reports_the_change_it_recorded(local: Client) -> None:
+    ab = local.abtests
+    exp = running(ab, Mode.CANARY, 0.0)
+    recorded = ab.apply_control(
+        "exp", "canary-step", exp.version, None, "step", shares={"b": 0.01, "control": 0.99}
+    )
+    assert recorded is not None and (recorded.version, recorded.action) == (3, "canary-step")
+    assert recorded.changes == {"shares": "control 1 -> 0.99, b 0 -> 0.01"}
+    assert recorded.changed_at == ab.abtest_history("exp")[-1].changed_at  # the lock's clock
+
+
+def test_a_canary_plans_for_its_final_split(local: Client) -> None:
+    ab = local.abtests
+    running(ab, Mode.CANARY, 0.0)  # the challenger at 0 for now
+    planned = ab.plan_abtest("exp", baseline=0.1)
+    assert planned.sample.arms == 2 and planned.sample.per_arm > 0

@@ -8,7 +8,7 @@ from scipy import stats
 from statsmodels.stats.power import NormalIndPower, TTestIndPower  # type: ignore[import-untyped]
 from statsmodels.stats.proportion import proportion_effectsize  # type: ignore[import-untyped]
 
-from plinth.abtests.power import PowerResult, duration_days, sample_size
+from plinth.abtests.power import Kind, PowerResult, duration_days, sample_size
 from plinth.errors import InvalidArgument
 
 
@@ -100,3 +100,19 @@ def test_a_result_is_a_frozen_value() -> None:
     assert isinstance(plan, PowerResult)
     with pytest.raises(AttributeError):
         plan.per_arm = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kind", "effect", "baseline", "said"),
+    [
+        ("proportions", 1e-17, 0.1, "an effect size of 0 is too small to plan a sample for"),
+        ("proportions", 1e-11, 0.1, "an effect size of 3.333e-11 is too small"),
+        ("means", 1e-9, None, "an effect size of 1e-09 is too small"),
+        ("means", 50.0, None, "an effect size of 50 is too large"),
+    ],
+)
+def test_an_effect_no_sample_fits_is_refused_saying_which_way(
+    kind: Kind, effect: float, baseline: float | None, said: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=f"^effect: {said}"):
+        sample_size(kind, effect, baseline=baseline)

@@ -13,7 +13,7 @@ import pytest
 
 from plinth.abtests.assign import BUCKETS
 from plinth.abtests.service import AbTestService
-from plinth.abtests.types import Arm, Experiment, Guardrail, Kpi, KpiKind, Mode, Status
+from plinth.abtests.types import Arm, Canary, Experiment, Guardrail, Kpi, KpiKind, Mode, Status
 from plinth.auth.types import Role
 from plinth.client import Client
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
@@ -49,6 +49,7 @@ def test_create_get_and_list(client: Client) -> None:
         ab,
         guardrails=[Guardrail("latency_p99", max_value=250.0)],
         mode=Mode.CANARY,
+        canary=Canary(steps=[0.5, 1.0]),  # a canary starts at most at its first step
         reason="first design",
     )
     assert (made.status, made.version, made.mode) == (Status.DRAFT, 1, Mode.CANARY)

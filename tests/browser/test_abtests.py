@@ -91,6 +91,7 @@ def test_design_an_experiment_through_the_form_and_start_it(server: Any, page_fo
     expect(plan).to_contain_text(f"{wider.per_arm:,} units per arm")  # htmx, as one types
     expect(plan).to_contain_text(f"About {wider.total / 1000:.1f} days at 1,000 units a day")
     assert asked and not any("csrf" in u for u in asked), asked  # no token in a URL (or a log)
+    assert not any("hypothesis" in u or "arm_target" in u for u in asked), asked  # power only
     browser.shot("abtest-new", full_page=True)
     page.get_by_label("Arm 2 share").fill("0.6")  # 0.5 + 0.6: refused
     page.get_by_role("button", name="Create in draft").click()

@@ -33,6 +33,7 @@ SPEC = {
     "guardrails": [{"metric": "latency_p99", "max_value": 250}],
     "mde": 0.03,
     "mode": "canary",
+    "canary": {"steps": [0.5, 1.0], "every_seconds": 3600},  # starts at its first step
 }
 
 

@@ -62,6 +62,7 @@ def test_a_canary_from_its_spec_to_a_tick(tmp_path: Path) -> None:
     assert "challenger share 0.2, 0.6, a step every 2 min" in shown
     bandit = {**SPEC, "name": "bandit", "mode": "bandit", "canary": None}
     bandit["bandit"] = {"every_seconds": 3600, "floor": 0.1}
+    bandit["arms"] = [{**SPEC["arms"][0], "share": 0.5}, {**SPEC["arms"][1], "share": 0.5}]
     invoke("create", spec_file(tmp_path, bandit))
     assert "re-allocated every 1 h, floor 0.1 per arm" in invoke("show", "bandit")
     assert "no running experiment" in invoke("tick")

@@ -1,25 +1,37 @@
 """The A/B controller: one pass over the running experiments, doing what their design
 schedules and their results call for.
 
-Per running experiment, from its results (``compute_results``) at the pass's time ``now``:
+Per running experiment, from its results (``compute_results``) at the time it is looked at
+(``now`` if given, else the clock read for that experiment; a recorded action's time is
+read under the experiment's lock):
 
 1. a canary with a guardrail established broken in its challenger
-   (``decisions.breached_guardrails``) is rolled back: the challenger's share goes to 0 and the experiment stops, the evidence
-   being the recorded reason (action ``rollback``);
+   (``decisions.breached_guardrails``) is rolled back: the challenger's share goes to 0 and
+   the experiment stops, the evidence being the recorded reason (action ``rollback``);
 2. any experiment is stopped when ``decisions.stop_reasons`` says so: the planned sample
-   reached or a guardrail broken (action ``stop``, as ``check_abtest`` would);
-3. a canary below its last step takes the next one (action ``canary-step``): at once to the
-   first step, each later one when ``every_seconds`` have passed since the last step;
-4. a bandit is re-allocated when ``every_seconds`` have passed since its last re-allocation
-   (action ``reallocate``): Thompson sampling (``bandit.reallocate``) over the arms' primary
-   KPI so far, the probabilities and units recorded with the new shares.
+   reached or a guardrail broken (action ``stop``, as ``check_abtest`` would). A broken
+   guardrail stops it even when no planned sample can be computed (a note says why);
+3. a canary below its last step takes the next step above the challenger's share (action
+   ``canary-step``): at once to the first step, each later one when ``every_seconds`` have
+   passed since the last step (or the start, the resume, or an update of its schedule).
+   **A manual change of a running canary's shares holds it**: an operator who sets the
+   challenger back (or forward) is obeyed, and no step is taken until the experiment is
+   paused and resumed or its ``canary`` schedule is updated; the steps then go on from the
+   share the challenger has. Rollback and the automatic stop still apply while it is held;
+4. a bandit is re-allocated when ``every_seconds`` have passed since its last
+   re-allocation, start, resume or manual change of its shares or schedule (action
+   ``reallocate``): Thompson sampling (``bandit.reallocate``) over the arms' primary KPI so
+   far, the probabilities and units recorded with the new shares.
 
-Each action is a version of the experiment's history, recorded by "controller" at
-``now``. It is taken by compare-and-set on the version the decision was made from
-(``AbTestService.apply_control``): when two controllers decide the same step at once,
-one takes it and the other finds the experiment moved on. ``plinth server`` runs passes in
-the background while it holds the controller's lease (``ControllerLoop``), so among
-replicas one controls at a time; ``plinth ab tick`` runs one pass.
+Each action is a version of the experiment's history, recorded by "controller". It is
+taken by compare-and-set on the version the decision was made from
+(``AbTestService.apply_control``): when two controllers decide the same step at once, one
+takes it and the other finds the experiment moved on. ``plinth server`` runs passes in the
+background while it holds the controller's lease (``ControllerLoop``), so among replicas
+one controls at a time; the lease is checked (and renewed) before each experiment and again
+right before each action, so a replica that lost it acts no more. Lease times are the
+replicas' own clocks: they must agree to well within the lease's length (3 passes, at
+least a minute). ``plinth ab tick`` runs one pass.
 """
 
 from __future__ import annotations
@@ -29,13 +41,14 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from plinth.abtests.assign import BUCKETS, shares_to_counts
 from plinth.abtests.bandit import Mean, Rate, reallocate
 from plinth.abtests.decisions import breached_guardrails, stop_reasons
+from plinth.abtests.design import MAX_EVERY_SECONDS
 from plinth.abtests.results import Results
 from plinth.abtests.types import (
     Bandit,
@@ -51,7 +64,7 @@ from plinth.errors import Conflict, PlinthError
 from plinth.store import lease
 
 if TYPE_CHECKING:
-    from plinth.abtests.service import AbTestService
+    from plinth.abtests.service import AbTestService, ScheduleMark
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +80,22 @@ def run_once(
     now: datetime | None = None,
     keep_going: Callable[[], bool] | None = None,
 ) -> list[ControllerAction]:
-    """One pass over every running experiment at ``now`` (default: the clock), acting as
-    the controller. A failure on one experiment is its ``error`` action; the others are
-    still controlled. ``keep_going`` is asked before each experiment (a lease still held):
-    False ends the pass there."""
-    at = now or datetime.now(UTC)
+    """One pass over every running experiment at ``now`` (default: the clock, read per
+    experiment), acting as the controller. A failure on one experiment (one that cannot
+    even be read included) is its ``error`` action; the others are still controlled.
+    ``keep_going`` is asked before each experiment and right before each action (a lease
+    still held, no stop asked for): False ends the pass there."""
+    turn = _Pass(service, now, keep_going or (lambda: True))
     done: list[ControllerAction] = []
     with acting_as(CONTROLLER):
-        for exp in _running(service):
-            if keep_going is not None and not keep_going():
+        for name in service.running_names():
+            if not turn.keep_going():
                 break
-            done.append(_control(service, exp, at))
-    return done
+            did = _control(turn, name)
+            done.append(did)
+            if did.action == _ENDED:
+                break
+    return [did for did in done if did.action != _ENDED]
 
 
 def reallocate_now(service: AbTestService, name: str, reason: str) -> ControllerAction:
@@ -89,49 +106,64 @@ def reallocate_now(service: AbTestService, name: str, reason: str) -> Controller
             f"cannot reallocate A/B experiment {name!r}: only a running bandit experiment "
             f"is re-allocated (it is a {exp.status} {exp.mode} experiment)"
         )
-    at = datetime.now(UTC)
-    done = _reallocate(service, exp, service.abtest_results(name), at, reason.strip())
+    turn = _Pass(service, None, lambda: True)
+    done = _reallocate(turn, exp, service.abtest_results(name), reason.strip())
     if done.action != "reallocate":
         raise Conflict(f"cannot reallocate A/B experiment {name!r} now: {done.reason}")
     return done
 
 
-def _running(service: AbTestService) -> list[Experiment]:
-    found: list[Experiment] = []
-    token: str | None = None
-    while True:
-        page = service.list_abtests(status=Status.RUNNING, max_results=1000, page_token=token)
-        found += page.items
-        token = page.next_page_token
-        if token is None:
-            return found
+# an action no one sees: the pass ended (lease lost, stop asked) before it acted
+_ENDED = "ended"
 
 
-def _control(service: AbTestService, exp: Experiment, at: datetime) -> ControllerAction:
+@dataclass(frozen=True)
+class _Pass:
+    service: AbTestService
+    now: datetime | None
+    keep_going: Callable[[], bool]
+
+    def at(self) -> datetime:
+        return self.now or datetime.now(UTC)
+
+
+def _control(turn: _Pass, name: str) -> ControllerAction:
+    service = turn.service
     try:
+        exp = service.get_abtest(name)
+        if exp.status is not Status.RUNNING:  # paused or stopped since the names were read
+            return ControllerAction(name, "wait", f"it is {exp.status} now")
+        at = turn.at()
         results = service.abtest_results(exp.name)
         if exp.mode is Mode.CANARY:
             broken = rollback_reasons(exp, results)
             if broken:
-                return _rollback(service, exp, at, broken)
+                return _rollback(turn, exp, broken)
         reasons, _, _ = stop_reasons(exp, results)
         if reasons:
             reason = "auto-stop: " + "; ".join(reasons)
-            return _apply(service, exp, "stop", at, reason, stop=True)
+            return _apply(turn, exp, "stop", reason, stop=True)
         if exp.mode is Mode.CANARY:
-            return _canary_step(service, exp, at)
+            return _canary_step(turn, exp, at)
         if exp.mode is Mode.BANDIT:
-            due = _due(service, exp, (exp.bandit or Bandit()).every_seconds, "reallocate", at)
+            every = (exp.bandit or Bandit()).every_seconds
+            mark = service.last_schedule_mark(name, _BANDIT_MARKS, ("shares", "bandit"))
+            due = _due(mark, every, at)
             if due is not None:
                 said = f"next re-allocation at {due:%Y-%m-%d %H:%M:%S} UTC"
                 return ControllerAction(exp.name, "wait", said)
-            return _reallocate(service, exp, results, at, "")
+            return _reallocate(turn, exp, results, "")
         return ControllerAction(exp.name, "wait", "no stop reason yet")
     except PlinthError as exc:
-        return ControllerAction(exp.name, "error", exc.message)
+        log.warning("A/B controller: experiment %r: error: %s", name, exc.message)
+        return ControllerAction(name, "error", exc.message)
     except Exception as exc:  # one experiment's failure must not stop the others' control
-        log.exception("A/B controller: experiment %r", exp.name)
-        return ControllerAction(exp.name, "error", f"{type(exc).__name__}: {exc}")
+        log.exception("A/B controller: experiment %r", name)
+        return ControllerAction(name, "error", f"{type(exc).__name__}: {exc}")
+
+
+_CANARY_MARKS = ("canary-step", "start", "resume")
+_BANDIT_MARKS = ("reallocate", "start", "resume")
 
 
 def rollback_reasons(exp: Experiment, results: Results) -> list[str]:
@@ -146,17 +178,23 @@ def rollback_reasons(exp: Experiment, results: Results) -> list[str]:
     return breached_guardrails(replace(results, guardrails=theirs))
 
 
-def _rollback(
-    service: AbTestService, exp: Experiment, at: datetime, broken: list[str]
-) -> ControllerAction:
+def _rollback(turn: _Pass, exp: Experiment, broken: list[str]) -> ControllerAction:
     shares = {arm.name: 1.0 if arm.control else 0.0 for arm in exp.arms}
     reason = "rollback: " + "; ".join(broken)
-    return _apply(service, exp, "rollback", at, reason, shares=shares, stop=True)
+    return _apply(turn, exp, "rollback", reason, shares=shares, stop=True)
 
 
-def _canary_step(service: AbTestService, exp: Experiment, at: datetime) -> ControllerAction:
+def _canary_step(turn: _Pass, exp: Experiment, at: datetime) -> ControllerAction:
     canary = exp.canary or Canary()
     challenger = next(arm for arm in exp.arms if not arm.control)
+    mark = turn.service.last_schedule_mark(exp.name, _CANARY_MARKS, ("shares", "canary"))
+    if mark is not None and mark.action == "update" and "canary" not in mark.changes:
+        said = (
+            f"held: {mark.changed_by} set the shares by hand at version {mark.version} "
+            f"({mark.changes['shares']}); pause and resume the experiment, or update its "
+            "canary schedule, for the steps to go on"
+        )
+        return ControllerAction(exp.name, "wait", said)
     ahead = [step for step in canary.steps if step > challenger.share + _TOLERANCE]
     if not ahead:
         said = f"canary complete: {challenger.name} at {challenger.share:g}, its last step"
@@ -164,7 +202,7 @@ def _canary_step(service: AbTestService, exp: Experiment, at: datetime) -> Contr
     step = ahead[0]
     number = canary.steps.index(step) + 1
     if number > 1:  # the first step is taken at once
-        due = _due(service, exp, canary.every_seconds, "canary-step", at)
+        due = _due(mark, canary.every_seconds, at)
         if due is not None:
             said = f"next step ({challenger.name} {step:g}) at {due:%Y-%m-%d %H:%M:%S} UTC"
             return ControllerAction(exp.name, "wait", said)
@@ -174,12 +212,10 @@ def _canary_step(service: AbTestService, exp: Experiment, at: datetime) -> Contr
         f"{challenger.share:g} -> {step:g}; no guardrail broken"
     )
     noted = {"step": f"{number} of {len(canary.steps)}"}
-    return _apply(service, exp, "canary-step", at, reason, shares=shares, noted=noted)
+    return _apply(turn, exp, "canary-step", reason, shares=shares, noted=noted)
 
 
-def _reallocate(
-    service: AbTestService, exp: Experiment, results: Results, at: datetime, reason: str
-) -> ControllerAction:
+def _reallocate(turn: _Pass, exp: Experiment, results: Results, reason: str) -> ControllerAction:
     floor = (exp.bandit or Bandit()).floor
     stats = _arm_stats(exp, results)
     if isinstance(stats, str):
@@ -193,7 +229,7 @@ def _reallocate(
         "draws": f"{found.draws:,}",
     }
     full = f"{reason} ({why})" if reason else why
-    return _apply(service, exp, "reallocate", at, full, shares=shares, noted=noted)
+    return _apply(turn, exp, "reallocate", full, shares=shares, noted=noted)
 
 
 def _arm_stats(exp: Experiment, results: Results) -> dict[str, Rate] | dict[str, Mean] | str:
@@ -235,36 +271,34 @@ def _seed(exp: Experiment) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _due(
-    service: AbTestService, exp: Experiment, every: float, action: str, at: datetime
-) -> datetime | None:
-    """None when ``every`` seconds have passed since the last ``action`` (or since the
-    experiment started or resumed); else when they will have."""
-    last = service.last_control_at(exp.name, (action, "start", "resume"))
-    if last is None:
+def _due(mark: ScheduleMark | None, every: float, at: datetime) -> datetime | None:
+    """None when ``every`` seconds have passed since ``mark`` (or there is none); else
+    when they will have."""
+    if mark is None:
         return None
-    due = last + timedelta(seconds=every)
+    # a period stored before periods were bounded cannot overflow the calendar
+    due = mark.changed_at + timedelta(seconds=min(every, MAX_EVERY_SECONDS))
     return None if at >= due else due
 
 
 def _apply(
-    service: AbTestService,
+    turn: _Pass,
     exp: Experiment,
     action: str,
-    at: datetime,
     reason: str,
     shares: dict[str, float] | None = None,
     stop: bool = False,
     noted: dict[str, str] | None = None,
 ) -> ControllerAction:
-    done = service.apply_control(
-        exp.name, action, exp.version, at, reason, shares=shares, stop=stop, noted=noted
+    if not turn.keep_going():  # the lease lost (or a stop asked for) while deciding
+        return ControllerAction(exp.name, _ENDED, f"not {action}: the pass ended")
+    done = turn.service.apply_control(
+        exp.name, action, exp.version, turn.now, reason, shares=shares, stop=stop, noted=noted
     )
     if done is None:
         said = f"not {action}: the experiment moved on since version {exp.version} was read"
         return ControllerAction(exp.name, "wait", said)
-    recorded = service.abtest_history(exp.name)[-1]
-    return ControllerAction(exp.name, action, reason, recorded.changes, done.version)
+    return ControllerAction(exp.name, action, reason, done.changes, done.version)
 
 
 def _listed(values: Mapping[str, str]) -> str:
@@ -277,8 +311,10 @@ def _listed(values: Mapping[str, str]) -> str:
 class ControllerLoop:
     """Passes every ``seconds`` in a daemon thread, each while holding the controller's
     lease (renewed, or taken when free or expired); a replica without it waits its turn.
-    ``stop`` ends the loop between passes and gives the lease up. ``on_pass`` is told each
-    pass's actions (None when another replica held the lease)."""
+    ``stop`` asks the loop to end: a pass under way ends before its next action, and the
+    lease is given up as the loop ends. ``on_pass`` is told each pass's actions (None when
+    another replica held the lease). ``state()`` says what the loop last did (the server's
+    ``/health`` shows it)."""
 
     def __init__(
         self,
@@ -296,17 +332,42 @@ class ControllerLoop:
         self.on_pass = on_pass
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="abtest-controller", daemon=True)
+        self._holds = False
+        self._passes = 0
+        self._last_pass_at: datetime | None = None
+        self._last_errors: list[str] = []
+        self._failure: str | None = None
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        if self._thread.ident is None:  # never started
+            return
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning(
+                "A/B controller: a pass is still under way after %g s; it takes no further "
+                "action and gives the lease up when it ends",
+                timeout,
+            )
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def state(self) -> dict[str, object]:
+        """What the loop last did: whether it runs and holds the lease, its last pass's
+        time (UTC) and errors (``experiment: message``), a failure of the pass itself."""
+        return {
+            "running": self.alive,
+            "holds_lease": self._holds,
+            "passes": self._passes,
+            "last_pass_at": None if self._last_pass_at is None else self._last_pass_at.isoformat(),
+            "errors": list(self._last_errors),
+            "failure": self._failure,
+        }
 
     def _run(self) -> None:
         try:
@@ -316,27 +377,46 @@ class ControllerLoop:
                     self.on_pass(done)
                 self._stop.wait(self.seconds)
         finally:
-            try:
-                lease.release(self.service.store, LEASE, self.holder)
-            except Exception:  # the store is gone: the lease expires by itself
-                log.warning("A/B controller: could not release its lease", exc_info=True)
+            self._release()
+
+    def _release(self) -> None:
+        try:
+            lease.release(self.service.store, LEASE, self.holder)
+        except Exception:  # the store is gone: the lease expires by itself
+            log.warning("A/B controller: could not release its lease", exc_info=True)
+        self._holds = False
 
     def _still_held(self) -> bool:
-        # renewed before each experiment: a long pass keeps its lease, and a pass whose
-        # lease was taken over (a stalled replica) ends
-        return lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds)
+        # asked before each experiment and each action: a long pass keeps its lease, and a
+        # pass whose lease was taken over (a stalled replica), or that was asked to stop,
+        # ends
+        if self._stop.is_set():
+            return False
+        self._holds = lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds)
+        return self._holds
 
     def run_pass(self) -> list[ControllerAction] | None:
         """One pass if this replica holds (or gets) the lease; None otherwise."""
         store = self.service.store
         try:
-            if not lease.acquire(store, LEASE, self.holder, self.lease_seconds):
+            if self._stop.is_set():
+                return None
+            self._holds = lease.acquire(store, LEASE, self.holder, self.lease_seconds)
+            if not self._holds:
                 return None
             done = run_once(self.service, keep_going=self._still_held)
-        except Exception:  # the store is away: try again next time
+        except Exception as exc:  # the store is away: try again next time
             log.exception("A/B controller: pass failed")
+            self._failure = f"{type(exc).__name__}: {exc}"
             return None
+        finally:
+            if self._stop.is_set():  # stopped during the pass: the lease goes with it
+                self._release()
+        self._passes += 1
+        self._last_pass_at = datetime.now(UTC)
+        self._failure = None
+        self._last_errors = [f"{d.experiment}: {d.reason}" for d in done if d.action == "error"]
         for did in done:
-            if did.action != "wait":
+            if did.action not in ("wait", "error"):  # errors were logged as warnings
                 log.info("A/B controller: %s %s: %s", did.experiment, did.action, did.reason)
         return done

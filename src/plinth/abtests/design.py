@@ -5,6 +5,7 @@ Every message names the field at fault (``arms[1].share``) and says what would b
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -41,6 +42,7 @@ _KPI: TypeAdapter[Kpi] = TypeAdapter(Kpi)
 _GUARDRAILS: TypeAdapter[list[Guardrail]] = TypeAdapter(list[Guardrail])
 _CANARY: TypeAdapter[Canary] = TypeAdapter(Canary)
 _BANDIT: TypeAdapter[Bandit] = TypeAdapter(Bandit)
+_EXPERIMENT: TypeAdapter[Experiment] = TypeAdapter(Experiment)
 
 
 def check_name(name: str, what: str = "experiment name") -> str:
@@ -87,6 +89,24 @@ def coerce_bandit(value: Any) -> Bandit | None:
     return None if value is None else coerce(_BANDIT, value, "bandit")
 
 
+# The schedules refuse unknown fields as input (a misspelt every_second); a stored design
+# is read tolerantly, so a field a newer replica added does not make it unreadable here.
+_SCHEDULE_FIELDS = {
+    "canary": set(Canary.__dataclass_fields__),
+    "bandit": set(Bandit.__dataclass_fields__),
+}
+
+
+def read_config(text: str | bytes) -> Experiment:
+    """A stored design, ignoring the fields of its schedules this version does not know."""
+    config = json.loads(text)
+    if isinstance(config, dict):
+        for key, known in _SCHEDULE_FIELDS.items():
+            if isinstance(config.get(key), dict):
+                config[key] = {k: v for k, v in config[key].items() if k in known}
+    return _EXPERIMENT.validate_json(json.dumps(config))
+
+
 def with_schedule(exp: Experiment) -> Experiment:
     """``exp`` with the default schedule of its mode (a canary's steps, a bandit's
     re-allocation) where none was given."""
@@ -111,6 +131,8 @@ def check_design(exp: Experiment) -> Experiment:
         raise InvalidArgument(
             f"mde: the minimum detectable effect must be a number above 0, got {exp.mde!r}"
         )
+    if exp.primary.kind is KpiKind.PROPORTION:
+        _check_rate_difference(exp.mde)
     _check_schedules(exp)
     if exp.layer is not None:
         check_name(exp.layer, "layer")
@@ -132,6 +154,19 @@ def check_design(exp: Experiment) -> Experiment:
             "traffic at 1 (every unit)"
         )
     return exp
+
+
+def _check_rate_difference(mde: float) -> None:
+    # a proportion's mde is an absolute difference in rates; one so small that Cohen's h
+    # rounds to 0 (even between rates around one half) can be planned for by no sample
+    if mde >= 1:
+        return  # no pair of rates is that far apart: the plan says so, naming the baseline
+    h = 2 * math.asin(math.sqrt(0.5 + mde / 2)) - 2 * math.asin(math.sqrt(0.5 - mde / 2))
+    if not h > 1e-12:
+        raise InvalidArgument(
+            f"mde: {mde!r} is too small an effect to detect (its effect size, Cohen's h, "
+            f"rounds to {h:.3g}): give a difference in rates such as 0.001"
+        )
 
 
 def check_arms(arms: list[Arm]) -> None:
@@ -171,6 +206,8 @@ def _check_schedules(exp: Experiment) -> None:
             f"arms: a canary has two arms, the control and the challenger whose share rises, "
             f"got {len(exp.arms)}"
         )
+    if exp.status is Status.DRAFT:
+        check_canary_start(exp)
     if exp.bandit is not None:
         if exp.mode is not Mode.BANDIT:
             raise InvalidArgument(
@@ -184,6 +221,32 @@ def _check_schedules(exp: Experiment) -> None:
             raise InvalidArgument(
                 f"bandit.floor: the least share an arm keeps, between 0 and 1/arms "
                 f"({most:.4g} for {len(exp.arms)} arms), got {floor!r}"
+            )
+        # an arm under the floor would get too few units for its posterior (at 0, none:
+        # the bandit would wait for its results for ever); one bucket of rounding is allowed
+        # (the controller's shares are whole buckets, the floor rounded up to one)
+        for at, arm in enumerate(exp.arms):
+            if arm.share < floor - 1 / BUCKETS:
+                raise InvalidArgument(
+                    f"arms[{at}].share: a bandit keeps every arm at or above its floor "
+                    f"(bandit.floor {floor:g}), arm {arm.name!r} has {arm.share:g}: raise its "
+                    "share or lower the floor"
+                )
+
+
+def check_canary_start(exp: Experiment) -> None:
+    """A canary starts small: its challenger's share at most its first step (the
+    controller then takes the steps; one above the first would serve that share at once
+    and have no step left to take)."""
+    if exp.mode is not Mode.CANARY:
+        return
+    first = (exp.canary or Canary()).steps[0]
+    for at, arm in enumerate(exp.arms):
+        if not arm.control and arm.share > first + _TOLERANCE:
+            raise InvalidArgument(
+                f"arms[{at}].share: a canary's challenger {arm.name!r} starts at most at its "
+                f"first step (canary.steps[0] {first:g}), got {arm.share:g}: give it 0 (and "
+                f"the control {exp.control.name!r} 1), the controller takes the steps"
             )
 
 
@@ -204,9 +267,18 @@ def _check_canary(canary: Canary) -> None:
     _check_every(canary.every_seconds, "canary.every_seconds")
 
 
+# A schedule's period: not so short that every controller pass records a version, not so
+# long that a due time overflows the calendar.
+MIN_EVERY_SECONDS = 60.0
+MAX_EVERY_SECONDS = 365 * 86_400.0
+
+
 def _check_every(value: float, field: str) -> None:
-    if not _finite(value) or value <= 0:
-        raise InvalidArgument(f"{field}: the seconds between two steps, above 0, got {value!r}")
+    if not _finite(value) or not MIN_EVERY_SECONDS <= value <= MAX_EVERY_SECONDS:
+        raise InvalidArgument(
+            f"{field}: the seconds between two steps, from {MIN_EVERY_SECONDS:g} (a minute) "
+            f"to {MAX_EVERY_SECONDS:.0f} (365 days), got {value!r}"
+        )
 
 
 def _check_target(arm: Arm, where: str) -> None:

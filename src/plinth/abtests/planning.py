@@ -49,16 +49,18 @@ def plan(
     is neither counted nor named."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
         raise InvalidArgument(f"days: a window of 1 to {MAX_DAYS} days, got {days!r}")
-    active = [a for a in exp.arms if a.share > 0]
+    # every arm, not only those with traffic now: a canary (challenger at 0 at first)
+    # plans for its final split
+    arms = len(exp.arms)
     if exp.primary.kind is KpiKind.PROPORTION:
         if baseline is None:
             raise InvalidArgument(
                 f"baseline: {exp.primary.name} is a proportion: give the control's current "
                 "rate (e.g. 0.10) to plan for an absolute difference of the design's mde"
             )
-        sample = sample_size("proportions", exp.mde, exp.alpha, exp.power, len(active), baseline)
+        sample = sample_size("proportions", exp.mde, exp.alpha, exp.power, arms, baseline)
     else:
-        sample = sample_size("means", exp.mde, exp.alpha, exp.power, len(active))
+        sample = sample_size("means", exp.mde, exp.alpha, exp.power, arms)
     named = sorted({parse_model_uri(a.model_uri).name for a in exp.arms if a.model_uri})
     models = [m for m in named if may_read(m)]
     if not named:

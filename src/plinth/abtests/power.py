@@ -118,15 +118,24 @@ def _cohens_h(effect: float, baseline: float | None) -> float:
 def _solve(
     analysis: TTestIndPower | NormalIndPower, size: float, alpha: float, power: float
 ) -> float:
-    # statsmodels warns (and returns nan) where its root finder fails; we report that as
-    # an error of our own instead of letting its warnings through
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        n = analysis.solve_power(
-            effect_size=size, alpha=alpha, power=power, ratio=1, alternative="two-sided"
-        )
-    exact = float(n)
+    # statsmodels warns (and returns nan) where its root finder fails, and raises where the
+    # effect size is 0; we report both as an error of our own naming the effect
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            n = analysis.solve_power(
+                effect_size=size, alpha=alpha, power=power, ratio=1, alternative="two-sided"
+            )
+        exact = float(n)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        exact = math.nan
     if not math.isfinite(exact) or exact <= 0:
+        if size < 1:
+            raise InvalidArgument(
+                f"effect: an effect size of {size:.4g} is too small to plan a sample for "
+                "(statsmodels found none): it would take more units than can be counted; "
+                "raise mde"
+            )
         raise InvalidArgument(
             f"effect: an effect size of {size:.4g} is too large to plan a sample for "
             f"(statsmodels found none); an effect this large needs only a few units per arm"

@@ -359,6 +359,11 @@ def plan(exp: Experiment, control: ArmSummary | None, notes: list[str]) -> Power
     except InvalidArgument as exc:
         notes.append(f"planned sample: {exc.message}")
         return None
+    except (ValueError, ArithmeticError) as exc:
+        # a plan that cannot be computed must not keep a broken guardrail from stopping
+        # the experiment (``stop_reasons`` has its guardrails already)
+        notes.append(f"planned sample: none could be computed for mde {exp.mde!r} ({exc})")
+        return None
 
 
 def mixing_variance(

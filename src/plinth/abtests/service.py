@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 from pydantic import TypeAdapter
@@ -27,6 +27,7 @@ from plinth.abtests.decisions import (
 from plinth.abtests.design import (
     Mutation,
     changes_between,
+    check_canary_start,
     check_change_allowed,
     check_design,
     check_name,
@@ -37,6 +38,7 @@ from plinth.abtests.design import (
     coerce_guardrails,
     coerce_kpi,
     next_status,
+    read_config,
     with_schedule,
 )
 from plinth.abtests.events import Event, append_events, check_events
@@ -79,6 +81,17 @@ _EXPERIMENT: TypeAdapter[Experiment] = TypeAdapter(Experiment)
 _MODE: TypeAdapter[Mode] = TypeAdapter(Mode)
 _UNIT: TypeAdapter[Unit] = TypeAdapter(Unit)
 _SHARES: TypeAdapter[dict[str, float]] = TypeAdapter(dict[str, float])
+_CHANGES: TypeAdapter[dict[str, str]] = TypeAdapter(dict[str, str])
+
+
+class ScheduleMark(NamedTuple):
+    """A version a controller's schedule counts from (``last_schedule_mark``)."""
+
+    version: int
+    action: str
+    changed_by: str
+    changed_at: datetime
+    changes: dict[str, str]
 
 
 class AbTestService:
@@ -296,7 +309,7 @@ class AbTestService:
                 changed_at=to_datetime(row.changed_at),
                 reason=row.reason,
                 changes=TypeAdapter(dict[str, str]).validate_json(row.changes),
-                experiment=_EXPERIMENT.validate_json(row.config),
+                experiment=read_config(row.config),
             )
             for row in rows
         ]
@@ -383,7 +396,7 @@ class AbTestService:
         def change(before: Experiment) -> Experiment:
             if before.status is Status.STOPPED:
                 return before
-            return replace(before, status=Status.STOPPED, stopped_at=to_datetime(now_ms()))
+            return replace(before, status=Status.STOPPED)  # stopped_at: the version's time
 
         after = self._change(name, "promote", reason, change, {"promoted": what})
         return Promotion(after, arm, promoted)
@@ -450,16 +463,17 @@ class AbTestService:
         name: str,
         action: str,
         seen_version: int,
-        at: datetime,
+        at: datetime | None,
         reason: str,
         shares: dict[str, float] | None = None,
         stop: bool = False,
         noted: dict[str, str] | None = None,
-    ) -> Experiment | None:
-        """The controller's change to a running experiment, recorded at ``at``: new
-        ``shares`` and/or a stop. Compare-and-set on the version it decided from: None
-        (nothing changes) when the experiment changed since, so a step decided twice, by
-        two controllers at once, is taken once."""
+    ) -> ExperimentVersion | None:
+        """The controller's change to a running experiment, recorded at ``at`` (None: the
+        clock, read under the experiment's lock): new ``shares`` and/or a stop. Returns the
+        version it recorded. Compare-and-set on the version it decided from: None (nothing
+        changes) when the experiment changed since, so a step decided twice, by two
+        controllers at once, is taken once."""
 
         class Moved(Exception):
             pass
@@ -471,26 +485,39 @@ class AbTestService:
             if shares is not None:
                 after = replace(after, arms=_with_shares(before, shares))
             if stop:
-                after = replace(after, status=Status.STOPPED, stopped_at=at)
+                after = replace(after, status=Status.STOPPED)
             return after
 
         try:
-            return self._change(name, action, reason, change, noted, at=at)
+            return self._recorded(name, action, reason, change, noted, at=at)
         except Moved:
             return None
 
-    def last_control_at(self, name: str, actions: tuple[str, ...]) -> datetime | None:
-        """When the latest (by version) of ``actions`` was recorded for ``name``; None if
-        never."""
-        v = abtest_versions.c
+    def running_names(self) -> list[str]:
+        """The names of the running experiments (all of them: the controller's view), read
+        without their designs, so one that cannot be read fails alone."""
+        query = select(abtests.c.name).where(abtests.c.status == Status.RUNNING.value)
         with self.store.read() as conn:
-            found = conn.execute(
-                select(v.changed_at)
-                .where(v.name == name, v.action.in_(actions))
-                .order_by(v.version.desc())
-                .limit(1)
-            ).scalar()
-        return None if found is None else to_datetime(int(found))
+            return sorted(conn.execute(query).scalars())
+
+    def last_schedule_mark(
+        self, name: str, actions: tuple[str, ...], fields: tuple[str, ...]
+    ) -> ScheduleMark | None:
+        """The latest version (by version) of ``name`` that is one of ``actions`` or an
+        ``update`` changing one of ``fields``: what a schedule counts from. None if none."""
+        v = abtest_versions.c
+        query = (
+            select(v.version, v.action, v.changed_by, v.changed_at, v.changes)
+            .where(v.name == name, v.action.in_((*actions, "update")))
+            .order_by(v.version.desc())
+        )
+        with self.store.read() as conn:
+            for row in conn.execute(query):
+                changes = _CHANGES.validate_json(row.changes)
+                if row.action != "update" or any(f in changes for f in fields):
+                    at = to_datetime(int(row.changed_at))
+                    return ScheduleMark(row.version, row.action, row.changed_by, at, changes)
+        return None
 
     def _require_models(self, arms: list[Arm]) -> list[Arm]:
         """An experiment may only name models its designer may read: it exposes their
@@ -527,17 +554,15 @@ class AbTestService:
     # -- changes ---------------------------------------------------------------------------
 
     def _transition(self, name: str, action: str, reason: str) -> Experiment:
-        at = to_datetime(now_ms())  # started_at / stopped_at is the version's own time
-
+        # started_at / stopped_at are the version's own time, taken by ``_change`` under
+        # the experiment's lock
         def change(before: Experiment) -> Experiment:
             after = replace(before, status=next_status(before, action))
             if action == "start":
-                after = replace(after, started_at=at)
-            elif action == "stop":
-                after = replace(after, stopped_at=at)
+                check_canary_start(before)
             return after
 
-        return self._change(name, action, reason, change, at=at)
+        return self._change(name, action, reason, change)
 
     def _change(
         self,
@@ -550,6 +575,19 @@ class AbTestService:
     ) -> Experiment:
         """``noted``: what the action did beyond the design's fields, for its history;
         ``at``: when it happened (the controller's clock), else now."""
+        return self._recorded(name, action, reason, change, noted, at).experiment
+
+    def _recorded(
+        self,
+        name: str,
+        action: str,
+        reason: str,
+        change: Mutation,
+        noted: dict[str, str] | None = None,
+        at: datetime | None = None,
+    ) -> ExperimentVersion:
+        """``_change``, returning the version it recorded (an update that changes nothing
+        records none: the version returned is then the current one, with no changes)."""
         actor = self.access.actor()
         with self.store.write() as conn:
             _lock(conn, name)
@@ -558,7 +596,7 @@ class AbTestService:
             changes = {**changes_between(before, after), **(noted or {})}
             if action == "update":
                 if not changes:
-                    return before
+                    return _version(before, action, actor, reason, {})
                 check_change_allowed(before, after, changes)
                 if before.status is not Status.DRAFT and not reason.strip():
                     raise InvalidArgument(
@@ -571,6 +609,10 @@ class AbTestService:
             stamp = at or to_datetime(now_ms())
             after = replace(after, version=before.version + 1, updated_at=stamp)
             stopping = after.status is Status.STOPPED and before.status is not Status.STOPPED
+            if stopping:
+                after = replace(after, stopped_at=stamp)
+            if before.status is Status.DRAFT and after.status is Status.RUNNING:
+                after = replace(after, started_at=stamp)
             if action == "start" and after.layer is not None:
                 join_layer(conn, after)
             elif stopping and after.layer is not None:
@@ -578,7 +620,7 @@ class AbTestService:
             conn.execute(update(abtests).where(abtests.c.name == name).values(_columns(after)))
             after = _load(conn, name)
             _record(conn, after, action, reason, changes, actor)
-        return after
+        return _version(after, action, actor, reason, changes)
 
 
 def _with_shares(exp: Experiment, shares: dict[str, float]) -> list[Arm]:
@@ -608,7 +650,7 @@ def _load(conn: Connection, name: str) -> Experiment:
     row = _row(conn, name)
     if row is None:
         raise NotFound(f"A/B experiment {name!r} does not exist")
-    exp = _EXPERIMENT.validate_json(row.config)
+    exp = read_config(row.config)
     if exp.layer is None:
         return exp
     salt, ranges = layer_view(conn, exp.layer, name)
@@ -632,6 +674,14 @@ def _columns(exp: Experiment) -> dict[str, Any]:
         "started_at": None if exp.started_at is None else _ms(exp.started_at),
         "stopped_at": None if exp.stopped_at is None else _ms(exp.stopped_at),
     }
+
+
+def _version(
+    exp: Experiment, action: str, actor: str, reason: str, changes: dict[str, str]
+) -> ExperimentVersion:
+    return ExperimentVersion(
+        exp.name, exp.version, action, actor, exp.updated_at, reason, changes, exp
+    )
 
 
 def _record(

@@ -84,8 +84,12 @@ def create_app(
     # every worker thread waits on a store that has stopped answering.
     @app.get("/health", tags=["health"])
     @app.get(f"{API_PREFIX}/health", tags=["health"], include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "version": plinth.__version__}
+    async def health() -> dict[str, Any]:
+        answer: dict[str, Any] = {"status": "ok", "version": plinth.__version__}
+        loop = getattr(app.state, "abtest_controller", None)
+        if loop is not None:  # the loop's own memory: no store is asked
+            answer["abtest_controller"] = loop.state()
+        return answer
 
     # Readiness: the metadata store answers (within its timeouts), else a 503 naming it.
     @app.get("/ready", tags=["health"])
@@ -496,6 +500,28 @@ def _abort(writer: Any) -> None:
         writer.close()
 
 
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with Plinth's own loggers (``plinth.*``, INFO and up: the A/B
+    controller's actions, its errors as warnings) on the same console."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["plinth"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+        "use_colors": None,
+    }
+    config["handlers"]["plinth"] = {
+        "formatter": "plinth",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["plinth"] = {"handlers": ["plinth"], "level": "INFO", "propagate": False}
+    return config
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -505,5 +531,6 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=log_config(),
         access_log=False,
     )

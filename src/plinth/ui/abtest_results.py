@@ -91,9 +91,14 @@ class ResultsView:
     notes: list[str]
     sequential_method: str = ""
     timeline_method: str = ""
-    history: list[ExperimentVersion] = field(default_factory=list)
+    history: list[ExperimentVersion] = field(default_factory=list)  # newest first, capped
+    history_total: int = 0  # versions in all (a bandit re-allocating for months has many)
     progress: Progress | None = None
     cuped: dict[str, Any] = field(default_factory=dict)  # arm -> stats.Comparison
+
+
+# the newest versions a page or report shows (``plinth ab history`` lists them all)
+HISTORY_SHOWN = 200
 
 
 def results_view(service: AbTestService, name: str, *, history: bool = False) -> ResultsView:
@@ -115,6 +120,7 @@ def results_view(service: AbTestService, name: str, *, history: bool = False) ->
             notes += [str(n) for n in timeline.notes]
             charts += _timeline_charts(exp, timeline)
     _paint(charts, exp)
+    versions = service.abtest_history(name) if history else []
     first = next(iter(results.sequential.values()), None)
     method = "" if first is None else first.method
     return ResultsView(
@@ -132,7 +138,8 @@ def results_view(service: AbTestService, name: str, *, history: bool = False) ->
         notes=notes,
         sequential_method=method,
         timeline_method=timeline_method,
-        history=list(reversed(service.abtest_history(name))) if history else [],
+        history=list(reversed(versions[-HISTORY_SHOWN:])),
+        history_total=len(versions),
         progress=plan_progress(exp, results, notes),
         cuped=dict(results.cuped),
     )

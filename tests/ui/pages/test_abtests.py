@@ -12,7 +12,7 @@ import pytest
 
 from plinth.abtests.power import sample_size
 from plinth.abtests.service import AbTestService
-from plinth.abtests.types import Mode, Status, Unit
+from plinth.abtests.types import Bandit, Canary, Mode, Status, Unit
 from plinth.auth.types import Role
 from tests.ui.conftest import Dashboard
 from tests.ui.pages.abtests_data import arms, design, guarded, traffic
@@ -129,6 +129,10 @@ def _form(**changes: Any) -> dict[str, Any]:
         "rail_metric": ["latency_p99", "revenue", ""],
         "rail_max_drop": ["", "0.05", ""],
         "rail_max_value": ["250", "", ""],
+        "canary_steps": "0.3, 0.6",
+        "canary_every": "600",
+        "bandit_every": "3600",
+        "bandit_floor": "0.05",
     }
     return form | changes
 
@@ -148,6 +152,7 @@ def test_the_form_creates_an_experiment_in_draft(any_dashboard: Dashboard) -> No
         ("latency_p99", None, 250.0),
         ("revenue", 0.05, None),
     ]
+    assert exp.canary == Canary([0.3, 0.6], 600) and exp.bandit is None  # its mode's only
     page = any_dashboard.http.get(made.headers["location"])
     assert "churn: created in draft" in text(page)
     assert "No exposures logged yet" in text(page)
@@ -167,6 +172,17 @@ def test_the_form_creates_an_experiment_in_draft(any_dashboard: Dashboard) -> No
         ({"control": ""}, "arms: exactly one arm is the control (control: true), got none"),
         ({"arm_target": ["models:/churn@champion", "ftp://x", ""]}, "arms[1].url: 'ftp://x'"),
         ({"rail_max_drop": ["", "-1", ""]}, "guardrails[1].max_drop: a relative drop above 0"),
+        (
+            {"arm_share": ["0.5", "0.5", ""]},
+            "arms[1].share: a canary's challenger 'challenger' starts at most at its first "
+            "step (canary.steps[0] 0.3), got 0.5",
+        ),
+        ({"canary_steps": "0.3, x"}, "canary.steps[1]: a number such as 0.05, not 'x'"),
+        ({"canary_every": "1"}, "canary.every_seconds: the seconds between two steps, from 60"),
+        (
+            {"mode": "bandit", "bandit_floor": "0.4"},
+            "arms[1].share: a bandit keeps every arm at or above its floor (bandit.floor 0.4)",
+        ),
     ],
 )
 def test_a_refused_design_keeps_what_was_typed(
@@ -182,6 +198,41 @@ def test_a_refused_design_keeps_what_was_typed(
     assert f'name="arm_target" value="{target}"' in refused.text
     assert 'name="rail_max_value" value="250"' in refused.text
     assert service(dashboard).list_abtests().items == []
+
+
+def test_the_form_designs_a_bandit_and_starts_a_canary_small(dashboard: Dashboard) -> None:
+    form = dashboard.http.get("/ui/abtests/_new", params={"mode": "canary"})
+    assert 'name="arm_share" value="1"' in form.text and 'name="arm_share" value="0"' in form.text
+    assert '<option value="canary" selected>' in form.text
+    plain = dashboard.http.get("/ui/abtests/_new")
+    assert plain.text.count('name="arm_share" value="0.5"') == 2
+    changes = {"mode": "bandit", "bandit_every": "120", "bandit_floor": "0.1"}
+    made = dashboard.post("/ui/abtests/_new", _form(**changes), csrf_from="/ui/abtests/_new")
+    assert made.status_code == 303, text(made)
+    exp = service(dashboard).get_abtest("churn")
+    assert exp.bandit == Bandit(120, 0.1) and exp.canary is None
+
+
+def test_the_live_power_analysis_sends_only_its_own_fields(dashboard: Dashboard) -> None:
+    form = dashboard.http.get("/ui/abtests/_new")
+    [included] = re.findall(r'hx-get="/ui/abtests/_power"[^>]*hx-include="([^"]*)"', form.text)
+    names = set(re.findall(r"\[name='([a-z_]+)'\]", html.unescape(included)))
+    assert names == {"kpi_kind", "mde", "alpha", "power", "baseline", "units_per_day", "arm_name"}
+
+
+def test_a_tiny_mde_is_a_message_not_a_server_error(dashboard: Dashboard) -> None:
+    query = {"kpi_kind": "proportion", "mde": "1e-17", "alpha": "0.05", "power": "0.8"}
+    part = dashboard.http.get(
+        "/ui/abtests/_power", params={**query, "baseline": "0.1"}, headers={"hx-request": "true"}
+    )
+    assert part.status_code == 200
+    assert "No sample size yet: effect: an effect size of 0 is too small" in text(part)
+    refused = dashboard.post(
+        "/ui/abtests/_new", _form(mode="ab", mde="1e-17", kpi_kind="proportion", kpi_denominator=""),
+        csrf_from="/ui/abtests/_new",
+    )  # fmt: skip
+    assert refused.status_code == 422
+    assert "mde: 1e-17 is too small an effect to detect" in text(refused)
 
 
 def test_the_form_needs_the_csrf_token(dashboard: Dashboard) -> None:
@@ -417,3 +468,19 @@ def test_a_sample_ratio_mismatch_holds_a_promotion_back_unless_forced(
     assert ab.get_abtest("churn").status is Status.RUNNING
     forced = dashboard.post(f"{PAGE}/promote", {**form, "force": "1"}, csrf_from=PAGE)
     assert forced.status_code == 404  # past the SRM check: no model churn in this registry
+
+
+def test_a_long_history_shows_its_newest_versions(
+    dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.ui.report import render_report
+
+    monkeypatch.setattr("plinth.ui.abtest_results.HISTORY_SHOWN", 3)
+    ab = running(dashboard)
+    for i in range(4):
+        ab.update_abtest("churn", hypothesis=f"take {i}", reason=f"reworded {i}")
+    page = text(dashboard.http.get(PAGE))
+    assert "The newest 3 of 6 versions; plinth ab history churn lists them all." in page
+    assert "reworded 3" in page and "reworded 1" in page and "reworded 0" not in page
+    report = render_report(ab, "churn")
+    assert "The newest 3 of 6 versions" in report and "reworded 0" not in report

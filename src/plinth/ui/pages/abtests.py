@@ -19,7 +19,18 @@ from fastapi.responses import RedirectResponse, Response
 
 from plinth.abtests.power import PowerResult, duration_days, sample_size
 from plinth.abtests.service import AbTestService
-from plinth.abtests.types import Arm, Experiment, Guardrail, Kpi, KpiKind, Mode, Status, Unit
+from plinth.abtests.types import (
+    Arm,
+    Bandit,
+    Canary,
+    Experiment,
+    Guardrail,
+    Kpi,
+    KpiKind,
+    Mode,
+    Status,
+    Unit,
+)
 from plinth.auth.types import Action, Kind, Role
 from plinth.errors import InvalidArgument, PlinthError, Unauthenticated
 from plinth.ui.abtest_results import ESTIMATE_METHOD, results_view
@@ -135,11 +146,18 @@ class DesignForm:
     arms: list[dict[str, str]] = field(default_factory=list)
     control: str = "0"
     guardrails: list[dict[str, str]] = field(default_factory=list)
+    # the schedules: used in their own mode only
+    canary_steps: str = ", ".join(f"{s:g}" for s in Canary().steps)
+    canary_every: str = f"{Canary().every_seconds:g}"
+    bandit_every: str = f"{Bandit().every_seconds:g}"
+    bandit_floor: str = f"{Bandit().floor:g}"
 
     def padded(self) -> DesignForm:
+        # a canary starts with the challenger at 0: the controller takes its steps
+        canary = self.mode == Mode.CANARY.value
         arms = self.arms or [
-            {"name": "control", "target": "", "share": "0.5"},
-            {"name": "treatment", "target": "", "share": "0.5"},
+            {"name": "control", "target": "", "share": "1" if canary else "0.5"},
+            {"name": "treatment", "target": "", "share": "0" if canary else "0.5"},
         ]
         arms = arms + [{"name": "", "target": "", "share": ""}] * (ARM_ROWS - len(arms))
         rails = self.guardrails + [{"metric": "", "max_drop": "", "max_value": ""}] * (
@@ -149,8 +167,10 @@ class DesignForm:
 
 
 @router.get("/abtests/_new")
-def new(request: Request) -> Response:
-    return _form_page(request, DesignForm().padded())
+def new(request: Request, mode: str = "") -> Response:
+    """The empty form; ``?mode=canary`` (or another mode) starts from that mode's shares."""
+    chosen = mode if mode in {m.value for m in Mode} else Mode.AB.value
+    return _form_page(request, DesignForm(mode=chosen).padded())
 
 
 @router.post("/abtests/_new")
@@ -177,6 +197,10 @@ def create(
     rail_metric: Annotated[list[str] | None, Form()] = None,
     rail_max_drop: Annotated[list[str] | None, Form()] = None,
     rail_max_value: Annotated[list[str] | None, Form()] = None,
+    canary_steps: Annotated[str, Form()] = "",
+    canary_every: Annotated[str, Form()] = "",
+    bandit_every: Annotated[str, Form()] = "",
+    bandit_floor: Annotated[str, Form()] = "",
 ) -> Response:
     typed = DesignForm(
         name=name,
@@ -198,6 +222,10 @@ def create(
         guardrails=_rows(
             ("metric", rail_metric), ("max_drop", rail_max_drop), ("max_value", rail_max_value)
         ),
+        canary_steps=canary_steps,
+        canary_every=canary_every,
+        bandit_every=bandit_every,
+        bandit_floor=bandit_floor,
     )
     try:
         made = abtests(request).create_abtest(**_design(typed))
@@ -247,7 +275,21 @@ def _design(form: DesignForm) -> dict[str, Any]:
         )
     kind = _choice(KpiKind, form.kpi_kind, "primary.kind")
     denominator = form.kpi_denominator.strip() or None
+    mode = _choice(Mode, form.mode, "mode")
+    schedule: dict[str, Any] = {}
+    if mode is Mode.CANARY:
+        steps = [s for s in form.canary_steps.replace(";", ",").split(",") if s.strip()]
+        schedule["canary"] = Canary(
+            [_number(step, f"canary.steps[{i}]") for i, step in enumerate(steps)],
+            _number(form.canary_every, "canary.every_seconds"),
+        )
+    elif mode is Mode.BANDIT:
+        schedule["bandit"] = Bandit(
+            _number(form.bandit_every, "bandit.every_seconds"),
+            _number(form.bandit_floor, "bandit.floor"),
+        )
     return {
+        **schedule,
         "name": form.name.strip(),
         "hypothesis": form.hypothesis.strip(),
         "primary": Kpi(form.kpi_name.strip(), kind, form.kpi_event.strip(), denominator),
@@ -256,7 +298,7 @@ def _design(form: DesignForm) -> dict[str, Any]:
         "alpha": _number(form.alpha, "alpha"),
         "power": _number(form.power, "power"),
         "guardrails": rails,
-        "mode": _choice(Mode, form.mode, "mode"),
+        "mode": mode,
         "unit": _choice(Unit, form.unit, "unit"),
         "reason": form.reason.strip(),
     }
