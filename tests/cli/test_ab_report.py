@@ -35,6 +35,9 @@ def test_the_report_is_one_file_with_the_results(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     assert f"wrote the report of churn to {out}" in done.stdout
     page = out.read_text(encoding="utf-8")
+    again = runner.invoke(app, ["ab", "report", "churn", "-o", str(tmp_path / "2.html"), "--json"])
+    said = json.loads(again.stdout)
+    assert said["path"] == str(tmp_path / "2.html") and said["bytes"] > 10_000
     assert _FETCHES.findall(page) == []  # no script, style or image from anywhere
     assert "@import" not in page and "url(http" not in page
     assert "uPlot" in page and "data-spec=" in page  # the chart library and our charts

@@ -469,11 +469,14 @@ def report(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="the HTML file to write, e.g. churn.html")
     ],
+    json_: JsonOption = False,
 ) -> None:
     """Write the experiment's results (figures, charts, warnings, history) as one
     self-contained HTML file: no network needed to open it."""
     from plinth.ui.report import write_report
 
     size = write_report(_service(), name, output)
+    if json_:
+        return _print_json({"experiment": name, "path": str(output), "bytes": size})
     line = f"wrote the report of {name} to {output} ({size:,} bytes)"
     out.print(escape(line), highlight=False, soft_wrap=True)
