@@ -647,3 +647,25 @@ def test_a_canary_plans_for_its_final_split(local: Client) -> None:
     running(ab, Mode.CANARY, 0.0)  # the challenger at 0 for now
     planned = ab.plan_abtest("exp", baseline=0.1)
     assert planned.sample.arms == 2 and planned.sample.per_arm > 0
+
+
+def test_a_pass_compacts_the_logs_of_a_running_experiment(
+    local: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltalake import DeltaTable
+
+    from plinth.abtests import compaction
+    from plinth.abtests.traffic import exposures_uri
+
+    monkeypatch.setattr(compaction.compact_logs, "__kwdefaults__", {"min_files": 10})
+    ab = local.abtests
+    t0 = started(running(ab, Mode.AB, 0.5))
+    root = tmp_path / "artifacts"
+    for i in range(12):  # twelve small appends, as a router's seconds would make
+        exposures(root, [(T0, f"u{i}-{arm}", arm) for arm in ("control", "b")])
+    before = ab.abtest_results("exp").units_by_arm
+    uri = exposures_uri(str(root), "exp")
+    assert len(DeltaTable(uri).file_uris()) == 12
+    controller.run_once(ab, t0)
+    assert len(DeltaTable(uri).file_uris()) == 1
+    assert ab.abtest_results("exp").units_by_arm == before == {"control": 12, "b": 12}

@@ -31,7 +31,8 @@ background while it holds the controller's lease (``ControllerLoop``), so among 
 one controls at a time; the lease is checked (and renewed) before each experiment and again
 right before each action, so a replica that lost it acts no more. Lease times are the
 replicas' own clocks: they must agree to well within the lease's length (3 passes, at
-least a minute). ``plinth ab tick`` runs one pass.
+least a minute). ``plinth ab tick`` runs one pass. Before reading a running experiment's
+results, the controller compacts its exposure and event logs once they hold many files.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING
 
 from plinth.abtests.assign import BUCKETS, shares_to_counts
 from plinth.abtests.bandit import Mean, Rate, reallocate
+from plinth.abtests.compaction import compact_logs
 from plinth.abtests.decisions import breached_guardrails, stop_reasons
 from plinth.abtests.design import MAX_EVERY_SECONDS
 from plinth.abtests.results import Results
@@ -134,6 +136,7 @@ def _control(turn: _Pass, name: str) -> ControllerAction:
         if exp.status is not Status.RUNNING:  # paused or stopped since the names were read
             return ControllerAction(name, "wait", f"it is {exp.status} now")
         at = turn.at()
+        _compact(service, name)
         results = service.abtest_results(exp.name)
         if exp.mode is Mode.CANARY:
             broken = rollback_reasons(exp, results)
@@ -160,6 +163,17 @@ def _control(turn: _Pass, name: str) -> ControllerAction:
     except Exception as exc:  # one experiment's failure must not stop the others' control
         log.exception("A/B controller: experiment %r", name)
         return ControllerAction(name, "error", f"{type(exc).__name__}: {exc}")
+
+
+def _compact(service: AbTestService, name: str) -> None:
+    """The experiment's logs compacted once they hold many small files (``compaction.py``);
+    a failure is logged and costs only the compaction."""
+    if service.root_uri is None:
+        return
+    try:
+        compact_logs(service.root_uri, name)
+    except Exception as exc:  # the logs stay as they were: readable, only slower
+        log.warning("A/B controller: experiment %r: could not compact its logs: %s", name, exc)
 
 
 _CANARY_MARKS = ("canary-step", "start", "resume")
