@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from plinth.abtests.assign import Allocation
+from plinth.abtests.buckets import Allocation
 from plinth.abtests.events import events_uri
 from plinth.abtests.results import compute_results
 from plinth.abtests.traffic import exposures_uri

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plinth.abtests.assign import BUCKETS, allocate, shares_to_counts
 from plinth.abtests.bandit import Mean, Rate, Reallocation, reallocate
+from plinth.abtests.buckets import BUCKETS, allocate, shares_to_counts
 from plinth.errors import InvalidArgument
 
 

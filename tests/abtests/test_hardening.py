@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable
 
-from plinth.abtests.assign import bucket
+from plinth.abtests.buckets import bucket
 from plinth.abtests.events import Event, append_events, check_events
 from plinth.abtests.router import create_router
 from plinth.abtests.stats import compare, mean_from_moments

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from plinth.abtests.assign import Allocation
+from plinth.abtests.buckets import Allocation
 from plinth.abtests.checks import adjust_p_values
 from plinth.abtests.events import events_uri
 from plinth.abtests.results import EXPOSURES_SCHEMA, compute_results

@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plinth.abtests.assign import allocate
-from plinth.abtests.router import ShadowCall, assign_arm, create_router
+from plinth.abtests.assignment import assign_arm
+from plinth.abtests.buckets import allocate
+from plinth.abtests.router import ShadowCall, create_router
 from plinth.abtests.traffic import ExposureLog, exposures_uri
 from plinth.abtests.types import Arm, Experiment, Kpi, KpiKind, Mode, Status, Unit
 from tests.backends import free_port

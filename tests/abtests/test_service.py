@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from plinth.abtests.assign import BUCKETS
+from plinth.abtests.buckets import BUCKETS
 from plinth.abtests.service import AbTestService
 from plinth.abtests.types import Arm, Canary, Experiment, Guardrail, Kpi, KpiKind, Mode, Status
 from plinth.auth.types import Role

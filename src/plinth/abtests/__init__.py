@@ -5,17 +5,10 @@ loads on first use, so importing this package stays cheap."""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from plinth.abtests.embedded import Predictor
-
-# The bucket hashing lives in the submodule ``plinth.abtests.assign``, and importing a
-# submodule sets it as an attribute of its package, over a function of the same name. Load
-# it first, so that the function below is what ``plinth.abtests.assign`` names from then on;
-# ``from plinth.abtests.assign import bucket`` still finds the module (in sys.modules).
-importlib.import_module("plinth.abtests.assign")
 
 
 def assign(experiment: str, unit_id: str | int) -> str:

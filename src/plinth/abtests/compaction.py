@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from plinth.abtests.events import events_uri, storage_options
-from plinth.abtests.traffic import exposures_uri
+from plinth.abtests.events import events_uri
+from plinth.abtests.traffic import exposures_uri, storage_options
 
 log = logging.getLogger("plinth.abtests")
 

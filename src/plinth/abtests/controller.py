@@ -46,8 +46,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from plinth.abtests.assign import BUCKETS, shares_to_counts
 from plinth.abtests.bandit import Mean, Rate, reallocate
+from plinth.abtests.buckets import BUCKETS, shares_to_counts
 from plinth.abtests.compaction import compact_logs
 from plinth.abtests.decisions import breached_guardrails, stop_reasons
 from plinth.abtests.design import MAX_EVERY_SECONDS

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from plinth.abtests.assign import BUCKETS
+from plinth.abtests.buckets import BUCKETS
 from plinth.abtests.types import (
     Arm,
     Bandit,

@@ -9,7 +9,7 @@ would rather not run ``plinth router``::
 The same experiments, read through a Plinth client (the default one: ``PLINTH_URI``, else
 the local store) and kept for ``refresh_seconds`` as the router keeps its view, so an
 assignment costs a hash and a list lookup; a failing read keeps the last view. The same
-assignment (``router.assign_arm``): a unit gets the same arm here as through any router.
+assignment (``assignment.assign_arm``): a unit gets the same arm here as through any router.
 The same exposure log (``traffic.ExposureLog`` of the client's store, a remote client's
 server's included: ``exposures_remote``, as ``plinth router`` writes it), so results count
 both alike.
@@ -36,8 +36,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from plinth.abtests.assignment import assign_arm
 from plinth.abtests.exposures_remote import exposure_log_for
-from plinth.abtests.router import assign_arm
 from plinth.abtests.traffic import Exposure, ExposureLog
 from plinth.abtests.types import Arm, Experiment, Mode, Unit
 from plinth.client import default_client

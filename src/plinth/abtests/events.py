@@ -25,10 +25,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from plinth.abtests.traffic import MAX_FUTURE_MS, append, storage_options
 from plinth.errors import InvalidArgument
 
 # An event may come from a clock a little ahead of ours; more than this is a bug upstream.
-MAX_FUTURE_MS = 5 * 60 * 1000
 MAX_BATCH = 10_000
 _MAX_TEXT = 500
 
@@ -70,12 +70,6 @@ def experiment_uri(root: str, experiment: str) -> str:
 
 def events_uri(root: str, experiment: str) -> str:
     return f"{experiment_uri(root, experiment)}/events"
-
-
-def storage_options(uri: str) -> dict[str, str]:
-    from plinth.features.offline import s3_storage_options
-
-    return s3_storage_options({}) if uri.startswith(("s3://", "s3a://")) else {}
 
 
 def check_events(
@@ -176,7 +170,6 @@ def events_table(events: Sequence[Event]) -> pa.Table:
 
 def append_events(root: str, experiment: str, events: Sequence[Event]) -> int:
     """One Delta commit for the whole (already checked) batch: all of it or none."""
-    from plinth.abtests.traffic import append
 
     uri = events_uri(root, experiment)
     append(uri, events_table(events), storage_options(uri), f"the events of {experiment}")

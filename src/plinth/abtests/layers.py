@@ -10,7 +10,7 @@ import secrets
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, select, update
 
-from plinth.abtests.assign import Allocation, allocate
+from plinth.abtests.buckets import Allocation, allocate
 from plinth.abtests.types import Experiment
 from plinth.errors import Conflict
 from plinth.store.schema import abtest_layers, abtests

@@ -34,9 +34,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from plinth.abtests.events import EVENTS_SCHEMA, events_uri, storage_options
+from plinth.abtests.events import EVENTS_SCHEMA, events_uri
 from plinth.abtests.traffic import SCHEMA as EXPOSURES_SCHEMA
-from plinth.abtests.traffic import exposures_uri
+from plinth.abtests.traffic import exposures_uri, storage_options
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ services. HTTP contract:
 ``GET /metrics`` (Prometheus), ``GET /health``, ``GET /routes`` (the router's view of the
 experiments: status, mode, version, each arm's URL, why one cannot be routed).
 
-Assignment (``assign_arm``): a unit outside the experiment goes to control and is not
+Assignment (``assignment.assign_arm``): a unit outside the experiment goes to control and is not
 logged as an exposure: when the experiment is not running (paused, draft, stopped), when
 its layer's bucket of the unit is not one the experiment owns, or when its own bucket is
 no arm's (traffic below 100 %). Otherwise the unit gets the arm its bucket belongs to.
@@ -57,11 +57,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from plinth.abtests.assign import BUCKETS, bucket
+from plinth.abtests.assignment import assign_arm
+from plinth.abtests.buckets import BUCKETS
 from plinth.abtests.forward import MAX_CONNECTIONS_PER_ARM, Answer, Forwarder
 from plinth.abtests.router_metrics import RouterMetrics
 from plinth.abtests.traffic import Exposure, ExposureLog
-from plinth.abtests.types import Experiment, Mode, Status, Unit
+from plinth.abtests.types import Experiment, Mode, Unit
 from plinth.errors import InvalidArgument, NotFound, PayloadTooLarge, PlinthError, Unavailable
 
 log = logging.getLogger("plinth.abtests")
@@ -69,21 +70,6 @@ log = logging.getLogger("plinth.abtests")
 ExperimentsSource = Callable[[], Iterable[Experiment]]
 UNIT_HEADER = "x-plinth-unit"
 _MAX_SHADOW_CALLS = 1_000  # in flight at once; past it a mirror is skipped (counted)
-
-
-def assign_arm(exp: Experiment, unit: str) -> tuple[str, bool]:
-    """The arm that serves ``unit`` and whether the unit is in the experiment (exposed)."""
-    control = exp.control.name
-    if exp.status is not Status.RUNNING:
-        return control, False
-    if exp.layer is not None:
-        if exp.layer_salt is None:
-            return control, False
-        at = bucket(exp.layer_salt, unit)
-        if not any(start <= at < end for start, end in exp.layer_ranges):
-            return control, False
-    arm = exp.allocation.arm_for(bucket(exp.salt, unit))
-    return (control, False) if arm is None else (arm, True)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pyarrow as pa
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, insert, select, update
 
-from plinth.abtests.assign import Allocation, allocate
+from plinth.abtests.buckets import Allocation, allocate
 from plinth.abtests.decisions import (
     CheckOutcome,
     Promotion,

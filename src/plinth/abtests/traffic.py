@@ -47,6 +47,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plinth.abtests")
 
+# a log row (an exposure, an event) dated later than this ahead of the clock is refused
+MAX_FUTURE_MS = 5 * 60 * 1000
+
+
+def storage_options(uri: str) -> dict[str, str]:
+    """The credentials of the object store holding the log at ``uri`` (none for a folder)."""
+    return s3_storage_options({}) if uri.startswith(("s3://", "s3a://")) else {}
+
+
 SCHEMA = pa.schema(
     [
         pa.field("at_ms", pa.int64()),
@@ -256,7 +265,6 @@ def check_batch(exp: Experiment, table: pa.Table, *, now_ms: int | None = None) 
     """A batch of ``exp``'s exposures checked whole, as ``SCHEMA`` (a missing optional
     column is null, a missing outcome "ok"); InvalidArgument names the first fault as
     ``exposures.column`` or ``exposures[i].column``."""
-    from plinth.abtests.events import MAX_FUTURE_MS
 
     if table.num_rows == 0:
         raise InvalidArgument("exposures: the batch is empty")
@@ -335,7 +343,6 @@ def _first(
 
 def write_batch(root_uri: str, experiment: str, table: pa.Table) -> None:
     """Append a checked batch to ``experiment``'s exposures under ``root_uri``: one commit."""
-    from plinth.abtests.events import storage_options
 
     uri = exposures_uri(root_uri, experiment)
     append(uri, table, storage_options(uri), f"the exposures of {experiment}", merge_schema=True)

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from plinth.abtests.assign import Allocation
+from plinth.abtests.buckets import Allocation
 
 _JSON = {"ser_json_inf_nan": "strings"}
 # a schedule's misspelt field (every_second) is refused, not silently left at its default

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from plinth.abtests.assign import BUCKETS, Allocation, allocate, bucket, shares_to_counts
+from plinth.abtests.buckets import BUCKETS, Allocation, allocate, bucket, shares_to_counts
 from plinth.errors import InvalidArgument
 
 
@@ -66,7 +66,7 @@ def test_an_arm_that_leaves_frees_its_buckets() -> None:
 
 _ROUTER = """
 import json
-from plinth.abtests.assign import bucket
+from plinth.abtests.buckets import bucket
 print(json.dumps([bucket("exp-7", f"user-{i}") for i in range(10_000)]))
 """
 
