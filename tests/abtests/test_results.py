@@ -665,3 +665,10 @@ def test_a_stepped_share_is_no_mismatch_through_the_api(client: Client, tmp_path
     assert found.observed == {"champion": 1300, "challenger": 700}
     now = compute_results(ab.get_abtest("exp"), str(root)).srm  # all against 50/50
     assert now is not None and now.flagged
+
+
+def test_a_tie_at_the_first_exposure_goes_to_the_arm_listed_first(tmp_path: Path) -> None:
+    exposures(tmp_path, [(T0, "tied", "b"), (T0, "tied", "control"), (T0 + 1, "u2", "b")])
+    found = compute_results(experiment(), str(tmp_path))
+    assert found.units_by_arm == {"control": 1, "b": 1}
+    assert found.units_in_several_arms == 1

@@ -3,8 +3,9 @@ to per-arm moments in one statement, so no per-unit row reaches Python.
 
 The rules (the results' and the timeline's):
 
-1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``); a unit also seen
-   in another arm stays in its first and is counted in ``several``.
+1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``; at a tie, the arm
+   listed first in the design); a unit also seen in another arm stays in its first and is
+   counted in ``several``.
 2. Events are deduplicated by ``event_id`` among the events of the names asked for: the
    earliest copy wins (by ``at_ms``, then the smaller ``value``), all its fields together.
    An event names its unit, else its request's (the unit of that request's earliest
@@ -156,17 +157,22 @@ class Logs:
     def _units_and_events(self, names: list[str]) -> str:
         """CTEs ``fe`` (unit, uid, first_ms, arm, several) and ``ev`` (unit, k, value,
         at_ms: the kept events, ``k`` the 1-based index of their name in ``$names``).
-        Only fixed SQL text; every value is a bound parameter."""
+        Only fixed SQL text; every value is a bound parameter. The first exposure is one
+        integer ``min``: the time (ms, within +-2**50) times 4096 plus the arm's number (0:
+        an arm not in the design), so ties go to the lower arm number; a unit is in several
+        arms when its numbers differ (units only ever seen outside the design, left out
+        anyway, are not counted there)."""
         by_request = self.null_units and "request_id" in self.event_columns
         request = "CASE WHEN unit IS NULL THEN request_id END" if by_request else "NULL"
         ctes = [
             """
             fe AS (
-                SELECT row_number() OVER () AS uid, unit, first_ms, arm, several FROM (
-                    SELECT unit, min(at_ms) AS first_ms,
-                           arg_min(coalesce(list_position($arms, arm), 0), at_ms) AS arm,
-                           min(hash(arm)) <> max(hash(arm)) AS several
-                    FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL
+                SELECT row_number() OVER () AS uid, unit, packed >> 12 AS first_ms,
+                       packed & 4095 AS arm, several FROM (
+                    SELECT unit, min(ms * 4096 + a) AS packed, min(a) <> max(a) AS several
+                    FROM (SELECT unit, least(greatest(at_ms, -(1::BIGINT << 50)), 1::BIGINT << 50) AS ms,
+                                 coalesce(list_position($arms, arm), 0) AS a
+                          FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL)
                     GROUP BY unit))""",
             f"""
             raw AS NOT MATERIALIZED (

@@ -1,8 +1,8 @@
 """An experiment's results, read from its exposure and event logs with DuckDB (``logs.py``).
 
-1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``); a unit also
-   seen in another arm stays in its first and is counted in ``units_in_several_arms`` (a
-   sign of a changed allocation or a leaky router).
+1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``; at a tie, the arm
+   listed first in the design); a unit also seen in another arm stays in its first and is
+   counted in ``units_in_several_arms`` (a sign of a changed allocation or a leaky router).
 2. Events are deduplicated by ``event_id`` (the earliest copy wins), given a unit (their
    own, else their request's exposure's) and counted only at or after the unit's first
    exposure: late events count, events before the unit was exposed do not (they are the
