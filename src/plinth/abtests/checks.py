@@ -200,9 +200,10 @@ def sample_ratio_mismatch_by_period(
         "arms with a share, or without units, is skipped)"
     )
     if settling:
+        seconds = max(p.settle_ms for p in periods) / 1000
         method += (
-            f"; {settling:,} units first exposed within {SETTLE_SECONDS:g} s after a change "
-            "of shares left out (the router may still have routed them by the shares before)"
+            f"; {settling:,} units first exposed within {seconds:g} s after a change of "
+            "shares left out (the router may still have routed them by the shares before)"
         )
     p_value = float(stats.chi2.sf(statistic, df)) if df else 1.0
     if unexpected:
