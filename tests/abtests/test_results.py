@@ -11,9 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from scipy import stats  # type: ignore[import-untyped]
 
 from plinth.abtests.buckets import Allocation
-from plinth.abtests.checks import adjust_p_values
+from plinth.abtests.checks import SharePeriod, adjust_p_values, share_periods
 from plinth.abtests.events import events_uri
 from plinth.abtests.results import EXPOSURES_SCHEMA, compute_results
 from plinth.abtests.stats import compare, summarize_mean, summarize_proportion, summarize_ratio
@@ -21,6 +22,7 @@ from plinth.abtests.traffic import exposures_uri
 from plinth.abtests.types import Arm, Experiment, Guardrail, Kpi, KpiKind, Mode, Status, Unit
 from plinth.client import Client
 from tests.abtests.test_events import _root
+from tests.abtests.test_service import arms as service_arms
 from tests.abtests.test_service import create
 
 pytestmark = pytest.mark.filterwarnings(
@@ -551,3 +553,122 @@ def test_a_table_duckdb_cannot_read_directly_goes_through_pyarrow(tmp_path: Path
     assert found.units_by_arm == plain.units_by_arm
     assert found.primary["b"].p_value == pytest.approx(plain.primary["b"].p_value, rel=1e-12)
     assert found.cuped["b"].p_value == pytest.approx(plain.cuped["b"].p_value, rel=1e-12)
+
+
+# -- sample-ratio mismatch over periods of constant shares ---------------------------------
+
+
+def canary(root: Path, late: tuple[int, int] = (530, 470)) -> list[SharePeriod]:
+    """A canary's logs and periods: b at 0 (50 units, all control), then at 0.1 (880/120),
+    then at 0.5 (30 control units while the change settled, then ``late``)."""
+    periods = [
+        SharePeriod(T0, {"control": 1.0, "b": 0.0}),
+        SharePeriod(T0 + 1_000, {"control": 0.9, "b": 0.1}),
+        SharePeriod(T0 + 100_000, {"control": 0.5, "b": 0.5}, settle_ms=60_000),
+    ]
+    rows = [(T0 + 10, f"p0-{i}", "control") for i in range(50)]
+    rows += [(T0 + 2_000, f"p1-{i}", "control" if i < 880 else "b") for i in range(1000)]
+    rows += [(T0 + 100_010, f"settling-{i}", "control") for i in range(30)]
+    rows += [(T0 + 200_000, f"p2-{i}", "control" if i < late[0] else "b") for i in range(sum(late))]
+    rows += [(T0 + 300_000, "p1-0", "b")]  # seen again later, in another arm: counts in its first
+    exposures(root, rows)
+    return periods
+
+
+def test_each_unit_is_checked_against_the_shares_at_its_first_exposure(tmp_path: Path) -> None:
+    periods = canary(tmp_path)
+    found = compute_results(experiment(), str(tmp_path), periods).srm
+    assert found is not None
+    first = stats.chisquare([880, 120], [900, 100])
+    second = stats.chisquare([530, 470], [500, 500])
+    assert found.statistic == pytest.approx(first.statistic + second.statistic, rel=1e-12)
+    assert found.df == 2
+    assert found.p_value == pytest.approx(
+        stats.chi2.sf(first.statistic + second.statistic, 2), rel=1e-9
+    )
+    assert not found.flagged and found.unexpected == 0
+    # the first period (one arm with a share) is skipped; the settling units are left out
+    assert found.observed == {"control": 880 + 530, "b": 120 + 470}
+    assert found.expected == pytest.approx({"control": 900 + 500, "b": 100 + 500})
+    assert "2 of 3 periods tested" in found.method
+    assert "30 units first exposed within 60 s after a change" in found.method
+    # the same units against the shares now (the old check) look badly broken
+    now = compute_results(experiment(), str(tmp_path)).srm
+    assert now is not None and now.flagged and now.p_value < 1e-20
+
+
+def test_a_skew_within_one_period_is_flagged(tmp_path: Path) -> None:
+    found = compute_results(experiment(), str(tmp_path), canary(tmp_path, late=(600, 400))).srm
+    assert found is not None and found.flagged
+    skew = stats.chisquare([600, 400], [500, 500]).statistic
+    first = stats.chisquare([880, 120], [900, 100]).statistic
+    assert found.p_value == pytest.approx(stats.chi2.sf(skew + first, 2), rel=1e-9)
+
+
+def test_a_unit_in_an_arm_without_a_share_flags_the_check(tmp_path: Path) -> None:
+    periods = canary(tmp_path)
+    exposures(tmp_path, [(T0 + 20, "early-b", "b")])  # b had no share yet
+    found = compute_results(experiment(), str(tmp_path), periods).srm
+    assert found is not None and found.flagged
+    assert (found.unexpected, found.p_value) == (1, 0.0)
+    assert found.observed["b"] == 120 + 470 + 1
+    assert "1 units were first exposed in an arm that had no share" in found.method
+
+
+def test_one_period_is_the_plain_check(tmp_path: Path) -> None:
+    rows = [(T0, f"c{i}", "control") for i in range(1100)]
+    exposures(tmp_path, [*rows, *((T0, f"b{i}", "b") for i in range(900))])
+    plain = compute_results(experiment(), str(tmp_path)).srm
+    one = [SharePeriod(T0 - 5, {"control": 0.5, "b": 0.5})]
+    assert compute_results(experiment(), str(tmp_path), one).srm == plain
+    assert plain is not None and plain.method == "chi-square goodness of fit to the planned shares"
+    by_hand = stats.chisquare([1100, 900])
+    assert plain.statistic == pytest.approx(by_hand.statistic, rel=1e-12)
+    assert plain.p_value == pytest.approx(by_hand.pvalue, rel=1e-9)
+
+
+def test_the_periods_come_from_the_history(client: Client, tmp_path: Path) -> None:
+    ab = client.abtests
+    create(ab, "exp", arms=service_arms(0.9))
+    ab.update_abtest("exp", shares={"champion": 0.8, "challenger": 0.2})  # a draft: no period
+    ab.start_abtest("exp")
+    ab.update_abtest("exp", shares={"champion": 0.5, "challenger": 0.5}, reason="step")
+    ab.pause_abtest("exp")
+    ab.resume_abtest("exp")  # the same shares: the same period
+    ab.pause_abtest("exp")
+    ab.update_abtest("exp", shares={"champion": 0.3, "challenger": 0.7}, reason="more")
+    ab.resume_abtest("exp")
+    ab.stop_abtest("exp")
+    history = ab.abtest_history("exp")
+    periods = share_periods(history)
+    at = {v.action + str(v.version): int(v.changed_at.timestamp() * 1000) for v in history}
+    assert [(p.start_ms, p.shares, p.settle_ms) for p in periods] == [
+        (at["start3"], {"champion": 0.8, "challenger": 0.2}, 0),
+        (at["update4"], {"champion": 0.5, "challenger": 0.5}, 60_000),
+        (at["resume9"], {"champion": 0.3, "challenger": 0.7}, 0),
+    ]
+
+
+def test_a_stepped_share_is_no_mismatch_through_the_api(client: Client, tmp_path: Path) -> None:
+    ab = client.abtests
+    create(ab, "exp", arms=service_arms(0.8))
+    ab.start_abtest("exp")
+    ab.update_abtest("exp", shares={"champion": 0.5, "challenger": 0.5}, reason="step")
+    step = share_periods(ab.abtest_history("exp"))[1].start_ms
+    # 80/20 before the step, 50/50 once it settled
+    rows = [(step - 1, f"a{i}", "champion" if i < 800 else "challenger") for i in range(1000)]
+    rows += [(step + 60_000, f"b{i}", "champion" if i % 2 else "challenger") for i in range(1000)]
+    root = _root(client, tmp_path)
+    exposures(root, rows)
+    found = ab.abtest_results("exp").srm
+    assert found is not None and not found.flagged and found.p_value == 1.0
+    assert found.observed == {"champion": 1300, "challenger": 700}
+    now = compute_results(ab.get_abtest("exp"), str(root)).srm  # all against 50/50
+    assert now is not None and now.flagged
+
+
+def test_a_tie_at_the_first_exposure_goes_to_the_arm_listed_first(tmp_path: Path) -> None:
+    exposures(tmp_path, [(T0, "tied", "b"), (T0, "tied", "control"), (T0 + 1, "u2", "b")])
+    found = compute_results(experiment(), str(tmp_path))
+    assert found.units_by_arm == {"control": 1, "b": 1}
+    assert found.units_in_several_arms == 1

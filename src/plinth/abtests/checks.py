@@ -1,10 +1,11 @@
-"""Checks over an experiment's results: sample-ratio mismatch, multiple testing, guardrails."""
+"""Checks over an experiment's results: sample-ratio mismatch (over the periods of constant
+shares a canary or bandit goes through), multiple testing, guardrails."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -13,11 +14,16 @@ from scipy import stats  # type: ignore[import-untyped]
 from statsmodels.stats.multitest import multipletests  # type: ignore[import-untyped]
 
 from plinth.abtests.stats import Comparison, Interval
+from plinth.abtests.types import ExperimentVersion, Status
 from plinth.errors import InvalidArgument
 
 K = TypeVar("K", bound=Hashable)
 
 SRM_THRESHOLD = 0.001
+# After a change of shares while running, the router (and an embedded Predictor) routes by
+# the shares before until it re-reads the experiment (every 2 s by default): units first
+# exposed this long after a change are left out of the sample-ratio check.
+SETTLE_SECONDS = 60.0
 Correction = Literal["holm", "benjamini-hochberg"]
 _CORRECTION_NAME: dict[str, str] = {
     "holm": "Holm step-down (family-wise error rate)",
@@ -38,6 +44,43 @@ class SrmCheck:
     p_value: float
     threshold: float
     flagged: bool
+    unexpected: int = 0  # units first exposed in an arm that had no share then
+
+
+@dataclass(frozen=True)
+class SharePeriod:
+    """The shares in force from ``start_ms`` (ms since the epoch) until the next period's
+    start: a unit first exposed then reached its arm by them. Units first exposed in its
+    first ``settle_ms`` are left out of the check (``SETTLE_SECONDS``)."""
+
+    start_ms: int
+    shares: dict[str, float] = field(default_factory=dict)
+    settle_ms: int = 0
+
+
+def share_periods(
+    versions: Sequence[ExperimentVersion], settle_seconds: float = SETTLE_SECONDS
+) -> list[SharePeriod]:
+    """The periods of constant shares in an experiment's history (oldest first): each
+    version that is running with other shares than the period before starts one (a start,
+    a resume with changed shares, a canary step, a re-allocation). A paused or stopped
+    experiment logs no exposures, so it starts no period: an exposure logged just after a
+    pause or a rollback was routed by the shares before it, and counts there. Only a change
+    made while running leaves the router on the old shares for a moment: that period
+    settles for ``settle_seconds`` first."""
+    periods: list[SharePeriod] = []
+    was_running = False
+    for version in versions:
+        exp = version.experiment
+        running = exp.status is Status.RUNNING
+        if running and (not periods or periods[-1].shares != exp.shares):
+            start = int(version.changed_at.timestamp() * 1000)
+            if periods:  # a clock set back must not reorder the periods
+                start = max(start, periods[-1].start_ms)
+            settle = round(settle_seconds * 1000) if was_running and periods else 0
+            periods.append(SharePeriod(start, dict(exp.shares), settle))
+        was_running = running
+    return periods
 
 
 @dataclass(frozen=True)
@@ -100,6 +143,85 @@ def sample_ratio_mismatch(
         p_value=p_value,
         threshold=threshold,
         flagged=p_value < threshold,
+    )
+
+
+def sample_ratio_mismatch_by_period(
+    observed: Sequence[Mapping[str, int]],
+    periods: Sequence[SharePeriod],
+    *,
+    settling: int = 0,
+    threshold: float = SRM_THRESHOLD,
+) -> SrmCheck | None:
+    """One chi-square test over periods of constant shares: ``observed[i]`` are the units
+    first exposed in ``periods[i]`` (after it settled) by arm. Each period with two or more
+    arms with a share and with units is tested against its own shares; the statistics and
+    the degrees of freedom are summed (independent periods: the sum is chi-square under
+    the shares). A unit first exposed in an arm without a share in its period cannot
+    happen under the shares (its expected count is 0): any such unit flags the check with
+    p = 0. ``settling``: units left out while a period settled (said in ``method``). None
+    when no period can be tested and no unit is unexpected."""
+    if len(observed) != len(periods):
+        raise InvalidArgument(
+            f"SRM by period needs one count per period, got {len(observed)} for "
+            f"{len(periods)} periods"
+        )
+    statistic, df, checked, unexpected = 0.0, 0, 0, 0
+    totals: dict[str, int] = {}
+    expected: dict[str, float] = {}
+    single: SrmCheck | None = None
+    for counts, period in zip(observed, periods, strict=True):
+        active = {arm: share for arm, share in period.shares.items() if share > 0}
+        for arm in period.shares:
+            totals.setdefault(arm, 0)
+            expected.setdefault(arm, 0.0)
+        stray = {arm: n for arm, n in counts.items() if arm not in active and n}
+        for arm, n in stray.items():  # counted, with an expected count of 0
+            totals[arm] = totals.get(arm, 0) + n
+            expected.setdefault(arm, 0.0)
+            unexpected += n
+        units = {arm: counts.get(arm, 0) for arm in active}
+        if len(active) < 2 or not sum(units.values()):
+            continue
+        single = sample_ratio_mismatch(units, active, threshold=threshold)
+        statistic, df, checked = statistic + single.statistic, df + single.df, checked + 1
+        for arm, n in units.items():
+            totals[arm] += n
+            expected[arm] += single.expected[arm]
+    if len(periods) == 1 and single is not None and not unexpected:
+        return single  # one period: the plain check, word for word
+    if not checked and not unexpected:
+        return None
+    method = (
+        "chi-square goodness of fit per period of constant shares (a change of shares "
+        "while running starts one), each unit in the period of its first exposure against "
+        "the shares then; the periods' statistics and degrees of freedom summed into one "
+        f"test ({checked} of {len(periods)} periods tested: a period with fewer than two "
+        "arms with a share, or without units, is skipped)"
+    )
+    if settling:
+        seconds = max(p.settle_ms for p in periods) / 1000
+        method += (
+            f"; {settling:,} units first exposed within {seconds:g} s after a change of "
+            "shares left out (the router may still have routed them by the shares before)"
+        )
+    p_value = float(stats.chi2.sf(statistic, df)) if df else 1.0
+    if unexpected:
+        method += (
+            f"; {unexpected:,} units were first exposed in an arm that had no share at the "
+            "time, which the shares cannot produce: p = 0"
+        )
+        p_value = 0.0
+    return SrmCheck(
+        method=method,
+        observed=totals,
+        expected=expected,
+        statistic=statistic,
+        df=df,
+        p_value=p_value,
+        threshold=threshold,
+        flagged=p_value < threshold,
+        unexpected=unexpected,
     )
 
 

@@ -3,8 +3,9 @@ to per-arm moments in one statement, so no per-unit row reaches Python.
 
 The rules (the results' and the timeline's):
 
-1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``); a unit also seen
-   in another arm stays in its first and is counted in ``several``.
+1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``; at a tie, the arm
+   listed first in the design); a unit also seen in another arm stays in its first and is
+   counted in ``several``.
 2. Events are deduplicated by ``event_id`` among the events of the names asked for: the
    earliest copy wins (by ``at_ms``, then the smaller ``value``), all its fields together.
    An event names its unit, else its request's (the unit of that request's earliest
@@ -21,7 +22,10 @@ first exposure per unit (a hash aggregate), the events of the KPIs' names (re-se
 found by one aggregate into a small temp table, their copies reduced apart from the
 rest), joined to the units (the units are the hash table: ``build_side_probe_side`` is
 off in this private database, so each join builds on its right side as written) and
-aggregated per unit, then per arm. No temp table holds millions of rows.
+aggregated per unit, then per arm. No temp table holds millions of rows. Units are
+counted by the period of their first exposure (for the sample-ratio check of a canary or
+a bandit) in the same pass: an ASOF join of the first exposures to the periods' starts,
+and a ``histogram`` per arm.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ class Figure:
 @dataclass(frozen=True)
 class ArmMoments:
     """One arm's units (by first exposure) and the moments of the figures over them (units
-    without events count as 0): sums, means, sample variances and covariances (ddof=1)."""
+    without events count as 0): sums, means, sample variances and covariances (ddof=1).
+    When asked for periods: ``by_period``, its units by the period of their first exposure
+    (index), leaving out the ``settling`` ones first exposed while their period settled."""
 
     units: int
     several: int
@@ -60,6 +66,8 @@ class ArmMoments:
     means: dict[Figure, float] = field(default_factory=dict)
     variances: dict[Figure, float] = field(default_factory=dict)
     covariances: dict[tuple[Figure, Figure], float] = field(default_factory=dict)
+    by_period: dict[int, int] = field(default_factory=dict)
+    settling: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,17 +157,22 @@ class Logs:
     def _units_and_events(self, names: list[str]) -> str:
         """CTEs ``fe`` (unit, uid, first_ms, arm, several) and ``ev`` (unit, k, value,
         at_ms: the kept events, ``k`` the 1-based index of their name in ``$names``).
-        Only fixed SQL text; every value is a bound parameter."""
+        Only fixed SQL text; every value is a bound parameter. The first exposure is one
+        integer ``min``: the time (ms, within +-2**50) times 4096 plus the arm's number (0:
+        an arm not in the design), so ties go to the lower arm number; a unit is in several
+        arms when its numbers differ (units only ever seen outside the design, left out
+        anyway, are not counted there)."""
         by_request = self.null_units and "request_id" in self.event_columns
         request = "CASE WHEN unit IS NULL THEN request_id END" if by_request else "NULL"
         ctes = [
             """
             fe AS (
-                SELECT row_number() OVER () AS uid, unit, first_ms, arm, several FROM (
-                    SELECT unit, min(at_ms) AS first_ms,
-                           arg_min(coalesce(list_position($arms, arm), 0), at_ms) AS arm,
-                           min(hash(arm)) <> max(hash(arm)) AS several
-                    FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL
+                SELECT row_number() OVER () AS uid, unit, packed >> 12 AS first_ms,
+                       packed & 4095 AS arm, several FROM (
+                    SELECT unit, min(ms * 4096 + a) AS packed, min(a) <> max(a) AS several
+                    FROM (SELECT unit, least(greatest(at_ms, -(1::BIGINT << 50)), 1::BIGINT << 50) AS ms,
+                                 coalesce(list_position($arms, arm), 0) AS a
+                          FROM exposures WHERE unit IS NOT NULL AND arm IS NOT NULL)
                     GROUP BY unit))""",
             f"""
             raw AS NOT MATERIALIZED (
@@ -203,10 +216,16 @@ class Logs:
         return "WITH " + ",".join(ctes)
 
     def arm_moments(
-        self, figures: list[Figure], pairs: list[tuple[Figure, Figure]]
+        self,
+        figures: list[Figure],
+        pairs: list[tuple[Figure, Figure]],
+        periods: list[tuple[int, int]] | None = None,
     ) -> dict[str, ArmMoments]:
         """Per arm (any arm named by a first exposure): units, units seen in several arms,
-        and the moments of ``figures`` and the covariances of ``pairs``."""
+        and the moments of ``figures`` and the covariances of ``pairs``. ``periods``:
+        ``(start, settle)`` in ms, starts ascending (the first also takes the units before
+        it): count each arm's units by the period of their first exposure too, leaving
+        out those in its first ``settle`` ms (``ArmMoments.by_period``)."""
         names = sorted({f.event for f in figures})
         columns = [_per_unit(f, names.index(f.event) + 1, "f.first_ms") for f in figures]
         per_arm = ["count(*)", "count(*) FILTER (WHERE several)"]
@@ -216,25 +235,47 @@ class Logs:
             i, j = figures.index(a), figures.index(b)
             per_arm.append(f"coalesce(covar_samp(x{i}, x{j}), 0)")
         unit_columns = "".join(f", {c} AS x{i}" for i, c in enumerate(columns))
+        source, periods_ctes = "fe", ""
+        if periods:
+            # slot: 2 * the period's index, + 1 while it settled; counted per arm in a map
+            source = "fp"
+            unit_columns += ", any_value(f.slot) AS slot"
+            per_arm.append("histogram(slot)")
+            periods_ctes = """,
+            p AS (
+                SELECT unnest(range(len($starts))) AS period, unnest($starts) AS start_ms,
+                       unnest($settles) AS settle_ms),
+            fp AS (
+                SELECT f.*, p.period * 2 + (f.first_ms < p.start_ms + p.settle_ms)::INT AS slot
+                FROM fe f ASOF JOIN p ON f.first_ms >= p.start_ms)"""
         query = f"""
-            {self._units_and_events(names)},
+            {self._units_and_events(names)}{periods_ctes},
             pu AS (
                 SELECT (f.uid * 2 + f.several::INT) * 4096 + f.arm AS key{unit_columns}
-                FROM ev v RIGHT JOIN fe f ON v.unit = f.unit
+                FROM ev v RIGHT JOIN {source} f ON v.unit = f.unit
                 GROUP BY key),
             ua AS (SELECT key % 4096 AS arm, (key // 4096) % 2 = 1 AS several, * FROM pu)
             SELECT arm, {", ".join(per_arm)} FROM ua GROUP BY arm
         """  # composed of fixed text and indices only
-        params = {"names": names, "arms": self.arms}
+        params: dict[str, Any] = {"names": names, "arms": self.arms}
+        if periods:
+            params["starts"] = [-(2**62), *(start for start, _ in periods[1:])]
+            params["settles"] = [settle for _, settle in periods]
         found: dict[str, ArmMoments] = {}
         for row in self.con.execute(query, params).fetchall():
-            number, units, several, *rest = row
+            number, count, several, *rest = row
             arm = self.arms[number - 1] if number else ""
             sums, means, variances = {}, {}, {}
             for i, f in enumerate(figures):
                 sums[f], means[f], variances[f] = (float(v) for v in rest[3 * i : 3 * i + 3])
-            cov = {p: float(v) for p, v in zip(pairs, rest[3 * len(figures) :], strict=True)}
-            found[arm] = ArmMoments(int(units), int(several), sums, means, variances, cov)
+            moved = rest[3 * len(figures) :]
+            cov = {p: float(v) for p, v in zip(pairs, moved[: len(pairs)], strict=True)}
+            by_slot: dict[int, int] = dict(moved[len(pairs)]) if periods else {}
+            by_period = {s // 2: int(n) for s, n in by_slot.items() if s % 2 == 0}
+            settling = sum(int(n) for s, n in by_slot.items() if s % 2)
+            found[arm] = ArmMoments(
+                int(count), int(several), sums, means, variances, cov, by_period, settling
+            )
         return found
 
     def span(self, names: list[str]) -> tuple[int, int] | None:

@@ -1,8 +1,8 @@
 """An experiment's results, read from its exposure and event logs with DuckDB (``logs.py``).
 
-1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``); a unit also
-   seen in another arm stays in its first and is counted in ``units_in_several_arms`` (a
-   sign of a changed allocation or a leaky router).
+1. Each unit's arm is the arm of its FIRST exposure (earliest ``at_ms``; at a tie, the arm
+   listed first in the design); a unit also seen in another arm stays in its first and is
+   counted in ``units_in_several_arms`` (a sign of a changed allocation or a leaky router).
 2. Events are deduplicated by ``event_id`` (the earliest copy wins), given a unit (their
    own, else their request's exposure's) and counted only at or after the unit's first
    exposure: late events count, events before the unit was exposed do not (they are the
@@ -14,9 +14,11 @@
    figures as ``stats.summarize_*`` on the per-unit arrays, without moving millions of
    rows into Python.
 4. Every arm against control (``stats.compare_arms``), Holm-adjusted across arms, a
-   Bayesian probability to beat control, the sample-ratio-mismatch check against the
-   planned shares, and each KPI guardrail (the primary KPI by its name, or any other event
-   name as the mean of that event per unit) against its ``max_drop``.
+   Bayesian probability to beat control, the sample-ratio-mismatch check (each unit
+   against the shares in force at its first exposure: ``periods``, from the history, see
+   ``checks.share_periods``; the design's shares when none are given), and each KPI
+   guardrail (the primary KPI by its name, or any other event name as the mean of that
+   event per unit) against its ``max_drop``.
 5. ``sequential``: per treatment arm, the always-valid (mSPRT) interval and p-value of the
    primary KPI's absolute lift at this look; its mixing variance makes the interval
    narrowest at the planned sample size. The timeline (``timeline.py``) uses the same one
@@ -41,10 +43,11 @@ from plinth.abtests.bayes import BayesComparison, beta_binomial, normal_approxim
 from plinth.abtests.checks import (
     AdjustedPValue,
     GuardrailCheck,
+    SharePeriod,
     SrmCheck,
     adjust_p_values,
     check_guardrail,
-    sample_ratio_mismatch,
+    sample_ratio_mismatch_by_period,
 )
 from plinth.abtests.cuped import CupedMoments, compare_cuped_moments
 from plinth.abtests.design import BUILT_IN_GUARDRAILS
@@ -101,7 +104,13 @@ class Results:
     cuped: dict[str, Comparison] = field(default_factory=dict)
 
 
-def compute_results(exp: Experiment, root: str) -> Results:
+def compute_results(
+    exp: Experiment, root: str, periods: list[SharePeriod] | None = None
+) -> Results:
+    """``periods``: the experiment's periods of constant shares (``checks.share_periods``
+    of its history), for the sample-ratio check; None or empty: the design's shares
+    throughout."""
+    periods = periods or [SharePeriod(0, exp.shares)]
     kpis = [exp.primary, *_guardrail_kpis(exp)]
     figures: list[Figure] = _unique([f for k in kpis for f in kpi_figures(k)])
     pairs = _unique([p for k in kpis for p in kpi_pairs(k)])
@@ -111,7 +120,8 @@ def compute_results(exp: Experiment, root: str) -> Results:
         pairs.append((covariate, kpi_figures(exp.primary)[0]))
     notes: list[str] = []
     with Logs(root, exp.name, [a.name for a in exp.arms]) as logs:
-        found = logs.arm_moments(figures, _unique(pairs))
+        split = [(p.start_ms, p.settle_ms) for p in periods] if len(periods) > 1 else None
+        found = logs.arm_moments(figures, _unique(pairs), split)
         if not found:
             return Results(
                 exp.name, _now(), exp.primary, exp.control.name, {}, 0,
@@ -123,9 +133,10 @@ def compute_results(exp: Experiment, root: str) -> Results:
             )
         router = _router_guardrails(exp, logs, notes)
     units = {arm: m.units for arm, m in found.items()}
+    srm = _srm(exp, found, periods)
     several = sum(m.several for m in found.values())
     moments = {k.name: {arm: kpi_moments(k, m) for arm, m in found.items()} for k in kpis}
-    results = _analyse(exp, units, several, moments, notes)
+    results = _analyse(exp, units, several, moments, srm, notes)
     cuped = _cuped(exp, found, covariate, notes)
     sequential = _sequential(exp, results, notes)
     return replace(
@@ -134,6 +145,19 @@ def compute_results(exp: Experiment, root: str) -> Results:
         sequential=sequential,
         cuped=cuped,
     )
+
+
+def _srm(
+    exp: Experiment, found: dict[str, ArmMoments], periods: list[SharePeriod]
+) -> SrmCheck | None:
+    """Each unit against the shares of the period of its first exposure (one period: all
+    of an arm's units)."""
+    arms = {arm: m for arm, m in found.items() if arm in exp.shares}
+    if len(periods) == 1:
+        return sample_ratio_mismatch_by_period([{a: m.units for a, m in arms.items()}], periods)
+    by_period = [{a: m.by_period.get(i, 0) for a, m in arms.items()} for i in range(len(periods))]
+    settling = sum(m.settling for m in arms.values())
+    return sample_ratio_mismatch_by_period(by_period, periods, settling=settling)
 
 
 # -- per-unit figures of a KPI -------------------------------------------------------------
@@ -224,17 +248,15 @@ def _analyse(
     units: dict[str, int],
     several: int,
     moments: dict[str, dict[str, tuple[Any, ...]]],
+    srm: SrmCheck | None,
     notes: list[str],
 ) -> Results:
-    planned = {a.name: a.share for a in exp.arms if a.share > 0}
     if several:
         notes.append(
             f"{several:,} units were exposed to more than one arm: each counts in its first"
         )
     kpi = exp.primary
     summaries, primary = _compare(exp, kpi, moments[kpi.name], notes)
-    observed = {arm: units.get(arm, 0) for arm in planned}
-    srm = sample_ratio_mismatch(observed, planned) if len(planned) > 1 else None
     bayes = {
         arm: _bayes(kpi, c.control, c.treatment, moments[kpi.name], exp.control.name, arm)
         for arm, c in primary.items()

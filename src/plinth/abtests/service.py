@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import Connection, insert, select, update
 
 from plinth.abtests.buckets import Allocation, allocate
+from plinth.abtests.checks import SharePeriod, share_periods
 from plinth.abtests.decisions import (
     CheckOutcome,
     Promotion,
@@ -349,7 +350,7 @@ class AbTestService:
         p-values and guardrails, from the exposure and event logs (``results.py``)."""
         with self.store.read() as conn:
             exp = _load(conn, name)
-        return compute_results(exp, self._root())
+        return compute_results(exp, self._root(), self._periods(name))
 
     @endpoint("GET", "/abtests/{name}/timeline")
     @guarded(Action.READ, Kind.ABTEST, "name")
@@ -375,7 +376,7 @@ class AbTestService:
         with self.store.read() as conn:
             exp = _load(conn, name)
         check_promotable(exp)
-        results = compute_results(exp, self._root())
+        results = compute_results(exp, self._root(), self._periods(name))
         check_sample_ratio(exp, results, force)
         if arm is None:
             arm = significant_winner(exp, results)
@@ -412,7 +413,7 @@ class AbTestService:
         if exp.status not in (Status.RUNNING, Status.PAUSED):
             note = f"it is {exp.status}: only a running or paused experiment is checked"
             return CheckOutcome(name, exp.status, False, notes=[note])
-        results = compute_results(exp, self._root())
+        results = compute_results(exp, self._root(), self._periods(name))
         reasons, plan, notes = stop_reasons(exp, results)
         planned = None if plan is None else plan.per_arm
         outcome = CheckOutcome(
@@ -543,6 +544,10 @@ class AbTestService:
         if self.registry is None:
             raise InvalidArgument("this A/B service has no model registry to promote through")
         return self.registry
+
+    def _periods(self, name: str) -> list[SharePeriod]:
+        """The periods of constant shares for the results' sample-ratio check."""
+        return share_periods(self.abtest_history(name))
 
     def _root(self) -> str:
         if self.root_uri is None:
