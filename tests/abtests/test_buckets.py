@@ -87,3 +87,20 @@ def test_identical_across_two_router_processes() -> None:
     assert len(first) == 10_000
     assert first == second
     assert first == [bucket("exp-7", f"user-{i}") for i in range(10_000)]
+
+
+@pytest.mark.parametrize(
+    ("unit", "said"),
+    [
+        ("", "non-empty text"),
+        (7, "non-empty text"),
+        ("x" * 501, "at most 500 characters, got 501"),
+        ("bad\ud800", "lone surrogate"),
+    ],
+)
+def test_a_unit_id_is_checked_naming_where_it_came_from(unit: object, said: str) -> None:
+    from plinth.abtests.buckets import check_unit_id
+
+    with pytest.raises(InvalidArgument, match=rf"^x-plinth-unit: .*{said}"):
+        check_unit_id(unit, "x-plinth-unit")  # type: ignore[arg-type]
+    assert check_unit_id("user-42") == "user-42" and check_unit_id("é" * 500) == "é" * 500

@@ -26,6 +26,23 @@ from plinth.errors import InvalidArgument
 BUCKETS = 10_000
 
 
+MAX_UNIT_CHARS = 500  # as an event's unit: a unit exposed must be one its outcomes can name
+
+
+def check_unit_id(unit: str, where: str = "unit_id") -> str:
+    """``unit`` if it can be a unit id: non-empty text of at most ``MAX_UNIT_CHARS``
+    characters that UTF-8 can encode; else InvalidArgument naming ``where``."""
+    if not isinstance(unit, str) or not unit:
+        raise InvalidArgument(f"{where}: a unit id is non-empty text, got {unit!r:.80}")
+    if len(unit) > MAX_UNIT_CHARS:
+        raise InvalidArgument(f"{where}: at most {MAX_UNIT_CHARS} characters, got {len(unit):,}")
+    try:
+        unit.encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{where}: not valid Unicode text (a lone surrogate)") from None
+    return unit
+
+
 def bucket(salt: str, unit: str) -> int:
     """The unit's bucket, 0 to 9,999 (see the module's docstring)."""
     digest = hashlib.sha1(f"{salt}:{unit}".encode()).digest()
