@@ -4,7 +4,9 @@ only once they left the table ``keep_hours`` ago."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -181,3 +183,25 @@ def test_another_optimize_during_ours_is_a_conflict_not_silence(
     monkeypatch.setattr(compaction, "CommitProperties", real)
     append(uri, 15)
     assert compact(uri, store, min_files=2) is not None  # alone: no conflict
+
+
+def test_orphan_files_older_than_keep_hours_are_removed_young_ones_kept(
+    tmp_path: Path, store: Store
+) -> None:
+    """A file no version references (an append or an OPTIMIZE killed before its commit)
+    goes once older than keep_hours; a younger one may be a write in progress."""
+    uri = exposures_uri(str(tmp_path), "churn")
+    for i in range(3):
+        append(uri, i * 3)
+    data = next(Path(uri).glob("*.parquet")).read_bytes()
+    old = Path(uri) / "part-00000-killed-old.parquet"
+    young = Path(uri) / "part-00000-in-progress.parquet"
+    old.write_bytes(data)
+    young.write_bytes(data)
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    done = compact(uri, store, min_files=2, keep_hours=1)
+    assert done is not None
+    assert not old.exists()
+    assert young.exists()
+    assert rows_of(uri) == list(range(9))

@@ -21,6 +21,9 @@ history: another OPTIMIZE committed between the version it read and its own (its
 lost to a stalled process) is logged as an error and raised (``Conflict``), never passed
 over in silence.
 
+VACUUM runs in full mode: files no version references (an append or an OPTIMIZE killed
+before its commit) are removed too, but only once older than ``keep_hours``, so a write in
+progress is never touched.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def compact(
         )
         _check_alone(table, read, holder, keeper.lost)
         deleted = table.vacuum(
-            retention_hours=keep_hours, enforce_retention_duration=False, dry_run=False
+            retention_hours=keep_hours, enforce_retention_duration=False, dry_run=False, full=True
         )
     finally:
         keeper.stop()
