@@ -8,7 +8,8 @@ thread appends them, grouped by experiment, to one Delta table per experiment::
         latency_ms float64 (the assigned arm's call, from sending to its answer or failure;
         null in rows written before the column existed),
         outcome string ("ok", or "fallback:timeout" | "fallback:unreachable" |
-        "fallback:server_error" when the assigned arm failed and control answered)
+        "fallback:server_error" | "fallback:client_error" when the assigned arm failed
+        and control answered)
 
 An exposure records the assigned arm (intent to treat) whatever answered. Appends merge the
 schema, so a table written before a column was added takes new rows (old rows read null).
@@ -39,6 +40,7 @@ import pyarrow.compute as pc
 from deltalake import write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
+from plinth.abtests.buckets import MAX_UNIT_CHARS
 from plinth.errors import Conflict, InvalidArgument, Unavailable
 from plinth.features.offline import s3_storage_options
 
@@ -256,7 +258,14 @@ def _table(rows: list[Exposure]) -> pa.Table:
 
 # -- batches from elsewhere (a remote router's, through the server) ----------------------
 
-OUTCOMES = ("ok", "fallback:timeout", "fallback:unreachable", "fallback:server_error")
+OUTCOMES = (
+    "ok",
+    "fallback:timeout",
+    "fallback:unreachable",
+    "fallback:server_error",
+    "fallback:client_error",
+)
+MAX_VERSION_CHARS = 100  # a model version's name
 MAX_BATCH_ROWS = 100_000  # a router sends at most its batch_rows (50,000) at once
 _REQUIRED = ("at_ms", "unit", "arm", "request_id")
 
@@ -307,7 +316,16 @@ def check_batch(exp: Experiment, table: pa.Table, *, now_ms: int | None = None) 
         "at_ms",
         f"in the future (at most {MAX_FUTURE_MS // 1000} s ahead is accepted)",
     )
-    _first(pc.equal(pc.utf8_length(columns["unit"]), 0), "unit", "must not be empty")
+    for name in ("unit", "request_id"):  # buckets.check_unit_id's rule
+        lengths = pc.utf8_length(columns[name])
+        _first(pc.equal(lengths, 0), name, "must not be empty")
+        _first(pc.greater(lengths, MAX_UNIT_CHARS), name, f"at most {MAX_UNIT_CHARS} characters")
+    long_version = pc.greater(pc.utf8_length(columns["model_version"]), MAX_VERSION_CHARS)
+    _first(
+        pc.fill_null(long_version, False),
+        "model_version",
+        f"at most {MAX_VERSION_CHARS} characters",
+    )
     arms = [arm.name for arm in exp.arms]
     _first(
         pc.invert(pc.is_in(columns["arm"], value_set=pa.array(arms, pa.string()))),
