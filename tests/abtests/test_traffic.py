@@ -147,3 +147,17 @@ def test_rows_that_arrive_during_a_write_wait_for_the_next_tick(tmp_path: Path) 
     log.traffic = False
     log.close()
     assert log.batches == [5, 3, 3] and log.written == 11
+
+
+def test_one_bad_exposure_costs_only_itself(tmp_path: Path) -> None:
+    log = ExposureLog(str(tmp_path), flush_seconds=0.05)
+    for n in range(5):
+        log.record(exposure("churn", n))
+    log.record(Exposure("churn", "a", 12345, "r-bad", None, 2_000))  # type: ignore[arg-type]
+    log.record(Exposure("churn", "a", "u-bad", "r\ud800", None, 2_001))  # not encodable
+    for n in range(5, 8):
+        log.record(exposure("churn", n))
+    log.close()
+    assert (log.written, log.failed, log.dropped) == (8, 2, 0)
+    table = DeltaTable(exposures_uri(str(tmp_path), "churn")).to_pyarrow_table()
+    assert sorted(table["unit"].to_pylist()) == sorted(f"u{n}" for n in range(8))

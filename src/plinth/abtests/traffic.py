@@ -198,13 +198,20 @@ class ExposureLog:
         for exposure in batch:
             groups.setdefault(exposure.experiment, []).append(exposure)
         for experiment, rows in groups.items():
+            table = _table_of_good(rows, experiment)
+            self.failed += len(rows) - table.num_rows  # logged one by one
+            if table.num_rows == 0:
+                continue
             try:
-                self.sink(experiment, _table(rows))
-                self.written += len(rows)
+                self.sink(experiment, table)
+                self.written += table.num_rows
             except Exception as e:  # the log must never take the router down
-                self.failed += len(rows)
+                self.failed += table.num_rows
                 log.warning(
-                    "exposure log: could not write %d rows of %s: %s", len(rows), experiment, e
+                    "exposure log: could not write %d rows of %s: %s",
+                    table.num_rows,
+                    experiment,
+                    e,
                 )
 
 
@@ -239,6 +246,27 @@ def append(
             time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         except (DeltaError, OSError) as e:
             raise Unavailable(f"{what} could not be written: {e}", what) from e
+
+
+def _table_of_good(rows: list[Exposure], experiment: str) -> pa.Table:
+    """``rows`` as a table; when one cannot be (a unit that is not text, say), the table
+    of the rows that can, each bad one logged: one row must not cost the others."""
+    try:
+        return _table(rows)
+    except Exception:  # find the bad rows one by one below
+        pass
+    good = []
+    for row in rows:
+        try:
+            good.append(_table([row]))
+        except Exception as e:
+            log.warning(
+                "exposure log: an exposure of %s could not be written (%.200r): %s",
+                experiment,
+                row,
+                e,
+            )
+    return pa.concat_tables(good) if good else _table([])
 
 
 def _table(rows: list[Exposure]) -> pa.Table:
