@@ -136,6 +136,8 @@ class ExposureLog:
         self.failed = 0  # kept, but their write failed
         self._queue: deque[Exposure] = deque()
         self._writing = False
+        self._pending = 0  # rows of the batch being written, not yet counted
+        self._abandoned = False  # closed while a write hung: it counts no more
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -163,11 +165,32 @@ class ExposureLog:
             self._wake.set()
             time.sleep(0.005)
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and stop, within about ``timeout`` seconds. Whatever a
+        hanging sink kept from being written by then is counted and logged: the rows
+        still queued as ``dropped``, those of the write in flight as ``failed`` (should
+        that write end later, it is not counted again)."""
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = len(self._queue)
+            self._queue.clear()
+            self.dropped += left
+            stuck = self._pending if self._thread.is_alive() else 0
+            if stuck:
+                self.failed += stuck
+                self._abandoned = True
+        if left or stuck:
+            log.warning(
+                "exposure log: closed with %d exposures unwritten (%d queued, dropped; "
+                "%d in a write that did not end, failed)",
+                left + stuck,
+                left,
+                stuck,
+            )
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -185,6 +208,7 @@ class ExposureLog:
                     self._queue.popleft() for _ in range(min(len(self._queue), self.batch_rows))
                 ]
                 self._writing = bool(batch)
+                self._pending = len(batch)
             if not batch:
                 return
             self._write(batch)
@@ -199,20 +223,27 @@ class ExposureLog:
             groups.setdefault(exposure.experiment, []).append(exposure)
         for experiment, rows in groups.items():
             table = _table_of_good(rows, experiment)
-            self.failed += len(rows) - table.num_rows  # logged one by one
+            self._count(0, len(rows) - table.num_rows)  # the bad rows, logged one by one
             if table.num_rows == 0:
                 continue
             try:
                 self.sink(experiment, table)
-                self.written += table.num_rows
+                self._count(table.num_rows, 0)
             except Exception as e:  # the log must never take the router down
-                self.failed += table.num_rows
+                self._count(0, table.num_rows)
                 log.warning(
                     "exposure log: could not write %d rows of %s: %s",
                     table.num_rows,
                     experiment,
                     e,
                 )
+
+    def _count(self, written: int, failed: int) -> None:
+        with self._lock:
+            self._pending -= written + failed
+            if not self._abandoned:  # else close counted them already
+                self.written += written
+                self.failed += failed
 
 
 COMMIT_ATTEMPTS = 8
