@@ -16,7 +16,10 @@ schema, so a table written before a column was added takes new rows (old rows re
 
 ``record`` never blocks: at ``capacity`` queued exposures it drops and counts
 (``dropped``). A store that fails costs the batch it was writing (``failed``), never the
-caller. The same writer pattern as the prediction log (``plinth.serving.predlog``).
+caller; an exposure that cannot be a row (a unit that is not text) costs only itself
+(``failed``, its reason logged). ``close`` counts what a hanging store kept from being
+written (queued: ``dropped``; in flight: ``failed``) and logs it. The same writer pattern
+as the prediction log (``plinth.serving.predlog``).
 
 Where a batch goes is the log's ``sink``: by default the Delta table under ``root_uri``;
 a remote client's router writes to its server's artifact store directly when every party
