@@ -7,6 +7,7 @@ the server refuses, or a server that is gone, is counted as failed; routing goes
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,14 @@ def arrow(table: pa.Table) -> bytes:
     return b"".join(ipc_chunks(table.schema, [table]))
 
 
+def compressed(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
 def batch(**columns: Any) -> pa.Table:
     good: dict[str, Any] = {
         "at_ms": pa.array([NOW_MS, NOW_MS + 1], pa.int64()),
@@ -192,6 +201,13 @@ def test_bad_batches_are_refused_naming_the_field(tmp_path: Path) -> None:
         future = pa.array([NOW_MS, 4_000_000_000_000], pa.int64())
         assert refusal(arrow(batch(at_ms=future))).startswith("exposures[1].at_ms:")
         assert "not an Arrow IPC stream" in refusal(b'[{"unit": "u1"}]')
+        # a few KB of zstd that decode to 20 MB: refused before a batch is decoded
+        huge = batch(unit=["x" * 10_000_000, "y" * 10_000_000])
+        zstd = compressed(huge)
+        assert len(zstd) < 100_000
+        assert refusal(zstd).startswith("exposures: compressed Arrow IPC batches are not")
+        # sent plain, the same batch is refused naming the column
+        assert refusal(arrow(huge)).startswith("exposures[0].unit: at most 500 characters")
         # nothing of any refused batch was stored
         uri = exposures_uri(str(tmp_path / "server" / "artifacts"), "churn")
         assert not DeltaTable.is_deltatable(uri)
@@ -225,6 +241,20 @@ def test_check_batch_judges_every_column() -> None:
     )
     assert fault(batch(request_id=["r1", None])) == "exposures[1].request_id: missing (null)"
     assert fault(batch(unit=["", "u2"])) == "exposures[0].unit: must not be empty"
+    assert fault(batch(unit=["u1", "u" * 501])) == "exposures[1].unit: at most 500 characters"
+    assert check_batch(exp, batch(unit=["u" * 500, "u2"]), now_ms=NOW_MS)
+    assert fault(batch(request_id=["r1", ""])) == "exposures[1].request_id: must not be empty"
+    assert fault(batch(request_id=["r" * 501, "r2"])) == (
+        "exposures[0].request_id: at most 500 characters"
+    )
+    assert fault(batch(model_version=[None, "v" * 101])) == (
+        "exposures[1].model_version: at most 100 characters"
+    )
+    assert check_batch(exp, batch(model_version=[None, "v" * 100]), now_ms=NOW_MS)
+    client_error = batch(outcome=["ok", "fallback:client_error"])
+    assert check_batch(exp, client_error, now_ms=NOW_MS)["outcome"][1].as_py() == (
+        "fallback:client_error"
+    )
     assert fault(batch(at_ms=pa.array([-1, 0], pa.int64()))).startswith(
         "exposures[0].at_ms: before 1970"
     )

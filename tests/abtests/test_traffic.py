@@ -3,6 +3,11 @@ drops are counted at capacity, a store that cannot be written counts failures.""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -147,3 +152,51 @@ def test_rows_that_arrive_during_a_write_wait_for_the_next_tick(tmp_path: Path) 
     log.traffic = False
     log.close()
     assert log.batches == [5, 3, 3] and log.written == 11
+
+
+def test_one_bad_exposure_costs_only_itself(tmp_path: Path) -> None:
+    log = ExposureLog(str(tmp_path), flush_seconds=0.05)
+    for n in range(5):
+        log.record(exposure("churn", n))
+    log.record(Exposure("churn", "a", 12345, "r-bad", None, 2_000))  # type: ignore[arg-type]
+    log.record(Exposure("churn", "a", "u-bad", "r\ud800", None, 2_001))  # not encodable
+    for n in range(5, 8):
+        log.record(exposure("churn", n))
+    log.close()
+    assert (log.written, log.failed, log.dropped) == (8, 2, 0)
+    table = DeltaTable(exposures_uri(str(tmp_path), "churn")).to_pyarrow_table()
+    assert sorted(table["unit"].to_pylist()) == sorted(f"u{n}" for n in range(8))
+
+
+def test_closing_while_the_sink_hangs_counts_what_it_could_not_write() -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hanging(experiment: str, table: pa.Table) -> None:
+        entered.set()
+        release.wait()
+
+    log = ExposureLog(sink=hanging, flush_seconds=60, batch_rows=200)  # a full batch wakes it
+    for n in range(500):
+        log.record(exposure("churn", n))
+    assert entered.wait(10)  # a batch of 200 is in the hanging write, 300 queued
+    with caplog_of("plinth.abtests") as said:
+        log.close(timeout=0.2)
+    assert (log.written, log.failed, log.dropped) == (0, 200, 300)
+    assert "closed with 500 exposures unwritten" in said.getvalue()
+    release.set()  # the write ends after all: not counted twice
+    log._thread.join(10)
+    assert (log.written, log.failed, log.dropped) == (0, 200, 300)
+    assert not log.record(exposure("churn", 1)) and log.dropped == 301
+
+
+@contextlib.contextmanager
+def caplog_of(name: str) -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield out
+    finally:
+        logger.removeHandler(handler)

@@ -171,7 +171,7 @@ def _compact(service: AbTestService, name: str) -> None:
     if service.root_uri is None:
         return
     try:
-        compact_logs(service.root_uri, name)
+        compact_logs(service.root_uri, name, service.store)
     except Exception as exc:  # the logs stay as they were: readable, only slower
         log.warning("A/B controller: experiment %r: could not compact its logs: %s", name, exc)
 

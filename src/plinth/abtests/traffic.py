@@ -8,14 +8,18 @@ thread appends them, grouped by experiment, to one Delta table per experiment::
         latency_ms float64 (the assigned arm's call, from sending to its answer or failure;
         null in rows written before the column existed),
         outcome string ("ok", or "fallback:timeout" | "fallback:unreachable" |
-        "fallback:server_error" when the assigned arm failed and control answered)
+        "fallback:server_error" | "fallback:client_error" when the assigned arm failed
+        and control answered)
 
 An exposure records the assigned arm (intent to treat) whatever answered. Appends merge the
 schema, so a table written before a column was added takes new rows (old rows read null).
 
 ``record`` never blocks: at ``capacity`` queued exposures it drops and counts
 (``dropped``). A store that fails costs the batch it was writing (``failed``), never the
-caller. The same writer pattern as the prediction log (``plinth.serving.predlog``).
+caller; an exposure that cannot be a row (a unit that is not text) costs only itself
+(``failed``, its reason logged). ``close`` counts what a hanging store kept from being
+written (queued: ``dropped``; in flight: ``failed``) and logs it. The same writer pattern
+as the prediction log (``plinth.serving.predlog``).
 
 Where a batch goes is the log's ``sink``: by default the Delta table under ``root_uri``;
 a remote client's router writes to its server's artifact store directly when every party
@@ -39,6 +43,7 @@ import pyarrow.compute as pc
 from deltalake import write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
+from plinth.abtests.buckets import MAX_UNIT_CHARS
 from plinth.errors import Conflict, InvalidArgument, Unavailable
 from plinth.features.offline import s3_storage_options
 
@@ -134,6 +139,8 @@ class ExposureLog:
         self.failed = 0  # kept, but their write failed
         self._queue: deque[Exposure] = deque()
         self._writing = False
+        self._pending = 0  # rows of the batch being written, not yet counted
+        self._abandoned = False  # closed while a write hung: it counts no more
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -161,11 +168,32 @@ class ExposureLog:
             self._wake.set()
             time.sleep(0.005)
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and stop, within about ``timeout`` seconds. Whatever a
+        hanging sink kept from being written by then is counted and logged: the rows
+        still queued as ``dropped``, those of the write in flight as ``failed`` (should
+        that write end later, it is not counted again)."""
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = len(self._queue)
+            self._queue.clear()
+            self.dropped += left
+            stuck = self._pending if self._thread.is_alive() else 0
+            if stuck:
+                self.failed += stuck
+                self._abandoned = True
+        if left or stuck:
+            log.warning(
+                "exposure log: closed with %d exposures unwritten (%d queued, dropped; "
+                "%d in a write that did not end, failed)",
+                left + stuck,
+                left,
+                stuck,
+            )
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -183,6 +211,7 @@ class ExposureLog:
                     self._queue.popleft() for _ in range(min(len(self._queue), self.batch_rows))
                 ]
                 self._writing = bool(batch)
+                self._pending = len(batch)
             if not batch:
                 return
             self._write(batch)
@@ -196,14 +225,28 @@ class ExposureLog:
         for exposure in batch:
             groups.setdefault(exposure.experiment, []).append(exposure)
         for experiment, rows in groups.items():
+            table = _table_of_good(rows, experiment)
+            self._count(0, len(rows) - table.num_rows)  # the bad rows, logged one by one
+            if table.num_rows == 0:
+                continue
             try:
-                self.sink(experiment, _table(rows))
-                self.written += len(rows)
+                self.sink(experiment, table)
+                self._count(table.num_rows, 0)
             except Exception as e:  # the log must never take the router down
-                self.failed += len(rows)
+                self._count(0, table.num_rows)
                 log.warning(
-                    "exposure log: could not write %d rows of %s: %s", len(rows), experiment, e
+                    "exposure log: could not write %d rows of %s: %s",
+                    table.num_rows,
+                    experiment,
+                    e,
                 )
+
+    def _count(self, written: int, failed: int) -> None:
+        with self._lock:
+            self._pending -= written + failed
+            if not self._abandoned:  # else close counted them already
+                self.written += written
+                self.failed += failed
 
 
 COMMIT_ATTEMPTS = 8
@@ -239,6 +282,27 @@ def append(
             raise Unavailable(f"{what} could not be written: {e}", what) from e
 
 
+def _table_of_good(rows: list[Exposure], experiment: str) -> pa.Table:
+    """``rows`` as a table; when one cannot be (a unit that is not text, say), the table
+    of the rows that can, each bad one logged: one row must not cost the others."""
+    try:
+        return _table(rows)
+    except Exception:  # find the bad rows one by one below
+        pass
+    good = []
+    for row in rows:
+        try:
+            good.append(_table([row]))
+        except Exception as e:
+            log.warning(
+                "exposure log: an exposure of %s could not be written (%.200r): %s",
+                experiment,
+                row,
+                e,
+            )
+    return pa.concat_tables(good) if good else _table([])
+
+
 def _table(rows: list[Exposure]) -> pa.Table:
     return pa.table(
         {
@@ -256,7 +320,14 @@ def _table(rows: list[Exposure]) -> pa.Table:
 
 # -- batches from elsewhere (a remote router's, through the server) ----------------------
 
-OUTCOMES = ("ok", "fallback:timeout", "fallback:unreachable", "fallback:server_error")
+OUTCOMES = (
+    "ok",
+    "fallback:timeout",
+    "fallback:unreachable",
+    "fallback:server_error",
+    "fallback:client_error",
+)
+MAX_VERSION_CHARS = 100  # a model version's name
 MAX_BATCH_ROWS = 100_000  # a router sends at most its batch_rows (50,000) at once
 _REQUIRED = ("at_ms", "unit", "arm", "request_id")
 
@@ -307,7 +378,16 @@ def check_batch(exp: Experiment, table: pa.Table, *, now_ms: int | None = None) 
         "at_ms",
         f"in the future (at most {MAX_FUTURE_MS // 1000} s ahead is accepted)",
     )
-    _first(pc.equal(pc.utf8_length(columns["unit"]), 0), "unit", "must not be empty")
+    for name in ("unit", "request_id"):  # buckets.check_unit_id's rule
+        lengths = pc.utf8_length(columns[name])
+        _first(pc.equal(lengths, 0), name, "must not be empty")
+        _first(pc.greater(lengths, MAX_UNIT_CHARS), name, f"at most {MAX_UNIT_CHARS} characters")
+    long_version = pc.greater(pc.utf8_length(columns["model_version"]), MAX_VERSION_CHARS)
+    _first(
+        pc.fill_null(long_version, False),
+        "model_version",
+        f"at most {MAX_VERSION_CHARS} characters",
+    )
     arms = [arm.name for arm in exp.arms]
     _first(
         pc.invert(pc.is_in(columns["arm"], value_set=pa.array(arms, pa.string()))),

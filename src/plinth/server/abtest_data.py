@@ -3,10 +3,13 @@ client cannot reach the server's artifact store (a folder on the server's disk):
 IPC stream of one experiment's exposures (``traffic.SCHEMA``), checked whole and appended
 in one commit by ``AbTestService.log_exposures``.
 
-The caller's WRITE on the experiment is checked before the body is read, so a caller who
+The server's body limit (``BodySizeLimit``) receives the body first and refuses one over
+its size (a batch is at most ``traffic.MAX_BATCH_ROWS`` rows, a few MB); then the caller's
+WRITE on the experiment is checked before the body is decoded or judged, so a caller who
 may not add exposures learns nothing from how its batch would have been judged. The body
-is held by the server's JSON body limit (a batch is at most ``traffic.MAX_BATCH_ROWS``
-rows, a few MB).
+must be a plain Arrow IPC stream (``read_plain_ipc``: no compressed batch, as a router
+never sends), so its decoded size is at most its own: a few KB of zstd cannot decode to GB
+in the server's memory.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from plinth.abtests.service import AbTestService
 from plinth.api import API_PREFIX
 from plinth.auth.access import access_for
 from plinth.auth.types import Action, Kind
-from plinth.features.ipc import MEDIA_TYPE, read_ipc
+from plinth.features.ipc import MEDIA_TYPE, read_plain_ipc
 
 EXPOSURES = f"{API_PREFIX}/abtests/{{name}}/exposures"
 
@@ -40,7 +43,8 @@ def mount_abtest_data(app: FastAPI, abtests: AbTestService) -> None:
         commit, or refuse it whole naming ``exposures[i].column``. WRITE on the
         experiment. Returns ``{"written": rows}``."""
         await run_in_threadpool(_may_write, abtests, name)
-        table = read_ipc(await request.body())
+        body = await request.body()
+        table = await run_in_threadpool(read_plain_ipc, body, "exposures")
         written = await run_in_threadpool(abtests.log_exposures, name, table)
         return {"written": written}
 
