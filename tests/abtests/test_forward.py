@@ -287,3 +287,41 @@ def test_an_answer_too_large_is_a_failure_of_the_arm(
     small = service(answer)
     [fine] = calls(small.url, 1)
     assert (fine.status, fine.body) == (200, b"y" * 900)
+
+
+def test_interim_answers_are_skipped_for_the_final_one(
+    service: Callable[[Handler], RawService],
+) -> None:
+    # 103 Early Hints and 100 Continue before each 200: the 200 is this call's answer,
+    # never the next caller's
+    def answer(conn: socket.socket, number: int) -> None:
+        count = 0
+        while arm.read_request(conn) is not None:
+            count += 1
+            conn.sendall(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n"
+                b"x-model-version: early\r\n\r\n"
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                + ok(b'{"call": %d}' % count, b"x-model-version: 7\r\n")
+            )
+
+    arm = service(answer)
+    answers = calls(arm.url, 3)
+    assert [(a.status, a.body, a.model_version, a.failure) for a in answers] == [
+        (200, b'{"call": 1}', "7", None),
+        (200, b'{"call": 2}', "7", None),
+        (200, b'{"call": 3}', "7", None),
+    ]
+    assert arm.connections == 1
+
+
+def test_an_unasked_switching_protocols_is_a_failure(
+    service: Callable[[Handler], RawService],
+) -> None:
+    def answer(conn: socket.socket, number: int) -> None:
+        while arm.read_request(conn) is not None:
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n" + ok(b"{}"))
+
+    arm = service(answer)
+    [answer_] = calls(arm.url, 1)
+    assert (answer_.status, answer_.failure) == (502, "unreachable")

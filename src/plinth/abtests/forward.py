@@ -113,8 +113,18 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:  # switching protocols, never asked for: not HTTP any more
+                self._fail(_Unreachable("an unasked 101 Switching Protocols", answered=True))
+                self.close()
+                return
+            # an interim answer (100 Continue, 103 Early Hints): the final one follows
+            self._chunks, self._version, self._size = [], None, 0
+            self._until_close = self._length_known = False
+            return
         self._until_close = False
-        self._done(self.parser.get_status_code())
+        self._done(status)
         if not self.parser.should_keep_alive():
             self.close()
 
