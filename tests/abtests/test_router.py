@@ -33,6 +33,7 @@ from plinth.abtests.buckets import allocate
 from plinth.abtests.router import ShadowCall, create_router
 from plinth.abtests.traffic import ExposureLog, exposures_uri
 from plinth.abtests.types import Arm, Experiment, Kpi, KpiKind, Mode, Status, Unit
+from plinth.errors import InvalidArgument
 from tests.backends import free_port
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -445,3 +446,20 @@ def test_an_arm_that_never_answers_holds_only_its_own_connections(lab: Lab) -> N
     rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
     assert {r["outcome"] for r in rows if r["unit"] in stuck} == {"fallback:unreachable"}
     assert {r["outcome"] for r in rows if r["unit"] in champion} == {"ok"}
+
+
+def test_the_callers_credentials_stay_with_the_router(lab: Lab) -> None:
+    # arm URLs are set by experiment editors: a caller's token must not reach them
+    secret = {"authorization": "Bearer s3cret", "cookie": "session=s3cret", "x-trace": "t1"}
+    unit = units_of(lab.experiments[0], "challenger")[0]
+    router, _ = lab.router()
+    assert ask(router, unit, headers=secret).json()["arm"] == "challenger"
+    sent = lab.challenger.calls[-1][1]
+    assert "authorization" not in sent and "cookie" not in sent and "x-trace" not in sent
+    opted, _ = lab.router("opted", forward_headers=["Authorization", "x-trace"])
+    assert ask(opted, unit, headers=secret).json()["arm"] == "challenger"
+    sent = lab.challenger.calls[-1][1]
+    assert (sent["authorization"], sent["x-trace"]) == ("Bearer s3cret", "t1")
+    assert "cookie" not in sent
+    with pytest.raises(InvalidArgument, match="set by the router itself"):
+        lab.router("bad", forward_headers=["Content-Length"])

@@ -12,6 +12,9 @@ services. HTTP contract:
     answered. 404: no such experiment; 422: no unit id; 503: an arm of the experiment has
     no URL (a model URI arm needs ``--arm-url NAME=URL``), or control itself failed. The
     arm's own 4xx (the caller's bad input) is returned as it is, and nothing is logged.
+    The caller's other headers are not forwarded: arm URLs are set by experiment editors,
+    so ``Authorization`` and ``Cookie`` never go to them unless the deployment names them
+    (``forward_headers``, ``plinth router --forward-header NAME``), to arms and mirrors alike.
 ``GET /metrics`` (Prometheus), ``GET /health``, ``GET /routes`` (the router's view of the
 experiments: status, mode, version, each arm's URL, why one cannot be routed).
 
@@ -70,6 +73,22 @@ log = logging.getLogger("plinth.abtests")
 ExperimentsSource = Callable[[], Iterable[Experiment]]
 UNIT_HEADER = "x-plinth-unit"
 _MAX_SHADOW_CALLS = 1_000  # in flight at once; past it a mirror is skipped (counted)
+_OWN_HEADERS = frozenset(  # set by the router itself: never the caller's
+    {"content-type", "content-length", "transfer-encoding", "host", "connection", "x-request-id"}
+)
+
+
+def forwarded_header_names(names: Iterable[str]) -> frozenset[bytes]:
+    """The caller's headers to forward to the arms (lower case), checked."""
+    checked: set[bytes] = set()
+    for name in names:
+        lower = name.strip().lower()
+        if not lower or not all(c.isascii() and (c.isalnum() or c in "-_") for c in lower):
+            raise InvalidArgument(f"forward_headers: {name!r} is not a header name")
+        if lower in _OWN_HEADERS or lower == UNIT_HEADER:
+            raise InvalidArgument(f"forward_headers: {name!r} is set by the router itself")
+        checked.add(lower.encode("ascii"))
+    return frozenset(checked)
 
 
 @dataclass(frozen=True)
@@ -156,10 +175,12 @@ def create_router(
     on_shadow: Callable[[ShadowCall], None] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_connections_per_arm: int = MAX_CONNECTIONS_PER_ARM,
+    forward_headers: Iterable[str] = (),
 ) -> Router:
     """The router app. It owns ``exposure_log``: flushed and closed at shutdown.
     ``arm_urls`` gives an arm's service URL by arm name or model URI (over ``Arm.url``);
-    ``arm_timeouts`` an arm's timeout in seconds by arm name."""
+    ``arm_timeouts`` an arm's timeout in seconds by arm name; ``forward_headers`` the
+    caller's headers the arms get (none by default: not even ``Authorization``)."""
     return Router(
         RoutingTable(experiments_source, arm_urls or {}),
         Forwarder(timeout, arm_timeouts, max_connections_per_arm),
@@ -167,6 +188,7 @@ def create_router(
         refresh_seconds=refresh_seconds,
         on_shadow=on_shadow,
         max_body_bytes=max_body_bytes,
+        forward_headers=forwarded_header_names(forward_headers),
     )
 
 
@@ -184,6 +206,7 @@ class Router:
         refresh_seconds: float,
         on_shadow: Callable[[ShadowCall], None] | None,
         max_body_bytes: int,
+        forward_headers: frozenset[bytes] = frozenset(),
     ) -> None:
         self.table = table
         self.forwarder = forwarder
@@ -191,6 +214,7 @@ class Router:
         self.refresh_seconds = refresh_seconds
         self.on_shadow = on_shadow
         self.max_body_bytes = max_body_bytes
+        self.forward_headers = forward_headers
         self.metrics = RouterMetrics()
         self._answered: dict[tuple[str, str, str], Any] = {}  # labelled counters, made once
         self._shadows: set[asyncio.Task[None]] = set()
@@ -259,22 +283,22 @@ class Router:
         if routed.error is not None:
             raise Unavailable(routed.error, "an arm's service")
         exp = routed.experiment
-        request_id, unit_header, auth = None, None, None
+        request_id, unit_header = None, None
+        passed: list[tuple[str, str]] = []
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif key == b"x-plinth-unit":
                 unit_header = value
-            elif key == b"authorization":
-                auth = value.decode("latin-1")
+            elif key in self.forward_headers:
+                passed.append((key.decode("ascii"), value.decode("latin-1")))
         request_id = request_id or uuid.uuid4().hex
         body = await _bounded_body(receive, self.max_body_bytes)
         unit, body = _unit_of(exp, unit_header, body, request_id)
         arm, exposed = assign_arm(exp, unit)
         control = exp.control.name
         headers = {"content-type": "application/json", "x-request-id": request_id}
-        if auth:
-            headers["authorization"] = auth
+        headers.update(passed)
         served = control if exp.mode is Mode.SHADOW else arm
         first = answer = await self.forwarder.post(routed.urls[served], served, body, headers)
         if answer.failure is not None and served != control:
