@@ -463,3 +463,69 @@ def test_the_callers_credentials_stay_with_the_router(lab: Lab) -> None:
     assert "cookie" not in sent
     with pytest.raises(InvalidArgument, match="set by the router itself"):
         lab.router("bad", forward_headers=["Content-Length"])
+
+
+@pytest.mark.parametrize(
+    ("header", "body"),
+    [(None, "v1\r\nx-evil: 1"), ("é" * 3, "x" * 101), ("", "v\tx"), (None, "\u2028")],
+)
+def test_a_model_version_unfit_for_a_header_is_left_out(
+    lab: Lab, header: str | None, body: str
+) -> None:
+    # uvicorn refuses to send a CR/LF header: a raw answer, as a careless service could
+    with raw_arm(header, body) as url:
+        lab.change(arms=[replace(a, url=url) for a in lab.experiments[0].arms])
+        router, exposures = lab.router()
+        answer = ask(router, "u1")
+    assert answer.status_code == 200
+    assert "model_version" in answer.json()
+    assert "x-plinth-model-version" not in answer.headers
+    assert "x-evil" not in answer.headers
+    exposures.flush()
+    rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
+    assert [r["model_version"] for r in rows] == [None]
+
+
+@contextlib.contextmanager
+def raw_arm(header: str | None, version: str) -> Iterator[str]:
+    """An arm answering every request with raw bytes: ``header`` as X-Model-Version
+    (latin-1, CR/LF and all) and ``version`` as the body's model_version."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+    body = orjson.dumps({"predictions": [1], "model_version": version})
+    extra = b"" if header is None else b"x-model-version: " + header.encode("latin-1") + b"\r\n"
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+    def handle(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            data = b""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+                head, sep, rest = data.partition(b"\r\n\r\n")
+                if not sep:
+                    continue
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(rest) >= length:
+                    data = rest[length:]
+                    conn.sendall(answer)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()

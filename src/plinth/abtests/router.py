@@ -463,7 +463,7 @@ def _unit_of(
 def _decorate(answer: Answer, experiment: str, arm: str) -> tuple[bytes, str | None]:
     """The arm's body with ``experiment`` and ``arm`` added (a JSON object), and the model
     version that answered (the arm's header, else its body's ``model_version``)."""
-    version = answer.model_version
+    version = _version_or_none(answer.model_version)
     try:
         parsed = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
@@ -471,10 +471,21 @@ def _decorate(answer: Answer, experiment: str, arm: str) -> tuple[bytes, str | N
     if not isinstance(parsed, dict):
         return answer.body, version
     if version is None and (found := parsed.get("model_version")) is not None:
-        version = str(found)
+        version = _version_or_none(str(found))
     parsed["experiment"], parsed["arm"] = experiment, arm
     parsed.setdefault("model_version", version)
     return orjson.dumps(parsed), version
+
+
+MAX_VERSION_CHARS = 100
+
+
+def _version_or_none(version: str | None) -> str | None:
+    """An arm's model version if it can go in a header and an exposure: short printable
+    ASCII (a CR/LF would break the caller's answer); else none, as if not given."""
+    if version is None or not 0 < len(version) <= MAX_VERSION_CHARS:
+        return None
+    return version if all(" " <= c <= "~" for c in version) else None
 
 
 def _describe(routed: _Routed) -> dict[str, Any]:
