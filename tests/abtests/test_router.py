@@ -529,3 +529,33 @@ def raw_arm(header: str | None, version: str) -> Iterator[str]:
         stop.set()
         thread.join(timeout=10)
         listener.close()
+
+
+def test_unit_and_request_ids_are_checked(lab: Lab) -> None:
+    router, exposures = lab.router()
+    for unit, why in [("", "non-empty"), ("u" * 1_000_000, "at most 500")]:
+        refused = ask(router, unit)
+        assert refused.status_code == 422
+        assert refused.json()["message"].startswith("x-plinth-unit: ") and why in str(
+            refused.json()
+        )
+    refused = httpx.post(f"{router}/churn/predict", json={"unit_id": "u" * 5_000_000})
+    assert refused.status_code == 422 and "unit_id: at most 500" in refused.json()["message"]
+    refused = httpx.post(f"{router}/churn/predict", json={"unit_id": ""})
+    assert refused.status_code == 422 and "unit_id: a unit id is non-empty" in refused.text
+    huge = b'{"unit_id": 123456789012345678901234567890, "x": 1}'
+    refused = httpx.post(f"{router}/churn/predict", content=huge)
+    assert (
+        refused.status_code == 422
+        and "unit_id: text or an integer (at most 64 bits" in refused.json()["message"]
+    )
+    assert not lab.champion.calls and not lab.challenger.calls
+    # a request id unfit for a header or an exposure: a new one
+    for given in [b"r" * 201, b"r 1", b"r\tx", b"r\xe9"]:
+        answer = ask(router, "u1", headers={"x-request-id": given})
+        assert answer.status_code == 200
+        assert answer.headers["x-request-id"].encode("latin-1") not in (given, b"")
+    assert ask(router, "u1", headers={"x-request-id": "r-1"}).headers["x-request-id"] == "r-1"
+    exposures.flush()
+    rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
+    assert len(rows) == 5 and {r["unit"] for r in rows} == {"u1"}

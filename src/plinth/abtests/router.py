@@ -61,7 +61,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from plinth.abtests.assignment import assign_arm
-from plinth.abtests.buckets import BUCKETS
+from plinth.abtests.buckets import BUCKETS, check_unit_id
 from plinth.abtests.forward import MAX_CONNECTIONS_PER_ARM, Answer, Forwarder
 from plinth.abtests.router_metrics import RouterMetrics
 from plinth.abtests.traffic import Exposure, ExposureLog
@@ -292,7 +292,7 @@ class Router:
                 unit_header = value
             elif key in self.forward_headers:
                 passed.append((key.decode("ascii"), value.decode("latin-1")))
-        request_id = request_id or uuid.uuid4().hex
+        request_id = _request_id(request_id)
         body = await _bounded_body(receive, self.max_body_bytes)
         unit, body = _unit_of(exp, unit_header, body, request_id)
         arm, exposed = assign_arm(exp, unit)
@@ -441,9 +441,9 @@ def _unit_of(
     """The unit's id, and the body to forward (without a ``unit_id`` field)."""
     if exp.unit is Unit.REQUEST:
         return request_id, body
-    if header:
+    if header is not None:
         try:  # the unit was sent as UTF-8 (the hash is of UTF-8)
-            return header.decode("utf-8"), body
+            return check_unit_id(header.decode("utf-8"), UNIT_HEADER), body
         except UnicodeError:
             raise InvalidArgument(f"{UNIT_HEADER}: the unit's id is not UTF-8 text") from None
     try:
@@ -452,12 +452,27 @@ def _unit_of(
         parsed = None
     found = parsed.get("unit_id") if isinstance(parsed, dict) else None
     if isinstance(parsed, dict) and isinstance(found, str | int) and not isinstance(found, bool):
-        unit = str(parsed.pop("unit_id"))
+        unit = check_unit_id(str(parsed.pop("unit_id")), "unit_id")
         return unit, orjson.dumps(parsed)
+    if found is not None:  # orjson reads an integer over 64 bits as a float
+        raise InvalidArgument(
+            f"unit_id: text or an integer (at most 64 bits: send a longer one as text), "
+            f"got {found!r:.80}"
+        )
     raise InvalidArgument(
         f"A/B experiment {exp.name!r} assigns by {exp.unit.value}: send the unit's id in the "
         "X-Plinth-Unit header or as a unit_id field of the JSON body"
     )
+
+
+MAX_REQUEST_ID_CHARS = 200
+
+
+def _request_id(given: str | None) -> str:
+    """The caller's X-Request-Id if short printable ASCII, else a new one."""
+    if given and len(given) <= MAX_REQUEST_ID_CHARS and all(" " < c <= "~" for c in given):
+        return given
+    return uuid.uuid4().hex
 
 
 def _decorate(answer: Answer, experiment: str, arm: str) -> tuple[bytes, str | None]:
