@@ -23,6 +23,7 @@ import orjson
 import pytest
 import uvicorn
 from deltalake import DeltaTable
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -559,3 +560,21 @@ def test_unit_and_request_ids_are_checked(lab: Lab) -> None:
     exposures.flush()
     rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
     assert len(rows) == 5 and {r["unit"] for r in rows} == {"u1"}
+
+
+def test_each_worker_reports_its_exposures_without_a_scrape(lab: Lab) -> None:
+    # with --workers N a scrape adds up every worker's gauges: each must set its own,
+    # not only the worker that happens to answer the scrape
+    exposures = ExposureLog(str(lab.tmp), flush_seconds=0.05)
+    app = create_router(lambda: list(lab.experiments), exposures, refresh_seconds=0.05)
+    url, _ = lab.stack.enter_context(serving(app))
+    assert all(ask(url, f"u{i}").status_code == 200 for i in range(3))
+    exposures.flush()
+
+    def written() -> float:
+        for line in generate_latest(app.metrics.registry).decode().splitlines():
+            if line.startswith('plinth_router_exposures{state="written"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    poll(lambda: written() == 3)  # no GET /metrics asked of this router

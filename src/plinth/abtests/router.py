@@ -73,6 +73,7 @@ log = logging.getLogger("plinth.abtests")
 ExperimentsSource = Callable[[], Iterable[Experiment]]
 UNIT_HEADER = "x-plinth-unit"
 _MAX_SHADOW_CALLS = 1_000  # in flight at once; past it a mirror is skipped (counted)
+_EXPOSURES_REPORT_SECONDS = 1.0  # how often each worker sets its exposure gauges
 _OWN_HEADERS = frozenset(  # set by the router itself: never the caller's
     {"content-type", "content-length", "transfer-encoding", "host", "connection", "x-request-id"}
 )
@@ -244,10 +245,12 @@ class Router:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(self.table.refresh)
         refresher = asyncio.create_task(_refresh_every(self.table, self.refresh_seconds))
+        reporter = asyncio.create_task(self._report_exposures_every(_EXPOSURES_REPORT_SECONDS))
         try:
             yield
         finally:
             refresher.cancel()
+            reporter.cancel()
             for task in list(self._shadows):
                 task.cancel()
             await self.forwarder.close()
@@ -388,10 +391,20 @@ class Router:
             except Exception as e:  # someone else's hook: never the router's failure
                 log.warning("router: the shadow hook failed: %r", e)
 
-    async def _scrape(self, request: Request) -> Response:
+    def _report_exposures(self) -> None:
         if self.exposure_log is not None:
             log_ = self.exposure_log
             self.metrics.exposures(log_.written, log_.dropped, log_.failed)
+
+    async def _report_exposures_every(self, seconds: float) -> None:
+        """Each worker sets its own exposure gauges (a scrape of any worker adds up all of
+        them, ``livesum``), not only the one that answers the scrape."""
+        while True:
+            await asyncio.sleep(seconds)
+            self._report_exposures()
+
+    async def _scrape(self, request: Request) -> Response:
+        self._report_exposures()
         body, content_type = self.metrics.exposition()
         return Response(body, media_type=content_type)
 
