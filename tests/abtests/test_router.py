@@ -262,7 +262,37 @@ def test_model_uri_arms_need_a_url(lab: Lab) -> None:
     odd, _ = lab.router(arm_urls={"champion": lab.urls["champion"], "challenger": "ftp://x:1"})
     refused = ask(odd, "u1")
     assert refused.status_code == 503
-    assert "'ftp://x:1': the router calls http://HOST:PORT" in refused.json()["message"]
+    assert "'ftp://x:1', which is not an http:// or https:// URL" in refused.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://127.0.0.1:1/mod\u00e8le", "non-ASCII"),
+        ("http://127.0.0.1:1/x?a=b", "has a query or fragment"),
+        ("http://127.0.0.1:1/x#f", "has a query or fragment"),
+    ],
+)
+def test_an_arm_url_the_router_cannot_call_is_the_routes_error(
+    lab: Lab, url: str, why: str
+) -> None:
+    router, _ = lab.router(arm_urls={"challenger": url})
+    refused = ask(router, "u1")
+    assert refused.status_code == 503
+    message = refused.json()["message"]
+    assert message.startswith("arm 'challenger' of A/B experiment 'churn' has the service URL")
+    assert why in message
+
+
+def test_routes_show_arm_urls_without_credentials(lab: Lab) -> None:
+    secret = lab.urls["challenger"].replace("http://", "http://ann:s3cret@") + "/v1/"
+    router, _ = lab.router(arm_urls={"challenger": secret})
+    [routed] = httpx.get(f"{router}/routes").json()["experiments"]
+    port = lab.urls["challenger"].rsplit(":", 1)[1]
+    # /predict goes after the path (never after a query); the password is not shown
+    assert routed["arms"]["challenger"] == f"http://***@127.0.0.1:{port}/v1/predict"
+    assert "s3cret" not in httpx.get(f"{router}/routes").text
 
 
 def test_a_failing_arm_falls_back_to_control(lab: Lab) -> None:

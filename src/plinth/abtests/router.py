@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from starlette.applications import Starlette
@@ -62,6 +62,7 @@ from starlette.types import Receive, Scope, Send
 
 from plinth.abtests.assignment import assign_arm
 from plinth.abtests.buckets import BUCKETS, check_unit_id
+from plinth.abtests.design import arm_url_problem
 from plinth.abtests.forward import MAX_CONNECTIONS_PER_ARM, Answer, Forwarder
 from plinth.abtests.router_metrics import RouterMetrics
 from plinth.abtests.traffic import Exposure, ExposureLog
@@ -149,15 +150,23 @@ class RoutingTable:
                 )
                 log.error("router: %s", routed.error)
                 return routed
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            try:
+                problem = arm_url_problem(url)
+                if problem is None:
+                    parts = urlsplit(url)
+                    path = parts.path.rstrip("/") + "/predict"
+                    routed.urls[arm.name] = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+            except Exception as e:  # never a raw 500 on every request: the route's error
+                problem = f"cannot be called ({e!r})"
+            if problem is not None:
                 routed.error = (
                     f"arm {arm.name!r} of A/B experiment {exp.name!r} has the service URL "
-                    f"{url!r}: the router calls http://HOST:PORT or https://HOST:PORT"
+                    f"{_without_credentials(url)!r:.200}, which {problem}: the router calls "
+                    "http://HOST:PORT[/PATH] or https://HOST:PORT[/PATH]"
                 )
                 log.error("router: %s", routed.error)
+                routed.urls.clear()
                 return routed
-            routed.urls[arm.name] = url.rstrip("/") + "/predict"
         return routed
 
 
@@ -524,11 +533,24 @@ def _describe(routed: _Routed) -> dict[str, Any]:
         "mode": exp.mode.value,
         "unit": exp.unit.value,
         "version": exp.version,
-        "arms": {arm.name: routed.urls.get(arm.name) for arm in exp.arms},
+        "arms": {arm.name: _without_credentials(routed.urls.get(arm.name)) for arm in exp.arms},
         "buckets": exp.allocation.counts(),
         "of_buckets": BUCKETS,
         "error": routed.error,
     }
+
+
+def _without_credentials(url: str | None) -> str | None:
+    """``url`` without a ``user:password@`` (shown in /routes and errors)."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def _json(value: Any) -> Response:
