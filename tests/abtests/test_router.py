@@ -608,3 +608,22 @@ def test_each_worker_reports_its_exposures_without_a_scrape(lab: Lab) -> None:
         return 0.0
 
     poll(lambda: written() == 3)  # no GET /metrics asked of this router
+
+
+def test_an_arms_own_4xx_falls_back_to_control(lab: Lab) -> None:
+    router, exposures = lab.router()
+    units = units_of(lab.experiments[0], "challenger", 7)
+    for unit, status in zip(units, [401, 403, 404, 405, 408, 429], strict=False):
+        lab.challenger.status = status
+        answer = ask(router, unit)
+        assert (answer.status_code, answer.json()["arm"]) == (200, "champion"), status
+    labels = {"experiment": "churn", "arm": "challenger", "reason": "client_error"}
+    assert metric(router, "plinth_router_fallbacks_total", **labels) == 6
+    lab.challenger.status = 400  # the caller's bad input: the arm's answer as it is
+    refused = ask(router, units[6])
+    assert refused.status_code == 400 and "arm" not in refused.json()
+    exposures.flush()
+    rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
+    assert sorted((r["unit"], r["arm"], r["model_version"], r["outcome"]) for r in rows) == sorted(
+        (unit, "challenger", "1", "fallback:client_error") for unit in units[:6]
+    )

@@ -31,6 +31,7 @@ import httptools
 
 MAX_CONNECTIONS_PER_ARM = 256  # a slow arm holds at most this many; its callers then queue
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # an arm's answer beyond this is a failure of the arm
+CALLERS_ERRORS = frozenset({400, 422})  # an arm's 4xx about the caller's input; others: its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class Answer:
     status: int  # 504 when the arm timed out, 502 when it could not be reached
     body: bytes
     model_version: str | None  # from the arm's X-Model-Version header
-    failure: str | None  # None, or why the call failed: timeout, unreachable, server_error
+    failure: str | None  # None, or why it failed: timeout, unreachable, server/client_error
     latency_ms: float  # from sending to the answer or the failure
 
 
@@ -291,7 +292,12 @@ class Forwarder:
             return Answer(504, b"", None, "timeout", _ms_since(started))
         except (_Unreachable, OSError):  # refused, reset, a malformed answer
             return Answer(502, b"", None, "unreachable", _ms_since(started))
-        failure = "server_error" if status >= 500 else None
+        if status >= 500:
+            failure: str | None = "server_error"
+        elif status >= 400 and status not in CALLERS_ERRORS:
+            failure = "client_error"  # 401, 404, 429...: the arm's failure, not the caller's
+        else:
+            failure = None
         return Answer(status, content, version, failure, _ms_since(started))
 
     async def close(self) -> None:

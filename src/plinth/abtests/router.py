@@ -11,7 +11,8 @@ services. HTTP contract:
     ``X-Plinth-Model-Version`` headers (``X-Request-Id`` too). ``arm`` is the arm that
     answered. 404: no such experiment; 422: no unit id; 503: an arm of the experiment has
     no URL (a model URI arm needs ``--arm-url NAME=URL``), or control itself failed. The
-    arm's own 4xx (the caller's bad input) is returned as it is, and nothing is logged.
+    arm's 400 or 422 (the caller's bad input) is returned as it is, and nothing is logged;
+    its other 4xx (401, 404, 429...) are the arm's failure (``client_error``, below).
     The caller's other headers are not forwarded: arm URLs are set by experiment editors,
     so ``Authorization`` and ``Cookie`` never go to them unless the deployment names them
     (``forward_headers``, ``plinth router --forward-header NAME``), to arms and mirrors alike.
@@ -23,8 +24,8 @@ logged as an exposure: when the experiment is not running (paused, draft, stoppe
 its layer's bucket of the unit is not one the experiment owns, or when its own bucket is
 no arm's (traffic below 100 %). Otherwise the unit gets the arm its bucket belongs to.
 
-Failures: an arm that times out (per arm, default 1 s), cannot be reached or answers 5xx
-costs the caller nothing: the request goes to control, counted in
+Failures: an arm that times out (per arm, default 1 s), cannot be reached, answers 5xx
+(``server_error``) or a 4xx other than 400 and 422 (``client_error``) costs the caller nothing: the request goes to control, counted in
 ``plinth_router_fallbacks_total{experiment,arm,reason}``. The exposure keeps the assigned
 arm (intent to treat: the unit is in that arm) with the model version that answered, the
 outcome ``fallback:{reason}`` and the failed call's latency (an answered one: ``ok`` and its
