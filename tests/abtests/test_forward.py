@@ -13,6 +13,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -91,9 +92,9 @@ def ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
-def calls(url: str, n: int, timeout: float = 5.0) -> list[Answer]:
+def calls(url: str, n: int, timeout: float = 5.0, **options: Any) -> list[Answer]:
     async def run() -> list[Answer]:
-        forwarder = Forwarder(timeout)
+        forwarder = Forwarder(timeout, **options)
         try:
             headers = {"content-type": "application/json", "x-request-id": "r1"}
             return [await forwarder.post(url, "a", b'{"x": 1}', headers) for _ in range(n)]
@@ -266,10 +267,8 @@ def test_callers_queue_for_a_full_pool(service: Callable[[Handler], RawService])
 
 
 def test_an_answer_too_large_is_a_failure_of_the_arm(
-    service: Callable[[Handler], RawService], monkeypatch: pytest.MonkeyPatch
+    service: Callable[[Handler], RawService],
 ) -> None:
-    monkeypatch.setattr("plinth.abtests.forward.MAX_ANSWER_BYTES", 1_000)
-
     def flood(conn: socket.socket, number: int) -> None:
         arm.read_request(conn)
         conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -277,7 +276,7 @@ def test_an_answer_too_large_is_a_failure_of_the_arm(
             conn.sendall(b"64\r\n" + b"x" * 100 + b"\r\n")  # 10 kB in all, no end
 
     arm = service(flood)
-    [flooded] = calls(arm.url, 1)
+    [flooded] = calls(arm.url, 1, max_answer_bytes=1_000)
     assert (flooded.status, flooded.failure) == (502, "unreachable")
 
     def answer(conn: socket.socket, number: int) -> None:
@@ -285,7 +284,7 @@ def test_an_answer_too_large_is_a_failure_of_the_arm(
         conn.sendall(ok(b"y" * 900))
 
     small = service(answer)
-    [fine] = calls(small.url, 1)
+    [fine] = calls(small.url, 1, max_answer_bytes=1_000)
     assert (fine.status, fine.body) == (200, b"y" * 900)
 
 

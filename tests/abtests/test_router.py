@@ -627,3 +627,26 @@ def test_an_arms_own_4xx_falls_back_to_control(lab: Lab) -> None:
     assert sorted((r["unit"], r["arm"], r["model_version"], r["outcome"]) for r in rows) == sorted(
         (unit, "challenger", "1", "fallback:client_error") for unit in units[:6]
     )
+
+
+def test_bodies_are_bounded_for_predictions(lab: Lab) -> None:
+    # a body is parsed on the event loop: 16 MB by default (plinth router --max-body-mb)
+    router, _ = lab.router()
+    big = b'{"x": "' + b"x" * (16 * 1024 * 1024) + b'"}'
+    refused = httpx.post(f"{router}/churn/predict", content=big, headers={"x-plinth-unit": "u"})
+    assert refused.status_code == 413 and "16777216 bytes" in refused.json()["message"]
+    small, _ = lab.router("small", max_body_bytes=100)
+    unit = units_of(lab.experiments[0], "challenger")[0]
+    assert ask(small, unit, json={"x": "y" * 200}).status_code == 413
+    # an arm's answer over the limit is its failure: control answers
+    lab.challenger.status = 200
+    sizes = [
+        len(orjson.dumps({"predictions": [n], "model_version": 1}))
+        for n in ("champion", "challenger")
+    ]
+    assert sizes[0] < sizes[1]
+    tiny, _ = lab.router("tiny", max_body_bytes=sizes[0])
+    answer = ask(tiny, unit, json=[1])
+    assert (answer.status_code, answer.json()["arm"]) == (200, "champion")
+    labels = {"experiment": "churn", "arm": "challenger", "reason": "unreachable"}
+    assert metric(tiny, "plinth_router_fallbacks_total", **labels) == 1

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httptools
 
 MAX_CONNECTIONS_PER_ARM = 256  # a slow arm holds at most this many; its callers then queue
-MAX_ANSWER_BYTES = 64 * 1024 * 1024  # an arm's answer beyond this is a failure of the arm
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an arm's answer beyond this is a failure of the arm
 CALLERS_ERRORS = frozenset({400, 422})  # an arm's 4xx about the caller's input; others: its own
 
 
@@ -52,7 +52,8 @@ class _Unreachable(Exception):
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+        self.max_answer_bytes = max_answer_bytes
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -109,8 +110,9 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
         self._size += len(body)
-        if self._size > MAX_ANSWER_BYTES:
-            self._fail(_Unreachable(f"an answer over {MAX_ANSWER_BYTES:,} bytes", answered=True))
+        if self._size > self.max_answer_bytes:
+            too_large = f"an answer over {self.max_answer_bytes:,} bytes"
+            self._fail(_Unreachable(too_large, answered=True))
             self.close()
 
     def on_message_complete(self) -> None:
@@ -162,7 +164,9 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """Keep-alive connections to one service, at most ``limit`` open at once."""
 
-    def __init__(self, url: str, limit: int, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, url: str, limit: int, tls: ssl.SSLContext | None, max_answer_bytes: int
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"an arm's URL must be http(s)://HOST[:PORT]/..., got {url!r}")
@@ -175,6 +179,7 @@ class _Pool:
             path += "?" + parts.query
         self.head = f"POST {path} HTTP/1.1\r\nhost: {netloc}\r\n".encode("latin-1")
         self.limit = limit
+        self.max_answer_bytes = max_answer_bytes
         self.open = 0
         self.idle: list[_Connection] = []
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
@@ -206,7 +211,9 @@ class _Pool:
         self.open += 1  # our slot, whether the connection is made or not
         try:
             loop = asyncio.get_running_loop()
-            _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.tls)
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self.max_answer_bytes), self.host, self.port, ssl=self.tls
+            )
         except BaseException:
             self._free_slot()
             raise
@@ -263,7 +270,9 @@ class Forwarder:
         arm_timeouts: Mapping[str, float] | None = None,
         max_connections_per_arm: int = MAX_CONNECTIONS_PER_ARM,
         tls: ssl.SSLContext | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
+        self._max_answer_bytes = max_answer_bytes
         self._default = timeout
         self._tls = tls  # for https arms; default: the system's trusted authorities
         self._timeouts = dict(arm_timeouts or {})
@@ -273,7 +282,7 @@ class Forwarder:
     async def post(self, url: str, arm: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         pool = self._pools.get(url)
         if pool is None:
-            pool = self._pools[url] = _Pool(url, self._limit, self._tls)
+            pool = self._pools[url] = _Pool(url, self._limit, self._tls, self._max_answer_bytes)
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         data = b"".join(
             (

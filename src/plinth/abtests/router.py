@@ -171,7 +171,7 @@ class RoutingTable:
         return routed
 
 
-MAX_BODY_BYTES = 64 * 1024 * 1024  # as plinth server's default
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a request's and an answer's: parsed on the event loop
 _JSON = (b"content-type", b"application/json")
 
 
@@ -189,12 +189,14 @@ def create_router(
     forward_headers: Iterable[str] = (),
 ) -> Router:
     """The router app. It owns ``exposure_log``: flushed and closed at shutdown.
-    ``arm_urls`` gives an arm's service URL by arm name or model URI (over ``Arm.url``);
+    ``max_body_bytes`` bounds a request's body and an arm's answer (a larger answer is the
+    arm's failure); ``arm_urls`` gives an arm's service URL by arm name or model URI (over
+    ``Arm.url``);
     ``arm_timeouts`` an arm's timeout in seconds by arm name; ``forward_headers`` the
     caller's headers the arms get (none by default: not even ``Authorization``)."""
     return Router(
         RoutingTable(experiments_source, arm_urls or {}),
-        Forwarder(timeout, arm_timeouts, max_connections_per_arm),
+        Forwarder(timeout, arm_timeouts, max_connections_per_arm, max_answer_bytes=max_body_bytes),
         exposure_log,
         refresh_seconds=refresh_seconds,
         on_shadow=on_shadow,
