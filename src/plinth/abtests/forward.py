@@ -10,9 +10,10 @@ per request; aiohttp ~100-150 µs of CPU a call here against ~25 µs for this cl
   timeout and fall back to control) and never holds the connections of the others.
 - The timeout covers the whole call: waiting for a connection, connecting, sending,
   the answer. A connection whose call timed out is closed (its answer may still come).
-- A reused keep-alive connection that fails before any byte of the answer came (the
-  service closed it while idle) is retried once on a new connection: the service never
-  got that request.
+- A reused keep-alive connection closed before any byte of the answer came (most often
+  the service closed it while idle) is retried once on a new connection. The service may
+  have got that request all the same (it closed the connection after reading it): a
+  prediction is assumed safe to ask twice. Nothing else is retried.
 - The answer needs a Content-Length, chunked encoding, or the connection's end.
 """
 
@@ -327,7 +328,7 @@ async def _exchange(pool: _Pool, data: bytes) -> tuple[int, bytes, str | None]:
         except _Unreachable as e:
             pool.release(conn, reusable=False)
             if reused and not e.answered and attempt == 1:
-                pool.drop_idle()  # closed by the service while idle: it never saw this request
+                pool.drop_idle()  # most likely closed while idle (it may have read the request)
                 continue
             raise
         except BaseException:  # timed out or cancelled: the answer may still come
