@@ -650,3 +650,27 @@ def test_bodies_are_bounded_for_predictions(lab: Lab) -> None:
     assert (answer.status_code, answer.json()["arm"]) == (200, "champion")
     labels = {"experiment": "churn", "arm": "challenger", "reason": "unreachable"}
     assert metric(tiny, "plinth_router_fallbacks_total", **labels) == 1
+
+
+def test_the_cli_options_for_headers_and_bodies(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from plinth.abtests.router_cli import RouterConfig, create_router_service
+    from plinth.cli import app
+    from tests.backends import local_client
+
+    for args, said in [
+        (["--forward-header", "Content-Length"], "set by the router itself"),
+        (["--forward-header", "a b"], "is not a header name"),
+        (["--max-body-mb", "0"], "--max-body-mb"),
+    ]:
+        refused = CliRunner().invoke(app, ["router", *args])
+        shown = " ".join(refused.output.replace("│", " ").split())
+        assert refused.exit_code != 0 and said in shown, shown
+    client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "artifacts"))
+    config = RouterConfig(forward_headers=["Authorization"], max_body_mb=2)
+    router = create_router_service(config, client)
+    assert router.forward_headers == {b"authorization"}
+    assert router.max_body_bytes == 2 * 1024 * 1024
+    assert router.exposure_log is not None
+    router.exposure_log.close()

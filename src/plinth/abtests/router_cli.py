@@ -78,7 +78,8 @@ def router(
     try:
         forwarded_header_names(forward_header or [])
     except InvalidArgument as e:
-        raise typer.BadParameter(f"--forward-header: {e.message}") from None
+        message = e.message.removeprefix("forward_headers: ")
+        raise typer.BadParameter(f"--forward-header: {message}") from None
     config = RouterConfig(
         refresh_seconds=refresh_seconds,
         timeout=timeout,
