@@ -5,19 +5,25 @@ services. HTTP contract:
     The body is the caller's, forwarded as it is to the assigned arm's ``{url}/predict``.
     The unit comes from the ``X-Plinth-Unit`` header, else from a ``unit_id`` field of a
     JSON object body (removed before forwarding); an experiment by request uses the
-    request id (``X-Request-Id``, else a new one, forwarded to the arm either way).
+    request id (``X-Request-Id`` if at most 200 printable ASCII characters, else a new one,
+    forwarded to the arm either way). A unit id is non-empty UTF-8 text of at most 500
+    characters (``buckets.check_unit_id``; a JSON integer is its decimal text).
     The answer is the arm's, with ``experiment``, ``arm`` and ``model_version`` added to a
     JSON object body and as ``X-Plinth-Experiment``, ``X-Plinth-Arm`` and
     ``X-Plinth-Model-Version`` headers (``X-Request-Id`` too). ``arm`` is the arm that
-    answered. 404: no such experiment; 422: no unit id; 503: an arm of the experiment has
-    no URL (a model URI arm needs ``--arm-url NAME=URL``), or control itself failed. The
+    answered; a model version is passed on only if at most 100 printable ASCII characters.
+    404: no such experiment; 413: a body over the router's limit (16 MB by default,
+    ``--max-body-mb``, which bounds an arm's answer too); 422: no unit id or a bad one;
+    503: an arm of the experiment has no URL (a model URI arm needs ``--arm-url NAME=URL``)
+    or one the router cannot call, or control itself failed. The
     arm's 400 or 422 (the caller's bad input) is returned as it is, and nothing is logged;
     its other 4xx (401, 404, 429...) are the arm's failure (``client_error``, below).
     The caller's other headers are not forwarded: arm URLs are set by experiment editors,
     so ``Authorization`` and ``Cookie`` never go to them unless the deployment names them
     (``forward_headers``, ``plinth router --forward-header NAME``), to arms and mirrors alike.
 ``GET /metrics`` (Prometheus), ``GET /health``, ``GET /routes`` (the router's view of the
-experiments: status, mode, version, each arm's URL, why one cannot be routed).
+experiments: status, mode, version, each arm's URL without credentials, why one cannot be
+routed).
 
 Assignment (``assignment.assign_arm``): a unit outside the experiment goes to control and is not
 logged as an exposure: when the experiment is not running (paused, draft, stopped), when
