@@ -106,7 +106,7 @@ class ShadowCall:
     arm: str
     unit: str
     request_id: str
-    outcome: str  # ok, or why it failed: timeout, unreachable, server_error
+    outcome: str  # ok, or why it failed: timeout, unreachable, server_error, client_error
     status: int | None
     latency_ms: float
     answer: bytes
