@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
@@ -257,3 +258,24 @@ def test_shadow_mode_answers_with_control_and_mirrors_to_the_challenger(
 
 def test_importing_the_package_loads_no_heavy_library() -> None:
     assert _heavy_modules_after("import plinth.abtests") == []
+
+
+def test_unit_and_request_ids_are_checked(client: Client) -> None:
+    exp = running(client)
+    set_default_client(client)
+    # numpy's integers are integers: their decimal text, as the router reads a JSON unit_id
+    assert plinth.abtests.assign("exp", np.int64(12)) == assign_arm(exp, "12")[0]
+    for bad, why in [("", "non-empty"), ("u" * 501, "at most 500"), ("\ud800", "surrogate")]:
+        with pytest.raises(InvalidArgument, match=rf"unit_id: .*{why}"):
+            plinth.abtests.assign("exp", bad)
+    with Predictor("exp", client=client, poll_seconds=0) as predictor:
+        assert predictor.predict(np.int64(12), ROW).arm == assign_arm(exp, "12")[0]
+        with pytest.raises(InvalidArgument, match=r"unit_id: .*non-empty"):
+            predictor.predict("", ROW)
+        with pytest.raises(InvalidArgument, match="unit_id: at most 500"):
+            predictor.predict("u" * 5_000_000, ROW)
+        with pytest.raises(InvalidArgument, match="request_id: at most 500"):
+            predictor.predict("u1", ROW, request_id="r" * 501)
+        with pytest.raises(InvalidArgument, match="request_id: text"):
+            predictor.predict("u1", ROW, request_id=7)  # type: ignore[arg-type]
+    assert len(exposures(client)) == 1

@@ -13,6 +13,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -91,9 +92,9 @@ def ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
-def calls(url: str, n: int, timeout: float = 5.0) -> list[Answer]:
+def calls(url: str, n: int, timeout: float = 5.0, **options: Any) -> list[Answer]:
     async def run() -> list[Answer]:
-        forwarder = Forwarder(timeout)
+        forwarder = Forwarder(timeout, **options)
         try:
             headers = {"content-type": "application/json", "x-request-id": "r1"}
             return [await forwarder.post(url, "a", b'{"x": 1}', headers) for _ in range(n)]
@@ -266,10 +267,8 @@ def test_callers_queue_for_a_full_pool(service: Callable[[Handler], RawService])
 
 
 def test_an_answer_too_large_is_a_failure_of_the_arm(
-    service: Callable[[Handler], RawService], monkeypatch: pytest.MonkeyPatch
+    service: Callable[[Handler], RawService],
 ) -> None:
-    monkeypatch.setattr("plinth.abtests.forward.MAX_ANSWER_BYTES", 1_000)
-
     def flood(conn: socket.socket, number: int) -> None:
         arm.read_request(conn)
         conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -277,7 +276,7 @@ def test_an_answer_too_large_is_a_failure_of_the_arm(
             conn.sendall(b"64\r\n" + b"x" * 100 + b"\r\n")  # 10 kB in all, no end
 
     arm = service(flood)
-    [flooded] = calls(arm.url, 1)
+    [flooded] = calls(arm.url, 1, max_answer_bytes=1_000)
     assert (flooded.status, flooded.failure) == (502, "unreachable")
 
     def answer(conn: socket.socket, number: int) -> None:
@@ -285,5 +284,43 @@ def test_an_answer_too_large_is_a_failure_of_the_arm(
         conn.sendall(ok(b"y" * 900))
 
     small = service(answer)
-    [fine] = calls(small.url, 1)
+    [fine] = calls(small.url, 1, max_answer_bytes=1_000)
     assert (fine.status, fine.body) == (200, b"y" * 900)
+
+
+def test_interim_answers_are_skipped_for_the_final_one(
+    service: Callable[[Handler], RawService],
+) -> None:
+    # 103 Early Hints and 100 Continue before each 200: the 200 is this call's answer,
+    # never the next caller's
+    def answer(conn: socket.socket, number: int) -> None:
+        count = 0
+        while arm.read_request(conn) is not None:
+            count += 1
+            conn.sendall(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n"
+                b"x-model-version: early\r\n\r\n"
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                + ok(b'{"call": %d}' % count, b"x-model-version: 7\r\n")
+            )
+
+    arm = service(answer)
+    answers = calls(arm.url, 3)
+    assert [(a.status, a.body, a.model_version, a.failure) for a in answers] == [
+        (200, b'{"call": 1}', "7", None),
+        (200, b'{"call": 2}', "7", None),
+        (200, b'{"call": 3}', "7", None),
+    ]
+    assert arm.connections == 1
+
+
+def test_an_unasked_switching_protocols_is_a_failure(
+    service: Callable[[Handler], RawService],
+) -> None:
+    def answer(conn: socket.socket, number: int) -> None:
+        while arm.read_request(conn) is not None:
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n" + ok(b"{}"))
+
+    arm = service(answer)
+    [answer_] = calls(arm.url, 1)
+    assert (answer_.status, answer_.failure) == (502, "unreachable")

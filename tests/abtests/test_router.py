@@ -23,6 +23,7 @@ import orjson
 import pytest
 import uvicorn
 from deltalake import DeltaTable
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,6 +34,7 @@ from plinth.abtests.buckets import allocate
 from plinth.abtests.router import ShadowCall, create_router
 from plinth.abtests.traffic import ExposureLog, exposures_uri
 from plinth.abtests.types import Arm, Experiment, Kpi, KpiKind, Mode, Status, Unit
+from plinth.errors import InvalidArgument
 from tests.backends import free_port
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -260,7 +262,37 @@ def test_model_uri_arms_need_a_url(lab: Lab) -> None:
     odd, _ = lab.router(arm_urls={"champion": lab.urls["champion"], "challenger": "ftp://x:1"})
     refused = ask(odd, "u1")
     assert refused.status_code == 503
-    assert "'ftp://x:1': the router calls http://HOST:PORT" in refused.json()["message"]
+    assert "'ftp://x:1', which is not an http:// or https:// URL" in refused.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://127.0.0.1:1/mod\u00e8le", "non-ASCII"),
+        ("http://127.0.0.1:1/x?a=b", "has a query or fragment"),
+        ("http://127.0.0.1:1/x#f", "has a query or fragment"),
+    ],
+)
+def test_an_arm_url_the_router_cannot_call_is_the_routes_error(
+    lab: Lab, url: str, why: str
+) -> None:
+    router, _ = lab.router(arm_urls={"challenger": url})
+    refused = ask(router, "u1")
+    assert refused.status_code == 503
+    message = refused.json()["message"]
+    assert message.startswith("arm 'challenger' of A/B experiment 'churn' has the service URL")
+    assert why in message
+
+
+def test_routes_show_arm_urls_without_credentials(lab: Lab) -> None:
+    secret = lab.urls["challenger"].replace("http://", "http://ann:s3cret@") + "/v1/"
+    router, _ = lab.router(arm_urls={"challenger": secret})
+    [routed] = httpx.get(f"{router}/routes").json()["experiments"]
+    port = lab.urls["challenger"].rsplit(":", 1)[1]
+    # /predict goes after the path (never after a query); the password is not shown
+    assert routed["arms"]["challenger"] == f"http://***@127.0.0.1:{port}/v1/predict"
+    assert "s3cret" not in httpx.get(f"{router}/routes").text
 
 
 def test_a_failing_arm_falls_back_to_control(lab: Lab) -> None:
@@ -445,3 +477,200 @@ def test_an_arm_that_never_answers_holds_only_its_own_connections(lab: Lab) -> N
     rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
     assert {r["outcome"] for r in rows if r["unit"] in stuck} == {"fallback:unreachable"}
     assert {r["outcome"] for r in rows if r["unit"] in champion} == {"ok"}
+
+
+def test_the_callers_credentials_stay_with_the_router(lab: Lab) -> None:
+    # arm URLs are set by experiment editors: a caller's token must not reach them
+    secret = {"authorization": "Bearer s3cret", "cookie": "session=s3cret", "x-trace": "t1"}
+    unit = units_of(lab.experiments[0], "challenger")[0]
+    router, _ = lab.router()
+    assert ask(router, unit, headers=secret).json()["arm"] == "challenger"
+    sent = lab.challenger.calls[-1][1]
+    assert "authorization" not in sent and "cookie" not in sent and "x-trace" not in sent
+    opted, _ = lab.router("opted", forward_headers=["Authorization", "x-trace"])
+    assert ask(opted, unit, headers=secret).json()["arm"] == "challenger"
+    sent = lab.challenger.calls[-1][1]
+    assert (sent["authorization"], sent["x-trace"]) == ("Bearer s3cret", "t1")
+    assert "cookie" not in sent
+    with pytest.raises(InvalidArgument, match="set by the router itself"):
+        lab.router("bad", forward_headers=["Content-Length"])
+
+
+@pytest.mark.parametrize(
+    ("header", "body"),
+    [(None, "v1\r\nx-evil: 1"), ("é" * 3, "x" * 101), ("", "v\tx"), (None, "\u2028")],
+)
+def test_a_model_version_unfit_for_a_header_is_left_out(
+    lab: Lab, header: str | None, body: str
+) -> None:
+    # uvicorn refuses to send a CR/LF header: a raw answer, as a careless service could
+    with raw_arm(header, body) as url:
+        lab.change(arms=[replace(a, url=url) for a in lab.experiments[0].arms])
+        router, exposures = lab.router()
+        answer = ask(router, "u1")
+    assert answer.status_code == 200
+    assert "model_version" in answer.json()
+    assert "x-plinth-model-version" not in answer.headers
+    assert "x-evil" not in answer.headers
+    exposures.flush()
+    rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
+    assert [r["model_version"] for r in rows] == [None]
+
+
+@contextlib.contextmanager
+def raw_arm(header: str | None, version: str) -> Iterator[str]:
+    """An arm answering every request with raw bytes: ``header`` as X-Model-Version
+    (latin-1, CR/LF and all) and ``version`` as the body's model_version."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+    body = orjson.dumps({"predictions": [1], "model_version": version})
+    extra = b"" if header is None else b"x-model-version: " + header.encode("latin-1") + b"\r\n"
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+    def handle(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            data = b""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+                head, sep, rest = data.partition(b"\r\n\r\n")
+                if not sep:
+                    continue
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(rest) >= length:
+                    data = rest[length:]
+                    conn.sendall(answer)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()
+
+
+def test_unit_and_request_ids_are_checked(lab: Lab) -> None:
+    router, exposures = lab.router()
+    for unit, why in [("", "non-empty"), ("u" * 1_000_000, "at most 500")]:
+        refused = ask(router, unit)
+        assert refused.status_code == 422
+        assert refused.json()["message"].startswith("x-plinth-unit: ") and why in str(
+            refused.json()
+        )
+    refused = httpx.post(f"{router}/churn/predict", json={"unit_id": "u" * 5_000_000})
+    assert refused.status_code == 422 and "unit_id: at most 500" in refused.json()["message"]
+    refused = httpx.post(f"{router}/churn/predict", json={"unit_id": ""})
+    assert refused.status_code == 422 and "unit_id: a unit id is non-empty" in refused.text
+    huge = b'{"unit_id": 123456789012345678901234567890, "x": 1}'
+    refused = httpx.post(f"{router}/churn/predict", content=huge)
+    assert (
+        refused.status_code == 422
+        and "unit_id: text or an integer (at most 64 bits" in refused.json()["message"]
+    )
+    assert not lab.champion.calls and not lab.challenger.calls
+    # a request id unfit for a header or an exposure: a new one
+    for given in [b"r" * 201, b"r 1", b"r\tx", b"r\xe9"]:
+        answer = ask(router, "u1", headers={"x-request-id": given})
+        assert answer.status_code == 200
+        assert answer.headers["x-request-id"].encode("latin-1") not in (given, b"")
+    assert ask(router, "u1", headers={"x-request-id": "r-1"}).headers["x-request-id"] == "r-1"
+    exposures.flush()
+    rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
+    assert len(rows) == 5 and {r["unit"] for r in rows} == {"u1"}
+
+
+def test_each_worker_reports_its_exposures_without_a_scrape(lab: Lab) -> None:
+    # with --workers N a scrape adds up every worker's gauges: each must set its own,
+    # not only the worker that happens to answer the scrape
+    exposures = ExposureLog(str(lab.tmp), flush_seconds=0.05)
+    app = create_router(lambda: list(lab.experiments), exposures, refresh_seconds=0.05)
+    url, _ = lab.stack.enter_context(serving(app))
+    assert all(ask(url, f"u{i}").status_code == 200 for i in range(3))
+    exposures.flush()
+
+    def written() -> float:
+        for line in generate_latest(app.metrics.registry).decode().splitlines():
+            if line.startswith('plinth_router_exposures{state="written"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    poll(lambda: written() == 3)  # no GET /metrics asked of this router
+
+
+def test_an_arms_own_4xx_falls_back_to_control(lab: Lab) -> None:
+    router, exposures = lab.router()
+    units = units_of(lab.experiments[0], "challenger", 7)
+    for unit, status in zip(units, [401, 403, 404, 405, 408, 429], strict=False):
+        lab.challenger.status = status
+        answer = ask(router, unit)
+        assert (answer.status_code, answer.json()["arm"]) == (200, "champion"), status
+    labels = {"experiment": "churn", "arm": "challenger", "reason": "client_error"}
+    assert metric(router, "plinth_router_fallbacks_total", **labels) == 6
+    lab.challenger.status = 400  # the caller's bad input: the arm's answer as it is
+    refused = ask(router, units[6])
+    assert refused.status_code == 400 and "arm" not in refused.json()
+    exposures.flush()
+    rows = DeltaTable(exposures_uri(str(lab.tmp), "churn")).to_pyarrow_table().to_pylist()
+    assert sorted((r["unit"], r["arm"], r["model_version"], r["outcome"]) for r in rows) == sorted(
+        (unit, "challenger", "1", "fallback:client_error") for unit in units[:6]
+    )
+
+
+def test_bodies_are_bounded_for_predictions(lab: Lab) -> None:
+    # a body is parsed on the event loop: 16 MB by default (plinth router --max-body-mb)
+    router, _ = lab.router()
+    big = b'{"x": "' + b"x" * (16 * 1024 * 1024) + b'"}'
+    refused = httpx.post(f"{router}/churn/predict", content=big, headers={"x-plinth-unit": "u"})
+    assert refused.status_code == 413 and "16777216 bytes" in refused.json()["message"]
+    small, _ = lab.router("small", max_body_bytes=100)
+    unit = units_of(lab.experiments[0], "challenger")[0]
+    assert ask(small, unit, json={"x": "y" * 200}).status_code == 413
+    # an arm's answer over the limit is its failure: control answers
+    lab.challenger.status = 200
+    sizes = [
+        len(orjson.dumps({"predictions": [n], "model_version": 1}))
+        for n in ("champion", "challenger")
+    ]
+    assert sizes[0] < sizes[1]
+    tiny, _ = lab.router("tiny", max_body_bytes=sizes[0])
+    answer = ask(tiny, unit, json=[1])
+    assert (answer.status_code, answer.json()["arm"]) == (200, "champion")
+    labels = {"experiment": "churn", "arm": "challenger", "reason": "unreachable"}
+    assert metric(tiny, "plinth_router_fallbacks_total", **labels) == 1
+
+
+def test_the_cli_options_for_headers_and_bodies(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from plinth.abtests.router_cli import RouterConfig, create_router_service
+    from plinth.cli import app
+    from tests.backends import local_client
+
+    for args, said in [
+        (["--forward-header", "Content-Length"], "set by the router itself"),
+        (["--forward-header", "a b"], "is not a header name"),
+        (["--max-body-mb", "0"], "--max-body-mb"),
+    ]:
+        refused = CliRunner().invoke(app, ["router", *args])
+        shown = " ".join(refused.output.replace("│", " ").split())
+        assert refused.exit_code != 0 and said in shown, shown
+    client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "artifacts"))
+    config = RouterConfig(forward_headers=["Authorization"], max_body_mb=2)
+    router = create_router_service(config, client)
+    assert router.forward_headers == {b"authorization"}
+    assert router.max_body_bytes == 2 * 1024 * 1024
+    assert router.exposure_log is not None
+    router.exposure_log.close()

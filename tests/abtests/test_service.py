@@ -108,6 +108,26 @@ def test_a_bad_design_is_refused_naming_the_field(client: Client) -> None:
         ),
         ({"arms": [arms()[0], Arm("b", 0.5, url="ftp://h")]}, r"arms\[1\].url: 'ftp://h' is not"),
         (
+            {"arms": [arms()[0], Arm("b", 0.5, url="http://h:99999/m")]},
+            r"arms\[1\].url: 'http://h:99999/m' is not a URL .*Port out of range",
+        ),
+        (
+            {"arms": [arms()[0], Arm("b", 0.5, url="http://h/mod\u00e8le")]},
+            r"arms\[1\].url: .* non-ASCII characters \(percent-encode them\)",
+        ),
+        (
+            {"arms": [arms()[0], Arm("b", 0.5, url="http://h/x?a=b")]},
+            r"arms\[1\].url: 'http://h/x\?a=b' has a query or fragment",
+        ),
+        (
+            {"arms": [arms()[0], Arm("b", 0.5, url="http://h/x#top")]},
+            r"arms\[1\].url: 'http://h/x#top' has a query or fragment",
+        ),
+        (
+            {"arms": [arms()[0], Arm("b", 0.5, url="http://h:0/x")]},
+            r"arms\[1\].url: 'http://h:0/x' has port 0",
+        ),
+        (
             {"arms": [Arm("a", -0.5, url="http://h", control=True), Arm("b", 1.5, url="http://h")]},
             r"arms\[0\].share: must be between 0 and 1, got -0.5",
         ),

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -292,8 +293,31 @@ def _check_target(arm: Arm, where: str) -> None:
             parse_model_uri(arm.model_uri)
         except InvalidArgument as exc:
             raise InvalidArgument(f"{where}.model_uri: {exc.message}") from None
-    elif not str(arm.url).startswith(("http://", "https://")) or len(str(arm.url)) > 2000:
-        raise InvalidArgument(f"{where}.url: {arm.url!r} is not an http:// or https:// URL")
+    elif (problem := arm_url_problem(str(arm.url))) is not None:
+        raise InvalidArgument(f"{where}.url: {arm.url!r:.200} {problem}")
+
+
+MAX_URL_CHARS = 2_000
+
+
+def arm_url_problem(url: str) -> str | None:
+    """Why the router could not call ``url`` (POST to its path + ``/predict``), or None."""
+    if len(url) > MAX_URL_CHARS:
+        return f"is over {MAX_URL_CHARS:,} characters"
+    if not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
+        return "has spaces, control or non-ASCII characters (percent-encode them)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        return f"is not a URL the router can call ({e})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http:// or https:// URL"
+    if port == 0:
+        return "has port 0: give a port from 1 to 65535"
+    if "?" in url or "#" in url:
+        return "has a query or fragment: the router POSTs to the URL's path + /predict"
+    return None
 
 
 def _check_kpi(kpi: Kpi, where: str) -> None:

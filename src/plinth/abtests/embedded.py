@@ -27,6 +27,7 @@ never returned, and the exposure records control.
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import time
 import uuid
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from plinth.abtests.assignment import assign_arm
+from plinth.abtests.buckets import check_unit_id
 from plinth.abtests.exposures_remote import exposure_log_for
 from plinth.abtests.traffic import Exposure, ExposureLog
 from plinth.abtests.types import Arm, Experiment, Mode, Unit
@@ -110,12 +112,28 @@ def assign(experiment: str, unit_id: str | int) -> str:
 
 
 def unit_text(unit_id: object) -> str:
-    """A unit's id as the router hashes it: text as it is, an integer in decimal."""
+    """A unit's id as the router hashes it: text as it is, an integer (numpy's too) in
+    decimal; checked as every unit id is (``buckets.check_unit_id``)."""
     if isinstance(unit_id, str):
-        return unit_id
-    if isinstance(unit_id, int) and not isinstance(unit_id, bool):
-        return str(unit_id)
-    raise InvalidArgument(f"unit_id: give the unit's id as text or an integer, got {unit_id!r}")
+        return check_unit_id(unit_id, "unit_id")
+    if isinstance(unit_id, numbers.Integral) and not isinstance(unit_id, bool):
+        return check_unit_id(str(int(unit_id)), "unit_id")
+    raise InvalidArgument(f"unit_id: give the unit's id as text or an integer, got {unit_id!r:.80}")
+
+
+MAX_REQUEST_ID_CHARS = 500
+
+
+def _request_id(given: object) -> str:
+    if given is None or given == "":
+        return uuid.uuid4().hex
+    if not isinstance(given, str):
+        raise InvalidArgument(f"request_id: text, got {given!r:.80}")
+    if len(given) > MAX_REQUEST_ID_CHARS:
+        raise InvalidArgument(
+            f"request_id: at most {MAX_REQUEST_ID_CHARS} characters, got {len(given):,}"
+        )
+    return check_unit_id(given, "request_id")  # it is the unit of an experiment by request
 
 
 class Prediction(NamedTuple):
@@ -187,7 +205,7 @@ class Predictor:
             raise InvalidArgument(f"this predictor of {self.experiment!r} is closed")
         arrived_ms = int(time.time() * 1000)
         exp = self.experiments.get(self.experiment)
-        request_id = request_id or uuid.uuid4().hex
+        request_id = _request_id(request_id)
         unit = request_id if exp.unit is Unit.REQUEST else unit_text(unit_id)
         arm, exposed = assign_arm(exp, unit)
         control = exp.control.name

@@ -10,9 +10,10 @@ per request; aiohttp ~100-150 µs of CPU a call here against ~25 µs for this cl
   timeout and fall back to control) and never holds the connections of the others.
 - The timeout covers the whole call: waiting for a connection, connecting, sending,
   the answer. A connection whose call timed out is closed (its answer may still come).
-- A reused keep-alive connection that fails before any byte of the answer came (the
-  service closed it while idle) is retried once on a new connection: the service never
-  got that request.
+- A reused keep-alive connection closed before any byte of the answer came (most often
+  the service closed it while idle) is retried once on a new connection. The service may
+  have got that request all the same (it closed the connection after reading it): a
+  prediction is assumed safe to ask twice. Nothing else is retried.
 - The answer needs a Content-Length, chunked encoding, or the connection's end.
 """
 
@@ -30,7 +31,8 @@ from urllib.parse import urlsplit
 import httptools
 
 MAX_CONNECTIONS_PER_ARM = 256  # a slow arm holds at most this many; its callers then queue
-MAX_ANSWER_BYTES = 64 * 1024 * 1024  # an arm's answer beyond this is a failure of the arm
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an arm's answer beyond this is a failure of the arm
+CALLERS_ERRORS = frozenset({400, 422})  # an arm's 4xx about the caller's input; others: its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +40,7 @@ class Answer:
     status: int  # 504 when the arm timed out, 502 when it could not be reached
     body: bytes
     model_version: str | None  # from the arm's X-Model-Version header
-    failure: str | None  # None, or why the call failed: timeout, unreachable, server_error
+    failure: str | None  # None, or why it failed: timeout, unreachable, server/client_error
     latency_ms: float  # from sending to the answer or the failure
 
 
@@ -51,7 +53,8 @@ class _Unreachable(Exception):
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+        self.max_answer_bytes = max_answer_bytes
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -108,13 +111,24 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
         self._size += len(body)
-        if self._size > MAX_ANSWER_BYTES:
-            self._fail(_Unreachable(f"an answer over {MAX_ANSWER_BYTES:,} bytes", answered=True))
+        if self._size > self.max_answer_bytes:
+            too_large = f"an answer over {self.max_answer_bytes:,} bytes"
+            self._fail(_Unreachable(too_large, answered=True))
             self.close()
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:  # switching protocols, never asked for: not HTTP any more
+                self._fail(_Unreachable("an unasked 101 Switching Protocols", answered=True))
+                self.close()
+                return
+            # an interim answer (100 Continue, 103 Early Hints): the final one follows
+            self._chunks, self._version, self._size = [], None, 0
+            self._until_close = self._length_known = False
+            return
         self._until_close = False
-        self._done(self.parser.get_status_code())
+        self._done(status)
         if not self.parser.should_keep_alive():
             self.close()
 
@@ -151,7 +165,9 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """Keep-alive connections to one service, at most ``limit`` open at once."""
 
-    def __init__(self, url: str, limit: int, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, url: str, limit: int, tls: ssl.SSLContext | None, max_answer_bytes: int
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"an arm's URL must be http(s)://HOST[:PORT]/..., got {url!r}")
@@ -164,6 +180,7 @@ class _Pool:
             path += "?" + parts.query
         self.head = f"POST {path} HTTP/1.1\r\nhost: {netloc}\r\n".encode("latin-1")
         self.limit = limit
+        self.max_answer_bytes = max_answer_bytes
         self.open = 0
         self.idle: list[_Connection] = []
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
@@ -195,7 +212,9 @@ class _Pool:
         self.open += 1  # our slot, whether the connection is made or not
         try:
             loop = asyncio.get_running_loop()
-            _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.tls)
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self.max_answer_bytes), self.host, self.port, ssl=self.tls
+            )
         except BaseException:
             self._free_slot()
             raise
@@ -252,7 +271,9 @@ class Forwarder:
         arm_timeouts: Mapping[str, float] | None = None,
         max_connections_per_arm: int = MAX_CONNECTIONS_PER_ARM,
         tls: ssl.SSLContext | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
+        self._max_answer_bytes = max_answer_bytes
         self._default = timeout
         self._tls = tls  # for https arms; default: the system's trusted authorities
         self._timeouts = dict(arm_timeouts or {})
@@ -262,7 +283,7 @@ class Forwarder:
     async def post(self, url: str, arm: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         pool = self._pools.get(url)
         if pool is None:
-            pool = self._pools[url] = _Pool(url, self._limit, self._tls)
+            pool = self._pools[url] = _Pool(url, self._limit, self._tls, self._max_answer_bytes)
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         data = b"".join(
             (
@@ -281,7 +302,12 @@ class Forwarder:
             return Answer(504, b"", None, "timeout", _ms_since(started))
         except (_Unreachable, OSError):  # refused, reset, a malformed answer
             return Answer(502, b"", None, "unreachable", _ms_since(started))
-        failure = "server_error" if status >= 500 else None
+        if status >= 500:
+            failure: str | None = "server_error"
+        elif status >= 400 and status not in CALLERS_ERRORS:
+            failure = "client_error"  # 401, 404, 429...: the arm's failure, not the caller's
+        else:
+            failure = None
         return Answer(status, content, version, failure, _ms_since(started))
 
     async def close(self) -> None:
@@ -302,7 +328,7 @@ async def _exchange(pool: _Pool, data: bytes) -> tuple[int, bytes, str | None]:
         except _Unreachable as e:
             pool.release(conn, reusable=False)
             if reused and not e.answered and attempt == 1:
-                pool.drop_idle()  # closed by the service while idle: it never saw this request
+                pool.drop_idle()  # most likely closed while idle (it may have read the request)
                 continue
             raise
         except BaseException:  # timed out or cancelled: the answer may still come

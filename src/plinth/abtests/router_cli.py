@@ -26,6 +26,8 @@ class RouterConfig:
     arm_timeouts: dict[str, float] = field(default_factory=dict)
     arm_urls: dict[str, str] = field(default_factory=dict)
     exposure_capacity: int = 100_000
+    forward_headers: list[str] = field(default_factory=list)
+    max_body_mb: float = 16.0
 
 
 def router(
@@ -48,6 +50,17 @@ def router(
     arm_timeout: Annotated[
         list[str] | None, typer.Option(help="NAME=SECONDS: one arm's timeout; repeat per arm")
     ] = None,
+    max_body_mb: Annotated[
+        float,
+        typer.Option(help="the largest request body and arm answer, in MB (parsed in memory)"),
+    ] = 16.0,
+    forward_header: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME: a caller's header the arms get too (none by default, not even "
+            "Authorization: arm URLs are set by experiment editors); repeat per header"
+        ),
+    ] = None,
 ) -> None:
     """Route predictions of running A/B experiments to their arms' services:
     POST /{experiment}/predict with the unit in X-Plinth-Unit; /metrics, /health, /routes."""
@@ -57,11 +70,23 @@ def router(
         raise typer.BadParameter("--workers must be at least 1")
     if refresh_seconds <= 0 or timeout <= 0:
         raise typer.BadParameter("--refresh-seconds and --timeout must be above 0")
+    if not 0 < max_body_mb <= 1024:
+        raise typer.BadParameter(f"--max-body-mb: above 0 and at most 1024, got {max_body_mb}")
+    from plinth.abtests.router import forwarded_header_names
+    from plinth.errors import InvalidArgument
+
+    try:
+        forwarded_header_names(forward_header or [])
+    except InvalidArgument as e:
+        message = e.message.removeprefix("forward_headers: ")
+        raise typer.BadParameter(f"--forward-header: {message}") from None
     config = RouterConfig(
         refresh_seconds=refresh_seconds,
         timeout=timeout,
         arm_timeouts={k: _seconds(k, v) for k, v in _pairs(arm_timeout, "--arm-timeout").items()},
         arm_urls=_pairs(arm_url, "--arm-url"),
+        forward_headers=list(forward_header or []),
+        max_body_mb=max_body_mb,
     )
     options: dict[str, Any] = {
         "host": host,
@@ -98,6 +123,8 @@ def create_router_service(config: RouterConfig, client: Client | None = None) ->
         timeout=config.timeout,
         arm_timeouts=config.arm_timeouts,
         arm_urls=config.arm_urls,
+        forward_headers=config.forward_headers,
+        max_body_bytes=int(config.max_body_mb * 1024 * 1024),
     )
 
 

@@ -23,14 +23,14 @@ class RouterMetrics(WorkerMetrics):
         self.fallbacks = Counter(
             "plinth_router_fallbacks",
             "Requests sent to control because their arm failed (timeout, unreachable, "
-            "server_error)",
+            "server_error, client_error)",
             ["experiment", "arm", "reason"],
             registry=self.registry,
         )
         self.shadow_calls = Counter(
             "plinth_router_shadow_calls",
             "Mirrored requests to shadow arms, by outcome (ok, timeout, unreachable, "
-            "server_error, skipped)",
+            "server_error, client_error, skipped)",
             ["experiment", "arm", "outcome"],
             registry=self.registry,
         )
