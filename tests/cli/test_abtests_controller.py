@@ -4,17 +4,15 @@ against the store in PLINTH_HOME."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 import plinth
 from plinth.abtests.traffic import exposures_uri
-from plinth.cli import app, main
+from tests.cli.test_abtests import invoke, run_main, wide  # noqa: F401  (wide: autouse)
 
 runner = CliRunner()
 
@@ -30,24 +28,6 @@ SPEC: dict[str, Any] = {
     "mode": "canary",
     "canary": {"steps": [0.2, 0.6], "every_seconds": 120},
 }
-
-
-@pytest.fixture(autouse=True)
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("plinth.cli.abtests.out", Console(width=220))  # no cell folds
-
-
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, ["ab", *args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["plinth", "ab", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    return int(exited.value.code or 0)
 
 
 def spec_file(tmp_path: Path, spec: dict[str, Any]) -> str:
