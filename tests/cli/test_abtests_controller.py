@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 import plinth
 from plinth.abtests.traffic import exposures_uri
 from tests.cli.test_abtests import invoke, run_main, wide  # noqa: F401  (wide: autouse)
-
-runner = CliRunner()
 
 SPEC: dict[str, Any] = {
     "name": "canary",
