@@ -272,6 +272,8 @@ feature_groups = Table(
     Column("expectations", Text, nullable=False, default="[]"),  # JSON list of Expectation
     Column("validation_mode", String(10), nullable=False, default="strict"),
     Column("materialized_until", BigInteger),  # ms; for materialize_incremental
+    # JSON: what each insert is compared with for drift (``plinth.features.drift``)
+    Column("drift_reference", Text),
 )
 
 feature_commits = Table(
@@ -287,6 +289,7 @@ feature_commits = Table(
     Column("at", BigInteger, nullable=False),
     Column("validation_passed", Boolean, nullable=False),
     Column("statistics", Text, nullable=False, default="[]"),  # JSON list of ColumnStatistics
+    Column("drift", Text),  # JSON: the insert's drift verdict against its reference
     Index(None, "group_name", "group_version", "commit_version"),
 )
 
@@ -540,4 +543,128 @@ leases = Table(
     Column("name", NAME, primary_key=True),
     Column("holder", NAME, nullable=False),
     Column("expires_at_ms", BigInteger, nullable=False),
+)
+
+# Monitoring (``plinth.monitoring``). A profile is the statistics of a table at a place and
+# time: what it describes is ``subject_kind`` (feature_commit, training_data,
+# serving_window, score_job, dataset) and ``subject`` (``group/version@commit``,
+# ``model/version``, a score job's key, a dataset's name), with the keys it describes in
+# their own columns so that "the deciles of model m's inputs per stage" is one query.
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("subject_kind", String(20), nullable=False),
+    Column("subject", NAME, nullable=False),
+    Column("group_name", NAME),
+    Column("group_version", Integer),
+    Column("commit_version", BigInteger),
+    Column("model_name", NAME),
+    Column("model_version", Integer),
+    Column("score_job_id", BigInteger),
+    Column("window_start", BigInteger),  # ms; the rows' time span, when known
+    Column("window_end", BigInteger),
+    Column("rows", BigInteger, nullable=False),
+    Column("created_by", NAME, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "subject_kind", "subject"),
+    Index(None, "group_name", "group_version", "commit_version"),
+    Index(None, "model_name", "model_version"),
+)
+
+# One column of a profile: the figures people query as columns, and the whole mergeable
+# profile (histogram, value counts) as JSON in ``data``.
+profile_columns = Table(
+    "profile_columns",
+    metadata,
+    Column("profile_id", ROW_ID, ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True),
+    Column("column_name", NAME, primary_key=True),
+    Column("kind", String(20), nullable=False),  # numeric | categorical | temporal | other
+    Column("dtype", String(100), nullable=False),  # the Arrow type, to notice a changed type
+    Column("count", BigInteger, nullable=False),
+    Column("nulls", BigInteger, nullable=False),
+    Column("distinct", BigInteger),
+    Column("mean", Float),
+    Column("std", Float),
+    Column("min", Float),
+    Column("max", Float),
+    Column("deciles", Text, nullable=False, default="[]"),  # JSON: 0%, 10%, ..., 100%
+    Column("data", Text, nullable=False),  # JSON: the mergeable ColumnProfile
+)
+
+# A named check evaluated on a schedule and/or on each new commit or score job.
+monitors = Table(
+    "monitors",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("kind", String(30), nullable=False),
+    Column("target", NAME, nullable=False),  # a feature group or a registered model
+    Column("config", Text, nullable=False, default="{}"),  # JSON: the MonitorSpec
+    Column("schedule_seconds", Integer),  # evaluate every N seconds (None: not scheduled)
+    Column("on_event", Boolean, nullable=False, default=False),  # each new commit / job
+    Column("webhook_url", Text),
+    Column("cooldown_seconds", Integer, nullable=False, default=3600),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("owner", NAME, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("last_run_at", BigInteger),
+    Column("last_event", BigInteger),  # the newest commit version / score job id evaluated
+    Index(None, "kind", "target"),
+)
+
+# Each evaluation of a monitor, with what it found.
+monitor_evaluations = Table(
+    "monitor_evaluations",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("monitor", NAME, ForeignKey("monitors.name", ondelete="CASCADE"), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("status", String(10), nullable=False),  # ok | breach | error | skipped
+    Column("trigger", String(100), nullable=False),  # schedule | manual | commit:N | job:N
+    Column("result", Text, nullable=False, default="{}"),  # JSON: the check's report
+    Column("reference_profile", BigInteger),
+    Column("current_profile", BigInteger),
+    Index(None, "monitor", "at"),
+)
+
+# A breach of a monitor: stored, logged, POSTed to the monitor's webhook (with retries),
+# at most one per ``dedup_key`` within the monitor's cooldown.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("monitor", NAME, ForeignKey("monitors.name", ondelete="CASCADE"), nullable=False),
+    Column("evaluation_id", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("dedup_key", NAME, nullable=False),
+    Column("status", String(12), nullable=False),  # open | acknowledged
+    Column("delivery", String(12), nullable=False),  # none | pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("acknowledged_by", NAME),
+    Column("acknowledged_at", BigInteger),
+    Index(None, "monitor", "at"),
+    Index(None, "delivery"),
+)
+
+# Labels that arrive after the prediction: matched to a logged request (``request_id``,
+# ``row`` within it) or to the newest prediction for an entity (``entity_key``: canonical
+# JSON of the key columns) made before ``at``.
+labels = Table(
+    "labels",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("model_name", NAME, nullable=False),
+    Column("request_id", String(64)),
+    Column("row", Integer, nullable=False, default=0),
+    Column("entity_key", Text),
+    Column("label", Text, nullable=False),  # JSON value
+    Column("at", BigInteger, nullable=False),  # when the outcome happened
+    Column("logged_at", BigInteger, nullable=False),
+    Column("logged_by", NAME, nullable=False, default=""),
+    Index(None, "model_name", "request_id"),
+    Index(None, "model_name", "at"),
 )
