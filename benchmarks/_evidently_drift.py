@@ -40,6 +40,11 @@ TESTS = {
 }
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _columns(snapshot) -> tuple[dict[str, dict], dict]:
     """Per column: test, threshold, statistic, drifted (from the snapshot's ValueDrift
     results); and the preset's own DriftedColumnsCount."""
@@ -79,15 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     import_s = time.perf_counter() - t0
     rss_after_import = _rss_mb()
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     ref = pd.read_parquet(opts.reference)
     cur = pd.read_parquet(opts.current)
-    read_s = time.perf_counter() - t0
+    read_s, read_cpu = time.perf_counter() - t0, _cpu_s() - c0
     rss_after_read = _rss_mb()
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     snapshot = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
-    report_s = time.perf_counter() - t0
+    report_s, report_cpu = time.perf_counter() - t0, _cpu_s() - c0
 
     t0 = time.perf_counter()
     columns, drifted_count = _columns(snapshot)
@@ -106,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             "report_s": report_s,
             "total_s": read_s + report_s,
             "extract_s": extract_s,
+            "read_cpu_s": read_cpu,
+            "report_cpu_s": report_cpu,
+            "cpu_s": read_cpu + report_cpu,
             "peak_rss_mb": _rss_mb(),
             "rss_after_import_mb": rss_after_import,
             "rss_after_read_mb": rss_after_read,
