@@ -1,0 +1,102 @@
+"""Plinth's `evidently` preset gives Evidently 0.7's per-column tests and verdicts.
+
+tests/stats/evidently_golden.json is the reference tool's own output, not ours: it was
+produced by benchmarks/_evidently_golden.py run with evidently==0.7.23 (and pandas<3,
+scipy 1.17.1) in a separate venv, on the seeded frames of that script's `make_data`
+(sizes 500, 1,100 and 5,000 rows; numeric and categorical columns with and without
+drift, numeric columns with at most 5 distinct values, binary, boolean and small-int
+columns, a 10% null column and a category new in the current data). Here Plinth runs on
+the same frames and must choose the same test per column, reach the same verdict, and
+compute the same score (p-value or distance): to 1e-9 relative when every value is
+available (raw data no larger than the sample size), within 2% relative when the test
+ran on the profiles' histograms.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from plinth.stats.drift import DriftReport, drift_report
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = json.loads((Path(__file__).parent / "evidently_golden.json").read_text())
+
+
+def _golden_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "_evidently_golden", ROOT / "benchmarks" / "_evidently_golden.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = _golden_script()
+
+
+def _score(report: DriftReport, column: str) -> float:
+    c = report.column(column)
+    value = c.p_value if c.p_value is not None else c.statistic
+    assert value is not None, column
+    return value
+
+
+def _run(n: int, sample_size: int) -> tuple[DriftReport, dict[str, Any]]:
+    reference, current = SCRIPT.make_data(n)
+    report = drift_report(reference, current, preset="evidently", sample_size=sample_size)
+    return report, GOLDEN["sizes"][str(n)]
+
+
+def test_golden_file_is_evidentlys_output_for_all_sizes() -> None:
+    assert GOLDEN["evidently"] == "0.7.23"
+    assert sorted(GOLDEN["sizes"], key=int) == [str(n) for n in SCRIPT.SIZES]
+
+
+@pytest.mark.parametrize("n", [500, 1100, 5000])
+def test_exact_data_same_test_verdict_and_score(n: int) -> None:
+    report, expected = _run(n, sample_size=5000)
+    assert {c.column for c in report.columns} == set(expected["columns"])
+    for column, exp in expected["columns"].items():
+        got = report.column(column)
+        assert got.error is None, got.error
+        assert got.method == "exact", column
+        assert got.test == exp["test"], column
+        assert got.threshold == exp["threshold"], column
+        assert got.drifted == exp["drifted"], column
+        assert _score(report, column) == pytest.approx(exp["score"], rel=1e-9, abs=1e-300)
+    assert report.drifted_share == pytest.approx(expected["drifted_share"])
+    assert report.dataset_drifted == expected["dataset_drifted"]
+    assert report.correction is None
+
+
+@pytest.mark.parametrize("n", [1100, 5000])
+def test_profile_approximation_within_two_percent_same_verdict(n: int) -> None:
+    report, expected = _run(n, sample_size=1000)
+    on_profiles = [c for c in report.columns if c.method == "profile"]
+    assert {c.test for c in on_profiles} >= {"wasserstein", "jensenshannon"}
+    for column, exp in expected["columns"].items():
+        got = report.column(column)
+        assert got.test == exp["test"], column
+        assert got.drifted == exp["drifted"], column
+        assert _score(report, column) == pytest.approx(exp["score"], rel=0.02), column
+    assert report.dataset_drifted == expected["dataset_drifted"]
+
+
+def test_small_sample_rules_seen_in_the_golden_file() -> None:
+    """The cases the preset has to get right at 500 rows, spelled out."""
+    cols = GOLDEN["sizes"]["500"]["columns"]
+    assert cols["int_few"]["test"] == "chisquare"  # int64, <= 10 values: categorical
+    assert cols["int_many"]["test"] == "ks"
+    assert cols["num_few"]["test"] == "chisquare"  # float, 4 values
+    assert cols["num_binary"]["test"] == "ztest"
+    assert cols["bool_drift"]["test"] == "ztest"
+    assert cols["cat_new"]["score"] == 0.0  # a category absent from the reference
+    # Evidently flags undrifted columns here (p just under 0.05): int_few, num_few.
+    assert cols["int_few"]["drifted"] and cols["num_few"]["drifted"]
