@@ -138,16 +138,30 @@ def choose_width(spreads: list[float], low: float, high: float, integer: bool) -
     return width
 
 
-def histogram_of(values: np.ndarray, width: float, low: float, high: float) -> Histogram:
+def histogram_of(
+    values: np.ndarray,
+    width: float,
+    low: float,
+    high: float,
+    work: np.ndarray | None = None,
+    indices: np.ndarray | None = None,
+) -> Histogram:
     """Histogram of finite ``values`` (min ``low``, max ``high``) on the grid of ``width``
-    (coarsened if needed to stay within ``MAX_BINS``)."""
+    (coarsened if needed to stay within ``MAX_BINS``); ``work`` and ``indices`` are optional
+    float64 / intp buffers of the values' length."""
     while math.floor(high / width) - math.floor(low / width) + 1 > MAX_BINS:
         width *= 2.0
     first = math.floor(low / width)
     bins = math.floor(high / width) - first + 1
+    scaled = np.empty(len(values)) if work is None else work
+    index = np.empty(len(values), dtype=np.intp) if indices is None else indices
     # exact either way (a power of two); 1/width overflows for the tiniest widths
-    scaled = values * (1.0 / width) if width >= 2.0**-1000 else values / width
+    if width >= 2.0**-1000:
+        np.multiply(values, 1.0 / width, out=scaled)
+    else:
+        np.divide(values, width, out=scaled)
     np.floor(scaled, out=scaled)
     scaled -= first
-    counts = np.bincount(scaled.astype(np.intp), minlength=bins)[:bins]
+    np.copyto(index, scaled, casting="unsafe")
+    counts = np.bincount(index, minlength=bins)[:bins]
     return Histogram(width, first, counts.astype(np.int64, copy=False))

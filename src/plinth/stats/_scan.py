@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import zlib
 from typing import Any
 
@@ -15,6 +16,16 @@ from plinth.stats._histogram import choose_width, histogram_of
 from plinth.stats._model import MAX_CATEGORIES, MAX_TRACKED, ColumnProfile, Kind
 
 _SECONDS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+_local = threading.local()
+
+
+def scratch(name: str, n: int, dtype: type[np.generic]) -> np.ndarray:
+    """A reusable per-thread buffer: fresh large arrays cost page faults on every chunk."""
+    buffers: dict[str, np.ndarray] = _local.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(name)
+    if buffer is None or len(buffer) < n or buffer.dtype != dtype:
+        buffer = buffers[name] = np.empty(max(n, 1 << 17), dtype=dtype)
+    return buffer[:n]
 
 
 def kind_of(dtype: pa.DataType) -> Kind:
@@ -108,12 +119,18 @@ class Scanner:
         else:
             mean = total / len(finite) if math.isfinite(total) else float(np.mean(finite / 2) * 2)
             part.mean = min(max(mean, part.min), part.max)
-            deviation = finite - part.mean
+            deviation = scratch("work", len(finite), np.float64)
+            np.subtract(finite, part.mean, out=deviation)
             with np.errstate(over="ignore"):  # beyond ~1e154 the squares overflow: m2 inf
-                part.m2 = float(np.dot(deviation, deviation))
+                np.square(deviation, out=deviation)
+            part.m2 = float(deviation.sum())
         if self.width is None:
             self.width = self._first_width(part, finite)
-        part.histogram = histogram_of(finite, self.width, part.min, part.max)
+        n = len(finite)
+        part.histogram = histogram_of(
+            finite, self.width, part.min, part.max,
+            scratch("work", n, np.float64), scratch("index", n, np.intp),
+        )  # fmt: skip
         self.width = part.histogram.width
         self._track(part, array, numbers, part.histogram.counts)
 
@@ -145,7 +162,8 @@ class Scanner:
             if len(keys) <= MAX_TRACKED:
                 part.values = dict(zip(keys, counts.tolist(), strict=True))
                 return
-        part.sketch = _sketch.update(None, _sketch.hash_floats(numbers))
+        hashes = _sketch.hash_floats(numbers, out=scratch("work", len(numbers), np.float64))
+        part.sketch = _sketch.update(None, _sketch.below(hashes, self.profile.sketch))
 
 
 def _floats(array: pa.Array) -> np.ndarray:
@@ -161,8 +179,12 @@ def _floats(array: pa.Array) -> np.ndarray:
     if pa.types.is_date64(dtype):
         seconds = array.cast(pa.int64()).to_numpy() / 1e3
         return seconds
+    if pa.types.is_float64(dtype):
+        return np.asarray(array.to_numpy(zero_copy_only=False))
     if pa.types.is_floating(dtype) or pa.types.is_integer(dtype):
-        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
+        numbers = scratch("numbers", len(array), np.float64)
+        np.copyto(numbers, array.to_numpy(zero_copy_only=False), casting="unsafe")
+        return numbers
     return np.asarray(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False))
 
 

@@ -31,9 +31,10 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def hash_floats(values: np.ndarray) -> np.ndarray:
-    """uint64 hashes of float64 values (-0.0 hashes as 0.0)."""
-    numbers = np.asarray(values, dtype=np.float64) + 0.0  # a copy; -0.0 + 0.0 == 0.0
+def hash_floats(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint64 hashes of float64 values (-0.0 hashes as 0.0), written into ``out`` (a
+    float64 buffer of the same length) when given."""
+    numbers = np.add(np.asarray(values, dtype=np.float64), 0.0, out=out)  # -0.0 + 0.0 == 0.0
     return _mix(numbers.view(np.uint64))
 
 
@@ -84,6 +85,15 @@ def update(sketch: np.ndarray | None, hashes: np.ndarray) -> np.ndarray:
     if sketch is not None and len(sketch):
         hashes = np.concatenate([sketch, hashes])
     return smallest(hashes)
+
+
+def below(hashes: np.ndarray, sketch: np.ndarray | None) -> np.ndarray:
+    """The ``hashes`` that could enter a union with the full ``sketch``: those below its
+    largest (all of them when it is not full)."""
+    if sketch is None or len(sketch) < K:
+        return hashes
+    kept: np.ndarray = hashes[hashes < sketch[-1]]
+    return kept
 
 
 def estimate(sketch: np.ndarray) -> int:
