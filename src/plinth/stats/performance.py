@@ -433,22 +433,28 @@ def _check_probabilities(s: np.ndarray, name: str) -> None:
 
 
 def _isotonic_fit(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Isotonic regression of y on s: the distinct scores and their fitted probabilities,
-    trimmed to the ends of each flat block (the points linear interpolation needs)."""
-    ux, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    means = np.bincount(inverse, weights=y, minlength=len(ux)) / counts
-    fitted = optimize.isotonic_regression(means, weights=counts.astype(np.float64)).x
-    keep = np.ones(len(ux), dtype=bool)
+    order = np.argsort(s)
+    return _isotonic_fit_sorted(s[order], y[order])
+
+
+def _isotonic_fit_sorted(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic regression of y on sorted s: the distinct scores and their fitted
+    probabilities, trimmed to the ends of each flat block (the points linear interpolation
+    needs)."""
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    counts = np.diff(np.r_[starts, len(s)]).astype(np.float64)
+    means = np.add.reduceat(y.astype(np.float64), starts) / counts
+    fitted = np.asarray(optimize.isotonic_regression(means, weights=counts).x)
+    keep = np.ones(len(starts), dtype=bool)
     keep[1:-1] = (fitted[1:-1] != fitted[:-2]) | (fitted[1:-1] != fitted[2:])
-    return ux[keep], np.asarray(fitted)[keep]
+    return s[starts][keep], fitted[keep]
 
 
 def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     """Expected calibration error on equal-count bins of p (NannyML's definition)."""
-    order = np.argsort(p, kind="stable")
+    order = np.argsort(p)
     p, y = p[order], y[order]
-    bins = min(bins, len(p) // 2)
-    width = len(p) // bins
+    width = len(p) // min(bins, len(p) // 2)
     edges = np.arange(0, len(p) + 1, width)
     edges[-1] = len(p)
     sums_p = np.add.reduceat(p, edges[:-1])
@@ -457,22 +463,34 @@ def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 
 
 def _needs_calibration(y: np.ndarray, s: np.ndarray, seed: int) -> bool:
-    pos = y == 1
-    if _auc(y, s, 0.0).value > 0.999:
+    """NannyML's rule (see ``CBPE.fit``), on scores sorted once for all ten fits."""
+    if len(y) < 40 or _auc_value(y, s) > 0.999:
         return False
+    order = np.argsort(s)
+    s, y = s[order], y[order]
     rng = np.random.default_rng(seed)
+    pos = y == 1
     idx_pos, idx_neg = np.flatnonzero(pos), np.flatnonzero(~pos)
     ys, raw, cal = [], [], []
     for _ in range(10):
         test = np.zeros(len(y), dtype=bool)
         for idx in (idx_pos, idx_neg):
             test[rng.choice(idx, size=max(1, round(0.1 * len(idx))), replace=False)] = True
-        x, p = _isotonic_fit(s[~test], y[~test])
+        x, p = _isotonic_fit_sorted(s[~test], y[~test])
         ys.append(y[test])
         raw.append(s[test])
         cal.append(np.interp(s[test], x, p))
     yy = np.concatenate(ys)
     return _ece(yy, np.concatenate(raw)) > _ece(yy, np.concatenate(cal))
+
+
+def _auc_value(y: np.ndarray, s: np.ndarray) -> float:
+    """AUC from the rank sum of the positives (Mann-Whitney U), without its interval."""
+    pos = y == 1
+    n1 = int(pos.sum())
+    n0 = len(y) - n1
+    u = float(stats.rankdata(s)[pos].sum()) - n1 * (n1 + 1) / 2
+    return u / (n1 * n0)
 
 
 # --------------------------------------------------------------------------- the estimators
@@ -531,7 +549,7 @@ def _est_auc(s: np.ndarray, c: np.ndarray, pred: np.ndarray) -> tuple[float, flo
     negatives); the area by the trapezoid rule. Tied scores form one step of the curve
     (NannyML leaves ties in arbitrary order). Standard error: Hanley and McNeil's, with the
     expected class counts."""
-    order = np.argsort(-s, kind="stable")
+    order = np.argsort(s)[::-1]
     s_sorted, c_sorted = s[order], c[order]
     tps = np.cumsum(c_sorted)
     fps = np.arange(1, len(c) + 1) - tps
