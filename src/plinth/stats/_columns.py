@@ -79,9 +79,10 @@ def select(
     return [n for n in names if _tested_by_default(n, ref, cur, settings.preset)]
 
 
-def column_drift(name: str, ref: TableProfile, cur: TableProfile, s: Settings) -> ColumnDrift:
-    from plinth.stats.drift import ColumnDrift
-
+def column_drift(
+    name: str, ref: TableProfile, cur: TableProfile, s: Settings, result: type[ColumnDrift]
+) -> ColumnDrift:
+    """The column's `ColumnDrift` (the class is passed in: drift.py owns it)."""
     rows = (ref.rows, cur.rows)
     try:
         rcol, ccol = _both_sides(name, ref, cur)
@@ -91,12 +92,10 @@ def column_drift(name: str, ref: TableProfile, cur: TableProfile, s: Settings) -
         out = _run(test, kind, r, c, s)
     except Untestable as e:
         kind_name = _plain_kind(ref, cur, name)
-        return ColumnDrift(
-            name, kind_name, "", None, None, 0.0, False, "", None, *rows, error=str(e)
-        )
+        return result(name, kind_name, "", None, None, 0.0, False, "", None, *rows, error=str(e))
     threshold = _threshold(test, s)
     drifted = _verdict(test, out.result, threshold, s)
-    return ColumnDrift(
+    return result(
         column=name,
         kind=kind,
         test=test,

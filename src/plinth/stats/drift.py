@@ -161,7 +161,7 @@ def drift_report(
     ref = _as_profile(reference, columns, sample_size, seed, "reference")
     cur = _as_profile(current, columns, sample_size, seed + 1, "current")
     names = _columns.select(ref, cur, columns, settings)
-    results = [_columns.column_drift(name, ref, cur, settings) for name in names]
+    results = [_columns.column_drift(name, ref, cur, settings, ColumnDrift) for name in names]
     if preset == "plinth":
         results = _benjamini_hochberg(results, alpha)
     tested = [r for r in results if r.error is None]
