@@ -54,14 +54,16 @@ def _run(n: int, sample_size: int) -> tuple[DriftReport, dict[str, Any]]:
     return report, GOLDEN["sizes"][str(n)]
 
 
-def test_golden_file_is_evidentlys_output_for_all_sizes() -> None:
-    assert GOLDEN["evidently"] == "0.7.23"
-    assert sorted(GOLDEN["sizes"], key=int) == [str(n) for n in SCRIPT.SIZES]
+def _run_overrides(n: int, sample_size: int) -> tuple[DriftReport, dict[str, Any]]:
+    reference, current = SCRIPT.make_data(n)
+    tests = {c: "ztest" if m == "z" else m for c, m in SCRIPT.OVERRIDES.items()}
+    report = drift_report(
+        reference, current, preset="evidently", sample_size=sample_size, tests=tests
+    )
+    return report, GOLDEN["sizes"][str(n)]["overrides"]
 
 
-@pytest.mark.parametrize("n", [500, 1100, 5000])
-def test_exact_data_same_test_verdict_and_score(n: int) -> None:
-    report, expected = _run(n, sample_size=5000)
+def _assert_same(report: DriftReport, expected: dict[str, Any]) -> None:
     assert {c.column for c in report.columns} == set(expected["columns"])
     for column, exp in expected["columns"].items():
         got = report.column(column)
@@ -73,7 +75,45 @@ def test_exact_data_same_test_verdict_and_score(n: int) -> None:
         assert _score(report, column) == pytest.approx(exp["score"], rel=1e-9, abs=1e-300)
     assert report.drifted_share == pytest.approx(expected["drifted_share"])
     assert report.dataset_drifted == expected["dataset_drifted"]
+
+
+def test_golden_file_is_evidentlys_output_for_all_sizes() -> None:
+    assert GOLDEN["evidently"] == "0.7.23"
+    assert sorted(GOLDEN["sizes"], key=int) == [str(n) for n in SCRIPT.SIZES]
+
+
+@pytest.mark.parametrize("n", [500, 1100, 5000])
+def test_exact_data_same_test_verdict_and_score(n: int) -> None:
+    report, expected = _run(n, sample_size=5000)
+    _assert_same(report, expected)
     assert report.correction is None
+
+
+@pytest.mark.parametrize("n", [500, 1100, 5000])
+def test_asked_for_tests_exact_data_same_verdict_and_score(n: int) -> None:
+    """PSI (Sturges bins, zero filling), binned Jensen-Shannon, Anderson-Darling, K-S and
+    Wasserstein outside their default sizes, chi-square and z asked for by name."""
+    report, expected = _run_overrides(n, sample_size=5000)
+    _assert_same(report, expected)
+    assert {report.column(c).test for c in SCRIPT.OVERRIDES} == {
+        "psi", "jensenshannon", "anderson", "ks", "wasserstein", "chisquare", "ztest",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [1100, 5000])
+def test_asked_for_distances_on_profiles_within_two_percent(n: int) -> None:
+    """Binned PSI / Jensen-Shannon from the histograms: 2% relative, or 0.001 absolute for
+    values near zero (a JS of 0.019 is off by 0.0004 at 5,000 rows)."""
+    report, expected = _run_overrides(n, sample_size=1000)
+    checked = 0
+    for column, exp in expected["columns"].items():
+        got = report.column(column)
+        if got.method != "profile":
+            continue
+        checked += 1
+        assert got.test == exp["test"] and got.drifted == exp["drifted"], column
+        assert _score(report, column) == pytest.approx(exp["score"], rel=0.02, abs=1e-3), column
+    assert checked >= 8
 
 
 @pytest.mark.parametrize("n", [1100, 5000])
