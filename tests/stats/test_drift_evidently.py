@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from datetime import date
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from plinth.stats.drift import DriftReport, drift_report
@@ -140,3 +143,43 @@ def test_small_sample_rules_seen_in_the_golden_file() -> None:
     assert cols["cat_new"]["score"] == 0.0  # a category absent from the reference
     # Evidently flags undrifted columns here (p just under 0.05): int_few, num_few.
     assert cols["int_few"]["drifted"] and cols["num_few"]["drifted"]
+
+
+def test_evidently_column_typing_of_arrow_data() -> None:
+    """Evidently 0.7's infer_column_type on each column after Arrow's to_pandas(), as
+    printed by that version (uint8: unknown; int64 with nulls: float64, numerical; bool
+    with nulls: object, unknown; >50% distinct strings: text; date: unknown)."""
+    r = np.random.default_rng(0)
+    n = 200
+    table = pa.table(
+        {
+            "u8": pa.array(r.integers(0, 50, n), pa.uint8()),
+            "i_nulls": pa.array([None if i % 10 == 0 else i % 3 for i in range(n)], pa.int64()),
+            "i_few": pa.array(np.arange(n) % 10, pa.int64()),
+            "i_11": pa.array(np.arange(n) % 11, pa.int64()),
+            "i32_few": pa.array(np.arange(n) % 3, pa.int32()),
+            "b": pa.array(r.random(n) < 0.5),
+            "b_nulls": pa.array([None if i % 10 == 0 else i % 2 == 0 for i in range(n)]),
+            "s_text": pa.array([f"id{i}" if i < 101 else "x" for i in range(n)]),
+            "s_cat": pa.array([f"id{i}" if i < 99 else "x" for i in range(n)]),
+            "dict": pa.array(["a", "b"] * (n // 2)).dictionary_encode(),
+            "date": pa.array([date(2020, 1, 1)] * n),
+            "f32": pa.array(r.random(n), pa.float32()),
+        }
+    )
+    report = drift_report(table, table, preset="evidently")
+    kinds = {c.column: (c.kind if c.error is None else "error") for c in report.columns}
+    assert kinds == {
+        "i_nulls": "numeric",
+        "i_few": "categorical",
+        "i_11": "numeric",
+        "i32_few": "categorical",
+        "b": "categorical",
+        "s_text": "error",
+        "s_cat": "categorical",
+        "dict": "categorical",
+        "f32": "numeric",
+    }
+    assert "treats it as text" in (report.column("s_text").error or "")
+    plinth = drift_report(table, table)
+    assert {c.column for c in plinth.columns} == set(table.column_names) - {"date"}
