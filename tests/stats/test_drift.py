@@ -353,6 +353,10 @@ def test_report_round_trips_through_dict_and_summarises() -> None:
     report = drift_report(ref, cur, preset="evidently")
     again = DriftReport.from_dict(report.to_dict())
     assert again == report
+    stored = {**report.to_dict(), "reference": "previous commit 4"}
+    assert DriftReport.from_dict(stored) == report
+    as_json = drift_report(profile(ref).to_dict(), profile(cur).to_dict(), preset="evidently")
+    assert as_json == report
     assert report.summary() == "2 of 2 columns drifted (100%)"
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -82,7 +82,7 @@ class ColumnDrift:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ColumnDrift:
-        return cls(**d)
+        return cls(**_known(cls, d))
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,9 @@ class DriftReport:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DriftReport:
+        """Also from a dict with more keys (a stored verdict may add its reference)."""
         cols = [ColumnDrift.from_dict(c) for c in d["columns"]]
-        return cls(**{**d, "columns": cols})
+        return cls(**{**_known(cls, d), "columns": cols})
 
     def column(self, name: str) -> ColumnDrift:
         for c in self.columns:
@@ -152,8 +153,8 @@ def drift_report(
     sample_size: int = 5000,
     seed: int = 0,
 ) -> DriftReport:
-    """Test each column of `current` against `reference` (TableProfiles, or anything
-    `profile()` takes, profiled here with `sample_size`)."""
+    """Test each column of `current` against `reference` (TableProfiles or their
+    `to_dict()`, or anything `profile()` takes, profiled here with `sample_size`)."""
     settings = _settings(preset, tests, thresholds, alpha, sample_size)
     share = DEFAULT_SHARE_THRESHOLD if share_threshold is None else share_threshold
     if not 0 < share <= 1:
@@ -239,6 +240,8 @@ def _as_profile(
 ) -> TableProfile:
     if isinstance(data, TableProfile):
         return data
+    if isinstance(data, dict) and "rows" in data and "columns" in data:
+        return TableProfile.from_dict(data)  # a stored profile's to_dict()
     if data is None:
         raise InvalidArgument(f"no {side} data given")
     wanted = None
@@ -286,6 +289,11 @@ def _as_seconds(times: Iterable[Any]) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.datetime64):
         return arr.astype("datetime64[ns]").astype(np.int64) / 1e9
     return arr.astype(np.float64)
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 def _json_float(value: Any) -> Any:
