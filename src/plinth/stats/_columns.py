@@ -41,7 +41,7 @@ SMALL_REFERENCE = 1000  # registry._get_default_stattest: reference_data.shape[0
 FEW_VALUES = 5  # numeric columns with <= 5 distinct values get categorical tests
 BINNING_DISTINCT = 20  # utils.get_binned_data: reference nunique > 20 -> histogram bins
 EVIDENTLY_INT_CARDINALITY = 10  # core/datasets.py INTEGER_CARDINALITY_LIMIT
-INTERVAL_EXPECTED = 0.05
+INTERVAL_TAIL = 0.025  # [q2.5, q97.5]
 PLINTH_PSI_BINS = 10
 
 
@@ -263,16 +263,22 @@ def _wasserstein(r: Side, c: Side) -> Outcome:
 def _interval(r: Side, c: Side) -> Outcome:
     if r.exact and c.exact:
         ra, ca = r.values(), c.values()
-        lo, hi = np.quantile(ra, [0.025, 0.975])
+        lo, hi = np.quantile(ra, [INTERVAL_TAIL, 1 - INTERVAL_TAIL])
+        ref_out = int(np.sum(ra < lo) + np.sum(ra > hi))
         outside, n, method = int(np.sum(ca < lo) + np.sum(ca > hi)), len(ca), "exact"
     else:
         hr, hc = _histograms(r, c)
-        lo, hi = (float(x) for x in hr.quantile(np.array([0.025, 0.975])))
-        share = float(hc.cdf(lo)) + 1.0 - float(hc.cdf(hi))
+        lo, hi = (float(x) for x in hr.quantile(np.array([INTERVAL_TAIL, 1 - INTERVAL_TAIL])))
         n, method = c.n, "profile"
-        outside = min(n, max(0, round(share * n)))
-    result = st.interval(outside, n, INTERVAL_EXPECTED)
+        outside = _count_outside(hc, lo, hi, n)
+        ref_out = _count_outside(hr, lo, hi, r.n)
+    result = st.interval(outside, n, ref_out, r.n)
     return Outcome(result, method, None, f"reference [q2.5, q97.5] = [{lo:.6g}, {hi:.6g}]")
+
+
+def _count_outside(hist: Any, lo: float, hi: float, n: int) -> int:
+    share = float(hist.cdf(lo)) + 1.0 - float(hist.cdf(hi))
+    return min(n, max(0, round(share * n)))
 
 
 def _on_counts(test: str, r: Side, c: Side, s: Settings) -> Outcome:

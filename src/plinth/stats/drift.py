@@ -12,8 +12,9 @@ the test for a column):
   ``wasserstein`` W1 distance / population std of the reference (>= 0.1), ``psi``
   population stability index (>= 0.1), ``anderson`` Anderson-Darling k-sample (p-value
   capped by scipy to [0.001, 0.25]; p < alpha, Evidently 0.1), ``interval`` share of
-  current values outside the reference's [q2.5, q97.5] (drifted when above 0.10 AND a
-  one-sided binomial test against the 5% expected gives p < alpha).
+  current values outside the reference's [q2.5, q97.5] (drifted when above 0.10 AND
+  its one-sided beta-binomial p-value, which allows for the reference's own noise, is
+  below alpha).
 - categorical (and numeric columns with at most 5 distinct values): ``chisquare``,
   ``jensenshannon`` distance (natural log, >= 0.1), ``psi``, ``ztest`` two-proportion
   z-test for binary columns (p < alpha).
