@@ -319,8 +319,8 @@ class CBPE:
     labelled reference data (isotonic regression, predictions interpolated linearly between
     the fitted points and clipped at the ends, as scikit-learn's ``IsotonicRegression``
     that NannyML uses); ``estimate`` then computes the expected metrics of unlabelled
-    scores. ``points`` are the calibration map (score -> probability), empty when not
-    calibrated (``calibrated`` False: scores are taken as probabilities)."""
+    scores. ``points_x``/``points_y`` are the calibration map (score -> probability),
+    empty when not calibrated (``calibrated`` False: scores are taken as probabilities)."""
 
     points_x: tuple[float, ...]
     points_y: tuple[float, ...]
@@ -433,8 +433,8 @@ class CBPE:
             rows, rate = int(d["reference_rows"]), float(d["reference_positive_rate"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"not a stored CBPE: {exc!r}") from exc
-        if len(x) != len(y) or (calibrated and not x):
-            raise InvalidArgument("not a stored CBPE: calibration points do not pair up")
+        if len(x) != len(y) or (calibrated and not x) or rows <= 0:
+            raise InvalidArgument("not a stored CBPE: calibration points or rows missing")
         return cls(x, y, calibrated, rows, rate)
 
 
