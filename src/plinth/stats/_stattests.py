@@ -12,6 +12,7 @@ homogeneity of the 2 x k table, which accounts for the reference being a sample 
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from scipy import stats  # type: ignore[import-untyped]
 from scipy.spatial import distance  # type: ignore[import-untyped]
 
 FloatArray = NDArray[np.float64]
+_HAS_VARIANT = "variant" in inspect.signature(stats.anderson_ksamp).parameters
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ def anderson(reference: FloatArray, current: FloatArray) -> TestResult:
         return TestResult(0.0, 1.0)  # all values equal: nothing to compare
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="p-value (capped|floored)")
-        res = stats.anderson_ksamp([reference, current], variant="midrank")
+        # SciPy 1.17 added `variant` (and warns without it); before, midrank was the default
+        kwargs = {"variant": "midrank"} if _HAS_VARIANT else {}
+        res = stats.anderson_ksamp([reference, current], **kwargs)
     return TestResult(float(res.statistic), float(res.pvalue))
 
 
