@@ -383,3 +383,28 @@ def test_a_category_new_in_current_is_infinite_for_evidently_and_json_stays_stri
     assert d["columns"][0]["statistic"] is None
     plinth = drift_report(ref, cur).column("c")
     assert plinth.p_value is not None and plinth.p_value > 0.1 and not plinth.drifted
+
+
+def test_temporal_columns_only_when_named_and_then_as_seconds() -> None:
+    start = np.datetime64("2026-01-01T00:00:00", "s")
+    r = _rng(19)
+    ref = pa.table({"t": start + r.integers(0, 86_400, 400).astype("timedelta64[s]")})
+    cur = pa.table({"t": start + r.integers(43_200, 129_600, 400).astype("timedelta64[s]")})
+    assert drift_report(ref, cur).columns == []
+    res = _one(ref, cur, "t")
+    assert (res.kind, res.test, res.drifted) == ("numeric", "ks", True)
+
+
+def test_categories_beyond_the_tracked_ones_are_one_bucket_on_profiles() -> None:
+    r = _rng(20)
+    names = np.array([f"u{i:05d}" for i in range(12_000)])
+    ref = pa.table({"c": names[r.integers(0, 12_000, 30_000)]})
+    cur = pa.table({"c": names[r.integers(0, 12_000, 30_000)]})
+    res = _one(ref, cur, "c", sample_size=1000)
+    assert (res.test, res.method) == ("jensenshannon", "profile")
+    assert "counted as one" in res.detail
+    exact = _one(ref, cur, "c", sample_size=30_000)
+    assert exact.method == "exact" and exact.detail == ""
+    # merging values can only lower a divergence: the profiles give a lower bound
+    assert res.statistic is not None and exact.statistic is not None
+    assert 0 < res.statistic < exact.statistic

@@ -91,12 +91,11 @@ def pair_counts(ref: Side, cur: Side) -> PairCounts | None:
     """Counts per value on both sides over the union of values, from the profiles'
     tracked counts, else from exact samples; None when neither side can give them."""
     rt, ct = ref.tracked(), cur.tracked()
-    if rt is not None and ct is not None:
-        exact = not ref.col.other and not cur.col.other
-        if ref.col.other:
-            rt[OTHER] = rt.get(OTHER, 0) + ref.col.other
-        if cur.col.other:
-            ct[OTHER] = ct.get(OTHER, 0) + cur.col.other
+    complete = not ref.col.other and not cur.col.other
+    if rt is not None and ct is not None and (complete or not (ref.exact and cur.exact)):
+        exact = complete
+        if not complete:
+            rt, ct = _common_and_other(rt, ct, ref.n, cur.n)
     elif ref.exact and cur.exact:
         rt, ct, exact = ref.sample_counts(), cur.sample_counts(), True
     else:
@@ -108,6 +107,20 @@ def pair_counts(ref: Side, cur: Side) -> PairCounts | None:
         np.array([ct.get(k, 0) for k in keys], dtype=np.float64),
         exact,
     )
+
+
+def _common_and_other(
+    rt: dict[str, int], ct: dict[str, int], n_ref: int, n_cur: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts of the values tracked on both sides, the rest of each side in one bucket: a
+    value tracked on one side only has an unknown count on the other. Merging values
+    can only lower a divergence, so the result is a lower bound of the exact one."""
+    common = set(rt) & set(ct)
+    ref = {k: rt[k] for k in common}
+    cur = {k: ct[k] for k in common}
+    ref[OTHER] = n_ref - sum(ref.values())
+    cur[OTHER] = n_cur - sum(cur.values())
+    return ref, cur
 
 
 def combined_distinct(ref: Side, cur: Side) -> int:
