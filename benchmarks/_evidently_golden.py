@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SIZES = (500, 1100, 5000)
+SIZES = (500, 1100, 5000, 100_000)
 SEED = 20261205
 CATS = list("abcdefgh")
 MANY = [f"k{i:02d}" for i in range(60)]

@@ -3,7 +3,7 @@
 tests/stats/evidently_golden.json is the reference tool's own output, not ours: it was
 produced by benchmarks/_evidently_golden.py run with evidently==0.7.23 (and pandas<3,
 scipy 1.17.1) in a separate venv, on the seeded frames of that script's `make_data`
-(sizes 500, 1,100 and 5,000 rows; numeric and categorical columns with and without
+(sizes 500, 1,100, 5,000 and 100,000 rows; numeric and categorical columns with and without
 drift, numeric columns with at most 5 distinct values, binary, boolean and small-int
 columns, a 10% null column and a category new in the current data). Here Plinth runs on
 the same frames and must choose the same test per column, reach the same verdict, and
@@ -103,11 +103,11 @@ def test_asked_for_tests_exact_data_same_verdict_and_score(n: int) -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("n", [1100, 5000])
-def test_asked_for_distances_on_profiles_within_two_percent(n: int) -> None:
+@pytest.mark.parametrize(("n", "sample_size"), [(1100, 1000), (5000, 1000), (100_000, 5000)])
+def test_asked_for_distances_on_profiles_within_two_percent(n: int, sample_size: int) -> None:
     """Binned PSI / Jensen-Shannon from the histograms: 2% relative, or 0.001 absolute for
     values near zero (a JS of 0.019 is off by 0.0004 at 5,000 rows)."""
-    report, expected = _run_overrides(n, sample_size=1000)
+    report, expected = _run_overrides(n, sample_size=sample_size)
     checked = 0
     for column, exp in expected["columns"].items():
         got = report.column(column)
@@ -119,9 +119,9 @@ def test_asked_for_distances_on_profiles_within_two_percent(n: int) -> None:
     assert checked >= 8
 
 
-@pytest.mark.parametrize("n", [1100, 5000])
-def test_profile_approximation_within_two_percent_same_verdict(n: int) -> None:
-    report, expected = _run(n, sample_size=1000)
+@pytest.mark.parametrize(("n", "sample_size"), [(1100, 1000), (5000, 1000), (100_000, 5000)])
+def test_profile_approximation_within_two_percent_same_verdict(n: int, sample_size: int) -> None:
+    report, expected = _run(n, sample_size=sample_size)
     on_profiles = [c for c in report.columns if c.method == "profile"]
     assert {c.test for c in on_profiles} >= {"wasserstein", "jensenshannon"}
     for column, exp in expected["columns"].items():
