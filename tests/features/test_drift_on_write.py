@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
+import plinth
 from plinth.client import Client
 from plinth.errors import InvalidArgument, NotFound
 from plinth.features.drift import DriftReference
@@ -23,6 +25,7 @@ from plinth.stats.profile import profile
 from plinth.store.engine import Store
 from plinth.store.profiles import load_profile, profile_rows
 from plinth.store.schema import feature_commits, profiles
+from tests.backends import running_server
 from tests.features.conftest import T0
 
 GROUP = "payments"
@@ -306,3 +309,31 @@ def test_an_already_recorded_commit_keeps_its_verdict(fs: FeatureStore) -> None:
     moved = fs.insert(GROUP, batch(2, **SHIFTED))
     again = replace(moved, profile=profile(batch(3), ["amount"]).to_dict())
     assert fs.service.record_commit(GROUP, again).drift == moved.drift
+
+
+def test_a_deleted_group_takes_its_profiles_along(fs: FeatureStore, fs_client: Client) -> None:
+    define(fs)
+    fs.insert(GROUP, batch(1, **SHIFTED))
+    fs.delete_feature_group(GROUP)
+    fs.service.create_feature_group(GROUP, "customer", "event_time", FEATURES)
+    again = fs.insert(GROUP, batch(2))  # the old group's commit 0 is no reference
+    assert again.drift is not None and "first profiled commit" in again.drift["reason"]
+    store = central(fs_client)
+    if store is not None:
+        with store.read() as conn:
+            assert len(profile_rows(conn, group_name=GROUP)) == 1
+
+
+def test_a_server_that_refuses_the_profile_still_records_the_commit(tmp_path: Path) -> None:
+    # a request limit that the commit's record fits in, but not with its profile
+    with (
+        running_server(tmp_path / "server", max_request_bytes=16_384) as url,
+        plinth.connect(url, home=tmp_path / "client") as remote,
+    ):
+        fs = remote.feature_store()
+        define(fs)
+        fs.insert(GROUP, batch(1))
+        checked = fs.insert(GROUP, batch(2))
+        assert checked.drift is not None and checked.drift["reference"] is None
+        assert "the profile was not sent: request body is larger" in checked.drift["error"]
+        assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0, 1]

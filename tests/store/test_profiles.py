@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from plinth.errors import InvalidArgument, NotFound
 from plinth.stats.profile import TableProfile, profile
 from plinth.store.engine import Store, open_store
-from plinth.store.profiles import load_profile, profile_rows, save_profile
+from plinth.store.profiles import delete_profiles, load_profile, profile_rows, save_profile
 from plinth.store.schema import profile_columns, profiles
 from tests.backends import empty_tables
 
@@ -171,3 +171,25 @@ def test_bad_input_is_named(store: Store) -> None:
         profile_rows(conn, limit=0)
     with store.read() as conn:
         assert conn.execute(select(func.count()).select_from(profiles)).scalar() == 0
+
+
+def test_deleted_with_their_subject(store: Store) -> None:
+    small = profile(table(20))
+    for version in (1, 2):
+        save(store, small, subject_kind="feature_commit", group_name="g", group_version=version)
+    kept = save(store, small, subject_kind="training_data", model_name="g", model_version=1)
+    with store.write() as conn:
+        assert (
+            delete_profiles(conn, subject_kind="feature_commit", group_name="g", group_versions=[1])
+            == 1
+        )
+    with store.read() as conn:
+        assert [r.group_version for r in profile_rows(conn, group_name="g")] == [2]
+        assert load_profile(conn, kept).rows == 20
+    with store.write() as conn, pytest.raises(InvalidArgument, match="needs a filter"):
+        delete_profiles(conn)
+    with store.write() as conn:
+        delete_profiles(conn, group_name="g")
+    with store.read() as conn:
+        ids = set(conn.execute(select(profile_columns.c.profile_id)).scalars())
+    assert ids == {kept}

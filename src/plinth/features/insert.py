@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, PayloadTooLarge
 from plinth.faults import crash_point
 from plinth.features.types import CommitInfo, ExpectationResult, FeatureGroup, ValidationReport
 
@@ -172,4 +173,14 @@ def record(
             results,
             version,
         )
-    return service.record_commit(group.name, commit, report)
+    try:
+        return service.record_commit(group.name, commit, report)
+    except PayloadTooLarge as exc:
+        if commit.profile is None:
+            raise
+        # a server with a small request limit: the commit is recorded all the same
+        logger.warning("commit %s of %s recorded without its profile: %s", version, group.ref, exc)
+        failure = {"reference": None, "error": f"the profile was not sent: {exc}"}
+        return service.record_commit(
+            group.name, replace(commit, profile=None, drift=failure), report
+        )

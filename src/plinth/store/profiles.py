@@ -18,14 +18,16 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from plinth.errors import InvalidArgument, NotFound
-from plinth.stats.profile import ColumnProfile, TableProfile
 from plinth.store.schema import profile_columns, profiles
 from plinth.store.sql import now_ms, opt_datetime, to_datetime
+
+if TYPE_CHECKING:
+    from plinth.stats.profile import ColumnProfile, TableProfile
 
 SUBJECT_KINDS = ("feature_commit", "training_data", "serving_window", "score_job", "dataset")
 
@@ -102,6 +104,8 @@ def save_profile(
 
 def load_profile(conn: Connection, profile_id: int) -> TableProfile:
     """The stored profile ``profile_id``; its columns in name order."""
+    from plinth.stats.profile import ColumnProfile, TableProfile
+
     rows = conn.execute(select(profiles.c.rows).where(profiles.c.id == profile_id)).first()
     if rows is None:
         raise NotFound(f"profile {profile_id} does not exist")
@@ -144,6 +148,35 @@ def profile_rows(
             query = query.where(profiles.c[name] == value)
     found = conn.execute(query.order_by(profiles.c.id.desc()).limit(limit)).all()
     return [_profile_row(r) for r in found]
+
+
+def delete_profiles(
+    conn: Connection,
+    *,
+    subject_kind: str | None = None,
+    group_name: str | None = None,
+    group_versions: list[int] | None = None,
+    model_name: str | None = None,
+    model_version: int | None = None,
+) -> int:
+    """Delete the profiles matching every filter given (at least one), with their columns,
+    in the caller's transaction (that deletes what they describe); returns how many."""
+    filters = []
+    if subject_kind is not None:
+        filters.append(profiles.c.subject_kind == subject_kind)
+    if group_name is not None:
+        filters.append(profiles.c.group_name == group_name)
+    if group_versions is not None:
+        filters.append(profiles.c.group_version.in_(group_versions))
+    if model_name is not None:
+        filters.append(profiles.c.model_name == model_name)
+    if model_version is not None:
+        filters.append(profiles.c.model_version == model_version)
+    if not filters:
+        raise InvalidArgument("delete_profiles needs a filter; it will not delete every profile")
+    ids = select(profiles.c.id).where(*filters).scalar_subquery()
+    conn.execute(delete(profile_columns).where(profile_columns.c.profile_id.in_(ids)))
+    return int(conn.execute(delete(profiles).where(*filters)).rowcount)
 
 
 def _column_row(profile_id: int, column: ColumnProfile) -> dict[str, Any]:
