@@ -139,8 +139,9 @@ class MonitorService:
     ) -> Monitor:
         """A new monitor, owned by its creator, who must be able to read its target (a
         feature group for ``feature_drift``, a registered model for the other kinds).
-        Without a ``spec``, the kind's defaults (a feature group against its previous
-        commit; a model against its training data)."""
+        A feature group is named ``name`` (its newest version) or ``name:vN``. Without a
+        ``spec``, the kind's defaults (a feature group's verdict against its own drift
+        reference, stored with each commit; a model's window against its training data)."""
         validation.check_name(name)
         kind = validation.check_kind(kind)
         checked = validation.check_spec(kind, validation.coerce_spec(spec, kind))
@@ -443,8 +444,9 @@ class MonitorService:
         """A monitor may only watch what its creator may read: it shows its data's
         statistics and its model's performance."""
         resource = Kind.FEATURE_GROUP if kind == "feature_drift" else Kind.MODEL
+        key = validation.group_of(target)[0] if kind == "feature_drift" else target
         try:
-            self.access.require(Action.READ, resource, target, repr(target), log=False)
+            self.access.require(Action.READ, resource, key, repr(key), log=False)
         except NotFound as exc:
             raise NotFound(f"target: {exc.message}") from None
         with self.store.read() as conn:

@@ -41,9 +41,10 @@ Delivery = Literal["none", "pending", "delivered", "failed"]
 class MonitorSpec:
     """What a monitor checks and its thresholds (stored as JSON in ``monitors.config``).
 
-    ``reference``: a feature group's drift is measured against its ``previous`` commit,
-    the last ``days:N`` or a pinned ``commit:V``; a model's against its version's
-    ``training`` data. ``window_seconds``: the current window of a model's traffic.
+    ``reference``: a feature group's drift is the verdict stored with each commit against
+    the group's own drift reference (``group``; the default ``training`` reads so), or is
+    measured against its ``previous`` commit, the last ``days:N`` or a pinned
+    ``commit:V``; a model's against its version's ``training`` data. ``window_seconds``: the current window of a model's traffic.
     Drift kinds breach when the share of drifted columns reaches ``max_drifted_share``;
     performance kinds when ``metric`` falls below ``min_value`` (or rises above
     ``max_value``); without either, the version's validation metric -/+ ``tolerance``.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ from plinth.store.schema import feature_groups, model_versions, registered_model
 
 _SPEC: TypeAdapter[MonitorSpec] = TypeAdapter(MonitorSpec)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
-_REFERENCE = re.compile(r"previous|days:(\d{1,4})|commit:(\d{1,18})")
+_REFERENCE = re.compile(r"group|previous|days:(\d{1,4})|commit:(\d{1,18})")
 MIN_SCHEDULE_SECONDS = 60
 MAX_SECONDS = 366 * 86_400
 
@@ -38,16 +39,21 @@ def check_kind(kind: str) -> str:
 
 
 def coerce_spec(spec: MonitorSpec | dict[str, Any] | None, kind: str) -> MonitorSpec:
+    """The spec as a MonitorSpec (a dict is checked as the API checks it). A feature group's
+    default reference, ``training`` (the dataclass's default), reads ``group``: the
+    verdict drift on write stored with each commit, against the group's own reference."""
     if spec is None:
-        return MonitorSpec(reference="previous") if kind == "feature_drift" else MonitorSpec()
-    if isinstance(spec, MonitorSpec):
-        return spec
-    try:
-        return _SPEC.validate_python(spec)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-        raise InvalidArgument(f"spec{where}: {first['msg']}") from None
+        spec = MonitorSpec()
+    elif not isinstance(spec, MonitorSpec):
+        try:
+            spec = _SPEC.validate_python(spec)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            raise InvalidArgument(f"spec{where}: {first['msg']}") from None
+    if kind == "feature_drift" and spec.reference == "training":
+        spec = replace(spec, reference="group")
+    return spec
 
 
 def check_spec(kind: str, spec: MonitorSpec) -> MonitorSpec:
@@ -91,8 +97,9 @@ def _check_reference(kind: str, reference: str) -> None:
     if kind == "feature_drift":
         if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
             raise InvalidArgument(
-                f"spec.reference: a feature_drift monitor compares with 'previous' (commit), "
-                f"'days:N' or 'commit:V', got {reference!r}"
+                "spec.reference: a feature_drift monitor compares with 'group' (the verdict "
+                "of the group's own drift reference, stored with each commit), 'previous' "
+                f"(commit), 'days:N' or 'commit:V', got {reference!r}"
             )
         if reference.startswith("days:") and int(reference[5:]) < 1:
             raise InvalidArgument(f"spec.reference: {reference!r}: at least 1 day")
@@ -177,15 +184,24 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def require_group(conn: Connection, name: str, spec: MonitorSpec) -> None:
+def group_of(target: str) -> tuple[str, int | None]:
+    """A feature_drift target: ``name`` (its newest version) or ``name:vN``."""
+    name, sep, number = target.rpartition(":v")
+    if sep and number.isdigit():
+        return name, int(number)
+    return target, None
+
+
+def require_group(conn: Connection, target: str, spec: MonitorSpec) -> None:
+    name, version = group_of(target)
     fg = feature_groups.c
-    row = conn.execute(
-        select(fg.features, fg["keys"], fg.event_time)
-        .where(fg.name == name)
-        .order_by(fg.version.desc())
-        .limit(1)
-    ).first()
+    query = select(fg.features, fg["keys"], fg.event_time).where(fg.name == name)
+    if version is not None:
+        query = query.where(fg.version == version)
+    row = conn.execute(query.order_by(fg.version.desc()).limit(1)).first()
     if row is None:
+        if version is not None and _group_exists(conn, name):
+            raise NotFound(f"target: feature group {name!r} has no version {version}")
         raise NotFound(f"target: feature group {name!r} does not exist")
     if spec.columns is None:
         return
@@ -197,6 +213,11 @@ def require_group(conn: Connection, name: str, spec: MonitorSpec) -> None:
             f"spec.columns: feature group {name!r} has no column {', '.join(map(repr, unknown))} "
             f"(it has {', '.join(sorted(known))})"
         )
+
+
+def _group_exists(conn: Connection, name: str) -> bool:
+    fg = feature_groups.c
+    return conn.execute(select(fg.name).where(fg.name == name).limit(1)).first() is not None
 
 
 def require_model(conn: Connection, name: str, spec: MonitorSpec) -> None:
