@@ -81,7 +81,7 @@ def dedup_key(monitor: Monitor, result: Mapping[str, Any]) -> str:
     if len(key) <= _KEY_CHARS:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return f"{key[: _KEY_CHARS - 18]}~{digest}"
+    return f"{key[: _KEY_CHARS - 17]}~{digest}"
 
 
 def drifted_columns(result: Mapping[str, Any]) -> list[str]:

@@ -496,8 +496,8 @@ def _found(outcome: Outcome) -> _Found:
     status = outcome.status
     if status not in _STATUSES:
         raise TypeError(f"the check answered status {status!r}, not one of {', '.join(_STATUSES)}")
-    result = dict(outcome.result or {})
-    json.dumps(result, default=str)  # a report that cannot be stored fails here, named
+    # as it will read back: what JSON cannot hold is stored as its text
+    result = json.loads(json.dumps(dict(outcome.result or {}), default=str))
     return _Found(
         status,
         str(outcome.summary),
