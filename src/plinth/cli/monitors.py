@@ -283,6 +283,7 @@ def disable(name: NameArgument, json_: JsonOption = False) -> None:
 def delete(
     name: NameArgument,
     yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+    json_: JsonOption = False,
 ) -> None:
     """Delete a monitor with its evaluations and alerts."""
     if not yes and not typer.confirm(
@@ -290,7 +291,7 @@ def delete(
     ):
         raise typer.Exit(1)
     _service().delete_monitor(name)
-    out.print(f"deleted monitor {escape(name)}", highlight=False)
+    _say(json_, {"deleted": name}, f"deleted monitor {name}")
 
 
 @monitors_app.command("tick")
