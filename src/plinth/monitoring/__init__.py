@@ -1,0 +1,2 @@
+"""Monitoring: profiles, drift of model inputs and predictions, late labels, performance,
+monitors and alerts."""
