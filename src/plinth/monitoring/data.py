@@ -241,6 +241,7 @@ class MonitoringData:
         reference = self.reference(mv)
         if isinstance(reference, str):
             return InputDrift(mv.model_name, mv.version, "skipped", reference, "training data")
+        current: tuple[str, int | None, TableProfile, Window | None] | InputDrift
         if score_job is not None:
             current = self._job_profile(mv, score_job)
         else:
@@ -266,8 +267,10 @@ class MonitoringData:
         if not compared:
             why = f"no input of {what} is in both {reference.data.source} and {subject}"
             return dataclasses.replace(base, summary=f"skipped: {why}")
-        share = {} if max_drifted_share is None else {"share_threshold": max_drifted_share}
-        report = drift_report(reference.profile, cur, preset=preset, columns=compared, **share)
+        report = drift_report(
+            reference.profile, cur, preset=preset, columns=compared,
+            share_threshold=max_drifted_share,
+        )  # fmt: skip
         prediction, note = self._prediction_drift(reference, window, cur, preset)
         drifted = [c.column for c in report.columns if c.drifted]
         status = "drift" if report.dataset_drifted else "ok"

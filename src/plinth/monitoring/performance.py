@@ -243,7 +243,7 @@ def _validation(metrics: dict[str, float], metric: str) -> tuple[float | None, s
 
 def _finite(values: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
     array = _floats(values.to_pylist())
-    return array[np.isfinite(array)]
+    return np.asarray(array[np.isfinite(array)], dtype=float)
 
 
 def _floats(values: list[Any]) -> np.ndarray[Any, Any]:

@@ -245,7 +245,7 @@ def decile_rows(
             p.created_at,
             c.column_name,
             c.kind,
-            c.count,
+            c.count.label("column_count"),
             c.nulls,
             c.deciles,
         )
@@ -279,7 +279,7 @@ def decile_rows(
                     r.created_at,
                     r.column_name,
                     r.kind,
-                    r.count,
+                    r.column_count,
                     r.nulls,
                     [float(d) for d in json.loads(r.deciles or "[]")],
                 )

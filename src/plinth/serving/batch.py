@@ -493,7 +493,7 @@ class InputProfile:
             return
         try:
             jobs.record_score_profile(job_key, self.profile.to_dict())
-        except PlinthError as e:  # delivered all the same; only monitoring lacks the profile
+        except Exception as e:  # delivered all the same; only monitoring lacks the profile
             log.warning("score job %s: its input profile was not stored: %s", job_key, e)
 
 
