@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,10 +14,12 @@ import pytest
 from sklearn.dummy import DummyClassifier
 
 from plinth.client import Client
-from plinth.monitoring.data import MonitoringData
 from plinth.registry.types import ModelVersion
 from plinth.serving.predlog import Entry, PredictionLog
 from tests.backends import local_client
+
+if TYPE_CHECKING:
+    from plinth.monitoring.data import MonitoringData
 
 NOW = 1_780_000_000_000  # ms: 2026-05-28
 HOUR = 3_600_000
@@ -36,6 +38,8 @@ def client(tmp_path: Path) -> Client:
 
 @pytest.fixture
 def data(client: Client) -> MonitoringData:
+    from plinth.monitoring.data import MonitoringData
+
     return MonitoringData(client.tracking.store, client.registry, client.features)
 
 

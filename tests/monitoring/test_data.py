@@ -4,6 +4,7 @@ late labels and performance per window (measured and estimated), and the stored 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,38 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(labels, scores))
+
+
+def test_the_endpoints_answers_go_over_json(client: Client, data: MonitoringData) -> None:
+    from plinth.api import endpoints_of
+
+    found = {e.name: e for e in endpoints_of(MonitoringData)}
+    assert set(found) == {
+        "log_labels", "performance", "input_drift", "list_profiles", "get_profile", "deciles"
+    }  # fmt: skip
+    body = found["log_labels"].body_model.model_validate(
+        {"labels": [{"label": True, "request_id": "r", "at": "2026-01-01T00:00:00Z"}]}
+    )
+    assert body.labels[0].at == datetime(2026, 1, 1, tzinfo=UTC)  # type: ignore[attr-defined]
+    churn_model(client)
+    logged = log_predictions(client, NOW - DAY, NOW, 400, seed=90, requests=4)
+    p = logged.frame
+    data.log_labels(
+        "churn",
+        [
+            LabelIn(int(v), request_id=r, row=int(i))
+            for v, r, i in zip(
+                outcomes(p["p"].to_numpy(), 91), p["request_id"], p["row"], strict=True
+            )
+        ],
+    )
+    perf = data.performance("churn", windows=2, now_ms=NOW)
+    adapter = found["performance"].result
+    again = adapter.validate_json(adapter.dump_json(perf))
+    assert again.windows[1].metrics["auc"] == perf.windows[1].metrics["auc"]
+    drift = data.input_drift("churn", now_ms=NOW)
+    adapter = found["input_drift"].result
+    assert adapter.validate_json(adapter.dump_json(drift)) == drift
+    view = data.get_profile(data.list_profiles()[0].id)
+    adapter = found["get_profile"].result
+    assert adapter.validate_json(adapter.dump_json(view)) == view
