@@ -298,7 +298,12 @@ class MonitoringData:
             )  # fmt: skip
             if rows:
                 return _Reference(rows[0].id, load_profile(conn, rows[0].id), data)
-        computed = profile_delta(data.uri, storage_options=storage_options(data.uri))
+        try:
+            computed = profile_delta(data.uri, storage_options=storage_options(data.uri))
+        except PlinthError:
+            raise
+        except Exception as e:  # the rows were deleted or cannot be reached
+            raise NotFound(f"the rows of {data.source} at {data.uri} cannot be read: {e}") from e
         with self.store.write() as conn:
             stored = save_profile(
                 conn, computed, subject_kind="training_data", subject=subject,
