@@ -272,3 +272,25 @@ def test_the_endpoints_answers_go_over_json(client: Client, data: MonitoringData
     view = data.get_profile(data.list_profiles()[0].id)
     adapter = found["get_profile"].result
     assert adapter.validate_json(adapter.dump_json(view)) == view
+
+
+def test_a_client_of_a_server_stores_a_jobs_input_profile_there(tmp_path: Path) -> None:
+    from plinth.store.profiles import load_profile
+
+    from plinth.client import connect
+    from plinth.stats.profile import profile
+    from plinth.store.engine import Store
+    from tests.backends import running_server
+
+    frame = customers(300, seed=95)[["age", "plan"]]
+    with running_server(tmp_path / "server") as url, connect(url, home=tmp_path / "c") as remote:
+        remote.score_jobs.start_score_job("job-1", "churn", 1, "in.parquet", "s3://b/out")
+        stored_id = remote.score_jobs.record_score_profile("job-1", profile(frame).to_dict())
+    store = Store(f"sqlite:///{(tmp_path / 'server' / 'plinth.db').resolve()}")
+    with store.read() as conn:
+        row = conn.execute(select(profiles).where(profiles.c.id == stored_id)).one()
+        kept = load_profile(conn, stored_id)
+    assert (row.subject_kind, row.subject, row.model_name, row.score_job_id) == (
+        "score_job", "job-1", "churn", 1
+    )  # fmt: skip
+    assert kept.rows == 300 and kept.columns["plan"].values == profile(frame).columns["plan"].values
