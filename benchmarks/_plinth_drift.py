@@ -11,8 +11,9 @@ is its own.
   Parquet files (Plinth profiles them chunk by chunk); wall and CPU time, peak RSS and, per
   column, the test, statistic, p-value, threshold, verdict and what it ran on.
 - ``breakdown``: where the time goes: ``profile()`` of each file, then ``drift_report`` on
-  the two profiles, timed apart; then the direct call again under cProfile, its top
-  functions (by own time and by cumulative time) in the result.
+  the two profiles, timed apart; reading the reference's batches alone; the column
+  scanners alone (one thread) per kind of column; then the direct call again under
+  cProfile with one worker thread (cProfile sees only its own thread), its top functions.
 - ``profile_delta``: ``profile_delta(uri)`` of a Delta table; wall and CPU time, peak RSS,
   rows and columns profiled.
 
@@ -114,31 +115,68 @@ def _top(prof: cProfile.Profile, sort: str, n: int) -> list[str]:
     return [ln.rstrip() for ln in lines[start : start + n + 1] if ln.strip()]
 
 
+def _read_only(path: str) -> tuple[float, float]:
+    """Wall and CPU seconds to read the file's batches the way profile() does, no scan."""
+    import pyarrow.dataset as ds
+
+    w0, c0 = time.perf_counter(), _cpu_s()
+    for _batch in ds.dataset(path, format="parquet").to_batches(batch_size=131_072):
+        pass
+    return time.perf_counter() - w0, _cpu_s() - c0
+
+
+def _scan_by_kind(path: str, sample_size: int) -> dict[str, float]:
+    """Seconds of the column scanners alone (one thread, batches read beforehand), summed
+    per kind of column in this benchmark's data (first letter of the name)."""
+    import pyarrow.dataset as ds
+
+    from plinth.stats._scan import Scanner
+
+    dataset = ds.dataset(path, format="parquet")
+    kinds = {
+        "n": "normal",
+        "f": "normal+nulls",
+        "l": "lognormal",
+        "i": "integer",
+        "d": "few floats",
+        "c": "string",
+        "b": "bool",
+    }
+    out: dict[str, float] = {}
+    scanners = {
+        n: Scanner(n, dataset.schema.field(n).type, sample_size, 0) for n in dataset.schema.names
+    }
+    for batch in dataset.to_batches(batch_size=131_072, batch_readahead=1, fragment_readahead=1):
+        for name, scanner in scanners.items():
+            t0 = time.perf_counter()
+            scanner.add(batch.column(name))
+            kind = kinds.get(name[0], "other")
+            out[kind] = out.get(kind, 0.0) + time.perf_counter() - t0
+    return out
+
+
 def breakdown(opts: argparse.Namespace) -> dict:
+    import plinth.stats.profile as profile_module
     from plinth.stats.drift import drift_report
     from plinth.stats.profile import profile
 
     ref, ref_s, ref_cpu = _timed(profile, opts.reference, sample_size=opts.sample_size)
-    cur, cur_s, cur_cpu = _timed(profile, opts.current, sample_size=opts.sample_size)
+    cur, cur_s, cur_cpu = _timed(profile, opts.current, sample_size=opts.sample_size, seed=1)
     report, tests_s, tests_cpu = _timed(drift_report, ref, cur, preset=opts.preset)
-    # Per column test times (drift on the two profiles, one column at a time).
-    per_column: dict[str, float] = {}
-    for name in ref.columns:
-        _r, s, _c = _timed(drift_report, ref, cur, preset=opts.preset, columns=[name])
-        per_column[name] = s
-    slowest = sorted(per_column.items(), key=lambda kv: -kv[1])[:8]
+    read_s, read_cpu = _read_only(opts.reference)
+    scan = _scan_by_kind(opts.reference, opts.sample_size)
+    # cProfile sees only the thread it runs in: profile with one worker thread.
+    cpu_count = profile_module.os.cpu_count
+    profile_module.os.cpu_count = lambda: 1  # type: ignore[assignment]
     prof = cProfile.Profile()
     w0 = time.perf_counter()
     prof.enable()
     drift_report(opts.reference, opts.current, preset=opts.preset)
     prof.disable()
     profiled_s = time.perf_counter() - w0
+    profile_module.os.cpu_count = cpu_count  # type: ignore[assignment]
     if opts.cprofile:
         prof.dump_stats(opts.cprofile)
-    kinds: dict[str, float] = {}
-    for name, s in per_column.items():
-        kind = ref.columns[name].kind
-        kinds[kind] = kinds.get(kind, 0.0) + s
     return {
         "figures": {
             "profile_reference_s": ref_s,
@@ -147,11 +185,13 @@ def breakdown(opts: argparse.Namespace) -> dict:
             "profile_current_cpu_s": cur_cpu,
             "tests_on_profiles_s": tests_s,
             "tests_on_profiles_cpu_s": tests_cpu,
-            "under_cprofile_s": profiled_s,
+            "read_reference_only_s": read_s,
+            "read_reference_only_cpu_s": read_cpu,
+            "scan_reference_serial_s": sum(scan.values()),
+            "one_thread_under_cprofile_s": profiled_s,
             "peak_rss_mb": _rss_mb(),
         },
-        "tests_by_kind_s": kinds,
-        "slowest_columns_s": slowest,
+        "scan_by_kind_s": scan,
         "drifted_columns": int(report.drifted_columns),
         "top_tottime": _top(prof, "tottime", 20),
         "top_cumtime": _top(prof, "cumulative", 25),
