@@ -96,6 +96,7 @@ def test_each_insert_is_checked_against_the_previous_commit(
     assert same.drift is not None and same.drift["reference"] == "previous commit 0"
     assert same.drift["reference_commits"] == [0]
     assert same.drift["tested_columns"] == 4 and drifted(same) == set()
+    assert [c["column"] for c in same.drift["columns"]] == [f.name for f in FEATURES]
     assert same.drift["dataset_drifted"] is False
     assert same.drift["reference_rows"] == same.drift["current_rows"] == 600
 
