@@ -148,7 +148,7 @@ def _svg(alt: str, title: str, body: list[str]) -> Markup:
     return Markup(
         f'<svg class="mchart" role="img" aria-label="{escape(alt)}" viewBox="0 0 {WIDTH} '
         f'{HEIGHT}" width="100%" preserveAspectRatio="xMidYMid meet" '
-        f'xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif" '
+        f'font-family="system-ui, sans-serif" '
         f'font-size="11">'
         f"<title>{escape(title)}</title>{''.join(body)}</svg>"
     )
