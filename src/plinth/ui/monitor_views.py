@@ -80,6 +80,17 @@ class ColumnRow:
         return self.p_value if self.p_value is not None else self.statistic
 
 
+def drift_result(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The drift report in an evaluation's result: the result itself (a
+    ``DriftReport.to_dict()``) or its ``report`` (an input-drift check's whole answer)."""
+    if not result:
+        return {}
+    if "columns" in result:
+        return result
+    nested = result.get("report")
+    return nested if isinstance(nested, dict) and "columns" in nested else {}
+
+
 def column_rows(result: dict[str, Any]) -> list[ColumnRow]:
     """The columns of a drift report (``DriftReport.to_dict()``), drifted first."""
     rows = [
@@ -165,7 +176,7 @@ def drift_over_time(evaluations: Sequence[Any]) -> list[Chart]:
     ordered = sorted(evaluations, key=lambda e: seconds(e.at))
     groups: dict[tuple[str, float], dict[str, list[tuple[float, ColumnRow]]]] = {}
     for evaluation in ordered:
-        for row in column_rows(evaluation.result or {}):
+        for row in column_rows(drift_result(evaluation.result)):
             if row.score is None:
                 continue
             measure = "p-value" if row.p_value is not None else row.test
@@ -490,13 +501,14 @@ def monitor_view(service: Any, data: Any, name: str) -> MonitorView:
 def drift_section(data: Any, evaluations: Sequence[Any]) -> DriftSection:
     """The newest evaluation with a drift report: its table, the drifted columns'
     histograms; every evaluation's statistics over time."""
-    latest = next((e for e in evaluations if "columns" in (e.result or {})), None)
+    latest = next((e for e in evaluations if drift_result(e.result)), None)
     if latest is None:
         return DriftSection(None, [], drift_over_time(evaluations), [], None)
-    rows = column_rows(latest.result)
+    report = drift_result(latest.result)
+    rows = column_rows(report)
     reference, current = profiles(data, latest.reference_profile, latest.current_profile)
     return DriftSection(
-        drift_summary(latest.result),
+        drift_summary(report),
         rows,
         drift_over_time(evaluations),
         histograms(rows, reference, current),
