@@ -132,13 +132,34 @@ def format_tick(value: float) -> str:
     return f"{value:.6g}"
 
 
-def format_time_tick(seconds: float, span: float) -> str:
+def format_time_tick(seconds: float, step: float) -> str:
+    """A time (UTC) as precise as ticks ``step`` seconds apart need."""
     at = datetime.fromtimestamp(seconds, UTC)
-    if span >= 3 * 86_400:
+    if step >= 86_400:
         return at.strftime("%Y-%m-%d")
-    if span >= 86_400:
+    if step >= 3_600:
         return at.strftime("%m-%d %H:%M")
-    return at.strftime("%H:%M")
+    if step >= 60:
+        return at.strftime("%H:%M")
+    return at.strftime("%H:%M:%S")
+
+
+_TIME_STEPS = (1, 5, 15, 30, 60, 300, 900, 1_800, 3_600, 3 * 3_600, 6 * 3_600, 12 * 3_600)
+_DAY = 86_400
+
+
+def time_ticks(lo: float, hi: float, count: int = 5) -> list[tuple[float, str]]:
+    """Ticks at round times (UTC) from ``lo`` to ``hi`` (seconds), at most ``count``."""
+    span = hi - lo
+    steps = [*_TIME_STEPS, *(_DAY * d for d in (1, 2, 7, 14, 30, 91, 182, 365, 730))]
+    step = next((s for s in steps if span / s <= count), steps[-1])
+    first = math.ceil(lo / step) * step
+    ticks = []
+    t = float(first)
+    while t <= hi:
+        ticks.append((t, format_time_tick(t, step)))
+        t += step
+    return ticks
 
 
 # -- the pieces of a chart ---------------------------------------------------------------
@@ -190,12 +211,16 @@ def _y_axis(scale: _Scale, ticks: list[float], label: str) -> list[str]:
 
 def _x_axis(scale: _Scale, ticks: list[tuple[float, str]], label: str) -> list[str]:
     base = HEIGHT - _BOTTOM
-    parts = [
-        f'<line x1="{scale(v)}" x2="{scale(v)}" y1="{base}" y2="{base + 4}" stroke="#5a6472"/>'
-        f'<text x="{scale(v)}" y="{base + 16}" text-anchor="middle" fill="#1d232b">'
-        f"{escape(name)}</text>"
-        for v, name in ticks
-    ]
+    parts = []
+    for v, name in ticks:
+        x = scale(v)
+        # a label near the right edge ends at its tick instead of running off the chart
+        anchor = "end" if x + 3.2 * len(name) > WIDTH - 2 else "middle"
+        parts.append(
+            f'<line x1="{x}" x2="{x}" y1="{base}" y2="{base + 4}" stroke="#5a6472"/>'
+            f'<text x="{x}" y="{base + 16}" text-anchor="{anchor}" fill="#1d232b">'
+            f"{escape(name)}</text>"
+        )
     if label:
         parts.append(
             f'<text x="{(_LEFT + WIDTH - _RIGHT) / 2}" y="{HEIGHT - 6}" text-anchor="middle" '
@@ -282,14 +307,10 @@ def line_chart(
     y_scale = _Scale(y_lo, y_hi, HEIGHT - _BOTTOM, _TOP, log=log_y)
     y_ticks = _log_ticks(y_lo, y_hi) if log_y else nice_ticks(y_lo, y_hi)
     y_ticks = [t for t in y_ticks if y_lo <= t <= y_hi]
-    span = x_hi - x_lo
-    x_ticks = [
-        (t, format_time_tick(t, span) if x_time else format_tick(t))
-        for t in nice_ticks(x_lo, x_hi, 4 if x_time else 6)
-        if x_lo <= t <= x_hi
-    ]
-    if x_time and len(xs) and not x_ticks:
-        x_ticks = [(x_lo, format_time_tick(x_lo, span))]
+    if x_time:
+        x_ticks = time_ticks(x_lo, x_hi) or [(x_lo, format_time_tick(x_lo, 1))]
+    else:
+        x_ticks = [(t, format_tick(t)) for t in nice_ticks(x_lo, x_hi, 6) if x_lo <= t <= x_hi]
     body = [_frame(), *_y_axis(y_scale, y_ticks, y_label), *_x_axis(x_scale, x_ticks, x_label)]
     legend: list[tuple[str, str, bool, bool]] = []
     for i, line in enumerate(lines):
@@ -399,12 +420,14 @@ def histogram_chart(
     top = max(max(ref, default=0.0), max(cur, default=0.0))
     y_scale = _Scale(0.0, top * 1.08 or 1.0, HEIGHT - _BOTTOM, _TOP)
     y_ticks = [t for t in nice_ticks(0.0, top * 1.08 or 1.0, 4)]
-    span = float(edges[-1]) - float(edges[0])
-    x_ticks = [
-        (t, format_time_tick(t, span) if x_time else format_tick(t))
-        for t in nice_ticks(float(edges[0]), float(edges[-1]), 6)
-        if edges[0] <= t <= edges[-1]
-    ]
+    if x_time:
+        x_ticks = time_ticks(float(edges[0]), float(edges[-1]))
+    else:
+        x_ticks = [
+            (t, format_tick(t))
+            for t in nice_ticks(float(edges[0]), float(edges[-1]), 6)
+            if edges[0] <= t <= edges[-1]
+        ]
     body = [
         _frame(),
         *_y_axis(y_scale, y_ticks, "share of rows"),
@@ -526,11 +549,12 @@ def status_strip(times: Sequence[float], statuses: Sequence[str], *, title: str)
             f'width="6" height="24" fill="{colour}"><title>{escape(status)} at '
             f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S} UTC</title></rect>"
         )
-    span = hi - lo
-    for t in (min(times), max(times)):
+    step = 1.0 if hi - lo < 86_400 else 3_600.0
+    ends = [(min(times), "start"), (max(times), "end")] if lo < hi - 2 else [(lo + 1, "middle")]
+    for t, anchor in ends:
         parts.append(
-            f'<text x="{scale(t)}" y="58" text-anchor="middle" fill="#1d232b">'
-            f"{escape(format_time_tick(t, max(span, 3 * 86_400)))}</text>"
+            f'<text x="{scale(t)}" y="58" text-anchor="{anchor}" fill="#1d232b">'
+            f"{escape(format_time_tick(t, step))} UTC</text>"
         )
     counts = {s: list(statuses).count(s) for s in dict.fromkeys(statuses)}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
