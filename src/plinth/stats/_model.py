@@ -1,0 +1,334 @@
+"""Column and table profiles: mergeable statistics of a column (see ``plinth.stats.profile``)."""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import numpy as np
+
+from plinth.errors import InvalidArgument
+from plinth.stats import _sketch
+from plinth.stats._histogram import Histogram
+
+Kind = Literal["numeric", "categorical", "temporal", "other"]
+KINDS: tuple[Kind, ...] = ("numeric", "categorical", "temporal", "other")
+MAX_CATEGORIES = 10_000  # categorical values counted exactly; beyond: the most frequent
+MAX_TRACKED = 1000  # numeric distinct values counted exactly; beyond: values=None
+DECILES = [i / 10 for i in range(11)]
+
+
+@dataclass
+class ColumnProfile:
+    """Mergeable statistics of one column; see ``plinth.stats.profile`` for the fields."""
+
+    name: str
+    kind: Kind
+    dtype: str
+    count: int = 0
+    nulls: int = 0
+    infinite: int = 0
+    mean: float | None = None
+    m2: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    histogram: Histogram | None = None
+    values: dict[str, int] | None = None
+    other: int = 0
+    sample: np.ndarray | None = None
+    sample_size: int = 1000  # the sample's capacity (merges keep the smaller)
+    sketch: np.ndarray | None = field(default=None, repr=False)  # KMV hashes when inexact
+
+    @property
+    def valid(self) -> int:
+        return self.count - self.nulls
+
+    @property
+    def finite(self) -> int:
+        return self.valid - self.infinite if self.kind in ("numeric", "temporal") else 0
+
+    @property
+    def std(self) -> float | None:
+        if self.mean is None or self.finite < 2:
+            return None
+        return math.sqrt(max(self.m2, 0.0) / (self.finite - 1))
+
+    @property
+    def distinct_exact(self) -> bool:
+        return self.sketch is None and (self.values is not None or self.valid == 0)
+
+    @property
+    def distinct(self) -> int | None:
+        """Distinct non-null values: exact while values are tracked, else a KMV estimate
+        (relative standard error about 3%)."""
+        if self.sketch is not None:
+            return _sketch.estimate(self.sketch)
+        if self.values is not None:
+            return len(self.values)
+        return 0 if self.valid == 0 else None
+
+    @property
+    def deciles(self) -> list[float]:
+        return [float(v) for v in self.quantile(DECILES)] if self.min is not None else []
+
+    def quantile(self, q: Any) -> np.ndarray:
+        """Quantiles of the finite values: exact (numpy's linear) from tracked values, else
+        from the histogram (linear inside a bin), always within [min, max]."""
+        share = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
+        if self.min is None or self.max is None:
+            return np.full(share.shape, np.nan)
+        if self.values is not None and self.kind != "categorical":
+            result = _exact_quantile(self.values, share)
+        else:
+            assert self.histogram is not None
+            result = self.histogram.quantile(share)
+        clipped: np.ndarray = np.clip(result, self.min, self.max)
+        return clipped
+
+    def top(self, k: int = 10) -> list[tuple[str, int]]:
+        """The ``k`` most frequent tracked values, ties in order of value."""
+        if not self.values:
+            return []
+        return heapq.nsmallest(k, self.values.items(), key=lambda item: (-item[1], item[0]))
+
+    def merge(self, other: ColumnProfile, rng: np.random.Generator | None = None) -> ColumnProfile:
+        left, right = self, other
+        if left.kind != right.kind:
+            if _untyped(left):
+                return right
+            if _untyped(right):
+                return left
+            raise InvalidArgument(
+                f"column {left.name!r} changed type: {left.dtype} in one profile, "
+                f"{right.dtype} in the other"
+            )
+        if rng is None:
+            rng = np.random.default_rng([left.count, right.count, zlib.crc32(left.name.encode())])
+        merged = ColumnProfile(
+            left.name, left.kind, left.dtype, left.count + right.count,
+            left.nulls + right.nulls, left.infinite + right.infinite,
+        )  # fmt: skip
+        _merge_moments(merged, left, right)
+        _merge_values(merged, left, right)
+        _merge_sample(merged, left, right, rng)
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "dtype": self.dtype,
+            "count": self.count,
+            "nulls": self.nulls,
+            "infinite": self.infinite,
+            "mean": self.mean,
+            "m2": self.m2,
+            "min": self.min,
+            "max": self.max,
+            "histogram": None if self.histogram is None else self.histogram.to_dict(),
+            "values": self.values,
+            "other": self.other,
+            "sample": _sample_to_json(self.sample, self.kind),
+            "sample_size": self.sample_size,
+            "sketch": None if self.sketch is None else _b64(self.sketch),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ColumnProfile:
+        kind = data["kind"]
+        if kind not in KINDS:
+            raise InvalidArgument(f"column {data.get('name')!r} has unknown kind {kind!r}")
+        histogram = data.get("histogram")
+        sketch = data.get("sketch")
+        return cls(
+            name=str(data["name"]),
+            kind=cast(Kind, kind),
+            dtype=str(data["dtype"]),
+            count=int(data["count"]),
+            nulls=int(data["nulls"]),
+            infinite=int(data.get("infinite", 0)),
+            mean=_optional_float(data.get("mean")),
+            m2=float(data.get("m2", 0.0)),
+            min=_optional_float(data.get("min")),
+            max=_optional_float(data.get("max")),
+            histogram=None if histogram is None else Histogram.from_dict(histogram),
+            values=None if data.get("values") is None else dict(data["values"]),
+            other=int(data.get("other", 0)),
+            sample=_sample_from_json(data.get("sample"), kind),
+            sample_size=int(data.get("sample_size", 1000)),
+            sketch=None if sketch is None else _unb64(sketch, np.uint64),
+        )
+
+
+@dataclass
+class TableProfile:
+    rows: int
+    columns: dict[str, ColumnProfile]
+
+    def column(self, name: str) -> ColumnProfile:
+        if name not in self.columns:
+            raise InvalidArgument(f"no column {name!r} in the profile; it has {list(self.columns)}")
+        return self.columns[name]
+
+    def merge(self, other: TableProfile) -> TableProfile:
+        columns = dict(self.columns)
+        for name, column in other.columns.items():
+            columns[name] = columns[name].merge(column) if name in columns else column
+        return TableProfile(self.rows + other.rows, columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "columns": [c.to_dict() for c in self.columns.values()]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TableProfile:
+        columns = [ColumnProfile.from_dict(c) for c in data["columns"]]
+        return cls(int(data["rows"]), {c.name: c for c in columns})
+
+
+def _untyped(column: ColumnProfile) -> bool:
+    """A column with no typed values (all nulls of Arrow's null type) adopts the other's type."""
+    return column.dtype == "null" and column.valid == 0
+
+
+def _merge_moments(merged: ColumnProfile, left: ColumnProfile, right: ColumnProfile) -> None:
+    merged.histogram = _merge_optional(left.histogram, right.histogram)
+    merged.min = _pick(min, left.min, right.min)
+    merged.max = _pick(max, left.max, right.max)
+    if left.mean is None or right.mean is None:
+        source = left if right.mean is None else right
+        merged.mean, merged.m2 = source.mean, source.m2
+        return
+    n_left, n_right = left.finite, right.finite
+    n = n_left + n_right
+    with np.errstate(over="ignore"):
+        delta = right.mean - left.mean
+        merged.mean = left.mean + delta * (n_right / n)
+        merged.m2 = left.m2 + right.m2 + delta * delta * (n_left * n_right / n)
+
+
+def _merge_optional(left: Histogram | None, right: Histogram | None) -> Histogram | None:
+    if left is None or right is None:
+        return left if right is None else right
+    return left.merge(right)
+
+
+def _pick(choose: Any, left: float | None, right: float | None) -> float | None:
+    if left is None or right is None:
+        return left if right is None else right
+    return float(choose(left, right))
+
+
+def _merge_values(merged: ColumnProfile, left: ColumnProfile, right: ColumnProfile) -> None:
+    merged.other = left.other + right.other
+    if merged.kind == "other":
+        return
+    if left.values is None or right.values is None:
+        merged.values = None
+        merged.sketch = _union(_sketch_of(left), _sketch_of(right))
+        return
+    values = dict(left.values)
+    for key, n in right.values.items():
+        values[key] = values.get(key, 0) + n
+    limit = MAX_CATEGORIES if merged.kind == "categorical" else MAX_TRACKED
+    if len(values) <= limit and left.sketch is None and right.sketch is None:
+        merged.values = values
+        return
+    merged.sketch = _union(_sketch_of(left), _sketch_of(right))
+    if merged.kind != "categorical":
+        merged.values = None
+        return
+    kept = heapq.nlargest(limit, values.items(), key=lambda item: (item[1], item[0]))
+    merged.values = dict(kept)
+    merged.other += sum(values.values()) - sum(merged.values.values())
+
+
+def _sketch_of(column: ColumnProfile) -> np.ndarray | None:
+    if column.sketch is not None:
+        return column.sketch
+    if not column.values:
+        return None
+    if column.kind == "categorical":
+        return _sketch.update(None, _sketch.hash_keys(list(column.values)))
+    numbers = np.array([float(key) for key in column.values], dtype=np.float64)
+    return _sketch.update(None, _sketch.hash_floats(numbers))
+
+
+def _union(left: np.ndarray | None, right: np.ndarray | None) -> np.ndarray | None:
+    if left is None or right is None:
+        return left if right is None else right
+    return _sketch.update(left, right)
+
+
+def _merge_sample(
+    merged: ColumnProfile, left: ColumnProfile, right: ColumnProfile, rng: np.random.Generator
+) -> None:
+    """A uniform sample without replacement of the union: how many come from each side is
+    hypergeometric in the sides' non-null counts, each side's share drawn from its sample."""
+    merged.sample_size = min(left.sample_size, right.sample_size)
+    if left.sample is None or right.sample is None:
+        source = left if right.sample is None else right
+        merged.sample = _cap(source.sample, merged.sample_size, rng)
+        return
+    size = min(merged.sample_size, left.valid + right.valid)
+    from_left = int(rng.hypergeometric(left.valid, right.valid, size)) if size else 0
+    parts = [
+        _draw(left.sample, from_left, rng),
+        _draw(right.sample, size - from_left, rng),
+    ]
+    merged.sample = np.concatenate(parts)
+
+
+def _draw(sample: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    if k >= len(sample):
+        return sample
+    return sample[rng.choice(len(sample), k, replace=False)]
+
+
+def _cap(sample: np.ndarray | None, size: int, rng: np.random.Generator) -> np.ndarray | None:
+    return None if sample is None else _draw(sample, size, rng)
+
+
+def _exact_quantile(values: dict[str, int], share: np.ndarray) -> np.ndarray:
+    """numpy's linear quantile of the finite values, from their counts."""
+    pairs = sorted((float(k), n) for k, n in values.items() if math.isfinite(float(k)))
+    if not pairs:
+        return np.full(share.shape, np.nan)
+    numbers = np.array([p[0] for p in pairs])
+    ends = np.cumsum([p[1] for p in pairs])  # rank (0-based) of the last copy is end - 1
+    position = share * (ends[-1] - 1)
+    below = np.floor(position)
+    low = numbers[np.searchsorted(ends, below, side="right")]
+    high = numbers[np.searchsorted(ends, np.minimum(below + 1, ends[-1] - 1), side="right")]
+    return cast(np.ndarray, low + (position - below) * (high - low))
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+
+
+def _unb64(text: str, dtype: Any) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=dtype).copy()
+
+
+def _sample_to_json(sample: np.ndarray | None, kind: str) -> Any:
+    if sample is None:
+        return None
+    if kind == "categorical":
+        return [str(v) for v in sample]
+    return _b64(sample.astype(np.float64))
+
+
+def _sample_from_json(data: Any, kind: str) -> np.ndarray | None:
+    if data is None:
+        return None
+    if kind == "categorical":
+        return np.array(data, dtype=object)
+    return _unb64(data, np.float64)

@@ -1,0 +1,221 @@
+"""Column profiles: the mergeable statistics monitoring compares.
+
+``profile(data)`` reads a table chunk by chunk (never the whole input at once) and gives a
+``TableProfile``: per column a ``ColumnProfile`` with count, nulls (NaN included),
+infinities, mean and the sum of squared deviations (merged with Chan's formula), min and
+max of the finite values, a ``Histogram`` on a fixed power-of-two grid, exact value counts
+while tracked, a distinct count and a uniform sample. Two profiles of parts merge into the
+profile of the whole: counts, moments, min/max, value counts exactly; histograms exactly at
+the coarser of the two grids; samples as a uniform sample of the union.
+
+Kinds: ``numeric`` (ints, floats, decimals), ``categorical`` (strings, dictionaries,
+booleans as "true"/"false"), ``temporal`` (timestamps and dates, as float epoch seconds),
+``other`` (count and nulls only).
+
+Histogram: width a power of two, about 1/512 of the first chunk's interquartile range (of
+its sample; the std or the range where that is 0; integers never finer than 1), then doubled
+whenever the range would need more than ``MAX_BINS`` (16,384) bins, so an outlier or a heavy
+tail costs precision, never memory. Quantiles and deciles come from the histogram (linear
+inside a bin, so within one bin width of the truth), exactly from the value counts when a
+numeric column has at most ``MAX_TRACKED`` distinct values.
+
+Distinct values: exact while tracked (categorical up to ``MAX_CATEGORIES``, numeric up to
+``MAX_TRACKED``); beyond, a K-minimum-values sketch of 1,024 stable 64-bit hashes (relative
+standard error about 3%) that merges. A categorical column beyond ``MAX_CATEGORIES`` keeps
+the most frequent values (counts of values dropped and seen again are lower bounds) and
+counts the rest in ``other``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from plinth.errors import InvalidArgument
+from plinth.stats._histogram import MAX_BINS, Histogram
+from plinth.stats._model import (
+    DECILES,
+    MAX_CATEGORIES,
+    MAX_TRACKED,
+    ColumnProfile,
+    Kind,
+    TableProfile,
+)
+from plinth.stats._scan import Scanner, kind_of
+
+__all__ = [
+    "DECILES",
+    "MAX_BINS",
+    "MAX_CATEGORIES",
+    "MAX_TRACKED",
+    "ColumnProfile",
+    "Histogram",
+    "Kind",
+    "TableProfile",
+    "kind_of",
+    "profile",
+    "profile_delta",
+]
+
+_PARALLEL_MIN_CELLS = 200_000  # below this many values per chunk, threads cost more than they save
+
+
+def profile(
+    data: Any,
+    columns: list[str] | None = None,
+    *,
+    sample_size: int = 1000,
+    chunk_rows: int = 131_072,
+    seed: int = 0,
+) -> TableProfile:
+    """The profile of ``data``: a pyarrow Table or RecordBatch, a pandas DataFrame, a
+    RecordBatchReader or any iterable of RecordBatches, or the path of a Parquet file or
+    directory. Read in chunks of ``chunk_rows``; columns run in parallel threads."""
+    if chunk_rows < 1 or sample_size < 0:
+        raise InvalidArgument(
+            f"chunk_rows must be >= 1 and sample_size >= 0, not {chunk_rows} and {sample_size}"
+        )
+    schema, batches = _batches(data, columns, chunk_rows)
+    names = _selected(schema, columns)
+    scanners = [Scanner(n, schema.field(n).type, sample_size, seed) for n in names]
+    rows = 0
+    workers = min(os.cpu_count() or 1, len(scanners))
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        for batch in batches:
+            rows += batch.num_rows
+            arrays = [batch.column(n) for n in names]
+            if workers > 1 and batch.num_rows * len(names) >= _PARALLEL_MIN_CELLS:
+                list(pool.map(Scanner.add, scanners, arrays))
+            else:
+                for scanner, array in zip(scanners, arrays, strict=True):
+                    scanner.add(array)
+    return TableProfile(rows, {s.profile.name: s.profile for s in scanners})
+
+
+def profile_delta(
+    uri: str,
+    *,
+    version: int | None = None,
+    columns: list[str] | None = None,
+    storage_options: dict[str, str] | None = None,
+    sample_size: int = 1000,
+    chunk_rows: int = 131_072,
+    seed: int = 0,
+) -> TableProfile:
+    """The profile of a Delta table (at ``version``), its batches streamed from storage."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri, version=version, storage_options=storage_options)
+    dataset = table.to_pyarrow_dataset()
+    _selected(dataset.schema, columns)
+    batches = dataset.to_batches(columns=columns, batch_size=chunk_rows)
+    return profile(
+        _Stream(dataset.schema, batches),
+        columns,
+        sample_size=sample_size,
+        chunk_rows=chunk_rows,
+        seed=seed,
+    )
+
+
+class _Stream:
+    """Batches with their schema known up front (so an empty stream still has columns)."""
+
+    def __init__(self, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> None:
+        self.schema = schema
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return iter(self.batches)
+
+
+def _selected(schema: pa.Schema, columns: list[str] | None) -> list[str]:
+    if columns is None:
+        return list(schema.names)
+    for name in columns:
+        if name not in schema.names:
+            raise InvalidArgument(f"cannot profile column {name!r}: the data has {schema.names}")
+    return list(columns)
+
+
+def _batches(
+    data: Any, columns: list[str] | None, chunk_rows: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The schema and the batches (at most ``chunk_rows`` rows each) of any accepted input."""
+    if isinstance(data, str | Path):
+        return _parquet(Path(data), columns, chunk_rows)
+    if isinstance(data, pa.Table):
+        return data.schema, _split(data.to_batches(max_chunksize=chunk_rows), chunk_rows)
+    if isinstance(data, pa.RecordBatch):
+        return data.schema, _split([data], chunk_rows)
+    if isinstance(data, pa.RecordBatchReader | _Stream):
+        return data.schema, _split(data, chunk_rows)
+    if _is_dataframe(data):
+        return _pandas(data, chunk_rows)
+    if isinstance(data, Iterable):
+        return _first_schema(iter(data), chunk_rows)
+    raise InvalidArgument(
+        f"cannot profile a {type(data).__name__}: give a pyarrow Table, RecordBatch or "
+        "RecordBatchReader, an iterable of RecordBatches, a pandas DataFrame or a Parquet path"
+    )
+
+
+def _split(batches: Iterable[pa.RecordBatch | pa.Table], rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if isinstance(batch, pa.Table):
+            yield from batch.to_batches(max_chunksize=rows)
+            continue
+        for start in range(0, batch.num_rows, rows):
+            yield batch.slice(start, rows)
+
+
+def _first_schema(
+    batches: Iterator[pa.RecordBatch], rows: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    first = next(batches, None)
+    if first is None:
+        return pa.schema([]), iter([])
+    if not isinstance(first, pa.RecordBatch | pa.Table):
+        raise InvalidArgument(
+            f"cannot profile an iterable of {type(first).__name__}: give RecordBatches"
+        )
+
+    def chained() -> Iterator[pa.RecordBatch]:
+        yield from _split([first], rows)
+        yield from _split(batches, rows)
+
+    return first.schema, chained()
+
+
+def _is_dataframe(data: Any) -> bool:
+    module = type(data).__module__
+    return module.startswith("pandas") and type(data).__name__ == "DataFrame"
+
+
+def _pandas(frame: Any, rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    head = pa.Table.from_pandas(frame.iloc[:rows], preserve_index=False)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from head.to_batches()
+        for start in range(rows, len(frame), rows):
+            part = pa.Table.from_pandas(frame.iloc[start : start + rows], preserve_index=False)
+            yield from part.cast(head.schema).to_batches()
+
+    return head.schema, batches()
+
+
+def _parquet(
+    path: Path, columns: list[str] | None, rows: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    import pyarrow.dataset as ds
+
+    if not path.exists():
+        raise InvalidArgument(f"cannot profile {str(path)!r}: no such file or directory")
+    dataset = ds.dataset(path, format="parquet")
+    _selected(dataset.schema, columns)
+    return dataset.schema, iter(dataset.to_batches(columns=columns, batch_size=rows))

@@ -1,0 +1,328 @@
+"""Column profiles: merge of parts equals the whole, quantiles, samples, edge cases."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from plinth.errors import InvalidArgument
+from plinth.stats.profile import (
+    MAX_BINS,
+    MAX_CATEGORIES,
+    ColumnProfile,
+    Histogram,
+    TableProfile,
+    profile,
+    profile_delta,
+)
+
+
+def _table(n: int = 20_000, seed: int = 1) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    normal = rng.normal(10, 3, n)
+    normal[rng.random(n) < 0.05] = np.nan
+    colours = np.array(["red", "green", "blue", "violet", "amber"])
+    return pa.table(
+        {
+            "normal": normal,
+            "lognormal": rng.lognormal(0, 1, n),
+            "dice": rng.integers(1, 7, n),
+            "colour": pa.array(colours[rng.integers(0, 5, n)]),
+            "flag": pa.array(rng.random(n) < 0.3),
+        }
+    )
+
+
+def _same_grid(a: Histogram, b: Histogram) -> tuple[Histogram, Histogram]:
+    width = max(a.width, b.width)
+    return a.coarsened(width).bounded(), b.coarsened(width).bounded()
+
+
+def _assert_same(whole: ColumnProfile, merged: ColumnProfile) -> None:
+    assert (merged.count, merged.nulls, merged.infinite) == (
+        whole.count,
+        whole.nulls,
+        whole.infinite,
+    )
+    assert merged.values == whole.values
+    assert merged.other == whole.other
+    if whole.mean is None:
+        assert merged.mean is None
+        return
+    assert merged.mean == pytest.approx(whole.mean, rel=1e-9)
+    assert merged.std == pytest.approx(whole.std, rel=1e-9)
+    assert (merged.min, merged.max) == (whole.min, whole.max)
+    assert whole.histogram is not None and merged.histogram is not None
+    a, b = _same_grid(whole.histogram, merged.histogram)
+    assert a.offset == b.offset
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_allclose(merged.deciles, whole.deciles, rtol=0, atol=a.width)
+
+
+def test_merge_of_parts_equals_the_whole() -> None:
+    table = _table()
+    whole = profile(table, chunk_rows=3000)
+    parts = [profile(table.slice(0, 7000), seed=1), profile(table.slice(7000), seed=2)]
+    merged = parts[0].merge(parts[1])
+    assert merged.rows == whole.rows == 20_000
+    for name in table.column_names:
+        _assert_same(whole.column(name), merged.column(name))
+    assert merged.column("dice").distinct == 6 and merged.column("dice").distinct_exact
+
+
+def test_merge_of_differently_gridded_parts_is_exact() -> None:
+    rng = np.random.default_rng(3)
+    narrow = pa.table({"x": rng.normal(0, 0.01, 5000)})
+    wide = pa.table({"x": rng.normal(0, 100, 5000)})
+    merged = profile(narrow).merge(profile(wide))
+    whole = profile(pa.concat_tables([narrow, wide]))
+    _assert_same(whole.column("x"), merged.column("x"))
+    histogram = merged.column("x").histogram
+    assert histogram is not None and histogram.total() == 10_000
+
+
+@pytest.mark.parametrize("draw", ["normal", "lognormal"])
+def test_quantiles_close_to_numpy(draw: str) -> None:
+    rng = np.random.default_rng(4)
+    values = rng.normal(5, 2, 200_000) if draw == "normal" else rng.lognormal(0, 1, 200_000)
+    column = profile(pa.table({"x": values})).column("x")
+    assert column.histogram is not None
+    q = np.array([0.01, 0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975, 0.99])
+    expected = np.quantile(values, q)
+    np.testing.assert_allclose(column.quantile(q), expected, atol=column.histogram.width)
+    assert column.deciles[0] == values.min() and column.deciles[-1] == values.max()
+    assert column.mean == pytest.approx(values.mean(), rel=1e-12)
+    assert column.std == pytest.approx(values.std(ddof=1), rel=1e-9)
+    assert column.histogram.cdf(expected[4]) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_exact_quantiles_from_tracked_values() -> None:
+    values = np.random.default_rng(5).integers(0, 50, 999)
+    column = profile(pa.table({"x": values})).column("x")
+    assert column.values is not None and column.distinct_exact
+    q = np.linspace(0, 1, 21)
+    np.testing.assert_allclose(column.quantile(q), np.quantile(values, q))
+
+
+def test_merged_sample_is_uniform() -> None:
+    # two parts with different means and sizes: a uniform sample of the union has the
+    # union's mean (1/4 of the rows are 1000s), an unweighted one would have half
+    low, high = np.zeros(30_000), np.full(10_000, 1000.0)
+    merged = profile(pa.table({"x": low}), sample_size=2000, seed=1).merge(
+        profile(pa.table({"x": high}), sample_size=2000, seed=2)
+    )
+    sample = merged.column("x").sample
+    assert sample is not None and len(sample) == 2000
+    assert sample.mean() == pytest.approx(250.0, abs=40.0)
+
+
+def test_sample_of_chunks_is_uniform() -> None:
+    values = np.concatenate([np.zeros(90_000), np.ones(10_000)])
+    column = profile(pa.table({"x": values}), chunk_rows=7_000, sample_size=5000).column("x")
+    assert column.sample is not None and len(column.sample) == 5000
+    assert column.sample.mean() == pytest.approx(0.1, abs=0.015)
+
+
+def test_round_trip_through_json() -> None:
+    table = _table(5000)
+    original = profile(table, sample_size=100)
+    text = json.dumps(original.to_dict())
+    restored = TableProfile.from_dict(json.loads(text))
+    assert restored.rows == original.rows
+    for name in table.column_names:
+        a, b = original.column(name), restored.column(name)
+        assert a.to_dict() == b.to_dict()
+        assert a.sample is not None and b.sample is not None
+        assert list(a.sample) == list(b.sample)
+    # a restored profile still merges
+    assert restored.merge(original).column("dice").count == 10_000
+
+
+def test_round_trip_of_a_sketch() -> None:
+    column = profile(pa.table({"x": np.arange(50_000, dtype=np.float64)})).column("x")
+    assert column.values is None and not column.distinct_exact
+    restored = ColumnProfile.from_dict(json.loads(json.dumps(column.to_dict())))
+    assert restored.distinct == column.distinct
+
+
+def test_distinct_estimate_within_a_few_percent() -> None:
+    rng = np.random.default_rng(6)
+    values = rng.integers(0, 2**40, 200_000).astype(np.float64)
+    half = len(values) // 2
+    column = (
+        profile(pa.table({"x": values[:half]}))
+        .merge(profile(pa.table({"x": values[half:]})))
+        .column("x")
+    )
+    truth = len(np.unique(values))
+    assert column.distinct is not None
+    assert abs(column.distinct - truth) / truth < 0.1
+
+
+def test_empty_table() -> None:
+    empty = pa.table({"x": pa.array([], pa.float64()), "s": pa.array([], pa.string())})
+    result = profile(empty)
+    assert result.rows == 0
+    assert [c.count for c in result.columns.values()] == [0, 0]
+    assert result.column("x").mean is None and result.column("x").deciles == []
+    assert profile([]).rows == 0
+
+
+def test_all_null_column() -> None:
+    table = pa.table({"x": pa.array([None] * 10, pa.float64()), "n": pa.nulls(10)})
+    result = profile(table)
+    for name in ("x", "n"):
+        column = result.column(name)
+        assert (column.count, column.nulls, column.mean, column.histogram) == (10, 10, None, None)
+        assert column.std is None
+    # an all-null (untyped) part merges with a typed one
+    typed = profile(pa.table({"n": [1.0, 2.0]}))
+    assert result.merge(typed).column("n").mean == 1.5
+
+
+def test_changed_type_on_merge_names_the_column() -> None:
+    numbers = profile(pa.table({"amount": [1, 2, 3]}))
+    texts = profile(pa.table({"amount": ["1", "2", "3"]}))
+    with pytest.raises(InvalidArgument, match=r"column 'amount' changed type: int64 .* string"):
+        numbers.merge(texts)
+
+
+def test_unknown_column_is_named() -> None:
+    with pytest.raises(InvalidArgument, match="'missing'"):
+        profile(_table(100), ["missing"])
+    with pytest.raises(InvalidArgument, match="'missing'"):
+        profile(_table(100)).column("missing")
+
+
+def test_column_only_in_one_side_is_kept() -> None:
+    merged = profile(pa.table({"a": [1.0]})).merge(profile(pa.table({"a": [2.0], "b": ["x"]})))
+    assert merged.column("b").count == 1 and merged.column("a").count == 2
+
+
+def test_booleans_dictionaries_and_timestamps() -> None:
+    stamps = [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 3)] + [None]
+    table = pa.table(
+        {
+            "flag": pa.array([True, False, True, None]),
+            "city": pa.array(["oslo", "rome", "oslo", None]).dictionary_encode(),
+            "at": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+            "day": pa.array([date(1970, 1, 2)] * 4, pa.date32()),
+        }
+    )
+    result = profile(table)
+    flag, city, at, day = (result.column(n) for n in ("flag", "city", "at", "day"))
+    assert flag.kind == city.kind == "categorical" and at.kind == day.kind == "temporal"
+    assert flag.values == {"true": 2, "false": 1} and flag.nulls == 1
+    assert city.top(1) == [("oslo", 2)] and city.distinct == 2
+    assert city.sample is not None and sorted(city.sample) == ["oslo", "oslo", "rome"]
+    assert at.min == datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    assert at.max == at.min + 2 * 86_400 and at.mean == at.min + 86_400
+    assert day.min == day.max == 86_400.0
+
+
+def test_nan_and_infinities() -> None:
+    values = np.array([1.0, 2.0, np.nan, np.inf, -np.inf, 3.0, np.nan])
+    column = profile(pa.table({"x": pa.array([*values, None])})).column("x")
+    assert (column.count, column.nulls, column.infinite, column.valid) == (8, 3, 2, 5)
+    assert (column.min, column.max, column.mean) == (1.0, 3.0, 2.0)
+    assert column.histogram is not None and column.histogram.total() == 3
+    assert column.sample is not None and len(column.sample) == 5
+    assert column.std == pytest.approx(1.0)
+
+
+def test_outliers_keep_the_histogram_bounded() -> None:
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.normal(0, 1, 100_000), [1e12, -1e15], rng.standard_cauchy(1000)])
+    column = profile(pa.table({"x": values}), chunk_rows=10_000).column("x")
+    assert column.histogram is not None
+    assert len(column.histogram.counts) <= MAX_BINS
+    assert column.histogram.total() == len(values)
+    assert (column.min, column.max) == (-1e15, 1e12)
+
+
+@pytest.mark.parametrize("value", [0.0, 7.5, -3e200, 1e-300, 123456789])
+def test_constant_columns(value: float) -> None:
+    column = profile(pa.table({"x": [value] * 100})).column("x")
+    assert column.deciles == [value] * 11
+    assert column.std == 0.0 and column.distinct == 1
+
+
+def test_huge_and_tiny_magnitudes() -> None:
+    rng = np.random.default_rng(8)
+    for scale in (1e-200, 1e200, 1e15):
+        values = 1e15 + rng.normal(0, 1, 10_000) if scale == 1e15 else rng.normal(0, scale, 10_000)
+        column = profile(pa.table({"x": values})).column("x")
+        assert column.histogram is not None and column.histogram.total() == 10_000
+        median = float(column.quantile(0.5))
+        assert abs(median - np.median(values)) <= column.histogram.width
+
+
+def test_categories_beyond_the_cap_keep_the_most_frequent() -> None:
+    n = MAX_CATEGORIES + 2000
+    common = ["common"] * 5000
+    table = pa.table({"s": pa.array([f"v{i}" for i in range(n)] + common)})
+    column = profile(table, chunk_rows=4000).column("s")
+    assert column.values is not None and len(column.values) <= MAX_CATEGORIES
+    assert column.top(1) == [("common", 5000)]
+    assert sum(column.values.values()) + column.other == n + 5000
+    assert not column.distinct_exact
+    assert column.distinct is not None and abs(column.distinct - (n + 1)) / n < 0.1
+
+
+def test_rebin_and_cdf() -> None:
+    histogram = Histogram(width=1.0, offset=0, counts=np.array([10, 20, 30, 40]))
+    np.testing.assert_allclose(histogram.rebin(np.array([1.0, 2.0, 3.0])), [30, 70])
+    np.testing.assert_allclose(histogram.rebin(np.array([1.5, 2.5]), clip=False), [25])
+    np.testing.assert_allclose(histogram.cdf(np.array([-1.0, 0.5, 2.0, 9.0])), [0, 0.05, 0.3, 1])
+    assert float(histogram.quantile(0.3)) == pytest.approx(2.0)
+    coarse = histogram.coarsened(2.0)
+    assert (coarse.offset, coarse.counts.tolist()) == (0, [30, 70])
+
+
+def test_pandas_input() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, None, 4.0], "s": ["a", "b", "a", None]})
+    result = profile(frame, chunk_rows=3)
+    assert result.rows == 4
+    assert result.column("x").nulls == 1 and result.column("x").mean == pytest.approx(7 / 3)
+    assert result.column("s").values == {"a": 2, "b": 1}
+
+
+def test_parquet_path_input(tmp_path: Path) -> None:
+    table = _table(3000)
+    pq.write_table(table.slice(0, 1000), tmp_path / "a.parquet")
+    pq.write_table(table.slice(1000), tmp_path / "b.parquet")
+    from_directory = profile(tmp_path)
+    from_file = profile(str(tmp_path / "a.parquet"), ["dice"])
+    assert from_directory.rows == 3000 and list(from_file.columns) == ["dice"]
+    assert from_directory.column("dice").values == profile(table).column("dice").values
+
+
+def test_profile_delta(tmp_path: Path) -> None:
+    from deltalake import write_deltalake
+
+    table = _table(4000)
+    uri = str(tmp_path / "delta")
+    write_deltalake(uri, table.slice(0, 1000))
+    write_deltalake(uri, table.slice(1000), mode="append")
+    latest = profile_delta(uri, columns=["dice", "colour"])
+    first = profile_delta(uri, version=0)
+    assert latest.rows == 4000 and list(latest.columns) == ["dice", "colour"]
+    assert latest.column("colour").values == profile(table).column("colour").values
+    assert first.rows == 1000
+    with pytest.raises(InvalidArgument, match="'nope'"):
+        profile_delta(uri, columns=["nope"])
+
+
+def test_std_matches_numpy_on_shifted_data() -> None:
+    values = 1e9 + np.random.default_rng(9).normal(0, 1e-3, 50_000)
+    column = profile(pa.table({"x": values}), chunk_rows=5000).column("x")
+    assert column.std == pytest.approx(values.std(ddof=1), rel=1e-6)
+    assert not math.isnan(float(column.quantile(0.5)))
