@@ -403,7 +403,7 @@ def performance_chart(view: PerformanceView) -> Markup:
 
 MAX_EVALUATIONS = 100  # evaluations a monitor's page draws (newest)
 MAX_ALERTS = 50
-MAX_MONITORS = 200
+MAX_MONITORS = 50  # a page of the list
 
 
 @dataclass(frozen=True)
@@ -417,6 +417,7 @@ class MonitorRow:
 class ListView:
     rows: list[MonitorRow]
     alerts: list[Any]  # Alert, newest first
+    has_next: bool = False
 
     @property
     def monitors_by_name(self) -> dict[str, Any]:
@@ -424,12 +425,17 @@ class ListView:
 
 
 def list_view(
-    service: Any, *, target: str | None = None, alert_status: str | None = "open"
+    service: Any,
+    *,
+    target: str | None = None,
+    alert_status: str | None = "open",
+    page_token: str | None = None,
 ) -> ListView:
     """The monitors the caller may see (of ``target`` only if given), each with its newest
     evaluation and its open alerts; the recent alerts (of one status if given)."""
-    found = list(service.list_monitors(target=target, max_results=MAX_MONITORS).items)
-    open_alerts = list(service.list_alerts(status="open", max_results=1000).items)
+    listed = service.list_monitors(target=target, max_results=MAX_MONITORS, page_token=page_token)
+    found = list(listed.items)
+    open_alerts = list(service.list_alerts(status="open", max_results=10_000).items)
     counts: dict[str, int] = {}
     for alert in open_alerts:
         counts[alert.monitor] = counts.get(alert.monitor, 0) + 1
@@ -443,7 +449,7 @@ def list_view(
         for a in service.list_alerts(status=alert_status, max_results=MAX_ALERTS).items
         if a.monitor in names
     ]
-    return ListView(rows, alerts)
+    return ListView(rows, alerts, bool(listed.next_page_token))
 
 
 @dataclass(frozen=True)
