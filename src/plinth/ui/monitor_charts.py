@@ -550,7 +550,13 @@ def status_strip(times: Sequence[float], statuses: Sequence[str], *, title: str)
             f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S} UTC</title></rect>"
         )
     step = 1.0 if hi - lo < 86_400 else 3_600.0
-    ends = [(min(times), "start"), (max(times), "end")] if lo < hi - 2 else [(lo + 1, "middle")]
+    first, last = min(times), max(times)
+    # the first and last times, or one label when they would read the same
+    ends = (
+        [(first, "start"), (last, "end")]
+        if last - first >= 60
+        else [((first + last) / 2, "middle")]
+    )
     for t, anchor in ends:
         parts.append(
             f'<text x="{scale(t)}" y="58" text-anchor="{anchor}" fill="#1d232b">'
