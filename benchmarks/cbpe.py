@@ -212,6 +212,12 @@ def _agreement(
             ]
             errs_n = [abs(n["chunks"][i][k]["value"] - real[i][k]) for i in range(len(real))]
             line += f", |NannyML - realised| {max(errs_n):.4f}, |Plinth - NannyML| {max(diffs):.5f}"
+            inside = [
+                sum(c[k]["lower"] <= real[i][k] <= c[k]["upper"] for i, c in enumerate(r["chunks"]))
+                for r in (p, n)
+            ]
+            line += f"; realised inside the band: Plinth {inside[0]}/{len(real)}, NannyML "
+            line += f"{inside[1]}/{len(real)}"
             se_n = [n["chunks"][i][k]["sampling_error"] for i in range(len(real))]
             se_p = [p["chunks"][i][k]["sampling_error"] or float("nan") for i in range(len(real))]
             line += f"; sampling error Plinth {se_p[0]:.4f} vs NannyML {se_n[0]:.4f} (chunk 0)"
@@ -287,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     info = C.machine_info()
     footer.append(
         f"data: {ROWS:,} reference + {ROWS:,} analysis rows, seed {SEED}, in {data}; "
-        f"machine: {info['nproc']} CPUs, {info['cpu']}, {info['memory']}"
+        f"machine: {info['nproc']} CPUs, {info['cpu']}, {info['memory']}, load average "
+        f"{C.load_average():.1f} at the end (other work on the machine skews the times)"
     )
     return C.finish_report(
         rows, "CBPE: Plinth vs NannyML", footer, opts, errors, started, headers=HEADERS

@@ -55,6 +55,16 @@ def test_classification_values_equal_sklearn() -> None:
     assert got["f1"].method == "bootstrap" and got["auc"].method == "analytic"
 
 
+def test_precision_and_recall_equal_sklearn() -> None:
+    rng = np.random.default_rng(4)
+    y, s = _model(rng, 2_000)
+    got = classification_metrics(y, s, metrics=["precision", "recall"])
+    assert got["precision"].value == pytest.approx(skm.precision_score(y, s >= 0.5), abs=1e-12)
+    assert got["recall"].value == pytest.approx(skm.recall_score(y, s >= 0.5), abs=1e-12)
+    none = classification_metrics([0, 1], [0.1, 0.2], metrics=["precision"])["precision"]
+    assert (none.value, none.lower, none.upper) == (0.0, None, None)
+
+
 def test_log_loss_of_certain_wrong_scores_is_finite_like_sklearn() -> None:
     y = np.array([1, 0, 1, 0])
     s = np.array([0.0, 1.0, 0.9, 0.2])
@@ -264,6 +274,8 @@ def test_auto_calibration_leaves_perfectly_separated_scores_alone() -> None:
         ([0, 2, 1], [0.1, 0.2, 0.3], {}, "binary labels 0/1"),
         ([0, 1, 1], [0.1, float("nan"), 0.3], {}, "y_score has 1 NaN or infinite values"),
         ([0, None, 1], [0.1, 0.2, 0.3], {}, "y_true has 1 missing values"),
+        (pd.array([0, None, 1], dtype="Int64"), [0.1, 0.2, 0.3], {}, "y_true has 1 (NaN|missing)"),
+        (pa.array([0, None, 1]), [0.1, 0.2, 0.3], {}, "y_true has 1 NaN"),
         ([1, 1, 1], [0.1, 0.2, 0.3], {}, "auc is undefined on a window with one class only"),
         ([], [], {}, "empty"),
         ([0, 1], [0.1, 1.2], {"metrics": ["log_loss"]}, "log_loss needs probabilities"),
@@ -271,7 +283,7 @@ def test_auto_calibration_leaves_perfectly_separated_scores_alone() -> None:
         ([0, 1], [0.1, 0.9], {"confidence": 1.5}, "confidence must be between 0 and 1"),
     ],
 )
-def test_bad_classification_input(y: list, s: list, kwargs: dict, message: str) -> None:
+def test_bad_classification_input(y: object, s: list, kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         classification_metrics(y, s, **kwargs)
 

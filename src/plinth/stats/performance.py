@@ -28,7 +28,7 @@ from scipy import optimize, stats  # type: ignore[import-untyped]
 
 from plinth.errors import InvalidArgument
 
-CLASSIFICATION_METRICS = ("auc", "accuracy", "f1", "log_loss")
+CLASSIFICATION_METRICS = ("auc", "accuracy", "f1", "log_loss", "precision", "recall")
 REGRESSION_METRICS = ("rmse", "mae")
 ESTIMATED_METRICS = ("auc", "accuracy", "f1", "precision", "recall")
 BOOTSTRAP_RESAMPLES = 2000
@@ -77,7 +77,7 @@ def _as_array(values: Any, name: str) -> np.ndarray:
 def _floats(values: Any, name: str) -> np.ndarray:
     arr = _as_array(values, name)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
-        nulls = sum(v is None for v in arr) if arr.dtype == object else 0
+        nulls = sum(_is_null(v) for v in arr) if arr.dtype == object else 0
         if nulls:
             raise InvalidArgument(f"{name} has {nulls} missing values (None)")
         try:
@@ -93,6 +93,10 @@ def _floats(values: Any, name: str) -> np.ndarray:
             f"{arr[first]})"
         )
     return arr
+
+
+def _is_null(v: object) -> bool:
+    return v is None or type(v).__name__ == "NAType"  # pandas.NA
 
 
 def _labels(values: Any, name: str = "y_true") -> np.ndarray:
@@ -149,7 +153,8 @@ def classification_metrics(
 ) -> dict[str, Metric]:
     """Realised metrics of a binary classifier: ``y_true`` 0/1 labels, ``y_score`` its
     scores (probabilities of class 1 for log loss); class 1 is predicted where
-    ``y_score >= threshold``.
+    ``y_score >= threshold``. ``metrics`` may also name "precision" and "recall" (Wilson
+    intervals on their proportions; 0 without a denominator, as scikit-learn).
 
     AUC is undefined when the window holds one class only: asking for it then raises
     InvalidArgument (leave "auc" out of ``metrics`` to get the others)."""
@@ -167,6 +172,10 @@ def classification_metrics(
             out[name] = _accuracy(int(np.count_nonzero(pred == (y == 1))), n, z)
         elif name == "f1":
             out[name] = _f1(y, pred, confidence, seed)
+        elif name in ("precision", "recall"):
+            hits = int(np.count_nonzero(pred & (y == 1)))
+            of = int(pred.sum()) if name == "precision" else int(np.count_nonzero(y == 1))
+            out[name] = _proportion(name, hits, of, n, z)
         else:
             out[name] = _log_loss(y, s, z)
     return out
@@ -201,6 +210,13 @@ def _wilson(successes: int, n: int, z: float) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return _clip01(centre - half), _clip01(centre + half)
+
+
+def _proportion(name: str, hits: int, of: int, n: int, z: float) -> Metric:
+    if of == 0:
+        return Metric(name, 0.0, None, None, n, method="analytic")
+    lower, upper = _wilson(hits, of, z)
+    return Metric(name, hits / of, lower, upper, n, method="analytic")
 
 
 def _accuracy(correct: int, n: int, z: float) -> Metric:
@@ -303,8 +319,8 @@ class CBPE:
     labelled reference data (isotonic regression, predictions interpolated linearly between
     the fitted points and clipped at the ends, as scikit-learn's ``IsotonicRegression``
     that NannyML uses); ``estimate`` then computes the expected metrics of unlabelled
-    scores. ``points`` are the calibration map (score -> probability), empty when not
-    calibrated (``calibrated`` False: scores are taken as probabilities)."""
+    scores. ``points_x``/``points_y`` are the calibration map (score -> probability),
+    empty when not calibrated (``calibrated`` False: scores are taken as probabilities)."""
 
     points_x: tuple[float, ...]
     points_y: tuple[float, ...]
@@ -417,8 +433,8 @@ class CBPE:
             rows, rate = int(d["reference_rows"]), float(d["reference_positive_rate"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"not a stored CBPE: {exc!r}") from exc
-        if len(x) != len(y) or (calibrated and not x):
-            raise InvalidArgument("not a stored CBPE: calibration points do not pair up")
+        if len(x) != len(y) or (calibrated and not x) or rows <= 0:
+            raise InvalidArgument("not a stored CBPE: calibration points or rows missing")
         return cls(x, y, calibrated, rows, rate)
 
 
