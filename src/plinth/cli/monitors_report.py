@@ -9,13 +9,13 @@ The command function is registered into the ``monitors`` app of ``plinth.cli.mon
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from plinth.cli.common import JsonOption, _client, _print_json, out
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, Unavailable
 
 
 def report(
@@ -53,13 +53,14 @@ def report(
     if (name is None) == (model is None):
         raise InvalidArgument("give a monitor's NAME or --model MODEL (one of them)")
     client = _client()
+    data = _monitoring(client)
     if name is not None:
-        text = render_monitor_report(client.monitors, client.monitoring, name)
+        text = render_monitor_report(client.monitors, data, name)
         subject = f"monitor {name}"
     else:
         assert model is not None
         text = render_input_drift_report(
-            client.monitoring, model, version=version, window_seconds=window_seconds, preset=preset
+            data, model, version=version, window_seconds=window_seconds, preset=preset
         )
         subject = f"the input drift of {model}"
     size = write_text(text, output)
@@ -67,3 +68,16 @@ def report(
         return _print_json({"report": subject, "path": str(output), "bytes": size})
     line = f"wrote the report of {subject} to {output} ({size:,} bytes)"
     out.print(escape(line), highlight=False, soft_wrap=True)
+
+
+def _monitoring(client: Any) -> Any:
+    """The client's ``MonitoringData`` (profiles, performance, input drift): its
+    ``monitoring`` when it has one, else a local one over the client's store."""
+    found = getattr(client, "monitoring", None)
+    if found is not None:
+        return found
+    if client.remote:
+        raise Unavailable("this client cannot read monitoring data from a server: upgrade it")
+    from plinth.monitoring.data import MonitoringData
+
+    return MonitoringData(client.tracking.store, client.registry, client.feature_store().service)
