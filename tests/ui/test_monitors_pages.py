@@ -219,6 +219,17 @@ def test_an_input_drift_monitor_draws_the_drifted_inputs_against_the_training_da
     assert len(bars) > 5
 
 
+def test_the_pages_on_each_store(any_dashboard: Dashboard) -> None:
+    seeded_drift(any_dashboard)
+    for path in ("/ui/monitors", "/ui/monitors/spend-drift", "/ui/monitors?alerts=all"):
+        answer = any_dashboard.http.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        assert "spend-drift" in answer.text
+    assert "avg_spend: reference vs current" in charts(
+        any_dashboard.http.get("/ui/monitors/spend-drift")
+    )
+
+
 # -- who sees what -----------------------------------------------------------------------
 
 
