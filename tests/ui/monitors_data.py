@@ -141,8 +141,9 @@ def churn_model(client: Any) -> None:
 def seed_models(client: Any, seeded: Seeded, now_ms: int) -> None:
     """``churn`` v1 with seven days of logged probabilities up to ``now_ms`` (60 a day, in
     the middle of each day), labels for the first five days, ages 15 years older in the
-    last two; ``churn-auc`` (performance, AUC, breach below 0.6) and ``churn-inputs`` (input
-    drift of the last day) run once."""
+    last two; ``churn-auc`` (performance, AUC, breach below 0.6), ``churn-inputs`` (input
+    drift of the last day), ``churn-predictions`` (prediction drift) and
+    ``churn-estimated`` (estimated AUC) run once."""
     churn_model(client)
     log = PredictionLog(client.tracking.store, flush_seconds=60)
     labels = []
@@ -167,3 +168,8 @@ def seed_models(client: Any, seeded: Seeded, now_ms: int) -> None:
     monitors.create_monitor("churn-inputs", "input_drift", "churn")
     found = monitors.run_monitor("churn-inputs")
     assert found.status == "breach", found.summary
+    monitors.create_monitor("churn-predictions", "prediction_drift", "churn")
+    monitors.run_monitor("churn-predictions")
+    estimated = MonitorSpec(metric="auc")
+    monitors.create_monitor("churn-estimated", "estimated_performance", "churn", spec=estimated)
+    monitors.run_monitor("churn-estimated")

@@ -219,6 +219,29 @@ def test_an_input_drift_monitor_draws_the_drifted_inputs_against_the_training_da
     assert len(bars) > 5
 
 
+def test_prediction_drift_and_estimated_performance_monitors(dashboard: Dashboard) -> None:
+    found = dashboard.app.state.dashboard
+    seeded = services(found)
+    settings = dashboard.settings
+    with local_client(settings.resolved_store_uri, settings.resolved_artifact_uri) as client:
+        seed_models(client, seeded, int(time.time() * 1000))
+    predictions = dashboard.http.get("/ui/monitors/churn-predictions")
+    assert predictions.status_code == 200, predictions.text
+    assert "Prediction drift" in text(predictions)
+    [evaluation] = seeded.monitors.list_evaluations("churn-predictions").items
+    [judged] = evaluation.result["prediction"]["columns"]
+    assert re.search(
+        rf"<td>prediction</td><td>[a-z]+</td><td>{judged['test']}</td>", predictions.text
+    )
+    assert not [t for t in charts(predictions) if "reference vs current" in t]
+    estimated = dashboard.http.get("/ui/monitors/churn-estimated")
+    assert estimated.status_code == 200, estimated.text
+    chart = charts(estimated)["auc per window"]
+    [dashed] = [p for p in chart.iter("polyline") if p.get("stroke-dasharray")]
+    assert len(dashed.get("points", "").split()) == 7  # every day had predictions
+    assert "validation 0.9 at 0.9" in chart.get("aria-label", "")
+
+
 def test_the_pages_on_each_store(any_dashboard: Dashboard) -> None:
     seeded_drift(any_dashboard)
     for path in ("/ui/monitors", "/ui/monitors/spend-drift", "/ui/monitors?alerts=all"):

@@ -80,15 +80,21 @@ class ColumnRow:
         return self.p_value if self.p_value is not None else self.statistic
 
 
-def drift_result(result: dict[str, Any] | None) -> dict[str, Any]:
+def drift_result(result: dict[str, Any] | None, key: str = "report") -> dict[str, Any]:
     """The drift report in an evaluation's result: the result itself (a
-    ``DriftReport.to_dict()``) or its ``report`` (an input-drift check's whole answer)."""
+    ``DriftReport.to_dict()``) or, in a model check's whole answer (``InputDrift``), its
+    ``report`` (the inputs) or ``prediction`` (the predictions against the labels)."""
     if not result:
         return {}
     if "columns" in result:
         return result
-    nested = result.get("report")
+    nested = result.get(key)
     return nested if isinstance(nested, dict) and "columns" in nested else {}
+
+
+def report_key(kind: str) -> str:
+    """Which report of a model check a monitor of ``kind`` judges by."""
+    return "prediction" if kind == "prediction_drift" else "report"
 
 
 def column_rows(result: dict[str, Any]) -> list[ColumnRow]:
@@ -169,14 +175,14 @@ class Chart:
     caption: str = ""
 
 
-def drift_over_time(evaluations: Sequence[Any]) -> list[Chart]:
+def drift_over_time(evaluations: Sequence[Any], key: str = "report") -> list[Chart]:
     """The drift statistic of each column over the evaluations (oldest first): one chart
     of p-values (log scale, the alpha line) for the p-value tests, one per distance test
     and threshold. Drifted points are filled."""
     ordered = sorted(evaluations, key=lambda e: seconds(e.at))
     groups: dict[tuple[str, float], dict[str, list[tuple[float, ColumnRow]]]] = {}
     for evaluation in ordered:
-        for row in column_rows(drift_result(evaluation.result)):
+        for row in column_rows(drift_result(evaluation.result, key)):
             if row.score is None:
                 continue
             measure = "p-value" if row.p_value is not None else row.test
@@ -498,28 +504,32 @@ def monitor_view(service: Any, data: Any, name: str) -> MonitorView:
     monitor = service.get_monitor(name)
     evaluations = list(service.list_evaluations(name, max_results=MAX_EVALUATIONS).items)
     evaluations.sort(key=lambda e: seconds(e.at), reverse=True)
-    drift = drift_section(data, evaluations) if monitor.kind in DRIFT_KINDS else None
+    drift = (
+        drift_section(data, evaluations, report_key(monitor.kind))
+        if monitor.kind in DRIFT_KINDS
+        else None
+    )
     performance = performance_section(data, monitor) if monitor.kind in PERFORMANCE_KINDS else None
     alerts = list(service.list_alerts(monitor=name, max_results=MAX_ALERTS).items)
     return MonitorView(monitor, evaluations, status_chart(evaluations), drift, performance, alerts)
 
 
-def drift_section(data: Any, evaluations: Sequence[Any]) -> DriftSection:
+def drift_section(data: Any, evaluations: Sequence[Any], key: str = "report") -> DriftSection:
     """The newest evaluation with a drift report: its table, the drifted columns'
-    histograms; every evaluation's statistics over time."""
-    latest = next((e for e in evaluations if drift_result(e.result)), None)
+    histograms; every evaluation's statistics over time. ``key``: which report of a model
+    check (``report_key``); the predictions' have no histograms (the reference holds the
+    training labels under their own name)."""
+    over_time = drift_over_time(evaluations, key)
+    latest = next((e for e in evaluations if drift_result(e.result, key)), None)
     if latest is None:
-        return DriftSection(None, [], drift_over_time(evaluations), [], None)
-    report = drift_result(latest.result)
+        return DriftSection(None, [], over_time, [], None)
+    report = drift_result(latest.result, key)
     rows = column_rows(report)
-    reference, current = profiles(data, latest.reference_profile, latest.current_profile)
-    return DriftSection(
-        drift_summary(report),
-        rows,
-        drift_over_time(evaluations),
-        histograms(rows, reference, current),
-        latest,
-    )
+    charts: list[Chart] = []
+    if key == "report":
+        reference, current = profiles(data, latest.reference_profile, latest.current_profile)
+        charts = histograms(rows, reference, current)
+    return DriftSection(drift_summary(report), rows, over_time, charts, latest)
 
 
 def profiles(
@@ -551,7 +561,8 @@ def performance_section(data: Any, monitor: Any) -> PerformanceSection:
             version=spec.model_version,
             window_seconds=spec.window_seconds,
             windows=PERFORMANCE_WINDOWS,
-            metric=spec.metric,
+            # as the check does: an estimated-performance monitor watches AUC by default
+            metric=spec.metric or ("auc" if monitor.kind == "estimated_performance" else None),
         )
     except (NotFound, PermissionDenied, InvalidArgument) as error:
         view = PerformanceView(metric=spec.metric or "", note=error.message)
