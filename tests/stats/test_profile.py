@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -326,3 +327,59 @@ def test_std_matches_numpy_on_shifted_data() -> None:
     column = profile(pa.table({"x": values}), chunk_rows=5000).column("x")
     assert column.std == pytest.approx(values.std(ddof=1), rel=1e-6)
     assert not math.isnan(float(column.quantile(0.5)))
+
+
+def test_parallel_columns_give_the_same_profile_every_time() -> None:
+    table = _table(60_000)  # 5 columns x 60k values: columns run in threads
+    first, second = profile(table, chunk_rows=20_000), profile(table, chunk_rows=20_000)
+    assert json.dumps(first.to_dict()) == json.dumps(second.to_dict())
+    other_seed = profile(table, chunk_rows=20_000, seed=1)
+    assert other_seed.column("normal").to_dict() != first.column("normal").to_dict()
+
+
+def test_other_types_get_counts_only() -> None:
+    table = pa.table(
+        {
+            "took": pa.array([1, None, 3], pa.duration("s")),
+            "tags": pa.array([[1], [2, 3], None]),
+            "blob": pa.array([b"x", b"y", b"x"]),
+        }
+    )
+    for column in profile(table).columns.values():
+        assert column.kind == "other" and column.count == 3
+        assert (column.values, column.histogram, column.sample, column.distinct) == (
+            None,
+            None,
+            None,
+            None,
+        )
+    assert profile(table).column("took").nulls == 1
+
+
+def test_decimals_string_views_and_dictionary_numbers() -> None:
+    table = pa.table(
+        {
+            "price": pa.array([Decimal("1.50"), Decimal("2.25"), None], pa.decimal128(10, 2)),
+            "code": pa.array(["a", "b", "b"], pa.string_view()),
+            "level": pa.array([10, 20, 10]).dictionary_encode(),
+            "ratio": pa.array([1.5, float("nan"), 2.5], pa.float32()),
+        }
+    )
+    result = profile(table)
+    price = result.column("price")
+    assert price.kind == "numeric" and price.values == {"1.50": 1, "2.25": 1}
+    assert price.mean == pytest.approx(1.875) and price.nulls == 1
+    assert result.column("code").values == {"a": 1, "b": 2}
+    assert result.column("level").kind == "categorical"
+    assert result.column("level").values == {"10": 2, "20": 1}
+    assert result.column("ratio").nulls == 1 and result.column("ratio").mean == 2.0
+
+
+def test_pandas_column_that_starts_with_nulls() -> None:
+    frame = pd.DataFrame({"s": [None, None, "a", "b"], "n": pd.array([None, 1, 2, 3], "Int64")})
+    result = profile(frame, chunk_rows=2)
+    assert result.column("s").kind == "categorical" and result.column("s").values == {
+        "a": 1,
+        "b": 1,
+    }
+    assert result.column("n").mean == 2.0 and result.column("n").nulls == 1

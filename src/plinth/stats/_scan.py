@@ -37,12 +37,21 @@ def kind_of(dtype: pa.DataType) -> Kind:
         or types.is_large_string(dtype)
         or types.is_dictionary(dtype)
         or types.is_boolean(dtype)
-        or getattr(types, "is_string_view", lambda _: False)(dtype)
+        or _is_string_view(dtype)
     ):
         return "categorical"
     if types.is_timestamp(dtype) or types.is_date(dtype):
         return "temporal"
     return "other"
+
+
+def _is_string_view(dtype: pa.DataType) -> bool:
+    return bool(getattr(pa.types, "is_string_view", lambda _: False)(dtype))
+
+
+def release() -> None:
+    """Drop this thread's scratch buffers."""
+    _local.__dict__.pop("buffers", None)
 
 
 class Scanner:
@@ -78,6 +87,8 @@ class Scanner:
         if array.null_count:
             array = pc.drop_null(array)
         if self.kind == "categorical":
+            if _is_string_view(array.type):  # fewer kernels take views
+                array = array.cast(pa.large_string())
             self._categorical(part, array)
         else:
             self._numeric(part, array)

@@ -46,7 +46,7 @@ from plinth.stats._model import (
     Kind,
     TableProfile,
 )
-from plinth.stats._scan import Scanner, kind_of
+from plinth.stats._scan import Scanner, kind_of, release
 
 __all__ = [
     "DECILES",
@@ -94,6 +94,7 @@ def profile(
             else:
                 for scanner, array in zip(scanners, arrays, strict=True):
                     scanner.add(array)
+    release()
     return TableProfile(rows, {s.profile.name: s.profile for s in scanners})
 
 
@@ -113,7 +114,11 @@ def profile_delta(
     table = DeltaTable(uri, version=version, storage_options=storage_options)
     dataset = table.to_pyarrow_dataset()
     _selected(dataset.schema, columns)
-    batches = dataset.to_batches(columns=columns, batch_size=chunk_rows)
+    # one file at a time, a few batches ahead: peak memory follows the row group size, not
+    # the table's (the defaults read 4 files and 16 batches ahead: about twice the memory)
+    batches = dataset.to_batches(
+        columns=columns, batch_size=chunk_rows, fragment_readahead=1, batch_readahead=4
+    )
     return profile(
         _Stream(dataset.schema, batches),
         columns,
@@ -198,15 +203,14 @@ def _is_dataframe(data: Any) -> bool:
 
 
 def _pandas(frame: Any, rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    head = pa.Table.from_pandas(frame.iloc[:rows], preserve_index=False)
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)  # types from the whole frame
 
     def batches() -> Iterator[pa.RecordBatch]:
-        yield from head.to_batches()
-        for start in range(rows, len(frame), rows):
-            part = pa.Table.from_pandas(frame.iloc[start : start + rows], preserve_index=False)
-            yield from part.cast(head.schema).to_batches()
+        for start in range(0, len(frame), rows):
+            part = frame.iloc[start : start + rows]
+            yield from pa.Table.from_pandas(part, schema=schema, preserve_index=False).to_batches()
 
-    return head.schema, batches()
+    return schema, batches()
 
 
 def _parquet(
