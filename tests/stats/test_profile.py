@@ -186,7 +186,8 @@ def test_all_null_column() -> None:
         assert column.std is None
     # an all-null (untyped) part merges with a typed one
     typed = profile(pa.table({"n": [1.0, 2.0]}))
-    assert result.merge(typed).column("n").mean == 1.5
+    for merged in (result.merge(typed).column("n"), typed.merge(result).column("n")):
+        assert (merged.kind, merged.count, merged.nulls, merged.mean) == ("numeric", 12, 10, 1.5)
 
 
 def test_changed_type_on_merge_names_the_column() -> None:
@@ -383,3 +384,21 @@ def test_pandas_column_that_starts_with_nulls() -> None:
         "b": 1,
     }
     assert result.column("n").mean == 2.0 and result.column("n").nulls == 1
+
+
+def test_reader_and_generator_inputs() -> None:
+    table = _table(5000)
+    expected = profile(table).column("dice").values
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=700))
+    assert profile(reader).column("dice").values == expected
+    generated = profile(b for b in table.to_batches(max_chunksize=900))
+    assert generated.rows == 5000 and generated.column("dice").values == expected
+    with pytest.raises(InvalidArgument, match="cannot profile an iterable of int"):
+        profile([1, 2])
+    with pytest.raises(InvalidArgument, match="no such file"):
+        profile("/nonexistent/data.parquet")
+
+
+def test_sample_size_zero_keeps_no_sample() -> None:
+    result = profile(_table(1000), sample_size=0)
+    assert all(c.sample is None for c in result.columns.values())

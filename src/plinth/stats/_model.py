@@ -6,7 +6,7 @@ import base64
 import heapq
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -98,10 +98,11 @@ class ColumnProfile:
     def merge(self, other: ColumnProfile, rng: np.random.Generator | None = None) -> ColumnProfile:
         left, right = self, other
         if left.kind != right.kind:
-            if _untyped(left):
-                return right
-            if _untyped(right):
-                return left
+            if _untyped(left) or _untyped(right):
+                typed, untyped = (right, left) if _untyped(left) else (left, right)
+                return replace(
+                    typed, count=typed.count + untyped.count, nulls=typed.nulls + untyped.nulls
+                )
             raise InvalidArgument(
                 f"column {left.name!r} changed type: {left.dtype} in one profile, "
                 f"{right.dtype} in the other"

@@ -104,8 +104,9 @@ class Scanner:
             part.values = dict(zip(keys.take(top).to_pylist(), counts[top].tolist(), strict=True))
             part.other = part.valid - int(counts[top].sum())
         k = min(self.sample_size, len(array))
-        picked = array.take(self.rng.choice(len(array), k, replace=False))
-        part.sample = np.array(_texts(picked), dtype=object)
+        if k:
+            picked = array.take(self.rng.choice(len(array), k, replace=False))
+            part.sample = np.array(_texts(picked), dtype=object)
 
     def _numeric(self, part: ColumnProfile, array: pa.Array) -> None:
         numbers = _floats(array)
