@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -104,12 +107,24 @@ class Histogram:
         return counts
 
     def to_dict(self) -> dict[str, object]:
-        return {"width": self.width, "offset": self.offset, "counts": self.counts.tolist()}
+        """JSON-able; ``counts`` as base64 of zlib-compressed little-endian int64 (a third
+        to a tenth of a JSON list's size). ``from_dict`` also takes a list of ints."""
+        packed = zlib.compress(self.counts.astype("<i8").tobytes(), 6)
+        return {
+            "width": self.width,
+            "offset": self.offset,
+            "counts": base64.b64encode(packed).decode("ascii"),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Histogram:
-        counts = np.asarray(data["counts"], dtype=np.int64)
-        return cls(float(data["width"]), int(data["offset"]), counts)  # type: ignore[call-overload, arg-type]
+    def from_dict(cls, data: dict[str, Any]) -> Histogram:
+        counts = data["counts"]
+        if isinstance(counts, str):
+            raw = zlib.decompress(base64.b64decode(counts))
+            array = np.frombuffer(raw, dtype="<i8").astype(np.int64)
+        else:
+            array = np.asarray(counts, dtype=np.int64)
+        return cls(float(data["width"]), int(data["offset"]), array)
 
 
 def _shift_to_fit(first: int, last: int, max_bins: int) -> int:
