@@ -406,3 +406,17 @@ def test_reader_and_generator_inputs() -> None:
 def test_sample_size_zero_keeps_no_sample() -> None:
     result = profile(_table(1000), sample_size=0)
     assert all(c.sample is None for c in result.columns.values())
+
+
+def test_small_batches_are_gathered_and_must_agree() -> None:
+    table = _table(3000)
+    small = pa.Table.from_batches(table.to_batches(max_chunksize=100))
+    assert profile(small).column("dice").values == profile(table).column("dice").values
+    batches = [
+        pa.record_batch({"x": [1.0, 2.0]}),
+        pa.record_batch({"x": ["a", "b"]}),
+    ]
+    with pytest.raises(InvalidArgument, match="column 'x' changed type within the data"):
+        profile(batches)
+    with pytest.raises(InvalidArgument, match="column 'x' is missing"):
+        profile([pa.record_batch({"x": [1.0]}), pa.record_batch({"y": [1.0]})])

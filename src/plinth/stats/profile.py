@@ -28,6 +28,7 @@ counts the rest in ``other``.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +88,7 @@ def profile(
     workers = min(os.cpu_count() or 1, len(scanners))
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
         for batch in batches:
+            _check_schema(batch.schema, schema, names)
             rows += batch.num_rows
             arrays = [batch.column(n) for n in names]
             if workers > 1 and batch.num_rows * len(names) >= _PARALLEL_MIN_CELLS:
@@ -139,6 +141,19 @@ class _Stream:
         return iter(self.batches)
 
 
+def _check_schema(found: pa.Schema, expected: pa.Schema, names: list[str]) -> None:
+    if found is expected or found.equals(expected):
+        return
+    for name in names:
+        if name not in found.names:
+            raise InvalidArgument(f"column {name!r} is missing from a batch of the data")
+        was, now = expected.field(name).type, found.field(name).type
+        if was != now:
+            raise InvalidArgument(
+                f"column {name!r} changed type within the data: {was}, then {now}"
+            )
+
+
 def _selected(schema: pa.Schema, columns: list[str] | None) -> list[str]:
     if columns is None:
         return list(schema.names)
@@ -155,7 +170,7 @@ def _batches(
     if isinstance(data, str | Path):
         return _parquet(Path(data), columns, chunk_rows)
     if isinstance(data, pa.Table):
-        return data.schema, _split(data.to_batches(max_chunksize=chunk_rows), chunk_rows)
+        return data.schema, _split(data.to_batches(), chunk_rows)
     if isinstance(data, pa.RecordBatch):
         return data.schema, _split([data], chunk_rows)
     if isinstance(data, pa.RecordBatchReader | _Stream):
@@ -171,12 +186,34 @@ def _batches(
 
 
 def _split(batches: Iterable[pa.RecordBatch | pa.Table], rows: int) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        if isinstance(batch, pa.Table):
-            yield from batch.to_batches(max_chunksize=rows)
-            continue
-        for start in range(0, batch.num_rows, rows):
-            yield batch.slice(start, rows)
+    """Batches of about ``rows`` rows: large ones sliced (no copy), small ones gathered
+    into one (a copy of at most ``rows`` rows): each batch costs a fixed overhead per column."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for item in batches:
+        pieces = item.to_batches() if isinstance(item, pa.Table) else [item]
+        for batch in pieces:
+            if size and size + batch.num_rows > rows:
+                yield _joined(pending)
+                pending, size = [], 0
+            for start in range(0, batch.num_rows, rows):
+                piece = batch.slice(start, rows)
+                if piece.num_rows >= rows:
+                    yield piece
+                else:
+                    pending.append(piece)
+                    size += piece.num_rows
+    if pending:
+        yield _joined(pending)
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0].schema
+    for batch in batches[1:]:
+        _check_schema(batch.schema, first, first.names)
+    return pa.concat_batches(batches)
 
 
 def _first_schema(
@@ -190,11 +227,7 @@ def _first_schema(
             f"cannot profile an iterable of {type(first).__name__}: give RecordBatches"
         )
 
-    def chained() -> Iterator[pa.RecordBatch]:
-        yield from _split([first], rows)
-        yield from _split(batches, rows)
-
-    return first.schema, chained()
+    return first.schema, _split(itertools.chain([first], batches), rows)
 
 
 def _is_dataframe(data: Any) -> bool:
@@ -222,4 +255,4 @@ def _parquet(
         raise InvalidArgument(f"cannot profile {str(path)!r}: no such file or directory")
     dataset = ds.dataset(path, format="parquet")
     _selected(dataset.schema, columns)
-    return dataset.schema, iter(dataset.to_batches(columns=columns, batch_size=rows))
+    return dataset.schema, _split(dataset.to_batches(columns=columns, batch_size=rows), rows)
