@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, NotFound
 from plinth.stats.profile import (
     MAX_BINS,
     MAX_CATEGORIES,
@@ -325,6 +325,10 @@ def test_profile_delta(tmp_path: Path) -> None:
     assert first.rows == 1000
     with pytest.raises(InvalidArgument, match="'nope'"):
         profile_delta(uri, columns=["nope"])
+    with pytest.raises(NotFound, match="no version 9 of the Delta table"):
+        profile_delta(uri, version=9)
+    with pytest.raises(NotFound, match="no Delta table at"):
+        profile_delta(str(tmp_path / "missing"))
 
 
 def test_std_matches_numpy_on_shifted_data() -> None:

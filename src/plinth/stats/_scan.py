@@ -73,6 +73,8 @@ class Scanner:
         for chunk in chunks:
             if len(chunk):
                 self.profile = self.profile.merge(self._chunk(chunk), self.rng)
+                if self.profile.histogram is not None:  # merging may have coarsened it
+                    self.width = self.profile.histogram.width
 
     def _chunk(self, array: pa.Array) -> ColumnProfile:
         part = ColumnProfile(

@@ -37,7 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, NotFound
 from plinth.stats._histogram import MAX_BINS, Histogram
 from plinth.stats._model import (
     DECILES,
@@ -111,9 +111,7 @@ def profile_delta(
     seed: int = 0,
 ) -> TableProfile:
     """The profile of a Delta table (at ``version``), its batches streamed from storage."""
-    from deltalake import DeltaTable
-
-    table = DeltaTable(uri, version=version, storage_options=storage_options)
+    table = _delta_table(uri, version, storage_options)
     dataset = table.to_pyarrow_dataset()
     _selected(dataset.schema, columns)
     # one file at a time, a few batches ahead: peak memory follows the row group size, not
@@ -128,6 +126,20 @@ def profile_delta(
         chunk_rows=chunk_rows,
         seed=seed,
     )
+
+
+def _delta_table(uri: str, version: int | None, storage_options: dict[str, str] | None) -> Any:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError, TableNotFoundError
+
+    try:
+        return DeltaTable(uri, version=version, storage_options=storage_options)
+    except TableNotFoundError as error:
+        raise NotFound(f"no Delta table at {uri!r}") from error
+    except DeltaError as error:
+        if version is None:
+            raise
+        raise NotFound(f"no version {version} of the Delta table at {uri!r}: {error}") from error
 
 
 class _Stream:
