@@ -24,7 +24,16 @@ DECILES = [i / 10 for i in range(11)]
 
 @dataclass
 class ColumnProfile:
-    """Mergeable statistics of one column; see ``plinth.stats.profile`` for the fields."""
+    """Mergeable statistics of one column (more in ``plinth.stats.profile``).
+
+    ``count`` rows with nulls; ``nulls`` nulls and NaN; ``infinite`` +-inf; ``mean``, ``m2``
+    (sum of squared deviations), ``min``, ``max`` and ``histogram`` of the finite values
+    (numeric, temporal in epoch seconds); ``values`` exact counts of the non-null values
+    while tracked (keys str(int), repr(float), str(decimal), "true"/"false", str), else
+    None; ``other`` categorical values beyond the tracked ones; ``sample`` a uniform sample
+    without replacement of the non-null values (at most ``sample_size``); ``sketch`` the
+    KMV hashes once distinct values are no longer exact.
+    """
 
     name: str
     kind: Kind
@@ -167,6 +176,8 @@ class ColumnProfile:
 
 @dataclass
 class TableProfile:
+    """The profiles of a table's columns, by name; ``rows`` the table's rows."""
+
     rows: int
     columns: dict[str, ColumnProfile]
 
