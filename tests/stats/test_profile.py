@@ -287,6 +287,9 @@ def test_rebin_and_cdf() -> None:
     assert float(histogram.quantile(0.3)) == pytest.approx(2.0)
     coarse = histogram.coarsened(2.0)
     assert (coarse.offset, coarse.counts.tolist()) == (0, [30, 70])
+    empty = Histogram(width=2.0**-10, offset=0, counts=np.zeros(0, dtype=np.int64))
+    far = Histogram(width=1.0, offset=10**9, counts=np.array([5]))
+    assert far.merge(empty) is far and empty.merge(far) is far
     for encoded in (histogram.to_dict(), {"width": 1.0, "offset": 0, "counts": [10, 20, 30, 40]}):
         restored = Histogram.from_dict(json.loads(json.dumps(encoded)))
         assert (restored.width, restored.offset) == (1.0, 0)

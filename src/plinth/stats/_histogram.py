@@ -32,6 +32,8 @@ class Histogram:
         return int(self.counts.sum())
 
     def merge(self, other: Histogram) -> Histogram:
+        if not len(other.counts) or not len(self.counts):  # an empty one has no grid to keep
+            return self if len(self.counts) else other
         width = max(self.width, other.width)
         low, high = self.coarsened(width), other.coarsened(width)
         start = min(low.offset, high.offset)
