@@ -290,6 +290,10 @@ def test_rebin_and_cdf() -> None:
     empty = Histogram(width=2.0**-10, offset=0, counts=np.zeros(0, dtype=np.int64))
     far = Histogram(width=1.0, offset=10**9, counts=np.array([5]))
     assert far.merge(empty) is far and empty.merge(far) is far
+    # far apart on a fine grid: coarsened before any dense array is made
+    near = Histogram(width=2.0**-20, offset=0, counts=np.array([1, 2]))
+    merged = near.merge(Histogram(width=2.0**-20, offset=2**50, counts=np.array([3])))
+    assert len(merged.counts) <= MAX_BINS and merged.total() == 6
     for encoded in (histogram.to_dict(), {"width": 1.0, "offset": 0, "counts": [10, 20, 30, 40]}):
         restored = Histogram.from_dict(json.loads(json.dumps(encoded)))
         assert (restored.width, restored.offset) == (1.0, 0)

@@ -36,6 +36,12 @@ class Histogram:
             return self if len(self.counts) else other
         width = max(self.width, other.width)
         low, high = self.coarsened(width), other.coarsened(width)
+        first = min(low.offset, high.offset)
+        last = max(low.offset + len(low.counts), high.offset + len(high.counts)) - 1
+        shift = _shift_to_fit(first, last, MAX_BINS)  # before allocating: far apart is huge
+        if shift:
+            width *= 2.0**shift
+            low, high = low.coarsened(width), high.coarsened(width)
         start = min(low.offset, high.offset)
         stop = max(low.offset + len(low.counts), high.offset + len(high.counts))
         counts = np.zeros(stop - start, dtype=np.int64)
