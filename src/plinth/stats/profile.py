@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,18 +87,40 @@ def profile(
     scanners = [Scanner(n, schema.field(n).type, sample_size, seed) for n in names]
     rows = 0
     workers = min(os.cpu_count() or 1, len(scanners))
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+    groups = [scanners[i::workers] for i in range(workers)]
+    threads = [ThreadPoolExecutor(max_workers=1) for _ in groups]
+    pending: deque[list[Future[None]]] = deque()
+    try:
         for batch in batches:
             _check_schema(batch.schema, schema, names)
             rows += batch.num_rows
-            arrays = [batch.column(n) for n in names]
-            if workers > 1 and batch.num_rows * len(names) >= _PARALLEL_MIN_CELLS:
-                list(pool.map(Scanner.add, scanners, arrays))
-            else:
-                for scanner, array in zip(scanners, arrays, strict=True):
-                    scanner.add(array)
+            if workers < 2 or batch.num_rows * len(names) < _PARALLEL_MIN_CELLS:
+                _wait(pending, 0)
+                _feed(scanners, batch)
+                continue
+            # one thread per group of columns, each in chunk order, no barrier between
+            # chunks: a thread that falls behind catches up while at most 2 chunks wait
+            pending.append(
+                [t.submit(_feed, g, batch) for t, g in zip(threads, groups, strict=True)]
+            )
+            _wait(pending, 2)
+        _wait(pending, 0)
+    finally:
+        for thread in threads:
+            thread.shutdown(cancel_futures=True)
     release()
     return TableProfile(rows, {s.profile.name: s.profile for s in scanners})
+
+
+def _feed(scanners: list[Scanner], batch: pa.RecordBatch) -> None:
+    for scanner in scanners:
+        scanner.add(batch.column(scanner.profile.name))
+
+
+def _wait(pending: deque[list[Future[None]]], keep: int) -> None:
+    while len(pending) > keep:
+        for future in pending.popleft():
+            future.result()
 
 
 def profile_delta(
