@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from plinth.errors import InvalidArgument, NotFound
+from plinth.stats import profile as profile_module
 from plinth.stats.profile import (
     MAX_BINS,
     MAX_CATEGORIES,
@@ -345,12 +346,14 @@ def test_std_matches_numpy_on_shifted_data() -> None:
     assert not math.isnan(float(column.quantile(0.5)))
 
 
-def test_parallel_columns_give_the_same_profile_every_time() -> None:
-    table = _table(60_000)  # 5 columns x 60k values: columns run in threads
-    first, second = profile(table, chunk_rows=20_000), profile(table, chunk_rows=20_000)
-    assert json.dumps(first.to_dict()) == json.dumps(second.to_dict())
-    other_seed = profile(table, chunk_rows=20_000, seed=1)
-    assert other_seed.column("normal").to_dict() != first.column("normal").to_dict()
+def test_parallel_columns_give_the_serial_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _table(120_000)  # 5 columns x 50k-row chunks: columns run in threads
+    parallel = profile(table, chunk_rows=50_000)
+    monkeypatch.setattr(profile_module, "_PARALLEL_MIN_CELLS", 10**12)
+    serial = profile(table, chunk_rows=50_000)
+    assert json.dumps(parallel.to_dict()) == json.dumps(serial.to_dict())
+    other_seed = profile(table, chunk_rows=50_000, seed=1)
+    assert other_seed.column("normal").to_dict() != serial.column("normal").to_dict()
 
 
 def test_other_types_get_counts_only() -> None:
