@@ -253,9 +253,11 @@ def _merge_values(merged: ColumnProfile, left: ColumnProfile, right: ColumnProfi
     if merged.kind != "categorical":
         merged.values = None
         return
-    kept = heapq.nlargest(limit, values.items(), key=lambda item: (item[1], item[0]))
-    merged.values = dict(kept)
-    merged.other += sum(values.values()) - sum(merged.values.values())
+    keys = list(values)
+    counts = np.fromiter(values.values(), dtype=np.int64, count=len(keys))
+    kept = np.argpartition(-counts, limit - 1)[:limit]
+    merged.values = {keys[i]: int(counts[i]) for i in kept.tolist()}
+    merged.other += int(counts.sum()) - int(counts[kept].sum())
 
 
 def _sketch_of(column: ColumnProfile) -> np.ndarray | None:
