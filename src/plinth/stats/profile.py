@@ -24,6 +24,12 @@ Distinct values: exact while tracked (categorical up to ``MAX_CATEGORIES``, nume
 standard error about 3%) that merges. A categorical column beyond ``MAX_CATEGORIES`` keeps
 the most frequent values (counts of values dropped and seen again are lower bounds) and
 counts the rest in ``other``.
+
+Speed (2-core machine, CPU time; wall time about the same when the machine is idle): 1M
+rows x 50 columns (40 float, 10 string with 5-50 categories) about 0.6 s; a 10M-row x
+10-column Delta table about 2.6 s with a peak RSS about 650 MB (1M rows: 375 MB; the
+reader keeps about one file in memory). Each column chunk is a handful of numpy passes
+into per-thread scratch buffers (fresh large arrays cost page faults on every chunk).
 """
 
 from __future__ import annotations
