@@ -307,6 +307,9 @@ def test_pandas_input() -> None:
     assert result.rows == 4
     assert result.column("x").nulls == 1 and result.column("x").mean == pytest.approx(7 / 3)
     assert result.column("s").values == {"a": 2, "b": 1}
+    assert list(profile(frame, ["s"]).columns) == ["s"]
+    with pytest.raises(InvalidArgument, match="'t'"):
+        profile(frame, ["t"])
 
 
 def test_parquet_path_input(tmp_path: Path) -> None:

@@ -217,6 +217,9 @@ def _batches(
     if isinstance(data, pa.RecordBatchReader | _Stream):
         return data.schema, _split(data, chunk_rows)
     if _is_dataframe(data):
+        if columns is not None:  # convert only the columns asked for
+            _selected(pa.schema([(str(c), pa.null()) for c in data.columns]), columns)
+            data = data[columns]
         return _pandas(data, chunk_rows)
     if isinstance(data, Iterable):
         return _first_schema(iter(data), chunk_rows)
