@@ -437,3 +437,23 @@ def test_small_batches_are_gathered_and_must_agree() -> None:
         profile(batches)
     with pytest.raises(InvalidArgument, match="column 'x' is missing"):
         profile([pa.record_batch({"x": [1.0]}), pa.record_batch({"y": [1.0]})])
+
+
+def test_sample_shapes_coarse_bins_of_heavy_tails() -> None:
+    # one outlier coarsens the grid until the bulk sits in a few bins; the sample's points
+    # inside those bins still place the quantiles and the cdf
+    rng = np.random.default_rng(10)
+    values = np.append(rng.normal(0, 1, 200_000), 1e9)
+    column = profile(pa.table({"x": values}), sample_size=5000).column("x")
+    assert column.histogram is not None and column.histogram.width >= 2**14
+    q = np.array([0.1, 0.25, 0.5, 0.75, 0.9])
+    truth = np.quantile(values, q)
+    assert np.max(np.abs(column.histogram.quantile(q) - truth)) > 1000  # the bare grid
+    np.testing.assert_allclose(column.quantile(q), truth, atol=0.1)
+    np.testing.assert_allclose(column.cdf(truth), q, atol=0.02)
+    assert float(column.cdf(2e9)) == 1.0 and float(column.cdf(-1e6)) == 0.0
+
+
+def test_cdf_from_tracked_values_is_exact() -> None:
+    column = profile(pa.table({"x": [1, 2, 2, 3, None]})).column("x")
+    np.testing.assert_allclose(column.cdf([0.5, 1, 2, 2.5, 3, 9]), [0, 0.25, 0.75, 0.75, 1, 1])

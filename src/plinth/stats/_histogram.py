@@ -188,3 +188,56 @@ def histogram_of(
     np.copyto(index, scaled, casting="unsafe")
     counts = np.bincount(index, minlength=bins)[:bins]
     return Histogram(width, first, counts.astype(np.int64, copy=False))
+
+
+REFINE_MIN_POINTS = 20  # sample points a bin needs before they shape it
+
+
+def refined_quantile(histogram: Histogram, sample: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``histogram.quantile(q)``, but inside a bin holding at least ``REFINE_MIN_POINTS``
+    of the (sorted, finite, uniform) ``sample`` the position comes from those points rather
+    than a straight line: a heavy tail or an outlier coarsens the grid until the bulk sits
+    in a few bins, and the sample still knows its shape. Always inside the same bin."""
+    result = histogram.quantile(q)
+    if len(sample) < REFINE_MIN_POINTS or histogram.total() == 0:
+        return result
+    counts = histogram.counts
+    cumulative = np.cumsum(counts)
+    target = np.atleast_1d(q * histogram.total())
+    index = np.minimum(np.searchsorted(cumulative, target, side="left"), len(counts) - 1)
+    fraction = (target - (cumulative[index] - counts[index])) / np.maximum(counts[index], 1)
+    flat = np.atleast_1d(result).copy()
+    for i in np.unique(index):
+        points = _points_in(histogram, sample, int(i))
+        if len(points) >= REFINE_MIN_POINTS:
+            chosen = index == i
+            flat[chosen] = np.quantile(points, np.clip(fraction[chosen], 0.0, 1.0))
+    return flat.reshape(np.shape(result))
+
+
+def refined_cdf(histogram: Histogram, sample: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``histogram.cdf(x)`` with the share inside a well-sampled bin taken from the sample
+    (see ``refined_quantile``)."""
+    result = histogram.cdf(x)
+    total = histogram.total()
+    if len(sample) < REFINE_MIN_POINTS or total == 0:
+        return result
+    points = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    position = np.floor(points / histogram.width) - histogram.offset
+    flat = np.atleast_1d(result).copy()
+    cumulative = np.concatenate([[0], np.cumsum(histogram.counts)])
+    for i in np.unique(position[(position >= 0) & (position < len(histogram.counts))]):
+        inside = _points_in(histogram, sample, int(i))
+        if len(inside) >= REFINE_MIN_POINTS:
+            chosen = position == i
+            share = np.searchsorted(inside, points[chosen], side="right") / len(inside)
+            flat[chosen] = (cumulative[int(i)] + share * histogram.counts[int(i)]) / total
+    return flat.reshape(np.shape(result))
+
+
+def _points_in(histogram: Histogram, sample: np.ndarray, i: int) -> np.ndarray:
+    low = (histogram.offset + i) * histogram.width
+    high = low + histogram.width
+    start, stop = np.searchsorted(sample, [low, high], side="left")
+    points: np.ndarray = sample[start:stop]
+    return points

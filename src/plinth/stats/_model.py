@@ -13,7 +13,7 @@ import numpy as np
 
 from plinth.errors import InvalidArgument
 from plinth.stats import _sketch
-from plinth.stats._histogram import Histogram
+from plinth.stats._histogram import Histogram, refined_cdf, refined_quantile
 
 Kind = Literal["numeric", "categorical", "temporal", "other"]
 KINDS: tuple[Kind, ...] = ("numeric", "categorical", "temporal", "other")
@@ -86,7 +86,8 @@ class ColumnProfile:
 
     def quantile(self, q: Any) -> np.ndarray:
         """Quantiles of the finite values: exact (numpy's linear) from tracked values, else
-        from the histogram (linear inside a bin), always within [min, max]."""
+        from the histogram, inside a bin linear or shaped by the sample's points there
+        (``refined_quantile``); always within [min, max] and the right bin."""
         share = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
         if self.min is None or self.max is None:
             return np.full(share.shape, np.nan)
@@ -94,9 +95,25 @@ class ColumnProfile:
             result = _exact_quantile(self.values, share)
         else:
             assert self.histogram is not None
-            result = self.histogram.quantile(share)
+            result = refined_quantile(self.histogram, self._finite_sample(), share)
         clipped: np.ndarray = np.clip(result, self.min, self.max)
         return clipped
+
+    def cdf(self, x: Any) -> np.ndarray:
+        """Share of the finite values at or below ``x``: the histogram's, inside a bin
+        shaped by the sample's points there (heavy tails, outliers); exact when tracked."""
+        points = np.asarray(x, dtype=np.float64)
+        if self.values is not None and self.kind != "categorical":
+            return _exact_cdf(self.values, points)
+        if self.histogram is None:
+            return np.full(points.shape, np.nan)
+        return refined_cdf(self.histogram, self._finite_sample(), points)
+
+    def _finite_sample(self) -> np.ndarray:
+        if self.sample is None or self.kind == "categorical":
+            return np.empty(0)
+        numbers = np.asarray(self.sample, dtype=np.float64)
+        return np.sort(numbers[np.isfinite(numbers)])
 
     def top(self, k: int = 10) -> list[tuple[str, int]]:
         """The ``k`` most frequent tracked values, ties in order of value."""
@@ -318,6 +335,18 @@ def _exact_quantile(values: dict[str, int], share: np.ndarray) -> np.ndarray:
     low = numbers[np.searchsorted(ends, below, side="right")]
     high = numbers[np.searchsorted(ends, np.minimum(below + 1, ends[-1] - 1), side="right")]
     return cast(np.ndarray, low + (position - below) * (high - low))
+
+
+def _exact_cdf(values: dict[str, int], points: np.ndarray) -> np.ndarray:
+    pairs = sorted((float(k), n) for k, n in values.items() if math.isfinite(float(k)))
+    if not pairs:
+        return np.full(points.shape, np.nan)
+    numbers = np.array([p[0] for p in pairs])
+    ends = np.cumsum([p[1] for p in pairs])
+    index = np.searchsorted(numbers, points, side="right")
+    below = np.concatenate([[0], ends])[index]
+    share: np.ndarray = below / ends[-1]
+    return share
 
 
 def _optional_float(value: Any) -> float | None:
