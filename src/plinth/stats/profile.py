@@ -15,9 +15,13 @@ booleans as "true"/"false"), ``temporal`` (timestamps and dates, as float epoch 
 Histogram: width a power of two, about 1/512 of the first chunk's interquartile range (of
 its sample; the std or the range where that is 0; integers never finer than 1), then doubled
 whenever the range would need more than ``MAX_BINS`` (16,384) bins, so an outlier or a heavy
-tail costs precision, never memory. Quantiles and deciles come from the histogram (linear
-inside a bin, so within one bin width of the truth), exactly from the value counts when a
-numeric column has at most ``MAX_TRACKED`` distinct values.
+tail costs precision, never memory. ``ColumnProfile.quantile``, ``deciles`` and ``cdf``
+come from the histogram, always in the right bin (within one bin width of the truth):
+linear inside a bin, or shaped by the sample's points in it when it holds 20 or more (so
+when an outlier has coarsened the grid until the bulk sits in a few bins, the deciles stay
+close: off by 0.04 instead of 50,000 for 1M normal values and one 1e9); exact from the
+value counts when a numeric column has at most ``MAX_TRACKED`` distinct values. The
+``Histogram``'s own cdf/quantile/rebin stay linear inside a bin.
 
 Distinct values: exact while tracked (categorical up to ``MAX_CATEGORIES``, numeric up to
 ``MAX_TRACKED``); beyond, a K-minimum-values sketch of 1,024 stable 64-bit hashes (relative
