@@ -452,6 +452,9 @@ def test_sample_shapes_coarse_bins_of_heavy_tails() -> None:
     np.testing.assert_allclose(column.quantile(q), truth, atol=0.1)
     np.testing.assert_allclose(column.cdf(truth), q, atol=0.02)
     assert float(column.cdf(2e9)) == 1.0 and float(column.cdf(-1e6)) == 0.0
+    counts = column.rebin(np.array([-1.0, 0.0, 1.0]))
+    assert counts.sum() == pytest.approx(len(values))
+    np.testing.assert_allclose(counts / len(values), [0.5, 0.5], atol=0.02)
 
 
 def test_cdf_from_tracked_values_is_exact() -> None:

@@ -109,6 +109,17 @@ class ColumnProfile:
             return np.full(points.shape, np.nan)
         return refined_cdf(self.histogram, self._finite_sample(), points)
 
+    def rebin(self, edges: Any, clip: bool = True) -> np.ndarray:
+        """Counts of the finite values in the ``len(edges) - 1`` bins of ``edges`` (from
+        ``cdf``, so shaped like it); ``clip`` as ``Histogram.rebin``."""
+        bounds = np.asarray(edges, dtype=np.float64)
+        mass = np.nan_to_num(self.cdf(bounds)) * self.finite
+        counts: np.ndarray = np.diff(mass)
+        if clip and len(counts):
+            counts[0] += mass[0]
+            counts[-1] += self.finite - mass[-1]
+        return counts
+
     def _finite_sample(self) -> np.ndarray:
         if self.sample is None or self.kind == "categorical":
             return np.empty(0)
