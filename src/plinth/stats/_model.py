@@ -111,7 +111,7 @@ class ColumnProfile:
 
     def rebin(self, edges: Any, clip: bool = True) -> np.ndarray:
         """Counts of the finite values in the ``len(edges) - 1`` bins of ``edges`` (from
-        ``cdf``, so shaped like it); ``clip`` as ``Histogram.rebin``."""
+        ``cdf``: bins closed on the right, so shaped like it); ``clip`` as ``Histogram.rebin``."""
         bounds = np.asarray(edges, dtype=np.float64)
         mass = np.nan_to_num(self.cdf(bounds)) * self.finite
         counts: np.ndarray = np.diff(mass)
