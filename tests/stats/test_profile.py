@@ -136,7 +136,7 @@ def test_sample_of_chunks_is_uniform() -> None:
 def test_round_trip_through_json() -> None:
     table = _table(5000)
     original = profile(table, sample_size=100)
-    text = json.dumps(original.to_dict())
+    text = json.dumps(original.to_dict(), allow_nan=False)
     restored = TableProfile.from_dict(json.loads(text))
     assert restored.rows == original.rows
     for name in table.column_names:
@@ -256,6 +256,13 @@ def test_constant_columns(value: float) -> None:
     column = profile(pa.table({"x": [value] * 100})).column("x")
     assert column.deciles == [value] * 11
     assert column.std == 0.0 and column.distinct == 1
+
+
+def test_overflowing_squares_stay_strict_json() -> None:
+    column = profile(pa.table({"x": [-1e300, 1e300]})).column("x")
+    assert column.m2 == math.inf and column.std == math.inf
+    text = json.dumps(column.to_dict(), allow_nan=False)
+    assert ColumnProfile.from_dict(json.loads(text)).std == math.inf
 
 
 def test_huge_and_tiny_magnitudes() -> None:

@@ -164,7 +164,7 @@ class ColumnProfile:
             "nulls": self.nulls,
             "infinite": self.infinite,
             "mean": self.mean,
-            "m2": self.m2,
+            "m2": self.m2 if math.isfinite(self.m2) else None,  # strict JSON: None = overflowed
             "min": self.min,
             "max": self.max,
             "histogram": None if self.histogram is None else self.histogram.to_dict(),
@@ -190,7 +190,7 @@ class ColumnProfile:
             nulls=int(data["nulls"]),
             infinite=int(data.get("infinite", 0)),
             mean=_optional_float(data.get("mean")),
-            m2=float(data.get("m2", 0.0)),
+            m2=math.inf if data.get("m2", 0.0) is None else float(data.get("m2", 0.0)),
             min=_optional_float(data.get("min")),
             max=_optional_float(data.get("max")),
             histogram=None if histogram is None else Histogram.from_dict(histogram),
