@@ -467,3 +467,15 @@ def test_sample_shapes_coarse_bins_of_heavy_tails() -> None:
 def test_cdf_from_tracked_values_is_exact() -> None:
     column = profile(pa.table({"x": [1, 2, 2, 3, None]})).column("x")
     np.testing.assert_allclose(column.cdf([0.5, 1, 2, 2.5, 3, 9]), [0, 0.25, 0.75, 0.75, 1, 1])
+
+
+@pytest.mark.parametrize(("distinct", "copies"), [(1010, 100), (3000, 40)])
+def test_distinct_of_repeated_values(distinct: int, copies: int) -> None:
+    values = np.tile(np.random.default_rng(11).random(distinct), copies)
+    column = profile(pa.table({"x": values}), chunk_rows=30_000).column("x")
+    assert column.values is None and not column.distinct_exact
+    assert column.distinct is not None
+    if distinct < 1024:  # fewer distinct hashes than the sketch holds: counted exactly
+        assert column.distinct == distinct
+    else:
+        assert abs(column.distinct - distinct) / distinct < 0.1
