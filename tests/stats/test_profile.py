@@ -421,6 +421,12 @@ def test_reader_and_generator_inputs() -> None:
     assert profile(reader).column("dice").values == expected
     generated = profile(b for b in table.to_batches(max_chunksize=900))
     assert generated.rows == 5000 and generated.column("dice").values == expected
+
+    class Streamed:  # any object speaking Arrow's C stream protocol (polars, DuckDB, ...)
+        def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+            return table.__arrow_c_stream__(requested_schema)
+
+    assert profile(Streamed()).column("dice").values == expected
     with pytest.raises(InvalidArgument, match="cannot profile an iterable of int"):
         profile([1, 2])
     with pytest.raises(InvalidArgument, match="no such file"):

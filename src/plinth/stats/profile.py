@@ -86,8 +86,9 @@ def profile(
     seed: int = 0,
 ) -> TableProfile:
     """The profile of ``data``: a pyarrow Table or RecordBatch, a pandas DataFrame, a
-    RecordBatchReader or any iterable of RecordBatches, or the path of a Parquet file or
-    directory. Read in chunks of ``chunk_rows``; columns run in parallel threads."""
+    RecordBatchReader or any iterable of RecordBatches, any object with Arrow's stream
+    protocol (polars, DuckDB), or the path of a Parquet file or directory. Read in chunks of
+    ``chunk_rows``; columns run in parallel threads. ``seed`` fixes the samples."""
     if chunk_rows < 1 or sample_size < 0:
         raise InvalidArgument(
             f"chunk_rows must be >= 1 and sample_size >= 0, not {chunk_rows} and {sample_size}"
@@ -225,6 +226,9 @@ def _batches(
             _selected(pa.schema([(str(c), pa.null()) for c in data.columns]), columns)
             data = data[columns]
         return _pandas(data, chunk_rows)
+    if hasattr(data, "__arrow_c_stream__"):  # polars, DuckDB, ...: Arrow's stream protocol
+        reader = pa.RecordBatchReader.from_stream(data)
+        return reader.schema, _split(reader, chunk_rows)
     if isinstance(data, Iterable):
         return _first_schema(iter(data), chunk_rows)
     raise InvalidArgument(
