@@ -93,11 +93,11 @@ def read_window(
             batch = result.fetchmany(_FETCH)
             if not batch:
                 break
-            for row in batch:
-                if reader.rows + int(row.rows) > max_rows and reader.rows:
+            for request_id, at, inputs, outputs, rows in batch:  # tuples: cheaper than names
+                if reader.rows + rows > max_rows and reader.rows:
                     capped = True
                     break
-                reader.add(row.request_id, int(row.at), row.inputs, row.outputs, int(row.rows))
+                reader.add(request_id, at, inputs, outputs, rows)
         result.close()
     return Window(reader.table(), start, end, reader.requests, capped)
 
@@ -117,18 +117,20 @@ class _Reader:
 
     def add(self, request_id: str, at: int, inputs: str, outputs: str, rows: int) -> None:
         decoded: dict[str, list[Any]] = orjson.loads(inputs)
+        columns = self.columns
         for name, values in decoded.items():
-            column = self.columns.get(name)
+            column = columns.get(name)
             if column is None:
-                column = self.columns[name] = [None] * self.rows
+                column = columns[name] = [None] * self.rows
             column.extend(values if isinstance(values, list) else [values] * rows)
         out = orjson.loads(outputs)
         self.outputs.extend(out if isinstance(out, list) else [out] * rows)
         self.rows += rows
         self.requests += 1
-        for column in self.columns.values():
-            if len(column) < self.rows:
-                column.extend([None] * (self.rows - len(column)))
+        if len(decoded) != len(columns):  # columns this request lacks: nulls
+            for column in columns.values():
+                if len(column) < self.rows:
+                    column.extend([None] * (self.rows - len(column)))
         if self.meta:
             self.ids.extend([request_id] * rows)
             self.positions.extend(range(rows))
