@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from plinth.config import Settings
     from plinth.features.service import FeatureService
     from plinth.features.store import FeatureStore
+    from plinth.monitoring.service import MonitorService
     from plinth.registry.service import RegistryService
     from plinth.serving.jobs import ScoreJobService
     from plinth.tracking.run import ActiveRun
@@ -86,6 +87,23 @@ class Client(RegistryClient):
         return AbTestService(
             self.tracking.store, self.settings.resolved_artifact_uri, self.registry
         )
+
+    @property
+    def monitors(self) -> MonitorService:
+        """Monitors of feature groups and models, their evaluations and alerts
+        (``plinth.monitoring.service``)."""
+        from plinth.monitoring.service import MonitorService
+
+        if self.remote:
+            from plinth.remote import RemoteMonitors
+
+            return RemoteMonitors(self.tracking.transport)  # type: ignore[attr-defined,return-value]
+        return MonitorService(self.tracking.store, self._monitoring_data())
+
+    def _monitoring_data(self) -> object:
+        """What a local MonitorService's checks read (``MonitoringData``): none until
+        ``plinth.monitoring.data`` is in the tree."""
+        return None
 
     def log_event(
         self,

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     abtest_controller_seconds: float = Field(
         default=10.0, ge=0, description="A/B controller pass every N seconds in the server (0: off)"
     )
+    # The monitor scheduler (due and event-triggered monitors, webhook retries) in the server.
+    monitor_loop_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="monitor scheduler pass every N seconds in the server (0: off)",
+    )
     # A dependency that accepts connections but never answers fails a call after these
     # (PostgreSQL's connect timeout has a floor of 2 s); 0 turns a statement's limit off.
     store_connect_timeout: float = Field(default=5.0, ge=2, description="PostgreSQL connect")

@@ -48,8 +48,17 @@ SELF_SERVICE = {
     ("GET", "/api/v1/stores"),
     ("GET", "/api/v1/environments/{digest}"),
     ("GET", "/api/v1/abtests"),
+    ("GET", "/api/v1/monitors"),
+    ("GET", "/api/v1/alerts"),
 }
-PRIVATE_NAMES = ("secret-exp", "secret-model", "secret_grp", "secret_view", "secret-ab")
+PRIVATE_NAMES = (
+    "secret-exp",
+    "secret-model",
+    "secret_grp",
+    "secret_view",
+    "secret-ab",
+    "secret-mon",
+)
 
 
 class World:
@@ -105,6 +114,7 @@ class World:
             BY_ROUTE[("/api/v1/abtests", "arms")],
             mde=0.02,
         )
+        c.monitors.create_monitor("secret-mon", "input_drift", "secret-model")
         auth = AuthService(self.store)
         auth.create_user("admin1", role=Role.ADMIN)
         auth.create_user("mallory", role=Role.EDITOR)
@@ -117,6 +127,7 @@ class World:
             (Kind.FEATURE_GROUP, "secret_grp"),
             (Kind.FEATURE_VIEW, "secret_view"),
             (Kind.ABTEST, "secret-ab"),
+            (Kind.MONITOR, "secret-mon"),
         ):
             auth.grant(kind, name, "user", "victor", "viewer")
         self.tokens = {u: t.secret for u, t in tokens.items()}
@@ -154,6 +165,7 @@ class World:
         for prefix, name in (
             ("/api/v1/experiments", "secret-exp"),
             ("/api/v1/abtests", "secret-ab"),
+            ("/api/v1/monitors", "secret-mon"),
             ("/api/v1/feature-groups", "secret_grp"),
             ("/api/v1/feature-views", "secret_view"),
             ("/api/v1/entities", "cust"),
@@ -216,6 +228,7 @@ BY_ROUTE: dict[tuple[str, str], Any] = {
     ("/api/v1/packages/content", "path"): "models/secret-model/packages/p1/model.bin",
     ("/api/v1/runs/{run_id}/artifacts/content", "path"): "notes/a.txt",
     ("/api/v1/models/{name}/versions/{version}/content", "path"): "plinth-model.json",
+    ("/api/v1/monitors", "kind"): "input_drift",
     ("/api/v1/abtests", "primary"): {"name": "conversion", "kind": "proportion", "event": "buy"},
     ("/api/v1/abtests", "arms"): [
         {"name": "v1", "share": 0.5, "model_uri": "models:/secret-model/1", "control": True},
@@ -373,6 +386,7 @@ CREATES = {
     ("POST", "/api/v1/feature-groups"),
     ("POST", "/api/v1/feature-views"),
     ("POST", "/api/v1/abtests"),
+    ("POST", "/api/v1/monitors"),
 }
 
 

@@ -34,6 +34,7 @@ _LABELS = {
     Kind.FEATURE_GROUP: "feature group",
     Kind.FEATURE_VIEW: "feature view",
     Kind.ABTEST: "A/B experiment",
+    Kind.MONITOR: "monitor",
 }
 
 

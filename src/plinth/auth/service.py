@@ -40,6 +40,7 @@ from plinth.store.schema import (
     feature_views,
     grants,
     group_members,
+    monitors,
     registered_models,
     security_events,
     user_groups,
@@ -523,12 +524,14 @@ _SHOWN = {
     Kind.FEATURE_GROUP: "feature group",
     Kind.FEATURE_VIEW: "feature view",
     Kind.ABTEST: "A/B experiment",
+    Kind.MONITOR: "monitor",
 }
 _RESOURCE_TABLES = {
     Kind.MODEL: registered_models,
     Kind.FEATURE_GROUP: feature_groups,
     Kind.FEATURE_VIEW: feature_views,
     Kind.ABTEST: abtests,
+    Kind.MONITOR: monitors,
 }
 
 

@@ -45,6 +45,7 @@ class Kind(enum.StrEnum):
     FEATURE_GROUP = "feature_group"
     FEATURE_VIEW = "feature_view"
     ABTEST = "abtest"
+    MONITOR = "monitor"
 
 
 class Action(enum.Enum):

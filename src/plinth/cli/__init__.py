@@ -499,3 +499,7 @@ app.command("audit")(audit)
 from plinth.cli.abtests import ab_app  # noqa: E402
 
 app.add_typer(ab_app, name="ab")
+
+from plinth.cli.monitors import monitors_app  # noqa: E402
+
+app.add_typer(monitors_app, name="monitors")

@@ -35,7 +35,7 @@ grants_app = typer.Typer(
 KindArgument = Annotated[
     Kind,
     typer.Argument(
-        case_sensitive=False, help="experiment, model, feature_group, feature_view, abtest"
+        case_sensitive=False, help="experiment, model, feature_group, feature_view, abtest, monitor"
     ),
 ]
 LevelArgument = Annotated[str, typer.Argument(help="viewer, editor, promoter or owner")]

@@ -25,6 +25,7 @@ from plinth.features.lookup import OnlineResponse
 from plinth.features.service import FeatureService
 from plinth.features.serving import OnlineFeatureService, online_json
 from plinth.features.store import FeatureStore
+from plinth.monitoring.service import MonitorService
 from plinth.registry.service import RegistryService
 from plinth.server.abtest_data import mount_abtest_data
 from plinth.server.errors import Redactor, install_error_handlers
@@ -52,8 +53,8 @@ def create_app(
     background: bool = False,
 ) -> FastAPI:
     """The server's app. ``background``: also run the server's background work while the
-    app runs (the A/B controller, every ``settings.abtest_controller_seconds``), as
-    ``plinth server`` does."""
+    app runs (the A/B controller, every ``settings.abtest_controller_seconds``; the monitor
+    scheduler, every ``settings.monitor_loop_seconds``), as ``plinth server`` does."""
     settings = settings or load_settings()
     if tracking is None:
         from plinth.store.artifacts import ArtifactStore
@@ -89,6 +90,9 @@ def create_app(
         loop = getattr(app.state, "abtest_controller", None)
         if loop is not None:  # the loop's own memory: no store is asked
             answer["abtest_controller"] = loop.state()
+        scheduler = getattr(app.state, "monitor_scheduler", None)
+        if scheduler is not None:
+            answer["monitor_scheduler"] = scheduler.state()
         return answer
 
     # Readiness: the metadata store answers (within its timeouts), else a 503 naming it.
@@ -122,6 +126,9 @@ def create_app(
     mount_abtest_data(app, abtests)
     if background and settings.abtest_controller_seconds > 0 and abtests.store is not None:
         _run_controller(app, abtests, settings.abtest_controller_seconds)
+    monitoring = MonitorService(getattr(tracking, "store", None))  # type: ignore[arg-type]
+    if background and settings.monitor_loop_seconds > 0 and monitoring.store is not None:
+        _run_monitor_scheduler(app, monitoring, settings.monitor_loop_seconds)
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
@@ -131,6 +138,7 @@ def create_app(
         (locations, "stores"),
         (auth, "auth"),
         (abtests, "abtests"),
+        (monitoring, "monitoring"),
     )
     for service, tag in services:
         for ep in endpoints_of(type(service)):
@@ -162,6 +170,21 @@ def _run_controller(app: FastAPI, abtests: AbTestService, seconds: float) -> Non
 
     loop = ControllerLoop(abtests, seconds)
     app.state.abtest_controller = loop
+    _run_with_app(app, loop)
+
+
+def _run_monitor_scheduler(app: FastAPI, monitoring: MonitorService, seconds: float) -> None:
+    """The monitor scheduler's thread, started and stopped with the app (``loop.py``):
+    among replicas, the one holding its lease evaluates."""
+    from plinth.monitoring.loop import MonitorLoop
+
+    loop = MonitorLoop(monitoring, seconds)
+    app.state.monitor_scheduler = loop
+    _run_with_app(app, loop)
+
+
+def _run_with_app(app: FastAPI, loop: Any) -> None:
+    """``loop`` (``start()``, ``stop()``) runs while the app does."""
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
