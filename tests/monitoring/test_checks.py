@@ -210,3 +210,22 @@ def test_feature_drift_reads_the_stored_verdict_or_computes_one(
         trigger=f"commit:{last}",
     )
     assert stored.status == "ok" and "against previous commit 1" in stored.summary
+
+
+def test_a_monitor_service_runs_these_checks(client: Client, data: MonitoringData) -> None:
+    from plinth.monitoring.service import MonitorService
+    from plinth.store.sql import now_ms
+
+    churn_model(client)
+    now = now_ms()
+    log_predictions(client, now - DAY + 60_000, now, 2_000, seed=96, age_shift=15, pro=0.8)
+    service = MonitorService(client.tracking.store, data)
+    service.create_monitor("inputs", "input_drift", "churn")
+    found = service.run_monitor("inputs")
+    assert found.status == "breach" and "(age, plan)" in found.summary
+    assert found.reference_profile is not None and found.current_profile is not None
+    assert found.result["drifted_columns"] == ["age", "plan"]
+    shown = data.get_profile(found.current_profile, compare_to=found.reference_profile)
+    age = next(c for c in shown.columns if c.name == "age")
+    reference = data.get_profile(found.reference_profile, compare_to=found.current_profile)
+    assert age.edges == next(c for c in reference.columns if c.name == "age").edges
