@@ -17,9 +17,6 @@ from plinth.monitoring.checks import evaluate, newest_event
 from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.labels import LabelIn
 from plinth.monitoring.types import Monitor, MonitorSpec
-from plinth.stats.drift import drift_report
-from plinth.stats.profile import profile
-from plinth.store.profiles import save_profile
 from plinth.store.schema import feature_commits
 from tests.monitoring.conftest import (
     DAY,
@@ -169,47 +166,46 @@ def test_estimated_performance_before_labels(client: Client, data: MonitoringDat
 def test_feature_drift_reads_the_stored_verdict_or_computes_one(
     client: Client, data: MonitoringData
 ) -> None:
-    churn_model(client)
+    churn_model(client)  # commit 0 of customer_stats
     store = client.tracking.store
     group = client.feature_store().get_feature_group("customer_stats")
-    first = customers(2_000, seed=80).drop(columns=["p"])
-    moved = customers(2_000, seed=81, age_shift=20).drop(columns=["p"])
-    for frame in (first, moved):
+    for seed, shift in ((80, 0.0), (81, 20.0)):
+        frame = customers(2_000, seed=seed, age_shift=shift).drop(columns=["p"])
         group.insert(frame.assign(event_time=pd.Timestamp("2026-02-01", tz="UTC")))  # type: ignore[attr-defined]
     commits = client.features.list_commit_versions("customer_stats", 1)
-    last, before = commits[-1], commits[-2]
-    with store.write() as conn:
-        for version, frame in ((before, first), (last, moved)):
-            save_profile(
-                conn, profile(frame[["age", "spend", "plan"]]), subject_kind="feature_commit",
-                subject=f"customer_stats/1@{version}", group_name="customer_stats",
-                group_version=1, commit_version=version,
-            )  # fmt: skip
+    first, before, last = commits[0], commits[-2], commits[-1]
+    # the default: the verdict drift on write stored with the newest commit
+    stored = evaluate(
+        data, monitor("feature_drift", target="customer_stats", max_drifted_share=0.3),
+        now_ms=NOW, trigger="manual",
+    )  # fmt: skip
+    assert stored.status == "breach" and stored.event == last, stored.summary
+    assert stored.summary.startswith(f"feature group customer_stats v1 commit {last} against")
+    assert "(age)" in stored.summary and stored.current_profile is not None
+    # computed from the stored commit profiles against a pinned commit
     watch = monitor(
-        "feature_drift", target="customer_stats", reference="previous", max_drifted_share=0.3
-    )
+        "feature_drift", target="customer_stats:v1", reference=f"commit:{before}",
+        max_drifted_share=0.3,
+    )  # fmt: skip
     assert newest_event(data, watch) == last
     computed = evaluate(data, watch, now_ms=NOW, trigger="manual")
-    assert computed.status == "breach" and computed.event == last
-    assert computed.summary.startswith(
-        f"feature group customer_stats v1 commit {last} against previous commit {before}"
-    )
-    assert "(age)" in computed.summary and computed.current_profile is not None
-    # the default reference reads the verdict drift on write stored with the commit
-    verdict = drift_report(profile(first), profile(first), columns=["age"]).to_dict()
+    assert computed.status == "breach" and "(age)" in computed.summary
+    assert f"against commit {before}" in computed.summary
+    calm = evaluate(data, watch, now_ms=NOW, trigger=f"commit:{before}")
+    assert (calm.status == "skipped" and "no earlier" not in calm.summary) or calm.status == "ok"
+    # a first commit has no reference; a failed check on write is named
+    default = monitor("feature_drift", target="customer_stats")
+    opening = evaluate(data, default, now_ms=NOW, trigger=f"commit:{first}")
+    assert opening.status == "skipped" and opening.event == first, opening.summary
+    failed = {"reference": "previous commit 1", "error": "drift check failed: boom"}
     with store.write() as conn:
         conn.execute(
             update(feature_commits)
             .where(feature_commits.c.commit_version == last)
-            .values(drift=json.dumps({**verdict, "reference": "previous commit 1"}))
+            .values(drift=json.dumps(failed))
         )
-    stored = evaluate(
-        data,
-        monitor("feature_drift", target="customer_stats:v1"),
-        now_ms=NOW,
-        trigger=f"commit:{last}",
-    )
-    assert stored.status == "ok" and "against previous commit 1" in stored.summary
+    named = evaluate(data, default, now_ms=NOW, trigger="manual")
+    assert named.status == "skipped" and named.summary.endswith("drift check failed: boom")
 
 
 def test_a_monitor_service_runs_these_checks(client: Client, data: MonitoringData) -> None:
