@@ -42,6 +42,7 @@ from plinth.monitoring.windows import (
     Window,
     iso,
     read_window,
+    read_windows,
     storage_options,
     training_data,
 )
@@ -153,7 +154,7 @@ class MonitoringData:
         end = clock() if now_ms is None else now_ms
         window_ms = window_seconds * 1000
         start = end - windows * window_ms
-        window = read_window(self.store, model_name, mv.version, start, end, meta=True)
+        window = read_windows(self.store, model_name, mv.version, start, end, windows, meta=True)
         with self.store.read() as conn:
             found = read_labels(conn, model_name, start)
         joined = join_labels(window.table, found)
