@@ -30,9 +30,13 @@ ROWS = 2_000  # training rows
 VALIDATION_AUC = 0.85
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Client:
-    """A local client on SQLite, or on PostgreSQL (emptied first)."""
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
+
+
+def local_client_on(request: pytest.FixtureRequest, tmp_path: Path) -> Client:
+    """A local client on SQLite, or on PostgreSQL (emptied first): the ``client`` fixture
+    of the model monitoring test modules (defined there, so the other modules here keep
+    the suite's own ``client``, remote included)."""
     uri = f"sqlite:///{tmp_path / 'plinth.db'}"
     if request.param == "postgres":
         uri = request.getfixturevalue("postgres_uri")

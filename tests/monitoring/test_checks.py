@@ -20,13 +20,20 @@ from plinth.monitoring.labels import LabelIn
 from plinth.monitoring.types import Monitor, MonitorSpec
 from plinth.store.schema import feature_commits
 from tests.monitoring.conftest import (
+    BACKENDS,
     DAY,
     NOW,
     churn_model,
     customers,
+    local_client_on,
     log_predictions,
     outcomes,
 )
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Client:
+    return local_client_on(request, tmp_path)
 
 
 def monitor(kind: str, target: str = "churn", **spec: Any) -> Monitor:

@@ -17,15 +17,22 @@ from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.labels import LabelIn
 from plinth.store.schema import profiles
 from tests.monitoring.conftest import (
+    BACKENDS,
     DAY,
     HOUR,
     NOW,
     VALIDATION_AUC,
     churn_model,
     customers,
+    local_client_on,
     log_predictions,
     outcomes,
 )
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Client:
+    return local_client_on(request, tmp_path)
 
 
 def stored(client: Client, kind: str) -> int:
