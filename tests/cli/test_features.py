@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -316,6 +317,103 @@ def test_stats_of_a_group_without_commits(
     store.create_feature_group("empty", "customer", "event_time", {"x": "float64"})
     assert "empty:v1 has no commits yet" in fails(monkeypatch, capsys, "stats", "empty")
     assert invoke_json("commits", "empty") == [] and invoke_json("reports", "empty") == []
+
+
+# -- drift on write --------------------------------------------------------------------
+
+
+def payments(seed: int, *, shift: float = 0.0, channels: list[float] | None = None) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = 500
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(rows) + seed * 10_000,
+            "event_time": [NOW - timedelta(minutes=i) for i in range(rows)],
+            "amount": rng.normal(100.0 + shift, 15.0, rows),
+            "items": rng.poisson(3.0, rows).astype("int64"),
+            "channel": rng.choice(["web", "app", "shop"], rows, p=channels or [0.5, 0.3, 0.2]),
+        }
+    )
+
+
+@pytest.fixture
+def drifting(store: FeatureStore) -> FeatureStore:
+    """payments v1 with three commits: a first, an undrifted one, and one whose amount and
+    channel moved."""
+    store.create_entity("customer", ["customer_id"])
+    features = [FeatureSpec(n, t) for n, t in (("amount", "float64"), ("items", "int64"))]
+    features.append(FeatureSpec("channel", "string"))
+    store.service.create_feature_group("payments", "customer", "event_time", features)
+    store.insert("payments", payments(1))
+    store.insert("payments", payments(2))
+    store.insert("payments", payments(3, shift=15.0, channels=[0.2, 0.3, 0.5]))
+    return store
+
+
+def test_commits_show_the_drift_verdict(drifting: FeatureStore) -> None:
+    listed = invoke_json("commits", "payments")
+    assert listed[0]["drift"]["reference"] is None and "reason" in listed[0]["drift"]
+    assert [c["drift"].get("drifted_columns") for c in listed] == [None, 0, 2]
+    assert listed[2]["drift"]["reference"] == "previous commit 1"
+    text = invoke("commits", "payments").stdout
+    assert "drift" in text and "0/3 drifted" in text and "2/3 drifted" in text
+    assert "—" in text  # the first commit: nothing to compare with
+
+
+def test_commit_drift_prints_each_column(drifting: FeatureStore) -> None:
+    text = invoke("commit-drift", "payments", "2").stdout
+    assert "against previous commit 1 (500 row(s)); plinth preset" in text
+    assert "2 of 3 column(s) drifted" in text
+    lines = {line.split("│")[1].strip(): line for line in text.splitlines() if line.count("│") > 6}
+    assert "DRIFTED" in lines["amount"] and "DRIFTED" in lines["channel"]
+    assert "DRIFTED" not in lines["items"]
+    assert invoke_json("commit-drift", "payments", "2")["drifted_columns"] == 2
+    first = invoke("commit-drift", "payments", "0").stdout
+    assert "not checked: the first profiled commit of payments:v1" in first
+
+
+def test_drift_reference_is_shown_and_chosen(
+    drifting: FeatureStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = invoke("drift-reference", "payments").stdout
+    assert "drift reference of payments:v1: the previous commit (plinth preset)" in shown
+    assert invoke_json("drift-reference", "payments", "--days", "7")["days"] == 7
+    assert "the commits of the last 7 day(s)" in invoke("show", "payments").stdout
+    pinned = invoke_json("drift-reference", "payments", "--commit", "0", "--preset", "evidently")
+    assert pinned == {"kind": "commit", "days": None, "commit": 0, "preset": "evidently"}
+    assert invoke_json("drift-reference", "payments", "--preset", "plinth")["commit"] == 0
+    drifting.insert("payments", payments(4))
+    assert invoke_json("commits", "payments")[3]["drift"]["reference"] == "pinned commit 0"
+    assert invoke_json("drift-reference", "payments", "--none")["kind"] == "none"
+    drifting.insert("payments", payments(5))
+    assert invoke_json("commits", "payments")[4]["drift"] is None
+    assert "—" in invoke("commits", "payments").stdout
+    assert "not checked" in invoke("commit-drift", "payments", "4").stdout
+    both = fails(monkeypatch, capsys, "drift-reference", "payments", "--none", "--days", "3")
+    assert "give one of --previous, --days N, --commit C, --none; got --days, --none" in both
+    assert "no commit at Delta version 42" in fails(
+        monkeypatch, capsys, "drift-reference", "payments", "--commit", "42"
+    )
+    assert "positive number of days, got -1" in fails(
+        monkeypatch, capsys, "drift-reference", "payments", "--days", "-1"
+    )
+    assert "no commit at Delta version 9" in fails(
+        monkeypatch, capsys, "commit-drift", "payments", "9"
+    )
+
+
+def test_a_failed_drift_check_shows_as_an_error(
+    drifting: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the tests fell over")
+
+    monkeypatch.setattr("plinth.stats.drift.drift_report", broken)
+    drifting.insert("payments", payments(4))
+    rows = [line for line in invoke("commits", "payments").stdout.splitlines() if "│" in line]
+    assert rows[-1].rstrip(" │").endswith("error")
+    text = invoke("commit-drift", "payments", "3").stdout
+    assert "ERROR drift check failed: RuntimeError: the tests fell over" in text
 
 
 def test_the_module_imports_on_its_own() -> None:

@@ -4,6 +4,7 @@ statistics; materialisation and online lookups."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -111,6 +112,7 @@ def _print_group(group: FeatureGroup, commits: list[CommitInfo], until: int | No
         f"expectations ({group.validation_mode}): "
         + ("; ".join(_rule(e) for e in group.expectations) or "none"),
         f"commits: {len(commits)}" + (f", last: {_commit_text(commits[-1])}" if commits else ""),
+        f"drift reference: {group.drift_reference.describe()}",
         "materialized until: " + ("never" if until is None else f"offline (Delta) version {until}"),
     ]
     for line in filter(None, lines):
@@ -121,7 +123,7 @@ def _print_group(group: FeatureGroup, commits: list[CommitInfo], until: int | No
 
 @features_app.command("commits")
 def commits(group: str, version: VersionOption = None, json_: JsonOption = False) -> None:
-    """The group's inserts, oldest first: one Delta commit each."""
+    """The group's inserts, oldest first: one Delta commit each, with its drift verdict."""
     service = _service()
     found = service.get_feature_group(group, version)
     listed = service.list_commits(found.name, found.version)
@@ -135,11 +137,137 @@ def commits(group: str, version: VersionOption = None, json_: JsonOption = False
             c.written_by or "-",
             c.at,
             _passed(c.validation_passed),
+            drift_cell(c.drift),
         )
         for c in listed
     ]
-    columns = ("delta version", "rows", "operation", "who", "when", "validation")
+    columns = ("delta version", "rows", "operation", "who", "when", "validation", "drift")
     out.print(_table(f"commits of {found.ref}", columns, rows))
+
+
+def drift_cell(verdict: dict[str, Any] | None) -> str:
+    """A commit's drift verdict in a few words: "2/12 drifted", "dataset drift: 7/12
+    drifted", "error", "—" when not checked."""
+    if verdict is None:
+        return "—"
+    if "error" in verdict:
+        return "error"
+    if "tested_columns" not in verdict:
+        return "—"
+    share = f"{verdict['drifted_columns']}/{verdict['tested_columns']} drifted"
+    return f"dataset drift: {share}" if verdict.get("dataset_drifted") else share
+
+
+@features_app.command("commit-drift")
+def commit_drift(
+    group: str,
+    commit: Annotated[int, typer.Argument(help="the commit's Delta version")],
+    version: VersionOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """One commit's drift verdict: per feature, the test, its statistic and p-value."""
+    service = _service()
+    found = service.get_feature_group(group, version)
+    chosen = _pick_commit(found, service.list_commits(found.name, found.version), commit)
+    verdict = chosen.drift
+    if json_:
+        return _print_json(verdict)
+    title = f"drift of {found.ref} commit {commit}"
+    if verdict is None:
+        out.print(escape(f"{title}: not checked (drift reference none, or no profile)"))
+        return
+    for line in _verdict_lines(verdict):
+        out.print(escape(f"{title}: {line}"), highlight=False)
+    if "columns" in verdict:
+        columns = ("column", "test", "statistic", "p-value", "drifted", "method", "note")
+        rows = [_drift_row(c) for c in verdict["columns"]]
+        out.print(_table(title, columns, rows))
+
+
+def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
+    reference = verdict.get("reference") or "none"
+    if "error" in verdict:
+        return [f"reference {reference}; ERROR {verdict['error']}"]
+    if "tested_columns" not in verdict:
+        return [f"not checked: {verdict.get('reason', 'no reference')}"]
+    dataset = "DATASET DRIFT" if verdict.get("dataset_drifted") else "no dataset drift"
+    summary = f"{verdict['drifted_columns']} of {verdict['tested_columns']} column(s) drifted"
+    return [
+        f"against {reference} ({verdict.get('reference_rows')} row(s)); "
+        f"{verdict.get('preset')} preset",
+        f"{summary}: {dataset} (share threshold {verdict.get('share_threshold')})",
+    ]
+
+
+def _drift_row(column: dict[str, Any]) -> tuple[Any, ...]:
+    method = column.get("method", "")
+    if method == "sample" and column.get("sample_size"):
+        method = f"sample of {column['sample_size']}"
+    note = column.get("error") or column.get("detail") or ""
+    return (
+        column.get("column"),
+        column.get("test"),
+        column.get("statistic"),
+        column.get("p_value"),
+        "DRIFTED" if column.get("drifted") else "no",
+        method,
+        note,
+    )
+
+
+@features_app.command("drift-reference")
+def drift_reference(
+    group: str,
+    version: VersionOption = None,
+    previous: Annotated[
+        bool, typer.Option("--previous", help="compare each insert with the previous commit")
+    ] = False,
+    days: Annotated[
+        int | None, typer.Option("--days", help="... with the commits of the last N days")
+    ] = None,
+    commit: Annotated[
+        int | None, typer.Option("--commit", help="... with this commit (a Delta version)")
+    ] = None,
+    none: Annotated[bool, typer.Option("--none", help="no drift check")] = False,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="the tests: plinth (default) or evidently")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Show, or choose, what each insert into the group is compared with for drift."""
+    from plinth.features.types import DriftReference
+
+    service = _service()
+    found = service.get_feature_group(group, version)
+    chosen = [
+        kind
+        for kind, given in (
+            ("previous", previous),
+            ("days", days is not None),
+            ("commit", commit is not None),
+            ("none", none),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise InvalidArgument(
+            "give one of --previous, --days N, --commit C, --none; got "
+            + ", ".join(f"--{kind}" for kind in chosen)
+        )
+    if chosen or preset is not None:
+        current = found.drift_reference
+        reference = replace(current, preset=preset or current.preset)
+        if chosen:
+            kind = chosen[0]
+            reference = DriftReference(
+                kind,
+                days if kind == "days" else None,
+                commit if kind == "commit" else None,
+                preset or current.preset,
+            )
+        found = service.set_drift_reference(found.name, found.version, reference)
+    line = f"drift reference of {found.ref}: {found.drift_reference.describe()}"
+    _say(json_, found.drift_reference, line)
 
 
 @features_app.command("repair")

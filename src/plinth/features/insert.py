@@ -9,20 +9,24 @@ strict refusal, a bad chunk or a failing source leaves no commit at all.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, PayloadTooLarge
 from plinth.faults import crash_point
 from plinth.features.types import CommitInfo, ExpectationResult, FeatureGroup, ValidationReport
 
 if TYPE_CHECKING:
     from plinth.features.offline import OfflineTables
     from plinth.features.service import FeatureService
+
+logger = logging.getLogger(__name__)
 
 CHUNK_ROWS = 500_000
 Progress = Callable[[int], None]  # called with the rows prepared so far
@@ -114,6 +118,20 @@ def _judge(
     return results
 
 
+def _profile(
+    group: FeatureGroup, version: int, table: pa.Table, features: list[str]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The commit's profile, or the failure that leaves it without one: the commit is made,
+    so it is recorded either way (its drift verdict then names the failure)."""
+    from plinth.features.drift import profile_of
+
+    try:
+        return profile_of(table, features), None
+    except Exception as exc:
+        logger.exception("profiling commit %s of %s failed", version, group.ref)
+        return None, {"reference": None, "error": f"profiling the insert failed: {exc}"}
+
+
 def record(
     service: FeatureService,
     group: FeatureGroup,
@@ -122,13 +140,15 @@ def record(
     results: list[ExpectationResult],
     at: datetime | None = None,
 ) -> CommitInfo:
-    """Record Delta commit ``version`` of ``group`` holding ``table``: statistics, and the
-    validation report when the group has expectations. The service records the caller as
-    the commit's writer."""
+    """Record Delta commit ``version`` of ``group`` holding ``table``: statistics, the
+    profile the service checks for drift, and the validation report when the group has
+    expectations. The service records the caller as the commit's writer."""
     from plinth.features.statistics import compute
 
     passed = all(r.passed for r in results)
-    stats = compute(table, [f.name for f in group.features])
+    features = [f.name for f in group.features]
+    stats = compute(table, features)
+    profiled, failure = _profile(group, version, table, features)
     commit = CommitInfo(
         group.name,
         group.version,
@@ -139,6 +159,8 @@ def record(
         at or datetime.now(UTC),
         passed,
         stats,
+        profile=profiled,
+        drift=failure,
     )
     report = None
     if results:
@@ -151,4 +173,14 @@ def record(
             results,
             version,
         )
-    return service.record_commit(group.name, commit, report)
+    try:
+        return service.record_commit(group.name, commit, report)
+    except PayloadTooLarge as exc:
+        if commit.profile is None:
+            raise
+        # a server with a small request limit: the commit is recorded all the same
+        logger.warning("commit %s of %s recorded without its profile: %s", version, group.ref, exc)
+        failure = {"reference": None, "error": f"the profile was not sent: {exc}"}
+        return service.record_commit(
+            group.name, replace(commit, profile=None, drift=failure), report
+        )

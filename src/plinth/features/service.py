@@ -5,6 +5,7 @@ tables, online stores) is read and written by the caller's ``FeatureStore``."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -15,12 +16,20 @@ from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, guarded
 from plinth.auth.types import Action, Kind, Role
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.features.drift import (
+    check_reference,
+    dump_reference,
+    dump_verdict,
+    judge,
+    load_reference,
+)
 from plinth.features.refs import check_identifier
 from plinth.features.rules import may_define_group, require_in_transaction
 from plinth.features.types import (
     DTYPES,
     ColumnStatistics,
     CommitInfo,
+    DriftReference,
     Entity,
     Expectation,
     FeatureGroup,
@@ -36,6 +45,7 @@ _specs = TypeAdapter(list[FeatureSpec])
 _expectations = TypeAdapter(list[Expectation])
 _stats = TypeAdapter(list[ColumnStatistics])
 _results = TypeAdapter(list[Any])
+logger = logging.getLogger(__name__)
 
 
 class FeatureService(ViewService):
@@ -282,17 +292,20 @@ class FeatureService(ViewService):
     ) -> CommitInfo:
         """Record an insert the caller committed to the offline table (and its report),
         written by the caller (whatever ``commit.written_by`` says); returns the record.
-        A commit already recorded (by a repair that found it first) is left as it is."""
+        The commit's profile is stored and compared with the group's drift reference in the
+        same transaction; the record returned holds the verdict (``drift``), not the
+        profile. A commit already recorded (by a repair that found it first) is left as it
+        is."""
         self._feature_group(name, commit.version)
         commit = replace(commit, group=name, written_by=self.access.actor())
         with self.store.write() as conn:
             # the group's row is locked (PostgreSQL; SQLite writers queue anyway), so two
             # recorders of one commit cannot both see it missing
-            conn.execute(
-                select(feature_groups.c.name)
+            reference = conn.execute(
+                select(feature_groups.c.drift_reference)
                 .where(feature_groups.c.name == name, feature_groups.c.version == commit.version)
                 .with_for_update()
-            )
+            ).scalar()
             recorded = conn.execute(
                 select(feature_commits.c.id).where(
                     feature_commits.c.group_name == name,
@@ -302,6 +315,9 @@ class FeatureService(ViewService):
             ).first()
             if recorded is not None:
                 return self._commits(conn, name, commit.version, recorded.id)[0]
+            commit = replace(
+                commit, profile=None, drift=self._drift(conn, commit, load_reference(reference))
+            )
             conn.execute(
                 insert(feature_commits).values(
                     group_name=name,
@@ -310,14 +326,87 @@ class FeatureService(ViewService):
                     rows=commit.rows,
                     operation=commit.operation,
                     written_by=commit.written_by,
-                    at=int(commit.at.timestamp() * 1000),
+                    at=_ms(commit),
                     validation_passed=commit.validation_passed,
                     statistics=_stats.dump_json(commit.statistics).decode(),
+                    drift=dump_verdict(commit.drift),
                 )
             )
             if report is not None:
                 self._insert_report(conn, name, report)
         return commit
+
+    def _drift(
+        self, conn: Connection, commit: CommitInfo, reference: DriftReference
+    ) -> dict[str, Any] | None:
+        """Store the commit's profile; its drift verdict. A profile that cannot be stored
+        fails the whole record (nothing half-stored); a failed check gives a verdict naming
+        the failure."""
+        if commit.profile is None:
+            # an older writer (no verdict), or one whose profiling failed (its error)
+            sent = commit.drift
+            return (
+                {"reference": None, "error": str(sent["error"])}
+                if sent and "error" in sent
+                else None
+            )
+        from plinth.stats.profile import TableProfile
+        from plinth.store.profiles import save_profile
+
+        try:
+            current = TableProfile.from_dict(commit.profile)
+        except Exception as exc:
+            logger.exception(
+                "the profile of commit %s of %s is unreadable", commit.commit_version, commit.group
+            )
+            return {"reference": None, "error": f"the commit's profile is unreadable: {exc}"}
+        profile_id = save_profile(
+            conn,
+            current,
+            subject_kind="feature_commit",
+            subject=f"{commit.group}/{commit.version}@{commit.commit_version}",
+            group_name=commit.group,
+            group_version=commit.version,
+            commit_version=commit.commit_version,
+            created_by=commit.written_by,
+            at_ms=_ms(commit),
+        )
+        return judge(
+            conn,
+            commit.group,
+            commit.version,
+            commit.commit_version,
+            _ms(commit),
+            current,
+            profile_id,
+            reference,
+        )
+
+    @endpoint("POST", "/feature-groups/{name}/drift-reference")
+    @guarded(Action.WRITE, Kind.FEATURE_GROUP, "name")
+    def set_drift_reference(
+        self, name: str, version: int, reference: DriftReference
+    ) -> FeatureGroup:
+        """Choose what each insert into the group version is compared with for drift: the
+        previous commit (the default), the commits of the last N days, a pinned commit, or
+        none."""
+        check_reference(reference)
+        group = self._feature_group(name, version)  # NotFound names it
+        with self.store.write() as conn:
+            if reference.kind == "commit":
+                known = self._commit_versions(conn, name, version)
+                if reference.commit not in known:
+                    listed = ", ".join(str(v) for v in known) or "none yet"
+                    raise NotFound(
+                        f"feature group {group.ref} has no commit at Delta version "
+                        f"{reference.commit} (its commits: {listed})"
+                    )
+            conn.execute(
+                update(feature_groups)
+                .where(feature_groups.c.name == name, feature_groups.c.version == version)
+                .values(drift_reference=dump_reference(reference))
+            )
+        return self._feature_group(name, version)
 
     @endpoint("POST", "/feature-groups/{name}/reports")
     @guarded(Action.WRITE, Kind.FEATURE_GROUP, "name")
@@ -354,6 +443,7 @@ class FeatureService(ViewService):
                 to_datetime(r.at),
                 r.validation_passed,
                 _stats.validate_json(r.statistics),
+                drift=None if r.drift is None else json.loads(r.drift),
             )
             for r in rows
         ]
@@ -364,16 +454,19 @@ class FeatureService(ViewService):
         """The Delta versions of the group's recorded commits, ascending."""
         self._feature_group(name, version)  # NotFound names it
         with self.store.read() as conn:
-            return list(
-                conn.execute(
-                    select(feature_commits.c.commit_version)
-                    .where(
-                        feature_commits.c.group_name == name,
-                        feature_commits.c.group_version == version,
-                    )
-                    .order_by(feature_commits.c.commit_version)
-                ).scalars()
-            )
+            return self._commit_versions(conn, name, version)
+
+    def _commit_versions(self, conn: Connection, name: str, version: int) -> list[int]:
+        return list(
+            conn.execute(
+                select(feature_commits.c.commit_version)
+                .where(
+                    feature_commits.c.group_name == name,
+                    feature_commits.c.group_version == version,
+                )
+                .order_by(feature_commits.c.commit_version)
+            ).scalars()
+        )
 
     @endpoint("GET", "/feature-groups/{name}/reports")
     @guarded(Action.READ, Kind.FEATURE_GROUP, "name")
@@ -471,6 +564,10 @@ def _check_features(features: list[FeatureSpec], keys: list[str], event_time: st
             )
 
 
+def _ms(commit: CommitInfo) -> int:
+    return int(commit.at.timestamp() * 1000)
+
+
 def _entity(row: Any) -> Entity:
     return Entity(
         row.name,
@@ -510,6 +607,7 @@ def _group(row: Any) -> FeatureGroup:
         created_at=to_datetime(row.created_at),
         expectations=_expectations.validate_json(row.expectations),
         validation_mode=row.validation_mode,
+        drift_reference=load_reference(row.drift_reference),
     )
 
 

@@ -105,6 +105,32 @@ class ColumnStatistics:
 
 
 @dataclass(frozen=True)
+class DriftReference:
+    """What each insert into a group version is compared with for drift
+    (``plinth.features.drift``): ``previous`` (the newest earlier commit), ``days`` (every
+    commit in the ``days`` days before the insert, their profiles merged), ``commit`` (the
+    pinned commit at Delta version ``commit``) or ``none`` (no drift check); ``preset``
+    chooses the tests (``plinth`` or ``evidently``)."""
+
+    __pydantic_config__ = _JSON
+
+    kind: str = "previous"  # previous | days | commit | none
+    days: int | None = None
+    commit: int | None = None
+    preset: str = "plinth"
+
+    def describe(self) -> str:
+        preset = f" ({self.preset} preset)"
+        if self.kind == "days":
+            return f"the commits of the last {self.days} day(s){preset}"
+        if self.kind == "commit":
+            return f"pinned commit {self.commit}{preset}"
+        if self.kind == "none":
+            return "none (no drift check)"
+        return f"the previous commit{preset}"
+
+
+@dataclass(frozen=True)
 class FeatureGroup:
     __pydantic_config__ = _JSON
 
@@ -122,6 +148,7 @@ class FeatureGroup:
     created_at: datetime | None = None
     expectations: list[Expectation] = field(default_factory=list)
     validation_mode: str = "strict"
+    drift_reference: DriftReference = field(default_factory=DriftReference)
 
     @property
     def ref(self) -> str:
@@ -143,6 +170,12 @@ class CommitInfo:
     at: datetime
     validation_passed: bool = True
     statistics: list[ColumnStatistics] = field(default_factory=list)
+    # TableProfile.to_dict() of the rows written, sent by the writer to be stored (a
+    # profiles row); never returned by the service, which keeps it out of listings
+    profile: dict[str, Any] | None = None
+    # the drift verdict against the group's DriftReference (``plinth.features.drift``);
+    # None when not checked (reference "none", or a writer that sent no profile)
+    drift: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from plinth.features.types import (
     Transformation,
     Usage,
 )
+from plinth.store.profiles import delete_profiles
 from plinth.store.schema import (
     feature_commits,
     feature_groups,
@@ -361,6 +362,10 @@ class ViewService:
                         table.c.group_name == name, table.c.group_version.in_(versions)
                     )
                 )
+            # the commits' profiles: a group defined again under this name starts afresh
+            delete_profiles(
+                conn, subject_kind="feature_commit", group_name=name, group_versions=versions
+            )
             conn.execute(
                 delete(feature_groups).where(
                     feature_groups.c.name == name, feature_groups.c.version.in_(versions)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -58,14 +59,17 @@ from plinth.serving.checks import (
 from plinth.serving.delivery import KEY, Concurrent, ScoreTable, as_micros, constant_columns
 from plinth.serving.sources import Source, open_source
 from plinth.serving.sqlout import SqlScores
+from plinth.stats.profile import TableProfile, profile
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped]
 
     from plinth.client import Client
     from plinth.registry.predictor import Predictor
-    from plinth.serving.jobs import ScoreJob
+    from plinth.serving.jobs import ScoreJob, ScoreJobService
     from plinth.serving.model import ServedModel
+
+log = logging.getLogger("plinth.serving")
 
 CHUNK_ROWS = 100_000
 ENGINES = ("duckdb", "spark")
@@ -245,14 +249,16 @@ class Scorer:
             socket.gethostname(), os.getpid(),
         ).id  # fmt: skip
         checks = ScoreChecks(self.profile, self.options.thresholds, self._classifier())
+        inputs = InputProfile()
         metadata = {KEY: job_key, "plinth.model": f"{version.model_name}/{version.version}",
                     "plinth.input": source.name, **metadata}  # fmt: skip
-        stream = self._stream(source, plan, job_key, checks, progress)
+        stream = self._stream(source, plan, job_key, checks, inputs, progress)
         try:
             written = self.table.append(stream, job_key, metadata)
         except _Blocked:
             results = checks.results()
             self.jobs.finish_score_job(job_key, "BLOCKED", checks.rows, results)
+            inputs.save(self.jobs, job_key)  # what was refused is worth a look too
             failed = [r for r in results if not r.passed]
             message = blocked_message(f"scores of {self.what} for {source.name}", failed)
             raise ChecksFailed(message, results, job_key) from None
@@ -264,6 +270,7 @@ class Scorer:
         crash_point("score-commit")
         results = checks.results()
         self.jobs.finish_score_job(job_key, "DELIVERED", checks.rows, results, written)
+        inputs.save(self.jobs, job_key)
         result = self._result(source, job_key, job_id, checks.rows, written, results)
         return replace(result, sql_rows=self._copy_to_sql(job_key, written))
 
@@ -343,6 +350,7 @@ class Scorer:
         plan: _Plan,
         job_key: str,
         checks: ScoreChecks,
+        inputs: InputProfile,
         progress: Progress | None,
     ) -> Iterator[pa.Table]:
         total = source.count_rows() if progress is not None else None
@@ -356,6 +364,7 @@ class Scorer:
         done = 0
         for chunk, (frame, scores, probas) in self._scored(source, plan):
             checks.update(frame, scores, list(probas.values()))
+            inputs.update(frame, scores)
             n = chunk.num_rows
             columns: dict[str, Any] = {k: chunk[k] for k in plan.keys}
             if not plan.keys:
@@ -455,6 +464,37 @@ class Scorer:
             job_key, job_id, mv.model_name, mv.version, source.name, self.table.uri,
             "DELIVERED", rows, version, checks, already,
         )  # fmt: skip
+
+
+class InputProfile:
+    """The profile (``plinth.stats.profile``) of a job's model inputs and scores (as
+    ``prediction``), merged chunk by chunk and stored with the job once it is delivered,
+    for input drift monitoring. Profiling never fails the job: a chunk it cannot profile
+    leaves the job without a profile, logged."""
+
+    def __init__(self) -> None:
+        self.profile: TableProfile | None = None
+        self.failed = False
+
+    def update(self, frame: pd.DataFrame, scores: pa.Array) -> None:
+        if self.failed:
+            return
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = table.append_column("prediction", scores)
+            found = profile(table)
+            self.profile = found if self.profile is None else self.profile.merge(found)
+        except Exception as e:  # a profile is a by-product: the scores still go out
+            self.failed = True
+            log.warning("score job: the inputs could not be profiled: %s", e)
+
+    def save(self, jobs: ScoreJobService, job_key: str) -> None:
+        if self.profile is None or self.failed:
+            return
+        try:
+            jobs.record_score_profile(job_key, self.profile.to_dict())
+        except Exception as e:  # delivered all the same; only monitoring lacks the profile
+            log.warning("score job %s: its input profile was not stored: %s", job_key, e)
 
 
 def _check_shared_output(output: str) -> None:

@@ -187,6 +187,28 @@ class ScoreJobService(PredictionLogReads):
                 .values(values)
             )
 
+    @endpoint("POST", "/score-jobs/{job_key}/profile")
+    @guarded(check=own_job)
+    def record_score_profile(self, job_key: str, profile: dict[str, Any]) -> int:
+        """Store the profile of a job's model inputs and scores (``TableProfile.to_dict()``)
+        as a profile of subject kind ``score_job`` (subject: the job key), for input drift
+        monitoring; returns its id."""
+        from plinth.stats.profile import TableProfile
+        from plinth.store.profiles import save_profile
+
+        job = self._load_job(job_key)
+        try:
+            table = TableProfile.from_dict(profile)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidArgument(f"profile of score job {job_key!r} is not a profile: {e}") from e
+        with self.store.write() as conn:
+            return save_profile(
+                conn, table, subject_kind="score_job", subject=job_key,
+                model_name=job.model_name, model_version=job.model_version,
+                score_job_id=job.id, window_start=job.started_at,
+                window_end=job.finished_at or now_ms(), created_by=self.access.actor(),
+            )  # fmt: skip
+
     @endpoint("GET", "/score-jobs/{job_key}")
     @guarded(check=readable_job)
     def get_score_job(self, job_key: str) -> ScoreJob:

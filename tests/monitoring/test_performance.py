@@ -1,0 +1,84 @@
+"""Performance per window from predictions joined to labels: the task told from the labels,
+regressors and classifiers measured, windows without labels left empty."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from plinth.errors import InvalidArgument
+from plinth.monitoring.labels import LABEL
+from plinth.monitoring.performance import Task, infer_task, measure
+from plinth.monitoring.windows import AT, PREDICTION, SCORE
+
+
+def joined(
+    labels: list[Any], predictions: list[Any], at: list[int], scores: Any = None
+) -> pa.Table:
+    columns = {
+        PREDICTION: pa.array(predictions),
+        AT: pa.array(at, pa.int64()),
+        LABEL: pa.array(labels),
+    }
+    if scores is not None:
+        columns[SCORE] = pa.array(scores, pa.float64())
+    return pa.table(columns)
+
+
+def test_the_task_is_told_from_the_labels() -> None:
+    assert infer_task([0, 1, None, 1]) == Task("binary", 1)
+    assert infer_task([True, False]) == Task("binary", 1)
+    assert infer_task(["stay", "churn", "stay"]) == Task("binary", "stay")
+    assert infer_task([1.5, 2.0, 7]) == Task("regression")
+    assert infer_task(["a", "b", "c"]).kind == "unknown"
+    assert infer_task([None]).kind == "unknown"
+    assert infer_task([1.5], Task("binary", 1)) == Task("binary", 1)  # the training labels win
+
+
+def test_a_regressor_is_measured_per_window() -> None:
+    rng = np.random.default_rng(5)
+    truth = rng.normal(100, 10, 200)
+    table = joined(
+        [*truth[:100].tolist(), *[None] * 100],
+        (truth + rng.normal(0, 2, 200)).tolist(),
+        [0] * 100 + [1_000] * 100,
+    )
+    perf = measure("m", 1, table, start=0, window_ms=1_000, windows=2, metric=None,
+                   task_hint=None, validation={"val_rmse": 2.5}, capped=False)  # fmt: skip
+    assert (perf.task, perf.scores, perf.metric) == ("regression", "value", "rmse")
+    assert (perf.validation, perf.validation_key) == (2.5, "val_rmse")
+    first, second = perf.windows
+    assert set(first.metrics) == {"rmse", "mae"} and 1.5 < first.metrics["rmse"].value < 2.5
+    assert (second.predictions, second.labelled, second.metrics) == (100, 0, {})
+    assert perf.estimator == "only for binary classifiers" and first.estimated == {}
+
+
+def test_class_labels_are_measured_without_ranking_metrics() -> None:
+    table = joined(["yes", "no", "yes", "no"], ["yes", "no", "no", "no"], [0, 0, 0, 0])
+    perf = measure("m", 1, table, start=0, window_ms=1_000, windows=1, metric=None,
+                   task_hint=None, validation={}, capped=False)  # fmt: skip
+    assert (perf.task, perf.scores, perf.metric) == ("binary", "label", "accuracy")
+    assert set(perf.windows[0].metrics) == {"accuracy", "f1"}
+    assert perf.windows[0].metrics["accuracy"].value == 0.75
+    assert perf.estimator.startswith("the logged predictions are class labels, not probabilities")
+    assert perf.validation is None
+
+
+def test_a_window_of_one_class_leaves_auc_out() -> None:
+    table = joined([1, 1, 1], [0.9, 0.8, 0.3], [0, 0, 0], scores=[0.9, 0.8, 0.3])
+    perf = measure("m", 1, table, start=0, window_ms=1_000, windows=1, metric=None,
+                   task_hint=None, validation={}, capped=False)  # fmt: skip
+    assert "auc" not in perf.windows[0].metrics and "accuracy" in perf.windows[0].metrics
+
+
+def test_a_metric_that_does_not_fit_the_task_is_refused() -> None:
+    table = joined([1.5, 2.5, 9.0], [1.0, 2.0, 3.0], [0, 0, 0])
+    with pytest.raises(InvalidArgument, match="auc is a classification metric"):
+        measure("m", 1, table, start=0, window_ms=1_000, windows=1, metric="auc",
+                task_hint=None, validation={}, capped=False)  # fmt: skip
+    with pytest.raises(InvalidArgument, match="metric must be one of"):
+        measure("m", 1, table, start=0, window_ms=1_000, windows=1, metric="r2",
+                task_hint=None, validation={}, capped=False)  # fmt: skip
