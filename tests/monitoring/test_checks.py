@@ -10,16 +10,16 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from plinth.monitoring.types import Monitor, MonitorSpec
-from plinth.stats.drift import drift_report
-from plinth.store.profiles import save_profile
 from sqlalchemy import update
 
 from plinth.client import Client
 from plinth.monitoring.checks import evaluate, newest_event
 from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.labels import LabelIn
+from plinth.monitoring.types import Monitor, MonitorSpec
+from plinth.stats.drift import drift_report
 from plinth.stats.profile import profile
+from plinth.store.profiles import save_profile
 from plinth.store.schema import feature_commits
 from tests.monitoring.conftest import (
     DAY,

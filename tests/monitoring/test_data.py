@@ -275,11 +275,10 @@ def test_the_endpoints_answers_go_over_json(client: Client, data: MonitoringData
 
 
 def test_a_client_of_a_server_stores_a_jobs_input_profile_there(tmp_path: Path) -> None:
-    from plinth.store.profiles import load_profile
-
     from plinth.client import connect
     from plinth.stats.profile import profile
     from plinth.store.engine import Store
+    from plinth.store.profiles import load_profile
     from tests.backends import running_server
 
     frame = customers(300, seed=95)[["age", "plan"]]

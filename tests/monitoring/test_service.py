@@ -30,7 +30,21 @@ def as_given(spec: dict[str, Any]) -> Any:
     return spec
 
 
-def test_create_get_list_update_delete(client: Client) -> None:
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration), "remote"]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
+    """The same client API against each backend: SQLite, PostgreSQL, a server over HTTP
+    (the suite's ``client`` fixture; this folder's conftest has its own ``client``)."""
+    from tests.conftest import _backend_client
+
+    made = _backend_client(request, tmp_path)
+    yield next(made)
+    next(made, None)
+
+
+def test_create_get_list_update_delete(backend: Client) -> None:
+    client = backend
     make_targets(client)
     monitors = client.monitors
     made = monitors.create_monitor(
@@ -86,16 +100,21 @@ def test_create_get_list_update_delete(client: Client) -> None:
     assert [m.name for m in monitors.list_monitors()] == ["churn-auc", "customers-drift"]
 
 
-def test_a_check_that_cannot_run_is_an_error_evaluation(client: Client) -> None:
-    """Without the monitoring checks' data (the server's, here), an evaluation says what
-    went wrong instead of failing the call."""
+def test_a_check_that_cannot_run_is_an_error_evaluation(backend: Client) -> None:
+    """A check that cannot judge (a model without versions) says so in its evaluation
+    instead of failing the call; on every backend with the real checks."""
+    client = backend
     make_targets(client)
     client.monitors.create_monitor("m", "input_drift", "churn")
     found = client.monitors.run_monitor("m")
-    assert found.status == "error" and found.summary
+    assert (found.status, found.summary) == ("error", "registered model 'churn' has no versions")
     [stored] = client.monitors.list_evaluations("m").items
     assert (stored.id, stored.status, stored.trigger) == (found.id, "error", "manual")
     assert client.monitors.get_monitor("m").last_run_at == stored.at
+    client.monitors.create_monitor("g", "feature_drift", "customers")
+    skipped = client.monitors.run_monitor("g")
+    assert skipped.status == "skipped"
+    assert skipped.summary == "skipped: feature group customers v1 has no commits"
 
 
 @pytest.mark.parametrize(

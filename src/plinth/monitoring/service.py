@@ -10,12 +10,11 @@ leaves the service, so one broken monitor never stops the scheduler's pass.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
@@ -51,6 +50,9 @@ from plinth.store.sql import (
 )
 from plinth.tracking.types import Page
 
+if TYPE_CHECKING:
+    from plinth.monitoring.data import MonitoringData
+
 log = logging.getLogger("plinth.monitoring")
 
 _SPEC: TypeAdapter[MonitorSpec] = TypeAdapter(MonitorSpec)
@@ -81,21 +83,21 @@ Evaluator = Callable[..., Outcome]
 EventFinder = Callable[[Any, Monitor], "int | None"]
 
 
-def _checks() -> Any:
-    # looked up when first used: the checks load the statistics stack (scipy, pyarrow)
-    return importlib.import_module("plinth.monitoring.checks")
+def default_evaluator(
+    data: MonitoringData, monitor: Monitor, *, now_ms: int, trigger: str
+) -> Outcome:
+    """``plinth.monitoring.checks.evaluate`` (imported when first used: the checks load
+    the statistics stack)."""
+    from plinth.monitoring.checks import evaluate
+
+    return evaluate(data, monitor, now_ms=now_ms, trigger=trigger)
 
 
-def default_evaluator(data: Any, monitor: Monitor, *, now_ms: int, trigger: str) -> Outcome:
-    """``plinth.monitoring.checks.evaluate``."""
-    found: Outcome = _checks().evaluate(data, monitor, now_ms=now_ms, trigger=trigger)
-    return found
-
-
-def default_newest_event(data: Any, monitor: Monitor) -> int | None:
+def default_newest_event(data: MonitoringData, monitor: Monitor) -> int | None:
     """``plinth.monitoring.checks.newest_event``."""
-    found: int | None = _checks().newest_event(data, monitor)
-    return found
+    from plinth.monitoring.checks import newest_event
+
+    return newest_event(data, monitor)
 
 
 class MonitorService:
@@ -106,7 +108,7 @@ class MonitorService:
     def __init__(
         self,
         store: Store,
-        data: Any = None,
+        data: MonitoringData | None = None,
         *,
         evaluator: Evaluator | None = None,
         newest_event: EventFinder | None = None,
