@@ -388,3 +388,26 @@ def test_who_may_see_change_and_run_a_monitor(server: Server) -> None:
     assert http.post("/api/v1/monitor-scheduler/tick", json={}, headers=alice).status_code == 403
     assert http.delete("/api/v1/monitors/churn-inputs", headers=alice).status_code == 200
     assert http.get("/api/v1/alerts", headers=alice).json()["items"] == []
+
+
+def test_late_labels_are_logged_through_the_client(backend: Client) -> None:
+    """``plinth.log_labels`` and ``client.log_labels``: one label or a batch, in-process or
+    through a server (``client.monitoring``)."""
+    import plinth
+    from plinth.client import set_default_client
+    from plinth.monitoring.labels import LabelIn
+
+    make_targets(backend)
+    one = backend.log_labels("churn", label=1, request_id="r1", at=1_780_000_000_000)
+    assert (one.model_name, one.accepted, one.by_request) == ("churn", 1, 1)
+    assert one.unmatched_request_ids == ["r1"]  # no such prediction logged (yet): kept
+    set_default_client(backend)
+    batch = plinth.log_labels(
+        "churn",
+        [LabelIn(0, entity={"customer_id": 7}), {"label": 1, "request_id": "r2", "row": 1}],
+    )
+    assert (batch.accepted, batch.by_entity, batch.by_request) == (2, 1, 1)
+    with pytest.raises(InvalidArgument, match="give labels .* or label= .*, not both"):
+        backend.log_labels("churn", [LabelIn(1, "r3")], label=1)
+    with pytest.raises(NotFound, match="registered model 'nope' does not exist"):
+        plinth.log_labels("nope", label=1, request_id="r1")
