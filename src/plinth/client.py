@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 from plinth.registry.client import RegistryClient
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     import pandas as pd  # type: ignore[import-untyped]
@@ -117,7 +118,7 @@ class Client(RegistryClient):
     def log_labels(
         self,
         model: str,
-        labels: list[LabelIn] | list[dict[str, Any]] | None = None,
+        labels: Sequence[LabelIn | dict[str, Any]] | None = None,
         *,
         label: Any = None,
         request_id: str | None = None,

@@ -407,7 +407,7 @@ def test_late_labels_are_logged_through_the_client(backend: Client) -> None:
         [LabelIn(0, entity={"customer_id": 7}), {"label": 1, "request_id": "r2", "row": 1}],
     )
     assert (batch.accepted, batch.by_entity, batch.by_request) == (2, 1, 1)
-    with pytest.raises(InvalidArgument, match="give labels .* or label= .*, not both"):
+    with pytest.raises(InvalidArgument, match=r"give labels .* or label= .*, not both"):
         backend.log_labels("churn", [LabelIn(1, "r3")], label=1)
     with pytest.raises(NotFound, match="registered model 'nope' does not exist"):
         plinth.log_labels("nope", label=1, request_id="r1")
