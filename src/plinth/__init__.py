@@ -75,6 +75,7 @@ model_history = _on_default_client(Client.model_history)
 register_best = _on_default_client(Client.register_best)
 feature_store = _on_default_client(Client.feature_store)
 log_event = _on_default_client(Client.log_event)
+log_labels = _on_default_client(Client.log_labels)
 
 
 # MLflow-style fluent logging: to the run this process started last and has not ended.
@@ -148,6 +149,7 @@ __all__ = [
     "log_artifact",
     "log_event",
     "log_input",
+    "log_labels",
     "log_metric",
     "log_metrics",
     "log_model",

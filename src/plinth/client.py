@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 from plinth.registry.client import RegistryClient
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     import pandas as pd  # type: ignore[import-untyped]
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from plinth.config import Settings
     from plinth.features.service import FeatureService
     from plinth.features.store import FeatureStore
+    from plinth.monitoring.data import MonitoringData
+    from plinth.monitoring.labels import LabelIn, LabelReceipt
     from plinth.monitoring.service import MonitorService
     from plinth.registry.service import RegistryService
     from plinth.serving.jobs import ScoreJobService
@@ -98,12 +101,46 @@ class Client(RegistryClient):
             from plinth.remote import RemoteMonitors
 
             return RemoteMonitors(self.tracking.transport)  # type: ignore[attr-defined,return-value]
-        return MonitorService(self.tracking.store, self._monitoring_data())
+        return MonitorService(self.tracking.store, self.monitoring)
 
-    def _monitoring_data(self) -> object:
-        """What a local MonitorService's checks read (``MonitoringData``): none until
-        ``plinth.monitoring.data`` is in the tree."""
-        return None
+    @property
+    def monitoring(self) -> MonitoringData:
+        """Late labels, measured and estimated performance, input drift and profiles of
+        models (``plinth.monitoring.data``): what monitors check."""
+        from plinth.monitoring.data import MonitoringData
+
+        if self.remote:
+            from plinth.remote import RemoteMonitoringData
+
+            return RemoteMonitoringData(self.tracking.transport)  # type: ignore[attr-defined,return-value]
+        return MonitoringData(self.tracking.store, self.registry, self.features)
+
+    def log_labels(
+        self,
+        model: str,
+        labels: Sequence[LabelIn | dict[str, Any]] | None = None,
+        *,
+        label: Any = None,
+        request_id: str | None = None,
+        row: int = 0,
+        entity: dict[str, Any] | None = None,
+        at: datetime | int | None = None,
+    ) -> LabelReceipt:
+        """Record outcomes that arrive after the predictions: a batch (``labels``, each a
+        ``LabelIn`` or a dict of its fields) or one (``label``, for the prediction of
+        ``request_id`` (and ``row`` within it) or for the newest one of an ``entity`` such
+        as ``{"customer_id": 42}``, ``at`` when it happened; default now). The batch is
+        stored whole or refused naming ``labels[i].field``."""
+        from plinth.monitoring.labels import LabelIn
+
+        if labels is None:
+            labels = [LabelIn(label, request_id, row, entity, at)]
+        elif label is not None or request_id is not None or entity is not None:
+            from plinth.errors import InvalidArgument
+
+            raise InvalidArgument("give labels (a batch) or label= (one), not both")
+        batch = [x if isinstance(x, LabelIn) else LabelIn(**x) for x in labels]
+        return self.monitoring.log_labels(model, batch)
 
     def log_event(
         self,

@@ -16,6 +16,7 @@ from plinth.api import API_PREFIX, Endpoint, endpoints_of
 from plinth.auth.service import AuthService
 from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_dict
 from plinth.features.service import FeatureService
+from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.service import MonitorService
 from plinth.registry.service import RegistryService
 from plinth.serving.jobs import ScoreJobService
@@ -198,6 +199,13 @@ class RemoteMonitors:
         self.transport = transport
 
 
+class RemoteMonitoringData:
+    """MonitoringData's endpoints over HTTP."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+
 for _remote, _service in (
     (RemoteTracking, TrackingService),
     (RemoteRegistry, RegistryService),
@@ -206,6 +214,7 @@ for _remote, _service in (
     (RemoteAuth, AuthService),
     (RemoteAbTests, AbTestService),
     (RemoteMonitors, MonitorService),
+    (RemoteMonitoringData, MonitoringData),
 ):
     for _ep in endpoints_of(_service):
         setattr(_remote, _ep.name, _make_call(_ep, _service))

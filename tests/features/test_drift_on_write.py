@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select, text
 
 import plinth
 from plinth.client import Client
@@ -22,10 +22,10 @@ from plinth.features.service import FeatureService
 from plinth.features.store import FeatureStore
 from plinth.features.types import CommitInfo, FeatureSpec
 from plinth.stats.profile import profile
-from plinth.store.engine import Store
+from plinth.store.engine import Store, open_store
 from plinth.store.profiles import load_profile, profile_rows
 from plinth.store.schema import feature_commits, profiles
-from tests.backends import running_server
+from tests.backends import empty_tables, local_client, running_server
 from tests.features.conftest import T0
 
 GROUP = "payments"
@@ -96,6 +96,7 @@ def test_each_insert_is_checked_against_the_previous_commit(
     assert same.drift is not None and same.drift["reference"] == "previous commit 0"
     assert same.drift["reference_commits"] == [0]
     assert same.drift["tested_columns"] == 4 and drifted(same) == set()
+    assert [c["column"] for c in same.drift["columns"]] == [f.name for f in FEATURES]
     assert same.drift["dataset_drifted"] is False
     assert same.drift["reference_rows"] == same.drift["current_rows"] == 600
 
@@ -337,3 +338,46 @@ def test_a_server_that_refuses_the_profile_still_records_the_commit(tmp_path: Pa
         assert checked.drift is not None and checked.drift["reference"] is None
         assert "the profile was not sent: request body is larger" in checked.drift["error"]
         assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0, 1]
+
+
+@pytest.mark.integration
+def test_on_postgresql_a_failure_rolls_back_only_what_it_must(
+    postgres_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed check inside PostgreSQL's transaction (a savepoint) leaves the commit's
+    record; a failed profile save takes the record with it."""
+    empty_tables(open_store(postgres_uri))
+    client = local_client(postgres_uri, str(tmp_path / "artifacts"))
+    fs = client.feature_store()
+    store = central(client)
+    assert store is not None
+    define(fs)
+    fs.insert(GROUP, batch(1))
+    assert drifted(fs.insert(GROUP, batch(2, **SHIFTED))) == {"amount", "channel"}
+
+    def unreadable(conn: Connection, profile_id: int) -> Any:
+        # a failed statement aborts a PostgreSQL transaction, unless inside a savepoint
+        return conn.execute(text("SELECT * FROM no_such_table"))
+
+    monkeypatch.setattr("plinth.store.profiles.load_profile", unreadable)
+    failed = fs.insert(GROUP, batch(3))
+    assert failed.drift is not None
+    assert failed.drift["error"].startswith("drift check failed: ProgrammingError")
+    assert "no_such_table" in failed.drift["error"]
+    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0, 1, 2]
+    monkeypatch.undo()
+
+    from plinth.store import profiles as stored
+
+    original = stored.save_profile
+
+    def half(*args: Any, **kwargs: Any) -> int:
+        original(*args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(stored, "save_profile", half)
+    with pytest.raises(OSError, match="disk full"):
+        fs.insert(GROUP, batch(4))
+    with store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(profiles)).scalar() == 3
+        assert conn.execute(select(func.count()).select_from(feature_commits)).scalar() == 3

@@ -16,7 +16,8 @@ from sklearn.dummy import DummyClassifier
 from plinth.client import Client
 from plinth.registry.types import ModelVersion
 from plinth.serving.predlog import Entry, PredictionLog
-from tests.backends import local_client
+from plinth.store.engine import open_store
+from tests.backends import empty_tables, local_client
 
 if TYPE_CHECKING:
     from plinth.monitoring.data import MonitoringData
@@ -29,9 +30,18 @@ ROWS = 2_000  # training rows
 VALIDATION_AUC = 0.85
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Client:
-    made = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "artifacts"))
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
+
+
+def local_client_on(request: pytest.FixtureRequest, tmp_path: Path) -> Client:
+    """A local client on SQLite, or on PostgreSQL (emptied first): the ``client`` fixture
+    of the model monitoring test modules (defined there, so the other modules here keep
+    the suite's own ``client``, remote included)."""
+    uri = f"sqlite:///{tmp_path / 'plinth.db'}"
+    if request.param == "postgres":
+        uri = request.getfixturevalue("postgres_uri")
+        empty_tables(open_store(uri))
+    made = local_client(uri, str(tmp_path / "artifacts"))
     made.settings.online_uri = f"sqlite:///{tmp_path / 'online.db'}"
     return made
 

@@ -4,6 +4,7 @@ breach naming what drifted or fell, skipped (saying why) when it cannot judge.""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,18 +18,22 @@ from plinth.monitoring.checks import evaluate, newest_event
 from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.labels import LabelIn
 from plinth.monitoring.types import Monitor, MonitorSpec
-from plinth.stats.drift import drift_report
-from plinth.stats.profile import profile
-from plinth.store.profiles import save_profile
 from plinth.store.schema import feature_commits
 from tests.monitoring.conftest import (
+    BACKENDS,
     DAY,
     NOW,
     churn_model,
     customers,
+    local_client_on,
     log_predictions,
     outcomes,
 )
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Client:
+    return local_client_on(request, tmp_path)
 
 
 def monitor(kind: str, target: str = "churn", **spec: Any) -> Monitor:
@@ -90,7 +95,7 @@ def test_model_checks_that_cannot_judge_are_skipped(client: Client, data: Monito
     log_predictions(client, NOW - DAY, NOW, 500, seed=64)
     found = check(data, "prediction_drift")
     assert found.status == "skipped"
-    assert found.summary.startswith("skipped: training dataset 1 (churn:v1) has no label")
+    assert re.match(r"skipped: training dataset \d+ \(churn:v1\) has no label", found.summary)
 
 
 def test_a_score_job_triggers_a_drift_check_of_its_inputs(
@@ -169,44 +174,62 @@ def test_estimated_performance_before_labels(client: Client, data: MonitoringDat
 def test_feature_drift_reads_the_stored_verdict_or_computes_one(
     client: Client, data: MonitoringData
 ) -> None:
-    churn_model(client)
+    churn_model(client)  # commit 0 of customer_stats
     store = client.tracking.store
     group = client.feature_store().get_feature_group("customer_stats")
-    first = customers(2_000, seed=80).drop(columns=["p"])
-    moved = customers(2_000, seed=81, age_shift=20).drop(columns=["p"])
-    for frame in (first, moved):
+    for seed, shift in ((80, 0.0), (81, 20.0)):
+        frame = customers(2_000, seed=seed, age_shift=shift).drop(columns=["p"])
         group.insert(frame.assign(event_time=pd.Timestamp("2026-02-01", tz="UTC")))  # type: ignore[attr-defined]
     commits = client.features.list_commit_versions("customer_stats", 1)
-    last, before = commits[-1], commits[-2]
-    with store.write() as conn:
-        for version, frame in ((before, first), (last, moved)):
-            save_profile(
-                conn, profile(frame[["age", "spend", "plan"]]), subject_kind="feature_commit",
-                subject=f"customer_stats/1@{version}", group_name="customer_stats",
-                group_version=1, commit_version=version,
-            )  # fmt: skip
+    first, before, last = commits[0], commits[-2], commits[-1]
+    # the default: the verdict drift on write stored with the newest commit
+    stored = evaluate(
+        data, monitor("feature_drift", target="customer_stats", max_drifted_share=0.3),
+        now_ms=NOW, trigger="manual",
+    )  # fmt: skip
+    assert stored.status == "breach" and stored.event == last, stored.summary
+    assert stored.summary.startswith(f"feature group customer_stats v1 commit {last} against")
+    assert "(age)" in stored.summary and stored.current_profile is not None
+    # computed from the stored commit profiles against a pinned commit
     watch = monitor(
-        "feature_drift", target="customer_stats", reference="previous", max_drifted_share=0.3
-    )
+        "feature_drift", target="customer_stats:v1", reference=f"commit:{before}",
+        max_drifted_share=0.3,
+    )  # fmt: skip
     assert newest_event(data, watch) == last
     computed = evaluate(data, watch, now_ms=NOW, trigger="manual")
-    assert computed.status == "breach" and computed.event == last
-    assert computed.summary.startswith(
-        f"feature group customer_stats v1 commit {last} against previous commit {before}"
-    )
-    assert "(age)" in computed.summary and computed.current_profile is not None
-    # the default reference reads the verdict drift on write stored with the commit
-    verdict = drift_report(profile(first), profile(first), columns=["age"]).to_dict()
+    assert computed.status == "breach" and "(age)" in computed.summary
+    assert f"against commit {before}" in computed.summary
+    calm = evaluate(data, watch, now_ms=NOW, trigger=f"commit:{before}")
+    assert (calm.status == "skipped" and "no earlier" not in calm.summary) or calm.status == "ok"
+    # a first commit has no reference; a failed check on write is named
+    default = monitor("feature_drift", target="customer_stats")
+    opening = evaluate(data, default, now_ms=NOW, trigger=f"commit:{first}")
+    assert opening.status == "skipped" and opening.event == first, opening.summary
+    failed = {"reference": "previous commit 1", "error": "drift check failed: boom"}
     with store.write() as conn:
         conn.execute(
             update(feature_commits)
             .where(feature_commits.c.commit_version == last)
-            .values(drift=json.dumps({**verdict, "reference": "previous commit 1"}))
+            .values(drift=json.dumps(failed))
         )
-    stored = evaluate(
-        data,
-        monitor("feature_drift", target="customer_stats:v1"),
-        now_ms=NOW,
-        trigger=f"commit:{last}",
-    )
-    assert stored.status == "ok" and "against previous commit 1" in stored.summary
+    named = evaluate(data, default, now_ms=NOW, trigger="manual")
+    assert named.status == "skipped" and named.summary.endswith("drift check failed: boom")
+
+
+def test_a_monitor_service_runs_these_checks(client: Client, data: MonitoringData) -> None:
+    from plinth.monitoring.service import MonitorService
+    from plinth.store.sql import now_ms
+
+    churn_model(client)
+    now = now_ms()
+    log_predictions(client, now - DAY + 60_000, now, 2_000, seed=96, age_shift=15, pro=0.8)
+    service = MonitorService(client.tracking.store, data)
+    service.create_monitor("inputs", "input_drift", "churn")
+    found = service.run_monitor("inputs")
+    assert found.status == "breach" and "(age, plan)" in found.summary
+    assert found.reference_profile is not None and found.current_profile is not None
+    assert found.result["drifted_columns"] == ["age", "plan"]
+    shown = data.get_profile(found.current_profile, compare_to=found.reference_profile)
+    age = next(c for c in shown.columns if c.name == "age")
+    reference = data.get_profile(found.reference_profile, compare_to=found.current_profile)
+    assert age.edges == next(c for c in reference.columns if c.name == "age").edges

@@ -17,15 +17,22 @@ from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.labels import LabelIn
 from plinth.store.schema import profiles
 from tests.monitoring.conftest import (
+    BACKENDS,
     DAY,
     HOUR,
     NOW,
     VALIDATION_AUC,
     churn_model,
     customers,
+    local_client_on,
     log_predictions,
     outcomes,
 )
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Client:
+    return local_client_on(request, tmp_path)
 
 
 def stored(client: Client, kind: str) -> int:
@@ -293,3 +300,25 @@ def test_a_client_of_a_server_stores_a_jobs_input_profile_there(tmp_path: Path) 
         "score_job", "job-1", "churn", 1
     )  # fmt: skip
     assert kept.rows == 300 and kept.columns["plan"].values == profile(frame).columns["plan"].values
+
+
+def test_an_input_whose_type_changed_is_named_not_flagged(
+    client: Client, data: MonitoringData
+) -> None:
+    from plinth.serving.predlog import Entry, PredictionLog
+
+    churn_model(client)
+    frame = customers(500, seed=97)
+    frame["plan"] = (frame["plan"] == "pro").astype("int64")  # now logged as numbers
+    writer = PredictionLog(client.tracking.store, flush_seconds=60)
+    writer.record(
+        Entry(
+            "churn", 1, "r", NOW - HOUR, frame[["age", "spend", "plan"]], frame["p"].to_numpy(), 1.0
+        )
+    )
+    writer.close()
+    found = data.input_drift("churn", now_ms=NOW)
+    assert found.report is not None
+    plan = next(c for c in found.report["columns"] if c["column"] == "plan")
+    assert not plan["drifted"] and "plan" in plan["error"] and "changed type" in plan["error"]
+    assert "plan" not in found.drifted_columns

@@ -15,6 +15,7 @@ from plinth.client import Client
 from plinth.config import load_settings
 from plinth.errors import Unavailable
 from plinth.monitoring.loop import LEASE, MonitorLoop, run_once
+from plinth.monitoring.types import MonitorSpec
 from plinth.store import lease
 from plinth.store.sql import now_ms
 from tests.backends import local_client
@@ -204,3 +205,63 @@ def test_no_scheduler_unless_asked_for(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("PLINTH_MONITOR_LOOP_SECONDS", "-1")
     with pytest.raises(Exception, match="monitor_loop_seconds"):
         load_settings(home=tmp_path)
+
+
+def test_a_drifted_insert_reaches_the_webhook_end_to_end(tmp_path: Path) -> None:
+    """The real checks on a real feature group: each insert is evaluated by the scheduler
+    (on_event), the undrifted one passes, the shifted one breaches and its alert reaches a
+    webhook on loopback."""
+    import numpy as np
+    import pandas as pd  # type: ignore[import-untyped]
+
+    from plinth.client import connect
+
+    client = connect(
+        store_uri=f"sqlite:///{tmp_path / 'plinth.db'}",
+        artifact_uri=str(tmp_path / "artifacts"),
+        online_uri=f"sqlite:///{tmp_path / 'online.db'}",
+    )
+    fs = client.feature_store()
+    fs.create_entity("customer", join_keys=["customer_id"])
+    fs.create_feature_group(
+        "customers", entity="customer", event_time="ts", schema={"spend": "float64"}
+    )
+    rng = np.random.default_rng(7)
+
+    def insert(first: int, shift: float) -> None:
+        fs.insert(
+            "customers",
+            pd.DataFrame(
+                {
+                    "customer_id": np.arange(first, first + 2000),
+                    "ts": pd.Timestamp("2026-01-01", tz="UTC"),
+                    "spend": rng.normal(50 + shift, 10, 2000),
+                }
+            ),
+        )
+
+    monitors = client.monitors
+    with Webhook(200) as hook:
+        monitors.create_monitor(
+            "spend",
+            "feature_drift",
+            "customers",
+            MonitorSpec(reference="previous"),
+            on_event=True,
+            webhook_url=hook.url,
+        )
+        insert(0, 0.0)
+        [first] = run_once(monitors)
+        assert first.detail.startswith("skipped (commit:0)")  # nothing to compare with yet
+        insert(2000, 0.0)
+        [same] = run_once(monitors)
+        assert same.detail.startswith("ok (commit:1)") and same.alert_id is None
+        insert(4000, 30.0)  # three standard deviations up
+        [shifted] = run_once(monitors)
+        assert shifted.detail.startswith("breach (commit:2)") and shifted.alert_id is not None
+        assert run_once(monitors) == []
+    [sent] = hook.received
+    assert sent.body["alert_id"] == shifted.alert_id and sent.body["kind"] == "feature_drift"
+    assert sent.body["result"]["drifted_columns"] == ["spend"]
+    assert monitors.list_alerts().items[0].delivery == "delivered"
+    client.close()

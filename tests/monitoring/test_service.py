@@ -30,7 +30,21 @@ def as_given(spec: dict[str, Any]) -> Any:
     return spec
 
 
-def test_create_get_list_update_delete(client: Client) -> None:
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration), "remote"]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
+    """The same client API against each backend: SQLite, PostgreSQL, a server over HTTP
+    (the suite's ``client`` fixture; this folder's conftest has its own ``client``)."""
+    from tests.conftest import _backend_client
+
+    made = _backend_client(request, tmp_path)
+    yield next(made)
+    next(made, None)
+
+
+def test_create_get_list_update_delete(backend: Client) -> None:
+    client = backend
     make_targets(client)
     monitors = client.monitors
     made = monitors.create_monitor(
@@ -86,16 +100,21 @@ def test_create_get_list_update_delete(client: Client) -> None:
     assert [m.name for m in monitors.list_monitors()] == ["churn-auc", "customers-drift"]
 
 
-def test_a_check_that_cannot_run_is_an_error_evaluation(client: Client) -> None:
-    """Without the monitoring checks' data (the server's, here), an evaluation says what
-    went wrong instead of failing the call."""
+def test_a_check_that_cannot_run_is_an_error_evaluation(backend: Client) -> None:
+    """A check that cannot judge (a model without versions) says so in its evaluation
+    instead of failing the call; on every backend with the real checks."""
+    client = backend
     make_targets(client)
     client.monitors.create_monitor("m", "input_drift", "churn")
     found = client.monitors.run_monitor("m")
-    assert found.status == "error" and found.summary
+    assert (found.status, found.summary) == ("error", "registered model 'churn' has no versions")
     [stored] = client.monitors.list_evaluations("m").items
     assert (stored.id, stored.status, stored.trigger) == (found.id, "error", "manual")
     assert client.monitors.get_monitor("m").last_run_at == stored.at
+    client.monitors.create_monitor("g", "feature_drift", "customers")
+    skipped = client.monitors.run_monitor("g")
+    assert skipped.status == "skipped"
+    assert skipped.summary == "skipped: feature group customers v1 has no commits"
 
 
 @pytest.mark.parametrize(
@@ -369,3 +388,26 @@ def test_who_may_see_change_and_run_a_monitor(server: Server) -> None:
     assert http.post("/api/v1/monitor-scheduler/tick", json={}, headers=alice).status_code == 403
     assert http.delete("/api/v1/monitors/churn-inputs", headers=alice).status_code == 200
     assert http.get("/api/v1/alerts", headers=alice).json()["items"] == []
+
+
+def test_late_labels_are_logged_through_the_client(backend: Client) -> None:
+    """``plinth.log_labels`` and ``client.log_labels``: one label or a batch, in-process or
+    through a server (``client.monitoring``)."""
+    import plinth
+    from plinth.client import set_default_client
+    from plinth.monitoring.labels import LabelIn
+
+    make_targets(backend)
+    one = backend.log_labels("churn", label=1, request_id="r1", at=1_780_000_000_000)
+    assert (one.model_name, one.accepted, one.by_request) == ("churn", 1, 1)
+    assert one.unmatched_request_ids == ["r1"]  # no such prediction logged (yet): kept
+    set_default_client(backend)
+    batch = plinth.log_labels(
+        "churn",
+        [LabelIn(0, entity={"customer_id": 7}), {"label": 1, "request_id": "r2", "row": 1}],
+    )
+    assert (batch.accepted, batch.by_entity, batch.by_request) == (2, 1, 1)
+    with pytest.raises(InvalidArgument, match=r"give labels .* or label= .*, not both"):
+        backend.log_labels("churn", [LabelIn(1, "r3")], label=1)
+    with pytest.raises(NotFound, match="registered model 'nope' does not exist"):
+        plinth.log_labels("nope", label=1, request_id="r1")

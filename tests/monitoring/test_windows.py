@@ -18,6 +18,7 @@ from plinth.monitoring.windows import (
     SCORE,
     prediction_columns,
     read_window,
+    read_windows,
 )
 from plinth.serving.predlog import Entry, PredictionLog
 from plinth.store.engine import Store
@@ -86,6 +87,20 @@ def test_a_busy_window_keeps_the_newest_predictions_and_says_so(store: Store) ->
     assert sorted(set(window.table["x"].to_pylist())) == [7.0, 8.0, 9.0]
     assert window.note() == "only the newest 30 predictions of the window were read"
     assert not read_window(store, "m", 1, 0, 1_000, max_rows=100).capped
+
+
+def test_each_window_of_a_span_is_bounded_on_its_own(store: Store) -> None:
+    busy = [
+        Entry("m", 1, f"b{i}", 1_000 + i, pd.DataFrame({"x": [1.0] * 10}), np.zeros(10), 1.0)
+        for i in range(10)
+    ]
+    calm = [Entry("m", 1, "c", 500, pd.DataFrame({"x": [0.0] * 10}), np.zeros(10), 1.0)]
+    log(store, *busy, *calm)
+    assert read_window(store, "m", 1, 0, 2_000, max_rows=40).table["x"].to_pylist() == [1.0] * 40
+    both = read_windows(store, "m", 1, 0, 2_000, 2, max_rows=40, meta=True)
+    assert both.capped and both.rows == 30  # 20 of the busy window, all 10 of the calm one
+    assert both.table["x"].to_pylist() == [1.0] * 20 + [0.0] * 10
+    assert both.table["__at"].to_pylist()[-1] == 500
 
 
 def test_an_empty_window_is_an_empty_table(store: Store) -> None:

@@ -50,6 +50,7 @@ SELF_SERVICE = {
     ("GET", "/api/v1/abtests"),
     ("GET", "/api/v1/monitors"),
     ("GET", "/api/v1/alerts"),
+    ("GET", "/api/v1/profiles"),
 }
 PRIVATE_NAMES = (
     "secret-exp",

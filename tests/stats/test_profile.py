@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, NotFound
+from plinth.stats import profile as profile_module
 from plinth.stats.profile import (
     MAX_BINS,
     MAX_CATEGORIES,
@@ -134,7 +136,7 @@ def test_sample_of_chunks_is_uniform() -> None:
 def test_round_trip_through_json() -> None:
     table = _table(5000)
     original = profile(table, sample_size=100)
-    text = json.dumps(original.to_dict())
+    text = json.dumps(original.to_dict(), allow_nan=False)
     restored = TableProfile.from_dict(json.loads(text))
     assert restored.rows == original.rows
     for name in table.column_names:
@@ -185,7 +187,8 @@ def test_all_null_column() -> None:
         assert column.std is None
     # an all-null (untyped) part merges with a typed one
     typed = profile(pa.table({"n": [1.0, 2.0]}))
-    assert result.merge(typed).column("n").mean == 1.5
+    for merged in (result.merge(typed).column("n"), typed.merge(result).column("n")):
+        assert (merged.kind, merged.count, merged.nulls, merged.mean) == ("numeric", 12, 10, 1.5)
 
 
 def test_changed_type_on_merge_names_the_column() -> None:
@@ -255,6 +258,13 @@ def test_constant_columns(value: float) -> None:
     assert column.std == 0.0 and column.distinct == 1
 
 
+def test_overflowing_squares_stay_strict_json() -> None:
+    column = profile(pa.table({"x": [-1e300, 1e300]})).column("x")
+    assert column.m2 == math.inf and column.std == math.inf
+    text = json.dumps(column.to_dict(), allow_nan=False)
+    assert ColumnProfile.from_dict(json.loads(text)).std == math.inf
+
+
 def test_huge_and_tiny_magnitudes() -> None:
     rng = np.random.default_rng(8)
     for scale in (1e-200, 1e200, 1e15):
@@ -285,6 +295,17 @@ def test_rebin_and_cdf() -> None:
     assert float(histogram.quantile(0.3)) == pytest.approx(2.0)
     coarse = histogram.coarsened(2.0)
     assert (coarse.offset, coarse.counts.tolist()) == (0, [30, 70])
+    empty = Histogram(width=2.0**-10, offset=0, counts=np.zeros(0, dtype=np.int64))
+    far = Histogram(width=1.0, offset=10**9, counts=np.array([5]))
+    assert far.merge(empty) is far and empty.merge(far) is far
+    # far apart on a fine grid: coarsened before any dense array is made
+    near = Histogram(width=2.0**-20, offset=0, counts=np.array([1, 2]))
+    merged = near.merge(Histogram(width=2.0**-20, offset=2**50, counts=np.array([3])))
+    assert len(merged.counts) <= MAX_BINS and merged.total() == 6
+    for encoded in (histogram.to_dict(), {"width": 1.0, "offset": 0, "counts": [10, 20, 30, 40]}):
+        restored = Histogram.from_dict(json.loads(json.dumps(encoded)))
+        assert (restored.width, restored.offset) == (1.0, 0)
+        assert restored.counts.tolist() == [10, 20, 30, 40]
 
 
 def test_pandas_input() -> None:
@@ -293,6 +314,9 @@ def test_pandas_input() -> None:
     assert result.rows == 4
     assert result.column("x").nulls == 1 and result.column("x").mean == pytest.approx(7 / 3)
     assert result.column("s").values == {"a": 2, "b": 1}
+    assert list(profile(frame, ["s"]).columns) == ["s"]
+    with pytest.raises(InvalidArgument, match="'t'"):
+        profile(frame, ["t"])
 
 
 def test_parquet_path_input(tmp_path: Path) -> None:
@@ -319,6 +343,10 @@ def test_profile_delta(tmp_path: Path) -> None:
     assert first.rows == 1000
     with pytest.raises(InvalidArgument, match="'nope'"):
         profile_delta(uri, columns=["nope"])
+    with pytest.raises(NotFound, match="no version 9 of the Delta table"):
+        profile_delta(uri, version=9)
+    with pytest.raises(NotFound, match="no Delta table at"):
+        profile_delta(str(tmp_path / "missing"))
 
 
 def test_std_matches_numpy_on_shifted_data() -> None:
@@ -326,3 +354,134 @@ def test_std_matches_numpy_on_shifted_data() -> None:
     column = profile(pa.table({"x": values}), chunk_rows=5000).column("x")
     assert column.std == pytest.approx(values.std(ddof=1), rel=1e-6)
     assert not math.isnan(float(column.quantile(0.5)))
+
+
+def test_parallel_columns_give_the_serial_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _table(120_000)  # 5 columns x 50k-row chunks: columns run in threads
+    parallel = profile(table, chunk_rows=50_000)
+    monkeypatch.setattr(profile_module, "_PARALLEL_MIN_CELLS", 10**12)
+    serial = profile(table, chunk_rows=50_000)
+    assert json.dumps(parallel.to_dict()) == json.dumps(serial.to_dict())
+    other_seed = profile(table, chunk_rows=50_000, seed=1)
+    assert other_seed.column("normal").to_dict() != serial.column("normal").to_dict()
+
+
+def test_other_types_get_counts_only() -> None:
+    table = pa.table(
+        {
+            "took": pa.array([1, None, 3], pa.duration("s")),
+            "tags": pa.array([[1], [2, 3], None]),
+            "blob": pa.array([b"x", b"y", b"x"]),
+        }
+    )
+    for column in profile(table).columns.values():
+        assert column.kind == "other" and column.count == 3
+        assert (column.values, column.histogram, column.sample, column.distinct) == (
+            None,
+            None,
+            None,
+            None,
+        )
+    assert profile(table).column("took").nulls == 1
+
+
+def test_decimals_string_views_and_dictionary_numbers() -> None:
+    table = pa.table(
+        {
+            "price": pa.array([Decimal("1.50"), Decimal("2.25"), None], pa.decimal128(10, 2)),
+            "code": pa.array(["a", "b", "b"], pa.string_view()),
+            "level": pa.array([10, 20, 10]).dictionary_encode(),
+            "ratio": pa.array([1.5, float("nan"), 2.5], pa.float32()),
+        }
+    )
+    result = profile(table)
+    price = result.column("price")
+    assert price.kind == "numeric" and price.values == {"1.50": 1, "2.25": 1}
+    assert price.mean == pytest.approx(1.875) and price.nulls == 1
+    assert result.column("code").values == {"a": 1, "b": 2}
+    assert result.column("level").kind == "categorical"
+    assert result.column("level").values == {"10": 2, "20": 1}
+    assert result.column("ratio").nulls == 1 and result.column("ratio").mean == 2.0
+
+
+def test_pandas_column_that_starts_with_nulls() -> None:
+    frame = pd.DataFrame({"s": [None, None, "a", "b"], "n": pd.array([None, 1, 2, 3], "Int64")})
+    result = profile(frame, chunk_rows=2)
+    assert result.column("s").kind == "categorical" and result.column("s").values == {
+        "a": 1,
+        "b": 1,
+    }
+    assert result.column("n").mean == 2.0 and result.column("n").nulls == 1
+
+
+def test_reader_and_generator_inputs() -> None:
+    table = _table(5000)
+    expected = profile(table).column("dice").values
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=700))
+    assert profile(reader).column("dice").values == expected
+    generated = profile(b for b in table.to_batches(max_chunksize=900))
+    assert generated.rows == 5000 and generated.column("dice").values == expected
+
+    class Streamed:  # any object speaking Arrow's C stream protocol (polars, DuckDB, ...)
+        def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+            return table.__arrow_c_stream__(requested_schema)
+
+    assert profile(Streamed()).column("dice").values == expected
+    with pytest.raises(InvalidArgument, match="cannot profile an iterable of int"):
+        profile([1, 2])
+    with pytest.raises(InvalidArgument, match="no such file"):
+        profile("/nonexistent/data.parquet")
+
+
+def test_sample_size_zero_keeps_no_sample() -> None:
+    result = profile(_table(1000), sample_size=0)
+    assert all(c.sample is None for c in result.columns.values())
+
+
+def test_small_batches_are_gathered_and_must_agree() -> None:
+    table = _table(3000)
+    small = pa.Table.from_batches(table.to_batches(max_chunksize=100))
+    assert profile(small).column("dice").values == profile(table).column("dice").values
+    batches = [
+        pa.record_batch({"x": [1.0, 2.0]}),
+        pa.record_batch({"x": ["a", "b"]}),
+    ]
+    with pytest.raises(InvalidArgument, match="column 'x' changed type within the data"):
+        profile(batches)
+    with pytest.raises(InvalidArgument, match="column 'x' is missing"):
+        profile([pa.record_batch({"x": [1.0]}), pa.record_batch({"y": [1.0]})])
+
+
+def test_sample_shapes_coarse_bins_of_heavy_tails() -> None:
+    # one outlier coarsens the grid until the bulk sits in a few bins; the sample's points
+    # inside those bins still place the quantiles and the cdf
+    rng = np.random.default_rng(10)
+    values = np.append(rng.normal(0, 1, 200_000), 1e9)
+    column = profile(pa.table({"x": values}), sample_size=5000).column("x")
+    assert column.histogram is not None and column.histogram.width >= 2**14
+    q = np.array([0.1, 0.25, 0.5, 0.75, 0.9])
+    truth = np.quantile(values, q)
+    assert np.max(np.abs(column.histogram.quantile(q) - truth)) > 1000  # the bare grid
+    np.testing.assert_allclose(column.quantile(q), truth, atol=0.1)
+    np.testing.assert_allclose(column.cdf(truth), q, atol=0.02)
+    assert float(column.cdf(2e9)) == 1.0 and float(column.cdf(-1e6)) == 0.0
+    counts = column.rebin(np.array([-1.0, 0.0, 1.0]))
+    assert counts.sum() == pytest.approx(len(values))
+    np.testing.assert_allclose(counts / len(values), [0.5, 0.5], atol=0.02)
+
+
+def test_cdf_from_tracked_values_is_exact() -> None:
+    column = profile(pa.table({"x": [1, 2, 2, 3, None]})).column("x")
+    np.testing.assert_allclose(column.cdf([0.5, 1, 2, 2.5, 3, 9]), [0, 0.25, 0.75, 0.75, 1, 1])
+
+
+@pytest.mark.parametrize(("distinct", "copies"), [(1010, 100), (3000, 40)])
+def test_distinct_of_repeated_values(distinct: int, copies: int) -> None:
+    values = np.tile(np.random.default_rng(11).random(distinct), copies)
+    column = profile(pa.table({"x": values}), chunk_rows=30_000).column("x")
+    assert column.values is None and not column.distinct_exact
+    assert column.distinct is not None
+    if distinct < 1024:  # fewer distinct hashes than the sketch holds: counted exactly
+        assert column.distinct == distinct
+    else:
+        assert abs(column.distinct - distinct) / distinct < 0.1

@@ -354,3 +354,8 @@ def _duration(seconds: int) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+from plinth.cli.monitors_report import report as _report  # noqa: E402
+
+monitors_app.command("report")(_report)

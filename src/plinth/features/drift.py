@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
@@ -180,7 +181,7 @@ def judge(
             if isinstance(chosen, str):
                 return {"reference": None, "reason": chosen, "profile": profile_id}
             described, commits, profile_ids = chosen
-            merged = _merged(conn, profile_ids)
+            merged = _in_order_of(current, _merged(conn, profile_ids))
         from plinth.stats.drift import drift_report
 
         report = drift_report(merged, current, preset=reference.preset)
@@ -206,6 +207,14 @@ def _merged(conn: Connection, profile_ids: list[int]) -> TableProfile:
     for other in loaded[1:]:
         merged = merged.merge(other)
     return merged
+
+
+def _in_order_of(current: TableProfile, reference: TableProfile) -> TableProfile:
+    """``reference`` with its columns in ``current``'s order (the group's features), so the
+    verdict lists them as the group does; stored profiles load in name order."""
+    first = [n for n in current.columns if n in reference.columns]
+    ordered = first + [n for n in reference.columns if n not in current.columns]
+    return replace(reference, columns={n: reference.columns[n] for n in ordered})
 
 
 def dump_verdict(verdict: dict[str, Any] | None) -> str | None:

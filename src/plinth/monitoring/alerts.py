@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, insert, select, update
 
+from plinth.monitoring.rows import read_json
 from plinth.monitoring.types import PERFORMANCE_KINDS, Monitor
 from plinth.store.engine import Store
 from plinth.store.schema import alerts, monitor_evaluations, monitors
@@ -330,7 +331,7 @@ def _deliveries() -> Any:
 
 
 def _delivery(row: Mapping[str, Any]) -> PendingDelivery:
-    stored = _json(row["result"])
+    stored = read_json(row["result"])
     report = stored.get("result")
     body = payload(row, row, report if isinstance(report, dict) else {})
     return PendingDelivery(int(row["id"]), row["name"], row["webhook_url"], body, row["attempts"])
@@ -368,13 +369,3 @@ def deliver(store: Store, alert_id: int, policy: WebhookPolicy, **post_options: 
     return record_delivery(
         store, alert_id, post(found.url, found.body, policy, **post_options), policy
     )
-
-
-def _json(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -247,8 +247,7 @@ def _feature_drift(data: MonitoringData, monitor: Monitor, commit: int | None) -
         event = int(row.commit_version)
         where = f"feature group {name} v{version} commit {event}"
         if spec.reference in ("training", "group", "") and row.drift:
-            verdict = json.loads(row.drift)
-            return _feature_outcome(where, verdict, spec, event, None, None)
+            return _stored_verdict(where, json.loads(row.drift), spec, event)
         current_id = _commit_profile(conn, name, version, event)
         if current_id is None:
             return CheckOutcome("skipped", f"skipped: {where} has no stored profile", event=event)
@@ -266,6 +265,20 @@ def _feature_drift(data: MonitoringData, monitor: Monitor, commit: int | None) -
     return _feature_outcome(where, verdict, spec, event, ref_id, current_id)
 
 
+def _stored_verdict(
+    where: str, verdict: dict[str, Any], spec: MonitorSpec, event: int
+) -> CheckOutcome:
+    """The verdict drift on write stored with the commit (``plinth.features.drift``):
+    checked, without a reference (``reason``) or failed (``error``)."""
+    current = verdict.get("profile")
+    references = verdict.get("reference_profiles") or []
+    reference = references[0] if len(references) == 1 else None
+    if "columns" not in verdict:
+        why = verdict.get("error") or verdict.get("reason") or "no drift verdict was stored"
+        return CheckOutcome("skipped", f"skipped: {where}: {why}", _plain(verdict), event=event)
+    return _feature_outcome(where, verdict, spec, event, reference, current)
+
+
 def _feature_outcome(
     where: str,
     verdict: dict[str, Any],
@@ -274,7 +287,7 @@ def _feature_outcome(
     reference_id: int | None,
     current_id: int | None,
 ) -> CheckOutcome:
-    report = DriftReport.from_dict({k: v for k, v in verdict.items() if k != "reference"})
+    report = DriftReport.from_dict(verdict)  # a stored verdict has more keys: ignored
     drifted = [c.column for c in report.columns if c.drifted]
     breach = bool(drifted) and report.drifted_share >= spec.max_drifted_share
     against = verdict.get("reference", "its reference")

@@ -42,6 +42,7 @@ from plinth.monitoring.windows import (
     Window,
     iso,
     read_window,
+    read_windows,
     storage_options,
     training_data,
 )
@@ -153,7 +154,7 @@ class MonitoringData:
         end = clock() if now_ms is None else now_ms
         window_ms = window_seconds * 1000
         start = end - windows * window_ms
-        window = read_window(self.store, model_name, mv.version, start, end, meta=True)
+        window = read_windows(self.store, model_name, mv.version, start, end, windows, meta=True)
         with self.store.read() as conn:
             found = read_labels(conn, model_name, start)
         joined = join_labels(window.table, found)
@@ -212,9 +213,10 @@ class MonitoringData:
         max_drifted_share: float | None = None,
         now_ms: int | None = None,
     ) -> InputDrift:
-        """The version's inputs in the prediction log's last ``window_seconds`` (or in batch
-        score job ``score_job``'s input) against its training data, per input column, and
-        its predictions against the training labels. Nothing is stored."""
+        """The version's inputs in the prediction log's last ``window_seconds`` against its
+        training data, per input column, and its predictions against the training labels;
+        with ``score_job``, that batch job's inputs and scores against the training data of
+        the version that scored them. Nothing is stored."""
         mv = self.model_version(model_name, version)
         return self.drift(
             mv, window_seconds=window_seconds, preset=preset, columns=columns,
@@ -237,6 +239,10 @@ class MonitoringData:
         """``input_drift`` for a resolved version; ``save`` stores the window's profile."""
         if window_seconds < 60:
             raise InvalidArgument(f"window_seconds must be 60 or more, not {window_seconds}")
+        if score_job is not None:  # a job is judged against the version that scored it
+            scored = self._job_version(mv.model_name, score_job)
+            if scored != mv.version:
+                mv = self.registry.get_model_version(mv.model_name, scored)
         what = f"version {mv.version} of {mv.model_name}"
         reference = self.reference(mv)
         if isinstance(reference, str):
@@ -335,6 +341,16 @@ class MonitoringData:
                     created_by=self.access.actor(),
                 )  # fmt: skip
         return subject, current_id, current, window
+
+    def _job_version(self, model_name: str, job_id: int) -> int:
+        sj = score_jobs.c
+        with self.store.read() as conn:
+            found = conn.execute(
+                select(sj.model_version).where(sj.id == job_id, sj.model_name == model_name)
+            ).scalar()
+        if found is None:
+            raise NotFound(f"score job {job_id} of model {model_name!r} not found")
+        return int(found)
 
     def _job_profile(
         self, mv: ModelVersion, job_id: int

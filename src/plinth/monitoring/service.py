@@ -10,22 +10,22 @@ leaves the service, so one broken monitor never stops the scheduler's pass.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, guarded
 from plinth.auth.types import Action, Kind, Level, Role
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound, PlinthError
 from plinth.monitoring import alerts as alerting
+from plinth.monitoring import rows as stored
 from plinth.monitoring import validation
 from plinth.monitoring.alerts import WebhookPolicy
 from plinth.monitoring.types import (
@@ -46,10 +46,12 @@ from plinth.store.sql import (
     decode_page_token,
     encode_page_token,
     now_ms,
-    opt_datetime,
     to_datetime,
 )
 from plinth.tracking.types import Page
+
+if TYPE_CHECKING:
+    from plinth.monitoring.data import MonitoringData
 
 log = logging.getLogger("plinth.monitoring")
 
@@ -81,21 +83,21 @@ Evaluator = Callable[..., Outcome]
 EventFinder = Callable[[Any, Monitor], "int | None"]
 
 
-def _checks() -> Any:
-    # looked up when first used: the checks load the statistics stack (scipy, pyarrow)
-    return importlib.import_module("plinth.monitoring.checks")
+def default_evaluator(
+    data: MonitoringData, monitor: Monitor, *, now_ms: int, trigger: str
+) -> Outcome:
+    """``plinth.monitoring.checks.evaluate`` (imported when first used: the checks load
+    the statistics stack)."""
+    from plinth.monitoring.checks import evaluate
+
+    return evaluate(data, monitor, now_ms=now_ms, trigger=trigger)
 
 
-def default_evaluator(data: Any, monitor: Monitor, *, now_ms: int, trigger: str) -> Outcome:
-    """``plinth.monitoring.checks.evaluate``."""
-    found: Outcome = _checks().evaluate(data, monitor, now_ms=now_ms, trigger=trigger)
-    return found
-
-
-def default_newest_event(data: Any, monitor: Monitor) -> int | None:
+def default_newest_event(data: MonitoringData, monitor: Monitor) -> int | None:
     """``plinth.monitoring.checks.newest_event``."""
-    found: int | None = _checks().newest_event(data, monitor)
-    return found
+    from plinth.monitoring.checks import newest_event
+
+    return newest_event(data, monitor)
 
 
 class MonitorService:
@@ -106,7 +108,7 @@ class MonitorService:
     def __init__(
         self,
         store: Store,
-        data: Any = None,
+        data: MonitoringData | None = None,
         *,
         evaluator: Evaluator | None = None,
         newest_event: EventFinder | None = None,
@@ -162,9 +164,9 @@ class MonitorService:
             updated_at=to_datetime(at),
         )
         with self.store.write() as conn:
-            if _row(conn, name) is not None:
+            if stored.row_of(conn, name) is not None:
                 raise AlreadyExists(f"monitor {name!r} already exists")
-            conn.execute(insert(monitors).values(_columns(made)))
+            conn.execute(insert(monitors).values(stored.columns_of(made)))
             self.access.on_created(conn, Kind.MONITOR, name)
         return made
 
@@ -172,7 +174,7 @@ class MonitorService:
     @guarded(Action.READ, Kind.MONITOR, "name")
     def get_monitor(self, name: str) -> Monitor:
         with self.store.read() as conn:
-            return self._shown(_load(conn, name))
+            return self._shown(stored.load(conn, name))
 
     @endpoint("GET", "/monitors")
     @guarded()
@@ -195,7 +197,7 @@ class MonitorService:
             query = query.where(monitors.c.name.in_(visible))
         with self.store.read() as conn:
             rows = conn.execute(query.offset(offset).limit(limit + 1)).all()
-        items = [self._shown(_monitor(row)) for row in rows[:limit]]
+        items = [self._shown(stored.monitor_of(row)) for row in rows[:limit]]
         return Page(items, encode_page_token(offset + limit) if len(rows) > limit else None)
 
     @endpoint("POST", "/monitors/{name}")
@@ -214,7 +216,7 @@ class MonitorService:
         still be run by hand), the whole ``spec``, ``schedule_seconds`` (0: not scheduled),
         ``on_event``, ``webhook_url`` ("": none) and ``cooldown_seconds``."""
         with self.store.read() as conn:
-            found = _load(conn, name)
+            found = stored.load(conn, name)
         kind, target = found.kind, found.target
         fields: dict[str, Any] = {}
         if enabled is not None:
@@ -231,12 +233,14 @@ class MonitorService:
         if cooldown_seconds is not None:
             fields["cooldown_seconds"] = validation.check_cooldown(cooldown_seconds)
         with self.store.write() as conn:
-            _lock(conn, name)
-            before = _load(conn, name)
+            stored.lock(conn, name)
+            before = stored.load(conn, name)
             if not fields:
                 return self._shown(before)
             after = replace(before, **fields, updated_at=to_datetime(now_ms()))
-            conn.execute(update(monitors).where(monitors.c.name == name).values(_columns(after)))
+            conn.execute(
+                update(monitors).where(monitors.c.name == name).values(stored.columns_of(after))
+            )
         return self._shown(after)
 
     @endpoint("DELETE", "/monitors/{name}")
@@ -244,8 +248,8 @@ class MonitorService:
     def delete_monitor(self, name: str) -> None:
         """Delete a monitor with its evaluations and alerts (owner or admin)."""
         with self.store.write() as conn:
-            _lock(conn, name)
-            _load(conn, name)
+            stored.lock(conn, name)
+            stored.load(conn, name)
             conn.execute(delete(alerts).where(alerts.c.monitor == name))
             conn.execute(delete(monitor_evaluations).where(monitor_evaluations.c.monitor == name))
             conn.execute(delete(monitors).where(monitors.c.name == name))
@@ -261,7 +265,7 @@ class MonitorService:
         stored and returned; a breach alerts (cooldown allowing) and its webhook is tried
         within the delivery budget before the answer (the scheduler retries it later)."""
         with self.store.read() as conn:
-            monitor = _load(conn, name)
+            monitor = stored.load(conn, name)
         return self.evaluate(monitor, "manual")
 
     @endpoint("GET", "/monitors/{name}/evaluations")
@@ -285,10 +289,10 @@ class MonitorService:
             query = query.where(e.status == status)
         query = query.order_by(e.at.desc(), e.id.desc()).offset(offset).limit(limit + 1)
         with self.store.read() as conn:
-            _load(conn, name)
+            stored.load(conn, name)
             rows = conn.execute(query).all()[: limit + 1]
-            raised = _alerts_of(conn, [row.id for row in rows[:limit]])
-        items = [_evaluation(row, raised.get(row.id)) for row in rows[:limit]]
+            raised = stored.alerts_of(conn, [row.id for row in rows[:limit]])
+        items = [stored.evaluation_of(row, raised.get(row.id)) for row in rows[:limit]]
         return Page(items, encode_page_token(offset + limit) if len(rows) > limit else None)
 
     # -- alerts ----------------------------------------------------------------------------
@@ -318,7 +322,7 @@ class MonitorService:
             query = query.where(a.monitor.in_(visible))
         with self.store.read() as conn:
             rows = conn.execute(query.offset(offset).limit(limit + 1)).all()
-        items = [_alert(row) for row in rows[:limit]]
+        items = [stored.alert_of(row) for row in rows[:limit]]
         return Page(items, encode_page_token(offset + limit) if len(rows) > limit else None)
 
     @endpoint("POST", "/alerts/{alert_id}/ack")
@@ -327,7 +331,7 @@ class MonitorService:
         """Mark an alert seen (WRITE on its monitor); one acknowledged already stays as it
         was, with its first acknowledger."""
         with self.store.write() as conn:
-            row = _alert_row(conn, alert_id)
+            row = stored.alert_row(conn, alert_id)
             if row.status != "acknowledged":
                 conn.execute(
                     update(alerts)
@@ -338,8 +342,8 @@ class MonitorService:
                         acknowledged_at=now_ms(),
                     )
                 )
-                row = _alert_row(conn, alert_id)
-        return _alert(row)
+                row = stored.alert_row(conn, alert_id)
+        return stored.alert_of(row)
 
     @endpoint("POST", "/monitor-scheduler/tick")
     @guarded(role=Role.ADMIN)
@@ -357,7 +361,7 @@ class MonitorService:
         """Every enabled monitor (the scheduler's view), by name."""
         query = select(monitors).where(monitors.c.enabled.is_(True)).order_by(monitors.c.name)
         with self.store.read() as conn:
-            return [_monitor(row) for row in conn.execute(query)]
+            return [stored.monitor_of(row) for row in conn.execute(query)]
 
     def evaluate(self, monitor: Monitor, trigger: str, event: int | None = None) -> Evaluation:
         """Run the monitor's check now and store what it found (``event``: the commit /
@@ -372,8 +376,8 @@ class MonitorService:
         suppressed_by: int | None = None
         key = ""
         with self.store.write() as conn:
-            _lock(conn, monitor.name)
-            current = _load(conn, monitor.name)  # deleted meanwhile: NotFound
+            stored.lock(conn, monitor.name)
+            current = stored.load(conn, monitor.name)  # deleted meanwhile: NotFound
             if found.status == "breach":
                 key = alerting.dedup_key(current, found.result)
                 suppressed_by = alerting.standing_alert(conn, current, key, at)
@@ -516,105 +520,6 @@ def _newest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-# -- rows --------------------------------------------------------------------------------------
-
-
-def _row(conn: Connection, name: str) -> Any:
-    return conn.execute(select(monitors).where(monitors.c.name == name)).first()
-
-
-def _lock(conn: Connection, name: str) -> None:
-    # an evaluation's dedup check and an update take turns on the monitor (a PostgreSQL
-    # row lock; SQLite's writers already queue)
-    conn.execute(select(monitors.c.name).where(monitors.c.name == name).with_for_update())
-
-
-def _load(conn: Connection, name: str) -> Monitor:
-    row = _row(conn, name)
-    if row is None:
-        raise NotFound(f"monitor {name!r} does not exist")
-    return _monitor(row)
-
-
-_SPEC_FIELDS = set(MonitorSpec.__dataclass_fields__)
-
-
-def _monitor(row: Any) -> Monitor:
-    config = json.loads(row.config or "{}")
-    # read tolerantly: a field a newer replica added does not make the monitor unreadable
-    spec = _SPEC.validate_python({k: v for k, v in config.items() if k in _SPEC_FIELDS})
-    return Monitor(
-        name=row.name,
-        kind=row.kind,
-        target=row.target,
-        spec=spec,
-        schedule_seconds=row.schedule_seconds,
-        on_event=bool(row.on_event),
-        webhook_url=row.webhook_url,
-        cooldown_seconds=int(row.cooldown_seconds),
-        enabled=bool(row.enabled),
-        owner=row.owner,
-        created_at=to_datetime(row.created_at),
-        updated_at=to_datetime(row.updated_at),
-        last_run_at=opt_datetime(row.last_run_at),
-        last_event=row.last_event,
-    )
-
-
-def _columns(monitor: Monitor) -> dict[str, Any]:
-    return {
-        "name": monitor.name,
-        "kind": monitor.kind,
-        "target": monitor.target,
-        "config": _SPEC.dump_json(monitor.spec).decode(),
-        "schedule_seconds": monitor.schedule_seconds,
-        "on_event": monitor.on_event,
-        "webhook_url": monitor.webhook_url,
-        "cooldown_seconds": monitor.cooldown_seconds,
-        "enabled": monitor.enabled,
-        "owner": monitor.owner,
-        "created_at": _ms(monitor.created_at),
-        "updated_at": _ms(monitor.updated_at),
-    }
-
-
-def _evaluation(row: Any, alert_id: int | None) -> Evaluation:
-    stored = alerting._json(row.result)
-    result = stored.get("result")
-    return Evaluation(
-        id=int(row.id),
-        monitor=row.monitor,
-        at=to_datetime(row.at),
-        status=row.status,
-        trigger=row.trigger,
-        summary=str(stored.get("summary", "")),
-        result=result if isinstance(result, dict) else {},
-        reference_profile=row.reference_profile,
-        current_profile=row.current_profile,
-        event=stored.get("event"),
-        alert_id=alert_id,
-        suppressed_by=stored.get("suppressed_by"),
-    )
-
-
-def _alerts_of(conn: Connection, evaluation_ids: list[int]) -> dict[int, int]:
-    if not evaluation_ids:
-        return {}
-    rows = conn.execute(
-        select(alerts.c.evaluation_id, alerts.c.id).where(
-            alerts.c.evaluation_id.in_(evaluation_ids)
-        )
-    )
-    return {int(r.evaluation_id): int(r.id) for r in rows}
-
-
-def _alert_row(conn: Connection, alert_id: int) -> Any:
-    row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).first()
-    if row is None:
-        raise NotFound(f"alert {alert_id} does not exist")
-    return row
-
-
 def _may_change_alert(access: Access, arguments: dict[str, Any]) -> None:
     """write on the alert's monitor"""
     alert_id = arguments["alert_id"]
@@ -626,25 +531,3 @@ def _may_change_alert(access: Access, arguments: dict[str, Any]) -> None:
         access.require(Action.WRITE, Kind.MONITOR, str(monitor), repr(str(monitor)))
     except NotFound:  # in the words used for an alert that is not there
         raise NotFound(f"alert {alert_id} does not exist") from None
-
-
-def _alert(row: Any) -> Alert:
-    return Alert(
-        id=int(row.id),
-        monitor=row.monitor,
-        evaluation_id=int(row.evaluation_id),
-        at=to_datetime(row.at),
-        severity=row.severity,
-        message=row.message,
-        status=row.status,
-        delivery=row.delivery,
-        attempts=int(row.attempts),
-        last_error=row.last_error,
-        acknowledged_by=row.acknowledged_by,
-        acknowledged_at=opt_datetime(row.acknowledged_at),
-        dedup_key=row.dedup_key,
-    )
-
-
-def _ms(at: Any) -> int:
-    return int(at.timestamp() * 1000)

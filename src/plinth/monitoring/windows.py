@@ -23,6 +23,8 @@ from sqlalchemy import select
 from plinth.store.schema import predictions
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from plinth.features.service import FeatureService
     from plinth.registry.types import ModelVersion
     from plinth.store.engine import Store
@@ -77,29 +79,61 @@ def read_window(
     """The logged predictions of ``model`` (one version, or all) made in [start, end), the
     newest ``max_rows`` of them; with ``meta`` also each one's request id, row within its
     request and time (``__request_id``, ``__row``, ``__at``), for joining labels."""
+    return read_windows(store, model, version, start, end, 1, max_rows=max_rows, meta=meta)
+
+
+def read_windows(
+    store: Store,
+    model: str,
+    version: int | None,
+    start: int,
+    end: int,
+    windows: int,
+    *,
+    max_rows: int = MAX_WINDOW_ROWS,
+    meta: bool = False,
+) -> Window:
+    """``read_window`` of [start, end) cut in ``windows`` equal windows, each bounded on its
+    own (``max_rows`` shared out), so a busy recent day does not push older days out."""
+    width = (end - start) // windows
+    each = max(max_rows // windows, 1)
+    reader = _Reader(meta)
+    capped = False
+    with store.read() as conn:
+        for i in reversed(range(windows)):  # newest first, as within a window
+            low = start + i * width
+            high = end if i == windows - 1 else low + width
+            capped |= _read(conn, _query(model, version, low, high), reader, each)
+    return Window(reader.table(), start, end, reader.requests, capped)
+
+
+def _query(model: str, version: int | None, start: int, end: int) -> Any:
     p = predictions.c
     query = (
         select(p.request_id, p.at, p.inputs, p.outputs, p.rows)
         .where(p.model_name == model, p.at >= start, p.at < end)
         .order_by(p.at.desc(), p.id.desc())
     )
-    if version is not None:
-        query = query.where(p.model_version == version)
-    reader = _Reader(meta)
-    capped = False
-    with store.read() as conn:
-        result = conn.execute(query)
-        while not capped:
+    return query if version is None else query.where(p.model_version == version)
+
+
+def _read(conn: Connection, query: Any, reader: _Reader, max_rows: int) -> bool:
+    """Add the query's requests to ``reader`` up to ``max_rows`` more predictions; True
+    when some were left out."""
+    limit = reader.rows + max_rows
+    first = reader.rows
+    result = conn.execute(query)
+    try:
+        while True:
             batch = result.fetchmany(_FETCH)
             if not batch:
-                break
-            for row in batch:
-                if reader.rows + int(row.rows) > max_rows and reader.rows:
-                    capped = True
-                    break
-                reader.add(row.request_id, int(row.at), row.inputs, row.outputs, int(row.rows))
+                return False
+            for request_id, at, inputs, outputs, rows in batch:  # tuples: cheaper than names
+                if reader.rows + rows > limit and reader.rows > first:
+                    return True
+                reader.add(request_id, at, inputs, outputs, rows)
+    finally:
         result.close()
-    return Window(reader.table(), start, end, reader.requests, capped)
 
 
 class _Reader:
@@ -117,18 +151,20 @@ class _Reader:
 
     def add(self, request_id: str, at: int, inputs: str, outputs: str, rows: int) -> None:
         decoded: dict[str, list[Any]] = orjson.loads(inputs)
+        columns = self.columns
         for name, values in decoded.items():
-            column = self.columns.get(name)
+            column = columns.get(name)
             if column is None:
-                column = self.columns[name] = [None] * self.rows
+                column = columns[name] = [None] * self.rows
             column.extend(values if isinstance(values, list) else [values] * rows)
         out = orjson.loads(outputs)
         self.outputs.extend(out if isinstance(out, list) else [out] * rows)
         self.rows += rows
         self.requests += 1
-        for column in self.columns.values():
-            if len(column) < self.rows:
-                column.extend([None] * (self.rows - len(column)))
+        if len(decoded) != len(columns):  # columns this request lacks: nulls
+            for column in columns.values():
+                if len(column) < self.rows:
+                    column.extend([None] * (self.rows - len(column)))
         if self.meta:
             self.ids.extend([request_id] * rows)
             self.positions.extend(range(rows))

@@ -25,6 +25,7 @@ from plinth.features.lookup import OnlineResponse
 from plinth.features.service import FeatureService
 from plinth.features.serving import OnlineFeatureService, online_json
 from plinth.features.store import FeatureStore
+from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.service import MonitorService
 from plinth.registry.service import RegistryService
 from plinth.server.abtest_data import mount_abtest_data
@@ -126,7 +127,12 @@ def create_app(
     mount_abtest_data(app, abtests)
     if background and settings.abtest_controller_seconds > 0 and abtests.store is not None:
         _run_controller(app, abtests, settings.abtest_controller_seconds)
-    monitoring = MonitorService(getattr(tracking, "store", None))  # type: ignore[arg-type]
+    monitoring_data = MonitoringData(
+        getattr(tracking, "store", None),  # type: ignore[arg-type]
+        registry,
+        features,
+    )
+    monitoring = MonitorService(monitoring_data.store, monitoring_data)
     if background and settings.monitor_loop_seconds > 0 and monitoring.store is not None:
         _run_monitor_scheduler(app, monitoring, settings.monitor_loop_seconds)
     services = (
@@ -138,6 +144,7 @@ def create_app(
         (locations, "stores"),
         (auth, "auth"),
         (abtests, "abtests"),
+        (monitoring_data, "monitoring"),
         (monitoring, "monitoring"),
     )
     for service, tag in services:

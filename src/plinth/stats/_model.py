@@ -6,14 +6,14 @@ import base64
 import heapq
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import numpy as np
 
 from plinth.errors import InvalidArgument
 from plinth.stats import _sketch
-from plinth.stats._histogram import Histogram
+from plinth.stats._histogram import Histogram, refined_cdf, refined_quantile
 
 Kind = Literal["numeric", "categorical", "temporal", "other"]
 KINDS: tuple[Kind, ...] = ("numeric", "categorical", "temporal", "other")
@@ -24,7 +24,16 @@ DECILES = [i / 10 for i in range(11)]
 
 @dataclass
 class ColumnProfile:
-    """Mergeable statistics of one column; see ``plinth.stats.profile`` for the fields."""
+    """Mergeable statistics of one column (more in ``plinth.stats.profile``).
+
+    ``count`` rows with nulls; ``nulls`` nulls and NaN; ``infinite`` +-inf; ``mean``, ``m2``
+    (sum of squared deviations), ``min``, ``max`` and ``histogram`` of the finite values
+    (numeric, temporal in epoch seconds); ``values`` exact counts of the non-null values
+    while tracked (keys str(int), repr(float), str(decimal), "true"/"false", str), else
+    None; ``other`` categorical values beyond the tracked ones; ``sample`` a uniform sample
+    without replacement of the non-null values (at most ``sample_size``); ``sketch`` the
+    KMV hashes once distinct values are no longer exact.
+    """
 
     name: str
     kind: Kind
@@ -77,7 +86,8 @@ class ColumnProfile:
 
     def quantile(self, q: Any) -> np.ndarray:
         """Quantiles of the finite values: exact (numpy's linear) from tracked values, else
-        from the histogram (linear inside a bin), always within [min, max]."""
+        from the histogram, inside a bin linear or shaped by the sample's points there
+        (``refined_quantile``); always within [min, max] and the right bin."""
         share = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
         if self.min is None or self.max is None:
             return np.full(share.shape, np.nan)
@@ -85,9 +95,36 @@ class ColumnProfile:
             result = _exact_quantile(self.values, share)
         else:
             assert self.histogram is not None
-            result = self.histogram.quantile(share)
+            result = refined_quantile(self.histogram, self._finite_sample(), share)
         clipped: np.ndarray = np.clip(result, self.min, self.max)
         return clipped
+
+    def cdf(self, x: Any) -> np.ndarray:
+        """Share of the finite values at or below ``x``: the histogram's, inside a bin
+        shaped by the sample's points there (heavy tails, outliers); exact when tracked."""
+        points = np.asarray(x, dtype=np.float64)
+        if self.values is not None and self.kind != "categorical":
+            return _exact_cdf(self.values, points)
+        if self.histogram is None:
+            return np.full(points.shape, np.nan)
+        return refined_cdf(self.histogram, self._finite_sample(), points)
+
+    def rebin(self, edges: Any, clip: bool = True) -> np.ndarray:
+        """Counts of the finite values in the ``len(edges) - 1`` bins of ``edges`` (from
+        ``cdf``: bins closed on the right, so shaped like it); ``clip`` as ``Histogram.rebin``."""
+        bounds = np.asarray(edges, dtype=np.float64)
+        mass = np.nan_to_num(self.cdf(bounds)) * self.finite
+        counts: np.ndarray = np.diff(mass)
+        if clip and len(counts):
+            counts[0] += mass[0]
+            counts[-1] += self.finite - mass[-1]
+        return counts
+
+    def _finite_sample(self) -> np.ndarray:
+        if self.sample is None or self.kind == "categorical":
+            return np.empty(0)
+        numbers = np.asarray(self.sample, dtype=np.float64)
+        return np.sort(numbers[np.isfinite(numbers)])
 
     def top(self, k: int = 10) -> list[tuple[str, int]]:
         """The ``k`` most frequent tracked values, ties in order of value."""
@@ -98,10 +135,11 @@ class ColumnProfile:
     def merge(self, other: ColumnProfile, rng: np.random.Generator | None = None) -> ColumnProfile:
         left, right = self, other
         if left.kind != right.kind:
-            if _untyped(left):
-                return right
-            if _untyped(right):
-                return left
+            if _untyped(left) or _untyped(right):
+                typed, untyped = (right, left) if _untyped(left) else (left, right)
+                return replace(
+                    typed, count=typed.count + untyped.count, nulls=typed.nulls + untyped.nulls
+                )
             raise InvalidArgument(
                 f"column {left.name!r} changed type: {left.dtype} in one profile, "
                 f"{right.dtype} in the other"
@@ -126,7 +164,7 @@ class ColumnProfile:
             "nulls": self.nulls,
             "infinite": self.infinite,
             "mean": self.mean,
-            "m2": self.m2,
+            "m2": self.m2 if math.isfinite(self.m2) else None,  # strict JSON: None = overflowed
             "min": self.min,
             "max": self.max,
             "histogram": None if self.histogram is None else self.histogram.to_dict(),
@@ -152,7 +190,7 @@ class ColumnProfile:
             nulls=int(data["nulls"]),
             infinite=int(data.get("infinite", 0)),
             mean=_optional_float(data.get("mean")),
-            m2=float(data.get("m2", 0.0)),
+            m2=math.inf if data.get("m2", 0.0) is None else float(data.get("m2", 0.0)),
             min=_optional_float(data.get("min")),
             max=_optional_float(data.get("max")),
             histogram=None if histogram is None else Histogram.from_dict(histogram),
@@ -166,6 +204,8 @@ class ColumnProfile:
 
 @dataclass
 class TableProfile:
+    """The profiles of a table's columns, by name; ``rows`` the table's rows."""
+
     rows: int
     columns: dict[str, ColumnProfile]
 
@@ -241,9 +281,11 @@ def _merge_values(merged: ColumnProfile, left: ColumnProfile, right: ColumnProfi
     if merged.kind != "categorical":
         merged.values = None
         return
-    kept = heapq.nlargest(limit, values.items(), key=lambda item: (item[1], item[0]))
-    merged.values = dict(kept)
-    merged.other += sum(values.values()) - sum(merged.values.values())
+    keys = list(values)
+    counts = np.fromiter(values.values(), dtype=np.int64, count=len(keys))
+    kept = np.argpartition(-counts, limit - 1)[:limit]
+    merged.values = {keys[i]: int(counts[i]) for i in kept.tolist()}
+    merged.other += int(counts.sum()) - int(counts[kept].sum())
 
 
 def _sketch_of(column: ColumnProfile) -> np.ndarray | None:
@@ -304,6 +346,18 @@ def _exact_quantile(values: dict[str, int], share: np.ndarray) -> np.ndarray:
     low = numbers[np.searchsorted(ends, below, side="right")]
     high = numbers[np.searchsorted(ends, np.minimum(below + 1, ends[-1] - 1), side="right")]
     return cast(np.ndarray, low + (position - below) * (high - low))
+
+
+def _exact_cdf(values: dict[str, int], points: np.ndarray) -> np.ndarray:
+    pairs = sorted((float(k), n) for k, n in values.items() if math.isfinite(float(k)))
+    if not pairs:
+        return np.full(points.shape, np.nan)
+    numbers = np.array([p[0] for p in pairs])
+    ends = np.cumsum([p[1] for p in pairs])
+    index = np.searchsorted(numbers, points, side="right")
+    below = np.concatenate([[0], ends])[index]
+    share: np.ndarray = below / ends[-1]
+    return share
 
 
 def _optional_float(value: Any) -> float | None:

@@ -37,12 +37,21 @@ def kind_of(dtype: pa.DataType) -> Kind:
         or types.is_large_string(dtype)
         or types.is_dictionary(dtype)
         or types.is_boolean(dtype)
-        or getattr(types, "is_string_view", lambda _: False)(dtype)
+        or _is_string_view(dtype)
     ):
         return "categorical"
     if types.is_timestamp(dtype) or types.is_date(dtype):
         return "temporal"
     return "other"
+
+
+def _is_string_view(dtype: pa.DataType) -> bool:
+    return bool(getattr(pa.types, "is_string_view", lambda _: False)(dtype))
+
+
+def release() -> None:
+    """Drop this thread's scratch buffers."""
+    _local.__dict__.pop("buffers", None)
 
 
 class Scanner:
@@ -64,6 +73,8 @@ class Scanner:
         for chunk in chunks:
             if len(chunk):
                 self.profile = self.profile.merge(self._chunk(chunk), self.rng)
+                if self.profile.histogram is not None:  # merging may have coarsened it
+                    self.width = self.profile.histogram.width
 
     def _chunk(self, array: pa.Array) -> ColumnProfile:
         part = ColumnProfile(
@@ -78,6 +89,8 @@ class Scanner:
         if array.null_count:
             array = pc.drop_null(array)
         if self.kind == "categorical":
+            if _is_string_view(array.type):  # fewer kernels take views
+                array = array.cast(pa.large_string())
             self._categorical(part, array)
         else:
             self._numeric(part, array)
@@ -93,8 +106,9 @@ class Scanner:
             part.values = dict(zip(keys.take(top).to_pylist(), counts[top].tolist(), strict=True))
             part.other = part.valid - int(counts[top].sum())
         k = min(self.sample_size, len(array))
-        picked = array.take(self.rng.choice(len(array), k, replace=False))
-        part.sample = np.array(_texts(picked), dtype=object)
+        if k:
+            picked = array.take(self.rng.choice(len(array), k, replace=False))
+            part.sample = np.array(_texts(picked), dtype=object)
 
     def _numeric(self, part: ColumnProfile, array: pa.Array) -> None:
         numbers = _floats(array)

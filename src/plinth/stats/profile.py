@@ -15,28 +15,40 @@ booleans as "true"/"false"), ``temporal`` (timestamps and dates, as float epoch 
 Histogram: width a power of two, about 1/512 of the first chunk's interquartile range (of
 its sample; the std or the range where that is 0; integers never finer than 1), then doubled
 whenever the range would need more than ``MAX_BINS`` (16,384) bins, so an outlier or a heavy
-tail costs precision, never memory. Quantiles and deciles come from the histogram (linear
-inside a bin, so within one bin width of the truth), exactly from the value counts when a
-numeric column has at most ``MAX_TRACKED`` distinct values.
+tail costs precision, never memory. ``ColumnProfile.quantile``, ``deciles`` and ``cdf``
+come from the histogram, always in the right bin (within one bin width of the truth):
+linear inside a bin, or shaped by the sample's points in it when it holds 20 or more (so
+when an outlier has coarsened the grid until the bulk sits in a few bins, the deciles stay
+close: off by 0.04 instead of 50,000 for 1M normal values and one 1e9); exact from the
+value counts when a numeric column has at most ``MAX_TRACKED`` distinct values. The
+``Histogram``'s own cdf/quantile/rebin stay linear inside a bin.
 
 Distinct values: exact while tracked (categorical up to ``MAX_CATEGORIES``, numeric up to
 ``MAX_TRACKED``); beyond, a K-minimum-values sketch of 1,024 stable 64-bit hashes (relative
 standard error about 3%) that merges. A categorical column beyond ``MAX_CATEGORIES`` keeps
 the most frequent values (counts of values dropped and seen again are lower bounds) and
 counts the rest in ``other``.
+
+Speed (2-core machine, CPU time; wall time about the same when the machine is idle): 1M
+rows x 50 columns (40 float, 10 string with 5-50 categories) about 0.6 s; a 10M-row x
+10-column Delta table about 2.6 s with a peak RSS about 650 MB (1M rows: 375 MB; the
+reader keeps about one file in memory). Each column chunk is a handful of numpy passes
+into per-thread scratch buffers (fresh large arrays cost page faults on every chunk).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, NotFound
 from plinth.stats._histogram import MAX_BINS, Histogram
 from plinth.stats._model import (
     DECILES,
@@ -46,7 +58,7 @@ from plinth.stats._model import (
     Kind,
     TableProfile,
 )
-from plinth.stats._scan import Scanner, kind_of
+from plinth.stats._scan import Scanner, kind_of, release
 
 __all__ = [
     "DECILES",
@@ -74,8 +86,9 @@ def profile(
     seed: int = 0,
 ) -> TableProfile:
     """The profile of ``data``: a pyarrow Table or RecordBatch, a pandas DataFrame, a
-    RecordBatchReader or any iterable of RecordBatches, or the path of a Parquet file or
-    directory. Read in chunks of ``chunk_rows``; columns run in parallel threads."""
+    RecordBatchReader or any iterable of RecordBatches, any object with Arrow's stream
+    protocol (polars, DuckDB), or the path of a Parquet file or directory. Read in chunks of
+    ``chunk_rows``; columns run in parallel threads. ``seed`` fixes the samples."""
     if chunk_rows < 1 or sample_size < 0:
         raise InvalidArgument(
             f"chunk_rows must be >= 1 and sample_size >= 0, not {chunk_rows} and {sample_size}"
@@ -85,16 +98,40 @@ def profile(
     scanners = [Scanner(n, schema.field(n).type, sample_size, seed) for n in names]
     rows = 0
     workers = min(os.cpu_count() or 1, len(scanners))
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+    groups = [scanners[i::workers] for i in range(workers)]
+    threads = [ThreadPoolExecutor(max_workers=1) for _ in groups]
+    pending: deque[list[Future[None]]] = deque()
+    try:
         for batch in batches:
+            _check_schema(batch.schema, schema, names)
             rows += batch.num_rows
-            arrays = [batch.column(n) for n in names]
-            if workers > 1 and batch.num_rows * len(names) >= _PARALLEL_MIN_CELLS:
-                list(pool.map(Scanner.add, scanners, arrays))
-            else:
-                for scanner, array in zip(scanners, arrays, strict=True):
-                    scanner.add(array)
+            if workers < 2 or batch.num_rows * len(names) < _PARALLEL_MIN_CELLS:
+                _wait(pending, 0)
+                _feed(scanners, batch)
+                continue
+            # one thread per group of columns, each in chunk order, no barrier between
+            # chunks: a thread that falls behind catches up while at most 2 chunks wait
+            pending.append(
+                [t.submit(_feed, g, batch) for t, g in zip(threads, groups, strict=True)]
+            )
+            _wait(pending, 2)
+        _wait(pending, 0)
+    finally:
+        for thread in threads:
+            thread.shutdown(cancel_futures=True)
+    release()
     return TableProfile(rows, {s.profile.name: s.profile for s in scanners})
+
+
+def _feed(scanners: list[Scanner], batch: pa.RecordBatch) -> None:
+    for scanner in scanners:
+        scanner.add(batch.column(scanner.profile.name))
+
+
+def _wait(pending: deque[list[Future[None]]], keep: int) -> None:
+    while len(pending) > keep:
+        for future in pending.popleft():
+            future.result()
 
 
 def profile_delta(
@@ -108,12 +145,14 @@ def profile_delta(
     seed: int = 0,
 ) -> TableProfile:
     """The profile of a Delta table (at ``version``), its batches streamed from storage."""
-    from deltalake import DeltaTable
-
-    table = DeltaTable(uri, version=version, storage_options=storage_options)
+    table = _delta_table(uri, version, storage_options)
     dataset = table.to_pyarrow_dataset()
     _selected(dataset.schema, columns)
-    batches = dataset.to_batches(columns=columns, batch_size=chunk_rows)
+    # one file at a time, a few batches ahead: peak memory follows the row group size, not
+    # the table's (the defaults read 4 files and 16 batches ahead: about twice the memory)
+    batches = dataset.to_batches(
+        columns=columns, batch_size=chunk_rows, fragment_readahead=1, batch_readahead=4
+    )
     return profile(
         _Stream(dataset.schema, batches),
         columns,
@@ -121,6 +160,20 @@ def profile_delta(
         chunk_rows=chunk_rows,
         seed=seed,
     )
+
+
+def _delta_table(uri: str, version: int | None, storage_options: dict[str, str] | None) -> Any:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError, TableNotFoundError
+
+    try:
+        return DeltaTable(uri, version=version, storage_options=storage_options)
+    except TableNotFoundError as error:
+        raise NotFound(f"no Delta table at {uri!r}") from error
+    except DeltaError as error:
+        if version is None:
+            raise
+        raise NotFound(f"no version {version} of the Delta table at {uri!r}: {error}") from error
 
 
 class _Stream:
@@ -132,6 +185,19 @@ class _Stream:
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return iter(self.batches)
+
+
+def _check_schema(found: pa.Schema, expected: pa.Schema, names: list[str]) -> None:
+    if found is expected or found.equals(expected):
+        return
+    for name in names:
+        if name not in found.names:
+            raise InvalidArgument(f"column {name!r} is missing from a batch of the data")
+        was, now = expected.field(name).type, found.field(name).type
+        if was != now:
+            raise InvalidArgument(
+                f"column {name!r} changed type within the data: {was}, then {now}"
+            )
 
 
 def _selected(schema: pa.Schema, columns: list[str] | None) -> list[str]:
@@ -150,13 +216,19 @@ def _batches(
     if isinstance(data, str | Path):
         return _parquet(Path(data), columns, chunk_rows)
     if isinstance(data, pa.Table):
-        return data.schema, _split(data.to_batches(max_chunksize=chunk_rows), chunk_rows)
+        return data.schema, _split(data.to_batches(), chunk_rows)
     if isinstance(data, pa.RecordBatch):
         return data.schema, _split([data], chunk_rows)
     if isinstance(data, pa.RecordBatchReader | _Stream):
         return data.schema, _split(data, chunk_rows)
     if _is_dataframe(data):
+        if columns is not None:  # convert only the columns asked for
+            _selected(pa.schema([(str(c), pa.null()) for c in data.columns]), columns)
+            data = data[columns]
         return _pandas(data, chunk_rows)
+    if hasattr(data, "__arrow_c_stream__"):  # polars, DuckDB, ...: Arrow's stream protocol
+        reader = pa.RecordBatchReader.from_stream(data)
+        return reader.schema, _split(reader, chunk_rows)
     if isinstance(data, Iterable):
         return _first_schema(iter(data), chunk_rows)
     raise InvalidArgument(
@@ -166,12 +238,34 @@ def _batches(
 
 
 def _split(batches: Iterable[pa.RecordBatch | pa.Table], rows: int) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        if isinstance(batch, pa.Table):
-            yield from batch.to_batches(max_chunksize=rows)
-            continue
-        for start in range(0, batch.num_rows, rows):
-            yield batch.slice(start, rows)
+    """Batches of about ``rows`` rows: large ones sliced (no copy), small ones gathered
+    into one (a copy of at most ``rows`` rows): each batch costs a fixed overhead per column."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for item in batches:
+        pieces = item.to_batches() if isinstance(item, pa.Table) else [item]
+        for batch in pieces:
+            if size and size + batch.num_rows > rows:
+                yield _joined(pending)
+                pending, size = [], 0
+            for start in range(0, batch.num_rows, rows):
+                piece = batch.slice(start, rows)
+                if piece.num_rows >= rows:
+                    yield piece
+                else:
+                    pending.append(piece)
+                    size += piece.num_rows
+    if pending:
+        yield _joined(pending)
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0].schema
+    for batch in batches[1:]:
+        _check_schema(batch.schema, first, first.names)
+    return pa.concat_batches(batches)
 
 
 def _first_schema(
@@ -185,11 +279,7 @@ def _first_schema(
             f"cannot profile an iterable of {type(first).__name__}: give RecordBatches"
         )
 
-    def chained() -> Iterator[pa.RecordBatch]:
-        yield from _split([first], rows)
-        yield from _split(batches, rows)
-
-    return first.schema, chained()
+    return first.schema, _split(itertools.chain([first], batches), rows)
 
 
 def _is_dataframe(data: Any) -> bool:
@@ -198,15 +288,14 @@ def _is_dataframe(data: Any) -> bool:
 
 
 def _pandas(frame: Any, rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    head = pa.Table.from_pandas(frame.iloc[:rows], preserve_index=False)
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)  # types from the whole frame
 
     def batches() -> Iterator[pa.RecordBatch]:
-        yield from head.to_batches()
-        for start in range(rows, len(frame), rows):
-            part = pa.Table.from_pandas(frame.iloc[start : start + rows], preserve_index=False)
-            yield from part.cast(head.schema).to_batches()
+        for start in range(0, len(frame), rows):
+            part = frame.iloc[start : start + rows]
+            yield from pa.Table.from_pandas(part, schema=schema, preserve_index=False).to_batches()
 
-    return head.schema, batches()
+    return schema, batches()
 
 
 def _parquet(
@@ -218,4 +307,4 @@ def _parquet(
         raise InvalidArgument(f"cannot profile {str(path)!r}: no such file or directory")
     dataset = ds.dataset(path, format="parquet")
     _selected(dataset.schema, columns)
-    return dataset.schema, iter(dataset.to_batches(columns=columns, batch_size=rows))
+    return dataset.schema, _split(dataset.to_batches(columns=columns, batch_size=rows), rows)
