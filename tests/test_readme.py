@@ -67,3 +67,20 @@ def test_the_first_command_installs_what_the_examples_import() -> None:
             assert extra in extras, (
                 f"the examples import {module}; the first command lacks .[{extra}]"
             )
+
+
+def test_the_monitoring_example(tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(example("## Monitoring"))
+    env = {**os.environ, "PLINTH_HOME": str(tmp_path / "home")}
+    for name in ("PLINTH_STORE_URI", "PLINTH_ARTIFACT_URI", "PLINTH_ONLINE_URI", "PLINTH_URI"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "1 of 3 columns drifted (33%)"
+    assert lines[1].startswith("age wasserstein") and lines[1].split()[3] == "True"
+    assert lines[4:7] == ["0 None", "1 0", "2 1"]  # the first insert has nothing to compare with
+    assert lines[7].startswith("breach - ") and lines[7].endswith("(plan)")
