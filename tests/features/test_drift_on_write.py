@@ -123,6 +123,81 @@ def test_each_insert_is_checked_against_the_previous_commit(
         assert stored.rows == 600 and sorted(stored.columns) == sorted(f.name for f in FEATURES)
 
 
+class Killed(Exception):
+    """A writer killed between its Delta commit and its record."""
+
+
+def test_a_commit_left_unrecorded_is_the_next_ones_previous(
+    fs: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.features import insert as inserting
+
+    define(fs)
+    fs.insert(GROUP, batch(1))
+
+    def kill(name: str) -> None:
+        if name == "feature-commit":
+            raise Killed(name)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(inserting, "crash_point", kill)
+        with pytest.raises(Killed):
+            fs.insert(GROUP, batch(2, **SHIFTED))  # commit 1, not recorded
+    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0]
+    last = fs.insert(GROUP, batch(3, **SHIFTED))
+    # commit 1 is recorded first (judged against 0), then commit 2 against commit 1
+    assert last.commit_version == 2
+    assert last.drift is not None and last.drift["reference"] == "previous commit 1"
+    assert drifted(last) == set()
+    listed = fs.service.list_commits(GROUP, 1)
+    assert [c.commit_version for c in listed] == [0, 1, 2]
+    assert listed[1].drift is not None and listed[1].drift["reference"] == "previous commit 0"
+    assert drifted(listed[1]) == {"amount", "channel"}
+
+
+def test_concurrent_inserts_are_each_checked_against_the_commit_before(tmp_path: Path) -> None:
+    import threading
+
+    client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "artifacts"))
+    fs = client.feature_store()
+    define(fs)
+    fs.insert(GROUP, batch(1))
+    failed: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        try:
+            fs.insert(GROUP, batch(seed))
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=write, args=(seed,)) for seed in range(2, 8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failed == []
+    listed = fs.service.list_commits(GROUP, 1)
+    assert sorted(c.commit_version for c in listed) == list(range(7))
+    for commit in listed:
+        if commit.commit_version > 0:
+            assert commit.drift is not None
+            assert commit.drift["reference"] == f"previous commit {commit.commit_version - 1}"
+
+
+def test_a_commit_recorded_before_the_one_it_follows_is_not_compared(fs: FeatureStore) -> None:
+    define(fs)
+    at = datetime(2026, 3, 10, tzinfo=UTC)
+    record(fs, 0, batch(1), at)
+    early = record(fs, 2, batch(2, **SHIFTED), at)  # commit 1 not recorded yet
+    assert early.drift is not None and early.drift["reference"] is None
+    assert (
+        "commit 1 of payments:v1, the one before this, is not recorded yet"
+        in (early.drift["reason"])
+    )
+    late = record(fs, 1, batch(3), at)
+    assert late.drift is not None and late.drift["reference"] == "previous commit 0"
+
+
 def test_days_reference_merges_the_window(fs: FeatureStore) -> None:
     define(fs)
     now = datetime(2026, 3, 10, tzinfo=UTC)
@@ -298,7 +373,7 @@ def test_a_failing_profile_save_stores_nothing(
     monkeypatch.setattr(stored, "save_profile", original)
     fs.insert(GROUP, batch(3))
     listed = fs.service.list_commits(GROUP, 1)
-    assert [c.commit_version for c in listed] == [0, 2, 1]  # recorded in that order
+    assert [c.commit_version for c in listed] == [0, 1, 2]  # 1 recorded before 2
     assert all(c.drift is not None for c in listed[1:])
     with store.read() as conn:
         assert len(profile_rows(conn, group_name=GROUP)) == 3
