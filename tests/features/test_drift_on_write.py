@@ -338,13 +338,85 @@ def test_unreadable_or_missing_profiles(fs: FeatureStore) -> None:
     old = record(fs, 0, None, at)  # an older writer: no profile, no verdict
     assert old.drift is None
     bad = CommitInfo(GROUP, 1, 1, 5, "upsert", "", at, profile={"rows": "many"})
-    garbled = fs.service.record_commit(GROUP, bad)
-    assert garbled.drift is not None and garbled.drift["reference"] is None
-    assert garbled.drift["error"].startswith("the commit's profile is unreadable")
-    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0, 1]
-    # neither is a reference: the next commit is the first with a profile
+    with pytest.raises(InvalidArgument, match="the profile of commit 1 of payments:v1 is not a"):
+        fs.service.record_commit(GROUP, bad)  # the writer's bad data: nothing recorded
+    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0]
+    # a commit without a profile is no reference: the next is the first with one
+    record(fs, 1, None, at)
     first = record(fs, 2, batch(1), at)
     assert first.drift is not None and "first profiled commit" in first.drift["reason"]
+
+
+def forged(change: Any) -> dict[str, Any]:
+    """A profile of ``batch(1)`` as a writer sends it, changed by ``change``."""
+    sent = profile(batch(1), [f.name for f in FEATURES]).to_dict()
+    change(sent)
+    return sent
+
+
+def renamed(sent: dict[str, Any]) -> None:
+    sent["columns"][0]["name"] = "not_a_feature"
+
+
+def dropped(sent: dict[str, Any]) -> None:
+    del sent["columns"][0]
+
+
+def doubled(sent: dict[str, Any]) -> None:
+    sent["columns"].append(dict(sent["columns"][1]))
+
+
+def grown(sent: dict[str, Any]) -> None:
+    sent["rows"] = 601
+
+
+def miscounted(sent: dict[str, Any]) -> None:
+    sent["columns"][2]["count"] = 7
+
+
+def broken(sent: dict[str, Any]) -> None:
+    sent["columns"] = [1]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (renamed, r"must have the columns .*unknown \['not_a_feature'\], missing \['amount'\]"),
+        (dropped, r"missing \['amount'\]"),
+        (doubled, "names a column more than once"),
+        (grown, "has 601 rows, not 600"),
+        (miscounted, "column 'score' of the profile .* counts 7 rows"),
+        (broken, "is not a profile"),
+    ],
+)
+def test_a_forged_profile_is_refused_and_nothing_is_recorded(
+    fs: FeatureStore, fs_client: Client, change: Any, says: str
+) -> None:
+    define(fs)
+    at = datetime(2026, 3, 10, tzinfo=UTC)
+    sent = CommitInfo(GROUP, 1, 0, 600, "upsert", "", at, profile=forged(change))
+    with pytest.raises(InvalidArgument, match=says):  # a 400 behind a server
+        fs.service.record_commit(GROUP, sent)
+    assert fs.service.list_commits(GROUP, 1) == []
+    store = central(fs_client)
+    if store is not None:
+        with store.read() as conn:
+            assert profile_rows(conn, group_name=GROUP) == []
+    good = CommitInfo(GROUP, 1, 0, 600, "upsert", "", at, profile=forged(lambda sent: None))
+    assert fs.service.record_commit(GROUP, good).drift is not None
+
+
+def test_a_refused_profile_still_records_the_insert(
+    fs: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.features import insert as inserting
+
+    define(fs)
+    monkeypatch.setattr(inserting, "_profile", lambda *a: (forged(grown), None))
+    made = fs.insert(GROUP, batch(1))
+    assert made.drift is not None and made.drift["reference"] is None
+    assert made.drift["error"].startswith("the profile was refused: the profile of commit 0")
+    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0]
 
 
 def test_a_failing_profile_save_stores_nothing(

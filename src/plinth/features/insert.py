@@ -199,3 +199,12 @@ def record(
         return service.record_commit(
             group.name, replace(commit, profile=None, drift=failure), report
         )
+    except InvalidArgument as exc:
+        if commit.profile is None:
+            raise
+        # the commit is made: recorded without a profile the service would not take
+        logger.warning("commit %s of %s recorded without its profile: %s", version, group.ref, exc)
+        failure = {"reference": None, "error": f"the profile was refused: {exc}"}
+        return service.record_commit(
+            group.name, replace(commit, profile=None, drift=failure), report
+        )
