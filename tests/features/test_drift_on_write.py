@@ -217,6 +217,30 @@ def test_days_reference_merges_the_window(fs: FeatureStore) -> None:
     assert "no profiled commit of payments:v1 in the 3 day(s) before" in lonely.drift["reason"]
 
 
+def test_a_days_reference_merges_at_most_the_newest_profiles(
+    fs: FeatureStore, fs_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.features import drift
+
+    if central(fs_client) is None:
+        pytest.skip("sets the service's bound in this process")
+    monkeypatch.setattr(drift, "MAX_WINDOW_PROFILES", 2)
+    define(fs)
+    now = datetime(2026, 3, 10, tzinfo=UTC)
+    fs.service.set_drift_reference(GROUP, 1, DriftReference("days", days=3))
+    record(fs, 0, batch(1, **SHIFTED), now - timedelta(hours=3))  # in the window, not merged
+    record(fs, 1, batch(2), now - timedelta(hours=2))
+    record(fs, 2, batch(3), now - timedelta(hours=1))
+    checked = record(fs, 3, batch(4), now)
+    assert checked.drift is not None
+    assert checked.drift["reference"] == (
+        "the newest 2 of the 3 commits of the last 3 day(s): 1, 2"
+    )
+    assert checked.drift["reference_commits"] == [1, 2]
+    assert checked.drift["reference_rows"] == 1200
+    assert drifted(checked) == set()
+
+
 def test_a_pinned_commit_is_the_reference(fs: FeatureStore) -> None:
     define(fs)
     fs.insert(GROUP, batch(1))

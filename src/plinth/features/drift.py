@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 KINDS = ("previous", "days", "commit", "none")
 PRESETS = ("plinth", "evidently")
 DAY_MS = 86_400_000
+# a "days" reference merges at most this many profiles (the window's newest): each is read
+# and merged inside the commit's write transaction, so a busy group's window is bounded
+MAX_WINDOW_PROFILES = 50
 
 
 def check_reference(reference: DriftReference) -> None:
@@ -118,7 +121,10 @@ def choose_reference(
     that one was recorded without a profile, the newest profiled commit before it. An insert
     records the commits before its own first (``insert._record_earlier``), so that commit
     is recorded; when it is not (a caller recording commits itself, out of order), there is
-    no verdict and the reason says so, rather than one against an older commit."""
+    no verdict and the reason says so, rather than one against an older commit.
+
+    ``days`` is the profiled commits before this one made in the last N days, at most the
+    newest ``MAX_WINDOW_PROFILES`` of them (the description then says so)."""
     ref = f"{group}:v{version}"
     found = _commit_profiles(conn, group, version)
     if reference.kind == "commit":
@@ -132,13 +138,17 @@ def choose_reference(
         window = [p for p in earlier if at_ms - days * DAY_MS <= p[2] <= at_ms]
         if not window:
             return f"no profiled commit of {ref} in the {days} day(s) before this one"
-        commits = [p[0] for p in window]
+        used = window[-MAX_WINDOW_PROFILES:]
+        commits = [p[0] for p in used]
         listed = ", ".join(str(c) for c in commits)
-        return (
-            f"{len(window)} commit(s) of the last {days} day(s): {listed}",
-            commits,
-            [p[1] for p in window],
-        )
+        if len(used) < len(window):
+            described = (
+                f"the newest {len(used)} of the {len(window)} commits of the last {days} "
+                f"day(s): {listed}"
+            )
+        else:
+            described = f"{len(window)} commit(s) of the last {days} day(s): {listed}"
+        return described, commits, [p[1] for p in used]
     if commit_version > 0 and not _recorded(conn, group, version, commit_version - 1):
         return (
             f"commit {commit_version - 1} of {ref}, the one before this, is not recorded yet "
