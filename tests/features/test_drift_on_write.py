@@ -123,6 +123,81 @@ def test_each_insert_is_checked_against_the_previous_commit(
         assert stored.rows == 600 and sorted(stored.columns) == sorted(f.name for f in FEATURES)
 
 
+class Killed(Exception):
+    """A writer killed between its Delta commit and its record."""
+
+
+def test_a_commit_left_unrecorded_is_the_next_ones_previous(
+    fs: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.features import insert as inserting
+
+    define(fs)
+    fs.insert(GROUP, batch(1))
+
+    def kill(name: str) -> None:
+        if name == "feature-commit":
+            raise Killed(name)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(inserting, "crash_point", kill)
+        with pytest.raises(Killed):
+            fs.insert(GROUP, batch(2, **SHIFTED))  # commit 1, not recorded
+    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0]
+    last = fs.insert(GROUP, batch(3, **SHIFTED))
+    # commit 1 is recorded first (judged against 0), then commit 2 against commit 1
+    assert last.commit_version == 2
+    assert last.drift is not None and last.drift["reference"] == "previous commit 1"
+    assert drifted(last) == set()
+    listed = fs.service.list_commits(GROUP, 1)
+    assert [c.commit_version for c in listed] == [0, 1, 2]
+    assert listed[1].drift is not None and listed[1].drift["reference"] == "previous commit 0"
+    assert drifted(listed[1]) == {"amount", "channel"}
+
+
+def test_concurrent_inserts_are_each_checked_against_the_commit_before(tmp_path: Path) -> None:
+    import threading
+
+    client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "artifacts"))
+    fs = client.feature_store()
+    define(fs)
+    fs.insert(GROUP, batch(1))
+    failed: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        try:
+            fs.insert(GROUP, batch(seed))
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=write, args=(seed,)) for seed in range(2, 8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failed == []
+    listed = fs.service.list_commits(GROUP, 1)
+    assert sorted(c.commit_version for c in listed) == list(range(7))
+    for commit in listed:
+        if commit.commit_version > 0:
+            assert commit.drift is not None
+            assert commit.drift["reference"] == f"previous commit {commit.commit_version - 1}"
+
+
+def test_a_commit_recorded_before_the_one_it_follows_is_not_compared(fs: FeatureStore) -> None:
+    define(fs)
+    at = datetime(2026, 3, 10, tzinfo=UTC)
+    record(fs, 0, batch(1), at)
+    early = record(fs, 2, batch(2, **SHIFTED), at)  # commit 1 not recorded yet
+    assert early.drift is not None and early.drift["reference"] is None
+    assert (
+        "commit 1 of payments:v1, the one before this, is not recorded yet"
+        in (early.drift["reason"])
+    )
+    late = record(fs, 1, batch(3), at)
+    assert late.drift is not None and late.drift["reference"] == "previous commit 0"
+
+
 def test_days_reference_merges_the_window(fs: FeatureStore) -> None:
     define(fs)
     now = datetime(2026, 3, 10, tzinfo=UTC)
@@ -140,6 +215,30 @@ def test_days_reference_merges_the_window(fs: FeatureStore) -> None:
     lonely = record(fs, 4, batch(5), now + timedelta(days=30))
     assert lonely.drift is not None and lonely.drift["reference"] is None
     assert "no profiled commit of payments:v1 in the 3 day(s) before" in lonely.drift["reason"]
+
+
+def test_a_days_reference_merges_at_most_the_newest_profiles(
+    fs: FeatureStore, fs_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.features import drift
+
+    if central(fs_client) is None:
+        pytest.skip("sets the service's bound in this process")
+    monkeypatch.setattr(drift, "MAX_WINDOW_PROFILES", 2)
+    define(fs)
+    now = datetime(2026, 3, 10, tzinfo=UTC)
+    fs.service.set_drift_reference(GROUP, 1, DriftReference("days", days=3))
+    record(fs, 0, batch(1, **SHIFTED), now - timedelta(hours=3))  # in the window, not merged
+    record(fs, 1, batch(2), now - timedelta(hours=2))
+    record(fs, 2, batch(3), now - timedelta(hours=1))
+    checked = record(fs, 3, batch(4), now)
+    assert checked.drift is not None
+    assert checked.drift["reference"] == (
+        "the newest 2 of the 3 commits of the last 3 day(s): 1, 2"
+    )
+    assert checked.drift["reference_commits"] == [1, 2]
+    assert checked.drift["reference_rows"] == 1200
+    assert drifted(checked) == set()
 
 
 def test_a_pinned_commit_is_the_reference(fs: FeatureStore) -> None:
@@ -263,13 +362,85 @@ def test_unreadable_or_missing_profiles(fs: FeatureStore) -> None:
     old = record(fs, 0, None, at)  # an older writer: no profile, no verdict
     assert old.drift is None
     bad = CommitInfo(GROUP, 1, 1, 5, "upsert", "", at, profile={"rows": "many"})
-    garbled = fs.service.record_commit(GROUP, bad)
-    assert garbled.drift is not None and garbled.drift["reference"] is None
-    assert garbled.drift["error"].startswith("the commit's profile is unreadable")
-    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0, 1]
-    # neither is a reference: the next commit is the first with a profile
+    with pytest.raises(InvalidArgument, match="the profile of commit 1 of payments:v1 is not a"):
+        fs.service.record_commit(GROUP, bad)  # the writer's bad data: nothing recorded
+    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0]
+    # a commit without a profile is no reference: the next is the first with one
+    record(fs, 1, None, at)
     first = record(fs, 2, batch(1), at)
     assert first.drift is not None and "first profiled commit" in first.drift["reason"]
+
+
+def forged(change: Any) -> dict[str, Any]:
+    """A profile of ``batch(1)`` as a writer sends it, changed by ``change``."""
+    sent = profile(batch(1), [f.name for f in FEATURES]).to_dict()
+    change(sent)
+    return sent
+
+
+def renamed(sent: dict[str, Any]) -> None:
+    sent["columns"][0]["name"] = "not_a_feature"
+
+
+def dropped(sent: dict[str, Any]) -> None:
+    del sent["columns"][0]
+
+
+def doubled(sent: dict[str, Any]) -> None:
+    sent["columns"].append(dict(sent["columns"][1]))
+
+
+def grown(sent: dict[str, Any]) -> None:
+    sent["rows"] = 601
+
+
+def miscounted(sent: dict[str, Any]) -> None:
+    sent["columns"][2]["count"] = 7
+
+
+def broken(sent: dict[str, Any]) -> None:
+    sent["columns"] = [1]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (renamed, r"must have the columns .*unknown \['not_a_feature'\], missing \['amount'\]"),
+        (dropped, r"missing \['amount'\]"),
+        (doubled, "names a column more than once"),
+        (grown, "has 601 rows, not 600"),
+        (miscounted, "column 'score' of the profile .* counts 7 rows"),
+        (broken, "is not a profile"),
+    ],
+)
+def test_a_forged_profile_is_refused_and_nothing_is_recorded(
+    fs: FeatureStore, fs_client: Client, change: Any, says: str
+) -> None:
+    define(fs)
+    at = datetime(2026, 3, 10, tzinfo=UTC)
+    sent = CommitInfo(GROUP, 1, 0, 600, "upsert", "", at, profile=forged(change))
+    with pytest.raises(InvalidArgument, match=says):  # a 400 behind a server
+        fs.service.record_commit(GROUP, sent)
+    assert fs.service.list_commits(GROUP, 1) == []
+    store = central(fs_client)
+    if store is not None:
+        with store.read() as conn:
+            assert profile_rows(conn, group_name=GROUP) == []
+    good = CommitInfo(GROUP, 1, 0, 600, "upsert", "", at, profile=forged(lambda sent: None))
+    assert fs.service.record_commit(GROUP, good).drift is not None
+
+
+def test_a_refused_profile_still_records_the_insert(
+    fs: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.features import insert as inserting
+
+    define(fs)
+    monkeypatch.setattr(inserting, "_profile", lambda *a: (forged(grown), None))
+    made = fs.insert(GROUP, batch(1))
+    assert made.drift is not None and made.drift["reference"] is None
+    assert made.drift["error"].startswith("the profile was refused: the profile of commit 0")
+    assert [c.commit_version for c in fs.service.list_commits(GROUP, 1)] == [0]
 
 
 def test_a_failing_profile_save_stores_nothing(
@@ -298,7 +469,7 @@ def test_a_failing_profile_save_stores_nothing(
     monkeypatch.setattr(stored, "save_profile", original)
     fs.insert(GROUP, batch(3))
     listed = fs.service.list_commits(GROUP, 1)
-    assert [c.commit_version for c in listed] == [0, 2, 1]  # recorded in that order
+    assert [c.commit_version for c in listed] == [0, 1, 2]  # 1 recorded before 2
     assert all(c.drift is not None for c in listed[1:])
     with store.read() as conn:
         assert len(profile_rows(conn, group_name=GROUP)) == 3

@@ -138,8 +138,9 @@ def test_a_commit_whose_writer_was_killed_is_recorded_by_the_next_insert(killed:
     fs = killed.feature_store()
     fs.insert("customer_stats", rows_of(1))
     commits = fs.service.list_commits("customer_stats", 1)
-    assert [(c.commit_version, c.rows) for c in commits] == [(1, ROWS), (0, ROWS)]
-    lost = commits[1]
+    # the lost commit is recorded before the new one (so it is the new one's previous)
+    assert [(c.commit_version, c.rows) for c in commits] == [(0, ROWS), (1, ROWS)]
+    lost = commits[0]
     assert lost.validation_passed is False
     assert {s.column: s.max for s in lost.statistics}["avg_spend"] == 2.0
     reports = {r.commit_version: r for r in fs.service.list_reports("customer_stats", 1)}

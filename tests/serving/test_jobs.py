@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
 import plinth
@@ -88,3 +91,27 @@ def test_every_score_job_operation_has_a_rule() -> None:
 
     for ep in endpoints_of(ScoreJobService):
         assert hasattr(getattr(ScoreJobService, ep.name), "__plinth_access__"), ep.name
+
+
+def test_a_profile_that_is_not_one_of_the_jobs_rows_is_refused(tmp_path: Path) -> None:
+    from plinth.stats.profile import profile
+    from tests.backends import running_server
+
+    frame = pd.DataFrame({"age": [30.0, 41.0, 25.0], "prediction": [0, 1, 0]})
+    with (
+        running_server(tmp_path / "server") as url,
+        plinth.connect(url, home=tmp_path / "c") as remote,
+    ):
+        jobs = remote.score_jobs
+        jobs.start_score_job("job-1", "churn", 1, "in.parquet", "s3://b/out")
+        jobs.finish_score_job("job-1", "DELIVERED", 3)
+        more = profile(pd.concat([frame, frame])).to_dict()
+        with pytest.raises(plinth.InvalidArgument, match="'job-1' has 6 rows, not 3"):
+            jobs.record_score_profile("job-1", more)
+        with pytest.raises(plinth.InvalidArgument, match="'job-1' is not a profile"):
+            jobs.record_score_profile("job-1", {"rows": 3, "columns": "age"})
+        miscounted = profile(frame).to_dict()
+        miscounted["columns"][0]["count"] = 2
+        with pytest.raises(plinth.InvalidArgument, match=r"column 'age' .* counts 2 rows"):
+            jobs.record_score_profile("job-1", miscounted)
+        assert jobs.record_score_profile("job-1", profile(frame).to_dict()) > 0

@@ -193,3 +193,14 @@ def test_deleted_with_their_subject(store: Store) -> None:
     with store.read() as conn:
         ids = set(conn.execute(select(profile_columns.c.profile_id)).scalars())
     assert ids == {kept}
+
+
+def test_a_long_arrow_type_is_stored(store: Store) -> None:
+    # a struct's Arrow type names every field: far longer than a short string column
+    fields = {f"customer_field_number_{i}": float(i) for i in range(8)}
+    wide = pa.table({"record": pa.array([fields] * 5), "v": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    saved = profile(wide)
+    assert len(saved.column("record").dtype) > 200
+    with store.read() as conn:
+        loaded = load_profile(conn, save(store, saved))
+    assert loaded.column("record").dtype == saved.column("record").dtype

@@ -10,7 +10,8 @@ A verdict is JSON, one of:
 - checked: ``{"reference": "previous commit 4", "reference_commits": [4],
   "reference_profiles": [7], "profile": 8, **DriftReport.to_dict()}``;
 - nothing to compare with (a first commit, a window without commits, a reference commit
-  without a profile): ``{"reference": None, "reason": "...", "profile": 8}``;
+  without a profile, a previous commit not recorded yet):
+  ``{"reference": None, "reason": "...", "profile": 8}``;
 - failed: ``{"reference": "...", "error": "..."}``; the commit is recorded all the same.
 
 No verdict (None): the reference is ``none``, or the writer sent no profile (an older
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 KINDS = ("previous", "days", "commit", "none")
 PRESETS = ("plinth", "evidently")
 DAY_MS = 86_400_000
+# a "days" reference merges at most this many profiles (the window's newest): each is read
+# and merged inside the commit's write transaction, so a busy group's window is bounded
+MAX_WINDOW_PROFILES = 50
 
 
 def check_reference(reference: DriftReference) -> None:
@@ -111,7 +115,16 @@ def choose_reference(
 ) -> tuple[str, list[int], list[int]] | str:
     """The reference of commit ``commit_version`` (made at ``at_ms``) of ``group`` v
     ``version``: (its description, the reference commits, their stored profile ids), or
-    why there is none."""
+    why there is none.
+
+    ``previous`` is the Delta commit just before this one (``commit_version - 1``) or, when
+    that one was recorded without a profile, the newest profiled commit before it. An insert
+    records the commits before its own first (``insert._record_earlier``), so that commit
+    is recorded; when it is not (a caller recording commits itself, out of order), there is
+    no verdict and the reason says so, rather than one against an older commit.
+
+    ``days`` is the profiled commits before this one made in the last N days, at most the
+    newest ``MAX_WINDOW_PROFILES`` of them (the description then says so)."""
     ref = f"{group}:v{version}"
     found = _commit_profiles(conn, group, version)
     if reference.kind == "commit":
@@ -125,17 +138,40 @@ def choose_reference(
         window = [p for p in earlier if at_ms - days * DAY_MS <= p[2] <= at_ms]
         if not window:
             return f"no profiled commit of {ref} in the {days} day(s) before this one"
-        commits = [p[0] for p in window]
+        used = window[-MAX_WINDOW_PROFILES:]
+        commits = [p[0] for p in used]
         listed = ", ".join(str(c) for c in commits)
+        if len(used) < len(window):
+            described = (
+                f"the newest {len(used)} of the {len(window)} commits of the last {days} "
+                f"day(s): {listed}"
+            )
+        else:
+            described = f"{len(window)} commit(s) of the last {days} day(s): {listed}"
+        return described, commits, [p[1] for p in used]
+    if commit_version > 0 and not _recorded(conn, group, version, commit_version - 1):
         return (
-            f"{len(window)} commit(s) of the last {days} day(s): {listed}",
-            commits,
-            [p[1] for p in window],
+            f"commit {commit_version - 1} of {ref}, the one before this, is not recorded yet "
+            "(its writer is still recording it, or was killed before it did: the next insert "
+            "or `plinth features repair` records it): not compared"
         )
     if not earlier:
         return f"the first profiled commit of {ref}: nothing to compare it with"
     newest = earlier[-1]
     return f"previous commit {newest[0]}", [newest[0]], [newest[1]]
+
+
+def _recorded(conn: Connection, group: str, version: int, commit_version: int) -> bool:
+    return (
+        conn.execute(
+            select(feature_commits.c.id).where(
+                feature_commits.c.group_name == group,
+                feature_commits.c.group_version == version,
+                feature_commits.c.commit_version == commit_version,
+            )
+        ).first()
+        is not None
+    )
 
 
 def _commit_profiles(conn: Connection, group: str, version: int) -> list[tuple[int, int, int]]:

@@ -61,6 +61,7 @@ def insert(
         results = _judge(service, group, first)
         version = offline.write(group, first)
         crash_point("feature-commit")
+        _record_earlier(service, offline, group, version)
         return record(service, group, version, first, results), first
 
     judged: list[pa.Table] = []
@@ -87,8 +88,22 @@ def insert(
     except _Refused as refused:
         raise refused.args[0] from None
     crash_point("feature-commit")
+    _record_earlier(service, offline, group, version)
     whole, results = outcome[0]
     return record(service, group, version, whole, results), None
+
+
+def _record_earlier(
+    service: FeatureService, offline: OfflineTables, group: FeatureGroup, version: int
+) -> None:
+    """Record every commit before ``version`` that has no record yet, so that the commit
+    ``version`` is judged against is Delta version ``version - 1``: one whose writer was
+    killed before recording it, or one a concurrent writer has not recorded yet (recorded
+    here from the table, as ``repair`` does; its writer then finds it recorded)."""
+    from plinth.features.repair import repair
+
+    if version > 0:
+        repair(service, offline, group, sweep=False, latest=version - 1)
 
 
 def _judged_columns(group: FeatureGroup) -> list[str]:
@@ -181,6 +196,15 @@ def record(
         # a server with a small request limit: the commit is recorded all the same
         logger.warning("commit %s of %s recorded without its profile: %s", version, group.ref, exc)
         failure = {"reference": None, "error": f"the profile was not sent: {exc}"}
+        return service.record_commit(
+            group.name, replace(commit, profile=None, drift=failure), report
+        )
+    except InvalidArgument as exc:
+        if commit.profile is None:
+            raise
+        # the commit is made: recorded without a profile the service would not take
+        logger.warning("commit %s of %s recorded without its profile: %s", version, group.ref, exc)
+        failure = {"reference": None, "error": f"the profile was refused: {exc}"}
         return service.record_commit(
             group.name, replace(commit, profile=None, drift=failure), report
         )

@@ -5,7 +5,8 @@ central store: a process killed between the two leaves readable rows that no rec
 describes. ``repair`` finds every commit of a group's table without a record and records
 it as the insert would have: the rows it wrote (the table at that version less the table
 before it), their statistics and, when the group has expectations, a validation report.
-It runs after each insert (reading the log only when a version has no record), and from
+It runs in each insert before the insert's own record, for the commits before it (reading
+the log only when one of them has no record), and from
 ``plinth features repair``, which also removes the Parquet files of writes that never
 committed (``OfflineStore.sweep``; a write that fails removes its own). Recording is idempotent:
 a commit recorded by both its writer and a repair is recorded once.
@@ -54,7 +55,7 @@ def repair(
     found = []
     for commit in sorted(offline.history(group), key=lambda c: int(c["version"])):
         version = int(commit["version"])
-        if version in recorded:
+        if version in recorded or version > latest:
             continue
         rows = _rows_of(offline, group, version)
         results = []

@@ -295,8 +295,10 @@ class FeatureService(ViewService):
         The commit's profile is stored and compared with the group's drift reference in the
         same transaction; the record returned holds the verdict (``drift``), not the
         profile. A commit already recorded (by a repair that found it first) is left as it
-        is."""
-        self._feature_group(name, commit.version)
+        is. A profile that is not one of the commit's rows and the group's features is
+        refused (InvalidArgument), and nothing is recorded."""
+        group = self._feature_group(name, commit.version)
+        features = [f.name for f in group.features]
         commit = replace(commit, group=name, written_by=self.access.actor())
         with self.store.write() as conn:
             # the group's row is locked (PostgreSQL; SQLite writers queue anyway), so two
@@ -316,7 +318,9 @@ class FeatureService(ViewService):
             if recorded is not None:
                 return self._commits(conn, name, commit.version, recorded.id)[0]
             commit = replace(
-                commit, profile=None, drift=self._drift(conn, commit, load_reference(reference))
+                commit,
+                profile=None,
+                drift=self._drift(conn, commit, load_reference(reference), features),
             )
             conn.execute(
                 insert(feature_commits).values(
@@ -337,7 +341,11 @@ class FeatureService(ViewService):
         return commit
 
     def _drift(
-        self, conn: Connection, commit: CommitInfo, reference: DriftReference
+        self,
+        conn: Connection,
+        commit: CommitInfo,
+        reference: DriftReference,
+        features: list[str],
     ) -> dict[str, Any] | None:
         """Store the commit's profile; its drift verdict. A profile that cannot be stored
         fails the whole record (nothing half-stored); a failed check gives a verdict naming
@@ -350,16 +358,15 @@ class FeatureService(ViewService):
                 if sent and "error" in sent
                 else None
             )
-        from plinth.stats.profile import TableProfile
-        from plinth.store.profiles import save_profile
+        from plinth.store.profiles import received_profile, save_profile
 
-        try:
-            current = TableProfile.from_dict(commit.profile)
-        except Exception as exc:
-            logger.exception(
-                "the profile of commit %s of %s is unreadable", commit.commit_version, commit.group
-            )
-            return {"reference": None, "error": f"the commit's profile is unreadable: {exc}"}
+        # the writer's bad data: refused (400), nothing stored, rather than a verdict
+        current = received_profile(
+            commit.profile,
+            of=f"commit {commit.commit_version} of {commit.group}:v{commit.version}",
+            rows=commit.rows,
+            columns=features,
+        )
         profile_id = save_profile(
             conn,
             current,

@@ -250,11 +250,8 @@ class FeatureStore(ViewsMixin):
         from plinth.features.insert import insert
 
         group = self._group(group, write=True)  # a caller who may not is refused before
+        # the commits before this one without a record are recorded before it (insert.py)
         commit, table = insert(self.service, self.offline, group, data, chunk_rows, progress)
-        from plinth.features.repair import repair
-
-        # commits before this one whose writers were killed before recording them
-        repair(self.service, self.offline, group, sweep=False, latest=commit.commit_version)
         if write_online:
             if table is None:
                 self._materialize_incremental(group)

@@ -192,15 +192,12 @@ class ScoreJobService(PredictionLogReads):
     def record_score_profile(self, job_key: str, profile: dict[str, Any]) -> int:
         """Store the profile of a job's model inputs and scores (``TableProfile.to_dict()``)
         as a profile of subject kind ``score_job`` (subject: the job key), for input drift
-        monitoring; returns its id."""
-        from plinth.stats.profile import TableProfile
-        from plinth.store.profiles import save_profile
+        monitoring; returns its id. A profile that does not read as one, or (the job
+        finished) not of the rows the job scored, is refused (InvalidArgument)."""
+        from plinth.store.profiles import received_profile, save_profile
 
         job = self._load_job(job_key)
-        try:
-            table = TableProfile.from_dict(profile)
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidArgument(f"profile of score job {job_key!r} is not a profile: {e}") from e
+        table = received_profile(profile, of=f"score job {job_key!r}", rows=job.rows)
         with self.store.write() as conn:
             return save_profile(
                 conn, table, subject_kind="score_job", subject=job_key,

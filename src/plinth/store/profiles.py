@@ -52,6 +52,43 @@ class ProfileRow:
     window_end: datetime | None = None
 
 
+def received_profile(
+    data: Any, *, of: str, rows: int | None, columns: list[str] | None = None
+) -> TableProfile:
+    """The profile a caller sent (``TableProfile.to_dict()``) of ``of`` (named in errors),
+    refused with InvalidArgument unless it reads as a profile of ``rows`` rows (None: any)
+    whose columns are exactly ``columns`` (None: any), each counting every row."""
+    from plinth.stats.profile import TableProfile
+
+    try:
+        profile = TableProfile.from_dict(data)
+    except Exception as exc:  # whatever a malformed field raises: the caller sent it
+        raise InvalidArgument(f"the profile of {of} is not a profile: {_named(exc)}") from exc
+    if profile.rows < 0 or (rows is not None and profile.rows != rows):
+        raise InvalidArgument(f"the profile of {of} has {profile.rows} rows, not {rows}")
+    listed = len(data["columns"])
+    if listed != len(profile.columns):
+        raise InvalidArgument(f"the profile of {of} names a column more than once")
+    if columns is not None and set(profile.columns) != set(columns):
+        unknown = sorted(set(profile.columns) - set(columns))
+        missing = sorted(set(columns) - set(profile.columns))
+        raise InvalidArgument(
+            f"the profile of {of} must have the columns {columns}: "
+            f"unknown {unknown}, missing {missing}"
+        )
+    for column in profile.columns.values():
+        if column.count != profile.rows or not 0 <= column.nulls <= column.count:
+            raise InvalidArgument(
+                f"column {column.name!r} of the profile of {of} counts {column.count} rows "
+                f"({column.nulls} null), not the profile's {profile.rows}"
+            )
+    return profile
+
+
+def _named(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def save_profile(
     conn: Connection,
     profile: TableProfile,

@@ -580,7 +580,7 @@ profile_columns = Table(
     Column("profile_id", ROW_ID, ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True),
     Column("column_name", NAME, primary_key=True),
     Column("kind", String(20), nullable=False),  # numeric | categorical | temporal | other
-    Column("dtype", String(100), nullable=False),  # the Arrow type, to notice a changed type
+    Column("dtype", Text, nullable=False),  # the Arrow type (a struct's is long)
     Column("count", BigInteger, nullable=False),
     Column("nulls", BigInteger, nullable=False),
     Column("distinct", BigInteger),

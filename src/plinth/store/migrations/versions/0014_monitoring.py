@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("profile_id", _ROW_ID, nullable=False),
         sa.Column("column_name", _NAME, nullable=False),
         sa.Column("kind", sa.String(length=20), nullable=False),
-        sa.Column("dtype", sa.String(length=100), nullable=False),
+        sa.Column("dtype", sa.Text(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.Column("nulls", sa.BigInteger(), nullable=False),
         sa.Column("distinct", sa.BigInteger(), nullable=True),
