@@ -463,3 +463,19 @@ def test_profile_wasserstein_with_an_outlier_matches_scipy(where: str) -> None:
     assert result.method == "profile"
     expected = wasserstein_distance(a, b) / np.std(a)
     assert result.statistic == pytest.approx(expected, rel=0.03)
+
+
+def test_same_values_as_int_float_or_decimal_are_not_drift() -> None:
+    from decimal import Decimal
+
+    rng = _rng(1)
+    for n in (500, 5000):
+        ref = pa.table({"x": pa.array(rng.integers(0, 4, n), pa.int64())})
+        cur = pa.table({"x": pa.array(rng.integers(0, 4, n).astype(float))})
+        assert not _one(ref, cur, "x").drifted
+    zeros = pa.table({"x": np.r_[np.zeros(3000), np.ones(3000)]})
+    negative = pa.table({"x": np.r_[-np.zeros(3000), np.ones(3000)]})
+    assert _one(zeros, negative, "x").statistic == 0.0
+    one = pa.table({"x": pa.array([Decimal("1.5"), Decimal("2.5")] * 2000, pa.decimal128(5, 1))})
+    two = pa.table({"x": pa.array([Decimal("1.50"), Decimal("2.50")] * 2000, pa.decimal128(6, 2))})
+    assert _one(one, two, "x").statistic == 0.0

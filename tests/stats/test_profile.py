@@ -396,7 +396,7 @@ def test_decimals_string_views_and_dictionary_numbers() -> None:
     )
     result = profile(table)
     price = result.column("price")
-    assert price.kind == "numeric" and price.values == {"1.50": 1, "2.25": 1}
+    assert price.kind == "numeric" and price.values == {"1.5": 1, "2.25": 1}
     assert price.mean == pytest.approx(1.875) and price.nulls == 1
     assert result.column("code").values == {"a": 1, "b": 2}
     assert result.column("level").kind == "categorical"
@@ -485,3 +485,14 @@ def test_distinct_of_repeated_values(distinct: int, copies: int) -> None:
         assert column.distinct == distinct
     else:
         assert abs(column.distinct - distinct) / distinct < 0.1
+
+
+def test_numeric_value_keys_are_one_per_number_whatever_the_type() -> None:
+    from decimal import Decimal
+
+    ints = profile(pa.table({"x": pa.array([0, 1, 1], pa.int64())})).column("x")
+    floats = profile(pa.table({"x": pa.array([-0.0, 1.0, 1.0])})).column("x")
+    decimals = profile(
+        pa.table({"x": pa.array([Decimal("0.00"), Decimal("1.00"), Decimal("1.00")])})
+    ).column("x")
+    assert ints.values == floats.values == decimals.values == {"0.0": 1, "1.0": 2}

@@ -29,7 +29,8 @@ class ColumnProfile:
     ``count`` rows with nulls; ``nulls`` nulls and NaN; ``infinite`` +-inf; ``mean``, ``m2``
     (sum of squared deviations), ``min``, ``max`` and ``histogram`` of the finite values
     (numeric, temporal in epoch seconds); ``values`` exact counts of the non-null values
-    while tracked (keys str(int), repr(float), str(decimal), "true"/"false", str), else
+    while tracked (numeric keys repr(float(v) + 0.0) for every numeric type, so 1, 1.0
+    and Decimal("1.00") share "1.0"; categorical "true"/"false", str), else
     None; ``other`` categorical values beyond the tracked ones; ``sample`` a uniform sample
     without replacement of the non-null values (at most ``sample_size``); ``sketch`` the
     KMV hashes once distinct values are no longer exact.
