@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from plinth.errors import InvalidArgument
 from plinth.stats import _sketch
 from plinth.stats._histogram import choose_width, histogram_of
 from plinth.stats._model import MAX_CATEGORIES, MAX_TRACKED, ColumnProfile, Kind
@@ -72,9 +73,18 @@ class Scanner:
         chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
         for chunk in chunks:
             if len(chunk):
-                self.profile = self.profile.merge(self._chunk(chunk), self.rng)
-                if self.profile.histogram is not None:  # merging may have coarsened it
-                    self.width = self.profile.histogram.width
+                try:
+                    self._add(chunk)
+                except (ArithmeticError, ValueError, TypeError) as e:  # Arrow's errors too
+                    raise InvalidArgument(
+                        f"column {self.profile.name!r} ({self.dtype}) could not be "
+                        f"profiled: {type(e).__name__}: {e}"
+                    ) from e
+
+    def _add(self, chunk: pa.Array) -> None:
+        self.profile = self.profile.merge(self._chunk(chunk), self.rng)
+        if self.profile.histogram is not None:  # merging may have coarsened it
+            self.width = self.profile.histogram.width
 
     def _chunk(self, array: pa.Array) -> ColumnProfile:
         part = ColumnProfile(
