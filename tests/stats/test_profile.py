@@ -533,3 +533,10 @@ def test_a_pandas_column_of_floats_and_strings_is_named() -> None:
     frame = pd.DataFrame({"a": [1, 2], "mixed": [1.5, "text"]})
     with pytest.raises(InvalidArgument, match="'mixed'"):
         profile(frame)
+
+
+def test_the_ends_of_the_deciles_are_the_min_and_max() -> None:
+    values = np.r_[np.arange(1000), np.full(1000, 2**63 - 1)]
+    column = profile(pa.table({"x": pa.array(values, pa.int64())}), chunk_rows=1000).column("x")
+    assert column.deciles[0] == 0.0 and column.deciles[-1] == float(2**63 - 1)
+    assert list(column.quantile([0.0, 1.0])) == [0.0, float(2**63 - 1)]

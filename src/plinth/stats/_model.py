@@ -88,7 +88,8 @@ class ColumnProfile:
     def quantile(self, q: Any) -> np.ndarray:
         """Quantiles of the finite values: exact (numpy's linear) from tracked values, else
         from the histogram, inside a bin linear or shaped by the sample's points there
-        (``refined_quantile``); always within [min, max] and the right bin."""
+        (``refined_quantile``); always within [min, max] and the right bin; q 0 and 1
+        are the min and max themselves."""
         share = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
         if self.min is None or self.max is None:
             return np.full(share.shape, np.nan)
@@ -97,8 +98,11 @@ class ColumnProfile:
         else:
             assert self.histogram is not None
             result = refined_quantile(self.histogram, self._finite_sample(), share)
-        clipped: np.ndarray = np.clip(result, self.min, self.max)
-        return clipped
+        clipped = np.clip(result, self.min, self.max)
+        ends: np.ndarray = np.where(
+            share == 0.0, self.min, np.where(share == 1.0, self.max, clipped)
+        )
+        return ends
 
     def cdf(self, x: Any) -> np.ndarray:
         """Share of the finite values at or below ``x``: the histogram's, inside a bin
