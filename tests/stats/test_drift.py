@@ -479,3 +479,12 @@ def test_same_values_as_int_float_or_decimal_are_not_drift() -> None:
     one = pa.table({"x": pa.array([Decimal("1.5"), Decimal("2.5")] * 2000, pa.decimal128(5, 1))})
     two = pa.table({"x": pa.array([Decimal("1.50"), Decimal("2.50")] * 2000, pa.decimal128(6, 2))})
     assert _one(one, two, "x").statistic == 0.0
+
+
+def test_values_that_overflow_the_statistic_give_a_named_error_not_a_verdict() -> None:
+    ref = pa.table({"x": np.array([-1.7e308, 1.7e308, 0, 1, 2, 3, 4, 5] * 300)})
+    cur = pa.table({"x": np.array([-1.7e308, 1.7e308, 0, 1, 2, 3, 4, 6] * 300)})
+    with np.errstate(all="ignore"):
+        result = _one(ref, cur, "x", tests={"x": "wasserstein"})
+    assert result.error is not None and "'x'" in result.error and "finite" in result.error
+    assert not result.drifted

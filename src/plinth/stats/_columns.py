@@ -90,6 +90,7 @@ def column_drift(
         r, c = Side(rcol, _numeric(rcol)), Side(ccol, _numeric(ccol))
         test = _choose_test(name, kind, r, c, s)
         out = _run(test, kind, r, c, s)
+        _check_finite(name, test, out.result)
     except Untestable as e:
         kind_name = _plain_kind(ref, cur, name)
         return result(name, kind_name, "", None, None, 0.0, False, "", None, *rows, error=str(e))
@@ -109,6 +110,16 @@ def column_drift(
         current_rows=cur.rows,
         detail=out.detail,
     )
+
+
+def _check_finite(name: str, test: str, result: st.TestResult) -> None:
+    """A NaN statistic is no verdict (values near +-1.7e308 overflow the arithmetic)."""
+    p = result.p_value
+    if math.isnan(result.statistic) or (p is not None and math.isnan(p)):
+        raise Untestable(
+            f"column '{name}': '{test}' gives no finite result on these values (they "
+            "overflow float64 arithmetic, e.g. values near +-1.7e308)"
+        )
 
 
 def interval_share_exceeded(r: ColumnDrift) -> bool:
