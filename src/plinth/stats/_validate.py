@@ -202,7 +202,7 @@ def column_fields(data: Any, kinds: tuple[str, ...], limits: dict[str, int]) -> 
 
 def _consistent(f: _Field, fields: dict[str, Any]) -> None:
     low, high = fields["min"], fields["max"]
-    if (low is None) != (high is None) or (low is not None and low > high):
+    if low is not None and high is not None and low > high:  # one may be null: overflowed
         raise f.fail("min", f"and 'max' are inconsistent: {low!r}, {high!r}")
     valid = fields["count"] - fields["nulls"]
     histogram, sample, values = fields["histogram"], fields["sample"], fields["values"]
