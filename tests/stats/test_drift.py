@@ -408,3 +408,83 @@ def test_categories_beyond_the_tracked_ones_are_one_bucket_on_profiles() -> None
     # merging values can only lower a divergence: the profiles give a lower bound
     assert res.statistic is not None and exact.statistic is not None
     assert 0 < res.statistic < exact.statistic
+
+
+# --- profiles of heavy-tailed data: identical distributions are not drift ----------
+
+PROFILE_TESTS = ["psi", "jensenshannon", "interval", "wasserstein"]
+
+
+def _heavy(kind: str, seed: int, n: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    rng = _rng(seed)
+    if kind == "lognormal2":
+        return rng.lognormal(0, 2, n), rng.lognormal(0, 2, n)
+    if kind == "lognormal3":
+        return rng.lognormal(0, 3, n), rng.lognormal(0, 3, n)
+    if kind == "outlier_both":
+        return np.r_[rng.normal(size=n), 1e9], np.r_[rng.normal(size=n), 1e9]
+    return rng.normal(size=n), np.r_[rng.normal(size=n), 1e9]  # outlier in current only
+
+
+@pytest.mark.parametrize("kind", ["lognormal2", "lognormal3", "outlier_both", "outlier_cur"])
+def test_same_heavy_tailed_distribution_on_profiles_is_not_flagged(kind: str) -> None:
+    for seed in range(3):
+        a, b = _heavy(kind, seed)
+        ref, cur = profile(pa.table({"x": a})), profile(pa.table({"x": b}))
+        for test in PROFILE_TESTS:
+            if test == "wasserstein" and kind == "outlier_cur":
+                continue  # the outlier really moves 1e9 / n of the mass: see below
+            result = _one(ref, cur, "x", tests={"x": test})
+            assert result.method == "profile"
+            assert not result.drifted, (kind, seed, test, result.statistic, result.p_value)
+
+
+def test_real_shift_of_heavy_tailed_data_on_profiles_is_flagged() -> None:
+    rng = _rng(7)
+    a, b = rng.lognormal(0, 3, 100_000), rng.lognormal(3, 3, 100_000)
+    ref, cur = profile(pa.table({"x": a})), profile(pa.table({"x": b}))
+    for test in PROFILE_TESTS:
+        result = _one(ref, cur, "x", tests={"x": test})
+        if test != "wasserstein":  # in units of a std of ~1e4: a shift of the bulk is tiny
+            assert result.drifted, (test, result.statistic)
+
+
+@pytest.mark.parametrize("where", ["reference", "current"])
+def test_profile_wasserstein_with_an_outlier_matches_scipy(where: str) -> None:
+    from scipy.stats import wasserstein_distance
+
+    rng = _rng(3)
+    a, b = rng.normal(size=100_000), rng.normal(size=100_000)
+    if where == "reference":
+        a = np.r_[a, 1e6]
+    else:
+        b = np.r_[b, 1e9]
+    result = _one(pa.table({"x": a}), pa.table({"x": b}), "x", tests={"x": "wasserstein"})
+    assert result.method == "profile"
+    expected = wasserstein_distance(a, b) / np.std(a)
+    assert result.statistic == pytest.approx(expected, rel=0.03)
+
+
+def test_same_values_as_int_float_or_decimal_are_not_drift() -> None:
+    from decimal import Decimal
+
+    rng = _rng(1)
+    for n in (500, 5000):
+        ref = pa.table({"x": pa.array(rng.integers(0, 4, n), pa.int64())})
+        cur = pa.table({"x": pa.array(rng.integers(0, 4, n).astype(float))})
+        assert not _one(ref, cur, "x").drifted
+    zeros = pa.table({"x": np.r_[np.zeros(3000), np.ones(3000)]})
+    negative = pa.table({"x": np.r_[-np.zeros(3000), np.ones(3000)]})
+    assert _one(zeros, negative, "x").statistic == 0.0
+    one = pa.table({"x": pa.array([Decimal("1.5"), Decimal("2.5")] * 2000, pa.decimal128(5, 1))})
+    two = pa.table({"x": pa.array([Decimal("1.50"), Decimal("2.50")] * 2000, pa.decimal128(6, 2))})
+    assert _one(one, two, "x").statistic == 0.0
+
+
+def test_values_that_overflow_the_statistic_give_a_named_error_not_a_verdict() -> None:
+    ref = pa.table({"x": np.array([-1.7e308, 1.7e308, 0, 1, 2, 3, 4, 5] * 300)})
+    cur = pa.table({"x": np.array([-1.7e308, 1.7e308, 0, 1, 2, 3, 4, 6] * 300)})
+    with np.errstate(all="ignore"):
+        result = _one(ref, cur, "x", tests={"x": "wasserstein"})
+    assert result.error is not None and "'x'" in result.error and "finite" in result.error
+    assert not result.drifted

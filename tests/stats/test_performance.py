@@ -317,3 +317,15 @@ def test_bad_cbpe_input() -> None:
         cbpe.estimate([0.1, 0.15])
     with pytest.raises(InvalidArgument, match="not a stored CBPE"):
         CBPE.from_dict({"kind": "cbpe"})
+
+
+def test_overflowing_errors_give_infinite_rmse_with_infinite_bounds_not_nan() -> None:
+    out = regression_metrics([0.0, 0.0, 0.0], [1e154, 1e155, 1.0])
+    rmse, mae = out["rmse"], out["mae"]
+    assert rmse.value == rmse.lower == rmse.upper == math.inf
+    assert not any(math.isnan(v) for v in (mae.value, mae.lower or 0.0, mae.upper or 0.0))
+
+
+def test_a_nan_threshold_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="threshold"):
+        classification_metrics([0, 1, 1], [0.2, 0.8, 0.6], threshold=math.nan)

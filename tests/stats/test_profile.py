@@ -396,7 +396,7 @@ def test_decimals_string_views_and_dictionary_numbers() -> None:
     )
     result = profile(table)
     price = result.column("price")
-    assert price.kind == "numeric" and price.values == {"1.50": 1, "2.25": 1}
+    assert price.kind == "numeric" and price.values == {"1.5": 1, "2.25": 1}
     assert price.mean == pytest.approx(1.875) and price.nulls == 1
     assert result.column("code").values == {"a": 1, "b": 2}
     assert result.column("level").kind == "categorical"
@@ -485,3 +485,58 @@ def test_distinct_of_repeated_values(distinct: int, copies: int) -> None:
         assert column.distinct == distinct
     else:
         assert abs(column.distinct - distinct) / distinct < 0.1
+
+
+def test_numeric_value_keys_are_one_per_number_whatever_the_type() -> None:
+    from decimal import Decimal
+
+    ints = profile(pa.table({"x": pa.array([0, 1, 1], pa.int64())})).column("x")
+    floats = profile(pa.table({"x": pa.array([-0.0, 1.0, 1.0])})).column("x")
+    decimals = profile(
+        pa.table({"x": pa.array([Decimal("0.00"), Decimal("1.00"), Decimal("1.00")])})
+    ).column("x")
+    assert ints.values == floats.values == decimals.values == {"0.0": 1, "1.0": 2}
+
+
+EXTREME = {
+    "subnormals": (np.array([5e-324, 1e-323, 2e-323] * 100), 300),
+    "subnormal_and_one": (np.r_[np.full(500, 5e-324), np.ones(500)], 1000),
+    "unit_then_1e17_chunk": (
+        np.r_[np.random.default_rng(0).random(1000), np.full(1000, 1e17)],
+        1000,
+    ),
+    "tiny_then_huge_chunk": (np.r_[np.full(2000, 1e-300), np.full(2000, 1e300)], 2000),
+    "int64_then_max_chunk": (
+        pa.array(np.r_[np.arange(1000), np.full(1000, 2**63 - 1)], pa.int64()),
+        1000,
+    ),
+    "uint64_max_chunks": (pa.array([1, 2, 3] + [2**64 - 1] * 3, pa.uint64()), 3),
+}
+
+
+@pytest.mark.parametrize("case", list(EXTREME))
+def test_extreme_values_profile_without_errors(case: str) -> None:
+    values, chunk = EXTREME[case]
+    column = profile(pa.table({"x": values}), chunk_rows=chunk).column("x")
+    numbers = np.asarray(values, dtype=np.float64)
+    assert column.min == numbers.min() and column.max == numbers.max()
+    assert column.histogram is not None and column.histogram.total() == len(numbers)
+    assert abs(column.histogram.offset) < 2**53
+    assert np.all(np.diff(column.deciles) >= 0)
+    halves = profile(pa.table({"x": values[: len(values) // 2]})).merge(
+        profile(pa.table({"x": values[len(values) // 2 :]}))
+    )
+    assert halves.column("x").histogram.total() == len(numbers)  # type: ignore[union-attr]
+
+
+def test_a_pandas_column_of_floats_and_strings_is_named() -> None:
+    frame = pd.DataFrame({"a": [1, 2], "mixed": [1.5, "text"]})
+    with pytest.raises(InvalidArgument, match="'mixed'"):
+        profile(frame)
+
+
+def test_the_ends_of_the_deciles_are_the_min_and_max() -> None:
+    values = np.r_[np.arange(1000), np.full(1000, 2**63 - 1)]
+    column = profile(pa.table({"x": pa.array(values, pa.int64())}), chunk_rows=1000).column("x")
+    assert column.deciles[0] == 0.0 and column.deciles[-1] == float(2**63 - 1)
+    assert list(column.quantile([0.0, 1.0])) == [0.0, float(2**63 - 1)]

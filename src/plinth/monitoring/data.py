@@ -463,7 +463,14 @@ def _prediction_profile(
 
 
 def _is_binary(column: ColumnProfile) -> bool:
-    return column.values is not None and set(column.values) <= {"0", "1", "true", "false"}
+    return column.values is not None and set(column.values) <= {
+        "0",
+        "1",
+        "0.0",
+        "1.0",
+        "true",
+        "false",
+    }
 
 
 __all__ = ["MAX_WINDOW_ROWS", "InputDrift", "LabelIn", "LabelReceipt", "MonitoringData"]

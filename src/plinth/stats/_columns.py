@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -90,6 +90,7 @@ def column_drift(
         r, c = Side(rcol, _numeric(rcol)), Side(ccol, _numeric(ccol))
         test = _choose_test(name, kind, r, c, s)
         out = _run(test, kind, r, c, s)
+        _check_finite(name, test, out.result)
     except Untestable as e:
         kind_name = _plain_kind(ref, cur, name)
         return result(name, kind_name, "", None, None, 0.0, False, "", None, *rows, error=str(e))
@@ -109,6 +110,16 @@ def column_drift(
         current_rows=cur.rows,
         detail=out.detail,
     )
+
+
+def _check_finite(name: str, test: str, result: st.TestResult) -> None:
+    """A NaN statistic is no verdict (values near +-1.7e308 overflow the arithmetic)."""
+    p = result.p_value
+    if math.isnan(result.statistic) or (p is not None and math.isnan(p)):
+        raise Untestable(
+            f"column '{name}': '{test}' gives no finite result on these values (they "
+            "overflow float64 arithmetic, e.g. values near +-1.7e308)"
+        )
 
 
 def interval_share_exceeded(r: ColumnDrift) -> bool:
@@ -251,9 +262,11 @@ def _on_values(test: str, r: Side, c: Side) -> Outcome:
 def _wasserstein(r: Side, c: Side) -> Outcome:
     if r.exact and c.exact:
         return Outcome(st.wasserstein_norm(r.values(), c.values()), "exact")
-    hr, hc = _histograms(r, c)
-    points = np.union1d(hr.edges(), hc.edges())
-    w = st.wasserstein_from_cdfs(points, hr.cdf(points), hc.cdf(points))
+    rp, cp = _on_common_grid(r, c)
+    assert rp.histogram is not None and cp.histogram is not None
+    edges = np.union1d(rp.histogram.edges(), cp.histogram.edges())
+    points = np.union1d(edges, np.union1d(r.values(), c.values()))
+    w = st.wasserstein_from_cdfs(points, rp.cdf(points), cp.cdf(points))
     norm = max(r.population_std(), 0.001)
     return Outcome(
         st.TestResult(w / norm), "profile", None, "on the profiles' fixed-grid histograms"
@@ -267,17 +280,17 @@ def _interval(r: Side, c: Side) -> Outcome:
         ref_out = int(np.sum(ra < lo) + np.sum(ra > hi))
         outside, n, method = int(np.sum(ca < lo) + np.sum(ca > hi)), len(ca), "exact"
     else:
-        hr, hc = _histograms(r, c)
-        lo, hi = (float(x) for x in hr.quantile(np.array([INTERVAL_TAIL, 1 - INTERVAL_TAIL])))
+        rp, cp = _on_common_grid(r, c)
+        lo, hi = (float(x) for x in rp.quantile(np.array([INTERVAL_TAIL, 1 - INTERVAL_TAIL])))
         n, method = c.n, "profile"
-        outside = _count_outside(hc, lo, hi, n)
-        ref_out = _count_outside(hr, lo, hi, r.n)
+        outside = _count_outside(cp, lo, hi, n)
+        ref_out = _count_outside(rp, lo, hi, r.n)
     result = st.interval(outside, n, ref_out, r.n)
     return Outcome(result, method, None, f"reference [q2.5, q97.5] = [{lo:.6g}, {hi:.6g}]")
 
 
-def _count_outside(hist: Any, lo: float, hi: float, n: int) -> int:
-    share = float(hist.cdf(lo)) + 1.0 - float(hist.cdf(hi))
+def _count_outside(col: ColumnProfile, lo: float, hi: float, n: int) -> int:
+    share = float(col.cdf(lo)) + 1.0 - float(col.cdf(hi))
     return min(n, max(0, round(share * n)))
 
 
@@ -341,8 +354,8 @@ def _sturges_counts(r: Side, c: Side, exact: bool) -> tuple[st.FloatArray, st.Fl
         width = (hi - lo) / (math.log2(n) + 1.0)
         bins = max(1, math.ceil((hi - lo) / width))
     edges = np.linspace(lo, hi, bins + 1)
-    hr, hc = _histograms(r, c)
-    return _f(hr.rebin(edges)), _f(hc.rebin(edges))
+    rp, cp = _on_common_grid(r, c)
+    return _f(rp.rebin(edges)), _f(cp.rebin(edges))
 
 
 def _decile_counts(r: Side, c: Side, exact: bool) -> tuple[st.FloatArray, st.FloatArray]:
@@ -351,12 +364,12 @@ def _decile_counts(r: Side, c: Side, exact: bool) -> tuple[st.FloatArray, st.Flo
         ra, ca = r.values(), c.values()
         inner = np.unique(np.quantile(ra, q))
         return _bucket(ra, inner), _bucket(ca, inner)
-    hr, hc = _histograms(r, c)
-    inner = np.unique(hr.quantile(q))
+    rp, cp = _on_common_grid(r, c)
+    inner = np.unique(rp.quantile(q))
     lo = min(_num(r.col.min), _num(c.col.min), float(inner[0]))
     hi = max(_num(r.col.max), _num(c.col.max), float(inner[-1]))
     edges = np.concatenate([[lo], inner, [hi]])
-    return _f(hr.rebin(edges, clip=True)), _f(hc.rebin(edges, clip=True))
+    return _f(rp.rebin(edges, clip=True)), _f(cp.rebin(edges, clip=True))
 
 
 def _bucket(values: st.FloatArray, inner: st.FloatArray) -> st.FloatArray:
@@ -365,11 +378,19 @@ def _bucket(values: st.FloatArray, inner: st.FloatArray) -> st.FloatArray:
     return _f(np.bincount(index, minlength=len(inner) + 1))
 
 
-def _histograms(r: Side, c: Side) -> tuple[Any, Any]:
+def _on_common_grid(r: Side, c: Side) -> tuple[ColumnProfile, ColumnProfile]:
+    """Both sides' profiles with their histograms on the coarser of the two grids: read
+    on grids of different widths, the straight lines inside bins invent differences
+    between identical data. Tests read them through ColumnProfile.cdf/quantile/rebin,
+    which shape a coarse bin with the sample's points there."""
     hr, hc = r.histogram(), c.histogram()
     if hr is None or hc is None:
         raise Untestable(f"column '{r.col.name}' has no histogram in its profile")
-    return hr, hc
+    width = max(hr.width, hc.width)
+    return (
+        replace(r.col, histogram=hr.coarsened(width)),
+        replace(c.col, histogram=hc.coarsened(width)),
+    )
 
 
 def _threshold(test: str, s: Settings) -> float:

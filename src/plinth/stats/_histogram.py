@@ -13,6 +13,7 @@ import numpy as np
 MAX_BINS = 16_384  # coarser (double width) rather than more bins: heavy tails stay bounded
 TARGET_BINS_PER_SPREAD = 512  # width about 1/512 of the interquartile range
 _MIN_EXP, _MAX_EXP = -1074, 1023
+MAX_INDEX_BITS = 52  # |value| / width < 2**52: bin indices exact in floats and int64
 
 
 @dataclass
@@ -54,7 +55,8 @@ class Histogram:
         """The same counts on the grid of ``width`` (a power of two >= this width)."""
         if width == self.width:
             return self
-        shift = min(round(math.log2(width / self.width)), 62)
+        # exponents, not the ratio (it overflows); offsets fit 53 bits, so 62 is plenty
+        shift = min(max(math.frexp(width)[1] - math.frexp(self.width)[1], 0), 62)
         first = self.offset >> shift
         index = ((self.offset + np.arange(len(self.counts), dtype=np.int64)) >> shift) - first
         counts = np.bincount(index, weights=self.counts).round().astype(np.int64)
@@ -149,13 +151,22 @@ def choose_width(spreads: list[float], low: float, high: float, integer: bool) -
     magnitude = max(abs(low), abs(high))
     if spread == 0.0:
         spread = magnitude if magnitude > 0 else 1.0
-    exponent = math.floor(math.log2(spread / TARGET_BINS_PER_SPREAD))
+    # log2 before dividing: a subnormal spread / 512 is 0.0
+    exponent = math.floor(math.log2(spread) - math.log2(TARGET_BINS_PER_SPREAD))
     if magnitude > 0:  # no finer than the float spacing at this magnitude
         exponent = max(exponent, math.frexp(magnitude)[1] - 53)
     if integer:
         exponent = max(exponent, 0)
     exponent = min(max(exponent, _MIN_EXP), _MAX_EXP)
-    width = math.ldexp(1.0, exponent)
+    return fit_width(math.ldexp(1.0, exponent), low, high)
+
+
+def fit_width(width: float, low: float, high: float) -> float:
+    """``width``, doubled until [low, high] is at most ``MAX_BINS`` bins and every bin
+    index (value / width) is below 2**52 in size: exact in a float, far inside int64."""
+    magnitude = max(abs(low), abs(high))
+    if magnitude > 0:
+        width = max(width, math.ldexp(1.0, math.frexp(magnitude)[1] - MAX_INDEX_BITS))
     while math.floor(high / width) - math.floor(low / width) + 1 > MAX_BINS:
         width *= 2.0
     return width
@@ -172,8 +183,7 @@ def histogram_of(
     """Histogram of finite ``values`` (min ``low``, max ``high``) on the grid of ``width``
     (coarsened if needed to stay within ``MAX_BINS``); ``work`` and ``indices`` are optional
     float64 / intp buffers of the values' length."""
-    while math.floor(high / width) - math.floor(low / width) + 1 > MAX_BINS:
-        width *= 2.0
+    width = fit_width(width, low, high)
     first = math.floor(low / width)
     bins = math.floor(high / width) - first + 1
     scaled = np.empty(len(values)) if work is None else work

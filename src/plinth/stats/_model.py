@@ -14,6 +14,7 @@ import numpy as np
 from plinth.errors import InvalidArgument
 from plinth.stats import _sketch
 from plinth.stats._histogram import Histogram, refined_cdf, refined_quantile
+from plinth.stats._validate import column_fields
 
 Kind = Literal["numeric", "categorical", "temporal", "other"]
 KINDS: tuple[Kind, ...] = ("numeric", "categorical", "temporal", "other")
@@ -29,7 +30,8 @@ class ColumnProfile:
     ``count`` rows with nulls; ``nulls`` nulls and NaN; ``infinite`` +-inf; ``mean``, ``m2``
     (sum of squared deviations), ``min``, ``max`` and ``histogram`` of the finite values
     (numeric, temporal in epoch seconds); ``values`` exact counts of the non-null values
-    while tracked (keys str(int), repr(float), str(decimal), "true"/"false", str), else
+    while tracked (numeric keys repr(float(v) + 0.0) for every numeric type, so 1, 1.0
+    and Decimal("1.00") share "1.0"; categorical "true"/"false", str), else
     None; ``other`` categorical values beyond the tracked ones; ``sample`` a uniform sample
     without replacement of the non-null values (at most ``sample_size``); ``sketch`` the
     KMV hashes once distinct values are no longer exact.
@@ -87,7 +89,8 @@ class ColumnProfile:
     def quantile(self, q: Any) -> np.ndarray:
         """Quantiles of the finite values: exact (numpy's linear) from tracked values, else
         from the histogram, inside a bin linear or shaped by the sample's points there
-        (``refined_quantile``); always within [min, max] and the right bin."""
+        (``refined_quantile``); always within [min, max] and the right bin; q 0 and 1
+        are the min and max themselves."""
         share = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
         if self.min is None or self.max is None:
             return np.full(share.shape, np.nan)
@@ -96,8 +99,11 @@ class ColumnProfile:
         else:
             assert self.histogram is not None
             result = refined_quantile(self.histogram, self._finite_sample(), share)
-        clipped: np.ndarray = np.clip(result, self.min, self.max)
-        return clipped
+        clipped = np.clip(result, self.min, self.max)
+        ends: np.ndarray = np.where(
+            share == 0.0, self.min, np.where(share == 1.0, self.max, clipped)
+        )
+        return ends
 
     def cdf(self, x: Any) -> np.ndarray:
         """Share of the finite values at or below ``x``: the histogram's, inside a bin
@@ -177,29 +183,10 @@ class ColumnProfile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ColumnProfile:
-        kind = data["kind"]
-        if kind not in KINDS:
-            raise InvalidArgument(f"column {data.get('name')!r} has unknown kind {kind!r}")
-        histogram = data.get("histogram")
-        sketch = data.get("sketch")
-        return cls(
-            name=str(data["name"]),
-            kind=cast(Kind, kind),
-            dtype=str(data["dtype"]),
-            count=int(data["count"]),
-            nulls=int(data["nulls"]),
-            infinite=int(data.get("infinite", 0)),
-            mean=_optional_float(data.get("mean")),
-            m2=math.inf if data.get("m2", 0.0) is None else float(data.get("m2", 0.0)),
-            min=_optional_float(data.get("min")),
-            max=_optional_float(data.get("max")),
-            histogram=None if histogram is None else Histogram.from_dict(histogram),
-            values=None if data.get("values") is None else dict(data["values"]),
-            other=int(data.get("other", 0)),
-            sample=_sample_from_json(data.get("sample"), kind),
-            sample_size=int(data.get("sample_size", 1000)),
-            sketch=None if sketch is None else _unb64(sketch, np.uint64),
-        )
+        """From ``to_dict``'s output, every field checked (profiles arrive over HTTP):
+        anything malformed is an InvalidArgument naming the column and the field."""
+        limits = {"numeric": MAX_TRACKED, "temporal": MAX_TRACKED, "categorical": MAX_CATEGORIES}
+        return cls(**column_fields(data, KINDS, limits))
 
 
 @dataclass
@@ -225,8 +212,24 @@ class TableProfile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TableProfile:
-        columns = [ColumnProfile.from_dict(c) for c in data["columns"]]
-        return cls(int(data["rows"]), {c.name: c for c in columns})
+        """From ``to_dict``'s output, checked as ``ColumnProfile.from_dict``."""
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), list):
+            raise InvalidArgument("a table profile must be an object with a 'columns' list")
+        rows = data.get("rows")
+        if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows < 2**63:
+            raise InvalidArgument(f"a table profile's 'rows' must be a count, not {rows!r}")
+        columns: dict[str, ColumnProfile] = {}
+        for item in data["columns"]:
+            column = ColumnProfile.from_dict(item)
+            if column.name in columns:
+                raise InvalidArgument(f"column {column.name!r} appears twice in the profile")
+            if column.count > rows:
+                raise InvalidArgument(
+                    f"column {column.name!r}: profile field 'count' {column.count} is more "
+                    f"than the table's {rows} rows"
+                )
+            columns[column.name] = column
+        return cls(rows, columns)
 
 
 def _untyped(column: ColumnProfile) -> bool:
@@ -360,16 +363,8 @@ def _exact_cdf(values: dict[str, int], points: np.ndarray) -> np.ndarray:
     return share
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
-
-
-def _unb64(text: str, dtype: Any) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype=dtype).copy()
 
 
 def _sample_to_json(sample: np.ndarray | None, kind: str) -> Any:
@@ -378,11 +373,3 @@ def _sample_to_json(sample: np.ndarray | None, kind: str) -> Any:
     if kind == "categorical":
         return [str(v) for v in sample]
     return _b64(sample.astype(np.float64))
-
-
-def _sample_from_json(data: Any, kind: str) -> np.ndarray | None:
-    if data is None:
-        return None
-    if kind == "categorical":
-        return np.array(data, dtype=object)
-    return _unb64(data, np.float64)

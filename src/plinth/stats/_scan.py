@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from plinth.errors import InvalidArgument
 from plinth.stats import _sketch
 from plinth.stats._histogram import choose_width, histogram_of
 from plinth.stats._model import MAX_CATEGORIES, MAX_TRACKED, ColumnProfile, Kind
@@ -72,9 +73,18 @@ class Scanner:
         chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
         for chunk in chunks:
             if len(chunk):
-                self.profile = self.profile.merge(self._chunk(chunk), self.rng)
-                if self.profile.histogram is not None:  # merging may have coarsened it
-                    self.width = self.profile.histogram.width
+                try:
+                    self._add(chunk)
+                except (ArithmeticError, ValueError, TypeError) as e:  # Arrow's errors too
+                    raise InvalidArgument(
+                        f"column {self.profile.name!r} ({self.dtype}) could not be "
+                        f"profiled: {type(e).__name__}: {e}"
+                    ) from e
+
+    def _add(self, chunk: pa.Array) -> None:
+        self.profile = self.profile.merge(self._chunk(chunk), self.rng)
+        if self.profile.histogram is not None:  # merging may have coarsened it
+            self.width = self.profile.histogram.width
 
     def _chunk(self, array: pa.Array) -> ColumnProfile:
         part = ColumnProfile(
@@ -172,7 +182,7 @@ class Scanner:
         tracking = self.profile.values is not None
         few = bins is None or np.count_nonzero(bins) <= MAX_TRACKED
         if tracking and few:
-            keys, counts = _numeric_counts(array, numbers, self.kind)
+            keys, counts = _numeric_counts(numbers)
             if len(keys) <= MAX_TRACKED:
                 part.values = dict(zip(keys, counts.tolist(), strict=True))
                 return
@@ -202,17 +212,21 @@ def _floats(array: pa.Array) -> np.ndarray:
     return np.asarray(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False))
 
 
-def _numeric_counts(
-    array: pa.Array, numbers: np.ndarray, kind: str
-) -> tuple[list[str], np.ndarray]:
-    """Distinct non-NaN values with their counts; keys str(int), repr(float), str(decimal)."""
-    if kind == "numeric" and not pa.types.is_floating(array.type):
-        counted = pc.value_counts(array)
-        keys = [str(v) for v in counted.field("values").to_pylist()]
-        return keys, counted.field("counts").to_numpy()
+def _numeric_counts(numbers: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Distinct non-NaN values with their counts, keyed by ``value_key``: one key per
+    number whatever its type (int 1, float 1.0, decimal 1.00 and -0.0 / 0.0 alike)."""
     counted = pc.value_counts(pa.array(numbers))
-    keys = [repr(float(v)) for v in counted.field("values").to_numpy()]
-    return keys, counted.field("counts").to_numpy()
+    values: dict[str, int] = {}
+    numbers_seen = counted.field("values").to_numpy()
+    for number, n in zip(numbers_seen.tolist(), counted.field("counts").to_pylist(), strict=True):
+        key = value_key(number)
+        values[key] = values.get(key, 0) + n
+    return list(values), np.fromiter(values.values(), dtype=np.int64, count=len(values))
+
+
+def value_key(number: float) -> str:
+    """The key of a numeric value in ``ColumnProfile.values``: repr of the float, -0.0 as 0.0."""
+    return repr(float(number) + 0.0)
 
 
 def _value_counts(array: pa.Array) -> tuple[pa.Array, np.ndarray]:

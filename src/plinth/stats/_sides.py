@@ -75,7 +75,7 @@ class Side:
         if sample is None:
             return {}
         if self.numeric:
-            return dict(Counter(repr(float(v)) for v in self.values()))
+            return dict(Counter(repr(float(v) + 0.0) for v in self.values()))
         return dict(Counter(_key(v) for v in sample))
 
 

@@ -159,6 +159,7 @@ def classification_metrics(
     AUC is undefined when the window holds one class only: asking for it then raises
     InvalidArgument (leave "auc" out of ``metrics`` to get the others)."""
     chosen = _check_metrics(metrics, CLASSIFICATION_METRICS)
+    _check_threshold(threshold)
     z = _z(confidence)
     y = _labels(y_true)
     s = _floats(y_score, "y_score")
@@ -251,10 +252,20 @@ def _f1(y: np.ndarray, pred: np.ndarray, confidence: float, seed: int) -> Metric
     return Metric("f1", value, float(lower), float(upper), n, method="bootstrap")
 
 
+def _check_threshold(threshold: float) -> None:
+    if not isinstance(threshold, (int, float)) or math.isnan(threshold):
+        raise InvalidArgument(f"threshold must be a number, not {threshold!r}")
+
+
 def _mean_interval(name: str, per_row: np.ndarray, z: float, floor: float | None) -> Metric:
     n = len(per_row)
-    mean = float(per_row.mean())
-    half = z * float(per_row.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(per_row.mean())
+        half = z * float(per_row.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    if not math.isfinite(mean):  # the values overflow float64: no finite interval either
+        return Metric(name, mean, mean, mean, n, method="analytic")
+    if not math.isfinite(half):
+        half = math.inf
     lower = mean - half if floor is None else max(floor, mean - half)
     return Metric(name, mean, lower, mean + half, n, method="analytic")
 
@@ -290,13 +301,15 @@ def regression_metrics(
     y = _floats(y_true, "y_true")
     p = _floats(y_pred, "y_pred")
     _pair(y, p, ("y_true", "y_pred"))
-    err = p - y
+    with np.errstate(over="ignore"):  # beyond ~1e154 squares are inf: RMSE inf, said so
+        err = p - y
+        squares = err * err
     out: dict[str, Metric] = {}
     for name in chosen:
         if name == "mae":
             out[name] = _mean_interval("mae", np.abs(err), z, floor=0.0)
         else:
-            mse = _mean_interval("mse", err * err, z, floor=0.0)
+            mse = _mean_interval("mse", squares, z, floor=0.0)
             out[name] = Metric(
                 "rmse",
                 math.sqrt(mse.value),
@@ -390,6 +403,7 @@ class CBPE:
         """Estimated metrics of unlabelled ``scores`` (class 1 predicted where
         ``score >= threshold``), each ``estimated=True, method="cbpe"``."""
         chosen = _check_metrics(metrics, ESTIMATED_METRICS)
+        _check_threshold(threshold)
         z = _z(confidence)
         s = _floats(scores, "scores")
         if len(s) == 0:

@@ -288,7 +288,7 @@ def _is_dataframe(data: Any) -> bool:
 
 
 def _pandas(frame: Any, rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    schema = pa.Schema.from_pandas(frame, preserve_index=False)  # types from the whole frame
+    schema = _pandas_schema(frame)  # types from the whole frame
 
     def batches() -> Iterator[pa.RecordBatch]:
         for start in range(0, len(frame), rows):
@@ -296,6 +296,21 @@ def _pandas(frame: Any, rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]
             yield from pa.Table.from_pandas(part, schema=schema, preserve_index=False).to_batches()
 
     return schema, batches()
+
+
+def _pandas_schema(frame: Any) -> pa.Schema:
+    try:
+        return pa.Schema.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        for name in frame.columns:  # which column: only now, one at a time
+            try:
+                pa.Schema.from_pandas(frame[[name]], preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as bad:
+                raise InvalidArgument(
+                    f"column {name!r} has values of mixed types Arrow cannot hold in one "
+                    f"column: {bad}"
+                ) from e
+        raise InvalidArgument(f"the DataFrame cannot be read as Arrow: {e}") from e
 
 
 def _parquet(
