@@ -216,6 +216,21 @@ def test_benjamini_hochberg_keeps_real_drift_and_dataset_verdict() -> None:
     assert below.drifted_share < 0.7 and not below.dataset_drifted
 
 
+def test_benjamini_hochberg_adjusts_as_statsmodels_does() -> None:
+    """The adjusted p-values in the details are statsmodels' fdr_bh ones (the reference
+    implementation; Plinth computes them with scipy, which costs no extra import)."""
+    from statsmodels.stats.multitest import multipletests  # type: ignore[import-untyped]
+
+    r = _rng(8)
+    report = drift_report(_wide(r, 300, [0.0] * 6), _wide(r, 300, [0.0, 0.1, 0.2, 0.3, 0.0, 0.4]))
+    raw = np.array([c.p_value for c in report.columns], dtype=np.float64)
+    expected = multipletests(raw, method="fdr_bh")[1]
+    shown = [
+        float(c.detail.split("adjusted p = ")[1].split()[0].rstrip(";,")) for c in report.columns
+    ]
+    assert np.allclose(shown, expected, rtol=2e-3)
+
+
 # --- large data: profiles and samples, and what the report says ---------------------
 
 
