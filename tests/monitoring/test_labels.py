@@ -69,6 +69,7 @@ def count(store: Store) -> int:
         ({"label": [1], "request_id": "r1"}, r"labels\[0\].label must be a number"),
         ({"label": float("nan"), "request_id": "r1"}, "finite number"),
         ({"label": 1, "request_id": "r1", "row": -1}, r"labels\[0\].row must be a row number"),
+        ({"label": 1, "request_id": "r1", "row": 2**31}, r"labels\[0\].row must be .* 2147483647"),
         ({"label": 1, "entity": {}}, r"labels\[0\].entity must be a dict of key columns"),
         ({"label": 1, "entity": {"id": [1]}}, r"labels\[0\].entity.id must be a number"),
         ({"label": 1, "request_id": "r1", "at": datetime(2026, 1, 1)}, "timezone-aware"),
@@ -155,3 +156,19 @@ def test_an_entity_label_before_any_prediction_joins_nothing(store: Store) -> No
 
 def test_entity_keys_are_canonical() -> None:
     assert entity_key({"b": 2.0, "a": "x"}) == entity_key({"a": "x", "b": 2}) == '{"a":"x","b":2}'
+
+
+def test_a_label_stored_with_a_huge_row_does_not_break_the_join(store: Store) -> None:
+    """A row past 32 bits (stored before rows were bounded) is read, and joins nothing."""
+    with store.write() as conn:
+        conn.execute(
+            labels.insert().values(
+                model_name="churn", request_id="r1", row=3_000_000_000, label="1", at=1_500,
+                logged_at=NOW, logged_by="ann",
+            )
+        )  # fmt: skip
+    window = read_window(store, "churn", 1, 0, 10_000, meta=True)
+    with store.read() as conn:
+        found = read_labels(conn, "churn", 0)
+    assert found["row"].to_pylist() == [3_000_000_000]
+    assert join_labels(window.table, found)[LABEL].null_count == 4

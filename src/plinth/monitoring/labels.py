@@ -28,6 +28,7 @@ from plinth.store.schema import labels, predictions
 MAX_LABELS = 10_000  # per call
 MAX_NAMED = 100  # unmatched request ids named in a receipt
 _MAX_TEXT = 64
+MAX_ROW = 2**31 - 1  # the row column is a 32-bit integer
 _MAX_FUTURE_MS = 5 * 60_000
 _CHUNK = 500  # request ids per IN (...) look-up
 LABEL = "__label"
@@ -112,8 +113,10 @@ def _check(i: int, item: LabelIn, now: int) -> _Checked:
         raise InvalidArgument(f"{where}: give exactly one of request_id and entity")
     if item.request_id is not None and not 0 < len(str(item.request_id)) <= _MAX_TEXT:
         raise InvalidArgument(f"{where}.request_id must have 1 to {_MAX_TEXT} characters")
-    if isinstance(item.row, bool) or not isinstance(item.row, int) or item.row < 0:
-        raise InvalidArgument(f"{where}.row must be a row number (0 or more), not {item.row!r}")
+    if isinstance(item.row, bool) or not isinstance(item.row, int) or not 0 <= item.row <= MAX_ROW:
+        raise InvalidArgument(
+            f"{where}.row must be a row number from 0 to {MAX_ROW}, not {item.row!r}"
+        )
     if item.entity is not None and (not isinstance(item.entity, dict) or not item.entity):
         raise InvalidArgument(f"{where}.entity must be a dict of key columns, e.g. {{'id': 42}}")
     return _Checked(
@@ -235,7 +238,7 @@ def read_labels(conn: Connection, model: str, since: int) -> pa.Table:
     return pa.table(
         {
             "request_id": pa.array([r.request_id for r in found], pa.string()),
-            "row": pa.array([r.row for r in found], pa.int32()),
+            "row": pa.array([r.row for r in found], pa.int64()),
             "entity_key": pa.array([r.entity_key for r in found], pa.string()),
             "label": pa.array([r.label for r in found], pa.string()),
             "at": pa.array([r.at for r in found], pa.int64()),
