@@ -322,3 +322,23 @@ def test_an_input_whose_type_changed_is_named_not_flagged(
     plan = next(c for c in found.report["columns"] if c["column"] == "plan")
     assert not plan["drifted"] and "plan" in plan["error"] and "changed type" in plan["error"]
     assert "plan" not in found.drifted_columns
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ({"window_seconds": 10_000_000_000_000}, "window_seconds must be from 60 to 31622400"),
+        ({"window_seconds": 30}, "window_seconds must be from 60"),
+        ({"now_ms": 5}, "now_ms must be ms since the epoch"),
+        ({"now_ms": 10**17}, "now_ms must be ms since the epoch"),
+    ],
+)
+def test_windows_out_of_range_are_refused_naming_the_parameter(
+    data: MonitoringData, call: dict[str, int], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        data.input_drift("churn", **call)
+    with pytest.raises(InvalidArgument, match=message):
+        data.performance("churn", **call)
+    with pytest.raises(InvalidArgument, match=r"windows x window_seconds must be at most"):
+        data.performance("churn", window_seconds=366 * 86_400, windows=366, now_ms=NOW)

@@ -30,6 +30,7 @@ MAX_NAMED = 100  # unmatched request ids named in a receipt
 _MAX_TEXT = 64
 MAX_ROW = 2**31 - 1  # the row column is a 32-bit integer
 _MAX_FUTURE_MS = 5 * 60_000
+_EARLIEST_MS = 946_684_800_000  # 2000-01-01: an earlier label time is a mistake (s, not ms?)
 _CHUNK = 500  # request ids per IN (...) look-up
 LABEL = "__label"
 LABEL_AT = "__label_at"
@@ -135,7 +136,14 @@ def _label_text(value: Any, where: str) -> str:
         raise InvalidArgument(f"{where} must be a finite number, not {value!r}")
     if isinstance(value, str) and len(value) > 500:
         raise InvalidArgument(f"{where} is longer than 500 characters")
-    return orjson.dumps(value).decode()
+    return _json(value, where)
+
+
+def _json(value: Any, where: str, option: int | None = None) -> str:
+    try:
+        return orjson.dumps(value, option=option).decode()
+    except orjson.JSONEncodeError as e:  # an integer past 64 bits
+        raise InvalidArgument(f"{where}: {e} (integers must fit in 64 bits)") from e
 
 
 def _time(value: datetime | int | None, now: int, where: str) -> int:
@@ -149,8 +157,10 @@ def _time(value: datetime | int | None, now: int, where: str) -> int:
         ms = value
     else:
         raise InvalidArgument(f"{where} must be a datetime or ms since the epoch, not {value!r}")
-    if not 0 <= ms <= now + _MAX_FUTURE_MS:
-        raise InvalidArgument(f"{where} = {value} is in the future or before 1970")
+    if not _EARLIEST_MS <= ms <= now + _MAX_FUTURE_MS:
+        raise InvalidArgument(
+            f"{where} = {value} is in the future or before 2000-01-01 (give ms since the epoch)"
+        )
     return ms
 
 
@@ -163,8 +173,10 @@ def entity_key(entity: dict[str, Any], where: str = "entity") -> str:
             value = int(value)
         if value is not None and not isinstance(value, bool | int | float | str):
             raise InvalidArgument(f"{where}.{name} must be a number or string, not {value!r}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            raise InvalidArgument(f"{where}.{name} = {value} does not fit in 64 bits")
         plain[str(name)] = value
-    return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS).decode()
+    return _json(plain, where, orjson.OPT_SORT_KEYS)
 
 
 def store_labels(
