@@ -137,7 +137,7 @@ def test_labels_join_by_request_row_and_by_the_newest_entity_prediction(store: S
     )
     window = read_window(store, "churn", 1, T, T + 10_000, meta=True)
     with store.read() as conn:
-        found = read_labels(conn, "churn", 0)
+        found = read_labels(conn, "churn", 0).table
     joined = join_labels(window.table, found)
     by_request = dict(
         zip(
@@ -158,7 +158,7 @@ def test_an_entity_label_before_any_prediction_joins_nothing(store: Store) -> No
     stored(store, [{"label": 1, "entity": {"customer_id": 2}, "at": T + 500}])
     window = read_window(store, "churn", 1, T, T + 10_000, meta=True)
     with store.read() as conn:
-        joined = join_labels(window.table, read_labels(conn, "churn", 0))
+        joined = join_labels(window.table, read_labels(conn, "churn", 0).table)
     assert joined[LABEL].null_count == joined.num_rows == 4
 
 
@@ -177,6 +177,19 @@ def test_a_label_stored_with_a_huge_row_does_not_break_the_join(store: Store) ->
         )  # fmt: skip
     window = read_window(store, "churn", 1, T, T + 10_000, meta=True)
     with store.read() as conn:
-        found = read_labels(conn, "churn", 0)
+        found = read_labels(conn, "churn", 0).table
     assert found["row"].to_pylist() == [3_000_000_000]
     assert join_labels(window.table, found)[LABEL].null_count == 4
+
+
+def test_the_labels_read_are_capped_keeping_the_ones_logged_last(store: Store) -> None:
+    stored(store, [{"label": i, "request_id": "r1", "at": T + i} for i in range(4)])
+    with store.read() as conn:
+        everything = read_labels(conn, "churn", 0)
+        some = read_labels(conn, "churn", 0, max_rows=2)
+    assert (everything.capped, everything.table["label"].to_pylist()) == (
+        False,
+        ["0", "1", "2", "3"],
+    )
+    assert (some.capped, some.table["label"].to_pylist()) == (True, ["2", "3"])
+    assert some.note() == "only the 2 labels logged last were read"

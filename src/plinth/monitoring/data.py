@@ -166,12 +166,16 @@ class MonitoringData:
         window = read_windows(self.store, model_name, mv.version, start, end, windows, meta=True)
         with self.store.read() as conn:
             found = read_labels(conn, model_name, start)
-        joined = join_labels(window.table, found)
-        return measure(
+        joined = join_labels(window.table, found.table)
+        measured = measure(
             model_name, mv.version, joined, start=start, window_ms=window_ms, windows=windows,
             metric=metric, task_hint=self._task_hint(mv), validation=self._validation(mv),
             capped=window.capped,
         )  # fmt: skip
+        if not found.capped:
+            return measured
+        note = f"{found.note()} (of those that happened since {iso(start)})"
+        return dataclasses.replace(measured, capped=True, skipped=[*measured.skipped, note])
 
     def _task_hint(self, mv: ModelVersion) -> Task | None:
         """Binary or regression, from the training labels' profile (None: unknown)."""

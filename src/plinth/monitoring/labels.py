@@ -26,6 +26,7 @@ from plinth.monitoring.windows import AT, REQUEST_ID, ROW
 from plinth.store.schema import labels, predictions
 
 MAX_LABELS = 10_000  # per call
+MAX_LABELS_READ = 200_000  # per performance call, as the windows' predictions
 MAX_NAMED = 100  # unmatched request ids named in a receipt
 _MAX_TEXT = 64
 MAX_ROW = 2**31 - 1  # the row column is a 32-bit integer
@@ -237,17 +238,38 @@ def _unmatched(conn: Connection, model: str, checked: list[_Checked]) -> list[st
 # -- the join ------------------------------------------------------------------------------
 
 
-def read_labels(conn: Connection, model: str, since: int) -> pa.Table:
+@dataclass(frozen=True)
+class LabelsRead:
+    """The labels ``read_labels`` found (``table``) and whether older ones were left out."""
+
+    table: pa.Table
+    capped: bool
+
+    def note(self) -> str:
+        if not self.capped:
+            return ""
+        return f"only the {self.table.num_rows:,} labels logged last were read"
+
+
+def read_labels(
+    conn: Connection, model: str, since: int, max_rows: int | None = None
+) -> LabelsRead:
     """The model's labels that happened at or after ``since`` (ms), oldest logged first:
-    ``request_id``, ``row``, ``entity_key``, ``label`` (JSON text), ``at``."""
+    ``request_id``, ``row``, ``entity_key``, ``label`` (JSON text), ``at``; at most
+    ``max_rows`` of them, the ones logged last (``capped`` says when others were left
+    out), so a model's performance stays bounded in time and memory as its windows are."""
+    limit = MAX_LABELS_READ if max_rows is None else max_rows
     lc = labels.c
     query = (
         select(lc.request_id, lc.row, lc.entity_key, lc.label, lc.at)
         .where(lc.model_name == model, lc.at >= since)
-        .order_by(lc.id)
+        .order_by(lc.id.desc())
+        .limit(limit + 1)
     )
     found = conn.execute(query).all()
-    return pa.table(
+    capped = len(found) > limit
+    found = found[:limit][::-1]
+    table = pa.table(
         {
             "request_id": pa.array([r.request_id for r in found], pa.string()),
             "row": pa.array([r.row for r in found], pa.int64()),
@@ -256,6 +278,7 @@ def read_labels(conn: Connection, model: str, since: int) -> pa.Table:
             "at": pa.array([r.at for r in found], pa.int64()),
         }
     )
+    return LabelsRead(table, capped)
 
 
 def join_labels(window: pa.Table, found: pa.Table) -> pa.Table:
