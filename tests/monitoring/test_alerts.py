@@ -228,3 +228,18 @@ def test_long_findings_are_keyed_within_the_column(local: Client) -> None:
     assert alert.dedup_key == alerting.dedup_key(
         service.get_monitor("wide"), drift(*many, of=200).result
     )
+
+
+def test_an_alert_whose_webhook_was_removed_is_not_left_pending(
+    local: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = service_for(local, Scripted(drift("age")))
+    service.create_monitor("m", "input_drift", "churn", webhook_url="http://127.0.0.1:9/x")
+    with monkeypatch.context() as patched:  # the process dies before the alert's round
+        patched.setattr(alerting, "deliver", lambda *args, **kwargs: None)
+        service.run_monitor("m")
+    assert service.list_alerts().items[0].delivery == "pending"
+    service.update_monitor("m", webhook_url="")  # the owner removes the webhook
+    assert retry_deliveries(service, now=now_ms() + 10**9) == []
+    [alert] = service.list_alerts().items
+    assert (alert.delivery, alert.attempts) == ("none", 0)

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from plinth.monitoring.rows import read_json
 from plinth.monitoring.types import PERFORMANCE_KINDS, Monitor
@@ -292,10 +292,25 @@ def due_deliveries(
     """The deliveries the scheduler should try now: pending ones older than the grace
     (their round never ran), failed ones whose back-off has passed, with attempts left."""
     query = _deliveries().where(alerts.c.attempts < policy.max_attempts).order_by(alerts.c.id)
+    drop_unhooked(store)
     with store.read() as conn:
         rows = [dict(r) for r in conn.execute(query.limit(limit * 10)).mappings()]
     due = [_delivery(row) for row in rows if _due(row, now_ms, policy)]
     return due[:limit]
+
+
+def drop_unhooked(store: Store) -> int:
+    """Alerts still to be delivered whose monitor has no webhook any more (it was removed):
+    delivery ``none``, so they do not stay ``pending`` for ever. How many."""
+    m = monitors.c
+    unhooked = select(m.name).where(or_(m.webhook_url.is_(None), m.webhook_url == ""))
+    with store.write() as conn:
+        done = conn.execute(
+            update(alerts)
+            .where(alerts.c.delivery.in_(("pending", "failed")), alerts.c.monitor.in_(unhooked))
+            .values(delivery="none")
+        )
+    return int(done.rowcount or 0)
 
 
 def _due(row: Mapping[str, Any], now_ms: int, policy: WebhookPolicy) -> bool:
