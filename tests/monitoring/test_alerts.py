@@ -98,7 +98,7 @@ def test_delivery_is_retried_with_back_off_until_the_webhook_takes_it(local: Cli
         found = service.run_monitor("m")  # a round of 3 attempts, all refused
         [alert] = service.list_alerts().items
         assert (alert.delivery, alert.attempts) == ("failed", 3)
-        assert alert.last_error == "HTTP 500: status 500"
+        assert alert.last_error == "round 1: HTTP 500: status 500"
         # the scheduler tries again once the round's back-off has passed, not before
         assert retry_deliveries(service, now=now_ms()) == []
         done = retry_deliveries(service, now=now_ms() + 61_000)
@@ -119,15 +119,37 @@ def test_a_refusal_is_not_repeated_and_attempts_run_out(local: Client) -> None:
         service.run_monitor("m")
         [alert] = service.list_alerts().items
         assert (alert.delivery, alert.attempts) == ("failed", 1)  # a 404 is not worth a retry
-        assert alert.last_error == "HTTP 404: status 404"
+        assert alert.last_error == "round 1, not retried: HTTP 404: status 404"
         hook.statuses = [500]
+        assert retry_deliveries(service, now=now_ms() + 10**9) == []  # nor ever again
+    assert len(hook.received) == 1
+    service.create_monitor("n", "input_drift", "churn", webhook_url=hook.url)
+    with Webhook(500) as hook:
+        service.update_monitor("n", webhook_url=hook.url)
+        service.run_monitor("n")
         later = now_ms() + 10**8
         assert [d.action for d in retry_deliveries(service, now=later)] == ["failed"]
-        assert service.list_alerts().items[0].attempts == 4
-        assert [d.action for d in retry_deliveries(service, now=later)] == ["failed"]
-        assert service.list_alerts().items[0].attempts == 7
+        alert = service.list_alerts(monitor="n").items[0]
+        assert (alert.attempts, alert.last_error) == (6, "round 2: HTTP 500: status 500")
         assert retry_deliveries(service, now=later) == []  # 6 attempts at most: given up
-    assert len(hook.received) == 7
+    assert len(hook.received) == 6
+
+
+def test_short_rounds_back_off_by_rounds_not_attempts(local: Client) -> None:
+    """Rounds cut short (a 429, then a back-off longer than the budget left: one attempt
+    each) still back off: the second retry waits twice as long as the first."""
+    service = service_for(local, Scripted(drift("age")), replace(FAST, backoff=100.0))
+    with Webhook(429) as hook:
+        service.create_monitor("m", "input_drift", "churn", webhook_url=hook.url)
+        service.run_monitor("m")
+        start = service.list_alerts().items[0]
+        at = round(start.at.timestamp() * 1000)
+        assert [d.action for d in retry_deliveries(service, now=at + 61_000)] == ["failed"]
+        assert retry_deliveries(service, now=at + 62_000) == []  # round 3: after 120 s
+        assert [d.action for d in retry_deliveries(service, now=at + 121_000)] == ["failed"]
+        assert retry_deliveries(service, now=at + 200_000) == []  # round 4: after 240 s
+    assert len(hook.received) == 3
+    assert service.list_alerts().items[0].last_error == "round 3: HTTP 429: status 429"
 
 
 def test_a_webhook_that_never_answers_costs_one_budget(local: Client) -> None:
@@ -141,7 +163,7 @@ def test_a_webhook_that_never_answers_costs_one_budget(local: Client) -> None:
     assert found.status == "breach"  # the evaluation is answered all the same
     [alert] = service.list_alerts().items
     assert alert.delivery == "failed" and 1 <= alert.attempts <= 3
-    assert re.fullmatch(r"no answer within 0\.[0-9]+ s", alert.last_error or "")
+    assert re.fullmatch(r"round 1: no answer within 0\.[0-9]+ s", alert.last_error or "")
     assert spent < 10  # bounded by the budget (1 s), not hanging: a generous bound
 
 

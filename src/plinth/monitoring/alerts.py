@@ -12,7 +12,9 @@ the whole round bounded by ``budget`` seconds (each attempt's connect, write and
 accepts connections and never answers costs one budget, never a hang. A round runs after
 the alert's transaction has committed: no transaction is held open across the network.
 A failed round is retried by the monitor scheduler (``loop.py``) after ``retry_after``
-seconds, doubling for each round, until ``max_attempts`` attempts have been made. The
+seconds, doubling for each round (counted in the alert's ``last_error``: ``round 2: HTTP
+500``, whatever the attempts each round made), until ``max_attempts`` attempts have been
+made; a 4xx answer but 408 and 429 ends the delivery (``round 1, not retried: HTTP 404``). The
 body carries the alert's id: a receiver told twice (a round retried after its answer was
 lost) can tell.
 """
@@ -23,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ log = logging.getLogger("plinth.monitoring")
 #: the longest dedup key stored as it reads; longer ones end in a digest of the whole
 _KEY_CHARS = 400
 _ERROR_CHARS = 1000
+_ROUND = re.compile(r"round (\d+)(, not retried)?[: ]")
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,13 @@ class WebhookPolicy:
 
 @dataclass(frozen=True)
 class DeliveryResult:
+    """A round's outcome; ``refused``: the webhook answered a 4xx not worth repeating (not
+    408 or 429), so the alert is not tried again."""
+
     delivered: bool
     attempts: int
     last_error: str | None
+    refused: bool = False
 
 
 # -- the finding -----------------------------------------------------------------------------
@@ -219,9 +227,11 @@ def post(
         if code is not None and 200 <= code < 300:
             return DeliveryResult(True, made, None)
         if code is not None and 400 <= code < 500 and code not in (408, 429):
-            break
+            return DeliveryResult(False, made, error, refused=True)
         wait = policy.backoff * 2**attempt
-        if attempt + 1 < policy.attempts and deadline - clock() > wait:
+        if attempt + 1 < policy.attempts:
+            if deadline - clock() <= wait:
+                break  # the back-off does not fit in the budget: the round ends short
             sleep(wait)
     return DeliveryResult(False, made, error or "the delivery budget was spent before an attempt")
 
@@ -275,6 +285,14 @@ class PendingDelivery:
     url: str
     body: dict[str, Any]
     attempts: int
+    delivery: str = "pending"
+    last_error: str | None = None
+
+    def rounds(self, policy: WebhookPolicy) -> tuple[int, bool]:
+        """The rounds made so far, and whether the webhook refused the alert for good."""
+        if self.delivery == "pending":
+            return 0, False
+        return rounds_of(self.last_error, self.attempts, policy)
 
 
 def pending_delivery(store: Store, alert_id: int) -> PendingDelivery | None:
@@ -316,9 +334,21 @@ def drop_unhooked(store: Store) -> int:
 def _due(row: Mapping[str, Any], now_ms: int, policy: WebhookPolicy) -> bool:
     if row["delivery"] == "pending":
         return bool(now_ms - row["at"] >= policy.grace * 1000)
-    rounds = max(1, math.ceil(row["attempts"] / max(1, policy.attempts)))
-    wait = policy.retry_after * 2 ** (rounds - 1)
+    done, refused = rounds_of(row["last_error"], row["attempts"], policy)
+    if refused:
+        return False
+    wait = policy.retry_after * 2 ** (max(1, done) - 1)
     return bool(now_ms - row["at"] >= wait * 1000)
+
+
+def rounds_of(last_error: str | None, attempts: int, policy: WebhookPolicy) -> tuple[int, bool]:
+    """The rounds an alert's delivery has had, from its ``last_error`` (``round 2: HTTP 500``,
+    ``round 1, not retried: HTTP 404``), and whether the webhook refused it for good. An
+    error without its round (stored before rounds were counted) counts full rounds."""
+    found = _ROUND.match(last_error or "")
+    if found is None:
+        return max(1, math.ceil(attempts / max(1, policy.attempts))), False
+    return int(found.group(1)), found.group(2) is not None
 
 
 def _deliveries() -> Any:
@@ -333,6 +363,7 @@ def _deliveries() -> Any:
             a.dedup_key,
             a.delivery,
             a.attempts,
+            a.last_error,
             m.name,
             m.kind,
             m.target,
@@ -349,15 +380,32 @@ def _delivery(row: Mapping[str, Any]) -> PendingDelivery:
     stored = read_json(row["result"])
     report = stored.get("result")
     body = payload(row, row, report if isinstance(report, dict) else {})
-    return PendingDelivery(int(row["id"]), row["name"], row["webhook_url"], body, row["attempts"])
+    return PendingDelivery(
+        int(row["id"]),
+        row["name"],
+        row["webhook_url"],
+        body,
+        row["attempts"],
+        row["delivery"],
+        row["last_error"],
+    )
 
 
 def record_delivery(
-    store: Store, alert_id: int, result: DeliveryResult, policy: WebhookPolicy
+    store: Store,
+    alert_id: int,
+    result: DeliveryResult,
+    policy: WebhookPolicy,
+    round_number: int = 1,
 ) -> str:
-    """Add a round's outcome to the alert: ``delivered`` or ``failed`` (retried by the
-    scheduler while attempts are left). Returns the delivery state."""
+    """Add round ``round_number``'s outcome to the alert: ``delivered`` or ``failed``
+    (retried by the scheduler while attempts are left, unless the webhook refused it: its
+    ``last_error`` then says ``not retried``). Returns the delivery state."""
     state = "delivered" if result.delivered else "failed"
+    error = None
+    if not result.delivered:
+        refused = ", not retried" if result.refused else ""
+        error = f"round {round_number}{refused}: {result.last_error or 'no attempt made'}"
     with store.write() as conn:
         conn.execute(
             update(alerts)
@@ -365,7 +413,7 @@ def record_delivery(
             .values(
                 delivery=state,
                 attempts=alerts.c.attempts + result.attempts,
-                last_error=result.last_error,
+                last_error=error[:_ERROR_CHARS] if error else None,
             )
         )
     if result.delivered:
@@ -381,6 +429,8 @@ def deliver(store: Store, alert_id: int, policy: WebhookPolicy, **post_options: 
     found = pending_delivery(store, alert_id)
     if found is None or found.attempts >= policy.max_attempts:
         return None
-    return record_delivery(
-        store, alert_id, post(found.url, found.body, policy, **post_options), policy
-    )
+    done, refused = found.rounds(policy)
+    if refused:
+        return None
+    result = post(found.url, found.body, policy, **post_options)
+    return record_delivery(store, alert_id, result, policy, done + 1)
