@@ -4,12 +4,16 @@ webhook that never answers costs one delivery budget and is recorded as failed."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -163,7 +167,9 @@ def test_a_webhook_that_never_answers_costs_one_budget(local: Client) -> None:
     assert found.status == "breach"  # the evaluation is answered all the same
     [alert] = service.list_alerts().items
     assert alert.delivery == "failed" and 1 <= alert.attempts <= 3
-    assert re.fullmatch(r"round 1: no answer within 0\.[0-9]+ s", alert.last_error or "")
+    assert re.fullmatch(
+        r"round 1: no (complete )?answer within 0\.[0-9]+ s", alert.last_error or ""
+    )
     assert spent < 10  # bounded by the budget (1 s), not hanging: a generous bound
 
 
@@ -265,3 +271,73 @@ def test_an_alert_whose_webhook_was_removed_is_not_left_pending(
     assert retry_deliveries(service, now=now_ms() + 10**9) == []
     [alert] = service.list_alerts().items
     assert (alert.delivery, alert.attempts) == ("none", 0)
+
+
+@contextlib.contextmanager
+def trickling_webhook() -> Iterator[str]:
+    """A receiver sending its status line at once, then a header one byte each 0.1 s (for
+    10 s at most): every read gets something within its timeout, the answer never ends."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    sock.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = sock.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(100):
+                    time.sleep(0.1)
+                    conn.sendall(b"a")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    finally:
+        sock.close()
+
+
+def test_a_webhook_trickling_its_answer_is_cut_at_the_budget() -> None:
+    policy = replace(FAST, attempts=1, timeout=0.5, budget=1.0)
+    with trickling_webhook() as url:
+        started = time.monotonic()
+        sent = alerting.post(url, {"alert_id": 1}, policy)
+        spent = time.monotonic() - started
+    assert (sent.delivered, sent.attempts) == (False, 1)
+    assert re.fullmatch(r"no complete answer within [0-9.]+ s", sent.last_error or "")
+    assert spent < 5  # the budget (1 s), not the trickle (10 s): a generous bound
+
+
+def test_an_alert_being_delivered_is_not_picked_again(local: Client) -> None:
+    """While a round is under way the alert is ``sending``: the scheduler does not start
+    another one (it did, for a round longer than the grace), unless the round's lease has
+    run out (its process died)."""
+    service = service_for(local, Scripted(drift("age")))
+    meanwhile: list[Any] = []
+
+    def scheduler_pass() -> None:
+        if not meanwhile:  # once: the nested round would call this again
+            meanwhile.append(service.list_alerts().items[0])
+            meanwhile.append(retry_deliveries(service, now=now_ms() + 31_000))
+
+    with Webhook(200, during=scheduler_pass) as hook:
+        service.create_monitor("m", "input_drift", "churn", webhook_url=hook.url)
+        service.run_monitor("m")
+    assert hook.failures == []
+    during, passed = meanwhile
+    assert during.delivery == "sending" and during.last_error.startswith("round 1 under way")
+    assert passed == [] and len(hook.received) == 1
+    [alert] = service.list_alerts().items
+    assert (alert.delivery, alert.attempts, alert.last_error) == ("delivered", 1, None)
+    # a round whose process died is taken up once its lease is over
+    with local.tracking.store.write() as conn:
+        conn.execute(
+            update(alerts).values(delivery="sending", last_error="round 1 under way since 5")
+        )
+    with Webhook(200) as hook:
+        service.update_monitor("m", webhook_url=hook.url)
+        done = retry_deliveries(service, now=now_ms())
+    assert [d.action for d in done] == ["delivered"] and len(hook.received) == 1

@@ -8,9 +8,12 @@ alert that stands for it); a different finding alerts at once.
 
 Delivery is a round of up to ``WebhookPolicy.attempts`` POSTs with exponential back-off,
 the whole round bounded by ``budget`` seconds (each attempt's connect, write and read by
-``timeout``, and the response's arrival by what is left of the budget), so a webhook that
-accepts connections and never answers costs one budget, never a hang. A round runs after
-the alert's transaction has committed: no transaction is held open across the network.
+``timeout``, and the whole answer by the budget's deadline on the wall clock: past it the
+connection is closed), so a webhook that never answers, or trickles its answer, costs one
+budget, never a hang. A round runs after the alert's transaction has committed: no
+transaction is held open across the network. While it runs the alert is ``sending`` (its
+``last_error`` says since when), so no other pass starts another round of it until that
+lease is over (one budget, one timeout and the grace: its process died).
 A failed round is retried by the monitor scheduler (``loop.py``) after ``retry_after``
 seconds, doubling for each round (counted in the alert's ``last_error``: ``round 2: HTTP
 500``, whatever the attempts each round made), until ``max_attempts`` attempts have been
@@ -26,6 +29,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +43,7 @@ from plinth.monitoring.rows import read_json
 from plinth.monitoring.types import PERFORMANCE_KINDS, Monitor
 from plinth.store.engine import Store
 from plinth.store.schema import alerts, monitor_evaluations, monitors
+from plinth.store.sql import now_ms
 
 log = logging.getLogger("plinth.monitoring")
 
@@ -46,6 +51,7 @@ log = logging.getLogger("plinth.monitoring")
 _KEY_CHARS = 400
 _ERROR_CHARS = 1000
 _ROUND = re.compile(r"round (\d+)(, not retried)?[: ]")
+_SENDING = re.compile(r"round \d+ under way since (\d+)")
 
 
 @dataclass(frozen=True)
@@ -239,13 +245,41 @@ def post(
 def _attempt(
     url: str, content: bytes, timeout: float, deadline: float, clock: Callable[[], float]
 ) -> tuple[int | None, str | None]:
-    """The answer's status (None when there was none) and, unless 2xx, what went wrong."""
+    """The answer's status (None when there was none) and, unless 2xx, what went wrong;
+    by ``deadline`` whatever the webhook does. httpx bounds each network wait, not the
+    whole answer (a receiver trickling its headers a byte a second holds a request for
+    ever), so the request runs in a worker thread: past the deadline its connection is
+    closed under it (its next read fails) and the attempt counts as unanswered."""
+    client = httpx.Client(timeout=timeout, follow_redirects=False)
+    answer: list[tuple[int | None, str | None]] = []
+    started = clock()
+
+    def run() -> None:
+        try:
+            answer.append(_send(client, url, content, timeout, deadline, clock))
+        except Exception as exc:  # closed under it past the deadline: nobody is waiting
+            answer.append((None, f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]))
+
+    worker = threading.Thread(target=run, name="plinth-webhook", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - clock()))
+    client.close()
+    if answer and not worker.is_alive():
+        return answer[0]
+    return None, f"no complete answer within {max(0.0, deadline - started):.2f} s"
+
+
+def _send(
+    client: httpx.Client,
+    url: str,
+    content: bytes,
+    timeout: float,
+    deadline: float,
+    clock: Callable[[], float],
+) -> tuple[int | None, str | None]:
     headers = {"content-type": "application/json", "user-agent": "plinth-monitoring"}
     try:
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=False) as client,
-            client.stream("POST", url, content=content, headers=headers) as response,
-        ):
+        with client.stream("POST", url, content=content, headers=headers) as response:
             code = response.status_code
             # the body is not needed: read a little of it for the error, within the deadline
             text = _some_of(response, deadline, clock) if code >= 300 else ""
@@ -334,11 +368,42 @@ def drop_unhooked(store: Store) -> int:
 def _due(row: Mapping[str, Any], now_ms: int, policy: WebhookPolicy) -> bool:
     if row["delivery"] == "pending":
         return bool(now_ms - row["at"] >= policy.grace * 1000)
+    if row["delivery"] == "sending":
+        return _abandoned(row["last_error"], now_ms, policy)
     done, refused = rounds_of(row["last_error"], row["attempts"], policy)
     if refused:
         return False
     wait = policy.retry_after * 2 ** (max(1, done) - 1)
     return bool(now_ms - row["at"] >= wait * 1000)
+
+
+def _abandoned(last_error: str | None, now_ms: int, policy: WebhookPolicy) -> bool:
+    """A round under way (``sending``) past its lease: one budget, one attempt's timeout
+    and the grace after it began (its process died; a live round has ended by then)."""
+    found = _SENDING.match(last_error or "")
+    lease = (policy.budget + policy.timeout + policy.grace) * 1000
+    return found is None or now_ms - int(found.group(1)) >= lease
+
+
+def _claim(store: Store, found: PendingDelivery, round_number: int, now_ms: int) -> bool:
+    """Mark the alert ``sending`` (round ``round_number`` under way since ``now_ms``) if it
+    is still as read: False when another process took it meanwhile."""
+    a = alerts.c
+    same_error = (
+        a.last_error.is_(None) if found.last_error is None else a.last_error == found.last_error
+    )
+    with store.write() as conn:
+        done = conn.execute(
+            update(alerts)
+            .where(
+                a.id == found.alert_id,
+                a.delivery == found.delivery,
+                a.attempts == found.attempts,
+                same_error,
+            )
+            .values(delivery="sending", last_error=f"round {round_number} under way since {now_ms}")
+        )
+    return int(done.rowcount or 0) == 1
 
 
 def rounds_of(last_error: str | None, attempts: int, policy: WebhookPolicy) -> tuple[int, bool]:
@@ -372,7 +437,7 @@ def _deliveries() -> Any:
         )
         .join(monitors, m.name == a.monitor)
         .outerjoin(monitor_evaluations, e.id == a.evaluation_id)
-        .where(a.delivery.in_(("pending", "failed")), m.webhook_url.is_not(None))
+        .where(a.delivery.in_(("pending", "failed", "sending")), m.webhook_url.is_not(None))
     )
 
 
@@ -431,6 +496,11 @@ def deliver(store: Store, alert_id: int, policy: WebhookPolicy, **post_options: 
         return None
     done, refused = found.rounds(policy)
     if refused:
+        return None
+    now = now_ms()
+    if found.delivery == "sending" and not _abandoned(found.last_error, now, policy):
+        return None  # another process's round is under way
+    if not _claim(store, found, done + 1, now):
         return None
     result = post(found.url, found.body, policy, **post_options)
     return record_delivery(store, alert_id, result, policy, done + 1)
