@@ -191,7 +191,10 @@ class MonitoringData:
             return None
         values = column.values or {}
         if column.kind == "categorical" and len(values) == 2:
-            return Task("binary", True if "true" in values else sorted(values)[-1])
+            if set(values) == {"false", "true"}:
+                return Task("binary", 1)  # booleans: true is 1
+            negative, positive = sorted(values)
+            return Task("binary", positive, negative)
         if column.kind == "numeric" and values and set(values) <= {"0", "1", "0.0", "1.0"}:
             return Task("binary", 1)
         return Task("regression") if column.kind == "numeric" else None

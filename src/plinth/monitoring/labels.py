@@ -312,10 +312,17 @@ def join_labels(window: pa.Table, found: pa.Table) -> pa.Table:
 
 
 def _label_array(values: list[Any]) -> pa.Array:
+    """The labels as one Arrow array: booleans among numbers as 1 and 0, and labels of
+    other mixed kinds as their JSON text (true, 1, "yes" -> true, 1, yes)."""
+    if any(isinstance(v, bool) for v in values) and any(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    ):
+        values = [int(v) if isinstance(v, bool) else v for v in values]
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], pa.string())
+        text = [v if isinstance(v, str) else orjson.dumps(v).decode() for v in values]
+        return pa.array([None if v is None else t for v, t in zip(values, text, strict=True)])
 
 
 class _EntityIndex:
