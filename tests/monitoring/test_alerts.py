@@ -4,12 +4,16 @@ webhook that never answers costs one delivery budget and is recorded as failed."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -98,7 +102,7 @@ def test_delivery_is_retried_with_back_off_until_the_webhook_takes_it(local: Cli
         found = service.run_monitor("m")  # a round of 3 attempts, all refused
         [alert] = service.list_alerts().items
         assert (alert.delivery, alert.attempts) == ("failed", 3)
-        assert alert.last_error == "HTTP 500: status 500"
+        assert alert.last_error == "round 1: HTTP 500: status 500"
         # the scheduler tries again once the round's back-off has passed, not before
         assert retry_deliveries(service, now=now_ms()) == []
         done = retry_deliveries(service, now=now_ms() + 61_000)
@@ -119,15 +123,37 @@ def test_a_refusal_is_not_repeated_and_attempts_run_out(local: Client) -> None:
         service.run_monitor("m")
         [alert] = service.list_alerts().items
         assert (alert.delivery, alert.attempts) == ("failed", 1)  # a 404 is not worth a retry
-        assert alert.last_error == "HTTP 404: status 404"
+        assert alert.last_error == "round 1, not retried: HTTP 404: status 404"
         hook.statuses = [500]
+        assert retry_deliveries(service, now=now_ms() + 10**9) == []  # nor ever again
+    assert len(hook.received) == 1
+    service.create_monitor("n", "input_drift", "churn", webhook_url=hook.url)
+    with Webhook(500) as hook:
+        service.update_monitor("n", webhook_url=hook.url)
+        service.run_monitor("n")
         later = now_ms() + 10**8
         assert [d.action for d in retry_deliveries(service, now=later)] == ["failed"]
-        assert service.list_alerts().items[0].attempts == 4
-        assert [d.action for d in retry_deliveries(service, now=later)] == ["failed"]
-        assert service.list_alerts().items[0].attempts == 7
+        alert = service.list_alerts(monitor="n").items[0]
+        assert (alert.attempts, alert.last_error) == (6, "round 2: HTTP 500: status 500")
         assert retry_deliveries(service, now=later) == []  # 6 attempts at most: given up
-    assert len(hook.received) == 7
+    assert len(hook.received) == 6
+
+
+def test_short_rounds_back_off_by_rounds_not_attempts(local: Client) -> None:
+    """Rounds cut short (a 429, then a back-off longer than the budget left: one attempt
+    each) still back off: the second retry waits twice as long as the first."""
+    service = service_for(local, Scripted(drift("age")), replace(FAST, backoff=100.0))
+    with Webhook(429) as hook:
+        service.create_monitor("m", "input_drift", "churn", webhook_url=hook.url)
+        service.run_monitor("m")
+        start = service.list_alerts().items[0]
+        at = round(start.at.timestamp() * 1000)
+        assert [d.action for d in retry_deliveries(service, now=at + 61_000)] == ["failed"]
+        assert retry_deliveries(service, now=at + 62_000) == []  # round 3: after 120 s
+        assert [d.action for d in retry_deliveries(service, now=at + 121_000)] == ["failed"]
+        assert retry_deliveries(service, now=at + 200_000) == []  # round 4: after 240 s
+    assert len(hook.received) == 3
+    assert service.list_alerts().items[0].last_error == "round 3: HTTP 429: status 429"
 
 
 def test_a_webhook_that_never_answers_costs_one_budget(local: Client) -> None:
@@ -141,7 +167,9 @@ def test_a_webhook_that_never_answers_costs_one_budget(local: Client) -> None:
     assert found.status == "breach"  # the evaluation is answered all the same
     [alert] = service.list_alerts().items
     assert alert.delivery == "failed" and 1 <= alert.attempts <= 3
-    assert re.fullmatch(r"no answer within 0\.[0-9]+ s", alert.last_error or "")
+    assert re.fullmatch(
+        r"round 1: no (complete )?answer within 0\.[0-9]+ s", alert.last_error or ""
+    )
     assert spent < 10  # bounded by the budget (1 s), not hanging: a generous bound
 
 
@@ -228,3 +256,88 @@ def test_long_findings_are_keyed_within_the_column(local: Client) -> None:
     assert alert.dedup_key == alerting.dedup_key(
         service.get_monitor("wide"), drift(*many, of=200).result
     )
+
+
+def test_an_alert_whose_webhook_was_removed_is_not_left_pending(
+    local: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = service_for(local, Scripted(drift("age")))
+    service.create_monitor("m", "input_drift", "churn", webhook_url="http://127.0.0.1:9/x")
+    with monkeypatch.context() as patched:  # the process dies before the alert's round
+        patched.setattr(alerting, "deliver", lambda *args, **kwargs: None)
+        service.run_monitor("m")
+    assert service.list_alerts().items[0].delivery == "pending"
+    service.update_monitor("m", webhook_url="")  # the owner removes the webhook
+    assert retry_deliveries(service, now=now_ms() + 10**9) == []
+    [alert] = service.list_alerts().items
+    assert (alert.delivery, alert.attempts) == ("none", 0)
+
+
+@contextlib.contextmanager
+def trickling_webhook() -> Iterator[str]:
+    """A receiver sending its status line at once, then a header one byte each 0.1 s (for
+    10 s at most): every read gets something within its timeout, the answer never ends."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    sock.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = sock.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(100):
+                    time.sleep(0.1)
+                    conn.sendall(b"a")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    finally:
+        sock.close()
+
+
+def test_a_webhook_trickling_its_answer_is_cut_at_the_budget() -> None:
+    policy = replace(FAST, attempts=1, timeout=0.5, budget=1.0)
+    with trickling_webhook() as url:
+        started = time.monotonic()
+        sent = alerting.post(url, {"alert_id": 1}, policy)
+        spent = time.monotonic() - started
+    assert (sent.delivered, sent.attempts) == (False, 1)
+    assert re.fullmatch(r"no complete answer within [0-9.]+ s", sent.last_error or "")
+    assert spent < 5  # the budget (1 s), not the trickle (10 s): a generous bound
+
+
+def test_an_alert_being_delivered_is_not_picked_again(local: Client) -> None:
+    """While a round is under way the alert is ``sending``: the scheduler does not start
+    another one (it did, for a round longer than the grace), unless the round's lease has
+    run out (its process died)."""
+    service = service_for(local, Scripted(drift("age")))
+    meanwhile: list[Any] = []
+
+    def scheduler_pass() -> None:
+        if not meanwhile:  # once: the nested round would call this again
+            meanwhile.append(service.list_alerts().items[0])
+            meanwhile.append(retry_deliveries(service, now=now_ms() + 31_000))
+
+    with Webhook(200, during=scheduler_pass) as hook:
+        service.create_monitor("m", "input_drift", "churn", webhook_url=hook.url)
+        service.run_monitor("m")
+    assert hook.failures == []
+    during, passed = meanwhile
+    assert during.delivery == "sending" and during.last_error.startswith("round 1 under way")
+    assert passed == [] and len(hook.received) == 1
+    [alert] = service.list_alerts().items
+    assert (alert.delivery, alert.attempts, alert.last_error) == ("delivered", 1, None)
+    # a round whose process died is taken up once its lease is over
+    with local.tracking.store.write() as conn:
+        conn.execute(
+            update(alerts).values(delivery="sending", last_error="round 1 under way since 5")
+        )
+    with Webhook(200) as hook:
+        service.update_monitor("m", webhook_url=hook.url)
+        done = retry_deliveries(service, now=now_ms())
+    assert [d.action for d in done] == ["delivered"] and len(hook.received) == 1

@@ -322,3 +322,41 @@ def test_an_input_whose_type_changed_is_named_not_flagged(
     plan = next(c for c in found.report["columns"] if c["column"] == "plan")
     assert not plan["drifted"] and "plan" in plan["error"] and "changed type" in plan["error"]
     assert "plan" not in found.drifted_columns
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ({"window_seconds": 10_000_000_000_000}, "window_seconds must be from 60 to 31622400"),
+        ({"window_seconds": 30}, "window_seconds must be from 60"),
+        ({"now_ms": 5}, "now_ms must be ms since the epoch"),
+        ({"now_ms": 10**17}, "now_ms must be ms since the epoch"),
+    ],
+)
+def test_windows_out_of_range_are_refused_naming_the_parameter(
+    data: MonitoringData, call: dict[str, int], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        data.input_drift("churn", **call)
+    with pytest.raises(InvalidArgument, match=message):
+        data.performance("churn", **call)
+    with pytest.raises(InvalidArgument, match=r"windows x window_seconds must be at most"):
+        data.performance("churn", window_seconds=366 * 86_400, windows=366, now_ms=NOW)
+
+
+def test_the_labels_read_for_performance_are_capped_saying_so(
+    client: Client, data: MonitoringData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plinth.monitoring.labels as labels_module
+
+    churn_model(client)
+    p = log_predictions(client, NOW - DAY, NOW, 10, seed=60, requests=1).frame
+    data.log_labels(
+        "churn",
+        [LabelIn(i % 2, request_id=r, row=int(n), at=NOW - HOUR) for i, (r, n) in
+         enumerate(zip(p["request_id"], p["row"], strict=True))],
+    )  # fmt: skip
+    monkeypatch.setattr(labels_module, "MAX_LABELS_READ", 4)
+    perf = data.performance("churn", windows=1, now_ms=NOW)
+    assert perf.capped and perf.windows[0].labelled == 4
+    assert perf.skipped[-1].startswith("only the 4 labels logged last were read")

@@ -16,6 +16,7 @@ from plinth.monitoring.windows import (
     REQUEST_ID,
     ROW,
     SCORE,
+    iso,
     prediction_columns,
     read_window,
     read_windows,
@@ -132,3 +133,8 @@ def test_probabilities_are_found_in_the_shapes_models_return() -> None:
     assert scores is None
     labels, scores = prediction_columns([{"other": 1}])  # nothing known: kept as text
     assert scores is None and labels.to_pylist() == ['{"other":1}']
+
+
+def test_times_out_of_datetime_range_are_written_as_ms() -> None:
+    assert iso(1_780_000_000_000) == "2026-05-28T20:26:40Z"
+    assert iso(-10_000_000_000_000_000) == "-10000000000000000 ms since the epoch"

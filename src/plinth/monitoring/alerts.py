@@ -8,11 +8,16 @@ alert that stands for it); a different finding alerts at once.
 
 Delivery is a round of up to ``WebhookPolicy.attempts`` POSTs with exponential back-off,
 the whole round bounded by ``budget`` seconds (each attempt's connect, write and read by
-``timeout``, and the response's arrival by what is left of the budget), so a webhook that
-accepts connections and never answers costs one budget, never a hang. A round runs after
-the alert's transaction has committed: no transaction is held open across the network.
+``timeout``, and the whole answer by the budget's deadline on the wall clock: past it the
+connection is closed), so a webhook that never answers, or trickles its answer, costs one
+budget, never a hang. A round runs after the alert's transaction has committed: no
+transaction is held open across the network. While it runs the alert is ``sending`` (its
+``last_error`` says since when), so no other pass starts another round of it until that
+lease is over (one budget, one timeout and the grace: its process died).
 A failed round is retried by the monitor scheduler (``loop.py``) after ``retry_after``
-seconds, doubling for each round, until ``max_attempts`` attempts have been made. The
+seconds, doubling for each round (counted in the alert's ``last_error``: ``round 2: HTTP
+500``, whatever the attempts each round made), until ``max_attempts`` attempts have been
+made; a 4xx answer but 408 and 429 ends the delivery (``round 1, not retried: HTTP 404``). The
 body carries the alert's id: a receiver told twice (a round retried after its answer was
 lost) can tell.
 """
@@ -23,6 +28,8 @@ import hashlib
 import json
 import logging
 import math
+import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,18 +37,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from plinth.monitoring.rows import read_json
 from plinth.monitoring.types import PERFORMANCE_KINDS, Monitor
 from plinth.store.engine import Store
 from plinth.store.schema import alerts, monitor_evaluations, monitors
+from plinth.store.sql import now_ms
 
 log = logging.getLogger("plinth.monitoring")
 
 #: the longest dedup key stored as it reads; longer ones end in a digest of the whole
 _KEY_CHARS = 400
 _ERROR_CHARS = 1000
+_ROUND = re.compile(r"round (\d+)(, not retried)?[: ]")
+_SENDING = re.compile(r"round \d+ under way since (\d+)")
 
 
 @dataclass(frozen=True)
@@ -64,9 +74,13 @@ class WebhookPolicy:
 
 @dataclass(frozen=True)
 class DeliveryResult:
+    """A round's outcome; ``refused``: the webhook answered a 4xx not worth repeating (not
+    408 or 429), so the alert is not tried again."""
+
     delivered: bool
     attempts: int
     last_error: str | None
+    refused: bool = False
 
 
 # -- the finding -----------------------------------------------------------------------------
@@ -219,9 +233,11 @@ def post(
         if code is not None and 200 <= code < 300:
             return DeliveryResult(True, made, None)
         if code is not None and 400 <= code < 500 and code not in (408, 429):
-            break
+            return DeliveryResult(False, made, error, refused=True)
         wait = policy.backoff * 2**attempt
-        if attempt + 1 < policy.attempts and deadline - clock() > wait:
+        if attempt + 1 < policy.attempts:
+            if deadline - clock() <= wait:
+                break  # the back-off does not fit in the budget: the round ends short
             sleep(wait)
     return DeliveryResult(False, made, error or "the delivery budget was spent before an attempt")
 
@@ -229,13 +245,41 @@ def post(
 def _attempt(
     url: str, content: bytes, timeout: float, deadline: float, clock: Callable[[], float]
 ) -> tuple[int | None, str | None]:
-    """The answer's status (None when there was none) and, unless 2xx, what went wrong."""
+    """The answer's status (None when there was none) and, unless 2xx, what went wrong;
+    by ``deadline`` whatever the webhook does. httpx bounds each network wait, not the
+    whole answer (a receiver trickling its headers a byte a second holds a request for
+    ever), so the request runs in a worker thread: past the deadline its connection is
+    closed under it (its next read fails) and the attempt counts as unanswered."""
+    client = httpx.Client(timeout=timeout, follow_redirects=False)
+    answer: list[tuple[int | None, str | None]] = []
+    started = clock()
+
+    def run() -> None:
+        try:
+            answer.append(_send(client, url, content, timeout, deadline, clock))
+        except Exception as exc:  # closed under it past the deadline: nobody is waiting
+            answer.append((None, f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]))
+
+    worker = threading.Thread(target=run, name="plinth-webhook", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - clock()))
+    client.close()
+    if answer and not worker.is_alive():
+        return answer[0]
+    return None, f"no complete answer within {max(0.0, deadline - started):.2f} s"
+
+
+def _send(
+    client: httpx.Client,
+    url: str,
+    content: bytes,
+    timeout: float,
+    deadline: float,
+    clock: Callable[[], float],
+) -> tuple[int | None, str | None]:
     headers = {"content-type": "application/json", "user-agent": "plinth-monitoring"}
     try:
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=False) as client,
-            client.stream("POST", url, content=content, headers=headers) as response,
-        ):
+        with client.stream("POST", url, content=content, headers=headers) as response:
             code = response.status_code
             # the body is not needed: read a little of it for the error, within the deadline
             text = _some_of(response, deadline, clock) if code >= 300 else ""
@@ -275,6 +319,14 @@ class PendingDelivery:
     url: str
     body: dict[str, Any]
     attempts: int
+    delivery: str = "pending"
+    last_error: str | None = None
+
+    def rounds(self, policy: WebhookPolicy) -> tuple[int, bool]:
+        """The rounds made so far, and whether the webhook refused the alert for good."""
+        if self.delivery == "pending":
+            return 0, False
+        return rounds_of(self.last_error, self.attempts, policy)
 
 
 def pending_delivery(store: Store, alert_id: int) -> PendingDelivery | None:
@@ -292,18 +344,76 @@ def due_deliveries(
     """The deliveries the scheduler should try now: pending ones older than the grace
     (their round never ran), failed ones whose back-off has passed, with attempts left."""
     query = _deliveries().where(alerts.c.attempts < policy.max_attempts).order_by(alerts.c.id)
+    drop_unhooked(store)
     with store.read() as conn:
         rows = [dict(r) for r in conn.execute(query.limit(limit * 10)).mappings()]
     due = [_delivery(row) for row in rows if _due(row, now_ms, policy)]
     return due[:limit]
 
 
+def drop_unhooked(store: Store) -> int:
+    """Alerts still to be delivered whose monitor has no webhook any more (it was removed):
+    delivery ``none``, so they do not stay ``pending`` for ever. How many."""
+    m = monitors.c
+    unhooked = select(m.name).where(or_(m.webhook_url.is_(None), m.webhook_url == ""))
+    with store.write() as conn:
+        done = conn.execute(
+            update(alerts)
+            .where(alerts.c.delivery.in_(("pending", "failed")), alerts.c.monitor.in_(unhooked))
+            .values(delivery="none")
+        )
+    return int(done.rowcount or 0)
+
+
 def _due(row: Mapping[str, Any], now_ms: int, policy: WebhookPolicy) -> bool:
     if row["delivery"] == "pending":
         return bool(now_ms - row["at"] >= policy.grace * 1000)
-    rounds = max(1, math.ceil(row["attempts"] / max(1, policy.attempts)))
-    wait = policy.retry_after * 2 ** (rounds - 1)
+    if row["delivery"] == "sending":
+        return _abandoned(row["last_error"], now_ms, policy)
+    done, refused = rounds_of(row["last_error"], row["attempts"], policy)
+    if refused:
+        return False
+    wait = policy.retry_after * 2 ** (max(1, done) - 1)
     return bool(now_ms - row["at"] >= wait * 1000)
+
+
+def _abandoned(last_error: str | None, now_ms: int, policy: WebhookPolicy) -> bool:
+    """A round under way (``sending``) past its lease: one budget, one attempt's timeout
+    and the grace after it began (its process died; a live round has ended by then)."""
+    found = _SENDING.match(last_error or "")
+    lease = (policy.budget + policy.timeout + policy.grace) * 1000
+    return found is None or now_ms - int(found.group(1)) >= lease
+
+
+def _claim(store: Store, found: PendingDelivery, round_number: int, now_ms: int) -> bool:
+    """Mark the alert ``sending`` (round ``round_number`` under way since ``now_ms``) if it
+    is still as read: False when another process took it meanwhile."""
+    a = alerts.c
+    same_error = (
+        a.last_error.is_(None) if found.last_error is None else a.last_error == found.last_error
+    )
+    with store.write() as conn:
+        done = conn.execute(
+            update(alerts)
+            .where(
+                a.id == found.alert_id,
+                a.delivery == found.delivery,
+                a.attempts == found.attempts,
+                same_error,
+            )
+            .values(delivery="sending", last_error=f"round {round_number} under way since {now_ms}")
+        )
+    return int(done.rowcount or 0) == 1
+
+
+def rounds_of(last_error: str | None, attempts: int, policy: WebhookPolicy) -> tuple[int, bool]:
+    """The rounds an alert's delivery has had, from its ``last_error`` (``round 2: HTTP 500``,
+    ``round 1, not retried: HTTP 404``), and whether the webhook refused it for good. An
+    error without its round (stored before rounds were counted) counts full rounds."""
+    found = _ROUND.match(last_error or "")
+    if found is None:
+        return max(1, math.ceil(attempts / max(1, policy.attempts))), False
+    return int(found.group(1)), found.group(2) is not None
 
 
 def _deliveries() -> Any:
@@ -318,6 +428,7 @@ def _deliveries() -> Any:
             a.dedup_key,
             a.delivery,
             a.attempts,
+            a.last_error,
             m.name,
             m.kind,
             m.target,
@@ -326,7 +437,7 @@ def _deliveries() -> Any:
         )
         .join(monitors, m.name == a.monitor)
         .outerjoin(monitor_evaluations, e.id == a.evaluation_id)
-        .where(a.delivery.in_(("pending", "failed")), m.webhook_url.is_not(None))
+        .where(a.delivery.in_(("pending", "failed", "sending")), m.webhook_url.is_not(None))
     )
 
 
@@ -334,15 +445,32 @@ def _delivery(row: Mapping[str, Any]) -> PendingDelivery:
     stored = read_json(row["result"])
     report = stored.get("result")
     body = payload(row, row, report if isinstance(report, dict) else {})
-    return PendingDelivery(int(row["id"]), row["name"], row["webhook_url"], body, row["attempts"])
+    return PendingDelivery(
+        int(row["id"]),
+        row["name"],
+        row["webhook_url"],
+        body,
+        row["attempts"],
+        row["delivery"],
+        row["last_error"],
+    )
 
 
 def record_delivery(
-    store: Store, alert_id: int, result: DeliveryResult, policy: WebhookPolicy
+    store: Store,
+    alert_id: int,
+    result: DeliveryResult,
+    policy: WebhookPolicy,
+    round_number: int = 1,
 ) -> str:
-    """Add a round's outcome to the alert: ``delivered`` or ``failed`` (retried by the
-    scheduler while attempts are left). Returns the delivery state."""
+    """Add round ``round_number``'s outcome to the alert: ``delivered`` or ``failed``
+    (retried by the scheduler while attempts are left, unless the webhook refused it: its
+    ``last_error`` then says ``not retried``). Returns the delivery state."""
     state = "delivered" if result.delivered else "failed"
+    error = None
+    if not result.delivered:
+        refused = ", not retried" if result.refused else ""
+        error = f"round {round_number}{refused}: {result.last_error or 'no attempt made'}"
     with store.write() as conn:
         conn.execute(
             update(alerts)
@@ -350,7 +478,7 @@ def record_delivery(
             .values(
                 delivery=state,
                 attempts=alerts.c.attempts + result.attempts,
-                last_error=result.last_error,
+                last_error=error[:_ERROR_CHARS] if error else None,
             )
         )
     if result.delivered:
@@ -366,6 +494,13 @@ def deliver(store: Store, alert_id: int, policy: WebhookPolicy, **post_options: 
     found = pending_delivery(store, alert_id)
     if found is None or found.attempts >= policy.max_attempts:
         return None
-    return record_delivery(
-        store, alert_id, post(found.url, found.body, policy, **post_options), policy
-    )
+    done, refused = found.rounds(policy)
+    if refused:
+        return None
+    now = now_ms()
+    if found.delivery == "sending" and not _abandoned(found.last_error, now, policy):
+        return None  # another process's round is under way
+    if not _claim(store, found, done + 1, now):
+        return None
+    result = post(found.url, found.body, policy, **post_options)
+    return record_delivery(store, alert_id, result, policy, done + 1)

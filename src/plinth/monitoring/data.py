@@ -59,6 +59,11 @@ if TYPE_CHECKING:
     from plinth.store.engine import Store
 
 MAX_WINDOWS = 366
+MAX_WINDOW_SECONDS = 366 * 86_400
+MAX_SPAN_SECONDS = 10 * 366 * 86_400  # all the windows of a performance call together
+#: ``now_ms`` a caller may give: from 2000-01-01 to 2100-01-01 (UTC)
+EARLIEST_MS = 946_684_800_000
+LATEST_MS = 4_102_444_800_000
 _JSON = {"ser_json_inf_nan": "strings"}
 
 
@@ -146,23 +151,31 @@ class MonitoringData:
         to, estimated (CBPE, binary classifiers with probability outputs) on all of them,
         and its validation metric. ``version``: default the PRODUCTION one, else the
         newest."""
-        if window_seconds < 60:
-            raise InvalidArgument(f"window_seconds must be 60 or more, not {window_seconds}")
+        check_window_seconds(window_seconds)
         if not 1 <= windows <= MAX_WINDOWS:
             raise InvalidArgument(f"windows must be from 1 to {MAX_WINDOWS}, not {windows}")
+        if windows * window_seconds > MAX_SPAN_SECONDS:
+            raise InvalidArgument(
+                f"windows x window_seconds must be at most {MAX_SPAN_SECONDS} s (10 years), "
+                f"not {windows} x {window_seconds}"
+            )
+        end = clock() if now_ms is None else check_now_ms(now_ms)
         mv = self.model_version(model_name, version)
-        end = clock() if now_ms is None else now_ms
         window_ms = window_seconds * 1000
         start = end - windows * window_ms
         window = read_windows(self.store, model_name, mv.version, start, end, windows, meta=True)
         with self.store.read() as conn:
             found = read_labels(conn, model_name, start)
-        joined = join_labels(window.table, found)
-        return measure(
+        joined = join_labels(window.table, found.table)
+        measured = measure(
             model_name, mv.version, joined, start=start, window_ms=window_ms, windows=windows,
             metric=metric, task_hint=self._task_hint(mv), validation=self._validation(mv),
             capped=window.capped,
         )  # fmt: skip
+        if not found.capped:
+            return measured
+        note = f"{found.note()} (of those that happened since {iso(start)})"
+        return dataclasses.replace(measured, capped=True, skipped=[*measured.skipped, note])
 
     def _task_hint(self, mv: ModelVersion) -> Task | None:
         """Binary or regression, from the training labels' profile (None: unknown)."""
@@ -178,7 +191,10 @@ class MonitoringData:
             return None
         values = column.values or {}
         if column.kind == "categorical" and len(values) == 2:
-            return Task("binary", True if "true" in values else sorted(values)[-1])
+            if set(values) == {"false", "true"}:
+                return Task("binary", 1)  # booleans: true is 1
+            negative, positive = sorted(values)
+            return Task("binary", positive, negative)
         if column.kind == "numeric" and values and set(values) <= {"0", "1", "0.0", "1.0"}:
             return Task("binary", 1)
         return Task("regression") if column.kind == "numeric" else None
@@ -217,11 +233,13 @@ class MonitoringData:
         training data, per input column, and its predictions against the training labels;
         with ``score_job``, that batch job's inputs and scores against the training data of
         the version that scored them. Nothing is stored."""
+        check_window_seconds(window_seconds)
+        now = clock() if now_ms is None else check_now_ms(now_ms)
         mv = self.model_version(model_name, version)
         return self.drift(
             mv, window_seconds=window_seconds, preset=preset, columns=columns,
             score_job=score_job, max_drifted_share=max_drifted_share,
-            now_ms=clock() if now_ms is None else now_ms, save=False,
+            now_ms=now, save=False,
         )  # fmt: skip
 
     def drift(
@@ -237,8 +255,8 @@ class MonitoringData:
         save: bool,
     ) -> InputDrift:
         """``input_drift`` for a resolved version; ``save`` stores the window's profile."""
-        if window_seconds < 60:
-            raise InvalidArgument(f"window_seconds must be 60 or more, not {window_seconds}")
+        check_window_seconds(window_seconds)
+        check_now_ms(now_ms)
         if score_job is not None:  # a job is judged against the version that scored it
             scored = self._job_version(mv.model_name, score_job)
             if scored != mv.version:
@@ -442,6 +460,26 @@ class MonitoringData:
         """The deciles metadata table: per model version, kind of subject (training data,
         serving window, score job) and column, the deciles of its newest profile."""
         return decile_rows(self.access, model_name, subject_kind, column, limit)
+
+
+def check_window_seconds(window_seconds: int) -> int:
+    """``window_seconds`` if from 60 s to 366 days; else InvalidArgument naming it."""
+    if not 60 <= window_seconds <= MAX_WINDOW_SECONDS:
+        raise InvalidArgument(
+            f"window_seconds must be from 60 to {MAX_WINDOW_SECONDS} (366 days), "
+            f"not {window_seconds}"
+        )
+    return window_seconds
+
+
+def check_now_ms(now_ms: int) -> int:
+    """``now_ms`` if it is a time from 2000 to 2100 (ms); else InvalidArgument naming it."""
+    if isinstance(now_ms, bool) or not EARLIEST_MS <= now_ms < LATEST_MS:
+        raise InvalidArgument(
+            f"now_ms must be ms since the epoch from {EARLIEST_MS} (2000-01-01) to "
+            f"{LATEST_MS} (2100-01-01), not {now_ms}"
+        )
+    return now_ms
 
 
 def _inputs(current: TableProfile) -> list[str]:

@@ -26,9 +26,12 @@ from plinth.monitoring.windows import AT, REQUEST_ID, ROW
 from plinth.store.schema import labels, predictions
 
 MAX_LABELS = 10_000  # per call
+MAX_LABELS_READ = 200_000  # per performance call, as the windows' predictions
 MAX_NAMED = 100  # unmatched request ids named in a receipt
 _MAX_TEXT = 64
+MAX_ROW = 2**31 - 1  # the row column is a 32-bit integer
 _MAX_FUTURE_MS = 5 * 60_000
+_EARLIEST_MS = 946_684_800_000  # 2000-01-01: an earlier label time is a mistake (s, not ms?)
 _CHUNK = 500  # request ids per IN (...) look-up
 LABEL = "__label"
 LABEL_AT = "__label_at"
@@ -112,8 +115,10 @@ def _check(i: int, item: LabelIn, now: int) -> _Checked:
         raise InvalidArgument(f"{where}: give exactly one of request_id and entity")
     if item.request_id is not None and not 0 < len(str(item.request_id)) <= _MAX_TEXT:
         raise InvalidArgument(f"{where}.request_id must have 1 to {_MAX_TEXT} characters")
-    if isinstance(item.row, bool) or not isinstance(item.row, int) or item.row < 0:
-        raise InvalidArgument(f"{where}.row must be a row number (0 or more), not {item.row!r}")
+    if isinstance(item.row, bool) or not isinstance(item.row, int) or not 0 <= item.row <= MAX_ROW:
+        raise InvalidArgument(
+            f"{where}.row must be a row number from 0 to {MAX_ROW}, not {item.row!r}"
+        )
     if item.entity is not None and (not isinstance(item.entity, dict) or not item.entity):
         raise InvalidArgument(f"{where}.entity must be a dict of key columns, e.g. {{'id': 42}}")
     return _Checked(
@@ -132,7 +137,14 @@ def _label_text(value: Any, where: str) -> str:
         raise InvalidArgument(f"{where} must be a finite number, not {value!r}")
     if isinstance(value, str) and len(value) > 500:
         raise InvalidArgument(f"{where} is longer than 500 characters")
-    return orjson.dumps(value).decode()
+    return _json(value, where)
+
+
+def _json(value: Any, where: str, option: int | None = None) -> str:
+    try:
+        return orjson.dumps(value, option=option).decode()
+    except orjson.JSONEncodeError as e:  # an integer past 64 bits
+        raise InvalidArgument(f"{where}: {e} (integers must fit in 64 bits)") from e
 
 
 def _time(value: datetime | int | None, now: int, where: str) -> int:
@@ -146,8 +158,10 @@ def _time(value: datetime | int | None, now: int, where: str) -> int:
         ms = value
     else:
         raise InvalidArgument(f"{where} must be a datetime or ms since the epoch, not {value!r}")
-    if not 0 <= ms <= now + _MAX_FUTURE_MS:
-        raise InvalidArgument(f"{where} = {value} is in the future or before 1970")
+    if not _EARLIEST_MS <= ms <= now + _MAX_FUTURE_MS:
+        raise InvalidArgument(
+            f"{where} = {value} is in the future or before 2000-01-01 (give ms since the epoch)"
+        )
     return ms
 
 
@@ -160,8 +174,10 @@ def entity_key(entity: dict[str, Any], where: str = "entity") -> str:
             value = int(value)
         if value is not None and not isinstance(value, bool | int | float | str):
             raise InvalidArgument(f"{where}.{name} must be a number or string, not {value!r}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            raise InvalidArgument(f"{where}.{name} = {value} does not fit in 64 bits")
         plain[str(name)] = value
-    return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS).decode()
+    return _json(plain, where, orjson.OPT_SORT_KEYS)
 
 
 def store_labels(
@@ -222,25 +238,47 @@ def _unmatched(conn: Connection, model: str, checked: list[_Checked]) -> list[st
 # -- the join ------------------------------------------------------------------------------
 
 
-def read_labels(conn: Connection, model: str, since: int) -> pa.Table:
+@dataclass(frozen=True)
+class LabelsRead:
+    """The labels ``read_labels`` found (``table``) and whether older ones were left out."""
+
+    table: pa.Table
+    capped: bool
+
+    def note(self) -> str:
+        if not self.capped:
+            return ""
+        return f"only the {self.table.num_rows:,} labels logged last were read"
+
+
+def read_labels(
+    conn: Connection, model: str, since: int, max_rows: int | None = None
+) -> LabelsRead:
     """The model's labels that happened at or after ``since`` (ms), oldest logged first:
-    ``request_id``, ``row``, ``entity_key``, ``label`` (JSON text), ``at``."""
+    ``request_id``, ``row``, ``entity_key``, ``label`` (JSON text), ``at``; at most
+    ``max_rows`` of them, the ones logged last (``capped`` says when others were left
+    out), so a model's performance stays bounded in time and memory as its windows are."""
+    limit = MAX_LABELS_READ if max_rows is None else max_rows
     lc = labels.c
     query = (
         select(lc.request_id, lc.row, lc.entity_key, lc.label, lc.at)
         .where(lc.model_name == model, lc.at >= since)
-        .order_by(lc.id)
+        .order_by(lc.id.desc())
+        .limit(limit + 1)
     )
     found = conn.execute(query).all()
-    return pa.table(
+    capped = len(found) > limit
+    found = found[:limit][::-1]
+    table = pa.table(
         {
             "request_id": pa.array([r.request_id for r in found], pa.string()),
-            "row": pa.array([r.row for r in found], pa.int32()),
+            "row": pa.array([r.row for r in found], pa.int64()),
             "entity_key": pa.array([r.entity_key for r in found], pa.string()),
             "label": pa.array([r.label for r in found], pa.string()),
             "at": pa.array([r.at for r in found], pa.int64()),
         }
     )
+    return LabelsRead(table, capped)
 
 
 def join_labels(window: pa.Table, found: pa.Table) -> pa.Table:
@@ -274,10 +312,17 @@ def join_labels(window: pa.Table, found: pa.Table) -> pa.Table:
 
 
 def _label_array(values: list[Any]) -> pa.Array:
+    """The labels as one Arrow array: booleans among numbers as 1 and 0, and labels of
+    other mixed kinds as their JSON text (true, 1, "yes" -> true, 1, yes)."""
+    if any(isinstance(v, bool) for v in values) and any(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    ):
+        values = [int(v) if isinstance(v, bool) else v for v in values]
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], pa.string())
+        text = [v if isinstance(v, str) else orjson.dumps(v).decode() for v in values]
+        return pa.array([None if v is None else t for v, t in zip(values, text, strict=True)])
 
 
 class _EntityIndex:

@@ -32,6 +32,7 @@ REGRESSION = ("rmse", "mae")
 METRICS = CLASSIFICATION + REGRESSION
 LOWER_IS_BETTER = {"log_loss", "rmse", "mae"}
 ESTIMABLE = ("auc", "accuracy", "f1")
+_TEXT_CLASSES = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}
 REFERENCE_ROWS = 50_000
 MIN_REFERENCE = 100
 MIN_LABELLED = 2  # fewer labelled predictions in a window: no measured metrics
@@ -52,6 +53,7 @@ class WindowPerformance:
     labelled: int
     metrics: dict[str, Metric] = field(default_factory=dict)
     estimated: dict[str, Metric] = field(default_factory=dict)
+    note: str = ""  # e.g. labelled predictions left out: their label is not one of the classes
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,33 @@ class Performance:
 
 @dataclass(frozen=True)
 class Task:
-    kind: str  # binary | regression | unknown
+    """binary | regression | unknown. A binary task's classes: 0/1 (``positive`` 1, and
+    false/true as the same), or two strings (``positive`` the later, ``negative`` the
+    other)."""
+
+    kind: str
     positive: Any = None  # the binary positive class (1, True or the later of two strings)
+    negative: Any = None  # the other class, when the classes are strings
+
+    def classes(self) -> str:
+        if isinstance(self.positive, str):
+            return f"{self.negative}, {self.positive}"
+        return "0, 1"
+
+    def of(self, value: Any) -> float:
+        """1.0 for the positive class, 0.0 for the other, NaN for anything else (null, or
+        a value that is not one of the classes: never scored as the negative one)."""
+        if value is None:
+            return math.nan
+        if isinstance(self.positive, str):
+            if isinstance(value, str) and value in (self.positive, self.negative):
+                return float(value == self.positive)
+            return math.nan
+        if isinstance(value, str):  # labels of mixed kinds are read as text
+            value = _TEXT_CLASSES.get(value.strip().lower(), math.nan)
+        if isinstance(value, bool | int | float) and value in (0, 1):
+            return float(value)
+        return math.nan
 
 
 def infer_task(labels: list[Any], hint: Task | None = None) -> Task:
@@ -104,7 +131,10 @@ def infer_task(labels: list[Any], hint: Task | None = None) -> Task:
     if values <= {0, 1}:
         return Task("binary", 1)
     if all(isinstance(v, str) for v in values):
-        return Task("binary", sorted(values)[-1]) if len(values) == 2 else Task("unknown")
+        if len(values) != 2:
+            return Task("unknown")
+        negative, positive = sorted(values)
+        return Task("binary", positive, negative)
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return Task("regression")
     return Task("unknown")
@@ -173,6 +203,9 @@ def _window(
     inside = (at >= start) & (at < start + window_ms)
     rows = joined.filter(pa.array(inside)) if joined.num_rows else joined
     labelled = rows.filter(pc.is_valid(rows[LABEL])) if rows.num_rows else rows
+    note = ""
+    if task.kind == "binary" and labelled.num_rows:
+        labelled, note = _of_the_classes(labelled, task, scores)
     measured = _measured(labelled, task, scores) if labelled.num_rows >= MIN_LABELLED else {}
     estimated: dict[str, Metric] = {}
     if estimator is not None and rows.num_rows:
@@ -180,8 +213,28 @@ def _window(
         if len(window_scores):
             estimated = estimator.estimate(window_scores, metrics=ESTIMABLE)
     return WindowPerformance(
-        start, start + window_ms, rows.num_rows, labelled.num_rows, measured, estimated
+        start, start + window_ms, rows.num_rows, labelled.num_rows, measured, estimated, note
     )
+
+
+def _of_the_classes(labelled: pa.Table, task: Task, scores: str) -> tuple[pa.Table, str]:
+    """The labelled rows whose label (and, for class predictions, prediction) is one of the
+    task's classes, and a note counting those left out."""
+    keep = np.isfinite(_binary(labelled[LABEL].to_pylist(), task))
+    notes = []
+    if (~keep).any():
+        notes.append(f"{int((~keep).sum())} labels are not one of the classes {task.classes()}")
+    if scores != "probability":
+        predicted = np.isfinite(_binary(labelled[PREDICTION].to_pylist(), task))
+        off = keep & ~predicted
+        if off.any():
+            notes.append(
+                f"{int(off.sum())} predictions are not one of the classes {task.classes()}"
+            )
+        keep &= predicted
+    if keep.all():
+        return labelled, ""
+    return labelled.filter(pa.array(keep)), "; ".join(notes) + ": left out"
 
 
 def _measured(labelled: pa.Table, task: Task, scores: str) -> dict[str, Metric]:
@@ -262,14 +315,5 @@ def _float(value: Any) -> float:
 
 
 def _binary(values: list[Any], task: Task) -> np.ndarray[Any, Any]:
-    """1.0 for the positive class, 0.0 for the other, NaN for nulls."""
-    positive = task.positive
-    out = np.full(len(values), np.nan)
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        if isinstance(positive, str):
-            out[i] = float(str(v) == positive)
-        else:
-            out[i] = float(_float(v) >= 0.5)
-    return out
+    """1.0 for the positive class, 0.0 for the other, NaN for nulls and other values."""
+    return np.array([task.of(v) for v in values], dtype=float)

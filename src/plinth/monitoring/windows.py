@@ -278,5 +278,9 @@ def storage_options(uri: str) -> dict[str, str]:
 
 
 def iso(ms: int) -> str:
-    """``ms`` since the epoch as UTC text for messages (2026-01-02T10:00:00Z)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``ms`` since the epoch as UTC text for messages (2026-01-02T10:00:00Z); a time
+    outside the years 1 to 9999 as its ms (a message must not fail)."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return f"{ms} ms since the epoch"
