@@ -88,3 +88,26 @@ def test_every_score_job_operation_has_a_rule() -> None:
 
     for ep in endpoints_of(ScoreJobService):
         assert hasattr(getattr(ScoreJobService, ep.name), "__plinth_access__"), ep.name
+
+
+def test_only_an_editor_of_the_model_records_a_jobs_profile(
+    client: Client, auth: AuthService
+) -> None:
+    """A job's input profile is what its drift monitors judge (and alert on): a reader who
+    may run the job may not make one up."""
+    import pandas as pd
+
+    from plinth.stats.profile import profile
+
+    auth.create_user("victor", Role.VIEWER)
+    auth.grant(Kind.MODEL, "secret", "user", "victor", "viewer")
+    auth.grant(Kind.MODEL, "secret", "user", "bob", "editor")
+    made_up = profile(pd.DataFrame({"x": [1e9, 2e9]})).to_dict()
+    jobs = client.score_jobs
+    with acting_as(Principal("victor", Role.VIEWER, via="token")):
+        jobs.start_score_job("v-1", "secret", 1, "in", "out")
+        with pytest.raises(plinth.PermissionDenied, match="editor"):
+            jobs.record_score_profile("v-1", made_up)
+        assert jobs.finish_score_job("v-1", "DELIVERED", 2).status == "DELIVERED"
+    with acting_as(BOB):
+        assert jobs.record_score_profile("v-1", made_up) > 0
