@@ -7,8 +7,9 @@ evaluation (or it has never been evaluated); an ``on_event`` monitor is due when
 than the last one it evaluated (trigger ``commit:V`` / ``job:N``); the schedule comes
 first when both are due. A check that fails is its evaluation's ``error`` (the event is
 recorded as seen all the same, so it is not run again until the next event or its
-schedule); a monitor that cannot even be looked at is the pass's ``error`` action and
-the others are still evaluated.
+schedule), except a score job not ready to be checked (its input profile not stored
+yet: ``CheckOutcome.retry``), looked at again on the next pass; a monitor that cannot
+even be looked at is the pass's ``error`` action and the others are still evaluated.
 
 ``plinth server`` runs passes in the background every ``PLINTH_MONITOR_LOOP_SECONDS``
 while it holds the lease ``monitor-scheduler`` (``MonitorLoop``), so among replicas one

@@ -69,7 +69,8 @@ _STATUSES = ("ok", "breach", "skipped")
 
 
 class Outcome(Protocol):
-    """What a check answers (``checks.CheckOutcome``)."""
+    """What a check answers (``checks.CheckOutcome``; read too: its ``retry`` if it has
+    one, True when the event's data is not there yet)."""
 
     @property
     def status(self) -> str: ...
@@ -382,7 +383,8 @@ class MonitorService:
     def evaluate(self, monitor: Monitor, trigger: str, event: int | None = None) -> Evaluation:
         """Run the monitor's check now and store what it found (``event``: the commit /
         score job that triggered it, recorded as the monitor's last event whatever the
-        check said, so a failing check is not run again for the same event). A breach
+        check said, so a failing check is not run again for the same event; unless the
+        check answered ``retry``: the event's data is not there yet, look again). A breach
         alerts unless an alert for the same finding stands within the cooldown; its webhook
         is then tried once round (``alerts.deliver``), after the transaction."""
         at = now_ms()
@@ -420,7 +422,8 @@ class MonitorService:
                 message = found.summary[:_SUMMARY_CHARS]
                 alert_id = alerting.raise_alert(conn, current, evaluation_id, at, message, key)
             marks: dict[str, Any] = {"last_run_at": at}
-            if seen is not None and (current.last_event is None or seen > current.last_event):
+            newer = current.last_event is None or (seen is not None and seen > current.last_event)
+            if seen is not None and newer and not found.retry:
                 marks["last_event"] = seen
             conn.execute(update(monitors).where(monitors.c.name == monitor.name).values(marks))
         if suppressed_by is not None:
@@ -556,7 +559,15 @@ class MonitorService:
 
 
 class _Found:
-    __slots__ = ("current_profile", "event", "reference_profile", "result", "status", "summary")
+    __slots__ = (
+        "current_profile",
+        "event",
+        "reference_profile",
+        "result",
+        "retry",
+        "status",
+        "summary",
+    )
 
     def __init__(
         self,
@@ -566,7 +577,9 @@ class _Found:
         reference_profile: int | None = None,
         current_profile: int | None = None,
         event: int | None = None,
+        retry: bool = False,
     ) -> None:
+        self.retry = retry
         self.status = status
         self.summary = summary
         self.result = result
@@ -588,6 +601,8 @@ def _found(outcome: Outcome) -> _Found:
         _optional_int(outcome.reference_profile),
         _optional_int(outcome.current_profile),
         _optional_int(outcome.event),
+        # not ready: the event is not recorded as seen (an outcome may not say: False)
+        bool(getattr(outcome, "retry", False)),
     )
 
 
