@@ -485,3 +485,23 @@ def test_late_labels_are_logged_through_the_client(backend: Client) -> None:
         backend.log_labels("churn", [LabelIn(1, "r3")], label=1)
     with pytest.raises(NotFound, match="registered model 'nope' does not exist"):
         plinth.log_labels("nope", label=1, request_id="r1")
+
+
+def test_a_model_monitors_columns_are_inputs_of_its_version(local: Client) -> None:
+    """``spec.columns`` of a drift monitor are checked against the signature of the version
+    it watches, on create and on update, naming the column that is not an input."""
+    from tests.monitoring.conftest import churn_model
+
+    churn_model(local)
+    service = local.monitors
+    for kind in ("input_drift", "prediction_drift"):
+        with pytest.raises(InvalidArgument, match=r"spec.columns: version 1 of registered model "
+                           r"'churn' has no input '<script>' \(its inputs: age, spend, plan\)"):  # fmt: skip
+            service.create_monitor(
+                "m", kind, "churn", spec=as_given({"columns": ["age", "<script>"]})
+            )
+    made = service.create_monitor("m", "input_drift", "churn", spec=as_given({"columns": ["age"]}))
+    assert made.spec.columns == ["age"]
+    with pytest.raises(InvalidArgument, match=r"has no input 'x'"):
+        service.update_monitor("m", spec=as_given({"columns": ["x"]}))
+    assert service.get_monitor("m").spec.columns == ["age"]

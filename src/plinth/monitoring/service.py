@@ -539,7 +539,7 @@ class MonitorService:
             if kind == "feature_drift":
                 validation.require_group(conn, target, spec)
             else:
-                validation.require_model(conn, target, spec)
+                validation.require_model(conn, target, spec, kind)
 
     def _shown(self, monitor: Monitor) -> Monitor:
         """The monitor as the caller may see it: a webhook URL often carries a secret in its
