@@ -22,6 +22,7 @@ from plinth.store.schema import feature_commits
 from tests.monitoring.conftest import (
     BACKENDS,
     DAY,
+    INPUTS,
     NOW,
     churn_model,
     customers,
@@ -117,6 +118,36 @@ def test_a_score_job_triggers_a_drift_check_of_its_inputs(
     outcome = evaluate(data, watch, now_ms=NOW, trigger=f"job:{job.job_id}")
     assert outcome.event == job.job_id and outcome.result["subject"] == f"score job {job.job_id}"
     assert outcome.result["drifted_columns"] == ["plan"]
+
+
+def test_a_job_seen_before_its_profile_arrives_is_checked_once_it_has(
+    client: Client, data: MonitoringData
+) -> None:
+    """The race: the scheduler looks between a job's DELIVERED and its profile's upload.
+    That look is skipped without recording the job as seen; the next pass checks it."""
+    import pyarrow as pa
+
+    from plinth.monitoring.loop import run_once
+    from plinth.monitoring.service import MonitorService
+    from plinth.stats.profile import profile
+
+    churn_model(client)
+    service = MonitorService(client.tracking.store, data)
+    service.create_monitor("on-jobs", "input_drift", "churn", on_event=True)
+    jobs = client.score_jobs
+    job = jobs.start_score_job("late", "churn", 1, "in.parquet", "out")
+    jobs.finish_score_job("late", "DELIVERED", 300)
+    [early] = run_once(service)
+    assert early.detail.startswith(f"skipped (job:{job.id}): skipped: score job {job.id} has no")
+    assert service.get_monitor("on-jobs").last_event is None  # not seen: looked at again
+    frame = customers(300, seed=9, pro=0.9)[INPUTS]
+    jobs.record_score_profile("late", profile(pa.Table.from_pandas(frame)).to_dict())
+    [checked] = run_once(service)
+    assert f"(job:{job.id}): version 1 of churn, score job {job.id}: 1 of 3 columns drifted" in (
+        checked.detail
+    )
+    assert service.get_monitor("on-jobs").last_event == job.id
+    assert run_once(service) == []  # nothing new
 
 
 # -- performance -------------------------------------------------------------------------------

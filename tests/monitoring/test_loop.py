@@ -163,6 +163,35 @@ def test_a_pass_ends_when_its_lease_is_lost(local: Client) -> None:
     assert service.list_evaluations("b").items == []
 
 
+def test_a_check_longer_than_the_lease_keeps_it(local: Client) -> None:
+    """While a pass runs its lease is renewed, so a check outlasting the lease's length
+    does not let another replica take it and evaluate the same monitor."""
+    check = Scripted(drift())
+    service = service_for(local, check)
+    service.create_monitor("slow", "input_drift", "churn", schedule_seconds=3600)
+    loop = MonitorLoop(service, 30)
+    loop.lease_seconds = 2.0
+    seen: list[bool] = []
+
+    def slow(*args: object, **kwargs: object) -> Scripted:
+        first = lease.current(service.store, LEASE)
+        assert first is not None and first.holder == loop.holder
+        for _ in range(400):  # until renewed (a quarter of the lease), at most 20 s
+            held = lease.current(service.store, LEASE)
+            if held is not None and held.expires_at_ms > first.expires_at_ms:
+                break
+            time.sleep(0.05)
+        # a replica looking once the lease taken at the start would have expired
+        later = first.expires_at_ms + 1
+        seen.append(lease.acquire(service.store, LEASE, "someone else", 60, now=later))
+        return check(*args, **kwargs)  # type: ignore[arg-type,return-value]
+
+    service.evaluator = slow  # type: ignore[assignment]
+    done = loop.run_pass()
+    assert seen == [False]
+    assert done is not None and [d.action for d in done] == ["evaluated"]
+
+
 def test_the_scheduler_runs_in_the_server_and_health_tells_its_state(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 

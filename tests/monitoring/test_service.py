@@ -348,6 +348,9 @@ def test_who_may_see_change_and_run_a_monitor(server: Server) -> None:
     assert http.delete("/api/v1/monitors/churn-inputs", headers=mallory).status_code == 404
 
     server.auth.grant(Kind.MONITOR, "churn-inputs", "user", "victor", "viewer")
+    # a monitor shows its model's data: a reader of the monitor alone does not see it
+    assert http.get("/api/v1/monitors/churn-inputs", headers=victor).status_code == 404
+    server.auth.grant(Kind.MODEL, "churn", "user", "victor", "viewer")
     seen = http.get("/api/v1/monitors/churn-inputs", headers=victor).json()
     # a webhook URL carries its secret in the path: a reader sees its host only
     assert seen["webhook_url"] == "https://hooks.example.com/…"
@@ -390,6 +393,77 @@ def test_who_may_see_change_and_run_a_monitor(server: Server) -> None:
     assert http.get("/api/v1/alerts", headers=alice).json()["items"] == []
 
 
+def test_a_monitor_is_seen_and_checked_only_while_its_target_may_be_read(
+    server: Server,
+) -> None:
+    """bob's monitor of alice's model: once alice takes the model's grants back, carol (a
+    reader of the monitor) finds no monitor, evaluation or alert, and the scheduler no
+    longer checks it for bob."""
+    from plinth.monitoring.loop import run_once
+    from plinth.store.sql import now_ms
+
+    alice = server.user("alice", Role.EDITOR)
+    bob = server.user("bob", Role.EDITOR)
+    carol = server.user("carol", Role.VIEWER)
+    http = server.http
+    assert http.post("/api/v1/models", json={"name": "churn"}, headers=alice).is_success
+    for user in ("bob", "carol"):
+        server.auth.grant(Kind.MODEL, "churn", "user", user, "viewer")
+    spec = {"name": "bobs", "kind": "input_drift", "target": "churn", "schedule_seconds": 3600}
+    assert http.post("/api/v1/monitors", json=spec, headers=bob).is_success
+    server.auth.grant(Kind.MONITOR, "bobs", "user", "carol", "viewer")
+    with acting_as(SYSTEM):
+        scripted = Scripted(drift("age"))
+        checking = MonitorService(server.store, evaluator=scripted)
+        breach = checking.run_monitor("bobs")
+    assert breach.alert_id is not None
+    reads = {
+        "/api/v1/monitors/bobs": 200,
+        "/api/v1/monitors/bobs/evaluations": 200,
+    }
+    for path, status in reads.items():
+        assert http.get(path, headers=carol).status_code == status, path
+    assert [m["name"] for m in http.get("/api/v1/monitors", headers=carol).json()["items"]] == [
+        "bobs"
+    ]
+    assert len(http.get("/api/v1/alerts", headers=carol).json()["items"]) == 1
+
+    for user in ("bob", "carol"):
+        taken = http.request(
+            "DELETE",
+            "/api/v1/grants/model/churn",
+            params={"grantee_type": "user", "grantee": user},
+            headers=alice,
+        )
+        assert taken.is_success, taken.text
+    assert http.get("/api/v1/models/churn/input-drift", headers=carol).status_code == 404
+    for path in reads:
+        hidden = http.get(path, headers=carol)
+        assert hidden.status_code == 404, (path, hidden.text)
+        assert hidden.json()["message"] == "monitor 'bobs' does not exist"
+    assert http.get("/api/v1/monitors", headers=carol).json()["items"] == []
+    assert http.get("/api/v1/monitors?target=churn", headers=carol).json()["items"] == []
+    assert http.get("/api/v1/alerts", headers=carol).json()["items"] == []
+    assert http.get("/api/v1/alerts?monitor=bobs", headers=carol).json()["items"] == []
+    # bob may still change and delete his monitor, but not run it or read its results
+    assert http.post("/api/v1/monitors/bobs/run", json={}, headers=bob).status_code == 404
+    assert http.get("/api/v1/monitors/bobs/evaluations", headers=bob).status_code == 404
+    ack = http.post(f"/api/v1/alerts/{breach.alert_id}/ack", json={}, headers=bob)
+    assert ack.status_code == 404, ack.text
+
+    # the scheduler checks a monitor for its owner: bob may no longer read churn
+    with acting_as(SYSTEM):
+        [done] = run_once(checking, now=now_ms() + 7200_000)
+        assert [call[:2] for call in scripted.calls] == [("bobs", "manual")]  # not again
+        newest = checking.list_evaluations("bobs").items[0]
+    assert (done.action, newest.status) == ("evaluated", "error")
+    assert newest.summary == "owner bob may no longer read model churn"
+    assert newest.alert_id is None
+    admin = MonitorService(server.store)
+    with acting_as(SYSTEM):
+        assert admin.get_monitor("bobs").owner == "bob"  # an admin still sees it all
+
+
 def test_late_labels_are_logged_through_the_client(backend: Client) -> None:
     """``plinth.log_labels`` and ``client.log_labels``: one label or a batch, in-process or
     through a server (``client.monitoring``)."""
@@ -411,3 +485,23 @@ def test_late_labels_are_logged_through_the_client(backend: Client) -> None:
         backend.log_labels("churn", [LabelIn(1, "r3")], label=1)
     with pytest.raises(NotFound, match="registered model 'nope' does not exist"):
         plinth.log_labels("nope", label=1, request_id="r1")
+
+
+def test_a_model_monitors_columns_are_inputs_of_its_version(local: Client) -> None:
+    """``spec.columns`` of a drift monitor are checked against the signature of the version
+    it watches, on create and on update, naming the column that is not an input."""
+    from tests.monitoring.conftest import churn_model
+
+    churn_model(local)
+    service = local.monitors
+    for kind in ("input_drift", "prediction_drift"):
+        with pytest.raises(InvalidArgument, match=r"spec.columns: version 1 of registered model "
+                           r"'churn' has no input '<script>' \(its inputs: age, spend, plan\)"):  # fmt: skip
+            service.create_monitor(
+                "m", kind, "churn", spec=as_given({"columns": ["age", "<script>"]})
+            )
+    made = service.create_monitor("m", "input_drift", "churn", spec=as_given({"columns": ["age"]}))
+    assert made.spec.columns == ["age"]
+    with pytest.raises(InvalidArgument, match=r"has no input 'x'"):
+        service.update_monitor("m", spec=as_given({"columns": ["x"]}))
+    assert service.get_monitor("m").spec.columns == ["age"]

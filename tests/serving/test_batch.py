@@ -246,6 +246,47 @@ def test_a_run_killed_after_its_commit_is_completed_by_the_next(
     assert job is not None and (job.status, job.output_version) == ("DELIVERED", 1)
 
 
+def test_a_jobs_profile_is_stored_before_its_commit_and_delivery(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drift monitor looks at a job once it is DELIVERED: its input profile is there by
+    then, even when the run is killed after its commit (the next run completes it)."""
+    from plinth.serving.delivery import ScoreTable
+
+    churn_model(client)
+    source, output = entity_input(tmp_path / "in.parquet"), str(tmp_path / "out")
+    jobs, calls = client.score_jobs, []
+    for name in ("record_score_profile", "finish_score_job"):
+        real = getattr(jobs, name)
+
+        def spy(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append((_name, DeltaTable(output).version()))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(jobs, name, spy)
+    delivered = score(client, "models:/churn/1", source, output)
+    # the empty table is version 0, the job's commit version 1
+    assert calls == [("record_score_profile", 0), ("finish_score_job", 1)]
+    assert jobs.get_score_job(delivered.job_key).status == "DELIVERED"
+
+    def killed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        real_append(self, *args, **kwargs)
+        raise KeyboardInterrupt  # the run dies right after its commit
+
+    real_append = ScoreTable.append
+    monkeypatch.setattr(ScoreTable, "append", killed)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        score(client, "models:/churn/1", source, output, job_key="k")
+    assert calls[0] == ("record_score_profile", 1)
+    monkeypatch.setattr(ScoreTable, "append", real_append)
+    assert score(client, "models:/churn/1", source, output, job_key="k").already_delivered
+    from plinth.store.profiles import profile_rows
+
+    with client.tracking.store.read() as conn:
+        assert len(profile_rows(conn, subject_kind="score_job", subject="k", limit=5)) == 1
+
+
 def test_inputs_that_hold_the_model_columns(client: Client, tmp_path: Path) -> None:
     churn_model(client, linked=False)
     source, output = direct_input(tmp_path / "in.parquet"), str(tmp_path / "out")

@@ -115,3 +115,26 @@ def test_a_profile_that_is_not_one_of_the_jobs_rows_is_refused(tmp_path: Path) -
         with pytest.raises(plinth.InvalidArgument, match=r"column 'age' .* counts 2 rows"):
             jobs.record_score_profile("job-1", miscounted)
         assert jobs.record_score_profile("job-1", profile(frame).to_dict()) > 0
+
+
+def test_only_an_editor_of_the_model_records_a_jobs_profile(
+    client: Client, auth: AuthService
+) -> None:
+    """A job's input profile is what its drift monitors judge (and alert on): a reader who
+    may run the job may not make one up."""
+    import pandas as pd
+
+    from plinth.stats.profile import profile
+
+    auth.create_user("victor", Role.VIEWER)
+    auth.grant(Kind.MODEL, "secret", "user", "victor", "viewer")
+    auth.grant(Kind.MODEL, "secret", "user", "bob", "editor")
+    made_up = profile(pd.DataFrame({"x": [1e9, 2e9]})).to_dict()
+    jobs = client.score_jobs
+    with acting_as(Principal("victor", Role.VIEWER, via="token")):
+        jobs.start_score_job("v-1", "secret", 1, "in", "out")
+        with pytest.raises(plinth.PermissionDenied, match="editor"):
+            jobs.record_score_profile("v-1", made_up)
+        assert jobs.finish_score_job("v-1", "DELIVERED", 2).status == "DELIVERED"
+    with acting_as(BOB):
+        assert jobs.record_score_profile("v-1", made_up) > 0

@@ -278,6 +278,19 @@ def test_a_user_without_rights_sees_no_monitor_and_may_not_act(secured: Dashboar
     assert seeded.monitors.list_alerts(status="open").items == [alert]
 
 
+def test_a_monitor_of_a_group_the_user_may_not_read_is_not_there(secured: Dashboard) -> None:
+    """Its charts are the group's data: a grant on the monitor alone shows nothing."""
+    seeded_drift(secured)
+    secured.auth.revoke_grant(Kind.FEATURE_GROUP, "customer_stats", "everyone", "*")
+    secured.user("bob", Role.VIEWER)
+    secured.sign_in("bob")
+    listed = secured.http.get("/ui/monitors")
+    assert listed.status_code == 200
+    assert "spend-drift" not in text(listed) and "No alerts." in text(listed)
+    hidden = secured.http.get("/ui/monitors/spend-drift")
+    assert hidden.status_code == 404 and "monitor 'spend-drift' does not exist" in text(hidden)
+
+
 def test_a_reader_sees_the_monitor_without_its_buttons(secured: Dashboard) -> None:
     seeded = seeded_drift(secured)
     secured.user("ann", Role.VIEWER)

@@ -13,7 +13,10 @@
   validation metric minus (plus, for losses) ``tolerance``.
 
 Anything that cannot be judged (no training data linked, an empty window, no labels, no
-bound) is ``skipped`` with a summary saying why, never a breach.
+bound) is ``skipped`` with a summary saying why, never a breach. A score job delivered
+without its input profile yet (its runner stores it before marking the job delivered; an
+older one after) is ``skipped`` with ``retry``: not ready, look again (for up to
+``PROFILE_GRACE_MS`` after the job ended, then it is judged without one: skipped).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 PERFORMANCE_WINDOWS = 7  # windows read: older ones give CBPE its labelled reference
 _DAY_MS = 86_400_000
 _MAX_MERGED = 1_000  # commit profiles merged into a days:N reference
+#: how long after a score job ended its input profile may still be on its way
+PROFILE_GRACE_MS = 15 * 60_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class CheckOutcome:
     reference_profile: int | None = None
     current_profile: int | None = None
     event: int | None = None  # the commit version / score job id it looked at
+    retry: bool = False  # not ready (the event's data is still on its way): look again
 
 
 def evaluate(data: MonitoringData, monitor: Monitor, *, now_ms: int, trigger: str) -> CheckOutcome:
@@ -112,12 +118,16 @@ def _model_drift(
     data: MonitoringData, monitor: Monitor, now_ms: int, job: int | None
 ) -> CheckOutcome:
     spec = monitor.spec
+    if job is not None:
+        waiting = _awaiting_profile(data, job, now_ms)
+        if waiting is not None:
+            return CheckOutcome("skipped", waiting, {}, event=job, retry=True)
     mv = data.model_version(monitor.target, spec.model_version)
     found = data.drift(
         mv, window_seconds=spec.window_seconds, preset=spec.preset, columns=spec.columns,
         score_job=job, max_drifted_share=spec.max_drifted_share, now_ms=now_ms, save=True,
     )  # fmt: skip
-    profiles_ = {
+    profiles_: dict[str, Any] = {
         "reference_profile": found.reference_profile,
         "current_profile": found.current_profile,
     }
@@ -134,6 +144,24 @@ def _model_drift(
         else ""
     )
     return CheckOutcome("breach" if breach else "ok", summary, result, event=job, **profiles_)
+
+
+def _awaiting_profile(data: MonitoringData, job: int, now_ms: int) -> str | None:
+    """Why score job ``job`` is not ready to be judged (its input profile is not stored
+    yet, and it ended less than ``PROFILE_GRACE_MS`` ago); None when it is."""
+    sj, p = score_jobs.c, profiles.c
+    with data.store.read() as conn:
+        row = conn.execute(select(sj.job_key, sj.finished_at).where(sj.id == job)).first()
+        if row is None:
+            return None  # the check says it is not there
+        stored = conn.execute(
+            select(p.id).where(p.subject_kind == "score_job", p.subject == row.job_key).limit(1)
+        ).first()
+    if stored is not None:
+        return None
+    if row.finished_at is not None and now_ms - int(row.finished_at) > PROFILE_GRACE_MS:
+        return None  # it will not come: judged without it
+    return f"skipped: score job {job} has no input profile yet (looked at again next time)"
 
 
 def _prediction_outcome(

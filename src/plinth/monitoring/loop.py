@@ -7,20 +7,23 @@ evaluation (or it has never been evaluated); an ``on_event`` monitor is due when
 than the last one it evaluated (trigger ``commit:V`` / ``job:N``); the schedule comes
 first when both are due. A check that fails is its evaluation's ``error`` (the event is
 recorded as seen all the same, so it is not run again until the next event or its
-schedule); a monitor that cannot even be looked at is the pass's ``error`` action and
-the others are still evaluated.
+schedule), except a score job not ready to be checked (its input profile not stored
+yet: ``CheckOutcome.retry``), looked at again on the next pass; a monitor that cannot
+even be looked at is the pass's ``error`` action and the others are still evaluated.
 
 ``plinth server`` runs passes in the background every ``PLINTH_MONITOR_LOOP_SECONDS``
 while it holds the lease ``monitor-scheduler`` (``MonitorLoop``), so among replicas one
-evaluates at a time; the lease is renewed before each monitor, and a replica that lost
-it stops its pass. ``plinth monitors tick`` runs one pass.
+evaluates at a time; the lease is renewed before each monitor and, while a pass runs,
+every quarter of its length (a check may outlast the lease), and a replica that lost it
+stops its pass. ``plinth monitors tick`` runs one pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -207,6 +210,28 @@ class MonitorLoop:
         self._holds = lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds)
         return self._holds
 
+    @contextlib.contextmanager
+    def _heartbeat(self) -> Iterator[None]:
+        """Renew the lease every quarter of its length while the block runs: one check
+        longer than the lease must not let another replica evaluate the same monitors."""
+        over = threading.Event()
+
+        def beat() -> None:
+            while not over.wait(self.lease_seconds / 4):
+                try:
+                    if not lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds):
+                        return  # lost: the pass stops before its next monitor
+                except Exception:  # the store is away: try again on the next beat
+                    log.warning("monitor scheduler: could not renew its lease", exc_info=True)
+
+        beating = threading.Thread(target=beat, name="monitor-scheduler-lease", daemon=True)
+        beating.start()
+        try:
+            yield
+        finally:
+            over.set()
+            beating.join()
+
     def run_pass(self, now: int | None = None) -> list[LoopAction] | None:
         """One pass if this replica holds (or gets) the lease; None otherwise."""
         store = self.service.store
@@ -216,7 +241,8 @@ class MonitorLoop:
             self._holds = lease.acquire(store, LEASE, self.holder, self.lease_seconds)
             if not self._holds:
                 return None
-            done = run_once(self.service, now, keep_going=self._still_held)
+            with self._heartbeat():
+                done = run_once(self.service, now, keep_going=self._still_held)
         except Exception as exc:  # the store is away: try again next time
             log.exception("monitor scheduler: pass failed")
             self._failure = f"{type(exc).__name__}: {exc}"

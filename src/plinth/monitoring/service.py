@@ -6,6 +6,11 @@ The check itself is ``plinth.monitoring.checks.evaluate`` over ``MonitoringData`
 service takes another ``evaluator`` (and ``newest_event``) for tests and embedders. An
 exception in a check is the evaluation's ``error`` status with its message: it never
 leaves the service, so one broken monitor never stops the scheduler's pass.
+
+A monitor shows its target's data: every read of a monitor (its evaluations, its alerts)
+also needs READ on its target, and a caller without it is told the monitor does not
+exist. A monitor is checked only while its owner may still read the target; otherwise
+its evaluation is an ``error`` saying so (no alert, no webhook).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from sqlalchemy import delete, insert, select, update
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, guarded
-from plinth.auth.types import Action, Kind, Level, Role
+from plinth.auth.context import SYSTEM
+from plinth.auth.types import Action, Kind, Level, Principal, Role
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound, PlinthError
 from plinth.monitoring import alerts as alerting
 from plinth.monitoring import rows as stored
@@ -38,8 +44,10 @@ from plinth.monitoring.types import (
 from plinth.store.engine import Store
 from plinth.store.schema import (
     alerts,
+    group_members,
     monitor_evaluations,
     monitors,
+    users,
 )
 from plinth.store.sql import (
     check_max_results,
@@ -61,7 +69,8 @@ _STATUSES = ("ok", "breach", "skipped")
 
 
 class Outcome(Protocol):
-    """What a check answers (``checks.CheckOutcome``)."""
+    """What a check answers (``checks.CheckOutcome``; read too: its ``retry`` if it has
+    one, True when the event's data is not there yet)."""
 
     @property
     def status(self) -> str: ...
@@ -173,8 +182,9 @@ class MonitorService:
     @endpoint("GET", "/monitors/{name}")
     @guarded(Action.READ, Kind.MONITOR, "name")
     def get_monitor(self, name: str) -> Monitor:
+        """A monitor, for a caller who may read it and its target (else: not found)."""
         with self.store.read() as conn:
-            return self._shown(stored.load(conn, name))
+            return self._shown(self._readable(stored.load(conn, name)))
 
     @endpoint("GET", "/monitors")
     @guarded()
@@ -185,14 +195,15 @@ class MonitorService:
         max_results: int = 100,
         page_token: str | None = None,
     ) -> Page[Monitor]:
-        """The monitors the caller may see, by name; only one kind's or target's if given."""
+        """The monitors the caller may see (it and its target), by name; only one kind's or
+        target's if given."""
         offset, limit = decode_page_token(page_token), check_max_results(max_results)
         query = select(monitors).order_by(monitors.c.name)
         if kind is not None:
             query = query.where(monitors.c.kind == validation.check_kind(kind))
         if target is not None:
             query = query.where(monitors.c.target == target)
-        visible = self.access.visible(Kind.MONITOR)
+        visible = self._visible_monitors()
         if visible is not None:
             query = query.where(monitors.c.name.in_(visible))
         with self.store.read() as conn:
@@ -216,7 +227,7 @@ class MonitorService:
         still be run by hand), the whole ``spec``, ``schedule_seconds`` (0: not scheduled),
         ``on_event``, ``webhook_url`` ("": none) and ``cooldown_seconds``."""
         with self.store.read() as conn:
-            found = stored.load(conn, name)
+            found = self._readable(stored.load(conn, name))
         kind, target = found.kind, found.target
         fields: dict[str, Any] = {}
         if enabled is not None:
@@ -265,7 +276,7 @@ class MonitorService:
         stored and returned; a breach alerts (cooldown allowing) and its webhook is tried
         within the delivery budget before the answer (the scheduler retries it later)."""
         with self.store.read() as conn:
-            monitor = stored.load(conn, name)
+            monitor = self._readable(stored.load(conn, name))
         return self.evaluate(monitor, "manual")
 
     @endpoint("GET", "/monitors/{name}/evaluations")
@@ -289,7 +300,7 @@ class MonitorService:
             query = query.where(e.status == status)
         query = query.order_by(e.at.desc(), e.id.desc()).offset(offset).limit(limit + 1)
         with self.store.read() as conn:
-            stored.load(conn, name)
+            self._readable(stored.load(conn, name))
             rows = conn.execute(query).all()[: limit + 1]
             raised = stored.alerts_of(conn, [row.id for row in rows[:limit]])
         items = [stored.evaluation_of(row, raised.get(row.id)) for row in rows[:limit]]
@@ -306,7 +317,7 @@ class MonitorService:
         max_results: int = 100,
         page_token: str | None = None,
     ) -> Page[Alert]:
-        """Alerts of the monitors the caller may see, newest first; only one monitor's, or
+        """Alerts of the monitors the caller may see (they and their targets), newest first; only one monitor's, or
         only ``open`` or ``acknowledged`` ones, if given."""
         offset, limit = decode_page_token(page_token), check_max_results(max_results)
         a = alerts.c
@@ -317,7 +328,7 @@ class MonitorService:
             if status not in ("open", "acknowledged"):
                 raise InvalidArgument(f"status: {status!r} is not one of open, acknowledged")
             query = query.where(a.status == status)
-        visible = self.access.visible(Kind.MONITOR)
+        visible = self._visible_monitors()
         if visible is not None:
             query = query.where(a.monitor.in_(visible))
         with self.store.read() as conn:
@@ -328,8 +339,14 @@ class MonitorService:
     @endpoint("POST", "/alerts/{alert_id}/ack")
     @guarded(check=lambda access, arguments: _may_change_alert(access, arguments))
     def acknowledge_alert(self, alert_id: int) -> Alert:
-        """Mark an alert seen (WRITE on its monitor); one acknowledged already stays as it
-        was, with its first acknowledger."""
+        """Mark an alert seen (WRITE on its monitor, READ on its target); one acknowledged
+        already stays as it was, with its first acknowledger."""
+        with self.store.read() as conn:
+            monitor = stored.alert_row(conn, alert_id).monitor
+            try:
+                self._readable(stored.load(conn, monitor))
+            except NotFound:  # in the words used for an alert that is not there
+                raise NotFound(f"alert {alert_id} does not exist") from None
         with self.store.write() as conn:
             row = stored.alert_row(conn, alert_id)
             if row.status != "acknowledged":
@@ -366,7 +383,8 @@ class MonitorService:
     def evaluate(self, monitor: Monitor, trigger: str, event: int | None = None) -> Evaluation:
         """Run the monitor's check now and store what it found (``event``: the commit /
         score job that triggered it, recorded as the monitor's last event whatever the
-        check said, so a failing check is not run again for the same event). A breach
+        check said, so a failing check is not run again for the same event; unless the
+        check answered ``retry``: the event's data is not there yet, look again). A breach
         alerts unless an alert for the same finding stands within the cooldown; its webhook
         is then tried once round (``alerts.deliver``), after the transaction."""
         at = now_ms()
@@ -404,7 +422,8 @@ class MonitorService:
                 message = found.summary[:_SUMMARY_CHARS]
                 alert_id = alerting.raise_alert(conn, current, evaluation_id, at, message, key)
             marks: dict[str, Any] = {"last_run_at": at}
-            if seen is not None and (current.last_event is None or seen > current.last_event):
+            newer = current.last_event is None or (seen is not None and seen > current.last_event)
+            if seen is not None and newer and not found.retry:
                 marks["last_event"] = seen
             conn.execute(update(monitors).where(monitors.c.name == monitor.name).values(marks))
         if suppressed_by is not None:
@@ -431,6 +450,10 @@ class MonitorService:
         )
 
     def _check(self, monitor: Monitor, at: int, trigger: str) -> _Found:
+        refused = self._owner_refused(monitor)
+        if refused is not None:  # its results (and webhook) are the owner's: not checked
+            log.warning("monitor %r: %s", monitor.name, refused)
+            return _Found("error", refused, {"error": refused})
         try:
             outcome = self.evaluator(self.data, monitor, now_ms=at, trigger=trigger)
             return _found(outcome)
@@ -443,6 +466,65 @@ class MonitorService:
             return _Found("error", message, {"error": message})
 
     # -- permissions -----------------------------------------------------------------------
+
+    def _readable(self, monitor: Monitor) -> Monitor:
+        """The monitor, if the caller may read its target too: it shows the target's data
+        statistics or performance. Else it does not exist, for the caller."""
+        principal = self.access.principal()
+        if principal.is_admin:
+            return monitor
+        resource, key = target_of(monitor.kind, monitor.target)
+        if self.access.level(principal, resource, key) < Level.VIEWER:
+            raise NotFound(f"monitor {monitor.name!r} does not exist")
+        return monitor
+
+    def _visible_monitors(self) -> set[str] | None:
+        """The monitors the caller may read whose targets it may read too; None: all."""
+        visible = self.access.visible(Kind.MONITOR)
+        if visible is None:
+            return None
+        readable = {
+            Kind.MODEL: self.access.visible(Kind.MODEL) or set(),
+            Kind.FEATURE_GROUP: self.access.visible(Kind.FEATURE_GROUP) or set(),
+        }
+        c = monitors.c
+        query = select(c.name, c.kind, c.target).where(c.name.in_(visible))
+        with self.store.read() as conn:
+            rows = conn.execute(query).all()
+        shown = set()
+        for row in rows:
+            resource, key = target_of(row.kind, row.target)
+            if key in readable[resource]:
+                shown.add(row.name)
+        return shown
+
+    def _owner_refused(self, monitor: Monitor) -> str | None:
+        """Why the monitor's owner may no longer have it checked (it may not read the
+        target: disabled, deleted, or its grants gone); None when it may."""
+        resource, key = target_of(monitor.kind, monitor.target)
+        owner = self._principal_of(monitor.owner)
+        if owner is not None and self.access.level(owner, resource, key) >= Level.VIEWER:
+            return None
+        label = "feature group" if resource is Kind.FEATURE_GROUP else "model"
+        return f"owner {monitor.owner} may no longer read {label} {key}"
+
+    def _principal_of(self, name: str) -> Principal | None:
+        """A stored user's principal (None: disabled); else the platform's own, or the
+        store's default principal (the local user of an embedded store) when ``name`` is
+        theirs; else None (a user since deleted)."""
+        with self.store.read() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).first()
+            if row is not None:
+                if row.disabled:
+                    return None
+                groups = conn.execute(
+                    select(group_members.c.group_name).where(group_members.c.user_name == name)
+                ).scalars()
+                return Principal(row.name, Role(row.role), tuple(sorted(groups)), row.kind, "owner")
+        if name == SYSTEM.name:  # made by the platform itself
+            return SYSTEM
+        default = self.access.default
+        return default if default.name == name else None
 
     def _require_target(self, kind: str, target: str, spec: MonitorSpec) -> None:
         """A monitor may only watch what its creator may read: it shows its data's
@@ -457,7 +539,7 @@ class MonitorService:
             if kind == "feature_drift":
                 validation.require_group(conn, target, spec)
             else:
-                validation.require_model(conn, target, spec)
+                validation.require_model(conn, target, spec, kind)
 
     def _shown(self, monitor: Monitor) -> Monitor:
         """The monitor as the caller may see it: a webhook URL often carries a secret in its
@@ -477,7 +559,15 @@ class MonitorService:
 
 
 class _Found:
-    __slots__ = ("current_profile", "event", "reference_profile", "result", "status", "summary")
+    __slots__ = (
+        "current_profile",
+        "event",
+        "reference_profile",
+        "result",
+        "retry",
+        "status",
+        "summary",
+    )
 
     def __init__(
         self,
@@ -487,7 +577,9 @@ class _Found:
         reference_profile: int | None = None,
         current_profile: int | None = None,
         event: int | None = None,
+        retry: bool = False,
     ) -> None:
+        self.retry = retry
         self.status = status
         self.summary = summary
         self.result = result
@@ -509,6 +601,8 @@ def _found(outcome: Outcome) -> _Found:
         _optional_int(outcome.reference_profile),
         _optional_int(outcome.current_profile),
         _optional_int(outcome.event),
+        # not ready: the event is not recorded as seen (an outcome may not say: False)
+        bool(getattr(outcome, "retry", False)),
     )
 
 
@@ -518,6 +612,14 @@ def _optional_int(value: Any) -> int | None:
 
 def _newest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
+
+
+def target_of(kind: str, target: str) -> tuple[Kind, str]:
+    """The resource a monitor watches: a feature group (``name`` or ``name:vN``), or a
+    registered model."""
+    if kind == "feature_drift":
+        return Kind.FEATURE_GROUP, validation.group_of(target)[0]
+    return Kind.MODEL, target
 
 
 def _may_change_alert(access: Access, arguments: dict[str, Any]) -> None:

@@ -220,19 +220,38 @@ def _group_exists(conn: Connection, name: str) -> bool:
     return conn.execute(select(fg.name).where(fg.name == name).limit(1)).first() is not None
 
 
-def require_model(conn: Connection, name: str, spec: MonitorSpec) -> None:
+def require_model(conn: Connection, name: str, spec: MonitorSpec, kind: str = "") -> None:
+    """The model (and the spec's version) exists; a drift monitor's ``spec.columns`` are
+    inputs of the version it checks (``model_version``, else the PRODUCTION one, else the
+    newest), when that version has a signature."""
     found = conn.execute(
         select(registered_models.c.name).where(registered_models.c.name == name)
     ).first()
     if found is None:
         raise NotFound(f"target: registered model {name!r} does not exist")
-    if spec.model_version is None:
-        return
     mv = model_versions.c
-    version = conn.execute(
-        select(mv.version).where(mv.model_name == name, mv.version == spec.model_version)
+    query = select(mv.version, mv.manifest).where(mv.model_name == name)
+    if spec.model_version is not None:
+        query = query.where(mv.version == spec.model_version)
+    chosen = conn.execute(
+        query.order_by((mv.stage == "PRODUCTION").desc(), mv.version.desc()).limit(1)
     ).first()
-    if version is None:
+    if chosen is None and spec.model_version is not None:
         raise NotFound(
             f"spec.model_version: registered model {name!r} has no version {spec.model_version}"
+        )
+    if chosen is not None and kind in DRIFT_KINDS and spec.columns is not None:
+        _require_inputs(name, chosen.version, json.loads(chosen.manifest), spec.columns)
+
+
+def _require_inputs(name: str, version: int, manifest: dict[str, Any], columns: list[str]) -> None:
+    signature = manifest.get("signature") or {}
+    inputs = [str(c.get("name")) for c in signature.get("inputs") or []]
+    if not inputs:
+        return  # no signature: the check names what it does not find
+    unknown = [c for c in columns if c not in inputs]
+    if unknown:
+        raise InvalidArgument(
+            f"spec.columns: version {version} of registered model {name!r} has no input "
+            f"{', '.join(map(repr, unknown))} (its inputs: {', '.join(inputs)})"
         )

@@ -258,7 +258,6 @@ class Scorer:
         except _Blocked:
             results = checks.results()
             self.jobs.finish_score_job(job_key, "BLOCKED", checks.rows, results)
-            inputs.save(self.jobs, job_key)  # what was refused is worth a look too
             failed = [r for r in results if not r.passed]
             message = blocked_message(f"scores of {self.what} for {source.name}", failed)
             raise ChecksFailed(message, results, job_key) from None
@@ -270,7 +269,6 @@ class Scorer:
         crash_point("score-commit")
         results = checks.results()
         self.jobs.finish_score_job(job_key, "DELIVERED", checks.rows, results, written)
-        inputs.save(self.jobs, job_key)
         result = self._result(source, job_key, job_id, checks.rows, written, results)
         return replace(result, sql_rows=self._copy_to_sql(job_key, written))
 
@@ -377,8 +375,11 @@ class Scorer:
             done += chunk.num_rows
             if progress is not None:
                 progress(done, total)
-        # kept before the commit: a run killed after it leaves them to the reconcile
+        # kept before the commit: a run killed after it leaves them to the reconcile; the
+        # profile too (of a refused job as well: worth a look), so a job is never seen
+        # DELIVERED before its drift monitors could check it
         self.jobs.record_score_checks(job_key, checks.rows, checks.results())
+        inputs.save(self.jobs, job_key)
         crash_point("score-stream")
         if not self.options.allow_failed_checks and not all(r.passed for r in checks.results()):
             raise _Blocked()
@@ -468,9 +469,9 @@ class Scorer:
 
 class InputProfile:
     """The profile (``plinth.stats.profile``) of a job's model inputs and scores (as
-    ``prediction``), merged chunk by chunk and stored with the job once it is delivered,
-    for input drift monitoring. Profiling never fails the job: a chunk it cannot profile
-    leaves the job without a profile, logged."""
+    ``prediction``), merged chunk by chunk and stored with the job after its last chunk,
+    before its commit, for input drift monitoring. Profiling never fails the job: a chunk
+    it cannot profile leaves the job without a profile, logged."""
 
     def __init__(self) -> None:
         self.profile: TableProfile | None = None

@@ -89,6 +89,14 @@ def own_job(access: Access, arguments: dict[str, Any]) -> None:
         access.require(Action.WRITE, Kind.MODEL, row.model_name, repr(row.model_name))
 
 
+def writable_job(access: Access, arguments: dict[str, Any]) -> None:
+    """editor on the job's model (a job's profile is what its drift monitors judge)"""
+    readable_job(access, arguments)
+    model = model_of_job(access, arguments["job_key"])
+    if model is not None:
+        access.require(Action.WRITE, Kind.MODEL, model, repr(model))
+
+
 class ScoreJobService(PredictionLogReads):
     """Serving's records in the central store: score jobs, and reading the prediction log.
     A job is seen and recorded by those who may read (predict with) its model."""
@@ -188,7 +196,7 @@ class ScoreJobService(PredictionLogReads):
             )
 
     @endpoint("POST", "/score-jobs/{job_key}/profile")
-    @guarded(check=own_job)
+    @guarded(check=writable_job)
     def record_score_profile(self, job_key: str, profile: dict[str, Any]) -> int:
         """Store the profile of a job's model inputs and scores (``TableProfile.to_dict()``)
         as a profile of subject kind ``score_job`` (subject: the job key), for input drift

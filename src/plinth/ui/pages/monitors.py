@@ -3,8 +3,9 @@
 over time with reference-vs-current histograms, or performance per window; run it now).
 
 The pages call the same ``MonitorService`` and ``MonitoringData`` methods as the API and
-the CLI, as the signed-in user: a monitor of a model the user may not read is not listed
-and its page answers 403. Buttons are shown only to a user who may act (the service
+the CLI, as the signed-in user: a monitor the user may not read, or whose model or feature group
+the user may not read, is not listed and its page answers 404, as for one that does not
+exist. Buttons are shown only to a user who may act (the service
 checks again). Alert routes live under ``/monitors/_alerts``: no monitor name starts with
 ``_``.
 """
