@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from plinth.client import Client
 from plinth.monitoring import alerts as alerting
@@ -101,8 +101,8 @@ def test_delivery_is_retried_with_back_off_until_the_webhook_takes_it(local: Cli
         service.create_monitor("m", "input_drift", "churn", webhook_url=hook.url)
         found = service.run_monitor("m")  # a round of 3 attempts, all refused
         [alert] = service.list_alerts().items
-        assert (alert.delivery, alert.attempts) == ("failed", 3)
-        assert alert.last_error == "round 1: HTTP 500: status 500"
+        assert (alert.delivery, alert.attempts, alert.rounds) == ("failed", 3, 1)
+        assert alert.last_error == "HTTP 500: status 500"
         # the scheduler tries again once the round's back-off has passed, not before
         assert retry_deliveries(service, now=now_ms()) == []
         done = retry_deliveries(service, now=now_ms() + 61_000)
@@ -111,6 +111,7 @@ def test_delivery_is_retried_with_back_off_until_the_webhook_takes_it(local: Cli
         ]
     [alert] = service.list_alerts().items
     assert (alert.delivery, alert.attempts, alert.last_error) == ("delivered", 5, None)
+    assert alert.rounds == 2
     assert len(hook.received) == 5
     assert {r.body["alert_id"] for r in hook.received} == {alert.id}
     assert retry_deliveries(service, now=now_ms() + 10**9) == []  # delivered: never again
@@ -123,7 +124,7 @@ def test_a_refusal_is_not_repeated_and_attempts_run_out(local: Client) -> None:
         service.run_monitor("m")
         [alert] = service.list_alerts().items
         assert (alert.delivery, alert.attempts) == ("failed", 1)  # a 404 is not worth a retry
-        assert alert.last_error == "round 1, not retried: HTTP 404: status 404"
+        assert (alert.rounds, alert.last_error) == (1, "not retried: HTTP 404: status 404")
         hook.statuses = [500]
         assert retry_deliveries(service, now=now_ms() + 10**9) == []  # nor ever again
     assert len(hook.received) == 1
@@ -134,7 +135,11 @@ def test_a_refusal_is_not_repeated_and_attempts_run_out(local: Client) -> None:
         later = now_ms() + 10**8
         assert [d.action for d in retry_deliveries(service, now=later)] == ["failed"]
         alert = service.list_alerts(monitor="n").items[0]
-        assert (alert.attempts, alert.last_error) == (6, "round 2: HTTP 500: status 500")
+        assert (alert.attempts, alert.rounds, alert.last_error) == (
+            6,
+            2,
+            "HTTP 500: status 500",
+        )
         assert retry_deliveries(service, now=later) == []  # 6 attempts at most: given up
     assert len(hook.received) == 6
 
@@ -153,7 +158,8 @@ def test_short_rounds_back_off_by_rounds_not_attempts(local: Client) -> None:
         assert [d.action for d in retry_deliveries(service, now=at + 121_000)] == ["failed"]
         assert retry_deliveries(service, now=at + 200_000) == []  # round 4: after 240 s
     assert len(hook.received) == 3
-    assert service.list_alerts().items[0].last_error == "round 3: HTTP 429: status 429"
+    [alert] = service.list_alerts().items
+    assert (alert.rounds, alert.last_error) == (3, "HTTP 429: status 429")
 
 
 def test_a_webhook_that_never_answers_costs_one_budget(local: Client) -> None:
@@ -167,9 +173,8 @@ def test_a_webhook_that_never_answers_costs_one_budget(local: Client) -> None:
     assert found.status == "breach"  # the evaluation is answered all the same
     [alert] = service.list_alerts().items
     assert alert.delivery == "failed" and 1 <= alert.attempts <= 3
-    assert re.fullmatch(
-        r"round 1: no (complete )?answer within 0\.[0-9]+ s", alert.last_error or ""
-    )
+    assert alert.rounds == 1
+    assert re.fullmatch(r"no (complete )?answer within 0\.[0-9]+ s", alert.last_error or "")
     assert spent < 10  # bounded by the budget (1 s), not hanging: a generous bound
 
 
@@ -328,16 +333,44 @@ def test_an_alert_being_delivered_is_not_picked_again(local: Client) -> None:
         service.run_monitor("m")
     assert hook.failures == []
     during, passed = meanwhile
-    assert during.delivery == "sending" and during.last_error.startswith("round 1 under way")
+    assert (during.delivery, during.rounds, during.last_error) == ("sending", 1, None)
     assert passed == [] and len(hook.received) == 1
     [alert] = service.list_alerts().items
     assert (alert.delivery, alert.attempts, alert.last_error) == ("delivered", 1, None)
-    # a round whose process died is taken up once its lease is over
+    # a claim still held is not taken by another process, even one calling deliver itself
     with local.tracking.store.write() as conn:
-        conn.execute(
-            update(alerts).values(delivery="sending", last_error="round 1 under way since 5")
-        )
+        conn.execute(update(alerts).values(delivery="sending", claimed_at=now_ms()))
+    assert alerting.deliver(local.tracking.store, alert.id, FAST) is None
+    # a round whose process died is taken up once its claim has expired
+    with local.tracking.store.write() as conn:
+        conn.execute(update(alerts).values(claimed_at=5))
     with Webhook(200) as hook:
         service.update_monitor("m", webhook_url=hook.url)
         done = retry_deliveries(service, now=now_ms())
     assert [d.action for d in done] == ["delivered"] and len(hook.received) == 1
+    [alert] = service.list_alerts().items
+    assert (alert.delivery, alert.rounds, alert.attempts) == ("delivered", 2, 2)
+    with local.tracking.store.read() as conn:
+        assert conn.execute(select(alerts.c.claimed_at)).scalar_one() is None
+
+
+def test_of_two_processes_reading_the_same_alert_one_takes_its_round(local: Client) -> None:
+    """Both read the alert due; the claim (an update on the round read) succeeds for one:
+    the other, or one reading it before that round ended, makes no second round."""
+    service = service_for(local, Scripted(drift("age")))
+    with Webhook(500) as hook:
+        service.create_monitor("m", "input_drift", "churn", webhook_url=hook.url)
+        found = service.run_monitor("m")  # round 1: three 500s
+    assert found.alert_id is not None and len(hook.received) == 3
+    store = local.tracking.store
+    first, second = (alerting.pending_delivery(store, found.alert_id) for _ in range(2))
+    assert first is not None and second is not None and first.rounds == 1
+    now = now_ms()
+    assert alerting._claim(store, first, now, FAST) is True
+    assert alerting._claim(store, second, now, FAST) is False  # a live claim holds it
+    failed = alerting.DeliveryResult(False, 1, "HTTP 500")
+    alerting.record_delivery(store, found.alert_id, failed, now)
+    # the round ended: its claim is free, but the alert is no longer as the second read it
+    assert alerting._claim(store, second, now, FAST) is False
+    [alert] = service.list_alerts().items
+    assert (alert.delivery, alert.rounds, alert.last_error) == ("failed", 2, "HTTP 500")

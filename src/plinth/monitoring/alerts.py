@@ -11,15 +11,15 @@ the whole round bounded by ``budget`` seconds (each attempt's connect, write and
 ``timeout``, and the whole answer by the budget's deadline on the wall clock: past it the
 connection is closed), so a webhook that never answers, or trickles its answer, costs one
 budget, never a hang. A round runs after the alert's transaction has committed: no
-transaction is held open across the network. While it runs the alert is ``sending`` (its
-``last_error`` says since when), so no other pass starts another round of it until that
-lease is over (one budget, one timeout and the grace: its process died).
+transaction is held open across the network. A process takes a round by claiming the
+alert (``sending``, ``claimed_at`` its time, ``rounds`` one more), an update only one
+process's succeeds; no other pass takes the alert until that claim expires (one budget,
+one timeout and the grace after it: its process died).
 A failed round is retried by the monitor scheduler (``loop.py``) after ``retry_after``
-seconds, doubling for each round (counted in the alert's ``last_error``: ``round 2: HTTP
-500``, whatever the attempts each round made), until ``max_attempts`` attempts have been
-made; a 4xx answer but 408 and 429 ends the delivery (``round 1, not retried: HTTP 404``). The
-body carries the alert's id: a receiver told twice (a round retried after its answer was
-lost) can tell.
+seconds, doubling for each round (``rounds``, whatever the attempts each round made), until
+``max_attempts`` attempts have been made; a 4xx answer but 408 and 429 ends the delivery
+(``last_error``: ``not retried: HTTP 404: ...``). The body carries the alert's id: a
+receiver told twice (a round retried after its answer was lost) can tell.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -50,8 +48,8 @@ log = logging.getLogger("plinth.monitoring")
 #: the longest dedup key stored as it reads; longer ones end in a digest of the whole
 _KEY_CHARS = 400
 _ERROR_CHARS = 1000
-_ROUND = re.compile(r"round (\d+)(, not retried)?[: ]")
-_SENDING = re.compile(r"round \d+ under way since (\d+)")
+#: how ``last_error`` starts when the webhook refused the alert for good
+_REFUSED = "not retried: "
 
 
 @dataclass(frozen=True)
@@ -157,6 +155,7 @@ def raise_alert(
             status="open",
             delivery="pending" if monitor.webhook_url else "none",
             attempts=0,
+            rounds=0,
         )
     ).scalar_one()
     log.warning(
@@ -321,12 +320,14 @@ class PendingDelivery:
     attempts: int
     delivery: str = "pending"
     last_error: str | None = None
+    rounds: int = 0
+    claimed_at: int | None = None
+    at_ms: int = 0
 
-    def rounds(self, policy: WebhookPolicy) -> tuple[int, bool]:
-        """The rounds made so far, and whether the webhook refused the alert for good."""
-        if self.delivery == "pending":
-            return 0, False
-        return rounds_of(self.last_error, self.attempts, policy)
+    @property
+    def refused(self) -> bool:
+        """Whether the webhook refused the alert for good (a 4xx but 408 and 429)."""
+        return self.delivery == "failed" and (self.last_error or "").startswith(_REFUSED)
 
 
 def pending_delivery(store: Store, alert_id: int) -> PendingDelivery | None:
@@ -342,12 +343,13 @@ def due_deliveries(
     store: Store, now_ms: int, policy: WebhookPolicy, limit: int = 100
 ) -> list[PendingDelivery]:
     """The deliveries the scheduler should try now: pending ones older than the grace
-    (their round never ran), failed ones whose back-off has passed, with attempts left."""
+    (their round never ran), failed ones whose back-off has passed, rounds whose claim
+    has expired, with attempts left."""
     query = _deliveries().where(alerts.c.attempts < policy.max_attempts).order_by(alerts.c.id)
     drop_unhooked(store)
     with store.read() as conn:
         rows = [dict(r) for r in conn.execute(query.limit(limit * 10)).mappings()]
-    due = [_delivery(row) for row in rows if _due(row, now_ms, policy)]
+    due = [found for found in map(_delivery, rows) if _due(found, now_ms, policy)]
     return due[:limit]
 
 
@@ -365,55 +367,45 @@ def drop_unhooked(store: Store) -> int:
     return int(done.rowcount or 0)
 
 
-def _due(row: Mapping[str, Any], now_ms: int, policy: WebhookPolicy) -> bool:
-    if row["delivery"] == "pending":
-        return bool(now_ms - row["at"] >= policy.grace * 1000)
-    if row["delivery"] == "sending":
-        return _abandoned(row["last_error"], now_ms, policy)
-    done, refused = rounds_of(row["last_error"], row["attempts"], policy)
-    if refused:
+def _due(found: PendingDelivery, now_ms: int, policy: WebhookPolicy) -> bool:
+    if found.delivery == "pending":
+        return bool(now_ms - found.at_ms >= policy.grace * 1000)
+    if found.delivery == "sending":
+        return _expired(found.claimed_at, now_ms, policy)
+    if found.refused:
         return False
-    wait = policy.retry_after * 2 ** (max(1, done) - 1)
-    return bool(now_ms - row["at"] >= wait * 1000)
+    wait = policy.retry_after * 2 ** (max(1, found.rounds) - 1)
+    return bool(now_ms - found.at_ms >= wait * 1000)
 
 
-def _abandoned(last_error: str | None, now_ms: int, policy: WebhookPolicy) -> bool:
-    """A round under way (``sending``) past its lease: one budget, one attempt's timeout
-    and the grace after it began (its process died; a live round has ended by then)."""
-    found = _SENDING.match(last_error or "")
-    lease = (policy.budget + policy.timeout + policy.grace) * 1000
-    return found is None or now_ms - int(found.group(1)) >= lease
+def _expiry(now_ms: int, policy: WebhookPolicy) -> int:
+    """Claims taken before this have expired: one budget, one attempt's timeout and the
+    grace ago (their process died; a live round has ended by then)."""
+    return now_ms - round((policy.budget + policy.timeout + policy.grace) * 1000)
 
 
-def _claim(store: Store, found: PendingDelivery, round_number: int, now_ms: int) -> bool:
-    """Mark the alert ``sending`` (round ``round_number`` under way since ``now_ms``) if it
-    is still as read: False when another process took it meanwhile."""
+def _expired(claimed_at: int | None, now_ms: int, policy: WebhookPolicy) -> bool:
+    return claimed_at is None or claimed_at < _expiry(now_ms, policy)
+
+
+def _claim(store: Store, found: PendingDelivery, now_ms: int, policy: WebhookPolicy) -> bool:
+    """Take the alert's next round (``sending``, claimed at ``now_ms``) if no live claim
+    holds it and no round was taken since it was read: False when another process has
+    it (one process's update succeeds)."""
     a = alerts.c
-    same_error = (
-        a.last_error.is_(None) if found.last_error is None else a.last_error == found.last_error
-    )
     with store.write() as conn:
         done = conn.execute(
             update(alerts)
             .where(
                 a.id == found.alert_id,
-                a.delivery == found.delivery,
-                a.attempts == found.attempts,
-                same_error,
+                a.delivery.in_(("pending", "failed", "sending")),
+                or_(a.claimed_at.is_(None), a.claimed_at < _expiry(now_ms, policy)),
+                a.rounds == found.rounds,
+                a.attempts < policy.max_attempts,
             )
-            .values(delivery="sending", last_error=f"round {round_number} under way since {now_ms}")
+            .values(delivery="sending", claimed_at=now_ms, rounds=a.rounds + 1)
         )
     return int(done.rowcount or 0) == 1
-
-
-def rounds_of(last_error: str | None, attempts: int, policy: WebhookPolicy) -> tuple[int, bool]:
-    """The rounds an alert's delivery has had, from its ``last_error`` (``round 2: HTTP 500``,
-    ``round 1, not retried: HTTP 404``), and whether the webhook refused it for good. An
-    error without its round (stored before rounds were counted) counts full rounds."""
-    found = _ROUND.match(last_error or "")
-    if found is None:
-        return max(1, math.ceil(attempts / max(1, policy.attempts))), False
-    return int(found.group(1)), found.group(2) is not None
 
 
 def _deliveries() -> Any:
@@ -428,6 +420,8 @@ def _deliveries() -> Any:
             a.dedup_key,
             a.delivery,
             a.attempts,
+            a.rounds,
+            a.claimed_at,
             a.last_error,
             m.name,
             m.kind,
@@ -446,42 +440,42 @@ def _delivery(row: Mapping[str, Any]) -> PendingDelivery:
     report = stored.get("result")
     body = payload(row, row, report if isinstance(report, dict) else {})
     return PendingDelivery(
-        int(row["id"]),
-        row["name"],
-        row["webhook_url"],
-        body,
-        row["attempts"],
-        row["delivery"],
-        row["last_error"],
+        alert_id=int(row["id"]),
+        monitor=row["name"],
+        url=row["webhook_url"],
+        body=body,
+        attempts=int(row["attempts"]),
+        delivery=row["delivery"],
+        last_error=row["last_error"],
+        rounds=int(row["rounds"] or 0),
+        claimed_at=row["claimed_at"],
+        at_ms=int(row["at"]),
     )
 
 
 def record_delivery(
-    store: Store,
-    alert_id: int,
-    result: DeliveryResult,
-    policy: WebhookPolicy,
-    round_number: int = 1,
+    store: Store, alert_id: int, result: DeliveryResult, claimed_at: int | None = None
 ) -> str:
-    """Add round ``round_number``'s outcome to the alert: ``delivered`` or ``failed``
+    """Add a round's outcome to the alert and end its claim: ``delivered`` or ``failed``
     (retried by the scheduler while attempts are left, unless the webhook refused it: its
-    ``last_error`` then says ``not retried``). Returns the delivery state."""
+    ``last_error`` then says ``not retried``). With ``claimed_at``, only while the round's
+    claim still holds the alert (another process took over an expired one: its round
+    records). Returns the delivery state."""
     state = "delivered" if result.delivered else "failed"
     error = None
     if not result.delivered:
-        refused = ", not retried" if result.refused else ""
-        error = f"round {round_number}{refused}: {result.last_error or 'no attempt made'}"
+        refused = _REFUSED if result.refused else ""
+        error = f"{refused}{result.last_error or 'no attempt made'}"[:_ERROR_CHARS]
+    a = alerts.c
+    query = update(alerts).where(a.id == alert_id)
+    if claimed_at is not None:
+        query = query.where(a.claimed_at == claimed_at)
+    values = {"attempts": a.attempts + result.attempts, "claimed_at": None, "last_error": error}
     with store.write() as conn:
-        conn.execute(
-            update(alerts)
-            .where(alerts.c.id == alert_id)
-            .values(
-                delivery=state,
-                attempts=alerts.c.attempts + result.attempts,
-                last_error=error[:_ERROR_CHARS] if error else None,
-            )
-        )
-    if result.delivered:
+        done = conn.execute(query.values(delivery=state, **values))
+    if int(done.rowcount or 0) == 0:
+        log.warning("alert %d: its round outlived its claim, taken over meanwhile", alert_id)
+    elif result.delivered:
         log.info("alert %d: delivered to its webhook (%d attempts)", alert_id, result.attempts)
     else:
         log.warning("alert %d: webhook delivery failed: %s", alert_id, result.last_error)
@@ -490,17 +484,13 @@ def record_delivery(
 
 def deliver(store: Store, alert_id: int, policy: WebhookPolicy, **post_options: Any) -> str | None:
     """One delivery round for an alert still to be delivered; its new state, or None when
-    there was nothing to do (delivered already, no webhook, no attempts left)."""
+    there was nothing to do (delivered already, no webhook, no attempts left, refused, or
+    another process's round under way)."""
     found = pending_delivery(store, alert_id)
-    if found is None or found.attempts >= policy.max_attempts:
-        return None
-    done, refused = found.rounds(policy)
-    if refused:
+    if found is None or found.attempts >= policy.max_attempts or found.refused:
         return None
     now = now_ms()
-    if found.delivery == "sending" and not _abandoned(found.last_error, now, policy):
-        return None  # another process's round is under way
-    if not _claim(store, found, done + 1, now):
+    if not _claim(store, found, now, policy):
         return None
     result = post(found.url, found.body, policy, **post_options)
-    return record_delivery(store, alert_id, result, policy, done + 1)
+    return record_delivery(store, alert_id, result, now)

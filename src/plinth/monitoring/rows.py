@@ -129,6 +129,7 @@ def alert_of(row: Any) -> Alert:
         acknowledged_by=row.acknowledged_by,
         acknowledged_at=opt_datetime(row.acknowledged_at),
         dedup_key=row.dedup_key,
+        rounds=int(row.rounds),
     )
 
 

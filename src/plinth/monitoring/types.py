@@ -33,8 +33,9 @@ PRESETS = ("plinth", "evidently")
 #: what an evaluation found: ``error`` when the check itself failed (its message stored)
 EvaluationStatus = Literal["ok", "breach", "error", "skipped"]
 #: an alert's webhook delivery: ``none`` (no webhook), ``pending`` (not tried yet),
-#: ``delivered``, ``failed`` (the last round failed; retried until its attempts run out)
-Delivery = Literal["none", "pending", "delivered", "failed"]
+#: ``sending`` (a round under way), ``delivered``, ``failed`` (the last round failed;
+#: retried until its attempts run out)
+Delivery = Literal["none", "pending", "sending", "delivered", "failed"]
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Alert:
-    """A breach of a monitor: ``open`` until acknowledged. ``delivery``, ``attempts`` and
-    ``last_error`` say how telling its webhook went. ``dedup_key``: what breached (the
+    """A breach of a monitor: ``open`` until acknowledged. ``delivery``, ``attempts`` (in
+    ``rounds``) and ``last_error`` say how telling its webhook went. ``dedup_key``: what breached (the
     drifted columns, the metric); within the cooldown the same key raises no new alert."""
 
     __pydantic_config__ = _JSON
@@ -135,6 +136,7 @@ class Alert:
     acknowledged_by: str | None
     acknowledged_at: datetime | None
     dedup_key: str = ""
+    rounds: int = 0
 
 
 @dataclass(frozen=True)

@@ -641,8 +641,13 @@ alerts = Table(
     Column("message", Text, nullable=False),
     Column("dedup_key", NAME, nullable=False),
     Column("status", String(12), nullable=False),  # open | acknowledged
-    Column("delivery", String(12), nullable=False),  # none | pending | delivered | failed
+    # none | pending | sending | delivered | failed
+    Column("delivery", String(12), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("rounds", Integer, nullable=False, default=0),  # delivery rounds taken
+    # when a process took the alert's round (``sending``); another may take it over only
+    # once that claim has expired
+    Column("claimed_at", BigInteger),
     Column("last_error", Text),
     Column("acknowledged_by", NAME),
     Column("acknowledged_at", BigInteger),
