@@ -407,9 +407,9 @@ def broken(sent: dict[str, Any]) -> None:
     [
         (renamed, r"must have the columns .*unknown \['not_a_feature'\], missing \['amount'\]"),
         (dropped, r"missing \['amount'\]"),
-        (doubled, "names a column more than once"),
+        (doubled, "column 'items' appears twice in the profile"),
         (grown, "has 601 rows, not 600"),
-        (miscounted, "column 'score' of the profile .* counts 7 rows"),
+        (miscounted, "column 'score': profile field 'sample' holds 600 values, more than the 7"),
         (broken, "is not a profile"),
     ],
 )
@@ -433,10 +433,10 @@ def test_a_forged_profile_is_refused_and_nothing_is_recorded(
 def test_a_refused_profile_still_records_the_insert(
     fs: FeatureStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from plinth.features import insert as inserting
+    from plinth.features import recording
 
     define(fs)
-    monkeypatch.setattr(inserting, "_profile", lambda *a: (forged(grown), None))
+    monkeypatch.setattr(recording, "_profile", lambda *a: (forged(grown), None))
     made = fs.insert(GROUP, batch(1))
     assert made.drift is not None and made.drift["reference"] is None
     assert made.drift["error"].startswith("the profile was refused: the profile of commit 0")

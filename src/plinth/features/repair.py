@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from plinth.features.insert import record
 from plinth.features.offline import OfflineStore, OfflineTables
+from plinth.features.recording import record
 from plinth.features.types import CommitInfo, FeatureGroup
 
 if TYPE_CHECKING:
