@@ -112,7 +112,10 @@ def test_a_profile_that_is_not_one_of_the_jobs_rows_is_refused(tmp_path: Path) -
             jobs.record_score_profile("job-1", {"rows": 3, "columns": "age"})
         miscounted = profile(frame).to_dict()
         miscounted["columns"][0]["count"] = 2
-        with pytest.raises(plinth.InvalidArgument, match=r"column 'age': profile field 'sample' holds 3 values, more than the 2"):
+        with pytest.raises(
+            plinth.InvalidArgument,
+            match=r"column 'age': profile field 'sample' holds 3 values, more than the 2",
+        ):
             jobs.record_score_profile("job-1", miscounted)
         assert jobs.record_score_profile("job-1", profile(frame).to_dict()) > 0
 
