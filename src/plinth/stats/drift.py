@@ -84,6 +84,12 @@ class ColumnDrift:
     def from_dict(cls, d: dict[str, Any]) -> ColumnDrift:
         return cls(**_known(cls, d))
 
+    @property
+    def score(self) -> float | None:
+        """The figure the verdict is judged on: the p-value of a p-value test, else the
+        statistic (a distance)."""
+        return self.p_value if self.p_value is not None else self.statistic
+
 
 @dataclass(frozen=True)
 class DriftReport:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
@@ -32,6 +32,9 @@ from plinth.ui.monitor_charts import (
     line_chart,
     status_strip,
 )
+
+if TYPE_CHECKING:
+    from plinth.stats.drift import ColumnDrift
 
 DRIFT_KINDS = ("feature_drift", "input_drift", "prediction_drift")
 PERFORMANCE_KINDS = ("performance", "estimated_performance")
@@ -55,31 +58,6 @@ def seconds(at: datetime | int | float) -> float:
 # -- drift: one evaluation's columns -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ColumnRow:
-    """One column of a drift report as the table shows it."""
-
-    column: str
-    kind: str
-    test: str
-    statistic: float | None
-    p_value: float | None
-    threshold: float
-    drifted: bool
-    method: str
-    sample_size: int | None
-    reference_rows: int
-    current_rows: int
-    detail: str
-    error: str | None
-
-    @property
-    def score(self) -> float | None:
-        """What the over-time chart draws: the p-value of a p-value test, else the
-        statistic (a distance)."""
-        return self.p_value if self.p_value is not None else self.statistic
-
-
 def drift_result(result: dict[str, Any] | None, key: str = "report") -> dict[str, Any]:
     """The drift report in an evaluation's result: the result itself (a
     ``DriftReport.to_dict()``) or, in a model check's whole answer (``InputDrift``), its
@@ -97,27 +75,16 @@ def report_key(kind: str) -> str:
     return "prediction" if kind == "prediction_drift" else "report"
 
 
-def column_rows(result: dict[str, Any]) -> list[ColumnRow]:
+def column_rows(result: dict[str, Any]) -> list[ColumnDrift]:
     """The columns of a drift report (``DriftReport.to_dict()``), drifted first."""
-    rows = [
-        ColumnRow(
-            column=str(c.get("column", "")),
-            kind=str(c.get("kind", "")),
-            test=str(c.get("test", "")),
-            statistic=_number(c.get("statistic")),
-            p_value=_number(c.get("p_value")),
-            threshold=_number(c.get("threshold")) or 0.0,
-            drifted=bool(c.get("drifted")),
-            method=str(c.get("method", "")),
-            sample_size=c.get("sample_size"),
-            reference_rows=int(c.get("reference_rows") or 0),
-            current_rows=int(c.get("current_rows") or 0),
-            detail=str(c.get("detail") or ""),
-            error=c.get("error"),
-        )
-        for c in result.get("columns") or []
-        if isinstance(c, dict)
-    ]
+    from plinth.stats.drift import ColumnDrift
+
+    rows = []
+    for c in result.get("columns") or []:
+        try:
+            rows.append(ColumnDrift.from_dict(c))
+        except (TypeError, KeyError):  # not a column of a drift report: left out
+            continue
     return sorted(rows, key=lambda r: (not r.drifted, r.error is not None, r.column))
 
 
@@ -180,7 +147,7 @@ def drift_over_time(evaluations: Sequence[Any], key: str = "report") -> list[Cha
     of p-values (log scale, the alpha line) for the p-value tests, one per distance test
     and threshold. Drifted points are filled."""
     ordered = sorted(evaluations, key=lambda e: seconds(e.at))
-    groups: dict[tuple[str, float], dict[str, list[tuple[float, ColumnRow]]]] = {}
+    groups: dict[tuple[str, float], dict[str, list[tuple[float, ColumnDrift]]]] = {}
     for evaluation in ordered:
         for row in column_rows(drift_result(evaluation.result, key)):
             if row.score is None:
@@ -229,7 +196,7 @@ def drift_over_time(evaluations: Sequence[Any], key: str = "report") -> list[Cha
 
 
 def _most_drifted(
-    by_column: dict[str, list[tuple[float, ColumnRow]]], *, pvalue: bool
+    by_column: dict[str, list[tuple[float, ColumnDrift]]], *, pvalue: bool
 ) -> list[str]:
     def rank(column: str) -> tuple[int, float]:
         points = [r for _, r in by_column[column]]
@@ -245,7 +212,7 @@ def _most_drifted(
 
 
 def histograms(
-    rows: Sequence[ColumnRow],
+    rows: Sequence[ColumnDrift],
     reference: Any | None,
     current: Any | None,
     *,
@@ -461,7 +428,7 @@ def list_view(
 @dataclass(frozen=True)
 class DriftSection:
     summary: DriftSummary | None
-    rows: list[ColumnRow]
+    rows: list[ColumnDrift]
     over_time: list[Chart]
     histograms: list[Chart]
     evaluation: Any | None  # the evaluation the table and histograms are of
