@@ -170,6 +170,13 @@ class Decision:
     champion_score: float | None
     version: int | None  # the newly promoted version, when promoted
     reason: str
+    # the version the challenger was registered as (promoted or not), the idempotence key
+    # a retried pipeline decides once under, what triggered it, and the scores behind it
+    challenger_version: int | None = None
+    key: str | None = None
+    pipeline_run: int | None = None
+    alert_id: int | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 def dataset_id(training_dataset: Any) -> int | None:

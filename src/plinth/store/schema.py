@@ -673,3 +673,138 @@ labels = Table(
     Index(None, "model_name", "request_id"),
     Index(None, "model_name", "at"),
 )
+
+# -- pipelines ------------------------------------------------------------------------------
+
+# A pipeline the scheduler can run: importable code at ``entrypoint`` ("package.module:attr"
+# or "path/to/file.py:attr"), its default params and how its runs are limited.
+pipelines = Table(
+    "pipelines",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("entrypoint", Text, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("steps", Text, nullable=False, default="[]"),  # JSON: step names, in order
+    Column("params", Text, nullable=False, default="{}"),  # JSON: default params
+    Column("experiment", NAME, nullable=False),  # where its tracking runs go
+    Column("timeout_seconds", Float),  # a run's limit (None: none)
+    Column("retries", Integer, nullable=False, default=0),  # further attempts of a failed run
+    Column("retry_backoff_seconds", Float, nullable=False, default=30.0),
+    Column("concurrency", Integer, nullable=False, default=1),  # its runs at once
+    Column("owner", NAME, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# What starts a pipeline by itself: a cron schedule, or an event (a monitor's alert, a
+# feature group's commit, a model's delivered score job). ``cursor`` is how far it has
+# looked: the last cron occurrence enqueued (ms), or the last alert / commit / job id seen.
+pipeline_schedules = Table(
+    "pipeline_schedules",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("pipeline", NAME, ForeignKey("pipelines.name", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),  # cron | alert | commit | score_job
+    Column("cron", String(200)),
+    Column("timezone", String(64), nullable=False, default="UTC"),
+    Column("target", NAME),  # a monitor | a feature group | a registered model
+    Column("params", Text, nullable=False, default="{}"),  # JSON: over the pipeline's own
+    Column("catchup", String(10), nullable=False, default="latest"),  # skip | latest | all
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("cursor", BigInteger),
+    Column("created_by", NAME, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "pipeline"),
+)
+
+# One attempt at running a pipeline, queued for a worker (or run in the caller's process).
+# A trigger enqueues at most one run per schedule: ``(schedule_id, trigger_key)`` is unique
+# (``cron:<occurrence ms>``, ``alert:<id>``, ``commit:<id>``, ``job:<id>``).
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("pipeline", NAME, nullable=False),
+    Column("run_id", String(32)),  # its tracking run, once started
+    Column(
+        "status", String(12), nullable=False
+    ),  # queued | running | succeeded | failed | cancelled
+    Column(
+        "trigger", String(200), nullable=False
+    ),  # manual | cron | alert | commit | score_job | rerun | retry
+    Column("schedule_id", BigInteger),
+    Column("trigger_key", String(200)),
+    Column("scheduled_for", BigInteger),  # a cron occurrence (ms)
+    Column("alert_id", BigInteger),  # the alert that triggered it (active retraining)
+    Column("params", Text, nullable=False, default="{}"),  # JSON: the params it runs with
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("max_attempts", Integer, nullable=False, default=1),
+    Column("retry_of", BigInteger),  # the first attempt, on a retry
+    Column("resumed_from", BigInteger),  # the run whose earlier steps' outputs it reuses
+    Column("from_step", NAME),  # where it resumes
+    Column("queued_at", BigInteger, nullable=False),
+    Column("not_before", BigInteger, nullable=False),  # a retry waits its back-off
+    Column("started_at", BigInteger),
+    Column("finished_at", BigInteger),
+    Column("heartbeat_at", BigInteger),
+    Column("worker", String(255)),  # host:pid of the process running it
+    Column("created_by", NAME, nullable=False),
+    Column("error", Text),  # why it failed: a step's traceback, a timeout, a killed worker
+    UniqueConstraint("schedule_id", "trigger_key"),
+    Index(None, "pipeline", "id"),
+    Index(None, "status", "not_before"),
+)
+
+# Each step of a run: its status, times, inputs and output (where stored), log, traceback.
+pipeline_steps = Table(
+    "pipeline_steps",
+    metadata,
+    Column(
+        "pipeline_run",
+        BigInteger,
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", NAME, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column(
+        "status", String(12), nullable=False
+    ),  # pending | running | succeeded | failed | skipped | cached | reused
+    Column("started_at", BigInteger),
+    Column("finished_at", BigInteger),
+    Column("code_version", String(64)),
+    Column("cache_key", String(64)),
+    Column("reused_from", BigInteger),  # the pipeline run whose output it took (cache, resume)
+    Column("inputs", Text, nullable=False, default="{}"),  # JSON: name -> digest / summary
+    Column("output", Text),  # JSON: kind, where it is stored, digest, summary
+    Column("log_path", Text),  # artifact path of its log within the tracking run
+    Column("error", Text),  # traceback
+    Index(None, "cache_key"),
+)
+
+# Champion/challenger decisions (the registry's; also in model_history), one per ``key``:
+# a retried pipeline run decides once.
+model_decisions = Table(
+    "model_decisions",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("model_name", NAME, nullable=False),
+    Column("key", NAME, unique=True),  # idempotence key, e.g. pipeline-run:<id>
+    Column("outcome", String(12), nullable=False),  # promoted | kept | registered
+    Column("metric", NAME, nullable=False),
+    Column("direction", String(3), nullable=False),
+    Column("challenger_run_id", String(32)),
+    Column("challenger_version", Integer),
+    Column("challenger_score", Float),
+    Column("champion_version", Integer),
+    Column("champion_score", Float),
+    Column("pipeline_run", BigInteger),
+    Column("alert_id", BigInteger),
+    Column("reason", Text, nullable=False, default=""),
+    Column("evidence", Text, nullable=False, default="{}"),  # JSON
+    Column("actor", NAME, nullable=False, default=""),
+    Column("at", BigInteger, nullable=False),
+    Index(None, "model_name", "id"),
+    Index(None, "pipeline_run"),
+)
