@@ -81,3 +81,10 @@ def test_an_unknown_step_lists_the_steps() -> None:
     pipeline = Pipeline("p", [get_data])
     with pytest.raises(InvalidArgument, match="has no step 'nope'; its steps are get_data"):
         pipeline.step("nope")
+
+
+def test_params_must_be_json_values() -> None:
+    with pytest.raises(InvalidArgument, match="param 'since' is datetime"):
+        from datetime import datetime
+
+        Pipeline("p", [get_data], params={"since": datetime(2026, 1, 1)})

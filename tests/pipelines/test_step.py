@@ -92,3 +92,25 @@ def test_a_timeout_must_be_positive() -> None:
 def test_only_functions_are_steps() -> None:
     with pytest.raises(InvalidArgument, match="decorates a function"):
         step(42)  # type: ignore[call-overload]
+
+
+def _doubled(x: int) -> int:
+    return 2 * x
+
+
+def _tripled(x: int) -> int:
+    return 3 * x
+
+
+def test_a_factory_made_step_versions_what_it_closes_over() -> None:
+    def scaled(fit: Any, factor: float, option: object) -> Step:
+        @step(name="train")
+        def train(get_data: int) -> Any:
+            return fit(get_data) * factor, option
+
+        return train
+
+    first = scaled(_doubled, 1.0, object())
+    assert first.code_version == scaled(_doubled, 1.0, object()).code_version  # no addresses
+    assert first.code_version != scaled(_tripled, 1.0, object()).code_version
+    assert first.code_version != scaled(_doubled, 2.0, object()).code_version

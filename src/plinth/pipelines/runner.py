@@ -299,9 +299,11 @@ class _Execution:
         self._end("succeeded", None)
 
     def _end(self, status: str, error: str | None) -> None:
+        finished = records.finish(self.store, self.row.id, status, error, worker=self.worker)
         if self.tracking is not None:
-            self.tracking.end("FINISHED" if status == "succeeded" else "FAILED")
-        records.finish(self.store, self.row.id, status, error, worker=self.worker)
+            # a run cancelled (or taken back) at the last moment was not this one's to end
+            ended = "FINISHED" if status == "succeeded" else "FAILED"
+            self.tracking.end(ended if finished else "KILLED")
 
     def _abandon(self) -> None:
         # no longer ours (cancelled, or handed to another worker): record nothing more
