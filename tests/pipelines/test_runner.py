@@ -77,6 +77,8 @@ def train(context: StepContext, transform: pd.DataFrame, scale: float = 1.0) -> 
 @step
 def report(train: Box, get_data: pa.Table) -> dict[str, Any]:
     calls["report"] += 1
+    if "report" in failing:
+        raise KeyError("no report")
     return {"total": train.n, "rows": get_data.num_rows}
 
 
@@ -221,6 +223,8 @@ def test_a_cached_step_is_reused_while_code_and_inputs_stay(client: Client) -> N
     cached = again.steps[1]
     assert cached.output == first.steps[1].output and cached.cache_key == first.steps[1].cache_key
     assert load_output(client, again.id, "report") == {"total": 6, "rows": 3}
+    note = client.read_artifact(again.run_id or "", cached.log_path or "").decode()
+    assert note.startswith(f"not run: output cached from pipeline run {first.id}")
 
     changed_input = PIPELINE.run(params={"rows": 4}, client=client)
     assert steps_of(changed_input)["transform"] == ("succeeded", None)
@@ -264,6 +268,8 @@ def test_a_rerun_from_a_step_reuses_the_earlier_outputs(client: Client) -> None:
     }
     assert dict(calls) == {"train": 1, "report": 1}
     assert load_output(client, rerun.id, "report") == {"total": 12, "rows": 4}
+    note = client.read_artifact(rerun.run_id or "", rerun.steps[0].log_path or "").decode()
+    assert note == f"not run: output reused from pipeline run {first.id}\n"
     assert load_output(client, rerun.id, "transform")["y"].tolist() == [0, 2, 4, 6]
     # a rerun of the rerun takes outputs that were themselves reused
     calls.clear()
@@ -316,6 +322,48 @@ def test_a_retry_resumes_where_the_previous_attempt_stopped(client: Client) -> N
     assert steps_of(done)["train"] == ("succeeded", None)
     assert dict(calls) == {"train": 1, "report": 1}
     assert seen == [(first.id, 2, f"pipeline-run:{first.id}:keyed:promote")]
+
+
+def test_a_retry_of_a_rerun_goes_on_from_the_attempt_before(client: Client) -> None:
+    first = PIPELINE.run(client=client)
+    failing.add("report")
+    rerun = run_pipeline(client, PIPELINE, resume_from=first.id, from_step="train")
+    assert (rerun.status, steps_of(rerun)["train"]) == ("failed", ("succeeded", None))
+    failing.clear()
+    calls.clear()
+    store = client.tracking.store
+    with store.write() as conn:  # as a scheduler retries it: the row's own resume copied
+        retry = records.insert_run(conn, pipeline="churn", trigger="retry", created_by="ann",
+                                   attempt=2, retry_of=rerun.id, resumed_from=first.id,
+                                   from_step="train")  # fmt: skip
+    assert retry is not None
+    done = execute(client, PIPELINE, retry)
+    assert steps_of(done) == {
+        "get_data": ("reused", rerun.id),
+        "transform": ("reused", rerun.id),
+        "train": ("reused", rerun.id),
+        "report": ("succeeded", None),
+    }
+    assert dict(calls) == {"report": 1}
+
+
+def test_a_retry_after_an_attempt_that_did_nothing_follows_its_row(client: Client) -> None:
+    first = PIPELINE.run(client=client)
+    store = client.tracking.store
+    with store.write() as conn:
+        attempt = records.insert_run(conn, pipeline="churn", trigger="rerun", created_by="ann",
+                                     resumed_from=first.id, from_step="report")  # fmt: skip
+        assert attempt is not None
+        retry = records.insert_run(conn, pipeline="churn", trigger="retry", created_by="ann",
+                                   attempt=2, retry_of=attempt, resumed_from=first.id,
+                                   from_step="report")  # fmt: skip
+    assert retry is not None
+    records.claim(store, attempt, "killed:1")  # its worker died before any step
+    records.finish(store, attempt, "failed", "worker killed")
+    calls.clear()
+    done = execute(client, PIPELINE, retry)
+    assert steps_of(done)["train"] == ("reused", first.id)
+    assert dict(calls) == {"report": 1}
 
 
 def test_the_context_describes_the_run(client: Client) -> None:

@@ -316,13 +316,19 @@ class _Execution:
         """The run whose outputs are reused, and the first step to run."""
         row, names = self.row, self.pipeline.step_names
         source, from_step = row.resumed_from, row.from_step
-        if source is None and row.retry_of is not None:
-            source = records.previous_attempt(self.store, row.id, row.retry_of)
-            if source is None:
-                return None, 0
-            previous = records.get_run(self.store, source)
-            done = {s.name for s in previous.steps if s.status in records.DONE_STEPS}
-            from_step = next((name for name in names if name not in done), None)
+        if row.retry_of is not None:
+            # a retry goes on where the attempt before it stopped (which may itself have
+            # reused a resumed run's outputs); one that did nothing: as the row says
+            attempt = records.previous_attempt(self.store, row.id, row.retry_of)
+            previous = records.get_run(self.store, attempt) if attempt is not None else None
+            done = (
+                {s.name for s in previous.steps if s.status in records.DONE_STEPS}
+                if previous
+                else set()
+            )
+            if done:
+                source = attempt
+                from_step = next((name for name in names if name not in done), None)
         if source is None or from_step is None:
             return None, 0
         if from_step not in names:
@@ -358,7 +364,15 @@ class _Execution:
             cache_key=found.cache_key,
             inputs=found.inputs,
             output=found.output,
+            log_path=self._note(current.name, f"not run: output reused from pipeline run {source}"),
         )
+
+    def _note(self, step: str, text: str) -> str:
+        """A step that did not run still has a log, saying why."""
+        assert self.tracking is not None
+        path = f"{outputs.output_folder(step)}/log.txt"
+        self.client.upload_artifact_bytes(self.tracking.id, f"{text}\n".encode(), path)
+        return path
 
     # -- one step ------------------------------------------------------------------------
 
@@ -450,7 +464,15 @@ class _Execution:
             print(f"plinth: cached output of {step} unreadable ({exc}); rerunning", file=sys.stderr)
             return False
         self.described[step], self.values[step] = output, value
-        self._write(step, status="cached", reused_from=source, output=output, finished_at=now_ms())
+        note = f"not run: output cached from pipeline run {source} (cache key {cache_key})"
+        self._write(
+            step,
+            status="cached",
+            reused_from=source,
+            output=output,
+            finished_at=now_ms(),
+            log_path=self._note(step, note),
+        )
         return True
 
     def _context(self, current: Step, logger: logging.Logger) -> StepContext:
