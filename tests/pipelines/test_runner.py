@@ -492,3 +492,35 @@ def test_runs_go_through_the_store_not_a_server(
     monkeypatch.setattr(client, "remote", True)
     with pytest.raises(InvalidArgument, match="store_uri"):
         run_pipeline(client, PIPELINE)
+
+
+def test_an_interrupt_ends_the_run_failed_and_is_raised(client: Client) -> None:
+    @step
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    pipeline = Pipeline("p", [interrupted, get_data])
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(client=client)
+    assert calls["get_data"] == 0
+    with client.tracking.store.read() as conn:
+        last = conn.execute(select(pipeline_runs.c.id)).scalar_one()
+    run = records.get_run(client.tracking.store, last)
+    assert run.status == "failed"
+    assert run.error == "the runner failed: KeyboardInterrupt: "
+    assert [s.status for s in run.steps] == ["failed", "skipped"]
+    assert "KeyboardInterrupt" in (run.steps[0].error or "")
+    log = client.read_artifact(run.run_id or "", run.steps[0].log_path or "").decode()
+    assert "raise KeyboardInterrupt" in log
+    assert client.get_run(run.run_id or "").status.value == "FAILED"
+
+
+def test_an_output_gone_from_the_resumed_run_fails_the_step(client: Client, tmp_path: Path) -> None:
+    first = PIPELINE.run(client=client)
+    for stored in (tmp_path / "artifacts").rglob("output.pkl"):
+        stored.unlink()  # train's output
+    rerun = run_pipeline(client, PIPELINE, resume_from=first.id, from_step="report")
+    assert rerun.status == "failed"
+    assert rerun.error is not None and rerun.error.startswith("step report failed: ")
+    assert steps_of(rerun)["report"] == ("failed", None)
+    assert calls["report"] == 1  # the first run's only

@@ -378,7 +378,12 @@ class _Execution:
 
     def _run_step(self, current: Step) -> str | None:
         """Run one step (or take its output from the cache); its traceback if it failed."""
-        kwargs, inputs = self._inputs(current)
+        try:
+            kwargs, inputs = self._inputs(current)
+        except Exception:  # an earlier output that cannot be read back (its file gone)
+            unreadable = traceback.format_exc()
+            self._write(current.name, status="failed", error=unreadable, finished_at=now_ms())
+            return unreadable
         cache_key = _cache_key(current, inputs) if current.cache else None
         started = now_ms()
         self._write(
@@ -396,12 +401,15 @@ class _Execution:
         if "context" in kwargs:
             kwargs["context"] = self._context(current, logger)
         error: str | None = None
+        interrupted: BaseException | None = None  # raised again once the step is recorded
         began = time.monotonic()
         with logs.capture(logger) as log:
             try:
                 value = current.fn(**kwargs)
             except (Exception, SystemExit):
                 error = traceback.format_exc()
+            except BaseException as exc:
+                error, interrupted = traceback.format_exc(), exc
         seconds = time.monotonic() - began
         output = None
         if error is None:
@@ -420,6 +428,8 @@ class _Execution:
         done = dict(finished_at=now_ms(), log_path=log_path)
         if error is not None or output is None:
             self._write(current.name, status="failed", error=error, **done)
+            if interrupted is not None:
+                raise interrupted
             return error or "failed"
         self.described[current.name] = output
         self.values[current.name] = value
