@@ -102,3 +102,17 @@ def test_a_model_version_is_a_reference(client: Client, run: ActiveRun) -> None:
 def test_an_unknown_kind_is_refused(client: Client) -> None:
     with pytest.raises(InvalidArgument, match="unknown output kind 'xml'"):
         outputs.load_value(client, {"kind": "xml", "run_id": "r", "path": "p"})
+
+
+def test_feature_store_objects_are_references(client: Client, run: ActiveRun) -> None:
+    from plinth.features.types import FeatureView, TrainingDataset
+
+    view = FeatureView(name="churn", version=2, features=["a"], keys=["id"])
+    stored = outputs.store_output(client, run.id, "v", view)
+    assert (stored["kind"], stored["ref"], stored["path"]) == (
+        "feature_view", {"name": "churn", "version": 2}, None
+    )  # fmt: skip
+    dataset = TrainingDataset(id=7, view="churn", view_version=2, uri="u", entity_uri="e",
+                              rows=10, group_commits={}, timestamp_column="ts")  # fmt: skip
+    assert outputs.store_output(client, run.id, "d", dataset)["ref"] == {"id": 7}
+    assert client.list_artifacts(run.id) == []  # references store nothing
