@@ -154,7 +154,7 @@ def check_cron(expr: str, timezone: str) -> None:
 
 def cron_next(expr: str, timezone: str, after_ms: int) -> int:
     """The first occurrence of ``expr`` after ``after_ms`` (ms since the epoch)."""
-    from croniter import croniter  # type: ignore[import-untyped]
+    from croniter import croniter
 
     start = datetime.fromtimestamp(after_ms / 1000, tz=zone(timezone))
     found: datetime = croniter(expr, start).get_next(datetime)
