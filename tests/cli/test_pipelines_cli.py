@@ -181,7 +181,7 @@ def test_schedules_and_triggers(
     assert [s.id for s in service.list_schedules("demo")] == [1]
 
     said = refused(monkeypatch, capsys, "schedule", "demo", "--cron", "0 25 * * *")
-    assert "spec.cron: '0 25 * * *' does not parse" in said
+    assert "spec.cron: cron '0 25 * * *': the hour field '25' is not valid" in said
     said = refused(
         monkeypatch, capsys, "schedule", "demo", "--cron", "* * * * *", "--on-alert", "m"
     )

@@ -304,8 +304,8 @@ def test_a_cron_schedule_starts_from_now(backend: Client) -> None:
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"cron": "61 * * * *"}, r"spec.cron: '61 \* \* \* \*' does not parse"),
-        ({"cron": "every day"}, "spec.cron: 'every day' does not parse"),
+        ({"cron": "61 * * * *"}, "spec.cron: .*the minute field '61' is not valid"),
+        ({"cron": "every day"}, "spec.cron: .*2 field.s.; expected five"),
         ({}, "spec.cron: a cron schedule needs one"),
         ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "spec.timezone: 'Mars/Olympus'"),
         ({"cron": "0 3 * * *", "catchup": "some"}, "spec.catchup: 'some' is not one of skip"),
