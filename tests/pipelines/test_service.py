@@ -502,3 +502,33 @@ def test_who_may_see_run_and_schedule_a_pipeline(server: Server) -> None:
         conn.execute(update(pipeline_runs).values(status="succeeded"))
     assert http.delete("/api/v1/pipelines/churn-retrain", headers=alice).status_code == 200
     assert json.loads(http.get("/api/v1/pipeline-runs", headers=alice).text)["items"] == []
+
+
+def test_steps_and_logs_over_http(tmp_path: Path) -> None:
+    """A run's steps and logs read through a server as on the store."""
+    from plinth.client import connect
+    from plinth.config import load_settings
+    from plinth.store.engine import open_store
+    from tests.backends import running_server
+
+    home = tmp_path / "server-home"
+    with running_server(home) as url, connect(url) as remote:  # type: ignore[arg-type]
+        service = remote.pipelines
+        service.register_pipeline(spec())
+        run = service.queue_run("churn-retrain")
+        with remote.start_run("churn-retrain", capture_environment=False) as tracked:
+            tracked.log_text("fitting\n", "pipeline/train/log.txt")
+        store = open_store(load_settings(home=home).resolved_store_uri)
+        finish(
+            store, run.id, "failed", {"get_data": "succeeded", "train": "failed"}, run_id=tracked.id
+        )
+        found = service.get_run(run.id)
+        assert [(s.name, s.status) for s in found.steps] == [
+            ("get_data", "succeeded"),
+            ("train", "failed"),
+        ]
+        assert found.run_id == tracked.id
+        assert service.run_logs(run.id) == "== train (failed) ==\nfitting\n"
+        assert service.run_logs(run.id, step="train") == "fitting\n"
+        again = service.rerun(run.id)
+        assert (again.resumed_from, again.from_step) == (run.id, "train")
