@@ -306,6 +306,7 @@ def test_a_cron_schedule_starts_from_now(backend: Client) -> None:
     [
         ({"cron": "61 * * * *"}, "spec.cron: .*the minute field '61' is not valid"),
         ({"cron": "every day"}, "spec.cron: .*2 field.s.; expected five"),
+        ({"cron": "0 " + "1," * 100 + "2 * * *"}, "spec.cron: at most 200 characters"),
         ({}, "spec.cron: a cron schedule needs one"),
         ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "spec.timezone: 'Mars/Olympus'"),
         ({"cron": "0 3 * * *", "catchup": "some"}, "spec.catchup: 'some' is not one of skip"),

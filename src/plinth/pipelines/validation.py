@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 MAX_RETRIES = 10
 MAX_CONCURRENCY = 100
+MAX_CRON = 200  # the column's width
 # ``package.module:attr`` or ``path/to/file.py:attr`` (attr may be dotted: ``mod:obj.pipe``)
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _ATTR = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -145,6 +146,8 @@ def check_cron(expr: str, timezone: str) -> None:
     from plinth.pipelines import cron
 
     zone(timezone)
+    if isinstance(expr, str) and len(expr) > MAX_CRON:
+        raise InvalidArgument(f"spec.cron: at most {MAX_CRON} characters, got {len(expr)}")
     try:
         cron.check_cron(expr, timezone)
     except InvalidArgument as exc:
