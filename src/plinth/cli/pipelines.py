@@ -78,6 +78,10 @@ def load(entrypoint: str) -> Pipeline:
     refusal naming it, not a crash of the CLI."""
     from plinth.pipelines.runner import load_pipeline
 
+    # as `python -m` does: a module of the current folder (the project's) is importable,
+    # though the `plinth` script's own folder is first on the path
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         return load_pipeline(entrypoint)
     except PlinthError:
@@ -153,8 +157,15 @@ def register(
         )
     )
     scheduled = None
-    if schedule is not None:
-        scheduled = service.create_schedule(
+    if schedule is not None:  # registered again with the same schedule: it is not doubled
+        scheduled = next(
+            (
+                s
+                for s in service.list_schedules(made.name)
+                if (s.kind, s.cron, s.timezone) == ("cron", schedule, timezone)
+            ),
+            None,
+        ) or service.create_schedule(
             made.name, ScheduleSpec(kind="cron", cron=schedule, timezone=timezone)
         )
     if json_:
