@@ -486,6 +486,13 @@ def test_who_may_see_run_and_schedule_a_pipeline(server: Server) -> None:
         answer = http.request(method, path, json=sent, headers=victor)
         assert answer.status_code == 403, (path, answer.text)
     assert http.post("/api/v1/pipelines", json=body, headers=victor).status_code == 403
+    # the logs are the tracking run's: reading them needs read on its experiment too
+    finish(server.store, run["id"], "failed", {"train": "failed"}, run_id="0" * 32)
+    logs = http.get(f"/api/v1/pipeline-runs/{run['id']}/logs", headers=victor)
+    assert logs.status_code == 404 and logs.json()["message"] == (
+        f"the logs of pipeline run {run['id']} are in tracking run {'0' * 32}, which does not "
+        "exist or which you may not read (ask for read on its experiment)"
+    )
 
     # an editor of the pipeline queues and schedules, but only on what it may read
     server.auth.grant(Kind.PIPELINE, "churn-retrain", "user", "mallory", "editor")
