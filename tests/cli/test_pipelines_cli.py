@@ -49,6 +49,8 @@ pipeline = plinth.Pipeline(
 def wide(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("plinth.cli.pipelines.out", Console(width=220))  # no cell folds
     monkeypatch.setattr("plinth.cli.pipelines.err", Console(width=220, stderr=True))
+    monkeypatch.setattr("plinth.cli.pipelines_here.out", Console(width=220))
+    monkeypatch.setattr("plinth.cli.pipelines_here.err", Console(width=220, stderr=True))
 
 
 @pytest.fixture
