@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from plinth.errors import NotFound, PermissionDenied
@@ -268,18 +267,13 @@ def decisions_view(
     return DecisionsView(decisions, scores_charts(decisions), alerts, bool(listed.next_page_token))
 
 
-def decided_at(decision: Any) -> datetime | None:
-    at = getattr(decision, "at", None)
-    return at if isinstance(at, datetime) else None
-
-
 def scores_charts(decisions: Sequence[Any]) -> list[Chart]:
     """Per model and metric: the challenger's and the champion's score at each decision
-    (oldest first, numbered as in the table); a promoted challenger's point is filled."""
+    (by its id, as in the table); a promoted challenger's point is filled."""
     groups: dict[tuple[str, str], list[tuple[int, Any]]] = {}
-    count = len(decisions)
-    for k, d in enumerate(decisions):  # newest first: number them oldest first
-        groups.setdefault((d.model_name, d.metric), []).append((count - k, d))
+    for k, d in enumerate(decisions):  # newest first; one not stored yet has no id
+        number = d.id if d.id is not None else len(decisions) - k
+        groups.setdefault((d.model_name, d.metric), []).append((number, d))
     charts = []
     for (model, metric), numbered in sorted(groups.items()):
         numbered.sort(key=lambda p: p[0])
@@ -296,7 +290,7 @@ def scores_charts(decisions: Sequence[Any]) -> list[Chart]:
         svg = line_chart(
             [challenger, champion],
             title=title,
-            x_label="decision number (oldest first)",
+            x_label="decision",
             y_label=metric,
             x_time=False,
             empty="No scores to draw.",
