@@ -40,9 +40,16 @@ def charts(page: Any) -> dict[str, ET.Element]:
 
 
 def region(page: Any, label: str) -> str:
-    """The markup of the region (a table's scroll box, a traceback) named ``label``."""
+    """The markup of a table's scroll box, or a log, named ``label``."""
     found = re.search(rf'aria-label="{re.escape(label)}"[^>]*>(.*?)</(table|pre)>', page.text, re.S)
     assert found, f"no region {label!r}"
+    return found.group(1)
+
+
+def section(page: Any, heading: str) -> str:
+    """The markup of the section under the heading ``heading``."""
+    found = re.search(rf">{re.escape(heading)}</h2>(.*?)</section>", page.text, re.S)
+    assert found, f"no section {heading!r}"
     return found.group(1)
 
 
@@ -81,7 +88,7 @@ def test_the_list_shows_each_pipeline_its_steps_last_run_and_schedules(
     page = dashboard.http.get("/ui/pipelines")
     assert page.status_code == 200, page.text
     assert '<a href="/ui/pipelines" aria-current="page">Pipelines</a>' in page.text
-    [row] = rows(region(page, "Pipelines"))
+    [row] = rows(region(page, "Table of pipelines"))
     assert row[0].startswith(NAME) and "fresh data" in row[0]
     assert row[1] == "load → fit"
     assert row[2].startswith(f"failed run {runs.failed.id}")
@@ -103,13 +110,13 @@ def test_a_pipeline_shows_its_runs_schedules_and_step_durations(
 ) -> None:
     page = dashboard.http.get(f"/ui/pipelines/{NAME}")
     assert page.status_code == 200, page.text
-    table = rows(region(page, "Runs"))
+    table = rows(region(page, "Table of runs"))
     assert [r[0] for r in table] == [f"run {runs.failed.id}", f"run {runs.ok.id}"]
     assert [r[1] for r in table] == ["failed", "succeeded"]
     assert [r[2] for r in table] == ["manual", "manual"]
     assert [r[3] for r in table] == ["1 of 1", "1 of 1"]
     assert FAILURE in table[0][6] and table[1][6] == ""
-    schedules = rows(region(page, "Schedules"))
+    schedules = rows(region(page, "Table of schedules"))
     by_id = {int(r[0]): r for r in schedules}
     assert by_id[runs.nightly.id][2] == "active" and by_id[runs.hourly.id][2] == "paused"
     assert by_id[runs.nightly.id][6] == "Pause" and by_id[runs.hourly.id][6] == "Resume"
@@ -135,7 +142,7 @@ def test_a_schedule_is_paused_and_resumed_with_the_forms_token_only(
     assert _schedule(service, runs.nightly.id).paused
     after = dashboard.http.get(done.headers["location"])
     assert f"{NAME}: schedule paused" in text(after)
-    assert [r[6] for r in rows(region(after, "Schedules"))] == ["Resume", "Resume"]
+    assert [r[6] for r in rows(region(after, "Table of schedules"))] == ["Resume", "Resume"]
     resumed = dashboard.post(
         f"/ui/pipeline-schedules/{runs.hourly.id}/resume",
         {"back": "https://evil.example/"},
@@ -159,10 +166,10 @@ def test_a_failed_run_shows_its_steps_logs_and_traceback(
     page = dashboard.http.get(f"/ui/pipeline-runs/{runs.failed.id}")
     assert page.status_code == 200, page.text
     assert f"Run {runs.failed.id} of {NAME}" in text(page)
-    steps = rows(region(page, "Steps"))
+    steps = rows(region(page, "Table of steps"))
     assert [(s[0], s[1]) for s in steps] == [("load", "succeeded"), ("fit", "failed")]
     assert steps[0][2].endswith(" s") and "12" in steps[0][4], steps[0]
-    traceback = html.unescape(region(page, "Traceback of step fit"))
+    traceback = html.unescape(section(page, "Traceback of step fit"))
     assert "Traceback (most recent call last)" in traceback
     assert f"ValueError: {FAILURE}" in traceback
     assert "loaded 12 rows of customers" in html.unescape(region(page, "Log of step load"))
@@ -170,7 +177,7 @@ def test_a_failed_run_shows_its_steps_logs_and_traceback(
     assert "This run made no champion/challenger decision." in text(page)
     ok = dashboard.http.get(f"/ui/pipeline-runs/{runs.ok.id}")
     assert "Traceback of step" not in text(ok)
-    assert [s[1] for s in rows(region(ok, "Steps"))] == ["succeeded", "succeeded"]
+    assert [s[1] for s in rows(region(ok, "Table of steps"))] == ["succeeded", "succeeded"]
 
 
 def test_a_runs_page_shows_its_decision_with_its_evidence(
@@ -200,7 +207,7 @@ def test_the_decisions_show_challenger_vs_champion(dashboard: Dashboard, runs: S
     page = dashboard.http.get("/ui/model-decisions")
     assert page.status_code == 200, page.text
     assert '<a href="/ui/pipelines" aria-current="page">Pipelines</a>' in page.text
-    table = rows(region(page, "Decisions"))
+    table = rows(region(page, "Table of decisions"))
     kept, promoted = runs.kept, runs.promoted
     assert [(r[0], r[2], r[3]) for r in table] == [
         (str(kept.id), MODEL, "kept"),
@@ -261,7 +268,7 @@ def test_a_reader_sees_the_pipeline_without_its_buttons(secured: Dashboard) -> N
     page = secured.http.get(f"/ui/pipelines/{NAME}")
     assert page.status_code == 200, page.text
     assert "Pause" not in text(page) and "Resume" not in text(page)
-    assert len(rows(region(page, "Runs"))) == 2
+    assert len(rows(region(page, "Table of runs"))) == 2
     token = secured.csrf("/ui/pipelines")
     refused = secured.http.post(
         f"/ui/pipeline-schedules/{made.nightly.id}/pause", data={"csrf": token}

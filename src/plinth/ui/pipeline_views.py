@@ -269,36 +269,38 @@ def decisions_view(
 
 def scores_charts(decisions: Sequence[Any]) -> list[Chart]:
     """Per model and metric: the challenger's and the champion's score at each decision
-    (by its id, as in the table); a promoted challenger's point is filled."""
-    groups: dict[tuple[str, str], list[tuple[int, Any]]] = {}
-    for k, d in enumerate(decisions):  # newest first; one not stored yet has no id
-        number = d.id if d.id is not None else len(decisions) - k
-        groups.setdefault((d.model_name, d.metric), []).append((number, d))
+    (``decisions`` newest first, as listed), drawn when it was made; a promoted
+    challenger's point is filled."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for d in decisions:
+        groups.setdefault((d.model_name, d.metric), []).append(d)
     charts = []
-    for (model, metric), numbered in sorted(groups.items()):
-        numbered.sort(key=lambda p: p[0])
-        xs = [float(n) for n, _ in numbered]
+    for (model, metric), newest_first in sorted(groups.items()):
+        found = newest_first[::-1]
+        # a decision not stored yet has no time: drawn in the order given instead
+        timed = all(d.at is not None for d in found)
+        xs = [seconds(d.at) if timed else float(k) for k, d in enumerate(found)]
         challenger = Line(
             "challenger",
             xs,
-            [d.challenger_score for _, d in numbered],
-            marked=[d.outcome == "promoted" for _, d in numbered],
+            [d.challenger_score for d in found],
+            marked=[d.outcome == "promoted" for d in found],
             colour="#c2410c",
         )
-        champion = Line("champion", xs, [d.champion_score for _, d in numbered], colour="#1f5fbf")
+        champion = Line("champion", xs, [d.champion_score for d in found], colour="#1f5fbf")
         title = f"{model}: {metric} of challenger vs champion"
         svg = line_chart(
             [challenger, champion],
             title=title,
-            x_label="decision",
+            x_label="decided at (UTC)" if timed else "decisions, oldest first",
             y_label=metric,
-            x_time=False,
+            x_time=timed,
             empty="No scores to draw.",
         )
-        better = "higher" if numbered[0][1].direction != "min" else "lower"
-        promoted = sum(d.outcome == "promoted" for _, d in numbered)
+        better = "higher" if found[0].direction != "min" else "lower"
+        promoted = sum(d.outcome == "promoted" for d in found)
         caption = (
-            f"{len(numbered)} decisions, {promoted} promoted ({better} is better); "
+            f"{len(found)} decisions, {promoted} promoted ({better} is better); "
             "filled points: the challenger was promoted."
         )
         charts.append(Chart(f"scores-{model}-{metric}", title, svg, caption))
