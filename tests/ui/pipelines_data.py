@@ -112,3 +112,18 @@ def seed(client: Any, alert_id: int | None = None) -> Seeded:
     promoted = registry.record_decision(MODEL, promoted)
     kept = registry.record_decision(MODEL, kept)
     return Seeded(ok, failed, nightly, hourly, promoted, kept)
+
+
+def run_for_alert(client: Any, alert_id: int) -> PipelineRun:
+    """A run of ``churn-retrain`` triggered by a monitor's alert, as the scheduler queues
+    one (active retraining), executed here."""
+    from plinth.pipelines import records
+    from plinth.pipelines.runner import execute
+
+    store = client.tracking.store
+    with store.write() as conn:
+        run_id = records.insert_run(
+            conn, pipeline=NAME, trigger="alert", created_by="scheduler", alert_id=alert_id
+        )
+    assert run_id is not None
+    return execute(client, churn_retrain, run_id)

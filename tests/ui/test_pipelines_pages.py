@@ -180,6 +180,18 @@ def test_a_failed_run_shows_its_steps_logs_and_traceback(
     assert [s[1] for s in rows(region(ok, "Table of steps"))] == ["succeeded", "succeeded"]
 
 
+def test_a_long_log_shows_its_end(
+    dashboard: Dashboard, runs: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.ui import pipeline_views
+
+    monkeypatch.setattr(pipeline_views, "MAX_LOG_CHARS", 20)
+    page = dashboard.http.get(f"/ui/pipeline-runs/{runs.ok.id}")
+    shown = html.unescape(region(page, "Log of step load"))
+    assert shown == "2 rows of customers\n", shown
+    assert f"plinth pipelines logs {runs.ok.id} --step load prints all of it" in text(page)
+
+
 def test_a_runs_page_shows_its_decision_with_its_evidence(
     dashboard: Dashboard, runs: Seeded
 ) -> None:
@@ -231,11 +243,23 @@ def test_a_run_and_a_decision_link_the_alert_behind_them(dashboard: Dashboard) -
     seed_drift(found.feature_store, monitors)
     [alert] = monitors.monitors.list_alerts(status="open").items
     made = seeded(dashboard, alert_id=alert.id)
-    page = dashboard.http.get(f"/ui/pipeline-runs/{made.ok.id}")
-    link = f'<a href="/ui/monitors/spend-drift" title="{html.escape(alert.message)}">'
-    assert f"{link}alert {alert.id} of spend-drift</a>" in page.text
-    decisions = dashboard.http.get("/ui/model-decisions")
-    assert f"{link}alert {alert.id} of spend-drift</a>" in decisions.text
+    triggered = pipelines_data.run_for_alert(client_of(dashboard), alert.id)
+    link = (
+        f'<a href="/ui/monitors/spend-drift" title="{html.escape(alert.message)}">'
+        f"alert {alert.id} of spend-drift</a>"
+    )
+    pipeline = dashboard.http.get(f"/ui/pipelines/{NAME}")
+    [newest, *_] = rows(region(pipeline, "Table of runs"))
+    assert newest[:3] == [
+        f"run {triggered.id}",
+        "succeeded",
+        f"alert ( alert {alert.id} of spend-drift )",
+    ]
+    assert link in pipeline.text
+    assert link in dashboard.http.get(f"/ui/pipeline-runs/{triggered.id}").text
+    decided = dashboard.http.get(f"/ui/pipeline-runs/{made.ok.id}")  # its decision's alert
+    assert f"<dt>Triggered by</dt><dd>{link}</dd>" in decided.text
+    assert link in dashboard.http.get("/ui/model-decisions").text
 
 
 # -- who sees what -----------------------------------------------------------------------
