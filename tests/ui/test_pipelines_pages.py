@@ -262,6 +262,20 @@ def test_a_run_and_a_decision_link_the_alert_behind_them(dashboard: Dashboard) -
     assert link in dashboard.http.get("/ui/model-decisions").text
 
 
+def test_the_pages_on_each_store(any_dashboard: Dashboard) -> None:
+    made = seeded(any_dashboard)
+    for path, shown in (
+        ("/ui/pipelines", NAME),
+        (f"/ui/pipelines/{NAME}", f"run {made.failed.id}"),
+        (f"/ui/pipeline-runs/{made.failed.id}", f"ValueError: {FAILURE}"),
+        (f"/ui/pipeline-runs/{made.ok.id}", "loaded 12 rows of customers"),
+        ("/ui/model-decisions", f"Decision {made.promoted.id}: {MODEL} promoted"),
+    ):
+        answer = any_dashboard.http.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        assert shown in text(answer), path
+
+
 # -- who sees what -----------------------------------------------------------------------
 
 
@@ -299,3 +313,18 @@ def test_a_reader_sees_the_pipeline_without_its_buttons(secured: Dashboard) -> N
     )
     assert refused.status_code == 403
     assert not _schedule(client_of(secured).pipelines, made.nightly.id).paused
+
+
+def test_logs_need_the_experiment_too(secured: Dashboard) -> None:
+    """A step's log is an artifact of the run's tracking run: a reader of the pipeline who
+    may not read its experiment sees the steps and the traceback, not the logs."""
+    made = seeded(secured)
+    secured.auth.revoke_grant(Kind.EXPERIMENT, NAME, "everyone", "*")
+    secured.user("ann", Role.VIEWER)
+    secured.sign_in("ann")
+    page = secured.http.get(f"/ui/pipeline-runs/{made.failed.id}")
+    assert page.status_code == 200, page.text
+    assert [s[1] for s in rows(region(page, "Table of steps"))] == ["succeeded", "failed"]
+    assert f"ValueError: {FAILURE}" in section(page, "Traceback of step fit")
+    assert "loaded 12 rows" not in page.text
+    assert "Log of step load (not readable:" in text(page)

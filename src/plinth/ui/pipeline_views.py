@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from plinth.errors import NotFound, PermissionDenied
+from plinth.errors import NotFound, PermissionDenied, Unavailable
 from plinth.ui.monitor_charts import Line, line_chart
 from plinth.ui.monitor_views import Chart, seconds
 
@@ -143,6 +143,7 @@ class StepRow:
     step: Any  # StepRun
     log: str
     log_cut: bool  # only the end of the log is shown
+    log_note: str = ""  # why no log is shown
 
     @property
     def summary(self) -> str:
@@ -167,19 +168,21 @@ def run_view(
     run = service.get_run(run_id)
     steps = []
     for step in sorted(run.steps, key=lambda s: s.position):
-        text = _log(service, run_id, step.name) if logs else ""
+        text, note = _log(service, run_id, step.name) if logs else ("", "")
         cut = len(text) > MAX_LOG_CHARS
-        steps.append(StepRow(step, text[-MAX_LOG_CHARS:] if cut else text, cut))
+        steps.append(StepRow(step, text[-MAX_LOG_CHARS:] if cut else text, cut, note))
     decisions = run_decisions(registry, run_id)
     wanted = [run.alert_id, *(d.alert_id for d in decisions)]
     return RunView(run, steps, decisions, alerts_by_id(monitors, wanted))
 
 
-def _log(service: Any, run_id: int, step: str) -> str:
+def _log(service: Any, run_id: int, step: str) -> tuple[str, str]:
+    """A step's log, or why there is none to show: the logs are artifacts of the run's
+    tracking run, which the caller may not read (the steps' table still shows)."""
     try:
-        return str(service.run_logs(run_id, step=step))
-    except NotFound:  # a step that has not started has no log yet
-        return ""
+        return str(service.run_logs(run_id, step=step)), ""
+    except (NotFound, PermissionDenied, Unavailable) as error:
+        return "", f"not readable: {error.message}"
 
 
 def run_decisions(registry: Any, run_id: int) -> list[Any]:
