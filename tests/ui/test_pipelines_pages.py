@@ -180,6 +180,20 @@ def test_a_failed_run_shows_its_steps_logs_and_traceback(
     assert [s[1] for s in rows(region(ok, "Table of steps"))] == ["succeeded", "succeeded"]
 
 
+def test_a_queued_run_waits_for_a_worker(dashboard: Dashboard, runs: Seeded) -> None:
+    queued = client_of(dashboard).pipelines.queue_run(NAME, params={"rows": 3})
+    page = dashboard.http.get(f"/ui/pipeline-runs/{queued.id}")
+    assert page.status_code == 200, page.text
+    assert "No steps recorded yet: the run waits for a worker." in text(page)
+    assert "Params rows=3 Tracking run —" in text(page)
+    pipeline = dashboard.http.get(f"/ui/pipelines/{NAME}")
+    [newest, *_] = rows(region(pipeline, "Table of runs"))
+    assert newest[:2] == [f"run {queued.id}", "queued"] and newest[4].startswith("queued ")
+    assert "load: 2 points" in charts(pipeline)["Step durations over recent runs"].get(
+        "aria-label", ""
+    )
+
+
 def test_a_long_log_shows_its_end(
     dashboard: Dashboard, runs: Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
