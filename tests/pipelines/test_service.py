@@ -20,16 +20,11 @@ from plinth.pipelines.types import ScheduleSpec
 from plinth.store.engine import Store
 from plinth.store.schema import alerts, monitor_evaluations, pipeline_runs
 from plinth.store.sql import now_ms
-from tests.pipelines.service_fixtures import ensure_records, finish, spec
+from tests.pipelines.service_fixtures import finish, spec
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Using `httpx` with `starlette.testclient` is deprecated"
 )
-
-
-@pytest.fixture(autouse=True)
-def _records() -> None:
-    ensure_records()
 
 
 @pytest.fixture(
@@ -69,7 +64,9 @@ def test_register_get_list_register_again_delete(backend: Client) -> None:
         "pipelines.churn:pipeline",
         "churn-retrain",  # its runs are tracked under its own name by default
     )
-    assert made.steps == ["get_data", "train", "register"] and made.params == {"since": "2026-01-01"}
+    assert made.steps == ["get_data", "train", "register"] and made.params == {
+        "since": "2026-01-01"
+    }
     assert (made.retries, made.concurrency, made.timeout_seconds) == (2, 1, None)
     assert made.owner and made.created_at == made.updated_at
     assert service.get_pipeline("churn-retrain") == made
@@ -236,7 +233,9 @@ def test_a_rerun_resumes_where_the_run_failed(local: Client) -> None:
     assert (chosen.resumed_from, chosen.from_step) == (run.id, "register")
     fresh = service.rerun(run.id, from_step="get_data")  # from the start: nothing reused
     assert (fresh.resumed_from, fresh.from_step) == (None, None)
-    with pytest.raises(InvalidArgument, match="from_step: .* no step 'deploy': give one of get_data"):
+    with pytest.raises(
+        InvalidArgument, match=r"from_step: .* no step 'deploy': give one of get_data"
+    ):
         service.rerun(run.id, from_step="deploy")
 
 
@@ -262,7 +261,7 @@ def test_run_logs_are_the_steps_logs(local: Client) -> None:
     )
     assert service.run_logs(run.id, step="train") == "fitting\nValueError: boom\n"
     assert service.run_logs(run.id, step="register") == ""
-    with pytest.raises(NotFound, match="has no step 'deploy' .its steps: get_data, train"):
+    with pytest.raises(NotFound, match=r"has no step 'deploy' \(its steps: get_data, train"):
         service.run_logs(run.id, step="deploy")
 
 
@@ -305,8 +304,8 @@ def test_a_cron_schedule_starts_from_now(backend: Client) -> None:
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"cron": "61 * * * *"}, r"spec.cron: '61 \* \* \* \*' does not parse"),
-        ({"cron": "every day"}, "spec.cron: 'every day' does not parse"),
+        ({"cron": "61 * * * *"}, "spec.cron: .*the minute field '61' is not valid"),
+        ({"cron": "every day"}, "spec.cron: .*2 field.s.; expected five"),
         ({}, "spec.cron: a cron schedule needs one"),
         ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "spec.timezone: 'Mars/Olympus'"),
         ({"cron": "0 3 * * *", "catchup": "some"}, "spec.catchup: 'some' is not one of skip"),
@@ -337,7 +336,9 @@ def test_a_trigger_starts_after_the_newest_event(local: Client) -> None:
     service = local.pipelines
     service.register_pipeline(spec())
     local.monitors.create_monitor("churn-inputs", "input_drift", "churn")
-    quiet = service.create_schedule("churn-retrain", ScheduleSpec(kind="alert", target="churn-inputs"))
+    quiet = service.create_schedule(
+        "churn-retrain", ScheduleSpec(kind="alert", target="churn-inputs")
+    )
     assert quiet.cursor == 0 and quiet.next_at is None
     newest = _raise_alerts(store_of(local), "churn-inputs", 3)
     on_alert = service.create_schedule(
@@ -345,9 +346,13 @@ def test_a_trigger_starts_after_the_newest_event(local: Client) -> None:
     )
     assert (on_alert.kind, on_alert.target, on_alert.cursor) == ("alert", "churn-inputs", newest)
     assert on_alert.params == {"why": "drift"}
-    on_commit = service.create_schedule("churn-retrain", ScheduleSpec(kind="commit", target="customers"))
+    on_commit = service.create_schedule(
+        "churn-retrain", ScheduleSpec(kind="commit", target="customers")
+    )
     assert on_commit.cursor == 0  # no commit yet
-    on_job = service.create_schedule("churn-retrain", ScheduleSpec(kind="score_job", target="churn"))
+    on_job = service.create_schedule(
+        "churn-retrain", ScheduleSpec(kind="score_job", target="churn")
+    )
     assert on_job.cursor == 0
     # paused while alerts came: resumed, they do not start runs either
     service.pause_schedule(on_alert.id)

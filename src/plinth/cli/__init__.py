@@ -503,3 +503,11 @@ app.add_typer(ab_app, name="ab")
 from plinth.cli.monitors import monitors_app  # noqa: E402
 
 app.add_typer(monitors_app, name="monitors")
+
+from plinth.cli.pipelines import pipelines_app  # noqa: E402
+
+app.add_typer(pipelines_app, name="pipelines")
+
+from plinth.cli.scheduler import scheduler  # noqa: E402
+
+app.command("scheduler")(scheduler)
