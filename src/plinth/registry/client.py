@@ -456,14 +456,22 @@ class RegistryClient:
         return mine, theirs, evidence
 
     def _version_of_run(self, trial: _Trial) -> ModelVersion | None:
-        """The version an earlier attempt registered from this run's package, if any."""
+        return self.registered_from_run(trial.model, trial.run.id, trial.artifact_path)
+
+    def registered_from_run(
+        self, model: str, run_id: str, artifact_path: str = "model"
+    ) -> ModelVersion | None:
+        """The version of ``model`` registered from the package run ``run_id`` logged at
+        ``artifact_path`` (the first, if an earlier attempt registered it twice); None when
+        there is none: what makes registering a run's model idempotent."""
         from plinth.errors import NotFound
 
         try:
-            found = self.registry.search_model_versions(name=trial.model, run_id=trial.run.id)
+            found = self.registry.search_model_versions(name=model, run_id=run_id)
         except NotFound:
             return None
-        mine = [v for v in found if v.model_name == trial.model and v.package_uri == trial.package]
+        suffix = f"/{run_id}/artifacts/{artifact_path}"
+        mine = [v for v in found if v.model_name == model and v.package_uri.endswith(suffix)]
         return min(mine, key=lambda v: v.version) if mine else None
 
     def _promoted_earlier(self, trial: _Trial, version: ModelVersion) -> Decision | None:
