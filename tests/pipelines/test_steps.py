@@ -328,3 +328,27 @@ def test_batch_score_with_checks_then_deliver_once(client: Client, tmp_path: Pat
     assert tracked.tags["plinth.score_job"] == key
     assert tracked.metrics["deliver/rows"].last == N
     assert tracked.metrics["batch_score/checks_failed"].last == 0
+
+
+@pytest.mark.slow
+def test_training_data_on_spark_equals_duckdb(client: Client) -> None:
+    pytest.importorskip("pyspark")
+    data = spine(customers(1), T0 + timedelta(hours=1), 1)
+    run = Pipeline(
+        "both-engines",
+        [
+            steps.training_data("churn", data, name="on_duckdb"),
+            steps.training_data("churn", data, name="on_spark", engine="spark"),
+        ],
+    ).run(client=client)
+    tracked = client.get_run(run.run_id or "")
+    duck, spark = (
+        client.feature_store().get_training_dataset(tracked.params[s]["dataset"]).to_pandas()
+        for s in ("on_duckdb", "on_spark")
+    )
+    key = ["customer_id"]
+    pd.testing.assert_frame_equal(
+        duck.sort_values(key).reset_index(drop=True),
+        spark.sort_values(key).reset_index(drop=True),
+        check_dtype=False,
+    )
