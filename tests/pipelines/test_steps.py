@@ -352,3 +352,44 @@ def test_training_data_on_spark_equals_duckdb(client: Client) -> None:
         spark.sort_values(key).reset_index(drop=True),
         check_dtype=False,
     )
+
+
+def queued(client: Client, pipeline: Pipeline, **row: Any) -> int:
+    from plinth.pipelines import records
+
+    with client.tracking.store.write() as conn:
+        made = records.insert_run(conn, pipeline=pipeline.name, created_by="test", **row)
+    assert made is not None
+    return made
+
+
+def test_a_retry_after_a_promotion_that_was_not_recorded_promotes_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.pipelines.runner import execute
+
+    data = spine(customers(1), T0 + timedelta(hours=1), 1)
+    retraining(DummyClassifier(strategy="prior"), data).run(client=client)  # a weak champion
+    pipeline = retraining(LogisticRegression(max_iter=500), fresh_data(client, 0.0, 3))
+    first = queued(client, pipeline, trigger="alert", alert_id=42)
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("worker killed before recording the decision")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(client.registry, "record_decision", killed)
+        failed = execute(client, pipeline, first)
+    assert failed.status == "failed" and "worker killed" in (failed.error or "")
+    assert client.get_model_version("models:/churn@production").version == 2
+
+    retry = queued(client, pipeline, trigger="retry", attempt=2, retry_of=first, alert_id=42)
+    again = execute(client, pipeline, retry)
+    assert again.status == "succeeded", again.error
+    assert statuses(again)["train"] == "reused"
+    assert statuses(again)["champion_challenger"] == "succeeded"
+    decision = client.registry.get_decision(f"pipeline-run:{first}:champion_challenger")
+    assert (decision.outcome, decision.version, decision.alert_id) == ("promoted", 2, 42)
+    assert decision.pipeline_run == retry and "by an earlier attempt" in decision.reason
+    promotions = [h.version for h in client.model_history("churn") if h.to_value == "PRODUCTION"]
+    assert promotions == [1, 2]
+    assert len(client.list_decisions(name="churn").items) == 2
