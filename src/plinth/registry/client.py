@@ -354,6 +354,13 @@ class RegistryClient:
         _check_direction(direction)
         if key is not None:
             recorded = self._decision_or_none(key)
+            if recorded is not None and recorded.model_name != model:
+                from plinth.errors import Conflict
+
+                raise Conflict(
+                    f"key {key!r} already decided about model {recorded.model_name!r}, not "
+                    f"{model!r}: use a key of its own for each model"
+                )
             if recorded is not None:
                 return recorded
         run = self.tracking.get_run(run_id)
