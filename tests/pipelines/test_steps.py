@@ -299,26 +299,29 @@ def test_bad_step_definitions() -> None:
         Pipeline("p", [steps.train(LogisticRegression())])  # no step gives its data
 
 
-def test_batch_score_with_checks_then_deliver_once(client: Client, tmp_path: Path) -> None:
-    data = spine(customers(1), T0 + timedelta(hours=1), 1)
-    retraining(LogisticRegression(max_iter=500), data).run(client=client)
+def test_the_new_champion_scores_a_batch_with_checks_then_delivers(
+    client: Client, tmp_path: Path
+) -> None:
     source = tmp_path / "to-score.parquet"
     customers(5).to_parquet(source)
     database = f"sqlite:///{tmp_path / 'scores.db'}"
     got: list[tuple[int, str]] = []
+    data = spine(customers(1), T0 + timedelta(hours=1), 1)
+    pipeline = retraining(LogisticRegression(max_iter=500), data)
     run = Pipeline(
-        "nightly-scores",
+        "retrain-and-score",
         [
-            steps.batch_score(
-                str(source), str(tmp_path / "scores"), model="models:/churn@production"
-            ),
+            *pipeline.steps,
+            steps.register("churn", name="register_again"),  # the same run: the same version
+            steps.batch_score(str(source), str(tmp_path / "scores"), model="champion_challenger"),
             steps.deliver(sql_uri=database, sql_table="churn_scores"),
             steps.deliver(to=lambda rows, key: got.append((rows.num_rows, key)), name="notify"),
         ],
     ).run(client=client)
+    assert [v.version for v in client.registry.list_model_versions("churn").items] == [1]
     key = f"pipeline-run:{run.id}:batch_score"
     job = client.score_jobs.get_score_job(key)
-    assert (job.status, job.rows) == ("DELIVERED", N)
+    assert (job.status, job.rows, job.model_version) == ("DELIVERED", N, 1)
     assert got == [(N, key)]
     import sqlalchemy as sa
 
@@ -328,6 +331,33 @@ def test_batch_score_with_checks_then_deliver_once(client: Client, tmp_path: Pat
     assert tracked.tags["plinth.score_job"] == key
     assert tracked.metrics["deliver/rows"].last == N
     assert tracked.metrics["batch_score/checks_failed"].last == 0
+
+
+def test_failed_score_checks_deliver_nothing(client: Client, tmp_path: Path) -> None:
+    from plinth.serving.checks import Thresholds
+
+    data = spine(customers(1), T0 + timedelta(hours=1), 1)
+    retraining(LogisticRegression(max_iter=500), data).run(client=client)
+    source = tmp_path / "shifted.parquet"
+    customers(5, shift=300.0).to_parquet(source)  # far outside the training ranges
+    got: list[Any] = []
+    run = Pipeline(
+        "scores",
+        [
+            steps.batch_score(
+                str(source),
+                str(tmp_path / "scores"),
+                model="models:/churn@production",
+                thresholds=Thresholds(max_out_of_range_share=0.0),
+            ),
+            steps.deliver(to=lambda rows, key: got.append(key)),
+        ],
+    ).run(client=client, raise_on_failure=False)
+    assert statuses(run) == {"batch_score": "failed", "deliver": "skipped"}
+    assert "ChecksFailed" in (run.steps[0].error or "") and got == []
+    job = client.score_jobs.get_score_job(f"pipeline-run:{run.id}:batch_score")
+    assert (job.status, job.output_version) == ("BLOCKED", None)
+    assert any(not c.passed and "range" in c.name for c in job.checks)
 
 
 @pytest.mark.slow
