@@ -219,6 +219,18 @@ def test_drift_against_the_previous_training_dataset_without_a_model(client: Cli
     error = next(s for s in second.steps if s.name == "validate_data").error or ""
     assert "drift against training dataset 1 (churn:v1)" in error
 
+    given = Pipeline(
+        "given-reference",
+        [
+            steps.training_data("churn", spine(customers(1), T0 + timedelta(hours=1), 1)),
+            steps.validate_data(
+                reference=lambda context: customers(7, shift=80.0), max_drifted_share=0.5
+            ),
+        ],
+    ).run(client=client, raise_on_failure=False)
+    error = next(s for s in given.steps if s.name == "validate_data").error or ""
+    assert "drift against reference" in error and "(spend)" in error
+
 
 def test_model_gates_and_slices(client: Client) -> None:
     data = spine(customers(1), T0 + timedelta(hours=1), 1)
