@@ -247,7 +247,8 @@ class Scheduler(LeasedLoop):
                 attempt=attempt,
                 max_attempts=row.max_attempts,
                 retry_of=root,
-                not_before=at + int(backoff * 1000),
+                # from the failure (which may come after this tick began)
+                not_before=max(at, row.finished_at or at) + int(backoff * 1000),
                 now=at,
             )
         return None if made is None else (made, attempt)
