@@ -17,6 +17,7 @@ from plinth.pipelines import records, triggers
 from plinth.pipelines.scheduler import LEASE, Scheduler
 from plinth.store import lease
 from plinth.store.schema import pipeline_runs, pipeline_steps
+from plinth.store.sql import now_ms
 from tests.pipelines.scheduled import HOUR, NOW, add_pipeline, add_schedule, runs, store_client
 
 ELSEWHERE = "another-host:4242"
@@ -167,14 +168,17 @@ def test_orphans_are_reclaimed_by_pid_on_this_host_or_by_heartbeat(client: Clien
     vanished = running(client, f"{scheduler.host}:{dead_pid()}", at=at)
     silent = running(client, ELSEWHERE, at=at - 121_000)
     fresh = running(client, "third-host:1", at=at - 60_000)
-    # this test's own process: alive, but not a worker of that run (a reused pid)
-    reused = running(client, f"{scheduler.host}:{os.getpid()}", at=at)
+    # this test's process, claiming a run long before it started: a pid since reused
+    here = f"{scheduler.host}:{os.getpid()}"
+    reused = running(client, here, at=at)
+    # ... and a run it claimed itself, running in-process (``plinth pipelines run``)
+    in_process = running(client, here, at=now_ms())
     done = {d.pipeline_run: d.detail for d in scheduler.tick(at) if d.action == "failed"}
     assert set(done) == {vanished, silent, reused}
-    assert (
-        row(client, vanished).error
-        == f"worker lost ({scheduler.host}:{row(client, vanished).worker.split(':')[-1]}: gone)"
-    )
+    lost = row(client, vanished).worker
+    assert row(client, vanished).error == f"worker lost ({lost}: gone)"
+    assert row(client, reused).error == f"worker lost ({here}: gone)"
+    assert row(client, in_process).status == "running"
     assert row(client, silent).error == f"worker lost ({ELSEWHERE}: no heartbeat)"
     assert row(client, fresh).status == "running"
 

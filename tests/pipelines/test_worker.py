@@ -18,12 +18,14 @@ from plinth.config import local_user
 from plinth.pipelines import records
 from plinth.pipelines.scheduler import Scheduler
 from plinth.pipelines.worker import Watchdog, owner_principal
-from plinth.store.schema import group_members, pipeline_steps, user_groups, users
+from plinth.store.schema import group_members, pipeline_runs, pipeline_steps, user_groups, users
 from plinth.store.sql import now_ms
 from tests.pipelines.scheduled import add_pipeline, add_schedule, runs, store_client
 
 PIPELINES = """
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,9 +59,17 @@ def sleepy(context, prepare):
     return "woke"
 
 
+@step
+def forever(context, prepare):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    (MARKS / f"forever-{context.pipeline_run}").write_text(f"{os.getpid()} {child.pid}")
+    time.sleep(3600)
+
+
 tiny = Pipeline("tiny", [prepare, add], params={"base": 1})
 hanging = Pipeline("hanging", [prepare, hang])
 killed = Pipeline("killed", [prepare, sleepy])
+endless = Pipeline("endless", [prepare, forever])
 """
 
 
@@ -194,6 +204,73 @@ def test_a_worker_killed_mid_step_fails_its_run_and_the_retry_resumes(
     assert (second.status, second.attempt, second.retry_of) == ("succeeded", 2, first.id)
     steps = records.get_run(client.tracking.store, second.id).steps
     assert [(s.name, s.status) for s in steps] == [("prepare", "reused"), ("sleepy", "succeeded")]
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie (this test's container may not reap orphans)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def pids_of(tmp_path: Path, run_id: int) -> list[int]:
+    mark = tmp_path / "marks" / f"forever-{run_id}"
+    return [int(p) for p in mark.read_text().split()] if mark.exists() else []
+
+
+def queue_endless(client: Client, tmp_path: Path, **columns: Any) -> int:
+    add_pipeline(client, "endless", entrypoint=entry(tmp_path, "endless"), **columns)
+    with client.tracking.store.write() as conn:
+        made = records.insert_run(conn, pipeline="endless", trigger="manual", created_by="local")
+    assert made is not None
+    return made
+
+
+@pytest.mark.slow
+def test_a_run_over_its_pipelines_timeout_is_killed_with_its_process_group(
+    client: Client, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    run_id = queue_endless(client, tmp_path, timeout_seconds=1.0)
+    (run,) = tick_until(scheduler, lambda: finished(client))
+    assert (run.status, run.error) == ("failed", "timed out after 1 s")
+    worker, grandchild = tick_until(scheduler, lambda: pids_of(tmp_path, run_id))
+    tick_until(scheduler, lambda: gone(worker) and gone(grandchild))
+
+
+@pytest.mark.slow
+def test_a_cancelled_running_run_is_killed(
+    client: Client, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    run_id = queue_endless(client, tmp_path)
+    worker, grandchild = tick_until(scheduler, lambda: pids_of(tmp_path, run_id))
+    with client.tracking.store.write() as conn:  # as the service's cancel_run does
+        conn.execute(update(pipeline_runs).values(status="cancelled", finished_at=now_ms()))
+    tick_until(scheduler, lambda: gone(worker) and gone(grandchild))
+    assert [r.status for r in runs(client)] == ["cancelled"]
+
+
+@pytest.mark.slow
+def test_a_standby_adopts_the_running_runs_of_a_scheduler_that_died(
+    client: Client, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    add_pipeline(
+        client, "killed", entrypoint=entry(tmp_path, "killed"), retries=1, retry_backoff_seconds=0.1
+    )
+    with client.tracking.store.write() as conn:
+        records.insert_run(
+            conn, pipeline="killed", trigger="manual", created_by="local", max_attempts=2
+        )
+    mark = tmp_path / "marks" / "sleepy"
+    tick_until(scheduler, mark.exists)  # the first scheduler started it, then "died"
+    standby = Scheduler(client)
+    assert [d for d in standby.tick() if d.action != "started"] == []
+    assert runs(client)[0].status == "running"  # alive on this host: left to run
+    os.kill(int(mark.read_text()), signal.SIGKILL)
+    first, second = tick_until(standby, lambda: len(finished(client)) == 2 and finished(client))
+    assert first.error == f"worker lost ({first.worker}: gone)"
+    assert (second.status, second.attempt) == ("succeeded", 2)
+    tick_until(standby, lambda: not standby.children)
 
 
 # -- in-process ----------------------------------------------------------------------------
