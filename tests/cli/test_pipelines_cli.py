@@ -49,6 +49,8 @@ pipeline = plinth.Pipeline(
 def wide(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("plinth.cli.pipelines.out", Console(width=220))  # no cell folds
     monkeypatch.setattr("plinth.cli.pipelines.err", Console(width=220, stderr=True))
+    monkeypatch.setattr("plinth.cli.pipelines_here.out", Console(width=220))
+    monkeypatch.setattr("plinth.cli.pipelines_here.err", Console(width=220, stderr=True))
 
 
 @pytest.fixture
@@ -168,6 +170,8 @@ def test_schedules_and_triggers(
 ) -> None:
     said = invoke("register", demo, "--schedule", "0 3 * * *", "--timezone", "Europe/Paris")
     assert "schedule 1: cron 0 3 * * * (Europe/Paris, catch-up latest)" in said
+    again = invoke("register", demo, "--schedule", "0 3 * * *", "--timezone", "Europe/Paris")
+    assert "schedule 1: cron 0 3 * * *" in again  # the same schedule, not a second one
     plinth.default_client().registry.create_registered_model("churn")
     said = invoke("schedule", "demo", "--on-score-job", "churn", "-p", "since=2026-05-01")
     assert "schedule 2 of demo: each new score job of churn" in said
@@ -181,7 +185,7 @@ def test_schedules_and_triggers(
     assert [s.id for s in service.list_schedules("demo")] == [1]
 
     said = refused(monkeypatch, capsys, "schedule", "demo", "--cron", "0 25 * * *")
-    assert "spec.cron: '0 25 * * *' does not parse" in said
+    assert "spec.cron: cron '0 25 * * *': the hour field '25' is not valid" in said
     said = refused(
         monkeypatch, capsys, "schedule", "demo", "--cron", "* * * * *", "--on-alert", "m"
     )
@@ -211,3 +215,18 @@ def test_bad_input_is_one_line_on_stderr(
     assert "spec.concurrency: a whole number from 1 to 100, got 0" in said
     said = refused(monkeypatch, capsys, "show", "42")
     assert "pipeline run 42 does not exist" in said
+
+
+def test_a_module_of_the_current_folder_is_an_entrypoint(
+    tmp_path: Path, flag: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = f"flows_{tmp_path.name.replace('-', '_')}"  # not one imported by another test
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "churn.py").write_text(PIPELINE.replace("FLAG", repr(str(flag))))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    said = invoke("register", f"{package}.churn:pipeline")
+    assert "registered pipeline demo" in said
+    info = plinth.default_client().pipelines.get_pipeline("demo")
+    assert info.entrypoint == f"{package}.churn:pipeline"  # a module stays a module
+    assert "✓ train succeeded" in invoke("run", "demo")

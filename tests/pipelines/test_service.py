@@ -304,8 +304,9 @@ def test_a_cron_schedule_starts_from_now(backend: Client) -> None:
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"cron": "61 * * * *"}, r"spec.cron: '61 \* \* \* \*' does not parse"),
-        ({"cron": "every day"}, "spec.cron: 'every day' does not parse"),
+        ({"cron": "61 * * * *"}, "spec.cron: .*the minute field '61' is not valid"),
+        ({"cron": "every day"}, "spec.cron: .*2 field.s.; expected five"),
+        ({"cron": "0 " + "1," * 100 + "2 * * *"}, "spec.cron: at most 200 characters"),
         ({}, "spec.cron: a cron schedule needs one"),
         ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "spec.timezone: 'Mars/Olympus'"),
         ({"cron": "0 3 * * *", "catchup": "some"}, "spec.catchup: 'some' is not one of skip"),
@@ -485,6 +486,13 @@ def test_who_may_see_run_and_schedule_a_pipeline(server: Server) -> None:
         answer = http.request(method, path, json=sent, headers=victor)
         assert answer.status_code == 403, (path, answer.text)
     assert http.post("/api/v1/pipelines", json=body, headers=victor).status_code == 403
+    # the logs are the tracking run's: reading them needs read on its experiment too
+    finish(server.store, run["id"], "failed", {"train": "failed"}, run_id="0" * 32)
+    logs = http.get(f"/api/v1/pipeline-runs/{run['id']}/logs", headers=victor)
+    assert logs.status_code == 404 and logs.json()["message"] == (
+        f"the logs of pipeline run {run['id']} are in tracking run {'0' * 32}, which does not "
+        "exist or which you may not read (ask for read on its experiment)"
+    )
 
     # an editor of the pipeline queues and schedules, but only on what it may read
     server.auth.grant(Kind.PIPELINE, "churn-retrain", "user", "mallory", "editor")
@@ -502,3 +510,33 @@ def test_who_may_see_run_and_schedule_a_pipeline(server: Server) -> None:
         conn.execute(update(pipeline_runs).values(status="succeeded"))
     assert http.delete("/api/v1/pipelines/churn-retrain", headers=alice).status_code == 200
     assert json.loads(http.get("/api/v1/pipeline-runs", headers=alice).text)["items"] == []
+
+
+def test_steps_and_logs_over_http(tmp_path: Path) -> None:
+    """A run's steps and logs read through a server as on the store."""
+    from plinth.client import connect
+    from plinth.config import load_settings
+    from plinth.store.engine import open_store
+    from tests.backends import running_server
+
+    home = tmp_path / "server-home"
+    with running_server(home) as url, connect(url) as remote:  # type: ignore[arg-type]
+        service = remote.pipelines
+        service.register_pipeline(spec())
+        run = service.queue_run("churn-retrain")
+        with remote.start_run("churn-retrain", capture_environment=False) as tracked:
+            tracked.log_text("fitting\n", "pipeline/train/log.txt")
+        store = open_store(load_settings(home=home).resolved_store_uri)
+        finish(
+            store, run.id, "failed", {"get_data": "succeeded", "train": "failed"}, run_id=tracked.id
+        )
+        found = service.get_run(run.id)
+        assert [(s.name, s.status) for s in found.steps] == [
+            ("get_data", "succeeded"),
+            ("train", "failed"),
+        ]
+        assert found.run_id == tracked.id
+        assert service.run_logs(run.id) == "== train (failed) ==\nfitting\n"
+        assert service.run_logs(run.id, step="train") == "fitting\n"
+        again = service.rerun(run.id)
+        assert (again.resumed_from, again.from_step) == (run.id, "train")
