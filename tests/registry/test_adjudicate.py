@@ -126,6 +126,9 @@ class TestIdempotence:
         assert [v for v, _ in promotions(client)] == [1, 2]
         assert len(decisions_in_history(client)) == 2
         assert [d.key for d in client.list_decisions(pipeline_run=7).items] == [key]
+        with pytest.raises(plinth.Conflict, match="already decided about model 'churn'"):
+            client.adjudicate("fraud", run_id, "val_auc", key=key)
+        assert "decision_id" in decisions_in_history(client)[-1].details
         with pytest.raises(plinth.NotFound, match="pipeline-run:8"):
             client.registry.get_decision("pipeline-run:8:champion")
 

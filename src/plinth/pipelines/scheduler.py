@@ -247,7 +247,8 @@ class Scheduler(LeasedLoop):
                 attempt=attempt,
                 max_attempts=row.max_attempts,
                 retry_of=root,
-                not_before=at + int(backoff * 1000),
+                # from the failure (which may come after this tick began)
+                not_before=max(at, row.finished_at or at) + int(backoff * 1000),
                 now=at,
             )
         return None if made is None else (made, attempt)
@@ -358,27 +359,21 @@ class Scheduler(LeasedLoop):
             return None
 
     def _alive(self, row: Any) -> bool:
-        """Whether the worker of ``row`` is a live process on this host running that run
-        (a pid reused by another process does not count)."""
+        """Whether the worker of ``row`` is a live process on this host, started before
+        it claimed the run: a worker, or a process running the run itself (``plinth
+        pipelines run``); a pid since reused by a newer process does not count."""
         child = self.children.get(row.id)
         if child is not None:
             return child.poll() is None
         pid = self._pid(row.worker)
         if pid is None:
             return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
+        started = process_started_ms(pid)
+        if started is None:
             return False
-        except OSError:  # no /proc here: the pid alone
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
-        return WORKER_MODULE.encode() in cmdline and str(row.id).encode() in cmdline
+        claimed = row.started_at or row.queued_at
+        # /proc counts in clock ticks from a boot time in whole seconds
+        return started == UNKNOWN or started <= claimed + 2_000
 
     def _kill(self, row: Any) -> bool:
         """Kill the process group of ``row``'s worker if it is alive on this host."""
@@ -393,3 +388,37 @@ class Scheduler(LeasedLoop):
         except (ProcessLookupError, PermissionError):
             return False
         return True
+
+
+#: a live process whose start time cannot be read (no ``/proc``)
+UNKNOWN = -1
+
+
+def process_started_ms(pid: int) -> int | None:
+    """When process ``pid`` started (ms since the epoch); None when there is no such
+    process; ``UNKNOWN`` when it lives but its start cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # /proc is there: the process is not
+    except (OSError, StopIteration, ValueError):
+        pass
+    else:
+        fields = stat.rpartition(")")[2].split()
+        if fields[0] in ("Z", "X"):  # a zombie: exited, not yet waited for
+            return None
+        ticks = int(fields[19])  # field 22: starttime
+        return boot * 1000 + ticks * 1000 // os.sysconf("SC_CLK_TCK")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return UNKNOWN

@@ -28,6 +28,7 @@ from plinth.auth.access import access_for
 from plinth.auth.context import SYSTEM, acting_as
 from plinth.auth.types import Principal, Role
 from plinth.client import Client, connect
+from plinth.errors import PlinthError
 from plinth.pipelines import records
 from plinth.store.engine import Store
 from plinth.store.schema import group_members, pipeline_runs, pipeline_steps, pipelines, users
@@ -80,13 +81,11 @@ def run(client: Client, pipeline_run: int) -> int:
     with acting_as(owner):
         try:
             pipeline = runner.load_pipeline(row.entrypoint)
-        except Exception as exc:  # the user's code: its error is the run's
-            return _refuse(
-                store,
-                pipeline_run,
-                worker,
-                f"cannot load entrypoint {row.entrypoint!r}: {type(exc).__name__}: {exc}",
-            )
+        except PlinthError as exc:
+            return _refuse(store, pipeline_run, worker, exc.message)
+        except Exception as exc:  # the user's code failed on import: its error is the run's
+            error = f"pipeline entrypoint {row.entrypoint!r}: {type(exc).__name__}: {exc}"
+            return _refuse(store, pipeline_run, worker, error)
         limits = {
             s.name: s.timeout_seconds for s in pipeline.steps if s.timeout_seconds is not None
         }

@@ -354,6 +354,13 @@ class RegistryClient:
         _check_direction(direction)
         if key is not None:
             recorded = self._decision_or_none(key)
+            if recorded is not None and recorded.model_name != model:
+                from plinth.errors import Conflict
+
+                raise Conflict(
+                    f"key {key!r} already decided about model {recorded.model_name!r}, not "
+                    f"{model!r}: use a key of its own for each model"
+                )
             if recorded is not None:
                 return recorded
         run = self.tracking.get_run(run_id)
@@ -456,14 +463,22 @@ class RegistryClient:
         return mine, theirs, evidence
 
     def _version_of_run(self, trial: _Trial) -> ModelVersion | None:
-        """The version an earlier attempt registered from this run's package, if any."""
+        return self.registered_from_run(trial.model, trial.run.id, trial.artifact_path)
+
+    def registered_from_run(
+        self, model: str, run_id: str, artifact_path: str = "model"
+    ) -> ModelVersion | None:
+        """The version of ``model`` registered from the package run ``run_id`` logged at
+        ``artifact_path`` (the first, if an earlier attempt registered it twice); None when
+        there is none: what makes registering a run's model idempotent."""
         from plinth.errors import NotFound
 
         try:
-            found = self.registry.search_model_versions(name=trial.model, run_id=trial.run.id)
+            found = self.registry.search_model_versions(name=model, run_id=run_id)
         except NotFound:
             return None
-        mine = [v for v in found if v.model_name == trial.model and v.package_uri == trial.package]
+        suffix = f"/{run_id}/artifacts/{artifact_path}"
+        mine = [v for v in found if v.model_name == model and v.package_uri.endswith(suffix)]
         return min(mine, key=lambda v: v.version) if mine else None
 
     def _promoted_earlier(self, trial: _Trial, version: ModelVersion) -> Decision | None:

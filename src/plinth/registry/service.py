@@ -22,6 +22,9 @@ from plinth.store.schema import model_decisions, model_history, model_versions
 from plinth.store.sql import check_max_results, decode_page_token, encode_page_token, now_ms
 from plinth.tracking.types import Page
 
+# what storing a decision adds to it (the history row has its own actor and time)
+_STORED_FIELDS = ("id", "actor", "at")
+
 
 def _may_read_decision(access: Access, arguments: dict[str, Any]) -> None:
     """viewer on the decision's model"""
@@ -198,7 +201,10 @@ class RegistryService(RegistryCore):
                 _opt(decision.champion_version),
                 decision.outcome,
                 decision.reason,
-                {**asdict(decision), "decision_id": decision_id},
+                {
+                    **{k: v for k, v in asdict(decision).items() if k not in _STORED_FIELDS},
+                    "decision_id": decision_id,
+                },
             )
             row = conn.execute(
                 select(model_decisions).where(model_decisions.c.id == decision_id)
