@@ -112,7 +112,7 @@ def test_a_failed_run_is_retried_once_per_attempt_with_back_off(client: Client) 
     store = client.tracking.store
     first = running(client, ELSEWHERE, at=NOW, max_attempts=3, alert_id=7)
     assert records.finish(store, first, "failed", "step x failed: boom", now=NOW)
-    one, other = Scheduler(client), Scheduler(client)
+    one, other = Recording(client), Recording(client)
     done = one.tick(NOW + 1_000) + other.tick(NOW + 1_000) + one.tick(NOW + 2_000)
     retried = [d for d in done if d.action == "retried"]
     assert len(retried) == 1

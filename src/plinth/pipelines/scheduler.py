@@ -69,7 +69,9 @@ class Action:
 
 class Scheduler(LeasedLoop):
     """Ticks every ``tick_seconds`` while holding the lease (``run``/``start``), or one
-    ``tick(now)`` at a time (tests, benchmarks: no lease)."""
+    ``tick(now)`` at a time (tests, benchmarks: no lease). ``warm``: keep one idle worker
+    started ahead, so that a run starts without waiting for Python's imports (call
+    ``close`` when done ticking by hand). Workers' output goes to files in ``log_dir``."""
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class Scheduler(LeasedLoop):
         stale_seconds: float = 120.0,
         grace_seconds: float | None = None,
         log_dir: Path | None = None,
+        warm: bool = True,
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
         if client.remote:
@@ -106,8 +109,13 @@ class Scheduler(LeasedLoop):
         self.host = socket.gethostname()
         self.log_dir = log_dir or client.settings.home.resolve() / "logs" / "pipeline-workers"
         self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.warm = warm
+        self._warm: subprocess.Popen[bytes] | None = None
+        self._spawned = 0
 
     def work(self) -> None:
+        if self.warm and (self._warm is None or self._warm.poll() is not None):
+            self._warm = self._spawn("--wait")  # ready before the first run is due
         for done in self.tick():
             log.info("pipeline run %d: %s %s", done.pipeline_run, done.action, done.detail)
 
@@ -285,6 +293,27 @@ class Scheduler(LeasedLoop):
         return done
 
     def _start(self, run_id: int) -> int:
+        """Hand the run to the warm worker (started earlier, its imports done and the
+        store open: it waits for a run id on its stdin), else to a new worker; then warm
+        up the next one."""
+        child = self._warm
+        self._warm = None
+        if child is not None and child.poll() is None and child.stdin is not None:
+            try:
+                child.stdin.write(f"{run_id}\n".encode())
+                child.stdin.close()
+            except OSError:  # it died meanwhile
+                child = None
+        else:
+            child = None
+        if child is None:
+            child = self._spawn(str(run_id))
+        self.children[run_id] = child
+        if self.warm:
+            self._warm = self._spawn("--wait")
+        return child.pid
+
+    def _spawn(self, argument: str) -> subprocess.Popen[bytes]:
         settings = self.client.settings
         env = dict(os.environ)
         env.pop("PLINTH_URI", None)  # the worker works on the store, as the scheduler does
@@ -294,18 +323,35 @@ class Scheduler(LeasedLoop):
             PLINTH_ARTIFACT_URI=settings.resolved_artifact_uri,
         )
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._spawned += 1
         output: IO[bytes]
-        with open(self.log_dir / f"run-{run_id}.log", "ab") as output:
-            child = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, str(run_id)],
+        with open(self.log_dir / f"worker-{os.getpid()}-{self._spawned}.log", "ab") as output:
+            return subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE, argument],
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if argument == "--wait" else subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killed as a whole
             )
-        self.children[run_id] = child
-        return child.pid
+
+    def close(self) -> None:
+        """End the idle warm worker (the running ones run on)."""
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            if warm.stdin is not None:
+                warm.stdin.close()  # it reads no run id and ends
+            try:
+                warm.wait(10)
+            except subprocess.TimeoutExpired:
+                warm.kill()
+                warm.wait()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.close()
 
     def lost(self) -> None:
         # a standby now holds the lease: it adopts our workers by their rows; we keep
