@@ -27,7 +27,7 @@ class Recording(Scheduler):
     """Starts no process: claims the run for a worker on another host, as a worker would."""
 
     def __init__(self, client: Client, **options: Any) -> None:
-        super().__init__(client, **options)
+        super().__init__(client, warm=False, **options)
         self.started: list[int] = []
 
     def _start(self, run_id: int) -> int:

@@ -121,7 +121,9 @@ def test_a_cron_schedule_runs_a_pipeline_in_a_worker_end_to_end(
     add_schedule(client, "tiny", cron="* * * * *", params='{"base": 41}', cursor=now_ms() - 61_000)
     (run,) = tick_until(scheduler, lambda: finished(client))
     assert (run.status, run.trigger, run.error) == ("succeeded", "cron", None)
-    assert run.worker.rsplit(":", 1)[1] != str(os.getpid())  # in a process of its own
+    pid = run.worker.rsplit(":", 1)[1]
+    assert pid != str(os.getpid())  # in a process of its own, its output kept
+    assert "pipeline run 1: succeeded" in (scheduler.log_dir / f"worker-{pid}.log").read_text()
     done = records.get_run(client.tracking.store, run.id)
     assert [(s.name, s.status) for s in done.steps] == [
         ("prepare", "succeeded"),

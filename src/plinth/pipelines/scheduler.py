@@ -71,7 +71,8 @@ class Scheduler(LeasedLoop):
     """Ticks every ``tick_seconds`` while holding the lease (``run``/``start``), or one
     ``tick(now)`` at a time (tests, benchmarks: no lease). ``warm``: keep one idle worker
     started ahead, so that a run starts without waiting for Python's imports (call
-    ``close`` when done ticking by hand). Workers' output goes to files in ``log_dir``."""
+    ``close`` when done ticking by hand). Each worker's output goes to
+    ``log_dir/worker-PID.log``."""
 
     def __init__(
         self,
@@ -324,9 +325,10 @@ class Scheduler(LeasedLoop):
         )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._spawned += 1
+        starting = self.log_dir / f"starting-{os.getpid()}-{self._spawned}.log"
         output: IO[bytes]
-        with open(self.log_dir / f"worker-{os.getpid()}-{self._spawned}.log", "ab") as output:
-            return subprocess.Popen(
+        with open(starting, "ab") as output:
+            child = subprocess.Popen(
                 [sys.executable, "-m", WORKER_MODULE, argument],
                 env=env,
                 stdin=subprocess.PIPE if argument == "--wait" else subprocess.DEVNULL,
@@ -334,6 +336,9 @@ class Scheduler(LeasedLoop):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killed as a whole
             )
+        # named by its pid, as its runs' ``worker`` (host:pid) says
+        starting.replace(self.log_dir / f"worker-{child.pid}.log")
+        return child
 
     def close(self) -> None:
         """End the idle warm worker (the running ones run on)."""
@@ -352,6 +357,15 @@ class Scheduler(LeasedLoop):
             super().run()
         finally:
             self.close()
+
+    def run_pass(self) -> bool:
+        holds = super().run_pass()
+        if not holds:  # a standby: its former workers are the holder's to judge; it
+            # still waits for them, so that none lingers as a zombie
+            for run_id, child in list(self.children.items()):
+                if child.poll() is not None:
+                    del self.children[run_id]
+        return holds
 
     def lost(self) -> None:
         # a standby now holds the lease: it adopts our workers by their rows; we keep
