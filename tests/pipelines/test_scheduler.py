@@ -173,6 +173,10 @@ def test_orphans_are_reclaimed_by_pid_on_this_host_or_by_heartbeat(client: Clien
     reused = running(client, here, at=at)
     # ... and a run it claimed itself, running in-process (``plinth pipelines run``)
     in_process = running(client, here, at=now_ms())
+    with client.tracking.store.write() as conn:  # not heard of for long: the store was away
+        conn.execute(
+            update(pipeline_runs).where(pipeline_runs.c.id == in_process).values(heartbeat_at=0)
+        )
     done = {d.pipeline_run: d.detail for d in scheduler.tick(at) if d.action == "failed"}
     assert set(done) == {vanished, silent, reused}
     lost = row(client, vanished).worker

@@ -8,10 +8,12 @@ One tick (``Scheduler.tick``):
    running fails the run ("worker exited with code N during step X");
 3. kill the runs past their pipeline's ``timeout_seconds`` ("timed out after N s") and
    the running runs cancelled meanwhile;
-4. reclaim orphans: running runs whose worker was on this host and is gone, or whose
-   heartbeat is older than ``stale_seconds``, fail ("worker lost") — this is how a standby
-   that took over adopts the runs of the scheduler that died: it cannot ``wait()`` on
-   them, so it looks at their pids and heartbeats;
+4. reclaim orphans: running runs whose worker was on this host and is gone, or is on
+   another host and has not sent a heartbeat for ``stale_seconds``, fail ("worker
+   lost") — this is how a standby that took over adopts the runs of the scheduler that
+   died: it cannot ``wait()`` on them, so it looks at their pids and heartbeats (a live
+   worker on this host is left alone whatever its heartbeat: after the store was away
+   for a while, all heartbeats are old);
 5. retry the failed runs with attempts left: a new queued run (trigger ``retry``,
    ``attempt + 1``, ``retry_of`` the first attempt) that waits
    ``retry_backoff_seconds * 2 ** (attempt - 1)``; created once, in a transaction that
@@ -189,13 +191,18 @@ class Scheduler(LeasedLoop):
         for row in running:
             if row.id in self.children:
                 continue  # ours and alive: reaped when it exits
-            beat = row.heartbeat_at or row.started_at or row.queued_at
-            gone = self._on_this_host(row.worker) and not self._alive(row)
-            if gone or beat < at - self.stale_ms:
-                error = f"worker lost ({row.worker}: {'gone' if gone else 'no heartbeat'})"
-                if self._fail(row, error):
-                    self._kill(row)  # a hung worker still there
-                    done.append(Action("failed", row.id, error))
+            if self._on_this_host(row.worker):
+                if self._alive(row):
+                    # alive: its heartbeat may be stale only because the store was away;
+                    # the pipeline's timeout limits it
+                    continue
+                error = f"worker lost ({row.worker}: gone)"
+            elif (row.heartbeat_at or row.started_at or row.queued_at) < at - self.stale_ms:
+                error = f"worker lost ({row.worker}: no heartbeat)"
+            else:
+                continue
+            if self._fail(row, error):
+                done.append(Action("failed", row.id, error))
         return done
 
     def _retry(self, at: int) -> list[Action]:
