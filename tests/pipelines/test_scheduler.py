@@ -332,3 +332,16 @@ def test_a_killed_scheduler_is_taken_over_by_its_standby(client: Client, tmp_pat
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_a_worker_that_lost_the_race_to_claim_leaves_the_winners_run_alone(
+    client: Client,
+) -> None:
+    add_pipeline(client)
+    scheduler = Scheduler(client, warm=False)
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    run_id = running(client, ELSEWHERE, at=now_ms())  # claimed by the other one's worker
+    scheduler.children[run_id] = child
+    child.wait()
+    assert scheduler.tick() == []
+    assert row(client, run_id).status == "running" and scheduler.children == {}

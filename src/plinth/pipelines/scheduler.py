@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ log = logging.getLogger("plinth.pipelines.scheduler")
 
 LEASE = "pipeline-scheduler"
 WORKER_MODULE = "plinth.pipelines.worker"
+WARM_AGAIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,17 @@ class Scheduler(LeasedLoop):
         self.warm = warm
         self._warm: subprocess.Popen[bytes] | None = None
         self._spawned = 0
+        self._warmed_at = -WARM_AGAIN_SECONDS
 
     def work(self) -> None:
-        if self.warm and (self._warm is None or self._warm.poll() is not None):
-            self._warm = self._spawn("--wait")  # ready before the first run is due
         for done in self.tick():
             log.info("pipeline run %d: %s %s", done.pipeline_run, done.action, done.detail)
+        # ready before the next run is due; after a tick that reached the store (a warm
+        # worker that cannot reach it ends), and not more often than every few seconds
+        idle = self._warm is None or self._warm.poll() is not None
+        if self.warm and idle and time.monotonic() - self._warmed_at > WARM_AGAIN_SECONDS:
+            self._warmed_at = time.monotonic()
+            self._warm = self._spawn("--wait")
 
     def tick(self, now: int | None = None) -> list[Action]:
         at = now_ms() if now is None else now
@@ -147,6 +154,8 @@ class Scheduler(LeasedLoop):
             row = self._row(run_id)
             if row is None or row.status not in ("queued", "running"):
                 continue  # finished, or cancelled
+            if row.status == "running" and row.worker != f"{self.host}:{child.pid}":
+                continue  # another worker claimed it first: this one had nothing to do
             how = f"signal {-code}" if code < 0 else f"code {code}"
             error = f"worker exited with {how} {self._where(run_id)}"
             if self._fail(row, error):
