@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, update
 from plinth.client import Client
 from plinth.errors import Unavailable
 from plinth.pipelines import records, triggers
-from plinth.pipelines.scheduler import LEASE, Scheduler
+from plinth.pipelines.scheduler import LEASE, Scheduler, is_worker
 from plinth.store import lease
 from plinth.store.schema import pipeline_runs, pipeline_steps
 from plinth.store.sql import now_ms
@@ -197,7 +197,7 @@ def test_a_run_past_its_pipelines_timeout_fails(client: Client) -> None:
         conn.execute(update(pipeline_runs).values(heartbeat_at=NOW))
     done = Scheduler(client).tick(NOW)
     assert [(d.action, d.pipeline_run, d.detail) for d in done] == [
-        ("killed", slow, "timed out after 60 s")
+        ("failed", slow, "timed out after 60 s")  # on another host: not killed from here
     ]
     assert (row(client, slow).status, row(client, slow).error) == ("failed", "timed out after 60 s")
     assert row(client, in_time).status == row(client, unlimited).status == "running"
@@ -345,3 +345,14 @@ def test_a_worker_that_lost_the_race_to_claim_leaves_the_winners_run_alone(
     child.wait()
     assert scheduler.tick() == []
     assert row(client, run_id).status == "running" and scheduler.children == {}
+
+
+def test_a_run_in_a_users_own_process_past_its_timeout_fails_but_is_not_killed(
+    client: Client,
+) -> None:
+    add_pipeline(client, timeout_seconds=1.0)
+    scheduler = Scheduler(client, warm=False)
+    here = running(client, f"{scheduler.host}:{os.getpid()}", at=now_ms() - 2_000)
+    done = scheduler.tick()
+    assert [(d.action, d.pipeline_run) for d in done] == [("failed", here)]
+    assert not is_worker(os.getpid())  # and this test's process is still here to say so

@@ -185,8 +185,7 @@ class Scheduler(LeasedLoop):
         for row in overdue:
             error = f"timed out after {row.timeout_seconds:g} s"
             if self._fail(row, error):
-                self._kill(row)
-                done.append(Action("killed", row.id, error))
+                done.append(Action("killed" if self._kill(row) else "failed", row.id, error))
         for row in cancelled:
             if self._kill(row):
                 done.append(Action("killed", row.id, "cancelled"))
@@ -452,17 +451,29 @@ class Scheduler(LeasedLoop):
         return started == UNKNOWN or started <= claimed + 2_000
 
     def _kill(self, row: Any) -> bool:
-        """Kill the process group of ``row``'s worker if it is alive on this host."""
+        """Kill the process group of ``row``'s worker if it is alive on this host. Only a
+        worker: a process running the run itself (``plinth pipelines run``, a notebook)
+        is the user's; it stops by itself when its heartbeat finds the run ended."""
         if not self._alive(row):
             return False
         child = self.children.get(row.id)
         pid = child.pid if child is not None else self._pid(row.worker)
-        if pid is None:
+        if pid is None or (child is None and not is_worker(pid)):
             return False
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             return False
+        return True
+
+
+def is_worker(pid: int) -> bool:
+    """Whether process ``pid`` is a pipeline worker (where ``/proc`` tells; else assumed)."""
+    try:
+        return WORKER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc/self/cmdline").exists()
+    except OSError:
         return True
 
 
