@@ -1,5 +1,6 @@
 """A pipeline run in a process of its own: ``python -m plinth.pipelines.worker RUN``, as
-the scheduler starts it (the store's settings in its environment).
+the scheduler starts it (the store's settings in its environment); ``--wait`` gets ready
+first, then reads the run's id from stdin (the scheduler's warm worker).
 
 It acts as the pipeline's owner (a stored user's role and groups as they are now; the
 embedded default's local user when the owner is theirs), so a run can do no more than
@@ -155,12 +156,20 @@ class Watchdog(threading.Thread):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``RUN_ID``: run it; ``--wait``: get ready (imports, the store), then run the id
+    read from stdin (none: end)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        print("usage: python -m plinth.pipelines.worker PIPELINE_RUN_ID", file=sys.stderr)
+    if len(args) != 1 or not (args[0].isdigit() or args[0] == "--wait"):
+        print("usage: python -m plinth.pipelines.worker RUN_ID | --wait", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(connect(), int(args[0]))
+    client = connect()
+    if args[0] != "--wait":
+        return run(client, int(args[0]))
+    from plinth.pipelines import runner  # noqa: F401 (imported ahead: it is needed next)
+
+    given = sys.stdin.readline().strip()
+    return run(client, int(given)) if given.isdigit() else 0
 
 
 if __name__ == "__main__":
