@@ -99,7 +99,7 @@ def test_every_command_but_the_services_takes_json() -> None:
         for name, command in commands(typer.main.get_command(app), "")
         if not any("--json" in getattr(p, "opts", ()) for p in command.params)
     ]
-    assert without == ["server", "serve", "router"]  # they run until stopped
+    assert without == ["server", "serve", "router", "scheduler"]  # they run until stopped
 
 
 # -- experiments -----------------------------------------------------------------------

@@ -54,6 +54,7 @@ SELF_SERVICE = {
     ("GET", "/api/v1/pipelines"),
     ("GET", "/api/v1/pipeline-runs"),
     ("GET", "/api/v1/pipeline-schedules"),
+    ("GET", "/api/v1/model-decisions"),  # filtered: decisions of the models one may read
 }
 PRIVATE_NAMES = (
     "secret-exp",
