@@ -45,6 +45,8 @@ class Client(RegistryClient):
     """Use ``plinth.connect()``. ``tracking`` and ``registry`` are the services (local) or
     their HTTP proxies (remote); the methods here add what runs on the caller's side."""
 
+    features: FeatureService
+
     def __init__(
         self,
         tracking: TrackingService,

@@ -8,8 +8,8 @@ import pytest
 
 import plinth
 from plinth.errors import InvalidArgument
-from plinth.pipelines import Pipeline, step
-from plinth.pipelines.pipeline import Input
+from plinth.pipelines.pipeline import Input, Pipeline
+from plinth.pipelines.step import step
 
 
 @step

@@ -87,6 +87,7 @@ def client(tmp_path: Path) -> Client:
 def scheduler(client: Client, tmp_path: Path) -> Iterator[Scheduler]:
     made = Scheduler(client, max_workers=1, log_dir=tmp_path / "worker-logs")
     yield made
+    made.close()  # the idle warm worker
     for child in made.children.values():  # only the workers this test started
         child.kill()
         child.wait()

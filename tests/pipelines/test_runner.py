@@ -17,9 +17,12 @@ from sqlalchemy import select, update
 
 from plinth.client import Client
 from plinth.errors import Conflict, InvalidArgument, NotFound
-from plinth.pipelines import Pipeline, PipelineFailed, records, runner, step
+from plinth.pipelines import records, runner
 from plinth.pipelines.context import StepContext
-from plinth.pipelines.runner import execute, load_output, load_pipeline, run_pipeline
+from plinth.pipelines.entrypoints import load_pipeline
+from plinth.pipelines.pipeline import Pipeline, PipelineFailed
+from plinth.pipelines.runner import execute, load_output, run_pipeline
+from plinth.pipelines.step import step
 from plinth.pipelines.types import PipelineRun
 from plinth.store.engine import open_store
 from plinth.store.schema import pipeline_runs

@@ -64,7 +64,7 @@ def parse_params(given: list[str] | None) -> dict[str, Any]:
 def load(entrypoint: str) -> Pipeline:
     """The pipeline at ``entrypoint``; an exception while importing the user's code is a
     refusal naming it, not a crash of the CLI."""
-    from plinth.pipelines.runner import load_pipeline
+    from plinth.pipelines.entrypoints import load_pipeline
 
     # as `python -m` does: a module of the current folder (the project's) is importable,
     # though the `plinth` script's own folder is first on the path

@@ -1,7 +1,3 @@
-"""Pipelines: steps (``@plinth.step``) composed in a ``plinth.Pipeline``, run in process
-(``runner``) or by the scheduler, every run recorded."""
-
-from plinth.pipelines.pipeline import Pipeline, PipelineFailed
-from plinth.pipelines.step import Step, step
-
-__all__ = ["Pipeline", "PipelineFailed", "Step", "step"]
+"""Pipelines: steps (``@plinth.step``, ``step.py``) composed in a ``plinth.Pipeline``
+(``pipeline.py``), run in process (``runner.py``) or by the scheduler (``scheduler.py``,
+``worker.py``), every run recorded (``records.py``)."""

@@ -63,7 +63,7 @@ def owner_principal(store: Store, name: str) -> Principal | None:
 
 def run(client: Client, pipeline_run: int) -> int:
     """Execute ``pipeline_run`` (queued) in this process; the exit code."""
-    from plinth.pipelines import runner
+    from plinth.pipelines import entrypoints, runner
 
     store = client.tracking.store
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -81,7 +81,7 @@ def run(client: Client, pipeline_run: int) -> int:
         return _refuse(store, pipeline_run, worker, f"owner {row.owner} is disabled or gone")
     with acting_as(owner):
         try:
-            pipeline = runner.load_pipeline(row.entrypoint)
+            pipeline = entrypoints.load_pipeline(row.entrypoint)
         except PlinthError as exc:
             return _refuse(store, pipeline_run, worker, exc.message)
         except Exception as exc:  # the user's code failed on import: its error is the run's
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     client = connect()
     if args[0] != "--wait":
         return run(client, int(args[0]))
-    from plinth.pipelines import runner  # noqa: F401 (imported ahead: it is needed next)
+    from plinth.pipelines import entrypoints, runner  # noqa: F401 (imported ahead: needed next)
 
     given = sys.stdin.readline().strip()
     return run(client, int(given)) if given.isdigit() else 0
