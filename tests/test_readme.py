@@ -84,3 +84,27 @@ def test_the_monitoring_example(tmp_path: Path) -> None:
     assert lines[1].startswith("age wasserstein") and lines[1].split()[3] == "True"
     assert lines[4:7] == ["0 None", "1 0", "2 1"]  # the first insert has nothing to compare with
     assert lines[7].startswith("breach - ") and lines[7].endswith("(plan)")
+
+
+def test_the_pipelines_example(tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(example("## Pipelines and retraining"))
+    env = {**os.environ, "PLINTH_HOME": str(tmp_path / "home")}
+    for name in ("PLINTH_STORE_URI", "PLINTH_ARTIFACT_URI", "PLINTH_ONLINE_URI", "PLINTH_URI"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # it writes its Parquet input and Delta scores beside itself
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "succeeded ['get_data', 'transform', 'validate_data', 'train', 'validate_model', "
+        "'champion_challenger']",
+        "kept 2 0.94 1",
+        "promoted 1 0.966 None",
+        "delivered 500 rows",
+    ]

@@ -278,6 +278,8 @@ def test_user_steps_slot_in_and_a_callable_fits(client: Client) -> None:
         [
             table,
             held_out,
+            # a plain DataFrame (its ``info`` is a method, not a training dataset's record)
+            steps.validate_data("table", expectations=[Expectation("not_null", column="spend")]),
             steps.train(fit, label="churned", data="table", features=["spend", "visits"]),
             steps.validate_model("accuracy", holdout="held_out", min_value=0.6),
             steps.champion_challenger("churn", "accuracy", holdout="held_out"),
@@ -286,6 +288,7 @@ def test_user_steps_slot_in_and_a_callable_fits(client: Client) -> None:
     decision = client.registry.get_decision(f"pipeline-run:{run.id}:champion_challenger")
     assert (decision.outcome, decision.challenger_version) == ("promoted", 1)
     tracked = client.get_run(run.run_id or "")
+    assert tracked.metrics["validate_data/failed_expectations"].last == 0
     assert tracked.params["train"]["estimator"] == "LogisticRegression"
     assert tracked.metrics["validate_model/accuracy"].last == pytest.approx(
         decision.challenger_score

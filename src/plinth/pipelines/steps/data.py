@@ -158,7 +158,7 @@ def _drift_reference(
                 if not isinstance(found, str):
                     return found.profile, what
             return client.feature_store().get_training_dataset(int(linked[0])).to_arrow(), what
-    info = getattr(data, "info", None)
+    info = _dataset_info(data)
     if info is not None:
         earlier = [
             d for d in client.features.list_training_datasets(view=info.view) if d.id < info.id
@@ -175,8 +175,15 @@ def _compared_columns(
 ) -> list[str] | None:
     if columns:
         return list(columns)
-    info = getattr(data, "info", None)
+    info = _dataset_info(data)
     if info is None:
         return None
     view = client.features.get_feature_view(info.view, info.view_version)
     return [c for c in view.output_names if c in current.column_names]
+
+
+def _dataset_info(data: Any) -> Any:
+    """The training dataset record of ``data`` when it is one (a TrainingData); None for
+    a table or a DataFrame (whose ``info`` is a method)."""
+    info = getattr(data, "info", None)
+    return info if hasattr(info, "view") and hasattr(info, "id") else None
