@@ -61,7 +61,7 @@ def test_a_dagster_run_runs_and_records_the_plinth_pipeline(plinth_client: Clien
 
     assert result.success
     out = result.output_for_node(OP)
-    run = get_run(plinth_client.store, out["pipeline_run"])
+    run = get_run(plinth_client.tracking.store, out["pipeline_run"])
     assert (run.pipeline, run.status, run.trigger) == ("dagster-handover", "succeeded", "manual")
     assert out == {"pipeline_run": run.id, "run_id": run.run_id, "status": "succeeded"}
     assert [(s.name, s.status) for s in run.steps] == [
@@ -87,7 +87,7 @@ def test_a_failed_plinth_run_fails_the_dagster_op(plinth_client: Client) -> None
     assert not result.success
     failure = result.failure_data_for_node(OP).user_failure_data
     pipeline_run = failure.metadata["plinth_pipeline_run"].value
-    run = get_run(plinth_client.store, pipeline_run)
+    run = get_run(plinth_client.tracking.store, pipeline_run)
     assert run.status == "failed"
     assert "step total failed" in (run.error or "")
     assert f"Plinth pipeline run {run.id} of 'dagster-handover' failed" in failure.description
@@ -116,7 +116,7 @@ def test_run_handed_over_raises_for_a_failed_run_unless_told_not_to(
 ) -> None:
     with pytest.raises(PipelineRunFailed, match="step total failed") as caught:
         run_handed_over(PIPELINE, {"n": 20}, client=plinth_client)
-    assert get_run(plinth_client.store, caught.value.run.id).status == "failed"
+    assert get_run(plinth_client.tracking.store, caught.value.run.id).status == "failed"
 
     done = run_handed_over(PIPELINE, {"n": 20}, client=plinth_client, raise_on_failure=False)
     assert (done.status, done.pipeline_run) == ("failed", caught.value.run.id + 1)
