@@ -275,7 +275,7 @@ def expected_occurrences() -> dict[int, list[int]]:
 
     found: dict[int, list[int]] = {}
     for i, (expr, tz) in enumerate(DAY_SCHEDULES):
-        start = datetime.fromtimestamp(DAY_START / 1000, ZoneInfo(tz))
+        start = datetime.fromtimestamp((DAY_START - 1) / 1000, ZoneInfo(tz))  # midnight counts
         it = croniter(expr, start)
         times = []
         while True:
