@@ -26,6 +26,8 @@ from plinth.errors import (
     Unauthenticated,
     Unavailable,
 )
+from plinth.pipelines.pipeline import Pipeline
+from plinth.pipelines.step import step
 from plinth.tracking.run import ActiveRun, active_run, require_active_run
 
 __version__ = "0.1.0"
@@ -125,6 +127,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "Pipeline",
     "PlinthError",
     "RateLimited",
     "Unauthenticated",
@@ -170,4 +173,5 @@ __all__ = [
     "set_tag",
     "set_tags",
     "start_run",
+    "step",
 ]

@@ -503,3 +503,7 @@ app.add_typer(ab_app, name="ab")
 from plinth.cli.monitors import monitors_app  # noqa: E402
 
 app.add_typer(monitors_app, name="monitors")
+
+from plinth.cli.scheduler import scheduler  # noqa: E402
+
+app.command("scheduler")(scheduler)

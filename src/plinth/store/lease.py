@@ -10,10 +10,16 @@ replicas' clocks must agree to well within a lease's length.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import socket
+import threading
+import time
 import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -106,3 +112,126 @@ def _checked(value: str, field: str = "name") -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 500:
         raise InvalidArgument(f"lease {field}: 1 to 500 characters, got {value!r}")
     return value
+
+
+# -- a loop that works only while it holds a lease ---------------------------------------
+
+
+class LeasedLoop(ABC):
+    """Passes every ``seconds`` while holding the lease ``name``: a replica that does not
+    hold it waits as a standby and takes it over once it expires (its holder died), within
+    ``lease_seconds``. The lease is taken again (which renews it) when a quarter of its
+    length has passed since, and renewed from a thread while a pass runs, so a pass longer
+    than the lease keeps it. A pass that fails (the store away) is logged and the next one
+    tries again. ``run`` loops in the caller's thread, ``start`` in a daemon thread;
+    ``stop`` ends either and gives the lease up. ``on_change(holds)`` is called when the
+    loop gains or loses the lease."""
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        *,
+        seconds: float,
+        lease_seconds: float,
+        logger: logging.Logger,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        _millis(seconds)
+        _millis(lease_seconds)
+        self.store = store
+        self.name = _checked(name)
+        self.seconds = seconds
+        self.lease_seconds = lease_seconds
+        self.holder = new_holder()
+        self.log = logger
+        self.on_change = on_change
+        self.passes = 0
+        self.failure: str | None = None
+        self._holds = False
+        self._renewed_at = 0.0  # monotonic seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @abstractmethod
+    def work(self) -> None:
+        """One pass of the work, run only while the lease is held."""
+
+    def lost(self) -> None:  # noqa: B027 (optional hook)
+        """Called when the lease is lost or given up (before ``on_change(False)``)."""
+
+    @property
+    def holds(self) -> bool:
+        return self._holds
+
+    def run_pass(self) -> bool:
+        """Take or renew the lease if due, then one pass while it is held; whether it is."""
+        try:
+            if self._stop.is_set():
+                return False
+            if not self._holds or time.monotonic() - self._renewed_at >= self.lease_seconds / 4:
+                self._set_holds(acquire(self.store, self.name, self.holder, self.lease_seconds))
+                self._renewed_at = time.monotonic()
+            if not self._holds:
+                return False
+            with self._heartbeat():
+                self.work()
+            self.passes += 1
+            self.failure = None
+        except Exception as exc:  # the store is away: try again on the next pass
+            self.log.exception("%s: pass failed", self.name)
+            self.failure = f"{type(exc).__name__}: {exc}"
+        return self._holds
+
+    def run(self) -> None:
+        """Loop in this thread until ``stop``; the lease is given up on the way out."""
+        try:
+            while not self._stop.is_set():
+                self.run_pass()
+                self._stop.wait(self.seconds)
+        finally:
+            self._release()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _set_holds(self, holds: bool) -> None:
+        was, self._holds = self._holds, holds
+        if was and not holds:
+            self.lost()
+        if was != holds and self.on_change is not None:
+            self.on_change(holds)
+
+    def _release(self) -> None:
+        try:
+            release(self.store, self.name, self.holder)
+        except Exception:  # the store is gone: the lease expires by itself
+            self.log.warning("%s: could not release its lease", self.name, exc_info=True)
+        self._set_holds(False)
+
+    @contextlib.contextmanager
+    def _heartbeat(self) -> Iterator[None]:
+        over = threading.Event()
+
+        def beat() -> None:
+            while not over.wait(self.lease_seconds / 4):
+                try:
+                    if not renew(self.store, self.name, self.holder, self.lease_seconds):
+                        return  # lost: the next pass finds out and stops working
+                    self._renewed_at = time.monotonic()
+                except Exception:  # the store is away: try again on the next beat
+                    self.log.warning("%s: could not renew its lease", self.name, exc_info=True)
+
+        beating = threading.Thread(target=beat, name=f"{self.name}-lease", daemon=True)
+        beating.start()
+        try:
+            yield
+        finally:
+            over.set()
+            beating.join()

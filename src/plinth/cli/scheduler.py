@@ -1,0 +1,75 @@
+"""``plinth scheduler``: the long-running pipeline scheduler (``plinth.pipelines.scheduler``)
+on the central store. One holds the lease at a time; a second copy waits as a standby and
+takes over within ``--lease`` seconds when the first dies. Ctrl-C or SIGTERM stops it and
+gives the lease up; the workers it started run on and are adopted by the next scheduler."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from plinth.cli.common import _client, out
+
+
+def scheduler(
+    tick: Annotated[float, typer.Option("--tick", min=0.01, help="seconds between ticks")] = 0.5,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="pipeline runs at once, in all")
+    ] = 2,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease",
+            min=0.1,
+            envvar="PLINTH_SCHEDULER_LEASE_SECONDS",
+            help="a dead scheduler's standby takes over after this many seconds",
+        ),
+    ] = 30.0,
+    stale: Annotated[
+        float,
+        typer.Option("--stale", min=1, help="a running run without a heartbeat this long is lost"),
+    ] = 120.0,
+) -> None:
+    """Run pipelines on their schedules and triggers, in worker subprocesses."""
+    from plinth.pipelines.scheduler import LEASE, Scheduler
+    from plinth.store import lease as leases
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    def changed(holds: bool) -> None:
+        if holds:
+            out.print(
+                f"scheduler {loop.holder}: holds the lease {LEASE}; scheduling", highlight=False
+            )
+        else:
+            out.print(f"scheduler {loop.holder}: lost the lease {LEASE}; standby", highlight=False)
+
+    loop = Scheduler(
+        _client(),
+        tick_seconds=tick,
+        max_workers=workers,
+        lease_seconds=lease,
+        stale_seconds=stale,
+        on_change=changed,
+    )
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        loop.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if not loop.run_pass():
+        held = leases.current(loop.store, LEASE)
+        by = held.holder if held is not None else "nobody (the store is away)"
+        out.print(
+            f"scheduler {loop.holder}: standby; the lease {LEASE} is held by {by}",
+            highlight=False,
+        )
+    loop.run()
+    out.print(f"scheduler {loop.holder}: stopped; lease released", highlight=False)

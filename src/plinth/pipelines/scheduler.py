@@ -1,0 +1,395 @@
+"""The pipeline scheduler: enqueues the runs schedules and events call for, starts queued
+runs in worker subprocesses, and cleans up after them.
+
+One tick (``Scheduler.tick``):
+
+1. enqueue due runs (``triggers.enqueue_due``);
+2. reap this scheduler's finished workers: one that exited while its run was still
+   running fails the run ("worker exited with code N during step X");
+3. kill the runs past their pipeline's ``timeout_seconds`` ("timed out after N s") and
+   the running runs cancelled meanwhile;
+4. reclaim orphans: running runs whose worker was on this host and is gone, or whose
+   heartbeat is older than ``stale_seconds``, fail ("worker lost") — this is how a standby
+   that took over adopts the runs of the scheduler that died: it cannot ``wait()`` on
+   them, so it looks at their pids and heartbeats;
+5. retry the failed runs with attempts left: a new queued run (trigger ``retry``,
+   ``attempt + 1``, ``retry_of`` the first attempt) that waits
+   ``retry_backoff_seconds * 2 ** (attempt - 1)``; created once, in a transaction that
+   first locks the failed run and looks for it;
+6. start queued runs whose ``not_before`` has come, within each pipeline's
+   ``concurrency`` (its running runs) and ``max_workers`` (all running runs) in all.
+
+A worker is ``python -m plinth.pipelines.worker RUN`` in its own session (process group,
+killed as a whole), with the store's settings in its environment; it claims its run, so a
+run is never executed twice. ``plinth scheduler`` ticks under the lease
+``pipeline-scheduler``: one scheduler at a time, a second one waits as a standby. Workers
+do not depend on the scheduler: when it dies or the store is away for a while, they
+carry on, and the scheduler that ticks next finds them by their rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import aliased
+
+from plinth.client import Client
+from plinth.errors import InvalidArgument
+from plinth.pipelines import records, triggers
+from plinth.store.lease import LeasedLoop
+from plinth.store.schema import pipeline_runs, pipeline_steps, pipelines
+from plinth.store.sql import now_ms
+
+log = logging.getLogger("plinth.pipelines.scheduler")
+
+LEASE = "pipeline-scheduler"
+WORKER_MODULE = "plinth.pipelines.worker"
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a tick did to a run: ``enqueued``, ``started``, ``failed``, ``killed``,
+    ``retried`` (``pipeline_run`` is the new attempt)."""
+
+    action: str
+    pipeline_run: int
+    detail: str = ""
+
+
+class Scheduler(LeasedLoop):
+    """Ticks every ``tick_seconds`` while holding the lease (``run``/``start``), or one
+    ``tick(now)`` at a time (tests, benchmarks: no lease)."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        tick_seconds: float = 0.5,
+        max_workers: int = 2,
+        lease_seconds: float = 30.0,
+        stale_seconds: float = 120.0,
+        grace_seconds: float | None = None,
+        log_dir: Path | None = None,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        if client.remote:
+            raise InvalidArgument(
+                "the pipeline scheduler works on the central store itself: connect to a "
+                "store URI (PLINTH_STORE_URI), not to a server"
+            )
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise InvalidArgument(f"max_workers: 1 or more, got {max_workers!r}")
+        super().__init__(
+            client.tracking.store,
+            LEASE,
+            seconds=tick_seconds,
+            lease_seconds=lease_seconds,
+            logger=log,
+            on_change=on_change,
+        )
+        self.client = client
+        self.max_workers = max_workers
+        self.stale_ms = int(stale_seconds * 1000)
+        # "skip" still runs an occurrence a tick late; a little more for a slow pass
+        self.grace_ms = int((grace_seconds or max(2 * tick_seconds, 10.0)) * 1000)
+        self.host = socket.gethostname()
+        self.log_dir = log_dir or client.settings.home.resolve() / "logs" / "pipeline-workers"
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def work(self) -> None:
+        for done in self.tick():
+            log.info("pipeline run %d: %s %s", done.pipeline_run, done.action, done.detail)
+
+    def tick(self, now: int | None = None) -> list[Action]:
+        at = now_ms() if now is None else now
+        done = [
+            Action("enqueued", e.pipeline_run, f"{e.pipeline} ({e.trigger_key})")
+            for e in triggers.enqueue_due(self.store, at, self.grace_ms)
+        ]
+        done += self._reap()
+        done += self._kill_overdue(at)
+        done += self._reclaim(at)
+        done += self._retry(at)
+        done += self._dispatch(at)
+        return done
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _reap(self) -> list[Action]:
+        done = []
+        for run_id, child in list(self.children.items()):
+            code = child.poll()
+            if code is None:
+                continue
+            del self.children[run_id]
+            row = self._row(run_id)
+            if row is None or row.status not in ("queued", "running"):
+                continue  # finished, or cancelled
+            how = f"signal {-code}" if code < 0 else f"code {code}"
+            error = f"worker exited with {how} {self._where(run_id)}"
+            if self._fail(row, error):
+                done.append(Action("failed", run_id, error))
+        return done
+
+    def _kill_overdue(self, at: int) -> list[Action]:
+        r, p = pipeline_runs.c, pipelines.c
+        with self.store.read() as conn:
+            overdue = conn.execute(
+                select(pipeline_runs, p.timeout_seconds)
+                .join(pipelines, p.name == r.pipeline)
+                .where(
+                    r.status == "running",
+                    p.timeout_seconds.is_not(None),
+                    r.started_at < at - p.timeout_seconds * 1000,
+                )
+            ).all()
+            cancelled = conn.execute(
+                select(pipeline_runs).where(
+                    r.status == "cancelled",
+                    r.worker.is_not(None),
+                    r.finished_at.is_(None) | (r.finished_at > at - self.stale_ms),
+                )
+            ).all()
+        done = []
+        for row in overdue:
+            error = f"timed out after {row.timeout_seconds:g} s"
+            if self._fail(row, error):
+                self._kill(row)
+                done.append(Action("killed", row.id, error))
+        for row in cancelled:
+            if self._kill(row):
+                done.append(Action("killed", row.id, "cancelled"))
+        return done
+
+    def _reclaim(self, at: int) -> list[Action]:
+        r = pipeline_runs.c
+        with self.store.read() as conn:
+            running = conn.execute(select(pipeline_runs).where(r.status == "running")).all()
+        done = []
+        for row in running:
+            if row.id in self.children:
+                continue  # ours and alive: reaped when it exits
+            beat = row.heartbeat_at or row.started_at or row.queued_at
+            gone = self._on_this_host(row.worker) and not self._alive(row)
+            if gone or beat < at - self.stale_ms:
+                error = f"worker lost ({row.worker}: {'gone' if gone else 'no heartbeat'})"
+                if self._fail(row, error):
+                    self._kill(row)  # a hung worker still there
+                    done.append(Action("failed", row.id, error))
+        return done
+
+    def _retry(self, at: int) -> list[Action]:
+        r = pipeline_runs.c
+        later = aliased(pipeline_runs)
+        root = func.coalesce(r.retry_of, r.id)
+        with self.store.read() as conn:
+            due = conn.execute(
+                select(r.id)
+                .outerjoin(
+                    later,
+                    and_(
+                        later.c.retry_of == root,
+                        later.c.attempt == r.attempt + 1,
+                    ),
+                )
+                .where(r.status == "failed", r.attempt < r.max_attempts, later.c.id.is_(None))
+            ).scalars()
+            failed = list(due)
+        done = []
+        for run_id in failed:
+            made = self._retry_one(run_id, at)
+            if made is not None:
+                done.append(Action("retried", made[0], f"attempt {made[1]} of run {run_id}"))
+        return done
+
+    def _retry_one(self, run_id: int, at: int) -> tuple[int, int] | None:
+        r, p = pipeline_runs.c, pipelines.c
+        with self.store.write() as conn:
+            # locks the failed run (PostgreSQL; SQLite writes one at a time): a second
+            # scheduler waits here, then sees the retry made
+            row = conn.execute(
+                select(pipeline_runs, p.retry_backoff_seconds)
+                .join(pipelines, p.name == r.pipeline)
+                .where(r.id == run_id)
+                .with_for_update(of=pipeline_runs)
+            ).first()
+            if row is None or row.status != "failed" or row.attempt >= row.max_attempts:
+                return None
+            root = row.retry_of or row.id
+            attempt = row.attempt + 1
+            exists = conn.execute(
+                select(r.id).where(r.retry_of == root, r.attempt == attempt)
+            ).first()
+            if exists is not None:
+                return None
+            backoff = row.retry_backoff_seconds * 2 ** (row.attempt - 1)
+            made = records.insert_run(
+                conn,
+                pipeline=row.pipeline,
+                trigger="retry",
+                created_by=row.created_by,
+                params=json.loads(row.params or "{}"),
+                schedule_id=row.schedule_id,
+                trigger_key=f"retry:{root}:{attempt}",
+                scheduled_for=row.scheduled_for,
+                alert_id=row.alert_id,
+                attempt=attempt,
+                max_attempts=row.max_attempts,
+                retry_of=root,
+                not_before=at + int(backoff * 1000),
+                now=at,
+            )
+        return None if made is None else (made, attempt)
+
+    def _dispatch(self, at: int) -> list[Action]:
+        r, p = pipeline_runs.c, pipelines.c
+        with self.store.read() as conn:
+            running = conn.execute(
+                select(r.id, r.pipeline).where(
+                    (r.status == "running") | r.id.in_(list(self.children))
+                )
+            ).all()
+            queued = conn.execute(
+                select(r.id, r.pipeline, p.concurrency)
+                .join(pipelines, p.name == r.pipeline)
+                .where(r.status == "queued", r.not_before <= at)
+                .order_by(r.not_before, r.id)
+            ).all()
+        # running, and started by us but perhaps not claimed yet
+        busy = {row.id: row.pipeline for row in running}
+        per_pipeline: dict[str, int] = {}
+        for name in busy.values():
+            per_pipeline[name] = per_pipeline.get(name, 0) + 1
+        done = []
+        for row in queued:
+            if len(busy) >= self.max_workers:
+                break
+            if row.id in self.children or per_pipeline.get(row.pipeline, 0) >= row.concurrency:
+                continue
+            pid = self._start(row.id)
+            busy[row.id] = row.pipeline
+            per_pipeline[row.pipeline] = per_pipeline.get(row.pipeline, 0) + 1
+            done.append(Action("started", row.id, f"{row.pipeline} in worker pid {pid}"))
+        return done
+
+    def _start(self, run_id: int) -> int:
+        settings = self.client.settings
+        env = dict(os.environ)
+        env.pop("PLINTH_URI", None)  # the worker works on the store, as the scheduler does
+        env.update(
+            PLINTH_HOME=str(settings.home.resolve()),
+            PLINTH_STORE_URI=self.store.uri,
+            PLINTH_ARTIFACT_URI=settings.resolved_artifact_uri,
+        )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        output: IO[bytes]
+        with open(self.log_dir / f"run-{run_id}.log", "ab") as output:
+            child = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE, str(run_id)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killed as a whole
+            )
+        self.children[run_id] = child
+        return child.pid
+
+    def lost(self) -> None:
+        # a standby now holds the lease: it adopts our workers by their rows; we keep
+        # reaping them so that they do not linger as zombies
+        log.warning(
+            "pipeline scheduler: lost the lease; %d worker(s) left running", len(self.children)
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _row(self, run_id: int) -> Any:
+        with self.store.read() as conn:
+            return conn.execute(select(pipeline_runs).where(pipeline_runs.c.id == run_id)).first()
+
+    def _fail(self, row: Any, error: str) -> bool:
+        """Fail a run still running under the same worker (or still queued: its worker
+        died before claiming it)."""
+        if row.status == "queued":
+            r = pipeline_runs.c
+            with self.store.write() as conn:
+                return (
+                    conn.execute(
+                        update(pipeline_runs)
+                        .where(r.id == row.id, r.status == "queued")
+                        .values(status="failed", error=error, finished_at=now_ms())
+                    ).rowcount
+                    == 1
+                )
+        return records.finish(self.store, row.id, "failed", error, worker=row.worker)
+
+    def _where(self, run_id: int) -> str:
+        s = pipeline_steps.c
+        with self.store.read() as conn:
+            step = conn.execute(
+                select(s.name)
+                .where(s.pipeline_run == run_id, s.status == "running")
+                .order_by(s.position)
+            ).first()
+        return "before its first step" if step is None else f"during step {step.name}"
+
+    def _on_this_host(self, worker: str | None) -> bool:
+        return worker is not None and worker.rpartition(":")[0] == self.host
+
+    def _pid(self, worker: str | None) -> int | None:
+        if not self._on_this_host(worker):
+            return None
+        assert worker is not None
+        try:
+            return int(worker.rpartition(":")[2])
+        except ValueError:
+            return None
+
+    def _alive(self, row: Any) -> bool:
+        """Whether the worker of ``row`` is a live process on this host running that run
+        (a pid reused by another process does not count)."""
+        child = self.children.get(row.id)
+        if child is not None:
+            return child.poll() is None
+        pid = self._pid(row.worker)
+        if pid is None:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return False
+        except OSError:  # no /proc here: the pid alone
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        return WORKER_MODULE.encode() in cmdline and str(row.id).encode() in cmdline
+
+    def _kill(self, row: Any) -> bool:
+        """Kill the process group of ``row``'s worker if it is alive on this host."""
+        if not self._alive(row):
+            return False
+        child = self.children.get(row.id)
+        pid = child.pid if child is not None else self._pid(row.worker)
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
