@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from plinth.monitoring.data import MonitoringData
     from plinth.monitoring.labels import LabelIn, LabelReceipt
     from plinth.monitoring.service import MonitorService
+    from plinth.pipelines.service import PipelineService
     from plinth.registry.service import RegistryService
     from plinth.serving.jobs import ScoreJobService
     from plinth.tracking.run import ActiveRun
@@ -102,6 +103,18 @@ class Client(RegistryClient):
 
             return RemoteMonitors(self.tracking.transport)  # type: ignore[attr-defined,return-value]
         return MonitorService(self.tracking.store, self.monitoring)
+
+    @property
+    def pipelines(self) -> PipelineService:
+        """Registered pipelines, their runs, steps, logs and schedules
+        (``plinth.pipelines.service``)."""
+        from plinth.pipelines.service import PipelineService
+
+        if self.remote:
+            from plinth.remote import RemotePipelines
+
+            return RemotePipelines(self.tracking.transport)  # type: ignore[attr-defined,return-value]
+        return PipelineService(self.tracking.store, self.tracking)
 
     @property
     def monitoring(self) -> MonitoringData:

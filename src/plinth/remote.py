@@ -18,6 +18,7 @@ from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_from_
 from plinth.features.service import FeatureService
 from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.service import MonitorService
+from plinth.pipelines.service import PipelineService
 from plinth.registry.service import RegistryService
 from plinth.serving.jobs import ScoreJobService
 from plinth.tracking.checks import REMOTE_CHECKS
@@ -199,6 +200,13 @@ class RemoteMonitors:
         self.transport = transport
 
 
+class RemotePipelines:
+    """PipelineService's endpoints over HTTP."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+
 class RemoteMonitoringData:
     """MonitoringData's endpoints over HTTP."""
 
@@ -215,6 +223,7 @@ for _remote, _service in (
     (RemoteAbTests, AbTestService),
     (RemoteMonitors, MonitorService),
     (RemoteMonitoringData, MonitoringData),
+    (RemotePipelines, PipelineService),
 ):
     for _ep in endpoints_of(_service):
         setattr(_remote, _ep.name, _make_call(_ep, _service))

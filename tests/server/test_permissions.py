@@ -51,6 +51,9 @@ SELF_SERVICE = {
     ("GET", "/api/v1/monitors"),
     ("GET", "/api/v1/alerts"),
     ("GET", "/api/v1/profiles"),
+    ("GET", "/api/v1/pipelines"),
+    ("GET", "/api/v1/pipeline-runs"),
+    ("GET", "/api/v1/pipeline-schedules"),
 }
 PRIVATE_NAMES = (
     "secret-exp",
@@ -59,6 +62,7 @@ PRIVATE_NAMES = (
     "secret_view",
     "secret-ab",
     "secret-mon",
+    "secret-pipe",
 )
 
 
@@ -116,6 +120,17 @@ class World:
             mde=0.02,
         )
         c.monitors.create_monitor("secret-mon", "input_drift", "secret-model")
+        from plinth.pipelines.types import PipelineSpec, ScheduleSpec
+
+        c.pipelines.register_pipeline(PipelineSpec("secret-pipe", "secret_flows:pipeline"))
+        pipeline_run = c.pipelines.queue_run("secret-pipe").id
+        schedule = c.pipelines.create_schedule("secret-pipe", ScheduleSpec(cron="0 3 * * *")).id
+        for route in ("", "/logs", "/rerun", "/cancel"):
+            BY_ROUTE[(f"/api/v1/pipeline-runs/{{run_id}}{route}", "run_id")] = pipeline_run
+        for route in ("", "/pause", "/resume"):
+            BY_ROUTE[(f"/api/v1/pipeline-schedules/{{schedule_id}}{route}", "schedule_id")] = (
+                schedule
+            )
         auth = AuthService(self.store)
         auth.create_user("admin1", role=Role.ADMIN)
         auth.create_user("mallory", role=Role.EDITOR)
@@ -129,6 +144,7 @@ class World:
             (Kind.FEATURE_VIEW, "secret_view"),
             (Kind.ABTEST, "secret-ab"),
             (Kind.MONITOR, "secret-mon"),
+            (Kind.PIPELINE, "secret-pipe"),
         ):
             auth.grant(kind, name, "user", "victor", "viewer")
         self.tokens = {u: t.secret for u, t in tokens.items()}
@@ -167,6 +183,7 @@ class World:
             ("/api/v1/experiments", "secret-exp"),
             ("/api/v1/abtests", "secret-ab"),
             ("/api/v1/monitors", "secret-mon"),
+            ("/api/v1/pipelines", "secret-pipe"),
             ("/api/v1/feature-groups", "secret_grp"),
             ("/api/v1/feature-views", "secret_view"),
             ("/api/v1/entities", "cust"),
@@ -230,6 +247,8 @@ BY_ROUTE: dict[tuple[str, str], Any] = {
     ("/api/v1/runs/{run_id}/artifacts/content", "path"): "notes/a.txt",
     ("/api/v1/models/{name}/versions/{version}/content", "path"): "plinth-model.json",
     ("/api/v1/monitors", "kind"): "input_drift",
+    # named as the private pipeline: registering it again needs write on it
+    ("/api/v1/pipelines", "spec"): {"name": "secret-pipe", "entrypoint": "secret_flows:pipeline"},
     ("/api/v1/abtests", "primary"): {"name": "conversion", "kind": "proportion", "event": "buy"},
     ("/api/v1/abtests", "arms"): [
         {"name": "v1", "share": 0.5, "model_uri": "models:/secret-model/1", "control": True},
@@ -388,6 +407,7 @@ CREATES = {
     ("POST", "/api/v1/feature-views"),
     ("POST", "/api/v1/abtests"),
     ("POST", "/api/v1/monitors"),
+    ("POST", "/api/v1/pipelines"),
 }
 
 
@@ -420,6 +440,8 @@ def test_every_operation_declares_its_access_rule() -> None:
     from plinth.auth.service import AuthService as Auth
     from plinth.features.service import FeatureService
     from plinth.features.serving import OnlineFeatureService
+    from plinth.monitoring.service import MonitorService
+    from plinth.pipelines.service import PipelineService
     from plinth.registry.service import RegistryService
     from plinth.serving.jobs import ScoreJobService
     from plinth.store.locations import LocationService
@@ -434,6 +456,8 @@ def test_every_operation_declares_its_access_rule() -> None:
         LocationService,
         Auth,
         AbTestService,
+        MonitorService,
+        PipelineService,
     )
     missing = [
         f"{service.__name__}.{ep.name}"
@@ -459,6 +483,8 @@ def test_every_operation_declares_its_access_rule() -> None:
         ("/api/v1/grants/model/secret-model", "/api/v1/grants/model/no-such-model"),
         ("/api/v1/abtests/secret-ab", "/api/v1/abtests/no-such-ab"),
         ("/api/v1/grants/abtest/secret-ab", "/api/v1/grants/abtest/no-such-ab"),
+        ("/api/v1/pipelines/secret-pipe", "/api/v1/pipelines/no-such-pipe"),
+        ("/api/v1/grants/pipeline/secret-pipe", "/api/v1/grants/pipeline/no-such-pipe"),
     ],
 )
 def test_a_private_resource_reads_exactly_as_a_missing_one(

@@ -35,6 +35,7 @@ _LABELS = {
     Kind.FEATURE_VIEW: "feature view",
     Kind.ABTEST: "A/B experiment",
     Kind.MONITOR: "monitor",
+    Kind.PIPELINE: "pipeline",
 }
 
 

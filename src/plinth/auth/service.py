@@ -41,6 +41,7 @@ from plinth.store.schema import (
     grants,
     group_members,
     monitors,
+    pipelines,
     registered_models,
     security_events,
     user_groups,
@@ -525,6 +526,7 @@ _SHOWN = {
     Kind.FEATURE_VIEW: "feature view",
     Kind.ABTEST: "A/B experiment",
     Kind.MONITOR: "monitor",
+    Kind.PIPELINE: "pipeline",
 }
 _RESOURCE_TABLES = {
     Kind.MODEL: registered_models,
@@ -532,6 +534,7 @@ _RESOURCE_TABLES = {
     Kind.FEATURE_VIEW: feature_views,
     Kind.ABTEST: abtests,
     Kind.MONITOR: monitors,
+    Kind.PIPELINE: pipelines,
 }
 
 

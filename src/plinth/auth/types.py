@@ -46,6 +46,7 @@ class Kind(enum.StrEnum):
     FEATURE_VIEW = "feature_view"
     ABTEST = "abtest"
     MONITOR = "monitor"
+    PIPELINE = "pipeline"
 
 
 class Action(enum.Enum):

@@ -35,7 +35,8 @@ grants_app = typer.Typer(
 KindArgument = Annotated[
     Kind,
     typer.Argument(
-        case_sensitive=False, help="experiment, model, feature_group, feature_view, abtest, monitor"
+        case_sensitive=False,
+        help="experiment, model, feature_group, feature_view, abtest, monitor, pipeline",
     ),
 ]
 LevelArgument = Annotated[str, typer.Argument(help="viewer, editor, promoter or owner")]

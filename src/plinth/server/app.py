@@ -27,6 +27,7 @@ from plinth.features.serving import OnlineFeatureService, online_json
 from plinth.features.store import FeatureStore
 from plinth.monitoring.data import MonitoringData
 from plinth.monitoring.service import MonitorService
+from plinth.pipelines.service import PipelineService
 from plinth.registry.service import RegistryService
 from plinth.server.abtest_data import mount_abtest_data
 from plinth.server.errors import Redactor, install_error_handlers
@@ -135,6 +136,10 @@ def create_app(
     monitoring = MonitorService(monitoring_data.store, monitoring_data)
     if background and settings.monitor_loop_seconds > 0 and monitoring.store is not None:
         _run_monitor_scheduler(app, monitoring, settings.monitor_loop_seconds)
+    pipeline_service = PipelineService(
+        getattr(tracking, "store", None),  # type: ignore[arg-type]
+        tracking,
+    )
     services = (
         (tracking, "tracking"),
         (registry, "registry"),
@@ -146,6 +151,7 @@ def create_app(
         (abtests, "abtests"),
         (monitoring_data, "monitoring"),
         (monitoring, "monitoring"),
+        (pipeline_service, "pipelines"),
     )
     for service, tag in services:
         for ep in endpoints_of(type(service)):

@@ -1,0 +1,170 @@
+"""The checks of a pipeline's and a schedule's arguments: each refusal an InvalidArgument
+(or NotFound) naming the field at fault and what would be right."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import TypeAdapter, ValidationError
+
+from plinth.abtests.design import check_name as _check_name
+from plinth.abtests.design import field_path
+from plinth.errors import InvalidArgument
+from plinth.pipelines.types import CATCHUPS, SCHEDULE_KINDS, PipelineSpec, ScheduleSpec
+
+T = TypeVar("T")
+
+MAX_RETRIES = 10
+MAX_CONCURRENCY = 100
+# ``package.module:attr`` or ``path/to/file.py:attr`` (attr may be dotted: ``mod:obj.pipe``)
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_ATTR = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_PIPELINE: TypeAdapter[PipelineSpec] = TypeAdapter(PipelineSpec)
+_SCHEDULE: TypeAdapter[ScheduleSpec] = TypeAdapter(ScheduleSpec)
+
+
+def check_name(name: str) -> str:
+    return _check_name(name, "pipeline name")
+
+
+def coerce(adapter: TypeAdapter[T], value: Any, field: str) -> T:
+    """``value`` (a dataclass, or a dict as JSON gives it) as the spec; InvalidArgument
+    names the field at fault."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidArgument(f"{field}{field_path(first['loc'])}: {first['msg']}") from None
+
+
+def check_pipeline(spec: PipelineSpec | dict[str, Any]) -> PipelineSpec:
+    checked = coerce(_PIPELINE, spec, "spec")
+    check_name(checked.name)
+    check_entrypoint(checked.entrypoint)
+    _check_steps(checked.steps)
+    check_params(checked.params, "spec.params")
+    if checked.experiment is not None:
+        _check_name(checked.experiment, "spec.experiment: experiment name")
+    if checked.timeout_seconds is not None and not (
+        _finite(checked.timeout_seconds) and checked.timeout_seconds > 0
+    ):
+        raise InvalidArgument(
+            f"spec.timeout_seconds: more than 0 (or none), got {checked.timeout_seconds!r}"
+        )
+    _check_int(checked.retries, "spec.retries", 0, MAX_RETRIES)
+    backoff = checked.retry_backoff_seconds
+    if not (_finite(backoff) and backoff >= 0):
+        raise InvalidArgument(f"spec.retry_backoff_seconds: 0 or more, got {backoff!r}")
+    _check_int(checked.concurrency, "spec.concurrency", 1, MAX_CONCURRENCY)
+    return checked
+
+
+def check_entrypoint(entrypoint: str) -> str:
+    module, sep, attr = entrypoint.rpartition(":") if isinstance(entrypoint, str) else ("", "", "")
+    path_like = module.endswith(".py") and len(module) > 3
+    if not sep or not _ATTR.fullmatch(attr) or not (path_like or _MODULE.fullmatch(module)):
+        raise InvalidArgument(
+            f"spec.entrypoint: {entrypoint!r} does not name a pipeline: give "
+            "'package.module:attr' or 'path/to/file.py:attr'"
+        )
+    return entrypoint
+
+
+def _check_steps(steps: list[str]) -> None:
+    for step in steps:
+        if not isinstance(step, str) or not step:
+            raise InvalidArgument(f"spec.steps: step names are non-empty strings, got {step!r}")
+    twice = sorted({s for s in steps if steps.count(s) > 1})
+    if twice:
+        raise InvalidArgument(f"spec.steps: {', '.join(twice)} named twice")
+
+
+def check_params(params: Any, field: str) -> dict[str, Any]:
+    """A JSON object (the params are stored, and sent to workers, as JSON)."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise InvalidArgument(f"{field}: a mapping of names to values, got {params!r}")
+    try:
+        json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(
+            f"{field}: values must be JSON (text, numbers, lists...): {exc}"
+        ) from None
+    return params
+
+
+def check_schedule(spec: ScheduleSpec | dict[str, Any]) -> ScheduleSpec:
+    """The schedule's fields, each checked against its kind (the target's existence and
+    the caller's right to read it are the service's)."""
+    checked = coerce(_SCHEDULE, spec, "spec")
+    if checked.kind not in SCHEDULE_KINDS:
+        raise InvalidArgument(
+            f"spec.kind: {checked.kind!r} is not one of {', '.join(SCHEDULE_KINDS)}"
+        )
+    if checked.catchup not in CATCHUPS:
+        raise InvalidArgument(
+            f"spec.catchup: {checked.catchup!r} is not one of {', '.join(CATCHUPS)}"
+        )
+    zone(checked.timezone)
+    check_params(checked.params, "spec.params")
+    if checked.kind == "cron":
+        if not checked.cron:
+            raise InvalidArgument("spec.cron: a cron schedule needs one, e.g. '0 3 * * *'")
+        if checked.target is not None:
+            raise InvalidArgument("spec.target: a cron schedule watches nothing: leave it out")
+        check_cron(checked.cron, checked.timezone)
+    else:
+        if checked.cron is not None:
+            raise InvalidArgument(f"spec.cron: a {checked.kind} trigger has no cron: leave it out")
+        if not checked.target:
+            raise InvalidArgument(f"spec.target: name the {_TARGETS[checked.kind]} to watch")
+    return checked
+
+
+_TARGETS = {"alert": "monitor", "commit": "feature group", "score_job": "registered model"}
+
+
+def zone(timezone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise InvalidArgument(
+            f"spec.timezone: {timezone!r} is not a time zone: give an IANA name such as "
+            "'UTC' or 'Europe/Paris'"
+        ) from None
+
+
+def check_cron(expr: str, timezone: str) -> None:
+    """A cron expression croniter reads (five fields, or six with seconds)."""
+    from croniter import croniter  # type: ignore[import-untyped]
+
+    if not croniter.is_valid(expr):
+        raise InvalidArgument(
+            f"spec.cron: {expr!r} does not parse: give five fields 'minute hour day month "
+            "weekday', e.g. '0 3 * * *' (03:00 every day)"
+        )
+    zone(timezone)
+
+
+def cron_next(expr: str, timezone: str, after_ms: int) -> int:
+    """The first occurrence of ``expr`` after ``after_ms`` (ms since the epoch)."""
+    from croniter import croniter  # type: ignore[import-untyped]
+
+    start = datetime.fromtimestamp(after_ms / 1000, tz=zone(timezone))
+    found: datetime = croniter(expr, start).get_next(datetime)
+    return int(found.timestamp() * 1000)
+
+
+def _check_int(value: Any, field: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgument(f"{field}: a whole number from {low} to {high}, got {value!r}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
