@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 "s",
                 False,
                 "",
-                f"{d['ticks']:,} ticks ({d['tick_total_s']:.1f} s), {d['executed']:,} runs in-process ({d['per_run_ms']:.0f} ms each)",
+                f"{d['ticks']:,} ticks; those without a run {d['ticks_without_runs_s']:.1f} s; {d['executed']:,} runs in-process, ~{d['per_run_ms']:.0f} ms each with its tick",
                 fmt="{:,.1f}",
             ),
         ]
