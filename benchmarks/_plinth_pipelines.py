@@ -187,6 +187,7 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
         _wait("the scheduler's first tick", looked, timeout=60)
         manual: list[float] = []
         alert: list[float] = []
+        phases: dict[str, list[dict[str, float]]] = {"manual": [], "alert": []}
         for i in range(n + 1):  # the first of each is a warm-up, not counted
             t0 = time.time()
             queued = client.pipelines.queue_run("bench")
@@ -194,6 +195,7 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
             _wait(f"manual run {queued.id} finishing", lambda q=queued: finished(q.id))
             if i:
                 manual.append(at - t0)
+                phases["manual"].append(_phases(store, queued.id, t0, at))
 
             t0 = time.time()
             with store.write() as conn:
@@ -216,6 +218,7 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
             _wait(f"alert run {run_id} finishing", lambda r=run_id: finished(r))
             if i:
                 alert.append(at - t0)
+                phases["alert"].append(_phases(store, run_id, t0, at))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -230,6 +233,7 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
         "tick_seconds": tick,
         "manual_s": manual,
         "alert_s": alert,
+        "phases": {k: _median_phases(v) for k, v in phases.items()},
         "figures": {
             "manual_median_s": statistics.median(manual),
             "manual_p95_s": _p95(manual),
@@ -237,6 +241,29 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
             "alert_p95_s": _p95(alert),
         },
     }
+
+
+def _phases(store: Any, pipeline_run: int, t0: float, step_at: float) -> dict[str, float]:
+    """Where the time went: trigger -> queued (the tick, for an alert) -> claimed by its
+    worker (the dispatch, the process start, imports, loading the entrypoint) -> the
+    step's first line (the tracking run started, the steps recorded)."""
+    from sqlalchemy import select
+
+    from plinth.store.schema import pipeline_runs
+
+    r = pipeline_runs.c
+    with store.read() as conn:
+        row = conn.execute(select(r.queued_at, r.started_at).where(r.id == pipeline_run)).one()
+    queued, claimed = row.queued_at / 1000, row.started_at / 1000
+    return {
+        "to_queued_s": queued - t0,
+        "queued_to_claimed_s": claimed - queued,
+        "claimed_to_step_s": step_at - claimed,
+    }
+
+
+def _median_phases(found: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(p[k] for p in found) for k in found[0]} if found else {}
 
 
 def floor(n: int, tmp: Path) -> dict[str, Any]:

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = C.runner_options(__doc__.split("\n\n")[0], "reference")
     ap.add_argument("--n", type=int, default=None, help="triggers of each kind (default 20)")
     ap.add_argument("--tick-sim", type=float, default=None, help="simulated seconds a tick")
+    ap.add_argument("--only", choices=["overhead", "day"], default=None, help="one workload")
     opts = C.parse_runner_options(ap, argv, "pipelines")
     n = opts.n or (5 if opts.quick else 20)
     tick_sim = opts.tick_sim or (60.0 if opts.quick else 10.0)
@@ -74,27 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         q = opts.wait_quiet
         busy.append(C.wait_system_quiet(q) if q > 0 else C.system_busy(0.5))
 
-    quiet()
-    fl = _run(
-        ["--workload", "floor", "--n", str(n), "--tmp", str(scratch / "floor")],
-        errors,
-        "floor",
-        300,
-    )
-    quiet()
-    ov = _run(
-        ["--workload", "overhead", "--n", str(n), "--tmp", str(scratch / "overhead")],
-        errors,
-        "overhead",
-        900,
-    )
-    quiet()
-    dy = _run(
-        ["--workload", "day", "--tick-sim", str(tick_sim), "--tmp", str(scratch / "day")],
-        errors,
-        "day",
-        3600,
-    )
+    fl = ov = dy = None
+    if opts.only != "day":
+        quiet()
+        args = ["--workload", "floor", "--n", str(n), "--tmp", str(scratch / "floor")]
+        fl = _run(args, errors, "floor", 300)
+        quiet()
+        args = ["--workload", "overhead", "--n", str(n), "--tmp", str(scratch / "overhead")]
+        ov = _run(args, errors, "overhead", 900)
+    if opts.only != "overhead":
+        quiet()
+        args = ["--workload", "day", "--tick-sim", str(tick_sim), "--tmp", str(scratch / "day")]
+        dy = _run(args, errors, "day", 3600)
 
     def f(res: dict | None, key: str) -> float | None:
         return None if res is None else float(res["figures"][key])
@@ -143,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     footer: list[str] = []
+    if ov:
+        for kind, ph in ov["phases"].items():
+            footer.append(
+                f"{kind} -> step, medians: to queued {ph['to_queued_s'] * 1000:.0f} ms, queued -> "
+                f"claimed by its worker {ph['queued_to_claimed_s'] * 1000:.0f} ms, claimed -> "
+                f"step's first line {ph['claimed_to_step_s'] * 1000:.0f} ms"
+            )
     if dy:
         d = dy["figures"]
         exact = d["runs"] - d["unexpected"] - d["duplicates"]
