@@ -243,6 +243,51 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
     }
 
 
+def direct(n: int, tmp: Path) -> dict[str, Any]:
+    """The same manual runs with no scheduler: queued, then ``python -m
+    plinth.pipelines.worker RUN`` started here at once (what the scheduler's dispatch
+    does): the worker's own share of the overhead."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    entrypoint = _write_pipeline(tmp)
+    client = _client(tmp)
+    store = client.tracking.store
+    _register(client, entrypoint)
+    env = {
+        **os.environ,
+        "PLINTH_STORE_URI": _store_uri(tmp),
+        "PLINTH_ARTIFACT_URI": str(tmp / "artifacts"),
+    }
+    env.pop("PLINTH_URI", None)
+    times: list[float] = []
+    phases: list[dict[str, float]] = []
+    for i in range(n + 1):
+        t0 = time.time()
+        queued = client.pipelines.queue_run("bench")
+        with (tmp / f"worker-{queued.id}.log").open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "plinth.pipelines.worker", str(queued.id)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            f = tmp / "started" / f"{queued.id}.t"
+            at = _wait(f"run {queued.id} starting", lambda f=f: f.exists() and f.read_text())
+            if proc.wait(120) != 0:
+                raise RuntimeError(f"worker of run {queued.id} exited with {proc.returncode}")
+        if i:
+            times.append(float(at) - t0)
+            phases.append(_phases(store, queued.id, t0, float(at)))
+    client.close()
+    return {
+        "workload": "direct",
+        "n": n,
+        "times_s": times,
+        "phases": _median_phases(phases),
+        "figures": {"median_s": statistics.median(times), "p95_s": _p95(times)},
+    }
+
+
 def _phases(store: Any, pipeline_run: int, t0: float, step_at: float) -> dict[str, float]:
     """Where the time went: trigger -> queued (the tick, for an alert) -> claimed by its
     worker (the dispatch, the process start, imports, loading the entrypoint) -> the
@@ -429,7 +474,7 @@ def _p95(xs: list[float]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workload", required=True, choices=["overhead", "floor", "day"])
+    ap.add_argument("--workload", required=True, choices=["overhead", "direct", "floor", "day"])
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--tick", type=float, default=0.5)
@@ -438,6 +483,8 @@ def main() -> int:
     tmp = Path(o.tmp)
     if o.workload == "overhead":
         res = overhead(o.n, tmp, o.tick)
+    elif o.workload == "direct":
+        res = direct(o.n, tmp)
     elif o.workload == "floor":
         res = floor(o.n, tmp)
     else:
