@@ -2,8 +2,11 @@
 
 Both still reach the console: printed text goes to the real stdout/stderr too, and when
 the process has configured no logging, records at INFO and above are shown on stderr.
-Capture is process-wide (``sys.stdout`` and the root logger are): one step runs at a time
-in a runner's process, and output of other threads meanwhile lands in that step's log.
+
+Capture is process-wide (``sys.stdout`` and the root logger are), installed while at
+least one step runs. What a thread running a step writes goes to that step's log; what
+other threads write (a step's own worker threads, say) goes to the log of every step
+running then, which is exactly that step's when one runs at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
-#: a log beyond this is cut (its end kept out): a runaway step must not fill memory
+#: a log beyond this is cut (its end left out): a runaway step must not fill memory
 MAX_LOG_BYTES = 16 * 1024 * 1024
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -33,7 +36,7 @@ class StepLog:
 
     def write(self, text: str) -> None:
         with self._lock:
-            if self._size >= MAX_LOG_BYTES:
+            if self._cut or self._size + len(text) > MAX_LOG_BYTES:
                 self._cut = True
                 return
             self._parts.append(text)
@@ -42,65 +45,118 @@ class StepLog:
     def text(self) -> str:
         with self._lock:
             body = "".join(self._parts)
-        return body + ("\n[log cut at 16 MiB]\n" if self._cut else "")
+            cut = self._cut
+        return body + (f"\n[log cut at {MAX_LOG_BYTES} characters]\n" if cut else "")
+
+
+class _Logs:
+    """The step logs being captured now, by the thread running each step (innermost
+    last: a step may run a pipeline of its own)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_thread: dict[int, list[StepLog]] = {}
+
+    def targets(self) -> list[StepLog]:
+        with self.lock:
+            mine = self.by_thread.get(threading.get_ident())
+            return [mine[-1]] if mine else [logs[-1] for logs in self.by_thread.values()]
+
+    def write(self, text: str) -> None:
+        for log in self.targets():
+            log.write(text)
 
 
 class _Tee(io.TextIOBase):
-    def __init__(self, console: TextIO, log: StepLog) -> None:
-        self._console = console
-        self._log = log
+    def __init__(self, console: TextIO, logs: _Logs) -> None:
+        self.console = console
+        self._logs = logs
 
     def write(self, text: str) -> int:
-        self._log.write(text)
-        with contextlib.suppress(OSError, ValueError):  # a closed console must not fail the step
-            self._console.write(text)
+        self._logs.write(text)
+        with contextlib.suppress(OSError, ValueError):  # a closed console must not fail a step
+            self.console.write(text)
         return len(text)
 
     def flush(self) -> None:
         with contextlib.suppress(OSError, ValueError):
-            self._console.flush()
+            self.console.flush()
 
     def isatty(self) -> bool:
         return False
 
 
 class _Capture(logging.Handler):
-    def __init__(self, log: StepLog) -> None:
+    def __init__(self, logs: _Logs) -> None:
         super().__init__(logging.NOTSET)
-        self._log = log
+        self._logs = logs
         formatter = logging.Formatter(_FORMAT)
         formatter.converter = time.gmtime
         self.setFormatter(formatter)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._log.write(self.format(record) + "\n")
+            self._logs.write(self.format(record) + "\n")
         except Exception:
             self.handleError(record)
+
+
+_logs = _Logs()
+_install_lock = threading.Lock()
+_installed: list[logging.Handler] = []  # the handlers added to the root logger while capturing
+_streams: list[TextIO] = []  # the consoles: stdout, stderr as they were
+
+
+def _install() -> None:
+    root = logging.getLogger()
+    handlers: list[logging.Handler] = [_Capture(_logs)]
+    if not root.handlers:  # nothing configured: show what steps log, as print would
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter(_FORMAT))
+        handlers.append(console)
+    for handler in handlers:
+        root.addHandler(handler)
+    _installed[:] = handlers
+    _streams[:] = [sys.stdout, sys.stderr]
+    sys.stdout, sys.stderr = _Tee(sys.stdout, _logs), _Tee(sys.stderr, _logs)
+
+
+def _uninstall() -> None:
+    root = logging.getLogger()
+    for handler in _installed:
+        root.removeHandler(handler)
+    _installed.clear()
+    # put back the consoles unless someone replaced our tees meanwhile (then leave theirs)
+    if isinstance(sys.stdout, _Tee):
+        sys.stdout = _streams[0]
+    if isinstance(sys.stderr, _Tee):
+        sys.stderr = _streams[1]
+    _streams.clear()
 
 
 @contextlib.contextmanager
 def capture(logger: logging.Logger) -> Iterator[StepLog]:
     """Capture logging records and printed text into a ``StepLog`` while the block runs;
-    ``logger`` (the step's ``context.log``) logs at INFO and above."""
+    ``logger`` (the step's ``context.log``) logs at INFO and above meanwhile."""
     log = StepLog()
-    root = logging.getLogger()
-    handler = _Capture(log)
-    console: logging.Handler | None = None
-    if not root.handlers:  # nothing configured: show what the step logs, as print would
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter(_FORMAT))
-        root.addHandler(console)
-    root.addHandler(handler)
+    me = threading.get_ident()
+    with _install_lock:
+        if not _logs.by_thread:
+            _install()
+        with _logs.lock:
+            _logs.by_thread.setdefault(me, []).append(log)
     level = logger.level
     logger.setLevel(logging.INFO)
-    out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
     try:
         yield log
     finally:
-        sys.stdout, sys.stderr = out, err
         logger.setLevel(level)
-        root.removeHandler(handler)
-        if console is not None:
-            root.removeHandler(console)
+        with _install_lock:
+            with _logs.lock:
+                stack = _logs.by_thread[me]
+                stack.remove(log)
+                if not stack:
+                    del _logs.by_thread[me]
+                last = not _logs.by_thread
+            if last:
+                _uninstall()

@@ -55,6 +55,8 @@ def store_output(client: Client, run_id: str, step: str, value: Any) -> dict[str
 def load_value(client: Client, output: dict[str, Any], *, trust_pickle: bool = False) -> Any:
     """The value an output description stands for."""
     kind = output.get("kind")
+    if kind not in KINDS:
+        raise InvalidArgument(f"unknown output kind {kind!r}; this Plinth reads {', '.join(KINDS)}")
     if kind == "none":
         return None
     if kind in _REFERENCES:
@@ -72,11 +74,9 @@ def load_value(client: Client, output: dict[str, Any], *, trust_pickle: bool = F
         return table if kind == "arrow" else table.to_pandas()
     if kind == "json":
         return json.loads(data)
-    if kind == "pickle":
-        import cloudpickle  # type: ignore[import-untyped]
+    import cloudpickle  # type: ignore[import-untyped]
 
-        return cloudpickle.loads(data)
-    raise InvalidArgument(f"unknown output kind {kind!r}; this Plinth reads {', '.join(KINDS)}")
+    return cloudpickle.loads(data)
 
 
 def encode(value: Any) -> tuple[str, bytes, str, dict[str, Any]]:

@@ -5,6 +5,7 @@ Light on purpose (``import plinth`` imports this); running loads ``runner``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,7 @@ class Pipeline:
             raise InvalidArgument(f"pipeline {name!r} has no steps")
         self.name = name
         self.steps = list(steps)
-        self.params = dict(params or {})
+        self.params = _checked_params(name, params or {})
         self.experiment = experiment
         self.description = description
         self.inputs = _wire(name, self.steps, self.params)
@@ -93,6 +94,19 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name} steps={self.step_names}>"
+
+
+def _checked_params(pipeline: str, params: dict[str, Any]) -> dict[str, Any]:
+    # params are stored with each run (and logged to its tracking run): JSON values only
+    for key, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise InvalidArgument(
+                f"pipeline {pipeline!r}: param {key!r} is {type(value).__name__} {value!r:.60}; "
+                "params must be JSON values (strings, numbers, booleans, lists, dicts)"
+            ) from None
+    return dict(params)
 
 
 def _wire(pipeline: str, steps: list[Step], params: dict[str, Any]) -> dict[str, dict[str, Input]]:

@@ -299,9 +299,11 @@ class _Execution:
         self._end("succeeded", None)
 
     def _end(self, status: str, error: str | None) -> None:
+        finished = records.finish(self.store, self.row.id, status, error, worker=self.worker)
         if self.tracking is not None:
-            self.tracking.end("FINISHED" if status == "succeeded" else "FAILED")
-        records.finish(self.store, self.row.id, status, error, worker=self.worker)
+            # a run cancelled (or taken back) at the last moment was not this one's to end
+            ended = "FINISHED" if status == "succeeded" else "FAILED"
+            self.tracking.end(ended if finished else "KILLED")
 
     def _abandon(self) -> None:
         # no longer ours (cancelled, or handed to another worker): record nothing more
@@ -314,13 +316,19 @@ class _Execution:
         """The run whose outputs are reused, and the first step to run."""
         row, names = self.row, self.pipeline.step_names
         source, from_step = row.resumed_from, row.from_step
-        if source is None and row.retry_of is not None:
-            source = records.previous_attempt(self.store, row.id, row.retry_of)
-            if source is None:
-                return None, 0
-            previous = records.get_run(self.store, source)
-            done = {s.name for s in previous.steps if s.status in records.DONE_STEPS}
-            from_step = next((name for name in names if name not in done), None)
+        if row.retry_of is not None:
+            # a retry goes on where the attempt before it stopped (which may itself have
+            # reused a resumed run's outputs); one that did nothing: as the row says
+            attempt = records.previous_attempt(self.store, row.id, row.retry_of)
+            previous = records.get_run(self.store, attempt) if attempt is not None else None
+            done = (
+                {s.name for s in previous.steps if s.status in records.DONE_STEPS}
+                if previous
+                else set()
+            )
+            if done:
+                source = attempt
+                from_step = next((name for name in names if name not in done), None)
         if source is None or from_step is None:
             return None, 0
         if from_step not in names:
@@ -356,13 +364,26 @@ class _Execution:
             cache_key=found.cache_key,
             inputs=found.inputs,
             output=found.output,
+            log_path=self._note(current.name, f"not run: output reused from pipeline run {source}"),
         )
+
+    def _note(self, step: str, text: str) -> str:
+        """A step that did not run still has a log, saying why."""
+        assert self.tracking is not None
+        path = f"{outputs.output_folder(step)}/log.txt"
+        self.client.upload_artifact_bytes(self.tracking.id, f"{text}\n".encode(), path)
+        return path
 
     # -- one step ------------------------------------------------------------------------
 
     def _run_step(self, current: Step) -> str | None:
         """Run one step (or take its output from the cache); its traceback if it failed."""
-        kwargs, inputs = self._inputs(current)
+        try:
+            kwargs, inputs = self._inputs(current)
+        except Exception:  # an earlier output that cannot be read back (its file gone)
+            unreadable = traceback.format_exc()
+            self._write(current.name, status="failed", error=unreadable, finished_at=now_ms())
+            return unreadable
         cache_key = _cache_key(current, inputs) if current.cache else None
         started = now_ms()
         self._write(
@@ -380,12 +401,15 @@ class _Execution:
         if "context" in kwargs:
             kwargs["context"] = self._context(current, logger)
         error: str | None = None
+        interrupted: BaseException | None = None  # raised again once the step is recorded
         began = time.monotonic()
         with logs.capture(logger) as log:
             try:
                 value = current.fn(**kwargs)
             except (Exception, SystemExit):
                 error = traceback.format_exc()
+            except BaseException as exc:
+                error, interrupted = traceback.format_exc(), exc
         seconds = time.monotonic() - began
         output = None
         if error is None:
@@ -404,6 +428,8 @@ class _Execution:
         done = dict(finished_at=now_ms(), log_path=log_path)
         if error is not None or output is None:
             self._write(current.name, status="failed", error=error, **done)
+            if interrupted is not None:
+                raise interrupted
             return error or "failed"
         self.described[current.name] = output
         self.values[current.name] = value
@@ -448,7 +474,15 @@ class _Execution:
             print(f"plinth: cached output of {step} unreadable ({exc}); rerunning", file=sys.stderr)
             return False
         self.described[step], self.values[step] = output, value
-        self._write(step, status="cached", reused_from=source, output=output, finished_at=now_ms())
+        note = f"not run: output cached from pipeline run {source} (cache key {cache_key})"
+        self._write(
+            step,
+            status="cached",
+            reused_from=source,
+            output=output,
+            finished_at=now_ms(),
+            log_path=self._note(step, note),
+        )
         return True
 
     def _context(self, current: Step, logger: logging.Logger) -> StepContext:

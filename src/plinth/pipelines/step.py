@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any, overload
 
@@ -52,13 +53,10 @@ class Step:
 
     @functools.cached_property
     def code_version(self) -> str:
-        """sha256 of the function's source: changes when its code does."""
-        try:
-            source = inspect.getsource(self.fn)
-        except (OSError, TypeError):  # no source file (a REPL): the compiled code instead
-            code = getattr(self.fn, "__code__", None)
-            source = repr((code.co_code, code.co_consts)) if code else repr(self.fn)
-        return hashlib.sha256(source.encode()).hexdigest()
+        """sha256 of the function's source, and of what it closes over (a step made by a
+        factory is the factory's inner function plus the factory's arguments): changes
+        when its code does."""
+        return hashlib.sha256(_code_text(self.fn).encode()).hexdigest()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -87,6 +85,34 @@ def step(
     if fn is not None:
         return Step(fn, name=name, cache=cache, timeout_seconds=timeout_seconds)
     return lambda f: Step(f, name=name, cache=cache, timeout_seconds=timeout_seconds)
+
+
+def _code_text(fn: Any, depth: int = 0) -> str:
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):  # no source file (a REPL): the compiled code instead
+        code = getattr(fn, "__code__", None)
+        text = repr((code.co_code, code.co_consts)) if code else type(fn).__qualname__
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            continue
+        text += "\n" + _closed_over(value, depth)
+    return text
+
+
+def _closed_over(value: Any, depth: int) -> str:
+    # stable across processes: no object addresses (they would make every run a cache miss)
+    if isinstance(value, Step):
+        value = value.fn
+    if callable(value) and hasattr(value, "__code__") and depth < 3:
+        return _code_text(value, depth + 1)
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        kind = type(value)
+        return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _check_name(name: str) -> None:
