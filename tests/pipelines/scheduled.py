@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from plinth.client import Client
+from plinth.config import local_user
 from plinth.store.schema import pipeline_runs, pipeline_schedules, pipelines
 from tests.backends import local_client
 
@@ -27,7 +28,7 @@ def add_pipeline(client: Client, name: str = "nightly", **columns: Any) -> None:
         "name": name,
         "entrypoint": "pipes.py:pipeline",
         "experiment": name,
-        "owner": "local",
+        "owner": local_user(),
         "created_at": NOW,
         "updated_at": NOW,
         "params": json.dumps({"since": "2026-01-01"}),

@@ -246,3 +246,18 @@ def test_a_real_feature_insert_triggers_its_pipeline(tmp_path: Path) -> None:
     assert done.schedule_id == schedule and done.trigger_key.startswith("commit:")
     (run,) = runs(client)
     assert (run.trigger, run.trigger_key) == ("commit", done.trigger_key)
+
+
+@pytest.mark.slow
+def test_a_day_of_minutely_runs_in_accelerated_time_drifts_and_misses_nothing(
+    client: Client,
+) -> None:
+    add_schedule(client, cron="* * * * *", catchup="latest", cursor=START)
+    rng = np.random.default_rng(15)
+    at = START
+    while at < START + 24 * HOUR:
+        at += int(rng.integers(1_000, 59_000))  # ticks at uneven times, under a minute apart
+        enqueue_due(client.tracking.store, at)
+    found = [r.scheduled_for for r in runs(client)]
+    assert found == [START + m * MINUTE for m in range(1, len(found) + 1)]
+    assert len(found) == 24 * 60 + (at - START - 24 * HOUR) // MINUTE

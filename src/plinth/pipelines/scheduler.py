@@ -69,7 +69,9 @@ class Action:
 
 class Scheduler(LeasedLoop):
     """Ticks every ``tick_seconds`` while holding the lease (``run``/``start``), or one
-    ``tick(now)`` at a time (tests, benchmarks: no lease)."""
+    ``tick(now)`` at a time (tests, benchmarks: no lease). ``warm``: keep one idle worker
+    started ahead, so that a run starts without waiting for Python's imports (call
+    ``close`` when done ticking by hand). Workers' output goes to files in ``log_dir``."""
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class Scheduler(LeasedLoop):
         stale_seconds: float = 120.0,
         grace_seconds: float | None = None,
         log_dir: Path | None = None,
+        warm: bool = True,
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
         if client.remote:
@@ -106,8 +109,13 @@ class Scheduler(LeasedLoop):
         self.host = socket.gethostname()
         self.log_dir = log_dir or client.settings.home.resolve() / "logs" / "pipeline-workers"
         self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.warm = warm
+        self._warm: subprocess.Popen[bytes] | None = None
+        self._spawned = 0
 
     def work(self) -> None:
+        if self.warm and (self._warm is None or self._warm.poll() is not None):
+            self._warm = self._spawn("--wait")  # ready before the first run is due
         for done in self.tick():
             log.info("pipeline run %d: %s %s", done.pipeline_run, done.action, done.detail)
 
@@ -247,7 +255,8 @@ class Scheduler(LeasedLoop):
                 attempt=attempt,
                 max_attempts=row.max_attempts,
                 retry_of=root,
-                not_before=at + int(backoff * 1000),
+                # from the failure (which may come after this tick began)
+                not_before=max(at, row.finished_at or at) + int(backoff * 1000),
                 now=at,
             )
         return None if made is None else (made, attempt)
@@ -284,6 +293,27 @@ class Scheduler(LeasedLoop):
         return done
 
     def _start(self, run_id: int) -> int:
+        """Hand the run to the warm worker (started earlier, its imports done and the
+        store open: it waits for a run id on its stdin), else to a new worker; then warm
+        up the next one."""
+        child = self._warm
+        self._warm = None
+        if child is not None and child.poll() is None and child.stdin is not None:
+            try:
+                child.stdin.write(f"{run_id}\n".encode())
+                child.stdin.close()
+            except OSError:  # it died meanwhile
+                child = None
+        else:
+            child = None
+        if child is None:
+            child = self._spawn(str(run_id))
+        self.children[run_id] = child
+        if self.warm:
+            self._warm = self._spawn("--wait")
+        return child.pid
+
+    def _spawn(self, argument: str) -> subprocess.Popen[bytes]:
         settings = self.client.settings
         env = dict(os.environ)
         env.pop("PLINTH_URI", None)  # the worker works on the store, as the scheduler does
@@ -293,18 +323,35 @@ class Scheduler(LeasedLoop):
             PLINTH_ARTIFACT_URI=settings.resolved_artifact_uri,
         )
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._spawned += 1
         output: IO[bytes]
-        with open(self.log_dir / f"run-{run_id}.log", "ab") as output:
-            child = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, str(run_id)],
+        with open(self.log_dir / f"worker-{os.getpid()}-{self._spawned}.log", "ab") as output:
+            return subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE, argument],
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if argument == "--wait" else subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killed as a whole
             )
-        self.children[run_id] = child
-        return child.pid
+
+    def close(self) -> None:
+        """End the idle warm worker (the running ones run on)."""
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            if warm.stdin is not None:
+                warm.stdin.close()  # it reads no run id and ends
+            try:
+                warm.wait(10)
+            except subprocess.TimeoutExpired:
+                warm.kill()
+                warm.wait()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.close()
 
     def lost(self) -> None:
         # a standby now holds the lease: it adopts our workers by their rows; we keep
@@ -358,27 +405,21 @@ class Scheduler(LeasedLoop):
             return None
 
     def _alive(self, row: Any) -> bool:
-        """Whether the worker of ``row`` is a live process on this host running that run
-        (a pid reused by another process does not count)."""
+        """Whether the worker of ``row`` is a live process on this host, started before
+        it claimed the run: a worker, or a process running the run itself (``plinth
+        pipelines run``); a pid since reused by a newer process does not count."""
         child = self.children.get(row.id)
         if child is not None:
             return child.poll() is None
         pid = self._pid(row.worker)
         if pid is None:
             return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
+        started = process_started_ms(pid)
+        if started is None:
             return False
-        except OSError:  # no /proc here: the pid alone
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
-        return WORKER_MODULE.encode() in cmdline and str(row.id).encode() in cmdline
+        claimed = row.started_at or row.queued_at
+        # /proc counts in clock ticks from a boot time in whole seconds
+        return started == UNKNOWN or started <= claimed + 2_000
 
     def _kill(self, row: Any) -> bool:
         """Kill the process group of ``row``'s worker if it is alive on this host."""
@@ -393,3 +434,37 @@ class Scheduler(LeasedLoop):
         except (ProcessLookupError, PermissionError):
             return False
         return True
+
+
+#: a live process whose start time cannot be read (no ``/proc``)
+UNKNOWN = -1
+
+
+def process_started_ms(pid: int) -> int | None:
+    """When process ``pid`` started (ms since the epoch); None when there is no such
+    process; ``UNKNOWN`` when it lives but its start cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # /proc is there: the process is not
+    except (OSError, StopIteration, ValueError):
+        pass
+    else:
+        fields = stat.rpartition(")")[2].split()
+        if fields[0] in ("Z", "X"):  # a zombie: exited, not yet waited for
+            return None
+        ticks = int(fields[19])  # field 22: starttime
+        return boot * 1000 + ticks * 1000 // os.sysconf("SC_CLK_TCK")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return UNKNOWN

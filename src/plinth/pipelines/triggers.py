@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Table, func, select, update
 
 from plinth.errors import PlinthError
 from plinth.pipelines import cron, records
@@ -57,23 +57,40 @@ class Enqueued:
 def enqueue_due(store: Store, now: int | None = None, grace_ms: int = 60_000) -> list[Enqueued]:
     """One look at every schedule that is not paused; what it enqueued. A schedule that
     cannot be looked at (a bad cron string stored before it was checked) is logged and
-    the others are still looked at."""
+    the others are still looked at. Only a schedule that may be due is looked at in a
+    write transaction (a tick with nothing due writes nothing)."""
     at = now_ms() if now is None else now
+    s = pipeline_schedules.c
+    due = []
     with store.read() as conn:
-        ids = list(
-            conn.execute(
-                select(pipeline_schedules.c.id)
-                .where(pipeline_schedules.c.paused.is_(False))
-                .order_by(pipeline_schedules.c.id)
-            ).scalars()
-        )
+        rows = conn.execute(
+            select(s.id, s.kind, s.cron, s.timezone, s.target, s.cursor)
+            .where(s.paused.is_(False))
+            .order_by(s.id)
+        ).all()
+        for row in rows:
+            try:
+                if _may_be_due(conn, row, at):
+                    due.append(row.id)
+            except PlinthError as exc:
+                log.warning("pipeline schedule %d: %s", row.id, exc.message)
     done: list[Enqueued] = []
-    for schedule_id in ids:
+    for schedule_id in due:
         try:
             done += enqueue_schedule(store, schedule_id, at, grace_ms)
         except PlinthError as exc:
             log.warning("pipeline schedule %d: %s", schedule_id, exc.message)
     return done
+
+
+def _may_be_due(conn: Connection, row: Any, now: int) -> bool:
+    if row.cursor is None:
+        return True
+    if row.kind == "cron":
+        return bool(cron.next_at(row.cron, row.timezone, int(row.cursor)) <= now)
+    table, column = _events_of(row.kind)
+    newer = select(table.c.id).where(column == row.target, table.c.id > row.cursor).limit(1)
+    return conn.execute(newer).first() is not None
 
 
 def enqueue_schedule(store: Store, schedule_id: int, now: int, grace_ms: int) -> list[Enqueued]:
@@ -183,16 +200,20 @@ def _events_due(conn: Connection, row: Row[Any]) -> tuple[list[_Due], int]:
 
 
 def _newest_event(conn: Connection, row: Row[Any]) -> int:
+    table, column = _events_of(row.kind)
+    newest = conn.execute(select(func.max(table.c.id)).where(column == row.target)).scalar()
+    return int(newest or 0)
+
+
+def _events_of(kind: str) -> tuple[Table, ColumnElement[Any]]:
     found = {
         "alert": (alerts, alerts.c.monitor),
         "commit": (feature_commits, feature_commits.c.group_name),
         "score_job": (score_jobs, score_jobs.c.model_name),
-    }.get(row.kind)
+    }.get(kind)
     if found is None:
-        raise PlinthError(f"unknown schedule kind {row.kind!r}; expected {SCHEDULE_KINDS}")
-    table, column = found
-    newest = conn.execute(select(func.max(table.c.id)).where(column == row.target)).scalar()
-    return int(newest or 0)
+        raise PlinthError(f"unknown schedule kind {kind!r}; expected {SCHEDULE_KINDS}")
+    return found
 
 
 def _move(conn: Connection, schedule_id: int, cursor: int) -> None:

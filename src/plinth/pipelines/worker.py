@@ -1,5 +1,6 @@
 """A pipeline run in a process of its own: ``python -m plinth.pipelines.worker RUN``, as
-the scheduler starts it (the store's settings in its environment).
+the scheduler starts it (the store's settings in its environment); ``--wait`` gets ready
+first, then reads the run's id from stdin (the scheduler's warm worker).
 
 It acts as the pipeline's owner (a stored user's role and groups as they are now; the
 embedded default's local user when the owner is theirs), so a run can do no more than
@@ -28,6 +29,7 @@ from plinth.auth.access import access_for
 from plinth.auth.context import SYSTEM, acting_as
 from plinth.auth.types import Principal, Role
 from plinth.client import Client, connect
+from plinth.errors import PlinthError
 from plinth.pipelines import records
 from plinth.store.engine import Store
 from plinth.store.schema import group_members, pipeline_runs, pipeline_steps, pipelines, users
@@ -80,13 +82,11 @@ def run(client: Client, pipeline_run: int) -> int:
     with acting_as(owner):
         try:
             pipeline = runner.load_pipeline(row.entrypoint)
-        except Exception as exc:  # the user's code: its error is the run's
-            return _refuse(
-                store,
-                pipeline_run,
-                worker,
-                f"cannot load entrypoint {row.entrypoint!r}: {type(exc).__name__}: {exc}",
-            )
+        except PlinthError as exc:
+            return _refuse(store, pipeline_run, worker, exc.message)
+        except Exception as exc:  # the user's code failed on import: its error is the run's
+            error = f"pipeline entrypoint {row.entrypoint!r}: {type(exc).__name__}: {exc}"
+            return _refuse(store, pipeline_run, worker, error)
         limits = {
             s.name: s.timeout_seconds for s in pipeline.steps if s.timeout_seconds is not None
         }
@@ -156,12 +156,20 @@ class Watchdog(threading.Thread):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``RUN_ID``: run it; ``--wait``: get ready (imports, the store), then run the id
+    read from stdin (none: end)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        print("usage: python -m plinth.pipelines.worker PIPELINE_RUN_ID", file=sys.stderr)
+    if len(args) != 1 or not (args[0].isdigit() or args[0] == "--wait"):
+        print("usage: python -m plinth.pipelines.worker RUN_ID | --wait", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(connect(), int(args[0]))
+    client = connect()
+    if args[0] != "--wait":
+        return run(client, int(args[0]))
+    from plinth.pipelines import runner  # noqa: F401 (imported ahead: it is needed next)
+
+    given = sys.stdin.readline().strip()
+    return run(client, int(given)) if given.isdigit() else 0
 
 
 if __name__ == "__main__":
