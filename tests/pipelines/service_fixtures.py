@@ -26,7 +26,9 @@ def spec(name: str = "churn-retrain", **changes: Any) -> PipelineSpec:
     return PipelineSpec(**{**given, **changes})
 
 
-def finish(store: Store, pipeline_run: int, status: str, steps: dict[str, str], **fields: Any) -> None:
+def finish(
+    store: Store, pipeline_run: int, status: str, steps: dict[str, str], **fields: Any
+) -> None:
     """The run as a runner leaves it: ``status``, each step with its status (in order)."""
     at = now_ms()
     with store.write() as conn:
@@ -44,48 +46,10 @@ def finish(store: Store, pipeline_run: int, status: str, steps: dict[str, str], 
                     position=position,
                     status=step_status,
                     started_at=started,
-                    finished_at=None if started is None or step_status == "running" else started + 1500,
+                    finished_at=None
+                    if started is None or step_status == "running"
+                    else started + 1500,
                     inputs=json.dumps({}),
                     error="Traceback...\nValueError: boom" if step_status == "failed" else None,
                 )
             )
-
-
-def ensure_records() -> None:
-    """Until ``plinth.pipelines.records`` (written beside this service) is merged: a
-    stand-in with its ``insert_run``, so the service's own behaviour can be tested."""
-    import importlib
-    import sys
-    import types
-
-    try:
-        importlib.import_module("plinth.pipelines.records")
-        return
-    except ImportError:
-        pass
-
-    def insert_run(conn: Any, *, pipeline: str, trigger: str, created_by: str, **fields: Any) -> int:
-        at = now_ms()
-        params = fields.pop("params", None) or {}
-        made = conn.execute(
-            insert(pipeline_runs)
-            .returning(pipeline_runs.c.id)
-            .values(
-                pipeline=pipeline,
-                status="queued",
-                trigger=trigger,
-                created_by=created_by,
-                params=json.dumps(params),
-                queued_at=at,
-                not_before=at,
-                **fields,
-            )
-        ).scalar_one()
-        return int(made)
-
-    fake = types.ModuleType("plinth.pipelines.records")
-    fake.insert_run = insert_run  # type: ignore[attr-defined]
-    sys.modules["plinth.pipelines.records"] = fake
-    import plinth.pipelines
-
-    plinth.pipelines.records = fake  # type: ignore[attr-defined]

@@ -507,3 +507,7 @@ app.add_typer(monitors_app, name="monitors")
 from plinth.cli.scheduler import scheduler  # noqa: E402
 
 app.command("scheduler")(scheduler)
+
+from plinth.cli.pipelines import pipelines_app  # noqa: E402
+
+app.add_typer(pipelines_app, name="pipelines")

@@ -242,7 +242,10 @@ class PipelineService:
         except NotFound as exc:
             if "artifact" in exc.message:  # the step's log, not its run: none written (yet)
                 return None
-            raise
+            raise NotFound(
+                f"the logs of pipeline run {run.id} are in tracking run {run.run_id}, which "
+                "does not exist or which you may not read (ask for read on its experiment)"
+            ) from None
         return data.decode("utf-8", errors="replace")
 
     @endpoint("POST", "/pipeline-runs/{run_id}/rerun")

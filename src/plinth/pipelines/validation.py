@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,6 +20,7 @@ T = TypeVar("T")
 
 MAX_RETRIES = 10
 MAX_CONCURRENCY = 100
+MAX_CRON = 200  # the column's width
 # ``package.module:attr`` or ``path/to/file.py:attr`` (attr may be dotted: ``mod:obj.pipe``)
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _ATTR = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -141,24 +141,24 @@ def zone(timezone: str) -> ZoneInfo:
 
 
 def check_cron(expr: str, timezone: str) -> None:
-    """A cron expression croniter reads (five fields, or six with seconds)."""
-    from croniter import croniter  # type: ignore[import-untyped]
+    """A cron expression the scheduler can use (``plinth.pipelines.cron``: five fields,
+    the one at fault named)."""
+    from plinth.pipelines import cron
 
-    if not croniter.is_valid(expr):
-        raise InvalidArgument(
-            f"spec.cron: {expr!r} does not parse: give five fields 'minute hour day month "
-            "weekday', e.g. '0 3 * * *' (03:00 every day)"
-        )
     zone(timezone)
+    if isinstance(expr, str) and len(expr) > MAX_CRON:
+        raise InvalidArgument(f"spec.cron: at most {MAX_CRON} characters, got {len(expr)}")
+    try:
+        cron.check_cron(expr, timezone)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"spec.cron: {exc.message}") from None
 
 
 def cron_next(expr: str, timezone: str, after_ms: int) -> int:
     """The first occurrence of ``expr`` after ``after_ms`` (ms since the epoch)."""
-    from croniter import croniter  # type: ignore[import-untyped]
+    from plinth.pipelines import cron
 
-    start = datetime.fromtimestamp(after_ms / 1000, tz=zone(timezone))
-    found: datetime = croniter(expr, start).get_next(datetime)
-    return int(found.timestamp() * 1000)
+    return cron.next_at(expr, timezone, after_ms)
 
 
 def _check_int(value: Any, field: str, low: int, high: int) -> None:
