@@ -203,10 +203,12 @@ class ViewsMixin:
         *,
         timestamp_column: str = "event_timestamp",
         description: str = "",
+        engine: str = "duckdb",
     ) -> TrainingData:
         """Snapshot ``view`` over ``entity_df`` (keys, timestamps, request values and the
         label): the point-in-time rows with transformations applied, stored with the group
-        commits they read so a model version can point at them and they can be rebuilt."""
+        commits they read so a model version can point at them and they can be rebuilt.
+        ``engine="spark"`` joins on Spark (as ``get_historical_features`` does)."""
 
         resolved = self._view(view)
         entity = as_table(entity_df, doing="read entity_df from")
@@ -221,7 +223,7 @@ class ViewsMixin:
             if commit is None:
                 raise NotFound(f"{group.ref} has no offline data yet to build a training set from")
             commits[group.ref] = commit
-        table = self._rebuild(resolved, entity, timestamp_column, commits)
+        table = self._rebuild(resolved, entity, timestamp_column, commits, engine)
         folder = self.offline.snapshot_uri(resolved.name, f"v{resolved.version}", uuid.uuid4().hex)
         data_uri, entity_uri = f"{folder}/rows", f"{folder}/entities"
         self.offline.write_snapshot(entity_uri, entity)
@@ -254,9 +256,16 @@ class ViewsMixin:
         return self._rebuild(view, entity, info.timestamp_column, info.group_commits)
 
     def _rebuild(
-        self, view: FeatureView, entity: pa.Table, timestamp_column: str, commits: dict[str, int]
+        self,
+        view: FeatureView,
+        entity: pa.Table,
+        timestamp_column: str,
+        commits: dict[str, int],
+        engine: str = "duckdb",
     ) -> pa.Table:
-        job = self.get_historical_features(entity, view, timestamp_column=timestamp_column)
+        job = self.get_historical_features(
+            entity, view, timestamp_column=timestamp_column, engine=engine
+        )
         job.commits = commits
         return job.to_arrow()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from plinth.registry.service import RegistryService
     from plinth.registry.types import Decision, HistoryEntry, ModelVersion, Signature, Stage
     from plinth.tracking.service import TrackingService
+    from plinth.tracking.types import Page, Run
 
 
 class RegistryClient:
@@ -310,13 +312,9 @@ class RegistryClient:
         version (on ``holdout`` when given, else on the logged metric), register and promote
         it only if it is better; the decision is recorded in the history either way.
         Scoring a pickled model on the holdout needs ``trust_pickle``, as ``load_model``."""
-        from plinth.errors import InvalidArgument, PlinthError
-        from plinth.registry.types import Decision
-        from plinth.registry.types import Stage as Stages
+        from plinth.errors import InvalidArgument
 
-        if direction not in ("max", "min"):
-            raise InvalidArgument(f"direction must be 'max' or 'min', not {direction!r}")
-        name = model or experiment
+        _check_direction(direction)
         order = "DESC" if direction == "max" else "ASC"
         ident = f"metrics.`{metric}`"
         best = self.tracking.search_runs(
@@ -326,67 +324,225 @@ class RegistryClient:
             raise InvalidArgument(
                 f"experiment {experiment!r} has no finished run with metric {metric!r}"
             )
-        run = best.items[0]
-        package = f"{run.experiment_id}/{run.id}/artifacts/{artifact_path}"
+        trial = _Trial(model or experiment, best.items[0], metric, direction, artifact_path)
+        return self._decide(trial, holdout, trust_pickle, register_kept=False)
+
+    def adjudicate(
+        self,
+        model: str,
+        run_id: str,
+        metric: str,
+        direction: str = "max",
+        holdout: tuple[Any, Any] | None = None,
+        *,
+        artifact_path: str = "model",
+        trust_pickle: bool = False,
+        key: str | None = None,
+        pipeline_run: int | None = None,
+        alert_id: int | None = None,
+    ) -> Decision:
+        """Champion/challenger for one run: register the model it logged at
+        ``artifact_path`` as a version of ``model`` (the version already registered from the
+        run is reused), score it and the PRODUCTION champion on the same ``holdout`` (else
+        compare the logged ``metric``), promote it through the gates only if it is better,
+        and record the decision with its evidence either way (a refusing gate: "kept", the
+        version stays registered).
+
+        ``key`` makes it idempotent: a decision already recorded under it is returned and
+        nothing is done again, and a promotion an earlier attempt made but did not record is
+        recognised and recorded, never repeated."""
+        _check_direction(direction)
+        if key is not None:
+            recorded = self._decision_or_none(key)
+            if recorded is not None and recorded.model_name != model:
+                from plinth.errors import Conflict
+
+                raise Conflict(
+                    f"key {key!r} already decided about model {recorded.model_name!r}, not "
+                    f"{model!r}: use a key of its own for each model"
+                )
+            if recorded is not None:
+                return recorded
+        run = self.tracking.get_run(run_id)
+        trial = _Trial(model, run, metric, direction, artifact_path, key, pipeline_run, alert_id)
+        return self._decide(trial, holdout, trust_pickle, register_kept=True)
+
+    def _decide(
+        self,
+        trial: _Trial,
+        holdout: tuple[Any, Any] | None,
+        trust_pickle: bool,
+        register_kept: bool,
+    ) -> Decision:
+        from plinth.errors import GateFailed
+        from plinth.registry.types import Stage as Stages
+
+        name = trial.model
+        existing = self._version_of_run(trial)
         champion = self._production_or_none(name)
-        if holdout is not None:
-            challenger_score = self._score_package(package, run.id, metric, holdout, trust_pickle)
-            champion_score = (
-                self._score(champion.uri, metric, holdout, trust_pickle) if champion else None
-            )
-        else:
-            challenger_score = run.metrics[metric].last
-            champion_score = champion.lineage.get("metrics", {}).get(metric) if champion else None
-        better = champion_score is None or (
-            challenger_score > champion_score
-            if direction == "max"
-            else challenger_score < champion_score
+        if existing is not None and champion is not None and existing.version == champion.version:
+            recovered = self._promoted_earlier(trial, existing)
+            if recovered is not None:
+                return self._record(recovered)
+        mine, theirs, evidence = self._scores(trial, existing, champion, holdout, trust_pickle)
+        better = theirs is None or (mine > theirs if trial.direction == "max" else mine < theirs)
+        reason = f"run {trial.run.name} {trial.metric}={mine:.6g} vs champion " + (
+            f"v{champion.version} {theirs:.6g}" if champion and theirs is not None else "none"
         )
-        version, outcome = None, "kept"
-        reason = f"run {run.name} {metric}={challenger_score:.6g} vs champion " + (
-            f"v{champion.version} {champion_score:.6g}"
-            if champion and champion_score is not None
-            else "none"
-        )
-        if better:
-            mv = self.registry.create_model_version(name, package, run.id)
-            version = mv.version
-            evidence = {}
-            if holdout is not None and champion is not None:
-                evidence = {
-                    "holdout": {
-                        "metric": metric,
-                        "candidate": challenger_score,
-                        "production": champion_score,
-                        "production_version": champion.version,
-                    }
-                }
+        version = existing
+        if version is None and (better or register_kept):
+            version = self.registry.create_model_version(name, trial.package, trial.run.id)
+        outcome = "kept"
+        if better and version is not None:
             try:
                 self.registry.set_stage(
                     name,
-                    mv.version,
+                    version.version,
                     Stages.PRODUCTION,
                     f"champion/challenger: {reason}",
                     False,
                     evidence,
                 )
                 outcome = "promoted"
-            except PlinthError as exc:
-                reason += f"; registered as v{mv.version} but not promoted: {exc}"
-        decision = Decision(
-            outcome,
-            name,
-            metric,
-            direction,
-            run.id,
-            challenger_score,
-            champion.version if champion else None,
-            champion_score,
+            except GateFailed as exc:
+                reason += f"; registered as v{version.version} but not promoted: {exc}"
+                evidence = {**evidence, "gate_failed": str(exc)}
+        elif champion is not None and version is not None and version.version == champion.version:
+            reason += f"; v{version.version} is already the champion"
+        return self._record(
+            trial.decision(outcome, mine, champion, theirs, version, reason, evidence)
+        )
+
+    def _scores(
+        self,
+        trial: _Trial,
+        existing: ModelVersion | None,
+        champion: ModelVersion | None,
+        holdout: tuple[Any, Any] | None,
+        trust_pickle: bool,
+    ) -> tuple[float, float | None, dict[str, Any]]:
+        """The challenger's and the champion's scores, and the evidence a not_worse gate and
+        a later reader need (the challenger is scored before it is registered: a model that
+        cannot be scored leaves no version behind)."""
+        from plinth.errors import InvalidArgument
+
+        metric = trial.metric
+        theirs: float | None
+        if holdout is not None:
+            mine = (
+                self._score(existing.uri, metric, holdout, trust_pickle)
+                if existing is not None
+                else self._score_package(trial.package, trial.run.id, metric, holdout, trust_pickle)
+            )
+            theirs = self._score(champion.uri, metric, holdout, trust_pickle) if champion else None
+        else:
+            if metric not in trial.run.metrics:
+                raise InvalidArgument(
+                    f"run {trial.run.id} has no metric {metric!r}: log it, or pass holdout=(X, y)"
+                )
+            mine = trial.run.metrics[metric].last
+            theirs = champion.lineage.get("metrics", {}).get(metric) if champion else None
+        evidence: dict[str, Any] = {
+            "key": trial.key,
+            "run_id": trial.run.id,
+            "metric": metric,
+            "direction": trial.direction,
+            "scored_on": "holdout" if holdout is not None else "logged metrics",
+            "challenger_score": mine,
+            "champion_version": champion.version if champion else None,
+            "champion_score": theirs,
+        }
+        if holdout is not None:
+            evidence["holdout"] = {
+                "metric": metric,
+                "rows": len(holdout[1]),
+                "candidate": mine,
+                "production": theirs,
+                "production_version": champion.version if champion else None,
+            }
+        return mine, theirs, evidence
+
+    def _version_of_run(self, trial: _Trial) -> ModelVersion | None:
+        return self.registered_from_run(trial.model, trial.run.id, trial.artifact_path)
+
+    def registered_from_run(
+        self, model: str, run_id: str, artifact_path: str = "model"
+    ) -> ModelVersion | None:
+        """The version of ``model`` registered from the package run ``run_id`` logged at
+        ``artifact_path`` (the first, if an earlier attempt registered it twice); None when
+        there is none: what makes registering a run's model idempotent."""
+        from plinth.errors import NotFound
+
+        try:
+            found = self.registry.search_model_versions(name=model, run_id=run_id)
+        except NotFound:
+            return None
+        suffix = f"/{run_id}/artifacts/{artifact_path}"
+        mine = [v for v in found if v.model_name == model and v.package_uri.endswith(suffix)]
+        return min(mine, key=lambda v: v.version) if mine else None
+
+    def _promoted_earlier(self, trial: _Trial, version: ModelVersion) -> Decision | None:
+        """The decision an earlier attempt under the same key made but did not record: it
+        promoted ``version`` (its stage change carries the evidence and the key)."""
+        if trial.key is None:
+            return None
+        entry = next(
+            (
+                h
+                for h in reversed(self.registry.model_history(trial.model))
+                if h.action == "stage"
+                and h.version == version.version
+                and h.to_value == "PRODUCTION"
+            ),
+            None,
+        )
+        evidence = (entry.details.get("evidence") or {}) if entry is not None else {}
+        if evidence.get("key") != trial.key:
+            return None
+        assert entry is not None
+        reason = (
+            f"{entry.reason.removeprefix('champion/challenger: ')}; v{version.version} was "
+            f"promoted at {entry.at.isoformat()} by an earlier attempt, recorded now"
+        )
+        return trial.decision(
+            "promoted",
+            float(evidence["challenger_score"]),
+            None,
+            evidence.get("champion_score"),
             version,
             reason,
+            {**evidence, "recovered_from_history": entry.id},
+            champion_version=evidence.get("champion_version"),
         )
-        self.registry.record_decision(name, decision)
-        return decision
+
+    def _record(self, decision: Decision) -> Decision:
+        from plinth.errors import Conflict
+
+        try:
+            return self.registry.record_decision(decision.model_name, decision)
+        except Conflict:
+            if decision.key is None:
+                raise
+            # another attempt under the same key recorded first: its decision stands
+            return self.registry.get_decision(decision.key)
+
+    def _decision_or_none(self, key: str) -> Decision | None:
+        from plinth.errors import NotFound
+
+        try:
+            return self.registry.get_decision(key)
+        except NotFound:
+            return None
+
+    def list_decisions(
+        self,
+        name: str | None = None,
+        pipeline_run: int | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[Decision]:
+        """Recorded champion/challenger decisions, newest first (see ``adjudicate``)."""
+        return self.registry.list_decisions(name, pipeline_run, max_results, page_token)
 
     def _production_or_none(self, name: str) -> ModelVersion | None:
         from plinth.errors import NotFound
@@ -430,6 +586,63 @@ class RegistryClient:
         for entry in self.tracking.list_artifacts(run_id, path):
             found.extend(self._walk_artifacts(run_id, entry.path) if entry.is_dir else [entry.path])
         return found
+
+
+def _check_direction(direction: str) -> None:
+    from plinth.errors import InvalidArgument
+
+    if direction not in ("max", "min"):
+        raise InvalidArgument(f"direction must be 'max' or 'min', not {direction!r}")
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """One adjudication's question: may this run's model replace the champion of ``model``?"""
+
+    model: str
+    run: Run
+    metric: str
+    direction: str
+    artifact_path: str
+    key: str | None = None
+    pipeline_run: int | None = None
+    alert_id: int | None = None
+
+    @property
+    def package(self) -> str:
+        return f"{self.run.experiment_id}/{self.run.id}/artifacts/{self.artifact_path}"
+
+    def decision(
+        self,
+        outcome: str,
+        mine: float,
+        champion: ModelVersion | None,
+        theirs: float | None,
+        version: ModelVersion | None,
+        reason: str,
+        evidence: dict[str, Any],
+        champion_version: int | None = None,
+    ) -> Decision:
+        from plinth.registry.types import Decision
+
+        number = version.version if version is not None else None
+        return Decision(
+            outcome,
+            self.model,
+            self.metric,
+            self.direction,
+            self.run.id,
+            mine,
+            champion.version if champion is not None else champion_version,
+            theirs,
+            number if outcome == "promoted" else None,
+            reason,
+            challenger_version=number,
+            key=self.key,
+            pipeline_run=self.pipeline_run,
+            alert_id=self.alert_id,
+            evidence=evidence,
+        )
 
 
 def _copy(source: IO[bytes], out: IO[bytes], close: bool = True) -> None:

@@ -10,16 +10,33 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
-from plinth.auth.access import guarded
+from plinth.auth.access import Access, guarded
 from plinth.auth.types import Action, Kind
-from plinth.errors import Conflict, GateFailed
+from plinth.errors import Conflict, GateFailed, InvalidArgument, NotFound
+from plinth.registry import decisions as stored
 from plinth.registry import gates as gate_checks
 from plinth.registry.core import RegistryCore, _opt
 from plinth.registry.rules import may_set_stage, stage_action
 from plinth.registry.types import Decision, ModelVersion, Stage
-from plinth.store.schema import model_history, model_versions
-from plinth.store.sql import check_max_results, decode_page_token, encode_page_token
+from plinth.store.schema import model_decisions, model_history, model_versions
+from plinth.store.sql import check_max_results, decode_page_token, encode_page_token, now_ms
 from plinth.tracking.types import Page
+
+# what storing a decision adds to it (the history row has its own actor and time)
+_STORED_FIELDS = ("id", "actor", "at")
+
+
+def _may_read_decision(access: Access, arguments: dict[str, Any]) -> None:
+    """viewer on the decision's model"""
+    key = str(arguments["key"])
+    with access.store.read() as conn:
+        name = stored.model_of_key(conn, key)
+    if name is None:
+        return  # the method says "not found"
+    try:
+        access.require(Action.READ, Kind.MODEL, name, repr(name))
+    except NotFound:  # a private model's decision is not found either
+        raise NotFound(f"no decision is recorded with key {key!r}") from None
 
 
 class RegistryService(RegistryCore):
@@ -62,7 +79,9 @@ class RegistryService(RegistryCore):
                     + "; ".join(f"{r.gate}: {r.detail}" for r in failed),
                     results,
                 )
-        details = {"gates": [asdict(r) for r in results]}
+        details: dict[str, Any] = {"gates": [asdict(r) for r in results]}
+        if evidence:
+            details["evidence"] = evidence
         with self.store.write() as conn:
             self._lock(conn, name)
             if self._load_version(conn, name, version).stage is not candidate.stage:
@@ -151,20 +170,82 @@ class RegistryService(RegistryCore):
 
     @endpoint("POST", "/models/{name}/decisions")
     @guarded(Action.WRITE, Kind.MODEL, "name")
-    def record_decision(self, name: str, decision: Decision) -> None:
-        """Append a champion/challenger decision (promoted or kept) to the model's history."""
+    def record_decision(self, name: str, decision: Decision) -> Decision:
+        """Record a champion/challenger decision (promoted or kept): a ``decision`` entry in
+        the model's history and a stored decision, in one transaction. A decision whose
+        ``key`` was recorded before is refused (Conflict) and changes nothing."""
+        if decision.model_name != name:
+            raise InvalidArgument(
+                f"the decision is about model {decision.model_name!r}, not {name!r}"
+            )
+        if decision.outcome not in stored.OUTCOMES:
+            raise InvalidArgument(
+                f"outcome {decision.outcome!r} is not one of {', '.join(stored.OUTCOMES)}"
+            )
+        actor, at = self.access.actor(), now_ms()
         with self.store.write() as conn:
             self._model_row(conn, name)
+            if decision.key is not None and stored.by_key(conn, decision.key) is not None:
+                raise Conflict(f"a decision with key {decision.key!r} is already recorded")
+            try:
+                decision_id = stored.insert_decision(conn, decision, actor, at)
+            except IntegrityError:  # the same key recorded concurrently
+                raise Conflict(
+                    f"a decision with key {decision.key!r} is already recorded"
+                ) from None
             self._history(
                 conn,
                 name,
-                decision.version,
+                decision.challenger_version,
                 "decision",
                 _opt(decision.champion_version),
                 decision.outcome,
                 decision.reason,
-                asdict(decision),
+                {
+                    **{k: v for k, v in asdict(decision).items() if k not in _STORED_FIELDS},
+                    "decision_id": decision_id,
+                },
             )
+            row = conn.execute(
+                select(model_decisions).where(model_decisions.c.id == decision_id)
+            ).one()
+        return stored.decision_of(row)
+
+    @endpoint("GET", "/model-decisions/{key:path}")
+    @guarded(check=_may_read_decision)
+    def get_decision(self, key: str) -> Decision:
+        """The decision recorded under an idempotence key (e.g. ``pipeline-run:12:promote``)."""
+        with self.store.read() as conn:
+            row = stored.by_key(conn, key)
+        if row is None:
+            raise NotFound(f"no decision is recorded with key {key!r}")
+        return stored.decision_of(row)
+
+    @endpoint("GET", "/model-decisions")
+    @guarded()
+    def list_decisions(
+        self,
+        name: str | None = None,
+        pipeline_run: int | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[Decision]:
+        """Champion/challenger decisions about the models the caller may read, newest
+        first; only one model's, or one pipeline run's, if given."""
+        offset, limit = decode_page_token(page_token), check_max_results(max_results)
+        d = model_decisions.c
+        query = select(model_decisions).order_by(d.id.desc())
+        if name is not None:
+            query = query.where(d.model_name == name)
+        if pipeline_run is not None:
+            query = query.where(d.pipeline_run == pipeline_run)
+        visible = self.access.visible(Kind.MODEL)
+        if visible is not None:
+            query = query.where(d.model_name.in_(visible))
+        with self.store.read() as conn:
+            rows = conn.execute(query.offset(offset).limit(limit + 1)).all()
+        items = [stored.decision_of(row) for row in rows[:limit]]
+        return Page(items, encode_page_token(offset + limit) if len(rows) > limit else None)
 
     def _production(self, name: str) -> ModelVersion | None:
         with self.store.read() as conn:

@@ -177,6 +177,10 @@ class Decision:
     pipeline_run: int | None = None
     alert_id: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    # set once stored (model_decisions): its row id, who decided and when
+    id: int | None = None
+    actor: str = ""
+    at: datetime | None = None
 
 
 def dataset_id(training_dataset: Any) -> int | None:
