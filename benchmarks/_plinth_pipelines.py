@@ -5,8 +5,8 @@ figures as JSON on the last stdout line.
     python benchmarks/_plinth_pipelines.py --workload day --tmp /tmp/x [--tick-sim 10]
     python benchmarks/_plinth_pipelines.py --workload floor --n 20 --tmp /tmp/x
 
-- ``overhead``: a real ``plinth scheduler`` process (``--tick 0.5 --workers 2``) on the
-  store; a trivial pipeline whose first step writes ``time.time()`` to a file. Triggered
+- ``overhead``: a real ``plinth scheduler`` process (``--tick 0.5 --workers 2``, its warm
+  worker on) on the store, triggers ``--gap`` seconds apart; a trivial pipeline whose first step writes ``time.time()`` to a file. Triggered
   ``--n`` times by a queued manual run (``client.pipelines.queue_run``) and ``--n`` times
   by a new alert row of a monitor the pipeline is scheduled on; each time: trigger time ->
   the step's first line in its worker subprocess. One trigger at a time (the previous run
@@ -109,7 +109,7 @@ def _wait(what: str, check: Any, timeout: float = 60.0, every: float = 0.002) ->
 # --------------------------------------------------------------------------- overhead
 
 
-def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
+def overhead(n: int, tmp: Path, tick: float, gap: float = 0.0) -> dict[str, Any]:
     from sqlalchemy import insert, select
 
     from plinth.pipelines.types import ScheduleSpec
@@ -189,6 +189,7 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
         alert: list[float] = []
         phases: dict[str, list[dict[str, float]]] = {"manual": [], "alert": []}
         for i in range(n + 1):  # the first of each is a warm-up, not counted
+            time.sleep(gap)  # a pause between triggers (the scheduler's warm worker refills)
             t0 = time.time()
             queued = client.pipelines.queue_run("bench")
             at = _wait(f"manual run {queued.id} starting", lambda q=queued: started_at(q.id))
@@ -197,6 +198,7 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
                 manual.append(at - t0)
                 phases["manual"].append(_phases(store, queued.id, t0, at))
 
+            time.sleep(gap)
             t0 = time.time()
             with store.write() as conn:
                 made = conn.execute(
@@ -231,6 +233,7 @@ def overhead(n: int, tmp: Path, tick: float) -> dict[str, Any]:
         "workload": "overhead",
         "n": n,
         "tick_seconds": tick,
+        "gap_seconds": gap,
         "manual_s": manual,
         "alert_s": alert,
         "phases": {k: _median_phases(v) for k, v in phases.items()},
@@ -405,7 +408,7 @@ def day(tmp: Path, tick_sim: float) -> dict[str, Any]:
                 executed.append(row.id)
             return []
 
-    scheduler = InProcess(client, tick_seconds=tick_sim, max_workers=1)
+    scheduler = InProcess(client, tick_seconds=tick_sim, max_workers=1, warm=False)
     step = int(tick_sim * 1000)
     ticks = 0
     t0 = time.perf_counter()
@@ -479,10 +482,11 @@ def main() -> int:
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--tick", type=float, default=0.5)
     ap.add_argument("--tick-sim", type=float, default=10.0)
+    ap.add_argument("--gap", type=float, default=0.0, help="seconds between triggers")
     o = ap.parse_args()
     tmp = Path(o.tmp)
     if o.workload == "overhead":
-        res = overhead(o.n, tmp, o.tick)
+        res = overhead(o.n, tmp, o.tick, o.gap)
     elif o.workload == "direct":
         res = direct(o.n, tmp)
     elif o.workload == "floor":
