@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, update
 from plinth.client import Client
 from plinth.errors import Unavailable
 from plinth.pipelines import records, triggers
-from plinth.pipelines.scheduler import LEASE, Scheduler
+from plinth.pipelines.scheduler import LEASE, Scheduler, is_worker
 from plinth.store import lease
 from plinth.store.schema import pipeline_runs, pipeline_steps
 from plinth.store.sql import now_ms
@@ -27,7 +27,7 @@ class Recording(Scheduler):
     """Starts no process: claims the run for a worker on another host, as a worker would."""
 
     def __init__(self, client: Client, **options: Any) -> None:
-        super().__init__(client, **options)
+        super().__init__(client, warm=False, **options)
         self.started: list[int] = []
 
     def _start(self, run_id: int) -> int:
@@ -173,6 +173,10 @@ def test_orphans_are_reclaimed_by_pid_on_this_host_or_by_heartbeat(client: Clien
     reused = running(client, here, at=at)
     # ... and a run it claimed itself, running in-process (``plinth pipelines run``)
     in_process = running(client, here, at=now_ms())
+    with client.tracking.store.write() as conn:  # not heard of for long: the store was away
+        conn.execute(
+            update(pipeline_runs).where(pipeline_runs.c.id == in_process).values(heartbeat_at=0)
+        )
     done = {d.pipeline_run: d.detail for d in scheduler.tick(at) if d.action == "failed"}
     assert set(done) == {vanished, silent, reused}
     lost = row(client, vanished).worker
@@ -193,7 +197,7 @@ def test_a_run_past_its_pipelines_timeout_fails(client: Client) -> None:
         conn.execute(update(pipeline_runs).values(heartbeat_at=NOW))
     done = Scheduler(client).tick(NOW)
     assert [(d.action, d.pipeline_run, d.detail) for d in done] == [
-        ("killed", slow, "timed out after 60 s")
+        ("failed", slow, "timed out after 60 s")  # on another host: not killed from here
     ]
     assert (row(client, slow).status, row(client, slow).error) == ("failed", "timed out after 60 s")
     assert row(client, in_time).status == row(client, unlimited).status == "running"
@@ -328,3 +332,27 @@ def test_a_killed_scheduler_is_taken_over_by_its_standby(client: Client, tmp_pat
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_a_worker_that_lost_the_race_to_claim_leaves_the_winners_run_alone(
+    client: Client,
+) -> None:
+    add_pipeline(client)
+    scheduler = Scheduler(client, warm=False)
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    run_id = running(client, ELSEWHERE, at=now_ms())  # claimed by the other one's worker
+    scheduler.children[run_id] = child
+    child.wait()
+    assert scheduler.tick() == []
+    assert row(client, run_id).status == "running" and scheduler.children == {}
+
+
+def test_a_run_in_a_users_own_process_past_its_timeout_fails_but_is_not_killed(
+    client: Client,
+) -> None:
+    add_pipeline(client, timeout_seconds=1.0)
+    scheduler = Scheduler(client, warm=False)
+    here = running(client, f"{scheduler.host}:{os.getpid()}", at=now_ms() - 2_000)
+    done = scheduler.tick()
+    assert [(d.action, d.pipeline_run) for d in done] == [("failed", here)]
+    assert not is_worker(os.getpid())  # and this test's process is still here to say so

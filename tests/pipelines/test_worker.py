@@ -121,7 +121,9 @@ def test_a_cron_schedule_runs_a_pipeline_in_a_worker_end_to_end(
     add_schedule(client, "tiny", cron="* * * * *", params='{"base": 41}', cursor=now_ms() - 61_000)
     (run,) = tick_until(scheduler, lambda: finished(client))
     assert (run.status, run.trigger, run.error) == ("succeeded", "cron", None)
-    assert run.worker.rsplit(":", 1)[1] != str(os.getpid())  # in a process of its own
+    pid = run.worker.rsplit(":", 1)[1]
+    assert pid != str(os.getpid())  # in a process of its own, its output kept
+    assert "pipeline run 1: succeeded" in (scheduler.log_dir / f"worker-{pid}.log").read_text()
     done = records.get_run(client.tracking.store, run.id)
     assert [(s.name, s.status) for s in done.steps] == [
         ("prepare", "succeeded"),
@@ -311,3 +313,24 @@ def test_the_worker_acts_as_the_owner_as_the_owner_is_now(client: Client) -> Non
     with store.write() as conn:
         conn.execute(update(users).values(disabled=True))
     assert owner_principal(store, "ann") is None
+
+
+@pytest.mark.slow
+def test_runs_queued_and_cancelled_through_the_service(
+    client: Client, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    from plinth.pipelines.types import PipelineSpec
+
+    service = client.pipelines
+    service.register_pipeline(PipelineSpec(name="tiny", entrypoint=entry(tmp_path, "tiny")))
+    service.register_pipeline(PipelineSpec(name="endless", entrypoint=entry(tmp_path, "endless")))
+    done = service.queue_run("tiny", {"base": 9})
+    tick_until(scheduler, lambda: service.get_run(done.id).status == "succeeded")
+    from plinth.pipelines.runner import load_output
+
+    assert load_output(client, done.id, "add") == 10
+    endless = service.queue_run("endless")
+    worker, grandchild = tick_until(scheduler, lambda: pids_of(tmp_path, endless.id))
+    service.cancel_run(endless.id)
+    tick_until(scheduler, lambda: gone(worker) and gone(grandchild))
+    assert service.get_run(endless.id).status == "cancelled"

@@ -72,4 +72,5 @@ def scheduler(
             highlight=False,
         )
     loop.run()
-    out.print(f"scheduler {loop.holder}: stopped; lease released", highlight=False)
+    how = "lease released" if loop.released else f"the lease expires within {lease:g} s"
+    out.print(f"scheduler {loop.holder}: stopped; {how}", highlight=False)

@@ -8,10 +8,12 @@ One tick (``Scheduler.tick``):
    running fails the run ("worker exited with code N during step X");
 3. kill the runs past their pipeline's ``timeout_seconds`` ("timed out after N s") and
    the running runs cancelled meanwhile;
-4. reclaim orphans: running runs whose worker was on this host and is gone, or whose
-   heartbeat is older than ``stale_seconds``, fail ("worker lost") — this is how a standby
-   that took over adopts the runs of the scheduler that died: it cannot ``wait()`` on
-   them, so it looks at their pids and heartbeats;
+4. reclaim orphans: running runs whose worker was on this host and is gone, or is on
+   another host and has not sent a heartbeat for ``stale_seconds``, fail ("worker
+   lost") — this is how a standby that took over adopts the runs of the scheduler that
+   died: it cannot ``wait()`` on them, so it looks at their pids and heartbeats (a live
+   worker on this host is left alone whatever its heartbeat: after the store was away
+   for a while, all heartbeats are old);
 5. retry the failed runs with attempts left: a new queued run (trigger ``retry``,
    ``attempt + 1``, ``retry_of`` the first attempt) that waits
    ``retry_backoff_seconds * 2 ** (attempt - 1)``; created once, in a transaction that
@@ -36,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +58,7 @@ log = logging.getLogger("plinth.pipelines.scheduler")
 
 LEASE = "pipeline-scheduler"
 WORKER_MODULE = "plinth.pipelines.worker"
+WARM_AGAIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,8 @@ class Scheduler(LeasedLoop):
     """Ticks every ``tick_seconds`` while holding the lease (``run``/``start``), or one
     ``tick(now)`` at a time (tests, benchmarks: no lease). ``warm``: keep one idle worker
     started ahead, so that a run starts without waiting for Python's imports (call
-    ``close`` when done ticking by hand). Workers' output goes to files in ``log_dir``."""
+    ``close`` when done ticking by hand). Each worker's output goes to
+    ``log_dir/worker-PID.log``."""
 
     def __init__(
         self,
@@ -112,12 +117,17 @@ class Scheduler(LeasedLoop):
         self.warm = warm
         self._warm: subprocess.Popen[bytes] | None = None
         self._spawned = 0
+        self._warmed_at = -WARM_AGAIN_SECONDS
 
     def work(self) -> None:
-        if self.warm and (self._warm is None or self._warm.poll() is not None):
-            self._warm = self._spawn("--wait")  # ready before the first run is due
         for done in self.tick():
             log.info("pipeline run %d: %s %s", done.pipeline_run, done.action, done.detail)
+        # ready before the next run is due; after a tick that reached the store (a warm
+        # worker that cannot reach it ends), and not more often than every few seconds
+        idle = self._warm is None or self._warm.poll() is not None
+        if self.warm and idle and time.monotonic() - self._warmed_at > WARM_AGAIN_SECONDS:
+            self._warmed_at = time.monotonic()
+            self._warm = self._spawn("--wait")
 
     def tick(self, now: int | None = None) -> list[Action]:
         at = now_ms() if now is None else now
@@ -144,6 +154,8 @@ class Scheduler(LeasedLoop):
             row = self._row(run_id)
             if row is None or row.status not in ("queued", "running"):
                 continue  # finished, or cancelled
+            if row.status == "running" and row.worker != f"{self.host}:{child.pid}":
+                continue  # another worker claimed it first: this one had nothing to do
             how = f"signal {-code}" if code < 0 else f"code {code}"
             error = f"worker exited with {how} {self._where(run_id)}"
             if self._fail(row, error):
@@ -173,8 +185,7 @@ class Scheduler(LeasedLoop):
         for row in overdue:
             error = f"timed out after {row.timeout_seconds:g} s"
             if self._fail(row, error):
-                self._kill(row)
-                done.append(Action("killed", row.id, error))
+                done.append(Action("killed" if self._kill(row) else "failed", row.id, error))
         for row in cancelled:
             if self._kill(row):
                 done.append(Action("killed", row.id, "cancelled"))
@@ -188,13 +199,18 @@ class Scheduler(LeasedLoop):
         for row in running:
             if row.id in self.children:
                 continue  # ours and alive: reaped when it exits
-            beat = row.heartbeat_at or row.started_at or row.queued_at
-            gone = self._on_this_host(row.worker) and not self._alive(row)
-            if gone or beat < at - self.stale_ms:
-                error = f"worker lost ({row.worker}: {'gone' if gone else 'no heartbeat'})"
-                if self._fail(row, error):
-                    self._kill(row)  # a hung worker still there
-                    done.append(Action("failed", row.id, error))
+            if self._on_this_host(row.worker):
+                if self._alive(row):
+                    # alive: its heartbeat may be stale only because the store was away;
+                    # the pipeline's timeout limits it
+                    continue
+                error = f"worker lost ({row.worker}: gone)"
+            elif (row.heartbeat_at or row.started_at or row.queued_at) < at - self.stale_ms:
+                error = f"worker lost ({row.worker}: no heartbeat)"
+            else:
+                continue
+            if self._fail(row, error):
+                done.append(Action("failed", row.id, error))
         return done
 
     def _retry(self, at: int) -> list[Action]:
@@ -324,9 +340,10 @@ class Scheduler(LeasedLoop):
         )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._spawned += 1
+        starting = self.log_dir / f"starting-{os.getpid()}-{self._spawned}.log"
         output: IO[bytes]
-        with open(self.log_dir / f"worker-{os.getpid()}-{self._spawned}.log", "ab") as output:
-            return subprocess.Popen(
+        with open(starting, "ab") as output:
+            child = subprocess.Popen(
                 [sys.executable, "-m", WORKER_MODULE, argument],
                 env=env,
                 stdin=subprocess.PIPE if argument == "--wait" else subprocess.DEVNULL,
@@ -334,6 +351,9 @@ class Scheduler(LeasedLoop):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killed as a whole
             )
+        # named by its pid, as its runs' ``worker`` (host:pid) says
+        starting.replace(self.log_dir / f"worker-{child.pid}.log")
+        return child
 
     def close(self) -> None:
         """End the idle warm worker (the running ones run on)."""
@@ -352,6 +372,15 @@ class Scheduler(LeasedLoop):
             super().run()
         finally:
             self.close()
+
+    def run_pass(self) -> bool:
+        holds = super().run_pass()
+        if not holds:  # a standby: its former workers are the holder's to judge; it
+            # still waits for them, so that none lingers as a zombie
+            for run_id, child in list(self.children.items()):
+                if child.poll() is not None:
+                    del self.children[run_id]
+        return holds
 
     def lost(self) -> None:
         # a standby now holds the lease: it adopts our workers by their rows; we keep
@@ -422,17 +451,29 @@ class Scheduler(LeasedLoop):
         return started == UNKNOWN or started <= claimed + 2_000
 
     def _kill(self, row: Any) -> bool:
-        """Kill the process group of ``row``'s worker if it is alive on this host."""
+        """Kill the process group of ``row``'s worker if it is alive on this host. Only a
+        worker: a process running the run itself (``plinth pipelines run``, a notebook)
+        is the user's; it stops by itself when its heartbeat finds the run ended."""
         if not self._alive(row):
             return False
         child = self.children.get(row.id)
         pid = child.pid if child is not None else self._pid(row.worker)
-        if pid is None:
+        if pid is None or (child is None and not is_worker(pid)):
             return False
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             return False
+        return True
+
+
+def is_worker(pid: int) -> bool:
+    """Whether process ``pid`` is a pipeline worker (where ``/proc`` tells; else assumed)."""
+    try:
+        return WORKER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc/self/cmdline").exists()
+    except OSError:
         return True
 
 

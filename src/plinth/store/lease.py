@@ -148,6 +148,7 @@ class LeasedLoop(ABC):
         self.on_change = on_change
         self.passes = 0
         self.failure: str | None = None
+        self.released = False  # given up on the way out (else it expires by itself)
         self._holds = False
         self._renewed_at = 0.0  # monotonic seconds
         self._stop = threading.Event()
@@ -211,6 +212,7 @@ class LeasedLoop(ABC):
     def _release(self) -> None:
         try:
             release(self.store, self.name, self.holder)
+            self.released = True
         except Exception:  # the store is gone: the lease expires by itself
             self.log.warning("%s: could not release its lease", self.name, exc_info=True)
         self._set_holds(False)
