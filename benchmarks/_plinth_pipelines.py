@@ -365,7 +365,7 @@ def expected_occurrences() -> dict[int, list[int]]:
 def day(tmp: Path, tick_sim: float) -> dict[str, Any]:
     from sqlalchemy import select, update
 
-    from plinth.pipelines import runner
+    from plinth.pipelines import entrypoints, runner
     from plinth.pipelines.scheduler import Scheduler
     from plinth.pipelines.types import ScheduleSpec
     from plinth.store.schema import pipeline_runs, pipeline_schedules
@@ -375,7 +375,7 @@ def day(tmp: Path, tick_sim: float) -> dict[str, Any]:
     client = _client(tmp)
     store = client.tracking.store
     _register(client, entrypoint)
-    pipeline = runner.load_pipeline(entrypoint)
+    pipeline = entrypoints.load_pipeline(entrypoint)
     ids = []
     for expr, tz in DAY_SCHEDULES:
         made = client.pipelines.create_schedule("bench", ScheduleSpec(cron=expr, timezone=tz))

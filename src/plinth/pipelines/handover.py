@@ -77,7 +77,8 @@ def run_handed_over(
     A failed run raises ``PipelineRunFailed`` (so the task fails) unless
     ``raise_on_failure=False``; the failure is recorded in Plinth either way.
     """
-    from plinth.pipelines.runner import load_pipeline, run_pipeline
+    from plinth.pipelines.entrypoints import load_pipeline
+    from plinth.pipelines.runner import run_pipeline
 
     plinth_client = _client(client)
     loaded = load_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
