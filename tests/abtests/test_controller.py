@@ -342,12 +342,12 @@ def test_only_the_lease_holder_controls(local: Client) -> None:
     ab = local.abtests
     running(ab, Mode.CANARY, 0.0)
     one, other = controller.ControllerLoop(ab, 10), controller.ControllerLoop(ab, 10)
-    done = one.run_pass()
-    assert done is not None and [a.action for a in done] == ["canary-step"]
-    assert other.run_pass() is None  # the other replica waits its turn
+    assert (one.lease_seconds, controller.ControllerLoop(ab, 30).lease_seconds) == (60, 90)
+    assert one.run_pass() and [a.action for a in one.done] == ["canary-step"]
+    assert not other.run_pass()  # the other replica waits its turn
     assert lease.release(ab.store, controller.LEASE, one.holder)
-    assert other.run_pass() is not None  # free again: taken
-    assert one.run_pass() is None
+    assert other.run_pass()  # free again: taken
+    assert not one.run_pass()  # it finds the lease taken
     assert [v.changed_by for v in ab.abtest_history("exp")].count("controller") == 1
 
 
@@ -430,11 +430,11 @@ def test_a_pass_ends_when_its_lease_is_lost(local: Client) -> None:
     assert ab.get_abtest("two").version == 2  # left for the lease's next holder
     loop = controller.ControllerLoop(ab, 10)
     assert lease.acquire(ab.store, controller.LEASE, loop.holder, 60)
-    assert loop._still_held()  # what the pass asks before each experiment
+    assert loop.still_held()  # what the pass asks before each experiment
     assert lease.release(ab.store, controller.LEASE, loop.holder)  # lapsed, and taken over:
     assert lease.acquire(ab.store, controller.LEASE, "someone else", 60)
-    assert not loop._still_held()
-    assert loop.run_pass() is None and ab.get_abtest("two").version == 2
+    assert not loop.still_held()
+    assert not loop.run_pass() and ab.get_abtest("two").version == 2
 
 
 def test_a_start_is_recorded_at_its_started_at(local: Client) -> None:
@@ -547,10 +547,10 @@ def test_a_stop_ends_the_loops_pass_and_frees_its_lease(local: Client) -> None:
     running(ab, Mode.CANARY, 0.0)
     loop = controller.ControllerLoop(ab, 10)
     assert lease.acquire(ab.store, controller.LEASE, loop.holder, 60)
-    assert loop._still_held()
+    assert loop.still_held()
     loop.stop()  # never started: nothing to wait for
-    assert not loop._still_held()  # what the pass asks before each experiment and action
-    assert loop.run_pass() is None
+    assert not loop.still_held()  # what the pass asks before each experiment and action
+    assert not loop.run_pass()
     assert ab.get_abtest("exp").version == 2  # no step taken after the stop
     assert lease.current(ab.store, controller.LEASE) is None  # given up with the pass
 

@@ -125,17 +125,18 @@ def test_only_the_lease_holder_evaluates(local: Client) -> None:
     service = service_for(local, check)
     service.create_monitor("hourly", "input_drift", "churn", schedule_seconds=3600)
     one, two = MonitorLoop(service, 30), MonitorLoop(service, 30)
-    done = one.run_pass()
-    assert done is not None and [d.monitor for d in done] == ["hourly"]
-    assert two.run_pass(now=now_ms() + 2 * HOUR_MS) is None  # one holds the lease
+    assert (one.lease_seconds, MonitorLoop(service, 50).lease_seconds) == (120, 150)
+    assert one.run_pass() and [d.monitor for d in one.done] == ["hourly"]
+    assert not two.run_pass(now=now_ms() + 2 * HOUR_MS)  # one holds the lease
+    assert two.done == [] and two.state()["passes"] == 0
     assert len(check.calls) == 1
     held = lease.current(service.store, LEASE)
     assert held is not None and held.holder == one.holder
     assert one.state()["holds_lease"] is True and two.state()["holds_lease"] is False
     assert lease.release(service.store, LEASE, one.holder)
-    done = two.run_pass(now=now_ms() + 2 * HOUR_MS)
-    assert done is not None and [d.monitor for d in done] == ["hourly"]
-    assert one.run_pass(now=now_ms() + 4 * HOUR_MS) is None
+    assert two.run_pass(now=now_ms() + 2 * HOUR_MS)
+    assert [d.monitor for d in two.done] == ["hourly"]
+    assert not one.run_pass(now=now_ms() + 4 * HOUR_MS)  # it finds the lease taken
     assert len(check.calls) == 2
     state = two.state()
     assert state["passes"] == 1 and state["last_pass"] == {"evaluated": 1}
@@ -157,9 +158,9 @@ def test_a_pass_ends_when_its_lease_is_lost(local: Client) -> None:
         return check(*args, **kwargs)  # type: ignore[arg-type,return-value]
 
     service.evaluator = take_over  # type: ignore[assignment]
-    done = loop.run_pass()
+    assert not loop.run_pass()  # lost during the pass
     assert taken == [True]
-    assert done is not None and [d.monitor for d in done] == ["a"]  # "b" left to the holder
+    assert [d.monitor for d in loop.done] == ["a"]  # "b" left to the holder
     assert service.list_evaluations("b").items == []
 
 
@@ -187,9 +188,9 @@ def test_a_check_longer_than_the_lease_keeps_it(local: Client) -> None:
         return check(*args, **kwargs)  # type: ignore[arg-type,return-value]
 
     service.evaluator = slow  # type: ignore[assignment]
-    done = loop.run_pass()
+    assert loop.run_pass()
     assert seen == [False]
-    assert done is not None and [d.action for d in done] == ["evaluated"]
+    assert [d.action for d in loop.done] == ["evaluated"]
 
 
 def test_the_scheduler_runs_in_the_server_and_health_tells_its_state(tmp_path: Path) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, Unavailable
 from plinth.store import lease
 from plinth.store.engine import Store, open_store
+from plinth.store.sql import now_ms
 from tests.backends import empty_tables
 
 T0 = 1_800_000_000_000
@@ -93,3 +96,91 @@ def test_a_bad_length_is_refused(store: Store, seconds: float) -> None:
 
 def test_new_holders_differ() -> None:
     assert lease.new_holder() != lease.new_holder()
+
+
+# -- LeasedLoop ----------------------------------------------------------------------------
+
+
+class Steps(lease.LeasedLoop):
+    """A pass goes through ``steps``, asking ``still_held`` before each and calling
+    ``during(step)``; ``changes`` records ``on_change``."""
+
+    def __init__(self, store: Store) -> None:
+        self.changes: list[bool] = []
+        super().__init__(
+            store,
+            "steps",
+            seconds=0.01,
+            lease_seconds=60,
+            logger=logging.getLogger("tests.store.lease"),
+            on_change=self.changes.append,
+        )
+        self.did: list[str] = []
+        self.during: Callable[[str], None] = lambda step: None
+
+    def work(self) -> None:
+        for step in ("a", "b"):
+            if not self.still_held():
+                return
+            self.during(step)
+            self.did.append(step)
+
+
+def test_a_pass_renews_its_lease_before_each_step_and_ends_once_it_is_taken(
+    store: Store,
+) -> None:
+    loop = Steps(store)
+    assert loop.run_pass() and loop.did == ["a", "b"] and loop.changes == [True]
+    assert lease.acquire(store, "steps", loop.holder, 1)  # its own: shortened to a second
+    assert loop.still_held()
+    assert lease.current(store, "steps").expires_at_ms > now_ms() + 30_000  # type: ignore[union-attr]
+
+    def taken_over(step: str) -> None:  # the loop stalled, its lease lapsed and was taken
+        assert lease.release(store, "steps", loop.holder)
+        assert lease.acquire(store, "steps", "someone else", 60)
+
+    loop.did, loop.during = [], taken_over
+    assert not loop.run_pass()
+    assert loop.did == ["a"] and loop.changes == [True, False]
+    assert lease.current(store, "steps").holder == "someone else"  # type: ignore[union-attr]
+    assert not loop.run_pass() and loop.state()["holds_lease"] is False
+
+
+def test_a_stop_ends_the_pass_at_its_next_step_and_gives_the_lease_up(store: Store) -> None:
+    loop = Steps(store)
+    loop.during = lambda step: loop.stop()  # never started: stop waits for nothing
+    assert not loop.run_pass()
+    assert loop.did == ["a"] and loop.changes == [True, False]
+    assert lease.current(store, "steps") is None and loop.released
+
+
+def test_a_failed_pass_is_told_and_the_next_one_goes_on(store: Store) -> None:
+    loop = Steps(store)
+
+    def away(step: str) -> None:
+        raise Unavailable("the store at sqlite:///x is unreachable")
+
+    loop.during = away
+    assert loop.run_pass()  # still holds: only the work failed
+    state = loop.state()
+    assert state["failure"] == "Unavailable: the store at sqlite:///x is unreachable"
+    assert (state["passes"], state["last_pass_at"]) == (0, None)
+    loop.during = lambda step: None
+    assert loop.run_pass()
+    state = loop.state()
+    assert state["failure"] is None and state["passes"] == 1
+    assert state["last_pass_at"] is not None and state["running"] is False
+
+
+def test_a_started_loop_runs_until_stopped_and_gives_the_lease_up(store: Store) -> None:
+    loop = Steps(store)
+    assert not loop.alive
+    loop.start()
+    deadline = time.monotonic() + 60  # a bound on waiting, not what is tested
+    while loop.state()["passes"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loop.state()["running"] is True and loop.state()["holds_lease"] is True
+    assert lease.current(store, "steps").holder == loop.holder  # type: ignore[union-attr]
+    loop.stop()
+    assert not loop.alive and loop.state()["running"] is False
+    assert lease.current(store, "steps") is None and loop.changes == [True, False]

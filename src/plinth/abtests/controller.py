@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -322,115 +321,32 @@ def _listed(values: Mapping[str, str]) -> str:
 # -- in the background of ``plinth server`` --------------------------------------------------
 
 
-class ControllerLoop:
-    """Passes every ``seconds`` in a daemon thread, each while holding the controller's
-    lease (renewed, or taken when free or expired); a replica without it waits its turn.
-    ``stop`` asks the loop to end: a pass under way ends before its next action, and the
-    lease is given up as the loop ends. ``on_pass`` is told each pass's actions (None when
-    another replica held the lease). ``state()`` says what the loop last did (the server's
-    ``/health`` shows it)."""
+class ControllerLoop(lease.LeasedLoop):
+    """Passes every ``seconds`` in a daemon thread while holding the controller's lease
+    (``LeasedLoop``): a replica without it waits its turn, and a pass asks for the lease
+    (renewing it) before each experiment and each action, so one whose lease was taken
+    over (a stalled replica), or that was asked to stop, acts no more. ``done`` is the last
+    pass's actions; ``state()`` what the loop last did (the server's ``/health`` shows
+    it)."""
 
-    def __init__(
-        self,
-        service: AbTestService,
-        seconds: float,
-        on_pass: Callable[[list[ControllerAction] | None], None] | None = None,
-    ) -> None:
+    def __init__(self, service: AbTestService, seconds: float) -> None:
+        # a pass that dies with its replica frees the lease after this long (a pass longer
+        # than that may overlap the next holder's: each action's compare-and-set still
+        # takes every step once)
+        super().__init__(
+            service.store, LEASE, seconds=seconds, lease_seconds=max(3 * seconds, 60.0), logger=log
+        )
         self.service = service
-        self.seconds = seconds
-        # a pass that dies with its replica frees the lease after this long
-        # (a pass longer than that may overlap the next holder's: each action's
-        # compare-and-set still takes every step once)
-        self.lease_seconds = max(3 * seconds, 60.0)
-        self.holder = lease.new_holder()
-        self.on_pass = on_pass
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="abtest-controller", daemon=True)
-        self._holds = False
-        self._passes = 0
-        self._last_pass_at: datetime | None = None
-        self._last_errors: list[str] = []
-        self._failure: str | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread.ident is None:  # never started
-            return
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning(
-                "A/B controller: a pass is still under way after %g s; it takes no further "
-                "action and gives the lease up when it ends",
-                timeout,
-            )
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        self.done: list[ControllerAction] = []
 
     def state(self) -> dict[str, object]:
-        """What the loop last did: whether it runs and holds the lease, its last pass's
-        time (UTC) and errors (``experiment: message``), a failure of the pass itself."""
-        return {
-            "running": self.alive,
-            "holds_lease": self._holds,
-            "passes": self._passes,
-            "last_pass_at": None if self._last_pass_at is None else self._last_pass_at.isoformat(),
-            "errors": list(self._last_errors),
-            "failure": self._failure,
-        }
+        """Also the last pass's errors (``experiment: message``)."""
+        errors = [f"{d.experiment}: {d.reason}" for d in self.done if d.action == "error"]
+        return {**super().state(), "errors": errors}
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                done = self.run_pass()
-                if self.on_pass is not None:
-                    self.on_pass(done)
-                self._stop.wait(self.seconds)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        try:
-            lease.release(self.service.store, LEASE, self.holder)
-        except Exception:  # the store is gone: the lease expires by itself
-            log.warning("A/B controller: could not release its lease", exc_info=True)
-        self._holds = False
-
-    def _still_held(self) -> bool:
-        # asked before each experiment and each action: a long pass keeps its lease, and a
-        # pass whose lease was taken over (a stalled replica), or that was asked to stop,
-        # ends
-        if self._stop.is_set():
-            return False
-        self._holds = lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds)
-        return self._holds
-
-    def run_pass(self) -> list[ControllerAction] | None:
-        """One pass if this replica holds (or gets) the lease; None otherwise."""
-        store = self.service.store
-        try:
-            if self._stop.is_set():
-                return None
-            self._holds = lease.acquire(store, LEASE, self.holder, self.lease_seconds)
-            if not self._holds:
-                return None
-            done = run_once(self.service, keep_going=self._still_held)
-        except Exception as exc:  # the store is away: try again next time
-            log.exception("A/B controller: pass failed")
-            self._failure = f"{type(exc).__name__}: {exc}"
-            return None
-        finally:
-            if self._stop.is_set():  # stopped during the pass: the lease goes with it
-                self._release()
-        self._passes += 1
-        self._last_pass_at = datetime.now(UTC)
-        self._failure = None
-        self._last_errors = [f"{d.experiment}: {d.reason}" for d in done if d.action == "error"]
+    def work(self) -> None:
+        done = run_once(self.service, keep_going=self.still_held)
+        self.done = done
         for did in done:
             if did.action not in ("wait", "error"):  # errors were logged as warnings
                 log.info("A/B controller: %s %s: %s", did.experiment, did.action, did.reason)
-        return done

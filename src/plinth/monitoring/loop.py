@@ -20,12 +20,9 @@ stops its pass. ``plinth monitors tick`` runs one pass.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from plinth.auth.context import SYSTEM, acting_as
@@ -125,140 +122,41 @@ def retry_deliveries(
 # -- in the background of ``plinth server`` --------------------------------------------------
 
 
-class MonitorLoop:
-    """Passes every ``seconds`` in a daemon thread, each while holding the scheduler's
-    lease (renewed, or taken when free or expired); a replica without it waits its turn.
-    ``stop`` ends the loop (a pass under way ends before its next monitor) and gives the
-    lease up. ``state()`` says what the loop last did (the server's ``/health`` shows
-    it)."""
+class MonitorLoop(lease.LeasedLoop):
+    """Passes every ``seconds`` in a daemon thread while holding the scheduler's lease
+    (``LeasedLoop``): a replica without it waits its turn, and a pass asks for the lease
+    (renewing it) before each monitor and delivery, so one that lost it, or was asked to
+    stop, evaluates no further monitor. ``done`` is the last pass's actions; ``state()``
+    what the loop last did (the server's ``/health`` shows it)."""
 
-    def __init__(
-        self,
-        service: MonitorService,
-        seconds: float,
-        on_pass: Callable[[list[LoopAction] | None], None] | None = None,
-    ) -> None:
-        self.service = service
-        self.seconds = seconds
+    def __init__(self, service: MonitorService, seconds: float) -> None:
         # a pass that dies with its replica frees the lease after this long; a pass is
         # bounded by its monitors' checks and one delivery budget per alert
-        self.lease_seconds = max(3 * seconds, 120.0)
-        self.holder = lease.new_holder()
-        self.on_pass = on_pass
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="monitor-scheduler", daemon=True)
-        self._holds = False
-        self._passes = 0
-        self._last_pass_at: datetime | None = None
-        self._last: dict[str, int] = {}
-        self._last_errors: list[str] = []
-        self._failure: str | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread.ident is None:  # never started
-            return
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning(
-                "monitor scheduler: a pass is still under way after %g s; it evaluates no "
-                "further monitor and gives the lease up when it ends",
-                timeout,
-            )
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        super().__init__(
+            service.store, LEASE, seconds=seconds, lease_seconds=max(3 * seconds, 120.0), logger=log
+        )
+        self.service = service
+        self.done: list[LoopAction] = []
+        self._now: int | None = None
 
     def state(self) -> dict[str, object]:
-        """Whether the loop runs and holds the lease, its passes, the last one's time (UTC),
-        what it did (``evaluated``, ``breaches``, ``delivered``...), its errors
-        (``monitor: message``) and a failure of the pass itself."""
-        return {
-            "running": self.alive,
-            "holds_lease": self._holds,
-            "passes": self._passes,
-            "last_pass_at": None if self._last_pass_at is None else self._last_pass_at.isoformat(),
-            "last_pass": dict(self._last),
-            "errors": list(self._last_errors),
-            "failure": self._failure,
-        }
+        """Also what the last pass did (``evaluated``, ``breaches``, ``delivered``...) and
+        its errors (``monitor: message``)."""
+        errors = [f"{d.monitor}: {d.detail}" for d in self.done if d.action == "error"]
+        return {**super().state(), "last_pass": _counts(self.done), "errors": errors}
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                done = self.run_pass()
-                if self.on_pass is not None:
-                    self.on_pass(done)
-                self._stop.wait(self.seconds)
-        finally:
-            self._release()
+    def run_pass(self, now: int | None = None) -> bool:
+        """One pass at ``now`` (ms; default: the clock) if this replica holds (or gets) the
+        lease; whether it holds it."""
+        self._now = now
+        return super().run_pass()
 
-    def _release(self) -> None:
-        try:
-            lease.release(self.service.store, LEASE, self.holder)
-        except Exception:  # the store is gone: the lease expires by itself
-            log.warning("monitor scheduler: could not release its lease", exc_info=True)
-        self._holds = False
-
-    def _still_held(self) -> bool:
-        if self._stop.is_set():
-            return False
-        self._holds = lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds)
-        return self._holds
-
-    @contextlib.contextmanager
-    def _heartbeat(self) -> Iterator[None]:
-        """Renew the lease every quarter of its length while the block runs: one check
-        longer than the lease must not let another replica evaluate the same monitors."""
-        over = threading.Event()
-
-        def beat() -> None:
-            while not over.wait(self.lease_seconds / 4):
-                try:
-                    if not lease.renew(self.service.store, LEASE, self.holder, self.lease_seconds):
-                        return  # lost: the pass stops before its next monitor
-                except Exception:  # the store is away: try again on the next beat
-                    log.warning("monitor scheduler: could not renew its lease", exc_info=True)
-
-        beating = threading.Thread(target=beat, name="monitor-scheduler-lease", daemon=True)
-        beating.start()
-        try:
-            yield
-        finally:
-            over.set()
-            beating.join()
-
-    def run_pass(self, now: int | None = None) -> list[LoopAction] | None:
-        """One pass if this replica holds (or gets) the lease; None otherwise."""
-        store = self.service.store
-        try:
-            if self._stop.is_set():
-                return None
-            self._holds = lease.acquire(store, LEASE, self.holder, self.lease_seconds)
-            if not self._holds:
-                return None
-            with self._heartbeat():
-                done = run_once(self.service, now, keep_going=self._still_held)
-        except Exception as exc:  # the store is away: try again next time
-            log.exception("monitor scheduler: pass failed")
-            self._failure = f"{type(exc).__name__}: {exc}"
-            return None
-        finally:
-            if self._stop.is_set():  # stopped during the pass: the lease goes with it
-                self._release()
-        self._passes += 1
-        self._last_pass_at = datetime.now(UTC)
-        self._failure = None
-        self._last = _counts(done)
-        self._last_errors = [f"{d.monitor}: {d.detail}" for d in done if d.action == "error"]
+    def work(self) -> None:
+        done = run_once(self.service, self._now, keep_going=self.still_held)
+        self.done = done
         for did in done:
             if did.action != "error":  # errors were logged as warnings
                 log.info("monitor scheduler: %s %s: %s", did.monitor, did.action, did.detail)
-        return done
 
 
 def _counts(done: list[LoopAction]) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """Leases in the central store: one holder at a time for a piece of background work shared
-by replicas (the A/B controller; a scheduler), by compare-and-set in SQL.
+by replicas (the A/B controller, the monitor and pipeline schedulers: ``LeasedLoop``), by
+compare-and-set in SQL.
 
 A lease is a row ``(name, holder, expires_at_ms)``. ``acquire`` takes it when it is free,
 expired, or already the caller's; ``renew`` extends it only while the caller still holds
@@ -21,6 +22,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -122,10 +124,12 @@ class LeasedLoop(ABC):
     hold it waits as a standby and takes it over once it expires (its holder died), within
     ``lease_seconds``. The lease is taken again (which renews it) when a quarter of its
     length has passed since, and renewed from a thread while a pass runs, so a pass longer
-    than the lease keeps it. A pass that fails (the store away) is logged and the next one
-    tries again. ``run`` loops in the caller's thread, ``start`` in a daemon thread;
-    ``stop`` ends either and gives the lease up. ``on_change(holds)`` is called when the
-    loop gains or loses the lease."""
+    than the lease keeps it; a pass that must not act once it lost the lease asks
+    ``still_held`` before each step. A pass that fails (the store away) is logged and the
+    next one tries again. ``run`` loops in the caller's thread, ``start`` in a daemon
+    thread; ``stop`` ends either (a pass under way ends at its next ``still_held``) and
+    gives the lease up. ``on_change(holds)`` is called when the loop gains or loses the
+    lease; ``state()`` says what the loop last did."""
 
     def __init__(
         self,
@@ -147,6 +151,7 @@ class LeasedLoop(ABC):
         self.log = logger
         self.on_change = on_change
         self.passes = 0
+        self.last_pass_at: datetime | None = None
         self.failure: str | None = None
         self.released = False  # given up on the way out (else it expires by itself)
         self._holds = False
@@ -165,23 +170,40 @@ class LeasedLoop(ABC):
     def holds(self) -> bool:
         return self._holds
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def state(self) -> dict[str, object]:
+        """From the loop's own memory (no store is asked): whether it runs and holds the
+        lease, its passes, the last one's time (UTC) and a failure of the pass itself."""
+        at = self.last_pass_at
+        return {
+            "running": self.alive,
+            "holds_lease": self._holds,
+            "passes": self.passes,
+            "last_pass_at": None if at is None else at.isoformat(),
+            "failure": self.failure,
+        }
+
+    def still_held(self) -> bool:
+        """Renew the lease now; whether the pass may go on: False once it is lost (taken
+        over by another replica after this one stalled) or a stop is asked for."""
+        if self._stop.is_set():
+            return False
+        self._set_holds(renew(self.store, self.name, self.holder, self.lease_seconds))
+        self._renewed_at = time.monotonic()
+        return self._holds
+
     def run_pass(self) -> bool:
-        """Take or renew the lease if due, then one pass while it is held; whether it is."""
+        """Take or renew the lease if due, then one pass while it is held; whether it is.
+        Once a stop is asked for, the lease is given up (with the pass under way)."""
         try:
+            if not self._stop.is_set():
+                self._pass()
+        finally:
             if self._stop.is_set():
-                return False
-            if not self._holds or time.monotonic() - self._renewed_at >= self.lease_seconds / 4:
-                self._set_holds(acquire(self.store, self.name, self.holder, self.lease_seconds))
-                self._renewed_at = time.monotonic()
-            if not self._holds:
-                return False
-            with self._heartbeat():
-                self.work()
-            self.passes += 1
-            self.failure = None
-        except Exception as exc:  # the store is away: try again on the next pass
-            self.log.exception("%s: pass failed", self.name)
-            self.failure = f"{type(exc).__name__}: {exc}"
+                self._release()
         return self._holds
 
     def run(self) -> None:
@@ -191,7 +213,8 @@ class LeasedLoop(ABC):
                 self.run_pass()
                 self._stop.wait(self.seconds)
         finally:
-            self._release()
+            if not self.released:
+                self._release()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
@@ -199,8 +222,32 @@ class LeasedLoop(ABC):
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._thread is None:  # never started, or ``run`` in the caller's thread
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.log.warning(
+                "%s: a pass is still under way after %g s; it stops at its next check of "
+                "the lease and gives the lease up when it ends",
+                self.name,
+                timeout,
+            )
+
+    def _pass(self) -> None:
+        try:
+            if not self._holds or time.monotonic() - self._renewed_at >= self.lease_seconds / 4:
+                self._set_holds(acquire(self.store, self.name, self.holder, self.lease_seconds))
+                self._renewed_at = time.monotonic()
+            if not self._holds:
+                return
+            with self._heartbeat():
+                self.work()
+            self.passes += 1
+            self.last_pass_at = datetime.now(UTC)
+            self.failure = None
+        except Exception as exc:  # the store is away: try again on the next pass
+            self.log.exception("%s: pass failed", self.name)
+            self.failure = f"{type(exc).__name__}: {exc}"
 
     def _set_holds(self, holds: bool) -> None:
         was, self._holds = self._holds, holds
@@ -225,7 +272,7 @@ class LeasedLoop(ABC):
             while not over.wait(self.lease_seconds / 4):
                 try:
                     if not renew(self.store, self.name, self.holder, self.lease_seconds):
-                        return  # lost: the next pass finds out and stops working
+                        return  # lost: the pass finds out at its next ``still_held``
                     self._renewed_at = time.monotonic()
                 except Exception:  # the store is away: try again on the next beat
                     self.log.warning("%s: could not renew its lease", self.name, exc_info=True)
