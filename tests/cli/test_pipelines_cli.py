@@ -149,7 +149,9 @@ def test_an_unregistered_pipeline_runs_from_its_file(demo: str) -> None:
     assert service.list_pipelines().items == []  # running is not registering
 
 
-def test_queue_cancel_and_rerun_queued(demo: str) -> None:
+def test_queue_cancel_and_rerun_queued(
+    demo: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     invoke("register", demo)
     said = invoke("run", "demo", "--queue", "-p", "since=2026-04-01")
     service = plinth.default_client().pipelines
@@ -159,6 +161,11 @@ def test_queue_cancel_and_rerun_queued(demo: str) -> None:
     assert "queued" in invoke("runs", "demo")
     assert f"pipeline run {queued.id} cancelled" in invoke("cancel", str(queued.id))
     assert service.get_run(queued.id).status == "cancelled"
+    # it never ran: no step's output to resume from, here or queued
+    for queue in ((), ("--queue",)):
+        said = refused(monkeypatch, capsys, "rerun", str(queued.id), "--from", "train", *queue)
+        assert "its step 'get_data' before it is not recorded" in said
+    assert len(service.list_runs("demo").items) == 1
     said = invoke("rerun", str(queued.id), "--queue")
     rerun = service.list_runs("demo").items[0]
     assert f"queued pipeline run {rerun.id} (rerun of {queued.id})" in said
@@ -197,6 +204,14 @@ def test_schedules_and_triggers(
 def test_bad_input_is_one_line_on_stderr(
     demo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # a schedule that cannot be made is refused before the pipeline is registered
+    said = refused(monkeypatch, capsys, "register", demo, "--schedule", "every day")
+    assert "spec.cron: cron 'every day'" in said
+    said = refused(
+        monkeypatch, capsys, "register", demo, "--schedule", "0 3 * * *", "--timezone", "Mars/X"
+    )
+    assert "spec.timezone: 'Mars/X' is not a time zone" in said
+    assert plinth.default_client().pipelines.list_pipelines().items == []
     broken = tmp_path / "broken.py"
     broken.write_text(textwrap.dedent("import no_such_module_here\n"))
     said = refused(monkeypatch, capsys, "register", f"{broken}:pipeline")

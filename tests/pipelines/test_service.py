@@ -108,6 +108,9 @@ def test_register_get_list_register_again_delete(backend: Client) -> None:
         ({"retry_backoff_seconds": -1.0}, "spec.retry_backoff_seconds: 0 or more"),
         ({"concurrency": 0}, "spec.concurrency: a whole number from 1 to 100, got 0"),
         ({"concurrency": 101}, "spec.concurrency"),
+        ({"steps": [f"s{i}" for i in range(1001)]}, "spec.steps: at most 1000 steps, got 1001"),
+        ({"description": "x" * 10_001}, "spec.description: at most 10000 characters, got 10001"),
+        ({"params": {"blob": "x" * 65_536}}, "spec.params: at most 64 KiB as JSON, got 65548"),
     ],
 )
 def test_a_bad_pipeline_is_refused_naming_the_field(
@@ -116,6 +119,18 @@ def test_a_bad_pipeline_is_refused_naming_the_field(
     with pytest.raises(InvalidArgument, match=message.replace("(", r"\(")):
         local.pipelines.register_pipeline(spec(**changes))
     assert local.pipelines.list_pipelines().items == []
+
+
+def test_a_pipeline_at_the_limits_is_registered(local: Client) -> None:
+    steps = [f"s{i}" for i in range(1000)]
+    params = {"blob": "x" * (65_536 - len('{"blob": ""}'))}  # 64 KiB of JSON exactly
+    made = local.pipelines.register_pipeline(
+        spec(steps=steps, description="x" * 10_000, params=params)
+    )
+    assert (len(made.steps), len(made.description), made.params) == (1000, 10_000, params)
+    with pytest.raises(InvalidArgument, match="params: at most 64 KiB as JSON"):
+        local.pipelines.queue_run("churn-retrain", {"blob": "x" * 65_536})
+    assert local.pipelines.list_all_runs().items == []
 
 
 def test_a_misspelt_field_is_refused_over_http(backend: Client) -> None:
@@ -229,14 +244,28 @@ def test_a_rerun_resumes_where_the_run_failed(local: Client) -> None:
         "train",
     )
     assert again.params == {"since": "2026-03-01"} and again.max_attempts == 3
-    chosen = service.rerun(run.id, from_step="register")
-    assert (chosen.resumed_from, chosen.from_step) == (run.id, "register")
+    chosen = service.rerun(run.id, from_step="train")
+    assert (chosen.resumed_from, chosen.from_step) == (run.id, "train")
     fresh = service.rerun(run.id, from_step="get_data")  # from the start: nothing reused
     assert (fresh.resumed_from, fresh.from_step) == (None, None)
     with pytest.raises(
         InvalidArgument, match=r"from_step: .* no step 'deploy': give one of get_data"
     ):
         service.rerun(run.id, from_step="deploy")
+    # after a step that failed there is no output to take: such a run could not succeed
+    queued = len(service.list_runs("churn-retrain").items)
+    with pytest.raises(
+        InvalidArgument,
+        match=f"from_step: pipeline run {run.id} cannot be resumed at 'register': its step "
+        "'train' before it is failed, so it has no output to reuse "
+        r"\(resume at 'train' or an earlier step\)",
+    ):
+        service.rerun(run.id, from_step="register")
+    # a run cancelled before it started recorded no step at all
+    never = service.cancel_run(service.queue_run("churn-retrain").id)
+    with pytest.raises(InvalidArgument, match="its step 'get_data' before it is not recorded"):
+        service.rerun(never.id, from_step="train")
+    assert len(service.list_runs("churn-retrain").items) == queued + 1  # only `never`
 
 
 def test_run_logs_are_the_steps_logs(local: Client) -> None:
@@ -318,6 +347,10 @@ def test_a_cron_schedule_starts_from_now(backend: Client) -> None:
         ({"kind": "commit", "target": "nope"}, "spec.target: feature group 'nope' does not"),
         ({"kind": "score_job", "target": "nope"}, "spec.target: registered model 'nope'"),
         ({"cron": "0 3 * * *", "params": {"x": object()}}, "spec.params: values must be JSON"),
+        (
+            {"cron": "0 3 * * *", "params": {"blob": "x" * 65_536}},
+            "spec.params: at most 64 KiB as JSON",
+        ),
     ],
 )
 def test_a_bad_schedule_is_refused_naming_the_field(
@@ -433,7 +466,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def test_who_may_see_run_and_schedule_a_pipeline(server: Server) -> None:
-    alice = server.user("alice", Role.EDITOR)
+    alice = server.user("alice", Role.ADMIN)  # pipeline code is deployed by an admin
     mallory = server.user("mallory", Role.EDITOR)
     victor = server.user("victor", Role.VIEWER)
     http = server.http
@@ -510,6 +543,82 @@ def test_who_may_see_run_and_schedule_a_pipeline(server: Server) -> None:
         conn.execute(update(pipeline_runs).values(status="succeeded"))
     assert http.delete("/api/v1/pipelines/churn-retrain", headers=alice).status_code == 200
     assert json.loads(http.get("/api/v1/pipeline-runs", headers=alice).text)["items"] == []
+
+
+def test_pipeline_code_is_deployed_by_an_admin(server: Server) -> None:
+    """An entrypoint is code the scheduler's workers run with the store's credentials: an
+    editor may not register a pipeline nor change its entrypoint, only its params, limits
+    and description (with write on it)."""
+    root = server.user("root", Role.ADMIN)
+    ann = server.user("ann", Role.EDITOR)
+    mallory = server.user("mallory", Role.EDITOR)
+    http = server.http
+
+    def register(headers: dict[str, str], **changes: Any) -> Any:
+        given = {"name": "churn-retrain", "entrypoint": "pipelines.churn:pipeline", **changes}
+        return http.post("/api/v1/pipelines", json={"spec": given}, headers=headers)
+
+    refused = register(ann)
+    assert (refused.status_code, refused.json()["message"]) == (
+        403,
+        "'ann' may not register a pipeline: that needs the admin role (theirs is editor); "
+        "the scheduler's workers run a pipeline's code with the store's credentials, so an "
+        "admin deploys it",
+    )
+    assert http.get("/api/v1/pipelines", headers=root).json()["items"] == []
+    assert register(root).status_code == 200
+    server.auth.grant(Kind.PIPELINE, "churn-retrain", "user", "ann", "editor")
+
+    again = register(ann, description="weekly now", retries=3)  # the same entrypoint
+    assert again.status_code == 200, again.text
+    assert (again.json()["description"], again.json()["retries"], again.json()["owner"]) == (
+        "weekly now",
+        3,
+        "root",
+    )
+    moved = register(ann, entrypoint="/tmp/uploaded/evil.py:pipe")
+    assert (moved.status_code, moved.json()["message"]) == (
+        403,
+        "'ann' may not change the entrypoint of pipeline 'churn-retrain' (from "
+        "'pipelines.churn:pipeline'): that needs the admin role (theirs is editor); the "
+        "scheduler's workers run a pipeline's code with the store's credentials, so an admin "
+        "deploys it",
+    )
+    assert register(mallory, entrypoint="evil:pipe").status_code == 404  # may not see it
+    found = http.get("/api/v1/pipelines/churn-retrain", headers=root).json()
+    assert (found["entrypoint"], found["description"]) == ("pipelines.churn:pipeline", "weekly now")
+    assert register(root, entrypoint="pipelines.churn2:pipeline").status_code == 200
+    found = http.get("/api/v1/pipelines/churn-retrain", headers=root).json()
+    assert found["entrypoint"] == "pipelines.churn2:pipeline"
+
+
+def test_resuming_a_trigger_needs_read_on_what_it_watches(server: Server) -> None:
+    root = server.user("root", Role.ADMIN)
+    ann = server.user("ann", Role.EDITOR)
+    http = server.http
+    body = {"spec": {"name": "churn-retrain", "entrypoint": "pipelines.churn:pipeline"}}
+    assert http.post("/api/v1/pipelines", json=body, headers=root).status_code == 200
+    assert http.post("/api/v1/models", json={"name": "churn"}, headers=root).is_success
+    server.auth.grant(Kind.PIPELINE, "churn-retrain", "user", "ann", "editor")
+    server.auth.grant(Kind.MODEL, "churn", "user", "ann", "viewer")
+    watch = {"spec": {"kind": "score_job", "target": "churn"}}
+    made = http.post("/api/v1/pipelines/churn-retrain/schedules", json=watch, headers=ann)
+    assert made.status_code == 200, made.text
+    schedule_id = made.json()["id"]
+    paused = http.post(f"/api/v1/pipeline-schedules/{schedule_id}/pause", json={}, headers=ann)
+    assert paused.json()["paused"] is True
+    server.auth.revoke_grant(Kind.MODEL, "churn", "user", "ann")
+
+    resume = f"/api/v1/pipeline-schedules/{schedule_id}/resume"
+    refused = http.post(resume, json={}, headers=ann)
+    assert (refused.status_code, refused.json()["message"]) == (
+        404,
+        f"pipeline schedule {schedule_id}: registered model 'churn' does not exist",
+    )
+    listed = http.get("/api/v1/pipelines/churn-retrain/schedules", headers=root).json()
+    assert [s["paused"] for s in listed] == [True]
+    resumed = http.post(resume, json={}, headers=root)
+    assert resumed.status_code == 200 and resumed.json()["paused"] is False
 
 
 def test_steps_and_logs_over_http(tmp_path: Path) -> None:

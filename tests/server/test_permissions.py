@@ -248,7 +248,8 @@ BY_ROUTE: dict[tuple[str, str], Any] = {
     ("/api/v1/runs/{run_id}/artifacts/content", "path"): "notes/a.txt",
     ("/api/v1/models/{name}/versions/{version}/content", "path"): "plinth-model.json",
     ("/api/v1/monitors", "kind"): "input_drift",
-    # named as the private pipeline: registering it again needs write on it
+    # named as the private pipeline: registering it again needs write on it (a new one,
+    # or a new entrypoint, the admin role)
     ("/api/v1/pipelines", "spec"): {"name": "secret-pipe", "entrypoint": "secret_flows:pipeline"},
     ("/api/v1/abtests", "primary"): {"name": "conversion", "kind": "proportion", "event": "buy"},
     ("/api/v1/abtests", "arms"): [
@@ -408,7 +409,9 @@ CREATES = {
     ("POST", "/api/v1/feature-views"),
     ("POST", "/api/v1/abtests"),
     ("POST", "/api/v1/monitors"),
-    ("POST", "/api/v1/pipelines"),
+    # not POST /api/v1/pipelines: a pipeline's entrypoint is code the scheduler's workers
+    # run, so registering one needs the admin role, and registering the private one again
+    # (write on it) is refused as any other change of it
 }
 
 

@@ -124,10 +124,17 @@ def register(
     """Register a pipeline from its code (again: an update).
 
     Its code is imported here to learn its name, steps and params; the scheduler's workers
-    import it from the same place. Registering it again replaces its steps, params and
-    limits."""
+    import it from the same place. Registering a pipeline, or changing its entrypoint,
+    needs the admin role; registering it again from the same entrypoint replaces its steps,
+    params and limits (write on it)."""
+    from plinth.pipelines import validation
     from plinth.pipelines.types import PipelineSpec, ScheduleSpec
 
+    wanted = None
+    if schedule is not None:  # refused before anything is registered
+        wanted = validation.check_schedule(
+            ScheduleSpec(kind="cron", cron=schedule, timezone=timezone)
+        )
     pipeline = load(entrypoint)
     service = _service()
     made = service.register_pipeline(
@@ -145,7 +152,7 @@ def register(
         )
     )
     scheduled = None
-    if schedule is not None:  # registered again with the same schedule: it is not doubled
+    if wanted is not None:  # registered again with the same schedule: it is not doubled
         scheduled = next(
             (
                 s
@@ -153,9 +160,7 @@ def register(
                 if (s.kind, s.cron, s.timezone) == ("cron", schedule, timezone)
             ),
             None,
-        ) or service.create_schedule(
-            made.name, ScheduleSpec(kind="cron", cron=schedule, timezone=timezone)
-        )
+        ) or service.create_schedule(made.name, wanted)
     if json_:
         return _print_json({"pipeline": made, "schedule": scheduled})
     out.print(escape(f"registered pipeline {made.name}: {' > '.join(made.steps)}"), highlight=False)
@@ -233,12 +238,18 @@ def rerun(
         queued = service.rerun(run_id, from_step)
         where = f" from step {queued.from_step}" if queued.from_step else ""
         return _say(json_, queued, f"queued pipeline run {queued.id} (rerun of {run_id}{where})")
+    from plinth.pipelines.records import DONE_STEPS
+    from plinth.pipelines.validation import check_resume
+
     before = service.get_run(run_id)
     pipeline = _registered(before.pipeline)
     if from_step is None:
-        from_step = next((s.name for s in before.steps if s.status not in _DONE), None)
+        from_step = next((s.name for s in before.steps if s.status not in DONE_STEPS), None)
     if from_step is not None and from_step == pipeline.step_names[0]:
         from_step = None  # from the start: nothing to reuse
+    if from_step is not None:
+        pipeline.step(from_step)  # InvalidArgument naming the steps
+        check_resume(before, from_step, pipeline.step_names)
     run_here(
         _client(),
         pipeline,
@@ -248,9 +259,6 @@ def rerun(
         from_step=from_step,
         trigger="rerun",
     )
-
-
-_DONE = ("succeeded", "cached", "reused")
 
 
 @pipelines_app.command("runs")

@@ -1,5 +1,6 @@
 """Pipelines, their schedules, runs and steps as rows of the central store and back (value
-objects in ``types.py``); the reads of the service. Runs are written by ``records.py``."""
+objects in ``types.py``); the reads of the service. Runs are written by ``records.py``,
+which also turns a run's and a step's row into its value object."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from sqlalchemy import Connection, select
 
 from plinth.errors import NotFound
 from plinth.pipelines import validation
+from plinth.pipelines.records import run_from_row, step_from_row
 from plinth.pipelines.types import PipelineInfo, PipelineRun, PipelineSpec, Schedule, StepRun
 from plinth.store.schema import pipeline_runs, pipeline_schedules, pipeline_steps, pipelines
-from plinth.store.sql import opt_datetime, to_datetime
+from plinth.store.sql import to_datetime
 
 # -- pipelines ----------------------------------------------------------------------------------
 
@@ -72,64 +74,13 @@ def load_run(conn: Connection, run_id: int, steps: bool = True) -> PipelineRun:
     row = run_row(conn, run_id)
     if row is None:
         raise NotFound(f"pipeline run {run_id} does not exist")
-    return run_of(row, steps_of(conn, run_id) if steps else [])
-
-
-def run_of(row: Any, steps: list[StepRun] | None = None) -> PipelineRun:
-    return PipelineRun(
-        id=int(row.id),
-        pipeline=row.pipeline,
-        status=row.status,
-        trigger=row.trigger,
-        run_id=row.run_id,
-        schedule_id=row.schedule_id,
-        trigger_key=row.trigger_key,
-        scheduled_for=opt_datetime(row.scheduled_for),
-        alert_id=row.alert_id,
-        params=read_json(row.params, {}),
-        attempt=int(row.attempt),
-        max_attempts=int(row.max_attempts),
-        retry_of=row.retry_of,
-        resumed_from=row.resumed_from,
-        from_step=row.from_step,
-        queued_at=opt_datetime(row.queued_at),
-        not_before=opt_datetime(row.not_before),
-        started_at=opt_datetime(row.started_at),
-        finished_at=opt_datetime(row.finished_at),
-        heartbeat_at=opt_datetime(row.heartbeat_at),
-        worker=row.worker,
-        created_by=row.created_by,
-        error=row.error,
-        steps=steps or [],
-    )
+    return run_from_row(row, steps_of(conn, run_id) if steps else [])
 
 
 def steps_of(conn: Connection, run_id: int) -> list[StepRun]:
     s = pipeline_steps.c
     query = select(pipeline_steps).where(s.pipeline_run == run_id).order_by(s.position)
-    return [step_of(row) for row in conn.execute(query)]
-
-
-def step_of(row: Any) -> StepRun:
-    started, finished = row.started_at, row.finished_at
-    output = read_json(row.output, None)
-    return StepRun(
-        name=row.name,
-        position=int(row.position),
-        status=row.status,
-        started_at=opt_datetime(started),
-        finished_at=opt_datetime(finished),
-        duration_seconds=None
-        if started is None or finished is None
-        else (finished - started) / 1000,
-        code_version=row.code_version,
-        cache_key=row.cache_key,
-        reused_from=row.reused_from,
-        inputs=read_json(row.inputs, {}),
-        output=output if isinstance(output, dict) else None,
-        log_path=row.log_path,
-        error=row.error,
-    )
+    return [step_from_row(row) for row in conn.execute(query)]
 
 
 # -- schedules ----------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ run's steps and logs, reruns and cancellations; cron schedules and event trigger
 
 A pipeline carries its own permissions (``Kind.PIPELINE``): reading it shows its runs,
 steps and schedules; WRITE queues, reruns, cancels and schedules it; MANAGE deletes it.
+Its entrypoint is code the scheduler's workers import and run with the store's
+credentials, so registering a pipeline, or changing its entrypoint, needs the admin role:
+pipeline code is deployed by an admin, as DAG files are in Airflow.
 A run and a schedule are the pipeline's: a caller who may not read the pipeline is told
 they do not exist. A trigger watches a monitor, a feature group or a model: whoever
 creates it must be able to read that too (its runs would reveal when it changes).
@@ -24,8 +27,8 @@ from sqlalchemy import delete, func, insert, select, update
 from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, guarded
 from plinth.auth.types import Action, Kind, Role
-from plinth.errors import Conflict, InvalidArgument, NotFound, Unavailable
-from plinth.pipelines import rows, validation
+from plinth.errors import Conflict, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from plinth.pipelines import records, rows, validation
 from plinth.pipelines.types import (
     FINISHED,
     RUN_STATUSES,
@@ -56,9 +59,6 @@ if TYPE_CHECKING:
 
     from plinth.tracking.service import TrackingService
 
-#: the steps of a run that count as done when a rerun looks for where to resume
-_DONE = ("succeeded", "cached", "reused")
-
 
 class PipelineService:
     """Pipelines, their runs and schedules. ``tracking`` reads the steps' logs (artifacts
@@ -78,18 +78,26 @@ class PipelineService:
     @guarded(role=Role.EDITOR)
     def register_pipeline(self, spec: PipelineSpec) -> PipelineInfo:
         """Register a pipeline (its creator owns it), or register one again: that needs
-        WRITE on it and replaces its entrypoint, steps, params and limits (its owner, runs
-        and schedules stay)."""
+        WRITE on it and replaces its steps, params, limits and description (its owner, runs
+        and schedules stay).
+
+        The entrypoint is code the scheduler's workers import and run with the store's
+        credentials: registering a new pipeline, or changing an existing one's entrypoint,
+        needs the admin role (pipeline code is deployed by an admin, as DAG files are in
+        Airflow)."""
         checked = validation.check_pipeline(spec)
         name = checked.name
         with self.store.read() as conn:
-            existed = rows.pipeline_row(conn, name) is not None
-        if existed:
-            self.access.require(Action.WRITE, Kind.PIPELINE, name, repr(name))
+            row = rows.pipeline_row(conn, name)
+        existed = None if row is None else str(row.entrypoint)
+        self._may_register(checked, existed)
         at = now_ms()
         columns = rows.pipeline_columns(checked)
         with self.store.write() as conn:
             found = _lock(conn, name)
+            now = None if found is None else str(found.entrypoint)
+            if now != existed:  # registered, deleted or changed by another caller meanwhile
+                self._may_register(checked, now, log=False)
             if found is None:
                 conn.execute(
                     insert(pipelines).values(
@@ -102,14 +110,33 @@ class PipelineService:
                 )
                 self.access.on_created(conn, Kind.PIPELINE, name)
             else:
-                if not existed:  # registered by another caller meanwhile
-                    self.access.require(Action.WRITE, Kind.PIPELINE, name, repr(name), log=False)
                 conn.execute(
                     update(pipelines)
                     .where(pipelines.c.name == name)
                     .values(updated_at=at, **columns)
                 )
             return rows.load_pipeline(conn, name)
+
+    def _may_register(self, spec: PipelineSpec, existing: str | None, log: bool = True) -> None:
+        """A new pipeline, or a new entrypoint, needs an admin; the same one again, WRITE
+        on the pipeline (checked first: a pipeline the caller may not read is not found)."""
+        name = spec.name
+        if existing is not None:
+            self.access.require(Action.WRITE, Kind.PIPELINE, name, repr(name), log=log)
+            if existing == spec.entrypoint:
+                return
+        doing = (
+            "register a pipeline"
+            if existing is None
+            else f"change the entrypoint of pipeline {name!r} (from {existing!r})"
+        )
+        try:
+            self.access.require_role(Role.ADMIN, doing)
+        except PermissionDenied as exc:
+            raise PermissionDenied(
+                f"{exc.message}; the scheduler's workers run a pipeline's code with the "
+                "store's credentials, so an admin deploys it"
+            ) from None
 
     @endpoint("GET", "/pipelines")
     @guarded()
@@ -253,8 +280,8 @@ class PipelineService:
     def rerun(self, run_id: int, from_step: str | None = None) -> PipelineRun:
         """Queue a new run of a finished run's pipeline with the same params (trigger
         ``rerun``), resuming at ``from_step``: the steps before it take their outputs from
-        ``run_id``. Without ``from_step``: at the first step that did not succeed (all did:
-        a fresh run)."""
+        ``run_id``, so each must be done there (succeeded, cached or reused). Without
+        ``from_step``: at the first step that did not succeed (all did: a fresh run)."""
         with self.store.read() as conn:
             before = rows.load_run(conn, run_id)
             if before.status not in FINISHED:
@@ -270,9 +297,13 @@ class PipelineService:
                 f"{', '.join(names) or '(none recorded)'}"
             )
         if from_step is None:
-            from_step = next((s.name for s in before.steps if s.status not in _DONE), None)
+            from_step = next(
+                (s.name for s in before.steps if s.status not in records.DONE_STEPS), None
+            )
         # a resume from the first step reuses nothing: a fresh run with the same params
         resumes = from_step is not None and bool(names) and from_step != names[0]
+        if resumes and from_step is not None:
+            validation.check_resume(before, from_step, names)
         return self._queue(
             pipeline=before.pipeline,
             trigger="rerun",
@@ -323,8 +354,6 @@ class PipelineService:
             return rows.load_run(conn, run_id)
 
     def _queue(self, **fields: Any) -> PipelineRun:
-        from plinth.pipelines import records
-
         with self.store.write() as conn:
             made = records.insert_run(conn, created_by=self.access.actor(), **fields)
             if made is None:  # only a schedule's trigger key can be taken already
@@ -349,7 +378,7 @@ class PipelineService:
             query = query.where(r.status == status)
         with self.store.read() as conn:
             found = conn.execute(query.offset(offset).limit(limit + 1)).all()
-        items = [rows.run_of(row) for row in found[:limit]]
+        items = [records.run_from_row(row) for row in found[:limit]]
         return Page(items, encode_page_token(offset + limit) if len(found) > limit else None)
 
     # -- schedules and triggers --------------------------------------------------------------
@@ -414,7 +443,12 @@ class PipelineService:
     @guarded(check=lambda access, arguments: _on_schedule(access, arguments))
     def resume_schedule(self, schedule_id: int) -> Schedule:
         """Let a paused schedule start runs again, from now on: what it missed while paused
-        (cron occurrences, events) does not run. One not paused stays as it is."""
+        (cron occurrences, events) does not run. One not paused stays as it is. A trigger's
+        resumer must be able to read what it watches, as its creator had to."""
+        with self.store.read() as conn:
+            row = rows.schedule_row(conn, schedule_id)
+        if row is not None and row.target is not None:  # a schedule's target never changes
+            self._require_target(row.kind, row.target, f"pipeline schedule {schedule_id}")
         return self._set_paused(schedule_id, False)
 
     @endpoint("DELETE", "/pipeline-schedules/{schedule_id}")
@@ -448,18 +482,19 @@ class PipelineService:
             query = query.where(c.pipeline.in_(names))
         return [rows.schedule_of(row) for row in conn.execute(query)]
 
-    def _require_target(self, kind: str, target: str) -> None:
-        """A trigger fires on changes of what it watches: its creator must be able to read
-        that (else, as for one that does not exist, it is not found)."""
+    def _require_target(self, kind: str, target: str, field: str = "spec.target") -> None:
+        """A trigger fires on changes of what it watches: whoever creates or resumes it
+        must be able to read that (else, as for one that does not exist, it is not
+        found)."""
         resource, table, label = _WATCHED[kind]
         try:
             self.access.require(Action.READ, resource, target, repr(target), log=False)
         except NotFound as exc:
-            raise NotFound(f"spec.target: {exc.message}") from None
+            raise NotFound(f"{field}: {exc.message}") from None
         with self.store.read() as conn:
             found = conn.execute(select(table.c.name).where(table.c.name == target)).first()
         if found is None:
-            raise NotFound(f"spec.target: {label} {target!r} does not exist")
+            raise NotFound(f"{field}: {label} {target!r} does not exist")
 
 
 # -- permissions of runs and schedules: their pipeline's --------------------------------------
@@ -527,5 +562,7 @@ def _lock(conn: Connection, name: str) -> Any:
     # registering again, scheduling and deleting take turns on the pipeline (a PostgreSQL
     # row lock; SQLite's writers already queue)
     return conn.execute(
-        select(pipelines.c.name).where(pipelines.c.name == name).with_for_update()
+        select(pipelines.c.name, pipelines.c.entrypoint)
+        .where(pipelines.c.name == name)
+        .with_for_update()
     ).first()

@@ -14,13 +14,24 @@ from pydantic import TypeAdapter, ValidationError
 from plinth.abtests.design import check_name as _check_name
 from plinth.abtests.design import field_path
 from plinth.errors import InvalidArgument
-from plinth.pipelines.types import CATCHUPS, SCHEDULE_KINDS, PipelineSpec, ScheduleSpec
+from plinth.pipelines.records import DONE_STEPS
+from plinth.pipelines.types import (
+    CATCHUPS,
+    SCHEDULE_KINDS,
+    PipelineRun,
+    PipelineSpec,
+    ScheduleSpec,
+)
 
 T = TypeVar("T")
 
 MAX_RETRIES = 10
 MAX_CONCURRENCY = 100
 MAX_CRON = 200  # the column's width
+# bounds on what one call may make the server check, store and send to each worker
+MAX_STEPS = 1_000
+MAX_DESCRIPTION = 10_000  # characters
+MAX_PARAMS = 64 * 1024  # bytes of JSON
 # ``package.module:attr`` or ``path/to/file.py:attr`` (attr may be dotted: ``mod:obj.pipe``)
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _ATTR = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -46,6 +57,11 @@ def check_pipeline(spec: PipelineSpec | dict[str, Any]) -> PipelineSpec:
     checked = coerce(_PIPELINE, spec, "spec")
     check_name(checked.name)
     check_entrypoint(checked.entrypoint)
+    if len(checked.description) > MAX_DESCRIPTION:
+        raise InvalidArgument(
+            f"spec.description: at most {MAX_DESCRIPTION} characters, got "
+            f"{len(checked.description)}"
+        )
     _check_steps(checked.steps)
     check_params(checked.params, "spec.params")
     if checked.experiment is not None:
@@ -76,27 +92,56 @@ def check_entrypoint(entrypoint: str) -> str:
 
 
 def _check_steps(steps: list[str]) -> None:
+    if len(steps) > MAX_STEPS:
+        raise InvalidArgument(f"spec.steps: at most {MAX_STEPS} steps, got {len(steps)}")
+    seen: set[str] = set()
+    twice: set[str] = set()
     for step in steps:
         if not isinstance(step, str) or not step:
             raise InvalidArgument(f"spec.steps: step names are non-empty strings, got {step!r}")
-    twice = sorted({s for s in steps if steps.count(s) > 1})
+        (twice if step in seen else seen).add(step)
     if twice:
-        raise InvalidArgument(f"spec.steps: {', '.join(twice)} named twice")
+        raise InvalidArgument(f"spec.steps: {', '.join(sorted(twice))} named twice")
 
 
 def check_params(params: Any, field: str) -> dict[str, Any]:
-    """A JSON object (the params are stored, and sent to workers, as JSON)."""
+    """A JSON object of at most ``MAX_PARAMS`` bytes (the params are stored, and sent to
+    workers, as JSON)."""
     if params is None:
         return {}
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
-        raise InvalidArgument(f"{field}: a mapping of names to values, got {params!r}")
+        raise InvalidArgument(f"{field}: a mapping of names to values, got {_short(params)}")
     try:
-        json.dumps(params, allow_nan=False)
+        size = len(json.dumps(params, allow_nan=False).encode())
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(
             f"{field}: values must be JSON (text, numbers, lists...): {exc}"
         ) from None
+    if size > MAX_PARAMS:
+        raise InvalidArgument(
+            f"{field}: at most {MAX_PARAMS // 1024} KiB as JSON, got {size} bytes: pass large "
+            "data as a path or a URI"
+        )
     return params
+
+
+def check_resume(run: PipelineRun, from_step: str, names: list[str]) -> None:
+    """A run resumed at ``from_step`` takes the outputs of the steps before it from
+    ``run``: each must be done there."""
+    recorded = {s.name: s.status for s in run.steps}
+    for name in names[: names.index(from_step)]:
+        status = recorded.get(name)
+        if status not in DONE_STEPS:
+            raise InvalidArgument(
+                f"from_step: pipeline run {run.id} cannot be resumed at {from_step!r}: its "
+                f"step {name!r} before it is {status or 'not recorded'}, so it has no output "
+                f"to reuse (resume at {name!r} or an earlier step)"
+            )
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 200 else f"{shown[:200]}..."
 
 
 def check_schedule(spec: ScheduleSpec | dict[str, Any]) -> ScheduleSpec:
