@@ -31,6 +31,12 @@ def utc(at: int) -> str:
         ("", "expected five fields"),
         ("@sometimes", "unknown alias"),
         ("0 0 31 2 *", "never occurs"),
+        ("R * * * *", "the minute field 'R' is random or hashed"),
+        ("0 r * * *", "the hour field 'r' is random or hashed"),
+        ("H 3 * * *", "the minute field 'H' is random or hashed"),
+        ("H(0-29)/5 * * * *", "the minute field 'H(0-29)/5' is random or hashed"),
+        ("0 0 * mar,R *", "the month field 'mar,R' is random or hashed"),
+        ("0 0 * * thu-H", "the day-of-week field 'thu-H' is random or hashed"),
     ],
 )
 def test_a_bad_cron_string_is_refused_naming_what_is_wrong(expr: str, says: str) -> None:
@@ -46,7 +52,7 @@ def test_an_unknown_time_zone_is_refused() -> None:
 
 
 def test_good_cron_strings_pass() -> None:
-    for expr in ("0 3 * * *", "*/15 9-17 * * mon-fri", "0 0 1 jan,jul *", "@daily"):
+    for expr in ("0 3 * * *", "*/15 9-17 * * mon-fri", "0 0 1 jan,mar *", "0 0 * * thu", "@daily"):
         check_cron(expr, "Europe/Berlin")
 
 
@@ -103,3 +109,33 @@ def test_latest_is_the_newest_occurrence_in_the_window() -> None:
     assert latest_at("0 * * * *", "UTC", ms(2026, 1, 1), ms(2026, 1, 1, 5, 30)) == ms(2026, 1, 1, 5)
     assert latest_at("0 * * * *", "UTC", ms(2026, 1, 1), ms(2026, 1, 1, 5)) == ms(2026, 1, 1, 5)
     assert latest_at("0 * * * *", "UTC", ms(2026, 1, 1, 5), ms(2026, 1, 1, 5, 59)) is None
+
+
+def test_the_repeated_hour_runs_once_when_the_hour_is_not_a_wildcard() -> None:
+    # Berlin, 25 October 2026: 02:00-02:59 occurs at 00:xx UTC (CEST) and 01:xx UTC (CET)
+    tz = "Europe/Berlin"
+    after, until = ms(2026, 10, 24, 22), ms(2026, 10, 25, 4)
+    twice = occurrences("0,30 2 * * *", tz, after, until, 10)
+    assert [utc(a) for a in twice] == ["2026-10-25 00:00", "2026-10-25 00:30"]
+    spread = occurrences("*/30 1-3 * * *", tz, after, until, 10)
+    assert [utc(a) for a in spread] == [
+        "2026-10-24 23:00",  # 01:00 CEST
+        "2026-10-24 23:30",
+        "2026-10-25 00:00",  # 02:00 CEST
+        "2026-10-25 00:30",
+        "2026-10-25 02:00",  # 03:00 CET: the second 02:00 and 02:30 are passed over
+        "2026-10-25 02:30",
+    ]
+    # "latest", a tick every 5 minutes through the night: each wall-clock time once
+    cursor, seen = after, []
+    for tick in range(after, until, 5 * 60_000):
+        found = latest_at("0,30 2 * * *", tz, cursor, tick)
+        if found is not None:
+            seen.append(utc(found))
+            cursor = found
+    assert seen == ["2026-10-25 00:00", "2026-10-25 00:30"]
+    # a late tick in the second pass still finds the newest first-pass occurrence
+    assert latest_at("0,30 2 * * *", tz, after, ms(2026, 10, 25, 1, 45)) == ms(2026, 10, 25, 0, 30)
+    # @hourly is hourly: every real hour, the repeated one included
+    hourly = occurrences("@hourly", tz, ms(2026, 10, 24, 23), ms(2026, 10, 25, 2), 10)
+    assert [utc(a) for a in hourly] == ["2026-10-25 00:00", "2026-10-25 01:00", "2026-10-25 02:00"]

@@ -4,13 +4,18 @@ epoch.
 Occurrences are always counted from a schedule's cursor (the last occurrence enqueued),
 never from "now plus an interval", so a late or slow scheduler does not drift. Across a
 daylight-saving change croniter moves a wall-clock time that does not exist (02:30 on
-the night clocks go forward) to the first one that does; a time that occurs twice (the
-night they go back) runs once, as cron does, unless the hour field is a wildcard (an
-hourly schedule runs every real hour).
+the night clocks go forward) to the first one that does; the hour that occurs twice (the
+night they go back) is run through once, as cron does: an occurrence in its second pass
+(the later UTC offset) is passed over, unless the hour field is a wildcard (an hourly
+schedule runs every real hour). So '0,30 2 * * *' runs at 02:00 and 02:30 once each.
+
+croniter's random (``R``) and hashed (``H``) fields are refused: each croniter made would
+draw or hash its own minute, so a schedule counted from its cursor would not keep one.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,6 +35,8 @@ FIELDS = (
     ("day-of-week", "0-6 or sun-sat"),
 )
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+# an R or H standing alone in a field (not a letter of a name such as 'mar' or 'thu')
+_RANDOM = re.compile(r"(?<![a-z])[hr](?![a-z])", re.IGNORECASE)
 
 
 def check_cron(expr: str, timezone: str = "UTC") -> None:
@@ -53,6 +60,12 @@ def check_cron(expr: str, timezone: str = "UTC") -> None:
             "day-of-month month day-of-week', e.g. '0 3 * * *'"
         )
     for i, (name, accepted) in enumerate(FIELDS):
+        if _RANDOM.search(parts[i]):
+            raise InvalidArgument(
+                f"cron {expr!r}: the {name} field {parts[i]!r} is random or hashed (R, H), "
+                f"which is not supported; it takes {accepted}, as numbers, ranges (a-b), "
+                "lists (a,b) or steps (*/n)"
+            )
         alone = ["*"] * len(FIELDS)
         alone[i] = parts[i]
         if not croniter.is_valid(" ".join(alone)):
@@ -89,20 +102,16 @@ def occurrences(
     (``until_ms`` None: no end)."""
     check_cron(expr, timezone)
     tz = zone(timezone)
-    start = _local(after_ms, tz)
-    it = croniter(expr.strip(), start)
-    wildcard_hour = not expr.strip().startswith("@") and expr.split()[1].startswith("*")
-    seen = start.replace(tzinfo=None)
+    it = croniter(expr.strip(), _local(after_ms, tz))
+    wildcard_hour = _wildcard_hour(expr)
     found: list[int] = []
     while len(found) < limit:
         at: datetime = it.get_next(datetime)
         ms = int(at.timestamp() * 1000)
         if until_ms is not None and ms > until_ms:
             break
-        wall = at.replace(tzinfo=None)
-        if ms <= after_ms or (wall == seen and not wildcard_hour):
-            continue  # the same wall-clock time again, the night clocks go back
-        seen = wall
+        if ms <= after_ms or (not wildcard_hour and _second_pass(ms, tz)):
+            continue  # the repeated hour again, the night clocks go back
         found.append(ms)
     return found
 
@@ -117,19 +126,26 @@ def latest_at(expr: str, timezone: str, after_ms: int, until_ms: int) -> int | N
     while True:
         at: datetime = it.get_prev(datetime)
         ms = int(at.timestamp() * 1000)
-        if ms <= until_ms:
-            break
-    if ms <= after_ms:
-        return None
-    # the second of a repeated wall-clock time, the first one being the cursor: cron
-    # runs that time once
-    return ms if _repeats_ok(expr, tz, after_ms, ms) else None
+        if ms > until_ms:
+            continue
+        if ms <= after_ms:
+            return None
+        if _wildcard_hour(expr) or not _second_pass(ms, tz):
+            return ms
+        # the repeated hour's second pass (the night clocks go back): cron runs it once,
+        # so the newest occurrence is an earlier one
 
 
-def _repeats_ok(expr: str, tz: ZoneInfo, after_ms: int, ms: int) -> bool:
-    wildcard_hour = not expr.strip().startswith("@") and expr.split()[1].startswith("*")
-    same = _local(after_ms, tz).replace(tzinfo=None) == _local(ms, tz).replace(tzinfo=None)
-    return wildcard_hour or not same
+def _wildcard_hour(expr: str) -> bool:
+    text = expr.strip()
+    if text.startswith("@"):
+        return text.lower() == "@hourly"
+    return text.split()[1].startswith("*")
+
+
+def _second_pass(ms: int, tz: ZoneInfo) -> bool:
+    """Whether ``ms`` is in the second pass through a wall-clock hour that occurs twice."""
+    return _local(ms, tz).fold == 1
 
 
 def _local(ms: int, tz: ZoneInfo) -> datetime:

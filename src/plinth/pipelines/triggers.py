@@ -10,10 +10,22 @@ enqueue one occurrence or event twice.
   (or a pause) the schedule's ``catchup`` says which missed ones run: ``all`` (oldest
   first, the newest ``MAX_CATCHUP``), ``latest`` (the newest one), ``skip`` (none, except
   one at most ``grace`` old: the tick that is simply a little late still runs it).
+  With ``latest`` or ``skip``, an occurrence due while the schedule already has a run
+  queued (not yet started: behind a hung run, say) is passed over (logged; the cursor
+  moves on): runs do not pile up behind one that does not end. ``all`` enqueues each.
 - alert / commit / score_job: each new alert of the monitor, commit of the feature group,
   DELIVERED score job of the model (``target``) with an id above the cursor. A score job
   still RUNNING holds the cursor back (it may be delivered later); the delivered ones after
   it are enqueued already, and the unique key keeps the next look from enqueuing them again.
+  Ids are taken in one order and committed in another (PostgreSQL: a slow transaction's
+  event becomes visible after a newer one the cursor has passed), so each look also goes
+  back over the ``LOOKBACK`` ids at or below the cursor and enqueues those events not yet
+  enqueued for the schedule, if they are no older than its start (``updated_at``: its
+  creation, or its resume): history from before it never fires.
+- A trigger fires for its creator (``created_by``): while they may not READ its target
+  (disabled, deleted, their grants gone) it enqueues nothing and is logged at each tick;
+  its cursor stays, so the events wait until the creator may read the target again (or
+  the schedule is paused or deleted).
 """
 
 from __future__ import annotations
@@ -25,8 +37,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, Table, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    String,
+    Table,
+    and_,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+    update,
+)
 
+from plinth.auth.access import access_for
+from plinth.auth.types import Kind, Level
 from plinth.errors import PlinthError
 from plinth.pipelines import cron, records
 from plinth.pipelines.types import MAX_CATCHUP, SCHEDULE_KINDS
@@ -34,6 +61,7 @@ from plinth.store.engine import Store
 from plinth.store.schema import (
     alerts,
     feature_commits,
+    pipeline_runs,
     pipeline_schedules,
     pipelines,
     score_jobs,
@@ -44,6 +72,8 @@ log = logging.getLogger("plinth.pipelines.scheduler")
 
 #: events looked at per schedule and pass (the rest on the next pass)
 EVENT_BATCH = 100
+#: how far below its cursor (in ids) a trigger looks for events committed late
+LOOKBACK = 1000
 
 
 @dataclass(frozen=True)
@@ -64,14 +94,18 @@ def enqueue_due(store: Store, now: int | None = None, grace_ms: int = 60_000) ->
     due = []
     with store.read() as conn:
         rows = conn.execute(
-            select(s.id, s.kind, s.cron, s.timezone, s.target, s.cursor)
+            select(s.id, s.kind, s.cron, s.timezone, s.target, s.cursor, s.created_by, s.updated_at)
             .where(s.paused.is_(False))
             .order_by(s.id)
         ).all()
         for row in rows:
             try:
                 if _may_be_due(conn, row, at):
-                    due.append(row.id)
+                    refused = _owner_refused(store, row)
+                    if refused is None:
+                        due.append(row.id)
+                    else:
+                        log.warning("pipeline schedule %d: nothing enqueued: %s", row.id, refused)
             except PlinthError as exc:
                 log.warning("pipeline schedule %d: %s", row.id, exc.message)
     done: list[Enqueued] = []
@@ -90,7 +124,49 @@ def _may_be_due(conn: Connection, row: Any, now: int) -> bool:
         return bool(cron.next_at(row.cron, row.timezone, int(row.cursor)) <= now)
     table, column = _events_of(row.kind)
     newer = select(table.c.id).where(column == row.target, table.c.id > row.cursor).limit(1)
-    return conn.execute(newer).first() is not None
+    if conn.execute(newer).first() is not None:
+        return True
+    return conn.execute(_missed(row, 1)).first() is not None
+
+
+def _owner_refused(store: Store, row: Any) -> str | None:
+    """Why a trigger's creator may no longer have it fire (they may not read its target);
+    None when they may (a cron schedule has no target)."""
+    if row.kind == "cron":
+        return None
+    from plinth.pipelines.worker import owner_principal
+
+    kind = _TARGETS[row.kind]
+    owner = owner_principal(store, row.created_by)
+    if owner is not None and access_for(store).level(owner, kind, row.target) >= Level.VIEWER:
+        return None
+    return f"its creator {row.created_by} may no longer read {kind.value} {row.target!r}"
+
+
+_TARGETS = {"alert": Kind.MONITOR, "commit": Kind.FEATURE_GROUP, "score_job": Kind.MODEL}
+_PREFIX = {"alert": "alert:", "commit": "commit:", "score_job": "job:"}
+
+
+def _missed(row: Any, limit: int) -> Any:
+    """The events at most ``LOOKBACK`` ids below the cursor, no older than the schedule's
+    start, that it has not enqueued (committed after a newer one the cursor passed)."""
+    table, column = _events_of(row.kind)
+    at = table.c.started_at if row.kind == "score_job" else table.c.at
+    cursor = int(row.cursor)
+    key = literal(_PREFIX[row.kind], String) + cast(table.c.id, String)
+    enqueued = exists().where(
+        and_(pipeline_runs.c.schedule_id == row.id, pipeline_runs.c.trigger_key == key)
+    )
+    query = select(table.c.id).where(
+        column == row.target,
+        table.c.id > cursor - LOOKBACK,
+        table.c.id <= cursor,
+        at >= row.updated_at,
+        ~enqueued,
+    )
+    if row.kind == "score_job":
+        query = query.where(table.c.status == "DELIVERED")
+    return query.order_by(table.c.id).limit(limit)
 
 
 def enqueue_schedule(store: Store, schedule_id: int, now: int, grace_ms: int) -> list[Enqueued]:
@@ -112,8 +188,24 @@ def enqueue_schedule(store: Store, schedule_id: int, now: int, grace_ms: int) ->
             return []
         if row.kind == "cron":
             keys, cursor = _cron_due(row, now, grace_ms)
+            if keys and row.catchup != "all":
+                waiting = _queued(conn, schedule_id)
+                if waiting is not None:
+                    log.info(
+                        "pipeline schedule %d: occurrence %s passed over: its run %d is "
+                        "still queued",
+                        schedule_id,
+                        keys[0][0],
+                        waiting,
+                    )
+                    keys = []
         else:
             keys, cursor = _events_due(conn, row)
+            missed = conn.execute(_missed(row, EVENT_BATCH)).scalars().all()
+            prefix = _PREFIX[row.kind]
+            keys = [
+                (f"{prefix}{i}", None, i if row.kind == "alert" else None) for i in missed
+            ] + keys
         done = []
         for key, scheduled_for, alert_id in keys:
             made = records.insert_run(
@@ -159,6 +251,15 @@ def _cron_due(row: Row[Any], now: int, grace_ms: int) -> tuple[list[_Due], int]:
     if row.catchup == "skip" and now - latest > grace_ms:
         return [], latest  # missed: passed over, the cursor moves on all the same
     return [(f"cron:{latest}", latest, None)], latest
+
+
+def _queued(conn: Connection, schedule_id: int) -> int | None:
+    """A run of the schedule still queued (not started), if any."""
+    r = pipeline_runs.c
+    found = conn.execute(
+        select(r.id).where(r.schedule_id == schedule_id, r.status == "queued").limit(1)
+    ).scalar()
+    return None if found is None else int(found)
 
 
 def _events_due(conn: Connection, row: Row[Any]) -> tuple[list[_Due], int]:
