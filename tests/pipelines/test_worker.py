@@ -83,7 +83,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Client:
 
 @pytest.fixture
 def scheduler(client: Client) -> Iterator[Scheduler]:
-    made = Scheduler(client, max_workers=2)
+    made = Scheduler(client, max_workers=2, pass_env=["SCHED_TEST_MARKS"])
     yield made
     made.close()
     for child in made.children.values():  # a failed test leaves no process behind
@@ -267,7 +267,7 @@ def test_a_standby_adopts_the_running_runs_of_a_scheduler_that_died(
         )
     mark = tmp_path / "marks" / "sleepy"
     tick_until(scheduler, mark.exists)  # the first scheduler started it, then "died"
-    standby = Scheduler(client, warm=False)
+    standby = Scheduler(client, warm=False, pass_env=["SCHED_TEST_MARKS"])
     assert [d for d in standby.tick() if d.action != "started"] == []
     assert runs(client)[0].status == "running"  # alive on this host: left to run
     os.kill(int(mark.read_text()), signal.SIGKILL)
