@@ -21,9 +21,16 @@ One tick (``Scheduler.tick``):
 6. start queued runs whose ``not_before`` has come, within each pipeline's
    ``concurrency`` (its running runs) and ``max_workers`` (all running runs) in all.
 
+Failed runs are looked at for a retry for a day after they failed (``RETRY_WITHIN_MS``):
+the retry is made on the next tick; history does not slow the ticks down.
+
 A worker is ``python -m plinth.pipelines.worker RUN`` in its own session (process group,
-killed as a whole), with the store's settings in its environment; it claims its run, so a
-run is never executed twice. ``plinth scheduler`` ticks under the lease
+killed as a whole when it ends, times out, is cancelled or is found dead: what its steps
+started goes with it), with only the basics and the store's settings of the scheduler's
+environment (``WORKER_ENV``, and ``pass_env``); a run the scheduler fails has its
+tracking run ended too. Its output goes to ``log_dir``, where files not written to for a
+week are removed. A worker claims its run, so a run is never executed twice.
+``plinth scheduler`` ticks under the lease
 ``pipeline-scheduler``: one scheduler at a time, a second one waits as a standby. Workers
 do not depend on the scheduler: when it dies or the store is away for a while, they
 carry on, and the scheduler that ticks next finds them by their rows.
@@ -61,6 +68,9 @@ log = logging.getLogger("plinth.pipelines.scheduler")
 LEASE = "pipeline-scheduler"
 WORKER_MODULE = "plinth.pipelines.worker"
 WARM_AGAIN_SECONDS = 5.0
+#: a worker's log file is removed this long after its last write
+LOG_KEEP_SECONDS = 7 * 24 * 3600
+PRUNE_EVERY_SECONDS = 24 * 3600
 #: a failed run is retried within this long of its failure (the next tick, normally)
 RETRY_WITHIN_MS = 24 * 3600 * 1000
 #: the scheduler's environment variables a worker inherits (besides ``pass_env``)
@@ -150,6 +160,7 @@ class Scheduler(LeasedLoop):
         self._warm: subprocess.Popen[bytes] | None = None
         self._spawned = 0
         self._warmed_at = -WARM_AGAIN_SECONDS
+        self._pruned_at: float | None = None
 
     def work(self) -> None:
         for done in self.tick():
@@ -401,6 +412,28 @@ class Scheduler(LeasedLoop):
         starting.replace(self.log_dir / f"worker-{child.pid}.log")
         return child
 
+    def prune_logs(self, now: float | None = None) -> list[Path]:
+        """Remove the workers' log files not written to for ``LOG_KEEP_SECONDS`` (the
+        scheduler does when it starts, then once a day); the removed files."""
+        limit = (time.time() if now is None else now) - LOG_KEEP_SECONDS
+        removed = []
+        try:
+            found = list(self.log_dir.glob("worker-*.log")) + list(
+                self.log_dir.glob("starting-*.log")
+            )
+        except OSError:
+            return []
+        for path in found:
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:  # gone meanwhile, or not ours to remove
+                continue
+        if removed:
+            log.info("pipeline scheduler: removed %d old worker log(s)", len(removed))
+        return removed
+
     def close(self) -> None:
         """End the idle warm worker (the running ones run on)."""
         warm, self._warm = self._warm, None
@@ -420,6 +453,9 @@ class Scheduler(LeasedLoop):
             self.close()
 
     def run_pass(self) -> bool:
+        if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
+            self.prune_logs()
         holds = super().run_pass()
         if not holds:  # a standby: its former workers are the holder's to judge; it
             # still waits for them, so that none lingers as a zombie
