@@ -500,7 +500,10 @@ class Scheduler(LeasedLoop):
 
     def _end_tracking(self, row: Any, status: str) -> None:
         """End the tracking run of a pipeline run the scheduler ended (its worker cannot)."""
-        run_id = row.run_id or self._row(row.id).run_id
+        run_id = row.run_id
+        if run_id is None:  # perhaps started since the row was read
+            found = self._row(row.id)
+            run_id = None if found is None else found.run_id
         if run_id is None:
             return
         try:
