@@ -48,6 +48,7 @@ def prepare(context, base: int = 1):
 
 @step
 def add(context, prepare):
+    print("printed by the step add")
     return prepare["n"] + 1
 
 
@@ -445,3 +446,21 @@ def test_a_step_over_its_timeout_ends_with_the_processes_it_started(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_what_a_step_prints_is_in_its_log_not_in_the_workers_log_file(
+    client: Client, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    scheduler.log_dir = tmp_path / "worker-logs"
+    add_pipeline(client, "tiny", entrypoint=entry(tmp_path, "tiny"))
+    with client.tracking.store.write() as conn:
+        run_id = records.insert_run(conn, pipeline="tiny", trigger="manual", created_by="local")
+    assert run_id is not None
+    (run,) = tick_until(scheduler, lambda: finished(client))
+    assert run.status == "succeeded"
+    tick_until(scheduler, lambda: not scheduler.children)
+    assert "printed by the step add" in client.pipelines.run_logs(run_id, "add")
+    logged = "".join(p.read_text() for p in scheduler.log_dir.glob("worker-*.log"))
+    assert f"pipeline run {run_id}: succeeded" in logged  # the worker's own lines are there
+    assert "printed by the step add" not in logged

@@ -5,7 +5,8 @@ first, then reads the run's id from stdin (the scheduler's warm worker).
 It acts as the pipeline's owner (a stored user's role and groups as they are now; the
 embedded default's local user when the owner is theirs), so a run can do no more than
 its owner may. It loads the registered entrypoint and executes the run
-(``runner.execute``: claims it, heartbeats, records every step). An entrypoint that
+(``runner.execute``: claims it, heartbeats, records every step; what the steps print
+and log goes to their logs only, not to the worker's own output). An entrypoint that
 cannot be imported, or an owner who may no longer act, fails the run with the reason.
 
 A watchdog thread enforces each step's ``timeout_seconds``: a step over it fails the run
@@ -103,7 +104,8 @@ def run(client: Client, pipeline_run: int) -> int:
         }
         if limits:
             Watchdog(store, pipeline_run, worker, limits).start()
-        done = runner.execute(client, pipeline, pipeline_run, worker=worker)
+        # the steps' output is in their logs (capped): not copied to the worker's log file
+        done = runner.execute(client, pipeline, pipeline_run, worker=worker, echo=False)
     log.info("pipeline run %d: %s", pipeline_run, done.status)
     return 0
 
