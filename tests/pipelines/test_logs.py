@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import subprocess
 import sys
 import threading
 
@@ -73,3 +75,41 @@ def test_a_log_is_cut_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
         print("12345")
         print("67890")
     assert log.text() == "12345\n\n[log cut at 10 characters]\n"  # nothing after the cut
+
+
+def test_code_needing_a_real_stream_gets_the_consoles(capfd: pytest.CaptureFixture[str]) -> None:
+    console = sys.stdout
+    with logs.capture(logging.getLogger("p")) as log:
+        assert sys.stdout is not console
+        assert sys.stdout.fileno() == console.fileno()
+        assert (sys.stdout.encoding, sys.stdout.errors) == (console.encoding, console.errors)
+        assert sys.stdout.isatty() == console.isatty()
+        subprocess.run(
+            [sys.executable, "-c", "print('from a tool')"], stdout=sys.stdout, check=True
+        )
+        sys.stdout.buffer.write(b"raw bytes\n")
+        sys.stdout.flush()
+        print("printed")
+    out = capfd.readouterr().out
+    assert "from a tool\n" in out and "raw bytes\n" in out and "printed\n" in out
+    assert log.text() == "printed\n"  # what goes around the text stream reaches the console only
+
+
+def test_without_echo_the_log_alone_gets_it(capsys: pytest.CaptureFixture[str]) -> None:
+    own = io.StringIO()  # a handler the process configured (a worker's, to its console)
+    handler = logging.StreamHandler(own)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logger = logging.getLogger("plinth.pipeline.p.quiet")
+    try:
+        with logs.capture(logger, echo=False) as log:
+            print("printed")
+            print("to stderr", file=sys.stderr)
+            logger.info("logged")
+        logger.warning("after")
+    finally:
+        root.removeHandler(handler)
+    assert "printed\n" in log.text() and "to stderr\n" in log.text() and "logged" in log.text()
+    assert capsys.readouterr() == ("", "")
+    assert own.getvalue() == "after\n"  # the handler is the process's own again
+    assert handler.filters == []

@@ -116,3 +116,10 @@ def test_feature_store_objects_are_references(client: Client, run: ActiveRun) ->
                               rows=10, group_commits={}, timestamp_column="ts")  # fmt: skip
     assert outputs.store_output(client, run.id, "d", dataset)["ref"] == {"id": 7}
     assert client.list_artifacts(run.id) == []  # references store nothing
+
+
+def test_a_dataframe_arrow_cannot_hold_is_pickled(client: Client, run: ActiveRun) -> None:
+    frame = pd.DataFrame({"a": [1, "x", 2.5]})  # a column of mixed types
+    stored, back = roundtrip(client, run, frame, trust_pickle=True)
+    assert stored["kind"] == "pickle"
+    pd.testing.assert_frame_equal(back, frame)

@@ -73,8 +73,21 @@ def test_only_steps_and_at_least_one() -> None:
         Pipeline("p", [get_data, lambda get_data: 1])  # type: ignore[list-item]
     with pytest.raises(InvalidArgument, match="has no steps"):
         Pipeline("p", [])
-    with pytest.raises(InvalidArgument, match="needs a name"):
-        Pipeline("", [get_data])
+
+
+@pytest.mark.parametrize("name", ["", " ", "a/b", "../../etc", "a\x00b", "x" * 201, "pipé"])
+def test_a_pipeline_is_named_as_the_service_names_one(name: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"pipeline name .* is not valid"):
+        Pipeline(name, [get_data])
+    with pytest.raises(InvalidArgument, match="experiment name 'a/b' is not valid"):
+        Pipeline("p", [get_data], experiment="a/b")
+    assert Pipeline("churn-retrain.v2", [get_data], experiment="Churn_2").name == "churn-retrain.v2"
+
+
+def test_params_must_be_stored_as_given() -> None:
+    # keys JSON cannot sort (as the run's params are stored) are refused when built
+    with pytest.raises(InvalidArgument, match="param 'o' is dict"):
+        Pipeline("p", [get_data], params={"o": {1: "a", "b": 2}})
 
 
 def test_an_unknown_step_lists_the_steps() -> None:

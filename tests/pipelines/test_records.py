@@ -164,8 +164,11 @@ def test_adding_steps_again_keeps_them(store: Store) -> None:
 def test_the_newest_done_step_with_a_cache_key_is_found(store: Store) -> None:
     runs = [queue(store) for _ in range(3)]
     other = queue(store, pipeline="q")
+    bobs = queue(store, created_by="bob")
     for run, status in zip(
-        [*runs, other], ["succeeded", "cached", "failed", "succeeded"], strict=True
+        [*runs, other, bobs],
+        ["succeeded", "cached", "failed", "succeeded", "succeeded"],
+        strict=True,
     ):
         assert run is not None
         records.add_steps(store, run, ["a"])
@@ -173,10 +176,13 @@ def test_the_newest_done_step_with_a_cache_key_is_found(store: Store) -> None:
         records.write_step(store, run, "a", "w", status=status, cache_key="k", output={"n": run})
     newest = queue(store)
     assert newest is not None
-    assert records.find_cached(store, "p", "k", newest) == (runs[1], {"n": runs[1]})
-    assert records.find_cached(store, "p", "k", runs[1]) == (runs[0], {"n": runs[0]})
-    assert records.find_cached(store, "p", "other", newest) is None
-    assert records.find_cached(store, "q", "k", other) is None  # not in an older run
+    assert records.find_cached(store, "p", "k", newest, "ann") == (runs[1], {"n": runs[1]})
+    assert records.find_cached(store, "p", "k", runs[1], "ann") == (runs[0], {"n": runs[0]})
+    assert records.find_cached(store, "p", "other", newest, "ann") is None
+    assert records.find_cached(store, "q", "k", other, "ann") is None  # not in an older run
+    # only the creator's own runs: bob's newer entry is not ann's, ann's are not bob's
+    assert records.find_cached(store, "p", "k", newest, "bob") == (bobs, {"n": bobs})
+    assert records.find_cached(store, "p", "k", bobs, "bob") is None
 
 
 def test_previous_attempt_of_a_retry(store: Store) -> None:

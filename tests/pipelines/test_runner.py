@@ -13,19 +13,22 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
+from plinth.auth.context import acting_as
+from plinth.auth.service import AuthService
+from plinth.auth.types import Principal, Role
 from plinth.client import Client
-from plinth.errors import Conflict, InvalidArgument, NotFound
+from plinth.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from plinth.pipelines import records, runner
 from plinth.pipelines.context import StepContext
 from plinth.pipelines.entrypoints import load_pipeline
 from plinth.pipelines.pipeline import Pipeline, PipelineFailed
 from plinth.pipelines.runner import execute, load_output, run_pipeline
 from plinth.pipelines.step import step
-from plinth.pipelines.types import PipelineRun
+from plinth.pipelines.types import PipelineRun, PipelineSpec
 from plinth.store.engine import open_store
-from plinth.store.schema import pipeline_runs
+from plinth.store.schema import grants, pipeline_runs
 from tests.backends import empty_tables, local_client
 
 calls: Counter[str] = Counter()
@@ -310,7 +313,7 @@ def test_a_retry_resumes_where_the_previous_attempt_stopped(client: Client) -> N
     calls.clear()
     store = client.tracking.store
     with store.write() as conn:
-        retry = records.insert_run(conn, pipeline="churn", trigger="retry", created_by="ann",
+        retry = records.insert_run(conn, pipeline="churn", trigger="retry", created_by=first.created_by,
                                    params=first.params, attempt=2, max_attempts=3, retry_of=first.id)  # fmt: skip
     assert retry is not None
     seen: list[tuple[int, int, str]] = []
@@ -336,7 +339,7 @@ def test_a_retry_of_a_rerun_goes_on_from_the_attempt_before(client: Client) -> N
     calls.clear()
     store = client.tracking.store
     with store.write() as conn:  # as a scheduler retries it: the row's own resume copied
-        retry = records.insert_run(conn, pipeline="churn", trigger="retry", created_by="ann",
+        retry = records.insert_run(conn, pipeline="churn", trigger="retry", created_by=first.created_by,
                                    attempt=2, retry_of=rerun.id, resumed_from=first.id,
                                    from_step="train")  # fmt: skip
     assert retry is not None
@@ -354,10 +357,10 @@ def test_a_retry_after_an_attempt_that_did_nothing_follows_its_row(client: Clien
     first = PIPELINE.run(client=client)
     store = client.tracking.store
     with store.write() as conn:
-        attempt = records.insert_run(conn, pipeline="churn", trigger="rerun", created_by="ann",
+        attempt = records.insert_run(conn, pipeline="churn", trigger="rerun", created_by=first.created_by,
                                      resumed_from=first.id, from_step="report")  # fmt: skip
         assert attempt is not None
-        retry = records.insert_run(conn, pipeline="churn", trigger="retry", created_by="ann",
+        retry = records.insert_run(conn, pipeline="churn", trigger="retry", created_by=first.created_by,
                                    attempt=2, retry_of=attempt, resumed_from=first.id,
                                    from_step="report")  # fmt: skip
     assert retry is not None
@@ -527,3 +530,130 @@ def test_an_output_gone_from_the_resumed_run_fails_the_step(client: Client, tmp_
     assert rerun.error is not None and rerun.error.startswith("step report failed: ")
     assert steps_of(rerun)["report"] == ("failed", None)
     assert calls["report"] == 1  # the first run's only
+
+
+# -- whose outputs a run may read --------------------------------------------------------------
+
+BOB = Principal("bob", Role.EDITOR, via="token")
+unpickled: list[str] = []  # what reading a Planted output did
+
+
+def _plant(what: str) -> Box:
+    unpickled.append(what)
+    return Box(0)
+
+
+class Planted:
+    """An output whose reading runs code (as any pickle may)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_plant, ("read",))
+
+
+@step(cache=True)
+def planted() -> Planted:
+    calls["planted"] += 1
+    return Planted()
+
+
+@step
+def after(planted: Any) -> str:
+    return type(planted).__name__
+
+
+def test_a_registered_pipeline_is_run_by_those_who_may_write_it(client: Client) -> None:
+    store = client.tracking.store
+    AuthService(store).create_user("bob", Role.EDITOR)
+    client.pipelines.register_pipeline(PipelineSpec(name="churn", entrypoint="flows:churn"))
+    with acting_as(BOB), pytest.raises(PermissionDenied, match="'bob' may not write pipeline"):
+        run_pipeline(client, PIPELINE)
+    with store.write() as conn:  # private to its owner: bob may not even see it
+        conn.execute(delete(grants).where(grants.c.grantee_type == "everyone"))
+    with acting_as(BOB), pytest.raises(NotFound, match="pipeline 'churn' does not exist"):
+        run_pipeline(client, PIPELINE)
+    with store.read() as conn:
+        assert conn.execute(select(pipeline_runs.c.id)).all() == []  # nothing recorded
+    assert calls["get_data"] == 0
+    assert PIPELINE.run(client=client).status == "succeeded"  # its owner runs it
+    with acting_as(BOB):  # a pipeline nobody registered is anyone's to run in process
+        assert Pipeline("scratch", [get_data]).run(client=client).created_by == "bob"
+
+
+def test_outputs_are_reused_only_from_the_creators_own_runs(client: Client) -> None:
+    pipeline = Pipeline("shared", [planted, after])  # registered by nobody: anyone runs it
+    unpickled.clear()
+    with acting_as(BOB):
+        planter = pipeline.run(client=client)
+    assert planter.created_by == "bob"
+    owners = pipeline.run(client=client)  # bob's cached pickle is not read: a miss
+    assert steps_of(owners)["planted"] == ("succeeded", None)
+    assert unpickled == [] and calls["planted"] == 2
+    again = pipeline.run(client=client)  # the owner's own entry is
+    assert steps_of(again)["planted"] == ("cached", owners.id)
+    assert unpickled == ["read"] and calls["planted"] == 2
+
+
+def test_a_rerun_of_another_creators_run_reads_no_pickle(client: Client) -> None:
+    first = PIPELINE.run(client=client)  # train's output is a pickle (Box)
+    bobs = Pipeline("churn", PIPELINE.steps, PIPELINE.params, experiment="bobs-churn")
+    with acting_as(BOB):
+        refused = run_pipeline(client, bobs, resume_from=first.id, from_step="report")
+        assert refused.status == "failed"
+        assert (
+            f"its step 'train' output is a pickle written by a run of {first.created_by!r}, "
+            "and this run is 'bob''s"
+        ) in (refused.error or "")
+        assert calls["report"] == 1
+        # parquet and JSON outputs are data, not code: those are reused
+        rerun = run_pipeline(client, bobs, resume_from=first.id, from_step="train")
+    assert steps_of(rerun)["transform"] == ("reused", first.id)
+    assert steps_of(rerun)["train"] == ("succeeded", None)
+
+
+def test_a_cached_step_taking_the_context_is_keyed_by_the_params(client: Client) -> None:
+    @step(cache=True)
+    def threshold(context: StepContext) -> float:
+        calls["threshold"] += 1
+        return float(context.params["threshold"])
+
+    pipeline = Pipeline("p", [threshold], params={"threshold": 0.5})
+    first = pipeline.run(client=client)
+    changed = pipeline.run(params={"threshold": 0.9}, client=client)
+    assert steps_of(changed)["threshold"] == ("succeeded", None)
+    assert load_output(client, changed.id, "threshold") == 0.9
+    same = pipeline.run(params={"threshold": 0.9}, client=client)
+    assert steps_of(same)["threshold"] == ("cached", changed.id)
+    assert calls["threshold"] == 2 and first.steps[0].cache_key != changed.steps[0].cache_key
+
+
+def test_a_default_json_cannot_sort_still_has_a_stable_digest(client: Client) -> None:
+    @step(cache=True)
+    def keyed(options: Any = {1: "a", "b": 2}) -> int:  # noqa: B006
+        calls["keyed"] += 1
+        return len(options)
+
+    pipeline = Pipeline("k", [keyed])
+    first = pipeline.run(client=client)
+    assert steps_of(pipeline.run(client=client))["keyed"] == ("cached", first.id)
+    assert runner._digest({1: "a", "b": 2}) != runner._digest({1: "a", "b": 3})
+
+
+def test_a_worker_may_keep_step_output_off_its_console(
+    client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @step
+    def chatty(context: StepContext) -> None:
+        print("printed by the step")
+        context.log.info("logged by the step")
+
+    pipeline = Pipeline("chatty", [chatty])
+    with client.tracking.store.write() as conn:
+        queued = records.insert_run(conn, pipeline="chatty", trigger="manual", created_by="ann")
+    assert queued is not None
+    done = execute(client, pipeline, queued, echo=False)
+    log = client.read_artifact(done.run_id or "", done.steps[0].log_path or "").decode()
+    assert "printed by the step" in log and "logged by the step" in log
+    shown = capsys.readouterr()
+    assert "by the step" not in shown.out + shown.err
+    pipeline.run(client=client)  # echoed by default
+    assert "printed by the step" in capsys.readouterr().out

@@ -10,14 +10,24 @@ from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, update
+from sqlalchemy import inspect as sa_inspect
 
 from plinth.client import Client
 from plinth.errors import Unavailable
 from plinth.pipelines import records, triggers
-from plinth.pipelines.scheduler import LEASE, Scheduler, is_worker
+from plinth.pipelines.scheduler import (
+    LEASE,
+    Scheduler,
+    is_worker,
+    kill_group,
+    orphaned_group,
+    process_started_ms,
+    worker_environment,
+)
 from plinth.store import lease
 from plinth.store.schema import pipeline_runs, pipeline_steps
 from plinth.store.sql import now_ms
+from plinth.tracking.types import RunStatus
 from tests.pipelines.scheduled import HOUR, NOW, add_pipeline, add_schedule, runs, store_client
 
 ELSEWHERE = "another-host:4242"
@@ -356,3 +366,148 @@ def test_a_run_in_a_users_own_process_past_its_timeout_fails_but_is_not_killed(
     done = scheduler.tick()
     assert [(d.action, d.pipeline_run) for d in done] == [("failed", here)]
     assert not is_worker(os.getpid())  # and this test's process is still here to say so
+
+
+# -- the review's findings (issue 15) ------------------------------------------------------
+
+
+def test_a_retry_of_a_rerun_from_a_step_resumes_as_its_first_attempt(client: Client) -> None:
+    add_pipeline(client, retries=1, retry_backoff_seconds=0.0)
+    first = running(client, ELSEWHERE, at=NOW)
+    assert records.finish(client.tracking.store, first, "succeeded", now=NOW)
+    rerun = running(
+        client, ELSEWHERE, at=NOW, resumed_from=first, from_step="train", max_attempts=2
+    )
+    # its worker died before recording a step
+    assert records.finish(client.tracking.store, rerun, "failed", "worker lost", now=NOW)
+    (retried,) = [d for d in Recording(client).tick(NOW) if d.action == "retried"]
+    retry = row(client, retried.pipeline_run)
+    assert (retry.retry_of, retry.resumed_from, retry.from_step) == (rerun, first, "train")
+
+
+def test_a_failure_older_than_a_day_is_not_looked_at_for_a_retry(client: Client) -> None:
+    add_pipeline(client, retries=1, retry_backoff_seconds=0.0)
+    old = running(client, ELSEWHERE, at=NOW - 2 * 24 * HOUR, max_attempts=2)
+    recent = running(client, ELSEWHERE, at=NOW - HOUR, max_attempts=2)
+    assert records.finish(client.tracking.store, old, "failed", "boom", now=NOW - 25 * HOUR)
+    assert records.finish(client.tracking.store, recent, "failed", "boom", now=NOW - HOUR)
+    done = [d for d in Recording(client).tick(NOW) if d.action == "retried"]
+    assert [d.detail for d in done] == [f"attempt 2 of run {recent}"]
+
+
+def test_the_look_for_a_runs_next_attempt_uses_an_index(client: Client) -> None:
+    store = client.tracking.store
+    with store.read() as conn:
+        indexes = sa_inspect(conn).get_indexes("pipeline_runs")
+    assert ["retry_of", "attempt"] in [i["column_names"] for i in indexes]
+
+
+def test_a_run_the_scheduler_fails_ends_its_tracking_run(client: Client) -> None:
+    add_pipeline(client)
+    scheduler = Scheduler(client, stale_seconds=120, warm=False)
+    lost = running(client, ELSEWHERE, at=NOW - 121_000)
+    tracked = client.tracking.create_run("nightly")
+    with client.tracking.store.write() as conn:
+        conn.execute(
+            update(pipeline_runs).where(pipeline_runs.c.id == lost).values(run_id=tracked.id)
+        )
+    assert [d.action for d in scheduler.tick(NOW)] == ["failed"]
+    assert client.tracking.get_run(tracked.id).status == RunStatus.FAILED
+
+
+def test_a_dead_workers_left_over_processes_are_killed_when_it_is_reclaimed(
+    client: Client,
+) -> None:
+    add_pipeline(client)
+    scheduler = Scheduler(client, warm=False)
+    # a "worker": leads a session of its own, starts a process, dies
+    leader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+            "print(c.pid, flush=True)",
+        ],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
+    assert leader.stdout is not None
+    left = int(leader.stdout.readline())
+    leader.stdout.close()
+    leader.wait()
+    try:
+        assert orphaned_group(leader.pid) and process_started_ms(left) is not None
+        run_id = running(client, f"{scheduler.host}:{leader.pid}", at=now_ms())
+        done = scheduler.tick()
+        assert [(d.action, d.pipeline_run) for d in done] == [("failed", run_id)]
+        deadline = time.monotonic() + 10
+        while process_started_ms(left) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process_started_ms(left) is None
+    finally:
+        kill_group(leader.pid)
+
+
+def test_a_process_group_whose_leader_lives_is_not_an_orphan() -> None:
+    assert not orphaned_group(os.getpid())  # alive: perhaps a pid reused since
+    assert not orphaned_group(dead_pid())  # nothing left of it
+
+
+def test_a_worker_inherits_only_the_basics_the_store_settings_and_what_is_passed() -> None:
+    environ = {
+        "PATH": "/bin",
+        "HOME": "/home/u",
+        "PLINTH_STORE_URI": "sqlite:///x.db",
+        "PLINTH_TOKEN": "secret",
+        "PLINTH_URI": "http://server",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "MY_MARKS": "/tmp/m",
+    }
+    assert worker_environment(environ, ["MY_MARKS"]) == {
+        "PATH": "/bin",
+        "HOME": "/home/u",
+        "PLINTH_STORE_URI": "sqlite:///x.db",
+        "MY_MARKS": "/tmp/m",
+    }
+
+
+def test_worker_logs_not_written_to_for_a_week_are_removed(client: Client, tmp_path: Path) -> None:
+    scheduler = Scheduler(client, warm=False, log_dir=tmp_path / "logs")
+    (tmp_path / "logs").mkdir()
+    old, new, other = (tmp_path / "logs" / n for n in ("worker-1.log", "worker-2.log", "x.txt"))
+    for path in (old, new, other):
+        path.write_text("output")
+    week = 7 * 24 * 3600
+    os.utime(old, (time.time() - week - 60, time.time() - week - 60))
+    os.utime(other, (time.time() - week - 60, time.time() - week - 60))
+    scheduler.run_pass()  # when it starts
+    assert not old.exists() and new.exists() and other.exists()
+
+
+def test_the_scheduler_command_waits_for_a_store_that_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    from plinth.cli.scheduler import connect_when_up
+
+    answers: list[Any] = [Unavailable("store away"), Unavailable("store away"), "client"]
+
+    def connect() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with caplog.at_level("WARNING"):
+        assert connect_when_up(threading.Event(), 0.01, connect) == "client"
+    assert caplog.text.count("store unavailable, retrying") == 2
+    stopping = threading.Event()
+    stopping.set()
+    assert connect_when_up(stopping, 0.01, lambda: connect_fails()) is None
+
+
+def connect_fails() -> Any:
+    raise Unavailable("store away")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import plinth
 from plinth.errors import InvalidArgument
+from plinth.pipelines.entrypoints import load_pipeline
 from plinth.pipelines.step import Step, step
 
 
@@ -114,3 +118,60 @@ def test_a_factory_made_step_versions_what_it_closes_over() -> None:
     assert first.code_version == scaled(_doubled, 1.0, object()).code_version  # no addresses
     assert first.code_version != scaled(_tripled, 1.0, object()).code_version
     assert first.code_version != scaled(_doubled, 2.0, object()).code_version
+
+
+FLOW = """import json
+import plinth
+
+FACTOR = {factor}
+
+
+def clean(x):
+    return [{clean} for v in x]
+
+
+def outer(x):
+    return clean(x)
+
+
+@plinth.step(cache=True)
+def prep():
+    return outer([1, 2]), json.dumps(FACTOR), prep
+
+
+pipeline = plinth.Pipeline("helper", [prep])
+"""
+
+
+def test_the_code_version_follows_the_helpers_a_step_calls(tmp_path: Path) -> None:
+    def version_of(factor: str, clean: str = "v * FACTOR") -> str:
+        # each text of a different length: the source is read again (not a stale cache)
+        path = tmp_path / f"flow_{len(factor)}_{len(clean)}.py"
+        path.write_text(FLOW.format(factor=factor, clean=clean))
+        return load_pipeline(f"{path}:pipeline").step("prep").code_version
+
+    first = version_of("1")
+    assert version_of("100") != first  # a constant it reads
+    assert version_of("1", "v * FACTOR + 1") != first  # a helper of the helper it calls
+    assert version_of("1") == first
+    # the same in another process: nothing that changes between processes (addresses)
+    path = tmp_path / "flow_1_10.py"
+    program = (
+        "from plinth.pipelines.entrypoints import load_pipeline; "
+        f"print(load_pipeline({str(path)!r} + ':pipeline').step('prep').code_version)"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    assert other.stdout.strip() == first
+
+
+def test_a_function_without_source_is_versioned_by_its_code_and_names() -> None:
+    def version_of(source: str) -> str:
+        namespace: dict[str, Any] = {"clean": _doubled, "dirty": _tripled}
+        exec(source, namespace)
+        return step(namespace["made"]).code_version
+
+    nested = "def made(x):\n    return (lambda y: {}(y))(x)\n"
+    assert version_of(nested.format("clean")) == version_of(nested.format("clean"))
+    assert version_of(nested.format("clean")) != version_of(nested.format("dirty"))

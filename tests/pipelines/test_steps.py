@@ -438,3 +438,35 @@ def test_a_retry_after_a_promotion_that_was_not_recorded_promotes_once(
     promotions = [h.version for h in client.model_history("churn") if h.to_value == "PRODUCTION"]
     assert promotions == [1, 2]
     assert len(client.list_decisions(name="churn").items) == 2
+
+
+def test_a_holdout_label_series_is_taken_by_position_not_index() -> None:
+    from plinth.errors import InvalidArgument
+    from plinth.pipelines.steps.models import _holdout
+
+    frame = customers(3).drop(columns=["customer_id"]).iloc[200:]  # indexed 200..239
+    labels = labelled(frame, 3).reset_index(drop=True)  # indexed 0..39
+    X, y = _holdout((frame, labels), {})
+    assert X is frame and list(y.index) == list(frame.index)
+    assert y.tolist() == labels.tolist()  # no label lost to index alignment
+    with pytest.raises(InvalidArgument, match=r"one label per row of X \(40 rows\)"):
+        _holdout((frame, labels[:30]), {})
+
+
+def test_a_metric_that_cannot_be_measured_fails_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.pipelines.steps import models
+
+    client = local_client(f"sqlite:///{tmp_path / 'plinth.db'}", str(tmp_path / "artifacts"))
+    monkeypatch.setattr(models, "_score", lambda *args: float("nan"))
+    data = holdout().drop(columns=["segment"])
+    run = Pipeline(
+        "gated",
+        [
+            steps.train(DummyClassifier(), data=data, label="churned"),
+            steps.validate_model("rmse", holdout=data, max_value=0.5),  # NaN > 0.5 is False
+        ],
+    ).run(client=client, raise_on_failure=False)
+    assert statuses(run) == {"train": "succeeded", "validate_model": "failed"}
+    assert "rmse is nan: it could not be measured" in (run.steps[1].error or "")

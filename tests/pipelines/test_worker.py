@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,12 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, update
 
+from plinth.auth.access import access_for
+from plinth.auth.context import acting_as
 from plinth.auth.types import Role
 from plinth.client import Client
 from plinth.config import local_user
 from plinth.pipelines import records
 from plinth.pipelines.scheduler import Scheduler
-from plinth.pipelines.worker import Watchdog, owner_principal
+from plinth.pipelines.worker import Watchdog, act_as_owner, owner_principal
 from plinth.store.schema import group_members, pipeline_runs, pipeline_steps, user_groups, users
 from plinth.store.sql import now_ms
 from tests.pipelines.scheduled import add_pipeline, add_schedule, runs, store_client
@@ -42,6 +48,7 @@ def prepare(context, base: int = 1):
 
 @step
 def add(context, prepare):
+    print("printed by the step add")
     return prepare["n"] + 1
 
 
@@ -66,7 +73,31 @@ def forever(context, prepare):
     time.sleep(3600)
 
 
+@step(timeout_seconds=1.0)
+def stuck(context):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    (MARKS / f"stuck-{context.pipeline_run}").write_text(f"{os.getpid()} {child.pid}")
+    time.sleep(3600)
+
+
+@step
+def who(context):
+    import threading
+
+    from plinth.auth.access import access_for
+
+    access = access_for(context.client.tracking.store)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(access.principal().name))
+    thread.start()
+    thread.join()
+    secret = os.environ.get("SCHED_TEST_SECRET", "-")
+    (MARKS / "who").write_text(f"{access.principal().name} {seen[0]} {secret}")
+
+
 tiny = Pipeline("tiny", [prepare, add], params={"base": 1})
+stuckp = Pipeline("stuckp", [stuck])
+whop = Pipeline("whop", [who])
 hanging = Pipeline("hanging", [prepare, hang])
 killed = Pipeline("killed", [prepare, sleepy])
 endless = Pipeline("endless", [prepare, forever])
@@ -83,7 +114,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Client:
 
 @pytest.fixture
 def scheduler(client: Client) -> Iterator[Scheduler]:
-    made = Scheduler(client, max_workers=2)
+    made = Scheduler(client, max_workers=2, pass_env=["SCHED_TEST_MARKS"])
     yield made
     made.close()
     for child in made.children.values():  # a failed test leaves no process behind
@@ -267,7 +298,7 @@ def test_a_standby_adopts_the_running_runs_of_a_scheduler_that_died(
         )
     mark = tmp_path / "marks" / "sleepy"
     tick_until(scheduler, mark.exists)  # the first scheduler started it, then "died"
-    standby = Scheduler(client, warm=False)
+    standby = Scheduler(client, warm=False, pass_env=["SCHED_TEST_MARKS"])
     assert [d for d in standby.tick() if d.action != "started"] == []
     assert runs(client)[0].status == "running"  # alive on this host: left to run
     os.kill(int(mark.read_text()), signal.SIGKILL)
@@ -335,3 +366,101 @@ def test_runs_queued_and_cancelled_through_the_service(
     service.cancel_run(endless.id)
     tick_until(scheduler, lambda: gone(worker) and gone(grandchild))
     assert service.get_run(endless.id).status == "cancelled"
+
+
+# -- the review's findings (issue 15) ------------------------------------------------------
+
+
+def test_acting_as_the_owner_holds_in_every_thread_of_the_worker(client: Client) -> None:
+    store = client.tracking.store
+    with store.write() as conn:
+        conn.execute(insert(users).values(name="ann", kind="user", role="editor", created_at=0))
+    ann = owner_principal(store, "ann")
+    assert ann is not None
+    act_as_owner(store, ann)
+    seen: list[str] = []
+    with acting_as(ann):
+        thread = threading.Thread(target=lambda: seen.append(access_for(store).principal().name))
+        thread.start()
+        thread.join()
+    assert seen == ["ann"]
+
+
+@pytest.mark.slow
+def test_a_step_acts_as_the_owner_in_its_threads_without_the_schedulers_secrets(
+    client: Client, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCHED_TEST_SECRET", "hush")  # the scheduler's, not passed on
+    with client.tracking.store.write() as conn:
+        conn.execute(insert(users).values(name="vera", kind="user", role="editor", created_at=0))
+    add_pipeline(client, "whop", entrypoint=entry(tmp_path, "whop"), owner="vera")
+    with client.tracking.store.write() as conn:
+        records.insert_run(conn, pipeline="whop", trigger="manual", created_by="vera")
+    mark = tmp_path / "marks" / "who"
+    tick_until(scheduler, mark.exists)
+    assert mark.read_text() == "vera vera -"
+
+
+@pytest.mark.slow
+def test_a_worker_killed_takes_the_processes_its_step_started_with_it(
+    client: Client, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    run_id = queue_endless(client, tmp_path)
+    worker, grandchild = tick_until(scheduler, lambda: pids_of(tmp_path, run_id))
+    os.kill(worker, signal.SIGKILL)
+    tick_until(scheduler, lambda: finished(client) and gone(grandchild))
+
+
+@pytest.mark.slow
+def test_a_step_over_its_timeout_ends_with_the_processes_it_started(
+    client: Client, tmp_path: Path
+) -> None:
+    add_pipeline(client, "stuckp", entrypoint=entry(tmp_path, "stuckp"))
+    with client.tracking.store.write() as conn:
+        run_id = records.insert_run(conn, pipeline="stuckp", trigger="manual", created_by="local")
+    environ = dict(
+        os.environ,
+        PLINTH_HOME=str(client.settings.home.resolve()),
+        PLINTH_STORE_URI=client.tracking.store.uri,
+        PLINTH_ARTIFACT_URI=client.settings.resolved_artifact_uri,
+    )
+    # no scheduler: the worker itself ends its group
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "plinth.pipelines.worker", str(run_id)],
+        env=environ,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        worker.wait(60)
+        (run,) = runs(client)
+        assert (run.status, run.error) == ("failed", "step stuck timed out after 1 s")
+        _, grandchild = (
+            int(p) for p in (tmp_path / "marks" / f"stuck-{run_id}").read_text().split()
+        )
+        deadline = time.monotonic() + 10
+        while not gone(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(grandchild)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_what_a_step_prints_is_in_its_log_not_in_the_workers_log_file(
+    client: Client, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    scheduler.log_dir = tmp_path / "worker-logs"
+    add_pipeline(client, "tiny", entrypoint=entry(tmp_path, "tiny"))
+    with client.tracking.store.write() as conn:
+        run_id = records.insert_run(conn, pipeline="tiny", trigger="manual", created_by="local")
+    assert run_id is not None
+    (run,) = tick_until(scheduler, lambda: finished(client))
+    assert run.status == "succeeded"
+    tick_until(scheduler, lambda: not scheduler.children)
+    assert "printed by the step add" in client.pipelines.run_logs(run_id, "add")
+    logged = "".join(p.read_text() for p in scheduler.log_dir.glob("worker-*.log"))
+    assert f"pipeline run {run_id}: succeeded" in logged  # the worker's own lines are there
+    assert "printed by the step add" not in logged

@@ -7,12 +7,38 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from plinth.cli.common import _client, out
+from plinth.errors import Unavailable
+
+if TYPE_CHECKING:
+    from plinth.pipelines.scheduler import Scheduler
+
+
+log = logging.getLogger("plinth.pipelines.scheduler")
+
+
+def connect_when_up(
+    stopping: threading.Event,
+    retry_seconds: float = 5.0,
+    connect: Callable[[], Any] = _client,
+) -> Any:
+    """The client, once the store answers: a scheduler started while the store is down
+    waits for it (and then starts as a standby or the holder, as the lease says) rather
+    than exiting; None when ``stopping`` is set first."""
+    while True:
+        try:
+            return connect()
+        except Unavailable as exc:
+            log.warning("store unavailable, retrying in %g s: %s", retry_seconds, exc.message)
+        if stopping.wait(retry_seconds):
+            return None
 
 
 def scheduler(
@@ -33,6 +59,14 @@ def scheduler(
         float,
         typer.Option("--stale", min=1, help="a running run without a heartbeat this long is lost"),
     ] = 120.0,
+    pass_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pass-env",
+            help="an environment variable the workers inherit besides the basics "
+            "(PATH, HOME, the store's PLINTH_* settings); repeat for more",
+        ),
+    ] = None,
 ) -> None:
     """Run pipelines on their schedules and triggers, in worker subprocesses."""
     from plinth.pipelines.scheduler import LEASE, Scheduler
@@ -50,20 +84,31 @@ def scheduler(
         else:
             out.print(f"scheduler {loop.holder}: lost the lease {LEASE}; standby", highlight=False)
 
-    loop = Scheduler(
-        _client(),
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        if made is not None:
+            made.stop(timeout=0)
+
+    made: Scheduler | None = None
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    client = connect_when_up(stopping, retry_seconds=min(lease, 5.0))
+    if client is None:
+        out.print("scheduler: stopped before the store answered", highlight=False)
+        return
+    loop = made = Scheduler(
+        client,
         tick_seconds=tick,
         max_workers=workers,
         lease_seconds=lease,
         stale_seconds=stale,
         on_change=changed,
+        pass_env=pass_env or (),
     )
-
-    def stop(signum: int, frame: FrameType | None) -> None:
+    if stopping.is_set():
         loop.stop(timeout=0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     if not loop.run_pass():
         held = leases.current(loop.store, LEASE)
         by = held.holder if held is not None else "nobody (the store is away)"

@@ -1,7 +1,8 @@
 """A step's output, stored with its pipeline run's tracking run and read back.
 
 Kinds, tried in order: ``none``; ``arrow`` (a ``pyarrow.Table``, as Parquet); ``pandas``
-(a DataFrame, as Parquet); references to the registry and feature store, resolved again
+(a DataFrame, as Parquet, unless Arrow cannot hold it: a column of mixed types is
+pickled); references to the registry and feature store, resolved again
 through the client when read (``model_version``, ``training_dataset`` and
 ``training_data`` (its handle), ``feature_view`` and ``feature_view_handle``); ``json``
 (a value JSON gives back equal, type included); else ``pickle`` (cloudpickle: read back
@@ -84,11 +85,10 @@ def encode(value: Any) -> tuple[str, bytes, str, dict[str, Any]]:
     if value is None:
         return "none", b"null", "", {}
     table_kind = _table_kind(value)
-    if table_kind is not None:
-        import pyarrow as pa
+    table = _as_table(value) if table_kind is not None else None
+    if table_kind is not None and table is not None:
         import pyarrow.parquet as pq
 
-        table = value if table_kind == "arrow" else pa.Table.from_pandas(value)
         out = io.BytesIO()
         pq.write_table(table, out)
         summary = {"rows": table.num_rows, "columns": table.column_names[:100]}
@@ -105,6 +105,19 @@ def encode(value: Any) -> tuple[str, bytes, str, dict[str, Any]]:
 
     return "pickle", cloudpickle.dumps(value), "pkl", {"type": _type_name(value),
                                                        "repr": _short(value)}  # fmt: skip
+
+
+def _as_table(value: Any) -> Any:
+    """``value`` as an Arrow table; None for a DataFrame Arrow cannot hold (a column of
+    mixed types): it is pickled instead."""
+    import pyarrow as pa
+
+    if isinstance(value, pa.Table):
+        return value
+    try:
+        return pa.Table.from_pandas(value)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
 
 
 def _table_kind(value: Any) -> str | None:

@@ -51,8 +51,13 @@ class Pipeline:
         experiment: str | None = None,
         description: str = "",
     ) -> None:
-        if not name or not isinstance(name, str):
-            raise InvalidArgument(f"a pipeline needs a name, got {name!r}")
+        from plinth.abtests.design import check_name
+
+        # named as the service names pipelines: a bad name fails here, not once a run is
+        # recorded (nor in a path made of it)
+        check_name(name, "pipeline name")
+        if experiment is not None:
+            check_name(experiment, "experiment name")
         if not steps:
             raise InvalidArgument(f"pipeline {name!r} has no steps")
         self.name = name
@@ -100,7 +105,7 @@ def _checked_params(pipeline: str, params: dict[str, Any]) -> dict[str, Any]:
     # params are stored with each run (and logged to its tracking run): JSON values only
     for key, value in params.items():
         try:
-            json.dumps(value, allow_nan=False)
+            json.dumps(value, allow_nan=False, sort_keys=True)  # as stored
         except (TypeError, ValueError):
             raise InvalidArgument(
                 f"pipeline {pipeline!r}: param {key!r} is {type(value).__name__} {value!r:.60}; "

@@ -195,10 +195,12 @@ def write_step(store: Store, pipeline_run: int, name: str, worker: str, **values
 
 
 def find_cached(
-    store: Store, pipeline: str, cache_key: str, before: int
+    store: Store, pipeline: str, cache_key: str, before: int, created_by: str
 ) -> tuple[int, dict[str, Any]] | None:
-    """The newest done step of ``pipeline`` with ``cache_key`` (in a run older than
-    ``before``): its run and output."""
+    """The newest done step of ``pipeline`` with ``cache_key`` in a run older than
+    ``before`` created by ``created_by``: its run and output. Only the creator's own runs:
+    a cached output may be a pickle, which runs the code of whoever wrote it when read
+    (and anyone may run a pipeline nobody registered under the same name)."""
     query = (
         select(_steps.pipeline_run, _steps.output)
         .join(pipeline_runs, _runs.id == _steps.pipeline_run)
@@ -207,6 +209,7 @@ def find_cached(
             _steps.status.in_(("succeeded", "cached")),
             _steps.output.is_not(None),
             _runs.pipeline == pipeline,
+            _runs.created_by == created_by,
             _runs.id < before,
         )
         .order_by(_steps.pipeline_run.desc())

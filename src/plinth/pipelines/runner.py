@@ -25,6 +25,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from plinth.errors import Conflict, InvalidArgument, NotFound
 from plinth.pipelines import logs, outputs, records
 from plinth.pipelines.context import StepContext
@@ -32,6 +34,7 @@ from plinth.pipelines.types import PipelineRun, StepRun
 from plinth.store.sql import now_ms
 
 if TYPE_CHECKING:
+    from plinth.auth.access import Access
     from plinth.client import Client
     from plinth.pipelines.pipeline import Pipeline
     from plinth.pipelines.step import Step
@@ -76,14 +79,13 @@ def run_pipeline(
             )
         params = previous.params if params is None else params
         trigger = "rerun" if trigger == "manual" else trigger
-    from plinth.auth.access import access_for
-
+    access = _may_run(store, pipeline.name)
     with store.write() as conn:
         created = records.insert_run(
             conn,
             pipeline=pipeline.name,
             trigger=trigger,
-            created_by=access_for(store).actor(),
+            created_by=access.actor(),
             params=params,
             resumed_from=resume_from,
             from_step=from_step,
@@ -92,13 +94,36 @@ def run_pipeline(
     return execute(client, pipeline, created)
 
 
+def _may_run(store: Store, name: str) -> Access:
+    """A registered pipeline is run by those who may write it (as the service queues its
+    runs): PermissionDenied, or NotFound when the caller may not even see it. A name
+    nobody registered is anyone's to run in process (its runs share nothing with
+    another creator's: see ``_Execution``)."""
+    from plinth.auth.access import access_for
+    from plinth.auth.types import Action, Kind
+    from plinth.store.schema import pipelines
+
+    access = access_for(store)
+    with store.read() as conn:
+        found = conn.execute(select(pipelines.c.name).where(pipelines.c.name == name)).first()
+    if found is not None:
+        access.require(Action.WRITE, Kind.PIPELINE, name, repr(name))
+    return access
+
+
 def execute(
-    client: Client, pipeline: Pipeline, pipeline_run: int, *, worker: str | None = None
+    client: Client,
+    pipeline: Pipeline,
+    pipeline_run: int,
+    *,
+    worker: str | None = None,
+    echo: bool = True,
 ) -> PipelineRun:
     """Run an inserted run: claim it if queued (a run already running must be
     ``worker``'s), run its steps, finish it. Returns it as recorded, steps included. A
     step's failure is in the result, not raised; Conflict when the run is not this
-    worker's to run."""
+    worker's to run. ``echo=False``: what the steps print and log goes to their logs only,
+    not to this process's console too (a worker whose console is a file)."""
     store = _store_of(client)
     worker = worker or default_worker()
     row = records.get_run(store, pipeline_run, steps=False)
@@ -115,7 +140,7 @@ def execute(
             f"pipeline run {pipeline_run} is {row.status}{held}; only a queued run (or one "
             "this worker claimed) can be executed"
         )
-    _Execution(client, store, pipeline, row, worker).run()
+    _Execution(client, store, pipeline, row, worker, echo).run()
     return records.get_run(store, pipeline_run)
 
 
@@ -193,10 +218,16 @@ class _Heartbeat:
 
 class _Execution:
     def __init__(
-        self, client: Client, store: Store, pipeline: Pipeline, row: PipelineRun, worker: str
+        self,
+        client: Client,
+        store: Store,
+        pipeline: Pipeline,
+        row: PipelineRun,
+        worker: str,
+        echo: bool = True,
     ) -> None:
         self.client, self.store, self.pipeline, self.row = client, store, pipeline, row
-        self.worker = worker
+        self.worker, self.echo = worker, echo
         self.params = {**pipeline.params, **row.params}
         self.described: dict[str, dict[str, Any]] = {}  # step -> its output's description
         self.values: dict[str, Any] = {}  # step -> its output, once loaded
@@ -300,6 +331,15 @@ class _Execution:
                     f"{name!r} is {status}, with no output to reuse; resume from an "
                     "earlier step"
                 )
+            if found.output.get("kind") == "pickle" and previous.created_by != row.created_by:
+                # reading a pickle runs the code of whoever wrote it, as this run's creator
+                raise _Stop(
+                    f"cannot resume pipeline run {source} from step {from_step!r}: its step "
+                    f"{name!r} output is a pickle written by a run of "
+                    f"{previous.created_by!r}, and this run is {row.created_by!r}'s; only "
+                    "your own runs' pickled outputs are reused: resume from step "
+                    f"{name!r} or earlier"
+                )
             self.described[name] = found.output
         self.resumed_steps = earlier
         return source, start
@@ -334,7 +374,11 @@ class _Execution:
             unreadable = traceback.format_exc()
             self._write(current.name, status="failed", error=unreadable, finished_at=now_ms())
             return unreadable
-        cache_key = _cache_key(current, inputs) if current.cache else None
+        cache_key = None
+        if current.cache:
+            # a step taking the context may read any run param through context.params
+            seen = self.params if "context" in kwargs else None
+            cache_key = _cache_key(current, inputs, seen)
         started = now_ms()
         self._write(
             current.name,
@@ -353,7 +397,7 @@ class _Execution:
         error: str | None = None
         interrupted: BaseException | None = None  # raised again once the step is recorded
         began = time.monotonic()
-        with logs.capture(logger) as log:
+        with logs.capture(logger, echo=self.echo) as log:
             try:
                 value = current.fn(**kwargs)
             except (Exception, SystemExit):
@@ -407,14 +451,17 @@ class _Execution:
 
     def _value(self, step: str) -> Any:
         if step not in self.values:
-            # an output reused from another run of this pipeline: its own code wrote it
+            # an output reused from another run of this pipeline by the same creator (a
+            # cache hit, a resumed run): their own code wrote it
             self.values[step] = outputs.load_value(
                 self.client, self.described[step], trust_pickle=True
             )
         return self.values[step]
 
     def _from_cache(self, step: str, cache_key: str) -> bool:
-        hit = records.find_cached(self.store, self.pipeline.name, cache_key, self.row.id)
+        hit = records.find_cached(
+            self.store, self.pipeline.name, cache_key, self.row.id, self.row.created_by
+        )
         if hit is None:
             return False
         source, output = hit
@@ -462,8 +509,10 @@ class _Execution:
             self.heart.lost.set()
 
 
-def _cache_key(current: Step, inputs: dict[str, Any]) -> str:
+def _cache_key(current: Step, inputs: dict[str, Any], params: dict[str, Any] | None) -> str:
     digests = {name: found["sha256"] for name, found in inputs.items()}
+    if params is not None:
+        digests[" context.params"] = _digest(params)  # (no parameter has this name)
     key = json.dumps([current.name, current.code_version, digests], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -471,9 +520,32 @@ def _cache_key(current: Step, inputs: dict[str, Any]) -> str:
 def _digest(value: Any) -> str:
     try:
         text = json.dumps(value, sort_keys=True, default=repr)
+    except TypeError:  # keys sort_keys cannot order (1 and "b"): ordered by their repr
+        text = _digest_text(value)
     except ValueError:  # a circular structure
         text = repr(value)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_text(value: Any) -> str:
+    def plain(found: Any, depth: int) -> Any:
+        if depth > 50:
+            return repr(found)
+        if isinstance(found, dict):
+            items = sorted(((repr(k), plain(v, depth + 1)) for k, v in found.items()), key=_first)
+            return {"dict": [list(item) for item in items]}
+        if isinstance(found, list | tuple):
+            return [plain(v, depth + 1) for v in found]
+        return found
+
+    try:
+        return json.dumps(plain(value, 0), sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _first(item: tuple[str, Any]) -> str:
+    return item[0]
 
 
 def _ms(at: Any) -> int | None:

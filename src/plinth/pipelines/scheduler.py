@@ -21,9 +21,16 @@ One tick (``Scheduler.tick``):
 6. start queued runs whose ``not_before`` has come, within each pipeline's
    ``concurrency`` (its running runs) and ``max_workers`` (all running runs) in all.
 
+Failed runs are looked at for a retry for a day after they failed (``RETRY_WITHIN_MS``):
+the retry is made on the next tick; history does not slow the ticks down.
+
 A worker is ``python -m plinth.pipelines.worker RUN`` in its own session (process group,
-killed as a whole), with the store's settings in its environment; it claims its run, so a
-run is never executed twice. ``plinth scheduler`` ticks under the lease
+killed as a whole when it ends, times out, is cancelled or is found dead: what its steps
+started goes with it), with only the basics and the store's settings of the scheduler's
+environment (``WORKER_ENV``, and ``pass_env``); a run the scheduler fails has its
+tracking run ended too. Its output goes to ``log_dir``, where files not written to for a
+week are removed. A worker claims its run, so a run is never executed twice.
+``plinth scheduler`` ticks under the lease
 ``pipeline-scheduler``: one scheduler at a time, a second one waits as a standby. Workers
 do not depend on the scheduler: when it dies or the store is away for a while, they
 carry on, and the scheduler that ticks next finds them by their rows.
@@ -31,6 +38,7 @@ carry on, and the scheduler that ticks next finds them by their rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +47,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -48,17 +56,49 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import aliased
 
 from plinth.client import Client
-from plinth.errors import InvalidArgument
+from plinth.errors import InvalidArgument, PlinthError
 from plinth.pipelines import records, triggers
 from plinth.store.lease import LeasedLoop
 from plinth.store.schema import pipeline_runs, pipeline_steps, pipelines
 from plinth.store.sql import now_ms
+from plinth.tracking.types import RunStatus
 
 log = logging.getLogger("plinth.pipelines.scheduler")
 
 LEASE = "pipeline-scheduler"
 WORKER_MODULE = "plinth.pipelines.worker"
 WARM_AGAIN_SECONDS = 5.0
+#: a worker's log file is removed this long after its last write
+LOG_KEEP_SECONDS = 7 * 24 * 3600
+PRUNE_EVERY_SECONDS = 24 * 3600
+#: a failed run is retried within this long of its failure (the next tick, normally)
+RETRY_WITHIN_MS = 24 * 3600 * 1000
+#: the scheduler's environment variables a worker inherits (besides ``pass_env``)
+WORKER_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "PYTHONPATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "PLINTH_HOME",
+    "PLINTH_CONFIG",
+    "PLINTH_STORE_URI",
+    "PLINTH_ARTIFACT_URI",
+    "PLINTH_ONLINE_URI",
+    "PLINTH_STORE_CONNECT_TIMEOUT",
+    "PLINTH_STORE_STATEMENT_TIMEOUT",
+    "PLINTH_ONLINE_TIMEOUT",
+    "PLINTH_FLUSH_INTERVAL",
+    "PLINTH_FLUSH_MAX_POINTS",
+    "PLINTH_HEARTBEAT_INTERVAL",
+    "PLINTH_TRUST_PICKLE",
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +130,7 @@ class Scheduler(LeasedLoop):
         log_dir: Path | None = None,
         warm: bool = True,
         on_change: Callable[[bool], None] | None = None,
+        pass_env: Iterable[str] = (),
     ) -> None:
         if client.remote:
             raise InvalidArgument(
@@ -115,9 +156,11 @@ class Scheduler(LeasedLoop):
         self.log_dir = log_dir or client.settings.home.resolve() / "logs" / "pipeline-workers"
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.warm = warm
+        self.pass_env = tuple(pass_env)
         self._warm: subprocess.Popen[bytes] | None = None
         self._spawned = 0
         self._warmed_at = -WARM_AGAIN_SECONDS
+        self._pruned_at: float | None = None
 
     def work(self) -> None:
         for done in self.tick():
@@ -151,6 +194,7 @@ class Scheduler(LeasedLoop):
             if code is None:
                 continue
             del self.children[run_id]
+            kill_group(child.pid)  # what its steps started ends with it
             row = self._row(run_id)
             if row is None or row.status not in ("queued", "running"):
                 continue  # finished, or cancelled
@@ -158,7 +202,7 @@ class Scheduler(LeasedLoop):
                 continue  # another worker claimed it first: this one had nothing to do
             how = f"signal {-code}" if code < 0 else f"code {code}"
             error = f"worker exited with {how} {self._where(run_id)}"
-            if self._fail(row, error):
+            if self._fail(row, error, ended="FAILED"):
                 done.append(Action("failed", run_id, error))
         return done
 
@@ -184,10 +228,11 @@ class Scheduler(LeasedLoop):
         done = []
         for row in overdue:
             error = f"timed out after {row.timeout_seconds:g} s"
-            if self._fail(row, error):
+            if self._fail(row, error, ended="KILLED"):
                 done.append(Action("killed" if self._kill(row) else "failed", row.id, error))
         for row in cancelled:
             if self._kill(row):
+                self._end_tracking(row, "KILLED")
                 done.append(Action("killed", row.id, "cancelled"))
         return done
 
@@ -204,12 +249,15 @@ class Scheduler(LeasedLoop):
                     # alive: its heartbeat may be stale only because the store was away;
                     # the pipeline's timeout limits it
                     continue
+                pid = self._pid(row.worker)
+                if pid is not None and orphaned_group(pid):
+                    kill_group(pid)  # the processes its steps started, left behind
                 error = f"worker lost ({row.worker}: gone)"
             elif (row.heartbeat_at or row.started_at or row.queued_at) < at - self.stale_ms:
                 error = f"worker lost ({row.worker}: no heartbeat)"
             else:
                 continue
-            if self._fail(row, error):
+            if self._fail(row, error, ended="FAILED"):
                 done.append(Action("failed", row.id, error))
         return done
 
@@ -227,7 +275,14 @@ class Scheduler(LeasedLoop):
                         later.c.attempt == r.attempt + 1,
                     ),
                 )
-                .where(r.status == "failed", r.attempt < r.max_attempts, later.c.id.is_(None))
+                .where(
+                    r.status == "failed",
+                    # a failure is retried on the next tick; older ones were handled (or
+                    # failed while no scheduler ran for a day: not retried that late)
+                    r.finished_at >= at - RETRY_WITHIN_MS,
+                    r.attempt < r.max_attempts,
+                    later.c.id.is_(None),
+                )
             ).scalars()
             failed = list(due)
         done = []
@@ -271,6 +326,9 @@ class Scheduler(LeasedLoop):
                 attempt=attempt,
                 max_attempts=row.max_attempts,
                 retry_of=root,
+                # a retry of ``rerun --from`` resumes as its first attempt did
+                resumed_from=row.resumed_from,
+                from_step=row.from_step,
                 # from the failure (which may come after this tick began)
                 not_before=max(at, row.finished_at or at) + int(backoff * 1000),
                 now=at,
@@ -331,8 +389,7 @@ class Scheduler(LeasedLoop):
 
     def _spawn(self, argument: str) -> subprocess.Popen[bytes]:
         settings = self.client.settings
-        env = dict(os.environ)
-        env.pop("PLINTH_URI", None)  # the worker works on the store, as the scheduler does
+        env = worker_environment(os.environ, self.pass_env)
         env.update(
             PLINTH_HOME=str(settings.home.resolve()),
             PLINTH_STORE_URI=self.store.uri,
@@ -355,6 +412,28 @@ class Scheduler(LeasedLoop):
         starting.replace(self.log_dir / f"worker-{child.pid}.log")
         return child
 
+    def prune_logs(self, now: float | None = None) -> list[Path]:
+        """Remove the workers' log files not written to for ``LOG_KEEP_SECONDS`` (the
+        scheduler does when it starts, then once a day); the removed files."""
+        limit = (time.time() if now is None else now) - LOG_KEEP_SECONDS
+        removed = []
+        try:
+            found = list(self.log_dir.glob("worker-*.log")) + list(
+                self.log_dir.glob("starting-*.log")
+            )
+        except OSError:
+            return []
+        for path in found:
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:  # gone meanwhile, or not ours to remove
+                continue
+        if removed:
+            log.info("pipeline scheduler: removed %d old worker log(s)", len(removed))
+        return removed
+
     def close(self) -> None:
         """End the idle warm worker (the running ones run on)."""
         warm, self._warm = self._warm, None
@@ -374,12 +453,16 @@ class Scheduler(LeasedLoop):
             self.close()
 
     def run_pass(self) -> bool:
+        if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
+            self.prune_logs()
         holds = super().run_pass()
         if not holds:  # a standby: its former workers are the holder's to judge; it
             # still waits for them, so that none lingers as a zombie
             for run_id, child in list(self.children.items()):
                 if child.poll() is not None:
                     del self.children[run_id]
+                    kill_group(child.pid)
         return holds
 
     def lost(self) -> None:
@@ -395,13 +478,13 @@ class Scheduler(LeasedLoop):
         with self.store.read() as conn:
             return conn.execute(select(pipeline_runs).where(pipeline_runs.c.id == run_id)).first()
 
-    def _fail(self, row: Any, error: str) -> bool:
+    def _fail(self, row: Any, error: str, *, ended: str) -> bool:
         """Fail a run still running under the same worker (or still queued: its worker
-        died before claiming it)."""
+        died before claiming it); its tracking run, if it has one, ends as ``ended``."""
         if row.status == "queued":
             r = pipeline_runs.c
             with self.store.write() as conn:
-                return (
+                failed = (
                     conn.execute(
                         update(pipeline_runs)
                         .where(r.id == row.id, r.status == "queued")
@@ -409,7 +492,24 @@ class Scheduler(LeasedLoop):
                     ).rowcount
                     == 1
                 )
-        return records.finish(self.store, row.id, "failed", error, worker=row.worker)
+        else:
+            failed = records.finish(self.store, row.id, "failed", error, worker=row.worker)
+        if failed:
+            self._end_tracking(row, ended)
+        return failed
+
+    def _end_tracking(self, row: Any, status: str) -> None:
+        """End the tracking run of a pipeline run the scheduler ended (its worker cannot)."""
+        run_id = row.run_id
+        if run_id is None:  # perhaps started since the row was read
+            found = self._row(row.id)
+            run_id = None if found is None else found.run_id
+        if run_id is None:
+            return
+        try:
+            self.client.tracking.end_run(run_id, RunStatus(status))
+        except PlinthError as exc:  # ended meanwhile (as another status), or deleted
+            log.warning("pipeline run %d: tracking run %s: %s", row.id, run_id, exc)
 
     def _where(self, run_id: int) -> str:
         s = pipeline_steps.c
@@ -465,6 +565,44 @@ class Scheduler(LeasedLoop):
         except (ProcessLookupError, PermissionError):
             return False
         return True
+
+
+def kill_group(pid: int) -> None:
+    """Kill process group ``pid`` (a worker's: it leads a session of its own), if any is
+    left of it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def orphaned_group(pid: int) -> bool:
+    """Whether processes are left of the session and process group ``pid`` whose leader
+    is gone: what a dead worker's steps started (a worker leads both; a process group id
+    is not given to a new process while its group lives). False where ``/proc`` cannot
+    tell, and while a process ``pid`` lives (a pid reused by another)."""
+    if process_started_ms(pid) is not None:
+        return False
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and fields[2] == str(pid) and fields[3] == str(pid):
+            return True
+    return False
+
+
+def worker_environment(environ: Mapping[str, str], passed: Iterable[str] = ()) -> dict[str, str]:
+    """What a worker inherits of the scheduler's environment: the system's basics and the
+    settings that reach the store and artifacts (``WORKER_ENV``), and the names
+    ``passed``; not the rest (tokens, other credentials, a server's URI)."""
+    names = set(WORKER_ENV) | set(passed)
+    return {name: value for name, value in environ.items() if name in names}
 
 
 def is_worker(pid: int) -> bool:

@@ -11,7 +11,10 @@ import functools
 import hashlib
 import inspect
 import json
+import sys
+import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, overload
 
 from plinth.errors import InvalidArgument
@@ -53,9 +56,10 @@ class Step:
 
     @functools.cached_property
     def code_version(self) -> str:
-        """sha256 of the function's source, and of what it closes over (a step made by a
-        factory is the factory's inner function plus the factory's arguments): changes
-        when its code does."""
+        """sha256 of the function's source, of what it closes over (a step made by a
+        factory is the factory's inner function plus the factory's arguments) and of the
+        globals it uses (the helpers it calls, followed; constants; modules by name):
+        changes when its code, or its own helpers' code, does."""
         return hashlib.sha256(_code_text(self.fn).encode()).hexdigest()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -87,32 +91,99 @@ def step(
     return lambda f: Step(f, name=name, cache=cache, timeout_seconds=timeout_seconds)
 
 
-def _code_text(fn: Any, depth: int = 0) -> str:
-    try:
-        text = inspect.getsource(fn)
-    except (OSError, TypeError):  # no source file (a REPL): the compiled code instead
+def _code_text(fn: Any) -> str:
+    return _Versioner().function(fn, 0)
+
+
+#: how deep the helpers a step calls are followed (a helper's helpers, ...)
+_MAX_DEPTH = 5
+
+
+class _Versioner:
+    """The text a code version hashes: a function's source, what it closes over, and the
+    globals it names (helpers by their source, followed; JSON constants by value; modules
+    by name). Stable across processes: no object addresses (they would make every run a
+    cache miss)."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def function(self, fn: Any, depth: int) -> str:
+        self.seen.add(id(fn))
         code = getattr(fn, "__code__", None)
-        text = repr((code.co_code, code.co_consts)) if code else type(fn).__qualname__
-    for cell in getattr(fn, "__closure__", None) or ():
         try:
-            value = cell.cell_contents
-        except ValueError:  # a cell not filled yet
-            continue
-        text += "\n" + _closed_over(value, depth)
-    return text
+            text = inspect.getsource(fn)
+        except (OSError, TypeError):  # no source file (a REPL): the compiled code instead
+            text = _compiled(code) if code is not None else _qualified(fn)
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # a cell not filled yet
+                continue
+            text += "\n" + self.value(value, depth + 1)
+        namespace = getattr(fn, "__globals__", None)
+        if code is not None and isinstance(namespace, dict):
+            for name in _global_names(code):
+                if name in namespace:
+                    text += f"\n{name} = {self.value(namespace[name], depth + 1)}"
+        return text
+
+    def value(self, value: Any, depth: int) -> str:
+        if isinstance(value, Step):
+            value = value.fn
+        if isinstance(value, types.ModuleType):
+            return f"module {value.__name__}"
+        if isinstance(value, types.FunctionType):
+            if _from_library(value):
+                return f"function {_qualified(value)}"
+            if id(value) in self.seen or depth > _MAX_DEPTH:  # (its module's name may not
+                return f"function {value.__qualname__}"  # be stable: a file's is its path)
+            return self.function(value, depth)
+        if isinstance(value, type):
+            if _from_library(value):
+                return f"class {_qualified(value)}"
+            try:
+                return inspect.getsource(value)
+            except (OSError, TypeError):
+                return f"class {_qualified(value)}"
+        if callable(value) and not hasattr(value, "__dict__"):  # a builtin function
+            return f"callable {_qualified(value)}"
+        try:
+            return json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError):
+            return f"a {_qualified(type(value))}"
 
 
-def _closed_over(value: Any, depth: int) -> str:
-    # stable across processes: no object addresses (they would make every run a cache miss)
-    if isinstance(value, Step):
-        value = value.fn
-    if callable(value) and hasattr(value, "__code__") and depth < 3:
-        return _code_text(value, depth + 1)
-    try:
-        return json.dumps(value, sort_keys=True)
-    except (TypeError, ValueError):
-        kind = type(value)
-        return f"{kind.__module__}.{kind.__qualname__}"
+def _global_names(code: types.CodeType) -> list[str]:
+    """The names a function's code (and the code nested in it) looks up."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _global_names(const)
+    return list(dict.fromkeys(names))
+
+
+def _compiled(code: types.CodeType) -> str:
+    consts = [_compiled(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return repr((code.co_code.hex(), consts, code.co_names))
+
+
+def _qualified(value: Any) -> str:
+    module = getattr(value, "__module__", None) or ""
+    name = getattr(value, "__qualname__", None) or type(value).__qualname__
+    return f"{module}.{name}"
+
+
+def _from_library(value: Any) -> bool:
+    """Defined by an installed package, the standard library or Plinth: their code
+    changes with their version, not with the pipeline's (and is not followed)."""
+    module_name = getattr(value, "__module__", None) or ""
+    top = module_name.partition(".")[0]
+    if top in sys.stdlib_module_names or top in ("plinth", "builtins"):
+        return True
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None) or ""
+    return any(part in ("site-packages", "dist-packages") for part in Path(path).parts)
 
 
 def _check_name(name: str) -> None:

@@ -5,19 +5,21 @@ first, then reads the run's id from stdin (the scheduler's warm worker).
 It acts as the pipeline's owner (a stored user's role and groups as they are now; the
 embedded default's local user when the owner is theirs), so a run can do no more than
 its owner may. It loads the registered entrypoint and executes the run
-(``runner.execute``: claims it, heartbeats, records every step). An entrypoint that
+(``runner.execute``: claims it, heartbeats, records every step; what the steps print
+and log goes to their logs only, not to the worker's own output). An entrypoint that
 cannot be imported, or an owner who may no longer act, fails the run with the reason.
 
 A watchdog thread enforces each step's ``timeout_seconds``: a step over it fails the run
-("step X timed out after N s") and the process ends at once (``os._exit``: a step that
-never returns cannot be interrupted otherwise); the scheduler's own timeout covers the
-whole run.
+("step X timed out after N s") and the process ends at once with its process group (a
+step that never returns cannot be interrupted otherwise; the processes it started go
+with it); the scheduler's own timeout covers the whole run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -61,6 +63,15 @@ def owner_principal(store: Store, name: str) -> Principal | None:
     return default if default.name == name else None
 
 
+def act_as_owner(store: Store, owner: Principal) -> None:
+    """Make ``owner`` the store's default principal in this process: ``acting_as`` holds
+    only in the thread that entered it (a context variable), and a thread a step starts
+    would otherwise act as the default (the embedded store's local user, an admin)."""
+    access = access_for(store)
+    access.default = owner
+    access.forget_decisions()
+
+
 def run(client: Client, pipeline_run: int) -> int:
     """Execute ``pipeline_run`` (queued) in this process; the exit code."""
     from plinth.pipelines import entrypoints, runner
@@ -79,6 +90,7 @@ def run(client: Client, pipeline_run: int) -> int:
     owner = owner_principal(store, row.owner)
     if owner is None:
         return _refuse(store, pipeline_run, worker, f"owner {row.owner} is disabled or gone")
+    act_as_owner(store, owner)
     with acting_as(owner):
         try:
             pipeline = entrypoints.load_pipeline(row.entrypoint)
@@ -92,7 +104,8 @@ def run(client: Client, pipeline_run: int) -> int:
         }
         if limits:
             Watchdog(store, pipeline_run, worker, limits).start()
-        done = runner.execute(client, pipeline, pipeline_run, worker=worker)
+        # the steps' output is in their logs (capped): not copied to the worker's log file
+        done = runner.execute(client, pipeline, pipeline_run, worker=worker, echo=False)
     log.info("pipeline run %d: %s", pipeline_run, done.status)
     return 0
 
@@ -102,6 +115,18 @@ def _refuse(store: Store, pipeline_run: int, worker: str, error: str) -> int:
     if records.claim(store, pipeline_run, worker):
         records.finish(store, pipeline_run, "failed", error, worker=worker)
     return 1
+
+
+def end_group(code: int) -> None:
+    """End this process at once, and with it the processes its steps started: a worker
+    leads a process group of its own (the scheduler starts it in a new session), so the
+    whole group is killed (this process included: it then exits on SIGKILL); a process
+    that leads no group (``plinth pipelines run`` in a shell's) only exits."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os._exit(code)
 
 
 class Watchdog(threading.Thread):
@@ -114,14 +139,14 @@ class Watchdog(threading.Thread):
         pipeline_run: int,
         worker: str,
         limits: dict[str, float],
-        exit: Any = os._exit,
+        exit: Any = None,
     ) -> None:
         super().__init__(name="pipeline-watchdog", daemon=True)
         self.store = store
         self.pipeline_run = pipeline_run
         self.worker = worker
         self.limits = limits
-        self.exit = exit
+        self.exit = exit or end_group
         self.stopped = threading.Event()
 
     def run(self) -> None:

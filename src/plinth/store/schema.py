@@ -754,6 +754,7 @@ pipeline_runs = Table(
     UniqueConstraint("schedule_id", "trigger_key"),
     Index(None, "pipeline", "id"),
     Index(None, "status", "not_before"),
+    Index(None, "retry_of", "attempt"),  # the scheduler's look for a run's next attempt
 )
 
 # Each step of a run: its status, times, inputs and output (where stored), log, traceback.

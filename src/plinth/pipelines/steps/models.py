@@ -3,6 +3,7 @@ per run, and champion/challenger."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,11 @@ def validate_model(
                 by_slice[f"{column}={value}"] = _score(predictor, metric, part[names], y.loc[index])
         gap = max(by_slice.values()) - min(by_slice.values()) if by_slice else None
         failures = []
+        if not math.isfinite(overall):  # (NaN passes every comparison's "else")
+            failures.append(f"{metric} is {overall}: it could not be measured on the holdout")
+        if max_slice_gap is not None and gap is not None and not math.isfinite(gap):
+            unmeasured = [k for k, v in by_slice.items() if not math.isfinite(v)]
+            failures.append(f"{metric} could not be measured on slices {unmeasured}")
         if min_value is not None and overall < min_value:
             failures.append(f"{metric} {overall:.6g} is below {min_value}")
         if max_value is not None and overall > max_value:
@@ -188,7 +194,16 @@ def _holdout(holdout: Any, trained: dict[str, Any]) -> tuple[pd.DataFrame, Any]:
     import pandas as pd
 
     if isinstance(holdout, tuple) and len(holdout) == 2:
-        return holdout[0], pd.Series(holdout[1], index=holdout[0].index)
+        import numpy as np
+
+        frame, labels = holdout[0], np.asarray(holdout[1])
+        if labels.ndim != 1 or len(labels) != len(frame):
+            raise InvalidArgument(
+                f"holdout=(X, y): y must hold one label per row of X ({len(frame)} rows), "
+                f"got shape {labels.shape}"
+            )
+        # by position: a label Series indexed unlike X must not be aligned on its index
+        return frame, pd.Series(labels, index=frame.index)
     frame = as_table(holdout).to_pandas()
     label = trained.get("label")
     if not label or label not in frame.columns:

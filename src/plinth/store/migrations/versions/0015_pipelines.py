@@ -96,6 +96,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_pipeline_runs_status_not_before"), "pipeline_runs", ["status", "not_before"]
     )
+    op.create_index(
+        op.f("ix_pipeline_runs_retry_of_attempt"), "pipeline_runs", ["retry_of", "attempt"]
+    )
     op.create_table(
         "pipeline_steps",
         sa.Column("pipeline_run", sa.BigInteger(), nullable=False),
