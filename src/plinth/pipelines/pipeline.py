@@ -38,6 +38,9 @@ class PipelineFailed(Exception):
 class Pipeline:
     """Steps run in list order; each may use the outputs of steps before it.
 
+    ``name``: as a registered pipeline's (letters, digits, ``_``, ``-``, ``.``); running
+    a registered one in process needs the WRITE permission on it.
+
     ``params``: the run params' defaults (a run can change them and add its own; every
     step sees them all as ``context.params``). ``experiment``: where its tracking runs go
     (default: the pipeline's name)."""

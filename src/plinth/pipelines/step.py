@@ -26,8 +26,9 @@ CONTEXT = "context"
 class Step:
     """A function run as one step of a pipeline.
 
-    ``cache``: reuse the output of an earlier run of the same pipeline when the step's
-    code, its inputs' digests and the params it takes are the same. ``timeout_seconds``:
+    ``cache``: reuse the output of an earlier run of the same pipeline, by the same
+    creator, when the step's code (with its helpers'), its inputs' digests and the params
+    it takes (all of them, when it takes ``context``) are the same. ``timeout_seconds``:
     how long one attempt may run; enforced by the scheduler's workers (which can kill a
     step), not by an in-process ``Pipeline.run``."""
 
