@@ -455,20 +455,26 @@ def test_a_process_group_whose_leader_lives_is_not_an_orphan() -> None:
     assert not orphaned_group(dead_pid())  # nothing left of it
 
 
-def test_a_worker_inherits_only_the_basics_the_store_settings_and_what_is_passed() -> None:
+def test_a_worker_inherits_the_basics_the_store_settings_and_what_is_passed() -> None:
     environ = {
         "PATH": "/bin",
         "HOME": "/home/u",
         "PLINTH_STORE_URI": "sqlite:///x.db",
-        "PLINTH_TOKEN": "secret",
+        "PLINTH_SPARK_MASTER": "local[2]",
+        "PLINTH_TOKEN": "secret",  # a client's: a worker uses the store itself
         "PLINTH_URI": "http://server",
-        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_SECRET_ACCESS_KEY": "secret",  # the artifacts' object store
+        "HTTPS_PROXY": "http://proxy:3128",
+        "GITHUB_TOKEN": "secret",
         "MY_MARKS": "/tmp/m",
     }
     assert worker_environment(environ, ["MY_MARKS"]) == {
         "PATH": "/bin",
         "HOME": "/home/u",
         "PLINTH_STORE_URI": "sqlite:///x.db",
+        "PLINTH_SPARK_MASTER": "local[2]",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "HTTPS_PROXY": "http://proxy:3128",
         "MY_MARKS": "/tmp/m",
     }
 

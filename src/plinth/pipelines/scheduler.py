@@ -73,7 +73,7 @@ LOG_KEEP_SECONDS = 7 * 24 * 3600
 PRUNE_EVERY_SECONDS = 24 * 3600
 #: a failed run is retried within this long of its failure (the next tick, normally)
 RETRY_WITHIN_MS = 24 * 3600 * 1000
-#: the scheduler's environment variables a worker inherits (besides ``pass_env``)
+#: the system's basics a worker inherits (besides Plinth's settings, ``AWS_*`` and ``pass_env``)
 WORKER_ENV = (
     "PATH",
     "HOME",
@@ -86,18 +86,6 @@ WORKER_ENV = (
     "TZ",
     "TMPDIR",
     "VIRTUAL_ENV",
-    "PLINTH_HOME",
-    "PLINTH_CONFIG",
-    "PLINTH_STORE_URI",
-    "PLINTH_ARTIFACT_URI",
-    "PLINTH_ONLINE_URI",
-    "PLINTH_STORE_CONNECT_TIMEOUT",
-    "PLINTH_STORE_STATEMENT_TIMEOUT",
-    "PLINTH_ONLINE_TIMEOUT",
-    "PLINTH_FLUSH_INTERVAL",
-    "PLINTH_FLUSH_MAX_POINTS",
-    "PLINTH_HEARTBEAT_INTERVAL",
-    "PLINTH_TRUST_PICKLE",
 )
 
 
@@ -598,11 +586,27 @@ def orphaned_group(pid: int) -> bool:
 
 
 def worker_environment(environ: Mapping[str, str], passed: Iterable[str] = ()) -> dict[str, str]:
-    """What a worker inherits of the scheduler's environment: the system's basics and the
-    settings that reach the store and artifacts (``WORKER_ENV``), and the names
-    ``passed``; not the rest (tokens, other credentials, a server's URI)."""
-    names = set(WORKER_ENV) | set(passed)
-    return {name: value for name, value in environ.items() if name in names}
+    """What a worker inherits of the scheduler's environment: the system's basics
+    (``WORKER_ENV``), Plinth's settings (``PLINTH_*``) but the client's server and token
+    (a worker runs against the store itself), the object store's ``AWS_*`` credentials
+    and proxy and certificate settings (the artifacts live there), and the names
+    ``passed``; not the rest."""
+    names = set(WORKER_ENV) | set(passed) | _NETWORK_ENV
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in names
+        or (name.startswith("PLINTH_") and name not in _CLIENT_ENV)
+        or name.startswith("AWS_")
+    }
+
+
+#: a client's settings: the server it calls and its token (not a worker's)
+_CLIENT_ENV = frozenset({"PLINTH_URI", "PLINTH_TOKEN"})
+_NETWORK_ENV = frozenset(
+    {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+    | {"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+)
 
 
 def is_worker(pid: int) -> bool:
