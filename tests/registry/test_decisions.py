@@ -214,3 +214,11 @@ class TestRecordDecision:
         with pytest.raises(plinth.Conflict, match="already decided about model 'fraud'"):
             local.adjudicate("churn", run_id, "val_auc", key="k")
         assert [d.key for d in local.list_decisions(name="churn").items] == [None]
+
+    def test_an_editor_adjudicates_a_new_model_under_the_lease(
+        self, local: Client, auth: AuthService, weak_model: Any, churn_data: Data
+    ) -> None:
+        with acting_as(BOB):
+            run_id = logged(local, weak_model, churn_data, 0.6, experiment="bobs")
+            decided = local.adjudicate("bobs-model", run_id, "val_auc")
+        assert (decided.outcome, decided.version, decided.actor) == ("promoted", 1, "bob")

@@ -11,12 +11,12 @@ from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, guarded
-from plinth.auth.types import Action, Kind
+from plinth.auth.types import Action, Kind, Role
 from plinth.errors import Conflict, GateFailed, InvalidArgument, NotFound
 from plinth.registry import decisions as stored
 from plinth.registry import gates as gate_checks
 from plinth.registry.core import RegistryCore, _opt
-from plinth.registry.rules import may_set_stage, stage_action
+from plinth.registry.rules import may_set_stage, model_exists, stage_action
 from plinth.registry.types import Decision, ModelVersion, Stage
 from plinth.store import lease
 from plinth.store.schema import model_decisions, model_history, model_versions, pipeline_runs
@@ -41,6 +41,15 @@ def _may_read_decision(access: Access, arguments: dict[str, Any]) -> None:
         access.require(Action.READ, Kind.MODEL, name, repr(name))
     except NotFound:  # a private model's decision is not found either
         raise NotFound(f"no decision is recorded with key {key!r}") from None
+
+
+def _may_adjudicate(access: Access, arguments: dict[str, Any]) -> None:
+    """promoter on the model (the editor role, for a model its first adjudication makes)"""
+    name = str(arguments["name"])
+    if model_exists(access.store, name):
+        access.require(Action.PROMOTE, Kind.MODEL, name, repr(name))
+    else:
+        access.require_role(Role.EDITOR, f"adjudicate new model {name!r}")
 
 
 class RegistryService(RegistryCore):
@@ -173,7 +182,7 @@ class RegistryService(RegistryCore):
             return {stage: int(number) for stage, number in conn.execute(query).all()}
 
     @endpoint("POST", "/models/{name}/adjudication-lease")
-    @guarded(Action.PROMOTE, Kind.MODEL, "name")
+    @guarded(check=_may_adjudicate)
     def hold_adjudication(self, name: str, holder: str, release: bool = False) -> bool:
         """Take or renew (``release``: give up) the lease that lets one adjudication of
         ``name`` at a time run (``Client.adjudicate``, local or remote); whether the caller
