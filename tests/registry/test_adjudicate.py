@@ -17,6 +17,8 @@ from plinth.auth.types import Kind, Principal, Role
 from plinth.client import Client
 from plinth.registry.gates import Gate
 from plinth.registry.types import Stage
+from plinth.store.engine import Store
+from plinth.store.schema import pipeline_runs, pipelines
 from tests.backends import local_client
 
 Data = tuple[pd.DataFrame, pd.Series]
@@ -27,6 +29,43 @@ def logged(client: Client, model: Any, data: Data, auc: float, experiment: str =
         run.log_metric("val_auc", auc)
         run.log_model(model, input_example=data[0][:5])
     return run.id
+
+
+def pipeline_run(
+    store: Store,
+    pipeline: str = "retrain",
+    retry_of: int | None = None,
+    alert_id: int | None = None,
+) -> int:
+    """A row of the pipeline_runs table (and its pipeline's, the first time), as the
+    pipelines' scheduler queues one: what a decision may claim to come from."""
+    with store.write() as conn:
+        if conn.execute(pipelines.select().where(pipelines.c.name == pipeline)).first() is None:
+            conn.execute(
+                pipelines.insert().values(
+                    name=pipeline,
+                    entrypoint="flows:retrain",
+                    experiment=pipeline,
+                    owner="admin",
+                    created_at=0,
+                    updated_at=0,
+                )
+            )
+        made = conn.execute(
+            pipeline_runs.insert()
+            .values(
+                pipeline=pipeline,
+                status="running",
+                trigger="retry" if retry_of is not None else "manual",
+                alert_id=alert_id,
+                retry_of=retry_of,
+                queued_at=0,
+                not_before=0,
+                created_by="admin",
+            )
+            .returning(pipeline_runs.c.id)
+        )
+        return int(made.scalar_one())
 
 
 def decisions_in_history(client: Client, name: str = "churn") -> list[Any]:
@@ -115,22 +154,18 @@ class TestIdempotence:
     ) -> None:
         client.adjudicate("churn", logged(client, weak_model, churn_data, 0.6), "val_auc")
         run_id = logged(client, churn_model, churn_data, 0.9)
-        key = "pipeline-run:7:champion"
-        first = client.adjudicate(
-            "churn", run_id, "val_auc", holdout=churn_data, key=key, pipeline_run=7, alert_id=3
-        )
+        key = "job-7:champion"
+        first = client.adjudicate("churn", run_id, "val_auc", holdout=churn_data, key=key)
         again = client.adjudicate("churn", run_id, "val_auc", holdout=churn_data, key=key)
         assert first.outcome == "promoted" and again == first
-        assert (again.key, again.pipeline_run, again.alert_id) == (key, 7, 3)
         assert client.registry.get_decision(key) == first
         assert [v for v, _ in promotions(client)] == [1, 2]
         assert len(decisions_in_history(client)) == 2
-        assert [d.key for d in client.list_decisions(pipeline_run=7).items] == [key]
         with pytest.raises(plinth.Conflict, match="already decided about model 'churn'"):
             client.adjudicate("fraud", run_id, "val_auc", key=key)
         assert "decision_id" in decisions_in_history(client)[-1].details
-        with pytest.raises(plinth.NotFound, match="pipeline-run:8"):
-            client.registry.get_decision("pipeline-run:8:champion")
+        with pytest.raises(plinth.NotFound, match="job-8"):
+            client.registry.get_decision("job-8:champion")
 
     def test_a_recorded_key_is_refused_by_the_service(
         self, client: Client, churn_model: Any, churn_data: Data
@@ -275,11 +310,16 @@ class TestPermissions:
 
     def test_pages(self, local: Client, churn_model: Any, churn_data: Data) -> None:
         run_id = logged(local, churn_model, churn_data, 0.9)
-        for n in range(5):
-            local.adjudicate("churn", run_id, "val_auc", key=f"k{n}", pipeline_run=n % 2)
+        runs = [pipeline_run(local.tracking.store) for _ in range(2)]
+        keys = [f"pipeline-run:{runs[n % 2]}:k{n}" for n in range(5)]
+        for n, key in enumerate(keys):
+            local.adjudicate("churn", run_id, "val_auc", key=key, pipeline_run=runs[n % 2])
         first = local.list_decisions(max_results=2)
         second = local.list_decisions(max_results=2, page_token=first.next_page_token)
         third = local.list_decisions(max_results=2, page_token=second.next_page_token)
-        keys = [d.key for d in [*first.items, *second.items, *third.items]]
-        assert keys == ["k4", "k3", "k2", "k1", "k0"] and third.next_page_token is None
-        assert [d.key for d in local.list_decisions(pipeline_run=1).items] == ["k3", "k1"]
+        found = [d.key for d in [*first.items, *second.items, *third.items]]
+        assert found == keys[::-1] and third.next_page_token is None
+        assert [d.key for d in local.list_decisions(pipeline_run=runs[1]).items] == [
+            keys[3],
+            keys[1],
+        ]

@@ -3,7 +3,10 @@ holdout scoring and champion/challenger adjudication (the work that needs the mo
 
 from __future__ import annotations
 
+import logging
+import math
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +14,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from plinth.registry.types import MANIFEST_FILE, dataset_id
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from plinth.config import Settings
@@ -352,20 +357,16 @@ class RegistryClient:
         nothing is done again, and a promotion an earlier attempt made but did not record is
         recognised and recorded, never repeated."""
         _check_direction(direction)
-        if key is not None:
-            recorded = self._decision_or_none(key)
-            if recorded is not None and recorded.model_name != model:
-                from plinth.errors import Conflict
-
-                raise Conflict(
-                    f"key {key!r} already decided about model {recorded.model_name!r}, not "
-                    f"{model!r}: use a key of its own for each model"
-                )
-            if recorded is not None:
-                return recorded
-        run = self.tracking.get_run(run_id)
-        trial = _Trial(model, run, metric, direction, artifact_path, key, pipeline_run, alert_id)
-        return self._decide(trial, holdout, trust_pickle, register_kept=True)
+        with _Adjudicating(self, model) as held:
+            if key is not None:
+                recorded = self._decision_or_none(key)
+                if recorded is not None:
+                    return _own(recorded, model)
+            run = self.tracking.get_run(run_id)
+            trial = _Trial(
+                model, run, metric, direction, artifact_path, key, pipeline_run, alert_id
+            )
+            return self._decide(trial, holdout, trust_pickle, register_kept=True, held=held)
 
     def _decide(
         self,
@@ -373,6 +374,7 @@ class RegistryClient:
         holdout: tuple[Any, Any] | None,
         trust_pickle: bool,
         register_kept: bool,
+        held: _Adjudicating | None = None,
     ) -> Decision:
         from plinth.errors import GateFailed
         from plinth.registry.types import Stage as Stages
@@ -383,17 +385,36 @@ class RegistryClient:
         if existing is not None and champion is not None and existing.version == champion.version:
             recovered = self._promoted_earlier(trial, existing)
             if recovered is not None:
-                return self._record(recovered)
+                return self._record(recovered, held)
         mine, theirs, evidence = self._scores(trial, existing, champion, holdout, trust_pickle)
-        better = theirs is None or (mine > theirs if trial.direction == "max" else mine < theirs)
-        reason = f"run {trial.run.name} {trial.metric}={mine:.6g} vs champion " + (
-            f"v{champion.version} {theirs:.6g}" if champion and theirs is not None else "none"
-        )
+        _check_finite(mine, f"run {trial.run.id}'s {trial.metric!r}", "the challenger")
+        if champion is not None and theirs is not None:
+            _check_finite(
+                theirs,
+                f"the champion v{champion.version}'s {trial.metric!r}",
+                f"the champion (v{champion.version} of {name!r}); an operator must look at it",
+            )
+        if champion is None:
+            better, versus = True, "no champion"
+        elif theirs is None:
+            # a champion that cannot be compared is not beaten
+            better = False
+            versus = (
+                f"champion v{champion.version}, which has no {trial.metric!r} to compare "
+                "(registered without that metric): not compared, the champion stays; "
+                "pass holdout=(X, y) to score both on the same data"
+            )
+        else:
+            better = mine > theirs if trial.direction == "max" else mine < theirs
+            versus = f"champion v{champion.version} {theirs:.6g}"
+        reason = f"run {trial.run.name} {trial.metric}={mine:.6g} vs {versus}"
         version = existing
         if version is None and (better or register_kept):
             version = self.registry.create_model_version(name, trial.package, trial.run.id)
         outcome = "kept"
         if better and version is not None:
+            if held is not None:
+                held.check()
             try:
                 self.registry.set_stage(
                     name,
@@ -410,7 +431,7 @@ class RegistryClient:
         elif champion is not None and version is not None and version.version == champion.version:
             reason += f"; v{version.version} is already the champion"
         return self._record(
-            trial.decision(outcome, mine, champion, theirs, version, reason, evidence)
+            trial.decision(outcome, mine, champion, theirs, version, reason, evidence), held
         )
 
     def _scores(
@@ -515,16 +536,19 @@ class RegistryClient:
             champion_version=evidence.get("champion_version"),
         )
 
-    def _record(self, decision: Decision) -> Decision:
+    def _record(self, decision: Decision, held: _Adjudicating | None = None) -> Decision:
         from plinth.errors import Conflict
 
+        if held is not None:
+            held.check()
         try:
             return self.registry.record_decision(decision.model_name, decision)
         except Conflict:
             if decision.key is None:
                 raise
-            # another attempt under the same key recorded first: its decision stands
-            return self.registry.get_decision(decision.key)
+            # another attempt under the same key recorded first: its decision stands (if it
+            # is about this model)
+            return _own(self.registry.get_decision(decision.key), decision.model_name)
 
     def _decision_or_none(self, key: str) -> Decision | None:
         from plinth.errors import NotFound
@@ -642,6 +666,89 @@ class _Trial:
             pipeline_run=self.pipeline_run,
             alert_id=self.alert_id,
             evidence=evidence,
+        )
+
+
+class _Adjudicating:
+    """The lease that lets one adjudication of a model run at a time (through the
+    registry's ``hold_adjudication``, so a remote client holds it too): taken on entry
+    (Conflict when another adjudication holds it), renewed from a thread while the
+    adjudication runs, checked before it promotes or records, given up on exit."""
+
+    def __init__(self, client: RegistryClient, model: str) -> None:
+        from plinth.store.lease import new_holder
+
+        self.registry = client.registry
+        self.model = model
+        self.holder = new_holder()
+        self.lost = False
+        self._over = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def __enter__(self) -> _Adjudicating:
+        from plinth.errors import Conflict
+
+        if not self.registry.hold_adjudication(self.model, self.holder):
+            raise Conflict(
+                f"another adjudication of model {self.model!r} is under way: try again once "
+                "it is over"
+            )
+        self._beat = threading.Thread(
+            target=self._renew, name=f"adjudicate:{self.model}-lease", daemon=True
+        )
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._over.set()
+        if self._beat is not None:
+            self._beat.join()
+        try:
+            self.registry.hold_adjudication(self.model, self.holder, True)
+        except Exception:  # the store or server is away: the lease expires by itself
+            _log.warning("could not give up the adjudication lease of %r", self.model)
+
+    def check(self) -> None:
+        """Renew the lease now; Conflict when it was lost (this attempt stalled past it)."""
+        from plinth.errors import Conflict
+
+        if self.lost or not self.registry.hold_adjudication(self.model, self.holder):
+            self.lost = True
+            raise Conflict(
+                f"the adjudication of model {self.model!r} lost its lease (it stalled for "
+                "longer than the lease lasts): another adjudication may be under way"
+            )
+
+    def _renew(self) -> None:
+        from plinth.registry.service import ADJUDICATION_LEASE_SECONDS
+
+        while not self._over.wait(ADJUDICATION_LEASE_SECONDS / 4):
+            try:
+                if not self.registry.hold_adjudication(self.model, self.holder):
+                    self.lost = True
+                    return
+            except Exception:  # away for a moment: try again on the next beat
+                _log.warning("could not renew the adjudication lease of %r", self.model)
+
+
+def _own(recorded: Decision, model: str) -> Decision:
+    """A decision found under an adjudication's key, if it is about the same model."""
+    from plinth.errors import Conflict
+
+    if recorded.model_name != model:
+        raise Conflict(
+            f"key {recorded.key!r} already decided about model {recorded.model_name!r}, not "
+            f"{model!r}: use a key of its own for each model"
+        )
+    return recorded
+
+
+def _check_finite(score: float, what: str, whose: str) -> None:
+    from plinth.errors import InvalidArgument
+
+    if not math.isfinite(score):
+        raise InvalidArgument(
+            f"{what} is {score!r}: a score to compare is a finite number; fix or re-score {whose}"
         )
 
 

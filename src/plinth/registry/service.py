@@ -11,19 +11,23 @@ from sqlalchemy.exc import IntegrityError
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, guarded
-from plinth.auth.types import Action, Kind
+from plinth.auth.types import Action, Kind, Role
 from plinth.errors import Conflict, GateFailed, InvalidArgument, NotFound
 from plinth.registry import decisions as stored
 from plinth.registry import gates as gate_checks
 from plinth.registry.core import RegistryCore, _opt
-from plinth.registry.rules import may_set_stage, stage_action
+from plinth.registry.rules import may_set_stage, model_exists, stage_action
 from plinth.registry.types import Decision, ModelVersion, Stage
-from plinth.store.schema import model_decisions, model_history, model_versions
+from plinth.store import lease
+from plinth.store.schema import model_decisions, model_history, model_versions, pipeline_runs
 from plinth.store.sql import check_max_results, decode_page_token, encode_page_token, now_ms
 from plinth.tracking.types import Page
 
 # what storing a decision adds to it (the history row has its own actor and time)
 _STORED_FIELDS = ("id", "actor", "at")
+# how long one hold of a model's adjudication lease lasts (a holder renews it meanwhile)
+ADJUDICATION_LEASE_SECONDS = 120.0
+PIPELINE_KEY_PREFIX = "pipeline-run:"
 
 
 def _may_read_decision(access: Access, arguments: dict[str, Any]) -> None:
@@ -37,6 +41,15 @@ def _may_read_decision(access: Access, arguments: dict[str, Any]) -> None:
         access.require(Action.READ, Kind.MODEL, name, repr(name))
     except NotFound:  # a private model's decision is not found either
         raise NotFound(f"no decision is recorded with key {key!r}") from None
+
+
+def _may_adjudicate(access: Access, arguments: dict[str, Any]) -> None:
+    """promoter on the model (the editor role, for a model its first adjudication makes)"""
+    name = str(arguments["name"])
+    if model_exists(access.store, name):
+        access.require(Action.PROMOTE, Kind.MODEL, name, repr(name))
+    else:
+        access.require_role(Role.EDITOR, f"adjudicate new model {name!r}")
 
 
 class RegistryService(RegistryCore):
@@ -168,12 +181,29 @@ class RegistryService(RegistryCore):
             self._model_row(conn, name)
             return {stage: int(number) for stage, number in conn.execute(query).all()}
 
+    @endpoint("POST", "/models/{name}/adjudication-lease")
+    @guarded(check=_may_adjudicate)
+    def hold_adjudication(self, name: str, holder: str, release: bool = False) -> bool:
+        """Take or renew (``release``: give up) the lease that lets one adjudication of
+        ``name`` at a time run (``Client.adjudicate``, local or remote); whether the caller
+        holds it now. A hold lasts ``ADJUDICATION_LEASE_SECONDS``; the holder renews it."""
+        lease_name, mine = f"adjudicate:{name}", f"{self.access.actor()}:{holder}"
+        if release:
+            lease.release(self.store, lease_name, mine)
+            return False
+        return lease.acquire(self.store, lease_name, mine, ADJUDICATION_LEASE_SECONDS)
+
     @endpoint("POST", "/models/{name}/decisions")
-    @guarded(Action.WRITE, Kind.MODEL, "name")
+    @guarded(Action.PROMOTE, Kind.MODEL, "name")
     def record_decision(self, name: str, decision: Decision) -> Decision:
         """Record a champion/challenger decision (promoted or kept): a ``decision`` entry in
         the model's history and a stored decision, in one transaction. A decision whose
-        ``key`` was recorded before is refused (Conflict) and changes nothing."""
+        ``key`` was recorded before is refused (Conflict) and changes nothing.
+
+        Takes the promoter permission on the model. A "promoted" decision names the
+        model's PRODUCTION version. Keys beginning ``pipeline-run:``, ``pipeline_run`` and
+        ``alert_id`` are the pipelines': the run must exist, the caller must be an editor of
+        its pipeline and the key must begin ``pipeline-run:R:`` (R: the run's first attempt)."""
         if decision.model_name != name:
             raise InvalidArgument(
                 f"the decision is about model {decision.model_name!r}, not {name!r}"
@@ -182,9 +212,11 @@ class RegistryService(RegistryCore):
             raise InvalidArgument(
                 f"outcome {decision.outcome!r} is not one of {', '.join(stored.OUTCOMES)}"
             )
+        self._check_pipeline_claim(decision)
         actor, at = self.access.actor(), now_ms()
         with self.store.write() as conn:
             self._model_row(conn, name)
+            self._check_versions(conn, decision)
             if decision.key is not None and stored.by_key(conn, decision.key) is not None:
                 raise Conflict(f"a decision with key {decision.key!r} is already recorded")
             try:
@@ -210,6 +242,73 @@ class RegistryService(RegistryCore):
                 select(model_decisions).where(model_decisions.c.id == decision_id)
             ).one()
         return stored.decision_of(row)
+
+    def _check_versions(self, conn: Connection, decision: Decision) -> None:
+        name = decision.model_name
+        for field_name in ("challenger_version", "champion_version"):
+            number = getattr(decision, field_name)
+            if (
+                number is not None
+                and not conn.execute(
+                    select(model_versions.c.version).where(
+                        model_versions.c.model_name == name, model_versions.c.version == number
+                    )
+                ).first()
+            ):
+                raise InvalidArgument(f"{field_name}: model {name!r} has no version {number}")
+        if decision.outcome != "promoted":
+            return
+        promoted = decision.challenger_version
+        if decision.version is not None and decision.version != promoted:
+            raise InvalidArgument(
+                f"a promoted decision's version ({decision.version}) is its challenger_version "
+                f"({promoted})"
+            )
+        production = self._production_version(conn, name)
+        if promoted is None or promoted != production:
+            raise InvalidArgument(
+                f"a promoted decision names the PRODUCTION version of {name!r} "
+                f"(v{production}), not {'no version' if promoted is None else f'v{promoted}'}"
+            )
+
+    def _check_pipeline_claim(self, decision: Decision) -> None:
+        """A decision that claims a pipeline run (its key, ``pipeline_run`` or ``alert_id``)
+        comes from an editor of that run's pipeline, under that run's keys."""
+        key = decision.key or ""
+        if (
+            not key.startswith(PIPELINE_KEY_PREFIX)
+            and decision.pipeline_run is None
+            and decision.alert_id is None
+        ):
+            return
+        if decision.pipeline_run is None:
+            raise InvalidArgument(
+                f"key {key!r} or alert_id {decision.alert_id!r}: keys beginning "
+                f"{PIPELINE_KEY_PREFIX!r} and alert ids belong to a pipeline run; name it "
+                "(pipeline_run), or use another key"
+            )
+        r = pipeline_runs.c
+        with self.store.read() as conn:
+            run = conn.execute(
+                select(r.id, r.pipeline, r.retry_of, r.alert_id).where(
+                    r.id == decision.pipeline_run
+                )
+            ).first()
+        if run is None:
+            raise InvalidArgument(f"pipeline_run: there is no pipeline run {decision.pipeline_run}")
+        self.access.require(Action.WRITE, Kind.PIPELINE, run.pipeline, repr(run.pipeline))
+        first = run.retry_of if run.retry_of is not None else run.id
+        prefix = f"{PIPELINE_KEY_PREFIX}{first}:"
+        if not key.startswith(prefix):
+            raise InvalidArgument(
+                f"key {decision.key!r}: a decision of pipeline run {run.id} has a key "
+                f"beginning {prefix!r}"
+            )
+        if decision.alert_id is not None and decision.alert_id != run.alert_id:
+            raise InvalidArgument(
+                f"alert_id {decision.alert_id}: pipeline run {run.id} was triggered by "
+                f"{'no alert' if run.alert_id is None else f'alert {run.alert_id}'}"
+            )
 
     @endpoint("GET", "/model-decisions/{key:path}")
     @guarded(check=_may_read_decision)
