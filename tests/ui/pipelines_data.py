@@ -5,7 +5,8 @@ schedules and decisions made through the services; nothing written to the tables
 - ``churn-retrain``: ``load`` (an Arrow table, logs its rows) then ``fit`` (prints, returns
   its score; raises when ``fail`` is set). Run 1 succeeds, run 2 fails in ``fit``.
   Schedules: a nightly cron one and an hourly one, paused.
-- the model ``churn`` with two decisions: run 1's challenger promoted (0.91 over 0.85),
+- the model ``churn`` (versions 1-3, v2 in PRODUCTION) with two decisions: run 1's
+  challenger promoted (0.91 over 0.85; run 1 is the alert's run when an alert is given),
   a later one kept (0.80 under 0.91).
 """
 
@@ -14,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
+from sklearn.dummy import DummyClassifier
 
 from plinth.pipelines.pipeline import Pipeline
 from plinth.pipelines.step import step
@@ -70,13 +73,21 @@ def seed(client: Any, alert_id: int | None = None) -> Seeded:
             params={"rows": 12, "fail": False},
         )
     )
-    ok = run_pipeline(client, churn_retrain)
+    # the run that decides is the alert's when there is one: a decision names its run's alert
+    ok = (
+        run_pipeline(client, churn_retrain) if alert_id is None else run_for_alert(client, alert_id)
+    )
     failed = run_pipeline(client, churn_retrain, params={"fail": True})
     nightly = service.create_schedule(NAME, ScheduleSpec(kind="cron", cron="0 3 * * *"))
     hourly = service.create_schedule(NAME, ScheduleSpec(kind="cron", cron="0 * * * *"))
     hourly = service.pause_schedule(hourly.id)
     registry = client.registry
-    registry.create_registered_model(MODEL)
+    # decisions name real versions: v1 the old champion, v2 promoted over it, v3 kept out
+    example = pd.DataFrame({"x": [0.0, 1.0]})
+    model = DummyClassifier(strategy="prior").fit(example, [0, 1])
+    for _ in range(3):
+        client.register_model(model, MODEL, input_example=example)
+    client.set_stage(MODEL, 2, "PRODUCTION", "champion/challenger: run 1")
     promoted = Decision(
         outcome="promoted",
         model_name=MODEL,
