@@ -337,6 +337,7 @@ def test_a_killed_scheduler_is_taken_over_by_its_standby(client: Client, tmp_pat
         assert second.wait(30) == 0
         assert lease.current(client.tracking.store, LEASE) is None  # given up
         assert "stopped; lease released" in said.read_text()
+        assert "lost the lease" not in said.read_text()  # given up on the way out, not lost
     finally:
         for process in started:
             if process.poll() is None:

@@ -81,7 +81,7 @@ def scheduler(
             out.print(
                 f"scheduler {loop.holder}: holds the lease {LEASE}; scheduling", highlight=False
             )
-        else:
+        elif not loop.stopping:  # on the way out, "stopped; lease released" says it
             out.print(f"scheduler {loop.holder}: lost the lease {LEASE}; standby", highlight=False)
 
     stopping = threading.Event()

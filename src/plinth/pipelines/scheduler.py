@@ -456,6 +456,8 @@ class Scheduler(LeasedLoop):
     def lost(self) -> None:
         # a standby now holds the lease: it adopts our workers by their rows; we keep
         # reaping them so that they do not linger as zombies
+        if self.stopping:  # given up on the way out, not lost
+            return
         log.warning(
             "pipeline scheduler: lost the lease; %d worker(s) left running", len(self.children)
         )

@@ -171,6 +171,11 @@ class LeasedLoop(ABC):
         return self._holds
 
     @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was asked for (a lease given up then is not a lease lost)."""
+        return self._stop.is_set()
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
