@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from plinth.auth.types import Role
 from plinth.client import Client, connect
 from plinth.config import load_settings
 from plinth.store.engine import Store
@@ -96,3 +97,25 @@ def running_server(home: Path, **settings: object) -> Iterator[str]:
 
 def local_client(store_uri: str, artifact_uri: str) -> Client:
     return connect(store_uri=store_uri, artifact_uri=artifact_uri, **FAST_FLUSH)  # type: ignore[arg-type]
+
+
+class AuthServer:
+    """A Plinth app with authentication on and resources private by default, in process
+    (``http``: its TestClient), and the auth service of its store to make users."""
+
+    def __init__(self, home: Path) -> None:
+        from fastapi.testclient import TestClient
+
+        from plinth.auth.service import AuthService
+        from plinth.server.app import create_app
+        from plinth.store.engine import open_store
+
+        settings = load_settings(home=home, auth=True, private_by_default=True)
+        self.http = TestClient(create_app(settings))
+        self.store = open_store(settings.resolved_store_uri)
+        self.auth = AuthService(self.store)
+
+    def user(self, name: str, role: Role) -> dict[str, str]:
+        """A new user with ``role``; the headers of a token of theirs."""
+        self.auth.create_user(name, role=role)
+        return {"authorization": f"Bearer {self.auth.create_token('t', user=name).secret}"}

@@ -20,18 +20,30 @@ def example(heading: str) -> str:
     return found.group(1)
 
 
-def test_the_feature_store_example(tmp_path: Path) -> None:
+def run_example(heading: str, tmp_path: Path) -> str:
+    """Run the example after ``heading`` as a script on a fresh embedded store, in
+    ``tmp_path`` (where it may write files); what it printed."""
     script = tmp_path / "example.py"
-    script.write_text(example("## Feature store"))
+    script.write_text(example(heading))
     env = {**os.environ, "PLINTH_HOME": str(tmp_path / "home")}
     for name in ("PLINTH_STORE_URI", "PLINTH_ARTIFACT_URI", "PLINTH_ONLINE_URI", "PLINTH_URI"):
         env.pop(name, None)
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "'amount_vs_avg': 'PRESENT'" in done.stdout
-    assert "ModelUse(model='churn', version=1" in done.stdout
+    return done.stdout
+
+
+def test_the_feature_store_example(tmp_path: Path) -> None:
+    stdout = run_example("## Feature store", tmp_path)
+    assert "'amount_vs_avg': 'PRESENT'" in stdout
+    assert "ModelUse(model='churn', version=1" in stdout
 
 
 def test_relative_links_resolve_inside_the_repository() -> None:
@@ -70,16 +82,8 @@ def test_the_first_command_installs_what_the_examples_import() -> None:
 
 
 def test_the_monitoring_example(tmp_path: Path) -> None:
-    script = tmp_path / "example.py"
-    script.write_text(example("## Monitoring"))
-    env = {**os.environ, "PLINTH_HOME": str(tmp_path / "home")}
-    for name in ("PLINTH_STORE_URI", "PLINTH_ARTIFACT_URI", "PLINTH_ONLINE_URI", "PLINTH_URI"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    stdout = run_example("## Monitoring", tmp_path)
+    lines = stdout.splitlines()
     assert lines[0] == "1 of 3 columns drifted (33%)"
     assert lines[1].startswith("age wasserstein") and lines[1].split()[3] == "True"
     assert lines[4:7] == ["0 None", "1 0", "2 1"]  # the first insert has nothing to compare with
@@ -87,21 +91,9 @@ def test_the_monitoring_example(tmp_path: Path) -> None:
 
 
 def test_the_pipelines_example(tmp_path: Path) -> None:
-    script = tmp_path / "example.py"
-    script.write_text(example("## Pipelines and retraining"))
-    env = {**os.environ, "PLINTH_HOME": str(tmp_path / "home")}
-    for name in ("PLINTH_STORE_URI", "PLINTH_ARTIFACT_URI", "PLINTH_ONLINE_URI", "PLINTH_URI"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,  # it writes its Parquet input and Delta scores beside itself
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    # it writes its Parquet input and Delta scores beside itself
+    stdout = run_example("## Pipelines and retraining", tmp_path)
+    assert stdout.splitlines() == [
         "succeeded ['get_data', 'transform', 'validate_data', 'train', 'validate_model', "
         "'champion_challenger']",
         "kept 2 0.94 1",

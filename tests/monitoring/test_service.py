@@ -18,6 +18,7 @@ from plinth.client import Client
 from plinth.errors import AlreadyExists, InvalidArgument, NotFound
 from plinth.monitoring.service import MonitorService
 from plinth.monitoring.types import MonitorSpec
+from tests.backends import AuthServer
 from tests.monitoring.scripted import Outcome, Scripted, drift, make_targets, service_for
 
 pytestmark = pytest.mark.filterwarnings(
@@ -292,33 +293,14 @@ def local(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
 # -- permissions on a server with authentication on ------------------------------------------
 
 
-class Server:
-    def __init__(self, home: Path) -> None:
-        from fastapi.testclient import TestClient
-
-        from plinth.auth.service import AuthService
-        from plinth.config import load_settings
-        from plinth.server.app import create_app
-        from plinth.store.engine import open_store
-
-        settings = load_settings(home=home, auth=True, private_by_default=True)
-        self.http = TestClient(create_app(settings))
-        self.store = open_store(settings.resolved_store_uri)
-        self.auth = AuthService(self.store)
-
-    def user(self, name: str, role: Role) -> dict[str, str]:
-        self.auth.create_user(name, role=role)
-        return {"authorization": f"Bearer {self.auth.create_token('t', user=name).secret}"}
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    made = Server(tmp_path / "server")
+def server(tmp_path: Path) -> Iterator[AuthServer]:
+    made = AuthServer(tmp_path / "server")
     with made.http:
         yield made
 
 
-def test_who_may_see_change_and_run_a_monitor(server: Server) -> None:
+def test_who_may_see_change_and_run_a_monitor(server: AuthServer) -> None:
     alice = server.user("alice", Role.EDITOR)
     mallory = server.user("mallory", Role.EDITOR)
     victor = server.user("victor", Role.VIEWER)
@@ -394,7 +376,7 @@ def test_who_may_see_change_and_run_a_monitor(server: Server) -> None:
 
 
 def test_a_monitor_is_seen_and_checked_only_while_its_target_may_be_read(
-    server: Server,
+    server: AuthServer,
 ) -> None:
     """bob's monitor of alice's model: once alice takes the model's grants back, carol (a
     reader of the monitor) finds no monitor, evaluation or alert, and the scheduler no

@@ -20,6 +20,7 @@ from plinth.pipelines.types import ScheduleSpec
 from plinth.store.engine import Store
 from plinth.store.schema import alerts, monitor_evaluations, pipeline_runs
 from plinth.store.sql import now_ms
+from tests.backends import AuthServer
 from tests.pipelines.service_fixtures import finish, spec
 
 pytestmark = pytest.mark.filterwarnings(
@@ -439,33 +440,14 @@ def test_deleting_a_pipeline_deletes_its_runs_and_schedules(local: Client) -> No
 # -- permissions on a server with authentication on ------------------------------------------
 
 
-class Server:
-    def __init__(self, home: Path) -> None:
-        from fastapi.testclient import TestClient
-
-        from plinth.auth.service import AuthService
-        from plinth.config import load_settings
-        from plinth.server.app import create_app
-        from plinth.store.engine import open_store
-
-        settings = load_settings(home=home, auth=True, private_by_default=True)
-        self.http = TestClient(create_app(settings))
-        self.store = open_store(settings.resolved_store_uri)
-        self.auth = AuthService(self.store)
-
-    def user(self, name: str, role: Role) -> dict[str, str]:
-        self.auth.create_user(name, role=role)
-        return {"authorization": f"Bearer {self.auth.create_token('t', user=name).secret}"}
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    made = Server(tmp_path / "server")
+def server(tmp_path: Path) -> Iterator[AuthServer]:
+    made = AuthServer(tmp_path / "server")
     with made.http:
         yield made
 
 
-def test_who_may_see_run_and_schedule_a_pipeline(server: Server) -> None:
+def test_who_may_see_run_and_schedule_a_pipeline(server: AuthServer) -> None:
     alice = server.user("alice", Role.ADMIN)  # pipeline code is deployed by an admin
     mallory = server.user("mallory", Role.EDITOR)
     victor = server.user("victor", Role.VIEWER)
@@ -545,7 +527,7 @@ def test_who_may_see_run_and_schedule_a_pipeline(server: Server) -> None:
     assert json.loads(http.get("/api/v1/pipeline-runs", headers=alice).text)["items"] == []
 
 
-def test_pipeline_code_is_deployed_by_an_admin(server: Server) -> None:
+def test_pipeline_code_is_deployed_by_an_admin(server: AuthServer) -> None:
     """An entrypoint is code the scheduler's workers run with the store's credentials: an
     editor may not register a pipeline nor change its entrypoint, only its params, limits
     and description (with write on it)."""
@@ -592,7 +574,7 @@ def test_pipeline_code_is_deployed_by_an_admin(server: Server) -> None:
     assert found["entrypoint"] == "pipelines.churn2:pipeline"
 
 
-def test_resuming_a_trigger_needs_read_on_what_it_watches(server: Server) -> None:
+def test_resuming_a_trigger_needs_read_on_what_it_watches(server: AuthServer) -> None:
     root = server.user("root", Role.ADMIN)
     ann = server.user("ann", Role.EDITOR)
     http = server.http
