@@ -107,6 +107,11 @@ def create_app(
         return {"status": "ready", "version": plinth.__version__, "schema": str(revision)}
 
     _mount_file_routes(app, tracking, registry)
+    if getattr(tracking, "store", None) is not None:
+        from plinth.server.mlflow.common import Services as MlflowServices
+        from plinth.server.mlflow.mount import mount_mlflow
+
+        mount_mlflow(app, MlflowServices(tracking, registry, tracking.artifacts))
     feature_store = _server_feature_store(settings, features)
     mount_feature_data(app, feature_store)
     serving = OnlineFeatureService(feature_store)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plinth.errors import InvalidArgument, PlinthError, Unavailable, error_for_status
+from plinth.server.mlflow.codes import is_mlflow_path, mlflow_code
 
 log = logging.getLogger("plinth.server")
 
@@ -37,12 +38,12 @@ def install_error_handlers(app: FastAPI, redact: Redactor) -> None:
         return answer(request, exc, redact)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:10]
         )
         error = InvalidArgument(f"invalid request: {problems}")
-        return JSONResponse(error.to_dict(), status_code=error.http_status)
+        return answer(request, error, redact)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -94,4 +95,7 @@ def answer(
         body = {"error_code": exc.error_code, "message": message}
     else:
         body = {"error_code": exc.error_code, "message": redact(exc.message)}
-    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+    status = exc.http_status
+    if is_mlflow_path(request.url.path):  # the MLflow REST API speaks MLflow's codes
+        body["error_code"], status = mlflow_code(exc)
+    return JSONResponse(body, status_code=status, headers=headers)

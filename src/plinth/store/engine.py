@@ -25,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from plinth.errors import InvalidArgument, Unavailable, WriteConflict
 
 # The newest migration; tests check it matches the Alembic scripts' head.
-SCHEMA_REVISION = "0015"
+SCHEMA_REVISION = "0016"
 _SQLITE_BUSY_TIMEOUT_S = 60.0
 
 

@@ -44,6 +44,7 @@ experiments = Table(
     Column("owner", NAME, nullable=False, default=""),
     Column("created_at", BigInteger, nullable=False),
     Column("next_run_number", Integer, nullable=False, default=1),
+    Column("deleted_at", BigInteger),  # soft deletion (MLflow's lifecycle stage "deleted")
 )
 
 experiment_tags = Table(
@@ -83,6 +84,7 @@ runs = Table(
     Column("host", String(255)),
     Column("seed", BigInteger),
     Column("environment_digest", String(64), ForeignKey("environments.digest")),
+    Column("deleted_at", BigInteger),  # soft deletion (MLflow's lifecycle stage "deleted")
     UniqueConstraint("experiment_id", "name"),
     UniqueConstraint("experiment_id", "number"),
     Index(None, "status", "heartbeat_at"),
@@ -808,4 +810,28 @@ model_decisions = Table(
     Column("at", BigInteger, nullable=False),
     Index(None, "model_name", "id"),
     Index(None, "pipeline_run"),
+)
+
+
+# MLflow 3's logged models (a model logged by a run, before it is registered): kept for the
+# MLflow REST API; their files live under ``artifact_path`` in the artifact root.
+logged_models = Table(
+    "logged_models",
+    metadata,
+    Column("id", String(40), primary_key=True),  # "m-" + 32 hex digits
+    Column("experiment_id", ID, ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
+    Column("source_run_id", ID, ForeignKey("runs.id", ondelete="SET NULL")),
+    Column("name", NAME, nullable=False),
+    Column("model_type", NAME, nullable=False, default=""),
+    Column("status", String(30), nullable=False),
+    Column("status_message", Text, nullable=False, default=""),
+    Column("artifact_path", Text, nullable=False),
+    Column("owner", NAME, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("params", Text, nullable=False, default="{}"),  # JSON object
+    Column("tags", Text, nullable=False, default="{}"),  # JSON object
+    Column("deleted_at", BigInteger),
+    Index(None, "experiment_id", "created_at"),
+    Index(None, "source_run_id"),
 )

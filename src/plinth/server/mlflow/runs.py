@@ -1,0 +1,11 @@
+"""MLflow's runs routes (to be written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from plinth.server.mlflow.common import Services
+
+
+def routes(services: Services) -> APIRouter:
+    return APIRouter()
