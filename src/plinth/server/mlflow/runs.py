@@ -244,7 +244,7 @@ def run_json(run: Run, model_ids: Iterable[str] = ()) -> dict[str, Any]:
     written = ms(run.heartbeat_at)
     metrics = [
         {"key": key, "value": double(m.last), "timestamp": written, "step": m.last_step}
-        for key, m in run.metrics.items()
+        for key, m in sorted(run.metrics.items())
     ]
     params = [
         {"key": key if group == PARAM_GROUP else f"{group}.{key}", "value": param_text(value)}
@@ -257,7 +257,7 @@ def run_json(run: Run, model_ids: Iterable[str] = ()) -> dict[str, Any]:
         "data": {
             "metrics": metrics,
             "params": params,
-            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+            "tags": [{"key": k, "value": v} for k, v in sorted(tags.items())],
         },
         "inputs": {"dataset_inputs": [dataset_json(d) for d in run.inputs]},
         "outputs": {"model_outputs": [{"model_id": m, "step": 0} for m in model_ids]},
@@ -504,7 +504,7 @@ def routes(services: Services) -> APIRouter:
                 experiments.append(experiment_by_id(tracking, experiment_id, create=False).id)
             except NotFound:
                 continue
-        runs: list[Run] = Field(default_factory=list)
+        runs: list[Run] = []
         next_token = None
         while experiments:
             # Plinth's pages are smaller than MLflow's: read on until the page is full

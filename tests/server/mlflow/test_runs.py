@@ -1,0 +1,679 @@
+"""MLflow's runs routes: runs logged this way are ordinary Plinth runs; MLflow's shapes,
+limits, error codes, search syntax and paging."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from plinth.config import load_settings
+from plinth.server.app import create_app
+from plinth.store.artifacts import ArtifactStore
+from plinth.store.engine import open_store
+from plinth.store.schema import logged_models
+from plinth.store.sql import now_ms
+from plinth.tracking.service import TrackingService
+from plinth.tracking.types import MetricBatch, RunStatus
+from tests.backends import empty_tables
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Using `httpx` with `starlette.testclient` is deprecated"
+)
+
+API = "/api/2.0/mlflow"
+# Tests of the operations the lifecycle helper adds to TrackingService (issue 16, section
+# A): they run once that work is merged.
+section_a = pytest.mark.skipif(
+    not hasattr(TrackingService, "delete_run"),
+    reason="needs issue 16 section A (TrackingService delete/restore/rename), not merged yet",
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, TrackingService]]:
+    """One app for the module (building one takes seconds); each test empties its store."""
+    from fastapi.testclient import TestClient
+
+    home = tmp_path_factory.mktemp("mlflow-runs")
+    store = open_store(f"sqlite:///{home / 'plinth.db'}")
+    tracking = TrackingService(store, ArtifactStore(str(home / "artifacts")))
+    app = create_app(load_settings(home=home / "server"), tracking=tracking)
+    with TestClient(app) as client:
+        yield client, tracking
+    store.dispose()
+
+
+@pytest.fixture
+def tracking(server: tuple[Any, TrackingService]) -> TrackingService:
+    empty_tables(server[1].store)
+    return server[1]
+
+
+@pytest.fixture
+def api(server: tuple[Any, TrackingService], tracking: TrackingService) -> Any:
+    return server[0]
+
+
+@pytest.fixture
+def experiment_id(api: Any) -> str:
+    response = api.post(f"{API}/experiments/create", json={"name": "churn"})
+    assert response.status_code == 200, response.text
+    return str(response.json()["experiment_id"])
+
+
+@pytest.fixture
+def run_id(api: Any, experiment_id: str) -> str:
+    return str(create_run(api, experiment_id, "lgbm")["info"]["run_id"])
+
+
+def create_run(api: Any, experiment_id: str | None, name: str | None = None, **extra: Any) -> Any:
+    body: dict[str, Any] = {"run_name": name, **extra}
+    if experiment_id is not None:
+        body["experiment_id"] = experiment_id
+    response = api.post(f"{API}/runs/create", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["run"]
+
+
+def post(api: Any, path: str, body: dict[str, Any]) -> Any:
+    response = api.post(f"{API}{path}", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def get_run(api: Any, run_id: str) -> Any:
+    response = api.get(f"{API}/runs/get", params={"run_id": run_id})
+    assert response.status_code == 200, response.text
+    return response.json()["run"]
+
+
+def assert_error(response: httpx.Response, status: int, code: str, *fragments: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error_code", "message"}
+    assert body["error_code"] == code
+    for fragment in fragments:
+        assert fragment in body["message"], body["message"]
+
+
+def tags_of(run: Any) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"]["tags"]}
+
+
+# -- create, get: an ordinary Plinth run -----------------------------------------------
+
+
+def test_create_answers_mlflows_run_and_makes_an_ordinary_plinth_run(
+    api: Any, tracking: TrackingService, experiment_id: str
+) -> None:
+    tags = [
+        {"key": "team", "value": "risk"},
+        {"key": "mlflow.user", "value": "mallory"},  # a client's claim: not who ran it
+        {"key": "mlflow.source.type", "value": "LOCAL"},
+    ]
+    run = create_run(
+        api, experiment_id, "lgbm", user_id="mallory", tags=tags, start_time="1700000000000"
+    )
+    info = run["info"]
+    plinth = tracking.get_run(info["run_id"])
+    assert info == {
+        "run_id": plinth.id,
+        "run_uuid": plinth.id,
+        "run_name": "lgbm",
+        "experiment_id": experiment_id,
+        "user_id": plinth.owner,
+        "status": "RUNNING",
+        "start_time": int(plinth.start_time.timestamp() * 1000),
+        "artifact_uri": f"mlflow-artifacts:/{experiment_id}/{plinth.id}/artifacts",
+        "lifecycle_stage": "active",
+    }
+    assert plinth.owner != "mallory"
+    assert plinth.name == "lgbm"
+    assert plinth.tags == {"team": "risk", "mlflow.source.type": "LOCAL"}
+    assert tags_of(run) == {
+        "team": "risk",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.runName": "lgbm",
+        "mlflow.user": plinth.owner,
+    }
+    assert run["data"]["metrics"] == [] and run["data"]["params"] == []
+    assert run["inputs"] == {"dataset_inputs": []}
+    assert run["outputs"] == {"model_outputs": []}
+    assert get_run(api, plinth.id) == run
+    assert api.get(f"{API}/runs/get", params={"run_uuid": plinth.id}).json()["run"] == run
+
+
+def test_a_run_without_an_experiment_goes_to_default_and_gets_a_name(
+    api: Any, tracking: TrackingService
+) -> None:
+    run = create_run(api, None)
+    default = tracking.get_experiment("Default")
+    assert run["info"]["experiment_id"] == default.id
+    assert run["info"]["run_name"] == tracking.get_run(run["info"]["run_id"]).name
+    assert create_run(api, "0")["info"]["experiment_id"] == default.id
+
+
+def test_the_run_name_tag_names_the_run(api: Any, experiment_id: str) -> None:
+    run = create_run(api, experiment_id, tags=[{"key": "mlflow.runName", "value": "xgb"}])
+    assert run["info"]["run_name"] == "xgb"
+
+
+def test_runs_may_share_a_name_as_in_mlflow(api: Any, experiment_id: str) -> None:
+    first = create_run(api, experiment_id, "train")["info"]
+    second = create_run(api, experiment_id, "train")["info"]
+    assert first["run_name"] == "train"
+    assert second["run_name"].startswith("train-") and second["run_id"] != first["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/runs/get?run_id=nope", None),
+        ("POST", "/runs/update", {"run_id": "nope", "status": "FINISHED"}),
+        ("POST", "/runs/log-metric", {"run_id": "nope", "key": "a", "value": 1, "timestamp": 1}),
+        ("POST", "/runs/log-parameter", {"run_id": "nope", "key": "a", "value": "1"}),
+        ("POST", "/runs/log-batch", {"run_id": "nope", "params": [{"key": "a", "value": "1"}]}),
+        ("POST", "/runs/log-batch", {"run_id": "nope"}),
+        ("POST", "/runs/set-tag", {"run_id": "nope", "key": "a", "value": "1"}),
+        ("POST", "/runs/delete-tag", {"run_id": "nope", "key": "a"}),
+        ("POST", "/runs/log-inputs", {"run_id": "nope"}),
+        ("GET", "/metrics/get-history?run_id=nope&metric_key=a", None),
+    ],
+)
+def test_an_unknown_run_is_404_resource_does_not_exist(
+    api: Any, method: str, path: str, body: Any
+) -> None:
+    response = api.request(method, f"{API}{path}", json=body)
+    assert_error(response, 404, "RESOURCE_DOES_NOT_EXIST", "run 'nope' does not exist")
+
+
+def test_an_unknown_experiment_is_404(api: Any) -> None:
+    response = api.post(f"{API}/runs/create", json={"experiment_id": "a" * 32})
+    assert_error(response, 404, "RESOURCE_DOES_NOT_EXIST")
+    response = api.post(f"{API}/runs/create", json={"experiment_id": "churn"})  # a name
+    assert_error(response, 404, "RESOURCE_DOES_NOT_EXIST", "experiment id 'churn'")
+
+
+@pytest.mark.parametrize("body", [{}, {"run_id": ""}, {"run_id": "x", "key": "a"}])
+def test_a_missing_field_is_400_invalid_parameter_value(api: Any, body: dict[str, Any]) -> None:
+    response = api.post(f"{API}/runs/log-parameter", json=body)
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+
+
+# -- params, metrics, tags -------------------------------------------------------------
+
+
+def test_logged_values_land_in_plinth(api: Any, tracking: TrackingService, run_id: str) -> None:
+    post(api, "/runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"})
+    post(
+        api,
+        "/runs/log-metric",
+        {"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": "1700000000001", "step": "3"},
+    )
+    post(
+        api,
+        "/runs/log-batch",
+        {
+            "run_id": run_id,
+            "metrics": [
+                {"key": "loss", "value": 0.25, "timestamp": 1700000000002, "step": 4},
+                {"key": "acc", "value": "NaN", "timestamp": 1700000000003},
+            ],
+            "params": [{"key": "depth", "value": "6"}, {"key": "lr", "value": "0.1"}],
+            "tags": [{"key": "team", "value": "risk"}],
+        },
+    )
+    post(api, "/runs/set-tag", {"run_id": run_id, "key": "stage", "value": "dev"})
+    plinth = tracking.get_run(run_id)
+    assert plinth.params == {"default": {"lr": "0.1", "depth": "6"}}
+    assert plinth.tags == {"team": "risk", "stage": "dev"}
+    assert [(p.step, p.value) for p in tracking.get_metric_history(run_id, "loss")] == [
+        (3, 0.5),
+        (4, 0.25),
+    ]
+    assert plinth.metrics["loss"].last == 0.25
+    run = get_run(api, run_id)
+    metrics = {m["key"]: (m["value"], m["step"]) for m in run["data"]["metrics"]}
+    assert metrics == {"loss": (0.25, 4), "acc": ("NaN", 0)}
+    assert sorted((p["key"], p["value"]) for p in run["data"]["params"]) == [
+        ("depth", "6"),
+        ("lr", "0.1"),
+    ]
+    assert tags_of(run)["stage"] == "dev"
+
+
+def test_a_plinth_runs_params_show_as_text_and_other_groups_as_group_key(
+    api: Any, tracking: TrackingService, experiment_id: str
+) -> None:
+    run = tracking.create_run(experiment_id, "native")
+    tracking.log_params(run.id, {"lr": 0.1, "depth": 6, "early": True, "layers": [64, 32]})
+    tracking.log_params(run.id, {"lr": 0.2}, group="hyper")
+    params = {p["key"]: p["value"] for p in get_run(api, run.id)["data"]["params"]}
+    assert params == {
+        "lr": "0.1",
+        "depth": "6",
+        "early": "true",
+        "layers": "[64, 32]",
+        "hyper.lr": "0.2",
+    }
+
+
+def test_changing_a_param_is_400_invalid_parameter_value(api: Any, run_id: str) -> None:
+    post(api, "/runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"})
+    post(api, "/runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"})  # again
+    response = api.post(
+        f"{API}/runs/log-parameter", json={"run_id": run_id, "key": "lr", "value": "0.2"}
+    )
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", "'lr'", "'0.1'", "'0.2'")
+    response = api.post(
+        f"{API}/runs/log-batch",
+        json={"run_id": run_id, "params": [{"key": "lr", "value": "0.3"}]},
+    )
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", "'lr'")
+    twice = [{"key": "x", "value": "1"}, {"key": "x", "value": "2"}]
+    response = api.post(f"{API}/runs/log-batch", json={"run_id": run_id, "params": twice})
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", "'x' is given twice")
+
+
+def metric(key: str) -> dict[str, Any]:
+    return {"key": key, "value": 1.0, "timestamp": 1}
+
+
+def pair(key: str, value: str = "v") -> dict[str, str]:
+    return {"key": key, "value": value}
+
+
+@pytest.mark.parametrize(
+    ("batch", "fragment"),
+    [
+        ({"metrics": [metric(f"m{i}") for i in range(1001)]}, "1001 metrics; MLflow allows 1000"),
+        ({"params": [pair(f"p{i}") for i in range(101)]}, "101 params; MLflow allows 100"),
+        ({"tags": [pair(f"t{i}") for i in range(101)]}, "101 tags; MLflow allows 100"),
+        (
+            {
+                "metrics": [metric(f"m{i}") for i in range(901)],
+                "params": [pair(f"p{i}") for i in range(50)],
+                "tags": [pair(f"t{i}") for i in range(50)],
+            },
+            "1001 metrics, params and tags in all; MLflow allows 1000",
+        ),
+        ({"params": [pair("p", "x" * 6001)]}, "param 'p': its value is 6001 characters"),
+        ({"tags": [pair("t", "x" * 8001)]}, "tag 't': its value is 8001 characters"),
+        ({"metrics": [metric("m" * 251)]}, "is 251 characters; MLflow allows 250"),
+        ({"params": [pair("p" * 251)]}, "is 251 characters"),
+        ({"tags": [pair("t" * 251)]}, "is 251 characters"),
+        ({"params": [pair("a;b")]}, "param name 'a;b' may only contain"),
+        ({"tags": [pair("")]}, "tag name must not be empty"),
+        ({"metrics": [{"key": "m", "value": "high", "timestamp": 1}]}, "value"),
+        ({"metrics": [{"key": "m", "value": 1, "timestamp": 1.5}]}, "timestamp"),
+    ],
+)
+def test_mlflows_batch_limits_are_400_invalid_parameter_value(
+    api: Any, tracking: TrackingService, run_id: str, batch: dict[str, Any], fragment: str
+) -> None:
+    response = api.post(f"{API}/runs/log-batch", json={"run_id": run_id, **batch})
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", fragment)
+    run = tracking.get_run(run_id)  # nothing was written
+    assert (run.params, run.metrics, run.tags) == ({}, {}, {})
+
+
+def test_a_batch_at_mlflows_limits_is_taken(
+    api: Any, tracking: TrackingService, run_id: str
+) -> None:
+    batch = {
+        "metrics": [metric(f"m{i}") for i in range(800)],
+        "params": [pair(f"p{i}", "x" * 6000) for i in range(100)],
+        "tags": [pair(f"t{i}" + "k" * 240, "x" * 8000) for i in range(100)],
+    }
+    post(api, "/runs/log-batch", {"run_id": run_id, **batch})
+    run = tracking.get_run(run_id)
+    assert (len(run.metrics), len(run.params["default"]), len(run.tags)) == (800, 100, 100)
+
+
+def test_single_calls_have_the_same_limits(api: Any, run_id: str) -> None:
+    body = {"run_id": run_id, "key": "p", "value": "x" * 6001}
+    assert_error(api.post(f"{API}/runs/log-parameter", json=body), 400, "INVALID_PARAMETER_VALUE")
+    body = {"run_id": run_id, "key": "t", "value": "x" * 8001}
+    assert_error(api.post(f"{API}/runs/set-tag", json=body), 400, "INVALID_PARAMETER_VALUE")
+    body = {"run_id": run_id, "key": "m" * 251, "value": 1, "timestamp": 1}
+    assert_error(api.post(f"{API}/runs/log-metric", json=body), 400, "INVALID_PARAMETER_VALUE")
+
+
+def test_delete_tag(api: Any, tracking: TrackingService, run_id: str) -> None:
+    post(api, "/runs/set-tag", {"run_id": run_id, "key": "a", "value": "1"})
+    post(api, "/runs/delete-tag", {"run_id": run_id, "key": "a"})
+    assert tracking.get_run(run_id).tags == {}
+    response = api.post(f"{API}/runs/delete-tag", json={"run_id": run_id, "key": "a"})
+    assert_error(response, 404, "RESOURCE_DOES_NOT_EXIST", "no tag 'a'")
+    response = api.post(f"{API}/runs/delete-tag", json={"run_id": run_id, "key": "mlflow.runName"})
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", "cannot be deleted")
+
+
+def test_setting_mlflow_user_changes_nothing(
+    api: Any, tracking: TrackingService, run_id: str
+) -> None:
+    post(api, "/runs/set-tag", {"run_id": run_id, "key": "mlflow.user", "value": "mallory"})
+    owner = tracking.get_run(run_id).owner
+    assert tags_of(get_run(api, run_id))["mlflow.user"] == owner != "mallory"
+
+
+@section_a
+def test_the_run_name_tag_renames_the_run(
+    api: Any, tracking: TrackingService, experiment_id: str, run_id: str
+) -> None:
+    post(api, "/runs/set-tag", {"run_id": run_id, "key": "mlflow.runName", "value": "renamed"})
+    assert tracking.get_run(run_id).name == "renamed"
+    batch = {"run_id": run_id, "tags": [pair("mlflow.runName", "again")]}
+    post(api, "/runs/log-batch", batch)
+    assert tracking.get_run(run_id).name == "again"
+    post(api, "/runs/update", {"run_id": run_id, "run_name": "third"})
+    assert get_run(api, run_id)["info"]["run_name"] == "third"
+
+
+# -- update: status --------------------------------------------------------------------
+
+
+def test_update_ends_the_run(api: Any, tracking: TrackingService, run_id: str) -> None:
+    answer = post(api, "/runs/update", {"run_id": run_id, "status": "FINISHED", "end_time": 5})
+    run = tracking.get_run(run_id)
+    assert run.status is RunStatus.FINISHED and run.end_time is not None
+    assert answer["run_info"]["status"] == "FINISHED"
+    assert answer["run_info"]["end_time"] == int(run.end_time.timestamp() * 1000)
+    post(api, "/runs/update", {"run_id": run_id, "status": 3})  # the same again: no change
+    response = api.post(f"{API}/runs/update", json={"run_id": run_id, "status": "FAILED"})
+    assert_error(response, 400, "INVALID_STATE", "already ended as FINISHED")
+    response = api.post(f"{API}/runs/update", json={"run_id": run_id, "status": "RUNNING"})
+    assert_error(response, 400, "INVALID_STATE", "cannot run again")
+    # Plinth's rule: an ended run's metrics are final
+    body = {"run_id": run_id, "key": "late", "value": 1, "timestamp": 1}
+    assert_error(api.post(f"{API}/runs/log-metric", json=body), 400, "INVALID_STATE")
+
+
+@pytest.mark.parametrize(
+    ("status", "fragment"), [("SCHEDULED", "SCHEDULED"), ("DONE", "'DONE'"), (9, "9")]
+)
+def test_an_unknown_status_is_400(api: Any, run_id: str, status: Any, fragment: str) -> None:
+    response = api.post(f"{API}/runs/update", json={"run_id": run_id, "status": status})
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", fragment)
+
+
+# -- inputs, outputs -------------------------------------------------------------------
+
+
+def test_log_inputs(api: Any, tracking: TrackingService, run_id: str) -> None:
+    dataset = {
+        "name": "churn-train",
+        "digest": "abc123",
+        "source_type": "s3",
+        "source": '{"uri": "s3://bucket/train.parquet"}',
+        "schema": "{}",
+        "profile": '{"num_rows": 1000}',
+    }
+    body = {
+        "run_id": run_id,
+        "datasets": [{"tags": [pair("mlflow.data.context", "train")], "dataset": dataset}],
+    }
+    post(api, "/runs/log-inputs", body)
+    (logged,) = tracking.get_run(run_id).inputs
+    assert (logged.name, logged.uri, logged.digest, logged.rows) == (
+        "churn-train",
+        dataset["source"],
+        "abc123",
+        1000,
+    )
+    assert get_run(api, run_id)["inputs"]["dataset_inputs"] == [
+        {
+            "tags": [],
+            "dataset": {
+                "name": "churn-train",
+                "digest": "abc123",
+                "source_type": "s3",
+                "source": dataset["source"],
+                "profile": '{"num_rows": 1000}',
+            },
+        }
+    ]
+    no_source = {"run_id": run_id, "datasets": [{"dataset": {"name": "x", "digest": "d"}}]}
+    assert_error(
+        api.post(f"{API}/runs/log-inputs", json=no_source), 400, "INVALID_PARAMETER_VALUE", "source"
+    )
+
+
+def test_a_runs_logged_models_are_its_outputs(
+    api: Any, tracking: TrackingService, experiment_id: str, run_id: str
+) -> None:
+    now = now_ms()
+    rows = [
+        {
+            "id": f"m-{c * 32}",
+            "experiment_id": experiment_id,
+            "source_run_id": run_id,
+            "name": "model",
+            "model_type": "",
+            "status": "READY",
+            "status_message": "",
+            "artifact_path": "x",
+            "owner": "",
+            "created_at": now + i,
+            "updated_at": now,
+            "params": "{}",
+            "tags": "{}",
+            "deleted_at": now if c == "c" else None,
+        }
+        for i, c in enumerate("abc")
+    ]
+    with tracking.store.write() as conn:
+        conn.execute(logged_models.insert(), rows)
+    expected = [{"model_id": f"m-{'a' * 32}", "step": 0}, {"model_id": f"m-{'b' * 32}", "step": 0}]
+    assert get_run(api, run_id)["outputs"] == {"model_outputs": expected}
+
+
+# -- metric history --------------------------------------------------------------------
+
+
+def test_metric_history_pages(api: Any, tracking: TrackingService, run_id: str) -> None:
+    tracking.log_metric_batch(
+        run_id,
+        MetricBatch(
+            ["loss"] * 5,
+            [5.0, 4.0, 3.0, 2.0, 1.0],
+            [0, 1, 2, 3, 4],
+            [10, 11, 12, 13, 14],
+            [None] * 5,
+        ),
+    )
+    url = f"{API}/metrics/get-history"
+    whole = api.get(url, params={"run_id": run_id, "metric_key": "loss"}).json()
+    assert whole == {
+        "metrics": [
+            {"key": "loss", "value": 5.0 - i, "timestamp": 10 + i, "step": i} for i in range(5)
+        ]
+    }
+    pages, token = [], None
+    while True:
+        params = {"run_id": run_id, "metric_key": "loss", "max_results": 2}
+        if token:
+            params["page_token"] = token
+        page = api.get(url, params=params).json()
+        pages.append([m["step"] for m in page["metrics"]])
+        token = page.get("next_page_token")
+        if token is None:
+            break
+    assert pages == [[0, 1], [2, 3], [4]]
+    missing = api.get(url, params={"run_id": run_id, "metric_key": "nope"})
+    assert missing.json() == {"metrics": []}
+    bad = api.get(url, params={"run_id": run_id, "metric_key": "loss", "page_token": "zz"})
+    assert_error(bad, 400, "INVALID_PARAMETER_VALUE", "page_token")
+
+
+# -- search ----------------------------------------------------------------------------
+
+
+def search(api: Any, **request: Any) -> Any:
+    return post(api, "/runs/search", request)
+
+
+def names(answer: Any) -> list[str]:
+    return [r["info"]["run_name"] for r in answer.get("runs", [])]
+
+
+@pytest.fixture
+def three_runs(api: Any, experiment_id: str) -> list[str]:
+    ids = []
+    for name, lr, score, team in (
+        ("a", "0.1", 0.7, "risk"),
+        ("b", "0.2", 0.9, "growth"),
+        ("c", "0.3", 0.8, "risk"),
+    ):
+        run_id = create_run(api, experiment_id, name)["info"]["run_id"]
+        post(
+            api,
+            "/runs/log-batch",
+            {
+                "run_id": run_id,
+                "params": [pair("lr", lr)],
+                "metrics": [{"key": "f1", "value": score, "timestamp": 1}],
+                "tags": [pair("team", team)],
+            },
+        )
+        ids.append(run_id)
+    return ids
+
+
+def test_search_filters_and_orders(api: Any, experiment_id: str, three_runs: list[str]) -> None:
+    everyone = search(api, experiment_ids=[experiment_id])
+    assert names(everyone) == ["c", "b", "a"]  # newest first
+    assert "next_page_token" not in everyone
+    run = everyone["runs"][0]
+    assert run == get_run(api, run["info"]["run_id"])
+    ids = [experiment_id]
+    assert names(
+        search(api, experiment_ids=ids, filter="metrics.f1 > 0.75", order_by=["metrics.f1"])
+    ) == ["c", "b"]
+    assert names(search(api, experiment_ids=ids, filter="params.lr = '0.2'")) == ["b"]
+    assert names(
+        search(api, experiment_ids=ids, filter="tags.team = 'risk'", order_by=["run_name"])
+    ) == ["a", "c"]
+    assert names(search(api, experiment_ids=ids, filter="attributes.run_name LIKE 'a%'")) == ["a"]
+    assert names(
+        search(api, experiment_ids=ids, filter="status = 'RUNNING' and params.lr != '0.1'")
+    ) == ["c", "b"]
+    found = search(
+        api, experiment_ids=ids, filter=f"run_id IN ('{three_runs[0]}', '{three_runs[2]}')"
+    )
+    assert names(found) == ["c", "a"]
+    assert names(search(api, experiment_ids=ids, order_by=["params.lr DESC"])) == ["c", "b", "a"]
+
+
+def test_search_without_experiments_or_in_unknown_ones_finds_nothing(
+    api: Any, three_runs: list[str]
+) -> None:
+    assert search(api) == {"runs": []}
+    assert search(api, experiment_ids=["f" * 32, "nope"]) == {"runs": []}
+
+
+def test_search_pages(api: Any, experiment_id: str, three_runs: list[str]) -> None:
+    pages, token = [], None
+    while True:
+        request: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": 2}
+        if token:
+            request["page_token"] = token
+        page = search(api, **request)
+        pages.append(names(page))
+        token = page.get("next_page_token")
+        if token is None:
+            break
+    assert pages == [["c", "b"], ["a"]]
+
+
+def test_search_reads_plinths_smaller_pages_until_mlflows_is_full(
+    api: Any, experiment_id: str, three_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.server.mlflow import runs
+
+    more = [create_run(api, experiment_id, f"d{i}")["info"]["run_id"] for i in range(3)]
+    monkeypatch.setattr(runs, "MAX_PAGE", 2)  # Plinth's pages hold 2 runs
+    first = search(api, experiment_ids=[experiment_id], max_results=5, order_by=["run_name"])
+    assert names(first) == ["a", "b", "c", "d0", "d1"]
+    rest = search(
+        api,
+        experiment_ids=[experiment_id],
+        max_results=5,
+        order_by=["run_name"],
+        page_token=first["next_page_token"],
+    )
+    assert names(rest) == ["d2"]
+    assert "next_page_token" not in rest
+    assert len(more) == 3
+
+
+def test_search_finds_a_hostile_tag_value_exactly(api: Any, experiment_id: str) -> None:
+    values = ["it's", "a\\'b", "' or '1'='1", "x') or (id is not null", 'q"uote', "back`tick", "%"]
+    for i, value in enumerate(values):
+        run_id = create_run(api, experiment_id, f"r{i}")["info"]["run_id"]
+        post(api, "/runs/set-tag", {"run_id": run_id, "key": "note", "value": value})
+    for i, value in enumerate(values):
+        escaped = value.replace("\\", "\\\\").replace("'", "''")
+        found = search(api, experiment_ids=[experiment_id], filter=f"tags.note = '{escaped}'")
+        assert names(found) == [f"r{i}"], value
+
+
+def test_search_finds_plinth_runs_params_as_mlflow_shows_them(
+    api: Any, tracking: TrackingService, experiment_id: str
+) -> None:
+    run = tracking.create_run(experiment_id, "native")
+    tracking.log_params(run.id, {"lr": 0.1})
+    tracking.log_params(run.id, {"depth": 6}, group="hyper")
+    ids = [experiment_id]
+    assert names(search(api, experiment_ids=ids, filter="params.lr = '0.1'")) == ["native"]
+    assert names(search(api, experiment_ids=ids, filter="params.hyper.depth = '6'")) == ["native"]
+    assert names(search(api, experiment_ids=ids, filter="params.lr = '0.10'")) == []
+
+
+def test_search_by_dataset(api: Any, experiment_id: str, three_runs: list[str]) -> None:
+    dataset = {"name": "train-v1", "digest": "d1", "source_type": "local", "source": "/data/t.csv"}
+    post(api, "/runs/log-inputs", {"run_id": three_runs[1], "datasets": [{"dataset": dataset}]})
+    found = search(
+        api,
+        experiment_ids=[experiment_id],
+        filter="dataset.name LIKE 'train%' and dataset.digest = 'd1'",
+    )
+    assert names(found) == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "fragment"),
+    [
+        ({"max_results": 50_001}, "max_results must be between 1 and 50,000"),
+        ({"max_results": 0}, "max_results"),
+        ({"filter": "metrics.a > 1 or metrics.b > 1"}, "AND only"),
+        ({"filter": "params.a = 1"}, "quoted string"),
+        ({"filter": "attributes.lifecycle_stage = 'active'"}, "lifecycle_stage"),
+        ({"order_by": ["metrics.a SIDEWAYS"]}, "order_by term 1"),
+        ({"run_view_type": "SOME"}, "view type"),
+        ({"page_token": "@@@"}, "page_token"),
+    ],
+)
+def test_a_bad_search_is_400_invalid_parameter_value(
+    api: Any, experiment_id: str, request_: dict[str, Any], fragment: str
+) -> None:
+    response = api.post(f"{API}/runs/search", json={"experiment_ids": [experiment_id], **request_})
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", fragment)
+
+
+@section_a
+def test_delete_restore_and_run_view_type(
+    api: Any, tracking: TrackingService, experiment_id: str, three_runs: list[str]
+) -> None:
+    post(api, "/runs/delete", {"run_id": three_runs[0]})
+    assert get_run(api, three_runs[0])["info"]["lifecycle_stage"] == "deleted"
+    ids = [experiment_id]
+    assert names(search(api, experiment_ids=ids)) == ["c", "b"]
+    assert names(search(api, experiment_ids=ids, run_view_type="DELETED_ONLY")) == ["a"]
+    assert names(search(api, experiment_ids=ids, run_view_type="ALL")) == ["c", "b", "a"]
+    post(api, "/runs/restore", {"run_id": three_runs[0]})
+    assert get_run(api, three_runs[0])["info"]["lifecycle_stage"] == "active"
+    assert tracking.get_run(three_runs[0]).deleted_at is None  # type: ignore[attr-defined]
