@@ -335,7 +335,7 @@ def test_a_batch_at_mlflows_limits_is_taken(
 
 
 def test_single_calls_have_the_same_limits(api: Any, run_id: str) -> None:
-    body = {"run_id": run_id, "key": "p", "value": "x" * 6001}
+    body: dict[str, Any] = {"run_id": run_id, "key": "p", "value": "x" * 6001}
     assert_error(api.post(f"{API}/runs/log-parameter", json=body), 400, "INVALID_PARAMETER_VALUE")
     body = {"run_id": run_id, "key": "t", "value": "x" * 8001}
     assert_error(api.post(f"{API}/runs/set-tag", json=body), 400, "INVALID_PARAMETER_VALUE")
