@@ -325,14 +325,19 @@ def routes(services: Services) -> APIRouter:
         if not run_ids:
             return found
         lm = logged_models.c
-        query = (
-            select(lm.source_run_id, lm.id)
-            .where(lm.source_run_id.in_(run_ids), lm.deleted_at.is_(None))
-            .order_by(lm.created_at, lm.id)
-        )
         with services.store.read() as conn:
-            for run_id, model_id in conn.execute(query):
-                found[run_id].append(model_id)
+            # in slices: a search answers up to 50,000 runs, more ids than SQLite binds
+            for start in range(0, len(run_ids), MAX_PAGE):
+                query = (
+                    select(lm.source_run_id, lm.id)
+                    .where(
+                        lm.source_run_id.in_(run_ids[start : start + MAX_PAGE]),
+                        lm.deleted_at.is_(None),
+                    )
+                    .order_by(lm.created_at, lm.id)
+                )
+                for run_id, model_id in conn.execute(query):
+                    found[run_id].append(model_id)
         return found
 
     def answer_run(run: Run) -> Response:
