@@ -3,6 +3,7 @@ limits, error codes, search syntax and paging."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -475,6 +476,21 @@ def test_a_runs_logged_models_are_its_outputs(
         log_model_row(tracking, experiment_id, run_id, f"m-{c * 32}", deleted=c == "c")
     expected = [{"model_id": f"m-{c * 32}", "step": 0} for c in "ab"]
     assert get_run(api, run_id)["outputs"] == {"model_outputs": expected}
+
+
+def test_log_model_keeps_mlflows_record_in_a_tag(
+    api: Any, tracking: TrackingService, run_id: str
+) -> None:
+    first = {"artifact_path": "model", "flavors": {"python_function": {}}, "run_id": run_id}
+    second = {**first, "artifact_path": "model-2"}
+    for model in (first, second):
+        post(api, "/runs/log-model", {"run_id": run_id, "model_json": json.dumps(model)})
+    history = json.loads(tracking.get_run(run_id).tags["mlflow.log-model.history"])
+    assert history == [first, second]
+    bad = {"run_id": run_id, "model_json": "[1]"}
+    assert_error(
+        api.post(f"{API}/runs/log-model", json=bad), 400, "INVALID_PARAMETER_VALUE", "model_json"
+    )
 
 
 # -- metric history --------------------------------------------------------------------

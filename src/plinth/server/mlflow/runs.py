@@ -54,6 +54,7 @@ MAX_PARAMS = 100
 MAX_TAGS = 100
 MAX_ENTRIES = 1000
 MAX_HISTORY = 25_000
+MODELS_TAG = "mlflow.log-model.history"  # MLflow's record of the models a run logged
 USER_TAG = "mlflow.user"  # who ran it: the authenticated caller, never what a client says
 PARAM_GROUP = "default"
 _NAME = re.compile(r"[\w.\- :/]*")  # the characters MLflow allows in a key
@@ -137,6 +138,10 @@ class DatasetInputBody(Body):
 class LogInputs(RunRef):
     datasets: list[DatasetInputBody] = Field(default_factory=list)
     models: list[dict[str, Any]] = Field(default_factory=list)  # model inputs: not kept
+
+
+class LogModel(RunRef):
+    model_json: str
 
 
 class SearchRuns(Body):
@@ -491,6 +496,26 @@ def routes(services: Services) -> APIRouter:
             )
         if not body.datasets:
             tracking.get_run(run_id)
+        return reply({})
+
+    @router.post("/runs/log-model")
+    def log_model(body: LogModel) -> Response:
+        """MLflow's record of a model logged under the run: appended to a tag, as MLflow
+        does (the model's files go through the artifact routes)."""
+        signed_in()
+        try:
+            model = json.loads(body.model_json)
+        except ValueError:
+            model = None
+        if not isinstance(model, dict):
+            raise InvalidArgument("model_json must be a JSON object (an MLmodel as JSON)")
+        run = tracking.get_run(body.id)
+        try:
+            history = json.loads(run.tags.get(MODELS_TAG, "[]"))
+        except ValueError:
+            history = []
+        history = history if isinstance(history, list) else []
+        tracking.set_tags(run.id, {MODELS_TAG: json.dumps([*history, model])})
         return reply({})
 
     def search(request: SearchRuns) -> Response:
