@@ -223,7 +223,7 @@ def test_a_registered_versions_package_is_read_only(api: Any, settings: Settings
     model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
     client = local_client(settings.resolved_store_uri, settings.resolved_artifact_uri)
     with client.start_run(experiment="churn") as run:
-        version = run.log_model(model, registered_model="churn")
+        version = run.log_model(model, "pkg/model", registered_model="churn")
     assert version is not None
     base = f"{PROXY}/registered-models/churn/versions/{version.version}"
     listed = api.get(PROXY, params={"path": base.removeprefix(f"{PROXY}/")}).json()["files"]
@@ -238,14 +238,12 @@ def test_a_registered_versions_package_is_read_only(api: Any, settings: Settings
     for method in ("PUT", "DELETE"):
         answer = api.request(method, f"{base}/{first}", content=b"x" if method == "PUT" else None)
         assert "read-only" in assert_mlflow_error(answer, 400, "INVALID_STATE")
-    # nor through the run's own artifacts, which the version was registered from
-    package = f"{PROXY}/{run.experiment_id}/{run.id}/artifacts/model"
-    assert_mlflow_error(api.delete(package), 400, "INVALID_STATE")
-    assert_mlflow_error(
-        api.delete(f"{PROXY}/{run.experiment_id}/{run.id}/artifacts/model/{first}"),
-        400,
-        "INVALID_STATE",
-    )
+    # nor through the run's artifacts it was registered from, or a folder holding them
+    run_files = f"{PROXY}/{run.experiment_id}/{run.id}/artifacts"
+    for inside in ("pkg", "pkg/model", f"pkg/model/{first}"):
+        refused = api.delete(f"{run_files}/{inside}")
+        assert "read-only" in assert_mlflow_error(refused, 400, "INVALID_STATE")
+    assert api.get(f"{base}/{first}").content == got.content
 
 
 # -- permissions -----------------------------------------------------------------------------
