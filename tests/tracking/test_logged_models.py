@@ -174,6 +174,7 @@ def test_search_filters_orders_and_pages(
     assert names("tags.team = 'growth' AND model_type != 'sklearn'") == ["clf-1"]
     assert names("name LIKE 'clf-%' and tags.`team` ILIKE 'RISK'") == ["clf-2"]
     assert names("status = 'LOGGED_MODEL_READY'") == ["clf-0"]
+    assert names("name = 'clf-0 AND model_type = ''x'''") == []  # an AND in quotes
     assert names(f"creation_timestamp >= {made[0].created_at}", order_by=[("name", True)]) == [
         "clf-0",
         "clf-1",
@@ -213,6 +214,28 @@ def test_a_run_takes_its_models_as_outputs(
     elsewhere = tracking.create_run("fraud")
     with pytest.raises(InvalidArgument, match="another experiment"):
         models.log_outputs(elsewhere.id, [model.id])
+
+
+def test_a_deleted_runs_artifacts_are_not_deleted(
+    store: Store, tracking: TrackingService, artifacts: ArtifactStore
+) -> None:
+    from sqlalchemy import update
+
+    from plinth.store.schema import runs
+    from plinth.tracking.logged_models import delete_run_artifacts
+
+    run = tracking.create_run("churn")
+    for name in ("a.txt", "b.txt"):
+        with tracking.open_artifact_writer(run.id, name) as out:
+            out.write(b"x")
+    delete_run_artifacts(store, artifacts, run.id, "a.txt")
+    assert [e.path for e in tracking.list_artifacts(run.id)] == ["b.txt"]
+    with store.write() as conn:
+        conn.execute(update(runs).where(runs.c.id == run.id).values(deleted_at=1))
+    with pytest.raises(Conflict, match="deleted"):
+        delete_run_artifacts(store, artifacts, run.id, "b.txt")
+    with pytest.raises(NotFound):
+        delete_run_artifacts(store, artifacts, "f" * 32, "b.txt")
 
 
 def as_user(name: str, role: Role) -> AbstractContextManager[object]:

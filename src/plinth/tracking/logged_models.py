@@ -25,7 +25,7 @@ from plinth.auth.types import Action, Kind
 from plinth.errors import Conflict, InvalidArgument, NotFound
 from plinth.store.artifacts import ArtifactStore, safe_relpath
 from plinth.store.engine import Store
-from plinth.store.schema import logged_models, model_versions, runs
+from plinth.store.schema import experiments, logged_models, model_versions, runs
 from plinth.store.sql import check_max_results, decode_page_token, encode_page_token, now_ms
 from plinth.tracking.types import ArtifactEntry, Page, check_tags, validate_key
 
@@ -156,8 +156,6 @@ class LoggedModelService:
         return _model(row)
 
     def _live_experiment(self, conn: Connection, experiment: str) -> str:
-        from plinth.store.schema import experiments
-
         row = conn.execute(
             select(experiments.c.id, experiments.c.deleted_at).where(
                 (experiments.c.id == experiment) | (experiments.c.name == experiment)
@@ -197,16 +195,15 @@ class LoggedModelService:
     @guarded(check=_on_model(Action.WRITE))
     def finalize(self, model_id: str, status: LoggedModelStatus | str) -> LoggedModel:
         """Mark the model's upload READY (its files are all there) or UPLOAD_FAILED."""
-        try:
-            status = LoggedModelStatus(status)
-        except ValueError:
-            status = None  # type: ignore[assignment]
-        if status not in (LoggedModelStatus.READY, LoggedModelStatus.UPLOAD_FAILED):
+        final = (LoggedModelStatus.READY, LoggedModelStatus.UPLOAD_FAILED)
+        chosen = next((s for s in final if status in (s, s.value)), None)
+        if chosen is None:
+            shown = status.value if isinstance(status, LoggedModelStatus) else status
             raise InvalidArgument(
-                f"a logged model is finalized as {LoggedModelStatus.READY.value} or "
-                f"{LoggedModelStatus.UPLOAD_FAILED.value}, not {status!r}"
+                f"a logged model is finalized as {final[0].value} or {final[1].value}, "
+                f"not {shown!r}"
             )
-        return self._change(model_id, status=status.value)
+        return self._change(model_id, status=chosen.value)
 
     @guarded(check=_on_model(Action.WRITE))
     def delete(self, model_id: str) -> None:
@@ -312,8 +309,6 @@ class LoggedModelService:
         return Page(page, encode_page_token(offset + limit) if more else None)
 
     def _live_id(self, conn: Connection, experiment: str) -> str:
-        from plinth.store.schema import experiments
-
         found = conn.execute(
             select(experiments.c.id).where(
                 (experiments.c.id == experiment) | (experiments.c.name == experiment)
@@ -403,11 +398,14 @@ def delete_run_artifacts(store: Store, artifacts: ArtifactStore, run_id: str, pa
     access = access_for(store)
     access.require_run(Action.WRITE, run_id)
     with store.read() as conn:
-        experiment_id = conn.execute(
-            select(runs.c.experiment_id).where(runs.c.id == run_id)
-        ).scalar()
-        if experiment_id is None:
+        run = conn.execute(
+            select(runs.c.experiment_id, runs.c.deleted_at).where(runs.c.id == run_id)
+        ).first()
+        if run is None:
             raise NotFound(f"run {run_id!r} does not exist")
+        if run.deleted_at is not None:
+            raise Conflict(f"run {run_id} is deleted; restore it first")
+        experiment_id = run.experiment_id
         full = f"{experiment_id}/{run_id}/artifacts/{safe_relpath(path)}"
         parts = full.split("/")
         above = ["/".join(parts[:i]) for i in range(3, len(parts) + 1)]

@@ -139,6 +139,16 @@ def test_tags_params_search_and_delete(api: Any) -> None:
     assert search() == ["a"]
 
 
+def test_mlflows_default_experiment_is_plinths_default(api: Any) -> None:
+    made = api.post(MODELS, json={"experiment_id": 0, "name": "first"}).json()["model"]["info"]
+    default = api.get("/api/v1/experiments/Default").json()["id"]
+    assert made["experiment_id"] == default
+    again = api.post(MODELS, json={"experiment_id": "0"}).json()["model"]["info"]
+    assert again["experiment_id"] == default
+    found = api.post(f"{MODELS}/search", json={"experiment_ids": ["0"]}).json()["models"]
+    assert {m["info"]["model_id"] for m in found} == {made["model_id"], again["model_id"]}
+
+
 def test_bad_requests_have_mlflow_codes(api: Any) -> None:
     experiment, run = new_run(api)
     missing = f"m-{'0' * 32}"

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from plinth.errors import Conflict, InvalidArgument
+from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from plinth.server.mlflow.codes import ARTIFACTS_SCHEME, PREFIX
 from plinth.server.mlflow.common import Services
 from plinth.tracking.logged_models import LoggedModel, LoggedModelService, LoggedModelStatus
 
+DEFAULT_EXPERIMENT = "Default"
 # proto enums arrive by name or by number
 _STATUS_NUMBERS = {
     1: "LOGGED_MODEL_PENDING",
@@ -114,6 +115,21 @@ def _status(value: str) -> LoggedModelStatus:
         ) from None
 
 
+def _experiment(services: Services, ref: str) -> str:
+    """MLflow's default experiment "0" (the client's when none is set) is Plinth's
+    experiment named "Default", made on first use. (To share with the experiments module.)"""
+    if ref != "0":
+        return ref
+    tracking = services.tracking
+    try:
+        return tracking.get_experiment(DEFAULT_EXPERIMENT).id
+    except NotFound:
+        try:
+            return tracking.create_experiment(DEFAULT_EXPERIMENT).id
+        except AlreadyExists:  # made meanwhile by another request
+            return tracking.get_experiment(DEFAULT_EXPERIMENT).id
+
+
 def routes(services: Services) -> APIRouter:
     router = APIRouter()
     models = LoggedModelService(services.store, services.artifacts)
@@ -122,7 +138,7 @@ def routes(services: Services) -> APIRouter:
     @router.post(base)
     def create_logged_model(body: Annotated[CreateLoggedModel, Body()]) -> dict[str, Any]:
         created = models.create(
-            body.experiment_id,
+            _experiment(services, body.experiment_id),
             name=body.name or None,
             model_type=body.model_type or "",
             source_run_id=body.source_run_id or None,
@@ -139,7 +155,7 @@ def routes(services: Services) -> APIRouter:
                 "carry no metrics"
             )
         page = models.search(
-            body.experiment_ids,
+            [_experiment(services, e) for e in body.experiment_ids],
             filter=body.filter,
             order_by=[(o.field_name, o.ascending) for o in body.order_by],
             max_results=body.max_results or 50,
