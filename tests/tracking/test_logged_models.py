@@ -173,7 +173,7 @@ def test_search_filters_orders_and_pages(
     assert names("model_type = 'sklearn'") == ["clf-2", "clf-0"]
     assert names("tags.team = 'growth' AND model_type != 'sklearn'") == ["clf-1"]
     assert names("name LIKE 'clf-%' and tags.`team` ILIKE 'RISK'") == ["clf-2"]
-    assert names("status = 'LOGGED_MODEL_READY'") == ["clf-0"]
+    assert names("status = 'READY'") == names("status ILIKE 'ready'") == ["clf-0"]
     assert names("name = 'clf-0 AND model_type = ''x'''") == []  # an AND in quotes
     assert names(f"creation_timestamp >= {made[0].created_at}", order_by=[("name", True)]) == [
         "clf-0",

@@ -454,10 +454,15 @@ _CLAUSE = re.compile(
     r"(?P<value>'(?:[^']|'')*'|\"[^\"]*\"|-?\d+(?:\.\d+)?)\s*"
 )
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_FILTER_STATUS = {
+    LoggedModelStatus.PENDING: "PENDING",
+    LoggedModelStatus.READY: "READY",
+    LoggedModelStatus.UPLOAD_FAILED: "FAILED",
+}
 _STRING_FIELDS: dict[str, Callable[[LoggedModel], str | None]] = {
     "name": lambda m: m.name,
     "model_type": lambda m: m.model_type,
-    "status": lambda m: m.status.value,
+    "status": lambda m: _FILTER_STATUS[m.status],  # READY, as MLflow's filters say
     "source_run_id": lambda m: m.source_run_id,
     "model_id": lambda m: m.id,
 }
