@@ -43,6 +43,7 @@ from plinth.tracking.service import TrackingService
 # by the JSON limit).
 _FILE_UPLOADS = re.compile(
     rf"{API_PREFIX}/(runs/[^/]+/artifacts/content|packages/content)|{FEATURE_UPLOADS}"
+    r"|/api/2\.0/mlflow-artifacts/artifacts/.+"  # MLflow's artifact proxy
 )
 
 
