@@ -11,22 +11,24 @@ is an ordinary Plinth version whose files no later write to the run can change.
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
+import yaml  # type: ignore[import-untyped]  # comes with uvicorn[standard]
 from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from plinth.auth.types import Action
 from plinth.errors import InvalidArgument, NotFound
 from plinth.registry.package import MANIFEST, MODEL_FOLDER, _plinth_version
-from plinth.registry.types import Manifest, ModelVersion
+from plinth.registry.types import ColumnSpec, Manifest, ModelVersion, Signature
 from plinth.registry.uris import check_model_name
 from plinth.server.mlflow.common import Services
 from plinth.store.artifacts import safe_relpath
@@ -40,6 +42,16 @@ _BLOCK = 1024 * 1024
 # files read while copying to describe the package (small; a larger one is not parsed)
 _DESCRIBING = {"MLmodel", "requirements.txt"}
 _manifest = TypeAdapter(Manifest)
+# MLflow's column types and the pandas dtypes Plinth's signatures name
+_MLFLOW_DTYPES = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+    "string": "string",
+    "datetime": "datetime64[ns]",
+}
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-\[\],]*)\s*(.*)$")
 
 _Lister = Callable[[str], list[tuple[str, bool]]]
@@ -189,15 +201,17 @@ def copy_to_package(services: Services, source: Source, name: str) -> str:
             hashes[target] = digest
             if rel in _DESCRIBING:
                 described[rel] = head
+        mlmodel = read_mlmodel(described.get("MLmodel", b""))
+        pyfunc = mlmodel.get("flavors", {}).get("python_function", {})
         manifest = Manifest(
             flavor=FLAVOR,
             plinth_version=_plinth_version(),
-            python_version=_mlmodel_field(described.get("MLmodel"), "python_version")
-            or platform.python_version(),
+            python_version=str(pyfunc.get("python_version") or platform.python_version()),
             requirements=parse_requirements(described.get("requirements.txt", b"")),
             created_at=datetime.now(UTC),
             files=hashes,
-            model_class=_mlmodel_field(described.get("MLmodel"), "loader_module"),
+            signature=mlmodel_signature(mlmodel),
+            model_class=str(pyfunc.get("loader_module") or ""),
             pickled=True,  # MLflow's flavors mostly unpickle: never assume otherwise
         )
         with services.registry.open_staging_writer(f"{package}/{MANIFEST}") as out:
@@ -238,12 +252,38 @@ def parse_requirements(text: bytes) -> dict[str, str]:
     return found
 
 
-def _mlmodel_field(text: bytes | None, key: str) -> str:
-    # MLmodel is YAML; the two plain scalar fields read here need no YAML parser
-    if not text:
-        return ""
-    found = re.search(rf"^\s*{key}:\s*([^\s#]+)\s*$", text.decode("utf-8", "replace"), re.M)
-    return found.group(1).strip("'\"") if found else ""
+def read_mlmodel(text: bytes) -> dict[str, Any]:
+    """An MLmodel file's fields ({} when it is not a YAML mapping: it only describes)."""
+    try:
+        found = yaml.safe_load(text.decode("utf-8", "replace")) if text else None
+    except yaml.YAMLError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def mlmodel_signature(mlmodel: dict[str, Any]) -> Signature | None:
+    """MLflow's column-based signature as Plinth's (dtypes by pandas name); None when
+    there is none, or it is tensor-based or unreadable."""
+    signature = mlmodel.get("signature")
+    if not isinstance(signature, dict):
+        return None
+    try:
+        inputs = _columns(signature.get("inputs"), "input")
+        outputs = _columns(signature.get("outputs"), "prediction")
+    except (ValueError, TypeError, KeyError):
+        return None
+    return Signature(inputs, outputs) if inputs else None
+
+
+def _columns(encoded: Any, unnamed: str) -> list[ColumnSpec]:
+    if not encoded:
+        return []
+    specs = []
+    for i, column in enumerate(json.loads(encoded)):
+        dtype = _MLFLOW_DTYPES[column["type"]]  # KeyError: tensors and the like
+        name = column.get("name") or (unnamed if i == 0 else f"{unnamed}_{i}")
+        specs.append(ColumnSpec(str(name), dtype))
+    return specs
 
 
 def source_tags(source: Source) -> dict[str, str]:
