@@ -474,7 +474,11 @@ def test_version_update_tags_and_delete(server: Server) -> None:
     )
     refused = delete(server, "model-versions/delete", {"name": "churn", "version": "1"})
     assert_error(refused, 400, "INVALID_STATE", "aliases")
-    ok(delete(server, "registered-models/alias", {"name": "churn", "alias": "champion"}))
+    missing = server.http.delete(f"{API}/registered-models/alias", params={"name": "churn"})
+    assert_error(missing, 400, "INVALID_PARAMETER_VALUE", "alias is required")
+    # DELETE takes its arguments in a JSON body (as the client sends them) or the query
+    query = {"name": "churn", "alias": "champion"}
+    ok(server.http.delete(f"{API}/registered-models/alias", params=query))
     assert_error(
         server.http.get(
             f"{API}/registered-models/alias", params={"name": "churn", "alias": "champion"}
