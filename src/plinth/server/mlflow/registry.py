@@ -176,19 +176,24 @@ def routes(services: Services) -> APIRouter:
     router = APIRouter(prefix=PREFIX)
     registry = services.registry
 
-    def model_json(m: RegisteredModel) -> _Json:
+    def latest_in(name: str, stages: list[str]) -> list[_Json]:
+        """The newest version in each MLflow stage (of ``stages``; all if empty)."""
+        wanted = {_STAGES_OUT[_stage_in(s)] for s in stages}
         latest: dict[str, int] = {}
-        for stage, number in registry.latest_versions(m.name).items():
+        for stage, number in registry.latest_versions(name).items():
             shown = _STAGES_OUT[Stage(stage)]
-            latest[shown] = max(number, latest.get(shown, 0))
-        versions = [registry.get_model_version(m.name, n) for n in latest.values()]
+            if not wanted or shown in wanted:
+                latest[shown] = max(number, latest.get(shown, 0))
+        return [version_json(registry.get_model_version(name, n)) for n in sorted(latest.values())]
+
+    def model_json(m: RegisteredModel) -> _Json:
         return {
             "name": m.name,
             "creation_timestamp": _ms(m.created_at),
             "last_updated_timestamp": _ms(m.updated_at),
             "user_id": m.owner,
             "description": m.description,
-            "latest_versions": [version_json(v) for v in sorted(versions, key=_by_number)],
+            "latest_versions": latest_in(m.name, []),
             "tags": _tag_list(m.tags),
             "aliases": [{"alias": a, "version": str(n)} for a, n in sorted(m.aliases.items())],
         }
@@ -259,23 +264,13 @@ def routes(services: Services) -> APIRouter:
 
     @router.post("/registered-models/get-latest-versions")
     def latest_versions_post(body: _LatestVersions) -> _Json:
-        return latest_versions(body.name, body.stages)
+        return {"model_versions": latest_in(body.name, body.stages)}
 
     @router.get("/registered-models/get-latest-versions")
     def latest_versions_get(
         name: str, stages: Annotated[list[str] | None, Query()] = None
     ) -> _Json:
-        return latest_versions(name, stages or [])
-
-    def latest_versions(name: str, stages: list[str]) -> _Json:
-        wanted = {_STAGES_OUT[_stage_in(s)] for s in stages}
-        latest: dict[str, int] = {}
-        for stage, number in registry.latest_versions(name).items():
-            shown = _STAGES_OUT[Stage(stage)]
-            if not wanted or shown in wanted:
-                latest[shown] = max(number, latest.get(shown, 0))
-        versions = [registry.get_model_version(name, n) for n in latest.values()]
-        return {"model_versions": [version_json(v) for v in sorted(versions, key=_by_number)]}
+        return {"model_versions": latest_in(name, stages or [])}
 
     @router.post("/registered-models/set-tag")
     def set_model_tag(body: _ModelTag) -> _Json:
@@ -420,10 +415,6 @@ def routes(services: Services) -> APIRouter:
         return {}
 
     return router
-
-
-def _by_number(v: ModelVersion) -> int:
-    return v.version
 
 
 def _query(request: Request, key: str) -> str:
