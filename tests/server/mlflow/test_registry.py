@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
 from plinth.auth.types import Role
 from plinth.config import load_settings
@@ -21,7 +22,8 @@ from plinth.registry.service import RegistryService
 from plinth.registry.types import ColumnSpec, Signature, Stage
 from plinth.server.app import create_app
 from plinth.store.artifacts import ArtifactStore
-from plinth.store.engine import open_store
+from plinth.store.engine import Store, open_store
+from plinth.store.schema import logged_models
 from plinth.tracking.service import TrackingService
 from tests.backends import AuthServer
 
@@ -90,6 +92,28 @@ def log_model(server: Server, path: str = "model", run_name: str = "lgbm") -> tu
         with server.tracking.open_artifact_writer(run.id, f"{path}/{rel}") as out:
             out.write(data)
     return run.id, run.experiment_id
+
+
+def add_logged_model(store: Store, model_id: str, experiment_id: str, run_id: str | None) -> None:
+    """A logged model's row (its files go to ``EXP/models/ID/artifacts``)."""
+    with store.write() as conn:
+        conn.execute(
+            insert(logged_models).values(
+                id=model_id,
+                experiment_id=experiment_id,
+                source_run_id=run_id,
+                name="model",
+                model_type="",
+                status="READY",
+                status_message="",
+                artifact_path=f"{experiment_id}/models/{model_id}/artifacts",
+                owner="",
+                created_at=1,
+                updated_at=1,
+                params="{}",
+                tags="{}",
+            )
+        )
 
 
 def register(server: Server, name: str, source: str, **extra: Any) -> httpx.Response:
@@ -233,33 +257,12 @@ def test_sources_naming_a_run_folder(server: Server, source: str) -> None:
 
 
 def test_a_logged_model_and_another_version_as_sources(server: Server) -> None:
-    from sqlalchemy import insert
-
-    from plinth.store.schema import logged_models
-
     run_id, experiment_id = log_model(server)
     model_id = "m-" + "a" * 32
     folder = f"{experiment_id}/models/{model_id}/artifacts"
     for rel, data in model_files().items():
         server.artifacts.write_bytes(f"{folder}/{rel}", data)
-    with server.tracking.store.write() as conn:
-        conn.execute(
-            insert(logged_models).values(
-                id=model_id,
-                experiment_id=experiment_id,
-                source_run_id=run_id,
-                name="model",
-                model_type="",
-                status="READY",
-                status_message="",
-                artifact_path=folder,
-                owner="",
-                created_at=1,
-                updated_at=1,
-                params="{}",
-                tags="{}",
-            )
-        )
+    add_logged_model(server.tracking.store, model_id, experiment_id, run_id)
     created = ok(register(server, "churn", f"models:/{model_id}", model_id=model_id))[
         "model_version"
     ]
@@ -724,6 +727,19 @@ def test_registering_takes_read_access_to_the_source(tmp_path: Path) -> None:
         ).status_code
         == 404
     )
+    # a logged model in alice's experiment is as private as her run
+    model_id = "m-" + "d" * 32
+    experiment_id = ok(run)["experiment_id"]
+    add_logged_model(server.store, model_id, experiment_id, None)  # no run to check
+    artifacts = ArtifactStore(load_settings(home=tmp_path / "server").resolved_artifact_uri)
+    for rel, data in model_files().items():
+        artifacts.write_bytes(f"{experiment_id}/models/{model_id}/artifacts/{rel}", data)
+    refused = server.http.post(
+        f"{API}/model-versions/create",
+        json={"name": "stolen", "source": f"models:/{model_id}"},
+        headers=bob,
+    )
+    assert_error(refused, 404, "RESOURCE_DOES_NOT_EXIST", f"experiment {experiment_id!r}")
     mine = server.http.post(
         f"{API}/model-versions/create",
         json={"name": "mine", "source": f"runs:/{run_id}/model"},
