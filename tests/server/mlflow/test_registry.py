@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from plinth.auth.types import Role
 from plinth.config import load_settings
@@ -23,7 +23,7 @@ from plinth.registry.types import ColumnSpec, Signature, Stage
 from plinth.server.app import create_app
 from plinth.store.artifacts import ArtifactStore
 from plinth.store.engine import Store, open_store
-from plinth.store.schema import logged_models
+from plinth.store.schema import logged_models, model_versions
 from plinth.tracking.service import TrackingService
 from tests.backends import AuthServer
 
@@ -214,6 +214,10 @@ def test_the_version_is_an_ordinary_plinth_version_whose_package_verifies(server
     )
     version = server.registry.get_model_version("churn", 1)
     assert version.run_id == run_id
+    with server.tracking.store.read() as conn:  # the stored milliseconds, exactly
+        stored = conn.execute(select(model_versions.c.created_at)).scalar_one()
+    shown = ok(server.http.get(f"{API}/model-versions/get", params={"name": "churn", "version": 1}))
+    assert shown["model_version"]["creation_timestamp"] == stored
     assert version.stage is Stage.DEVELOPMENT
     assert version.package_uri.startswith("models/churn/packages/")
     manifest = version.manifest

@@ -11,6 +11,7 @@ into a Plinth package (``mlflow_package.py``) and keeps the source in the tags
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -124,8 +125,8 @@ def _stage_in(stage: str) -> Stage:
     return found
 
 
-def _ms(when: Any) -> int:
-    return int(when.timestamp() * 1000)
+def _ms(when: datetime) -> int:
+    return round(when.timestamp() * 1000)
 
 
 def _tag_list(tags: dict[str, str]) -> list[_Json]:
