@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 
 from plinth.demo import retrain
 from plinth.demo.services import model_service, router_service
-from plinth.demo.story import EXPERIMENT, FEATURES, GROUP, KEY, LABEL, MODEL, Demo
-from plinth.demo.world import drifted_split, renewed
+from plinth.demo.story import EXPERIMENT, GROUP, MODEL, Demo
+from plinth.demo.world import FEATURES, KEY, LABEL, drifted_split, renewed
 from plinth.errors import Conflict, InvalidArgument
 from plinth.store.sql import now_ms
 
@@ -95,8 +95,8 @@ def ab_test(demo: Demo) -> str:
 
 def _train_challenger(demo: Demo) -> int:
     """A gradient-boosting run on the same training set, tracked stage by stage, registered."""
-    from sklearn.ensemble import GradientBoostingClassifier
-    from sklearn.metrics import log_loss, roc_auc_score
+    from sklearn.ensemble import GradientBoostingClassifier  # type: ignore[import-untyped]
+    from sklearn.metrics import log_loss, roc_auc_score  # type: ignore[import-untyped]
 
     client = demo.client
     dataset = client.feature_store().get_training_dataset(demo.made["training_dataset"])
@@ -108,7 +108,7 @@ def _train_challenger(demo: Demo) -> int:
         params = {"n_estimators": STAGES, "max_depth": 3, "learning_rate": 0.1}
         run.log_params({"model": "GradientBoostingClassifier"}, group="model")
         run.log_params(params, group="hyper")
-        model = GradientBoostingClassifier(**params, random_state=demo.seed)  # type: ignore[arg-type]
+        model = GradientBoostingClassifier(**params, random_state=demo.seed)
         model.fit(X[~validation], y[~validation])
         train = model.staged_predict_proba(X[~validation])
         held = model.staged_predict_proba(X[validation])

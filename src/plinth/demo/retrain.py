@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 
 from plinth.demo.world import FEATURES
 from plinth.pipelines import steps
@@ -44,7 +44,7 @@ def _expectations() -> list[Any]:
 
 
 def _model() -> Any:
-    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.ensemble import GradientBoostingClassifier  # type: ignore[import-untyped]
 
     return GradientBoostingClassifier(n_estimators=80, max_depth=3, random_state=0)
 

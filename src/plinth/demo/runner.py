@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from plinth.demo import loop, story
+from plinth.demo import loop, retrain, story
 from plinth.demo.story import Demo
 from plinth.errors import InvalidArgument
 
@@ -154,7 +154,7 @@ def where_to_look(demo: Demo, dashboard: str) -> list[str]:
         f"plinth models history {story.MODEL}",
         f"plinth ab results {loop.AB}",
         "plinth monitors alerts",
-        f"plinth pipelines runs {loop.retrain.NAME}",
+        f"plinth pipelines runs {retrain.NAME}",
         f"plinth score-jobs --model {story.MODEL}",
     ]
     prefix = f"PLINTH_HOME={demo.home} "

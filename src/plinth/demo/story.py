@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 
 from plinth.client import Client
 from plinth.demo.services import Loopback
@@ -92,10 +92,10 @@ def feature_pipeline(demo: Demo) -> str:
 
 
 def training(demo: Demo) -> str:
-    from sklearn.linear_model import SGDClassifier
-    from sklearn.metrics import log_loss, roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import SGDClassifier  # type: ignore[import-untyped]
+    from sklearn.metrics import log_loss, roc_auc_score  # type: ignore[import-untyped]
+    from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
+    from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
 
     fs = demo.client.feature_store()
     view = fs.create_feature_view(VIEW, [f"{GROUP}:{f}" for f in FEATURES], label=LABEL)

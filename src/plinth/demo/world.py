@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 
 FEATURES = ["tenure_months", "monthly_spend", "support_calls_30d", "logins_30d"]
 LABEL = "churned"
@@ -53,9 +53,7 @@ def make_world(seed: int, customers: int = 2_000, weeks: int = 4) -> World:
     snapshots = []
     first = now - (weeks + 2) * WEEK
     for k in range(weeks):
-        snapshots.append(
-            _frame(ids, first + k * WEEK, tenure + k / 4, spend, calls, logins)
-        )
+        snapshots.append(_frame(ids, first + k * WEEK, tenure + k / 4, spend, calls, logins))
         spend = np.clip(spend + rng.normal(0, 4.0, customers), 5, None)
         calls = rng.poisson(1.5, customers).astype("float64")
         logins = np.clip(logins + rng.normal(0, 1.5, customers), 0, None).round()
@@ -98,12 +96,7 @@ def churn_probability(frame: pd.DataFrame, shifted: bool = False) -> np.ndarray:
     disengaged = ((frame.monthly_spend > 60) & (frame.logins_30d < 8)) | (
         (frame.monthly_spend < 40) & (frame.logins_30d > 10)
     )
-    z = (
-        -2.0
-        + 0.6 * (frame.support_calls_30d - 1.5)
-        + 3.5 * disengaged
-        - 0.03 * frame.tenure_months
-    )
+    z = -2.0 + 0.6 * (frame.support_calls_30d - 1.5) + 3.5 * disengaged - 0.03 * frame.tenure_months
     if shifted:  # after the shift, expensive plans leave for the rival
         z = z + 0.04 * (frame.monthly_spend - 75) - 0.8 * disengaged
     return np.asarray(1 / (1 + np.exp(-z)), dtype="float64")
