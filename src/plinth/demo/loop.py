@@ -130,7 +130,7 @@ def _train_challenger(demo: Demo) -> int:
 
 
 def _route_everyone(router: str, customers: list[int]) -> dict[int, dict[str, Any]]:
-    """One request per customer through the router, eight at a time."""
+    """One request per customer through the router, four at a time."""
     import httpx
 
     with httpx.Client(base_url=router, timeout=30) as http:
@@ -146,7 +146,7 @@ def _route_everyone(router: str, customers: list[int]) -> dict[int, dict[str, An
             body = answer.json()
             return customer, {"prediction": body["predictions"][0], "arm": body["arm"]}
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             return dict(pool.map(ask, customers))
 
 
@@ -238,7 +238,7 @@ def _serve_everyone(url: str, customers: list[int]) -> list[dict[str, Any]]:
             found: dict[str, Any] = answer.json()
             return found
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             return list(pool.map(ask, customers))
 
 

@@ -80,5 +80,8 @@ def router_service(client: Client, arm_urls: dict[str, str]) -> Loopback:
     experiment's traffic by unit to its arms' services."""
     from plinth.abtests.router_cli import RouterConfig, create_router_service
 
-    app = create_router_service(RouterConfig(refresh_seconds=0.5, arm_urls=arm_urls), client)
+    # every service of the demo shares one process (and its interpreter lock) on a machine
+    # that may be busy: arms get more time than a production router's default second
+    config = RouterConfig(refresh_seconds=0.5, timeout=10.0, arm_urls=arm_urls)
+    app = create_router_service(config, client)
     return Loopback("A/B router", app).start("/health")
