@@ -137,7 +137,7 @@ def where_to_look(demo: Demo, dashboard: str) -> list[str]:
         ("feature group, commits, statistics", f"/ui/features/groups/{story.GROUP}"),
         ("training set (point in time)", f"/ui/features/datasets/{made['training_dataset']}"),
         ("runs and per-epoch metrics", f"/ui/experiments/{story.EXPERIMENT}"),
-        ("the champion's run and lineage", f"/ui/runs/{made['best_run']}/lineage"),
+        ("v1's run, lineage, training set", f"/ui/runs/{made['best_run']}/lineage"),
         ("versions, stages, gates, history", f"/ui/models/{story.MODEL}"),
         ("prediction log", f"/ui/serving/predictions?model={story.MODEL}"),
         ("A/B test results", f"/ui/abtests/{loop.AB}"),
