@@ -247,12 +247,13 @@ def monitor(demo: Demo) -> str:
     demo.services["champion"].stop()  # its prediction log is written out as it stops
     del demo.services["champion"]
     evaluation = client.monitors.run_monitor(MONITOR)
-    columns = evaluation.result.get("columns", [])
-    drifted = [c["column"] for c in columns if c.get("drifted")]
+    result = evaluation.result
+    report = result.get("report") or {}
     found = (
-        f"{len(drifted)} of {len(columns)} inputs drifted ({', '.join(drifted) or '-'}) "
-        f"in v{demo.made['champion_version']}'s serving window against its training data"
-        if columns
+        f"{report['drifted_columns']} of {report['tested_columns']} inputs drifted "
+        f"({', '.join(result.get('drifted_columns', [])) or '-'}) in the last hour's "
+        f"{result.get('rows', 0):,} predictions of v{result.get('version')} against its training data"
+        if "tested_columns" in report
         else evaluation.summary
     )
     demo.made["alert"] = evaluation.alert_id

@@ -182,7 +182,8 @@ def serving(demo: Demo) -> str:
     return (
         f"serving: models:/{MODEL}@production (v{body['model_version']}) on {service.url}: "
         f'{{"customer_id": 42}} enriched with {len(FEATURES)} online features -> '
-        f"prediction {body['predictions'][0]}; logged ({logged['latency_ms']:.1f} ms, "
+        f"prediction {body['predictions'][0]}; logged with its inputs (latency "
+        f"{logged['latency_ms']:.1f} ms, "
         f"monthly_spend {logged['monthly_spend']:.2f})"
     )
 
