@@ -5,8 +5,9 @@ test's result, the alert, the pipeline run, the decision and the score table's r
 
 from __future__ import annotations
 
-import re
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deltalake import DeltaTable
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from plinth.cli import app
 from plinth.client import Client, connect
 from plinth.demo import loop, retrain, story
-from plinth.demo.runner import MARKER, prepare_home
+from plinth.demo.runner import MARKER, STEPS, prepare_home
 from plinth.demo.world import FEATURES, make_world
 from plinth.errors import InvalidArgument
 from plinth.registry.types import Stage
@@ -26,20 +27,18 @@ SEED = 11
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, str]:
+    """The demo's home, its JSON summary (stdout) and its progress lines (stderr)."""
     home = tmp_path_factory.mktemp("demo") / "home"
-    result = runner.invoke(
-        app,
-        ["demo", "--home", str(home), "--seed", str(SEED), "--customers", str(CUSTOMERS)],
-        catch_exceptions=False,
-    )
+    args = ["demo", "--home", str(home), "--seed", str(SEED), "--customers", str(CUSTOMERS)]
+    result = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return home, result.output
+    return home, json.loads(result.stdout), result.stderr
 
 
 @pytest.fixture
-def store(demo_home: tuple[Path, str]) -> Client:
-    home, _ = demo_home
+def store(demo_home: tuple[Path, Any, str]) -> Client:
+    home, _, _ = demo_home
     return connect(
         store_uri=f"sqlite:///{home / 'plinth.db'}",
         artifact_uri=str(home / "artifacts"),
@@ -56,29 +55,33 @@ pytestmark = [
 ]
 
 
-def test_each_step_prints_its_line_then_where_to_look(demo_home: tuple[Path, str]) -> None:
-    _, output = demo_home
-    done = [line for line in output.splitlines() if line.startswith("✓")]
-    assert len(done) == 10, output
-    assert "✗" not in output
-    for url in ("/ui/models/churn", f"/ui/abtests/{loop.AB}", "/ui/pipeline-runs/1"):
-        assert f"http://127.0.0.1:5151{url}" in output
-    assert "plinth models history churn" in output
+def test_each_step_prints_its_line_then_where_to_look(demo_home: tuple[Path, Any, str]) -> None:
+    home, summary, progress = demo_home
+    done = [line for line in progress.splitlines() if line.startswith("✓")]
+    assert len(done) == 10, progress
+    for number, (line, step) in enumerate(zip(done, summary["steps"], strict=True), start=1):
+        assert line.startswith(f"✓ {number:>2}. {step['line'][:60]}")  # long lines wrap
+    assert [s["step"] for s in summary["steps"]] == [title for title, _ in STEPS]
+    assert "✗" not in progress
+    assert summary["home"] == str(home.resolve())
+    dashboard = summary["dashboard"]
+    assert dashboard["A/B test results"] == f"http://127.0.0.1:5151/ui/abtests/{loop.AB}"
+    assert dashboard["retraining run"] == "http://127.0.0.1:5151/ui/pipeline-runs/1"
+    assert f"PLINTH_HOME={home.resolve()} plinth models history churn" in summary["commands"]
 
 
-def test_every_page_it_points_to_answers(demo_home: tuple[Path, str]) -> None:
+def test_every_page_it_points_to_answers(demo_home: tuple[Path, Any, str]) -> None:
     from fastapi.testclient import TestClient
 
     from plinth.config import load_settings
     from plinth.server.app import create_app
 
-    home, output = demo_home
-    pages = re.findall(r"http://127\.0\.0\.1:5151(/ui/\S+)", output)
-    assert len(pages) == 11, output
+    home, summary, _ = demo_home
+    assert len(summary["dashboard"]) == 11
     with TestClient(create_app(load_settings(home=home))) as http:
-        for page in pages:
-            answer = http.get(page)
-            assert answer.status_code == 200, (page, answer.text[:500])
+        for url in summary["dashboard"].values():
+            answer = http.get(url.removeprefix("http://127.0.0.1:5151"))
+            assert answer.status_code == 200, (url, answer.text[:500])
         assert "customer_features" in http.get(f"/ui/features/groups/{story.GROUP}").text
 
 
@@ -167,8 +170,9 @@ def test_the_drift_raised_one_alert_after_a_calm_evaluation(store: Client) -> No
     assert decision.challenger_score > decision.champion_score
 
 
-def test_the_score_table_holds_every_customer_once(demo_home: tuple[Path, str]) -> None:
-    home, _ = demo_home
+def test_the_score_table_holds_every_customer_once(demo_home: tuple[Path, Any, str]) -> None:
+    home, summary, _ = demo_home
+    assert summary["made"]["score_rows"] == CUSTOMERS
     scores = DeltaTable(str(home / loop.SCORES)).to_pandas()
     assert len(scores) == CUSTOMERS
     assert scores["customer_id"].nunique() == CUSTOMERS

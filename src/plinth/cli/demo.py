@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from plinth.cli.common import err, out
+from plinth.cli.common import JsonOption, _print_json, err, out
 
 
 def demo(
@@ -34,6 +34,7 @@ def demo(
         ),
     ] = False,
     port: Annotated[int, typer.Option(help="the dashboard's port with --serve")] = 5151,
+    json_: JsonOption = False,
 ) -> None:
     """Run the whole story on generated churn data: features, training, registry,
     serving, an A/B test, drift, an alert, retraining, champion/challenger and batch
@@ -44,17 +45,32 @@ def demo(
     if not 500 <= customers <= 50_000:
         raise typer.BadParameter(f"--customers: 500 to 50,000, got {customers}")
     started = time.monotonic()
-    folder = prepare_home(home or DEFAULT_HOME, out)
-    out.print(f"plinth demo: a fresh store in {escape(str(folder))} (seed {seed})")
+    shown = err if json_ else out  # with --json, stdout holds only the JSON
+    folder = prepare_home(home or DEFAULT_HOME, shown)
+    shown.print(f"plinth demo: a fresh store in {escape(str(folder))} (seed {seed})")
     with demo_environment(folder):
-        from plinth.demo.runner import where_to_look
+        from plinth.demo.runner import commands, pages, where_to_look
 
-        made = run_demo(folder, seed, customers, out)
-        out.print(f"done in {time.monotonic() - started:.1f} s. Where to look:", highlight=False)
-        for line in where_to_look(made, f"http://127.0.0.1:{port}"):
-            out.print(escape(line), highlight=False, soft_wrap=True)
+        made = run_demo(folder, seed, customers, shown)
+        seconds = time.monotonic() - started
+        dashboard = f"http://127.0.0.1:{port}"
+        if json_:
+            _print_json(
+                {
+                    "home": str(folder),
+                    "seconds": round(seconds, 1),
+                    "steps": made.steps,
+                    "made": made.made,
+                    "dashboard": {what: dashboard + path for what, path in pages(made)},
+                    "commands": commands(made),
+                }
+            )
+        else:
+            out.print(f"done in {seconds:.1f} s. Where to look:", highlight=False)
+            for line in where_to_look(made, dashboard):
+                out.print(escape(line), highlight=False, soft_wrap=True)
         if not serve:
-            out.print(
+            shown.print(
                 escape(f"start the dashboard: PLINTH_HOME={folder} plinth server --port {port}")
                 + "  (or plinth demo --serve)",
                 highlight=False,
@@ -64,5 +80,5 @@ def demo(
         from plinth.config import load_settings
         from plinth.server.app import serve as run_server
 
-        err.print(f"dashboard: http://127.0.0.1:{port}/ (Ctrl-C to stop)", highlight=False)
+        err.print(f"dashboard: {dashboard}/ (Ctrl-C to stop)", highlight=False)
         run_server(load_settings(home=folder, port=port))

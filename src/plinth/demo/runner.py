@@ -122,6 +122,7 @@ def run_demo(home: Path, seed: int, customers: int, console: Console) -> Demo:
                     f"[green]✓[/green] {number:>2}. {escape(line)} [dim]({took:.1f} s)[/dim]",
                     highlight=False,
                 )
+                demo.steps.append({"step": title, "line": line, "seconds": round(took, 2)})
                 progress.advance(task)
     finally:
         demo.stop_services()
@@ -130,10 +131,10 @@ def run_demo(home: Path, seed: int, customers: int, console: Console) -> Demo:
     return demo
 
 
-def where_to_look(demo: Demo, dashboard: str) -> list[str]:
-    """The dashboard pages of what the demo made, then the commands that show them."""
+def pages(demo: Demo) -> list[tuple[str, str]]:
+    """The dashboard pages of what the demo made: (what it shows, path)."""
     made = demo.made
-    pages = [
+    found = [
         ("feature group, commits, statistics", f"/ui/features/groups/{story.GROUP}"),
         ("training set (point in time)", f"/ui/features/datasets/{made['training_dataset']}"),
         ("runs and per-epoch metrics", f"/ui/experiments/{story.EXPERIMENT}"),
@@ -146,16 +147,24 @@ def where_to_look(demo: Demo, dashboard: str) -> list[str]:
         ("score jobs and checks", "/ui/serving"),
     ]
     if made.get("pipeline_run") is not None:
-        pages.insert(-2, ("retraining run", f"/ui/pipeline-runs/{made['pipeline_run']}"))
-    lines = [f"  {what:<36} {dashboard}{path}" for what, path in pages]
-    commands = [
+        found.insert(-2, ("retraining run", f"/ui/pipeline-runs/{made['pipeline_run']}"))
+    return found
+
+
+def commands(demo: Demo) -> list[str]:
+    """The CLI commands that show the same, on the demo's store."""
+    found = [
         f"plinth features commits {story.GROUP}",
-        f"plinth runs show {made['best_run']}",
+        f"plinth runs show {demo.made['best_run']}",
         f"plinth models history {story.MODEL}",
         f"plinth ab results {loop.AB}",
         "plinth monitors alerts",
         f"plinth pipelines runs {retrain.NAME}",
         f"plinth score-jobs --model {story.MODEL}",
     ]
-    prefix = f"PLINTH_HOME={demo.home} "
-    return ["dashboard:", *lines, "commands:", *(f"  {prefix}{c}" for c in commands)]
+    return [f"PLINTH_HOME={demo.home} {c}" for c in found]
+
+
+def where_to_look(demo: Demo, dashboard: str) -> list[str]:
+    lines = [f"  {what:<36} {dashboard}{path}" for what, path in pages(demo)]
+    return ["dashboard:", *lines, "commands:", *(f"  {c}" for c in commands(demo))]

@@ -36,6 +36,7 @@ class Demo:
     made: dict[str, Any] = field(default_factory=dict)
     services: dict[str, Loopback] = field(default_factory=dict)
     background: dict[str, Any] = field(default_factory=dict)  # loops with stop()
+    steps: list[dict[str, Any]] = field(default_factory=list)  # each step's line and time
 
     @property
     def data(self) -> Path:
