@@ -511,3 +511,7 @@ app.command("scheduler")(scheduler)
 from plinth.cli.pipelines import pipelines_app  # noqa: E402
 
 app.add_typer(pipelines_app, name="pipelines")
+
+from plinth.cli.demo import demo  # noqa: E402
+
+app.command("demo")(demo)
