@@ -48,6 +48,7 @@ class RoundRobinProxy:
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="test-proxy", daemon=True)
         self._error: BaseException | None = None
+        self._open: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -63,10 +64,18 @@ class RoundRobinProxy:
         return self.url
 
     def stop(self) -> None:
-        loop, server = self._loop, self._server
-        if loop is not None and server is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(server.close)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
         self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._open):
+            writer.close()
+        self._open.clear()
 
     def _run(self) -> None:
         try:
@@ -84,8 +93,11 @@ class RoundRobinProxy:
             await self._server.serve_forever()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        for _ in self.backends:
-            index = next(self._turn)
+        # Each connection tries every backend once from its turn on (other connections take
+        # turns meanwhile: a shared cycle could give this one the same dead backend twice).
+        first = next(self._turn)
+        for k in range(len(self.backends)):
+            index = (first + k) % len(self.backends)
             host, port = self.backends[index]
             try:
                 streams = await asyncio.open_connection(host, port)
@@ -109,6 +121,14 @@ class RoundRobinProxy:
         return write if self.seen[f"{write} {digest}"] == 1 else None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self._open.discard(writer)
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head, lose = b"", None
         if self.lose_answers:
             with contextlib.suppress(OSError, ValueError, asyncio.IncompleteReadError):
@@ -120,6 +140,7 @@ class RoundRobinProxy:
             writer.close()
             return
         up_reader, up_writer = upstream
+        self._open.add(up_writer)
         up_writer.write(head)
         answer = _cut(up_reader, self.lost, lose) if lose else _pipe(up_reader, writer)
         pipes = [
@@ -131,6 +152,7 @@ class RoundRobinProxy:
         for task in pipes:
             task.cancel()
         for w in (writer, up_writer):
+            self._open.discard(w)
             w.close()
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 await w.wait_closed()

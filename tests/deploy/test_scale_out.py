@@ -5,6 +5,7 @@ with SIGKILL. Every acknowledged write must be in the stores exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -50,13 +52,55 @@ PLAN = Plan(
 
 @dataclass
 class Replica:
-    proc: subprocess.Popen[bytes]
+    """One ``plinth server`` process; ``start`` again after a kill (as a pod is restarted)."""
+
     port: int
+    env: dict[str, str]
     log: IO[bytes]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            plinth_command("server", "--port", str(self.port)),
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def tail(self) -> str:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")[-3000:]
+
+
+@dataclass
+class Topology:
+    env: dict[str, str]  # the settings every service of deploy/compose.yaml gets
+    replicas: list[Replica]
+
+    def all_up(self) -> list[Replica]:
+        down = [r for r in self.replicas if not r.alive()]
+        for replica in down:
+            replica.start()
+        for replica in down:
+            wait_ready(replica)
+        return self.replicas
 
 
 def plinth_command(*args: str) -> list[str]:
@@ -71,7 +115,7 @@ def migrate(env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def redis_db() -> Iterator[str]:
     import redis
 
@@ -89,47 +133,60 @@ def redis_db() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture
-def topology_env(tmp_path: Path, s3_bucket: str, redis_db: str) -> Iterator[dict[str, str]]:
-    """The settings every service of deploy/compose.yaml gets, for one fresh database."""
-    with postgres_database() as store_uri:
-        yield {
-            **os.environ,  # the S3 endpoint and its credentials (tests/s3_endpoint.py)
-            "PLINTH_STORE_URI": store_uri,
-            "PLINTH_ARTIFACT_URI": f"{s3_bucket}/plinth",
-            "PLINTH_ONLINE_URI": redis_db,
-        }
+@contextlib.contextmanager
+def bucket(endpoint: str) -> Iterator[str]:
+    import boto3
 
-
-@pytest.fixture
-def replicas(tmp_path: Path, topology_env: dict[str, str]) -> Iterator[list[Replica]]:
-    migrate(topology_env)
-    started: list[Replica] = []
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    name = f"plinth-scaleout-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
     try:
-        for i in range(2):
-            port = free_port()
-            log = open(tmp_path / f"replica-{i}.log", "w+b")  # noqa: SIM115 - closed below
-            env = {**topology_env, "PLINTH_HOME": str(tmp_path / f"replica-{i}")}
-            proc = subprocess.Popen(
-                plinth_command("server", "--port", str(port)),
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            started.append(Replica(proc, port, log))
-        for replica in started:
-            wait_ready(replica)
-        yield started
+        yield f"s3://{name}"
     finally:
-        for replica in started:
-            if replica.proc.poll() is None:
-                replica.proc.terminate()
-                try:
-                    replica.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    replica.proc.kill()
-                    replica.proc.wait()
-            replica.log.close()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Topology]:
+    """One database, bucket and Redis database for the module; migrated once, two replicas
+    started, a feature group written and materialised to Redis through one of them."""
+    folder = tmp_path_factory.mktemp("scale-out")
+    with (
+        redis_db() as online_uri,
+        bucket(s3_endpoint) as artifact_root,
+        postgres_database() as store_uri,
+        contextlib.ExitStack() as logs,
+    ):
+        env = {k: v for k, v in os.environ.items() if k not in ("PLINTH_URI", "PLINTH_CONFIG")}
+        env.update(  # the S3 endpoint and its credentials came with os.environ
+            PLINTH_STORE_URI=store_uri,
+            PLINTH_ARTIFACT_URI=f"{artifact_root}/plinth",
+            PLINTH_ONLINE_URI=online_uri,
+            PLINTH_HOME=str(folder / "job"),
+        )
+        migrate(env)
+        replicas = []
+        for i in range(2):
+            log = logs.enter_context(open(folder / f"replica-{i}.log", "w+b"))
+            home = str(folder / f"replica-{i}")
+            replicas.append(Replica(free_port(), {**env, "PLINTH_HOME": home}, log))
+        found = Topology(env, replicas)
+        try:
+            found.all_up()
+            seed_features(replicas[0], folder / "setup")
+            yield found
+        finally:
+            for replica in replicas:
+                replica.stop()
+
+
+@pytest.fixture
+def replicas(topology: Topology) -> list[Replica]:
+    return topology.all_up()
 
 
 def wait_ready(replica: Replica, timeout: float = 60) -> None:
@@ -141,7 +198,7 @@ def wait_ready(replica: Replica, timeout: float = 60) -> None:
                 return
         except httpx.TransportError:
             pass
-        if replica.proc.poll() is not None or time.monotonic() > deadline:
+        if not replica.alive() or time.monotonic() > deadline:
             raise RuntimeError(f"replica on {replica.port} did not become ready:\n{replica.tail()}")
         time.sleep(0.05)  # the interval between polls
 
@@ -180,9 +237,8 @@ def seed_features(replica: Replica, home: Path) -> None:
 
 
 def test_killing_a_replica_mid_load_costs_no_acknowledged_write(
-    tmp_path: Path, replicas: list[Replica], topology_env: dict[str, str]
+    tmp_path: Path, topology: Topology, replicas: list[Replica]
 ) -> None:
-    seed_features(replicas[1], tmp_path / "setup")
     backends = [("127.0.0.1", r.port) for r in replicas]
     with round_robin(backends) as proxy:
         ledgers = [Ledger() for _ in range(WORKERS)]
@@ -192,22 +248,23 @@ def test_killing_a_replica_mid_load_costs_no_acknowledged_write(
             client.close()
 
         # The killed replica had served part of the load; the proxy moved on from it.
-        assert replicas[0].proc.returncode == -signal.SIGKILL
+        assert replicas[0].proc is not None and replicas[0].proc.returncode == -signal.SIGKILL
         assert killed["connections"] > 0
         assert proxy.connections[1] > 0 and proxy.unserved == 0, proxy.errors
         with connect_client(proxy.url, tmp_path / "check") as through_proxy:
-            check_everything_once(ledgers, topology_env, through_proxy)
+            check_everything_once(ledgers, topology.env, through_proxy)
 
 
 def test_a_write_whose_answer_was_lost_is_retried_into_one_write(
-    tmp_path: Path, replicas: list[Replica], topology_env: dict[str, str]
+    tmp_path: Path, topology: Topology, replicas: list[Replica]
 ) -> None:
     """The ambiguous failure made certain: the proxy cuts the answer to the first attempt
     of every write (the replica did the work), so every create, metric batch, param, tag,
     upload and end is retried after it had been done."""
-    seed_features(replicas[0], tmp_path / "setup")
     backends = [("127.0.0.1", r.port) for r in replicas]
-    plan = replace(PLAN, runs=4, steps=25, register_every=2)
+    plan = replace(
+        PLAN, experiment="lost-answers", model_name="churn-lost", runs=4, steps=25, register_every=2
+    )
     ledger = Ledger()
     with round_robin(backends, lose_answers=True) as proxy:
         client = one_request_per_connection(connect_client(proxy.url, tmp_path / "client"))
@@ -222,7 +279,7 @@ def test_a_write_whose_answer_was_lost_is_retried_into_one_write(
         assert lost["end"] == plan.runs and lost["params"] == plan.runs
         assert lost["tags"] == plan.runs and lost["content"] >= plan.runs, lost  # uploads
         with connect_client(f"http://127.0.0.1:{replicas[1].port}", tmp_path / "check") as check:
-            check_everything_once([ledger], topology_env, check, plan)
+            check_everything_once([ledger], topology.env, check, plan)
 
 
 def run_load_and_kill(
@@ -249,7 +306,8 @@ def run_load_and_kill(
         try:
             assert enough.wait(45), "the clients did not get going"
             killed["connections"] = proxy.connections[0]
-            os.kill(victim.proc.pid, signal.SIGKILL)
+            os.kill(victim.pid, signal.SIGKILL)
+            assert victim.proc is not None
             victim.proc.wait(10)
             for future in futures:
                 future.result(timeout=60)
