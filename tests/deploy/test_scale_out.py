@@ -26,8 +26,9 @@ import pytest
 
 import plinth
 from plinth.client import Client
+from plinth.tracking.run import ActiveRun
 from tests.backends import free_port, postgres_database
-from tests.deploy.load import Ledger, Plan, work
+from tests.deploy.load import Ledger, Plan, Retrying, work
 from tests.deploy.proxy import RoundRobinProxy, round_robin
 from tests.features.conftest import define, transactions
 
@@ -349,3 +350,37 @@ def check_everything_once(
         assert len(registered) == len(ledgers) * len(range(0, plan.runs, plan.register_every))
     finally:
         direct.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a client without a spool (read-only PLINTH_HOME) sends metric batches without a "
+    "spool mark, so a batch whose answer was lost is written again when the buffer retries it",
+)
+def test_metric_points_are_written_once_when_the_client_has_no_spool(
+    tmp_path: Path, topology: Topology, replicas: list[Replica]
+) -> None:
+    unwritable = tmp_path / "a-file"
+    unwritable.write_text("")  # a home under a file: the spool cannot be made
+    backends = [("127.0.0.1", r.port) for r in replicas]
+    with round_robin(backends, lose_answers=True) as proxy:
+        client = one_request_per_connection(connect_client(proxy.url, unwritable / "home"))
+        with client:
+            retrying = Retrying(Ledger())
+            run = retrying.call(
+                "create_run",
+                lambda: client.tracking.create_run("no-spool", "r0"),
+                on_taken=lambda: client.search_runs("name = 'r0'", experiments=["no-spool"]).items[
+                    0
+                ],
+            )
+            active = ActiveRun(client, run)
+            assert active._spool is None
+            for step in range(10):
+                active.log_metric("loss", 1.0 / (step + 1), step=step)
+            retrying.call("flush", active.flush)  # the first answer is cut, the retry goes through
+            retrying.call("end_run", active.end)
+        assert proxy.lost["POST /api/v1/runs/" + run.id + "/metrics"] == 1
+        with connect_client(f"http://127.0.0.1:{replicas[1].port}", tmp_path / "check") as check:
+            steps = [p.step for p in check.get_metric_history(run.id, "loss")]
+    assert steps == list(range(10))
