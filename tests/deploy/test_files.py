@@ -22,7 +22,8 @@ from plinth.config import Settings, load_settings
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
-NGINX = DEPLOY / "nginx.conf"
+# compose's load balancers and their configurations
+BALANCERS = {"lb": DEPLOY / "nginx.conf", "model-lb": DEPLOY / "nginx-models.conf"}
 DOCKERFILE = DEPLOY / "Dockerfile"
 K8S = DEPLOY / "k8s"
 # What the object store's client reads (boto3, s3fs, deltalake), besides Plinth's settings.
@@ -189,17 +190,17 @@ def test_the_topology_has_its_replicas() -> None:
 # -- ports and hosts ---------------------------------------------------------------------
 
 
-def nginx_upstreams() -> dict[str, list[tuple[str, int]]]:
-    text = NGINX.read_text()
+def nginx_upstreams(config: Path) -> dict[str, list[tuple[str, int]]]:
+    text = config.read_text()
     found = {}
     for name, body in re.findall(r"upstream (\w+) \{(.*?)\}", text, re.DOTALL):
         found[name] = [(h, int(p)) for h, p in re.findall(r"server ([\w.-]+):(\d+)", body)]
     return found
 
 
-def nginx_listens() -> dict[int, str]:
+def nginx_listens(config: Path) -> dict[int, str]:
     """Port -> the upstream its server block proxies to."""
-    text = NGINX.read_text()
+    text = config.read_text()
     blocks = re.findall(r"listen (\d+);(.*?)proxy_pass http://(\w+);", text, re.DOTALL)
     return {int(port): upstream for port, _, upstream in blocks}
 
@@ -211,13 +212,16 @@ def test_compose_ports_line_up() -> None:
         for name, s in services.items()
         if "--port" in s["command"]
     }
-    for upstream, servers in nginx_upstreams().items():
-        for host, port in servers:
-            assert listening.get(host) == port, f"nginx upstream {upstream}: {host}:{port}"
-    listens = nginx_listens()
-    lb = compose()["services"]["lb"]
-    published = {int(p.split(":")[1]) for p in lb["ports"]}
-    assert published == set(listens)
+    listens: dict[str, set[int]] = {}
+    for balancer, config in BALANCERS.items():
+        lb = compose()["services"][balancer]
+        assert lb["volumes"] == [f"./{config.name}:/etc/nginx/nginx.conf:ro"]
+        for upstream, servers in nginx_upstreams(config).items():
+            assert servers, upstream
+            for host, port in servers:
+                assert listening.get(host) == port, f"{config.name} {upstream}: {host}:{port}"
+        listens[balancer] = set(nginx_listens(config))
+        assert {int(p.split(":")[1]) for p in lb["ports"]} == listens[balancer], balancer
     for name, service in services.items():
         if service.get("restart") == "no":
             continue  # a one-shot job
@@ -228,10 +232,7 @@ def test_compose_ports_line_up() -> None:
     router = services["router"]["command"]
     for arm in (a for i, a in enumerate(router) if router[i - 1] == "--arm-url"):
         host, port = port_of(arm.split("=", 1)[1])
-        if host == "lb":
-            assert port in listens and nginx_upstreams()[listens[port]]
-        else:
-            assert listening[host] == port, arm
+        assert port in listens[host] if host in listens else listening[host] == port, arm
 
 
 def test_the_image_serves_where_it_says() -> None:
@@ -275,11 +276,12 @@ def test_k8s_ports_probes_and_config_line_up() -> None:
 # -- the tools' own checks, where they are installed --------------------------------------
 
 
-def test_nginx_accepts_its_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", BALANCERS.values(), ids=lambda p: p.name)
+def test_nginx_accepts_its_config(tmp_path: Path, config: Path) -> None:
     if shutil.which("nginx") is None:
         pytest.skip("nginx is not installed")
     # compose's host names do not resolve here: the same file on loopback addresses
-    text = re.sub(r"server [\w-]+:(\d+)", r"server 127.0.0.1:\1", NGINX.read_text())
+    text = re.sub(r"server [\w-]+:(\d+)", r"server 127.0.0.1:\1", config.read_text())
     config = tmp_path / "nginx.conf"
     config.write_text(text)
     checked = subprocess.run(
