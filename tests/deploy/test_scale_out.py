@@ -34,8 +34,15 @@ from tests.features.conftest import define, transactions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Its own database of the test Redis: other tests flush theirs (9).
-REDIS_URL = os.environ.get("PLINTH_TEST_SCALEOUT_REDIS", "redis://127.0.0.1:6379/10")
+
+def redis_url() -> str:
+    """A Redis database of the topology's own (other tests flush 9), one per xdist worker:
+    each worker that runs a test of this module starts a topology of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    return os.environ.get("PLINTH_TEST_SCALEOUT_REDIS", f"redis://127.0.0.1:6379/{10 + index}")
+
+
 WORKERS = 6
 RUNS = 8  # per worker
 KILL_AFTER = 10  # runs acknowledged before a replica is killed
@@ -120,15 +127,16 @@ def migrate(env: dict[str, str]) -> None:
 def redis_db() -> Iterator[str]:
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    url = redis_url()
+    client = redis.Redis.from_url(url)
     try:
         client.ping()
     except redis.ConnectionError as exc:  # pragma: no cover - depends on the machine
         client.close()
-        pytest.skip(f"Redis at {REDIS_URL} is not available: {exc}")
+        pytest.skip(f"Redis at {url} is not available: {exc}")
     client.flushdb()
     try:
-        yield REDIS_URL
+        yield url
     finally:
         client.flushdb()
         client.close()
@@ -235,25 +243,6 @@ def seed_features(replica: Replica, home: Path) -> None:
         features = setup.feature_store()
         define(features, ttl="3650d").insert(transactions())  # type: ignore[attr-defined]
         assert features.materialize("customer_stats") == 2
-
-
-def test_killing_a_replica_mid_load_costs_no_acknowledged_write(
-    tmp_path: Path, topology: Topology, replicas: list[Replica]
-) -> None:
-    backends = [("127.0.0.1", r.port) for r in replicas]
-    with round_robin(backends) as proxy:
-        ledgers = [Ledger() for _ in range(WORKERS)]
-        clients = [connect_client(proxy.url, tmp_path / f"client-{i}") for i in range(WORKERS)]
-        killed = run_load_and_kill(proxy, replicas[0], clients, ledgers)
-        for client in clients:
-            client.close()
-
-        # The killed replica had served part of the load; the proxy moved on from it.
-        assert replicas[0].proc is not None and replicas[0].proc.returncode == -signal.SIGKILL
-        assert killed["connections"] > 0
-        assert proxy.connections[1] > 0 and proxy.unserved == 0, proxy.errors
-        with connect_client(proxy.url, tmp_path / "check") as through_proxy:
-            check_everything_once(ledgers, topology.env, through_proxy)
 
 
 def test_a_write_whose_answer_was_lost_is_retried_into_one_write(
@@ -384,3 +373,23 @@ def test_metric_points_are_written_once_when_the_client_has_no_spool(
         with connect_client(f"http://127.0.0.1:{replicas[1].port}", tmp_path / "check") as check:
             steps = [p.step for p in check.get_metric_history(run.id, "loss")]
     assert steps == list(range(10))
+
+
+# Last: it kills a replica (a test after it would wait for the restart).
+def test_killing_a_replica_mid_load_costs_no_acknowledged_write(
+    tmp_path: Path, topology: Topology, replicas: list[Replica]
+) -> None:
+    backends = [("127.0.0.1", r.port) for r in replicas]
+    with round_robin(backends) as proxy:
+        ledgers = [Ledger() for _ in range(WORKERS)]
+        clients = [connect_client(proxy.url, tmp_path / f"client-{i}") for i in range(WORKERS)]
+        killed = run_load_and_kill(proxy, replicas[0], clients, ledgers)
+        for client in clients:
+            client.close()
+
+        # The killed replica had served part of the load; the proxy moved on from it.
+        assert replicas[0].proc is not None and replicas[0].proc.returncode == -signal.SIGKILL
+        assert killed["connections"] > 0
+        assert proxy.connections[1] > 0 and proxy.unserved == 0, proxy.errors
+        with connect_client(proxy.url, tmp_path / "check") as through_proxy:
+            check_everything_once(ledgers, topology.env, through_proxy)
