@@ -1,0 +1,323 @@
+"""The deployment files in deploy/ agree with Plinth and with each other: every setting
+they give exists, every command parses as the CLI would parse it, ports and hosts line up,
+and the tools that can check a file here (nginx, docker compose) accept it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer
+import yaml
+
+from plinth.cli import app
+from plinth.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+# compose's load balancers and their configurations
+BALANCERS = {"lb": DEPLOY / "nginx.conf", "model-lb": DEPLOY / "nginx-models.conf"}
+DOCKERFILE = DEPLOY / "Dockerfile"
+K8S = DEPLOY / "k8s"
+# What the object store's client reads (boto3, s3fs, deltalake), besides Plinth's settings.
+OBJECT_STORE_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+
+
+def plinth_env_names() -> set[str]:
+    """Settings' variables, and the few Plinth reads itself (PLINTH_S3_ENDPOINT_URL, the
+    scheduler's lease...): names written out in its source."""
+    names = {f"PLINTH_{name.upper()}" for name in Settings.model_fields}
+    for source in (ROOT / "src" / "plinth").rglob("*.py"):
+        names.update(re.findall(r"\"(PLINTH_[A-Z0-9_]+)\"", source.read_text()))
+    return names
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def plinth_services() -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in compose()["services"].items()
+        if service.get("image", "").startswith("plinth")
+    }
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    return [
+        doc for path in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+    ]
+
+
+def k8s_containers() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, container) of every Deployment and Job."""
+    found = []
+    for doc in k8s_documents():
+        if doc["kind"] in ("Deployment", "Job"):
+            found.extend((doc, c) for c in doc["spec"]["template"]["spec"]["containers"])
+    return found
+
+
+def parse_command(argv: list[str]) -> Any:
+    """Parse ``plinth ...`` as the CLI does (options, arguments, types), without running it;
+    a usage error raises (typer's own click, which it vendors)."""
+    assert argv[0] == "plinth", argv
+    command: Any = typer.main.get_command(app)
+    args = argv[1:]
+    while hasattr(command, "list_commands"):  # a group: the next word names a command
+        name, args = args[0], args[1:]
+        found = command.get_command(typer.Context(command), name)
+        assert found is not None, f"plinth has no command {name!r}: {argv}"
+        command = found
+    return command.make_context(argv[-1], list(args))
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def port_of(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    return parts.hostname, parts.port
+
+
+def dockerfile_json(instruction: str) -> list[str]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    found = re.search(rf"^{instruction}\s+.*?(\[.*\])\s*$", text, re.MULTILINE)
+    assert found is not None, instruction
+    return list(json.loads(found.group(1)))
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_every_setting_the_files_give_exists_and_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    known = plinth_env_names() | OBJECT_STORE_ENV
+    given: dict[str, str] = {}
+    for name, service in plinth_services().items():
+        env = service.get("environment", {})
+        assert set(env) <= known, f"compose service {name}: {set(env) - known}"
+        given.update({k: str(v) for k, v in env.items()})
+    for doc in k8s_documents():
+        if doc["kind"] in ("ConfigMap", "Secret"):
+            data = doc.get("data") or doc.get("stringData") or {}
+            assert set(data) <= known, (
+                f"{doc['kind']} {doc['metadata']['name']}: {set(data) - known}"
+            )
+            given.update(data)
+    # their values are ones Plinth's settings take
+    for name in (
+        n for n in given if n.upper().removeprefix("PLINTH_").lower() in Settings.model_fields
+    ):
+        monkeypatch.setenv(name, given[name].replace("${POSTGRES_PASSWORD:-plinth}", "plinth"))
+    settings = load_settings()
+    assert settings.store_uri is not None and settings.store_uri.startswith("postgresql+psycopg://")
+    assert settings.artifact_uri is not None and settings.artifact_uri.startswith("s3://")
+    assert settings.online_uri is not None and settings.online_uri.startswith("redis://")
+
+
+def test_the_image_installs_the_extras_that_exist() -> None:
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.MULTILINE)
+    default = re.search(r"^ARG EXTRAS=(\S+)$", text, re.MULTILINE)
+    assert default is not None and {"postgres", "s3", "redis"} <= set(default.group(1).split(","))
+    chosen = [default.group(1)] + [
+        str(s["build"]["args"]["EXTRAS"]) for s in compose()["services"].values() if "build" in s
+    ]
+    for extras_list in chosen:
+        assert set(extras_list.split(",")) <= set(extras), extras_list
+    assert re.search(r"^USER plinth$", text, re.MULTILINE)  # never root
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def test_every_command_is_a_plinth_command_that_parses() -> None:
+    commands = [dockerfile_json("CMD")]
+    commands += [s["command"] for s in plinth_services().values()]
+    commands += [c["command"] for _, c in k8s_containers()]
+    for argv in commands:
+        parse_command(argv)
+    used = {tuple(a[1:3]) if a[1] == "db" else (a[1],) for a in commands}
+    assert {("server",), ("serve",), ("router",), ("scheduler",), ("db", "upgrade")} <= used
+
+
+def test_a_wrong_command_or_option_does_not_parse() -> None:
+    with pytest.raises(AssertionError, match="no command"):
+        parse_command(["plinth", "serverr"])
+    for wrong in (["server", "--prot", "5151"], ["serve"], ["scheduler", "--lease", "soon"]):
+        with pytest.raises(Exception) as refused:
+            parse_command(["plinth", *wrong])
+        assert getattr(refused.value, "exit_code", None) == 2, wrong  # a usage error
+
+
+def test_every_service_waits_for_the_migration_job() -> None:
+    services = plinth_services()
+    assert services["migrate"]["command"] == ["plinth", "db", "upgrade"]
+    for name, service in services.items():
+        if name != "migrate":
+            waits = service["depends_on"]["migrate"]["condition"]
+            assert waits == "service_completed_successfully", name
+    jobs = [c["command"] for d, c in k8s_containers() if d["kind"] == "Job"]
+    assert jobs == [["plinth", "db", "upgrade"]]
+
+
+def test_the_topology_has_its_replicas() -> None:
+    services = plinth_services()
+    verbs = [s["command"][1] for s in services.values()]
+    assert verbs.count("server") == 2 and verbs.count("scheduler") == 2
+    model = services["model-churn-1"]["command"]
+    assert model[:3] == ["plinth", "serve", "models:/churn@production"]
+    for workload, _ in k8s_containers():
+        if workload["kind"] == "Deployment":
+            assert workload["spec"]["replicas"] == 2, workload["metadata"]["name"]
+
+
+# -- ports and hosts ---------------------------------------------------------------------
+
+
+def nginx_upstreams(config: Path) -> dict[str, list[tuple[str, int]]]:
+    text = config.read_text()
+    found = {}
+    for name, body in re.findall(r"upstream (\w+) \{(.*?)\}", text, re.DOTALL):
+        found[name] = [(h, int(p)) for h, p in re.findall(r"server ([\w.-]+):(\d+)", body)]
+    return found
+
+
+def nginx_listens(config: Path) -> dict[int, str]:
+    """Port -> the upstream its server block proxies to."""
+    text = config.read_text()
+    blocks = re.findall(r"listen (\d+);(.*?)proxy_pass http://(\w+);", text, re.DOTALL)
+    return {int(port): upstream for port, _, upstream in blocks}
+
+
+def test_compose_ports_line_up() -> None:
+    services = plinth_services()
+    listening = {
+        name: int(option(s["command"], "--port"))
+        for name, s in services.items()
+        if "--port" in s["command"]
+    }
+    listens: dict[str, set[int]] = {}
+    for balancer, config in BALANCERS.items():
+        lb = compose()["services"][balancer]
+        assert lb["volumes"] == [f"./{config.name}:/etc/nginx/nginx.conf:ro"]
+        for upstream, servers in nginx_upstreams(config).items():
+            assert servers, upstream
+            for host, port in servers:
+                assert listening.get(host) == port, f"{config.name} {upstream}: {host}:{port}"
+        listens[balancer] = set(nginx_listens(config))
+        assert {int(p.split(":")[1]) for p in lb["ports"]} == listens[balancer], balancer
+    for name, service in services.items():
+        if service.get("restart") == "no":
+            continue  # a one-shot job
+        check = service["healthcheck"]
+        if check.get("disable"):
+            continue
+        assert port_of(check["test"][-1])[1] == listening[name], name
+    router = services["router"]["command"]
+    for arm in (a for i, a in enumerate(router) if router[i - 1] == "--arm-url"):
+        host, port = port_of(arm.split("=", 1)[1])
+        assert port in listens[host] if host in listens else listening[host] == port, arm
+
+
+def test_the_image_serves_where_it_says() -> None:
+    cmd = dockerfile_json("CMD")
+    exposed = re.search(r"^EXPOSE (\d+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert exposed is not None and option(cmd, "--port") == exposed.group(1)
+    check = re.search(r'"(http://127\.0\.0\.1:(\d+)/health)"', DOCKERFILE.read_text())
+    assert check is not None and check.group(2) == exposed.group(1)
+    assert "--auth" in cmd  # off loopback the server refuses to run without it
+
+
+def test_k8s_ports_probes_and_config_line_up() -> None:
+    docs = k8s_documents()
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    configs = {d["metadata"]["name"] for d in docs if d["kind"] in ("ConfigMap", "Secret")}
+    for workload, container in k8s_containers():
+        name = workload["metadata"]["name"]
+        refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
+        assert refs == configs, name
+        if "--port" not in container["command"]:
+            continue
+        port = int(option(container["command"], "--port"))
+        assert [p["containerPort"] for p in container["ports"]] == [port], name
+        if container["command"][1] in ("server", "serve"):
+            assert container["readinessProbe"]["httpGet"]["path"] == "/ready", name
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health", name
+        service = services[name]
+        assert service["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    for _, container in k8s_containers():
+        argv = container["command"]
+        for arm in (a for i, a in enumerate(argv) if argv[i - 1] == "--arm-url"):
+            host, port = port_of(arm.split("=", 1)[1])
+            assert [p["port"] for p in services[host]["spec"]["ports"]] == [port], arm
+    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
+
+
+# -- the tools' own checks, where they are installed --------------------------------------
+
+
+@pytest.mark.parametrize("config", BALANCERS.values(), ids=lambda p: p.name)
+def test_nginx_accepts_its_config(tmp_path: Path, config: Path) -> None:
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed")
+    # compose's host names do not resolve here: the same file on loopback addresses
+    text = re.sub(r"server [\w-]+:(\d+)", r"server 127.0.0.1:\1", config.read_text())
+    config = tmp_path / "nginx.conf"
+    config.write_text(text)
+    checked = subprocess.run(
+        [
+            "nginx",
+            "-t",
+            "-q",
+            "-c",
+            str(config),
+            "-g",
+            f"pid {tmp_path}/nginx.pid; error_log stderr;",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_docker_compose_accepts_the_compose_file() -> None:
+    if shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    elif (
+        shutil.which("docker")
+        and subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
+        command = ["docker", "compose"]
+    else:
+        pytest.skip("docker compose is not installed")
+    checked = subprocess.run(
+        [*command, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
