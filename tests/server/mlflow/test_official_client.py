@@ -134,7 +134,7 @@ def test_models(server: tuple[str, Client], tmp_path: Path) -> None:
     version = plinth.get_model_version(facts["model"], 1)
     assert (version.run_id, version.flavor) == (facts["run_id"], "mlflow")
     assert version.aliases == ["champion"]
-    assert (version.tags, version.description) == ({"validated": "yes"}, "first fit")
+    assert (version.tags["validated"], version.description) == ("yes", "first fit")
     assert [v.version for v in plinth.registry.list_model_versions(facts["model"])] == [1]
     assert plinth.get_run(facts["run_id"]).params == {"default": {"C": "1.0"}}
 
