@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from plinth.client import Client, connect
+from plinth.registry.types import Stage
 from plinth.tracking.types import RunStatus
 from tests.backends import running_server
 
@@ -144,3 +145,13 @@ def test_error_shape_and_limits(server: tuple[str, Client], tmp_path: Path) -> N
     facts = run_scenario("errors", url, tmp_path)
     run = plinth.get_run(facts["run_id"])
     assert (run.params, {k: m.last for k, m in run.metrics.items()}) == ({}, {"m": 0.5})
+
+
+def test_everyday_usage(server: tuple[str, Client], tmp_path: Path) -> None:
+    url, plinth = server
+    facts = run_scenario("usage", url, tmp_path)
+    auto = plinth.get_run(facts["autolog_run"])
+    assert auto.params["default"]["C"] == "0.5"
+    assert "training_accuracy_score" in auto.metrics
+    assert plinth.get_run(facts["odd_run"]).params == {"default": {"päram with space": "välue"}}
+    assert plinth.get_model_version(facts["model"], 1).stage == Stage.PRODUCTION
