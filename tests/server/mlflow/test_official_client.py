@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 
+from plinth.auth.service import AuthService
+from plinth.auth.types import Role
 from plinth.client import Client, connect
 from plinth.registry.types import Stage
+from plinth.store.engine import open_store
 from plinth.tracking.types import RunStatus
 from tests.backends import running_server
 
@@ -47,7 +50,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Client]]:
         yield url, plinth
 
 
-def run_scenario(name: str, url: str, cwd: Path) -> dict[str, Any]:
+def run_scenario(
+    name: str, url: str, cwd: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Runs ``client_scenarios/<name>.py`` with the mlflow client's python; the JSON object
     it printed last."""
     env = {
@@ -63,6 +68,7 @@ def run_scenario(name: str, url: str, cwd: Path) -> dict[str, Any]:
         DO_NOT_TRACK="true",
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra_env or {})
     proc = subprocess.run(
         [MLFLOW_PYTHON, str(SCENARIOS / f"{name}.py")],
         env=env,
@@ -155,3 +161,21 @@ def test_everyday_usage(server: tuple[str, Client], tmp_path: Path) -> None:
     assert "training_accuracy_score" in auto.metrics
     assert plinth.get_run(facts["odd_run"]).params == {"default": {"päram with space": "välue"}}
     assert plinth.get_model_version(facts["model"], 1).stage == Stage.PRODUCTION
+
+
+def test_tokens_and_permissions(tmp_path: Path) -> None:
+    home = tmp_path / "server"
+    with running_server(home, auth=True) as url:
+        auth = AuthService(open_store(f"sqlite:///{(home / 'plinth.db').resolve()}"))
+        auth.create_user("ed", role=Role.EDITOR)
+        auth.create_user("vi", role=Role.VIEWER)
+        tokens = {
+            "PLINTH_TEST_EDITOR_TOKEN": auth.create_token("t", user="ed").secret,
+            "PLINTH_TEST_VIEWER_TOKEN": auth.create_token("t", user="vi").secret,
+        }
+        facts = run_scenario("auth", url, tmp_path, tokens)
+        with connect(url, token=tokens["PLINTH_TEST_VIEWER_TOKEN"], home=tmp_path / "c") as vi:
+            run = vi.get_run(facts["run_id"])
+    assert (run.owner, run.params) == ("ed", {"default": {"p": "1"}})
+    # the viewer's refused writes are in the security log like any other refusal
+    assert auth.list_security_events(actor="vi", event="permission_denied")
