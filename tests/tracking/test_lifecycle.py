@@ -3,14 +3,21 @@ every backend (SQLite, PostgreSQL, a server over HTTP)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import plinth
+from plinth.auth.types import Kind, Role
 from plinth.client import Client
 from plinth.tracking.types import DatasetInput, MetricBatch, RunStatus
+from tests.backends import AuthServer
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Using `httpx` with `starlette.testclient` is deprecated"
+)
 
 
 def _batch() -> MetricBatch:
@@ -203,3 +210,33 @@ class TestExperiments:
         for call in (client.delete_experiment, client.restore_experiment):
             with pytest.raises(plinth.NotFound, match="nope"):
                 call("nope")
+
+
+# -- who may: a server with authentication on ------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[AuthServer]:
+    made = AuthServer(tmp_path / "server")
+    with made.http:
+        yield made
+
+
+def test_editors_delete_runs_and_owners_experiments(server: AuthServer) -> None:
+    olga = server.user("olga", Role.EDITOR)
+    ed = server.user("ed", Role.EDITOR)
+    http = server.http
+    run = http.post("/api/v1/runs", json={"experiment": "churn"}, headers=olga).json()
+    server.auth.grant(Kind.EXPERIMENT, "churn", "user", "ed", "editor")
+    assert http.post(f"/api/v1/runs/{run['id']}/delete", json={}, headers=ed).is_success
+    assert http.post(f"/api/v1/runs/{run['id']}/restore", json={}, headers=ed).is_success
+    renamed = http.post("/api/v1/experiments/churn/rename", json={"new_name": "c2"}, headers=ed)
+    assert renamed.json()["name"] == "c2"
+    refused = http.post("/api/v1/experiments/c2/delete", json={}, headers=ed)
+    assert refused.status_code == 403 and "manage" in refused.json()["message"]
+    assert http.get(f"/api/v1/runs/{run['id']}", headers=ed).json()["deleted_at"] is None
+    assert http.post("/api/v1/experiments/c2/delete", json={}, headers=olga).is_success
+    listed = http.get("/api/v1/experiments", params={"view": "deleted"}, headers=ed).json()
+    assert [e["name"] for e in listed["items"]] == ["c2"]
+    assert http.post("/api/v1/experiments/c2/restore", json={}, headers=ed).status_code == 403
+    assert http.post("/api/v1/experiments/c2/restore", json={}, headers=olga).is_success
