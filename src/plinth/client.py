@@ -292,7 +292,7 @@ class Client(RegistryClient):
         """Write the metric points that processes killed before their flush left in this
         Plinth home's spool (all runs of this client's store, or ``run_id``'s); returns the
         points replayed per run. Points the store already holds are skipped."""
-        from plinth.errors import NotFound
+        from plinth.errors import Conflict, NotFound
         from plinth.tracking.spool import orphans, replay
 
         root = self.settings.home.resolve() / "spool"
@@ -305,6 +305,10 @@ class Client(RegistryClient):
                 )
             except NotFound:
                 continue  # the run was deleted: keep the points, the user may want them
+            except Conflict:
+                if self.tracking.get_run(orphan.run_id).deleted_at is None:
+                    raise
+                continue  # deleted softly: kept for when it is restored
             if sent is not None:
                 replayed[orphan.run_id] = replayed.get(orphan.run_id, 0) + sent
         return replayed

@@ -240,3 +240,22 @@ def test_editors_delete_runs_and_owners_experiments(server: AuthServer) -> None:
     assert [e["name"] for e in listed["items"]] == ["c2"]
     assert http.post("/api/v1/experiments/c2/restore", json={}, headers=ed).status_code == 403
     assert http.post("/api/v1/experiments/c2/restore", json={}, headers=olga).is_success
+
+
+def test_spooled_points_of_a_deleted_run_wait_for_its_restore() -> None:
+    from plinth.tracking.run import _open_runs
+
+    client = plinth.connect(flush_interval=3600, heartbeat_interval=3600)  # nothing flushes
+    run = client.start_run("churn", "killed", capture_environment=False)
+    for step in range(5):
+        run.log_metric("loss", 1.0 / (step + 1), step=step)
+    # The process "dies" with its points spooled, not written.
+    run._buffer._closed = True
+    run._spool.close(remove=False)
+    _open_runs.discard(run)
+    client.delete_run(run.id)
+    assert client.recover_runs() == {}  # kept, not lost nor an error
+    client.restore_run(run.id)
+    assert client.recover_runs() == {run.id: 5}
+    assert client.get_run(run.id).metrics["loss"].count == 5
+    client.close()
