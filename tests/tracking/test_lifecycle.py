@@ -240,6 +240,19 @@ def test_editors_delete_runs_and_owners_experiments(server: AuthServer) -> None:
     assert [e["name"] for e in listed["items"]] == ["c2"]
     assert http.post("/api/v1/experiments/c2/restore", json={}, headers=ed).status_code == 403
     assert http.post("/api/v1/experiments/c2/restore", json={}, headers=olga).is_success
+    events = [  # the audit log, oldest first
+        (e.actor, e.event, e.target)
+        for e in reversed(server.auth.list_security_events())
+        if e.event.startswith(("run_", "experiment_"))
+    ]
+    experiment = f"experiment:{renamed.json()['id']}"
+    assert events == [
+        ("ed", "run_deleted", f"run:{run['id']}"),
+        ("ed", "run_restored", f"run:{run['id']}"),
+        ("ed", "experiment_renamed", experiment),
+        ("olga", "experiment_deleted", experiment),
+        ("olga", "experiment_restored", experiment),
+    ]
 
 
 def test_spooled_points_of_a_deleted_run_wait_for_its_restore() -> None:

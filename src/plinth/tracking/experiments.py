@@ -195,10 +195,16 @@ class ExperimentService:
             if marked.rowcount == 0:
                 return
             # the same instant as the experiment's: what restore_experiment brings back
-            conn.execute(
+            taken = conn.execute(
                 update(runs)
                 .where(runs.c.experiment_id == experiment_id, runs.c.deleted_at.is_(None))
                 .values(deleted_at=now)
+            ).rowcount
+            self.access.record(
+                "experiment_deleted",
+                f"experiment:{experiment_id}",
+                detail=f"{taken} run(s)",
+                conn=conn,
             )
 
     @endpoint("POST", "/experiments/{experiment:path}/restore")
@@ -225,6 +231,7 @@ class ExperimentService:
             conn.execute(
                 update(experiments).where(experiments.c.id == found.id).values(deleted_at=None)
             )
+            self.access.record("experiment_restored", f"experiment:{found.id}", conn=conn)
 
     @endpoint("POST", "/experiments/{experiment:path}/rename")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
@@ -242,6 +249,12 @@ class ExperimentService:
                         update(experiments)
                         .where(experiments.c.id == found.id)
                         .values(name=new_name)
+                    )
+                    self.access.record(
+                        "experiment_renamed",
+                        f"experiment:{found.id}",
+                        detail=f"{found.name} -> {new_name}",
+                        conn=conn,
                     )
             except WriteConflict:  # another experiment took the name meanwhile
                 raise AlreadyExists(f"experiment {new_name!r} already exists") from None

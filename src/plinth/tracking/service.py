@@ -300,11 +300,13 @@ class TrackingService(ExperimentService):
         nothing."""
         with self.store.write() as conn:
             self._status(conn, run_id)
-            conn.execute(
+            marked = conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id, runs.c.deleted_at.is_(None))
                 .values(deleted_at=now_ms())
             )
+            if marked.rowcount:
+                self.access.record("run_deleted", f"run:{run_id}", conn=conn)
 
     @endpoint("POST", "/runs/{run_id}/restore")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
@@ -324,7 +326,13 @@ class TrackingService(ExperimentService):
                     f"run {run_id} is in experiment {found.name!r}, which is deleted: "
                     "restore the experiment first"
                 )
-            conn.execute(update(runs).where(runs.c.id == run_id).values(deleted_at=None))
+            restored = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.deleted_at.is_not(None))
+                .values(deleted_at=None)
+            )
+            if restored.rowcount:
+                self.access.record("run_restored", f"run:{run_id}", conn=conn)
 
     # -- params, metrics, tags, inputs -------------------------------------------------
 
