@@ -292,7 +292,7 @@ class Client(RegistryClient):
         """Write the metric points that processes killed before their flush left in this
         Plinth home's spool (all runs of this client's store, or ``run_id``'s); returns the
         points replayed per run. Points the store already holds are skipped."""
-        from plinth.errors import NotFound
+        from plinth.errors import Conflict, NotFound
         from plinth.tracking.spool import orphans, replay
 
         root = self.settings.home.resolve() / "spool"
@@ -305,6 +305,10 @@ class Client(RegistryClient):
                 )
             except NotFound:
                 continue  # the run was deleted: keep the points, the user may want them
+            except Conflict:
+                if self.tracking.get_run(orphan.run_id).deleted_at is None:
+                    raise
+                continue  # deleted softly: kept for when it is restored
             if sent is not None:
                 replayed[orphan.run_id] = replayed.get(orphan.run_id, 0) + sent
         return replayed
@@ -342,12 +346,26 @@ class Client(RegistryClient):
         experiments: list[str] | None = None,
         max_results: int = 100,
         page_token: str | None = None,
+        view: str = "active",
     ) -> Page[Run]:
-        """Runs matching ``filter``, e.g. ``"metrics.val_f1 > 0.8 and params.hyper.lr = 0.1"``."""
-        return self.tracking.search_runs(filter, order_by, experiments, max_results, page_token)
+        """Runs matching ``filter``, e.g. ``"metrics.val_f1 > 0.8 and params.hyper.lr = 0.1"``;
+        ``view`` "deleted" or "all" shows deleted runs."""
+        return self.tracking.search_runs(
+            filter, order_by, experiments, max_results, page_token, view
+        )
 
     def compare_runs(self, run_ids: list[str]) -> RunComparison:
         return self.tracking.compare_runs(run_ids)
+
+    def rename_run(self, run_id: str, name: str) -> Run:
+        return self.tracking.rename_run(run_id, name)
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run softly: hidden from searches, restorable with ``restore_run``."""
+        self.tracking.delete_run(run_id)
+
+    def restore_run(self, run_id: str) -> None:
+        self.tracking.restore_run(run_id)
 
     def close_stale_runs(
         self, timeout_seconds: float = 300.0, experiment: str | None = None
@@ -366,9 +384,20 @@ class Client(RegistryClient):
         return self.tracking.get_experiment(experiment)
 
     def list_experiments(
-        self, name_like: str | None = None, max_results: int = 1000
+        self, name_like: str | None = None, max_results: int = 1000, view: str = "active"
     ) -> Page[Experiment]:
-        return self.tracking.list_experiments(name_like, max_results)
+        return self.tracking.list_experiments(name_like, max_results, view=view)
+
+    def rename_experiment(self, experiment: str, new_name: str) -> Experiment:
+        return self.tracking.rename_experiment(experiment, new_name)
+
+    def delete_experiment(self, experiment: str) -> None:
+        """Delete an experiment and its runs softly: hidden from listings, restorable with
+        ``restore_experiment``."""
+        self.tracking.delete_experiment(experiment)
+
+    def restore_experiment(self, experiment: str) -> None:
+        self.tracking.restore_experiment(experiment)
 
     # -- artifacts ---------------------------------------------------------------------
 

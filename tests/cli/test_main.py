@@ -127,6 +127,32 @@ def test_experiments_show(data: dict[str, str]) -> None:
     assert "churn" in text and "team=risk" in text and "lgbm-a" in text and "lgbm-b" in text
 
 
+def test_experiments_delete_restore_and_rename(
+    data: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deleted = invoke_json("experiments", "delete", "churn")
+    assert deleted["name"] == "churn" and deleted["deleted_at"] is not None
+    assert [e["name"] for e in invoke_json("experiments", "list")] == ["fraud"]
+    assert [e["name"] for e in invoke_json("experiments", "list", "--view", "deleted")] == ["churn"]
+    assert [r["id"] for r in invoke_json("runs", "list")] == [data["stale"]]
+    shown = invoke("experiments", "show", "churn").stdout
+    assert "deleted" in shown and "lgbm-a" in shown  # its runs, deleted with it
+    assert run_main(monkeypatch, "runs", "restore", data["a"]) == 1
+    assert "restore the experiment first" in capsys.readouterr().err
+    assert "restored experiment churn" in invoke("experiments", "restore", "churn").stdout
+    assert {r["id"] for r in invoke_json("runs", "list", "-e", "churn")} == {data["a"], data["b"]}
+    renamed = invoke_json("experiments", "rename", "churn", "churn-2026")
+    assert renamed["name"] == "churn-2026" and renamed["id"] == deleted["id"]
+    assert (
+        "renamed experiment fraud to fraud-2"
+        in invoke("experiments", "rename", "fraud", "fraud-2").stdout
+    )
+    assert run_main(monkeypatch, "experiments", "rename", "churn-2026", "fraud-2") == 1
+    assert capsys.readouterr().err == "error: experiment 'fraud-2' already exists\n"
+    assert run_main(monkeypatch, "experiments", "delete", "nope") == 1
+    assert capsys.readouterr().err == "error: experiment 'nope' does not exist\n"
+
+
 # -- runs ------------------------------------------------------------------------------
 
 
@@ -192,6 +218,26 @@ def test_runs_recover_replays_what_a_killed_process_spooled(home: Path) -> None:
     assert invoke_json("runs", "recover") == {run.id: 500}
     assert client.get_run(run.id).metrics["loss"].count == 500
     assert "replayed 0 spooled metric point(s) into 0 run(s)" in invoke("runs", "recover").stdout
+
+
+def test_runs_delete_and_restore(
+    data: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert f"deleted run {data['a']}" in invoke("runs", "delete", data["a"]).stdout
+    assert [r["id"] for r in invoke_json("runs", "list")] == [data["stale"], data["b"]]
+    assert [r["id"] for r in invoke_json("runs", "list", "--view", "deleted")] == [data["a"]]
+    assert [r["id"] for r in invoke_json("runs", "search", "--view", "all", "-e", "churn")] == [
+        data["b"],
+        data["a"],
+    ]
+    assert "deleted" in invoke("runs", "show", data["a"]).stdout
+    restored = invoke_json("runs", "restore", data["a"])
+    assert restored["id"] == data["a"] and restored["deleted_at"] is None
+    assert len(invoke_json("runs", "list")) == 3
+    assert run_main(monkeypatch, "runs", "delete", "no-such-run") == 1
+    assert capsys.readouterr().err == "error: run 'no-such-run' does not exist\n"
+    assert run_main(monkeypatch, "runs", "list", "--view", "gone") == 1
+    assert "view must be one of active, deleted, all" in capsys.readouterr().err
 
 
 def test_runs_close_stale(data: dict[str, str], client: Client) -> None:

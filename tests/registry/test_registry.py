@@ -407,3 +407,41 @@ def test_postgres_and_s3(
     client.set_stage("churn", 1, "ARCHIVED")
     client.registry.delete_model_version("churn", 1)  # its package stays with the run
     assert client.list_artifacts(run.id, "model")
+
+
+def test_delete_a_registered_model(client: Client, churn_model: Any, churn_data: Data) -> None:
+    for name in ("churn", "churn", "fraud"):
+        register(client, churn_model, churn_data, name=name)
+    client.set_stage("churn", 1, "PRODUCTION")
+    client.set_alias("churn", "champion", version=2)
+    packages = [client.get_model_version("churn", v).package_uri for v in (1, 2)]
+    with pytest.raises(plinth.Conflict, match="models:/churn/1 is in PRODUCTION"):
+        client.registry.delete_registered_model("churn")
+    assert client.registry.get_registered_model("churn").aliases == {"champion": 2}
+    client.set_stage("churn", 1, "ARCHIVED", allow_archived=True)
+    client.registry.delete_registered_model("churn")
+    with pytest.raises(plinth.NotFound, match="'churn'"):
+        client.registry.get_registered_model("churn")
+    with pytest.raises(plinth.NotFound):
+        client.get_model_version("churn", 2)
+    with pytest.raises(plinth.NotFound):
+        client.load_model("models:/churn@champion")
+    assert [m.name for m in client.registry.list_registered_models()] == ["fraud"]
+    assert [v.model_name for v in client.registry.search_model_versions()] == ["fraud"]
+    with pytest.raises(plinth.NotFound, match="'churn'"):
+        client.registry.delete_registered_model("churn")
+    if not client.remote:
+        assert not any(client.registry.artifacts.exists(p) for p in packages)
+        from sqlalchemy import select
+
+        from plinth.store.schema import model_history
+
+        with client.registry.store.read() as conn:  # the history outlives the model
+            rows = conn.execute(
+                select(model_history.c.version, model_history.c.action)
+                .where(model_history.c.model_name == "churn")
+                .order_by(model_history.c.id)
+            ).all()
+        assert rows[-3:] == [(1, "delete"), (2, "delete"), (None, "delete")]
+    again = register(client, churn_model, churn_data)  # the name is free again
+    assert again.version == 1 and again.aliases == []

@@ -248,6 +248,10 @@ BY_ROUTE: dict[tuple[str, str], Any] = {
     ("/api/v1/runs/{run_id}/artifacts/content", "path"): "notes/a.txt",
     ("/api/v1/models/{name}/versions/{version}/content", "path"): "plinth-model.json",
     ("/api/v1/monitors", "kind"): "input_drift",
+    # "view" of a listing is which lifecycle stage it shows (not a feature view's name):
+    # every one, deleted ones included
+    ("/api/v1/runs/search", "view"): "all",
+    ("/api/v1/experiments", "view"): "all",
     # named as the private pipeline: registering it again needs write on it (a new one,
     # or a new entrypoint, the admin role)
     ("/api/v1/pipelines", "spec"): {"name": "secret-pipe", "entrypoint": "secret_flows:pipeline"},

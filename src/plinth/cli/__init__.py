@@ -43,6 +43,9 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+ViewOption = Annotated[
+    str, typer.Option("--view", help="active, deleted or all (deleted ones are hidden)")
+]
 
 
 def _runs_table(runs: list[Any], title: str) -> Table:
@@ -64,10 +67,12 @@ def _runs_table(runs: list[Any], title: str) -> Table:
 
 @experiments_app.command("list")
 def experiments_list(
-    json_: JsonOption = False, name_like: Annotated[str | None, typer.Option("--like")] = None
+    json_: JsonOption = False,
+    name_like: Annotated[str | None, typer.Option("--like")] = None,
+    view: ViewOption = "active",
 ) -> None:
     """List experiments."""
-    found = _client().list_experiments(name_like).items
+    found = _client().list_experiments(name_like, view=view).items
     if json_:
         return _print_json(found)
     table = Table(title="experiments")
@@ -85,12 +90,16 @@ def experiments_show(experiment: str, json_: JsonOption = False) -> None:
     """Show one experiment (by name or id) and its latest runs."""
     client = _client()
     found = client.get_experiment(experiment)
-    runs = client.search_runs(experiments=[found.id], max_results=20).items
+    # a deleted experiment's runs are deleted with it: show those
+    view = "active" if found.deleted_at is None else "all"
+    runs = client.search_runs(experiments=[found.id], max_results=20, view=view).items
     if json_:
         return _print_json({"experiment": found, "runs": runs})
     out.print(
         f"[bold]{escape(found.name)}[/bold]  id={found.id}  owner={escape(found.owner or '-')}"
     )
+    if found.deleted_at is not None:
+        out.print(f"deleted {_fmt(found.deleted_at)} (plinth experiments restore)")
     if found.description:
         out.print(escape(found.description))
     if found.tags:
@@ -98,14 +107,40 @@ def experiments_show(experiment: str, json_: JsonOption = False) -> None:
     out.print(_runs_table(runs, "latest runs"))
 
 
+@experiments_app.command("delete")
+def experiments_delete(experiment: str, json_: JsonOption = False) -> None:
+    """Delete an experiment and its runs (softly: restore brings them back)."""
+    client = _client()
+    client.delete_experiment(experiment)
+    found = client.get_experiment(experiment)
+    _say(json_, found, f"deleted experiment {found.name} and its runs")
+
+
+@experiments_app.command("restore")
+def experiments_restore(experiment: str, json_: JsonOption = False) -> None:
+    """Restore a deleted experiment with the runs its deletion took."""
+    client = _client()
+    client.restore_experiment(experiment)
+    found = client.get_experiment(experiment)
+    _say(json_, found, f"restored experiment {found.name}")
+
+
+@experiments_app.command("rename")
+def experiments_rename(experiment: str, new_name: str, json_: JsonOption = False) -> None:
+    """Rename an experiment (by name or id); its id and runs stay."""
+    found = _client().rename_experiment(experiment, new_name)
+    _say(json_, found, f"renamed experiment {experiment} to {found.name}")
+
+
 @runs_app.command("list")
 def runs_list(
     experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
     max_results: Annotated[int, typer.Option("--max")] = 50,
     json_: JsonOption = False,
+    view: ViewOption = "active",
 ) -> None:
     """List the latest runs, newest first."""
-    runs = _client().search_runs(experiments=experiment, max_results=max_results).items
+    runs = _client().search_runs(experiments=experiment, max_results=max_results, view=view).items
     return _print_json(runs) if json_ else out.print(_runs_table(runs, "runs"))
 
 
@@ -118,9 +153,10 @@ def runs_search(
     experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
     max_results: Annotated[int, typer.Option("--max")] = 50,
     json_: JsonOption = False,
+    view: ViewOption = "active",
 ) -> None:
     """Search runs with the filter language."""
-    runs = _client().search_runs(filter or None, order_by, experiment, max_results).items
+    runs = _client().search_runs(filter or None, order_by, experiment, max_results, view=view).items
     return _print_json(runs) if json_ else out.print(_runs_table(runs, f"runs matching {filter!r}"))
 
 
@@ -136,6 +172,8 @@ def runs_show(run_id: str, json_: JsonOption = False) -> None:
     out.print(
         f"id {run.id}  owner {escape(run.owner or '-')}  started {_fmt(run.start_time)}  ended {_fmt(run.end_time)}"
     )
+    if run.deleted_at is not None:
+        out.print(f"deleted {_fmt(run.deleted_at)} (plinth runs restore)")
     lineage = {k: v for k, v in dataclasses.asdict(run.lineage).items() if v is not None}
     if lineage:
         out.print("lineage: " + escape(", ".join(f"{k}={v}" for k, v in lineage.items())))
@@ -190,6 +228,22 @@ def runs_compare(
         table.add_row(escape(f"metrics.{name}"), *(_fmt(s.last) if s else "-" for s in summaries))
         table.add_row("  best", *(_fmt(s.best) if s else "-" for s in summaries))
     out.print(table)
+
+
+@runs_app.command("delete")
+def runs_delete(run_id: str, json_: JsonOption = False) -> None:
+    """Delete a run (softly: hidden from lists, restore brings it back)."""
+    client = _client()
+    client.delete_run(run_id)
+    _say(json_, client.get_run(run_id), f"deleted run {run_id}")
+
+
+@runs_app.command("restore")
+def runs_restore(run_id: str, json_: JsonOption = False) -> None:
+    """Restore a deleted run."""
+    client = _client()
+    client.restore_run(run_id)
+    _say(json_, client.get_run(run_id), f"restored run {run_id}")
 
 
 @runs_app.command("close-stale")

@@ -385,6 +385,41 @@ class RegistryCore(PackageFiles):
         if current.package_uri.startswith("models/"):  # packages logged in runs stay with the run
             self.artifacts.delete(current.package_uri)
 
+    @endpoint("DELETE", "/models/{name}")
+    @guarded(Action.MANAGE, Kind.MODEL, "name")
+    def delete_registered_model(self, name: str) -> None:
+        """Delete a model with its versions (and their packages), aliases and grants;
+        refused while a version is PRODUCTION. Its history stays, ending with the delete."""
+        with self.store.write() as conn:
+            self._lock(conn, name)
+            self._model_row(conn, name)
+            versions = conn.execute(
+                select(
+                    model_versions.c.version, model_versions.c.stage, model_versions.c.package_uri
+                )
+                .where(model_versions.c.model_name == name)
+                .order_by(model_versions.c.version)
+            ).all()
+            production = [v.version for v in versions if v.stage == Stage.PRODUCTION]
+            if production:
+                raise Conflict(
+                    f"models:/{name}/{production[0]} is in PRODUCTION: archive it or roll "
+                    "back first"
+                )
+            for v in versions:
+                self._history(conn, name, v.version, "delete", v.stage, None, "model deleted")
+            self._history(conn, name, None, "delete", None, None, f"{len(versions)} version(s)")
+            conn.execute(delete(model_aliases).where(model_aliases.c.model_name == name))
+            conn.execute(delete(model_versions).where(model_versions.c.model_name == name))
+            conn.execute(delete(registered_models).where(registered_models.c.name == name))
+            self.access.on_deleted(conn, Kind.MODEL, name)
+            self.access.record(
+                "model_deleted", f"model:{name}", detail=f"{len(versions)} version(s)", conn=conn
+            )
+        for v in versions:
+            if v.package_uri.startswith("models/"):  # packages logged in runs stay with the run
+                self.artifacts.delete(v.package_uri)
+
     # -- aliases -----------------------------------------------------------------------
 
     @endpoint("POST", "/models/{name}/aliases/{alias}")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, true, update
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, access_for, by_experiment, guarded
 from plinth.auth.types import Action, Kind, Role
-from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, WriteConflict
 from plinth.store.engine import Store
 from plinth.store.schema import experiment_tags, experiments, metric_summaries, params, runs
 from plinth.store.sql import (
@@ -18,14 +19,24 @@ from plinth.store.sql import (
     decode_page_token,
     encode_page_token,
     now_ms,
+    opt_datetime,
     to_datetime,
     upsert,
 )
-from plinth.tracking.types import Experiment, Page, RunKeys, check_tags, validate_key
+from plinth.tracking.types import VIEWS, Experiment, Page, RunKeys, check_tags, validate_key
 
 _validate_name = validate_key
 _LOOKS_LIKE_ID = re.compile(r"[0-9a-fA-F]{32}")
 MAX_KEY_SAMPLE = 10_000
+
+
+def in_view(deleted_at: ColumnElement[Any], view: str) -> ColumnElement[bool]:
+    """The rows of a listing's ``view``: "active" (not deleted), "deleted" or "all"."""
+    if view not in VIEWS:
+        raise InvalidArgument(f"view must be one of {', '.join(VIEWS)}; got {view!r}")
+    if view == "active":
+        return deleted_at.is_(None)
+    return deleted_at.is_not(None) if view == "deleted" else true()
 
 
 class ExperimentService:
@@ -46,8 +57,7 @@ class ExperimentService:
         """A new experiment, owned by its creator."""
         _validate_name(name, "experiment name")
         with self.store.write() as conn:
-            if conn.execute(select(experiments.c.id).where(experiments.c.name == name)).first():
-                raise AlreadyExists(f"experiment {name!r} already exists")
+            self._name_must_be_free(conn, name)
             experiment_id = self._insert_experiment(conn, name, description)
             self._set_experiment_tags(conn, experiment_id, tags or {})
         return self._experiment(experiment_id)
@@ -75,18 +85,33 @@ class ExperimentService:
                 ).all()
             )
         return Experiment(
-            row.id, row.name, row.description, row.owner, to_datetime(row.created_at), tags
+            row.id,
+            row.name,
+            row.description,
+            row.owner,
+            to_datetime(row.created_at),
+            tags,
+            opt_datetime(row.deleted_at),
         )
 
     @endpoint("GET", "/experiments")
     @guarded()
     def list_experiments(
-        self, name_like: str | None = None, max_results: int = 1000, page_token: str | None = None
+        self,
+        name_like: str | None = None,
+        max_results: int = 1000,
+        page_token: str | None = None,
+        view: str = "active",
     ) -> Page[Experiment]:
-        """The experiments the caller may see, by name."""
+        """The experiments the caller may see, by name: the ``view`` "active" (not
+        deleted), "deleted" or "all"."""
         offset = decode_page_token(page_token)
         limit = check_max_results(max_results)
-        query = select(experiments.c.id).order_by(experiments.c.name)
+        query = (
+            select(experiments.c.id)
+            .where(in_view(experiments.c.deleted_at, view))
+            .order_by(experiments.c.name)
+        )
         if name_like:
             query = query.where(experiments.c.name.like(name_like))
         visible = self.access.visible(Kind.EXPERIMENT)
@@ -108,7 +133,7 @@ class ExperimentService:
         experiment_id = self._experiment(experiment).id
         sample = (
             select(runs.c.id)
-            .where(runs.c.experiment_id == experiment_id)
+            .where(runs.c.experiment_id == experiment_id, runs.c.deleted_at.is_(None))
             .order_by(runs.c.start_time.desc())
             .limit(newest)
         )
@@ -128,20 +153,138 @@ class ExperimentService:
     @endpoint("POST", "/experiments/{experiment:path}/tags")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
     def set_experiment_tags(self, experiment: str, tags: dict[str, str]) -> None:
-        experiment_id = self._experiment(experiment).id
+        experiment_id = self._active_experiment(experiment).id
         with self.store.write() as conn:
             self._set_experiment_tags(conn, experiment_id, tags)
+
+    @endpoint("DELETE", "/experiments/{experiment:path}/tags")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
+    def delete_experiment_tag(self, experiment: str, key: str) -> None:
+        experiment_id = self._active_experiment(experiment).id
+        with self.store.write() as conn:
+            deleted = conn.execute(
+                delete(experiment_tags).where(
+                    experiment_tags.c.experiment_id == experiment_id, experiment_tags.c.key == key
+                )
+            )
+            if deleted.rowcount == 0:
+                raise NotFound(f"experiment {experiment!r} has no tag {key!r}")
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @endpoint("POST", "/experiments/{experiment:path}/delete")
+    @guarded(Action.MANAGE, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
+    def delete_experiment(self, experiment: str) -> None:
+        """Delete an experiment and its runs, softly: they leave every listing, keep their
+        data and come back with ``restore_experiment``. Deleting it again changes nothing."""
+        experiment_id = self._experiment(experiment).id
+        with self.store.write() as conn:
+            # after any run of it deleted on its own, which its restore must leave deleted
+            latest = conn.execute(
+                select(func.max(runs.c.deleted_at)).where(runs.c.experiment_id == experiment_id)
+            ).scalar()
+            now = max(now_ms(), (latest or 0) + 1)
+            # the experiment's row first: a run started meanwhile takes its number from
+            # that row, so it either precedes this (and is deleted with the rest) or sees
+            # the experiment deleted
+            marked = conn.execute(
+                update(experiments)
+                .where(experiments.c.id == experiment_id, experiments.c.deleted_at.is_(None))
+                .values(deleted_at=now)
+            )
+            if marked.rowcount == 0:
+                return
+            # the same instant as the experiment's: what restore_experiment brings back
+            taken = conn.execute(
+                update(runs)
+                .where(runs.c.experiment_id == experiment_id, runs.c.deleted_at.is_(None))
+                .values(deleted_at=now)
+            ).rowcount
+            self.access.record(
+                "experiment_deleted",
+                f"experiment:{experiment_id}",
+                detail=f"{taken} run(s)",
+                conn=conn,
+            )
+
+    @endpoint("POST", "/experiments/{experiment:path}/restore")
+    @guarded(Action.MANAGE, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
+    def restore_experiment(self, experiment: str) -> None:
+        """Bring back a deleted experiment with the runs its deletion took (runs deleted
+        on their own before it stay deleted)."""
+        found = self._experiment(experiment)
+        if found.deleted_at is None:
+            return
+        with self.store.write() as conn:
+            deleted_at = conn.execute(
+                select(experiments.c.deleted_at)
+                .where(experiments.c.id == found.id)
+                .with_for_update()
+            ).scalar()
+            if deleted_at is None:  # restored meanwhile
+                return
+            conn.execute(
+                update(runs)
+                .where(runs.c.experiment_id == found.id, runs.c.deleted_at == deleted_at)
+                .values(deleted_at=None)
+            )
+            conn.execute(
+                update(experiments).where(experiments.c.id == found.id).values(deleted_at=None)
+            )
+            self.access.record("experiment_restored", f"experiment:{found.id}", conn=conn)
+
+    @endpoint("POST", "/experiments/{experiment:path}/rename")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "experiment", resolve=by_experiment)
+    def rename_experiment(self, experiment: str, new_name: str) -> Experiment:
+        """Give an experiment another name (its id stays). A deleted experiment may be
+        renamed too: that frees its name for a new one."""
+        _validate_name(new_name, "experiment name")
+        _name_must_not_read_as_an_id(new_name)
+        found = self._experiment(experiment)
+        if found.name != new_name:
+            try:
+                with self.store.write() as conn:
+                    self._name_must_be_free(conn, new_name)
+                    conn.execute(
+                        update(experiments)
+                        .where(experiments.c.id == found.id)
+                        .values(name=new_name)
+                    )
+                    self.access.record(
+                        "experiment_renamed",
+                        f"experiment:{found.id}",
+                        detail=f"{found.name} -> {new_name}",
+                        conn=conn,
+                    )
+            except WriteConflict:  # another experiment took the name meanwhile
+                raise AlreadyExists(f"experiment {new_name!r} already exists") from None
+            # decisions remembered by the old name must not answer for the new one
+            self.access.forget_decisions()
+        return self._experiment(found.id)
+
+    def _active_experiment(self, experiment: str) -> Experiment:
+        found = self._experiment(experiment)
+        if found.deleted_at is not None:
+            raise Conflict(f"experiment {found.name!r} is deleted; restore it first")
+        return found
+
+    def _name_must_be_free(self, conn: Connection, name: str) -> None:
+        taken = conn.execute(
+            select(experiments.c.deleted_at).where(experiments.c.name == name)
+        ).first()
+        if taken is None:
+            return
+        if taken.deleted_at is not None:
+            raise AlreadyExists(
+                f"experiment {name!r} already exists (deleted): restore it, or rename it to "
+                "free the name"
+            )
+        raise AlreadyExists(f"experiment {name!r} already exists")
 
     def _insert_experiment(self, conn: Connection, name: str, description: str) -> str:
         """Insert an experiment owned by the caller (who must hold the editor role)."""
         self.access.require_role(Role.EDITOR, f"create experiment {name!r}")
-        if _LOOKS_LIKE_ID.fullmatch(name):
-            # an experiment is asked for by name or id: a name that reads as another's id
-            # would answer for it
-            raise InvalidArgument(
-                f"experiment name {name!r} reads as an experiment id (32 hex digits): "
-                "choose another name"
-            )
+        _name_must_not_read_as_an_id(name)
         experiment_id = uuid.uuid4().hex
         conn.execute(
             insert(experiments).values(
@@ -163,4 +306,14 @@ class ExperimentService:
         rows = [{"experiment_id": experiment_id, "key": k, "value": v} for k, v in tags.items()]
         upsert(
             conn, experiment_tags, rows, ["experiment_id", "key"], {"value": lambda ex: ex.value}
+        )
+
+
+def _name_must_not_read_as_an_id(name: str) -> None:
+    if _LOOKS_LIKE_ID.fullmatch(name):
+        # an experiment is asked for by name or id: a name that reads as another's id
+        # would answer for it
+        raise InvalidArgument(
+            f"experiment name {name!r} reads as an experiment id (32 hex digits): "
+            "choose another name"
         )

@@ -89,7 +89,9 @@ def _insert_points(dialect: Dialect) -> tuple[str, list[str] | None]:
 
 
 _lock_run = (
-    select(runs.c.status).where(runs.c.id == bindparam("run_id")).with_for_update(key_share=True)
+    select(runs.c.status, runs.c.deleted_at)
+    .where(runs.c.id == bindparam("run_id"))
+    .with_for_update(key_share=True)
 )
 _spool_seq = select(metric_spools.c.seq).where(
     metric_spools.c.run_id == bindparam("run_id"), metric_spools.c.spool == bindparam("spool")
@@ -100,11 +102,12 @@ _stored_summaries = select(metric_summaries).where(
 )
 
 
-def lock_run(conn: Connection, run_id: str) -> str | None:
-    """The run's status, its row locked until the transaction ends (PostgreSQL; a SQLite
-    write transaction holds the whole database): writers of one run's points queue here,
-    so each judges is-best against what the one before it stored."""
-    return conn.execute(_lock_run, {"run_id": run_id}).scalar()
+def lock_run(conn: Connection, run_id: str) -> tuple[str, int | None] | None:
+    """The run's status and deletion time, its row locked until the transaction ends
+    (PostgreSQL; a SQLite write transaction holds the whole database): writers of one
+    run's points queue here, so each judges is-best against what the one before it stored."""
+    row = conn.execute(_lock_run, {"run_id": run_id}).first()
+    return None if row is None else (row[0], row[1])
 
 
 def spool_progress(conn: Connection, run_id: str, spool: str) -> int:

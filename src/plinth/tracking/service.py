@@ -46,7 +46,7 @@ from plinth.store.sql import (
 from plinth.tracking import metrics as metric_store
 from plinth.tracking import statements as sql
 from plinth.tracking.checks import param_row
-from plinth.tracking.experiments import ExperimentService
+from plinth.tracking.experiments import ExperimentService, in_view
 from plinth.tracking.search import Statistics, ordered_metrics, parse_filter
 from plinth.tracking.search import order_by as order_by_
 from plinth.tracking.series import read_series
@@ -131,13 +131,14 @@ class TrackingService(ExperimentService):
             **{f.name: getattr(lineage, f.name) for f in fields(Lineage)},
         }
         row["heartbeat_at"] = row["start_time"]
+        row["deleted_at"] = None
         try:
             with self.store.write() as conn:
                 experiment_id, experiment_name = self._experiment_for_run(conn, experiment)
-                number = (
-                    conn.execute(sql.take_run_number, {"experiment_id": experiment_id}).scalar_one()
-                    - 1
-                )
+                taken = conn.execute(sql.take_run_number, {"experiment_id": experiment_id}).scalar()
+                if taken is None:  # deleted since it was read
+                    raise _deleted_experiment(experiment_name)
+                number = taken - 1
                 if name is None:
                     name = self._auto_name(conn, experiment_id, number)
                 elif conn.execute(
@@ -170,6 +171,8 @@ class TrackingService(ExperimentService):
     def _experiment_for_run(self, conn: Connection, experiment: str) -> tuple[str, str]:
         found = conn.execute(sql.find_experiment, {"ref": experiment}).first()
         if found is not None:
+            if found.deleted_at is not None:  # never used, nor made anew, in silence
+                raise _deleted_experiment(found.name)
             return found.id, found.name
         return self._insert_experiment(conn, experiment, ""), experiment
 
@@ -266,6 +269,71 @@ class TrackingService(ExperimentService):
                 )
         return stale
 
+    @endpoint("POST", "/runs/{run_id}/rename")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def rename_run(self, run_id: str, name: str) -> Run:
+        """Give a run another name, unique in its experiment (its number and id stay)."""
+        _validate_name(name, "run name")
+        try:
+            with self.store.write() as conn:
+                self._writable(conn, run_id)
+                found = conn.execute(
+                    select(runs.c.experiment_id, runs.c.name, _experiments.c.name.label("exp"))
+                    .join(_experiments, _experiments.c.id == runs.c.experiment_id)
+                    .where(runs.c.id == run_id)
+                ).one()
+                if found.name != name:
+                    if conn.execute(
+                        sql.run_named, {"experiment_id": found.experiment_id, "run_name": name}
+                    ).first():
+                        raise _run_name_taken(found.exp, name)
+                    conn.execute(update(runs).where(runs.c.id == run_id).values(name=name))
+        except WriteConflict:  # another run took the name meanwhile
+            raise _run_name_taken(self.get_run(run_id).experiment_name, name) from None
+        return self.get_run(run_id)
+
+    @endpoint("POST", "/runs/{run_id}/delete")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run, softly: it leaves searches (but ``view="deleted"``), keeps its data,
+        takes no writes, and comes back with ``restore_run``. Deleting it again changes
+        nothing."""
+        with self.store.write() as conn:
+            self._status(conn, run_id)
+            marked = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.deleted_at.is_(None))
+                .values(deleted_at=now_ms())
+            )
+            if marked.rowcount:
+                self.access.record("run_deleted", f"run:{run_id}", conn=conn)
+
+    @endpoint("POST", "/runs/{run_id}/restore")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def restore_run(self, run_id: str) -> None:
+        """Bring back a deleted run (a Conflict while its experiment is deleted: restore
+        that, which restores the runs it took with it)."""
+        with self.store.write() as conn:
+            found = conn.execute(
+                select(_experiments.c.name, _experiments.c.deleted_at)
+                .join(runs, runs.c.experiment_id == _experiments.c.id)
+                .where(runs.c.id == run_id)
+            ).first()
+            if found is None:
+                raise NotFound(f"run {run_id!r} does not exist")
+            if found.deleted_at is not None:
+                raise Conflict(
+                    f"run {run_id} is in experiment {found.name!r}, which is deleted: "
+                    "restore the experiment first"
+                )
+            restored = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.deleted_at.is_not(None))
+                .values(deleted_at=None)
+            )
+            if restored.rowcount:
+                self.access.record("run_restored", f"run:{run_id}", conn=conn)
+
     # -- params, metrics, tags, inputs -------------------------------------------------
 
     @endpoint("POST", "/runs/{run_id}/params")
@@ -285,6 +353,7 @@ class TrackingService(ExperimentService):
 
     def _log_params_once(self, run_id: str, group: str, rows: list[dict[str, Any]]) -> None:
         with self.store.write() as conn:
+            self._writable(conn, run_id)
             existing = dict(
                 conn.execute(
                     sql.params_of_group,
@@ -301,8 +370,6 @@ class TrackingService(ExperimentService):
             new_rows = [row for row in rows if row["key"] not in existing]
             if new_rows:
                 conn.execute(sql.insert_params, new_rows)
-            elif not existing:
-                self._status(conn, run_id)
 
     @endpoint("POST", "/runs/{run_id}/metrics")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
@@ -320,10 +387,13 @@ class TrackingService(ExperimentService):
                     self._touch(conn, run_id)  # a run that writes is alive
 
     def _locked_status(self, conn: Connection, run_id: str) -> RunStatus:
-        status = metric_store.lock_run(conn, run_id)
-        if status is None:
+        """The status of a run that takes writes (not deleted), its row locked."""
+        found = metric_store.lock_run(conn, run_id)
+        if found is None:
             raise NotFound(f"run {run_id!r} does not exist")
-        return RunStatus(status)
+        if found[1] is not None:
+            raise _deleted_run(run_id)
+        return RunStatus(found[0])
 
     def _write_points(
         self, conn: Connection, run_id: str, batch: MetricBatch, status: RunStatus
@@ -398,14 +468,14 @@ class TrackingService(ExperimentService):
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         with self.store.write() as conn:
-            self._status(conn, run_id)
+            self._writable(conn, run_id)
             self._set_tags(conn, run_id, tags)
 
     @endpoint("DELETE", "/runs/{run_id}/tags")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def delete_tag(self, run_id: str, key: str) -> None:
         with self.store.write() as conn:
-            self._status(conn, run_id)
+            self._writable(conn, run_id)
             deleted = conn.execute(
                 delete(run_tags).where(run_tags.c.run_id == run_id, run_tags.c.key == key)
             )
@@ -431,7 +501,7 @@ class TrackingService(ExperimentService):
             "logged_at": now_ms(),
         }
         with self.store.write() as conn:
-            self._status(conn, run_id)
+            self._writable(conn, run_id)
             upsert(
                 conn,
                 run_inputs,
@@ -444,7 +514,7 @@ class TrackingService(ExperimentService):
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def set_seed(self, run_id: str, seed: int) -> None:
         with self.store.write() as conn:
-            self._status(conn, run_id)
+            self._writable(conn, run_id)
             conn.execute(update(runs).where(runs.c.id == run_id).values(seed=seed))
 
     @endpoint("GET", "/environments/{digest}")
@@ -467,16 +537,19 @@ class TrackingService(ExperimentService):
         experiments: list[str] | None = None,
         max_results: int = 100,
         page_token: str | None = None,
+        view: str = "active",
     ) -> Page[Run]:
-        """Runs matching a filter (see ``plinth.tracking.search``), newest first by default."""
+        """Runs matching a filter (see ``plinth.tracking.search``), newest first by default;
+        of the ``view`` "active" (not deleted), "deleted" or "all"."""
         offset = decode_page_token(page_token)
         limit = check_max_results(max_results)
+        lifecycle = in_view(runs.c.deleted_at, view)
         self._statistics.refresh()
         matching = parse_filter(filter, ordered_metrics(order_by))
         query = (
             select(runs.c.id)
             .join(_experiments, _experiments.c.id == runs.c.experiment_id)
-            .where(matching.where)
+            .where(matching.where, lifecycle)
         )
         if experiments:  # each one checked: the caller may read it
             query = query.where(
@@ -534,7 +607,7 @@ class TrackingService(ExperimentService):
         """A run artifact is written freely until a model version is registered from the
         folder it is in: from then on those files are read-only (a Conflict names the
         version). Checked when the write opens and again right before it is published."""
-        full = f"{self._artifact_base(run_id)}/{safe_relpath(path)}"
+        full = f"{self._artifact_base(run_id, writing=True)}/{safe_relpath(path)}"
 
         def check() -> None:
             self._refuse_registered(run_id, full)
@@ -563,14 +636,16 @@ class TrackingService(ExperimentService):
     def open_artifact_reader(self, run_id: str, path: str) -> IO[bytes]:
         return self.artifacts.open_read(f"{self._artifact_base(run_id)}/{safe_relpath(path)}")
 
-    def _artifact_base(self, run_id: str) -> str:
+    def _artifact_base(self, run_id: str, writing: bool = False) -> str:
         with self.store.read() as conn:
-            experiment_id = conn.execute(
-                select(runs.c.experiment_id).where(runs.c.id == run_id)
-            ).scalar()
-        if experiment_id is None:
+            found = conn.execute(
+                select(runs.c.experiment_id, runs.c.deleted_at).where(runs.c.id == run_id)
+            ).first()
+        if found is None:
             raise NotFound(f"run {run_id!r} does not exist")
-        return f"{experiment_id}/{run_id}/artifacts"
+        if writing and found.deleted_at is not None:
+            raise _deleted_run(run_id)
+        return f"{found.experiment_id}/{run_id}/artifacts"
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -579,6 +654,15 @@ class TrackingService(ExperimentService):
         if status is None:
             raise NotFound(f"run {run_id!r} does not exist")
         return RunStatus(status)
+
+    def _writable(self, conn: Connection, run_id: str) -> RunStatus:
+        """The status of a run that takes writes: NotFound, or a Conflict if it is deleted."""
+        found = conn.execute(sql.run_state, {"run_id": run_id}).first()
+        if found is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        if found.deleted_at is not None:
+            raise _deleted_run(run_id)
+        return RunStatus(found.status)
 
     def _touch(self, conn: Connection, run_id: str) -> None:
         touched = conn.execute(sql.touch_run, {"run_id": run_id, "now": now_ms()})
@@ -664,4 +748,19 @@ def _run_from_row(row: Any, parts: dict[str, Any], artifact_root: str) -> Run:
         artifact_uri=f"{artifact_root.rstrip('/')}/{row.experiment_id}/{row.id}/artifacts",
         lineage=lineage,
         **parts,
+        deleted_at=opt_datetime(row.deleted_at),
     )
+
+
+def _deleted_run(run_id: str) -> Conflict:
+    return Conflict(f"run {run_id} is deleted; restore it first")
+
+
+def _deleted_experiment(name: str) -> Conflict:
+    return Conflict(
+        f"experiment {name!r} is deleted: restore it first (or start the run in another experiment)"
+    )
+
+
+def _run_name_taken(experiment: str, name: str) -> AlreadyExists:
+    return AlreadyExists(f"experiment {experiment!r} already has a run named {name!r}")

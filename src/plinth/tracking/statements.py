@@ -9,13 +9,14 @@ from plinth.store.schema import experiments, params, runs
 
 # a name before an id, as the access rules read a reference
 find_experiment = (
-    select(experiments.c.id, experiments.c.name)
+    select(experiments.c.id, experiments.c.name, experiments.c.deleted_at)
     .where(or_(experiments.c.name == bindparam("ref"), experiments.c.id == bindparam("ref")))
     .order_by((experiments.c.name == bindparam("ref")).desc())
 )
+# no number from a deleted experiment: a run started as it is deleted gets none
 take_run_number = (
     update(experiments)
-    .where(experiments.c.id == bindparam("experiment_id"))
+    .where(experiments.c.id == bindparam("experiment_id"), experiments.c.deleted_at.is_(None))
     .values(next_run_number=experiments.c.next_run_number + 1)
     .returning(experiments.c.next_run_number)
 )
@@ -24,6 +25,7 @@ run_named = select(runs.c.id).where(
 )
 insert_run = insert(runs)
 run_status = select(runs.c.status).where(runs.c.id == bindparam("run_id"))
+run_state = select(runs.c.status, runs.c.deleted_at).where(runs.c.id == bindparam("run_id"))
 end_running_run = (
     update(runs)
     .where(runs.c.id == bindparam("run_id"), runs.c.status == "RUNNING")

@@ -19,6 +19,9 @@ _JSON = {"ser_json_inf_nan": "strings"}
 ParamValue = int | float | str | bool | dict[str, Any] | list[Any] | None
 
 
+VIEWS = ("active", "deleted", "all")  # which runs or experiments a listing shows
+
+
 class RunStatus(enum.StrEnum):
     RUNNING = "RUNNING"
     FINISHED = "FINISHED"
@@ -36,6 +39,7 @@ class Experiment:
     owner: str
     created_at: datetime
     tags: dict[str, str] = field(default_factory=dict)
+    deleted_at: datetime | None = None  # soft-deleted: hidden from lists, restorable
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,7 @@ class Run:
     metrics: dict[str, MetricSummary] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     inputs: list[DatasetInput] = field(default_factory=list)
+    deleted_at: datetime | None = None  # soft-deleted: hidden from searches, restorable
 
     def param(self, name: str, group: str | None = None) -> Any:
         """A param's value by name, in ``group`` or in whichever group holds it."""

@@ -394,3 +394,13 @@ def test_a_run_is_shown_only_to_who_may_read_it(tmp_path: Path) -> None:
         assert page.status_code == 200 and "<h1>baseline</h1>" in page.text
         assert "secret-model" not in page.text  # the run is vic's to read, the model is not
         assert "No model versions registered from this run." in text_of(page)
+
+
+def test_a_deleted_run_says_so_on_its_page(dashboard: Dashboard) -> None:
+    run = seeded_run(dashboard)
+    assert "was deleted" not in dashboard.http.get(f"/ui/runs/{run.id}").text
+    tracking(dashboard).delete_run(run.id)
+    page = dashboard.http.get(f"/ui/runs/{run.id}")
+    assert page.status_code == 200
+    assert "This run was deleted on" in text_of(page)
+    assert f"plinth runs restore {run.id}" in text_of(page)

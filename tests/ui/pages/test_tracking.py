@@ -263,3 +263,20 @@ def test_a_chosen_column_stays_on_offer_when_no_new_run_has_it(dashboard: Dashbo
     seed(tracking, 1)
     html = dashboard.http.get("/ui/experiments/churn?columns=chosen&metrics=gone").text
     assert 'value="gone" checked' in html and "gone (last)" in html
+
+
+def test_deleted_runs_and_experiments_leave_the_lists(dashboard: Dashboard) -> None:
+    tracking = tracking_of(dashboard)
+    _, gone = seed(tracking, 2, "churn")
+    seed(tracking, 1, "fraud")
+    tracking.delete_run(gone)
+    assert names_in(dashboard.http.get("/ui/experiments/churn").text) == ["run-00"]
+    tracking.delete_experiment("fraud")
+    listed = dashboard.http.get("/ui/experiments").text
+    assert "/ui/experiments/churn" in listed and "/ui/experiments/fraud" not in listed
+    page = dashboard.http.get("/ui/experiments/fraud")  # still there by its address
+    assert page.status_code == 200
+    assert "This experiment was deleted on" in page.text and names_in(page.text) == []
+    assert "was deleted" not in dashboard.http.get("/ui/experiments/churn").text
+    tracking.restore_run(gone)
+    assert names_in(dashboard.http.get("/ui/experiments/churn").text) == ["run-01", "run-00"]
