@@ -452,6 +452,23 @@ def test_experiment_grants_follow_its_id_and_show_its_name(
         auth.list_grants(Kind.EXPERIMENT, "nope")
 
 
+def test_a_refused_write_to_a_run_names_the_run_and_its_experiment(
+    auth: AuthService, store: Store, tmp_path: Path
+) -> None:
+    tracking = TrackingService(store, ArtifactStore(str(tmp_path / "artifacts")))
+    experiment = tracking.create_experiment("churn")
+    run = tracking.create_run("churn", "r1")
+    auth.create_user("alice")  # everyone may read the experiment; alice may not change it
+    said = f"'alice' may not write run '{run.id}' of experiment 'churn': that needs the editor"
+    with as_("alice"):
+        with pytest.raises(PermissionDenied, match=f"^{said} permission on its experiment "):
+            tracking.set_tags(run.id, {"k": "v"})
+        with pytest.raises(PermissionDenied, match=f"^{said}"):
+            tracking.log_params(run.id, {"lr": 0.1})  # as MLflow's log-parameter does
+    denied = auth.list_security_events(event="permission_denied")
+    assert [(e.actor, e.target) for e in denied] == [("alice", f"experiment:{experiment.id}")] * 2
+
+
 # -- the security log ------------------------------------------------------------------------
 
 

@@ -103,17 +103,17 @@ class Access:
         key = ("level", principal.name, principal.groups, kind, resource)
         return _capped(principal, self._remembered(key, decide))
 
-    def run_level(self, principal: Principal, run_id: str) -> tuple[str, Level] | None:
-        """A run's experiment and the caller's level on it, in one statement; None when
-        the run does not exist."""
+    def run_level(self, principal: Principal, run_id: str) -> tuple[str, str, Level] | None:
+        """A run's experiment (id and name) and the caller's level on it, in one statement;
+        None when the run does not exist."""
 
-        def decide() -> tuple[str, int | None] | None:
+        def decide() -> tuple[str, str, int | None] | None:
             with self.store.read() as conn:
                 row = conn.execute(_RUN_LEVEL, {"run_id": run_id, **_who(principal)}).first()
-            return None if row is None else (row.experiment_id, row.level)
+            return None if row is None else (row.experiment_id, row.name, row.level)
 
         found = self._remembered(("run", principal.name, principal.groups, run_id), decide)
-        return None if found is None else (found[0], _capped(principal, found[1]))
+        return None if found is None else (found[0], found[1], _capped(principal, found[2]))
 
     def require(
         self, action: Action, kind: Kind, resource: str, shown: str = "", *, log: bool = True
@@ -164,9 +164,11 @@ class Access:
         found = self.run_level(principal, run_id)
         if found is None:
             return
-        if found[1] is Level.NONE:  # as get_run says of a run that is not there
+        experiment_id, experiment, level = found
+        if level is Level.NONE:  # as get_run says of a run that is not there
             raise NotFound(f"run {run_id!r} does not exist")
-        self._judge(principal, action, Kind.EXPERIMENT, found[0], found[1], repr(run_id))
+        label = f"run {run_id!r} of experiment {experiment!r}"
+        self._judge(principal, action, Kind.EXPERIMENT, experiment_id, level, label=label)
 
     def _judge(
         self,
@@ -177,17 +179,22 @@ class Access:
         level: Level,
         shown: str = "",
         log: bool = True,
+        *,
+        label: str = "",
     ) -> Principal:
+        """``label`` names what the caller acted on when that is inside the resource (a run
+        of an experiment); the permission is still the resource's."""
         if level >= action.value:
             return principal
-        label = f"{_LABELS[kind]} {shown or repr(resource)}"
+        holder = f"its {_LABELS[kind]}" if label else "it"
+        label = label or f"{_LABELS[kind]} {shown or repr(resource)}"
         if level is Level.NONE:  # the words the operation uses for one that is not there
             raise NotFound(f"{label} does not exist")
         if log:
             self.record("permission_denied", f"{kind.value}:{resource}", "refused", action.name)
         raise PermissionDenied(
             f"{principal.name!r} may not {action.name.lower()} {label}: that needs the "
-            f"{action.value.name.lower()} permission on it (ask its owner or an admin)"
+            f"{action.value.name.lower()} permission on {holder} (ask its owner or an admin)"
         )
 
     def require_role(self, role: Role, doing: str) -> Principal:
@@ -327,8 +334,10 @@ def _level_on_experiment(experiment_id: Any) -> Any:
     )
 
 
-_RUN_LEVEL = select(runs.c.experiment_id, _level_on_experiment(runs.c.experiment_id)).where(
-    runs.c.id == bindparam("run_id")
+_RUN_LEVEL = (
+    select(runs.c.experiment_id, experiments.c.name, _level_on_experiment(runs.c.experiment_id))
+    .join_from(runs, experiments, experiments.c.id == runs.c.experiment_id)
+    .where(runs.c.id == bindparam("run_id"))
 )
 _VISIBLE = select(grants.c.resource).where(grants.c.kind == bindparam("kind"), _GRANTEE).distinct()
 # an experiment by name or id, a name before an id (an id matches only what no name does)
