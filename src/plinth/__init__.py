@@ -61,9 +61,15 @@ get_metric_history = _on_default_client(Client.get_metric_history)
 search_runs = _on_default_client(Client.search_runs)
 compare_runs = _on_default_client(Client.compare_runs)
 close_stale_runs = _on_default_client(Client.close_stale_runs)
+rename_run = _on_default_client(Client.rename_run)
+delete_run = _on_default_client(Client.delete_run)
+restore_run = _on_default_client(Client.restore_run)
 create_experiment = _on_default_client(Client.create_experiment)
 get_experiment = _on_default_client(Client.get_experiment)
 list_experiments = _on_default_client(Client.list_experiments)
+rename_experiment = _on_default_client(Client.rename_experiment)
+delete_experiment = _on_default_client(Client.delete_experiment)
+restore_experiment = _on_default_client(Client.restore_experiment)
 list_artifacts = _on_default_client(Client.list_artifacts)
 download_artifact = _on_default_client(Client.download_artifact)
 register_model = _on_default_client(Client.register_model)
@@ -139,6 +145,8 @@ __all__ = [
     "connect",
     "create_experiment",
     "default_client",
+    "delete_experiment",
+    "delete_run",
     "download_artifact",
     "end_run",
     "feature_store",
@@ -164,6 +172,10 @@ __all__ = [
     "recover_runs",
     "register_best",
     "register_model",
+    "rename_experiment",
+    "rename_run",
+    "restore_experiment",
+    "restore_run",
     "rollback",
     "search_runs",
     "seed_everything",
