@@ -213,7 +213,9 @@ class Client(RegistryClient):
                 online = online_store_for(
                     self.settings.resolved_online_uri, timeout=self.settings.online_timeout
                 )
-            self._feature_store = FeatureStore(self.features, offline, online, materializer)
+            self._feature_store = FeatureStore(
+                self.features, offline, online, materializer, self.settings.spark_master
+            )
         return self._feature_store
 
     def read_predictions(

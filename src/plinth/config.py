@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,24 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from plinth.errors import InvalidArgument
+
+# Spark masters Plinth starts sessions on: local mode in this process (all cores, N cores,
+# N cores with F retries per task) or a standalone cluster (several masters under ZooKeeper
+# are listed with commas).
+_SPARK_MASTER = re.compile(
+    r"local(\[([1-9][0-9]*|\*)(,[1-9][0-9]*)?\])?"
+    r"|spark://[^\s/:,]+:[0-9]+(,[^\s/:,]+:[0-9]+)*"
+)
+
+
+def check_spark_master(master: str) -> str:
+    """``master`` if Plinth can start a Spark session on it; else ValueError saying why."""
+    if _SPARK_MASTER.fullmatch(master) is None:
+        raise ValueError(
+            f"{master!r} is not a Spark master Plinth can use: give local[*] (every core of "
+            "this machine), local[N] (N cores) or spark://host:port (a standalone cluster)"
+        )
+    return master
 
 
 class Settings(BaseSettings):
@@ -73,11 +92,21 @@ class Settings(BaseSettings):
     # safe formats): unpickling runs code from whoever registered the package, so loading
     # one is refused unless this, or the caller's trust_pickle=True / --trust-pickle, allows it.
     trust_pickle: bool = Field(default=False, description="load pickled model packages")
+    # Batch jobs on Spark (engine="spark": training data, scoring, pipelines' steps).
+    spark_master: str = Field(
+        default="local[*]",
+        description="Spark master for batch jobs: local[*], local[N] or spark://host:port",
+    )
 
     @field_validator("store_uri", "artifact_uri", "uri", "online_uri", "token", "oidc_jwks")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("spark_master")
+    @classmethod
+    def _a_spark_master(cls, value: str) -> str:
+        return check_spark_master(value.strip())
 
     @classmethod
     def settings_customise_sources(

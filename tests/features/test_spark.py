@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
+from plinth.client import Client
+from plinth.config import load_settings
 from plinth.errors import InvalidArgument
 from plinth.features.retrieval import point_in_time_join
-from plinth.features.spark import local_spark, spark_point_in_time_join
+from plinth.features.spark import local_spark, spark_point_in_time_join, spark_session
 from plinth.features.store import FeatureStore
 from tests.features.test_retrieval import (
     CASES,
@@ -28,7 +31,10 @@ pytest.importorskip("pyspark")  # the "spark" extra
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
-    session = local_spark("plinth-tests")
+    # started as Plinth starts it, on the master its settings name (not the default local[*])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PLINTH_SPARK_MASTER", "local[2]")
+        session = spark_session(load_settings().spark_master, "plinth-tests")
     yield session
     session.stop()
 
@@ -58,6 +64,40 @@ def test_refusals_are_shared(spark: SparkSession, name: str) -> None:
 def test_local_spark_is_reused(spark: SparkSession) -> None:
     assert local_spark() is spark
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+
+
+def test_the_session_runs_on_the_master_the_settings_name(spark: SparkSession) -> None:
+    assert spark.sparkContext.master == "local[2]"
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "4"  # two per local core
+
+
+@pytest.mark.parametrize(
+    "master", ["local", "local[*]", "local[4]", "local[2,3]", "spark://spark-master:7077"]
+)
+def test_spark_masters_plinth_takes(master: str) -> None:
+    assert load_settings(spark_master=master).spark_master == master
+
+
+@pytest.mark.parametrize(
+    "master", ["", "local[0]", "local[two]", "spark://no-port", "yarn", "http://spark:7077"]
+)
+def test_a_bad_spark_master_is_refused_naming_it(
+    master: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    said = f"{master!r} is not a Spark master Plinth can use: give local"
+    with pytest.raises(InvalidArgument, match=f"spark_master: .*{re.escape(said)}"):
+        load_settings(spark_master=master)
+    monkeypatch.setenv("PLINTH_SPARK_MASTER", master)
+    with pytest.raises(InvalidArgument, match=re.escape(said)):
+        load_settings()
+    with pytest.raises(InvalidArgument, match=re.escape(said)):
+        spark_session(master)  # refused before any session starts
+
+
+@pytest.mark.parametrize("fs_client", ["local"], indirect=True)
+def test_a_clients_feature_store_joins_on_its_settings_master(fs_client: Client) -> None:
+    fs_client.settings.spark_master = "spark://spark-master:7077"
+    assert fs_client.feature_store().spark_master == "spark://spark-master:7077"
 
 
 @pytest.mark.parametrize("fs_client", ["local"], indirect=True)

@@ -28,7 +28,7 @@ def score(
     output: Annotated[str, typer.Option("--output", "-o", help="the score history Delta table (folder or URI)")],
     input: Annotated[str | None, typer.Option("--input", "-i", help="a Parquet file or folder, or a Delta table")] = None,
     follow: Annotated[str | None, typer.Option("--follow", help="a folder: score each new Parquet file once; a Delta table: each new commit's rows")] = None,
-    engine: Annotated[str, typer.Option(help="duckdb (in-process) or spark (local mode)")] = "duckdb",
+    engine: Annotated[str, typer.Option(help="duckdb (in-process) or spark (on PLINTH_SPARK_MASTER)")] = "duckdb",
     timestamp_column: Annotated[str, typer.Option(help="input column of the as-of times for features")] = "event_timestamp",
     key: Annotated[list[str] | None, typer.Option("--key", help="input column(s) copied to the scores to identify each row; repeat for several (default: the view's entity keys; for a plain model the input's columns that are entity join keys; else a row number)")] = None,
     job_key: Annotated[str | None, typer.Option(help="the job's idempotence key (default: a hash of model, input and output)")] = None,

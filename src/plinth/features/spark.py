@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
-from plinth.errors import PlinthError
+from plinth.config import check_spark_master
+from plinth.errors import InvalidArgument, PlinthError
 from plinth.features.retrieval import (
     ROW_ID,
     TIME,
@@ -34,23 +35,33 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 
-def local_spark(app_name: str = "plinth", cores: int = 2) -> SparkSession:
-    """A small, quiet local Spark session (UTC, few shuffle partitions, no UI, 1 GB driver).
+def spark_session(master: str = "local[*]", app_name: str = "plinth") -> SparkSession:
+    """A quiet Spark session on ``master`` (``Settings.spark_master``: ``local[*]``,
+    ``local[N]`` or ``spark://host:port``): UTC, no UI, a 1 GB driver; in local mode, few
+    shuffle partitions.
 
     The first call starts it; later calls return the running session whatever they ask."""
     from pyspark.sql import SparkSession
 
-    # Local mode needs no network address; binding to loopback also skips Spark's warning
-    # about the host name resolving to one.
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # Python workers (UDFs) run this interpreter, which has plinth, not python3 from PATH.
+    try:
+        check_spark_master(master)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    builder = SparkSession.builder.master(master).appName(app_name)
+    if master.startswith("local"):
+        # Local mode needs no network address; binding to loopback also skips Spark's
+        # warning about the host name resolving to one. (On a cluster, executors connect
+        # back to this driver, so it must keep its routable address.)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        partitions = str(2 * _local_cores(master))
+        builder = builder.config("spark.sql.shuffle.partitions", partitions).config(
+            "spark.default.parallelism", partitions
+        )
+    # Python workers (UDFs) run this interpreter, which has plinth, not python3 from PATH;
+    # a cluster's workers need the same path (the Plinth image) or their own PYSPARK_PYTHON.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return (
-        SparkSession.builder.master(f"local[{cores}]")
-        .appName(app_name)
-        .config("spark.driver.memory", "1g")
-        .config("spark.sql.shuffle.partitions", str(cores * 2))
-        .config("spark.default.parallelism", str(cores * 2))
+        builder.config("spark.driver.memory", "1g")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
@@ -58,6 +69,18 @@ def local_spark(app_name: str = "plinth", cores: int = 2) -> SparkSession:
         .config("spark.log.level", "ERROR")
         .getOrCreate()
     )
+
+
+def local_spark(app_name: str = "plinth", cores: int = 2) -> SparkSession:
+    """``spark_session`` in local mode on ``cores`` cores."""
+    return spark_session(f"local[{cores}]", app_name)
+
+
+def _local_cores(master: str) -> int:
+    cores = master.partition("[")[2].rstrip("]").split(",")[0]  # "local" runs on one
+    if cores == "*":
+        return os.cpu_count() or 1
+    return int(cores or 1)
 
 
 def spark_point_in_time_join(

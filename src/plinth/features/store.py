@@ -195,8 +195,10 @@ class FeatureStore(ViewsMixin):
         offline: OfflineTables,
         online: OnlineStore,
         materializer: Materializer | None = None,
+        spark_master: str = "local[*]",
     ) -> None:
         self.service = service
+        self.spark_master = spark_master  # where engine="spark" runs (Settings.spark_master)
         self.offline = offline
         self.online = online
         self.materializer = materializer
@@ -315,9 +317,10 @@ class FeatureStore(ViewsMixin):
             as_of = None if commits is None else commits[group.ref]
             requests.append(FeatureRequest(group, self.offline.dataset(group, as_of), wanted))
         if engine == "spark":
-            from plinth.features.spark import local_spark, spark_point_in_time_join
+            from plinth.features.spark import spark_point_in_time_join, spark_session
 
-            return spark_point_in_time_join(local_spark(), entity, requests, timestamp_column)
+            spark = spark_session(self.spark_master)
+            return spark_point_in_time_join(spark, entity, requests, timestamp_column)
         return point_in_time_join(entity, requests, timestamp_column)
 
     # -- online ------------------------------------------------------------------------

@@ -350,7 +350,7 @@ def _server_feature_store(settings: Settings, features: FeatureService) -> Featu
 
     offline = OfflineStore(settings.resolved_artifact_uri)
     online = online_store_for(settings.resolved_online_uri, timeout=settings.online_timeout)
-    return FeatureStore(features, offline, online)
+    return FeatureStore(features, offline, online, spark_master=settings.spark_master)
 
 
 def _install_fast_posts(

@@ -430,7 +430,10 @@ class Scorer:
                     table = enrich_offline(store, served.view, chunk, options.timestamp_column)
             frame = model_frame(served, table.to_pandas())
             if options.engine == "spark":
-                scores, probas = _predict_spark(served.predictor, frame, options.probabilities)
+                master = self.client.settings.spark_master
+                scores, probas = _predict_spark(
+                    served.predictor, frame, options.probabilities, master
+                )
             else:
                 scores, probas = predict(served.predictor, frame, options.probabilities)
         except InvalidArgument as e:
@@ -552,15 +555,15 @@ def _one_column(result: Any, rows: int) -> pa.Array:
 
 
 def _predict_spark(
-    predictor: Predictor, frame: pd.DataFrame, probabilities: bool
+    predictor: Predictor, frame: pd.DataFrame, probabilities: bool, master: str
 ) -> tuple[pa.Array, dict[str, pa.Array]]:
     """``predict`` on Spark: the rows are partitioned, each partition scored by a Python
     worker holding the predictor (``mapInArrow``), and put back in order."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from plinth.features.spark import local_spark
+    from plinth.features.spark import spark_session
 
-    spark = local_spark()
+    spark = spark_session(master)
     probe, probe_probas = predict(predictor, frame.head(1), probabilities)
     schema = pa.schema(
         [(_ROW_ID, pa.int64()), ("score", probe.type)] + [(n, pa.float64()) for n in probe_probas]
