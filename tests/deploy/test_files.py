@@ -43,12 +43,17 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-def plinth_services() -> dict[str, dict[str, Any]]:
+def services_running(program: str) -> dict[str, dict[str, Any]]:
+    """Compose's services of a Plinth image whose command runs ``program``."""
     return {
         name: service
         for name, service in compose()["services"].items()
-        if service.get("image", "").startswith("plinth")
+        if service.get("image", "").startswith("plinth") and service["command"][0] == program
     }
+
+
+def plinth_services() -> dict[str, dict[str, Any]]:
+    return services_running("plinth")
 
 
 def k8s_documents() -> list[dict[str, Any]]:
@@ -57,12 +62,13 @@ def k8s_documents() -> list[dict[str, Any]]:
     ]
 
 
-def k8s_containers() -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(workload, container) of every Deployment and Job."""
+def k8s_containers(program: str = "plinth") -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, container) of every Deployment and Job whose command runs ``program``."""
     found = []
     for doc in k8s_documents():
         if doc["kind"] in ("Deployment", "Job"):
-            found.extend((doc, c) for c in doc["spec"]["template"]["spec"]["containers"])
+            containers = doc["spec"]["template"]["spec"]["containers"]
+            found.extend((doc, c) for c in containers if c["command"][0] == program)
     return found
 
 
@@ -123,6 +129,7 @@ def test_every_setting_the_files_give_exists_and_is_valid(monkeypatch: pytest.Mo
     assert settings.store_uri is not None and settings.store_uri.startswith("postgresql+psycopg://")
     assert settings.artifact_uri is not None and settings.artifact_uri.startswith("s3://")
     assert settings.online_uri is not None and settings.online_uri.startswith("redis://")
+    assert settings.spark_master.startswith("spark://")
 
 
 def test_the_image_installs_the_extras_that_exist() -> None:
@@ -271,6 +278,77 @@ def test_k8s_ports_probes_and_config_line_up() -> None:
     assert sorted(listed) == sorted(
         p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
     )
+
+
+# -- Spark for batch jobs ----------------------------------------------------------------
+
+SPARK_MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+SPARK_WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+
+
+def master_url(host: str, port: int) -> str:
+    return f"spark://{host}:{port}"
+
+
+def test_compose_runs_batch_jobs_on_its_spark_cluster() -> None:
+    spark = services_running("spark-class")
+    masters = [n for n, s in spark.items() if s["command"][1] == SPARK_MASTER_CLASS]
+    workers = [n for n, s in spark.items() if s["command"][1] == SPARK_WORKER_CLASS]
+    assert len(masters) == 1 and len(workers) == 2 and len(spark) == 3
+    master = masters[0]
+    url = master_url(master, int(option(spark[master]["command"], "--port")))
+    for name in workers:
+        assert spark[name]["command"][2] == url, name
+        assert spark[name]["depends_on"][master]["condition"] == "service_healthy", name
+    # every Plinth service told to use Spark uses this cluster, and starts after its workers
+    users = {
+        n: s for n, s in plinth_services().items() if "PLINTH_SPARK_MASTER" in s["environment"]
+    }
+    assert list(users) == ["batch-score"]
+    for name, service in users.items():
+        assert service["environment"]["PLINTH_SPARK_MASTER"] == url, name
+        assert {w: "service_healthy" for w in workers} == {
+            w: service["depends_on"][w]["condition"] for w in workers
+        }
+    # the driver and the workers run one image, with Java and the spark extra (pyspark
+    # brings spark-class), so that the workers' Python can run what the driver sends
+    for name in [*spark, *users]:
+        service = compose()["services"][name]
+        assert service["image"] == "plinth-batch:0.1.0", name
+        assert "spark" in service["build"]["args"]["EXTRAS"].split(","), name
+        assert service["build"]["args"]["WITH_JAVA"] == "true", name
+        check = service.get("healthcheck", {}).get("test")
+        if name in spark:  # the master's and workers' web UI, on the port they are given
+            assert port_of(check[-1])[1] == int(option(service["command"], "--webui-port"))
+
+
+def test_k8s_runs_batch_jobs_on_its_spark_cluster() -> None:
+    docs = k8s_documents()
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    spark = k8s_containers("spark-class")
+    masters = [(w, c) for w, c in spark if c["command"][1] == SPARK_MASTER_CLASS]
+    workers = [(w, c) for w, c in spark if c["command"][1] == SPARK_WORKER_CLASS]
+    assert len(masters) == 1 and len(workers) == 1 and len(spark) == 2
+    (master, container), (worker, worker_container) = masters[0], workers[0]
+    assert master["spec"]["replicas"] == 1 and worker["spec"]["replicas"] == 2
+    service = services[master["metadata"]["name"]]
+    assert service["spec"]["selector"] == master["spec"]["selector"]["matchLabels"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["spark"] == int(option(container["command"], "--port"))
+    by_name = {p["targetPort"]: p["port"] for p in service["spec"]["ports"]}
+    url = master_url(service["metadata"]["name"], by_name["spark"])
+    assert config["PLINTH_SPARK_MASTER"] == url
+    assert worker_container["command"][2] == url
+    # pods that start Spark jobs and the cluster run the batch image
+    images = {i["name"] for i in yaml.safe_load((K8S / "kustomization.yaml").read_text())["images"]}
+    assert "plinth-batch" in images
+    for workload, found in [*spark, *k8s_containers()]:
+        if workload["metadata"]["name"] in (
+            "plinth-scheduler",
+            *(w["metadata"]["name"] for w, _ in spark),
+        ):
+            assert found["image"] == "plinth-batch", workload["metadata"]["name"]
 
 
 # -- the tools' own checks, where they are installed --------------------------------------
