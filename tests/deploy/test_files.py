@@ -64,7 +64,7 @@ def k8s_documents() -> list[dict[str, Any]]:
 
 def k8s_containers(program: str = "plinth") -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(workload, container) of every Deployment and Job whose command runs ``program``."""
-    found = []
+    found: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for doc in k8s_documents():
         if doc["kind"] in ("Deployment", "Job"):
             containers = doc["spec"]["template"]["spec"]["containers"]
