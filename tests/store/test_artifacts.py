@@ -282,6 +282,7 @@ def test_safe_relpath_normalises(raw: str, clean: str) -> None:
         ("", "empty"),
         (".", "root"),
         ("./", "root"),
+        ("model/.x.plinth-tmp", "writes in flight"),
     ],
 )
 def test_safe_relpath_refuses(bad: str, reason: str) -> None:

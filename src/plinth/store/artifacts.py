@@ -60,6 +60,8 @@ def safe_relpath(path: str, *, allow_root: bool = False) -> str:
         )
     if not parts:
         raise refuse("it names the artifact root itself")
+    if parts[-1].endswith(_TMP_SUFFIX):  # the name of a write in flight, never listed
+        raise refuse(f"names ending in {_TMP_SUFFIX!r} are kept for writes in flight")
     return "/".join(parts)
 
 
