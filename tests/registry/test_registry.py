@@ -384,6 +384,34 @@ class TestHousekeeping:
         with pytest.raises(plinth.NotFound):
             client.registry.get_registered_model("nothing")
 
+    def test_tags_are_deleted_one_by_one(
+        self, client: Client, churn_model: Any, churn_data: Data
+    ) -> None:
+        client.registry.create_registered_model("churn", tags={"team": "risk", "tier": "1"})
+        mv = register(client, churn_model, churn_data)
+        client.registry.update_model_version("churn", mv.version, tags={"a": "1", "b": "2"})
+        client.registry.delete_registered_model_tag("churn", "team")
+        client.registry.delete_model_version_tag("churn", mv.version, "a")
+        assert client.registry.get_registered_model("churn").tags == {"tier": "1"}
+        assert client.get_model_version("churn", mv.version).tags == {"b": "2"}
+        with pytest.raises(plinth.NotFound, match="model 'churn' has no tag 'team'"):
+            client.registry.delete_registered_model_tag("churn", "team")
+        with pytest.raises(plinth.NotFound, match="models:/churn/1 has no tag 'a'"):
+            client.registry.delete_model_version_tag("churn", mv.version, "a")
+        with pytest.raises(plinth.NotFound, match="no version 9"):
+            client.registry.delete_model_version_tag("churn", 9, "b")
+        with pytest.raises(plinth.NotFound, match="'nothing'"):
+            client.registry.delete_registered_model_tag("nothing", "tier")
+        tag_changes = [
+            (h.version, h.from_value, h.to_value)
+            for h in client.model_history("churn")
+            if h.action == "tags"
+        ]
+        assert tag_changes[-2:] == [
+            (None, '{"team": "risk", "tier": "1"}', '{"tier": "1"}'),
+            (1, '{"a": "1", "b": "2"}', '{"b": "2"}'),
+        ]
+
 
 @pytest.mark.integration
 def test_postgres_and_s3(

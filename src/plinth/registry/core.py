@@ -148,6 +148,21 @@ class RegistryCore(PackageFiles):
             )
         return self._registered_model(name)
 
+    @endpoint("DELETE", "/models/{name}/tags")
+    @guarded(Action.WRITE, Kind.MODEL, "name")
+    def delete_registered_model_tag(self, name: str, key: str) -> None:
+        """Remove one tag of a model (NotFound when it has no such tag)."""
+        with self.store.write() as conn:
+            self._lock(conn, name)
+            before = self._model_row(conn, name).tags
+            after = _without(json.loads(before), key, f"model {name!r}")
+            conn.execute(
+                update(registered_models)
+                .where(registered_models.c.name == name)
+                .values(tags=after, updated_at=now_ms())
+            )
+            self._history(conn, name, None, "tags", before, after)
+
     @endpoint("POST", "/models/{name}/gates")
     @guarded(Action.MANAGE, Kind.MODEL, "name")
     def set_gates(self, name: str, gates: list[Gate]) -> list[Gate]:
@@ -359,6 +374,19 @@ class RegistryCore(PackageFiles):
                     update(model_versions).where(*_version_is(name, version)).values(values)
                 )
         return self._version(name, version)
+
+    @endpoint("DELETE", "/models/{name}/versions/{version}/tags")
+    @guarded(Action.WRITE, Kind.MODEL, "name")
+    def delete_model_version_tag(self, name: str, version: int, key: str) -> None:
+        """Remove one tag of a version (NotFound when it has no such tag)."""
+        with self.store.write() as conn:
+            self._lock(conn, name)
+            before = json.dumps(self._load_version(conn, name, version).tags, sort_keys=True)
+            after = _without(json.loads(before), key, f"models:/{name}/{version}")
+            conn.execute(
+                update(model_versions).where(*_version_is(name, version)).values(tags=after)
+            )
+            self._history(conn, name, version, "tags", before, after)
 
     @endpoint("DELETE", "/models/{name}/versions/{version}")
     @guarded(Action.MANAGE, Kind.MODEL, "name")
@@ -651,6 +679,13 @@ class RegistryCore(PackageFiles):
 
 def _version_is(name: str, version: int) -> tuple[Any, Any]:
     return model_versions.c.model_name == name, model_versions.c.version == version
+
+
+def _without(tags: dict[str, str], key: str, owner: str) -> str:
+    """``tags`` without ``key``, as stored; NotFound when they have no such key."""
+    if key not in tags:
+        raise NotFound(f"{owner} has no tag {key!r}")
+    return json.dumps({k: v for k, v in tags.items() if k != key}, sort_keys=True)
 
 
 def _opt(value: int | None) -> str | None:

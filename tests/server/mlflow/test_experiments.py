@@ -20,12 +20,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 API = "/api/2.0/mlflow"
-# Tests of the operations the lifecycle helper adds to TrackingService (issue 16, section
-# A): they run once that work is merged.
-section_a = pytest.mark.skipif(
-    not hasattr(TrackingService, "delete_experiment"),
-    reason="needs issue 16 section A (TrackingService delete/restore/rename), not merged yet",
-)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +80,9 @@ def test_create_and_get_answer_mlflows_shape(api: Any, tracking: TrackingService
         "artifact_location": f"mlflow-artifacts:/{experiment_id}",
         "lifecycle_stage": "active",
         "last_update_time": created,
-        "tags": [
-            {"key": "team", "value": "risk"},
+        "tags": [  # by key
             {"key": "mlflow.note.content", "value": "churn"},
+            {"key": "team", "value": "risk"},
         ],
     }
     # an ordinary Plinth experiment: MLflow's note is its description
@@ -217,7 +211,6 @@ def test_search_answers_only_what_the_caller_may_see_by_going_through_the_servic
     assert [e["name"] for e in search(api, view_type=1)["experiments"]] == ["churn"]
 
 
-@section_a
 def test_update_renames(api: Any, tracking: TrackingService) -> None:
     experiment_id = create(api, "churn")
     create(api, "taken")
@@ -230,7 +223,6 @@ def test_update_renames(api: Any, tracking: TrackingService) -> None:
     assert_error(response, 400, "RESOURCE_ALREADY_EXISTS")
 
 
-@section_a
 def test_delete_and_restore(api: Any) -> None:
     experiment_id = create(api, "churn")
     create(api, "fraud")
@@ -247,7 +239,6 @@ def test_delete_and_restore(api: Any) -> None:
     assert_error(response, 404, "RESOURCE_DOES_NOT_EXIST")
 
 
-@section_a
 def test_delete_experiment_tag(api: Any, tracking: TrackingService) -> None:
     experiment_id = create(api, "churn", tags=[{"key": "a", "value": "1"}])
     body = {"experiment_id": experiment_id, "key": "a"}

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query
+from pydantic import ConfigDict, Field
 
-from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from plinth.errors import Conflict, InvalidArgument
+from plinth.server.mlflow.artifacts import files_json
 from plinth.server.mlflow.codes import ARTIFACTS_SCHEME, PREFIX
-from plinth.server.mlflow.common import Services
+from plinth.server.mlflow.common import Body, Services, Tag, experiment_by_id, pairs
 from plinth.tracking.logged_models import LoggedModel, LoggedModelService, LoggedModelStatus
 
-DEFAULT_EXPERIMENT = "Default"
 # proto enums arrive by name or by number
 _STATUS_NUMBERS = {
     1: "LOGGED_MODEL_PENDING",
@@ -22,13 +22,8 @@ _STATUS_NUMBERS = {
 }
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
-
-
-class KeyValue(_Body):
-    key: str
-    value: str = ""  # proto JSON leaves out an empty string
+class _Body(Body):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)  # "experiment_id": 0
 
 
 class CreateLoggedModel(_Body):
@@ -36,20 +31,20 @@ class CreateLoggedModel(_Body):
     name: str | None = None
     model_type: str | None = None
     source_run_id: str | None = None
-    params: list[KeyValue] = Field(default_factory=list)
-    tags: list[KeyValue] = Field(default_factory=list)
+    params: list[Tag] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list)
 
 
 class FinalizeLoggedModel(_Body):
-    status: str
+    status: str  # a proto enum: by name or by number
 
 
 class SetTags(_Body):
-    tags: list[KeyValue] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list)
 
 
 class LogParams(_Body):
-    params: list[KeyValue] = Field(default_factory=list)
+    params: list[Tag] = Field(default_factory=list)
 
 
 class OrderBy(_Body):
@@ -89,19 +84,15 @@ def model_json(model: LoggedModel) -> dict[str, Any]:
         "status": model.status.value,
         "model_type": model.model_type,
         "status_message": model.status_message,
-        "tags": _pairs(model.tags),
+        "tags": pairs(model.tags),
     }
     if model.source_run_id:
         info["source_run_id"] = model.source_run_id
-    return {"info": info, "data": {"params": _pairs(model.params), "metrics": []}}
+    return {"info": info, "data": {"params": pairs(model.params), "metrics": []}}
 
 
-def _pairs(values: dict[str, str]) -> list[dict[str, str]]:
-    return [{"key": k, "value": v} for k, v in sorted(values.items())]
-
-
-def _dict(pairs: list[KeyValue]) -> dict[str, str]:
-    return {p.key: p.value for p in pairs}
+def _dict(items: list[Tag]) -> dict[str, str]:
+    return {p.key: p.value for p in items}
 
 
 def _status(value: str) -> LoggedModelStatus:
@@ -115,30 +106,19 @@ def _status(value: str) -> LoggedModelStatus:
         ) from None
 
 
-def _experiment(services: Services, ref: str) -> str:
-    """MLflow's default experiment "0" (the client's when none is set) is Plinth's
-    experiment named "Default", made on first use. (To share with the experiments module.)"""
-    if ref != "0":
-        return ref
-    tracking = services.tracking
-    try:
-        return tracking.get_experiment(DEFAULT_EXPERIMENT).id
-    except NotFound:
-        try:
-            return tracking.create_experiment(DEFAULT_EXPERIMENT).id
-        except AlreadyExists:  # made meanwhile by another request
-            return tracking.get_experiment(DEFAULT_EXPERIMENT).id
-
-
 def routes(services: Services) -> APIRouter:
     router = APIRouter()
     models = LoggedModelService(services.store, services.artifacts)
+
+    def experiment(ref: str) -> str:
+        return experiment_by_id(services.tracking, ref).id
+
     base = f"{PREFIX}/logged-models"
 
     @router.post(base)
-    def create_logged_model(body: Annotated[CreateLoggedModel, Body()]) -> dict[str, Any]:
+    def create_logged_model(body: CreateLoggedModel) -> dict[str, Any]:
         created = models.create(
-            _experiment(services, body.experiment_id),
+            experiment(body.experiment_id),
             name=body.name or None,
             model_type=body.model_type or "",
             source_run_id=body.source_run_id or None,
@@ -148,14 +128,14 @@ def routes(services: Services) -> APIRouter:
         return {"model": model_json(created)}
 
     @router.post(f"{base}/search")
-    def search_logged_models(body: Annotated[SearchLoggedModels, Body()]) -> dict[str, Any]:
+    def search_logged_models(body: SearchLoggedModels) -> dict[str, Any]:
         if body.datasets or any(o.dataset_name for o in body.order_by):
             raise InvalidArgument(
                 "datasets are not supported in logged model searches: Plinth's logged models "
                 "carry no metrics"
             )
         page = models.search(
-            [_experiment(services, e) for e in body.experiment_ids],
+            [experiment(e) for e in body.experiment_ids],
             filter=body.filter,
             order_by=[(o.field_name, o.ascending) for o in body.order_by],
             max_results=body.max_results or 50,
@@ -171,9 +151,7 @@ def routes(services: Services) -> APIRouter:
         return {"model": model_json(models.get(model_id))}
 
     @router.patch(f"{base}/{{model_id}}")
-    def finalize_logged_model(
-        model_id: str, body: Annotated[FinalizeLoggedModel, Body()]
-    ) -> dict[str, Any]:
+    def finalize_logged_model(model_id: str, body: FinalizeLoggedModel) -> dict[str, Any]:
         return {"model": model_json(models.finalize(model_id, _status(body.status)))}
 
     @router.delete(f"{base}/{{model_id}}")
@@ -182,7 +160,7 @@ def routes(services: Services) -> APIRouter:
         return {}
 
     @router.patch(f"{base}/{{model_id}}/tags")
-    def set_logged_model_tags(model_id: str, body: Annotated[SetTags, Body()]) -> dict[str, Any]:
+    def set_logged_model_tags(model_id: str, body: SetTags) -> dict[str, Any]:
         return {"model": model_json(models.set_tags(model_id, _dict(body.tags)))}
 
     @router.delete(f"{base}/{{model_id}}/tags/{{key:path}}")
@@ -191,9 +169,7 @@ def routes(services: Services) -> APIRouter:
         return {}
 
     @router.post(f"{base}/{{model_id}}/params")
-    def log_logged_model_params(
-        model_id: str, body: Annotated[LogParams, Body()]
-    ) -> dict[str, Any]:
+    def log_logged_model_params(model_id: str, body: LogParams) -> dict[str, Any]:
         try:
             models.log_params(model_id, _dict(body.params))
         except Conflict as exc:  # MLflow calls a changed param an invalid value
@@ -201,7 +177,7 @@ def routes(services: Services) -> APIRouter:
         return {}
 
     @router.post(f"{PREFIX}/runs/outputs")
-    def log_outputs(body: Annotated[LogOutputs, Body()]) -> dict[str, Any]:
+    def log_outputs(body: LogOutputs) -> dict[str, Any]:
         models.log_outputs(body.run_id, [m.model_id for m in body.models])
         return {}
 
@@ -217,15 +193,9 @@ def routes(services: Services) -> APIRouter:
             raise InvalidArgument("give run_id: the run whose artifacts to list")
         entries = services.tracking.list_artifacts(run, path or "")
         experiment_id = services.tracking.access.run_experiment(run)
-        files = []
-        for entry in entries:
-            item: dict[str, Any] = {"path": entry.path, "is_dir": entry.is_dir}
-            if not entry.is_dir and entry.size is not None:
-                item["file_size"] = entry.size
-            files.append(item)
         return {
             "root_uri": f"{ARTIFACTS_SCHEME}/{experiment_id}/{run}/artifacts",
-            "files": files,
+            "files": files_json(entries),
         }
 
     return router

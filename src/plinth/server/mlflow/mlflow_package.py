@@ -23,16 +23,14 @@ from urllib.parse import urlsplit
 
 import yaml  # type: ignore[import-untyped]  # comes with uvicorn[standard]
 from pydantic import TypeAdapter
-from sqlalchemy import select
 
-from plinth.auth.types import Action
 from plinth.errors import InvalidArgument, NotFound
 from plinth.registry.package import MANIFEST, MODEL_FOLDER, _plinth_version
 from plinth.registry.types import ColumnSpec, Manifest, ModelVersion, Signature
 from plinth.registry.uris import check_model_name
 from plinth.server.mlflow.common import Services
 from plinth.store.artifacts import safe_relpath
-from plinth.store.schema import logged_models
+from plinth.tracking.logged_models import LoggedModelService
 
 FLAVOR = "mlflow"
 #: a version made here keeps the source it was registered from in these tags
@@ -102,21 +100,6 @@ def resolve_source(services: Services, uri: str) -> Source:
     )
 
 
-def logged_model_location(services: Services, model_id: str) -> tuple[str, str, str | None]:
-    """A logged model's experiment, artifact folder and source run, read from the
-    ``logged_models`` table (the caller's right to read it is checked by the caller)."""
-    lm = logged_models.c
-    with services.store.read() as conn:
-        row = conn.execute(
-            select(lm.experiment_id, lm.artifact_path, lm.source_run_id).where(
-                lm.id == model_id, lm.deleted_at.is_(None)
-            )
-        ).first()
-    if row is None:
-        raise NotFound(f"logged model {model_id!r} does not exist")
-    return row.experiment_id, row.artifact_path, row.source_run_id
-
-
 def _run_source(
     services: Services, uri: str, run_id: str, path: str, experiment_id: str | None = None
 ) -> Source:
@@ -138,14 +121,19 @@ def _run_source(
 def _logged_model_source(
     services: Services, uri: str, model_id: str, path: str, experiment_id: str | None = None
 ) -> Source:
-    found, artifact_path, run_id = logged_model_location(services, model_id)
-    if experiment_id is not None and found != experiment_id:
+    # read on its experiment; NotFound for a model that is not there (or deleted)
+    model = LoggedModelService(services.store, services.artifacts).get(model_id)
+    if experiment_id is not None and model.experiment_id != experiment_id:
         raise NotFound(f"source {uri!r}: experiment {experiment_id} has no model {model_id}")
-    if not services.registry.access.require_experiment(Action.READ, found):
-        raise NotFound(f"logged model {model_id!r} does not exist")
-    root = safe_relpath(f"{artifact_path}/{path}" if path else artifact_path)
+    folder = model.artifact_path
+    root = safe_relpath(f"{folder}/{path}" if path else folder)
     return Source(
-        uri, root, _store_lister(services), services.artifacts.open_read, run_id, model_id
+        uri,
+        root,
+        _store_lister(services),
+        services.artifacts.open_read,
+        model.source_run_id,
+        model_id,
     )
 
 

@@ -10,24 +10,18 @@ into a Plinth package (``mlflow_package.py``) and keeps the source in the tags
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import update
+from pydantic import Field
 
-from plinth.auth.types import Action, Kind
-from plinth.errors import InvalidArgument, NotFound
+from plinth.errors import InvalidArgument
 from plinth.registry.package import MODEL_FOLDER
 from plinth.registry.types import ModelVersion, RegisteredModel, Stage
 from plinth.server.mlflow import mlflow_package as packages
 from plinth.server.mlflow.codes import ARTIFACTS_SCHEME, PREFIX
-from plinth.server.mlflow.common import Services
+from plinth.server.mlflow.common import Body, Services, Tag, ms, pairs
 from plinth.server.mlflow.registry_filters import MODELS, VERSIONS, page, parse_filter
-from plinth.store.schema import model_versions, registered_models
-from plinth.store.sql import now_ms
 
 _STAGES_OUT = {
     Stage.DEVELOPMENT: "None",
@@ -46,21 +40,12 @@ _HIDDEN_TAGS = (packages.SOURCE_TAG, packages.MODEL_ID_TAG)
 _Json = dict[str, Any]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _Tag(_Body):
-    key: str
-    value: str = ""
-
-
-class _Named(_Body):
+class _Named(Body):
     name: str
 
 
 class _CreateModel(_Named):
-    tags: list[_Tag] = []
+    tags: list[Tag] = Field(default_factory=list)
     description: str = ""
 
 
@@ -78,7 +63,7 @@ class _ModelTag(_Named):
 
 
 class _LatestVersions(_Named):
-    stages: list[str] = []
+    stages: list[str] = Field(default_factory=list)
 
 
 class _Alias(_Named):
@@ -93,7 +78,7 @@ class _Version(_Named):
 class _CreateVersion(_Named):
     source: str
     run_id: str | None = None
-    tags: list[_Tag] = []
+    tags: list[Tag] = Field(default_factory=list)
     description: str = ""
 
 
@@ -125,12 +110,8 @@ def _stage_in(stage: str) -> Stage:
     return found
 
 
-def _ms(when: datetime) -> int:
-    return round(when.timestamp() * 1000)
-
-
-def _tag_list(tags: dict[str, str]) -> list[_Json]:
-    return [{"key": k, "value": v} for k, v in sorted(tags.items()) if k not in _HIDDEN_TAGS]
+def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return pairs({k: v for k, v in tags.items() if k not in _HIDDEN_TAGS})
 
 
 def download_uri(name: str, version: int) -> str:
@@ -142,8 +123,8 @@ def version_json(v: ModelVersion) -> _Json:
     found: _Json = {
         "name": v.model_name,
         "version": str(v.version),
-        "creation_timestamp": _ms(v.created_at),
-        "last_updated_timestamp": _ms(v.created_at),
+        "creation_timestamp": ms(v.created_at),
+        "last_updated_timestamp": ms(v.created_at),
         "user_id": v.owner,
         "current_stage": _STAGES_OUT[v.stage],
         "description": v.description,
@@ -159,7 +140,7 @@ def version_json(v: ModelVersion) -> _Json:
     return found
 
 
-def _tags_in(tags: list[_Tag]) -> dict[str, str]:
+def _tags_in(tags: list[Tag]) -> dict[str, str]:
     found = {t.key: t.value for t in tags}
     for key in found:
         _check_tag_key(key)
@@ -190,8 +171,8 @@ def routes(services: Services) -> APIRouter:
     def model_json(m: RegisteredModel) -> _Json:
         return {
             "name": m.name,
-            "creation_timestamp": _ms(m.created_at),
-            "last_updated_timestamp": _ms(m.updated_at),
+            "creation_timestamp": ms(m.created_at),
+            "last_updated_timestamp": ms(m.updated_at),
             "user_id": m.owner,
             "description": m.description,
             "latest_versions": latest_in(m.name, []),
@@ -233,7 +214,7 @@ def routes(services: Services) -> APIRouter:
     @router.delete("/registered-models/delete")
     def delete_model(request: Request, body: _Named | None = None) -> _Json:
         args = body or _Named(name=_query(request, "name"))
-        registry.delete_registered_model(args.name)  # type: ignore[attr-defined]  # section A
+        registry.delete_registered_model(args.name)
         return {}
 
     @router.get("/registered-models/search")
@@ -282,7 +263,8 @@ def routes(services: Services) -> APIRouter:
     @router.delete("/registered-models/delete-tag")
     def delete_model_tag(request: Request, body: _ModelTag | None = None) -> _Json:
         args = body or _ModelTag(name=_query(request, "name"), key=_query(request, "key"))
-        _drop_tag(services, args.name, None, args.key)
+        _check_tag_key(args.key)
+        registry.delete_registered_model_tag(args.name, args.key)
         return {}
 
     @router.post("/registered-models/alias")
@@ -412,7 +394,8 @@ def routes(services: Services) -> APIRouter:
             version=_query(request, "version"),
             key=_query(request, "key"),
         )
-        _drop_tag(services, args.name, _number(args.version), args.key)
+        _check_tag_key(args.key)
+        registry.delete_model_version_tag(args.name, _number(args.version), args.key)
         return {}
 
     return router
@@ -428,8 +411,8 @@ def _query(request: Request, key: str) -> str:
 def _model_fields(m: RegisteredModel) -> dict[str, Any]:
     return {
         "name": m.name,
-        "creation_timestamp": _ms(m.created_at),
-        "last_updated_timestamp": _ms(m.updated_at),
+        "creation_timestamp": ms(m.created_at),
+        "last_updated_timestamp": ms(m.updated_at),
     }
 
 
@@ -439,44 +422,10 @@ def _version_fields(v: ModelVersion) -> dict[str, Any]:
         "version_number": v.version,
         "run_id": v.run_id,
         "source_path": v.tags.get(packages.SOURCE_TAG) or download_uri(v.model_name, v.version),
-        "creation_timestamp": _ms(v.created_at),
-        "last_updated_timestamp": _ms(v.created_at),
+        "creation_timestamp": ms(v.created_at),
+        "last_updated_timestamp": ms(v.created_at),
     }
 
 
 def _visible_tags(v: ModelVersion) -> dict[str, str]:
     return {k: val for k, val in v.tags.items() if k not in _HIDDEN_TAGS}
-
-
-def _drop_tag(services: Services, name: str, version: int | None, key: str) -> None:
-    """Remove one tag of a model (``version`` None) or of a version: editor on the model,
-    recorded in its history like a tag change. The registry service merges tags but has
-    no operation that removes one; this belongs there."""
-    registry = services.registry
-    _check_tag_key(key)
-    registry.access.require(Action.WRITE, Kind.MODEL, name, repr(name))
-    with registry.store.write() as conn:
-        registry._lock(conn, name)
-        if version is None:
-            tags: dict[str, str] = json.loads(registry._model_row(conn, name).tags)
-        else:
-            tags = dict(registry._load_version(conn, name, version).tags)
-        if key not in tags:
-            where = f"model {name!r}" + ("" if version is None else f" version {version}")
-            raise NotFound(f"{where} has no tag {key!r}")
-        before = json.dumps(tags, sort_keys=True)
-        del tags[key]
-        after = json.dumps(tags, sort_keys=True)
-        if version is None:
-            conn.execute(
-                update(registered_models)
-                .where(registered_models.c.name == name)
-                .values(tags=after, updated_at=now_ms())
-            )
-        else:
-            conn.execute(
-                update(model_versions)
-                .where(model_versions.c.model_name == name, model_versions.c.version == version)
-                .values(tags=after)
-            )
-        registry._history(conn, name, version, "tags", before, after)

@@ -1,6 +1,7 @@
 """MLflow's search filters and order_by for registered models and model versions:
-``name = 'x' AND tags.`a b` LIKE 'y%'``, comparisons joined by AND, parsed here and applied
-in Python to what the registry service lists (never spliced into SQL)."""
+``name = 'x' AND tags.`a b` LIKE 'y%'``, comparisons joined by AND, read by the runs'
+parser (``filters.parse``), checked here and applied in Python to what the registry service
+lists (never spliced into SQL)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plinth.errors import InvalidArgument
+from plinth.server.mlflow.filters import Comparison, like, parse
 from plinth.store.sql import decode_page_token, encode_page_token
 
 
@@ -34,12 +36,6 @@ VERSIONS = _Spec(
     (("name", True), ("version_number", False)),
 )
 _PROMPT_TAG = "mlflow.prompt.is_prompt"  # MLflow clients filter prompts out by it
-_TOKEN = re.compile(
-    r"""\s*(?:(?P<string>'(?:[^']|'')*'|"(?:[^"\\]|\\.)*")|(?P<number>-?\d+)(?![\w.])
-    |(?P<op>!=|<>|<=|>=|=|<|>|\(|\)|,)
-    |(?P<word>[A-Za-z_][A-Za-z0-9_]*(?:\.(?:`[^`]+`|"[^"]+"|[A-Za-z0-9_.\-]+))?|`[^`]+`))""",
-    re.X,
-)
 _OPS = {
     "string": {"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"},
     "number": {"=", "!=", "<", "<=", ">", ">="},
@@ -75,91 +71,30 @@ class Filter:
 
 
 def parse_filter(text: str | None, spec: _Spec) -> Filter:
-    tokens = _tokens(text or "")
-    clauses: list[_Clause] = []
-    i = 0
-    while i < len(tokens):
-        if clauses:
-            if tokens[i] != ("word", "AND"):
-                raise _bad(text, f"expected AND before {tokens[i][1]!r} (OR is not supported)")
-            i += 1
-        clause, i = _clause(tokens, i, spec, text or "")
-        clauses.append(clause)
-    return Filter(clauses)
+    """MLflow's filter (read by the runs' parser) checked against what ``spec`` has."""
+    return Filter([_clause(c, spec, text) for c in parse(text)])
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
-    found, at = [], 0
-    while text[at:].strip():
-        match = _TOKEN.match(text, at)
-        if match is None or not match.lastgroup:
-            raise _bad(text, f"cannot read it from {text[at:].strip()[:30]!r}")
-        kind, value = match.lastgroup, match.group(match.lastgroup)
-        if kind == "word" and value.upper() in ("AND", "LIKE", "ILIKE", "IN", "NOT"):
-            value = value.upper()
-        found.append((kind, value))
-        at = match.end()
-    return found
-
-
-def _clause(tokens: list[tuple[str, str]], i: int, spec: _Spec, text: str) -> tuple[_Clause, int]:
-    def at(j: int) -> tuple[str, str]:
-        if j >= len(tokens):
-            raise _bad(text, "it ends in the middle of a comparison")
-        return tokens[j]
-
-    kind, ident = at(i)
-    if kind != "word":
-        raise _bad(text, f"expected a name such as name or tags.KEY, not {ident!r}")
-    prefix, dot, rest = ident.partition(".")
-    tag = bool(dot) and prefix in ("tag", "tags")
-    if dot and not tag and prefix not in ("attribute", "attributes"):
-        raise _bad(text, f"{ident!r}: the prefixes are tags. and attribute.")
-    key = _unquote(rest if dot else ident)
-    kind_of = "tag" if tag else spec.attributes.get(key)
-    if kind_of is None:
+def _clause(c: Comparison, spec: _Spec, text: str | None) -> _Clause:
+    if c.entity not in ("tag", "attribute"):
+        raise _bad(text, f"{c.entity} {c.key!r}: the prefixes are tags. and attribute.")
+    kind = "tag" if c.entity == "tag" else spec.attributes.get(c.key)
+    if kind is None:
         valid = ", ".join(sorted(spec.attributes))
-        raise _bad(text, f"{spec.what} have no attribute {key!r} (valid: {valid}, tags.KEY)")
-    op = at(i + 1)[1]
-    i += 2
-    if op == "NOT" and at(i) == ("word", "IN"):
-        op, i = "NOT IN", i + 1
-    op = "!=" if op == "<>" else op
-    if op not in _OPS[kind_of]:
+        raise _bad(text, f"{spec.what} have no attribute {c.key!r} (valid: {valid}, tags.KEY)")
+    if c.op not in _OPS[kind]:
         raise _bad(
-            text, f"{ident} does not take {op!r} (it takes {', '.join(sorted(_OPS[kind_of]))})"
+            text, f"{c.key} does not take {c.op!r} (it takes {', '.join(sorted(_OPS[kind]))})"
         )
-    value: Any
-    if op in ("IN", "NOT IN"):
-        value, i = _value_list(tokens, i, text)
-    else:
-        vkind, raw = at(i)
-        i += 1
-        if vkind not in ("string", "number"):
-            raise _bad(text, f"expected a quoted value after {ident} {op}, not {raw!r}")
-        value = _unquote(raw) if vkind == "string" else raw
-        if kind_of == "number":
-            if not re.fullmatch(r"-?\d+", value):
-                raise _bad(text, f"{ident} is compared with a whole number, not {raw}")
+    value = c.value
+    if kind == "number":  # a whole number, or one in quotes
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
             value = int(value)
-        elif vkind != "string":
-            raise _bad(text, f"{ident} is compared with a quoted string such as '{raw}'")
-    return _Clause(tag, key, op, value), i
-
-
-def _value_list(tokens: list[tuple[str, str]], i: int, text: str) -> tuple[tuple[str, ...], int]:
-    if i >= len(tokens) or tokens[i] != ("op", "("):
-        raise _bad(text, "IN takes a list of quoted values in parentheses: ('a', 'b')")
-    values: list[str] = []
-    i += 1
-    while i < len(tokens) and tokens[i][0] == "string":
-        values.append(_unquote(tokens[i][1]))
-        i += 1
-        if i < len(tokens) and tokens[i] == ("op", ","):
-            i += 1
-    if i >= len(tokens) or tokens[i] != ("op", ")") or not values:
-        raise _bad(text, "IN takes a list of quoted values in parentheses: ('a', 'b')")
-    return tuple(values), i + 1
+        if not isinstance(value, int):
+            raise _bad(text, f"{c.key} is compared with a whole number, not {value!r}")
+    elif not isinstance(value, str | tuple):
+        raise _bad(text, f"{c.key} is compared with a quoted string such as '{value}'")
+    return _Clause(kind == "tag", c.key, c.op, value)
 
 
 def _unquote(text: str) -> str:
@@ -181,7 +116,7 @@ def _matches(clause: _Clause, fields: dict[str, Any], tags: dict[str, str]) -> b
             return (op, value) in (("=", "false"), ("!=", "true"))
         return op == "NOT IN"
     if op in ("LIKE", "ILIKE"):
-        return _like(value, op == "ILIKE").fullmatch(str(lhs)) is not None
+        return like(str(lhs), value, op == "ILIKE")
     compare: dict[str, Callable[[Any, Any], bool]] = {
         "=": lambda a, b: a == b,
         "!=": lambda a, b: a != b,
@@ -193,11 +128,6 @@ def _matches(clause: _Clause, fields: dict[str, Any], tags: dict[str, str]) -> b
         "NOT IN": lambda a, b: a not in b,
     }
     return compare[op](lhs, value)
-
-
-def _like(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    parts = ("." if c == "_" else ".*" if c == "%" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.S | (re.I if ignore_case else 0))
 
 
 def page(
