@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 import plinth
 from plinth.client import Client
-from plinth.tracking.types import RunStatus
+from plinth.tracking.types import DatasetInput, RunStatus
 
 
 class TestExperiments:
@@ -145,16 +146,36 @@ class TestRuns:
     def test_lineage_and_environment(self, client: Client) -> None:
         with client.start_run(experiment="churn", seed=7) as run:
             run.log_input("customers", "s3://lake/customers.parquet", digest="sha256:ab", rows=1000)
-            run.log_input("labels", "file:///data/labels.csv", version="v3")
+            run.log_input("labels", "file:///data/labels.csv", version="v3", context="training")
         got = client.get_run(run.id)
         assert got.lineage.seed == 7
         assert got.lineage.host
-        assert [(i.name, i.uri, i.digest, i.version, i.rows) for i in got.inputs] == [
-            ("customers", "s3://lake/customers.parquet", "sha256:ab", None, 1000),
-            ("labels", "file:///data/labels.csv", None, "v3", None),
+        assert [(i.name, i.uri, i.digest, i.version, i.rows, i.context) for i in got.inputs] == [
+            ("customers", "s3://lake/customers.parquet", "sha256:ab", None, 1000, None),
+            ("labels", "file:///data/labels.csv", None, "v3", None, "training"),
         ]
         env = client.tracking.get_environment(got.lineage.environment_digest or "")
         assert "pytest" in env.packages and env.python_version.startswith("3.")
+
+    def test_an_input_keeps_what_a_client_sent(self, client: Client) -> None:
+        run = client.tracking.create_run("churn")
+        schema, profile = '{"mlflow_colspec": [{"type": "long"}]}', '{"num_rows": 4}'
+        sent = DatasetInput("d", "{}", "dg", None, 4, None, "eval", "code", schema, profile)
+        client.tracking.log_input(run.id, sent)
+        (got,) = client.get_run(run.id).inputs
+        assert got.logged_at is not None and replace(got, logged_at=None) == sent
+        client.tracking.log_input(run.id, DatasetInput("d", "s3://b/d"))  # replaces it all
+        (got,) = client.get_run(run.id).inputs
+        assert (got.uri, got.context, got.source_type, got.schema, got.profile) == (
+            "s3://b/d",
+            None,
+            None,
+            None,
+            None,
+        )
+        for bad in ({"context": ""}, {"source_type": "x" * 501}):
+            with pytest.raises(plinth.InvalidArgument, match=next(iter(bad))):
+                client.tracking.log_input(run.id, DatasetInput("d", "s3://b/d", **bad))
 
     def test_seed_helper_records_seed(self, client: Client) -> None:
         import random
