@@ -12,6 +12,7 @@ import pytest
 import plinth
 from plinth.client import Client
 from plinth.tracking.types import DatasetInput, RunStatus
+from tests.backends import local_client
 
 
 class TestExperiments:
@@ -392,6 +393,38 @@ class TestArtifacts:
         with pytest.raises(plinth.NotFound):
             client.read_artifact(run.id, "nothing.txt")
         run.end()
+
+
+def test_delete_artifacts_spares_a_registered_versions_files(
+    tmp_path: Path, sqlite_uri: str
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    client = local_client(sqlite_uri, str(tmp_path / "artifacts"))
+    tracking = client.tracking
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    with client.start_run(experiment="churn") as run:
+        run.log_text("a", "notes/a.txt")
+        run.log_text("b", "notes/b.txt")
+        version = run.log_model(model, "pkg/model", registered_model="churn")
+    assert version is not None
+    tracking.delete_artifacts(run.id, "notes/a.txt")
+    assert [e.path for e in tracking.list_artifacts(run.id, "notes")] == ["notes/b.txt"]
+    tracking.delete_artifacts(run.id, "notes")
+    assert [e.path for e in tracking.list_artifacts(run.id)] == ["pkg"]
+    first = sorted(version.manifest.files)[0]
+    for path in ("pkg", "pkg/model", f"pkg/model/{first}"):  # holding, being, inside it
+        with pytest.raises(plinth.Conflict, match="models:/churn/1: a registered version"):
+            tracking.delete_artifacts(run.id, path)
+    assert client.read_artifact(run.id, f"pkg/model/{first}")
+    with pytest.raises(plinth.InvalidArgument):
+        tracking.delete_artifacts(run.id, "../elsewhere")
+    with pytest.raises(plinth.NotFound):
+        tracking.delete_artifacts("f" * 32, "notes")
+    client.delete_run(run.id)
+    with pytest.raises(plinth.Conflict, match="is deleted"):
+        tracking.delete_artifacts(run.id, "pkg/other")
+    client.close()
 
 
 class TestSearch:

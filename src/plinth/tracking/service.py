@@ -639,22 +639,45 @@ class TrackingService(ExperimentService):
         check()
         return self.artifacts.open_write(full, check)
 
-    def _refuse_registered(self, run_id: str, full: str) -> None:
+    def _registered_from(self, run_id: str, full: str, *, inside: bool = False) -> Any:
+        """The first model version registered from a folder holding the artifact ``full``
+        (or, ``inside``, from a folder inside it), None if there is none."""
         parts = full.split("/")
         folders = ["/".join(parts[:i]) for i in range(3, len(parts) + 1)]  # <exp>/<run>/artifacts/…
+        package = model_versions.c.package_uri
+        chosen = package.in_(folders)
+        if inside:
+            chosen = chosen | package.startswith(f"{full}/", autoescape=True)
         with self.store.read() as conn:
-            row = conn.execute(
+            return conn.execute(
                 select(model_versions.c.model_name, model_versions.c.version)
-                .where(model_versions.c.run_id == run_id, model_versions.c.package_uri.in_(folders))
+                .where(model_versions.c.run_id == run_id, chosen)
                 .order_by(model_versions.c.model_name, model_versions.c.version)
                 .limit(1)
             ).first()
+
+    def _refuse_registered(self, run_id: str, full: str) -> None:
+        row = self._registered_from(run_id, full)
         if row is not None:
             raise Conflict(
                 f"artifact {full.split('/', 3)[3]!r} of run {run_id} belongs to model version "
                 f"models:/{row.model_name}/{row.version}: a registered version's files are "
                 "read-only; log the new files under another path"
             )
+
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        """Delete a run's artifact file or folder; never one that holds, or is inside, a
+        folder a model version was registered from (a Conflict names the version)."""
+        full = f"{self._artifact_base(run_id, writing=True)}/{safe_relpath(path)}"
+        row = self._registered_from(run_id, full, inside=True)
+        if row is not None:
+            raise Conflict(
+                f"artifact {path!r} of run {run_id} holds files of model version "
+                f"models:/{row.model_name}/{row.version}: a registered version's files are "
+                "read-only"
+            )
+        self.artifacts.delete(full)
 
     @guarded(Action.READ, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def open_artifact_reader(self, run_id: str, path: str) -> IO[bytes]:
