@@ -16,7 +16,7 @@ from dataclasses import fields, replace
 from types import SimpleNamespace
 from typing import IO, Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import ColumnElement, Connection, delete, select, update
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, by_run, guarded
@@ -645,7 +645,7 @@ class TrackingService(ExperimentService):
         parts = full.split("/")
         folders = ["/".join(parts[:i]) for i in range(3, len(parts) + 1)]  # <exp>/<run>/artifacts/…
         package = model_versions.c.package_uri
-        chosen = package.in_(folders)
+        chosen: ColumnElement[bool] = package.in_(folders)
         if inside:
             chosen = chosen | package.startswith(f"{full}/", autoescape=True)
         with self.store.read() as conn:
