@@ -369,6 +369,10 @@ class Client(RegistryClient):
     def restore_run(self, run_id: str) -> None:
         self.tracking.restore_run(run_id)
 
+    def reopen_run(self, run_id: str) -> Run:
+        """Make an ended run RUNNING again, to log more to it."""
+        return self.tracking.reopen_run(run_id)
+
     def close_stale_runs(
         self, timeout_seconds: float = 300.0, experiment: str | None = None
     ) -> list[str]:

@@ -341,11 +341,6 @@ def check_everything_once(
         direct.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client without a spool (read-only PLINTH_HOME) sends metric batches without a "
-    "spool mark, so a batch whose answer was lost is written again when the buffer retries it",
-)
 def test_metric_points_are_written_once_when_the_client_has_no_spool(
     tmp_path: Path, topology: Topology, replicas: list[Replica]
 ) -> None:

@@ -37,6 +37,7 @@ WRITES: dict[str, Callable[[Client, str], Any]] = {
     "log_input": lambda c, r: c.tracking.log_input(r, DatasetInput("d", "s3://b/d")),
     "set_seed": lambda c, r: c.tracking.set_seed(r, 7),
     "rename_run": lambda c, r: c.rename_run(r, "other"),
+    "reopen_run": lambda c, r: c.reopen_run(r),
     "end_run": lambda c, r: c.tracking.end_run(r, RunStatus.FINISHED),
     "artifact": lambda c, r: c.upload_artifact_bytes(r, b"x", "notes.txt"),
 }
@@ -97,6 +98,26 @@ class TestRuns:
         run.end()  # the end refused is taken once the run is back
         ended = client.get_run(run.id)
         assert ended.status is RunStatus.FINISHED and ended.params == {"default": {"lr": 0.1}}
+
+    def test_an_ended_run_reopens(self, client: Client) -> None:
+        run = client.tracking.create_run("churn", "r")
+        client.tracking.log_metric_batch(run.id, _batch())
+        client.tracking.end_run(run.id, RunStatus.FAILED)
+        ended = client.get_run(run.id)
+        with pytest.raises(plinth.Conflict, match="an ended run takes no new metric points"):
+            client.tracking.log_metric_batch(run.id, _batch())
+        reopened = client.reopen_run(run.id)
+        assert (reopened.status, reopened.end_time) == (RunStatus.RUNNING, None)
+        assert reopened.heartbeat_at >= ended.heartbeat_at
+        assert reopened.metrics["loss"].count == 1  # what it had, it keeps
+        client.tracking.log_metric_batch(run.id, _batch())  # and it takes points again
+        assert client.reopen_run(run.id).status is RunStatus.RUNNING  # RUNNING: no change
+        client.tracking.end_run(run.id, RunStatus.FINISHED)  # it may end another way
+        again = client.get_run(run.id)
+        assert (again.status, again.metrics["loss"].count) == (RunStatus.FINISHED, 2)
+        assert again.end_time is not None
+        with pytest.raises(plinth.NotFound):
+            client.reopen_run("no-such-run")
 
     def test_rename(self, client: Client) -> None:
         run = client.tracking.create_run("churn", "first")
@@ -230,6 +251,8 @@ def test_editors_delete_runs_and_owners_experiments(server: AuthServer) -> None:
     server.auth.grant(Kind.EXPERIMENT, "churn", "user", "ed", "editor")
     assert http.post(f"/api/v1/runs/{run['id']}/delete", json={}, headers=ed).is_success
     assert http.post(f"/api/v1/runs/{run['id']}/restore", json={}, headers=ed).is_success
+    assert http.post(f"/api/v1/runs/{run['id']}/end", json={}, headers=olga).is_success
+    assert http.post(f"/api/v1/runs/{run['id']}/reopen", json={}, headers=ed).is_success
     renamed = http.post("/api/v1/experiments/churn/rename", json={"new_name": "c2"}, headers=ed)
     assert renamed.json()["name"] == "c2"
     refused = http.post("/api/v1/experiments/c2/delete", json={}, headers=ed)
@@ -249,6 +272,7 @@ def test_editors_delete_runs_and_owners_experiments(server: AuthServer) -> None:
     assert events == [
         ("ed", "run_deleted", f"run:{run['id']}"),
         ("ed", "run_restored", f"run:{run['id']}"),
+        ("ed", "run_reopened", f"run:{run['id']}"),
         ("ed", "experiment_renamed", experiment),
         ("olga", "experiment_deleted", experiment),
         ("olga", "experiment_restored", experiment),

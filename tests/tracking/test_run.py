@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 import plinth
-from plinth.client import Client
+from plinth.client import Client, connect
 from plinth.tracking.types import MetricBatch, RunStatus
 
 
@@ -170,3 +171,41 @@ def test_a_batch_written_twice_is_stored_once(client: Client) -> None:
     # The same end again with the same points, as a retry would send them, changes nothing.
     client.tracking.end_run(run.id, RunStatus.FINISHED, overlapping)
     assert [p.value for p in client.get_metric_history(run.id, "m")] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_without_a_spool_a_retried_write_is_stored_once(tmp_path: Path, sqlite_uri: str) -> None:
+    """A home the spool cannot be made in (a read-only one): the buffer marks its batches
+    itself, so a flush or an end whose answer was lost, retried, writes its points once."""
+    (tmp_path / "a-file").write_text("")
+    home = tmp_path / "a-file" / "home"
+    with connect(sqlite_uri, home=home, flush_interval=3600) as client:
+        run = client.start_run(experiment="churn", capture_environment=False)
+        assert run._spool is None
+        lose_next_answer(client, "log_metric_batch")
+        lose_next_answer(client, "end_run")
+        for step in range(3):
+            run.log_metric("loss", 1.0 / (step + 1), step=step)
+        with pytest.raises(plinth.Unavailable):
+            run.flush()  # written, but the answer was lost
+        run.flush()
+        run.log_metric("loss", 0.1, step=3)
+        with pytest.raises(plinth.Unavailable):
+            run.end()  # ended with its last point, but the answer was lost
+        run.end()
+        assert [p.step for p in client.get_metric_history(run.id, "loss")] == [0, 1, 2, 3]
+        assert client.get_run(run.id).status is RunStatus.FINISHED
+
+
+def lose_next_answer(client: Client, operation: str) -> None:
+    """The next call of ``operation`` is made, then fails as if its answer were lost."""
+    real = getattr(client.tracking, operation)
+    lost: list[bool] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        answer = real(*args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise plinth.Unavailable("the answer was lost on the way", "the test")
+        return answer
+
+    setattr(client.tracking, operation, call)

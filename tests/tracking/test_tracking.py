@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 
 import plinth
 from plinth.client import Client
-from plinth.tracking.types import RunStatus
+from plinth.tracking.types import DatasetInput, RunStatus
+from tests.backends import local_client
 
 
 class TestExperiments:
@@ -145,16 +147,36 @@ class TestRuns:
     def test_lineage_and_environment(self, client: Client) -> None:
         with client.start_run(experiment="churn", seed=7) as run:
             run.log_input("customers", "s3://lake/customers.parquet", digest="sha256:ab", rows=1000)
-            run.log_input("labels", "file:///data/labels.csv", version="v3")
+            run.log_input("labels", "file:///data/labels.csv", version="v3", context="training")
         got = client.get_run(run.id)
         assert got.lineage.seed == 7
         assert got.lineage.host
-        assert [(i.name, i.uri, i.digest, i.version, i.rows) for i in got.inputs] == [
-            ("customers", "s3://lake/customers.parquet", "sha256:ab", None, 1000),
-            ("labels", "file:///data/labels.csv", None, "v3", None),
+        assert [(i.name, i.uri, i.digest, i.version, i.rows, i.context) for i in got.inputs] == [
+            ("customers", "s3://lake/customers.parquet", "sha256:ab", None, 1000, None),
+            ("labels", "file:///data/labels.csv", None, "v3", None, "training"),
         ]
         env = client.tracking.get_environment(got.lineage.environment_digest or "")
         assert "pytest" in env.packages and env.python_version.startswith("3.")
+
+    def test_an_input_keeps_what_a_client_sent(self, client: Client) -> None:
+        run = client.tracking.create_run("churn")
+        schema, profile = '{"mlflow_colspec": [{"type": "long"}]}', '{"num_rows": 4}'
+        sent = DatasetInput("d", "{}", "dg", None, 4, None, "eval", "code", schema, profile)
+        client.tracking.log_input(run.id, sent)
+        (got,) = client.get_run(run.id).inputs
+        assert got.logged_at is not None and replace(got, logged_at=None) == sent
+        client.tracking.log_input(run.id, DatasetInput("d", "s3://b/d"))  # replaces it all
+        (got,) = client.get_run(run.id).inputs
+        assert (got.uri, got.context, got.source_type, got.schema, got.profile) == (
+            "s3://b/d",
+            None,
+            None,
+            None,
+            None,
+        )
+        for bad in ({"context": ""}, {"source_type": "x" * 501}):
+            with pytest.raises(plinth.InvalidArgument, match=next(iter(bad))):
+                client.tracking.log_input(run.id, DatasetInput("d", "s3://b/d", **bad))
 
     def test_seed_helper_records_seed(self, client: Client) -> None:
         import random
@@ -371,6 +393,38 @@ class TestArtifacts:
         with pytest.raises(plinth.NotFound):
             client.read_artifact(run.id, "nothing.txt")
         run.end()
+
+
+def test_delete_artifacts_spares_a_registered_versions_files(
+    tmp_path: Path, sqlite_uri: str
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    client = local_client(sqlite_uri, str(tmp_path / "artifacts"))
+    tracking = client.tracking
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    with client.start_run(experiment="churn") as run:
+        run.log_text("a", "notes/a.txt")
+        run.log_text("b", "notes/b.txt")
+        version = run.log_model(model, "pkg/model", registered_model="churn")
+    assert version is not None
+    tracking.delete_artifacts(run.id, "notes/a.txt")
+    assert [e.path for e in tracking.list_artifacts(run.id, "notes")] == ["notes/b.txt"]
+    tracking.delete_artifacts(run.id, "notes")
+    assert [e.path for e in tracking.list_artifacts(run.id)] == ["pkg"]
+    first = sorted(version.manifest.files)[0]
+    for path in ("pkg", "pkg/model", f"pkg/model/{first}"):  # holding, being, inside it
+        with pytest.raises(plinth.Conflict, match="models:/churn/1: a registered version"):
+            tracking.delete_artifacts(run.id, path)
+    assert client.read_artifact(run.id, f"pkg/model/{first}")
+    with pytest.raises(plinth.InvalidArgument):
+        tracking.delete_artifacts(run.id, "../elsewhere")
+    with pytest.raises(plinth.NotFound):
+        tracking.delete_artifacts("f" * 32, "notes")
+    client.delete_run(run.id)
+    with pytest.raises(plinth.Conflict, match="is deleted"):
+        tracking.delete_artifacts(run.id, "pkg/other")
+    client.close()
 
 
 class TestSearch:

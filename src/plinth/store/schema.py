@@ -163,6 +163,10 @@ run_inputs = Table(
     Column("version", String(100)),
     Column("rows", BigInteger),
     Column("logged_at", BigInteger, nullable=False),
+    Column("context", NAME),  # what the run used it for: training, eval...
+    Column("source_type", NAME),  # as a client names it (MLflow's dataset source type)
+    Column("schema", Text),  # as a client sent it (MLflow: JSON text)
+    Column("profile", Text),
 )
 
 # -- registry -------------------------------------------------------------------------------

@@ -5,12 +5,17 @@ The training loop never waits on the store, except when the buffer is full (back
 keeps memory bounded) and at ``close()``, which hands back everything still buffered.
 What it acknowledged is in the local spool already (see ``spool.py``), so a process killed
 before the flusher wrote a batch loses nothing: the next process replays the spool.
+
+Every batch carries a spool mark (the spool's id and the batch's first position), so the
+store takes a batch sent twice (a retry after a lost answer) once. Without a local spool
+(a read-only home) the buffer still marks its batches, with an id of its own.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 
@@ -39,6 +44,7 @@ class MetricBuffer:
         self._max_points = max_points
         self._heartbeat_interval = heartbeat_interval
         self.spool = spool
+        self.mark = spool.id if spool is not None else uuid.uuid4().hex
         self.clock = clock
         self.points: deque[Point] = deque()
         self._head = 0  # the spool position of points[0]
@@ -121,8 +127,7 @@ class MetricBuffer:
 
     def _batch_of(self, taken: list[Point], first: int) -> MetricBatch:
         keys, values, steps, stamps, best = (list(c) for c in zip(*taken, strict=True))
-        spool = self.spool.id if self.spool is not None else None
-        return MetricBatch(keys, values, steps, stamps, best, dict(self._goals), spool, first)
+        return MetricBatch(keys, values, steps, stamps, best, dict(self._goals), self.mark, first)
 
     def _write_some(self) -> None:
         n = min(len(self.points), self._max_points)

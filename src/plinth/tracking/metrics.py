@@ -255,10 +255,11 @@ def history(conn: Connection, run_id: str, key: str) -> list[MetricPoint]:
 
 
 def summary_from_tuple(row: Any) -> MetricSummary:
-    """From (key, goal, count, last, last_step, min, max, best, best_step)."""
-    key, goal, count, last, last_step, low, high, best, best_step = row
+    """From (key, goal, count, last, last_step, min, max, best, best_step, last_timestamp)."""
+    key, goal, count, last, last_step, low, high, best, best_step, last_ts = row
+    last = math.nan if last is None else last
     return MetricSummary(
-        key, goal, count, math.nan if last is None else last, last_step, low, high, best, best_step
+        key, goal, count, last, last_step, low, high, best, best_step, to_datetime(last_ts)
     )
 
 
@@ -273,4 +274,5 @@ def summary_from_row(row: Any) -> MetricSummary:
         max=row.max,
         best=row.best,
         best_step=row.best_step,
+        last_timestamp=to_datetime(row.last_timestamp),
     )

@@ -146,17 +146,20 @@ class ActiveRun:
         digest: str | None = None,
         version: str | None = None,
         rows: int | None = None,
+        context: str | None = None,
     ) -> None:
-        """Record a dataset this run read: where it is and which exact version. A training
-        dataset of the feature store can be given as is; model versions this run logs are
-        then linked to it."""
+        """Record a dataset this run read: where it is, which exact version and what for
+        (``context``: "training", "eval"...). A training dataset of the feature store can be
+        given as is; model versions this run logs are then linked to it."""
         info = getattr(name, "info", name)
         if not isinstance(name, str) and hasattr(info, "entity_uri"):  # a training dataset
             name, uri = f"{info.view}_v{info.view_version}", info.uri
             version, rows = str(info.id), info.rows
         if uri is None:
             raise InvalidArgument(f"log_input({name!r}) needs the dataset's uri")
-        self._client.tracking.log_input(self.id, DatasetInput(name, uri, digest, version, rows))
+        self._client.tracking.log_input(
+            self.id, DatasetInput(name, uri, digest, version, rows, context=context)
+        )
 
     def seed(self, seed: int) -> int:
         """Seed random, NumPy and PyTorch, and record the seed in the run's lineage."""

@@ -16,7 +16,7 @@ from dataclasses import fields, replace
 from types import SimpleNamespace
 from typing import IO, Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import ColumnElement, Connection, delete, select, update
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, by_run, guarded
@@ -236,6 +236,21 @@ class TrackingService(ExperimentService):
                 sql.end_running_run,
                 {"run_id": run_id, "new_status": status.value, "ended_at": now_ms()},
             )
+
+    @endpoint("POST", "/runs/{run_id}/reopen")
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def reopen_run(self, run_id: str) -> Run:
+        """Make an ended run RUNNING again (no end time, a fresh heartbeat), to log more to
+        it; a RUNNING run stays as it is. A Conflict on a deleted run."""
+        with self.store.write() as conn:
+            if self._locked_status(conn, run_id) is not RunStatus.RUNNING:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(status=RunStatus.RUNNING.value, end_time=None, heartbeat_at=now_ms())
+                )
+                self.access.record("run_reopened", f"run:{run_id}", conn=conn)
+        return self.get_run(run_id)
 
     @endpoint("POST", "/runs/{run_id}/heartbeat")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
@@ -485,12 +500,20 @@ class TrackingService(ExperimentService):
     @endpoint("POST", "/runs/{run_id}/inputs")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def log_input(self, run_id: str, dataset: DatasetInput) -> None:
-        """Record a dataset the run read (name, uri, digest or version, rows)."""
+        """Record a dataset the run read (name, uri, digest or version, rows, the context it
+        was used in); logging the same name again replaces it."""
         _validate_name(dataset.name, "input name")
         if not dataset.uri:
             raise InvalidArgument(f"input {dataset.name!r}: uri must not be empty")
         if dataset.rows is not None and dataset.rows < 0:
             raise InvalidArgument(f"input {dataset.name!r}: rows must be >= 0, got {dataset.rows}")
+        for what in ("context", "source_type"):
+            value = getattr(dataset, what)
+            if value is not None and not 0 < len(value) <= _MAX_INPUT_LABEL:
+                raise InvalidArgument(
+                    f"input {dataset.name!r}: {what} must be 1 to {_MAX_INPUT_LABEL} "
+                    f"characters, got {len(value)}"
+                )
         row = {
             "run_id": run_id,
             "name": dataset.name,
@@ -499,6 +522,7 @@ class TrackingService(ExperimentService):
             "version": dataset.version,
             "rows": dataset.rows,
             "logged_at": now_ms(),
+            **{name: getattr(dataset, name) for name in _INPUT_EXTRAS},
         }
         with self.store.write() as conn:
             self._writable(conn, run_id)
@@ -615,22 +639,45 @@ class TrackingService(ExperimentService):
         check()
         return self.artifacts.open_write(full, check)
 
-    def _refuse_registered(self, run_id: str, full: str) -> None:
+    def _registered_from(self, run_id: str, full: str, *, inside: bool = False) -> Any:
+        """The first model version registered from a folder holding the artifact ``full``
+        (or, ``inside``, from a folder inside it), None if there is none."""
         parts = full.split("/")
         folders = ["/".join(parts[:i]) for i in range(3, len(parts) + 1)]  # <exp>/<run>/artifacts/…
+        package = model_versions.c.package_uri
+        chosen: ColumnElement[bool] = package.in_(folders)
+        if inside:
+            chosen = chosen | package.startswith(f"{full}/", autoescape=True)
         with self.store.read() as conn:
-            row = conn.execute(
+            return conn.execute(
                 select(model_versions.c.model_name, model_versions.c.version)
-                .where(model_versions.c.run_id == run_id, model_versions.c.package_uri.in_(folders))
+                .where(model_versions.c.run_id == run_id, chosen)
                 .order_by(model_versions.c.model_name, model_versions.c.version)
                 .limit(1)
             ).first()
+
+    def _refuse_registered(self, run_id: str, full: str) -> None:
+        row = self._registered_from(run_id, full)
         if row is not None:
             raise Conflict(
                 f"artifact {full.split('/', 3)[3]!r} of run {run_id} belongs to model version "
                 f"models:/{row.model_name}/{row.version}: a registered version's files are "
                 "read-only; log the new files under another path"
             )
+
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        """Delete a run's artifact file or folder; never one that holds, or is inside, a
+        folder a model version was registered from (a Conflict names the version)."""
+        full = f"{self._artifact_base(run_id, writing=True)}/{safe_relpath(path)}"
+        row = self._registered_from(run_id, full, inside=True)
+        if row is not None:
+            raise Conflict(
+                f"artifact {path!r} of run {run_id} holds files of model version "
+                f"models:/{row.model_name}/{row.version}: a registered version's files are "
+                "read-only"
+            )
+        self.artifacts.delete(full)
 
     @guarded(Action.READ, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def open_artifact_reader(self, run_id: str, path: str) -> IO[bytes]:
@@ -704,7 +751,15 @@ class TrackingService(ExperimentService):
             select(run_inputs).where(run_inputs.c.run_id.in_(ids)).order_by(run_inputs.c.logged_at)
         ):
             by_run[i.run_id]["inputs"].append(
-                DatasetInput(i.name, i.uri, i.digest, i.version, i.rows, to_datetime(i.logged_at))
+                DatasetInput(
+                    i.name,
+                    i.uri,
+                    i.digest,
+                    i.version,
+                    i.rows,
+                    to_datetime(i.logged_at),
+                    **{name: getattr(i, name) for name in _INPUT_EXTRAS},
+                )
             )
         root = self.artifacts.uri()
         loaded = {row.id: _run_from_row(row, by_run[row.id], root) for row in rows}
@@ -717,9 +772,12 @@ _SUMMARY_COLUMNS = [
     metric_summaries.c[name]
     for name in ("run_id", "key", "goal", "count", "last", "last_step", "min", "max", "best")
 ]
-_SUMMARY_COLUMNS.append(metric_summaries.c.best_step)
+_SUMMARY_COLUMNS += [metric_summaries.c.best_step, metric_summaries.c.last_timestamp]
+_INPUT_EXTRAS = ("context", "source_type", "schema", "profile")
+_MAX_INPUT_LABEL = 500
 _INPUT_UPDATES: dict[str, Any] = {
-    name: operator.attrgetter(name) for name in ("uri", "digest", "version", "rows", "logged_at")
+    name: operator.attrgetter(name)
+    for name in ("uri", "digest", "version", "rows", "logged_at", *_INPUT_EXTRAS)
 }
 
 

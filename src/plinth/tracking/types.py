@@ -57,6 +57,7 @@ class MetricSummary:
     max: float | None
     best: float | None
     best_step: int | None
+    last_timestamp: datetime | None = None  # when the last point was logged (its own time)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ class MetricBatch:
 
 @dataclass(frozen=True)
 class DatasetInput:
+    """A dataset a run read. ``context`` says what for ("training", "eval"...);
+    ``source_type``, ``schema`` and ``profile`` are kept as a client sent them (MLflow's
+    source type and its schema and profile as JSON text) and given back unchanged."""
+
     __pydantic_config__ = _JSON
 
     name: str
@@ -118,6 +123,10 @@ class DatasetInput:
     version: str | None = None
     rows: int | None = None
     logged_at: datetime | None = None
+    context: str | None = None
+    source_type: str | None = None
+    schema: str | None = None
+    profile: str | None = None
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ def test_a_double_quoted_value_is_a_string_too() -> None:
         ("metrics.a = 1e999", "not a finite number"),
         ("tags.`` = 'x'", "names nothing"),
         ("tags.\"a`b\" = 'x'", "has a backtick"),
-        ("dataset.context = 'training'", "dataset.context cannot be searched"),
+        ("dataset.source = 'x'", "dataset.source cannot be searched"),
         ("dataset.name > 'a'", "dataset.name takes the operators"),
         ("metrics.a = 1 AND", "got the end of the filter"),
     ],
@@ -161,18 +161,23 @@ def test_a_filter_longer_than_the_limit_is_refused() -> None:
 
 
 def test_dataset_comparisons_are_checked_on_the_runs_inputs() -> None:
-    found = run_filter("dataset.name LIKE 'train%' and dataset.digest IN ('d1', 'd2')")
+    found = run_filter(
+        "dataset.name LIKE 'train%' and dataset.digest IN ('d1', 'd2') "
+        "and dataset.context = 'training'"
+    )
     assert found.plinth is None
     assert found.datasets == (
         Comparison("dataset", "name", "LIKE", "train%"),
         Comparison("dataset", "digest", "IN", ("d1", "d2")),
+        Comparison("dataset", "context", "=", "training"),
     )
-    train = DatasetInput("train-2024", "s3://b/t", "d1")
-    other = DatasetInput("eval", "s3://b/e", "d2")
+    train = DatasetInput("train-2024", "s3://b/t", "d1", context="training")
+    other = DatasetInput("eval", "s3://b/e", "d2", context="eval")
     assert found.keeps([train])
     assert found.keeps([other, train])
     assert not found.keeps([other])
-    assert not found.keeps([DatasetInput("train-x", "s3://b/t", "d3")])
+    assert not found.keeps([DatasetInput("train-x", "s3://b/t", "d3", context="training")])
+    assert not found.keeps([DatasetInput("train-2024", "s3://b/t", "d1")])  # no context
     assert not found.keeps([])
 
 

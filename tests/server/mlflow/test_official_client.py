@@ -102,14 +102,20 @@ def test_runs(server: tuple[str, Client], tmp_path: Path) -> None:
     facts = run_scenario("runs", url, tmp_path)
     run = plinth.get_run(facts["baseline"])
     assert run.params == {"default": {"lr": "0.1", "depth": "3", "solver": "lbfgs"}}
-    assert {k: m.last for k, m in run.metrics.items()} == {"loss": 0.2, "acc": 0.8, "f1": 0.7}
+    metrics = {k: m.last for k, m in run.metrics.items()}
+    assert metrics == {"loss": 0.2, "acc": 0.8, "f1": 0.7, "after": 1.0}  # after: reopened
     assert (run.name, run.status) == ("baseline", RunStatus.FINISHED)
     assert (run.experiment_id, run.experiment_name) == (
         facts["experiment_id"],
         facts["experiment_name"],
     )
     assert (run.tags["team"], run.tags["owner"]) == ("churn", "ana")
-    assert [d.name for d in run.inputs] == ["churn-train"]
+    (dataset,) = run.inputs
+    assert (dataset.name, dataset.context, dataset.source_type) == (
+        "churn-train",
+        "training",
+        "code",
+    )
     history = plinth.get_metric_history(run.id, "loss")
     assert [(p.step, p.value) for p in history] == [(s, 1.0 / (s + 1)) for s in range(5)]
 

@@ -18,7 +18,7 @@ from plinth.store.engine import open_store
 from plinth.store.schema import logged_models
 from plinth.store.sql import now_ms
 from plinth.tracking.service import TrackingService
-from plinth.tracking.types import MetricBatch, RunStatus
+from plinth.tracking.types import DatasetInput, MetricBatch, RunStatus
 from tests.backends import AuthServer, empty_tables
 
 pytestmark = pytest.mark.filterwarnings(
@@ -26,12 +26,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 API = "/api/2.0/mlflow"
-# Tests of the operations the lifecycle helper adds to TrackingService (issue 16, section
-# A): they run once that work is merged.
-section_a = pytest.mark.skipif(
-    not hasattr(TrackingService, "delete_run"),
-    reason="needs issue 16 section A (TrackingService delete/restore/rename), not merged yet",
-)
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +232,9 @@ def test_logged_values_land_in_plinth(api: Any, tracking: TrackingService, run_i
     ]
     assert plinth.metrics["loss"].last == 0.25
     run = get_run(api, run_id)
-    metrics = {m["key"]: (m["value"], m["step"]) for m in run["data"]["metrics"]}
-    assert metrics == {"loss": (0.25, 4), "acc": ("NaN", 0)}
+    metrics = {m["key"]: (m["value"], m["step"], m["timestamp"]) for m in run["data"]["metrics"]}
+    # each metric with the time of its latest point, as the client gave it
+    assert metrics == {"loss": (0.25, 4, 1700000000002), "acc": ("NaN", 0, 1700000000003)}
     assert sorted((p["key"], p["value"]) for p in run["data"]["params"]) == [
         ("depth", "6"),
         ("lr", "0.1"),
@@ -362,7 +357,6 @@ def test_setting_mlflow_user_changes_nothing(
     assert tags_of(get_run(api, run_id))["mlflow.user"] == owner != "mallory"
 
 
-@section_a
 def test_the_run_name_tag_renames_the_run(
     api: Any, tracking: TrackingService, experiment_id: str, run_id: str
 ) -> None:
@@ -387,11 +381,19 @@ def test_update_ends_the_run(api: Any, tracking: TrackingService, run_id: str) -
     post(api, "/runs/update", {"run_id": run_id, "status": 3})  # the same again: no change
     response = api.post(f"{API}/runs/update", json={"run_id": run_id, "status": "FAILED"})
     assert_error(response, 400, "INVALID_STATE", "already ended as FINISHED")
-    response = api.post(f"{API}/runs/update", json={"run_id": run_id, "status": "RUNNING"})
-    assert_error(response, 400, "INVALID_STATE", "cannot run again")
     # Plinth's rule: an ended run's metrics are final
     body = {"run_id": run_id, "key": "late", "value": 1, "timestamp": 1}
     assert_error(api.post(f"{API}/runs/log-metric", json=body), 400, "INVALID_STATE")
+    # mlflow.start_run(run_id=...) of an ended run: it runs again, and takes metrics again
+    answer = post(api, "/runs/update", {"run_id": run_id, "status": "RUNNING"})
+    assert answer["run_info"]["status"] == "RUNNING" and "end_time" not in answer["run_info"]
+    assert tracking.get_run(run_id).status is RunStatus.RUNNING
+    post(api, "/runs/log-metric", body)
+    post(api, "/runs/update", {"run_id": run_id, "status": "KILLED"})
+    assert tracking.get_run(run_id).status is RunStatus.KILLED
+    tracking.delete_run(run_id)
+    response = api.post(f"{API}/runs/update", json={"run_id": run_id, "status": "RUNNING"})
+    assert_error(response, 400, "INVALID_STATE", "is deleted")
 
 
 @pytest.mark.parametrize(
@@ -426,18 +428,28 @@ def test_log_inputs(api: Any, tracking: TrackingService, run_id: str) -> None:
         "abc123",
         1000,
     )
+    assert (logged.context, logged.source_type, logged.schema, logged.profile) == (
+        "train",
+        "s3",
+        "{}",
+        '{"num_rows": 1000}',
+    )
+    # what the client sent comes back as it was (the source type is not guessed)
     assert get_run(api, run_id)["inputs"]["dataset_inputs"] == [
-        {
-            "tags": [],
-            "dataset": {
-                "name": "churn-train",
-                "digest": "abc123",
-                "source_type": "s3",
-                "source": dataset["source"],
-                "profile": '{"num_rows": 1000}',
-            },
-        }
+        {"tags": [pair("mlflow.data.context", "train")], "dataset": dataset}
     ]
+    # a Plinth input: its source type guessed from its URI, its rows as profile, no context
+    tracking.log_input(run_id, DatasetInput("native", "gs://b/x.csv", "d", rows=3))
+    assert get_run(api, run_id)["inputs"]["dataset_inputs"][1] == {
+        "tags": [],
+        "dataset": {
+            "name": "native",
+            "digest": "d",
+            "source_type": "gs",
+            "source": "gs://b/x.csv",
+            "profile": '{"num_rows": 3}',
+        },
+    }
     no_source = {"run_id": run_id, "datasets": [{"dataset": {"name": "x", "digest": "d"}}]}
     assert_error(
         api.post(f"{API}/runs/log-inputs", json=no_source), 400, "INVALID_PARAMETER_VALUE", "source"
@@ -672,6 +684,10 @@ def test_search_by_dataset(api: Any, experiment_id: str, three_runs: list[str]) 
         filter="dataset.name LIKE 'train%' and dataset.digest = 'd1'",
     )
     assert names(found) == ["b"]
+    training = {"tags": [pair("mlflow.data.context", "training")], "dataset": dataset}
+    post(api, "/runs/log-inputs", {"run_id": three_runs[2], "datasets": [training]})
+    found = search(api, experiment_ids=[experiment_id], filter="dataset.context = 'training'")
+    assert names(found) == ["c"]
 
 
 @pytest.mark.parametrize(
@@ -694,7 +710,6 @@ def test_a_bad_search_is_400_invalid_parameter_value(
     assert_error(response, 400, "INVALID_PARAMETER_VALUE", fragment)
 
 
-@section_a
 def test_delete_restore_and_run_view_type(
     api: Any, tracking: TrackingService, experiment_id: str, three_runs: list[str]
 ) -> None:

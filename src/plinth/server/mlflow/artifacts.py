@@ -28,7 +28,6 @@ from plinth.store.artifacts import safe_relpath
 from plinth.tracking.logged_models import (
     MODEL_ID,
     LoggedModelService,
-    delete_run_artifacts,
     model_experiment,
 )
 from plinth.tracking.types import ArtifactEntry
@@ -133,8 +132,7 @@ class Proxy:
         if target.kind == "model":
             self.models.delete_files(target.owner, target.path)
         else:
-            services = self.services
-            delete_run_artifacts(services.store, services.artifacts, target.owner, target.path)
+            self.services.tracking.delete_artifacts(target.owner, target.path)
 
     def list(self, path: str) -> list[ArtifactEntry]:
         """The entries of one folder, named relative to it."""

@@ -56,7 +56,7 @@ RUN_ATTRIBUTES = {
     "artifact_uri": "",
 }
 NUMERIC_ATTRIBUTES = {"start_time", "end_time"}
-DATASET_KEYS = {"name", "digest"}
+DATASET_KEYS = {"name", "digest", "context"}
 PLINTH_STATUSES = {"RUNNING", "FINISHED", "FAILED", "KILLED"}
 RUN_NAME_TAG = "mlflow.runName"
 MAX_FILTER = 10_000
@@ -411,8 +411,8 @@ def _strings(c: Comparison, label: str) -> tuple[str, ...]:
 def _check_dataset(c: Comparison) -> Comparison:
     if c.key not in DATASET_KEYS:
         raise InvalidArgument(
-            f"filter: dataset.{c.key} cannot be searched here; use dataset.name or "
-            "dataset.digest (Plinth keeps no input context)"
+            f"filter: dataset.{c.key} cannot be searched here; use dataset.name, "
+            "dataset.digest or dataset.context"
         )
     _need(c, STRING_OPS + LIST_OPS, f"dataset.{c.key}")
     if not isinstance(c.value, str | tuple):

@@ -55,6 +55,7 @@ MAX_TAGS = 100
 MAX_ENTRIES = 1000
 MAX_HISTORY = 25_000
 MODELS_TAG = "mlflow.log-model.history"  # MLflow's record of the models a run logged
+CONTEXT_TAG = "mlflow.data.context"  # what a run used a data set for: training, eval...
 USER_TAG = "mlflow.user"  # who ran it: the authenticated caller, never what a client says
 PARAM_GROUP = "default"
 _NAME = re.compile(r"[\w.\- :/]*")  # the characters MLflow allows in a key
@@ -226,7 +227,6 @@ def param_text(value: Any) -> str:
 
 
 def run_info(run: Run) -> dict[str, Any]:
-    deleted_at = getattr(run, "deleted_at", None)  # section A
     info: dict[str, Any] = {
         "run_id": run.id,
         "run_uuid": run.id,
@@ -236,7 +236,7 @@ def run_info(run: Run) -> dict[str, Any]:
         "status": run.status.value,
         "start_time": ms(run.start_time),
         "artifact_uri": f"{ARTIFACTS_SCHEME}/{run.experiment_id}/{run.id}/artifacts",
-        "lifecycle_stage": "deleted" if deleted_at is not None else "active",
+        "lifecycle_stage": "deleted" if run.deleted_at is not None else "active",
     }
     if run.end_time is not None:
         info["end_time"] = ms(run.end_time)
@@ -244,11 +244,14 @@ def run_info(run: Run) -> dict[str, Any]:
 
 
 def run_json(run: Run, model_ids: Iterable[str] = ()) -> dict[str, Any]:
-    # a metric's summary keeps no time of its last point: the run's last sign of life
-    # (every metric write renews it) stands in for it
-    written = ms(run.heartbeat_at)
     metrics = [
-        {"key": key, "value": double(m.last), "timestamp": written, "step": m.last_step}
+        {
+            "key": key,
+            "value": double(m.last),
+            # None only in a summary made by hand: the run's last sign of life stands in
+            "timestamp": ms(m.last_timestamp or run.heartbeat_at),
+            "step": m.last_step,
+        }
         for key, m in sorted(run.metrics.items())
     ]
     params = [
@@ -270,15 +273,22 @@ def run_json(run: Run, model_ids: Iterable[str] = ()) -> dict[str, Any]:
 
 
 def dataset_json(dataset: DatasetInput) -> dict[str, Any]:
+    """A run input as MLflow shows it: what an MLflow client sent comes back as it was;
+    a Plinth input gets a source type guessed from its URI and its row count as profile."""
     found: dict[str, Any] = {
         "name": dataset.name,
         "digest": dataset.digest or "",
-        "source_type": source_type(dataset.uri),
+        "source_type": dataset.source_type or source_type(dataset.uri),
         "source": dataset.uri,
     }
-    if dataset.rows is not None:
+    if dataset.schema is not None:
+        found["schema"] = dataset.schema
+    if dataset.profile is not None:
+        found["profile"] = dataset.profile
+    elif dataset.rows is not None:
         found["profile"] = json.dumps({"num_rows": dataset.rows})
-    return {"tags": [], "dataset": found}
+    tags = [] if dataset.context is None else [{"key": CONTEXT_TAG, "value": dataset.context}]
+    return {"tags": tags, "dataset": found}
 
 
 def source_type(source: str) -> str:
@@ -350,7 +360,7 @@ def routes(services: Services) -> APIRouter:
 
     def rename(run: Run, name: str) -> None:
         if name != run.name:
-            tracking.rename_run(run.id, name)  # type: ignore[attr-defined]  # section A
+            tracking.rename_run(run.id, name)
 
     def log_params(run_id: str, params: dict[str, str]) -> None:
         try:
@@ -407,10 +417,8 @@ def routes(services: Services) -> APIRouter:
         if body.status is not None:
             status = status_of(body.status)
             if status is RunStatus.RUNNING:
-                if run.status is not RunStatus.RUNNING:
-                    raise Conflict(
-                        f"run {run.id} ended as {run.status.value}: a Plinth run cannot run again"
-                    )
+                if run.status is not RunStatus.RUNNING:  # mlflow.start_run(run_id=...)
+                    tracking.reopen_run(run.id)
             else:
                 tracking.end_run(run.id, status)
         return reply({"run_info": run_info(tracking.get_run(run.id))})
@@ -418,13 +426,13 @@ def routes(services: Services) -> APIRouter:
     @router.post("/runs/delete")
     def delete_run(body: RunRef) -> Response:
         signed_in()
-        tracking.delete_run(body.id)  # type: ignore[attr-defined]  # section A
+        tracking.delete_run(body.id)
         return reply({})
 
     @router.post("/runs/restore")
     def restore_run(body: RunRef) -> Response:
         signed_in()
-        tracking.restore_run(body.id)  # type: ignore[attr-defined]  # section A
+        tracking.restore_run(body.id)
         return reply({})
 
     @router.post("/runs/log-metric")
@@ -491,9 +499,18 @@ def routes(services: Services) -> APIRouter:
             d = given.dataset
             if not d.source:
                 raise InvalidArgument(f"dataset {d.name!r}: source must not be empty")
-            tracking.log_input(
-                run_id, DatasetInput(d.name, d.source, d.digest or None, None, rows_of(d.profile))
+            tags = {t.key: t.value for t in given.tags}
+            dataset = DatasetInput(
+                d.name,
+                d.source,
+                d.digest or None,
+                rows=rows_of(d.profile),
+                context=tags.get(CONTEXT_TAG) or None,
+                source_type=d.source_type or None,
+                schema=d.schema_,
+                profile=d.profile,
             )
+            tracking.log_input(run_id, dataset)
         if not body.datasets:
             tracking.get_run(run_id)
         return reply({})

@@ -64,6 +64,14 @@ equal([(m.step, m.value) for m in history], [(s, 1.0 / (s + 1)) for s in range(5
 check(all(m.timestamp > 0 for m in history), "history timestamps")
 equal(client.get_metric_history(baseline, "nothing"), [], "history of an unknown metric")
 
+# A finished run reopened (start_run(run_id=...)): it runs again and ends again. (Plinth
+# refuses a metric logged to a run that has ended; MLflow takes it: not checked here.)
+with mlflow.start_run(run_id=baseline):
+    equal(client.get_run(baseline).info.status, "RUNNING", "status of a reopened run")
+    mlflow.log_metric("after", 1.0)
+equal(client.get_run(baseline).info.status, "FINISHED", "status after the reopened run ended")
+equal(client.get_run(baseline).data.metrics.get("after"), 1.0, "metric of the reopened run")
+
 # Changing a param's value is refused
 expect_error("INVALID_PARAMETER_VALUE", client.log_param, baseline, "lr", 0.2)
 client.log_param(baseline, "lr", 0.1)  # the same value again is fine

@@ -1,4 +1,5 @@
-"""MLflow compatibility: soft deletion of experiments and runs; MLflow 3's logged models
+"""MLflow compatibility: soft deletion of experiments and runs; MLflow 3's logged models;
+a run input's context, source type, schema and profile
 
 Revision ID: 0016
 Revises: 0015
@@ -23,6 +24,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("deleted_at", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("deleted_at", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("run_inputs") as batch:
+        batch.add_column(sa.Column("context", _NAME, nullable=True))
+        batch.add_column(sa.Column("source_type", _NAME, nullable=True))
+        batch.add_column(sa.Column("schema", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("profile", sa.Text(), nullable=True))
     op.create_table(
         "logged_models",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -63,6 +69,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("logged_models")
+    with op.batch_alter_table("run_inputs") as batch:
+        for name in ("profile", "schema", "source_type", "context"):
+            batch.drop_column(name)
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("deleted_at")
     with op.batch_alter_table("experiments") as batch:
