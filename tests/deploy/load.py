@@ -12,6 +12,7 @@ from a run's package (before a retry, ``registered_from_run`` looks for the vers
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -131,20 +132,29 @@ def work(
     ledger: Ledger,
     done: Callable[[], None],
     stop: threading.Event,
+    where: Callable[[int], str] = lambda port: f"the connection from port {port}",
 ) -> None:
-    """Log ``plan.runs`` runs; ``done`` is called after each acknowledged run."""
+    """Log ``plan.runs`` runs; ``done`` is called after each acknowledged run. ``where``
+    names the replica behind a client connection (by its local port) in a failure."""
     for j in range(plan.runs):
         if stop.is_set():
             return
         record = RunRecord(name=f"w{worker}-r{j}")
         ledger.runs.append(record)
-        _log_run(Retrying(ledger), client, plan, model, worker, j, record)
+        _log_run(Retrying(ledger), client, plan, model, worker, j, record, where)
         ledger.lookups += 1
         done()
 
 
 def _log_run(
-    r: Retrying, client: Client, plan: Plan, model: Any, worker: int, j: int, record: RunRecord
+    r: Retrying,
+    client: Client,
+    plan: Plan,
+    model: Any,
+    worker: int,
+    j: int,
+    record: RunRecord,
+    where: Callable[[int], str],
 ) -> None:
     tracking = client.tracking
 
@@ -178,8 +188,12 @@ def _log_run(
         record.version = _register(r, client, run, plan.model_name, model).version
 
     customer = 1 + (worker + j) % 2
-    values = r.call("online lookup", lambda: _lookup(client, plan.feature, customer))
-    assert values == plan.expected_feature[customer], (customer, values)
+    found = r.call("online lookup", lambda: _lookup(client, plan.feature, customer))
+    expected = plan.expected_feature[customer]
+    assert found.value == expected, (
+        f"{plan.feature} of customer {customer} was {found.value!r}, not {expected!r}; "
+        f"{where(found.client_port)} answered {found.body}"
+    )
 
     r.call("end_run", run.end)
     record.ended = True
@@ -198,10 +212,21 @@ def _register(r: Retrying, client: Client, run: ActiveRun, name: str, model: Any
     )
 
 
-def _lookup(client: Client, feature: str, customer: int) -> Any:
+@dataclass(frozen=True)
+class Lookup:
+    value: Any
+    client_port: int  # the local end of the connection it came on: which replica answered
+    body: str
+
+
+def _lookup(client: Client, feature: str, customer: int) -> Lookup:
     transport = client.tracking.transport  # type: ignore[attr-defined]
     response = transport.request(
         "GET", "/features/online", params={"features": feature, "customer_id": customer}
     )
+    port = 0  # unknown: the connection closed already (no keep-alive)
+    stream = response.extensions.get("network_stream")
+    with contextlib.suppress(OSError):
+        port = stream.get_extra_info("client_addr")[1] if stream is not None else 0
     rows = response.json()["rows"]
-    return rows[0][feature.split(":", 1)[1]]
+    return Lookup(rows[0][feature.split(":", 1)[1]], port, response.text)

@@ -38,6 +38,8 @@ class RoundRobinProxy:
         self.connections: Counter[int] = Counter()  # connections piped, per backend index
         self.refused: Counter[int] = Counter()  # connect attempts refused, per backend index
         self.unserved = 0  # client connections closed because every backend refused
+        self.active: Counter[int] = Counter()  # connections open now, per backend index
+        self.routes: dict[int, int] = {}  # a client connection's port -> its backend index
         self.errors: Counter[str] = Counter()  # why connecting to a backend failed
         self.lose_answers = lose_answers
         self.seen: Counter[str] = Counter()  # writes by "METHOD /path?query body-sha256"
@@ -49,10 +51,19 @@ class RoundRobinProxy:
         self._thread = threading.Thread(target=self._run, name="test-proxy", daemon=True)
         self._error: BaseException | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def route(self, client_port: int) -> str:
+        """Which replica the client connection from ``client_port`` is piped to."""
+        index = self.routes.get(client_port)
+        if index is None:
+            return f"no replica known for the connection from port {client_port}"
+        host, port = self.backends[index]
+        return f"replica {index} ({host}:{port})"
 
     def start(self) -> str:
         self._thread.start()
@@ -71,11 +82,16 @@ class RoundRobinProxy:
         self._thread.join(10)
 
     async def _shutdown(self) -> None:
+        # Every relay ends here, before the loop does: a relay the loop cancelled on its
+        # way out would print its CancelledError.
         assert self._server is not None
         self._server.close()
         for writer in list(self._open):
             writer.close()
         self._open.clear()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     def _run(self) -> None:
         try:
@@ -92,7 +108,7 @@ class RoundRobinProxy:
         with contextlib.suppress(asyncio.CancelledError):
             await self._server.serve_forever()
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _connect(self) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter] | None:
         # Each connection tries every backend once from its turn on (other connections take
         # turns meanwhile: a shared cycle could give this one the same dead backend twice).
         first = next(self._turn)
@@ -106,7 +122,7 @@ class RoundRobinProxy:
                 self.errors[f"{index}: {type(exc).__name__}: {exc}"] += 1
                 continue
             self.connections[index] += 1
-            return streams
+            return (index, *streams)
         return None
 
     def _loses(self, request: bytes) -> str | None:
@@ -121,10 +137,16 @@ class RoundRobinProxy:
         return write if self.seen[f"{write} {digest}"] == 1 else None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         self._open.add(writer)
         try:
             await self._relay(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the proxy stops (_shutdown): the connection just closes
         finally:
+            self._handlers.discard(task)
             self._open.discard(writer)
             writer.close()
 
@@ -139,7 +161,23 @@ class RoundRobinProxy:
             self.unserved += 1
             writer.close()
             return
-        up_reader, up_writer = upstream
+        index, up_reader, up_writer = upstream
+        self.routes[writer.get_extra_info("peername")[1]] = index
+        self.active[index] += 1
+        try:
+            await self._pipe_both(reader, writer, up_reader, up_writer, head, lose)
+        finally:
+            self.active[index] -= 1
+
+    async def _pipe_both(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        head: bytes,
+        lose: str | None,
+    ) -> None:
         self._open.add(up_writer)
         up_writer.write(head)
         answer = _cut(up_reader, self.lost, lose) if lose else _pipe(up_reader, writer)
@@ -148,13 +186,17 @@ class RoundRobinProxy:
             asyncio.create_task(answer),
         ]
         # Either side closing ends both: a replica that dies takes its connections with it.
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for task in pipes:
-            task.cancel()
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pipes:
+                task.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            for w in (writer, up_writer):
+                self._open.discard(w)
+                w.close()
         for w in (writer, up_writer):
-            self._open.discard(w)
-            w.close()
-            with contextlib.suppress(OSError, asyncio.CancelledError):
+            with contextlib.suppress(OSError):
                 await w.wait_closed()
 
 

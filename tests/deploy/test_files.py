@@ -5,6 +5,7 @@ and the tools that can check a file here (nginx, docker compose) accept it."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +29,10 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 K8S = DEPLOY / "k8s"
 # What the object store's client reads (boto3, s3fs, deltalake), besides Plinth's settings.
 OBJECT_STORE_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+# The credentials compose is to be given (it has no defaults for them).
+CREDENTIALS = {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+# ${NAME:?message}: compose refuses to start without NAME
+REQUIRED = re.compile(r"\$\{(\w+):\?[^}]*\}")
 
 
 def plinth_env_names() -> set[str]:
@@ -63,12 +68,17 @@ def k8s_documents() -> list[dict[str, Any]]:
 
 
 def k8s_containers(program: str = "plinth") -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(workload, container) of every Deployment and Job whose command runs ``program``."""
+    """(workload, container) of every Deployment, Job and CronJob whose command runs
+    ``program``."""
     found: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for doc in k8s_documents():
-        if doc["kind"] in ("Deployment", "Job"):
-            containers = doc["spec"]["template"]["spec"]["containers"]
-            found.extend((doc, c) for c in containers if c["command"][0] == program)
+        spec = doc.get("spec", {})
+        if doc["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        elif doc["kind"] not in ("Deployment", "Job"):
+            continue
+        containers = spec["template"]["spec"]["containers"]
+        found.extend((doc, c) for c in containers if c["command"][0] == program)
     return found
 
 
@@ -124,7 +134,7 @@ def test_every_setting_the_files_give_exists_and_is_valid(monkeypatch: pytest.Mo
     for name in (
         n for n in given if n.upper().removeprefix("PLINTH_").lower() in Settings.model_fields
     ):
-        monkeypatch.setenv(name, given[name].replace("${POSTGRES_PASSWORD:-plinth}", "plinth"))
+        monkeypatch.setenv(name, REQUIRED.sub("example", given[name]))
     settings = load_settings()
     assert settings.store_uri is not None and settings.store_uri.startswith("postgresql+psycopg://")
     assert settings.artifact_uri is not None and settings.artifact_uri.startswith("s3://")
@@ -183,15 +193,47 @@ def test_every_service_waits_for_the_migration_job() -> None:
     assert jobs == [["plinth", "db", "upgrade"]]
 
 
+def test_the_k8s_migration_job_is_a_new_job_per_image_tag() -> None:
+    """A Job's pod template cannot change: applying a new image to the old Job would fail,
+    so kustomize names it after the tag. (kubectl, where installed, builds it.)"""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=False
+    )
+    assert built.returncode == 0, built.stderr
+    docs = list(yaml.safe_load_all(built.stdout))
+    tags = {
+        i["name"]: i["newTag"]
+        for i in yaml.safe_load((K8S / "kustomization.yaml").read_text())["images"]
+    }
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    assert [j["metadata"]["name"] for j in jobs] == [f"plinth-db-upgrade-{tags['plinth']}"]
+    image = jobs[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith(f"/plinth:{tags['plinth']}"), image
+
+
 def test_the_topology_has_its_replicas() -> None:
     services = plinth_services()
     verbs = [s["command"][1] for s in services.values()]
     assert verbs.count("server") == 2 and verbs.count("scheduler") == 2
     model = services["model-churn-1"]["command"]
     assert model[:3] == ["plinth", "serve", "models:/churn@production"]
+    # the challenger, one replica; compose and k8s route the same arms to the same models
+    served = {c["command"][2]: w for w, c in k8s_containers() if c["command"][1] == "serve"}
+    assert sorted(served) == ["models:/churn@challenger", "models:/churn@production"]
+    assert services["model-challenger"]["command"][2] == "models:/churn@challenger"
     for workload, _ in k8s_containers():
         if workload["kind"] == "Deployment":
-            assert workload["spec"]["replicas"] == 2, workload["metadata"]["name"]
+            challenger = served["models:/churn@challenger"]["metadata"]["name"]
+            wanted = 1 if workload["metadata"]["name"] == challenger else 2
+            assert workload["spec"]["replicas"] == wanted, workload["metadata"]["name"]
+
+    def arms(argv: list[str]) -> list[str]:
+        return [a.split("=")[0] for i, a in enumerate(argv) if argv[i - 1] == "--arm-url"]
+
+    (k8s_router,) = [c["command"] for _, c in k8s_containers() if c["command"][1] == "router"]
+    assert arms(k8s_router) == arms(services["router"]["command"]) == ["champion", "challenger"]
 
 
 # -- ports and hosts ---------------------------------------------------------------------
@@ -228,7 +270,7 @@ def test_compose_ports_line_up() -> None:
             for host, port in servers:
                 assert listening.get(host) == port, f"{config.name} {upstream}: {host}:{port}"
         listens[balancer] = set(nginx_listens(config))
-        assert {int(p.split(":")[1]) for p in lb["ports"]} == listens[balancer], balancer
+        assert {int(p.rsplit(":", 1)[1]) for p in lb["ports"]} == listens[balancer], balancer
     for name, service in services.items():
         if service.get("restart") == "no":
             continue  # a one-shot job
@@ -278,6 +320,56 @@ def test_k8s_ports_probes_and_config_line_up() -> None:
     assert sorted(listed) == sorted(
         p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
     )
+
+
+# -- who is given what, and who listens where ----------------------------------------------
+
+
+def test_compose_has_no_default_credentials() -> None:
+    text = COMPOSE.read_text()
+    for name in CREDENTIALS:
+        assert not re.search(rf"\$\{{{name}(:?-|\}})", text), f"{name} has a default"
+        assert re.search(rf"\$\{{{name}:\?", text), f"{name} is not required"
+    given = {
+        k: v for s in compose()["services"].values() for k, v in s.get("environment", {}).items()
+    }
+    for name in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY"):
+        assert REQUIRED.fullmatch(str(given[name])), name
+
+
+def test_compose_publishes_only_the_api_beyond_this_host() -> None:
+    published = {
+        name: service["ports"]
+        for name, service in compose()["services"].items()
+        if service.get("ports")
+    }
+    for name, ports in published.items():
+        for port in ports:
+            if name == "lb":
+                assert port == "5151:80"  # the servers need a token (--auth)
+            else:
+                assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every address"
+    assert {"minio", "router", "model-lb", "spark-master"} <= set(published)
+
+
+def test_only_the_services_that_need_the_store_get_its_uri() -> None:
+    services = plinth_services()
+    with_store = {n for n, s in services.items() if "PLINTH_STORE_URI" in s["environment"]}
+    with_keys = {n for n, s in services.items() if "AWS_SECRET_ACCESS_KEY" in s["environment"]}
+    assert with_store == set(services)  # every Plinth service reads the store (the header)
+    assert with_keys == set(services) - {"migrate", "router"}
+    assert set(services["router"]["environment"]) == {"PLINTH_STORE_URI"}
+    assert set(services["migrate"]["environment"]) == {"PLINTH_STORE_URI"}
+
+
+def test_plinth_auth_is_only_claimed_for_the_server() -> None:
+    """PLINTH_AUTH is the server's setting; ``plinth serve`` has its own --auth flag."""
+    assert "auth" in Settings.model_fields
+    serve = parse_command(["plinth", "serve", "models:/m@production"])
+    assert "auth" in serve.params and serve.params["auth"] is False
+    config = (K8S / "config.yaml").read_text()
+    (line,) = [line for line in config.splitlines() if "PLINTH_AUTH" in line]
+    assert "`plinth server` only" in line
 
 
 # -- Spark for batch jobs ----------------------------------------------------------------
@@ -346,9 +438,48 @@ def test_k8s_runs_batch_jobs_on_its_spark_cluster() -> None:
     for workload, found in [*spark, *k8s_containers()]:
         if workload["metadata"]["name"] in (
             "plinth-scheduler",
+            "plinth-batch-score",
             *(w["metadata"]["name"] for w, _ in spark),
         ):
             assert found["image"] == "plinth-batch", workload["metadata"]["name"]
+    # compose's batch-score job is a CronJob here, the same command; drivers in a pod give
+    # executors the pod's address
+    (cron,) = [(w, c) for w, c in k8s_containers() if w["kind"] == "CronJob"]
+    assert cron[1]["command"] == compose()["services"]["batch-score"]["command"]
+    for workload, found in k8s_containers():
+        if found["image"] == "plinth-batch":
+            env = {e["name"]: e for e in found.get("env", [])}
+            pod_ip = env["SPARK_LOCAL_IP"]["valueFrom"]["fieldRef"]["fieldPath"]
+            assert pod_ip == "status.podIP", workload["metadata"]["name"]
+
+
+def nginx_version() -> tuple[int, ...] | None:
+    if shutil.which("nginx") is None:
+        return None
+    shown = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", shown)
+    assert found is not None, shown
+    return tuple(int(part) for part in found.groups())
+
+
+@pytest.mark.parametrize("config", BALANCERS.values(), ids=lambda p: p.name)
+def test_nginx_fails_over_on_connection_errors_only_and_re_resolves(config: Path) -> None:
+    text = config.read_text()
+    (next_upstream,) = re.findall(r"proxy_next_upstream ([^;]*);", text)
+    # a 503 is an answer (the store timed out, a model is not ready), never a reason to set a
+    # replica aside or to send a write twice
+    assert next_upstream.split() == ["error", "timeout"]
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=10s\b", text, re.MULTILINE)
+    for name, body in re.findall(r"upstream (\w+) \{(.*?)\}", text, re.DOTALL):
+        assert re.search(rf"^\s*zone {name} \w+;", body, re.MULTILINE), name
+        servers = re.findall(r"^\s*server (\S+) (.*);", body, re.MULTILINE)
+        assert len(servers) == 2, name
+        for host, params in servers:
+            assert "resolve" in params.split(), host
+            fails = re.search(r"max_fails=(\d+)", params)
+            assert fails is not None and int(fails.group(1)) >= 2, host
+    image = compose()["services"][next(b for b, c in BALANCERS.items() if c == config)]["image"]
+    assert tuple(int(p) for p in image.split(":")[1].split(".")) >= (1, 28), image
 
 
 # -- the tools' own checks, where they are installed --------------------------------------
@@ -356,10 +487,13 @@ def test_k8s_runs_batch_jobs_on_its_spark_cluster() -> None:
 
 @pytest.mark.parametrize("config", BALANCERS.values(), ids=lambda p: p.name)
 def test_nginx_accepts_its_config(tmp_path: Path, config: Path) -> None:
-    if shutil.which("nginx") is None:
+    version = nginx_version()
+    if version is None:
         pytest.skip("nginx is not installed")
     # compose's host names do not resolve here: the same file on loopback addresses
     text = re.sub(r"server [\w-]+:(\d+)", r"server 127.0.0.1:\1", config.read_text())
+    if version < (1, 27, 3):  # no `resolve` on upstream servers yet: the rest is checked
+        text = re.sub(r" resolve\b", "", text)
     config = tmp_path / "nginx.conf"
     config.write_text(text)
     checked = subprocess.run(
@@ -379,7 +513,7 @@ def test_nginx_accepts_its_config(tmp_path: Path, config: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
-def test_docker_compose_accepts_the_compose_file() -> None:
+def test_docker_compose_accepts_the_compose_file(tmp_path: Path) -> None:
     if shutil.which("docker-compose"):
         command = ["docker-compose"]
     elif (
@@ -392,10 +526,10 @@ def test_docker_compose_accepts_the_compose_file() -> None:
         command = ["docker", "compose"]
     else:
         pytest.skip("docker compose is not installed")
-    checked = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
+    argv = [*command, "-f", str(COMPOSE), "--project-directory", str(tmp_path), "config", "-q"]
+    refused = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    assert refused.returncode != 0 and "set POSTGRES_PASSWORD" in refused.stderr, refused.stderr
+    env.update(dict.fromkeys(CREDENTIALS, "example"))
+    checked = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     assert checked.returncode == 0, checked.stderr

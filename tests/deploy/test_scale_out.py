@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,12 +36,10 @@ from tests.features.conftest import define, transactions
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def redis_url() -> str:
-    """A Redis database of the topology's own (other tests flush 9), one per xdist worker:
-    each worker that runs a test of this module starts a topology of its own."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = int(worker[2:]) if worker[2:].isdigit() else 0
-    return os.environ.get("PLINTH_TEST_SCALEOUT_REDIS", f"redis://127.0.0.1:6379/{10 + index}")
+REDIS = os.environ.get("PLINTH_TEST_SCALEOUT_REDIS", "redis://127.0.0.1:6379")
+REDIS_DATABASES = range(10, 16)  # other tests flush 9; Redis has 16 by default
+CLAIM = "plinth-scale-out:claimed-by"  # the key that makes a database one test run's own
+CLAIM_SECONDS = 1800  # a crashed run's claim lapses
 
 
 WORKERS = 6
@@ -66,8 +65,10 @@ class Replica:
     env: dict[str, str]
     log: IO[bytes]
     proc: subprocess.Popen[bytes] | None = None
+    logged_from: int = 0  # where this start's output begins in the log
 
     def start(self) -> None:
+        self.logged_from = self.log.seek(0, os.SEEK_END)
         self.proc = subprocess.Popen(
             plinth_command("server", "--port", str(self.port)),
             env=self.env,
@@ -93,8 +94,12 @@ class Replica:
                 self.proc.wait()
 
     def tail(self) -> str:
-        self.log.seek(0)
+        self.log.seek(self.logged_from)
         return self.log.read().decode(errors="replace")[-3000:]
+
+    def lost_its_port(self) -> bool:
+        """It exited because another process took the port free_port() had found."""
+        return not self.alive() and "address already in use" in self.tail().lower()
 
 
 @dataclass
@@ -107,7 +112,17 @@ class Topology:
         for replica in down:
             replica.start()
         for replica in down:
-            wait_ready(replica)
+            for _ in range(3):  # free_port() cannot hold the port until the replica binds it
+                try:
+                    wait_ready(replica)
+                    break
+                except RuntimeError:
+                    if not replica.lost_its_port():
+                        raise
+                replica.port = free_port()
+                replica.start()
+            else:
+                wait_ready(replica)
         return self.replicas
 
 
@@ -125,21 +140,39 @@ def migrate(env: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def redis_db() -> Iterator[str]:
+    """A Redis database this test run claimed (SET NX of a claim key), so that no other
+    run, in this pytest or another on the same Redis, writes or flushes it meanwhile.
+    Plinth's online store always uses its ``plinth`` namespace, hence a database each."""
     import redis
 
-    url = redis_url()
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:  # pragma: no cover - depends on the machine
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    for db in REDIS_DATABASES:
+        url = f"{REDIS}/{db}"
+        client = redis.Redis.from_url(url)
+        try:
+            claimed = client.set(CLAIM, owner, nx=True, ex=CLAIM_SECONDS)
+        except redis.ConnectionError as exc:  # pragma: no cover - depends on the machine
+            client.close()
+            pytest.skip(f"Redis at {url} is not available: {exc}")
+        if claimed:
+            break
         client.close()
-        pytest.skip(f"Redis at {url} is not available: {exc}")
-    client.flushdb()
+    else:
+        pytest.fail(f"every Redis database {REDIS}/{REDIS_DATABASES} is claimed by another run")
     try:
+        _drop_online_keys(client)  # a crashed run's, whose claim lapsed
         yield url
     finally:
-        client.flushdb()
+        _drop_online_keys(client)
+        if client.get(CLAIM) == owner.encode():
+            client.delete(CLAIM)
         client.close()
+
+
+def _drop_online_keys(client: Any) -> None:
+    names = list(client.scan_iter(match="plinth:*", count=500))
+    for i in range(0, len(names), 500):
+        client.delete(*names[i : i + 500])
 
 
 @contextlib.contextmanager
@@ -259,7 +292,9 @@ def test_a_write_whose_answer_was_lost_is_retried_into_one_write(
     with round_robin(backends, lose_answers=True) as proxy:
         client = one_request_per_connection(connect_client(proxy.url, tmp_path / "client"))
         with client:
-            work(0, client, plan, small_model(), ledger, lambda: None, threading.Event())
+            work(
+                0, client, plan, small_model(), ledger, lambda: None, threading.Event(), proxy.route
+            )
         lost = Counter(write.split("?")[0].rsplit("/", 1)[-1] for write in proxy.lost.elements())
         # every first attempt lost its answer: each run's create, params, tags, uploads and
         # end, and both registrations (metric batches travel with the end or before it)
@@ -290,12 +325,16 @@ def run_load_and_kill(
     killed: dict[str, int] = {}
     with ThreadPoolExecutor(WORKERS) as pool:
         futures = [
-            pool.submit(work, i, client, PLAN, model, ledgers[i], done, stop)
+            pool.submit(work, i, client, PLAN, model, ledgers[i], done, stop, proxy.route)
             for i, client in enumerate(clients)
         ]
         try:
             assert enough.wait(45), "the clients did not get going"
-            killed["connections"] = proxy.connections[0]
+            while not proxy.active[0] and not all(f.done() for f in futures):
+                time.sleep(0.001)  # until a client's connection is open to the victim
+            killed.update(
+                connections=proxy.connections[0], open=proxy.active[0], refused=proxy.refused[0]
+            )
             os.kill(victim.pid, signal.SIGKILL)
             assert victim.proc is not None
             victim.proc.wait(10)
@@ -382,9 +421,14 @@ def test_killing_a_replica_mid_load_costs_no_acknowledged_write(
         for client in clients:
             client.close()
 
-        # The killed replica had served part of the load; the proxy moved on from it.
+        # The killed replica had served part of the load and had clients' connections open
+        # when it died; the clients saw it (their calls failed and were retried, and new
+        # connections to it were refused), and the proxy moved on to the other one.
         assert replicas[0].proc is not None and replicas[0].proc.returncode == -signal.SIGKILL
-        assert killed["connections"] > 0
+        assert killed["connections"] > 0 and killed["open"] > 0, killed
+        retries = sum((ledger.retries for ledger in ledgers), Counter[str]())
+        refused = proxy.refused[0] - killed["refused"]
+        assert sum(retries.values()) > 0 and refused > 0, (killed, retries, proxy.refused)
         assert proxy.connections[1] > 0 and proxy.unserved == 0, proxy.errors
         with connect_client(proxy.url, tmp_path / "check") as through_proxy:
             check_everything_once(ledgers, topology.env, through_proxy)
