@@ -17,7 +17,6 @@ from plinth.store.engine import Store, open_store
 from plinth.tracking.logged_models import (
     LoggedModelService,
     LoggedModelStatus,
-    logged_model_location,
 )
 from plinth.tracking.service import TrackingService
 from tests.backends import empty_tables
@@ -73,7 +72,7 @@ def test_a_model_is_created_pending_and_finalized_ready(
     assert ready.updated_at >= made.updated_at
     with pytest.raises(InvalidArgument, match="LOGGED_MODEL_READY"):
         models.finalize(made.id, "LOGGED_MODEL_PENDING")
-    assert logged_model_location(tracking.store, tracking.artifacts, made.id) == (
+    assert models.location(made.id) == (
         run.experiment_id,
         made.artifact_path,
     )
@@ -276,3 +275,79 @@ def test_write_needs_write_on_the_experiment_read_needs_read(
         with pytest.raises(NotFound):
             models.search([run.experiment_id])
     configure_access(store)
+
+
+def test_another_users_private_run_or_model_reads_as_a_missing_one(
+    store: Store, tracking: TrackingService, models: LoggedModelService
+) -> None:
+    from plinth.auth.access import configure_access
+
+    configure_access(store, private_by_default=True)
+    auth = AuthService(store)
+    for name in ("alice", "mallory"):
+        auth.create_user(name, role=Role.EDITOR)
+    with as_user("alice", Role.EDITOR):
+        hidden_run = tracking.create_run("churn")
+        hidden_model = models.create(hidden_run.experiment_id)
+    missing_run, missing_model = "f" * 32, "m-" + "f" * 32
+    try:
+        with as_user("mallory", Role.EDITOR):
+            own = tracking.create_run("fraud")
+            for source in (hidden_run.id, missing_run):
+                with pytest.raises(NotFound) as caught:
+                    models.create(own.experiment_id, source_run_id=source)
+                assert str(caught.value) == f"run {source!r} does not exist"
+            for model_id in (hidden_model.id, missing_model):
+                with pytest.raises(NotFound) as caught:
+                    models.log_outputs(own.id, [model_id])
+                assert str(caught.value) == f"logged model {model_id!r} does not exist"
+        # one the caller may read still gets the real reason
+        with as_user("alice", Role.EDITOR):
+            other = tracking.create_run("churn-2")
+            with pytest.raises(InvalidArgument, match="belongs to another experiment"):
+                models.create(other.experiment_id, source_run_id=hidden_run.id)
+    finally:
+        configure_access(store)
+
+
+def test_a_search_names_at_most_1000_experiments_checked_in_a_few_statements(
+    store: Store, tracking: TrackingService, models: LoggedModelService
+) -> None:
+    from sqlalchemy import event
+
+    from plinth.auth.access import configure_access
+
+    configure_access(store, private_by_default=True)
+    auth = AuthService(store)
+    auth.create_user("alice", role=Role.EDITOR)
+    statements: list[str] = []
+
+    def count(*_: object) -> None:
+        statements.append("")
+
+    try:
+        with as_user("alice", Role.EDITOR):
+            experiments = [tracking.create_run(f"e{i}").experiment_id for i in range(30)]
+            model = models.create(experiments[0])
+            with pytest.raises(InvalidArgument, match="at most 1,000"):
+                models.search(experiments * 34)  # 1,020
+            counts = []
+            for searched in (experiments[:1], experiments * 33):  # 1 and 990 ids
+                statements.clear()
+                event.listen(store.engine, "before_cursor_execute", count)
+                try:
+                    found = models.search(searched)
+                finally:
+                    event.remove(store.engine, "before_cursor_execute", count)
+                assert [m.id for m in found.items] == [model.id]
+                counts.append(len(statements))
+            assert counts[0] == counts[1]  # not one lookup per id
+        auth.create_user("mallory", role=Role.EDITOR)
+        with as_user("mallory", Role.EDITOR), pytest.raises(NotFound) as caught:
+            models.search(["f" * 32, experiments[3]])
+        assert str(caught.value) == f"experiment {'f' * 32!r} does not exist"
+        with as_user("mallory", Role.EDITOR), pytest.raises(NotFound) as caught:
+            models.search([experiments[3]])  # hidden reads as missing
+        assert str(caught.value) == f"experiment {experiments[3]!r} does not exist"
+    finally:
+        configure_access(store)

@@ -31,6 +31,7 @@ from plinth.tracking.types import ArtifactEntry, Page, check_tags, validate_key
 
 MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 MAX_MODEL_RESULTS = 1000
+MAX_SEARCH_EXPERIMENTS = 1000  # experiments one search names (each is looked up)
 
 
 class LoggedModelStatus(enum.Enum):
@@ -97,10 +98,42 @@ def _on_model(action: Action) -> Callable[[Access, dict[str, Any]], None]:
     return check
 
 
+def check_experiment_count(experiment_ids: list[str]) -> None:
+    if len(experiment_ids) > MAX_SEARCH_EXPERIMENTS:
+        raise InvalidArgument(
+            f"experiment_ids names {len(experiment_ids):,} experiments; a search takes at "
+            f"most {MAX_SEARCH_EXPERIMENTS:,}"
+        )
+
+
 def _may_search(access: Access, arguments: dict[str, Any]) -> None:
     """read on each experiment searched"""
-    for experiment in arguments["experiment_ids"] or []:
-        access.require_experiment(Action.READ, str(experiment))
+    refs = [str(e) for e in arguments["experiment_ids"] or []]
+    check_experiment_count(refs)
+    visible = access.visible(Kind.EXPERIMENT)  # one statement, whatever the count
+    with access.store.read() as conn:
+        found = _experiment_ids(conn, refs)
+    for ref in refs:
+        key = found.get(ref)
+        if key is not None and (visible is None or key in visible):
+            continue
+        # the words of one that is not there, whether missing or hidden
+        raise NotFound(f"experiment {ref!r} does not exist")
+
+
+def _experiment_ids(conn: Connection, refs: list[str]) -> dict[str, str]:
+    """The id of each experiment named by name or id (a name before an id, as the access
+    rules read one), in one statement."""
+    if not refs:
+        return {}
+    rows = conn.execute(
+        select(experiments.c.id, experiments.c.name).where(
+            experiments.c.name.in_(refs) | experiments.c.id.in_(refs)
+        )
+    ).all()
+    by_id = {str(r.id): str(r.id) for r in rows}
+    by_name = {str(r.name): str(r.id) for r in rows}
+    return {**by_id, **by_name}
 
 
 class LoggedModelService:
@@ -133,6 +166,8 @@ class LoggedModelService:
         check_tags(params, "param")
         model_id = f"m-{uuid.uuid4().hex}"
         at = now_ms()
+        if source_run_id:  # one the caller may not read is "not there", as a missing one
+            self.access.require_run(Action.READ, source_run_id)
         with self.store.write() as conn:
             experiment = self._live_experiment(conn, experiment_id)
             if source_run_id:
@@ -287,6 +322,7 @@ class LoggedModelService:
         default."""
         if not experiment_ids:
             raise InvalidArgument("give the experiment_ids to search logged models in")
+        check_experiment_count(experiment_ids)
         offset = decode_page_token(page_token)
         limit = check_max_results(min(max_results, MAX_MODEL_RESULTS))
         conditions = parse_filter(filter)
@@ -294,7 +330,11 @@ class LoggedModelService:
         for field, _ in order:
             _sort_field(field)
         with self.store.read() as conn:
-            ids = [self._live_id(conn, e) for e in experiment_ids]
+            keys = _experiment_ids(conn, experiment_ids)
+            missing = next((e for e in experiment_ids if e not in keys), None)
+            if missing is not None:
+                raise NotFound(f"experiment {missing!r} does not exist")
+            ids = sorted(set(keys.values()))
             rows = conn.execute(
                 select(logged_models).where(
                     logged_models.c.experiment_id.in_(ids), logged_models.c.deleted_at.is_(None)
@@ -308,22 +348,13 @@ class LoggedModelService:
         more = len(found) > offset + limit
         return Page(page, encode_page_token(offset + limit) if more else None)
 
-    def _live_id(self, conn: Connection, experiment: str) -> str:
-        found = conn.execute(
-            select(experiments.c.id).where(
-                (experiments.c.id == experiment) | (experiments.c.name == experiment)
-            )
-        ).scalar()
-        if found is None:
-            raise NotFound(f"experiment {experiment!r} does not exist")
-        return str(found)
-
     # -- runs' outputs -------------------------------------------------------------------
 
     def log_outputs(self, run_id: str, model_ids: list[str]) -> None:
         """Record logged models as outputs of a run (write on the run's experiment): a
         model without a source run takes this one; a model of another run is refused."""
         self.access.require_run(Action.WRITE, run_id)
+        self._hide_unreadable(model_ids)
         with self.store.write() as conn:
             experiment_id = conn.execute(
                 select(runs.c.experiment_id).where(runs.c.id == run_id)
@@ -346,6 +377,22 @@ class LoggedModelService:
                     .where(logged_models.c.id == model_id)
                     .values(source_run_id=run_id, updated_at=now_ms())
                 )
+
+    def _hide_unreadable(self, model_ids: list[str]) -> None:
+        """A model in an experiment the caller may not read is "not there", in the words
+        ``_row`` uses for a missing one (one statement for the caller's experiments)."""
+        visible = self.access.visible(Kind.EXPERIMENT)
+        if visible is None or not model_ids:
+            return
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(logged_models.c.id, logged_models.c.experiment_id).where(
+                    logged_models.c.id.in_(model_ids)
+                )
+            ).all()
+        for row in rows:
+            if row.experiment_id not in visible:
+                raise NotFound(f"logged model {row.id!r} does not exist")
 
     # -- files ---------------------------------------------------------------------------
 
@@ -384,12 +431,6 @@ class LoggedModelService:
     def delete_files(self, model_id: str, path: str) -> None:
         """Delete a file or folder of the model's files."""
         self.artifacts.delete(f"{self.get(model_id).artifact_path}/{safe_relpath(path)}")
-
-
-def logged_model_location(store: Store, artifacts: ArtifactStore, model_id: str) -> tuple[str, str]:
-    """``models:/m-<id>``: the logged model's experiment id and the folder of its files
-    under the artifact root (read on its experiment is checked)."""
-    return LoggedModelService(store, artifacts).location(check_model_id(model_id))
 
 
 def delete_run_artifacts(store: Store, artifacts: ArtifactStore, run_id: str, path: str) -> None:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from plinth.auth.service import AuthService
+from plinth.auth.types import Kind, Role
 from plinth.config import load_settings
+from plinth.errors import NotFound
 from plinth.server.app import create_app
 from plinth.store.artifacts import ArtifactStore
 from plinth.store.engine import open_store
 from plinth.tracking.service import TrackingService
-from tests.backends import empty_tables
+from tests.backends import AuthServer, empty_tables
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Using `httpx` with `starlette.testclient` is deprecated"
@@ -121,13 +125,36 @@ def test_an_unknown_experiment_is_404_resource_does_not_exist(api: Any) -> None:
     assert_error(response, 404, "RESOURCE_DOES_NOT_EXIST")
 
 
-def test_the_default_experiment_0_is_the_one_named_default(
+def test_the_default_experiment_0_is_made_by_a_write_never_by_a_read(
     api: Any, tracking: TrackingService
 ) -> None:
+    unwritten = get(api, "0")  # MLflow's clients expect "0" to exist: an empty answer
+    assert (unwritten["experiment_id"], unwritten["name"], unwritten["tags"]) == (
+        "0",
+        "Default",
+        [],
+    )
+    by_name = api.get(f"{API}/experiments/get-by-name", params={"experiment_name": "Default"})
+    assert by_name.json()["experiment"] == unwritten
+    tag = {"experiment_id": "0", "key": "k", "value": "v"}
+    for refused in (
+        api.post(f"{API}/experiments/update", json={"experiment_id": "0", "new_name": "x"}),
+        api.post(f"{API}/experiments/delete", json={"experiment_id": "0"}),
+        api.post(f"{API}/experiments/delete-experiment-tag", json=tag),
+    ):
+        assert_error(refused, 404, "RESOURCE_DOES_NOT_EXIST", "'0'", "first run")
+    with pytest.raises(NotFound):
+        tracking.get_experiment("Default")  # nothing created by any of these
+    assert search(api)["experiments"] == []
+
+    made = api.post(f"{API}/runs/create", json={"experiment_id": "0"})
+    assert made.status_code == 200, made.text
     first = get(api, "0")
     assert first["name"] == "Default"
     assert first["experiment_id"] == tracking.get_experiment("Default").id
-    assert get(api, "0") == first  # created once
+    assert made.json()["run"]["info"]["experiment_id"] == first["experiment_id"]
+    assert api.post(f"{API}/experiments/set-experiment-tag", json=tag).json() == {}
+    assert get(api, "0")["experiment_id"] == first["experiment_id"]  # created once
 
 
 def test_set_experiment_tag(api: Any, tracking: TrackingService) -> None:
@@ -244,3 +271,74 @@ def test_delete_experiment_tag(api: Any, tracking: TrackingService) -> None:
     body = {"experiment_id": experiment_id, "key": "a"}
     assert api.post(f"{API}/experiments/delete-experiment-tag", json=body).json() == {}
     assert tracking.get_experiment(experiment_id).tags == {}
+
+
+class _Server(AuthServer):
+    """``AuthServer`` with new resources private or not."""
+
+    def __init__(self, home: Path, private: bool) -> None:
+        from fastapi.testclient import TestClient
+
+        settings = load_settings(home=home, auth=True, private_by_default=private)
+        self.http = TestClient(create_app(settings))
+        self.store = open_store(settings.resolved_store_uri)
+        self.auth = AuthService(self.store)
+
+
+@pytest.mark.parametrize("private", [True, False], ids=["private", "public"])
+def test_every_editor_logs_runs_to_the_shared_default(tmp_path: Path, private: bool) -> None:
+    server = _Server(tmp_path / "server", private)
+    with server.http as http:
+        alice = server.user("alice", Role.EDITOR)
+        bob = server.user("bob", Role.EDITOR)
+        victor = server.user("victor", Role.VIEWER)
+
+        def run_in_default(headers: dict[str, str]) -> httpx.Response:
+            return http.post(f"{API}/runs/create", json={"experiment_id": "0"}, headers=headers)
+
+        def read_default(headers: dict[str, str]) -> dict[str, Any]:
+            answer = http.get(f"{API}/experiments/get?experiment_id=0", headers=headers)
+            assert answer.status_code == 200, answer.text
+            return dict(answer.json()["experiment"])
+
+        assert read_default(alice)["experiment_id"] == "0"  # a read creates nothing
+        error = run_in_default(victor)  # nor does a viewer's write
+        assert_error(error, 403, "PERMISSION_DENIED", "editor role")
+        tracking = TrackingService(server.store, ArtifactStore(str(tmp_path / "artifacts")))
+        with pytest.raises(NotFound):
+            tracking.get_experiment("Default")
+
+        runs = {}
+        for name, headers in (("alice", alice), ("bob", bob), ("alice", alice)):
+            made = run_in_default(headers)
+            assert made.status_code == 200, made.text
+            runs[name] = made.json()["run"]["info"]
+        default = read_default(bob)
+        assert default["experiment_id"] == runs["alice"]["experiment_id"]
+        assert runs["bob"]["experiment_id"] == default["experiment_id"]
+        assert read_default(victor) == default
+        for who in (alice, bob):  # each reads the other's run
+            for info in runs.values():
+                found = http.get(f"{API}/runs/get?run_id={info['run_id']}", headers=who)
+                assert found.status_code == 200, found.text
+        tag = {"experiment_id": "0", "key": "k", "value": "v"}
+        ok = http.post(f"{API}/experiments/set-experiment-tag", json=tag, headers=bob)
+        assert ok.status_code == 200, ok.text
+        # the platform owns it: no user deletes it or changes its grants
+        deleted = http.post(f"{API}/experiments/delete", json={"experiment_id": "0"}, headers=bob)
+        assert_error(deleted, 403, "PERMISSION_DENIED")
+        assert tracking.get_experiment("Default").owner == "plinth"
+        assert everyone(server, default["experiment_id"]) == "editor"
+
+        # a grant lost (the first writer stopped between creating and granting) is repaired
+        server.auth.revoke_grant(Kind.EXPERIMENT, default["experiment_id"], "everyone", "*")
+        made = run_in_default(bob)  # the repair needs no grant of the caller's
+        assert made.status_code == 200, made.text
+        assert made.json()["run"]["info"]["experiment_id"] == default["experiment_id"]
+        assert everyone(server, default["experiment_id"]) == "editor"
+    server.store.dispose()
+
+
+def everyone(server: AuthServer, experiment_id: str) -> str | None:
+    found = server.auth.list_grants(Kind.EXPERIMENT, experiment_id)
+    return next((g.level for g in found if g.grantee_type == "everyone"), None)

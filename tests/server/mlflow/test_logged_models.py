@@ -212,3 +212,30 @@ def test_a_viewer_sees_models_but_does_not_change_them(server: AuthServer) -> No
     ):
         answer = http.request(method, path, json=body, headers=victor)
         error(answer, 403, "PERMISSION_DENIED")
+
+
+def test_a_search_names_at_most_1000_experiments(api: Any) -> None:
+    experiment, _ = new_run(api)
+    many = {"experiment_ids": [experiment] * 1001}
+    message = error(api.post(f"{MODELS}/search", json=many), 400, "INVALID_PARAMETER_VALUE")
+    assert "1,001" in message and "at most 1,000" in message
+    found = api.post(f"{MODELS}/search", json={"experiment_ids": [experiment] * 1000})
+    assert found.status_code == 200, found.text
+    # an id, never a name; and "0" is not created by a search
+    for ref in ("churn", "0"):
+        body = {"experiment_ids": [experiment, ref]}
+        error(api.post(f"{MODELS}/search", json=body), 404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_another_users_private_run_reads_as_a_missing_one(server: AuthServer) -> None:
+    alice = server.user("alice", Role.EDITOR)
+    mallory = server.user("mallory", Role.EDITOR)
+    http = server.http
+    _, hidden = new_run(http, alice)
+    own = http.post("/api/v1/runs", json={"experiment": "mine"}, headers=mallory).json()
+    messages = []
+    for source in (hidden, "f" * 32):
+        body = {"experiment_id": own["experiment_id"], "source_run_id": source}
+        answer = http.post(MODELS, json=body, headers=mallory)
+        messages.append(error(answer, 404, "RESOURCE_DOES_NOT_EXIST").replace(source, "ID"))
+    assert messages[0] == messages[1]

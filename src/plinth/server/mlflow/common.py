@@ -4,20 +4,26 @@ JSON reply, MLflow's paging and limits, and the experiment an MLflow id names.""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
 
-from plinth.auth.context import current_principal
-from plinth.errors import AlreadyExists, InvalidArgument, NotFound
+from plinth.auth.access import access_for
+from plinth.auth.context import SYSTEM, acting_as, current_principal
+from plinth.auth.service import AuthService
+from plinth.auth.types import Kind, Level, Role
+from plinth.errors import AlreadyExists, InvalidArgument, NotFound, WriteConflict
 from plinth.registry.service import RegistryService
 from plinth.store.artifacts import ArtifactStore
 from plinth.store.engine import Store
+from plinth.store.schema import grants
 from plinth.tracking.service import TrackingService
 from plinth.tracking.types import Experiment
 
@@ -131,18 +137,73 @@ def experiment_by_id(
     tracking: TrackingService, experiment_id: str, create: bool = True
 ) -> Experiment:
     """The experiment an MLflow id names: a Plinth id, or "0" (the client's when none is
-    set) for Plinth's experiment "Default", created on first use when ``create``. Never by
-    name: an id that is no experiment's is not found."""
+    set) for the shared "Default" (``default_experiment``). Never by name: an id that is no
+    experiment's is not found."""
     if experiment_id == DEFAULT_ID:
-        try:
-            return tracking.get_experiment(DEFAULT_NAME)
-        except NotFound:
-            if not create:
-                raise
-        try:
-            return tracking.create_experiment(DEFAULT_NAME)
-        except AlreadyExists:  # created meanwhile
-            return tracking.get_experiment(DEFAULT_NAME)
+        return default_experiment(tracking, create)
     if not PLINTH_ID.fullmatch(experiment_id):
         raise NotFound(f"experiment id {experiment_id!r} does not exist")
     return tracking.get_experiment(experiment_id)
+
+
+def default_experiment(tracking: TrackingService, create: bool) -> Experiment:
+    """MLflow's experiment "0": Plinth's experiment "Default", shared as MLflow shares it.
+
+    Only a write (``create``) makes it: the platform creates it (it owns it, so only admins
+    delete it or change its grants) and grants everyone the editor level through the grants
+    service, so every signed-in editor logs runs to it and every viewer reads it, whether
+    new resources are private or not. Creation and grant are two steps: each write checks
+    the grant and repairs it if the first writer stopped between them. A read never
+    creates: before the first write, "0" is not found (404 RESOURCE_DOES_NOT_EXIST) here,
+    and the experiments routes that read one experiment answer ``unwritten_default()`` (MLflow's
+    clients expect "0" to exist).
+
+    A "Default" a user created themselves (through Plinth) keeps its own grants: only the
+    platform's is shared.
+    """
+    if create:
+        _share_default(tracking)
+    try:
+        return tracking.get_experiment(DEFAULT_NAME)  # as the caller: its grants apply
+    except NotFound:
+        raise NotFound(
+            f"experiment id {DEFAULT_ID!r} ({DEFAULT_NAME!r}) does not exist: the first run "
+            "logged to it creates it"
+        ) from None
+
+
+def unwritten_default() -> Experiment:
+    """What reading "0" (or "Default" by name) answers while no write has made it: an
+    empty "Default" with MLflow's id, created nowhere."""
+    return Experiment(DEFAULT_ID, DEFAULT_NAME, "", SYSTEM.name, datetime.fromtimestamp(0, UTC))
+
+
+def _share_default(tracking: TrackingService) -> None:
+    access = access_for(tracking.store)
+    access.require_role(Role.EDITOR, f"write to the default experiment {DEFAULT_NAME!r}")
+    with acting_as(SYSTEM):
+        try:
+            found = tracking.get_experiment(DEFAULT_NAME)
+        except NotFound:
+            try:
+                found = tracking.create_experiment(DEFAULT_NAME)
+            except AlreadyExists:  # created meanwhile
+                found = tracking.get_experiment(DEFAULT_NAME)
+        if found.owner != SYSTEM.name or _everyone_edits(tracking.store, found.id):
+            return
+        with contextlib.suppress(WriteConflict):  # another writer granted it meanwhile
+            AuthService(tracking.store).grant(
+                Kind.EXPERIMENT, found.id, "everyone", "*", Level.EDITOR.name
+            )
+
+
+def _everyone_edits(store: Store, experiment_id: str) -> bool:
+    with store.read() as conn:
+        level = conn.execute(
+            select(grants.c.level).where(
+                grants.c.kind == Kind.EXPERIMENT.value,
+                grants.c.resource == experiment_id,
+                grants.c.grantee_type == "everyone",
+            )
+        ).scalar()
+    return level is not None and level >= Level.EDITOR

@@ -1,7 +1,8 @@
 """MLflow's experiments routes, answered by ``TrackingService`` (its permissions apply).
 
 Experiment ids are Plinth's; MLflow's default experiment "0" is the Plinth experiment
-named "Default", created on first use (``common.experiment_by_id``).
+named "Default", shared with every user and created by the first write to it, never by a
+read (``common.default_experiment``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from plinth.errors import NotFound
 from plinth.server.mlflow.codes import ARTIFACTS_SCHEME, PREFIX
 from plinth.server.mlflow.common import (
     DEFAULT_ID,
+    DEFAULT_NAME,
     PLINTH_ID,
     Body,
     KeyValue,
@@ -29,6 +31,7 @@ from plinth.server.mlflow.common import (
     pairs,
     reply,
     signed_in,
+    unwritten_default,
     view_of,
 )
 from plinth.server.mlflow.filters import experiment_filter, experiment_order
@@ -117,8 +120,8 @@ def routes(services: Services) -> APIRouter:
     router = APIRouter(prefix=PREFIX)
     tracking = services.tracking
 
-    def by_id(experiment_id: str) -> Experiment:
-        return experiment_by_id(tracking, experiment_id)
+    def by_id(experiment_id: str, create: bool = False) -> Experiment:
+        return experiment_by_id(tracking, experiment_id, create)
 
     @router.post("/experiments/create")
     def create_experiment(body: CreateExperiment) -> Response:
@@ -131,17 +134,28 @@ def routes(services: Services) -> APIRouter:
     @router.get("/experiments/get")
     def get_experiment(experiment_id: Annotated[str, Query()]) -> Response:
         signed_in()
-        return reply({"experiment": experiment_json(by_id(experiment_id))})
+        try:
+            found = by_id(experiment_id)
+        except NotFound:
+            if experiment_id != DEFAULT_ID:
+                raise
+            found = unwritten_default()  # a read creates nothing
+        return reply({"experiment": experiment_json(found)})
 
     @router.get("/experiments/get-by-name")
     def get_experiment_by_name(experiment_name: Annotated[str, Query()]) -> Response:
         signed_in()
         # Plinth finds an experiment by name or id: only a name will do here
-        found = (
-            None
-            if PLINTH_ID.fullmatch(experiment_name)
-            else tracking.get_experiment(experiment_name)
-        )
+        try:
+            found = (
+                None
+                if PLINTH_ID.fullmatch(experiment_name)
+                else tracking.get_experiment(experiment_name)
+            )
+        except NotFound:
+            if experiment_name != DEFAULT_NAME:
+                raise
+            found = unwritten_default()
         if found is None or found.name != experiment_name:
             raise NotFound(f"experiment {experiment_name!r} does not exist")
         return reply({"experiment": experiment_json(found)})
@@ -215,7 +229,8 @@ def routes(services: Services) -> APIRouter:
     @router.post("/experiments/set-experiment-tag")
     def set_experiment_tag(body: SetExperimentTag) -> Response:
         signed_in()
-        tracking.set_experiment_tags(by_id(body.experiment_id).id, {body.key: body.value})
+        experiment = by_id(body.experiment_id, create=True).id  # a write makes "0"
+        tracking.set_experiment_tags(experiment, {body.key: body.value})
         return reply({})
 
     @router.post("/experiments/delete-experiment-tag")

@@ -8,11 +8,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import ConfigDict, Field
 
-from plinth.errors import Conflict, InvalidArgument
+from plinth.errors import Conflict, InvalidArgument, NotFound
 from plinth.server.mlflow.artifacts import files_json
 from plinth.server.mlflow.codes import ARTIFACTS_SCHEME, PREFIX
-from plinth.server.mlflow.common import Body, Services, Tag, experiment_by_id, pairs
-from plinth.tracking.logged_models import LoggedModel, LoggedModelService, LoggedModelStatus
+from plinth.server.mlflow.common import (
+    DEFAULT_ID,
+    PLINTH_ID,
+    Body,
+    Services,
+    Tag,
+    experiment_by_id,
+    pairs,
+)
+from plinth.tracking.logged_models import (
+    LoggedModel,
+    LoggedModelService,
+    LoggedModelStatus,
+    check_experiment_count,
+)
 
 # proto enums arrive by name or by number
 _STATUS_NUMBERS = {
@@ -113,6 +126,18 @@ def routes(services: Services) -> APIRouter:
     def experiment(ref: str) -> str:
         return experiment_by_id(services.tracking, ref).id
 
+    def searched(refs: list[str]) -> list[str]:
+        """The ids of a search: capped, "0" looked up once (a search creates nothing), the
+        rest checked by the service in one statement."""
+        check_experiment_count(refs)
+        default = None
+        if DEFAULT_ID in refs:
+            default = experiment_by_id(services.tracking, DEFAULT_ID, create=False).id
+        for ref in refs:
+            if ref != DEFAULT_ID and not PLINTH_ID.fullmatch(ref):  # an id, never a name
+                raise NotFound(f"experiment id {ref!r} does not exist")
+        return [default if ref == DEFAULT_ID and default else ref for ref in refs]
+
     base = f"{PREFIX}/logged-models"
 
     @router.post(base)
@@ -135,7 +160,7 @@ def routes(services: Services) -> APIRouter:
                 "carry no metrics"
             )
         page = models.search(
-            [experiment(e) for e in body.experiment_ids],
+            searched(body.experiment_ids),
             filter=body.filter,
             order_by=[(o.field_name, o.ascending) for o in body.order_by],
             max_results=body.max_results or 50,
