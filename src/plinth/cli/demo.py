@@ -67,16 +67,17 @@ def demo(
                 {
                     "home": str(folder),
                     "seconds": round(seconds, 1),
-                    "ended_early": made.ended_early,
+                    "ended_early": made.setbacks,
                     "steps": made.steps,
                     "made": made.made,
                     "dashboard": {what: dashboard + path for what, path in pages(made)},
                     "commands": commands(made),
                 }
             )
-        if made.ended_early is not None:
+        if made.setbacks:
             shown.print(
-                f"[yellow]the story ended early[/yellow] at {escape(made.ended_early)}",
+                f"[yellow]the story ended early[/yellow] at {escape(made.setbacks[0])}"
+                + "".join(f"; then at {escape(later)}" for later in made.setbacks[1:]),
                 highlight=False,
                 soft_wrap=True,
             )

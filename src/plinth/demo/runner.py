@@ -135,7 +135,7 @@ def run_demo(home: Path, seed: int, customers: int, console: Console) -> Demo:
             for number, (title, step) in enumerate(STEPS, start=1):
                 progress.update(task, description=f"{number}. {title}")
                 started = time.monotonic()
-                before = demo.ended_early
+                before = len(demo.setbacks)
                 try:
                     line = step(demo)
                 except Exception:
@@ -143,10 +143,10 @@ def run_demo(home: Path, seed: int, customers: int, console: Console) -> Demo:
                     raise
                 took = time.monotonic() - started
                 # a refused or blocked outcome is not a success: marked, never a green tick
-                cut = demo.ended_early != before
+                cut = len(demo.setbacks) > before
                 mark = "[yellow]![/yellow]" if cut else "[green]✓[/green]"
-                if cut:
-                    demo.ended_early = f"step {number} ({title}): {demo.ended_early}"
+                where = f"step {number} ({title})"
+                demo.setbacks[before:] = [f"{where}: {why}" for why in demo.setbacks[before:]]
                 progress.console.print(
                     f"{mark} {number:>2}. {escape(line)} [dim]({took:.1f} s)[/dim]",
                     highlight=False,
@@ -174,6 +174,7 @@ def pages(demo: Demo) -> list[tuple[str, str]]:
         ("prediction log", f"/ui/serving/predictions?model={story.MODEL}"),
         ("A/B test results", f"/ui/abtests/{loop.AB}"),
         ("monitor and alert", f"/ui/monitors/{loop.MONITOR}"),
+        ("performance on late labels", f"/ui/monitors/{loop.PERFORMANCE}"),
         ("retraining decisions", "/ui/model-decisions"),
         ("score jobs and checks", "/ui/serving"),
     ]

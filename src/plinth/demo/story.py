@@ -38,12 +38,12 @@ class Demo:
     background: dict[str, Any] = field(default_factory=dict)  # loops with stop()
     steps: list[dict[str, Any]] = field(default_factory=list)  # each step's line and time
     served: list[str] = field(default_factory=list)  # the shifted week's request ids, by customer
-    ended_early: str | None = None  # why the story stopped short of its end (which step)
+    setbacks: list[str] = field(default_factory=list)  # outcomes that cut the story short
 
     def end_early(self, why: str) -> None:
         """A step's outcome cut the story short (a refusal, a block): the step is shown
-        marked, the closing summary says so; the first reason is kept."""
-        self.ended_early = self.ended_early or why
+        marked, and the closing summary says the story ended early, and why."""
+        self.setbacks.append(why)
 
     @property
     def data(self) -> Path:
