@@ -5,6 +5,8 @@ keeps what it made in ``Demo.made`` (for the closing "where to look" and the tes
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,11 @@ class Demo:
         if scheduler is not None:
             scheduler.stop()
             scheduler.close()  # its idle warm worker; a running one finishes its run
+            for worker in scheduler.children.values():
+                # a worker whose run is recorded as finished may still be exiting: reap
+                # it rather than leave it behind unwaited (one still running runs on)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.wait(10)
 
 
 def feature_pipeline(demo: Demo) -> str:
