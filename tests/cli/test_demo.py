@@ -62,7 +62,11 @@ def test_each_step_prints_its_line_then_where_to_look(demo_home: tuple[Path, Any
     for number, (line, step) in enumerate(zip(done, summary["steps"], strict=True), start=1):
         assert line.startswith(f"✓ {number:>2}. {step['line'][:60]}")  # long lines wrap
     assert [s["step"] for s in summary["steps"]] == [title for title, _ in STEPS]
-    assert "✗" not in progress
+    # on its seed the whole story happens: the retrained model promoted, everyone scored
+    assert all(s["ok"] for s in summary["steps"]) and summary["ended_early"] == []
+    assert summary["made"]["decision"] == "promoted"
+    assert "✗" not in progress and "ended early" not in progress
+    assert not any(line.startswith("!") for line in progress.splitlines())
     assert summary["home"] == str(home.resolve())
     dashboard = summary["dashboard"]
     assert dashboard["A/B test results"] == f"http://127.0.0.1:5151/ui/abtests/{loop.AB}"
@@ -77,7 +81,7 @@ def test_every_page_it_points_to_answers(demo_home: tuple[Path, Any, str]) -> No
     from plinth.server.app import create_app
 
     home, summary, _ = demo_home
-    assert len(summary["dashboard"]) == 11
+    assert len(summary["dashboard"]) == 12
     with TestClient(create_app(load_settings(home=home))) as http:
         for url in summary["dashboard"].values():
             answer = http.get(url.removeprefix("http://127.0.0.1:5151"))
@@ -170,6 +174,25 @@ def test_the_drift_raised_one_alert_after_a_calm_evaluation(store: Client) -> No
     assert decision.challenger_score > decision.champion_score
 
 
+def test_the_served_predictions_were_measured_on_their_late_labels(
+    demo_home: tuple[Path, Any, str], store: Client
+) -> None:
+    _, summary, _ = demo_home
+    (evaluation,) = store.monitors.list_evaluations(loop.PERFORMANCE).items
+    monitor = store.monitors.get_monitor(loop.PERFORMANCE)
+    assert (monitor.kind, monitor.spec.metric) == ("performance", "accuracy")
+    served = summary["made"]["served_version"]
+    (window,) = [w for w in evaluation.result["windows"] if w["labelled"]]
+    # every prediction of the shifted week got its customer's label, nothing else did
+    assert window["labelled"] == CUSTOMERS
+    accuracy = window["metrics"]["accuracy"]
+    assert accuracy["n"] == CUSTOMERS and accuracy["lower"] < accuracy["value"] < accuracy["upper"]
+    assert evaluation.status == ("ok" if accuracy["value"] >= loop.MIN_ACCURACY else "breach")
+    line = summary["steps"][6]["line"]
+    assert f"{loop.PERFORMANCE}: {evaluation.status}: v{served} accuracy " in line
+    assert f"{accuracy['value']:.3f} [{accuracy['lower']:.3f}, {accuracy['upper']:.3f}]" in line
+
+
 def test_the_score_table_holds_every_customer_once(demo_home: tuple[Path, Any, str]) -> None:
     home, summary, _ = demo_home
     assert summary["made"]["score_rows"] == CUSTOMERS
@@ -195,3 +218,37 @@ def test_a_folder_no_demo_made_is_refused(tmp_path: Path) -> None:
     (earlier / "plinth.db").write_text("an old demo")
     assert prepare_home(earlier, Console()) == earlier.resolve()
     assert not (earlier / "plinth.db").exists() and (earlier / MARKER).is_file()
+
+
+def test_a_busy_port_or_an_unwritable_home_is_one_line_before_step_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import sys
+
+    from plinth.cli import main
+
+    def run(*args: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["plinth", "demo", *args])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        return int(exited.value.code or 0)
+
+    home = tmp_path / "home"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert run("--home", str(home), "--serve", "--port", str(port)) == 1
+    said = capsys.readouterr()
+    assert said.err.startswith(f"error: --port {port}: 127.0.0.1:{port} is not free"), said.err
+    assert said.err.count("\n") == 1 and "1." not in said.out + said.err
+    assert not home.exists()  # refused before anything was made
+    # a folder that cannot be made (its parent is a file: refused even to root, unlike
+    # a folder without write permission)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert run("--home", str(blocked / "demo")) == 1
+    said = capsys.readouterr()
+    assert said.err.startswith(f"error: --home {blocked / 'demo'}: cannot make"), said.err
+    assert said.err.count("\n") == 1 and "Traceback" not in said.err

@@ -139,6 +139,26 @@ def test_each_pipeline_run_is_a_tracking_run(client: Client) -> None:
     assert artifacts == {"pipeline/train/log.txt", "pipeline/train/output.pkl"}
 
 
+@step
+def measure(context: StepContext) -> int:
+    context.run.log_metric("measure/auc", 0.75)
+    return 1
+
+
+@step
+def read_back(context: StepContext, measure: int) -> dict[str, float]:
+    stored = context.client.get_run(context.run.id).metrics
+    return {key: found.last for key, found in stored.items()}
+
+
+def test_what_a_step_logged_is_stored_before_the_next_step_runs(client: Client) -> None:
+    client.settings.flush_interval = 3_600.0  # the buffer alone would write it an hour later
+    run = Pipeline("metrics", [measure, read_back]).run(client=client)
+    seen = load_output(client, run.id, "read_back")
+    assert seen["measure/auc"] == 0.75
+    assert "step.measure.seconds" in seen
+
+
 def test_a_pipelines_own_experiment_is_used(client: Client) -> None:
     pipeline = Pipeline("churn", [get_data], experiment="retraining")
     run = pipeline.run(client=client)

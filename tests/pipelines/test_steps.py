@@ -138,6 +138,31 @@ def test_the_common_path_records_each_step_and_promotes(client: Client) -> None:
     assert [v.version for v in client.registry.list_model_versions("churn").items] == [1]
 
 
+def test_a_gate_on_a_metric_an_earlier_step_logged_sees_it(client: Client) -> None:
+    from plinth.registry.gates import Gate
+
+    # a run's metrics reach the store when its buffer flushes: here not before an hour;
+    # the version registered by champion_challenger must still hold validate_model's auc
+    client.settings.flush_interval = 3_600.0
+    client.registry.create_registered_model("churn")
+    client.registry.set_gates("churn", [Gate("metric", expression="validate_model/auc >= 0.5")])
+    data = spine(customers(1), T0 + timedelta(hours=1), 1)
+    pipeline = Pipeline(
+        "churn-retrain",
+        [
+            steps.training_data("churn", data),
+            steps.train(LogisticRegression(max_iter=500)),
+            steps.validate_model("auc", holdout=holdout()),
+            steps.champion_challenger("churn", "auc", holdout=holdout()),
+        ],
+    )
+    run = pipeline.run(client=client)
+    (decision,) = client.list_decisions(name="churn").items
+    assert (decision.outcome, decision.challenger_version) == ("promoted", 1), decision.reason
+    assert client.get_model_version("churn", 1).stage == Stage.PRODUCTION
+    assert set(statuses(run).values()) == {"succeeded"}
+
+
 def test_a_worse_challenger_is_registered_and_kept(client: Client) -> None:
     data = spine(customers(1), T0 + timedelta(hours=1), 1)
     retraining(LogisticRegression(max_iter=500), data).run(client=client)

@@ -40,10 +40,18 @@ def demo(
     serving, an A/B test, drift, an alert, retraining, champion/challenger and batch
     scoring, each step through Plinth's own APIs and services on loopback; then show
     where to look."""
-    from plinth.demo.runner import DEFAULT_HOME, demo_environment, prepare_home, run_demo
+    from plinth.demo.runner import (
+        DEFAULT_HOME,
+        check_port_free,
+        demo_environment,
+        prepare_home,
+        run_demo,
+    )
 
     if not 500 <= customers <= 50_000:
         raise typer.BadParameter(f"--customers: 500 to 50,000, got {customers}")
+    if serve:
+        check_port_free(port)
     started = time.monotonic()
     shown = err if json_ else out  # with --json, stdout holds only the JSON
     folder = prepare_home(home or DEFAULT_HOME, shown)
@@ -59,13 +67,21 @@ def demo(
                 {
                     "home": str(folder),
                     "seconds": round(seconds, 1),
+                    "ended_early": made.setbacks,
                     "steps": made.steps,
                     "made": made.made,
                     "dashboard": {what: dashboard + path for what, path in pages(made)},
                     "commands": commands(made),
                 }
             )
-        else:
+        if made.setbacks:
+            shown.print(
+                f"[yellow]the story ended early[/yellow] at {escape(made.setbacks[0])}"
+                + "".join(f"; then at {escape(later)}" for later in made.setbacks[1:]),
+                highlight=False,
+                soft_wrap=True,
+            )
+        if not json_:
             out.print(f"done in {seconds:.1f} s. Where to look:", highlight=False)
             for line in where_to_look(made, dashboard):
                 out.print(escape(line), highlight=False, soft_wrap=True)

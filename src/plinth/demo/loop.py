@@ -15,12 +15,16 @@ import pandas as pd  # type: ignore[import-untyped]
 from plinth.demo import retrain
 from plinth.demo.services import model_service, router_service
 from plinth.demo.story import EXPERIMENT, GROUP, MODEL, Demo
-from plinth.demo.world import FEATURES, KEY, LABEL, drifted_split, renewed
+from plinth.demo.world import FEATURES, KEY, LABEL, drifted_labels, drifted_split, renewed
 from plinth.errors import Conflict, InvalidArgument
 from plinth.store.sql import now_ms
 
 AB = "churn-retention"
 MONITOR = "churn-inputs"
+PERFORMANCE = "churn-performance"
+#: the accuracy the retention team needs from the served churn flags (the model service
+#: answers with a class, not a probability, so AUC cannot be measured on its log)
+MIN_ACCURACY = 0.75
 STAGES = 100
 SCORES = "scores/churn"
 
@@ -201,6 +205,8 @@ def drift(demo: Demo) -> str:
     demo.made["calm_evaluation"] = calm.status
     demo.made["drift_commit"] = commit.commit_version
     demo.made["drift_requests"] = len(answers)
+    demo.made["served_version"] = versions[-1]
+    demo.served = [a["request_id"] for a in answers]  # in the order of the customers
     return (
         f"drift: {MONITOR} armed (calm traffic: {calm.status}); the shifted week written "
         f"(commit v{commit.commit_version}, drift on write: "
@@ -258,7 +264,47 @@ def monitor(demo: Demo) -> str:
     )
     demo.made["alert"] = evaluation.alert_id
     raised = "no alert" if evaluation.alert_id is None else f"alert #{evaluation.alert_id}"
-    return f"monitor {MONITOR}: {evaluation.status}: {found} -> {raised}"
+    return f"monitor {MONITOR}: {evaluation.status}: {found} -> {raised}; {_performance(demo)}"
+
+
+def _performance(demo: Demo) -> str:
+    """The shifted week's churn becomes known: its late labels are logged against the
+    served predictions, and a performance monitor measures the serving version on them."""
+    from plinth.monitoring.labels import LabelIn
+    from plinth.monitoring.types import MonitorSpec
+
+    client = demo.client
+    churned = drifted_labels(demo.world).tolist()
+    labels = [LabelIn(int(y), request_id=r) for r, y in zip(demo.served, churned, strict=True)]
+    for start in range(0, len(labels), 10_000):  # the most one call takes
+        client.log_labels(MODEL, labels[start : start + 10_000])
+    version = demo.made["served_version"]
+    client.monitors.create_monitor(
+        PERFORMANCE,
+        "performance",
+        MODEL,
+        MonitorSpec(
+            window_seconds=3_600, metric="accuracy", min_value=MIN_ACCURACY, model_version=version
+        ),
+    )
+    evaluation = client.monitors.run_monitor(PERFORMANCE)
+    result = evaluation.result
+    metric = "accuracy"
+    measured = [w["metrics"][metric] for w in result.get("windows", []) if metric in w["metrics"]]
+    demo.made["performance"] = evaluation.status
+    demo.made["performance_alert"] = evaluation.alert_id
+    if not measured:
+        return f"{PERFORMANCE}: {evaluation.summary}"
+    found = measured[-1]
+    interval = "" if found["lower"] is None else f" [{found['lower']:.3f}, {found['upper']:.3f}]"
+    bounds = result.get("checked", {}).get("bounds", [])
+    against = f" vs {bounds[0]['why'].removeprefix('below ')}" if bounds else ""
+    raised = "" if evaluation.alert_id is None else f" -> alert #{evaluation.alert_id}"
+    return (
+        f"{len(labels):,} late labels logged; {PERFORMANCE}: {evaluation.status}: v{version} "
+        f"{metric} {found['value']:.3f}{interval} on {found['n']:,} labelled predictions"
+        f"{against}{raised}"
+    )
 
 
 def start_scheduler(demo: Demo) -> Any:
@@ -281,6 +327,7 @@ def start_scheduler(demo: Demo) -> Any:
 def retraining(demo: Demo) -> str:
     client = demo.client
     if demo.made.get("alert") is None:
+        demo.end_early("the monitor raised no alert, so nothing triggered retraining")
         return "retraining: not triggered (no alert)"
     started = time.monotonic()
     run = _triggered_run(demo, demo.made["alert"])
@@ -311,12 +358,16 @@ def _triggered_run(demo: Demo, alert: int, timeout: float = 120.0) -> Any:
 
 def decision(demo: Demo) -> str:
     if demo.made.get("pipeline_run") is None:
+        demo.end_early("no retraining ran, so there was no decision")
         return "champion/challenger: no retraining, no decision"
     client = demo.client
     (found,) = client.list_decisions(pipeline_run=demo.made["pipeline_run"]).items
     demo.made["decision"] = found.outcome
     if found.outcome == "promoted":
         demo.made["champion_version"] = found.version
+    else:
+        why = _why_kept(found)
+        demo.end_early(f"the retrained v{found.challenger_version} was {found.outcome}: {why}")
     rows = found.evidence.get("holdout", {}).get("rows", "?")
     champion = (
         "no champion"
@@ -326,8 +377,13 @@ def decision(demo: Demo) -> str:
     return (
         f"champion/challenger: challenger v{found.challenger_version} auc "
         f"{found.challenger_score:.3f} vs {champion} on the same {rows}-row holdout -> "
-        f"{found.outcome}"
+        f"{found.outcome}{'' if found.outcome == 'promoted' else f' ({_why_kept(found)})'}"
     )
+
+
+def _why_kept(found: Any) -> str:
+    gate = found.evidence.get("gate_failed")
+    return f"gate failed: {gate}" if gate else str(found.reason)
 
 
 def batch_scoring(demo: Demo) -> str:
@@ -347,6 +403,7 @@ def batch_scoring(demo: Demo) -> str:
         result = score(demo.client, f"models:/{MODEL}@production", str(source), str(output))
     except ChecksFailed as blocked:  # the job is recorded with its checks, nothing delivered
         demo.made["score_rows"] = 0
+        demo.end_early(f"batch scoring was blocked by its checks: {blocked.message}")
         return f"batch scoring: blocked by its checks before delivery: {blocked.message}"
     table = DeltaTable(str(output)).to_pandas()
     flagged = float((table["score"] == 1).mean())

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from plinth.demo import loop, retrain, story
 from plinth.demo.story import Demo
-from plinth.errors import InvalidArgument
+from plinth.errors import Conflict, InvalidArgument
 
 DEFAULT_HOME = Path(".plinth-demo")
 MARKER = ".plinth-demo"  # a file in every home the demo made: only those it replaces
@@ -43,19 +43,42 @@ _SETTINGS = ("PLINTH_URI", "PLINTH_TOKEN", "PLINTH_CONFIG")
 def prepare_home(home: Path, console: Console) -> Path:
     """A fresh folder for the demo's store: new, empty, or an earlier demo's (replaced)."""
     home = home.expanduser()
-    if home.exists() and not home.is_dir():
-        raise InvalidArgument(f"--home {home} is a file: give a folder for the demo's store")
-    if home.is_dir() and any(home.iterdir()):
-        if not (home / MARKER).is_file():
-            raise InvalidArgument(
-                f"--home {home} is not empty and no earlier demo made it: the demo makes a "
-                "store of its own and never writes into one you use; give a new folder"
-            )
-        console.print(f"replacing the earlier demo's store in {escape(str(home))}")
-        shutil.rmtree(home)
-    home.mkdir(parents=True, exist_ok=True)
-    (home / MARKER).write_text("made by `plinth demo`; it may replace this folder\n")
+    try:
+        if home.exists() and not home.is_dir():
+            raise InvalidArgument(f"--home {home} is a file: give a folder for the demo's store")
+        if home.is_dir() and any(home.iterdir()):
+            if not (home / MARKER).is_file():
+                raise InvalidArgument(
+                    f"--home {home} is not empty and no earlier demo made it: the demo makes "
+                    "a store of its own and never writes into one you use; give a new folder"
+                )
+            console.print(f"replacing the earlier demo's store in {escape(str(home))}")
+            shutil.rmtree(home)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / MARKER).write_text("made by `plinth demo`; it may replace this folder\n")
+    except OSError as exc:
+        raise InvalidArgument(
+            f"--home {home}: cannot make the demo's store there ({exc.strerror or exc}); "
+            "give a folder you can write to"
+        ) from None
     return home.resolve()
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Conflict when ``host:port`` cannot be listened on (``--serve``'s dashboard), told
+    before the demo spends its minute rather than after."""
+    import socket
+
+    with socket.socket() as probe:
+        # as uvicorn binds: a port left in TIME_WAIT by an ended server is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise Conflict(
+                f"--port {port}: {host}:{port} is not free for the dashboard "
+                f"({exc.strerror or exc}); stop what listens there or give another --port"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -112,17 +135,25 @@ def run_demo(home: Path, seed: int, customers: int, console: Console) -> Demo:
             for number, (title, step) in enumerate(STEPS, start=1):
                 progress.update(task, description=f"{number}. {title}")
                 started = time.monotonic()
+                before = len(demo.setbacks)
                 try:
                     line = step(demo)
                 except Exception:
                     progress.console.print(f"[red]✗ {number:>2}. {escape(title)} failed[/red]")
                     raise
                 took = time.monotonic() - started
+                # a refused or blocked outcome is not a success: marked, never a green tick
+                cut = len(demo.setbacks) > before
+                mark = "[yellow]![/yellow]" if cut else "[green]✓[/green]"
+                where = f"step {number} ({title})"
+                demo.setbacks[before:] = [f"{where}: {why}" for why in demo.setbacks[before:]]
                 progress.console.print(
-                    f"[green]✓[/green] {number:>2}. {escape(line)} [dim]({took:.1f} s)[/dim]",
+                    f"{mark} {number:>2}. {escape(line)} [dim]({took:.1f} s)[/dim]",
                     highlight=False,
                 )
-                demo.steps.append({"step": title, "line": line, "seconds": round(took, 2)})
+                demo.steps.append(
+                    {"step": title, "line": line, "seconds": round(took, 2), "ok": not cut}
+                )
                 progress.advance(task)
     finally:
         demo.stop_services()
@@ -143,6 +174,7 @@ def pages(demo: Demo) -> list[tuple[str, str]]:
         ("prediction log", f"/ui/serving/predictions?model={story.MODEL}"),
         ("A/B test results", f"/ui/abtests/{loop.AB}"),
         ("monitor and alert", f"/ui/monitors/{loop.MONITOR}"),
+        ("performance on late labels", f"/ui/monitors/{loop.PERFORMANCE}"),
         ("retraining decisions", "/ui/model-decisions"),
         ("score jobs and checks", "/ui/serving"),
     ]

@@ -5,6 +5,8 @@ keeps what it made in ``Demo.made`` (for the closing "where to look" and the tes
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,13 @@ class Demo:
     services: dict[str, Loopback] = field(default_factory=dict)
     background: dict[str, Any] = field(default_factory=dict)  # loops with stop()
     steps: list[dict[str, Any]] = field(default_factory=list)  # each step's line and time
+    served: list[str] = field(default_factory=list)  # the shifted week's request ids, by customer
+    setbacks: list[str] = field(default_factory=list)  # outcomes that cut the story short
+
+    def end_early(self, why: str) -> None:
+        """A step's outcome cut the story short (a refusal, a block): the step is shown
+        marked, and the closing summary says the story ended early, and why."""
+        self.setbacks.append(why)
 
     @property
     def data(self) -> Path:
@@ -52,6 +61,11 @@ class Demo:
         if scheduler is not None:
             scheduler.stop()
             scheduler.close()  # its idle warm worker; a running one finishes its run
+            for worker in scheduler.children.values():
+                # a worker whose run is recorded as finished may still be exiting: reap
+                # it rather than leave it behind unwaited (one still running runs on)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.wait(10)
 
 
 def feature_pipeline(demo: Demo) -> str:

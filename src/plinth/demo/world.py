@@ -125,11 +125,16 @@ def spine(world: World, snapshots: range | list[int]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def drifted_labels(world: World) -> np.ndarray:
+    """Whether each customer of the drifted week churned (known ``LABEL_DELAY`` later)."""
+    return labels(world.drifted, world.seed * 100 + 99, shifted=True)
+
+
 def drifted_split(world: World) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labels of the drifted week: a spine for retraining (odd customers) and a
     holdout of features and labels (even customers) that judges champion and challenger."""
     frame = world.drifted
-    churned = labels(frame, world.seed * 100 + 99, shifted=True)
+    churned = drifted_labels(world)
     odd = (frame[KEY] % 2 == 1).to_numpy()
     train = pd.DataFrame(
         {

@@ -3,12 +3,12 @@
 A pipeline run is a row of ``pipeline_runs`` and a tracking run (experiment: the
 pipeline's ``experiment`` or name; tags ``plinth.pipeline``, ``plinth.pipeline_run``; the
 run params in param group ``pipeline``; each step's duration as metric
-``step.<name>.seconds``). Each step's status, times, inputs' digests, output (see
-``outputs``), log (``pipeline/<step>/log.txt``) and traceback are recorded in
-``pipeline_steps``. A step's failure is recorded, never raised: later steps are skipped
-and the run fails. A thread heartbeats the run; once the run is no longer this worker's
-(cancelled, or taken back by the scheduler) the runner stops before the next step and
-records nothing more.
+``step.<name>.seconds``). The metrics a step logged are stored as it ends, before the next
+step starts. Each step's status, times, inputs' digests, output (see ``outputs``), log
+(``pipeline/<step>/log.txt``) and traceback are recorded in ``pipeline_steps``. A step's
+failure is recorded, never raised: later steps are skipped and the run fails. A thread
+heartbeats the run; once the run is no longer this worker's (cancelled, or taken back by
+the scheduler) the runner stops before the next step and records nothing more.
 """
 
 from __future__ import annotations
@@ -412,13 +412,20 @@ class _Execution:
             except Exception as exc:
                 error = traceback.format_exc()
                 log.write(f"could not store the output of step {current.name}: {exc}\n")
+        metric = f"step.{current.name}.seconds"
+        self.tracking.define_metric(metric, "min")
+        self.tracking.log_metric(metric, seconds)
+        try:
+            # what the step logged is stored before any later step reads the run (a
+            # version's lineage snapshots its run's metrics; a gate reads that snapshot)
+            self.tracking.flush()
+        except Exception as exc:
+            error = error or traceback.format_exc()
+            log.write(f"could not store the metrics of step {current.name}: {exc}\n")
         if error is not None:
             log.write(error)
         log_path = f"{outputs.output_folder(current.name)}/log.txt"
         self.client.upload_artifact_bytes(self.tracking.id, log.text().encode(), log_path)
-        metric = f"step.{current.name}.seconds"
-        self.tracking.define_metric(metric, "min")
-        self.tracking.log_metric(metric, seconds)
         done = dict(finished_at=now_ms(), log_path=log_path)
         if error is not None or output is None:
             self._write(current.name, status="failed", error=error, **done)

@@ -236,6 +236,7 @@ def register(
     def body(context: StepContext, values: dict[str, Any]) -> ModelVersion:
         trained = values["model"]
         client = context.client
+        context.run.flush()  # the version's lineage snapshots the run's metrics as stored
         version = client.registered_from_run(
             model_name, trained["run_id"], trained["artifact_path"]
         )
@@ -279,6 +280,9 @@ def champion_challenger(
     def body(context: StepContext, values: dict[str, Any]) -> Decision:
         trained = values["model"]
         held = values["holdout"]
+        # a version registered here snapshots the run's metrics as stored, and the gates
+        # read that snapshot: what earlier steps logged must be in it
+        context.run.flush()
         if held is not None:
             frame, y = _holdout(held, trained)
             held = (frame[trained.get("features") or list(frame.columns)], y)
