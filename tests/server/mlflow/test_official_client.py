@@ -53,10 +53,14 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Client]]:
 
 
 def run_scenario(
-    name: str, url: str, cwd: Path, extra_env: dict[str, str] | None = None
+    name: str,
+    url: str,
+    cwd: Path,
+    extra_env: dict[str, str] | None = None,
+    script: Path | None = None,
 ) -> dict[str, Any]:
-    """Runs ``client_scenarios/<name>.py`` with the mlflow client's python; the JSON object
-    it printed last."""
+    """Runs ``client_scenarios/<name>.py`` (or ``script``) with the mlflow client's python;
+    the JSON object it printed last."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -72,7 +76,7 @@ def run_scenario(
     )
     env.update(extra_env or {})
     proc = subprocess.run(
-        [MLFLOW_PYTHON, str(SCENARIOS / f"{name}.py")],
+        [MLFLOW_PYTHON, str(script or SCENARIOS / f"{name}.py")],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -187,3 +191,21 @@ def test_tokens_and_permissions(tmp_path: Path) -> None:
     assert (run.owner, run.params) == ("ed", {"default": {"p": "1"}})
     # the viewer's refused writes are in the security log like any other refusal
     assert auth.list_security_events(actor="vi", event="permission_denied")
+
+
+def test_the_readme_example(server: tuple[str, Client], tmp_path: Path) -> None:
+    """The README's MLflow example, as written, with the official client."""
+    from tests.test_readme import example
+
+    url, plinth = server
+    script = tmp_path / "readme_mlflow.py"
+    script.write_text(
+        example("## MLflow compatibility") + "\nimport json\nprint(json.dumps({}))\n"
+    )
+    run_scenario("readme", url, tmp_path, script=script)
+    (run,) = plinth.search_runs(experiments=["churn-mlflow"]).items
+    assert (run.name, run.params) == ("logreg", {"default": {"C": "0.5", "max_iter": "200"}})
+    history = plinth.get_metric_history(run.id, "val_auc")
+    assert [p.step for p in history] == list(range(10)), history
+    version = plinth.registry.resolve("models:/churn-mlflow@champion")
+    assert (version.version, version.run_id, version.manifest.flavor) == (1, run.id, "mlflow")
