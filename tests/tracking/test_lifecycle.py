@@ -243,14 +243,27 @@ def server(tmp_path: Path) -> Iterator[AuthServer]:
         yield made
 
 
-def test_editors_delete_runs_and_owners_experiments(server: AuthServer) -> None:
+def test_editors_delete_their_runs_and_owners_any_run_and_experiments(
+    server: AuthServer,
+) -> None:
     olga = server.user("olga", Role.EDITOR)
     ed = server.user("ed", Role.EDITOR)
     http = server.http
     run = http.post("/api/v1/runs", json={"experiment": "churn"}, headers=olga).json()
     server.auth.grant(Kind.EXPERIMENT, "churn", "user", "ed", "editor")
-    assert http.post(f"/api/v1/runs/{run['id']}/delete", json={}, headers=ed).is_success
-    assert http.post(f"/api/v1/runs/{run['id']}/restore", json={}, headers=ed).is_success
+    # an editor does not delete a colleague's run: that needs manage on the experiment
+    refused = http.post(f"/api/v1/runs/{run['id']}/delete", json={}, headers=ed)
+    assert refused.status_code == 403 and "manage" in refused.json()["message"]
+    own = http.post("/api/v1/runs", json={"experiment": "churn"}, headers=ed).json()
+    assert http.post(f"/api/v1/runs/{own['id']}/delete", json={}, headers=ed).is_success
+    assert http.post(f"/api/v1/runs/{own['id']}/restore", json={}, headers=ed).is_success
+    # the experiment's owner deletes and restores anyone's run
+    assert http.post(f"/api/v1/runs/{own['id']}/delete", json={}, headers=olga).is_success
+    refused = http.post(
+        f"/api/v1/runs/{own['id']}/restore", json={}, headers=server.user("vic", Role.EDITOR)
+    )
+    assert refused.status_code == 404  # no grant on the experiment: not even seen
+    assert http.post(f"/api/v1/runs/{own['id']}/restore", json={}, headers=olga).is_success
     assert http.post(f"/api/v1/runs/{run['id']}/end", json={}, headers=olga).is_success
     assert http.post(f"/api/v1/runs/{run['id']}/reopen", json={}, headers=ed).is_success
     renamed = http.post("/api/v1/experiments/churn/rename", json={"new_name": "c2"}, headers=ed)
@@ -270,8 +283,10 @@ def test_editors_delete_runs_and_owners_experiments(server: AuthServer) -> None:
     ]
     experiment = f"experiment:{renamed.json()['id']}"
     assert events == [
-        ("ed", "run_deleted", f"run:{run['id']}"),
-        ("ed", "run_restored", f"run:{run['id']}"),
+        ("ed", "run_deleted", f"run:{own['id']}"),
+        ("ed", "run_restored", f"run:{own['id']}"),
+        ("olga", "run_deleted", f"run:{own['id']}"),
+        ("olga", "run_restored", f"run:{own['id']}"),
         ("ed", "run_reopened", f"run:{run['id']}"),
         ("ed", "experiment_renamed", experiment),
         ("olga", "experiment_deleted", experiment),

@@ -16,11 +16,11 @@ from dataclasses import fields, replace
 from types import SimpleNamespace
 from typing import IO, Any
 
-from sqlalchemy import ColumnElement, Connection, delete, select, update
+from sqlalchemy import ColumnElement, Connection, delete, or_, select, update
 
 from plinth.api import endpoint
 from plinth.auth.access import Access, by_run, guarded
-from plinth.auth.types import Action, Kind, Role
+from plinth.auth.types import Action, Kind, Level, Role
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, WriteConflict
 from plinth.store.artifacts import ArtifactStore, safe_relpath
 from plinth.store.engine import Store
@@ -84,6 +84,19 @@ def _may_close_stale(access: Access, arguments: dict[str, Any]) -> None:
     key = access.experiment_key(experiment)
     if key is not None:
         access.require(Action.MANAGE, Kind.EXPERIMENT, key, repr(experiment))
+
+
+def _may_delete_run(access: Access, arguments: dict[str, Any]) -> None:
+    """the run's owner with write on its experiment, or manage on the experiment"""
+    run_id = str(arguments["run_id"])
+    principal = access.principal()
+    found = access.run_level(principal, run_id)
+    if found is not None and found[2] >= Level.EDITOR:
+        with access.store.read() as conn:
+            owner = conn.execute(select(runs.c.owner).where(runs.c.id == run_id)).scalar()
+        if owner == principal.name:
+            return
+    access.require_run(Action.MANAGE, run_id)
 
 
 def _readable_runs(access: Access, arguments: dict[str, Any]) -> None:
@@ -292,27 +305,36 @@ class TrackingService(ExperimentService):
         try:
             with self.store.write() as conn:
                 self._writable(conn, run_id)
-                found = conn.execute(
-                    select(runs.c.experiment_id, runs.c.name, _experiments.c.name.label("exp"))
-                    .join(_experiments, _experiments.c.id == runs.c.experiment_id)
-                    .where(runs.c.id == run_id)
-                ).one()
-                if found.name != name:
-                    if conn.execute(
-                        sql.run_named, {"experiment_id": found.experiment_id, "run_name": name}
-                    ).first():
-                        raise _run_name_taken(found.exp, name)
-                    conn.execute(update(runs).where(runs.c.id == run_id).values(name=name))
+                self._rename(conn, run_id, name)
         except WriteConflict:  # another run took the name meanwhile
             raise _run_name_taken(self.get_run(run_id).experiment_name, name) from None
         return self.get_run(run_id)
 
+    def _rename(self, conn: Connection, run_id: str, name: str, *, suffix: bool = False) -> None:
+        """Rename a run; a name another run of its experiment has is AlreadyExists, or,
+        with ``suffix``, gets a ``-xxxxxx`` suffix."""
+        found = conn.execute(
+            select(runs.c.experiment_id, runs.c.name, _experiments.c.name.label("exp"))
+            .join(_experiments, _experiments.c.id == runs.c.experiment_id)
+            .where(runs.c.id == run_id)
+        ).one()
+        if found.name == name:
+            return
+        if conn.execute(
+            sql.run_named, {"experiment_id": found.experiment_id, "run_name": name}
+        ).first():
+            if not suffix:
+                raise _run_name_taken(found.exp, name)
+            name = f"{name}-{uuid.uuid4().hex[:6]}"
+        conn.execute(update(runs).where(runs.c.id == run_id).values(name=name))
+
     @endpoint("POST", "/runs/{run_id}/delete")
-    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    @guarded(check=_may_delete_run)
     def delete_run(self, run_id: str) -> None:
         """Delete a run, softly: it leaves searches (but ``view="deleted"``), keeps its data,
         takes no writes, and comes back with ``restore_run``. Deleting it again changes
-        nothing."""
+        nothing. Its owner may (with write on its experiment), or whoever manages the
+        experiment: an editor does not delete a colleague's run."""
         with self.store.write() as conn:
             self._status(conn, run_id)
             marked = conn.execute(
@@ -324,7 +346,7 @@ class TrackingService(ExperimentService):
                 self.access.record("run_deleted", f"run:{run_id}", conn=conn)
 
     @endpoint("POST", "/runs/{run_id}/restore")
-    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    @guarded(check=_may_delete_run)
     def restore_run(self, run_id: str) -> None:
         """Bring back a deleted run (a Conflict while its experiment is deleted: restore
         that, which restores the runs it took with it)."""
@@ -369,22 +391,27 @@ class TrackingService(ExperimentService):
     def _log_params_once(self, run_id: str, group: str, rows: list[dict[str, Any]]) -> None:
         with self.store.write() as conn:
             self._writable(conn, run_id)
-            existing = dict(
-                conn.execute(
-                    sql.params_of_group,
-                    {"run_id": run_id, "param_group": group, "keys": [r["key"] for r in rows]},
-                ).all()
-            )
-            for row in rows:
-                old = existing.get(row["key"])
-                if old is not None and old != row["value"]:
-                    raise Conflict(
-                        f"param {group}.{row['key']} of run {run_id} is already {old}; "
-                        f"params are immutable, cannot set it to {row['value']}"
-                    )
-            new_rows = [row for row in rows if row["key"] not in existing]
-            if new_rows:
-                conn.execute(sql.insert_params, new_rows)
+            self._insert_params(conn, run_id, group, rows)
+
+    def _insert_params(
+        self, conn: Connection, run_id: str, group: str, rows: list[dict[str, Any]]
+    ) -> None:
+        existing = dict(
+            conn.execute(
+                sql.params_of_group,
+                {"run_id": run_id, "param_group": group, "keys": [r["key"] for r in rows]},
+            ).all()
+        )
+        for row in rows:
+            old = existing.get(row["key"])
+            if old is not None and old != row["value"]:
+                raise Conflict(
+                    f"param {group}.{row['key']} of run {run_id} is already {old}; "
+                    f"params are immutable, cannot set it to {row['value']}"
+                )
+        new_rows = [row for row in rows if row["key"] not in existing]
+        if new_rows:
+            conn.execute(sql.insert_params, new_rows)
 
     @endpoint("POST", "/runs/{run_id}/metrics")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
@@ -486,6 +513,62 @@ class TrackingService(ExperimentService):
             self._writable(conn, run_id)
             self._set_tags(conn, run_id, tags)
 
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def log_batch(
+        self,
+        run_id: str,
+        batch: MetricBatch | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        name: str | None = None,
+        group: str = "default",
+    ) -> None:
+        """Params, metric points, tags and a new name in one transaction: all are written
+        or, on any error (a changed param, an ended run's points...), none. A name another
+        run of the experiment has gets a ``-xxxxxx`` suffix (MLflow's runs share names;
+        ``rename_run`` refuses it)."""
+        _validate_name(group, "param group")
+        rows = [param_row(run_id, group, key, value) for key, value in (params or {}).items()]
+        if batch is not None:
+            metric_store.validate_batch(batch)
+        check_tags(tags)
+        if name is not None:
+            _validate_name(name, "run name")
+        with self._run_must_exist(run_id), self.store.write() as conn:
+            status = self._locked_status(conn, run_id)
+            if rows:
+                self._insert_params(conn, run_id, group, rows)
+            if batch is not None and batch.keys:
+                self._write_points(conn, run_id, batch, status)
+                if status is RunStatus.RUNNING:
+                    self._touch(conn, run_id)
+            if tags:
+                self._set_tags(conn, run_id, tags)
+            if name is not None:
+                self._rename(conn, run_id, name, suffix=True)
+
+    @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
+    def append_to_tag(self, run_id: str, key: str, entry: Any, max_length: int) -> None:
+        """Append ``entry`` to the JSON list the tag ``key`` holds (a value that is no list
+        starts one), under the run's row lock: concurrent appends queue, none is lost.
+        InvalidArgument, writing nothing, once the tag would pass ``max_length``."""
+        with self._run_must_exist(run_id), self.store.write() as conn:
+            self._locked_status(conn, run_id)
+            old = conn.execute(
+                select(run_tags.c.value).where(run_tags.c.run_id == run_id, run_tags.c.key == key)
+            ).scalar()
+            try:
+                entries = json.loads(old) if old else []
+            except ValueError:
+                entries = []
+            value = json.dumps([*(entries if isinstance(entries, list) else []), entry])
+            if len(value) > max_length:
+                raise InvalidArgument(
+                    f"tag {key!r} of run {run_id} would be {len(value):,} characters with this "
+                    f"entry; it may hold {max_length:,}"
+                )
+            self._set_tags(conn, run_id, {key: value})
+
     @endpoint("DELETE", "/runs/{run_id}/tags")
     @guarded(Action.WRITE, Kind.EXPERIMENT, "run_id", resolve=by_run)
     def delete_tag(self, run_id: str, key: str) -> None:
@@ -576,9 +659,7 @@ class TrackingService(ExperimentService):
             .where(matching.where, lifecycle)
         )
         if experiments:  # each one checked: the caller may read it
-            query = query.where(
-                runs.c.experiment_id.in_([self.get_experiment(e).id for e in experiments])
-            )
+            query = query.where(runs.c.experiment_id.in_(self._readable_experiments(experiments)))
         elif (visible := self.access.visible(Kind.EXPERIMENT)) is not None:
             query = query.where(runs.c.experiment_id.in_(visible))
         query = order_by_(query, order_by or ["start_time DESC"], matching.metrics, matching.bounds)
@@ -587,6 +668,37 @@ class TrackingService(ExperimentService):
             ids = list(conn.execute(query).scalars())
             items = self._load_runs(conn, ids[:limit])
         return Page(items, encode_page_token(offset + limit) if len(ids) > limit else None)
+
+    @guarded()
+    def readable_experiments(self, experiments: list[str]) -> list[str]:
+        """The ids of those of ``experiments`` (names or ids) that exist and the caller may
+        read, in one statement; the others are left out (a listing's view of them)."""
+        return self._readable_experiments(experiments, missing_ok=True)
+
+    def _readable_experiments(self, refs: list[str], missing_ok: bool = False) -> list[str]:
+        """Names or ids -> ids, a name before an id as ``get_experiment`` reads them; one
+        that is not there, or that the caller may not read, is NotFound (as there)."""
+        if len(refs) > MAX_EXPERIMENTS:
+            raise InvalidArgument(
+                f"{len(refs):,} experiments given; a search takes up to {MAX_EXPERIMENTS:,}"
+            )
+        wanted = sorted(set(refs))
+        e = _experiments.c
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(e.id, e.name).where(or_(e.name.in_(wanted), e.id.in_(wanted)))
+            ).all()
+        by_name = {row.name: row.id for row in rows}
+        ids = {row.id for row in rows}
+        visible = self.access.visible(Kind.EXPERIMENT)
+        found: list[str] = []
+        for ref in refs:
+            key = by_name.get(ref) or (ref if ref in ids else None)
+            if key is not None and (visible is None or key in visible):
+                found.append(key)
+            elif not missing_ok:
+                raise NotFound(f"experiment {ref!r} does not exist")
+        return found
 
     @endpoint("POST", "/runs/compare")
     @guarded(check=_readable_runs)
@@ -768,6 +880,7 @@ class TrackingService(ExperimentService):
 
 _params = params
 _experiments = experiments
+MAX_EXPERIMENTS = 1000  # experiments one search names
 _SUMMARY_COLUMNS = [
     metric_summaries.c[name]
     for name in ("run_id", "key", "goal", "count", "last", "last_step", "min", "max", "best")

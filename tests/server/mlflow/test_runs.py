@@ -753,3 +753,99 @@ def test_identity_comes_from_the_token_and_permissions_apply(tmp_path: Any) -> N
     }
     found = http.post(f"{API}/runs/search", json=search_body, headers=ann).json()
     assert [r["info"]["run_id"] for r in found["runs"]] == [run_id]
+
+
+# -- review fixes: batched search, all-or-nothing batches, shared names, model history --
+
+
+def test_search_names_up_to_1000_experiments_read_in_a_few_statements(
+    api: Any, tracking: TrackingService, experiment_id: str, three_runs: list[str]
+) -> None:
+    from sqlalchemy import event
+
+    too_many = {"experiment_ids": [f"{i:032x}" for i in range(1001)]}
+    response = api.post(f"{API}/runs/search", json=too_many)
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", "1,001 given", "up to 1,000")
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    ids = [f"{i:032x}" for i in range(997)] + ["nope", "0", experiment_id]
+    engine = tracking.store.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        found = search(api, experiment_ids=ids)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert sorted(names(found)) == ["a", "b", "c"]
+    assert len(statements) < 20  # not one (or more) a named experiment
+
+
+def test_a_failed_log_batch_writes_nothing(
+    api: Any, tracking: TrackingService, experiment_id: str, run_id: str
+) -> None:
+    post(api, "/runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"})
+    batch = {
+        "run_id": run_id,
+        "params": [pair("depth", "3"), pair("lr", "0.2")],
+        "metrics": [metric("loss")],
+        "tags": [pair("team", "risk"), pair("mlflow.runName", "other")],
+    }
+    response = api.post(f"{API}/runs/log-batch", json=batch)
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", "'lr'")
+    run = tracking.get_run(run_id)
+    assert (run.params["default"], run.metrics, run.name) == ({"lr": "0.1"}, {}, "lgbm")
+    assert "team" not in run.tags
+    batch["params"] = [pair("depth", "3"), pair("lr", "0.1")]  # the retry, fixed
+    post(api, "/runs/log-batch", batch)
+    run = tracking.get_run(run_id)
+    assert run.params["default"] == {"lr": "0.1", "depth": "3"}
+    assert (run.metrics["loss"].count, run.tags["team"], run.name) == (1, "risk", "other")
+    # an ended run takes no points: the batch's params and tags are not kept either
+    tracking.end_run(run_id)
+    late = {"run_id": run_id, "params": [pair("late", "1")], "metrics": [metric("loss")]}
+    assert api.post(f"{API}/runs/log-batch", json=late).status_code >= 400
+    assert "late" not in tracking.get_run(run_id).params["default"]
+
+
+def test_renaming_to_a_taken_name_adds_a_suffix_as_runs_may_share_names(
+    api: Any, tracking: TrackingService, experiment_id: str, run_id: str
+) -> None:
+    from plinth.errors import AlreadyExists
+
+    create_run(api, experiment_id, "taken")
+    renames = [
+        ("/runs/set-tag", {"key": "mlflow.runName", "value": "taken"}),
+        ("/runs/log-batch", {"tags": [pair("mlflow.runName", "taken")]}),
+        ("/runs/update", {"run_name": "taken"}),
+    ]
+    for path, body in renames:
+        tracking.rename_run(run_id, "lgbm")
+        post(api, path, {"run_id": run_id, **body})
+        name = get_run(api, run_id)["info"]["run_name"]
+        assert name.startswith("taken-") and len(name) == len("taken-") + 6, path
+    with pytest.raises(AlreadyExists):  # Plinth's own rename still refuses it
+        tracking.rename_run(run_id, "taken")
+
+
+def test_concurrent_log_models_keep_every_entry_and_mlflows_limit(
+    api: Any, tracking: TrackingService, run_id: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def log(n: int) -> int:
+        model = {"artifact_path": f"model-{n}", "run_id": run_id}
+        body = {"run_id": run_id, "model_json": json.dumps(model)}
+        return int(api.post(f"{API}/runs/log-model", json=body).status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(log, range(20))) == {200}
+    history = json.loads(tracking.get_run(run_id).tags["mlflow.log-model.history"])
+    assert sorted(m["artifact_path"] for m in history) == sorted(f"model-{n}" for n in range(20))
+    big = {"artifact_path": "big", "run_id": run_id, "notes": "x" * 7000}
+    response = api.post(
+        f"{API}/runs/log-model", json={"run_id": run_id, "model_json": json.dumps(big)}
+    )
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", "8,000")
+    assert json.loads(tracking.get_run(run_id).tags["mlflow.log-model.history"]) == history

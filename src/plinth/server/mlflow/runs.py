@@ -5,16 +5,27 @@ its rules apply): a run logged here is an ordinary Plinth run, its params in the
 MLflow's limits are checked before anything is written (``check_batch``): 1000 metrics,
 100 params, 100 tags and 1000 entries in all per batch; keys up to 250 characters, param
 values up to 6000 and tag values up to 8000. A violation is a 400
-INVALID_PARAMETER_VALUE that names it.
+INVALID_PARAMETER_VALUE that names it. A log-batch is all or nothing: checked whole, then
+written in one transaction (``TrackingService.log_batch``). A search names up to 1000
+experiments.
+
+MLflow's runs may share a name, Plinth's are unique in their experiment: a run created
+or renamed here (``mlflow.runName`` through set-tag or log-batch, ``run_name`` through
+update) to a name another run has gets a ``-xxxxxx`` suffix. Plinth's own ``rename_run``
+still refuses a taken name.
+
+``mlflow.log-model.history`` grows under the run's row lock; an entry that would take it
+past 8000 characters is refused (400), as MLflow's server refuses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
@@ -25,11 +36,13 @@ from sqlalchemy import select
 
 from plinth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from plinth.server.mlflow.codes import ARTIFACTS_SCHEME, PREFIX
-from plinth.server.mlflow.common import Services
-from plinth.server.mlflow.experiments import (
+from plinth.server.mlflow.common import (
     DEFAULT_ID,
+    DEFAULT_NAME,
+    PLINTH_ID,
     Body,
     KeyValue,
+    Services,
     check_max_results,
     decode_token,
     encode_token,
@@ -39,7 +52,6 @@ from plinth.server.mlflow.experiments import (
     reply,
     signed_in,
     view_of,
-    views,
 )
 from plinth.server.mlflow.filters import RUN_NAME_TAG, run_filter, run_order_by
 from plinth.store.schema import logged_models
@@ -54,6 +66,7 @@ MAX_PARAMS = 100
 MAX_TAGS = 100
 MAX_ENTRIES = 1000
 MAX_HISTORY = 25_000
+MAX_EXPERIMENTS = 1000  # experiment ids one search names
 MODELS_TAG = "mlflow.log-model.history"  # MLflow's record of the models a run logged
 CONTEXT_TAG = "mlflow.data.context"  # what a run used a data set for: training, eval...
 USER_TAG = "mlflow.user"  # who ran it: the authenticated caller, never what a client says
@@ -313,6 +326,16 @@ def rows_of(profile: str | None) -> int | None:
     return found if type(found) is int and found >= 0 else None
 
 
+def metric_batch(metrics: list[Metric]) -> MetricBatch:
+    return MetricBatch(
+        keys=[m.key for m in metrics],
+        values=[m.value for m in metrics],
+        steps=[m.step for m in metrics],
+        timestamps=[m.timestamp for m in metrics],
+        is_best=[None] * len(metrics),
+    )
+
+
 def status_of(status: str | int) -> RunStatus:
     text = _STATUSES.get(status, "") if isinstance(status, int) else status.upper()
     if text.isdigit():
@@ -355,16 +378,36 @@ def routes(services: Services) -> APIRouter:
                     found[run_id].append(model_id)
         return found
 
+    def readable_experiments(experiment_ids: list[str]) -> list[str]:
+        """The Plinth ids of MLflow's experiment ids, in one statement: "0" is "Default";
+        one that is not there (or not the caller's to read) has no runs, as in MLflow."""
+        if len(experiment_ids) > MAX_EXPERIMENTS:
+            raise InvalidArgument(
+                f"experiment_ids: {len(experiment_ids):,} given; a search takes up to "
+                f"{MAX_EXPERIMENTS:,}"
+            )
+        refs = [
+            DEFAULT_NAME if e == DEFAULT_ID else e
+            for e in dict.fromkeys(experiment_ids)
+            if e == DEFAULT_ID or PLINTH_ID.fullmatch(e)
+        ]
+        return tracking.readable_experiments(refs) if refs else []
+
     def answer_run(run: Run) -> Response:
         return reply({"run": run_json(run, models_of([run.id])[run.id])})
 
     def rename(run: Run, name: str) -> None:
-        if name != run.name:
-            tracking.rename_run(run.id, name)
+        if name != run.name:  # a taken name gets a suffix
+            tracking.log_batch(run.id, name=name)
 
     def log_params(run_id: str, params: dict[str, str]) -> None:
-        try:
+        with param_conflicts(run_id, params):
             tracking.log_params(run_id, params, PARAM_GROUP)
+
+    @contextlib.contextmanager
+    def param_conflicts(run_id: str, params: dict[str, str]) -> Iterator[None]:
+        try:
+            yield
         except Conflict:
             # MLflow's answer to a changed param is INVALID_PARAMETER_VALUE
             logged = tracking.get_run(run_id).params.get(PARAM_GROUP, {})
@@ -379,10 +422,8 @@ def routes(services: Services) -> APIRouter:
     def set_tags(run_id: str, tags: dict[str, str]) -> None:
         tags.pop(USER_TAG, None)
         name = tags.pop(RUN_NAME_TAG, None)
-        if name is not None:
-            rename(tracking.get_run(run_id), name)
-        if tags:
-            tracking.set_tags(run_id, tags)
+        if name is not None or tags:
+            tracking.log_batch(run_id, tags=tags, name=name)
 
     @router.post("/runs/create")
     def create_run(body: CreateRun) -> Response:
@@ -443,14 +484,7 @@ def routes(services: Services) -> APIRouter:
         return reply({})
 
     def log_metrics(run_id: str, metrics: list[Metric]) -> None:
-        batch = MetricBatch(
-            keys=[m.key for m in metrics],
-            values=[m.value for m in metrics],
-            steps=[m.step for m in metrics],
-            timestamps=[m.timestamp for m in metrics],
-            is_best=[None] * len(metrics),
-        )
-        tracking.log_metric_batch(run_id, batch)
+        tracking.log_metric_batch(run_id, metric_batch(metrics))
 
     @router.post("/runs/log-parameter")
     def log_param(body: LogParam) -> Response:
@@ -464,14 +498,19 @@ def routes(services: Services) -> APIRouter:
         signed_in()
         run_id = body.id
         check_batch(body.metrics, body.params, body.tags)
-        if body.params:
-            log_params(run_id, {p.key: p.value for p in body.params})
-        if body.metrics:
-            log_metrics(run_id, body.metrics)
-        if body.tags:
-            set_tags(run_id, {t.key: t.value for t in body.tags})
-        if not (body.params or body.metrics or body.tags):
-            tracking.get_run(run_id)  # an unknown run is still an error
+        params = {p.key: p.value for p in body.params}
+        tags = {t.key: t.value for t in body.tags}
+        tags.pop(USER_TAG, None)
+        name = tags.pop(RUN_NAME_TAG, None)
+        with param_conflicts(run_id, params):  # all or nothing: one transaction
+            tracking.log_batch(
+                run_id,
+                metric_batch(body.metrics) if body.metrics else None,
+                params,
+                tags,
+                name,
+                PARAM_GROUP,
+            )
         return reply({})
 
     @router.post("/runs/set-tag")
@@ -526,31 +565,20 @@ def routes(services: Services) -> APIRouter:
             model = None
         if not isinstance(model, dict):
             raise InvalidArgument("model_json must be a JSON object (an MLmodel as JSON)")
-        run = tracking.get_run(body.id)
-        try:
-            history = json.loads(run.tags.get(MODELS_TAG, "[]"))
-        except ValueError:
-            history = []
-        history = history if isinstance(history, list) else []
-        tracking.set_tags(run.id, {MODELS_TAG: json.dumps([*history, model])})
+        tracking.append_to_tag(body.id, MODELS_TAG, model, MAX_TAG_VALUE)
         return reply({})
 
     def search(request: SearchRuns) -> Response:
         signed_in()
         limit = check_max_results(request.max_results, 1000)
-        view = views(view_of(request.run_view_type))
+        view = view_of(request.run_view_type)
         matching = run_filter(request.filter)
         order = run_order_by(request.order_by)
         state = decode_token(request.page_token)
         token, skip = state.get("plinth"), state.get("skip", 0)
         if not (token is None or isinstance(token, str)) or type(skip) is not int or skip < 0:
             raise InvalidArgument("page_token is not a token this server gave")
-        experiments = []
-        for experiment_id in request.experiment_ids:
-            try:  # MLflow finds no runs in an experiment that is not there
-                experiments.append(experiment_by_id(tracking, experiment_id, create=False).id)
-            except NotFound:
-                continue
+        experiments = readable_experiments(request.experiment_ids)
         runs: list[Run] = []
         next_token = None
         while experiments:
@@ -562,7 +590,7 @@ def routes(services: Services) -> APIRouter:
                 experiments=experiments,
                 max_results=min(MAX_PAGE, skip + wanted),
                 page_token=token,
-                **view,
+                view=view,
             )
             items = page.items
             for index in range(skip, len(items)):
