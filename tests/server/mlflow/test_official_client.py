@@ -98,7 +98,6 @@ def test_experiments(server: tuple[str, Client], tmp_path: Path) -> None:
     assert (exp.name, exp.tags) == (facts["name"], facts["tags"])
     assert exp.deleted_at is None  # deleted, then restored
     assert facts["name"] in [e.name for e in plinth.list_experiments()]
-    assert "Default" in [e.name for e in plinth.list_experiments()]
 
 
 def test_runs(server: tuple[str, Client], tmp_path: Path) -> None:
@@ -199,9 +198,7 @@ def test_the_readme_example(server: tuple[str, Client], tmp_path: Path) -> None:
 
     url, plinth = server
     script = tmp_path / "readme_mlflow.py"
-    script.write_text(
-        example("## MLflow compatibility") + "\nimport json\nprint(json.dumps({}))\n"
-    )
+    script.write_text(example("## MLflow compatibility") + "\nimport json\nprint(json.dumps({}))\n")
     run_scenario("readme", url, tmp_path, script=script)
     (run,) = plinth.search_runs(experiments=["churn-mlflow"]).items
     assert (run.name, run.params) == ("logreg", {"default": {"C": "0.5", "max_iter": "200"}})

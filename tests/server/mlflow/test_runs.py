@@ -849,3 +849,26 @@ def test_concurrent_log_models_keep_every_entry_and_mlflows_limit(
     )
     assert_error(response, 400, "INVALID_PARAMETER_VALUE", "8,000")
     assert json.loads(tracking.get_run(run_id).tags["mlflow.log-model.history"]) == history
+
+
+def test_a_logged_models_link_does_not_log_the_runs_points_again(api: Any, run_id: str) -> None:
+    """MLflow 3's log_model sends the run's points at the model's step again, with the
+    model's id: they are the same points, stored once; a new linked point is stored."""
+    point = {"key": "auc", "value": 0.8, "timestamp": 1_000, "step": 0}
+    post(api, "/runs/log-metric", {"run_id": run_id, **point})
+    model = "m-" + "0" * 32
+    linked = [
+        {**point, "model_id": model},
+        {"key": "auc", "value": 0.9, "timestamp": 2_000, "step": 0, "model_id": model},
+        {"key": "loss", "value": "NaN", "timestamp": 3_000, "step": 0, "model_id": model},
+    ]
+    for _ in range(2):  # sent twice: still once
+        post(api, "/runs/log-batch", {"run_id": run_id, "metrics": linked})
+
+    def history(key: str) -> list[tuple[Any, int]]:
+        answer = api.get(f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": key})
+        assert answer.status_code == 200, answer.text
+        return [(m["value"], m["timestamp"]) for m in answer.json()["metrics"]]
+
+    assert history("auc") == [(0.8, 1_000), (0.9, 2_000)]
+    assert len(history("loss")) == 1

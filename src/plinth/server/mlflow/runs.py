@@ -109,6 +109,9 @@ class Metric(Body):
     value: float
     timestamp: int
     step: int = 0
+    # set when MLflow 3 links a run's metric to a logged model: log_model sends the run's
+    # points at the model's step again with it (kept once: see ``unlinked``)
+    model_id: str | None = None
 
 
 class LogMetric(RunRef, Metric):
@@ -326,6 +329,11 @@ def rows_of(profile: str | None) -> int | None:
     return found if type(found) is int and found >= 0 else None
 
 
+def point_key(key: str, step: int, timestamp: int, value: float) -> tuple[str, int, int, str]:
+    """A metric point as MLflow compares them (NaN equal to NaN)."""
+    return key, step, timestamp, repr(value)
+
+
 def metric_batch(metrics: list[Metric]) -> MetricBatch:
     return MetricBatch(
         keys=[m.key for m in metrics],
@@ -484,7 +492,29 @@ def routes(services: Services) -> APIRouter:
         return reply({})
 
     def log_metrics(run_id: str, metrics: list[Metric]) -> None:
-        tracking.log_metric_batch(run_id, metric_batch(metrics))
+        metrics = unlinked(run_id, metrics)
+        if metrics:
+            tracking.log_metric_batch(run_id, metric_batch(metrics))
+
+    def unlinked(run_id: str, metrics: list[Metric]) -> list[Metric]:
+        """``metrics`` without the points a logged model's link sends again: as in MLflow's
+        store, a point equal to a stored one (key, step, time, value) is not a second
+        point. Only linked points are compared (plain logging stays one write)."""
+        linked = {m.key for m in metrics if m.model_id}
+        if not linked:
+            return metrics
+        stored: set[tuple[str, int, int, str]] = set()
+        for key in linked:
+            with contextlib.suppress(NotFound):  # a key the run has no point of yet
+                stored.update(
+                    point_key(key, p.step, round(p.timestamp.timestamp() * 1000), p.value)
+                    for p in tracking.get_metric_history(run_id, key)
+                )
+        return [
+            m
+            for m in metrics
+            if not m.model_id or point_key(m.key, m.step, m.timestamp, m.value) not in stored
+        ]
 
     @router.post("/runs/log-parameter")
     def log_param(body: LogParam) -> Response:
@@ -502,10 +532,11 @@ def routes(services: Services) -> APIRouter:
         tags = {t.key: t.value for t in body.tags}
         tags.pop(USER_TAG, None)
         name = tags.pop(RUN_NAME_TAG, None)
+        metrics = unlinked(run_id, body.metrics)
         with param_conflicts(run_id, params):  # all or nothing: one transaction
             tracking.log_batch(
                 run_id,
-                metric_batch(body.metrics) if body.metrics else None,
+                metric_batch(metrics) if metrics else None,
                 params,
                 tags,
                 name,
