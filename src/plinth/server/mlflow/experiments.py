@@ -23,7 +23,6 @@ from plinth.server.mlflow.common import (
     KeyValue,
     Services,
     check_max_results,
-    decode_token,
     encode_token,
     experiment_by_id,
     ms,
@@ -39,29 +38,6 @@ from plinth.store.sql import MAX_PAGE
 from plinth.tracking.types import Experiment
 
 NOTE_TAG = "mlflow.note.content"  # MLflow's description
-# the runs module still imports these shared helpers from here (they live in common)
-__all__ = [
-    "DEFAULT_ID",
-    "Body",
-    "KeyValue",
-    "check_max_results",
-    "decode_token",
-    "encode_token",
-    "experiment_by_id",
-    "experiment_json",
-    "ms",
-    "offset_of",
-    "reply",
-    "routes",
-    "signed_in",
-    "view_of",
-    "views",
-]
-
-
-def views(view: str) -> dict[str, Any]:
-    # kept for the runs module, which passes ``**views(...)``: pass ``view=`` instead
-    return {"view": view}
 
 
 def experiment_json(experiment: Experiment) -> dict[str, Any]:
