@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-import yaml  # type: ignore[import-untyped]  # comes with uvicorn[standard]
+import yaml  # type: ignore[import-untyped]
 from pydantic import TypeAdapter
 
 from plinth.errors import InvalidArgument, NotFound
