@@ -47,6 +47,7 @@ class RoundRobinProxy:
         self._turn = itertools.cycle(range(len(backends)))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
+        self._stopped: asyncio.Event | None = None
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="test-proxy", daemon=True)
         self._error: BaseException | None = None
@@ -92,6 +93,8 @@ class RoundRobinProxy:
         for task in self._handlers:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
+        assert self._stopped is not None
+        self._stopped.set()  # only now may _serve, and with it the loop, end
 
     def _run(self) -> None:
         try:
@@ -102,11 +105,13 @@ class RoundRobinProxy:
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        # accepting from here on; the loop runs until _shutdown has ended every relay (with
+        # serve_forever, closing the server would end the loop under _shutdown itself)
         self._server = await asyncio.start_server(self._handle, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         self._started.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._server.serve_forever()
+        await self._stopped.wait()
 
     async def _connect(self) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter] | None:
         # Each connection tries every backend once from its turn on (other connections take

@@ -284,3 +284,18 @@ def test_entry_point_plugins_load_once_and_broken_ones_are_skipped(
     skipped = " ".join(record.getMessage() for record in caplog.records)
     assert "'broken'" in skipped
     assert "'not-a-flavor'" in skipped
+
+
+def test_a_library_half_imported_by_another_thread_is_not_a_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While one thread imports torch, sys.modules already holds it without ``nn``: choosing
+    the flavor of a scikit-learn model in another thread must not fail on it."""
+    import types
+
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+    from plinth.registry.flavors import flavor_for
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # as mid-import
+    assert flavor_for(LogisticRegression()).name == "sklearn"

@@ -79,8 +79,11 @@ class PyTorchFlavor(Flavor):
     requirements = ("torch", "cloudpickle")
 
     def handles(self, model: object) -> bool:
-        torch = sys.modules.get("torch")
-        return torch is not None and isinstance(model, torch.nn.Module)
+        # torch may be half imported by another thread (sys.modules holds it from the
+        # start of its import): a model of it exists only once torch.nn does
+        nn = getattr(sys.modules.get("torch"), "nn", None)
+        module = getattr(nn, "Module", None)
+        return module is not None and isinstance(model, module)
 
     def save(self, model: object, folder: Path) -> None:
         import cloudpickle  # type: ignore[import-untyped]

@@ -35,8 +35,9 @@ class SklearnFlavor(Flavor):
     requirements = ("scikit-learn", "skops", "cloudpickle")
 
     def handles(self, model: object) -> bool:
-        sklearn_base = sys.modules.get("sklearn.base")
-        return sklearn_base is not None and isinstance(model, sklearn_base.BaseEstimator)
+        # (sklearn.base may be half imported by another thread, as in pytorch.py)
+        estimator = getattr(sys.modules.get("sklearn.base"), "BaseEstimator", None)
+        return estimator is not None and isinstance(model, estimator)
 
     def save(self, model: object, folder: Path) -> None:
         path = folder / _SKOPS
