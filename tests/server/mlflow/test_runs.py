@@ -4,53 +4,23 @@ limits, error codes, search syntax and paging."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from plinth.auth.types import Role
-from plinth.config import load_settings
-from plinth.server.app import create_app
-from plinth.store.artifacts import ArtifactStore
-from plinth.store.engine import open_store
 from plinth.store.schema import logged_models
 from plinth.store.sql import now_ms
 from plinth.tracking.service import TrackingService
 from plinth.tracking.types import DatasetInput, MetricBatch, RunStatus
-from tests.backends import AuthServer, empty_tables
+from tests.backends import AuthServer
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Using `httpx` with `starlette.testclient` is deprecated"
 )
 
 API = "/api/2.0/mlflow"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, TrackingService]]:
-    """One app for the module (building one takes seconds); each test empties its store."""
-    from fastapi.testclient import TestClient
-
-    home = tmp_path_factory.mktemp("mlflow-runs")
-    store = open_store(f"sqlite:///{home / 'plinth.db'}")
-    tracking = TrackingService(store, ArtifactStore(str(home / "artifacts")))
-    app = create_app(load_settings(home=home / "server"), tracking=tracking)
-    with TestClient(app) as client:
-        yield client, tracking
-    store.dispose()
-
-
-@pytest.fixture
-def tracking(server: tuple[Any, TrackingService]) -> TrackingService:
-    empty_tables(server[1].store)
-    return server[1]
-
-
-@pytest.fixture
-def api(server: tuple[Any, TrackingService], tracking: TrackingService) -> Any:
-    return server[0]
 
 
 @pytest.fixture
